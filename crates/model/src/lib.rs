@@ -1,0 +1,14 @@
+//! Wire types shared by every Golem component: the closed [`ErrorCode`] and the
+//! [`GolemError`] carried over REST and the bus, node identities, REST DTOs and
+//! bus messages (each declares its reply type next to itself).
+//!
+//! This crate must never do IO: no sockets, files, actix or sled. Anything here
+//! can be used by the daemon, the agents, the exe units and the tests alike.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod error;
+pub mod identity;
+
+pub use error::{ErrorCode, GolemError};
+pub use identity::NodeId;

@@ -1,0 +1,79 @@
+//! [`NetConfig`]: listen and bootstrap addresses, timeouts, limits and the
+//! relay switches of a node. Defaults suit both a daemon and loopback tests.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// Configuration of one network node.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/11500` (`tcp/0` picks a port).
+    pub listen: Vec<Multiaddr>,
+    /// Nodes to join the network through, with or without `/p2p/<peer-id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Upper bound of a remote call, lookup and dial included.
+    pub call_timeout: Duration,
+    /// Maximum number of established connections (inbound + outbound).
+    pub max_connections: u32,
+    /// Maximum established connections per peer.
+    pub max_connections_per_peer: u32,
+    /// Act as a circuit relay (v2) for nodes behind NAT. Meant for nodes with a
+    /// public address.
+    pub relay_server: bool,
+    /// Relays (`.../p2p/<relay-peer-id>`) to reserve a slot on, so that nodes
+    /// behind NAT become reachable through `/p2p-circuit` addresses.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses this node is known to be reachable at from the outside
+    /// (announced to peers, used by the relay server in reservations).
+    pub external_addrs: Vec<Multiaddr>,
+    /// Largest request, response or broadcast payload, in bytes.
+    pub max_message_size: usize,
+    /// How often to ping each connection; a connection whose ping fails is closed.
+    pub ping_interval: Duration,
+    /// Connections with no protocol in use are closed after this long.
+    pub idle_connection_timeout: Duration,
+    /// How often to refresh the DHT routing table (Kademlia bootstrap).
+    pub kad_bootstrap_interval: Duration,
+    /// Timeout of a single DHT query.
+    pub kad_query_timeout: Duration,
+    /// Gossipsub heartbeat: mesh maintenance and lazy gossip period.
+    pub gossip_heartbeat: Duration,
+    /// Capacity of each broadcast subscription queue; extra messages are dropped.
+    pub subscription_queue: usize,
+    /// Agent version announced through identify.
+    pub agent_version: String,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            call_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            relay_server: false,
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            max_message_size: 4 * 1024 * 1024,
+            ping_interval: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(300),
+            kad_bootstrap_interval: Duration::from_secs(300),
+            kad_query_timeout: Duration::from_secs(10),
+            gossip_heartbeat: Duration::from_millis(500),
+            subscription_queue: 1024,
+            agent_version: concat!("golem-net/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+impl NetConfig {
+    /// A node listening on an ephemeral loopback TCP port: handy for tests.
+    pub fn loopback() -> Self {
+        NetConfig {
+            listen: vec![Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))],
+            ..NetConfig::default()
+        }
+    }
+}

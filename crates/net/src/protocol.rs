@@ -1,0 +1,134 @@
+//! Wire protocol of remote bus calls (`/golem/call/1`): one request-response
+//! exchange per call over a fresh yamux stream. Each direction carries a single
+//! frame: a 4-byte big-endian length followed by that many bytes of JSON. The
+//! codec refuses frames above the configured limit before reading them, so a
+//! peer cannot make us buffer more than `max_message_size`; parsing the JSON is
+//! left to the node, which answers malformed requests with `BadRequest`.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use golem_model::GolemError;
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+/// Protocol name of remote bus calls.
+pub const CALL_PROTOCOL: StreamProtocol = StreamProtocol::new("/golem/call/1");
+
+/// A remote bus call as sent on the wire. The caller's NodeId is deliberately
+/// absent: the receiver derives it from the authenticated connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireCall {
+    pub address: String,
+    pub message: String,
+    pub payload: serde_json::Value,
+}
+
+/// The answer to a [`WireCall`].
+pub type WireReply = Result<serde_json::Value, GolemError>;
+
+/// Length-prefixed byte frames with a size limit, for request-response.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameCodec { max_frame }
+    }
+
+    async fn read_frame<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Vec<u8>> {
+        let mut header = [0u8; 4];
+        io.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes(header) as usize;
+        if len > self.max_frame {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes exceeds the limit of {} bytes", self.max_frame),
+            ));
+        }
+        let mut frame = vec![0u8; len];
+        io.read_exact(&mut frame).await?;
+        Ok(frame)
+    }
+
+    async fn write_frame<T: AsyncWrite + Unpin + Send>(&self, io: &mut T, frame: Vec<u8>) -> io::Result<()> {
+        let len = u32::try_from(frame.len())
+            .ok()
+            .filter(|len| *len as usize <= self.max_frame)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("frame of {} bytes exceeds the limit of {} bytes", frame.len(), self.max_frame),
+                )
+            })?;
+        io.write_all(&len.to_be_bytes()).await?;
+        io.write_all(&frame).await?;
+        io.flush().await?;
+        io.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl libp2p::request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        self.read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        self.read_frame(io).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.write_frame(io, req).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        self.write_frame(io, res).await
+    }
+}
+
+/// Extra room a frame needs around the payload for the JSON envelope.
+pub(crate) const ENVELOPE_OVERHEAD: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::request_response::Codec;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused() {
+        futures::executor::block_on(async {
+            let mut codec = FrameCodec::new(8);
+            let mut buffer = futures::io::Cursor::new(Vec::new());
+            codec.write_request(&CALL_PROTOCOL, &mut buffer, b"hello".to_vec()).await.expect("write");
+            buffer.set_position(0);
+            let frame = codec.read_request(&CALL_PROTOCOL, &mut buffer).await.expect("read");
+            assert_eq!(frame, b"hello");
+
+            let mut big = futures::io::Cursor::new(Vec::new());
+            assert!(codec.write_request(&CALL_PROTOCOL, &mut big, vec![0; 9]).await.is_err());
+            let mut forged = futures::io::Cursor::new(u32::MAX.to_be_bytes().to_vec());
+            let error = codec.read_request(&CALL_PROTOCOL, &mut forged).await.expect_err("too large");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        });
+    }
+}
