@@ -1,1 +1,116 @@
-//! placeholder
+//! `golem-daemon`: one node of the Golem network. [`start`] wires the services in
+//! one visible order (store → identity → bus → REST API) and returns a [`Node`]
+//! handle; [`run`] keeps it up until a shutdown token fires. Every dependency is
+//! passed explicitly, so several nodes can run inside one test process.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Instant;
+
+use anyhow::Context;
+use golem_bus::Router;
+use golem_model::NodeId;
+use tokio_util::sync::CancellationToken;
+
+pub use config::DaemonConfig;
+
+/// The yagna version we answer on `/version/get` (clients gate features on it).
+pub const COMPATIBLE_YAGNA_VERSION: &str = "0.16.0";
+
+/// A running node.
+pub struct Node {
+    pub node_id: NodeId,
+    pub api_addr: SocketAddr,
+    pub router: Router,
+    shutdown: CancellationToken,
+    store: store::Store,
+    api: api::ApiServer,
+    bus: bus::BusServer,
+}
+
+/// Start every service of the node; returns once the REST API accepts connections.
+pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
+    let started = Instant::now();
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (choose another with --data-dir)",
+            data_dir.display()
+        )
+    })?;
+    let store = store::Store::open(data_dir).context("opening the store")?;
+    let identity = identity::start(data_dir, &store, config.autoconf_appkey.as_deref())
+        .context("starting the identity service")?;
+    let node_id = identity.node_id();
+    let span = tracing::info_span!("node", %node_id);
+    let _entered = span.enter();
+
+    let shutdown = CancellationToken::new();
+    let router = Router::new();
+    bus::bind_services(&router, &identity).context("binding services on the bus")?;
+    let bus = bus::start(
+        &config.bus_socket_path(),
+        router.clone(),
+        node_id,
+        shutdown.clone(),
+    )
+    .with_context(|| {
+        format!(
+            "serving the bus socket {}",
+            config.bus_socket_path().display()
+        )
+    })?;
+
+    let listener = TcpListener::bind(config.api_addr)
+        .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
+    let api = api::start(
+        listener,
+        config.api_workers,
+        config.api_body_limit,
+        api::ApiDeps { identity },
+    )
+    .context("starting the REST API")?;
+    tracing::info!(
+        api_addr = %api.local_addr,
+        bus_socket = %bus.socket_path.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "REST API ready"
+    );
+    Ok(Node {
+        node_id,
+        api_addr: api.local_addr,
+        router,
+        shutdown,
+        store,
+        api,
+        bus,
+    })
+}
+
+impl Node {
+    /// Stop in reverse order of start and flush the store.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.api.stop().await;
+        self.bus.stop().await;
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "flushing the store at shutdown failed");
+        }
+        tracing::info!(node_id = %self.node_id, "node stopped");
+    }
+}
+
+/// Run a node until `shutdown` is cancelled.
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let node = start(config).await?;
+    shutdown.cancelled().await;
+    node.stop().await;
+    Ok(())
+}

@@ -19,7 +19,10 @@ use crate::router::{decode_reply, encode_message, first_reply};
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("cannot connect to the bus socket {path}: {source} (is the daemon running?)")]
-    Socket { path: String, source: std::io::Error },
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the daemon refused the bus connection: {0}")]
     Refused(String),
     #[error("bus handshake failed: {0}")]
@@ -48,16 +51,29 @@ impl Drop for CloseOnDrop {
 
 impl BusClient {
     pub async fn connect(path: &Path, client_name: &str) -> Result<BusClient, ConnectError> {
-        let mut stream = UnixStream::connect(path)
+        let mut stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ConnectError::Socket {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        let hello = Frame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: client_name.to_string(),
+        };
+        write_frame(&mut stream, &hello)
             .await
-            .map_err(|source| ConnectError::Socket { path: path.display().to_string(), source })?;
-        let hello = Frame::Hello { protocol_version: PROTOCOL_VERSION, client_name: client_name.to_string() };
-        write_frame(&mut stream, &hello).await.map_err(|error| ConnectError::Handshake(error.to_string()))?;
+            .map_err(|error| ConnectError::Handshake(error.to_string()))?;
         let mut buffer = Vec::new();
         let node_id = match read_frame(&mut stream, &mut buffer).await {
             Ok(Frame::Welcome { node_id, .. }) => node_id,
             Ok(Frame::Goodbye { message }) => return Err(ConnectError::Refused(message)),
-            Ok(other) => return Err(ConnectError::Handshake(format!("unexpected first frame {other:?}"))),
+            Ok(other) => {
+                return Err(ConnectError::Handshake(format!(
+                    "unexpected first frame {other:?}"
+                )))
+            }
             Err(error) => return Err(ConnectError::Handshake(error.to_string())),
         };
         let (reader, writer) = stream.into_split();
@@ -65,7 +81,12 @@ impl BusClient {
         let endpoints: Endpoints = Arc::default();
         tokio::spawn(read_loop(reader, connection.clone(), endpoints.clone()));
         let lifetime = Arc::new(CloseOnDrop(connection.clone()));
-        Ok(BusClient { connection, endpoints, node_id, _lifetime: lifetime })
+        Ok(BusClient {
+            connection,
+            endpoints,
+            node_id,
+            _lifetime: lifetime,
+        })
     }
 
     /// The NodeId of the daemon this client is connected to.
@@ -73,8 +94,19 @@ impl BusClient {
         self.node_id
     }
 
-    pub fn call_stream_raw(&self, address: &str, message: &str, payload: serde_json::Value) -> ReplyStream {
-        self.connection.call(address.to_string(), message.to_string(), None, payload, true)
+    pub fn call_stream_raw(
+        &self,
+        address: &str,
+        message: &str,
+        payload: serde_json::Value,
+    ) -> ReplyStream {
+        self.connection.call(
+            address.to_string(),
+            message.to_string(),
+            None,
+            payload,
+            true,
+        )
     }
 
     pub async fn call_raw(
@@ -83,13 +115,25 @@ impl BusClient {
         message: &str,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, GolemError> {
-        let replies = self.connection.call(address.to_string(), message.to_string(), None, payload, false);
+        let replies = self.connection.call(
+            address.to_string(),
+            message.to_string(),
+            None,
+            payload,
+            false,
+        );
         first_reply(replies, address).await
     }
 
     /// Typed request/reply call.
-    pub async fn call<M: BusMessage>(&self, address: &str, message: &M) -> Result<M::Reply, GolemError> {
-        let value = self.call_raw(address, M::NAME, encode_message(message)?).await?;
+    pub async fn call<M: BusMessage>(
+        &self,
+        address: &str,
+        message: &M,
+    ) -> Result<M::Reply, GolemError> {
+        let value = self
+            .call_raw(address, M::NAME, encode_message(message)?)
+            .await?;
         decode_reply::<M>(value)
     }
 
@@ -101,7 +145,10 @@ impl BusClient {
         let address_owned = address.to_string();
         let result = self
             .connection
-            .control(move |request_id| Frame::Bind { request_id, address: address_owned })
+            .control(move |request_id| Frame::Bind {
+                request_id,
+                address: address_owned,
+            })
             .await;
         if result.is_err() {
             if let Ok(mut endpoints) = self.endpoints.write() {
@@ -113,7 +160,12 @@ impl BusClient {
 
     pub async fn unbind(&self, address: &str) -> Result<(), GolemError> {
         let address_owned = address.to_string();
-        self.connection.control(move |request_id| Frame::Unbind { request_id, address: address_owned }).await?;
+        self.connection
+            .control(move |request_id| Frame::Unbind {
+                request_id,
+                address: address_owned,
+            })
+            .await?;
         if let Ok(mut endpoints) = self.endpoints.write() {
             endpoints.remove(address);
         }
@@ -130,7 +182,11 @@ impl BusClient {
     }
 }
 
-async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, connection: Arc<Connection>, endpoints: Endpoints) {
+async fn read_loop(
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    connection: Arc<Connection>,
+    endpoints: Endpoints,
+) {
     let mut buffer = Vec::new();
     loop {
         let frame = tokio::select! {
@@ -139,15 +195,32 @@ async fn read_loop(mut reader: tokio::net::unix::OwnedReadHalf, connection: Arc<
         };
         match frame {
             Ok(Frame::Reply { request_id, body }) => connection.deliver_reply(request_id, body),
-            Ok(Frame::Call { request_id, address, message, caller, stream, payload }) => {
-                let endpoint = endpoints.read().ok().and_then(|map| map.get(&address).cloned());
+            Ok(Frame::Call {
+                request_id,
+                address,
+                message,
+                caller,
+                stream,
+                payload,
+            }) => {
+                let endpoint = endpoints
+                    .read()
+                    .ok()
+                    .and_then(|map| map.get(&address).cloned());
                 let replies = match endpoint {
                     Some(endpoint) => {
                         let caller = caller.map(Caller::Remote).unwrap_or(Caller::Local);
-                        endpoint.handle(BusCall { caller, address, message, payload, stream })
+                        endpoint.handle(BusCall {
+                            caller,
+                            address,
+                            message,
+                            payload,
+                            stream,
+                        })
                     }
                     None => {
-                        let error = GolemError::not_found(format!("endpoint address not found: {address}"));
+                        let error =
+                            GolemError::not_found(format!("endpoint address not found: {address}"));
                         stream::once(async move { Err(error) }).boxed()
                     }
                 };

@@ -54,7 +54,10 @@ impl Connection {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(request_id, sender);
         }
-        let guard = PendingGuard { connection: Arc::downgrade(self), request_id };
+        let guard = PendingGuard {
+            connection: Arc::downgrade(self),
+            request_id,
+        };
         (request_id, receiver, guard)
     }
 
@@ -71,12 +74,22 @@ impl Connection {
             return closed_stream(&self.peer_name);
         }
         let (request_id, receiver, guard) = self.register();
-        self.send(Frame::Call { request_id, address, message, caller, stream, payload });
+        self.send(Frame::Call {
+            request_id,
+            address,
+            message,
+            caller,
+            stream,
+            payload,
+        });
         replies_from(receiver, guard, self.peer_name.clone())
     }
 
     /// Send a control frame (Bind/Unbind) built around a fresh request id and wait for its reply.
-    pub async fn control(self: &Arc<Self>, build: impl FnOnce(RequestId) -> Frame) -> Result<(), GolemError> {
+    pub async fn control(
+        self: &Arc<Self>,
+        build: impl FnOnce(RequestId) -> Frame,
+    ) -> Result<(), GolemError> {
         if self.closed.is_cancelled() {
             return Err(disconnected(&self.peer_name));
         }
@@ -92,7 +105,9 @@ impl Connection {
 
     /// Route a reply frame to the call waiting for it (ignored when nobody waits any more).
     pub fn deliver_reply(&self, request_id: RequestId, body: ReplyBody) {
-        let Ok(mut pending) = self.pending.lock() else { return };
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
         let last = body.is_last();
         if let Some(sender) = pending.get(&request_id) {
             let _ = sender.send(body);
@@ -110,7 +125,9 @@ impl Connection {
             Err(_) => Vec::new(),
         };
         for (_, sender) in drained {
-            let _ = sender.send(ReplyBody::Err { error: disconnected(&self.peer_name) });
+            let _ = sender.send(ReplyBody::Err {
+                error: disconnected(&self.peer_name),
+            });
         }
     }
 
@@ -123,7 +140,9 @@ impl Connection {
                 let body = match replies.next().await {
                     Some(Ok(value)) => ReplyBody::Ok { value },
                     Some(Err(error)) => ReplyBody::Err { error },
-                    None => ReplyBody::Err { error: GolemError::internal("endpoint ended without a reply") },
+                    None => ReplyBody::Err {
+                        error: GolemError::internal("endpoint ended without a reply"),
+                    },
                 };
                 connection.send(Frame::Reply { request_id, body });
                 return;
@@ -173,7 +192,11 @@ fn closed_stream(peer_name: &str) -> ReplyStream {
     stream::once(async move { Err(error) }).boxed()
 }
 
-fn replies_from(receiver: mpsc::UnboundedReceiver<ReplyBody>, guard: PendingGuard, peer_name: String) -> ReplyStream {
+fn replies_from(
+    receiver: mpsc::UnboundedReceiver<ReplyBody>,
+    guard: PendingGuard,
+    peer_name: String,
+) -> ReplyStream {
     stream::unfold(Some((receiver, guard)), move |state| {
         let peer_name = peer_name.clone();
         async move {
@@ -190,8 +213,11 @@ fn replies_from(receiver: mpsc::UnboundedReceiver<ReplyBody>, guard: PendingGuar
     .boxed()
 }
 
-async fn write_loop<W>(mut writer: W, mut frames: mpsc::UnboundedReceiver<Frame>, closed: CancellationToken)
-where
+async fn write_loop<W>(
+    mut writer: W,
+    mut frames: mpsc::UnboundedReceiver<Frame>,
+    closed: CancellationToken,
+) where
     W: AsyncWrite + Unpin,
 {
     let mut buffer = Vec::with_capacity(8 * 1024);
@@ -208,7 +234,11 @@ where
             if let Err(error) = encode_frame(&frame, &mut buffer) {
                 tracing::warn!(%error, "dropping a bus frame that cannot be encoded");
             }
-            next = if buffer.len() < 256 * 1024 { frames.try_recv().ok() } else { None };
+            next = if buffer.len() < 256 * 1024 {
+                frames.try_recv().ok()
+            } else {
+                None
+            };
         }
         if writer.write_all(&buffer).await.is_err() || writer.flush().await.is_err() {
             break;
@@ -235,6 +265,12 @@ impl Endpoint for ForwardingEndpoint {
             Caller::Local => None,
             Caller::Remote(node) => Some(node),
         };
-        self.connection.call(call.address, call.message, caller, call.payload, call.stream)
+        self.connection.call(
+            call.address,
+            call.message,
+            caller,
+            call.payload,
+            call.stream,
+        )
     }
 }

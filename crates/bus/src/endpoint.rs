@@ -52,7 +52,8 @@ fn decode<M: BusMessage>(payload: serde_json::Value) -> Result<M, GolemError> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<serde_json::Value, GolemError> {
-    serde_json::to_value(value).map_err(|error| GolemError::internal(format!("reply not serializable: {error}")))
+    serde_json::to_value(value)
+        .map_err(|error| GolemError::internal(format!("reply not serializable: {error}")))
 }
 
 impl ServiceEndpoint {

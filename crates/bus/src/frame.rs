@@ -20,15 +20,27 @@ pub type RequestId = u64;
 #[serde(tag = "type")]
 pub enum Frame {
     /// First frame of every connection, from the connecting side.
-    Hello { protocol_version: u32, client_name: String },
+    Hello {
+        protocol_version: u32,
+        client_name: String,
+    },
     /// The accepting side's answer to a good `Hello`.
-    Welcome { protocol_version: u32, node_id: Option<NodeId> },
+    Welcome {
+        protocol_version: u32,
+        node_id: Option<NodeId>,
+    },
     /// Last frame before the sender closes the connection, saying why.
     Goodbye { message: String },
     /// Ask the router to deliver calls for `address` over this connection.
-    Bind { request_id: RequestId, address: String },
+    Bind {
+        request_id: RequestId,
+        address: String,
+    },
     /// Stop delivering calls for `address`.
-    Unbind { request_id: RequestId, address: String },
+    Unbind {
+        request_id: RequestId,
+        address: String,
+    },
     /// Invoke `message` on `address`; `caller` is set by the router for calls it forwards.
     Call {
         request_id: RequestId,
@@ -42,7 +54,10 @@ pub enum Frame {
         payload: serde_json::Value,
     },
     /// One piece of the answer to the call `request_id` sent by the receiver.
-    Reply { request_id: RequestId, body: ReplyBody },
+    Reply {
+        request_id: RequestId,
+        body: ReplyBody,
+    },
 }
 
 /// A reply: one `Ok` or `Err` ends a call; streams send `Item`s and then `End` (or `Err`).
@@ -74,11 +89,16 @@ pub enum FrameError {
 }
 
 /// Read one frame; `Closed` on a clean end of stream before a length prefix.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buffer: &mut Vec<u8>) -> Result<Frame, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut Vec<u8>,
+) -> Result<Frame, FrameError> {
     let mut length_bytes = [0u8; 4];
     match reader.read_exact(&mut length_bytes).await {
         Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::Closed)
+        }
         Err(error) => return Err(error.into()),
     }
     let length = u32::from_be_bytes(length_bytes) as usize;
@@ -106,7 +126,10 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
 }
 
 /// Write one frame and flush.
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+) -> Result<(), FrameError> {
     let mut out = Vec::new();
     encode_frame(frame, &mut out)?;
     writer.write_all(&out).await?;
@@ -120,8 +143,14 @@ mod tests {
 
     fn sample_frames() -> Vec<Frame> {
         vec![
-            Frame::Hello { protocol_version: PROTOCOL_VERSION, client_name: "test".into() },
-            Frame::Bind { request_id: 1, address: "/local/exeunit/a".into() },
+            Frame::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "test".into(),
+            },
+            Frame::Bind {
+                request_id: 1,
+                address: "/local/exeunit/a".into(),
+            },
             Frame::Call {
                 request_id: 7,
                 address: "/local/identity".into(),
@@ -130,8 +159,16 @@ mod tests {
                 stream: false,
                 payload: serde_json::json!({"a": [1, 2, "x"]}),
             },
-            Frame::Reply { request_id: 7, body: ReplyBody::Err { error: GolemError::not_found("x") } },
-            Frame::Reply { request_id: 8, body: ReplyBody::End },
+            Frame::Reply {
+                request_id: 7,
+                body: ReplyBody::Err {
+                    error: GolemError::not_found("x"),
+                },
+            },
+            Frame::Reply {
+                request_id: 8,
+                body: ReplyBody::End,
+            },
         ]
     }
 
@@ -144,9 +181,15 @@ mod tests {
         let mut reader = bytes.as_slice();
         let mut buffer = Vec::new();
         for expected in sample_frames() {
-            assert_eq!(read_frame(&mut reader, &mut buffer).await.unwrap(), expected);
+            assert_eq!(
+                read_frame(&mut reader, &mut buffer).await.unwrap(),
+                expected
+            );
         }
-        assert!(matches!(read_frame(&mut reader, &mut buffer).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut reader, &mut buffer).await,
+            Err(FrameError::Closed)
+        ));
     }
 
     #[tokio::test]
@@ -154,7 +197,9 @@ mod tests {
         let bytes = (u32::MAX).to_be_bytes();
         let mut reader = &bytes[..];
         let result = read_frame(&mut reader, &mut Vec::new()).await;
-        assert!(matches!(result, Err(FrameError::TooLarge { length }) if length == u32::MAX as usize));
+        assert!(
+            matches!(result, Err(FrameError::TooLarge { length }) if length == u32::MAX as usize)
+        );
     }
 
     #[tokio::test]
@@ -163,7 +208,10 @@ mod tests {
         bytes.extend_from_slice(b"hello");
         let mut reader = bytes.as_slice();
         let result = read_frame(&mut reader, &mut Vec::new()).await;
-        assert!(matches!(result, Err(FrameError::Malformed(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(FrameError::Malformed(_))),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]

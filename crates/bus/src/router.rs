@@ -32,7 +32,9 @@ impl Default for Router {
 }
 
 /// Decode a JSON reply into the message's declared reply type.
-pub(crate) fn decode_reply<M: BusMessage>(value: serde_json::Value) -> Result<M::Reply, GolemError> {
+pub(crate) fn decode_reply<M: BusMessage>(
+    value: serde_json::Value,
+) -> Result<M::Reply, GolemError> {
     serde_json::from_value(value)
         .map_err(|error| GolemError::internal(format!("malformed reply to {}: {error}", M::NAME)))
 }
@@ -43,18 +45,26 @@ pub(crate) fn encode_message<M: BusMessage>(message: &M) -> Result<serde_json::V
 }
 
 /// Take the first reply of a stream as the answer of a request/reply call.
-pub(crate) async fn first_reply(mut replies: ReplyStream, address: &str) -> Result<serde_json::Value, GolemError> {
+pub(crate) async fn first_reply(
+    mut replies: ReplyStream,
+    address: &str,
+) -> Result<serde_json::Value, GolemError> {
     match replies.next().await {
         Some(reply) => reply,
-        None => Err(GolemError::internal(format!("endpoint {address} ended without a reply"))),
+        None => Err(GolemError::internal(format!(
+            "endpoint {address} ended without a reply"
+        ))),
     }
 }
 
 impl Router {
     /// A router with its own `/local/bus` endpoint (answers [`Ping`]).
     pub fn new() -> Self {
-        let router = Router { bindings: Arc::new(RwLock::new(Bindings::default())) };
-        let own_endpoint = ServiceEndpoint::new().on(|_caller, ping: Ping| async move { Ok(ping.payload) });
+        let router = Router {
+            bindings: Arc::new(RwLock::new(Bindings::default())),
+        };
+        let own_endpoint =
+            ServiceEndpoint::new().on(|_caller, ping: Ping| async move { Ok(ping.payload) });
         if let Err(error) = router.bind(ROUTER_SERVICE, own_endpoint) {
             tracing::error!(%error, "router could not bind its own endpoint");
         }
@@ -66,11 +76,20 @@ impl Router {
         self.bind_shared(address, Arc::new(endpoint))
     }
 
-    pub fn bind_shared(&self, address: &str, endpoint: Arc<dyn Endpoint>) -> Result<(), GolemError> {
+    pub fn bind_shared(
+        &self,
+        address: &str,
+        endpoint: Arc<dyn Endpoint>,
+    ) -> Result<(), GolemError> {
         Address::parse(address)?;
-        let mut bindings = self.bindings.write().map_err(|_| GolemError::internal("bus router lock poisoned"))?;
+        let mut bindings = self
+            .bindings
+            .write()
+            .map_err(|_| GolemError::internal("bus router lock poisoned"))?;
         if bindings.exact.contains_key(address) {
-            return Err(GolemError::conflict(format!("bus address {address} is already bound")));
+            return Err(GolemError::conflict(format!(
+                "bus address {address} is already bound"
+            )));
         }
         bindings.exact.insert(address.to_string(), endpoint);
         Ok(())
@@ -78,11 +97,18 @@ impl Router {
 
     /// Bind `endpoint` for every address starting with `prefix`.
     pub fn bind_prefix(&self, prefix: &str, endpoint: impl Endpoint) -> Result<(), GolemError> {
-        let mut bindings = self.bindings.write().map_err(|_| GolemError::internal("bus router lock poisoned"))?;
+        let mut bindings = self
+            .bindings
+            .write()
+            .map_err(|_| GolemError::internal("bus router lock poisoned"))?;
         if bindings.prefixes.iter().any(|(bound, _)| bound == prefix) {
-            return Err(GolemError::conflict(format!("bus prefix {prefix} is already bound")));
+            return Err(GolemError::conflict(format!(
+                "bus prefix {prefix} is already bound"
+            )));
         }
-        bindings.prefixes.push((prefix.to_string(), Arc::new(endpoint)));
+        bindings
+            .prefixes
+            .push((prefix.to_string(), Arc::new(endpoint)));
         bindings.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
         Ok(())
     }
@@ -117,10 +143,12 @@ impl Router {
         let refusal = match Address::parse(&call.address) {
             Err(error) => Some(error),
             Ok(Address::Public(_)) => None,
-            Ok(_) if matches!(call.caller, Caller::Remote(_)) => Some(GolemError::forbidden(format!(
-                "bus address {} is not reachable from other nodes",
-                call.address
-            ))),
+            Ok(_) if matches!(call.caller, Caller::Remote(_)) => {
+                Some(GolemError::forbidden(format!(
+                    "bus address {} is not reachable from other nodes",
+                    call.address
+                )))
+            }
             Ok(_) => None,
         };
         if let Some(error) = refusal {
@@ -129,7 +157,8 @@ impl Router {
         match self.resolve(&call.address) {
             Some(endpoint) => endpoint.handle(call),
             None => {
-                let error = GolemError::not_found(format!("endpoint address not found: {}", call.address));
+                let error =
+                    GolemError::not_found(format!("endpoint address not found: {}", call.address));
                 stream::once(async move { Err(error) }).boxed()
             }
         }
@@ -153,7 +182,11 @@ impl Router {
     }
 
     /// Typed request/reply call from inside this node.
-    pub async fn call<M: BusMessage>(&self, address: &str, message: &M) -> Result<M::Reply, GolemError> {
+    pub async fn call<M: BusMessage>(
+        &self,
+        address: &str,
+        message: &M,
+    ) -> Result<M::Reply, GolemError> {
         self.call_as(Caller::Local, address, message).await
     }
 
@@ -178,36 +211,81 @@ mod tests {
     #[tokio::test]
     async fn routes_typed_calls_and_answers_ping() {
         let router = Router::new();
-        let echoed = router.call(ROUTER_SERVICE, &Ping { payload: "x".into() }).await.unwrap();
+        let echoed = router
+            .call(
+                ROUTER_SERVICE,
+                &Ping {
+                    payload: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(echoed, "x");
-        let missing = router.call("/local/nothing", &Ping { payload: "x".into() }).await.unwrap_err();
+        let missing = router
+            .call(
+                "/local/nothing",
+                &Ping {
+                    payload: "x".into(),
+                },
+            )
+            .await
+            .unwrap_err();
         assert_eq!(missing.code, ErrorCode::NotFound);
-        assert!(missing.message.contains("endpoint address not found"), "{}", missing.message);
+        assert!(
+            missing.message.contains("endpoint address not found"),
+            "{}",
+            missing.message
+        );
     }
 
     #[tokio::test]
     async fn remote_callers_reach_only_public_addresses() {
         let router = Router::new();
-        let public = ServiceEndpoint::new().on(|caller, ping: Ping| async move {
-            Ok(format!("{}:{caller:?}", ping.payload))
-        });
+        let public = ServiceEndpoint::new()
+            .on(|caller, ping: Ping| async move { Ok(format!("{}:{caller:?}", ping.payload)) });
         router.bind("/public/echo", public).unwrap();
         let remote = Caller::Remote(NodeId::from_bytes([7; 20]));
-        let local_refused = router.call_as(remote, ROUTER_SERVICE, &Ping { payload: "x".into() }).await;
+        let local_refused = router
+            .call_as(
+                remote,
+                ROUTER_SERVICE,
+                &Ping {
+                    payload: "x".into(),
+                },
+            )
+            .await;
         assert_eq!(local_refused.unwrap_err().code, ErrorCode::Forbidden);
-        let public_reply = router.call_as(remote, "/public/echo", &Ping { payload: "p".into() }).await.unwrap();
+        let public_reply = router
+            .call_as(
+                remote,
+                "/public/echo",
+                &Ping {
+                    payload: "p".into(),
+                },
+            )
+            .await
+            .unwrap();
         assert!(public_reply.starts_with("p:Remote("), "{public_reply}");
     }
 
     #[tokio::test]
     async fn duplicate_bind_conflicts_and_prefix_catches_rest() {
         let router = Router::new();
-        let endpoint = || ServiceEndpoint::new().on(|_c, ping: Ping| async move { Ok(ping.payload) });
+        let endpoint =
+            || ServiceEndpoint::new().on(|_c, ping: Ping| async move { Ok(ping.payload) });
         router.bind("/local/a", endpoint()).unwrap();
-        assert_eq!(router.bind("/local/a", endpoint()).unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(
+            router.bind("/local/a", endpoint()).unwrap_err().code,
+            ErrorCode::Conflict
+        );
         router.bind_prefix("/net/", endpoint()).unwrap();
         let reply = router
-            .call("/net/0x0707070707070707070707070707070707070707/public/x", &Ping { payload: "n".into() })
+            .call(
+                "/net/0x0707070707070707070707070707070707070707/public/x",
+                &Ping {
+                    payload: "n".into(),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(reply, "n");
@@ -219,10 +297,19 @@ mod tests {
     async fn malformed_payload_is_bad_request() {
         let router = Router::new();
         let error = router
-            .call_raw(Caller::Local, ROUTER_SERVICE, "Ping", serde_json::json!({"wrong": 1}))
+            .call_raw(
+                Caller::Local,
+                ROUTER_SERVICE,
+                "Ping",
+                serde_json::json!({"wrong": 1}),
+            )
             .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::BadRequest);
-        assert!(error.message.contains("malformed Ping message"), "{}", error.message);
+        assert!(
+            error.message.contains("malformed Ping message"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -30,7 +30,10 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("another process is serving the bus socket {}", path.display()),
+                format!(
+                    "another process is serving the bus socket {}",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
@@ -41,7 +44,12 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accept connections until `shutdown` is cancelled.
-pub async fn serve(listener: UnixListener, router: Router, node_id: Option<NodeId>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    router: Router,
+    node_id: Option<NodeId>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -51,7 +59,9 @@ pub async fn serve(listener: UnixListener, router: Router, node_id: Option<NodeI
             Ok((stream, _)) => {
                 let router = router.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move { serve_connection(stream, router, node_id, shutdown).await });
+                tokio::spawn(
+                    async move { serve_connection(stream, router, node_id, shutdown).await },
+                );
             }
             Err(error) => {
                 tracing::warn!(%error, "bus socket accept failed");
@@ -66,15 +76,27 @@ async fn refuse(stream: &mut UnixStream, message: String) {
     let _ = write_frame(stream, &Frame::Goodbye { message }).await;
 }
 
-async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Option<NodeId>, shutdown: CancellationToken) {
+async fn serve_connection(
+    mut stream: UnixStream,
+    router: Router,
+    node_id: Option<NodeId>,
+    shutdown: CancellationToken,
+) {
     let mut buffer = Vec::new();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream, &mut buffer)).await;
     let client_name = match hello {
         Err(_) => return refuse(&mut stream, "no Hello frame within 5 s".into()).await,
         Ok(Err(FrameError::Closed)) => return,
-        Ok(Err(error)) => return refuse(&mut stream, format!("expected a Hello frame: {error}")).await,
-        Ok(Ok(Frame::Hello { protocol_version, client_name })) if protocol_version == PROTOCOL_VERSION => client_name,
-        Ok(Ok(Frame::Hello { protocol_version, .. })) => {
+        Ok(Err(error)) => {
+            return refuse(&mut stream, format!("expected a Hello frame: {error}")).await
+        }
+        Ok(Ok(Frame::Hello {
+            protocol_version,
+            client_name,
+        })) if protocol_version == PROTOCOL_VERSION => client_name,
+        Ok(Ok(Frame::Hello {
+            protocol_version, ..
+        })) => {
             let message = format!(
                 "bus protocol version {protocol_version} is not supported; this daemon speaks version {PROTOCOL_VERSION}"
             );
@@ -82,7 +104,16 @@ async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Optio
         }
         Ok(Ok(_)) => return refuse(&mut stream, "the first frame must be Hello".into()).await,
     };
-    if write_frame(&mut stream, &Frame::Welcome { protocol_version: PROTOCOL_VERSION, node_id }).await.is_err() {
+    if write_frame(
+        &mut stream,
+        &Frame::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            node_id,
+        },
+    )
+    .await
+    .is_err()
+    {
         return;
     }
     tracing::debug!(client = %client_name, "bus client connected");
@@ -99,25 +130,46 @@ async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Optio
             frame = read_frame(&mut reader, &mut buffer) => frame,
         };
         match frame {
-            Ok(Frame::Call { request_id, address, message, stream, payload, .. }) => {
+            Ok(Frame::Call {
+                request_id,
+                address,
+                message,
+                stream,
+                payload,
+                ..
+            }) => {
                 // Processes on the socket are inside the node: their calls are local.
-                let call = BusCall { caller: Caller::Local, address, message, payload, stream };
+                let call = BusCall {
+                    caller: Caller::Local,
+                    address,
+                    message,
+                    payload,
+                    stream,
+                };
                 connection.serve_call(request_id, router.call_stream_raw(call), stream);
             }
             Ok(Frame::Reply { request_id, body }) => connection.deliver_reply(request_id, body),
-            Ok(Frame::Bind { request_id, address }) => {
+            Ok(Frame::Bind {
+                request_id,
+                address,
+            }) => {
                 let body = match bind_for_connection(&router, &connection, &address) {
                     Ok(()) => {
                         if let Ok(mut bound) = bound_here.lock() {
                             bound.push(address);
                         }
-                        ReplyBody::Ok { value: serde_json::Value::Null }
+                        ReplyBody::Ok {
+                            value: serde_json::Value::Null,
+                        }
                     }
                     Err(error) => ReplyBody::Err { error },
                 };
                 connection.send(Frame::Reply { request_id, body });
             }
-            Ok(Frame::Unbind { request_id, address }) => {
+            Ok(Frame::Unbind {
+                request_id,
+                address,
+            }) => {
                 let owned = bound_here.lock().map(|mut bound| {
                     let before = bound.len();
                     bound.retain(|held| held != &address);
@@ -125,9 +177,15 @@ async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Optio
                 });
                 let body = if owned.unwrap_or(false) {
                     router.unbind(&address);
-                    ReplyBody::Ok { value: serde_json::Value::Null }
+                    ReplyBody::Ok {
+                        value: serde_json::Value::Null,
+                    }
                 } else {
-                    ReplyBody::Err { error: GolemError::not_found(format!("{address} is not bound by this connection")) }
+                    ReplyBody::Err {
+                        error: GolemError::not_found(format!(
+                            "{address} is not bound by this connection"
+                        )),
+                    }
                 };
                 connection.send(Frame::Reply { request_id, body });
             }
@@ -140,7 +198,9 @@ async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Optio
             }
             Err(error) => {
                 tracing::warn!(client = %client_name, %error, "closing bus connection after a bad frame");
-                connection.send(Frame::Goodbye { message: error.to_string() });
+                connection.send(Frame::Goodbye {
+                    message: error.to_string(),
+                });
                 break;
             }
         }
@@ -154,12 +214,23 @@ async fn serve_connection(mut stream: UnixStream, router: Router, node_id: Optio
     tracing::debug!(client = %client_name, "bus client disconnected");
 }
 
-fn bind_for_connection(router: &Router, connection: &Arc<Connection>, address: &str) -> Result<(), GolemError> {
+fn bind_for_connection(
+    router: &Router,
+    connection: &Arc<Connection>,
+    address: &str,
+) -> Result<(), GolemError> {
     match Address::parse(address)? {
         Address::Local(_) | Address::Public(_) => {}
         Address::Remote { .. } => {
-            return Err(GolemError::forbidden("a process on the bus socket cannot bind /net/ addresses"));
+            return Err(GolemError::forbidden(
+                "a process on the bus socket cannot bind /net/ addresses",
+            ));
         }
     }
-    router.bind_shared(address, Arc::new(ForwardingEndpoint { connection: connection.clone() }))
+    router.bind_shared(
+        address,
+        Arc::new(ForwardingEndpoint {
+            connection: connection.clone(),
+        }),
+    )
 }

@@ -35,15 +35,28 @@ fn start_server() -> Fixture {
     let listener = server::bind_socket(&path).unwrap();
     let router = Router::new();
     let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, router.clone(), None, shutdown.clone()));
-    Fixture { _dir: dir, path, router, shutdown }
+    tokio::spawn(server::serve(
+        listener,
+        router.clone(),
+        None,
+        shutdown.clone(),
+    ));
+    Fixture {
+        _dir: dir,
+        path,
+        router,
+        shutdown,
+    }
 }
 
 #[tokio::test]
 async fn socket_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let fixture = start_server();
-    let mode = std::fs::metadata(&fixture.path).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&fixture.path)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -51,7 +64,18 @@ async fn socket_is_private_to_its_owner() {
 async fn client_calls_router_and_serves_its_own_address() {
     let fixture = start_server();
     let client = BusClient::connect(&fixture.path, "test").await.unwrap();
-    assert_eq!(client.call(ROUTER_SERVICE, &Ping { payload: "hi".into() }).await.unwrap(), "hi");
+    assert_eq!(
+        client
+            .call(
+                ROUTER_SERVICE,
+                &Ping {
+                    payload: "hi".into()
+                }
+            )
+            .await
+            .unwrap(),
+        "hi"
+    );
 
     let endpoint = ServiceEndpoint::new()
         .on(|caller, ping: Ping| async move { Ok(format!("{}/{caller:?}", ping.payload)) })
@@ -59,29 +83,59 @@ async fn client_calls_router_and_serves_its_own_address() {
     client.bind("/local/exeunit/a1", endpoint).await.unwrap();
 
     // The daemon side (router) reaches the client's endpoint through the socket.
-    let reply = fixture.router.call("/local/exeunit/a1", &Ping { payload: "x".into() }).await.unwrap();
+    let reply = fixture
+        .router
+        .call(
+            "/local/exeunit/a1",
+            &Ping {
+                payload: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(reply, "x/Local");
     // A second client reaches it too, including streams.
     let other = BusClient::connect(&fixture.path, "other").await.unwrap();
     let items: Vec<_> = other
-        .call_stream_raw("/local/exeunit/a1", "CountTo", serde_json::json!({"limit": 4}))
+        .call_stream_raw(
+            "/local/exeunit/a1",
+            "CountTo",
+            serde_json::json!({"limit": 4}),
+        )
         .collect()
         .await;
-    let items: Vec<u64> = items.into_iter().map(|item| item.unwrap().as_u64().unwrap()).collect();
+    let items: Vec<u64> = items
+        .into_iter()
+        .map(|item| item.unwrap().as_u64().unwrap())
+        .collect();
     assert_eq!(items, vec![1, 2, 3, 4]);
 
     // A second bind of the same address conflicts.
-    let again = other.bind("/local/exeunit/a1", ServiceEndpoint::new()).await.unwrap_err();
+    let again = other
+        .bind("/local/exeunit/a1", ServiceEndpoint::new())
+        .await
+        .unwrap_err();
     assert_eq!(again.code, ErrorCode::Conflict);
 
     // Disconnecting unbinds what the client bound.
     drop(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while fixture.router.is_bound("/local/exeunit/a1") {
-        assert!(tokio::time::Instant::now() < deadline, "address still bound after disconnect");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "address still bound after disconnect"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let gone = other.call("/local/exeunit/a1", &Ping { payload: "x".into() }).await.unwrap_err();
+    let gone = other
+        .call(
+            "/local/exeunit/a1",
+            &Ping {
+                payload: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(gone.code, ErrorCode::NotFound);
 }
 
@@ -89,12 +143,19 @@ async fn client_calls_router_and_serves_its_own_address() {
 async fn remote_caller_identity_reaches_the_client_endpoint() {
     let fixture = start_server();
     let client = BusClient::connect(&fixture.path, "gftp").await.unwrap();
-    let endpoint = ServiceEndpoint::new().on(|caller, _ping: Ping| async move { Ok(format!("{caller:?}")) });
+    let endpoint =
+        ServiceEndpoint::new().on(|caller, _ping: Ping| async move { Ok(format!("{caller:?}")) });
     client.bind("/public/gftp/abc", endpoint).await.unwrap();
     let node = golem_model::NodeId::from_bytes([9; 20]);
     let reply = fixture
         .router
-        .call_as(Caller::Remote(node), "/public/gftp/abc", &Ping { payload: String::new() })
+        .call_as(
+            Caller::Remote(node),
+            "/public/gftp/abc",
+            &Ping {
+                payload: String::new(),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(reply, format!("Remote({node})"));
@@ -103,10 +164,13 @@ async fn remote_caller_identity_reaches_the_client_endpoint() {
 async fn goodbye_after(bytes: &[u8], path: &std::path::Path) -> String {
     let mut stream = UnixStream::connect(path).await.unwrap();
     stream.write_all(bytes).await.unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream, &mut Vec::new()))
-        .await
-        .expect("server answers")
-        .expect("a frame");
+    let frame = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_frame(&mut stream, &mut Vec::new()),
+    )
+    .await
+    .expect("server answers")
+    .expect("a frame");
     match frame {
         Frame::Goodbye { message } => message,
         other => panic!("expected Goodbye, got {other:?}"),
@@ -122,9 +186,15 @@ async fn garbage_and_wrong_versions_are_refused_and_server_keeps_serving() {
     assert!(message.contains("exceeds the limit"), "{message}");
 
     let mut stream = UnixStream::connect(&fixture.path).await.unwrap();
-    write_frame(&mut stream, &Frame::Hello { protocol_version: PROTOCOL_VERSION + 1, client_name: "future".into() })
-        .await
-        .unwrap();
+    write_frame(
+        &mut stream,
+        &Frame::Hello {
+            protocol_version: PROTOCOL_VERSION + 1,
+            client_name: "future".into(),
+        },
+    )
+    .await
+    .unwrap();
     match read_frame(&mut stream, &mut Vec::new()).await.unwrap() {
         Frame::Goodbye { message } => assert!(message.contains("not supported"), "{message}"),
         other => panic!("expected Goodbye, got {other:?}"),
@@ -132,10 +202,19 @@ async fn garbage_and_wrong_versions_are_refused_and_server_keeps_serving() {
 
     // Garbage after a good handshake closes only that connection.
     let mut stream = UnixStream::connect(&fixture.path).await.unwrap();
-    write_frame(&mut stream, &Frame::Hello { protocol_version: PROTOCOL_VERSION, client_name: "x".into() })
-        .await
-        .unwrap();
-    assert!(matches!(read_frame(&mut stream, &mut Vec::new()).await.unwrap(), Frame::Welcome { .. }));
+    write_frame(
+        &mut stream,
+        &Frame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "x".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        read_frame(&mut stream, &mut Vec::new()).await.unwrap(),
+        Frame::Welcome { .. }
+    ));
     stream.write_all(b"\x00\x00\x00\x03{{{").await.unwrap();
     match read_frame(&mut stream, &mut Vec::new()).await.unwrap() {
         Frame::Goodbye { message } => assert!(message.contains("malformed frame"), "{message}"),
@@ -143,7 +222,18 @@ async fn garbage_and_wrong_versions_are_refused_and_server_keeps_serving() {
     }
 
     let client = BusClient::connect(&fixture.path, "after").await.unwrap();
-    assert_eq!(client.call(ROUTER_SERVICE, &Ping { payload: "still".into() }).await.unwrap(), "still");
+    assert_eq!(
+        client
+            .call(
+                ROUTER_SERVICE,
+                &Ping {
+                    payload: "still".into()
+                }
+            )
+            .await
+            .unwrap(),
+        "still"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +241,17 @@ async fn shutdown_closes_clients() {
     let fixture = start_server();
     let client = BusClient::connect(&fixture.path, "test").await.unwrap();
     fixture.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), client.closed()).await.expect("client sees the close");
-    let error = client.call(ROUTER_SERVICE, &Ping { payload: "x".into() }).await.unwrap_err();
+    tokio::time::timeout(Duration::from_secs(5), client.closed())
+        .await
+        .expect("client sees the close");
+    let error = client
+        .call(
+            ROUTER_SERVICE,
+            &Ping {
+                payload: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable);
 }

@@ -48,7 +48,10 @@ pub struct GolemError {
 
 impl GolemError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        GolemError { code, message: message.into() }
+        GolemError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

@@ -58,7 +58,9 @@ impl FromStr for NodeId {
     type Err = ParseNodeIdError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = || ParseNodeIdError { input: input.to_string() };
+        let error = || ParseNodeIdError {
+            input: input.to_string(),
+        };
         let digits = input
             .strip_prefix("0x")
             .or_else(|| input.strip_prefix("0X"))
@@ -152,14 +154,26 @@ mod tests {
 
     #[test]
     fn node_id_parses_and_prints_lowercase() {
-        let id: NodeId = "0x2C7536E3605D9C16a7a3D7b1898e529396a65c23".parse().unwrap();
+        let id: NodeId = "0x2C7536E3605D9C16a7a3D7b1898e529396a65c23"
+            .parse()
+            .unwrap();
         assert_eq!(id.to_string(), "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23");
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"0x2c7536e3605d9c16a7a3d7b1898e529396a65c23\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"0x2c7536e3605d9c16a7a3d7b1898e529396a65c23\""
+        );
     }
 
     #[test]
     fn node_id_rejects_bad_input() {
-        for bad in ["", "0x", "2c7536e3605d9c16a7a3d7b1898e529396a65c23", "0x2c75", "0xzz7536e3605d9c16a7a3d7b1898e529396a65c23", "0x2c7536e3605d9c16a7a3d7b1898e529396a65c2300"] {
+        for bad in [
+            "",
+            "0x",
+            "2c7536e3605d9c16a7a3d7b1898e529396a65c23",
+            "0x2c75",
+            "0xzz7536e3605d9c16a7a3d7b1898e529396a65c23",
+            "0x2c7536e3605d9c16a7a3d7b1898e529396a65c2300",
+        ] {
             assert!(bad.parse::<NodeId>().is_err(), "{bad:?} parsed");
         }
     }

@@ -1,0 +1,108 @@
+//! The REST API (actix-web): authentication, the shared error shape, and the
+//! routes of each service. It binds before anything else answers and is handed
+//! every service handle it serves; it must not hold state of its own.
+
+pub mod auth;
+pub mod error;
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, web, App, HttpResponse, HttpServer};
+use golem_model::identity::MeResponse;
+
+use self::auth::{Authenticated, BodyLimit};
+use crate::identity::IdentityService;
+
+/// Handles of the services the API serves.
+#[derive(Clone)]
+pub struct ApiDeps {
+    pub identity: IdentityService,
+}
+
+pub struct ApiServer {
+    pub local_addr: SocketAddr,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiServer {
+    /// Stop accepting, finish in-flight requests (briefly) and wait for the workers.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+async fn me(auth: Authenticated) -> HttpResponse {
+    let info = &auth.0;
+    HttpResponse::Ok().json(MeResponse {
+        identity: info.identity,
+        name: info.name.clone(),
+        role: info.role.clone(),
+    })
+}
+
+/// `GET /version/get` as the original answers it; golem-js refuses versions below 0.15.2.
+async fn version() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "current": {
+            "version": crate::COMPATIBLE_YAGNA_VERSION,
+            "name": format!("golem-daemon {}", env!("CARGO_PKG_VERSION")),
+            "seen": true,
+            "releaseTs": "2026-11-23T00:00:00",
+            "insertionTs": "2026-11-23T00:00:00",
+            "updateTs": "2026-11-23T00:00:00",
+        },
+        "pending": null,
+    }))
+}
+
+/// Every route, on an App being built (shared by the server and service tests).
+pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(web::Data::new(deps.identity.clone()))
+            .app_data(web::Data::new(BodyLimit(body_limit)))
+            .app_data(error::json_config(body_limit))
+            .app_data(error::query_config())
+            .app_data(error::path_config())
+            .route("/me", web::get().to(me))
+            .route("/version/get", web::get().to(version));
+    }
+}
+
+/// Bind the REST API on `listener` and start serving.
+pub fn start(
+    listener: TcpListener,
+    workers: usize,
+    body_limit: usize,
+    deps: ApiDeps,
+) -> std::io::Result<ApiServer> {
+    let local_addr = listener.local_addr()?;
+    let workers = if workers == 0 {
+        std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(2)
+    } else {
+        workers
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::from_fn(auth::require_app_key))
+            .configure(configure(deps.clone(), body_limit))
+            .default_service(web::to(error::no_such_route))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(ApiServer {
+        local_addr,
+        handle,
+        task,
+    })
+}

@@ -1,0 +1,274 @@
+//! The `golem-daemon` command line: `run` starts a node; `app-key` and `id`
+//! manage the node's identity whether or not the daemon runs (over the bus
+//! socket when it does, by opening the store directly when it does not).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use golem_bus::client::ConnectError;
+use golem_bus::BusClient;
+use golem_model::identity::{
+    AppKeyInfo, CreateAppKey, DropAppKey, GetIdentity, ListAppKeys, IDENTITY_SERVICE,
+};
+use golem_model::NodeId;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, CliOverrides, DaemonConfig, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "golem-daemon",
+    version,
+    about = "A node of the Golem network: identity, p2p net, market, activity and payment services behind the Golem REST API",
+    after_help = "Every option can also be set in the TOML file given by --config and by GOLEM_* environment \
+                  variables (GOLEM_DATA_DIR, GOLEM_API_ADDR, GOLEM_P2P_LISTEN, GOLEM_BOOTSTRAP, GOLEM_LOG_FORMAT, \
+                  GOLEM_AUTOCONF_APPKEY); the command line wins over the environment, which wins over the file."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Directory holding the identity key, the database and the bus socket
+    /// [env: GOLEM_DATA_DIR] [default: ~/.local/share/golem-daemon]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (keys as the long options: data-dir, api-addr, ...) [env: GOLEM_CONFIG]
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the node and serve until SIGINT or SIGTERM
+    Run(RunArgs),
+    /// Manage the app-keys that authorize REST clients
+    #[command(subcommand)]
+    AppKey(AppKeyCommand),
+    /// Show the node's identity
+    #[command(subcommand)]
+    Id(IdCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// REST API listen address [env: GOLEM_API_ADDR] [default: 127.0.0.1:7465]
+    #[arg(long, value_name = "ADDR")]
+    pub api_addr: Option<std::net::SocketAddr>,
+    /// libp2p listen multiaddr, repeatable [env: GOLEM_P2P_LISTEN, comma-separated] [default: /ip4/0.0.0.0/tcp/11500]
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+    pub p2p_listen: Vec<String>,
+    /// Bootstrap peer multiaddr, with or without /p2p/<peer-id>, repeatable [env: GOLEM_BOOTSTRAP]
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Log format on stderr [env: GOLEM_LOG_FORMAT] [default: plain]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppKeyCommand {
+    /// Create an app-key and print only the key on stdout
+    Create { name: String },
+    /// List app-keys
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an app-key; clients using it get 401 from then on
+    Drop { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdCommand {
+    /// Print the node's NodeId (its Ethereum address)
+    Show {
+        /// Print JSON instead of the bare NodeId
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Layer the configuration for this invocation from the real environment.
+pub fn load_config(global: &GlobalArgs, run: Option<&RunArgs>) -> anyhow::Result<DaemonConfig> {
+    let mut overrides = CliOverrides {
+        config_file: global.config.clone(),
+        data_dir: global.data_dir.clone(),
+        ..Default::default()
+    };
+    if let Some(run) = run {
+        overrides.api_addr = run.api_addr;
+        overrides.p2p_listen = run.p2p_listen.clone();
+        overrides.bootstrap = run.bootstrap.clone();
+        overrides.log_format = run.log_format;
+    }
+    Ok(DaemonConfig::load(&overrides, |name| {
+        std::env::var(name).ok()
+    })?)
+}
+
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sled=warn,actix_server=warn,actix_web=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `golem-daemon run`: start the node and stop it cleanly on SIGINT/SIGTERM.
+pub fn run_until_signal(config: DaemonConfig) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(async move {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            on_signal.cancel();
+        });
+        crate::run(config, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The identity operations the management commands perform.
+enum IdentityRequest {
+    Create(String),
+    List,
+    Drop(String),
+    Show,
+}
+
+enum IdentityAnswer {
+    Created(AppKeyInfo),
+    Listed(Vec<AppKeyInfo>),
+    Dropped,
+    Shown(NodeId),
+}
+
+async fn over_bus(client: &BusClient, request: &IdentityRequest) -> anyhow::Result<IdentityAnswer> {
+    Ok(match request {
+        IdentityRequest::Create(name) => IdentityAnswer::Created(
+            client
+                .call(IDENTITY_SERVICE, &CreateAppKey { name: name.clone() })
+                .await?,
+        ),
+        IdentityRequest::List => {
+            IdentityAnswer::Listed(client.call(IDENTITY_SERVICE, &ListAppKeys).await?)
+        }
+        IdentityRequest::Drop(name) => {
+            client
+                .call(IDENTITY_SERVICE, &DropAppKey { name: name.clone() })
+                .await?;
+            IdentityAnswer::Dropped
+        }
+        IdentityRequest::Show => {
+            IdentityAnswer::Shown(client.call(IDENTITY_SERVICE, &GetIdentity).await?)
+        }
+    })
+}
+
+fn directly(data_dir: &Path, request: &IdentityRequest) -> anyhow::Result<IdentityAnswer> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let store = crate::store::Store::open(data_dir).context(
+        "no daemon answers on the bus socket and the database cannot be opened (is a daemon still starting?)",
+    )?;
+    let identity = crate::identity::start(data_dir, &store, None)?;
+    Ok(match request {
+        IdentityRequest::Create(name) => IdentityAnswer::Created(identity.create_app_key(name)?),
+        IdentityRequest::List => IdentityAnswer::Listed(identity.list_app_keys()?),
+        IdentityRequest::Drop(name) => {
+            identity.drop_app_key(name)?;
+            IdentityAnswer::Dropped
+        }
+        IdentityRequest::Show => IdentityAnswer::Shown(identity.node_id()),
+    })
+}
+
+async fn perform(data_dir: &Path, request: IdentityRequest) -> anyhow::Result<IdentityAnswer> {
+    let socket = config::bus_socket_path(data_dir);
+    match BusClient::connect(&socket, "golem-daemon-cli").await {
+        Ok(client) => over_bus(&client, &request).await,
+        Err(ConnectError::Socket { .. }) => directly(data_dir, &request),
+        Err(error) => bail!(error),
+    }
+}
+
+/// Run a management command (everything but `run`).
+pub fn execute(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
+    let config = load_config(global, None)?;
+    let (request, json) = match command {
+        Command::Run(_) => bail!("`run` is started through run_until_signal"),
+        Command::AppKey(AppKeyCommand::Create { name }) => (IdentityRequest::Create(name), false),
+        Command::AppKey(AppKeyCommand::List { json }) => (IdentityRequest::List, json),
+        Command::AppKey(AppKeyCommand::Drop { name }) => (IdentityRequest::Drop(name), false),
+        Command::Id(IdCommand::Show { json }) => (IdentityRequest::Show, json),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(perform(&config.data_dir, request))?;
+    match answer {
+        IdentityAnswer::Created(info) => println!("{}", info.key),
+        IdentityAnswer::Listed(keys) if json => {
+            println!("{}", serde_json::to_string_pretty(&keys)?)
+        }
+        IdentityAnswer::Listed(keys) => print_app_key_table(&keys),
+        IdentityAnswer::Dropped => eprintln!("app-key dropped"),
+        IdentityAnswer::Shown(node_id) if json => {
+            println!("{}", serde_json::json!({ "nodeId": node_id }))
+        }
+        IdentityAnswer::Shown(node_id) => println!("{node_id}"),
+    }
+    Ok(())
+}
+
+fn print_app_key_table(keys: &[AppKeyInfo]) {
+    if keys.is_empty() {
+        eprintln!("no app-keys yet; create one with `golem-daemon app-key create NAME`");
+        return;
+    }
+    let name_width = keys
+        .iter()
+        .map(|key| key.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<name_width$}  {:<32}  {:<42}  CREATED",
+        "NAME", "KEY", "IDENTITY"
+    );
+    for key in keys {
+        println!(
+            "{:<name_width$}  {:<32}  {:<42}  {}",
+            key.name,
+            key.key,
+            key.identity.to_string(),
+            key.created.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+}

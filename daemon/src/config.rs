@@ -1,0 +1,331 @@
+//! The daemon's one typed configuration, layered defaults → TOML file →
+//! environment → command line, all resolved before any port is bound. Every
+//! environment name the daemon reads is a constant in [`env_names`]; nothing
+//! else in the daemon reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable names (the only place they are spelled).
+pub mod env_names {
+    pub const DATA_DIR: &str = "GOLEM_DATA_DIR";
+    pub const CONFIG: &str = "GOLEM_CONFIG";
+    pub const API_ADDR: &str = "GOLEM_API_ADDR";
+    /// Comma-separated multiaddrs.
+    pub const P2P_LISTEN: &str = "GOLEM_P2P_LISTEN";
+    /// Comma-separated multiaddrs.
+    pub const BOOTSTRAP: &str = "GOLEM_BOOTSTRAP";
+    pub const LOG_FORMAT: &str = "GOLEM_LOG_FORMAT";
+    pub const API_BODY_LIMIT: &str = "GOLEM_API_BODY_LIMIT";
+    pub const API_WORKERS: &str = "GOLEM_API_WORKERS";
+    /// Registers this exact app-key at start (for scripts).
+    pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
+    /// The original daemon's name for the same thing, accepted for drop-in use.
+    pub const YAGNA_AUTOCONF_APPKEY: &str = "YAGNA_AUTOCONF_APPKEY";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+/// Everything `golem-daemon run` needs, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonConfig {
+    /// Where the identity key, sled database and bus socket live.
+    pub data_dir: PathBuf,
+    /// REST API listen address; port 0 picks a free port (tests).
+    pub api_addr: SocketAddr,
+    /// libp2p listen multiaddrs.
+    pub p2p_listen: Vec<String>,
+    /// libp2p bootstrap multiaddrs, with or without `/p2p/<peer-id>`.
+    pub bootstrap: Vec<String>,
+    pub log_format: LogFormat,
+    /// Largest accepted REST request body in bytes; larger ones get 413.
+    pub api_body_limit: usize,
+    /// actix-web worker threads; 0 means one per CPU.
+    pub api_workers: usize,
+    /// An app-key to register at start, so scripts know a key in advance.
+    pub autoconf_appkey: Option<String>,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("golem-daemon")
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            data_dir: default_data_dir(),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 7465)),
+            p2p_listen: vec!["/ip4/0.0.0.0/tcp/11500".to_string()],
+            bootstrap: Vec::new(),
+            log_format: LogFormat::Plain,
+            api_body_limit: 4 * 1024 * 1024,
+            api_workers: 0,
+            autoconf_appkey: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {name}: {message}")]
+    InvalidValue {
+        name: String,
+        value: String,
+        message: String,
+    },
+}
+
+/// Values given on the command line; `None`/empty means "not given".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CliOverrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub api_addr: Option<SocketAddr>,
+    pub p2p_listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|error: T::Err| ConfigError::InvalidValue {
+            name: name.to_string(),
+            value,
+            message: error.to_string(),
+        })
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl DaemonConfig {
+    /// Layer defaults, the TOML file (from `--config` or `GOLEM_CONFIG`), the
+    /// environment (read through `env`, so tests can pass a fake one) and `cli`.
+    pub fn load(
+        cli: &CliOverrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let config_file = cli
+            .config_file
+            .clone()
+            .or_else(|| env(env_names::CONFIG).map(PathBuf::from));
+        let mut config = match &config_file {
+            Some(path) => Self::from_file(path)?,
+            None => DaemonConfig::default(),
+        };
+        config.apply_env(&env)?;
+        config.apply_cli(cli);
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(value) = env(env_names::DATA_DIR) {
+            self.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = env(env_names::API_ADDR) {
+            self.api_addr = parse_env(env_names::API_ADDR, value)?;
+        }
+        if let Some(value) = env(env_names::P2P_LISTEN) {
+            self.p2p_listen = split_list(&value);
+        }
+        if let Some(value) = env(env_names::BOOTSTRAP) {
+            self.bootstrap = split_list(&value);
+        }
+        if let Some(value) = env(env_names::LOG_FORMAT) {
+            self.log_format = match value.trim() {
+                "plain" => LogFormat::Plain,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        name: env_names::LOG_FORMAT.into(),
+                        value,
+                        message: "expected plain or json".into(),
+                    })
+                }
+            };
+        }
+        if let Some(value) = env(env_names::API_BODY_LIMIT) {
+            self.api_body_limit = parse_env(env_names::API_BODY_LIMIT, value)?;
+        }
+        if let Some(value) = env(env_names::API_WORKERS) {
+            self.api_workers = parse_env(env_names::API_WORKERS, value)?;
+        }
+        if let Some(value) =
+            env(env_names::AUTOCONF_APPKEY).or_else(|| env(env_names::YAGNA_AUTOCONF_APPKEY))
+        {
+            if !value.trim().is_empty() {
+                self.autoconf_appkey = Some(value.trim().to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_cli(&mut self, cli: &CliOverrides) {
+        if let Some(data_dir) = &cli.data_dir {
+            self.data_dir = data_dir.clone();
+        }
+        if let Some(api_addr) = cli.api_addr {
+            self.api_addr = api_addr;
+        }
+        if !cli.p2p_listen.is_empty() {
+            self.p2p_listen = cli.p2p_listen.clone();
+        }
+        if !cli.bootstrap.is_empty() {
+            self.bootstrap = cli.bootstrap.clone();
+        }
+        if let Some(log_format) = cli.log_format {
+            self.log_format = log_format;
+        }
+    }
+
+    /// Path of the bus socket inside the data dir.
+    pub fn bus_socket_path(&self) -> PathBuf {
+        bus_socket_path(&self.data_dir)
+    }
+}
+
+pub fn bus_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("bus.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_with_nothing_given() {
+        let config = DaemonConfig::load(&CliOverrides::default(), fake_env(&[])).unwrap();
+        assert_eq!(config.api_addr.to_string(), "127.0.0.1:7465");
+        assert_eq!(config.p2p_listen, vec!["/ip4/0.0.0.0/tcp/11500"]);
+        assert!(config.data_dir.ends_with("golem-daemon"));
+        assert_eq!(config.autoconf_appkey, None);
+    }
+
+    #[test]
+    fn file_then_env_then_cli_each_override_the_previous_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daemon.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/from/file\"\napi-addr = \"127.0.0.1:1111\"\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nlog-format = \"json\"\n",
+        )
+        .unwrap();
+        let cli = CliOverrides {
+            config_file: Some(file.clone()),
+            ..Default::default()
+        };
+
+        let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_file.api_addr.port(), 1111);
+        assert_eq!(from_file.log_format, LogFormat::Json);
+
+        let env = fake_env(&[
+            (env_names::API_ADDR, "127.0.0.1:2222"),
+            (
+                env_names::BOOTSTRAP,
+                "/ip4/5.6.7.8/tcp/2, /ip4/9.9.9.9/tcp/3",
+            ),
+            (env_names::YAGNA_AUTOCONF_APPKEY, "yagna-key"),
+        ]);
+        let from_env = DaemonConfig::load(&cli, &env).unwrap();
+        assert_eq!(from_env.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_env.api_addr.port(), 2222);
+        assert_eq!(
+            from_env.bootstrap,
+            vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"]
+        );
+        assert_eq!(from_env.autoconf_appkey.as_deref(), Some("yagna-key"));
+
+        let cli = CliOverrides {
+            api_addr: Some("127.0.0.1:3333".parse().unwrap()),
+            data_dir: Some("/from/cli".into()),
+            ..cli
+        };
+        let from_cli = DaemonConfig::load(&cli, &env).unwrap();
+        assert_eq!(from_cli.api_addr.port(), 3333);
+        assert_eq!(from_cli.data_dir, PathBuf::from("/from/cli"));
+        assert_eq!(
+            from_cli.bootstrap,
+            vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"]
+        );
+    }
+
+    #[test]
+    fn golem_autoconf_wins_over_yagna_name() {
+        let env = fake_env(&[
+            (env_names::AUTOCONF_APPKEY, "ours"),
+            (env_names::YAGNA_AUTOCONF_APPKEY, "theirs"),
+        ]);
+        let config = DaemonConfig::load(&CliOverrides::default(), env).unwrap();
+        assert_eq!(config.autoconf_appkey.as_deref(), Some("ours"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = DaemonConfig::load(
+            &CliOverrides::default(),
+            fake_env(&[(env_names::API_ADDR, "nope")]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("GOLEM_API_ADDR"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no-such-key = 1\n").unwrap();
+        let cli = CliOverrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let error = DaemonConfig::load(&cli, fake_env(&[])).unwrap_err();
+        assert!(error.to_string().contains("no-such-key"), "{error}");
+    }
+}

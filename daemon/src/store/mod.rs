@@ -1,0 +1,153 @@
+//! Persistent state: one sled database in the data dir, one tree per service,
+//! and a schema version recorded in the `meta` tree. A data dir written by a
+//! newer schema is refused rather than misread. Services get their tree through
+//! [`Store::tree`] and own its key layout; nothing else writes there.
+
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk layout written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+const META_TREE: &str = "meta";
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database in {path}: {source} (is another golem-daemon using this --data-dir?)")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the database in {path} has schema version {found}, newer than this build's {SCHEMA_VERSION}; \
+         upgrade golem-daemon or use another --data-dir"
+    )]
+    NewerSchema { path: PathBuf, found: u32 },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt { tree: String, message: String },
+}
+
+/// Handle to the node's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Open (creating if needed) `<data_dir>/db` and check its schema version.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            // Small cache: the node's working set is small and idle RSS matters.
+            .cache_capacity(8 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = db.open_tree(META_TREE)?;
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: META_TREE.into(),
+                        message: "bad schema version".into(),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema { path, found });
+                }
+            }
+        }
+        Ok(Store { db })
+    }
+
+    /// The tree a service keeps its records in.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Test hook: record another schema version (to prove the newer-schema refusal).
+    #[doc(hidden)]
+    pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
+        self.db
+            .open_tree(META_TREE)?
+            .insert(SCHEMA_KEY, &version.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Serialize a record as JSON bytes for a tree.
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::Corrupt {
+        tree: "-".into(),
+        message: error.to_string(),
+    })
+}
+
+/// Deserialize a record read from `tree`.
+pub fn decode<T: serde::de::DeserializeOwned>(tree: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        tree: tree.into(),
+        message: error.to_string(),
+    })
+}
+
+impl From<StoreError> for golem_model::GolemError {
+    fn from(error: StoreError) -> Self {
+        golem_model::GolemError::internal(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.tree("identity").unwrap().insert("k", "v").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .tree("identity")
+                .unwrap()
+                .get("k")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"v"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.force_schema_version(SCHEMA_VERSION + 1).unwrap();
+        }
+        let error = match Store::open(dir.path()) {
+            Err(error) => error,
+            Ok(_) => panic!("opened a newer schema"),
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("newer than this build") && text.contains("--data-dir"),
+            "{text}"
+        );
+    }
+}
