@@ -1,5 +1,6 @@
 //! Service tests: the daemon library started in-process on port 0 with a
 //! temporary data dir, driven through its real REST API and bus socket.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::time::Duration;
 

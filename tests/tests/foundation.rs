@@ -1,5 +1,6 @@
 //! End-to-end tests of the foundation: the real `golem-daemon` binary, its CLI,
 //! REST API, bus socket and on-disk identity.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -109,7 +109,7 @@ impl Router {
         bindings
             .prefixes
             .push((prefix.to_string(), Arc::new(endpoint)));
-        bindings.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        bindings.prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(())
     }
 

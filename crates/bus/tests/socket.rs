@@ -1,5 +1,6 @@
 //! The bus over a real Unix socket: a server around a router, clients that call,
 //! bind and stream, and connections that misbehave.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::time::Duration;
 
