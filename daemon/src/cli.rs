@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use golem_bus::client::ConnectError;
 use golem_bus::BusClient;
+use golem_model::bus::{GetNetStatus, PingRemote, NET_SERVICE};
 use golem_model::identity::{
     AppKeyInfo, CreateAppKey, DropAppKey, GetIdentity, ListAppKeys, IDENTITY_SERVICE,
 };
@@ -53,6 +54,27 @@ pub enum Command {
     /// Show the node's identity
     #[command(subcommand)]
     Id(IdCommand),
+    /// Inspect the p2p network of the running daemon
+    #[command(subcommand)]
+    Net(NetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// NodeId, PeerId, bound listen addresses, connected and known peers, relay state
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call another node over the network and print the round-trip time
+    Ping {
+        /// NodeId (0x + 40 hex digits) of the node to ping
+        node_id: NodeId,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +91,15 @@ pub struct RunArgs {
     /// Log format on stderr [env: GOLEM_LOG_FORMAT] [default: plain]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Relay connections for nodes behind NAT (for nodes with a public address) [env: GOLEM_RELAY_SERVER]
+    #[arg(long)]
+    pub relay_server: bool,
+    /// Relay multiaddr (with /p2p/<peer-id>) to become reachable through, repeatable [env: GOLEM_RELAYS]
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    pub relays: Vec<String>,
+    /// Address other nodes can reach this one at, repeatable [env: GOLEM_EXTERNAL_ADDRS]
+    #[arg(long = "external-addr", value_name = "MULTIADDR")]
+    pub external_addrs: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +138,9 @@ pub fn load_config(global: &GlobalArgs, run: Option<&RunArgs>) -> anyhow::Result
         overrides.p2p_listen = run.p2p_listen.clone();
         overrides.bootstrap = run.bootstrap.clone();
         overrides.log_format = run.log_format;
+        overrides.relay_server = run.relay_server;
+        overrides.relays = run.relays.clone();
+        overrides.external_addrs = run.external_addrs.clone();
     }
     Ok(DaemonConfig::load(&overrides, |name| {
         std::env::var(name).ok()
@@ -223,6 +257,10 @@ pub fn execute(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
     let config = load_config(global, None)?;
     let (request, json) = match command {
         Command::Run(_) => bail!("`run` is started through run_until_signal"),
+        Command::Net(NetCommand::Status { json }) => return net_status(&config.data_dir, json),
+        Command::Net(NetCommand::Ping { node_id, json }) => {
+            return net_ping(&config.data_dir, node_id, json)
+        }
         Command::AppKey(AppKeyCommand::Create { name }) => (IdentityRequest::Create(name), false),
         Command::AppKey(AppKeyCommand::List { json }) => (IdentityRequest::List, json),
         Command::AppKey(AppKeyCommand::Drop { name }) => (IdentityRequest::Drop(name), false),
@@ -244,6 +282,81 @@ pub fn execute(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         }
         IdentityAnswer::Shown(node_id) => println!("{node_id}"),
     }
+    Ok(())
+}
+
+/// Connect to the running daemon's bus; the network exists only while it runs.
+async fn connect_running(data_dir: &Path) -> anyhow::Result<BusClient> {
+    let socket = config::bus_socket_path(data_dir);
+    BusClient::connect(&socket, "golem-daemon-cli")
+        .await
+        .context("the p2p network runs inside the daemon: start it with `golem-daemon run`")
+}
+
+fn net_ping(data_dir: &Path, node_id: NodeId, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let client = connect_running(data_dir).await?;
+        anyhow::Ok(client.call(NET_SERVICE, &PingRemote { node_id }).await?)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "{} answered in {:.3} ms",
+            result.node_id,
+            result.round_trip_us as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// `net status`: needs the running daemon (the network exists only while it runs).
+fn net_status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        let client = connect_running(data_dir).await?;
+        anyhow::Ok(client.call(NET_SERVICE, &GetNetStatus).await?)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("-").to_string();
+    let list = |value: &serde_json::Value| -> Vec<serde_json::Value> {
+        value.as_array().cloned().unwrap_or_default()
+    };
+    println!("node id:     {}", text(&status["node_id"]));
+    println!("peer id:     {}", text(&status["peer_id"]));
+    for addr in list(&status["listen_addrs"]) {
+        println!("listening:   {}", text(&addr));
+    }
+    let connected = list(&status["connected"]);
+    println!("connected:   {} peer(s)", connected.len());
+    for peer in &connected {
+        println!(
+            "  {}  {}  {}",
+            text(&peer["node_id"]),
+            text(&peer["peer_id"]),
+            list(&peer["addrs"])
+                .iter()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    println!("known peers: {}", list(&status["known_peers"]).len());
+    let relay = &status["relay"];
+    println!(
+        "relay:       server={} reservations={} relayed-addrs={}",
+        relay["server"].as_bool().unwrap_or(false),
+        list(&relay["reservations"]).len(),
+        list(&relay["relayed_addrs"]).len()
+    );
     Ok(())
 }
 

@@ -20,6 +20,13 @@ pub mod env_names {
     pub const LOG_FORMAT: &str = "GOLEM_LOG_FORMAT";
     pub const API_BODY_LIMIT: &str = "GOLEM_API_BODY_LIMIT";
     pub const API_WORKERS: &str = "GOLEM_API_WORKERS";
+    /// `true` to relay for nodes behind NAT.
+    pub const RELAY_SERVER: &str = "GOLEM_RELAY_SERVER";
+    /// Comma-separated relay multiaddrs (with `/p2p/<peer-id>`) to reserve a slot on.
+    pub const RELAYS: &str = "GOLEM_RELAYS";
+    /// Comma-separated addresses this node is reachable at from outside.
+    pub const EXTERNAL_ADDRS: &str = "GOLEM_EXTERNAL_ADDRS";
+    pub const NET_CALL_TIMEOUT_MS: &str = "GOLEM_NET_CALL_TIMEOUT_MS";
     /// Registers this exact app-key at start (for scripts).
     pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
     /// The original daemon's name for the same thing, accepted for drop-in use.
@@ -53,6 +60,14 @@ pub struct DaemonConfig {
     pub api_workers: usize,
     /// An app-key to register at start, so scripts know a key in advance.
     pub autoconf_appkey: Option<String>,
+    /// Relay for nodes behind NAT (meant for nodes with a public address).
+    pub relay_server: bool,
+    /// Relays to reserve a slot on, so that this node is reachable behind NAT.
+    pub relays: Vec<String>,
+    /// Addresses at which other nodes can reach this one (announced to peers).
+    pub external_addrs: Vec<String>,
+    /// Upper bound of a call to another node, lookup and dial included.
+    pub net_call_timeout_ms: u64,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -72,6 +87,10 @@ impl Default for DaemonConfig {
             api_body_limit: 4 * 1024 * 1024,
             api_workers: 0,
             autoconf_appkey: None,
+            relay_server: false,
+            relays: Vec::new(),
+            external_addrs: Vec::new(),
+            net_call_timeout_ms: 10_000,
         }
     }
 }
@@ -102,6 +121,9 @@ pub struct CliOverrides {
     pub p2p_listen: Vec<String>,
     pub bootstrap: Vec<String>,
     pub log_format: Option<LogFormat>,
+    pub relay_server: bool,
+    pub relays: Vec<String>,
+    pub external_addrs: Vec<String>,
 }
 
 fn parse_env<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
@@ -190,6 +212,18 @@ impl DaemonConfig {
         if let Some(value) = env(env_names::API_WORKERS) {
             self.api_workers = parse_env(env_names::API_WORKERS, value)?;
         }
+        if let Some(value) = env(env_names::RELAY_SERVER) {
+            self.relay_server = parse_env(env_names::RELAY_SERVER, value)?;
+        }
+        if let Some(value) = env(env_names::RELAYS) {
+            self.relays = split_list(&value);
+        }
+        if let Some(value) = env(env_names::EXTERNAL_ADDRS) {
+            self.external_addrs = split_list(&value);
+        }
+        if let Some(value) = env(env_names::NET_CALL_TIMEOUT_MS) {
+            self.net_call_timeout_ms = parse_env(env_names::NET_CALL_TIMEOUT_MS, value)?;
+        }
         if let Some(value) =
             env(env_names::AUTOCONF_APPKEY).or_else(|| env(env_names::YAGNA_AUTOCONF_APPKEY))
         {
@@ -215,6 +249,15 @@ impl DaemonConfig {
         }
         if let Some(log_format) = cli.log_format {
             self.log_format = log_format;
+        }
+        if cli.relay_server {
+            self.relay_server = true;
+        }
+        if !cli.relays.is_empty() {
+            self.relays = cli.relays.clone();
+        }
+        if !cli.external_addrs.is_empty() {
+            self.external_addrs = cli.external_addrs.clone();
         }
     }
 
@@ -298,6 +341,25 @@ mod tests {
             from_cli.bootstrap,
             vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"]
         );
+    }
+
+    #[test]
+    fn net_settings_come_from_env_and_cli() {
+        let env = fake_env(&[
+            (env_names::NET_CALL_TIMEOUT_MS, "1500"),
+            (env_names::RELAY_SERVER, "true"),
+            (env_names::RELAYS, "/ip4/10.0.0.1/tcp/1/p2p/x"),
+        ]);
+        let config = DaemonConfig::load(&CliOverrides::default(), &env).unwrap();
+        assert_eq!(config.net_call_timeout_ms, 1500);
+        assert!(config.relay_server);
+        assert_eq!(config.relays, vec!["/ip4/10.0.0.1/tcp/1/p2p/x"]);
+        let cli = CliOverrides {
+            external_addrs: vec!["/ip4/1.1.1.1/tcp/2".into()],
+            ..Default::default()
+        };
+        let config = DaemonConfig::load(&cli, &env).unwrap();
+        assert_eq!(config.external_addrs, vec!["/ip4/1.1.1.1/tcp/2"]);
     }
 
     #[test]

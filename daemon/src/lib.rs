@@ -1,5 +1,5 @@
 //! `golem-daemon`: one node of the Golem network. [`start`] wires the services in
-//! one visible order (store → identity → bus → REST API) and returns a [`Node`]
+//! one visible order (store → identity → bus → net → REST API) and returns a [`Node`]
 //! handle; [`run`] keeps it up until a shutdown token fires. Every dependency is
 //! passed explicitly, so several nodes can run inside one test process.
 #![forbid(unsafe_code)]
@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod net;
 pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +30,7 @@ pub struct Node {
     pub node_id: NodeId,
     pub api_addr: SocketAddr,
     pub router: Router,
+    pub net: net::NetService,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -68,13 +70,20 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         )
     })?;
 
+    let net = net::start(&config, identity.secret_bytes(), &router)
+        .await
+        .context("starting the net service")?;
+
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(
         listener,
         config.api_workers,
         config.api_body_limit,
-        api::ApiDeps { identity },
+        api::ApiDeps {
+            identity,
+            net: net.clone(),
+        },
     )
     .context("starting the REST API")?;
     tracing::info!(
@@ -87,6 +96,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         node_id,
         api_addr: api.local_addr,
         router,
+        net,
         shutdown,
         store,
         api,
@@ -100,6 +110,8 @@ impl Node {
         self.shutdown.cancel();
         self.api.stop().await;
         self.bus.stop().await;
+        self.net.stop().await;
+        self.router.unbind_all();
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "flushing the store at shutdown failed");
         }

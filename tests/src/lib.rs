@@ -55,10 +55,23 @@ impl Sandbox {
 
     /// Start a daemon named `name` with its own data dir under the sandbox.
     pub fn daemon(&mut self, name: &str) -> anyhow::Result<&mut DaemonProcess> {
+        self.daemon_with(name, &[])
+    }
+
+    /// Start a daemon with extra `golem-daemon run` arguments.
+    pub fn daemon_with(
+        &mut self,
+        name: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<&mut DaemonProcess> {
         let data_dir = self.dir.path().join(name);
-        let process = DaemonProcess::start(name, &data_dir, &[])?;
+        let process = DaemonProcess::start(name, &data_dir, extra_args)?;
         self.daemons.push(process);
         Ok(self.daemons.last_mut().expect("just pushed"))
+    }
+
+    pub fn daemons(&mut self) -> &mut [DaemonProcess] {
+        &mut self.daemons
     }
 
     pub fn path(&self) -> &Path {
@@ -85,6 +98,8 @@ impl Drop for Sandbox {
 /// One `golem-daemon run` process.
 pub struct DaemonProcess {
     pub name: String,
+    /// Arguments given to `run` at start, reused on restart.
+    pub extra_args: Vec<String>,
     pub data_dir: PathBuf,
     pub app_key: String,
     pub api_url: String,
@@ -106,6 +121,16 @@ impl DaemonProcess {
         name: &str,
         data_dir: &Path,
         extra_args: &[&str],
+    ) -> anyhow::Result<DaemonProcess> {
+        Self::start_with_env(name, data_dir, extra_args, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables for the daemon.
+    pub fn start_with_env(
+        name: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<DaemonProcess> {
         std::fs::create_dir_all(data_dir.parent().unwrap_or(data_dir))?;
         let log_path = data_dir.with_extension("log");
@@ -129,6 +154,7 @@ impl DaemonProcess {
             .args(extra_args)
             .env("GOLEM_AUTOCONF_APPKEY", &app_key)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
@@ -136,6 +162,7 @@ impl DaemonProcess {
             .context("spawning golem-daemon")?;
         let mut process = DaemonProcess {
             name: name.to_string(),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             data_dir: data_dir.to_path_buf(),
             app_key,
             api_url: String::new(),
@@ -223,7 +250,8 @@ impl DaemonProcess {
     /// Start again on the same data dir (after [`stop`](Self::stop) or [`kill`](Self::kill)).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let mut fresh = DaemonProcess::start(&self.name, &self.data_dir, &[])?;
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let mut fresh = DaemonProcess::start(&self.name, &self.data_dir, &args)?;
         self.api_url = std::mem::take(&mut fresh.api_url);
         self.child = fresh.child.take();
         Ok(())
@@ -239,6 +267,35 @@ impl DaemonProcess {
     /// Run a `golem-daemon` management command on this daemon's data dir.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         daemon_cli(&self.data_dir, args)
+    }
+
+    /// `net status --json` of the running daemon.
+    pub fn net_status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&stdout_of(
+            self.cli(&["net", "status", "--json"])?,
+        )?)?)
+    }
+
+    /// The NodeId of this daemon.
+    pub fn node_id(&self) -> anyhow::Result<String> {
+        stdout_of(self.cli(&["id", "show"])?)
+    }
+
+    /// A full multiaddr (`.../p2p/<peer-id>`) other daemons can bootstrap from.
+    pub fn p2p_address(&self) -> anyhow::Result<String> {
+        let status = self.net_status()?;
+        let listen = status["listen_addrs"][0]
+            .as_str()
+            .ok_or_else(|| anyhow!("no listen address"))?;
+        let peer_id = status["peer_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no peer id"))?;
+        Ok(format!("{listen}/p2p/{peer_id}"))
+    }
+
+    /// A bus client connected to this daemon's socket.
+    pub async fn bus(&self) -> anyhow::Result<golem_bus::BusClient> {
+        Ok(golem_bus::BusClient::connect(&self.data_dir.join("bus.sock"), "e2e-test").await?)
     }
 
     fn unexpected_errors(&self) -> Vec<String> {
@@ -258,6 +315,24 @@ impl DaemonProcess {
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Poll `check` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -109,7 +109,9 @@ impl Router {
         bindings
             .prefixes
             .push((prefix.to_string(), Arc::new(endpoint)));
-        bindings.prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        bindings
+            .prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(())
     }
 
@@ -118,6 +120,15 @@ impl Router {
         match self.bindings.write() {
             Ok(mut bindings) => bindings.exact.remove(address).is_some(),
             Err(_) => false,
+        }
+    }
+
+    /// Drop every binding. Endpoints may hold clones of the router (to call other
+    /// services), so a node clears its router at shutdown to break those cycles.
+    pub fn unbind_all(&self) {
+        if let Ok(mut bindings) = self.bindings.write() {
+            bindings.exact.clear();
+            bindings.prefixes.clear();
         }
     }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, ping, relay, request_response, StreamProtocol,
+    connection_limits, dcutr, gossipsub, identify, identity::Keypair, kad, ping, relay,
+    request_response, StreamProtocol,
 };
 
 use crate::config::NetConfig;
@@ -64,7 +65,9 @@ impl Behaviour {
         );
 
         let ping = ping::Behaviour::new(
-            ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_interval.max(Duration::from_secs(5))),
+            ping::Config::new()
+                .with_interval(config.ping_interval)
+                .with_timeout(config.ping_interval.max(Duration::from_secs(5))),
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -74,7 +77,8 @@ impl Behaviour {
             .set_provider_record_ttl(Some(Duration::from_secs(24 * 3600)))
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_parallelism(NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN));
-        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 
         let max_transmit = config.max_message_size + ENVELOPE_OVERHEAD;
@@ -93,8 +97,11 @@ impl Behaviour {
             .max_transmit_size(max_transmit)
             .build()
             .map_err(|error| NetError::Config(format!("gossipsub: {error}")))?;
-        let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
-            .map_err(|error| NetError::Config(format!("gossipsub: {error}")))?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|error| NetError::Config(format!("gossipsub: {error}")))?;
 
         let calls = request_response::Behaviour::with_codec(
             FrameCodec::new(max_transmit),
@@ -104,7 +111,11 @@ impl Behaviour {
                 .with_max_concurrent_streams(256),
         );
 
-        let relay_server = Toggle::from(config.relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default())));
+        let relay_server = Toggle::from(
+            config
+                .relay_server
+                .then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
+        );
 
         Ok(Behaviour {
             limits,

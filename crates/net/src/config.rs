@@ -19,7 +19,8 @@ pub struct NetConfig {
     /// Maximum established connections per peer.
     pub max_connections_per_peer: u32,
     /// Act as a circuit relay (v2) for nodes behind NAT. Meant for nodes with a
-    /// public address.
+    /// public address: unless `external_addrs` is set, the bound listen
+    /// addresses are announced as external (relay clients need them).
     pub relay_server: bool,
     /// Relays (`.../p2p/<relay-peer-id>`) to reserve a slot on, so that nodes
     /// behind NAT become reachable through `/p2p-circuit` addresses.
@@ -72,7 +73,8 @@ impl NetConfig {
     /// A node listening on an ephemeral loopback TCP port: handy for tests.
     pub fn loopback() -> Self {
         NetConfig {
-            listen: vec![Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))],
+            listen: vec![Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
+                .with(libp2p::multiaddr::Protocol::Tcp(0))],
             ..NetConfig::default()
         }
     }

@@ -31,13 +31,16 @@ pub fn peer_id_of_secret(secret: [u8; 32]) -> Result<PeerId, NetError> {
 /// The NodeId of the node whose secp256k1 secret is `secret`.
 pub fn node_id_of_secret(secret: [u8; 32]) -> Result<NodeId, NetError> {
     let keypair = keypair_from_secret(secret)?;
-    node_id_of_public_key(&keypair.public()).ok_or_else(|| NetError::InvalidSecret("not a secp256k1 key".into()))
+    node_id_of_public_key(&keypair.public())
+        .ok_or_else(|| NetError::InvalidSecret("not a secp256k1 key".into()))
 }
 
 /// The NodeId of a libp2p public key, `None` unless it is a secp256k1 key.
 pub fn node_id_of_public_key(public_key: &PublicKey) -> Option<NodeId> {
     let secp = public_key.clone().try_into_secp256k1().ok()?;
-    Some(NodeId::from_uncompressed_public_key(&secp.to_bytes_uncompressed()))
+    Some(NodeId::from_uncompressed_public_key(
+        &secp.to_bytes_uncompressed(),
+    ))
 }
 
 /// The NodeId a peer speaks for: the Ethereum address of the secp256k1 public
@@ -78,7 +81,10 @@ impl PeerTable {
     }
 
     pub(crate) fn node_of(&self, peer: &PeerId) -> Option<NodeId> {
-        self.by_peer.get(peer).copied().or_else(|| node_id_of_peer(peer))
+        self.by_peer
+            .get(peer)
+            .copied()
+            .or_else(|| node_id_of_peer(peer))
     }
 }
 
@@ -101,7 +107,10 @@ mod tests {
         secret[31] = 1;
         let peer = peer_id_of_secret(secret).expect("valid secret");
         let node_id = node_id_of_peer(&peer).expect("secp256k1 peer");
-        assert_eq!(node_id.to_string(), "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf");
+        assert_eq!(
+            node_id.to_string(),
+            "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! codec refuses frames above the configured limit before reading them, so a
 //! peer cannot make us buffer more than `max_message_size`; parsing the JSON is
 //! left to the node, which answers malformed requests with `BadRequest`.
+//!
+//! Reply streams are pulled: a call flagged `stream` is answered with a first
+//! [`StreamChunk`], and the caller asks for each next chunk with a
+//! [`WirePull`] until a chunk says `end`. The responder buffers a bounded
+//! number of items, so a slow caller slows the producer down.
 
 use std::io;
 
@@ -22,10 +27,40 @@ pub struct WireCall {
     pub address: String,
     pub message: String,
     pub payload: serde_json::Value,
+    /// Ask for a reply stream: the answer is a [`StreamChunk`] and further
+    /// chunks are pulled with [`WirePull`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
-/// The answer to a [`WireCall`].
+/// Ask for the next chunk of reply stream `pull` (or drop it with `cancel`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WirePull {
+    pub pull: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+/// Any request frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WireRequest {
+    Call(WireCall),
+    Pull(WirePull),
+}
+
+/// The answer to a request frame.
 pub type WireReply = Result<serde_json::Value, GolemError>;
+
+/// A piece of a reply stream, carried as the `Ok` value of a [`WireReply`]:
+/// the items ready so far (at least one unless the stream ended or the
+/// responder's wait expired) and whether the stream is over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamChunk {
+    pub stream: u64,
+    pub items: Vec<WireReply>,
+    pub end: bool,
+}
 
 /// Length-prefixed byte frames with a size limit, for request-response.
 #[derive(Debug, Clone)]
@@ -46,7 +81,10 @@ impl FrameCodec {
         if len > self.max_frame {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("frame of {len} bytes exceeds the limit of {} bytes", self.max_frame),
+                format!(
+                    "frame of {len} bytes exceeds the limit of {} bytes",
+                    self.max_frame
+                ),
             ));
         }
         let mut frame = vec![0u8; len];
@@ -54,14 +92,22 @@ impl FrameCodec {
         Ok(frame)
     }
 
-    async fn write_frame<T: AsyncWrite + Unpin + Send>(&self, io: &mut T, frame: Vec<u8>) -> io::Result<()> {
+    async fn write_frame<T: AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        frame: Vec<u8>,
+    ) -> io::Result<()> {
         let len = u32::try_from(frame.len())
             .ok()
             .filter(|len| *len as usize <= self.max_frame)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("frame of {} bytes exceeds the limit of {} bytes", frame.len(), self.max_frame),
+                    format!(
+                        "frame of {} bytes exceeds the limit of {} bytes",
+                        frame.len(),
+                        self.max_frame
+                    ),
                 )
             })?;
         io.write_all(&len.to_be_bytes()).await?;
@@ -91,14 +137,24 @@ impl libp2p::request_response::Codec for FrameCodec {
         self.read_frame(io).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         self.write_frame(io, req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -119,15 +175,27 @@ mod tests {
         futures::executor::block_on(async {
             let mut codec = FrameCodec::new(8);
             let mut buffer = futures::io::Cursor::new(Vec::new());
-            codec.write_request(&CALL_PROTOCOL, &mut buffer, b"hello".to_vec()).await.expect("write");
+            codec
+                .write_request(&CALL_PROTOCOL, &mut buffer, b"hello".to_vec())
+                .await
+                .expect("write");
             buffer.set_position(0);
-            let frame = codec.read_request(&CALL_PROTOCOL, &mut buffer).await.expect("read");
+            let frame = codec
+                .read_request(&CALL_PROTOCOL, &mut buffer)
+                .await
+                .expect("read");
             assert_eq!(frame, b"hello");
 
             let mut big = futures::io::Cursor::new(Vec::new());
-            assert!(codec.write_request(&CALL_PROTOCOL, &mut big, vec![0; 9]).await.is_err());
+            assert!(codec
+                .write_request(&CALL_PROTOCOL, &mut big, vec![0; 9])
+                .await
+                .is_err());
             let mut forged = futures::io::Cursor::new(u32::MAX.to_be_bytes().to_vec());
-            let error = codec.read_request(&CALL_PROTOCOL, &mut forged).await.expect_err("too large");
+            let error = codec
+                .read_request(&CALL_PROTOCOL, &mut forged)
+                .await
+                .expect_err("too large");
             assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         });
     }

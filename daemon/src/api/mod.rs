@@ -13,11 +13,13 @@ use golem_model::identity::MeResponse;
 
 use self::auth::{Authenticated, BodyLimit};
 use crate::identity::IdentityService;
+use crate::net::NetService;
 
 /// Handles of the services the API serves.
 #[derive(Clone)]
 pub struct ApiDeps {
     pub identity: IdentityService,
+    pub net: NetService,
 }
 
 pub struct ApiServer {
@@ -43,6 +45,11 @@ async fn me(auth: Authenticated) -> HttpResponse {
     })
 }
 
+/// `GET /net-api/v1/status`: the facts of `golem-daemon net status`.
+async fn net_status(net: web::Data<NetService>) -> HttpResponse {
+    HttpResponse::Ok().json(net.status().await)
+}
+
 /// `GET /version/get` as the original answers it; golem-js refuses versions below 0.15.2.
 async fn version() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -63,12 +70,14 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
     move |config: &mut web::ServiceConfig| {
         config
             .app_data(web::Data::new(deps.identity.clone()))
+            .app_data(web::Data::new(deps.net.clone()))
             .app_data(web::Data::new(BodyLimit(body_limit)))
             .app_data(error::json_config(body_limit))
             .app_data(error::query_config())
             .app_data(error::path_config())
             .route("/me", web::get().to(me))
-            .route("/version/get", web::get().to(version));
+            .route("/version/get", web::get().to(version))
+            .route("/net-api/v1/status", web::get().to(net_status));
     }
 }
 

@@ -1,0 +1,246 @@
+//! Net service: runs the node's libp2p layer (`golem-net`) with the node key as
+//! its identity, and connects it to the bus both ways. Calls to
+//! `/net/<nodeId>/public/...` on the router go to that node (or straight back
+//! into this router when `nodeId` is our own); calls arriving from other nodes
+//! are delivered to this router as `Caller::Remote(<their NodeId>)`, so the
+//! router's visibility rule keeps `/local/...` out of reach. Services use
+//! [`NetService::publish`]/[`NetService::subscribe`] for broadcasts.
+//!
+//! The swarm runs in its own tokio task behind `golem_net::NetHandle`; this
+//! module must not hold per-peer state of its own.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::stream::{self, StreamExt};
+use golem_bus::{Address, BusCall, Caller, Endpoint, ReplyStream, Router, ServiceEndpoint};
+use golem_model::bus::{
+    GetNetStatus, PingNode, PingRemote, PingResult, PongNode, PublishBroadcast, ReceivedBroadcast,
+    SubscribeBroadcasts, NET_PUBLIC_SERVICE, NET_SERVICE,
+};
+use golem_model::{GolemError, NodeId};
+use golem_net::{Broadcast, InboundCall, Multiaddr, NetConfig, NetHandle, NetStatus};
+use tokio::sync::mpsc;
+
+use crate::config::DaemonConfig;
+
+/// Handle to the net service. Cheap to clone.
+#[derive(Clone)]
+pub struct NetService {
+    handle: NetHandle,
+}
+
+fn parse_multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    values
+        .iter()
+        .map(|value| {
+            value.parse::<Multiaddr>().with_context(|| {
+                format!("invalid {option} address {value:?}: expected a multiaddr like /ip4/127.0.0.1/tcp/11500")
+            })
+        })
+        .collect()
+}
+
+/// Start libp2p on the configured addresses and bind `/net/` and `/local/net` on `router`.
+pub async fn start(
+    config: &DaemonConfig,
+    secret: [u8; 32],
+    router: &Router,
+) -> anyhow::Result<NetService> {
+    let net_config = NetConfig {
+        listen: parse_multiaddrs("--p2p-listen", &config.p2p_listen)?,
+        bootstrap: parse_multiaddrs("--bootstrap", &config.bootstrap)?,
+        relays: parse_multiaddrs("relays", &config.relays)?,
+        external_addrs: parse_multiaddrs("external-addrs", &config.external_addrs)?,
+        relay_server: config.relay_server,
+        call_timeout: Duration::from_millis(config.net_call_timeout_ms),
+        agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
+        ..NetConfig::default()
+    };
+
+    let inbound_router = router.clone();
+    let inbound = golem_net::handler(move |call: InboundCall| {
+        let router = inbound_router.clone();
+        async move {
+            router
+                .call_raw(
+                    Caller::Remote(call.caller),
+                    &call.address,
+                    &call.message,
+                    call.payload,
+                )
+                .await
+        }
+    });
+    let stream_router = router.clone();
+    let stream_handler: golem_net::InboundStreamHandler =
+        std::sync::Arc::new(move |call: InboundCall| {
+            stream_router.call_stream_raw(BusCall {
+                caller: Caller::Remote(call.caller),
+                address: call.address,
+                message: call.message,
+                payload: call.payload,
+                stream: true,
+            })
+        });
+    let handle = golem_net::start_with_streams(secret, net_config, inbound, Some(stream_handler))
+        .await
+        .context("starting the p2p network (check --p2p-listen)")?;
+    let service = NetService { handle };
+
+    router.bind_prefix(
+        "/net/",
+        RemoteEndpoint {
+            net: service.handle.clone(),
+            router: router.clone(),
+        },
+    )?;
+    router.bind(NET_SERVICE, service.local_endpoint(router.clone()))?;
+    router.bind(NET_PUBLIC_SERVICE, service.public_endpoint())?;
+    let status = service.status().await;
+    tracing::info!(listen_addrs = ?status.listen_addrs, peer_id = %status.peer_id, "p2p network listening");
+    Ok(service)
+}
+
+impl NetService {
+    pub fn node_id(&self) -> NodeId {
+        self.handle.local_node_id()
+    }
+
+    pub async fn status(&self) -> NetStatus {
+        self.handle.status().await
+    }
+
+    /// Broadcast `payload` on `topic` to every subscribed node (not to ourselves).
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), GolemError> {
+        self.handle.publish(topic, payload).await
+    }
+
+    /// Receive broadcasts of other nodes on `topic`.
+    pub async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<Broadcast>, GolemError> {
+        self.handle.subscribe(topic).await
+    }
+
+    /// `/public/net`: answers pings of other nodes with who answered and who asked.
+    fn public_endpoint(&self) -> ServiceEndpoint {
+        let node_id = self.node_id();
+        ServiceEndpoint::new().on(move |caller, _: PingNode| async move {
+            match caller {
+                Caller::Remote(caller) => Ok(PongNode { node_id, caller }),
+                Caller::Local => Ok(PongNode {
+                    node_id,
+                    caller: node_id,
+                }),
+            }
+        })
+    }
+
+    /// `/local/net`: status, ping of another node, and broadcasts for local components.
+    fn local_endpoint(&self, router: Router) -> ServiceEndpoint {
+        let status_service = self.clone();
+        let publish_service = self.clone();
+        let subscribe_service = self.clone();
+        ServiceEndpoint::new()
+            .on(move |_caller, _: GetNetStatus| {
+                let service = status_service.clone();
+                async move {
+                    serde_json::to_value(service.status().await)
+                        .map_err(|error| GolemError::internal(error.to_string()))
+                }
+            })
+            .on(move |_caller, ping: PingRemote| {
+                let router = router.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let address = format!("/net/{}{NET_PUBLIC_SERVICE}", ping.node_id);
+                    let pong = router.call(&address, &PingNode).await?;
+                    Ok(PingResult {
+                        node_id: pong.node_id,
+                        seen_as: pong.caller,
+                        round_trip_us: started.elapsed().as_micros() as u64,
+                    })
+                }
+            })
+            .on(move |_caller, message: PublishBroadcast| {
+                let service = publish_service.clone();
+                async move {
+                    service
+                        .publish(&message.topic, message.payload.into_bytes())
+                        .await
+                }
+            })
+            .on_stream(move |_caller, message: SubscribeBroadcasts| {
+                let service = subscribe_service.clone();
+                stream::once(async move { service.subscribe(&message.topic).await }).flat_map(
+                    |subscribed| match subscribed {
+                        Ok(receiver) => tokio_stream_of(receiver)
+                            .map(|broadcast| {
+                                Ok(ReceivedBroadcast {
+                                    origin: broadcast.origin,
+                                    topic: broadcast.topic,
+                                    payload: String::from_utf8_lossy(&broadcast.payload)
+                                        .into_owned(),
+                                })
+                            })
+                            .boxed(),
+                        Err(error) => stream::once(async move { Err(error) }).boxed(),
+                    },
+                )
+            })
+    }
+
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut receiver: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    stream::poll_fn(move |context| receiver.poll_recv(context))
+}
+
+/// The `/net/` prefix endpoint: delivers `/net/<node>/<rest>` to `<node>`.
+struct RemoteEndpoint {
+    net: NetHandle,
+    router: Router,
+}
+
+impl Endpoint for RemoteEndpoint {
+    fn handle(&self, call: BusCall) -> ReplyStream {
+        let (node, rest) = match Address::parse(&call.address) {
+            Ok(Address::Remote { node, rest }) => (node, rest.to_string()),
+            Ok(_) => {
+                let error =
+                    GolemError::bad_request(format!("{} is not a /net/ address", call.address));
+                return stream::once(async move { Err(error) }).boxed();
+            }
+            Err(error) => return stream::once(async move { Err(error) }).boxed(),
+        };
+        let own_node = self.net.local_node_id();
+        if node == own_node {
+            // A call to ourselves takes the same path as a remote one would, minus the wire.
+            return self.router.call_stream_raw(BusCall {
+                caller: Caller::Remote(own_node),
+                address: rest,
+                message: call.message,
+                payload: call.payload,
+                stream: call.stream,
+            });
+        }
+        let net = self.net.clone();
+        if call.stream {
+            return stream::once(async move {
+                net.call_stream(node, &rest, &call.message, call.payload)
+                    .await
+            })
+            .flat_map(|opened| match opened {
+                Ok(items) => items.boxed(),
+                Err(error) => stream::once(async move { Err(error) }).boxed(),
+            })
+            .boxed();
+        }
+        stream::once(async move { net.call(node, &rest, &call.message, call.payload).await })
+            .boxed()
+    }
+}
