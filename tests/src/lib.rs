@@ -132,6 +132,21 @@ impl DaemonProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<DaemonProcess> {
+        Self::spawn(name, data_dir, extra_args, env, None)
+    }
+
+    /// Start the daemon inside the network namespace `netns` (`ip netns exec`).
+    pub fn start_in_netns(name: &str, data_dir: &Path, extra_args: &[&str], netns: &str) -> anyhow::Result<DaemonProcess> {
+        Self::spawn(name, data_dir, extra_args, &[], Some(netns))
+    }
+
+    fn spawn(
+        name: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        netns: Option<&str>,
+    ) -> anyhow::Result<DaemonProcess> {
         std::fs::create_dir_all(data_dir.parent().unwrap_or(data_dir))?;
         let log_path = data_dir.with_extension("log");
         let app_key = format!("{name}-appkey");
@@ -139,7 +154,16 @@ impl DaemonProcess {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = Command::new(binary("golem-daemon"))
+        let mut command = match netns {
+            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(binary("golem-daemon"));
+                command
+            }
+            None => Command::new(binary("golem-daemon")),
+        };
+        let child = command
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
