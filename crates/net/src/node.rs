@@ -1102,6 +1102,7 @@ impl Node {
                         };
                         match result {
                             Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                                let offered = providers.len();
                                 let genuine = providers
                                     .into_iter()
                                     .find(|p| self.table.node_of(p) == Some(node_id));
@@ -1122,9 +1123,11 @@ impl Node {
                                         }
                                         self.resolve(node_id);
                                     }
-                                    None => {
-                                        tracing::warn!(%node_id, "ignoring provider records of other keys")
+                                    // Records under a NodeId whose key does not derive it are forged.
+                                    None if offered > 0 => {
+                                        tracing::warn!(%node_id, offered, "ignoring provider records of other keys")
                                     }
+                                    None => {}
                                 }
                             }
                             Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {
