@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod constraints;
 pub mod error;
 pub mod identity;
+pub mod properties;
 
 pub use error::{ErrorCode, GolemError};
 pub use identity::NodeId;

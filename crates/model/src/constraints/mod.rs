@@ -83,6 +83,8 @@ pub struct Attribute {
     name: String,
     aspect: Option<String>,
     value_type: ValueType,
+    /// The name's property-key hash, computed once so lookups need not.
+    name_hash: u64,
 }
 
 impl Attribute {
@@ -90,6 +92,16 @@ impl Attribute {
     /// `golem.runtime.version$v`, `x[aspect]$d`).
     pub fn new(text: &str) -> Result<Attribute, ConstraintParseError> {
         parser::parse_attribute_only(text)
+    }
+
+    pub(crate) fn from_parts(name: String, aspect: Option<String>, value_type: ValueType) -> Self {
+        let name_hash = crate::properties::key_hash(&name);
+        Attribute {
+            name,
+            aspect,
+            value_type,
+            name_hash,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -142,7 +154,11 @@ impl Comparison {
     /// Note `(attr=*)` is read back as [`Constraint::Present`], so an `Equal`
     /// comparison against a lone wildcard does not survive printing and parsing.
     pub fn new(attribute: Attribute, operator: ComparisonOperator, value: ConstraintValue) -> Self {
-        Comparison { attribute, operator, value }
+        Comparison {
+            attribute,
+            operator,
+            value,
+        }
     }
 
     pub fn attribute(&self) -> &Attribute {
@@ -199,7 +215,11 @@ impl fmt::Display for ComparisonOperator {
 
 impl fmt::Display for Comparison {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "({}{}{})", self.attribute, self.operator, self.value)
+        write!(
+            formatter,
+            "({}{}{})",
+            self.attribute, self.operator, self.value
+        )
     }
 }
 
