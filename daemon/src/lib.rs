@@ -1,14 +1,16 @@
 //! `golem-daemon`: one node of the Golem network. [`start`] wires the services in
-//! one visible order (store → identity → bus → net → REST API) and returns a [`Node`]
+//! one visible order (store → identity → bus → net → market → activity → REST API) and returns a [`Node`]
 //! handle; [`run`] keeps it up until a shutdown token fires. Every dependency is
 //! passed explicitly, so several nodes can run inside one test process.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod market;
 pub mod net;
 pub mod store;
 
@@ -31,6 +33,8 @@ pub struct Node {
     pub api_addr: SocketAddr,
     pub router: Router,
     pub net: net::NetService,
+    pub market: market::MarketService,
+    pub activity: activity::ActivityService,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -73,6 +77,17 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     let net = net::start(&config, identity.secret_bytes(), &router)
         .await
         .context("starting the net service")?;
+    let market = market::start(
+        node_id,
+        &store,
+        &router,
+        &net,
+        market::MarketConfig::default(),
+    )
+    .await
+    .context("starting the market service")?;
+    let activity = activity::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
+        .context("starting the activity service")?;
 
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
@@ -83,6 +98,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         api::ApiDeps {
             identity,
             net: net.clone(),
+            market: market.clone(),
+            activity: activity.clone(),
         },
     )
     .context("starting the REST API")?;
@@ -97,6 +114,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         api_addr: api.local_addr,
         router,
         net,
+        market,
+        activity,
         shutdown,
         store,
         api,
@@ -110,6 +129,8 @@ impl Node {
         self.shutdown.cancel();
         self.api.stop().await;
         self.bus.stop().await;
+        self.activity.stop();
+        self.market.stop().await;
         self.net.stop().await;
         self.router.unbind_all();
         if let Err(error) = self.store.flush().await {

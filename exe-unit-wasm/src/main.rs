@@ -1,7 +1,10 @@
-//! WASM exe unit (wasmtime + WASI preview 1). Runs one activity's WASI modules; lands with the activity issue.
+//! `exe-unit-wasm`: see `golem_exe_unit` for the command line (the spawn contract).
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("{}: not yet implemented (see the project's open issues)", env!("CARGO_PKG_NAME"));
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use exe_unit_wasm::WasmRuntime;
+
+fn main() -> ExitCode {
+    golem_exe_unit::cli::main(WasmRuntime::new)
 }

@@ -4,6 +4,8 @@
 //! it fails the test if a process logged an ERROR line it was not told to expect.
 #![forbid(unsafe_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,7 +138,12 @@ impl DaemonProcess {
     }
 
     /// Start the daemon inside the network namespace `netns` (`ip netns exec`).
-    pub fn start_in_netns(name: &str, data_dir: &Path, extra_args: &[&str], netns: &str) -> anyhow::Result<DaemonProcess> {
+    pub fn start_in_netns(
+        name: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        netns: &str,
+    ) -> anyhow::Result<DaemonProcess> {
         Self::spawn(name, data_dir, extra_args, &[], Some(netns))
     }
 
@@ -158,7 +165,9 @@ impl DaemonProcess {
             // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
             Some(netns) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns]).arg(binary("golem-daemon"));
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(binary("golem-daemon"));
                 command
             }
             None => Command::new(binary("golem-daemon")),

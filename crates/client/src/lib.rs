@@ -6,6 +6,9 @@
 use golem_model::identity::MeResponse;
 use golem_model::{ErrorCode, GolemError};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub mod market;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -71,11 +74,63 @@ impl GolemClient {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let (url, bytes) = self.send(reqwest::Method::GET, path, None).await?;
+        decode(url, &bytes)
+    }
+
+    /// `POST` a JSON body and decode the JSON reply.
+    async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).map_err(|error| ClientError::Decode {
+            url: format!("{}{path}", self.base_url),
+            message: format!("cannot encode the request body: {error}"),
+        })?;
+        let (url, bytes) = self.send(reqwest::Method::POST, path, Some(body)).await?;
+        decode(url, &bytes)
+    }
+
+    /// `POST` with an optional JSON body, ignoring the reply body (204s).
+    async fn post_no_reply<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|error| ClientError::Decode {
+                url: format!("{}{path}", self.base_url),
+                message: format!("cannot encode the request body: {error}"),
+            })?;
+        self.send(reqwest::Method::POST, path, body).await?;
+        Ok(())
+    }
+
+    /// `DELETE`, ignoring the reply body.
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        self.send(reqwest::Method::DELETE, path, None).await?;
+        Ok(())
+    }
+
+    /// Send a request; the reply body of a 2xx, or the daemon's `{"message"}` as an error.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(String, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base_url);
-        let response = self
+        let mut request = self
             .http
-            .get(&url)
-            .bearer_auth(&self.app_key)
+            .request(method.clone(), &url)
+            .bearer_auth(&self.app_key);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
@@ -100,20 +155,24 @@ impl GolemClient {
                 })
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(ClientError::Api {
-                method: "GET".into(),
+                method: method.to_string(),
                 url,
                 status: status.as_u16(),
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode {
-            url,
-            message: error.to_string(),
-        })
+        Ok((url, bytes.to_vec()))
     }
 
     /// `GET /me`: the node identity behind this app-key.
     pub async fn me(&self) -> Result<MeResponse, ClientError> {
         self.get("/me").await
     }
+}
+
+fn decode<T: DeserializeOwned>(url: String, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|error| ClientError::Decode {
+        url,
+        message: error.to_string(),
+    })
 }

@@ -1,4 +1,61 @@
-//! Exe-unit core: the process side of an exe unit (bus connection, state machine,
-//! ExeScript interpreter, transfers, usage counters) and the `Runtime` trait that
-//! the WASM and VM exe units implement. Lands with the activity issue.
+//! Exe-unit core: the process side of an exe unit. It owns the bus connection
+//! to the daemon, the activity state machine, the ExeScript interpreter,
+//! output capture, transfers, task-package download and usage counters; a
+//! kind of exe unit (WASM, VM) only implements the [`Runtime`] trait and calls
+//! [`cli::main`] from its `main.rs`. It must never talk to other nodes or
+//! to the REST API: everything goes through the daemon's bus socket.
+//!
+//! # Spawn contract
+//!
+//! The provider agent (or a test) starts one exe-unit process per activity:
+//!
+//! ```text
+//! <exe-unit> run --activity-id <ID> --agreement <FILE> --work-dir <DIR>
+//!                --cache-dir <DIR> --bus-socket <PATH>
+//!                [--max-run-time <SECONDS>] [--log-level <FILTER>] [--log-format text|json]
+//! <exe-unit> offer-template
+//! ```
+//!
+//! - `--agreement`: the agreement JSON as the market API returns it; the exe
+//!   unit reads flat (or nested) `offer.properties` / `demand.properties`:
+//!   `golem.srv.comp.task_package` (`hash:sha3:<hex>:<url>`),
+//!   `golem.inf.mem.gib` (memory limit), `golem.srv.comp.expiration` (caps
+//!   the run time), `golem.com.usage.vector` (order of usage counters).
+//! - `--work-dir`: the activity's own directory; volumes are created under it
+//!   and `container:` transfers never leave them. `--cache-dir` is shared by
+//!   activities (packages are cached by hash). Both are created if missing.
+//! - `--bus-socket`: the daemon's `<data-dir>/bus.sock`. The exe unit
+//!   connects (Hello), binds `/local/exeunit/<ID>`, reports `Initialized` to
+//!   `/local/activity` and from then on state changes, runtime events,
+//!   command results and usage (every second); see
+//!   [`golem_model::activity`] for the messages.
+//! - `--max-run-time`: the provider's limit for one `run` (default 1800 s).
+//! - It exits 0 after `Shutdown`, a `terminate` command, SIGTERM/SIGINT, or
+//!   when the daemon closes the bus connection (reporting Terminated with the
+//!   reason first when it still can); it also receives SIGTERM when its parent
+//!   dies (`PR_SET_PDEATHSIG`). Exit code 2: bad arguments or agreement file;
+//!   1: cannot reach the bus or bind the address. Logs go to stderr.
+//! - `offer-template` prints the offer properties the exe unit contributes as
+//!   one JSON object: the runtime's `golem.runtime.name`,
+//!   `golem.runtime.version`, `golem.runtime.capabilities`, plus the core's
+//!   `golem.activity.caps.transfer.protocol`.
 #![forbid(unsafe_code)]
+
+pub mod activity;
+pub mod agreement;
+pub mod batches;
+pub mod capture;
+pub mod cli;
+pub mod package;
+pub mod runtime;
+pub mod service;
+pub mod state;
+pub mod transfer;
+
+pub use activity::{Activity, ActivityConfig, Report};
+pub use agreement::Agreement;
+pub use runtime::{
+    DeployRequest, Deployment, OutputChunk, OutputSender, RunRequest, Runtime, RuntimeError,
+    Volume, VolumeAccess,
+};
+pub use service::run;

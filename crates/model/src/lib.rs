@@ -6,10 +6,13 @@
 //! can be used by the daemon, the agents, the exe units and the tests alike.
 #![forbid(unsafe_code)]
 
+pub mod activity;
+pub mod activity_control;
 pub mod bus;
 pub mod constraints;
 pub mod error;
 pub mod identity;
+pub mod market;
 pub mod properties;
 
 pub use error::{ErrorCode, GolemError};

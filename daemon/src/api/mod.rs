@@ -13,6 +13,8 @@ use golem_model::identity::MeResponse;
 
 use self::auth::{Authenticated, BodyLimit};
 use crate::identity::IdentityService;
+use crate::activity::ActivityService;
+use crate::market::MarketService;
 use crate::net::NetService;
 
 /// Handles of the services the API serves.
@@ -20,6 +22,8 @@ use crate::net::NetService;
 pub struct ApiDeps {
     pub identity: IdentityService,
     pub net: NetService,
+    pub market: MarketService,
+    pub activity: ActivityService,
 }
 
 pub struct ApiServer {
@@ -77,7 +81,9 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .app_data(error::path_config())
             .route("/me", web::get().to(me))
             .route("/version/get", web::get().to(version))
-            .route("/net-api/v1/status", web::get().to(net_status));
+            .route("/net-api/v1/status", web::get().to(net_status))
+            .configure(crate::market::rest::configure(deps.market.clone()))
+            .configure(crate::activity::rest::configure(deps.activity.clone()));
     }
 }
 

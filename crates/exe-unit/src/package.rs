@@ -1,0 +1,298 @@
+//! Task packages: `hash:sha3:<hex>:<url>` is downloaded once, checked against
+//! its hash and kept in the cache dir under that hash, so every later activity
+//! with the same package starts from the cache. The digest length picks the
+//! SHA-3 variant (56 hex digits: SHA3-224, also 256, 384 and 512), as in the
+//! original. Sources: `http(s)://`, `file://` and local paths.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use sha3::Digest;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageError {
+    #[error("task package {0:?} is not of the form hash:sha3:<hex>:<url>")]
+    Malformed(String),
+    #[error("task package hash algorithm {0:?} is not supported (use sha3)")]
+    UnsupportedAlgorithm(String),
+    #[error("task package sha3 digest has {0} hex digits; expected 56, 64, 96 or 128")]
+    DigestLength(usize),
+    #[error("cannot download the task package from {url}: {message}")]
+    Download { url: String, message: String },
+    #[error("task package hash mismatch: expected sha3 {expected}, got {actual} (from {url})")]
+    HashMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("task package cache error: {0}")]
+    Cache(String),
+}
+
+/// A parsed `hash:sha3:<hex>:<url>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageLocation {
+    /// Lower-case hex digest.
+    pub digest: String,
+    pub url: String,
+}
+
+impl PackageLocation {
+    pub fn parse(text: &str) -> Result<PackageLocation, PackageError> {
+        let malformed = || PackageError::Malformed(text.to_string());
+        let rest = strip_prefix_ignore_case(text, "hash:").ok_or_else(malformed)?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (algorithm, rest) = rest.split_once(':').ok_or_else(malformed)?;
+        if !algorithm.eq_ignore_ascii_case("sha3") {
+            return Err(PackageError::UnsupportedAlgorithm(algorithm.to_string()));
+        }
+        let (digest, url) = rest.split_once(':').ok_or_else(malformed)?;
+        let digest = digest
+            .strip_prefix("0x")
+            .unwrap_or(digest)
+            .to_ascii_lowercase();
+        if digest.is_empty() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) || url.is_empty() {
+            return Err(malformed());
+        }
+        if !matches!(digest.len(), 56 | 64 | 96 | 128) {
+            return Err(PackageError::DigestLength(digest.len()));
+        }
+        Ok(PackageLocation {
+            digest,
+            url: url.to_string(),
+        })
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// SHA-3 of the matching width for a digest of `hex_len` digits.
+pub enum Sha3Hasher {
+    Sha224(sha3::Sha3_224),
+    Sha256(sha3::Sha3_256),
+    Sha384(sha3::Sha3_384),
+    Sha512(sha3::Sha3_512),
+}
+
+impl Sha3Hasher {
+    pub fn for_hex_len(hex_len: usize) -> Option<Sha3Hasher> {
+        Some(match hex_len {
+            56 => Sha3Hasher::Sha224(sha3::Sha3_224::new()),
+            64 => Sha3Hasher::Sha256(sha3::Sha3_256::new()),
+            96 => Sha3Hasher::Sha384(sha3::Sha3_384::new()),
+            128 => Sha3Hasher::Sha512(sha3::Sha3_512::new()),
+            _ => return None,
+        })
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Sha3Hasher::Sha224(h) => h.update(data),
+            Sha3Hasher::Sha256(h) => h.update(data),
+            Sha3Hasher::Sha384(h) => h.update(data),
+            Sha3Hasher::Sha512(h) => h.update(data),
+        }
+    }
+    pub fn finish_hex(self) -> String {
+        match self {
+            Sha3Hasher::Sha224(h) => hex::encode(h.finalize()),
+            Sha3Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Sha3Hasher::Sha384(h) => hex::encode(h.finalize()),
+            Sha3Hasher::Sha512(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+/// Where a package with this digest lives in the cache.
+pub fn cached_path(cache_dir: &Path, digest: &str) -> PathBuf {
+    cache_dir.join("packages").join(format!("sha3-{digest}"))
+}
+
+/// Download (or find in the cache) and verify the package; returns its path
+/// in the cache.
+pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, PackageError> {
+    let location = PackageLocation::parse(task_package)?;
+    let target = cached_path(cache_dir, &location.digest);
+    if tokio::fs::metadata(&target).await.is_ok() {
+        tracing::debug!(path = %target.display(), "task package found in the cache");
+        return Ok(target);
+    }
+    let directory = target
+        .parent()
+        .ok_or_else(|| PackageError::Cache("cache path has no parent".into()))?;
+    tokio::fs::create_dir_all(directory)
+        .await
+        .map_err(|error| PackageError::Cache(format!("{}: {error}", directory.display())))?;
+    let partial = directory.join(format!(
+        ".sha3-{}.{}.partial",
+        location.digest,
+        std::process::id()
+    ));
+    let result = download_and_hash(&location, &partial).await;
+    let actual = match result {
+        Ok(actual) => actual,
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(error);
+        }
+    };
+    if actual != location.digest {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(PackageError::HashMismatch {
+            url: location.url,
+            expected: location.digest,
+            actual,
+        });
+    }
+    tokio::fs::rename(&partial, &target)
+        .await
+        .map_err(|error| PackageError::Cache(format!("{}: {error}", target.display())))?;
+    tracing::info!(url = %location.url, path = %target.display(), "task package downloaded and verified");
+    Ok(target)
+}
+
+async fn download_and_hash(
+    location: &PackageLocation,
+    partial: &Path,
+) -> Result<String, PackageError> {
+    let download_error = |message: String| PackageError::Download {
+        url: location.url.clone(),
+        message,
+    };
+    let mut hasher = Sha3Hasher::for_hex_len(location.digest.len())
+        .ok_or(PackageError::DigestLength(location.digest.len()))?;
+    let mut file = tokio::fs::File::create(partial)
+        .await
+        .map_err(|error| PackageError::Cache(format!("{}: {error}", partial.display())))?;
+    let url = location.url.as_str();
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let response = reqwest::get(url)
+            .await
+            .and_then(|response| response.error_for_status())
+            .map_err(|error| download_error(error.to_string()))?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| download_error(error.to_string()))?;
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|error| PackageError::Cache(error.to_string()))?;
+        }
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        if !path.starts_with('/') {
+            return Err(download_error(
+                "only http(s)://, file:// and absolute paths are supported".into(),
+            ));
+        }
+        let mut source = tokio::fs::File::open(path)
+            .await
+            .map_err(|error| download_error(error.to_string()))?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer)
+                .await
+                .map_err(|error| download_error(error.to_string()))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            file.write_all(&buffer[..read])
+                .await
+                .map_err(|error| PackageError::Cache(error.to_string()))?;
+        }
+    }
+    file.flush()
+        .await
+        .map_err(|error| PackageError::Cache(error.to_string()))?;
+    Ok(hasher.finish_hex())
+}
+
+/// The SHA3-224 hex digest of `data` (what `hash:sha3:` uses for 56 digits).
+pub fn sha3_224_hex(data: &[u8]) -> String {
+    hex::encode(sha3::Sha3_224::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_the_original_forms() {
+        let digest = "a".repeat(56);
+        let location =
+            PackageLocation::parse(&format!("hash:sha3:{digest}:http://h:80/x.gvmi")).unwrap();
+        assert_eq!(location.digest, digest);
+        assert_eq!(location.url, "http://h:80/x.gvmi");
+        let location =
+            PackageLocation::parse(&format!("HASH://sha3:0x{}:file:///p", "B".repeat(64))).unwrap();
+        assert_eq!(location.digest, "b".repeat(64));
+        assert_eq!(location.url, "file:///p");
+        assert!(matches!(
+            PackageLocation::parse("http://h/x"),
+            Err(PackageError::Malformed(_))
+        ));
+        assert!(matches!(
+            PackageLocation::parse(&format!("hash:sha256:{digest}:http://h")),
+            Err(PackageError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            PackageLocation::parse("hash:sha3:abcd:http://h"),
+            Err(PackageError::DigestLength(4))
+        ));
+        assert!(matches!(
+            PackageLocation::parse(&format!("hash:sha3:{}:http://h", "g".repeat(56))),
+            Err(PackageError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn fetches_verifies_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("package.bin");
+        std::fs::write(&source, b"package bytes").unwrap();
+        let cache = dir.path().join("cache");
+        let digest = sha3_224_hex(b"package bytes");
+        let task_package = format!("hash:sha3:{digest}:file://{}", source.display());
+        let path = fetch(&task_package, &cache).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"package bytes");
+        // The cache answers even when the source is gone.
+        std::fs::remove_file(&source).unwrap();
+        assert_eq!(fetch(&task_package, &cache).await.unwrap(), path);
+
+        // A 512-bit digest of other bytes.
+        std::fs::write(&source, b"other").unwrap();
+        let digest512 = hex::encode(sha3::Sha3_512::digest(b"other"));
+        let path = fetch(
+            &format!("hash:sha3:{digest512}:{}", source.display()),
+            &cache,
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"other");
+
+        // Wrong hash: a clear error and nothing left in the cache.
+        let wrong = "0".repeat(56);
+        let error = fetch(&format!("hash:sha3:{wrong}:{}", source.display()), &cache)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("hash mismatch"), "{error}");
+        assert!(!cached_path(&cache, &wrong).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(cache.join("packages"))
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty());
+
+        let error = fetch(&format!("hash:sha3:{wrong}:/no/such/file"), &cache)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, PackageError::Download { .. }), "{error}");
+    }
+}

@@ -1,0 +1,88 @@
+//! Activity service: activities run ExeScript on a provider for an approved
+//! agreement. On the requestor's node it serves the Activity API and drives the
+//! provider's daemon over `/net/<provider>/public/activity`; on the provider's
+//! node it keeps the hosted activities, tells the provider agent (provider
+//! events) to start and stop exe units, routes batches to the exe unit bound at
+//! `/local/exeunit/<activityId>` and collects its reports at `/local/activity`.
+//!
+//! It must never run user code itself, and never trust a remote caller for
+//! anything but its own activities (the caller NodeId comes from the net).
+
+mod provider;
+mod requestor;
+pub mod rest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use golem_bus::Router;
+use golem_model::activity::ACTIVITY_SERVICE;
+use golem_model::activity_control::ACTIVITY_PUBLIC_SERVICE;
+use golem_model::market::Agreement;
+use golem_model::{GolemError, NodeId};
+use tokio_util::sync::CancellationToken;
+
+pub use provider::ProviderSide;
+pub use requestor::RequestorSide;
+
+use crate::store::Store;
+
+/// Where the activity service reads agreements (the market, in the daemon).
+pub trait Agreements: Send + Sync + 'static {
+    /// The agreement `id` as this node holds it (either party); NotFound otherwise.
+    fn agreement(&self, id: &str) -> Result<Agreement, GolemError>;
+}
+
+impl Agreements for crate::market::MarketService {
+    fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
+        self.get_agreement(self.node_id(), id)
+    }
+}
+
+/// Handle to the activity service. Cheap to clone.
+#[derive(Clone)]
+pub struct ActivityService {
+    pub requestor: RequestorSide,
+    pub provider: ProviderSide,
+    shutdown: CancellationToken,
+}
+
+/// A fresh random id (32 hex digits) for activities and batches.
+pub fn new_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Open the activity records, bind `/public/activity` and `/local/activity`,
+/// and start supervising exe units.
+pub fn start(
+    node_id: NodeId,
+    store: &Store,
+    router: &Router,
+    agreements: Arc<dyn Agreements>,
+) -> Result<ActivityService, GolemError> {
+    let tree = store.tree("activity")?;
+    let provider = ProviderSide::open(node_id, router.clone(), agreements.clone(), tree.clone())?;
+    let requestor = RequestorSide::open(node_id, router.clone(), agreements, tree)?;
+    router.bind(ACTIVITY_PUBLIC_SERVICE, provider.public_endpoint())?;
+    router.bind(ACTIVITY_SERVICE, provider.local_endpoint())?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(
+        provider
+            .clone()
+            .supervise(Duration::from_millis(250), shutdown.clone()),
+    );
+    Ok(ActivityService {
+        requestor,
+        provider,
+        shutdown,
+    })
+}
+
+impl ActivityService {
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,733 @@
+//! The provider side of activities: the record of every activity this node
+//! hosts, the provider events its agent long-polls, the `/public/activity`
+//! endpoint requestors' daemons call, the `/local/activity` endpoint its exe
+//! units report to, and the supervision that notices an exe unit that died.
+//!
+//! Batch results and runtime events are kept here (reported by the exe unit),
+//! not only in the exe unit, so that a crashed exe unit still ends every
+//! pending batch with an Error result and nobody waits forever.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use golem_bus::{Caller, Router, ServiceEndpoint};
+use golem_model::activity::{
+    exe_unit_address, ActivityState, ActivityUsage, CommandResult, ExeScriptCommandResult,
+    ExecBatch, GetRunningCommand, ReportBatchEvent, ReportBatchResult, ReportState, ReportUsage,
+    RuntimeEvent, RuntimeEventKind, Shutdown, State,
+};
+use golem_model::activity_control::{
+    CreateActivityRemote, DestroyActivityRemote, ExecRemote, GetBatchResultsRemote,
+    GetRunningCommandRemote, GetStateRemote, GetUsageRemote, ProviderEvent,
+    StreamBatchEventsRemote,
+};
+use golem_model::market::AgreementState;
+use golem_model::{GolemError, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::Agreements;
+use crate::store::{self, StoreError};
+
+const ACTIVITY_PREFIX: &str = "provider/";
+const EVENT_PREFIX: &str = "provider-event/";
+/// Longest a single remote wait may take, kept below the net call timeout.
+pub const MAX_REMOTE_WAIT: Duration = Duration::from_secs(8);
+
+/// The persisted part of an activity this node hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ActivityRecord {
+    activity_id: String,
+    agreement_id: String,
+    requestor_id: NodeId,
+    state: ActivityState,
+    created: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Batch {
+    results: Vec<ExeScriptCommandResult>,
+    events: Vec<RuntimeEvent>,
+    finished: bool,
+}
+
+struct HostedActivity {
+    record: ActivityRecord,
+    usage: ActivityUsage,
+    batches: HashMap<String, Batch>,
+}
+
+#[derive(Default)]
+struct ProviderBook {
+    activities: HashMap<String, HostedActivity>,
+    events: Vec<ProviderEvent>,
+}
+
+#[derive(Clone)]
+pub struct ProviderSide {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    router: Router,
+    agreements: Arc<dyn Agreements>,
+    tree: sled::Tree,
+    state: Mutex<ProviderBook>,
+    /// Bumped on every change; long-polls wait on it.
+    changes: watch::Sender<u64>,
+}
+
+fn terminated(reason: &str) -> ActivityState {
+    ActivityState {
+        state: State::Terminated.into(),
+        reason: Some(reason.to_string()),
+        error_message: None,
+    }
+}
+
+impl ProviderSide {
+    /// Load hosted activities; those that were alive when the daemon stopped lost
+    /// their exe unit (it exits with the bus connection) and are marked Terminated.
+    pub fn open(
+        node_id: NodeId,
+        router: Router,
+        agreements: Arc<dyn Agreements>,
+        tree: sled::Tree,
+    ) -> Result<ProviderSide, StoreError> {
+        let mut state = ProviderBook::default();
+        for entry in tree.scan_prefix(EVENT_PREFIX) {
+            let (_, value) = entry?;
+            state.events.push(store::decode("activity", &value)?);
+        }
+        for entry in tree.scan_prefix(ACTIVITY_PREFIX) {
+            let (_, value) = entry?;
+            let mut record: ActivityRecord = store::decode("activity", &value)?;
+            if record.state.state.alive() {
+                record.state = terminated("the provider's daemon restarted");
+                tree.insert(
+                    format!("{ACTIVITY_PREFIX}{}", record.activity_id),
+                    store::encode(&record)?,
+                )?;
+            }
+            let hosted = HostedActivity {
+                record,
+                usage: ActivityUsage::default(),
+                batches: HashMap::new(),
+            };
+            state
+                .activities
+                .insert(hosted.record.activity_id.clone(), hosted);
+        }
+        let (changes, _) = watch::channel(0);
+        Ok(ProviderSide {
+            inner: Arc::new(Inner {
+                node_id,
+                router,
+                agreements,
+                tree,
+                state: Mutex::new(state),
+                changes,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProviderBook> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|version| *version += 1);
+    }
+
+    fn persist(&self, record: &ActivityRecord) {
+        let result = store::encode(record).and_then(|bytes| {
+            self.inner
+                .tree
+                .insert(format!("{ACTIVITY_PREFIX}{}", record.activity_id), bytes)?;
+            Ok(())
+        });
+        if let Err(error) = result {
+            tracing::error!(activity_id = %record.activity_id, %error, "cannot persist the activity");
+        }
+    }
+
+    fn push_event(&self, state: &mut ProviderBook, event: ProviderEvent) {
+        let key = format!("{EVENT_PREFIX}{:020}", state.events.len());
+        match store::encode(&event) {
+            Ok(bytes) => {
+                if let Err(error) = self.inner.tree.insert(key, bytes) {
+                    tracing::error!(%error, "cannot persist a provider event");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a provider event"),
+        }
+        state.events.push(event);
+    }
+
+    /// Wait until `check` returns Some, a change happens that makes it so, or the deadline.
+    async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&ProviderBook) -> Option<T>,
+    ) -> Option<T> {
+        let mut changes = self.inner.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(value) = check(&self.lock()) {
+                return Some(value);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return check(&self.lock());
+            }
+        }
+    }
+
+    /// The hosted activity `activity_id` if `caller` may control it.
+    fn check_owner(
+        &self,
+        state: &ProviderBook,
+        caller: Caller,
+        activity_id: &str,
+    ) -> Result<(), GolemError> {
+        let Some(hosted) = state.activities.get(activity_id) else {
+            return Err(GolemError::not_found(format!(
+                "no activity {activity_id} on this provider"
+            )));
+        };
+        match caller {
+            Caller::Remote(node) if node != hosted.record.requestor_id => {
+                Err(GolemError::forbidden(format!(
+                    "activity {activity_id} belongs to another requestor"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn create(
+        &self,
+        caller: Caller,
+        message: CreateActivityRemote,
+    ) -> Result<String, GolemError> {
+        let Caller::Remote(requestor) = caller else {
+            return Err(GolemError::forbidden(
+                "activities are created by the requestor's daemon",
+            ));
+        };
+        let agreement = self.inner.agreements.agreement(&message.agreement_id)?;
+        if agreement.demand.requestor_id != requestor {
+            return Err(GolemError::forbidden(format!(
+                "agreement {} belongs to another requestor",
+                message.agreement_id
+            )));
+        }
+        if agreement.offer.provider_id != self.inner.node_id {
+            return Err(GolemError::not_found(format!(
+                "agreement {} is not with this provider",
+                message.agreement_id
+            )));
+        }
+        if agreement.state != AgreementState::Approved {
+            return Err(GolemError::conflict(format!(
+                "agreement {} is {:?}; activities need an Approved agreement",
+                message.agreement_id, agreement.state
+            )));
+        }
+        let activity_id = super::new_id();
+        let record = ActivityRecord {
+            activity_id: activity_id.clone(),
+            agreement_id: message.agreement_id.clone(),
+            requestor_id: requestor,
+            state: State::New.into(),
+            created: Utc::now(),
+        };
+        {
+            let mut state = self.lock();
+            self.persist(&record);
+            self.push_event(
+                &mut state,
+                ProviderEvent::CreateActivity {
+                    event_date: Utc::now(),
+                    activity_id: activity_id.clone(),
+                    agreement_id: message.agreement_id.clone(),
+                    requestor_pub_key: None,
+                },
+            );
+            state.activities.insert(
+                activity_id.clone(),
+                HostedActivity {
+                    record,
+                    usage: ActivityUsage::default(),
+                    batches: HashMap::new(),
+                },
+            );
+        }
+        self.changed();
+        tracing::info!(%activity_id, agreement_id = %message.agreement_id, "activity created; waiting for the exe unit");
+        let wait = Duration::from_secs_f64(message.timeout_sec.max(0.0)).min(MAX_REMOTE_WAIT);
+        // Answer once the exe unit is up; the requestor's daemon keeps waiting if it is not yet.
+        self.wait_for(wait, |state| {
+            let current = state.activities.get(&activity_id)?.record.state.state.0;
+            (current != State::New).then_some(())
+        })
+        .await;
+        Ok(activity_id)
+    }
+
+    async fn destroy(&self, caller: Caller, activity_id: &str) -> Result<(), GolemError> {
+        {
+            let state = self.lock();
+            self.check_owner(&state, caller, activity_id)?;
+        }
+        let address = exe_unit_address(activity_id);
+        if self.inner.router.is_bound(&address) {
+            let shutdown = Shutdown {
+                reason: Some("destroyed by the requestor".into()),
+            };
+            if let Err(error) = self.inner.router.call(&address, &shutdown).await {
+                tracing::warn!(%activity_id, %error, "exe unit did not take the shutdown");
+            }
+        }
+        self.finish(activity_id, "destroyed by the requestor", true);
+        Ok(())
+    }
+
+    /// Mark an activity Terminated, end its unfinished batches with an Error,
+    /// and (when `announce`) tell the provider agent to stop its exe unit.
+    fn finish(&self, activity_id: &str, reason: &str, announce: bool) {
+        let mut state = self.lock();
+        let mut agreement_id = None;
+        if let Some(hosted) = state.activities.get_mut(activity_id) {
+            if hosted.record.state.state.0 != State::Terminated {
+                hosted.record.state = terminated(reason);
+                for (batch_id, batch) in hosted
+                    .batches
+                    .iter_mut()
+                    .filter(|(_, batch)| !batch.finished)
+                {
+                    let index = batch.results.len() as u32;
+                    batch.results.push(ExeScriptCommandResult {
+                        index,
+                        event_date: Utc::now(),
+                        result: CommandResult::Error,
+                        stdout: None,
+                        stderr: None,
+                        message: Some(format!("activity terminated: {reason}")),
+                        is_batch_finished: true,
+                    });
+                    batch.events.push(RuntimeEvent::new(
+                        batch_id.clone(),
+                        index,
+                        RuntimeEventKind::Finished {
+                            return_code: -1,
+                            message: Some(reason.to_string()),
+                        },
+                    ));
+                    batch.finished = true;
+                }
+                let record = hosted.record.clone();
+                agreement_id = Some(record.agreement_id.clone());
+                self.persist(&record);
+            }
+        }
+        if let (true, Some(agreement_id)) = (announce, agreement_id) {
+            self.push_event(
+                &mut state,
+                ProviderEvent::DestroyActivity {
+                    event_date: Utc::now(),
+                    activity_id: activity_id.to_string(),
+                    agreement_id,
+                },
+            );
+        }
+        drop(state);
+        self.changed();
+    }
+
+    async fn exec(&self, caller: Caller, message: ExecRemote) -> Result<String, GolemError> {
+        {
+            let mut state = self.lock();
+            self.check_owner(&state, caller, &message.activity_id)?;
+            let hosted = state
+                .activities
+                .get_mut(&message.activity_id)
+                .ok_or_else(|| GolemError::not_found("gone"))?;
+            if hosted.record.state.state.0 == State::Terminated {
+                return Err(GolemError::new(
+                    golem_model::ErrorCode::Gone,
+                    format!(
+                        "activity {} is terminated: {}",
+                        message.activity_id,
+                        hosted.record.state.reason.clone().unwrap_or_default()
+                    ),
+                ));
+            }
+            if hosted.batches.contains_key(&message.batch_id) {
+                return Err(GolemError::conflict(format!(
+                    "batch {} already exists",
+                    message.batch_id
+                )));
+            }
+            hosted
+                .batches
+                .insert(message.batch_id.clone(), Batch::default());
+        }
+        let address = exe_unit_address(&message.activity_id);
+        let batch = ExecBatch {
+            batch_id: message.batch_id.clone(),
+            commands: message.commands,
+        };
+        if let Err(error) = self.inner.router.call(&address, &batch).await {
+            if let Some(hosted) = self.lock().activities.get_mut(&message.activity_id) {
+                hosted.batches.remove(&message.batch_id);
+            }
+            return Err(GolemError::new(
+                error.code,
+                format!("the exe unit refused the batch: {}", error.message),
+            ));
+        }
+        Ok(message.batch_id)
+    }
+
+    async fn batch_results(
+        &self,
+        caller: Caller,
+        message: GetBatchResultsRemote,
+    ) -> Result<Vec<ExeScriptCommandResult>, GolemError> {
+        {
+            let state = self.lock();
+            self.check_owner(&state, caller, &message.activity_id)?;
+            let hosted = &state.activities[&message.activity_id];
+            if !hosted.batches.contains_key(&message.batch_id) {
+                return Err(GolemError::not_found(format!(
+                    "no batch {} in activity {}",
+                    message.batch_id, message.activity_id
+                )));
+            }
+        }
+        let wait = Duration::from_secs_f64(message.timeout_sec.unwrap_or(0.0).max(0.0))
+            .min(MAX_REMOTE_WAIT);
+        let select = |state: &ProviderBook| -> Option<(bool, Vec<ExeScriptCommandResult>)> {
+            let batch = state
+                .activities
+                .get(&message.activity_id)?
+                .batches
+                .get(&message.batch_id)?;
+            let results: Vec<_> = match message.command_index {
+                Some(index) => batch
+                    .results
+                    .iter()
+                    .filter(|result| result.index <= index)
+                    .cloned()
+                    .collect(),
+                None => batch.results.clone(),
+            };
+            let complete = match message.command_index {
+                Some(index) => batch.finished || results.iter().any(|result| result.index >= index),
+                None => batch.finished,
+            };
+            Some((complete, results))
+        };
+        let results = self
+            .wait_for(wait, |state| {
+                select(state).filter(|(complete, _)| *complete)
+            })
+            .await
+            .or_else(|| select(&self.lock()))
+            .map(|(_, results)| results)
+            .unwrap_or_default();
+        Ok(results)
+    }
+
+    fn batch_events(
+        &self,
+        caller: Caller,
+        message: StreamBatchEventsRemote,
+    ) -> futures::stream::BoxStream<'static, Result<RuntimeEvent, GolemError>> {
+        {
+            let state = self.lock();
+            if let Err(error) = self.check_owner(&state, caller, &message.activity_id) {
+                return stream::once(async move { Err(error) }).boxed();
+            }
+            if !state.activities[&message.activity_id]
+                .batches
+                .contains_key(&message.batch_id)
+            {
+                let error = GolemError::not_found(format!("no batch {}", message.batch_id));
+                return stream::once(async move { Err(error) }).boxed();
+            }
+        }
+        let provider = self.clone();
+        let changes = self.inner.changes.subscribe();
+        // State: (next event index, finished flag seen).
+        stream::unfold(
+            (provider, changes, 0usize, false),
+            move |(provider, mut changes, next, done)| {
+                let message = message.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    loop {
+                        let (pending, finished) = {
+                            let state = provider.lock();
+                            let batch = state
+                                .activities
+                                .get(&message.activity_id)?
+                                .batches
+                                .get(&message.batch_id)?;
+                            (
+                                batch
+                                    .events
+                                    .get(next..)
+                                    .map(<[RuntimeEvent]>::to_vec)
+                                    .unwrap_or_default(),
+                                batch.finished,
+                            )
+                        };
+                        if !pending.is_empty() {
+                            let count = pending.len();
+                            let all_sent = finished;
+                            return Some((
+                                stream::iter(pending.into_iter().map(Ok)),
+                                (provider, changes, next + count, all_sent),
+                            ));
+                        }
+                        if finished {
+                            return None;
+                        }
+                        if changes.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
+        )
+        .flatten()
+        .boxed()
+    }
+
+    pub fn activity_state(
+        &self,
+        caller: Caller,
+        activity_id: &str,
+    ) -> Result<ActivityState, GolemError> {
+        let state = self.lock();
+        self.check_owner(&state, caller, activity_id)?;
+        Ok(state.activities[activity_id].record.state.clone())
+    }
+
+    pub fn activity_usage(
+        &self,
+        caller: Caller,
+        activity_id: &str,
+    ) -> Result<ActivityUsage, GolemError> {
+        let state = self.lock();
+        self.check_owner(&state, caller, activity_id)?;
+        let usage = &state.activities[activity_id].usage;
+        Ok(ActivityUsage {
+            current_usage: usage.current_usage.clone(),
+            timestamp: usage.timestamp.max(0),
+        })
+    }
+
+    pub fn hosts(&self, activity_id: &str) -> bool {
+        self.lock().activities.contains_key(activity_id)
+    }
+
+    /// Provider events after `after` (oldest first), waiting up to `timeout` for one.
+    pub async fn events(
+        &self,
+        after: Option<DateTime<Utc>>,
+        timeout: Duration,
+        max_events: usize,
+    ) -> Vec<ProviderEvent> {
+        let select = |state: &ProviderBook| -> Option<Vec<ProviderEvent>> {
+            let events: Vec<_> = state
+                .events
+                .iter()
+                .filter(|event| after.is_none_or(|after| event.event_date() > after))
+                .take(max_events)
+                .cloned()
+                .collect();
+            (!events.is_empty()).then_some(events)
+        };
+        self.wait_for(timeout, select).await.unwrap_or_default()
+    }
+
+    /// `/public/activity`: what requestors' daemons may call.
+    pub fn public_endpoint(&self) -> ServiceEndpoint {
+        let (create, destroy, exec, results, events, state, usage, running) = (
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+            self.clone(),
+        );
+        ServiceEndpoint::new()
+            .on(move |caller, message: CreateActivityRemote| {
+                let provider = create.clone();
+                async move { provider.create(caller, message).await }
+            })
+            .on(move |caller, message: DestroyActivityRemote| {
+                let provider = destroy.clone();
+                async move { provider.destroy(caller, &message.activity_id).await }
+            })
+            .on(move |caller, message: ExecRemote| {
+                let provider = exec.clone();
+                async move { provider.exec(caller, message).await }
+            })
+            .on(move |caller, message: GetBatchResultsRemote| {
+                let provider = results.clone();
+                async move { provider.batch_results(caller, message).await }
+            })
+            .on_stream(move |caller, message: StreamBatchEventsRemote| {
+                events.batch_events(caller, message)
+            })
+            .on(move |caller, message: GetStateRemote| {
+                let result = state.activity_state(caller, &message.activity_id);
+                async move { result }
+            })
+            .on(move |caller, message: GetUsageRemote| {
+                let result = usage.activity_usage(caller, &message.activity_id);
+                async move { result }
+            })
+            .on(move |caller, message: GetRunningCommandRemote| {
+                let provider = running.clone();
+                async move {
+                    provider.check_owner(&provider.lock(), caller, &message.activity_id)?;
+                    let address = exe_unit_address(&message.activity_id);
+                    if !provider.inner.router.is_bound(&address) {
+                        return Ok(None);
+                    }
+                    provider
+                        .inner
+                        .router
+                        .call(&address, &GetRunningCommand)
+                        .await
+                }
+            })
+    }
+
+    /// `/local/activity`: reports of this node's exe units.
+    pub fn local_endpoint(&self) -> ServiceEndpoint {
+        let (on_state, on_usage, on_event, on_result) =
+            (self.clone(), self.clone(), self.clone(), self.clone());
+        ServiceEndpoint::new()
+            .on(move |_caller, report: ReportState| {
+                let result = on_state.report_state(report);
+                async move { result }
+            })
+            .on(move |_caller, report: ReportUsage| {
+                let result = on_usage.with_activity(&report.activity_id, |hosted| {
+                    hosted.usage = report.usage.clone()
+                });
+                async move { result }
+            })
+            .on(move |_caller, report: ReportBatchEvent| {
+                let result = on_event.with_activity(&report.activity_id, |hosted| {
+                    hosted
+                        .batches
+                        .entry(report.event.batch_id.clone())
+                        .or_default()
+                        .events
+                        .push(report.event.clone());
+                });
+                async move { result }
+            })
+            .on(move |_caller, report: ReportBatchResult| {
+                let result = on_result.with_activity(&report.activity_id, |hosted| {
+                    let batch = hosted.batches.entry(report.batch_id.clone()).or_default();
+                    batch.finished |= report.result.is_batch_finished;
+                    batch.results.push(report.result.clone());
+                });
+                async move { result }
+            })
+    }
+
+    fn with_activity(
+        &self,
+        activity_id: &str,
+        change: impl FnOnce(&mut HostedActivity),
+    ) -> Result<(), GolemError> {
+        {
+            let mut state = self.lock();
+            let hosted = state.activities.get_mut(activity_id).ok_or_else(|| {
+                GolemError::not_found(format!("no activity {activity_id} on this node"))
+            })?;
+            change(hosted);
+        }
+        self.changed();
+        Ok(())
+    }
+
+    fn report_state(&self, report: ReportState) -> Result<(), GolemError> {
+        if report.state.state.0 == State::Terminated {
+            let reason = report
+                .state
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the exe unit terminated".into());
+            self.finish(&report.activity_id, &reason, false);
+            return Ok(());
+        }
+        let mut record = None;
+        self.with_activity(&report.activity_id, |hosted| {
+            if hosted.record.state.state.0 != State::Terminated {
+                hosted.record.state = report.state.clone();
+                record = Some(hosted.record.clone());
+            }
+        })?;
+        if let Some(record) = record {
+            tracing::debug!(activity_id = %record.activity_id, state = ?record.state.state, "exe unit reported its state");
+            self.persist(&record);
+        }
+        Ok(())
+    }
+
+    /// Every `period`: activities whose exe unit was up and is no longer bound
+    /// on the bus died without saying so; end them with a reason.
+    pub async fn supervise(self, period: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let lost: Vec<String> = {
+                let state = self.lock();
+                state
+                    .activities
+                    .values()
+                    .filter(|hosted| {
+                        !matches!(hosted.record.state.state.0, State::New | State::Terminated)
+                    })
+                    .filter(|hosted| {
+                        !self
+                            .inner
+                            .router
+                            .is_bound(&exe_unit_address(&hosted.record.activity_id))
+                    })
+                    .map(|hosted| hosted.record.activity_id.clone())
+                    .collect()
+            };
+            for activity_id in lost {
+                tracing::warn!(%activity_id, "exe unit exited unexpectedly; terminating the activity");
+                self.finish(&activity_id, "the exe unit exited unexpectedly", true);
+            }
+        }
+    }
+}

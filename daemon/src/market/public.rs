@@ -1,0 +1,94 @@
+//! `/public/market`: what other nodes' markets may ask of ours. Every handler
+//! takes the caller as the net authenticated it and acts only where that node
+//! is the counterparty; local callers are refused (they use the REST API).
+
+use golem_bus::{Caller, ServiceEndpoint};
+use golem_model::market::{
+    AgreementApproved, AgreementCancelled, AgreementReceived, AgreementRejected,
+    AgreementTerminated, GetOwnOffers, InitialProposalReceived, ProposalReceived, ProposalRejected,
+};
+use golem_model::{GolemError, NodeId};
+
+use super::MarketService;
+
+fn remote(caller: Caller) -> Result<NodeId, GolemError> {
+    match caller {
+        Caller::Remote(node) => Ok(node),
+        Caller::Local => Err(GolemError::forbidden(
+            "the public market endpoint serves other nodes only",
+        )),
+    }
+}
+
+pub(crate) fn endpoint(service: MarketService) -> ServiceEndpoint {
+    let get_offers = service.clone();
+    let initial = service.clone();
+    let counter = service.clone();
+    let rejected = service.clone();
+    let agreement = service.clone();
+    let approved = service.clone();
+    let agreement_rejected = service.clone();
+    let cancelled = service.clone();
+    let terminated = service;
+    ServiceEndpoint::new()
+        .on(move |_caller, _: GetOwnOffers| {
+            let service = get_offers.clone();
+            async move { Ok(service.own_offers(None)) }
+        })
+        .on(move |caller, message: InitialProposalReceived| {
+            let service = initial.clone();
+            async move {
+                service.on_initial_proposal(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: ProposalReceived| {
+            let service = counter.clone();
+            async move {
+                service.on_proposal(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: ProposalRejected| {
+            let service = rejected.clone();
+            async move {
+                service.on_proposal_rejected(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: AgreementReceived| {
+            let service = agreement.clone();
+            async move {
+                service.on_agreement_received(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: AgreementApproved| {
+            let service = approved.clone();
+            async move {
+                service.on_agreement_approved(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: AgreementRejected| {
+            let service = agreement_rejected.clone();
+            async move {
+                service.on_agreement_rejected(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: AgreementCancelled| {
+            let service = cancelled.clone();
+            async move {
+                service.on_agreement_cancelled(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+        .on(move |caller, message: AgreementTerminated| {
+            let service = terminated.clone();
+            async move {
+                service.on_agreement_terminated(remote(caller)?, message)?;
+                service.persist().await
+            }
+        })
+}

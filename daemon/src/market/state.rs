@@ -1,0 +1,581 @@
+//! The market's records and their sled layout. Everything lives in memory in
+//! [`State`] (behind one mutex owned by the service) and is written through to
+//! the `market` tree on every change, so a restart reloads exactly what was
+//! there. Key layout (all JSON values):
+//!
+//! | key | value |
+//! |---|---|
+//! | `offer/<offerId>` | [`StoredOffer`]: our own offers and those learnt from other nodes |
+//! | `tombstone/<offerId>` | [`Tombstone`]: unsubscribed offers of other nodes, until their expiry |
+//! | `demand/<demandId>` | [`StoredDemand`] |
+//! | `proposal/<subscriptionId>/<proposalId>` | [`ProposalRecord`] |
+//! | `agreement/<role>/<agreementId>` | [`AgreementRecord`] |
+//! | `event/<subscriptionId>/<seq>` | a pending [`MarketEvent`], removed once delivered |
+//! | `agreement-event/<seq>` | [`AgreementEventRecord`] |
+//!
+//! `<seq>` is a zero-padded counter, so a prefix scan returns events in order.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use golem_model::constraints::{match_both_ways, Constraint};
+use golem_model::market::{
+    Agreement, AgreementOperationEvent, Demand, MarketEvent, Proposal, PublishedOffer, Reason,
+    Terminator, SUBNET_PROPERTY,
+};
+use golem_model::properties::Properties;
+use golem_model::{GolemError, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, StoreError};
+
+pub(crate) const TREE: &str = "market";
+
+/// Which side of a negotiation or agreement a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) enum Role {
+    Requestor,
+    Provider,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Requestor => "Requestor",
+            Role::Provider => "Provider",
+        }
+    }
+
+    pub(crate) fn terminator(self) -> Terminator {
+        match self {
+            Role::Requestor => Terminator::Requestor,
+            Role::Provider => Terminator::Provider,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredOffer {
+    pub published: PublishedOffer,
+    /// Subscribed on this node (as opposed to learnt from another node).
+    pub local: bool,
+    /// False once unsubscribed (kept for our own offers to answer 410).
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Tombstone {
+    pub provider_id: NodeId,
+    pub expiration: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredDemand {
+    pub demand: Demand,
+    pub expiration: DateTime<Utc>,
+    pub active: bool,
+}
+
+/// An offer in memory, with its constraint parsed once.
+pub(crate) struct OfferEntry {
+    pub stored: StoredOffer,
+    pub constraint: Constraint,
+    pub subnet: Option<String>,
+}
+
+impl OfferEntry {
+    pub(crate) fn new(stored: StoredOffer) -> Result<OfferEntry, GolemError> {
+        let constraint = parse_constraint(&stored.published.offer.constraints)?;
+        let subnet = subnet_of(&stored.published.offer.properties);
+        Ok(OfferEntry {
+            stored,
+            constraint,
+            subnet,
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.stored.published.offer.offer_id
+    }
+
+    pub(crate) fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.stored.active && self.stored.published.expiration > now
+    }
+}
+
+pub(crate) struct DemandEntry {
+    pub stored: StoredDemand,
+    pub constraint: Constraint,
+    pub subnet: Option<String>,
+    /// Offers this demand already produced an Initial proposal for.
+    pub matched_offers: HashSet<String>,
+}
+
+impl DemandEntry {
+    pub(crate) fn new(stored: StoredDemand) -> Result<DemandEntry, GolemError> {
+        let constraint = parse_constraint(&stored.demand.constraints)?;
+        let subnet = subnet_of(&stored.demand.properties);
+        Ok(DemandEntry {
+            stored,
+            constraint,
+            subnet,
+            matched_offers: HashSet::new(),
+        })
+    }
+
+    pub(crate) fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.stored.active && self.stored.expiration > now
+    }
+
+    pub(crate) fn matches(&self, offer: &OfferEntry) -> bool {
+        self.subnet == offer.subnet
+            && match_both_ways(
+                &self.stored.demand.properties,
+                &self.constraint,
+                &offer.stored.published.offer.properties,
+                &offer.constraint,
+            )
+            .is_match()
+    }
+}
+
+/// One proposal of a negotiation, as seen from one of our subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProposalRecord {
+    /// Our demand (role Requestor) or offer (role Provider) subscription.
+    pub subscription_id: String,
+    pub role: Role,
+    pub offer_id: String,
+    pub demand_id: String,
+    pub requestor_id: NodeId,
+    pub provider_id: NodeId,
+    /// Issued by us (as opposed to by the counterparty).
+    pub ours: bool,
+    /// Already answered by a counter-proposal.
+    pub countered: bool,
+    pub proposal: Proposal,
+}
+
+impl ProposalRecord {
+    pub(crate) fn counterparty(&self) -> NodeId {
+        match self.role {
+            Role::Requestor => self.provider_id,
+            Role::Provider => self.requestor_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AgreementRecord {
+    pub role: Role,
+    pub agreement: Agreement,
+    /// Our demand or offer subscription.
+    pub subscription_id: String,
+    /// The provider's Draft the agreement promoted.
+    pub offer_proposal_id: String,
+    #[serde(default)]
+    pub terminator: Option<Terminator>,
+    #[serde(default)]
+    pub reason: Option<Reason>,
+    #[serde(default)]
+    pub terminated_date: Option<DateTime<Utc>>,
+}
+
+impl AgreementRecord {
+    pub(crate) fn counterparty(&self) -> NodeId {
+        match self.role {
+            Role::Requestor => self.agreement.offer.provider_id,
+            Role::Provider => self.agreement.demand.requestor_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AgreementEventRecord {
+    pub seq: u64,
+    pub role: Role,
+    /// The app session of our side of the agreement when the event happened.
+    pub app_session_id: Option<String>,
+    pub event: AgreementOperationEvent,
+}
+
+/// Everything the market knows, in memory.
+#[derive(Default)]
+pub(crate) struct State {
+    pub offers: HashMap<String, OfferEntry>,
+    pub tombstones: HashMap<String, Tombstone>,
+    pub demands: HashMap<String, DemandEntry>,
+    /// subscription id → proposal id → record.
+    pub proposals: HashMap<String, HashMap<String, ProposalRecord>>,
+    /// proposal id → the subscriptions holding a record of it (two when a node
+    /// negotiates with itself).
+    pub proposal_index: HashMap<String, Vec<String>>,
+    pub agreements: HashMap<(Role, String), AgreementRecord>,
+    /// subscription id → pending events, oldest first.
+    pub events: HashMap<String, VecDeque<(u64, MarketEvent)>>,
+    pub agreement_events: Vec<AgreementEventRecord>,
+    pub next_seq: u64,
+    /// Agreement events get strictly increasing millisecond dates, so clients
+    /// paging with `afterTimestamp` (µs in yapapi, ms in golem-js) never skip
+    /// nor repeat one.
+    pub last_agreement_event_date: Option<DateTime<Utc>>,
+}
+
+pub(crate) fn parse_constraint(text: &str) -> Result<Constraint, GolemError> {
+    golem_model::constraints::parse(text)
+        .map_err(|error| GolemError::bad_request(format!("invalid constraints: {error}")))
+}
+
+pub(crate) fn subnet_of(properties: &Properties) -> Option<String> {
+    properties
+        .get(SUBNET_PROPERTY)
+        .and_then(|value| value.as_str())
+        .map(str::to_string)
+}
+
+/// Now, to the millisecond (what every client parses without loss).
+pub(crate) fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+fn sled_error(error: sled::Error) -> GolemError {
+    StoreError::from(error).into()
+}
+
+fn offer_key(id: &str) -> String {
+    format!("offer/{id}")
+}
+fn tombstone_key(id: &str) -> String {
+    format!("tombstone/{id}")
+}
+fn demand_key(id: &str) -> String {
+    format!("demand/{id}")
+}
+fn proposal_key(subscription_id: &str, proposal_id: &str) -> String {
+    format!("proposal/{subscription_id}/{proposal_id}")
+}
+fn agreement_key(role: Role, id: &str) -> String {
+    format!("agreement/{}/{id}", role.as_str())
+}
+fn event_key(subscription_id: &str, seq: u64) -> String {
+    format!("event/{subscription_id}/{seq:020}")
+}
+fn agreement_event_key(seq: u64) -> String {
+    format!("agreement-event/{seq:020}")
+}
+
+/// The state plus the tree it is written through to.
+pub(crate) struct Db {
+    pub tree: sled::Tree,
+}
+
+impl Db {
+    fn put<T: Serialize>(&self, key: String, value: &T) -> Result<(), GolemError> {
+        let bytes = store::encode(value)?;
+        self.tree.insert(key, bytes).map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn delete(&self, key: String) -> Result<(), GolemError> {
+        self.tree.remove(key).map_err(sled_error)?;
+        Ok(())
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, GolemError> {
+        let mut records = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (key, value) = item.map_err(sled_error)?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            match store::decode::<T>(TREE, &value) {
+                Ok(record) => records.push((key, record)),
+                Err(error) => {
+                    tracing::warn!(%key, %error, "skipping a corrupt market record")
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Load every record into a fresh [`State`].
+    pub(crate) fn load(&self) -> Result<State, GolemError> {
+        let mut state = State::default();
+        for (_, stored) in self.scan::<StoredOffer>("offer/")? {
+            let entry = OfferEntry::new(stored)?;
+            state.offers.insert(entry.id().to_string(), entry);
+        }
+        for (key, tombstone) in self.scan::<Tombstone>("tombstone/")? {
+            let id = key.trim_start_matches("tombstone/").to_string();
+            state.tombstones.insert(id, tombstone);
+        }
+        for (_, stored) in self.scan::<StoredDemand>("demand/")? {
+            let entry = DemandEntry::new(stored)?;
+            state
+                .demands
+                .insert(entry.stored.demand.demand_id.clone(), entry);
+        }
+        for (_, record) in self.scan::<ProposalRecord>("proposal/")? {
+            if record.role == Role::Requestor && record.proposal.prev_proposal_id.is_none() {
+                if let Some(demand) = state.demands.get_mut(&record.subscription_id) {
+                    demand.matched_offers.insert(record.offer_id.clone());
+                }
+            }
+            state.index_proposal(record);
+        }
+        for (_, record) in self.scan::<AgreementRecord>("agreement/")? {
+            state
+                .agreements
+                .insert((record.role, record.agreement.agreement_id.clone()), record);
+        }
+        let mut max_seq = 0;
+        for (key, event) in self.scan::<MarketEvent>("event/")? {
+            let mut parts = key.rsplitn(2, '/');
+            let seq = parts
+                .next()
+                .and_then(|seq| seq.parse::<u64>().ok())
+                .unwrap_or(0);
+            let subscription_id = parts
+                .next()
+                .map(|rest| rest.trim_start_matches("event/").to_string())
+                .unwrap_or_default();
+            max_seq = max_seq.max(seq);
+            state
+                .events
+                .entry(subscription_id)
+                .or_default()
+                .push_back((seq, event));
+        }
+        for (_, record) in self.scan::<AgreementEventRecord>("agreement-event/")? {
+            max_seq = max_seq.max(record.seq);
+            state.last_agreement_event_date = Some(record.event.event_date());
+            state.agreement_events.push(record);
+        }
+        state.next_seq = max_seq + 1;
+        Ok(state)
+    }
+
+    pub(crate) fn save_offer(&self, offer: &StoredOffer) -> Result<(), GolemError> {
+        self.put(offer_key(&offer.published.offer.offer_id), offer)
+    }
+    pub(crate) fn delete_offer(&self, id: &str) -> Result<(), GolemError> {
+        self.delete(offer_key(id))
+    }
+    pub(crate) fn save_tombstone(&self, id: &str, tombstone: &Tombstone) -> Result<(), GolemError> {
+        self.put(tombstone_key(id), tombstone)
+    }
+    pub(crate) fn delete_tombstone(&self, id: &str) -> Result<(), GolemError> {
+        self.delete(tombstone_key(id))
+    }
+    pub(crate) fn save_demand(&self, demand: &StoredDemand) -> Result<(), GolemError> {
+        self.put(demand_key(&demand.demand.demand_id), demand)
+    }
+    pub(crate) fn save_proposal(&self, record: &ProposalRecord) -> Result<(), GolemError> {
+        self.put(
+            proposal_key(&record.subscription_id, &record.proposal.proposal_id),
+            record,
+        )
+    }
+    pub(crate) fn delete_proposal(
+        &self,
+        subscription_id: &str,
+        proposal_id: &str,
+    ) -> Result<(), GolemError> {
+        self.delete(proposal_key(subscription_id, proposal_id))
+    }
+    pub(crate) fn save_agreement(&self, record: &AgreementRecord) -> Result<(), GolemError> {
+        self.put(
+            agreement_key(record.role, &record.agreement.agreement_id),
+            record,
+        )
+    }
+    pub(crate) fn save_event(
+        &self,
+        subscription_id: &str,
+        seq: u64,
+        event: &MarketEvent,
+    ) -> Result<(), GolemError> {
+        self.put(event_key(subscription_id, seq), event)
+    }
+    pub(crate) fn delete_event(&self, subscription_id: &str, seq: u64) -> Result<(), GolemError> {
+        self.delete(event_key(subscription_id, seq))
+    }
+    pub(crate) fn save_agreement_event(
+        &self,
+        record: &AgreementEventRecord,
+    ) -> Result<(), GolemError> {
+        self.put(agreement_event_key(record.seq), record)
+    }
+}
+
+impl State {
+    pub(crate) fn index_proposal(&mut self, record: ProposalRecord) {
+        let subscriptions = self
+            .proposal_index
+            .entry(record.proposal.proposal_id.clone())
+            .or_default();
+        if !subscriptions.contains(&record.subscription_id) {
+            subscriptions.push(record.subscription_id.clone());
+        }
+        self.proposals
+            .entry(record.subscription_id.clone())
+            .or_default()
+            .insert(record.proposal.proposal_id.clone(), record);
+    }
+
+    pub(crate) fn insert_proposal(
+        &mut self,
+        db: &Db,
+        record: ProposalRecord,
+    ) -> Result<(), GolemError> {
+        db.save_proposal(&record)?;
+        self.index_proposal(record);
+        Ok(())
+    }
+
+    pub(crate) fn remove_proposal(
+        &mut self,
+        db: &Db,
+        subscription_id: &str,
+        proposal_id: &str,
+    ) -> Result<(), GolemError> {
+        db.delete_proposal(subscription_id, proposal_id)?;
+        if let Some(proposals) = self.proposals.get_mut(subscription_id) {
+            proposals.remove(proposal_id);
+        }
+        if let Some(subscriptions) = self.proposal_index.get_mut(proposal_id) {
+            subscriptions.retain(|id| id != subscription_id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn proposal(
+        &self,
+        subscription_id: &str,
+        proposal_id: &str,
+    ) -> Option<&ProposalRecord> {
+        self.proposals.get(subscription_id)?.get(proposal_id)
+    }
+
+    /// Change a proposal record in place and write it through.
+    pub(crate) fn update_proposal(
+        &mut self,
+        db: &Db,
+        subscription_id: &str,
+        proposal_id: &str,
+        change: impl FnOnce(&mut ProposalRecord),
+    ) -> Result<(), GolemError> {
+        let record = self
+            .proposals
+            .get_mut(subscription_id)
+            .and_then(|proposals| proposals.get_mut(proposal_id))
+            .ok_or_else(|| GolemError::not_found(format!("proposal {proposal_id} not found")))?;
+        change(record);
+        db.save_proposal(record)
+    }
+
+    /// The record of `proposal_id` that satisfies `filter` (at most one does
+    /// for the filters the service uses).
+    pub(crate) fn find_proposal(
+        &self,
+        proposal_id: &str,
+        filter: impl Fn(&ProposalRecord) -> bool,
+    ) -> Option<&ProposalRecord> {
+        self.proposal_index
+            .get(proposal_id)?
+            .iter()
+            .filter_map(|subscription_id| self.proposal(subscription_id, proposal_id))
+            .find(|record| filter(record))
+    }
+
+    pub(crate) fn push_event(
+        &mut self,
+        db: &Db,
+        subscription_id: &str,
+        event: MarketEvent,
+    ) -> Result<(), GolemError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        db.save_event(subscription_id, seq, &event)?;
+        self.events
+            .entry(subscription_id.to_string())
+            .or_default()
+            .push_back((seq, event));
+        Ok(())
+    }
+
+    /// Remove and return up to `max` pending events of a subscription.
+    pub(crate) fn take_events(
+        &mut self,
+        db: &Db,
+        subscription_id: &str,
+        max: usize,
+    ) -> Result<Vec<MarketEvent>, GolemError> {
+        let Some(queue) = self.events.get_mut(subscription_id) else {
+            return Ok(Vec::new());
+        };
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let Some((seq, event)) = queue.pop_front() else {
+                break;
+            };
+            db.delete_event(subscription_id, seq)?;
+            taken.push(event);
+        }
+        Ok(taken)
+    }
+
+    pub(crate) fn drop_events(&mut self, db: &Db, subscription_id: &str) -> Result<(), GolemError> {
+        if let Some(queue) = self.events.remove(subscription_id) {
+            for (seq, _) in queue {
+                db.delete_event(subscription_id, seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A date for a new agreement event, strictly after the previous one.
+    pub(crate) fn next_agreement_event_date(&mut self) -> DateTime<Utc> {
+        let mut date = now();
+        if let Some(last) = self.last_agreement_event_date {
+            if date <= last {
+                date = last + chrono::Duration::milliseconds(1);
+            }
+        }
+        self.last_agreement_event_date = Some(date);
+        date
+    }
+
+    pub(crate) fn push_agreement_event(
+        &mut self,
+        db: &Db,
+        role: Role,
+        app_session_id: Option<String>,
+        event: AgreementOperationEvent,
+    ) -> Result<(), GolemError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = AgreementEventRecord {
+            seq,
+            role,
+            app_session_id,
+            event,
+        };
+        db.save_agreement_event(&record)?;
+        self.agreement_events.push(record);
+        Ok(())
+    }
+
+    pub(crate) fn save_agreement(
+        &mut self,
+        db: &Db,
+        record: AgreementRecord,
+    ) -> Result<(), GolemError> {
+        db.save_agreement(&record)?;
+        self.agreements
+            .insert((record.role, record.agreement.agreement_id.clone()), record);
+        Ok(())
+    }
+}

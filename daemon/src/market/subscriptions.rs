@@ -1,0 +1,600 @@
+//! Offers and demands: subscribing, listing, unsubscribing, matching, taking
+//! the events of a subscription, and taking in offers learnt from other nodes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use golem_model::market::{
+    Demand, DemandOfferBase, MarketEvent, Offer, OfferBroadcast, OfferUnsubscribed, Proposal,
+    ProposalState, PublishedOffer,
+};
+use golem_model::properties::Properties;
+use golem_model::{GolemError, NodeId};
+
+use super::state::{
+    now, parse_constraint, DemandEntry, OfferEntry, ProposalRecord, Role, State, StoredDemand,
+    StoredOffer, Tombstone,
+};
+use super::{new_id, Inner, MarketService};
+
+/// What kind of subscription an id must name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionKind {
+    Offer,
+    Demand,
+}
+
+pub(crate) fn parse_body(body: DemandOfferBase) -> Result<(Properties, String), GolemError> {
+    let properties = Properties::from_json(body.properties)
+        .map_err(|error| GolemError::bad_request(format!("invalid properties: {error}")))?;
+    parse_constraint(&body.constraints)?;
+    Ok((properties, body.constraints))
+}
+
+impl MarketService {
+    pub async fn subscribe_offer(
+        &self,
+        owner: NodeId,
+        body: DemandOfferBase,
+    ) -> Result<String, GolemError> {
+        let inner = &self.inner;
+        if owner != inner.node_id {
+            return Err(GolemError::forbidden(
+                "offers can only be published for this node's identity",
+            ));
+        }
+        let (properties, constraints) = parse_body(body)?;
+        let created = now();
+        let offer = Offer {
+            properties,
+            constraints,
+            offer_id: new_id(),
+            provider_id: owner,
+            timestamp: created,
+        };
+        let stored = StoredOffer {
+            published: PublishedOffer {
+                offer,
+                expiration: created + inner.config.subscription_ttl,
+            },
+            local: true,
+            active: true,
+        };
+        let entry = OfferEntry::new(stored)?;
+        let id = entry.id().to_string();
+        let subnet = entry.subnet.clone();
+        {
+            let mut state = inner.lock();
+            inner.db.save_offer(&entry.stored)?;
+            state.offers.insert(id.clone(), entry);
+            let produced = match_new_offer(inner, &mut state, &id)?;
+            if produced {
+                inner.bump_events();
+            }
+        }
+        tracing::info!(offer_id = %id, ?subnet, "offer subscribed");
+        self.ensure_topic(subnet.clone()).await;
+        self.announce_subnet_soon(subnet);
+        Ok(id)
+    }
+
+    pub async fn subscribe_demand(
+        &self,
+        owner: NodeId,
+        body: DemandOfferBase,
+    ) -> Result<String, GolemError> {
+        let inner = &self.inner;
+        if owner != inner.node_id {
+            return Err(GolemError::forbidden(
+                "demands can only be published for this node's identity",
+            ));
+        }
+        let (properties, constraints) = parse_body(body)?;
+        let created = now();
+        let stored = StoredDemand {
+            demand: Demand {
+                properties,
+                constraints,
+                demand_id: new_id(),
+                requestor_id: owner,
+                timestamp: created,
+            },
+            expiration: created + inner.config.subscription_ttl,
+            active: true,
+        };
+        let entry = DemandEntry::new(stored)?;
+        let id = entry.stored.demand.demand_id.clone();
+        let subnet = entry.subnet.clone();
+        let matched = {
+            let mut state = inner.lock();
+            inner.db.save_demand(&entry.stored)?;
+            state.demands.insert(id.clone(), entry);
+            let matched = match_new_demand(inner, &mut state, &id)?;
+            if matched > 0 {
+                inner.bump_events();
+            }
+            matched
+        };
+        tracing::info!(demand_id = %id, ?subnet, matched, "demand subscribed");
+        // A subnet we did not listen to yet: listen, and ask the peers for
+        // their offers at once rather than waiting for their re-announcement.
+        if self.ensure_topic(subnet).await {
+            self.pull_offers_from_connected_peers();
+        }
+        Ok(id)
+    }
+
+    pub fn list_offers(&self, owner: NodeId) -> Vec<Offer> {
+        let current = now();
+        let state = self.inner.lock();
+        let mut offers: Vec<Offer> = state
+            .offers
+            .values()
+            .filter(|entry| {
+                entry.stored.local
+                    && entry.is_live(current)
+                    && entry.stored.published.offer.provider_id == owner
+            })
+            .map(|entry| entry.stored.published.offer.clone())
+            .collect();
+        offers.sort_by_key(|offer| offer.timestamp);
+        offers
+    }
+
+    pub fn list_demands(&self, owner: NodeId) -> Vec<Demand> {
+        let current = now();
+        let state = self.inner.lock();
+        let mut demands: Vec<Demand> = state
+            .demands
+            .values()
+            .filter(|entry| entry.is_live(current) && entry.stored.demand.requestor_id == owner)
+            .map(|entry| entry.stored.demand.clone())
+            .collect();
+        demands.sort_by_key(|demand| demand.timestamp);
+        demands
+    }
+
+    pub async fn unsubscribe_offer(&self, owner: NodeId, id: &str) -> Result<(), GolemError> {
+        let inner = &self.inner;
+        let subnet = {
+            let mut state = inner.lock();
+            let entry = state
+                .offers
+                .get_mut(id)
+                .filter(|entry| {
+                    entry.stored.local && entry.stored.published.offer.provider_id == owner
+                })
+                .ok_or_else(|| GolemError::not_found(format!("offer {id} not found")))?;
+            if !entry.stored.active {
+                return Err(GolemError::new(
+                    golem_model::ErrorCode::Gone,
+                    format!("offer {id} already unsubscribed"),
+                ));
+            }
+            entry.stored.active = false;
+            inner.db.save_offer(&entry.stored)?;
+            let subnet = entry.subnet.clone();
+            state.drop_events(&inner.db, id)?;
+            subnet
+        };
+        inner.bump_events();
+        self.persist().await?;
+        tracing::info!(offer_id = %id, "offer unsubscribed");
+        self.announce_subnet_soon(subnet);
+        Ok(())
+    }
+
+    pub async fn unsubscribe_demand(&self, owner: NodeId, id: &str) -> Result<(), GolemError> {
+        let inner = &self.inner;
+        {
+            let mut state = inner.lock();
+            let entry = state
+                .demands
+                .get_mut(id)
+                .filter(|entry| entry.stored.demand.requestor_id == owner)
+                .ok_or_else(|| GolemError::not_found(format!("demand {id} not found")))?;
+            if !entry.stored.active {
+                return Err(GolemError::new(
+                    golem_model::ErrorCode::Gone,
+                    format!("demand {id} already unsubscribed"),
+                ));
+            }
+            entry.stored.active = false;
+            inner.db.save_demand(&entry.stored)?;
+            state.drop_events(&inner.db, id)?;
+        }
+        inner.bump_events();
+        self.persist().await?;
+        tracing::info!(demand_id = %id, "demand unsubscribed");
+        Ok(())
+    }
+
+    /// Long-poll the events of a subscription: returns as soon as there is at
+    /// least one, or `[]` after `timeout`. Each event is delivered once.
+    pub async fn collect_events(
+        &self,
+        owner: NodeId,
+        kind: SubscriptionKind,
+        id: &str,
+        timeout: Duration,
+        max_events: usize,
+    ) -> Result<Vec<MarketEvent>, GolemError> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = inner.events_changed.subscribe();
+        loop {
+            {
+                let mut state = inner.lock();
+                check_subscription(&state, owner, kind, id, now())?;
+                let events = state.take_events(&inner.db, id, max_events)?;
+                if !events.is_empty() {
+                    return Ok(events);
+                }
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Offers announced by `origin` (a broadcast's signed origin or the node
+    /// that answered [`golem_model::market::GetOwnOffers`]).
+    pub(crate) fn ingest_offers(&self, origin: NodeId, broadcast: OfferBroadcast) {
+        let inner = &self.inner;
+        if origin == inner.node_id {
+            return;
+        }
+        let current = now();
+        let mut produced = false;
+        let mut state = inner.lock();
+        for tombstone in broadcast.unsubscribed {
+            if let Err(error) = apply_unsubscribed(inner, &mut state, origin, tombstone, current) {
+                tracing::warn!(%origin, %error, "recording an unsubscribed offer failed");
+            }
+        }
+        for published in broadcast.offers {
+            match accept_offer(inner, &mut state, origin, published, current) {
+                Ok(Some(id)) => match match_new_offer(inner, &mut state, &id) {
+                    Ok(matched) => produced |= matched,
+                    Err(error) => tracing::warn!(%error, "matching a new offer failed"),
+                },
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%origin, %error, "offer dropped"),
+            }
+        }
+        drop(state);
+        if produced {
+            inner.bump_events();
+        }
+    }
+
+    /// Our live offers and recent unsubscriptions (what peers ask us for).
+    pub(crate) fn own_offers(&self, subnet: Option<&Option<String>>) -> OfferBroadcast {
+        let current = now();
+        let state = self.inner.lock();
+        let mut offers = Vec::new();
+        let mut unsubscribed = Vec::new();
+        for entry in state.offers.values() {
+            if !entry.stored.local || entry.stored.published.expiration <= current {
+                continue;
+            }
+            if subnet.is_some_and(|subnet| *subnet != entry.subnet) {
+                continue;
+            }
+            if entry.stored.active {
+                offers.push(entry.stored.published.clone());
+            } else {
+                unsubscribed.push(OfferUnsubscribed {
+                    offer_id: entry.id().to_string(),
+                    expiration: entry.stored.published.expiration,
+                });
+            }
+        }
+        OfferBroadcast {
+            offers,
+            unsubscribed,
+        }
+    }
+
+    /// Subnets of our live offers and demands, plus `public` and no-subnet.
+    pub(crate) fn interesting_subnets(&self) -> Vec<Option<String>> {
+        let current = now();
+        let state = self.inner.lock();
+        let mut subnets: Vec<Option<String>> = vec![Some("public".to_string()), None];
+        let mine = state
+            .offers
+            .values()
+            .filter(|entry| entry.stored.local && entry.is_live(current))
+            .map(|entry| entry.subnet.clone())
+            .chain(
+                state
+                    .demands
+                    .values()
+                    .filter(|entry| entry.is_live(current))
+                    .map(|entry| entry.subnet.clone()),
+            );
+        for subnet in mine {
+            if !subnets.contains(&subnet) {
+                subnets.push(subnet);
+            }
+        }
+        subnets
+    }
+
+    /// Drop what has expired: remote offers and tombstones, subscriptions'
+    /// pending events, and unconfirmed or unapproved agreements.
+    pub(crate) fn sweep(&self) {
+        let inner = &self.inner;
+        let current = now();
+        let mut state = inner.lock();
+        let expired_offers: Vec<String> = state
+            .offers
+            .values()
+            .filter(|entry| {
+                entry.stored.published.expiration <= current
+                    && (!entry.stored.local || state.events.contains_key(entry.id()))
+            })
+            .map(|entry| entry.id().to_string())
+            .collect();
+        let mut events_dropped = false;
+        for id in expired_offers {
+            let local = state
+                .offers
+                .get(&id)
+                .is_some_and(|entry| entry.stored.local);
+            if !local {
+                state.offers.remove(&id);
+                let _ = inner.db.delete_offer(&id);
+            }
+            events_dropped |= state.drop_events(&inner.db, &id).is_ok();
+        }
+        let expired_tombstones: Vec<String> = state
+            .tombstones
+            .iter()
+            .filter(|(_, tombstone)| tombstone.expiration <= current)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired_tombstones {
+            state.tombstones.remove(&id);
+            let _ = inner.db.delete_tombstone(&id);
+        }
+        let expired_demands: Vec<String> = state
+            .demands
+            .values()
+            .filter(|entry| {
+                entry.stored.expiration <= current
+                    && state.events.contains_key(&entry.stored.demand.demand_id)
+            })
+            .map(|entry| entry.stored.demand.demand_id.clone())
+            .collect();
+        for id in expired_demands {
+            events_dropped |= state.drop_events(&inner.db, &id).is_ok();
+        }
+        let agreements_expired = super::agreements::expire_agreements(inner, &mut state, current);
+        drop(state);
+        if events_dropped {
+            inner.bump_events();
+        }
+        if agreements_expired {
+            inner.bump_agreements();
+        }
+    }
+}
+
+/// 404 unless `id` is a live subscription of `kind` owned by `owner`.
+pub(crate) fn check_subscription(
+    state: &State,
+    owner: NodeId,
+    kind: SubscriptionKind,
+    id: &str,
+    current: DateTime<Utc>,
+) -> Result<(), GolemError> {
+    let live = match kind {
+        SubscriptionKind::Offer => state.offers.get(id).is_some_and(|entry| {
+            entry.stored.local
+                && entry.stored.published.offer.provider_id == owner
+                && entry.is_live(current)
+        }),
+        SubscriptionKind::Demand => state.demands.get(id).is_some_and(|entry| {
+            entry.stored.demand.requestor_id == owner && entry.is_live(current)
+        }),
+    };
+    if live {
+        return Ok(());
+    }
+    let what = match kind {
+        SubscriptionKind::Offer => "offer",
+        SubscriptionKind::Demand => "demand",
+    };
+    Err(GolemError::not_found(format!(
+        "{what} subscription {id} not found"
+    )))
+}
+
+fn initial_proposal(
+    demand: &DemandEntry,
+    offer: &OfferEntry,
+    node_id: NodeId,
+    created: DateTime<Utc>,
+) -> ProposalRecord {
+    let published = &offer.stored.published.offer;
+    ProposalRecord {
+        subscription_id: demand.stored.demand.demand_id.clone(),
+        role: Role::Requestor,
+        offer_id: published.offer_id.clone(),
+        demand_id: demand.stored.demand.demand_id.clone(),
+        requestor_id: node_id,
+        provider_id: published.provider_id,
+        ours: false,
+        countered: false,
+        proposal: Proposal {
+            properties: published.properties.clone(),
+            constraints: published.constraints.clone(),
+            proposal_id: new_id(),
+            issuer_id: published.provider_id,
+            state: ProposalState::Initial,
+            timestamp: created,
+            prev_proposal_id: None,
+        },
+    }
+}
+
+/// Record an Initial proposal (and its event) for a demand and an offer.
+fn add_match(
+    inner: &Inner,
+    state: &mut State,
+    demand_id: &str,
+    offer_id: &str,
+) -> Result<(), GolemError> {
+    let created = now();
+    let record = {
+        let (Some(demand), Some(offer)) =
+            (state.demands.get(demand_id), state.offers.get(offer_id))
+        else {
+            return Ok(());
+        };
+        initial_proposal(demand, offer, inner.node_id, created)
+    };
+    let event = MarketEvent::ProposalEvent {
+        event_date: created,
+        proposal: record.proposal.clone(),
+    };
+    state.insert_proposal(&inner.db, record)?;
+    state.push_event(&inner.db, demand_id, event)?;
+    if let Some(demand) = state.demands.get_mut(demand_id) {
+        demand.matched_offers.insert(offer_id.to_string());
+    }
+    Ok(())
+}
+
+/// Match a new demand against every live offer; returns how many matched.
+fn match_new_demand(
+    inner: &Inner,
+    state: &mut State,
+    demand_id: &str,
+) -> Result<usize, GolemError> {
+    let current = now();
+    let Some(demand) = state.demands.get(demand_id) else {
+        return Ok(0);
+    };
+    let mut matching: Vec<(chrono::DateTime<Utc>, String)> = state
+        .offers
+        .values()
+        .filter(|offer| offer.is_live(current) && demand.matches(offer))
+        .map(|offer| {
+            (
+                offer.stored.published.offer.timestamp,
+                offer.id().to_string(),
+            )
+        })
+        .collect();
+    matching.sort();
+    for (_, offer_id) in &matching {
+        add_match(inner, state, demand_id, offer_id)?;
+    }
+    Ok(matching.len())
+}
+
+/// Match a new offer against every live demand; true when any matched.
+fn match_new_offer(inner: &Inner, state: &mut State, offer_id: &str) -> Result<bool, GolemError> {
+    let current = now();
+    let Some(offer) = state.offers.get(offer_id) else {
+        return Ok(false);
+    };
+    if !offer.is_live(current) {
+        return Ok(false);
+    }
+    let matching: Vec<String> = state
+        .demands
+        .values()
+        .filter(|demand| {
+            demand.is_live(current)
+                && !demand.matched_offers.contains(offer_id)
+                && demand.matches(offer)
+        })
+        .map(|demand| demand.stored.demand.demand_id.clone())
+        .collect();
+    for demand_id in &matching {
+        add_match(inner, state, demand_id, offer_id)?;
+    }
+    Ok(!matching.is_empty())
+}
+
+/// Validate and store an offer of another node; `Some(id)` when it is new.
+fn accept_offer(
+    inner: &Inner,
+    state: &mut State,
+    origin: NodeId,
+    published: PublishedOffer,
+    current: DateTime<Utc>,
+) -> Result<Option<String>, GolemError> {
+    let offer = &published.offer;
+    if offer.provider_id != origin {
+        return Err(GolemError::forbidden(format!(
+            "offer {} claims provider {} but came from {origin}",
+            offer.offer_id, offer.provider_id
+        )));
+    }
+    if published.expiration <= current {
+        return Ok(None);
+    }
+    if state
+        .tombstones
+        .get(&offer.offer_id)
+        .is_some_and(|tombstone| tombstone.provider_id == origin)
+    {
+        // A replay of an offer its provider has unsubscribed.
+        return Ok(None);
+    }
+    if let Some(known) = state.offers.get(&offer.offer_id) {
+        if known.stored.published.offer.provider_id != origin {
+            return Err(GolemError::conflict(format!(
+                "offer id {} is already used by provider {}",
+                offer.offer_id, known.stored.published.offer.provider_id
+            )));
+        }
+        return Ok(None);
+    }
+    let id = offer.offer_id.clone();
+    let entry = OfferEntry::new(StoredOffer {
+        published,
+        local: false,
+        active: true,
+    })?;
+    inner.db.save_offer(&entry.stored)?;
+    state.offers.insert(id.clone(), entry);
+    tracing::debug!(offer_id = %id, provider_id = %origin, "offer learnt");
+    Ok(Some(id))
+}
+
+fn apply_unsubscribed(
+    inner: &Inner,
+    state: &mut State,
+    origin: NodeId,
+    unsubscribed: OfferUnsubscribed,
+    current: DateTime<Utc>,
+) -> Result<(), GolemError> {
+    if unsubscribed.expiration <= current {
+        return Ok(());
+    }
+    let id = unsubscribed.offer_id;
+    if let Some(known) = state.offers.get(&id) {
+        if known.stored.published.offer.provider_id != origin || known.stored.local {
+            return Err(GolemError::forbidden(format!(
+                "{origin} may not unsubscribe offer {id}"
+            )));
+        }
+        state.offers.remove(&id);
+        inner.db.delete_offer(&id)?;
+    }
+    if let std::collections::hash_map::Entry::Vacant(vacant) = state.tombstones.entry(id) {
+        let tombstone = Tombstone {
+            provider_id: origin,
+            expiration: unsubscribed.expiration,
+        };
+        inner.db.save_tombstone(vacant.key(), &tombstone)?;
+        vacant.insert(tombstone);
+    }
+    Ok(())
+}

@@ -1,0 +1,608 @@
+//! End-to-end tests of activities: a requestor daemon drives, over libp2p, a
+//! WASM exe unit on a provider daemon. Until the provider agent exists (its own
+//! issue), the test plays that agent: it answers negotiations and spawns the
+//! real `exe-unit-wasm` binary per the exe-unit spawn contract.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use golem_client::market::Side;
+use golem_client::GolemClient;
+use golem_model::activity::{CommandResult, ExeScriptCommandResult};
+use golem_model::activity_control::ProviderEvent;
+use golem_model::market::{AgreementProposal, DemandOfferBase, MarketEvent, ProposalState};
+use golem_tests::http::FileServer;
+use golem_tests::{binary, DaemonProcess, Sandbox};
+use serde_json::{json, Value};
+use sha3::Digest;
+
+const SUBNET: &str = "e2e-activity";
+
+fn offer() -> DemandOfferBase {
+    DemandOfferBase {
+        properties: json!({
+            "golem.node.debug.subnet": SUBNET,
+            "golem.node.id.name": "wasm-provider",
+            "golem.runtime.name": "wasmtime",
+            "golem.inf.mem.gib": 0.5,
+            "golem.inf.cpu.threads": 1,
+            "golem.com.pricing.model": "linear",
+            "golem.com.pricing.model.linear.coeffs": [0.1, 0.1, 0.0],
+            "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+        }),
+        constraints: format!("(golem.node.debug.subnet={SUBNET})"),
+    }
+}
+
+fn demand(package: &str) -> DemandOfferBase {
+    DemandOfferBase {
+        properties: json!({
+            "golem.node.debug.subnet": SUBNET,
+            "golem.srv.comp.task_package": package,
+            "golem.srv.comp.expiration": 4_102_444_800_000u64,
+        }),
+        constraints: format!("(&(golem.node.debug.subnet={SUBNET})(golem.runtime.name=wasmtime))"),
+    }
+}
+
+/// Children spawned by the stand-in provider agent, by activity id.
+type ExeUnits = Arc<Mutex<HashMap<String, Child>>>;
+
+/// Plays the provider agent: counters Drafts, approves agreements, and spawns
+/// one `exe-unit-wasm` per CreateActivity event.
+fn provider_agent(provider: &DaemonProcess, offer_id: String, work: PathBuf) -> ExeUnits {
+    let exe_units: ExeUnits = Arc::default();
+    let client = provider.client();
+    let negotiator = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok(events) = negotiator
+                .market_events(Side::Offers, &offer_id, 1.0, 10)
+                .await
+            else {
+                return;
+            };
+            for event in events {
+                match event {
+                    MarketEvent::ProposalEvent { proposal, .. }
+                        if proposal.state == ProposalState::Draft =>
+                    {
+                        let _ = negotiator
+                            .counter_proposal(
+                                Side::Offers,
+                                &offer_id,
+                                &proposal.proposal_id,
+                                &offer(),
+                            )
+                            .await;
+                    }
+                    MarketEvent::AgreementEvent { agreement, .. } => {
+                        let _ = negotiator
+                            .approve_agreement(&agreement.agreement_id, None)
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    let spawned = exe_units.clone();
+    let bus_socket = provider.data_dir.join("bus.sock");
+    let (api_url, app_key) = (provider.api_url.clone(), provider.app_key.clone());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = http
+                .get(format!("{api_url}/activity-api/v1/events"))
+                .bearer_auth(&app_key);
+            request = request.query(&[("timeout", "2")]);
+            if let Some(after) = &after {
+                request = request.query(&[("afterTimestamp", after.as_str())]);
+            }
+            let Ok(response) = request.send().await else {
+                return;
+            };
+            let Ok(events) = response.json::<Vec<ProviderEvent>>().await else {
+                return;
+            };
+            for event in events {
+                after = Some(event.event_date().to_rfc3339());
+                let ProviderEvent::CreateActivity {
+                    activity_id,
+                    agreement_id,
+                    ..
+                } = event
+                else {
+                    continue;
+                };
+                let agreement: Value = http
+                    .get(format!("{api_url}/market-api/v1/agreements/{agreement_id}"))
+                    .bearer_auth(&app_key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let dir = work.join(&activity_id);
+                std::fs::create_dir_all(dir.join("work")).unwrap();
+                let agreement_file = dir.join("agreement.json");
+                std::fs::write(&agreement_file, serde_json::to_vec(&agreement).unwrap()).unwrap();
+                let child = Command::new(binary("exe-unit-wasm"))
+                    .arg("run")
+                    .args(["--activity-id", &activity_id])
+                    .arg("--agreement")
+                    .arg(&agreement_file)
+                    .arg("--work-dir")
+                    .arg(dir.join("work"))
+                    .arg("--cache-dir")
+                    .arg(work.join("cache"))
+                    .arg("--bus-socket")
+                    .arg(&bus_socket)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(
+                        std::fs::File::create(dir.join("exe-unit.log")).unwrap(),
+                    ))
+                    .spawn()
+                    .unwrap();
+                spawned.lock().unwrap().insert(activity_id, child);
+            }
+        }
+    });
+    exe_units
+}
+
+struct Requestor {
+    client: GolemClient,
+    http: reqwest::Client,
+    api_url: String,
+    app_key: String,
+}
+
+impl Requestor {
+    fn url(&self, path: &str) -> String {
+        format!("{}/activity-api/v1{path}", self.api_url)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&self.app_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.app_key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn exec(&self, activity_id: &str, script: Value) -> String {
+        let response = self
+            .post(
+                &format!("/activity/{activity_id}/exec"),
+                json!({"text": script.to_string()}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Poll the batch until it finishes (as yapapi does, `timeout=5`).
+    async fn results(&self, activity_id: &str, batch_id: &str) -> Vec<ExeScriptCommandResult> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let response = self
+                .get(&format!(
+                    "/activity/{activity_id}/exec/{batch_id}?timeout=5"
+                ))
+                .await;
+            assert_eq!(response.status(), 200);
+            let results: Vec<ExeScriptCommandResult> = response.json().await.unwrap();
+            if results
+                .last()
+                .is_some_and(|result| result.is_batch_finished)
+            {
+                return results;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {batch_id} never finished: {results:?}"
+            );
+        }
+    }
+
+    async fn state(&self, activity_id: &str) -> Value {
+        self.get(&format!("/activity/{activity_id}/state"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Negotiate an approved agreement for `package` between the two daemons.
+async fn agreement(requestor: &GolemClient, package: &str) -> String {
+    let demand_id = requestor.subscribe_demand(&demand(package)).await.unwrap();
+    let mut wanted = ProposalState::Initial;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "negotiation did not finish");
+        for event in requestor
+            .market_events(Side::Demands, &demand_id, 1.0, 10)
+            .await
+            .unwrap()
+        {
+            let MarketEvent::ProposalEvent { proposal, .. } = event else {
+                continue;
+            };
+            if proposal.state != wanted {
+                continue;
+            }
+            if wanted == ProposalState::Initial {
+                requestor
+                    .counter_proposal(
+                        Side::Demands,
+                        &demand_id,
+                        &proposal.proposal_id,
+                        &demand(package),
+                    )
+                    .await
+                    .unwrap();
+                wanted = ProposalState::Draft;
+                continue;
+            }
+            let agreement_id = requestor
+                .create_agreement(&AgreementProposal::valid_for(
+                    &proposal.proposal_id,
+                    Duration::from_secs(3600),
+                ))
+                .await
+                .unwrap();
+            requestor
+                .confirm_agreement(&agreement_id, None)
+                .await
+                .unwrap();
+            requestor
+                .wait_for_approval(&agreement_id, 15.0)
+                .await
+                .unwrap();
+            return agreement_id;
+        }
+    }
+}
+
+/// Everything a test needs: provider, requestor and outsider daemons, the
+/// stand-in provider agent, and an approved agreement for the hello package.
+struct Fixture {
+    sandbox: Sandbox,
+    _server: FileServer,
+    provider_id: String,
+    exe_units: ExeUnits,
+    requestor: Requestor,
+    agreement_id: String,
+}
+
+async fn fixture() -> Fixture {
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("p").unwrap();
+    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
+    sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
+    sandbox
+        .daemon_with("x", &["--bootstrap", &bootstrap])
+        .unwrap();
+
+    // The package: a bare hello.wasm served over HTTP, addressed by its sha3-224.
+    let packages = sandbox.path().join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let hello = wat::parse_file(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../exe-unit-wasm/tests/modules/hello.wat"),
+    )
+    .unwrap();
+    std::fs::write(packages.join("hello.wasm"), &hello).unwrap();
+    let server = FileServer::start(packages).await.unwrap();
+    let package = format!(
+        "hash:sha3:{}:{}",
+        hex::encode(sha3::Sha3_224::digest(&hello)),
+        server.url("hello.wasm")
+    );
+
+    let provider_work = sandbox.path().join("provider-work");
+    let provider = &sandbox.daemons()[0];
+    let provider_id = provider.node_id().unwrap();
+    let offer_id = provider.client().subscribe_offer(&offer()).await.unwrap();
+    let exe_units = provider_agent(provider, offer_id, provider_work);
+    let requestor_daemon = &sandbox.daemons()[1];
+    let requestor = Requestor {
+        client: requestor_daemon.client(),
+        http: reqwest::Client::new(),
+        api_url: requestor_daemon.api_url.clone(),
+        app_key: requestor_daemon.app_key.clone(),
+    };
+    let agreement_id = agreement(&requestor.client, &package).await;
+    Fixture {
+        sandbox,
+        _server: server,
+        provider_id,
+        exe_units,
+        requestor,
+        agreement_id,
+    }
+}
+
+#[tokio::test]
+async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
+    let Fixture {
+        sandbox,
+        _server,
+        provider_id,
+        exe_units,
+        requestor,
+        agreement_id,
+    } = fixture().await;
+
+    // yapapi's form: a bare JSON string in, a bare JSON string out.
+    let response = requestor.post("/activity", json!(agreement_id)).await;
+    assert_eq!(response.status(), 201);
+    let activity_id: String = response.json().await.unwrap();
+    assert_eq!(
+        requestor.state(&activity_id).await["state"][0],
+        "Initialized"
+    );
+    let agreement_of: String = requestor
+        .get(&format!("/activity/{activity_id}/agreement"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agreement_of, agreement_id);
+
+    let batch = requestor
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    assert_eq!(requestor.state(&activity_id).await["state"][0], "Ready");
+
+    let run = json!([{"run": {"entry_point": "hello", "args": ["first", "second"],
+                      "capture": {"stdout": {"atEnd": {"format": "str"}}, "stderr": {"atEnd": {"format": "str"}}}}}]);
+    let batch = requestor.exec(&activity_id, run).await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    let stdout = serde_json::to_string(&results[0].stdout).unwrap();
+    assert!(
+        stdout.contains("first") && stdout.contains("second"),
+        "{stdout}"
+    );
+
+    // The same run with streamed output, read as Server-Sent Events.
+    let streamed = json!([{"run": {"entry_point": "hello", "args": ["streamed"],
+                           "capture": {"stdout": {"stream": {}}, "stderr": {"stream": {}}}}}]);
+    let batch = requestor.exec(&activity_id, streamed).await;
+    let response = requestor
+        .http
+        .get(requestor.url(&format!("/activity/{activity_id}/exec/{batch}")))
+        .bearer_auth(&requestor.app_key)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(30), response.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(body.contains("event: runtime\ndata: "), "{body}");
+    assert!(
+        body.contains("\"started\"") && body.contains("\"return_code\":0"),
+        "{body}"
+    );
+    assert!(body.contains("streamed"), "{body}");
+
+    let usage: Value = requestor
+        .get(&format!("/activity/{activity_id}/usage"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(usage["timestamp"].as_i64().unwrap() > 0, "{usage}");
+
+    // Another node can neither see nor drive this activity on the provider.
+    let mut sandbox = sandbox;
+    let outsider = sandbox.daemons()[2].bus().await.unwrap();
+    let address = format!("/net/{provider_id}/public/activity");
+    let refused = outsider
+        .call(
+            &address,
+            &golem_model::activity_control::GetStateRemote {
+                activity_id: activity_id.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code,
+        golem_model::ErrorCode::Forbidden,
+        "{refused:?}"
+    );
+    let unknown = requestor.get("/activity/0123/state").await;
+    assert_eq!(unknown.status(), 404);
+    let bad_script = requestor
+        .post(
+            &format!("/activity/{activity_id}/exec"),
+            json!({"text": "[{\"fly\": {}}]"}),
+        )
+        .await;
+    assert_eq!(bad_script.status(), 400);
+
+    // Kill the exe unit in the middle of a batch: the batch ends with an Error
+    // and the activity is Terminated with a reason; nobody hangs.
+    let looping = requestor
+        .exec(&activity_id, json!([{"run": {"entry_point": "hello", "args": ["a"]}}, {"run": {"entry_point": "hello", "args": ["b"]}}]))
+        .await;
+    exe_units
+        .lock()
+        .unwrap()
+        .get_mut(&activity_id)
+        .unwrap()
+        .kill()
+        .unwrap();
+    let results = requestor.results(&activity_id, &looping).await;
+    let last = results.last().unwrap();
+    assert!(last.is_batch_finished);
+    if results.len() < 2
+        || results
+            .iter()
+            .any(|result| result.result == CommandResult::Error)
+    {
+        assert_eq!(last.result, CommandResult::Error, "{results:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = requestor.state(&activity_id).await;
+        if state["state"][0] == "Terminated" {
+            assert!(
+                state["reason"]
+                    .as_str()
+                    .is_some_and(|reason| !reason.is_empty()),
+                "{state}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "activity not terminated after its exe unit died: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let after_death = requestor
+        .post(
+            &format!("/activity/{activity_id}/exec"),
+            json!({"text": "[{\"start\": {}}]"}),
+        )
+        .await;
+    assert_eq!(after_death.status(), 410, "exec on a terminated activity");
+    let message: Value = after_death.json().await.unwrap();
+    assert!(
+        message["message"].as_str().unwrap().contains("terminated"),
+        "{message}"
+    );
+
+    // golem-js's form: an object in, an object out; then destroy it.
+    let response = requestor
+        .post("/activity?timeout=30", json!({"agreementId": agreement_id}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let second = created["activityId"].as_str().unwrap().to_string();
+    let response = requestor
+        .http
+        .delete(requestor.url(&format!("/activity/{second}")))
+        .bearer_auth(&requestor.app_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(requestor.state(&second).await["state"][0], "Terminated");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exited = exe_units
+            .lock()
+            .unwrap()
+            .get_mut(&second)
+            .map(|child| child.try_wait().unwrap().is_some());
+        if exited == Some(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exe unit did not exit after destroy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (_, mut child) in exe_units.lock().unwrap().drain() {
+        let _ = child.kill();
+    }
+}
+
+/// Benchmark (run by `scripts/bench/activity.sh` on release builds): exec round
+/// trip of a trivial `run` on a Ready WASM activity through the requestor's REST
+/// API, provider on another daemon. Prints a table; asserts nothing about time.
+#[tokio::test]
+#[ignore = "benchmark: run with scripts/bench/activity.sh"]
+async fn bench_exec_round_trip() {
+    let Fixture {
+        sandbox: _sandbox,
+        _server,
+        requestor,
+        agreement_id,
+        exe_units,
+        ..
+    } = fixture().await;
+    let started = Instant::now();
+    let response = requestor.post("/activity", json!(agreement_id)).await;
+    let activity_id: String = response.json().await.unwrap();
+    let create = started.elapsed();
+    let batch = requestor
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    requestor.results(&activity_id, &batch).await;
+    let run = json!([{"run": {"entry_point": "hello", "args": ["x"]}}]);
+    let mut samples = Vec::new();
+    for round in 0..300 {
+        let started = Instant::now();
+        let batch = requestor.exec(&activity_id, run.clone()).await;
+        let results = requestor.results(&activity_id, &batch).await;
+        assert_eq!(results[0].result, CommandResult::Ok);
+        if round >= 20 {
+            samples.push(started.elapsed());
+        }
+    }
+    samples.sort();
+    let at = |fraction: f64| {
+        samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)]
+    };
+    println!("\n| Measure | p50 | p90 | p99 |\n|---|---|---|---|");
+    println!(
+        "| exec round trip, trivial WASM run, provider on another daemon ({} runs) | {:.2} ms | {:.2} ms | {:.2} ms |",
+        samples.len(),
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.9).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "| activity create → Initialized (exe unit spawned by the test's agent) | {:.1} ms | | |",
+        create.as_secs_f64() * 1000.0
+    );
+    for (_, mut child) in exe_units.lock().unwrap().drain() {
+        let _ = child.kill();
+    }
+}
