@@ -11,7 +11,7 @@ duration="${WRK_DURATION:-15s}"
 
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
 echo "building release binaries..." >&2
-cargo build --release --locked -p golem-daemon -p golem-bus --bins --example bus_rtt >&2
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon -p golem-bus --bins --example bus_rtt >&2
 target_dir="${CARGO_TARGET_DIR:-target}"
 daemon="$target_dir/release/golem-daemon"
 bus_rtt="$target_dir/release/examples/bus_rtt"

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 echo "building release binaries..." >&2
-cargo build --release -p golem-daemon --bins >&2
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p golem-daemon --bins >&2
 cargo test --release -p golem-tests --test market --no-run >&2
 cargo test --release -p golem-tests --test market -- --ignored --nocapture --exact bench_market_latencies 2>/dev/null \
   | grep '^|'

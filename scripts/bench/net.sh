@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 count="${NODES:-20}"
 
 echo "building release binaries..." >&2
-cargo build --release --locked -p golem-daemon --bins --example net_bench >&2
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon --bins --example net_bench >&2
 target_dir="${CARGO_TARGET_DIR:-target}"
 daemon="$target_dir/release/golem-daemon"
 bench="$target_dir/release/examples/net_bench"
