@@ -674,6 +674,19 @@ impl ProviderSide {
         Ok(())
     }
 
+    /// `PUT /activity/{id}/state` on the provider's node (the provider agent's view wins).
+    pub fn set_state(&self, activity_id: &str, state: ActivityState) -> Result<(), GolemError> {
+        self.report_state(ReportState {
+            activity_id: activity_id.to_string(),
+            state,
+        })
+    }
+
+    /// `PUT /activity/{id}/usage` on the provider's node.
+    pub fn set_usage(&self, activity_id: &str, usage: ActivityUsage) -> Result<(), GolemError> {
+        self.with_activity(activity_id, |hosted| hosted.usage = usage)
+    }
+
     fn report_state(&self, report: ReportState) -> Result<(), GolemError> {
         if report.state.state.0 == State::Terminated {
             let reason = report

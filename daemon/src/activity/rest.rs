@@ -32,7 +32,9 @@ pub fn configure(activity: ActivityService) -> impl FnOnce(&mut web::ServiceConf
                 .route("/activity/{id}/exec", web::post().to(exec))
                 .route("/activity/{id}/exec/{batch}", web::get().to(batch_results))
                 .route("/activity/{id}/state", web::get().to(state))
+                .route("/activity/{id}/state", web::put().to(set_state))
                 .route("/activity/{id}/usage", web::get().to(usage))
+                .route("/activity/{id}/usage", web::put().to(set_usage))
                 .route("/activity/{id}/command", web::get().to(running_command))
                 .route("/activity/{id}/agreement", web::get().to(agreement_of))
                 .route("/events", web::get().to(provider_events)),
@@ -218,6 +220,36 @@ async fn usage(
     Err(ApiError(GolemError::not_found(format!(
         "unknown activity {path}"
     ))))
+}
+
+/// Provider side: the agent sets the state of an activity this node hosts.
+async fn set_state(
+    activity: web::Data<ActivityService>,
+    path: web::Path<String>,
+    state: web::Json<golem_model::activity::ActivityState>,
+) -> ApiResult<HttpResponse> {
+    if !activity.provider.hosts(&path) {
+        return Err(ApiError(GolemError::not_found(format!(
+            "activity {path} is not hosted by this node"
+        ))));
+    }
+    activity.provider.set_state(&path, state.into_inner())?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Provider side: the agent sets the usage counters of an activity this node hosts.
+async fn set_usage(
+    activity: web::Data<ActivityService>,
+    path: web::Path<String>,
+    usage: web::Json<golem_model::activity::ActivityUsage>,
+) -> ApiResult<HttpResponse> {
+    if !activity.provider.hosts(&path) {
+        return Err(ApiError(GolemError::not_found(format!(
+            "activity {path} is not hosted by this node"
+        ))));
+    }
+    activity.provider.set_usage(&path, usage.into_inner())?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn running_command(
