@@ -1,5 +1,5 @@
 //! `golem-daemon`: one node of the Golem network. [`start`] wires the services in
-//! one visible order (store → identity → bus → net → market → activity → REST API) and returns a [`Node`]
+//! one visible order (store → identity → bus → net → market → activity → payment → REST API) and returns a [`Node`]
 //! handle; [`run`] keeps it up until a shutdown token fires. Every dependency is
 //! passed explicitly, so several nodes can run inside one test process.
 #![forbid(unsafe_code)]
@@ -12,6 +12,7 @@ pub mod config;
 pub mod identity;
 pub mod market;
 pub mod net;
+pub mod payment;
 pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
@@ -35,6 +36,7 @@ pub struct Node {
     pub net: net::NetService,
     pub market: market::MarketService,
     pub activity: activity::ActivityService,
+    pub payment: payment::PaymentService,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -88,6 +90,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     .context("starting the market service")?;
     let activity = activity::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
         .context("starting the activity service")?;
+    let payment = payment::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
+        .context("starting the payment service")?;
 
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
@@ -100,6 +104,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             net: net.clone(),
             market: market.clone(),
             activity: activity.clone(),
+            payment: payment.clone(),
         },
     )
     .context("starting the REST API")?;
@@ -116,6 +121,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         net,
         market,
         activity,
+        payment,
         shutdown,
         store,
         api,
@@ -129,6 +135,7 @@ impl Node {
         self.shutdown.cancel();
         self.api.stop().await;
         self.bus.stop().await;
+        self.payment.stop();
         self.activity.stop();
         self.market.stop().await;
         self.net.stop().await;

@@ -357,8 +357,10 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
 
     // yapapi's form: a bare JSON string in, a bare JSON string out.
     let response = requestor.post("/activity", json!(agreement_id)).await;
-    assert_eq!(response.status(), 201);
-    let activity_id: String = response.json().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let activity_id: String = serde_json::from_str(&body).unwrap();
     assert_eq!(
         requestor.state(&activity_id).await["state"][0],
         "Initialized"

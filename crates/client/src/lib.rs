@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub mod market;
+pub mod payment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -13,6 +13,7 @@ pub mod constraints;
 pub mod error;
 pub mod identity;
 pub mod market;
+pub mod payment;
 pub mod properties;
 
 pub use error::{ErrorCode, GolemError};

@@ -224,7 +224,16 @@ impl ProviderSide {
                 "activities are created by the requestor's daemon",
             ));
         };
-        let agreement = self.inner.agreements.agreement(&message.agreement_id)?;
+        let mut agreement = self.inner.agreements.agreement(&message.agreement_id)?;
+        // The market tells the requestor "Approved" before it commits its own
+        // record, so a fast requestor can get here while ours is still Pending.
+        let settle_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while agreement.state == AgreementState::Pending
+            && tokio::time::Instant::now() < settle_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            agreement = self.inner.agreements.agreement(&message.agreement_id)?;
+        }
         if agreement.demand.requestor_id != requestor {
             return Err(GolemError::forbidden(format!(
                 "agreement {} belongs to another requestor",

@@ -16,6 +16,7 @@ use crate::identity::IdentityService;
 use crate::activity::ActivityService;
 use crate::market::MarketService;
 use crate::net::NetService;
+use crate::payment::PaymentService;
 
 /// Handles of the services the API serves.
 #[derive(Clone)]
@@ -24,6 +25,7 @@ pub struct ApiDeps {
     pub net: NetService,
     pub market: MarketService,
     pub activity: ActivityService,
+    pub payment: PaymentService,
 }
 
 pub struct ApiServer {
@@ -83,7 +85,8 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .route("/version/get", web::get().to(version))
             .route("/net-api/v1/status", web::get().to(net_status))
             .configure(crate::market::rest::configure(deps.market.clone()))
-            .configure(crate::activity::rest::configure(deps.activity.clone()));
+            .configure(crate::activity::rest::configure(deps.activity.clone()))
+            .configure(crate::payment::rest::configure(deps.payment.clone()));
     }
 }
 

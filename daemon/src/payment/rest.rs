@@ -1,0 +1,278 @@
+//! REST routes of the Payment API (`/payment-api/v1`): allocations and demand
+//! decorations, debit notes and invoices (issue and send on the provider's
+//! node, accept and reject on the requestor's), their event long-polls,
+//! payments and accounts. JSON follows the original (camelCase, amounts as
+//! decimal strings, statuses in capitals).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use golem_model::payment::{Acceptance, NewDebitNote, NewInvoice, Rejection};
+use golem_model::GolemError;
+use serde::Deserialize;
+
+use super::PaymentService;
+use crate::activity::rest::parse_after_timestamp;
+use crate::api::error::{ApiError, ApiResult};
+
+const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config: &mut web::ServiceConfig| {
+        config.service(
+            web::scope("/payment-api/v1")
+                .app_data(web::Data::new(payment))
+                .route("/allocations", web::post().to(create_allocation))
+                .route("/allocations", web::get().to(allocations))
+                .route("/allocations/{id}", web::get().to(allocation))
+                .route("/allocations/{id}", web::delete().to(release_allocation))
+                .route("/demandDecorations", web::get().to(demand_decorations))
+                .route("/debitNotes", web::post().to(issue_debit_note))
+                .route("/debitNotes", web::get().to(debit_notes))
+                .route("/debitNotes/{id}", web::get().to(debit_note))
+                .route("/debitNotes/{id}/send", web::post().to(send_debit_note))
+                .route("/debitNotes/{id}/accept", web::post().to(accept_debit_note))
+                .route("/debitNotes/{id}/reject", web::post().to(reject_debit_note))
+                .route("/debitNoteEvents", web::get().to(debit_note_events))
+                .route("/invoices", web::post().to(issue_invoice))
+                .route("/invoices", web::get().to(invoices))
+                .route("/invoices/{id}", web::get().to(invoice))
+                .route("/invoices/{id}/send", web::post().to(send_invoice))
+                .route("/invoices/{id}/accept", web::post().to(accept_invoice))
+                .route("/invoices/{id}/reject", web::post().to(reject_invoice))
+                .route("/invoiceEvents", web::get().to(invoice_events))
+                .route("/payments", web::get().to(payments))
+                .route("/requestorAccounts", web::get().to(requestor_accounts))
+                .route("/providerAccounts", web::get().to(provider_accounts)),
+        );
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &web::Bytes, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError(GolemError::bad_request(format!(
+            "malformed {what} body: {error}"
+        )))
+    })
+}
+
+async fn create_allocation(
+    payment: web::Data<PaymentService>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let value: serde_json::Value = json_body(&body, "allocation")?;
+    if !value.is_object() {
+        return Err(ApiError(GolemError::bad_request(
+            "the allocation body must be a JSON object",
+        )));
+    }
+    let allocation = payment.create_allocation(&value)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Created().json(allocation))
+}
+
+async fn allocations(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.allocations())
+}
+
+async fn allocation(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.allocation(&path)?))
+}
+
+async fn release_allocation(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    payment.release_allocation(&path)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DecorationsQuery {
+    #[serde(default)]
+    allocation_ids: String,
+}
+
+async fn demand_decorations(
+    payment: web::Data<PaymentService>,
+    query: web::Query<DecorationsQuery>,
+) -> ApiResult<HttpResponse> {
+    let ids: Vec<String> = query
+        .allocation_ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return Err(ApiError(GolemError::bad_request(
+            "allocationIds is required: comma-separated allocation ids",
+        )));
+    }
+    Ok(HttpResponse::Ok().json(payment.demand_decorations(&ids)?))
+}
+
+async fn issue_debit_note(
+    payment: web::Data<PaymentService>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let new: NewDebitNote = json_body(&body, "debit note")?;
+    let note = payment.issue_debit_note(new)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Created().json(note))
+}
+
+async fn debit_notes(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.debit_notes())
+}
+
+async fn debit_note(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.debit_note(&path)?))
+}
+
+async fn send_debit_note(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    payment.send_debit_note(&path).await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+async fn accept_debit_note(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let acceptance: Acceptance = json_body(&body, "acceptance")?;
+    payment.accept_debit_note(&path, &acceptance)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+async fn reject_debit_note(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let rejection: Rejection = json_body(&body, "rejection")?;
+    payment.reject_debit_note(&path, rejection)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+async fn issue_invoice(
+    payment: web::Data<PaymentService>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let new: NewInvoice = json_body(&body, "invoice")?;
+    let invoice = payment.issue_invoice(new)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Created().json(invoice))
+}
+
+async fn invoices(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.invoices())
+}
+
+async fn invoice(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.invoice(&path)?))
+}
+
+async fn send_invoice(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    payment.send_invoice(&path).await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+async fn accept_invoice(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let acceptance: Acceptance = json_body(&body, "acceptance")?;
+    payment.accept_invoice(&path, &acceptance)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+async fn reject_invoice(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let rejection: Rejection = json_body(&body, "rejection")?;
+    payment.reject_invoice(&path, rejection)?;
+    payment.durable().await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsQuery {
+    after_timestamp: Option<String>,
+    timeout: Option<f64>,
+    max_events: Option<usize>,
+    /// Accepted for compatibility; every event of this node is reported.
+    #[allow(dead_code)]
+    app_session_id: Option<String>,
+}
+
+async fn events(
+    payment: &PaymentService,
+    query: &EventsQuery,
+    invoices: bool,
+) -> ApiResult<HttpResponse> {
+    let after = parse_after_timestamp(query.after_timestamp.as_deref())?;
+    let timeout = match query.timeout {
+        None => DEFAULT_EVENTS_TIMEOUT,
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Duration::from_secs_f64(seconds.min(60.0))
+        }
+        Some(seconds) => {
+            return Err(ApiError(GolemError::bad_request(format!(
+                "invalid timeout {seconds}: use seconds >= 0"
+            ))))
+        }
+    };
+    let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
+    Ok(HttpResponse::Ok().json(payment.events(invoices, after, timeout, max_events).await))
+}
+
+async fn debit_note_events(
+    payment: web::Data<PaymentService>,
+    query: web::Query<EventsQuery>,
+) -> ApiResult<HttpResponse> {
+    events(&payment, &query, false).await
+}
+
+async fn invoice_events(
+    payment: web::Data<PaymentService>,
+    query: web::Query<EventsQuery>,
+) -> ApiResult<HttpResponse> {
+    events(&payment, &query, true).await
+}
+
+async fn payments(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.payments())
+}
+
+async fn requestor_accounts(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.accounts(true))
+}
+
+async fn provider_accounts(payment: web::Data<PaymentService>) -> HttpResponse {
+    HttpResponse::Ok().json(payment.accounts(false))
+}

@@ -1,0 +1,267 @@
+//! Service tests of the payment records without a network: a fake market
+//! supplies one agreement, messages from the provider are handed in directly.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use golem_bus::Router;
+use golem_model::market::Agreement;
+use golem_model::payment::*;
+use golem_model::{ErrorCode, GolemError, NodeId};
+use serde_json::json;
+
+use super::{start, PaymentService};
+use crate::activity::Agreements;
+use crate::store::Store;
+
+const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+
+struct FakeMarket(Agreement);
+
+impl Agreements for FakeMarket {
+    fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
+        if id == self.0.agreement_id {
+            Ok(self.0.clone())
+        } else {
+            Err(GolemError::not_found(format!("unknown agreement {id}")))
+        }
+    }
+}
+
+fn agreement() -> Agreement {
+    let now = chrono::Utc::now();
+    serde_json::from_value(json!({
+        "agreementId": "agreement-1",
+        "demand": {
+            "properties": {
+                "golem.com.payment.chosen-platform": "dummy-local-tglm",
+                "golem.com.payment.platform.dummy-local-tglm.address": REQUESTOR,
+            },
+            "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
+        },
+        "offer": {
+            "properties": {"golem.com.payment.platform.dummy-local-tglm.address": PROVIDER},
+            "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
+        },
+        "validTo": now + chrono::Duration::hours(1),
+        "state": "Approved",
+        "timestamp": now,
+    }))
+    .unwrap()
+}
+
+fn node(text: &str) -> NodeId {
+    text.parse().unwrap()
+}
+
+fn debit_note(id: &str, amount: &str, offset_ms: i64) -> DebitNote {
+    DebitNote {
+        debit_note_id: id.into(),
+        issuer_id: node(PROVIDER),
+        recipient_id: node(REQUESTOR),
+        payee_addr: PROVIDER.into(),
+        payer_addr: REQUESTOR.into(),
+        payment_platform: "dummy-local-tglm".into(),
+        previous_debit_note_id: None,
+        timestamp: chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms),
+        agreement_id: "agreement-1".into(),
+        activity_id: "activity-1".into(),
+        total_amount_due: amount.parse().unwrap(),
+        usage_counter_vector: None,
+        payment_due_date: None,
+        status: DocumentStatus::Issued,
+    }
+}
+
+fn invoice(amount: &str) -> Invoice {
+    let now = chrono::Utc::now();
+    Invoice {
+        invoice_id: "invoice-1".into(),
+        issuer_id: node(PROVIDER),
+        recipient_id: node(REQUESTOR),
+        payee_addr: PROVIDER.into(),
+        payer_addr: REQUESTOR.into(),
+        payment_platform: "dummy-local-tglm".into(),
+        timestamp: now,
+        agreement_id: "agreement-1".into(),
+        activity_ids: vec![],
+        amount: amount.parse().unwrap(),
+        payment_due_date: now,
+        status: DocumentStatus::Issued,
+    }
+}
+
+fn acceptance(amount: &str, allocation_id: &str) -> Acceptance {
+    serde_json::from_value(json!({"totalAmountAccepted": amount, "allocationId": allocation_id}))
+        .unwrap()
+}
+
+async fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
+    // The previous instance's outbox task may still hold the database briefly.
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(dir) {
+            Ok(store) => break store,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let router = Router::new();
+    let service = start(
+        node(REQUESTOR),
+        &store,
+        &router,
+        Arc::new(FakeMarket(agreement())),
+    )
+    .unwrap();
+    (store, router, service)
+}
+
+#[tokio::test]
+async fn accepting_charges_once_refuses_over_budget_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let allocation_id;
+    {
+        let (store, router, service) = open(dir.path()).await;
+        let allocation = service
+            .create_allocation(
+                &json!({"totalAmount": "5", "paymentPlatform": "dummy-local-tglm",
+                "allocationId": "", "spentAmount": "", "remainingAmount": ""}),
+            )
+            .unwrap();
+        allocation_id = allocation.allocation_id.clone();
+
+        let first = debit_note("dn-1", "2", 0);
+        service
+            .receive_debit_note(node(PROVIDER), first.clone())
+            .unwrap();
+        service
+            .receive_debit_note(node(PROVIDER), first.clone())
+            .unwrap(); // duplicate
+        let stranger = node("0x3333333333333333333333333333333333333333");
+        let error = service
+            .receive_debit_note(stranger, debit_note("dn-x", "3", 5))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        let error = service
+            .receive_debit_note(node(PROVIDER), debit_note("dn-lower", "1", 10_000))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+
+        let error = service
+            .accept_debit_note("dn-1", &acceptance("2.5", &allocation_id))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        service
+            .accept_debit_note("dn-1", &acceptance("2", &allocation_id))
+            .unwrap();
+        service
+            .accept_debit_note("dn-1", &acceptance("2", &allocation_id))
+            .unwrap();
+        assert_eq!(
+            service
+                .allocation(&allocation_id)
+                .unwrap()
+                .spent_amount
+                .to_string(),
+            "2"
+        );
+
+        service
+            .receive_invoice(node(PROVIDER), invoice("7"))
+            .unwrap();
+        let error = service
+            .accept_invoice("invoice-1", &acceptance("7", &allocation_id))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Conflict, "7 - 2 charged > 3 left");
+        assert_eq!(
+            service
+                .allocation(&allocation_id)
+                .unwrap()
+                .spent_amount
+                .to_string(),
+            "2"
+        );
+        assert_eq!(
+            service.invoice("invoice-1").unwrap().status,
+            DocumentStatus::Received
+        );
+        service.durable().await.unwrap();
+        service.stop();
+        router.unbind_all(); // the endpoint holds the service: break the cycle
+        drop(service);
+        drop(store);
+    }
+    let (_store, _router, service) = open(dir.path()).await;
+    assert_eq!(
+        service
+            .allocation(&allocation_id)
+            .unwrap()
+            .remaining_amount
+            .to_string(),
+        "3"
+    );
+    assert_eq!(
+        service.debit_note("dn-1").unwrap().status,
+        DocumentStatus::Accepted
+    );
+    let received = service.events(true, None, Duration::ZERO, 100).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].event_type,
+        PaymentEventType::InvoiceReceivedEvent
+    );
+    assert_eq!(
+        service.events(false, None, Duration::ZERO, 100).await.len(),
+        1
+    );
+    service.stop();
+}
+
+#[tokio::test]
+async fn invoices_settle_on_dummy_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _router, service) = open(dir.path()).await;
+    let allocation = service
+        .create_allocation(&json!({"totalAmount": "10"}))
+        .unwrap();
+    assert_eq!(allocation.payment_platform, "dummy-local-tglm");
+    service
+        .receive_invoice(node(PROVIDER), invoice("4"))
+        .unwrap();
+    service
+        .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .unwrap();
+    service
+        .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .unwrap();
+    assert_eq!(
+        service.invoice("invoice-1").unwrap().status,
+        DocumentStatus::Settled
+    );
+    assert_eq!(service.payments().len(), 1);
+    let allocation = service.allocation(&allocation.allocation_id).unwrap();
+    assert_eq!(allocation.spent_amount.to_string(), "4");
+    let events = service.events(true, None, Duration::ZERO, 100).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| event.event_type)
+            .collect::<Vec<_>>(),
+        vec![
+            PaymentEventType::InvoiceReceivedEvent,
+            PaymentEventType::InvoiceSettledEvent
+        ]
+    );
+    assert!(events[0].event_date < events[1].event_date);
+    let after = service
+        .events(true, Some(events[0].event_date), Duration::ZERO, 100)
+        .await;
+    assert_eq!(after, vec![events[1].clone()]);
+    service.stop();
+}
