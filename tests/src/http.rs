@@ -1,6 +1,7 @@
 //! A small static file server on loopback for tests: serves a directory over
-//! real HTTP/1.1 (GET and HEAD, with `Range: bytes=N-` for resumed downloads),
-//! the way providers fetch task packages and images from requestors.
+//! real HTTP/1.1 (GET and HEAD, with `Range: bytes=N-` for resumed downloads,
+//! and PUT to store a file), the way providers fetch task packages and images
+//! from requestors and exe units upload their outputs.
 
 use std::path::PathBuf;
 
@@ -50,7 +51,12 @@ async fn serve(mut stream: TcpStream, root: PathBuf) -> anyhow::Result<()> {
         }
         request.extend_from_slice(&buffer[..read]);
     }
-    let text = String::from_utf8_lossy(&request);
+    let header_end = request
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or(0)
+        + 4;
+    let text = String::from_utf8_lossy(&request[..header_end]).into_owned();
     let mut lines = text.lines();
     let mut first = lines.next().unwrap_or_default().split_whitespace();
     let (method, path) = (
@@ -69,6 +75,35 @@ async fn serve(mut stream: TcpStream, root: PathBuf) -> anyhow::Result<()> {
                 .ok()
         });
     let name = path.trim_start_matches('/');
+    if method == "PUT" {
+        let length = text
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(header, _)| header.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = request[header_end..].to_vec();
+        while body.len() < length {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            body.extend_from_slice(&buffer[..read]);
+        }
+        if name.is_empty() || name.contains("..") {
+            stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await?;
+            return Ok(());
+        }
+        tokio::fs::write(root.join(name), &body).await?;
+        stream
+            .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await?;
+        return Ok(());
+    }
     let file = if name.is_empty() || name.contains("..") {
         None
     } else {

@@ -289,6 +289,8 @@ async fn agreement(requestor: &GolemClient, package: &str) -> String {
 struct Fixture {
     sandbox: Sandbox,
     _server: FileServer,
+    /// Served by `_server`: packages, inputs, and files the exe unit uploads.
+    files: PathBuf,
     provider_id: String,
     exe_units: ExeUnits,
     requestor: Requestor,
@@ -314,7 +316,7 @@ async fn fixture() -> Fixture {
     )
     .unwrap();
     std::fs::write(packages.join("hello.wasm"), &hello).unwrap();
-    let server = FileServer::start(packages).await.unwrap();
+    let server = FileServer::start(packages.clone()).await.unwrap();
     let package = format!(
         "hash:sha3:{}:{}",
         hex::encode(sha3::Sha3_224::digest(&hello)),
@@ -337,6 +339,7 @@ async fn fixture() -> Fixture {
     Fixture {
         sandbox,
         _server: server,
+        files: packages,
         provider_id,
         exe_units,
         requestor,
@@ -349,6 +352,7 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
     let Fixture {
         sandbox,
         _server,
+        files,
         provider_id,
         exe_units,
         requestor,
@@ -399,6 +403,32 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
         stdout.contains("first") && stdout.contains("second"),
         "{stdout}"
     );
+
+    // Files in and out through transfers: the input is fetched over HTTP into
+    // the activity's volume, hello writes /golem/output/x from it, and x is
+    // uploaded back over HTTP.
+    std::fs::write(files.join("in.txt"), "from the requestor").unwrap();
+    let transfers = json!([
+        {"transfer": {"from": _server.url("in.txt"), "to": "container:/golem/input/in.txt"}},
+        {"run": {"entry_point": "hello", "args": []}},
+        {"transfer": {"from": "container:/golem/output/x", "to": _server.url("x-out.txt")}}
+    ]);
+    let batch = requestor.exec(&activity_id, transfers).await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert!(
+        results.len() == 3
+            && results
+                .iter()
+                .all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    let uploaded = std::fs::read_to_string(files.join("x-out.txt")).unwrap();
+    assert_eq!(uploaded, "hello from wasm: from the requestor");
+    let escape = json!([{"transfer": {"from": "container:/golem/../../etc/passwd", "to": _server.url("stolen")}}]);
+    let batch = requestor.exec(&activity_id, escape).await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+    assert!(!files.join("stolen").exists());
 
     // The same run with streamed output, read as Server-Sent Events.
     let streamed = json!([{"run": {"entry_point": "hello", "args": ["streamed"],
