@@ -92,6 +92,74 @@ struct State {
     last_event: Option<DateTime<Utc>>,
 }
 
+/// What debit notes and invoices share in how they are stored, listed, sent
+/// and moved through their statuses.
+trait Document: Clone + serde::Serialize + Send + 'static {
+    /// The kind's name in messages.
+    const NAME: &'static str;
+    /// Prefix of the kind's keys in the payment tree.
+    const KEY_PREFIX: &'static str;
+    fn map(state: &State) -> &HashMap<String, Self>;
+    fn map_mut(state: &mut State) -> &mut HashMap<String, Self>;
+    fn issuer_id(&self) -> NodeId;
+    fn recipient_id(&self) -> NodeId;
+    fn timestamp(&self) -> DateTime<Utc>;
+    fn status(&self) -> DocumentStatus;
+    fn set_status(&mut self, status: DocumentStatus);
+}
+
+impl Document for DebitNote {
+    const NAME: &'static str = "debit note";
+    const KEY_PREFIX: &'static str = "dn/";
+    fn map(state: &State) -> &HashMap<String, Self> {
+        &state.debit_notes
+    }
+    fn map_mut(state: &mut State) -> &mut HashMap<String, Self> {
+        &mut state.debit_notes
+    }
+    fn issuer_id(&self) -> NodeId {
+        self.issuer_id
+    }
+    fn recipient_id(&self) -> NodeId {
+        self.recipient_id
+    }
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+    fn status(&self) -> DocumentStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: DocumentStatus) {
+        self.status = status;
+    }
+}
+
+impl Document for Invoice {
+    const NAME: &'static str = "invoice";
+    const KEY_PREFIX: &'static str = "inv/";
+    fn map(state: &State) -> &HashMap<String, Self> {
+        &state.invoices
+    }
+    fn map_mut(state: &mut State) -> &mut HashMap<String, Self> {
+        &mut state.invoices
+    }
+    fn issuer_id(&self) -> NodeId {
+        self.issuer_id
+    }
+    fn recipient_id(&self) -> NodeId {
+        self.recipient_id
+    }
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+    fn status(&self) -> DocumentStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: DocumentStatus) {
+        self.status = status;
+    }
+}
+
 struct Inner {
     node_id: NodeId,
     router: Router,
@@ -608,33 +676,16 @@ impl PaymentService {
     }
 
     pub fn debit_notes(&self) -> Vec<DebitNote> {
-        let mut list: Vec<DebitNote> = self.lock().debit_notes.values().cloned().collect();
-        list.sort_by_key(|note| note.timestamp);
-        list
+        self.documents()
     }
 
     pub fn debit_note(&self, id: &str) -> Result<DebitNote, GolemError> {
-        self.lock()
-            .debit_notes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| GolemError::not_found(format!("unknown debit note {id}")))
+        self.document(id)
     }
 
     /// Provider: deliver an issued debit note to the requestor (retried), then RECEIVED.
     pub async fn send_debit_note(&self, id: &str) -> Result<DebitNote, GolemError> {
-        let note = self.debit_note(id)?;
-        if note.issuer_id != self.inner.node_id {
-            return Err(GolemError::forbidden(format!(
-                "debit note {id} was not issued by this node"
-            )));
-        }
-        let target = note.recipient_id;
-        self.deliver_with_retries(target, &SendDebitNote(note))
-            .await?;
-        let updated = self.update_debit_note(id, DocumentStatus::Received, None)?;
-        self.durable().await?;
-        Ok(updated)
+        self.send_document(id, SendDebitNote).await
     }
 
     fn update_debit_note(
@@ -643,27 +694,7 @@ impl PaymentService {
         status: DocumentStatus,
         event: Option<(PaymentEventType, Option<Rejection>)>,
     ) -> Result<DebitNote, GolemError> {
-        let mut state = self.lock();
-        let mut note = state
-            .debit_notes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| GolemError::not_found(format!("unknown debit note {id}")))?;
-        if status.rank() <= note.status.rank() {
-            return Ok(note);
-        }
-        note.status = status;
-        let mut writes = Writes::new();
-        writes.put(format!("dn/{id}"), &note)?;
-        let has_event = event.is_some();
-        if let Some((event_type, rejection)) = event {
-            Self::push_event(&mut state, &mut writes, event_type, id, rejection)?;
-        }
-        self.commit(writes)?;
-        state.debit_notes.insert(id.to_string(), note.clone());
-        drop(state);
-        self.after_commit(has_event, false);
-        Ok(note)
+        self.update_document(id, status, event)
     }
 
     /// Requestor: a debit note arrives from the agreement's provider.
@@ -918,33 +949,16 @@ impl PaymentService {
     }
 
     pub fn invoices(&self) -> Vec<Invoice> {
-        let mut list: Vec<Invoice> = self.lock().invoices.values().cloned().collect();
-        list.sort_by_key(|invoice| invoice.timestamp);
-        list
+        self.documents()
     }
 
     pub fn invoice(&self, id: &str) -> Result<Invoice, GolemError> {
-        self.lock()
-            .invoices
-            .get(id)
-            .cloned()
-            .ok_or_else(|| GolemError::not_found(format!("unknown invoice {id}")))
+        self.document(id)
     }
 
     /// Provider: deliver an issued invoice to the requestor (retried), then RECEIVED.
     pub async fn send_invoice(&self, id: &str) -> Result<Invoice, GolemError> {
-        let invoice = self.invoice(id)?;
-        if invoice.issuer_id != self.inner.node_id {
-            return Err(GolemError::forbidden(format!(
-                "invoice {id} was not issued by this node"
-            )));
-        }
-        let target = invoice.recipient_id;
-        self.deliver_with_retries(target, &SendInvoice(invoice))
-            .await?;
-        let updated = self.update_invoice(id, DocumentStatus::Received, None)?;
-        self.durable().await?;
-        Ok(updated)
+        self.send_document(id, SendInvoice).await
     }
 
     fn update_invoice(
@@ -953,27 +967,77 @@ impl PaymentService {
         status: DocumentStatus,
         event: Option<(PaymentEventType, Option<Rejection>)>,
     ) -> Result<Invoice, GolemError> {
-        let mut state = self.lock();
-        let mut invoice = state
-            .invoices
+        self.update_document(id, status, event)
+    }
+
+    // ---------------- what debit notes and invoices share ----------------
+
+    /// Every document of kind `D`, oldest first.
+    fn documents<D: Document>(&self) -> Vec<D> {
+        let mut list: Vec<D> = D::map(&self.lock()).values().cloned().collect();
+        list.sort_by_key(|document| document.timestamp());
+        list
+    }
+
+    fn document<D: Document>(&self, id: &str) -> Result<D, GolemError> {
+        D::map(&self.lock())
             .get(id)
             .cloned()
-            .ok_or_else(|| GolemError::not_found(format!("unknown invoice {id}")))?;
-        if status.rank() <= invoice.status.rank() {
-            return Ok(invoice);
+            .ok_or_else(|| GolemError::not_found(format!("unknown {} {id}", D::NAME)))
+    }
+
+    /// Provider: deliver an issued document to its recipient (retried), then RECEIVED.
+    async fn send_document<D, M>(
+        &self,
+        id: &str,
+        message: impl FnOnce(D) -> M,
+    ) -> Result<D, GolemError>
+    where
+        D: Document,
+        M: golem_model::bus::BusMessage<Reply = ()>,
+    {
+        let document: D = self.document(id)?;
+        if document.issuer_id() != self.inner.node_id {
+            return Err(GolemError::forbidden(format!(
+                "{} {id} was not issued by this node",
+                D::NAME
+            )));
         }
-        invoice.status = status;
+        let target = document.recipient_id();
+        self.deliver_with_retries(target, &message(document))
+            .await?;
+        let updated = self.update_document(id, DocumentStatus::Received, None)?;
+        self.durable().await?;
+        Ok(updated)
+    }
+
+    /// Move a document forward to `status` (never backwards), with its event, in one write.
+    fn update_document<D: Document>(
+        &self,
+        id: &str,
+        status: DocumentStatus,
+        event: Option<(PaymentEventType, Option<Rejection>)>,
+    ) -> Result<D, GolemError> {
+        let mut state = self.lock();
+        let mut document = D::map(&state)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| GolemError::not_found(format!("unknown {} {id}", D::NAME)))?;
+        if status.rank() <= document.status().rank() {
+            return Ok(document);
+        }
+        document.set_status(status);
         let mut writes = Writes::new();
-        writes.put(format!("inv/{id}"), &invoice)?;
+        writes.put(format!("{}{id}", D::KEY_PREFIX), &document)?;
         let has_event = event.is_some();
         if let Some((event_type, rejection)) = event {
             Self::push_event(&mut state, &mut writes, event_type, id, rejection)?;
         }
         self.commit(writes)?;
-        state.invoices.insert(id.to_string(), invoice.clone());
+        D::map_mut(&mut state).insert(id.to_string(), document.clone());
         drop(state);
         self.after_commit(has_event, false);
-        Ok(invoice)
+        Ok(document)
     }
 
     /// Requestor: an invoice arrives from the agreement's provider.
