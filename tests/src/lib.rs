@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod negotiation;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use golem_client::market::Side;
 use golem_client::GolemClient;
 use golem_model::activity::{CommandResult, ExeScriptCommandResult};
 use golem_model::activity_control::ProviderEvent;
-use golem_model::market::{AgreementProposal, DemandOfferBase, MarketEvent, ProposalState};
+use golem_model::market::DemandOfferBase;
 use golem_tests::http::FileServer;
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
 use golem_tests::{binary, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 use sha3::Digest;
@@ -52,44 +52,11 @@ fn demand(package: &str) -> DemandOfferBase {
 /// Children spawned by the stand-in provider agent, by activity id.
 type ExeUnits = Arc<Mutex<HashMap<String, Child>>>;
 
-/// Plays the provider agent: counters Drafts, approves agreements, and spawns
-/// one `exe-unit-wasm` per CreateActivity event.
+/// Plays the provider agent: negotiates (see `spawn_provider_negotiator`) and
+/// spawns one `exe-unit-wasm` per CreateActivity event.
 fn provider_agent(provider: &DaemonProcess, offer_id: String, work: PathBuf) -> ExeUnits {
     let exe_units: ExeUnits = Arc::default();
-    let client = provider.client();
-    let negotiator = client.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok(events) = negotiator
-                .market_events(Side::Offers, &offer_id, 1.0, 10)
-                .await
-            else {
-                return;
-            };
-            for event in events {
-                match event {
-                    MarketEvent::ProposalEvent { proposal, .. }
-                        if proposal.state == ProposalState::Draft =>
-                    {
-                        let _ = negotiator
-                            .counter_proposal(
-                                Side::Offers,
-                                &offer_id,
-                                &proposal.proposal_id,
-                                &offer(),
-                            )
-                            .await;
-                    }
-                    MarketEvent::AgreementEvent { agreement, .. } => {
-                        let _ = negotiator
-                            .approve_agreement(&agreement.agreement_id, None)
-                            .await;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    });
+    spawn_provider_negotiator(provider.client(), offer_id, offer());
     let spawned = exe_units.clone();
     let bus_socket = provider.data_dir.join("bus.sock");
     let (api_url, app_key) = (provider.api_url.clone(), provider.app_key.clone());
@@ -233,57 +200,6 @@ impl Requestor {
     }
 }
 
-/// Negotiate an approved agreement for `package` between the two daemons.
-async fn agreement(requestor: &GolemClient, package: &str) -> String {
-    let demand_id = requestor.subscribe_demand(&demand(package)).await.unwrap();
-    let mut wanted = ProposalState::Initial;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "negotiation did not finish");
-        for event in requestor
-            .market_events(Side::Demands, &demand_id, 1.0, 10)
-            .await
-            .unwrap()
-        {
-            let MarketEvent::ProposalEvent { proposal, .. } = event else {
-                continue;
-            };
-            if proposal.state != wanted {
-                continue;
-            }
-            if wanted == ProposalState::Initial {
-                requestor
-                    .counter_proposal(
-                        Side::Demands,
-                        &demand_id,
-                        &proposal.proposal_id,
-                        &demand(package),
-                    )
-                    .await
-                    .unwrap();
-                wanted = ProposalState::Draft;
-                continue;
-            }
-            let agreement_id = requestor
-                .create_agreement(&AgreementProposal::valid_for(
-                    &proposal.proposal_id,
-                    Duration::from_secs(3600),
-                ))
-                .await
-                .unwrap();
-            requestor
-                .confirm_agreement(&agreement_id, None)
-                .await
-                .unwrap();
-            requestor
-                .wait_for_approval(&agreement_id, 15.0)
-                .await
-                .unwrap();
-            return agreement_id;
-        }
-    }
-}
-
 /// Everything a test needs: provider, requestor and outsider daemons, the
 /// stand-in provider agent, and an approved agreement for the hello package.
 struct Fixture {
@@ -335,7 +251,7 @@ async fn fixture() -> Fixture {
         api_url: requestor_daemon.api_url.clone(),
         app_key: requestor_daemon.app_key.clone(),
     };
-    let agreement_id = agreement(&requestor.client, &package).await;
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
     Fixture {
         sandbox,
         _server: server,

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use golem_client::market::Side;
 use golem_client::GolemClient;
-use golem_model::market::{AgreementProposal, DemandOfferBase, MarketEvent, ProposalState};
+use golem_model::market::DemandOfferBase;
 use golem_model::payment::{DocumentStatus, PaymentEvent, PaymentEventType};
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 
@@ -47,85 +47,6 @@ fn demand(decoration: &Value) -> DemandOfferBase {
             "(&(golem.node.debug.subnet={SUBNET})\n\t{})",
             constraints.join("\n\t")
         ),
-    }
-}
-
-/// Plays the provider agent's negotiation: counter Drafts, approve agreements.
-fn provider_negotiator(client: GolemClient, offer_id: String, provider_id: String) {
-    tokio::spawn(async move {
-        loop {
-            let Ok(events) = client.market_events(Side::Offers, &offer_id, 1.0, 10).await else {
-                return;
-            };
-            for event in events {
-                match event {
-                    MarketEvent::ProposalEvent { proposal, .. }
-                        if proposal.state == ProposalState::Draft =>
-                    {
-                        let _ = client
-                            .counter_proposal(
-                                Side::Offers,
-                                &offer_id,
-                                &proposal.proposal_id,
-                                &offer(&provider_id),
-                            )
-                            .await;
-                    }
-                    MarketEvent::AgreementEvent { agreement, .. } => {
-                        let _ = client
-                            .approve_agreement(&agreement.agreement_id, None)
-                            .await;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    });
-}
-
-/// Negotiate an approved agreement from the requestor's side.
-async fn agreement(requestor: &GolemClient, demand: &DemandOfferBase) -> String {
-    let demand_id = requestor.subscribe_demand(demand).await.unwrap();
-    let mut wanted = ProposalState::Initial;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "negotiation did not finish");
-        for event in requestor
-            .market_events(Side::Demands, &demand_id, 1.0, 10)
-            .await
-            .unwrap()
-        {
-            let MarketEvent::ProposalEvent { proposal, .. } = event else {
-                continue;
-            };
-            if proposal.state != wanted {
-                continue;
-            }
-            if wanted == ProposalState::Initial {
-                requestor
-                    .counter_proposal(Side::Demands, &demand_id, &proposal.proposal_id, demand)
-                    .await
-                    .unwrap();
-                wanted = ProposalState::Draft;
-                continue;
-            }
-            let agreement_id = requestor
-                .create_agreement(&AgreementProposal::valid_for(
-                    &proposal.proposal_id,
-                    Duration::from_secs(3600),
-                ))
-                .await
-                .unwrap();
-            requestor
-                .confirm_agreement(&agreement_id, None)
-                .await
-                .unwrap();
-            requestor
-                .wait_for_approval(&agreement_id, 15.0)
-                .await
-                .unwrap();
-            return agreement_id;
-        }
     }
 }
 
@@ -280,8 +201,8 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
         .subscribe_offer(&offer(&provider_id))
         .await
         .unwrap();
-    provider_negotiator(provider.clone(), offer_id, provider_id.clone());
-    let agreement_id = agreement(&requestor, &demand(&decoration)).await;
+    spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
+    let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
     // The provider records its approval once the requestor has acknowledged it.
     eventually(
         Duration::from_secs(10),
@@ -587,8 +508,8 @@ async fn acceptance_reaches_a_provider_restarted_after_send() {
         .subscribe_offer(&offer(&provider_id))
         .await
         .unwrap();
-    provider_negotiator(provider.clone(), offer_id, provider_id.clone());
-    let agreement_id = agreement(&requestor, &demand(&decoration)).await;
+    spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
+    let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
     eventually(
         Duration::from_secs(10),
         "the provider's agreement approved",
@@ -685,10 +606,10 @@ async fn bench_payment() {
         .subscribe_offer(&offer(&provider_id))
         .await
         .unwrap();
-    provider_negotiator(provider.clone(), offer_id, provider_id.clone());
+    spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let mut agreements = Vec::new();
     for _ in 0..AGREEMENTS {
-        agreements.push(agreement(&requestor, &demand(&decoration)).await);
+        agreements.push(negotiate_agreement(&requestor, &demand(&decoration)).await);
     }
     for agreement_id in &agreements {
         eventually(Duration::from_secs(10), "provider approval", || {
