@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use golem_bus::Caller;
 use golem_model::activity::parse_exe_script;
@@ -18,6 +17,7 @@ use serde::Deserialize;
 
 use super::ActivityService;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::query::parse_timestamp;
 
 const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 const SSE_PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -283,25 +283,16 @@ struct EventsQuery {
     app_session_id: Option<String>,
 }
 
-/// Parse `afterTimestamp`; a `+` of the offset may arrive decoded as a space.
-pub fn parse_after_timestamp(text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(text) = text else { return Ok(None) };
-    let repaired = text.trim().replace(' ', "+");
-    DateTime::parse_from_rfc3339(&repaired)
-        .map(|date| Some(date.with_timezone(&Utc)))
-        .map_err(|error| {
-            ApiError(GolemError::bad_request(format!(
-                "invalid afterTimestamp {text:?}: {error}"
-            )))
-        })
-}
-
 /// `GET /events`: what the provider agent must do (create/destroy activities).
 async fn provider_events(
     activity: web::Data<ActivityService>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let after = parse_after_timestamp(query.after_timestamp.as_deref())?;
+    let after = query
+        .after_timestamp
+        .as_deref()
+        .map(|text| parse_timestamp("afterTimestamp", text))
+        .transpose()?;
     let timeout = seconds(query.timeout)?
         .unwrap_or(Duration::from_secs(5))
         .min(Duration::from_secs(60));

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
 

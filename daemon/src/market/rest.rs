@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
 use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, Reason};
 use golem_model::GolemError;
 use serde::Deserialize;
@@ -14,6 +13,7 @@ use super::subscriptions::SubscriptionKind;
 use super::MarketService;
 use crate::api::auth::Authenticated;
 use crate::api::error::ApiResult;
+use crate::api::query::parse_timestamp;
 
 const PREFIX: &str = "/market-api/v1";
 const DEFAULT_POLL_TIMEOUT: f64 = 5.0;
@@ -164,14 +164,6 @@ fn max_events(value: Option<i64>) -> Result<usize, GolemError> {
         )));
     }
     Ok(value as usize)
-}
-
-/// Timestamps arrive as `...+00:00`, sometimes with the `+` decoded to a space.
-fn parse_timestamp(name: &str, text: &str) -> Result<DateTime<Utc>, GolemError> {
-    let fixed = text.trim().replace(' ', "+");
-    DateTime::parse_from_rfc3339(&fixed)
-        .map(|date| date.with_timezone(&Utc))
-        .map_err(|error| GolemError::bad_request(format!("invalid {name} {text:?}: {error}")))
 }
 
 /// An optional `Reason` body: empty, `null` or `{"message", ...}`.

@@ -12,8 +12,8 @@ use golem_model::GolemError;
 use serde::Deserialize;
 
 use super::PaymentService;
-use crate::activity::rest::parse_after_timestamp;
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::query::parse_timestamp;
 
 const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -235,7 +235,11 @@ async fn events(
     query: &EventsQuery,
     invoices: bool,
 ) -> ApiResult<HttpResponse> {
-    let after = parse_after_timestamp(query.after_timestamp.as_deref())?;
+    let after = query
+        .after_timestamp
+        .as_deref()
+        .map(|text| parse_timestamp("afterTimestamp", text))
+        .transpose()?;
     let timeout = match query.timeout {
         None => DEFAULT_EVENTS_TIMEOUT,
         Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
