@@ -75,9 +75,9 @@ impl Store {
         Ok(())
     }
 
-    /// Test hook: record another schema version (to prove the newer-schema refusal).
-    #[doc(hidden)]
-    pub fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
+    /// Record another schema version (to prove the newer-schema refusal).
+    #[cfg(test)]
+    fn force_schema_version(&self, version: u32) -> Result<(), StoreError> {
         self.db
             .open_tree(META_TREE)?
             .insert(SCHEMA_KEY, &version.to_be_bytes())?;
