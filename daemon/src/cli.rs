@@ -57,6 +57,9 @@ pub enum Command {
     /// Inspect the p2p network of the running daemon
     #[command(subcommand)]
     Net(NetCommand),
+    /// Payments: status, accounts, drivers, allocations, test funds
+    #[command(subcommand)]
+    Payment(crate::payment::cli::PaymentCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +260,7 @@ pub fn execute(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
     let config = load_config(global, None)?;
     let (request, json) = match command {
         Command::Run(_) => bail!("`run` is started through run_until_signal"),
+        Command::Payment(command) => return crate::payment::cli::execute(&config, command),
         Command::Net(NetCommand::Status { json }) => return net_status(&config.data_dir, json),
         Command::Net(NetCommand::Ping { node_id, json }) => {
             return net_ping(&config.data_dir, node_id, json)

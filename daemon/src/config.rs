@@ -31,6 +31,23 @@ pub mod env_names {
     pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
     /// The original daemon's name for the same thing, accepted for drop-in use.
     pub const YAGNA_AUTOCONF_APPKEY: &str = "YAGNA_AUTOCONF_APPKEY";
+    /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` with FIELD one of
+    /// `ERC20_FIELDS` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
+    pub fn erc20(network: &str, field: &str) -> String {
+        format!("GOLEM_ERC20_{}_{field}", network.to_uppercase())
+    }
+    pub const ERC20_RPC_URL: &str = "RPC_URL";
+    pub const ERC20_CHAIN_ID: &str = "CHAIN_ID";
+    pub const ERC20_TOKEN: &str = "TOKEN";
+    pub const ERC20_CONFIRMATIONS: &str = "CONFIRMATIONS";
+    /// `[market]` overrides (see `crate::market::MarketSettings`).
+    pub const MARKET_SUBSCRIPTION_TTL_SECS: &str = "GOLEM_MARKET_SUBSCRIPTION_TTL_SECS";
+    pub const MARKET_ANNOUNCE_INTERVAL_MS: &str = "GOLEM_MARKET_ANNOUNCE_INTERVAL_MS";
+    pub const MARKET_PEER_CHECK_INTERVAL_MS: &str = "GOLEM_MARKET_PEER_CHECK_INTERVAL_MS";
+    pub const MARKET_REMOTE_TIMEOUT_MS: &str = "GOLEM_MARKET_REMOTE_TIMEOUT_MS";
+    pub const MARKET_SWEEP_INTERVAL_MS: &str = "GOLEM_MARKET_SWEEP_INTERVAL_MS";
+    pub const MARKET_OUTBOX_RETRY_INITIAL_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS";
+    pub const MARKET_OUTBOX_RETRY_MAX_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_MAX_MS";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -68,6 +85,10 @@ pub struct DaemonConfig {
     pub external_addrs: Vec<String>,
     /// Upper bound of a call to another node, lookup and dial included.
     pub net_call_timeout_ms: u64,
+    /// Payment drivers: `[payment.erc20.<network>]` with rpc-url, chain-id, token, confirmations.
+    pub payment: crate::payment::PaymentConfig,
+    /// Market tunables: `[market]` with subscription-ttl-secs, remote-timeout-ms, ...
+    pub market: crate::market::MarketSettings,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -91,6 +112,8 @@ impl Default for DaemonConfig {
             relays: Vec::new(),
             external_addrs: Vec::new(),
             net_call_timeout_ms: 10_000,
+            payment: crate::payment::PaymentConfig::default(),
+            market: crate::market::MarketSettings::default(),
         }
     }
 }
@@ -181,6 +204,20 @@ impl DaemonConfig {
     }
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let market = [
+            (env_names::MARKET_SUBSCRIPTION_TTL_SECS, &mut self.market.subscription_ttl_secs),
+            (env_names::MARKET_ANNOUNCE_INTERVAL_MS, &mut self.market.announce_interval_ms),
+            (env_names::MARKET_PEER_CHECK_INTERVAL_MS, &mut self.market.peer_check_interval_ms),
+            (env_names::MARKET_REMOTE_TIMEOUT_MS, &mut self.market.remote_timeout_ms),
+            (env_names::MARKET_SWEEP_INTERVAL_MS, &mut self.market.sweep_interval_ms),
+            (env_names::MARKET_OUTBOX_RETRY_INITIAL_MS, &mut self.market.outbox_retry_initial_ms),
+            (env_names::MARKET_OUTBOX_RETRY_MAX_MS, &mut self.market.outbox_retry_max_ms),
+        ];
+        for (name, field) in market {
+            if let Some(value) = env(name) {
+                *field = parse_env(name, value)?;
+            }
+        }
         if let Some(value) = env(env_names::DATA_DIR) {
             self.data_dir = PathBuf::from(value);
         }
@@ -229,6 +266,39 @@ impl DaemonConfig {
         {
             if !value.trim().is_empty() {
                 self.autoconf_appkey = Some(value.trim().to_string());
+            }
+        }
+        for network in crate::payment::erc20::network_names() {
+            let name = |field| env_names::erc20(network, field);
+            let mut changes = self.payment.erc20.get(network).cloned().unwrap_or_default();
+            let mut changed = false;
+            if let Some(value) = env(&name(env_names::ERC20_RPC_URL)) {
+                changes.rpc_url = Some(value.trim().to_string());
+                changed = true;
+            }
+            if let Some(value) = env(&name(env_names::ERC20_TOKEN)) {
+                changes.token = Some(value.trim().to_string());
+                changed = true;
+            }
+            if let Some(value) = env(&name(env_names::ERC20_CHAIN_ID)) {
+                let value = value.trim();
+                let parsed = match value.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).map_err(|error| error.to_string()),
+                    None => value.parse::<u64>().map_err(|error| error.to_string()),
+                };
+                changes.chain_id = Some(parsed.map_err(|message| ConfigError::InvalidValue {
+                    name: name(env_names::ERC20_CHAIN_ID),
+                    value: value.to_string(),
+                    message,
+                })?);
+                changed = true;
+            }
+            if let Some(value) = env(&name(env_names::ERC20_CONFIRMATIONS)) {
+                changes.confirmations = Some(parse_env(&name(env_names::ERC20_CONFIRMATIONS), value)?);
+                changed = true;
+            }
+            if changed {
+                self.payment.erc20.insert(network.to_string(), changes);
             }
         }
         Ok(())

@@ -84,13 +84,24 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &store,
         &router,
         &net,
-        market::MarketConfig::default(),
+        config
+            .market
+            .to_config()
+            .context("invalid [market] settings: fix the config file or GOLEM_MARKET_* variables")?,
     )
     .await
     .context("starting the market service")?;
     let activity = activity::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
         .context("starting the activity service")?;
-    let payment = payment::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
+    let payment = payment::start_with(
+        node_id,
+        &store,
+        &router,
+        std::sync::Arc::new(market.clone()),
+        std::sync::Arc::new(activity.provider.clone()),
+        &config.payment,
+        identity.secret_bytes(),
+    )
         .context("starting the payment service")?;
 
     let listener = TcpListener::bind(config.api_addr)
@@ -105,6 +116,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             market: market.clone(),
             activity: activity.clone(),
             payment: payment.clone(),
+            gsb: api::gsb::GsbApi::new(router.clone()),
         },
     )
     .context("starting the REST API")?;

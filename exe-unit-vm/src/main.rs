@@ -1,7 +1,10 @@
-//! VM exe unit (Docker through bollard). Runs one activity's container; lands with the VM issue.
+//! `exe-unit-vm`: see `golem_exe_unit` for the command line (the spawn contract).
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("{}: not yet implemented (see the project's open issues)", env!("CARGO_PKG_NAME"));
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use exe_unit_vm::VmRuntime;
+
+fn main() -> ExitCode {
+    golem_exe_unit::cli::main(VmRuntime::new)
 }

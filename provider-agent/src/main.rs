@@ -1,7 +1,6 @@
-//! golem-provider, the provider agent. Sells this machine's resources; lands with the provider issue.
+//! golem-provider: the provider agent's binary; everything is in the library.
 #![forbid(unsafe_code)]
 
 fn main() {
-    eprintln!("{}: not yet implemented (see the project's open issues)", env!("CARGO_PKG_NAME"));
-    std::process::exit(2);
+    std::process::exit(golem_provider::cli::run());
 }

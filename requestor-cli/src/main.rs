@@ -1,7 +1,8 @@
-//! golem-requestor, the requestor CLI over the high-level requestor API; lands with the requestor issue.
+//! golem-requestor: a thin binary over [`golem_requestor::run`].
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("{}: not yet implemented (see the project's open issues)", env!("CARGO_PKG_NAME"));
-    std::process::exit(2);
+#[tokio::main]
+async fn main() {
+    let code = golem_requestor::run().await;
+    std::process::exit(code);
 }

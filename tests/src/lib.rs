@@ -4,8 +4,12 @@
 //! it fails the test if a process logged an ERROR line it was not told to expect.
 #![forbid(unsafe_code)]
 
+pub mod anvil;
+pub mod docker;
 pub mod http;
 pub mod negotiation;
+pub mod provider;
+pub mod requestor;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

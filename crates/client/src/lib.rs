@@ -8,6 +8,8 @@ use golem_model::{ErrorCode, GolemError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod activity;
+pub mod activity_provider;
 pub mod market;
 pub mod payment;
 

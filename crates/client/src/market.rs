@@ -239,4 +239,13 @@ impl GolemClient {
         }
         self.get(&path).await
     }
+
+    /// `GET /agreements/{id}/terminate/reason`: who terminated it, when and why.
+    pub async fn termination_reason(
+        &self,
+        agreement_id: &str,
+    ) -> Result<AgreementOperationEvent, ClientError> {
+        self.get(&format!("{MARKET}/agreements/{agreement_id}/terminate/reason"))
+            .await
+    }
 }

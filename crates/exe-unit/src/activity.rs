@@ -460,6 +460,7 @@ impl Activity {
                     format: format.clone(),
                     depth: *depth,
                     fileset: fileset.clone(),
+                    bus_socket: Some(self.config.bus_socket.clone()),
                 };
                 let volumes = self.volumes();
                 match transfer::transfer(&volumes, from, to, &options).await {
@@ -491,16 +492,21 @@ impl Activity {
                     crate::agreement::TASK_PACKAGE
                 )
             })?;
-            let location = crate::package::PackageLocation::parse(task_package)
-                .map_err(|error| error.to_string())?;
-            let package = crate::package::fetch(task_package, &self.config.cache_dir)
-                .await
-                .map_err(|error| error.to_string())?;
+            let (package, package_url) = if self.runtime.accepts_package_reference(task_package) {
+                (std::path::PathBuf::new(), task_package.to_string())
+            } else {
+                let location = crate::package::PackageLocation::parse(task_package)
+                    .map_err(|error| error.to_string())?;
+                let package = crate::package::fetch(task_package, &self.config.cache_dir)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                (package, location.url)
+            };
             let deployment = self
                 .runtime
                 .deploy(DeployRequest {
                     package,
-                    package_url: location.url,
+                    package_url,
                     work_dir: self.config.work_dir.clone(),
                     cache_dir: self.config.cache_dir.clone(),
                     volumes,

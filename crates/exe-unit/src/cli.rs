@@ -139,7 +139,19 @@ pub fn main<R: Runtime>(
     let cli = ExeUnitCli::parse();
     let args = match cli.command {
         ExeUnitCommand::OfferTemplate => {
-            println!("{}", offer_template::<R>());
+            let mut template = match R::offer_template_checked() {
+                Ok(template) => template,
+                Err(error) => {
+                    eprintln!("offer-template: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(properties) = template.as_object_mut() {
+                properties
+                    .entry("golem.activity.caps.transfer.protocol")
+                    .or_insert_with(|| serde_json::json!(TRANSFER_PROTOCOLS));
+            }
+            println!("{template}");
             return ExitCode::SUCCESS;
         }
         ExeUnitCommand::Run(args) => args,

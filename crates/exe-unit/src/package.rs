@@ -113,7 +113,10 @@ pub fn cached_path(cache_dir: &Path, digest: &str) -> PathBuf {
 }
 
 /// Download (or find in the cache) and verify the package; returns its path
-/// in the cache.
+/// in the cache. An interrupted download leaves `.sha3-<hex>.partial` behind
+/// and the next fetch resumes it (an HTTP `Range` request); an exclusive lock
+/// on `.sha3-<hex>.lock` keeps two exe units from writing it at once. Progress
+/// is logged about every 10 %.
 pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, PackageError> {
     let location = PackageLocation::parse(task_package)?;
     let target = cached_path(cache_dir, &location.digest);
@@ -127,16 +130,23 @@ pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, Pack
     tokio::fs::create_dir_all(directory)
         .await
         .map_err(|error| PackageError::Cache(format!("{}: {error}", directory.display())))?;
-    let partial = directory.join(format!(
-        ".sha3-{}.{}.partial",
-        location.digest,
-        std::process::id()
-    ));
-    let result = download_and_hash(&location, &partial).await;
-    let actual = match result {
+    let _lock = lock_download(&directory.join(format!(".sha3-{}.lock", location.digest))).await?;
+    // Another exe unit may have finished it while we waited for the lock.
+    if tokio::fs::metadata(&target).await.is_ok() {
+        return Ok(target);
+    }
+    let partial = directory.join(format!(".sha3-{}.partial", location.digest));
+    let actual = match download_and_hash(&location, &partial).await {
         Ok(actual) => actual,
         Err(error) => {
-            let _ = tokio::fs::remove_file(&partial).await;
+            // Keep a non-empty partial download for the next attempt to resume.
+            if tokio::fs::metadata(&partial)
+                .await
+                .map(|meta| meta.len() == 0)
+                .unwrap_or(false)
+            {
+                let _ = tokio::fs::remove_file(&partial).await;
+            }
             return Err(error);
         }
     };
@@ -155,6 +165,57 @@ pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, Pack
     Ok(target)
 }
 
+/// Hold an exclusive `flock` on `path` until the returned guard is dropped.
+async fn lock_download(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, PackageError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| PackageError::Cache(format!("{}: {error}", path.display())))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            PackageError::Cache(format!("cannot lock {}: {errno}", path.display()))
+        })
+    })
+    .await
+    .map_err(|error| PackageError::Cache(format!("lock task failed: {error}")))?
+}
+
+/// Logs download progress about every 10 % (or every 64 MiB when the size is unknown).
+struct Progress<'a> {
+    url: &'a str,
+    total: Option<u64>,
+    done: u64,
+    next_report: u64,
+}
+
+impl<'a> Progress<'a> {
+    fn new(url: &'a str, done: u64, total: Option<u64>) -> Self {
+        let mut progress = Progress {
+            url,
+            total,
+            done,
+            next_report: 0,
+        };
+        progress.next_report = done + progress.step();
+        progress
+    }
+    fn step(&self) -> u64 {
+        self.total
+            .map(|total| (total / 10).max(1))
+            .unwrap_or(64 << 20)
+    }
+    fn add(&mut self, bytes: usize) {
+        self.done += bytes as u64;
+        if self.done >= self.next_report {
+            self.next_report = self.done + self.step();
+            tracing::info!(url = %self.url, bytes = self.done, total = ?self.total, "downloading the task package");
+        }
+    }
+}
+
 async fn download_and_hash(
     location: &PackageLocation,
     partial: &Path,
@@ -163,24 +224,81 @@ async fn download_and_hash(
         url: location.url.clone(),
         message,
     };
+    let cache_error =
+        |error: std::io::Error| PackageError::Cache(format!("{}: {error}", partial.display()));
     let mut hasher = Sha3Hasher::for_hex_len(location.digest.len())
         .ok_or(PackageError::DigestLength(location.digest.len()))?;
-    let mut file = tokio::fs::File::create(partial)
-        .await
-        .map_err(|error| PackageError::Cache(format!("{}: {error}", partial.display())))?;
     let url = location.url.as_str();
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(partial)
+        .await
+        .map_err(cache_error)?;
     if url.starts_with("http://") || url.starts_with("https://") {
-        let response = reqwest::get(url)
+        // Hash what an earlier attempt left, then ask only for the rest.
+        let mut have = 0u64;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer)
+                .await
+                .map_err(cache_error)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            have += read as u64;
+        }
+        let client = reqwest::Client::new();
+        let mut request = client.get(url);
+        if have > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let response = request
+            .send()
             .await
-            .and_then(|response| response.error_for_status())
             .map_err(|error| download_error(error.to_string()))?;
+        let response =
+            if have > 0 && response.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                // The partial file already holds everything.
+                return Ok(hasher.finish_hex());
+            } else {
+                response
+                    .error_for_status()
+                    .map_err(|error| download_error(error.to_string()))?
+            };
+        if have > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+            tracing::info!(url, bytes = have, "resuming the task package download");
+        } else if have > 0 {
+            // The server ignored the range: start over.
+            hasher = Sha3Hasher::for_hex_len(location.digest.len())
+                .ok_or(PackageError::DigestLength(location.digest.len()))?;
+            file.set_len(0).await.map_err(cache_error)?;
+            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(0))
+                .await
+                .map_err(cache_error)?;
+            have = 0;
+        }
+        let total = response.content_length().map(|length| length + have);
+        let mut progress = Progress::new(url, have, total);
+        let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| download_error(error.to_string()))?;
             hasher.update(&chunk);
-            file.write_all(&chunk)
-                .await
-                .map_err(|error| PackageError::Cache(error.to_string()))?;
+            writer.write_all(&chunk).await.map_err(cache_error)?;
+            progress.add(chunk.len());
+        }
+        writer.flush().await.map_err(cache_error)?;
+        if let Some(total) = total {
+            if progress.done < total {
+                return Err(download_error(format!(
+                    "the connection ended after {} of {total} bytes",
+                    progress.done
+                )));
+            }
         }
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
@@ -192,7 +310,8 @@ async fn download_and_hash(
         let mut source = tokio::fs::File::open(path)
             .await
             .map_err(|error| download_error(error.to_string()))?;
-        let mut buffer = vec![0u8; 64 * 1024];
+        file.set_len(0).await.map_err(cache_error)?;
+        let mut buffer = vec![0u8; 256 * 1024];
         loop {
             let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer)
                 .await
@@ -201,14 +320,10 @@ async fn download_and_hash(
                 break;
             }
             hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read])
-                .await
-                .map_err(|error| PackageError::Cache(error.to_string()))?;
+            file.write_all(&buffer[..read]).await.map_err(cache_error)?;
         }
+        file.flush().await.map_err(cache_error)?;
     }
-    file.flush()
-        .await
-        .map_err(|error| PackageError::Cache(error.to_string()))?;
     Ok(hasher.finish_hex())
 }
 

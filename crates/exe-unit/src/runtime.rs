@@ -95,6 +95,23 @@ pub trait Runtime: Send + Sync + 'static {
     where
         Self: Sized;
 
+    /// [`Runtime::offer_template`], or an error when this runtime cannot serve
+    /// on this machine (e.g. no container engine); `offer-template` then exits 1
+    /// with the message so the provider agent does not offer the runtime.
+    fn offer_template_checked() -> Result<serde_json::Value, RuntimeError>
+    where
+        Self: Sized,
+    {
+        Ok(Self::offer_template())
+    }
+
+    /// Whether this runtime resolves `task_package` itself (e.g. `docker:<ref>`)
+    /// instead of the core downloading a `hash:sha3:<hex>:<url>`; `deploy` then
+    /// gets an empty `package` path and the reference as `package_url`.
+    fn accepts_package_reference(&self, _task_package: &str) -> bool {
+        false
+    }
+
     /// Prepare the package: validate it and set up its volumes under the work dir.
     async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError>;
 

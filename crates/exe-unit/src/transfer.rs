@@ -4,7 +4,10 @@
 //! outright, every directory on the way is checked not to be a symlink, and the
 //! file itself is opened without following symlinks, so neither a requestor's
 //! path nor a link planted by the payload reaches outside the work dir.
-//! `gftp://` arrives with the gftp service.
+//! `gftp://<nodeId>/<hash>` → `container:` downloads a published file over the
+//! daemon's bus (its sha3 checked against the URL; a mismatch leaves no file)
+//! and `container:` → `gftp://` uploads into a requestor's upload slot (the
+//! receiver checks the sha3 we send); both open the file the same confined way.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -17,8 +20,10 @@ use crate::runtime::Volume;
 pub enum TransferError {
     #[error("unsupported transfer location {0:?}: use http(s)://, container: or gftp://")]
     UnsupportedScheme(String),
-    #[error("gftp transfers are not supported by this exe unit yet")]
+    #[error("gftp transfers need the daemon's bus socket, which this exe unit was not given")]
     GftpUnsupported,
+    #[error("gftp transfer {url} failed: {message}")]
+    Gftp { url: String, message: String },
     #[error("a transfer needs a container: path on at least one side")]
     NoContainerSide,
     #[error("transfer option {0} is not supported yet")]
@@ -211,6 +216,8 @@ pub struct TransferOptions {
     pub format: Option<String>,
     pub depth: Option<u32>,
     pub fileset: Option<serde_json::Value>,
+    /// The daemon's bus socket, for `gftp://` transfers (a fresh connection per transfer).
+    pub bus_socket: Option<PathBuf>,
 }
 
 /// Execute one transfer; returns the number of bytes moved.
@@ -229,7 +236,15 @@ pub async fn transfer(
     let source = Location::parse(from)?;
     let destination = Location::parse(to)?;
     match (source, destination) {
-        (Location::Gftp(_), _) | (_, Location::Gftp(_)) => Err(TransferError::GftpUnsupported),
+        (Location::Gftp(url), Location::Container(path)) => {
+            let target = resolve_container_path(volumes, &path)?;
+            gftp_download(options.bus_socket.as_deref(), &url, &target).await
+        }
+        (Location::Container(path), Location::Gftp(url)) => {
+            let source = resolve_container_path(volumes, &path)?;
+            gftp_upload(options.bus_socket.as_deref(), &source, &url).await
+        }
+        (Location::Gftp(_), _) | (_, Location::Gftp(_)) => Err(TransferError::NoContainerSide),
         (Location::Http(url), Location::Container(path)) => {
             let target = resolve_container_path(volumes, &path)?;
             download(&url, &target).await
@@ -254,6 +269,57 @@ pub async fn transfer(
         }
         (Location::Http(_), Location::Http(_)) => Err(TransferError::NoContainerSide),
     }
+}
+
+fn gftp_error(url: &str, error: impl std::fmt::Display) -> TransferError {
+    TransferError::Gftp {
+        url: url.to_string(),
+        message: error.to_string(),
+    }
+}
+
+/// Parse a gftp URL and connect to the daemon's bus for it.
+async fn gftp_session(
+    bus_socket: Option<&Path>,
+    url: &str,
+) -> Result<(golem_gftp::Gftp, golem_gftp::GftpUrl), TransferError> {
+    let bus_socket = bus_socket.ok_or(TransferError::GftpUnsupported)?;
+    let parsed = url
+        .parse::<golem_gftp::GftpUrl>()
+        .map_err(|error| gftp_error(url, error))?;
+    let gftp = golem_gftp::Gftp::connect(bus_socket)
+        .await
+        .map_err(|error| gftp_error(url, error))?;
+    Ok((gftp, parsed))
+}
+
+async fn gftp_download(
+    bus_socket: Option<&Path>,
+    url: &str,
+    target: &ResolvedPath,
+) -> Result<u64, TransferError> {
+    let (gftp, parsed) = gftp_session(bus_socket, url).await?;
+    let file = create_for_write(target).await?.into_std().await;
+    match gftp.download_to_file(&parsed, file).await {
+        Ok(bytes) => Ok(bytes),
+        Err(error) => {
+            // Nothing unverified stays behind (the file was created by us, not a symlink).
+            let _ = tokio::fs::remove_file(target.host_path()).await;
+            Err(gftp_error(url, error))
+        }
+    }
+}
+
+async fn gftp_upload(
+    bus_socket: Option<&Path>,
+    source: &ResolvedPath,
+    url: &str,
+) -> Result<u64, TransferError> {
+    let (gftp, parsed) = gftp_session(bus_socket, url).await?;
+    let file = open_for_read(source).await?.into_std().await;
+    gftp.upload_from_file(file, &parsed)
+        .await
+        .map_err(|error| gftp_error(url, error))
 }
 
 async fn download(url: &str, target: &ResolvedPath) -> Result<u64, TransferError> {
@@ -413,15 +479,40 @@ mod tests {
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"s");
         assert!(!outside.join("new").exists());
 
+        let gftp = "gftp://0x2c7536e3605d9c16a7a3d7b1898e529396a65c23/abc";
         let error = transfer(
             &volumes,
-            "gftp://0x01/abc",
+            gftp,
             "container:/golem/input/x",
             &TransferOptions::default(),
         )
         .await
         .unwrap_err();
         assert_eq!(error, TransferError::GftpUnsupported);
+        let with_socket = TransferOptions {
+            bus_socket: Some(dir.path().join("no-daemon.sock")),
+            ..TransferOptions::default()
+        };
+        let error = transfer(
+            &volumes,
+            "gftp://0x01/abc",
+            "container:/golem/input/x",
+            &with_socket,
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains("invalid gftp url"), "{error}");
+        let error = transfer(&volumes, gftp, "container:/golem/input/x", &with_socket)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("is the daemon running"),
+            "{error}"
+        );
+        let error = transfer(&volumes, gftp, "http://x/y", &with_socket)
+            .await
+            .unwrap_err();
+        assert_eq!(error, TransferError::NoContainerSide);
         let error = transfer(
             &volumes,
             "file:///etc/passwd",

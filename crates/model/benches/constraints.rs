@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
-use golem_model::constraints::{parse, Constraint};
+use golem_model::constraints::{parse, CompiledConstraint, Constraint, KeyTable, MatchForm};
 use golem_model::properties::Properties;
 
 const YAPAPI_DEMAND: &str = "(&(golem.node.debug.subnet=public)\n\t(golem.com.payment.platform.erc20-holesky-tglm.address=*)\n\t(golem.com.payment.protocol.version>1)\n\t(golem.com.pricing.model=linear)\n\t(&(golem.inf.mem.gib>=0.5)\n\t(golem.inf.storage.gib>=2.0)\n\t(golem.inf.cpu.threads>=1)\n\t(golem.runtime.name=vm)))";
@@ -174,9 +174,52 @@ fn bench_evaluate_many(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// The market's hot path as the daemon runs it: offers held in their compact
+/// [`MatchForm`] and the demand compiled against the market's [`KeyTable`].
+fn bench_evaluate_many_compact(criterion: &mut Criterion) {
+    let demand = demand();
+    let offers = generated_offers();
+    let mut table = KeyTable::new();
+    let forms: Vec<MatchForm> = offers
+        .iter()
+        .map(|offer| MatchForm::new(offer, &mut table))
+        .collect();
+    drop(offers);
+    let compiled = CompiledConstraint::compile(&demand, &mut table);
+    let matched = forms.iter().filter(|form| compiled.matches(form)).count();
+    println!(
+        "compiled demand matches {matched} of {} match forms",
+        forms.len()
+    );
+    const PASSES: u32 = 10;
+    let wall_start = std::time::Instant::now();
+    if let Some(cpu_start) = thread_cpu_nanos() {
+        for _ in 0..PASSES {
+            black_box(forms.iter().filter(|form| compiled.matches(form)).count());
+        }
+        let wall = wall_start.elapsed() / PASSES;
+        if let Some(cpu_end) = thread_cpu_nanos() {
+            let cpu = Duration::from_nanos(cpu_end.saturating_sub(cpu_start) / u64::from(PASSES));
+            println!("one compiled demand vs {} match forms: {cpu:?} on-cpu, {wall:?} wall (mean of {PASSES})", forms.len());
+        }
+    }
+    let mut group = criterion.benchmark_group("market");
+    group.sample_size(20);
+    group.bench_function("one demand vs 100000 offers (match form)", |bencher| {
+        bencher.iter(|| {
+            let compiled = black_box(&compiled);
+            black_box(&forms)
+                .iter()
+                .filter(|form| compiled.matches(form))
+                .count()
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = bench_parse, bench_evaluate_one, bench_evaluate_many
+    targets = bench_parse, bench_evaluate_one, bench_evaluate_many, bench_evaluate_many_compact
 }
 criterion_main!(benches);

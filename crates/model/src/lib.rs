@@ -11,6 +11,7 @@ pub mod activity_control;
 pub mod bus;
 pub mod constraints;
 pub mod error;
+pub mod gftp;
 pub mod identity;
 pub mod market;
 pub mod payment;

@@ -350,6 +350,126 @@ impl BusMessage for SendPayment {
     type Reply = ();
 }
 
+/// Local endpoint of the payment service (the `golem-daemon payment` commands).
+pub const PAYMENT_LOCAL_SERVICE: &str = "/local/payment";
+
+/// An accepted invoice whose payment a driver is still carrying out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPayment {
+    pub payment_id: String,
+    pub invoice_id: String,
+    pub issuer_id: NodeId,
+    pub agreement_id: String,
+    pub allocation_id: String,
+    pub platform: String,
+    pub payer_addr: String,
+    pub payee_addr: String,
+    pub amount: Decimal,
+    pub created: DateTime<Utc>,
+    /// What the driver waits for, in words.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Amounts of one direction (this node paying, or being paid) on one platform.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowStatus {
+    /// Asked for by debit notes and invoices (the latest per activity or agreement).
+    pub requested: Decimal,
+    pub accepted: Decimal,
+    pub paid: Decimal,
+    /// Accepted and handed to a driver, not settled yet.
+    pub pending: Decimal,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationSummary {
+    pub count: usize,
+    pub released: usize,
+    pub total: Decimal,
+    pub spent: Decimal,
+    pub remaining: Decimal,
+}
+
+/// `golem-daemon payment status` for one platform.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    pub platform: String,
+    /// This node as requestor.
+    pub outgoing: FlowStatus,
+    /// This node as provider.
+    pub incoming: FlowStatus,
+    pub allocations: AllocationSummary,
+    pub pending_payments: Vec<PendingPayment>,
+}
+
+impl PlatformStatus {
+    pub fn new(platform: &str) -> PlatformStatus {
+        PlatformStatus {
+            platform: platform.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Amounts without trailing zeros.
+    pub fn normalized(mut self) -> PlatformStatus {
+        for flow in [&mut self.outgoing, &mut self.incoming] {
+            flow.requested = flow.requested.normalize();
+            flow.accepted = flow.accepted.normalize();
+            flow.paid = flow.paid.normalize();
+            flow.pending = flow.pending.normalize();
+        }
+        let allocations = &mut self.allocations;
+        allocations.total = allocations.total.normalize();
+        allocations.spent = allocations.spent.normalize();
+        allocations.remaining = allocations.remaining.normalize();
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStatusReport {
+    pub node_id: NodeId,
+    pub platforms: Vec<PlatformStatus>,
+}
+
+/// Ask the local payment service for its [`PaymentStatusReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetPaymentStatus;
+impl BusMessage for GetPaymentStatus {
+    const NAME: &'static str = "GetPaymentStatus";
+    type Reply = PaymentStatusReport;
+}
+
+/// The drivers and their networks (JSON objects, one per network).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPaymentDrivers;
+impl BusMessage for ListPaymentDrivers {
+    const NAME: &'static str = "ListPaymentDrivers";
+    type Reply = Vec<serde_json::Value>;
+}
+
+/// Requestor and provider accounts of this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListAccounts;
+impl BusMessage for ListAccounts {
+    const NAME: &'static str = "ListAccounts";
+    type Reply = Vec<Account>;
+}
+
+/// Release every live allocation; replies with their ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseAllocations;
+impl BusMessage for ReleaseAllocations {
+    const NAME: &'static str = "ReleaseAllocations";
+    type Reply = Vec<String>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

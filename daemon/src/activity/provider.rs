@@ -554,6 +554,15 @@ impl ProviderSide {
         self.lock().activities.contains_key(activity_id)
     }
 
+    /// The agreement of an activity this node hosts (payment: debit notes
+    /// issued with only an activityId).
+    pub fn agreement_of(&self, activity_id: &str) -> Option<String> {
+        self.lock()
+            .activities
+            .get(activity_id)
+            .map(|activity| activity.record.agreement_id.clone())
+    }
+
     /// Provider events after `after` (oldest first), waiting up to `timeout` for one.
     pub async fn events(
         &self,

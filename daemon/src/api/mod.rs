@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod gsb;
 pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
@@ -13,8 +14,8 @@ use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use golem_model::identity::MeResponse;
 
 use self::auth::{Authenticated, BodyLimit};
-use crate::identity::IdentityService;
 use crate::activity::ActivityService;
+use crate::identity::IdentityService;
 use crate::market::MarketService;
 use crate::net::NetService;
 use crate::payment::PaymentService;
@@ -27,6 +28,8 @@ pub struct ApiDeps {
     pub market: MarketService,
     pub activity: ActivityService,
     pub payment: PaymentService,
+    /// The GSB API's bound services (one per node: every worker shares it).
+    pub gsb: gsb::GsbApi,
 }
 
 pub struct ApiServer {
@@ -87,7 +90,8 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .route("/net-api/v1/status", web::get().to(net_status))
             .configure(crate::market::rest::configure(deps.market.clone()))
             .configure(crate::activity::rest::configure(deps.activity.clone()))
-            .configure(crate::payment::rest::configure(deps.payment.clone()));
+            .configure(crate::payment::rest::configure(deps.payment.clone()))
+            .configure(gsb::configure(deps.gsb.clone()));
     }
 }
 

@@ -480,7 +480,8 @@ impl MarketService {
                 agreement_id: id.to_string(),
                 reason,
             },
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -523,7 +524,8 @@ impl MarketService {
                     agreement_id: id.to_string(),
                     reason,
                 },
-            );
+            )
+            .await;
         }
         Ok(())
     }
@@ -591,7 +593,7 @@ impl MarketService {
         };
         if let Err(error) = self.call_remote(counterparty, &message).await {
             tracing::warn!(agreement_id = id, %counterparty, %error, "termination not delivered yet; retrying in the background");
-            self.notify_remote(counterparty, message);
+            self.notify_remote(counterparty, message).await;
         }
         tracing::info!(agreement_id = id, terminator = ?role.terminator(), "agreement terminated");
         Ok(())

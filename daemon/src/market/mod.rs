@@ -17,6 +17,10 @@
 //! - **Matching** is local: a demand is matched both ways against every live
 //!   offer of its subnet at once, and every offer that arrives later against
 //!   every live demand. A match is an `Initial` proposal event on the demand.
+//!   Offers are held in their compact [`golem_model::constraints::MatchForm`]
+//!   and demands' constraints compiled once, both against the state's own
+//!   [`golem_model::constraints::KeyTable`], so one demand scans 100,000
+//!   offers in under 50 ms.
 //! - **Negotiation and agreements** travel as bus calls to
 //!   `/net/<counterparty>/public/market` (see the messages in
 //!   `golem_model::market`); the net authenticates the caller. Both parties keep
@@ -28,11 +32,14 @@
 //! calls are made after the lock is released, each in the task of the request
 //! that needs it (or a spawned task for fire-and-forget notices), with
 //! [`MarketConfig::remote_timeout`]; so a slow or dead counterparty only delays
-//! the requests addressed to it. Long-polls wait on `tokio::sync::watch`
+//! the requests addressed to it. Notices that need no answer (rejections,
+//! cancellations, terminations) go through the persistent outbox (`outbox.rs`), retried
+//! with bounded backoff until delivered, also after a restart. Long-polls wait on `tokio::sync::watch`
 //! counters bumped on every new event, never on sleeps.
 
 mod agreements;
 mod negotiation;
+mod outbox;
 mod propagation;
 mod public;
 pub mod rest;
@@ -68,17 +75,102 @@ pub struct MarketConfig {
     pub remote_timeout: Duration,
     /// How often expired subscriptions, offers and agreements are swept.
     pub sweep_interval: Duration,
+    /// First retry delay of an undelivered notice; doubles on each failure.
+    pub outbox_retry_initial: Duration,
+    /// Largest retry delay of an undelivered notice.
+    pub outbox_retry_max: Duration,
 }
 
 impl Default for MarketConfig {
     fn default() -> Self {
-        MarketConfig {
-            subscription_ttl: chrono::Duration::hours(1),
-            announce_interval: Duration::from_secs(5),
-            peer_check_interval: Duration::from_millis(500),
-            remote_timeout: Duration::from_secs(4),
-            sweep_interval: Duration::from_secs(1),
+        MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|_| unreachable!("the default market settings are valid"))
+    }
+}
+
+/// The `[market]` section of the daemon config file (kebab-case keys, every
+/// one optional) and its environment overrides (`GOLEM_MARKET_*`, see
+/// `crate::config::env_names`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MarketSettings {
+    pub subscription_ttl_secs: u64,
+    pub announce_interval_ms: u64,
+    pub peer_check_interval_ms: u64,
+    pub remote_timeout_ms: u64,
+    pub sweep_interval_ms: u64,
+    pub outbox_retry_initial_ms: u64,
+    pub outbox_retry_max_ms: u64,
+}
+
+impl Default for MarketSettings {
+    fn default() -> Self {
+        MarketSettings {
+            subscription_ttl_secs: 3600,
+            announce_interval_ms: 5_000,
+            peer_check_interval_ms: 500,
+            remote_timeout_ms: 4_000,
+            sweep_interval_ms: 1_000,
+            outbox_retry_initial_ms: 500,
+            outbox_retry_max_ms: 30_000,
         }
+    }
+}
+
+/// A `[market]` setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("market setting {name} = {value} is invalid: {message}")]
+pub struct MarketSettingsError {
+    pub name: &'static str,
+    pub value: u64,
+    pub message: &'static str,
+}
+
+impl MarketSettings {
+    /// Checks the values (every interval and timeout must be positive, the
+    /// subscription lifetime at most ten years) and converts them.
+    pub fn to_config(&self) -> Result<MarketConfig, MarketSettingsError> {
+        let positive = |name: &'static str, value: u64| {
+            if value == 0 {
+                Err(MarketSettingsError {
+                    name,
+                    value,
+                    message: "it must be greater than zero",
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let ttl_secs = positive("subscription-ttl-secs", self.subscription_ttl_secs)?;
+        let subscription_ttl = i64::try_from(ttl_secs)
+            .ok()
+            .filter(|secs| *secs <= 10 * 366 * 24 * 3600)
+            .map(chrono::Duration::seconds)
+            .ok_or(MarketSettingsError {
+                name: "subscription-ttl-secs",
+                value: ttl_secs,
+                message: "it must be at most ten years",
+            })?;
+        let millis = |name, value| positive(name, value).map(Duration::from_millis);
+        let outbox_retry_initial = millis("outbox-retry-initial-ms", self.outbox_retry_initial_ms)?;
+        let outbox_retry_max = millis("outbox-retry-max-ms", self.outbox_retry_max_ms)?;
+        if outbox_retry_max < outbox_retry_initial {
+            return Err(MarketSettingsError {
+                name: "outbox-retry-max-ms",
+                value: self.outbox_retry_max_ms,
+                message: "it must not be below outbox-retry-initial-ms",
+            });
+        }
+        Ok(MarketConfig {
+            subscription_ttl,
+            announce_interval: millis("announce-interval-ms", self.announce_interval_ms)?,
+            peer_check_interval: millis("peer-check-interval-ms", self.peer_check_interval_ms)?,
+            remote_timeout: millis("remote-timeout-ms", self.remote_timeout_ms)?,
+            sweep_interval: millis("sweep-interval-ms", self.sweep_interval_ms)?,
+            outbox_retry_initial,
+            outbox_retry_max,
+        })
     }
 }
 
@@ -101,6 +193,10 @@ pub(crate) struct Inner {
     agreements_changed: watch::Sender<u64>,
     /// Gossip topics we listen on, by subnet.
     topics: Mutex<std::collections::HashSet<Option<String>>>,
+    /// Notices waiting for their counterparty (see [`outbox`]).
+    outbox: Mutex<outbox::Outbox>,
+    /// Woken when a notice is queued or its delivery attempt ends.
+    outbox_changed: tokio::sync::Notify,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -117,12 +213,14 @@ pub async fn start(
     let tree = store.tree(state::TREE)?;
     let db = Db { tree };
     let state = db.load()?;
+    let outbox = outbox::Outbox::load(&db.tree)?;
     let (events_changed, _) = watch::channel(0);
     let (agreements_changed, _) = watch::channel(0);
     tracing::info!(
         offers = state.offers.len(),
         demands = state.demands.len(),
         agreements = state.agreements.len(),
+        undelivered_notices = outbox.len(),
         "market state loaded"
     );
     let service = MarketService {
@@ -136,6 +234,8 @@ pub async fn start(
             events_changed,
             agreements_changed,
             topics: Mutex::new(Default::default()),
+            outbox: Mutex::new(outbox),
+            outbox_changed: tokio::sync::Notify::new(),
             shutdown: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         }),
@@ -213,23 +313,6 @@ impl MarketService {
             ))),
         }
     }
-
-    /// Send `message` to `node` in the background, retrying a few times; for
-    /// notices whose delivery must not hold up the local caller.
-    fn notify_remote<M: BusMessage + Clone + Sync>(&self, node: NodeId, message: M) {
-        let service = self.clone();
-        self.spawn_task(async move {
-            for attempt in 1..=3u32 {
-                match service.call_remote(node, &message).await {
-                    Ok(_) => return,
-                    Err(error) => {
-                        tracing::warn!(%node, message = M::NAME, attempt, %error, "notifying the counterparty failed");
-                        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-                    }
-                }
-            }
-        });
-    }
 }
 
 impl Inner {
@@ -237,6 +320,12 @@ impl Inner {
         // Every update completes under the lock, so a panicked holder leaves
         // consistent state behind.
         self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn outbox_lock(&self) -> MutexGuard<'_, outbox::Outbox> {
+        self.outbox
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -259,4 +348,85 @@ impl Inner {
 /// A fresh random id: 32 lowercase hex digits.
 pub(crate) fn new_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::config::{env_names, CliOverrides, DaemonConfig};
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<DaemonConfig, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+        let path = dir.path().join("daemon.toml");
+        std::fs::write(&path, file).unwrap_or_else(|error| panic!("write: {error}"));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let cli = CliOverrides {
+            config_file: Some(path),
+            ..Default::default()
+        };
+        DaemonConfig::load(&cli, move |name: &str| {
+            env.iter()
+                .find(|(candidate, _)| candidate == name)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    #[test]
+    fn market_section_and_env_set_the_market_config() {
+        let config = load(
+            "[market]\nsubscription-ttl-secs = 120\nremote-timeout-ms = 750\n",
+            &[
+                (env_names::MARKET_REMOTE_TIMEOUT_MS, "1500"),
+                (env_names::MARKET_OUTBOX_RETRY_MAX_MS, "2000"),
+            ],
+        )
+        .unwrap_or_else(|error| panic!("config: {error}"));
+        let market = config
+            .market
+            .to_config()
+            .unwrap_or_else(|error| panic!("market: {error}"));
+        assert_eq!(market.subscription_ttl, chrono::Duration::seconds(120));
+        assert_eq!(market.remote_timeout, Duration::from_millis(1500));
+        assert_eq!(market.outbox_retry_max, Duration::from_secs(2));
+        assert_eq!(
+            market.announce_interval,
+            MarketConfig::default().announce_interval
+        );
+    }
+
+    #[test]
+    fn bad_market_settings_are_refused_with_their_name() {
+        let error = load("[market]\nno-such-setting = 1\n", &[])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("no-such-setting"), "{error}");
+        let error = load("", &[(env_names::MARKET_SWEEP_INTERVAL_MS, "soon")])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("GOLEM_MARKET_SWEEP_INTERVAL_MS"), "{error}");
+        let zero = MarketSettings {
+            remote_timeout_ms: 0,
+            ..MarketSettings::default()
+        };
+        let error = zero
+            .to_config()
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("remote-timeout-ms") && error.contains("greater than zero"),
+            "{error}"
+        );
+        let inverted = MarketSettings {
+            outbox_retry_initial_ms: 5_000,
+            outbox_retry_max_ms: 1_000,
+            ..MarketSettings::default()
+        };
+        assert!(inverted.to_config().is_err());
+    }
 }

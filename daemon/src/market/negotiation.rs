@@ -245,7 +245,8 @@ impl MarketService {
                     proposal_id: proposal_id.to_string(),
                     reason,
                 },
-            );
+            )
+            .await;
         }
         Ok(())
     }

@@ -21,6 +21,8 @@ impl MarketService {
         self.spawn_task(async move { service.peer_loop().await });
         let service = self.clone();
         self.spawn_task(async move { service.sweep_loop().await });
+        let service = self.clone();
+        self.spawn_task(service.run_outbox());
     }
 
     /// Listen on the offer topic of `subnet`; true when we were not yet.

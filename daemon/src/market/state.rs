@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
-use golem_model::constraints::{match_both_ways, Constraint};
+use golem_model::constraints::{CompiledConstraint, Constraint, KeyTable, MatchForm};
 use golem_model::market::{
     Agreement, AgreementOperationEvent, Demand, MarketEvent, Proposal, PublishedOffer, Reason,
     Terminator, SUBNET_PROPERTY,
@@ -76,11 +76,13 @@ pub(crate) struct StoredDemand {
     pub active: bool,
 }
 
-/// An offer in memory, with its constraint parsed once.
+/// An offer in memory, with its constraint parsed once and its properties in
+/// the compact [`MatchForm`] (built by [`State::insert_offer`]).
 pub(crate) struct OfferEntry {
     pub stored: StoredOffer,
     pub constraint: Constraint,
     pub subnet: Option<String>,
+    pub form: MatchForm,
 }
 
 impl OfferEntry {
@@ -91,6 +93,7 @@ impl OfferEntry {
             stored,
             constraint,
             subnet,
+            form: MatchForm::default(),
         })
     }
 
@@ -106,6 +109,9 @@ impl OfferEntry {
 pub(crate) struct DemandEntry {
     pub stored: StoredDemand,
     pub constraint: Constraint,
+    /// `constraint` resolved against the market's [`KeyTable`] (built by
+    /// [`State::insert_demand`]).
+    pub compiled: CompiledConstraint,
     pub subnet: Option<String>,
     /// Offers this demand already produced an Initial proposal for.
     pub matched_offers: HashSet<String>,
@@ -118,6 +124,7 @@ impl DemandEntry {
         Ok(DemandEntry {
             stored,
             constraint,
+            compiled: CompiledConstraint::default(),
             subnet,
             matched_offers: HashSet::new(),
         })
@@ -127,15 +134,12 @@ impl DemandEntry {
         self.stored.active && self.stored.expiration > now
     }
 
+    /// The two-way match (`match_both_ways(..).is_match()`), the demand's side
+    /// evaluated on the offer's compact form.
     pub(crate) fn matches(&self, offer: &OfferEntry) -> bool {
         self.subnet == offer.subnet
-            && match_both_ways(
-                &self.stored.demand.properties,
-                &self.constraint,
-                &offer.stored.published.offer.properties,
-                &offer.constraint,
-            )
-            .is_match()
+            && self.compiled.matches(&offer.form)
+            && offer.constraint.matches(&self.stored.demand.properties)
     }
 }
 
@@ -219,6 +223,23 @@ pub(crate) struct State {
     /// paging with `afterTimestamp` (µs in yapapi, ms in golem-js) never skip
     /// nor repeat one.
     pub last_agreement_event_date: Option<DateTime<Utc>>,
+    /// Property keys numbered for the compact matching forms of this market.
+    pub keys: KeyTable,
+}
+
+impl State {
+    /// Store an offer, laying its properties out for matching.
+    pub(crate) fn insert_offer(&mut self, mut entry: OfferEntry) {
+        entry.form = MatchForm::new(&entry.stored.published.offer.properties, &mut self.keys);
+        self.offers.insert(entry.id().to_string(), entry);
+    }
+
+    /// Store a demand, compiling its constraint for matching.
+    pub(crate) fn insert_demand(&mut self, mut entry: DemandEntry) {
+        entry.compiled = CompiledConstraint::compile(&entry.constraint, &mut self.keys);
+        self.demands
+            .insert(entry.stored.demand.demand_id.clone(), entry);
+    }
 }
 
 pub(crate) fn parse_constraint(text: &str) -> Result<Constraint, GolemError> {
@@ -305,7 +326,7 @@ impl Db {
         let mut state = State::default();
         for (_, stored) in self.scan::<StoredOffer>("offer/")? {
             let entry = OfferEntry::new(stored)?;
-            state.offers.insert(entry.id().to_string(), entry);
+            state.insert_offer(entry);
         }
         for (key, tombstone) in self.scan::<Tombstone>("tombstone/")? {
             let id = key.trim_start_matches("tombstone/").to_string();
@@ -313,9 +334,7 @@ impl Db {
         }
         for (_, stored) in self.scan::<StoredDemand>("demand/")? {
             let entry = DemandEntry::new(stored)?;
-            state
-                .demands
-                .insert(entry.stored.demand.demand_id.clone(), entry);
+            state.insert_demand(entry);
         }
         for (_, record) in self.scan::<ProposalRecord>("proposal/")? {
             if record.role == Role::Requestor && record.proposal.prev_proposal_id.is_none() {

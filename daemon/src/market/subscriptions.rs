@@ -66,7 +66,7 @@ impl MarketService {
         {
             let mut state = inner.lock();
             inner.db.save_offer(&entry.stored)?;
-            state.offers.insert(id.clone(), entry);
+            state.insert_offer(entry);
             let produced = match_new_offer(inner, &mut state, &id)?;
             if produced {
                 inner.bump_events();
@@ -108,7 +108,7 @@ impl MarketService {
         let matched = {
             let mut state = inner.lock();
             inner.db.save_demand(&entry.stored)?;
-            state.demands.insert(id.clone(), entry);
+            state.insert_demand(entry);
             let matched = match_new_demand(inner, &mut state, &id)?;
             if matched > 0 {
                 inner.bump_events();
@@ -171,6 +171,13 @@ impl MarketService {
                     format!("offer {id} already unsubscribed"),
                 ));
             }
+            if entry.stored.published.expiration <= now() {
+                // As the original: an expired subscription is gone (410).
+                return Err(GolemError::new(
+                    golem_model::ErrorCode::Gone,
+                    format!("offer {id} has expired; subscribe a new one"),
+                ));
+            }
             entry.stored.active = false;
             inner.db.save_offer(&entry.stored)?;
             let subnet = entry.subnet.clone();
@@ -197,6 +204,12 @@ impl MarketService {
                 return Err(GolemError::new(
                     golem_model::ErrorCode::Gone,
                     format!("demand {id} already unsubscribed"),
+                ));
+            }
+            if entry.stored.expiration <= now() {
+                return Err(GolemError::new(
+                    golem_model::ErrorCode::Gone,
+                    format!("demand {id} has expired; subscribe a new one"),
                 ));
             }
             entry.stored.active = false;
@@ -563,7 +576,7 @@ fn accept_offer(
         active: true,
     })?;
     inner.db.save_offer(&entry.stored)?;
-    state.offers.insert(id.clone(), entry);
+    state.insert_offer(entry);
     tracing::debug!(offer_id = %id, provider_id = %origin, "offer learnt");
     Ok(Some(id))
 }

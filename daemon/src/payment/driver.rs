@@ -1,7 +1,6 @@
 //! Payment platforms (`<driver>-<network>-<token>`) and the drivers that move
-//! money on them. `dummy` settles at once without a chain; `erc20` networks are
-//! known (allocations and debit notes work) but the driver is not implemented
-//! yet, so paying on them fails with a clear Unavailable error.
+//! money on them. `dummy` settles at once without a chain; `erc20` (see
+//! `erc20.rs`) queues a token transfer and settles once it is confirmed.
 
 use std::sync::Arc;
 
@@ -82,11 +81,30 @@ impl Platform {
     }
 }
 
+/// What `pay` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// Paid at once; the driver's details (a transaction id).
+    Settled(String),
+    /// Queued persistently; watch it with [`PaymentDriver::progress`].
+    Pending,
+}
+
+/// Where a queued payment is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayProgress {
+    Unknown,
+    /// Not settled yet; why, in words.
+    Pending(String),
+    /// Settled; the driver's details (a transaction hash).
+    Settled(String),
+}
+
 /// Moves money on one driver's platforms.
 pub trait PaymentDriver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    /// Pay `amount` from `payer` to `payee`; returns the driver's payment details
-    /// (a transaction id). Must be idempotent per `payment_id`.
+    /// Pay `amount` from `payer` to `payee`. Must be idempotent per
+    /// `payment_id`: calling it again never pays again.
     fn pay(
         &self,
         platform: &Platform,
@@ -94,7 +112,17 @@ pub trait PaymentDriver: Send + Sync + 'static {
         payer: &str,
         payee: &str,
         amount: Decimal,
-    ) -> Result<String, GolemError>;
+    ) -> Result<PayOutcome, GolemError>;
+    /// True when `pay` always settles at once without side effects (dummy).
+    fn settles_at_once(&self) -> bool {
+        false
+    }
+    /// Progress of a payment `pay` left pending.
+    fn progress(&self, _payment_id: &str) -> PayProgress {
+        PayProgress::Unknown
+    }
+    /// The networks this driver serves, for `payment driver list`.
+    fn describe(&self) -> Vec<serde_json::Value>;
 }
 
 /// Instant settlement without a chain (`dummy-local-tglm`).
@@ -105,6 +133,10 @@ impl PaymentDriver for DummyDriver {
         "dummy"
     }
 
+    fn settles_at_once(&self) -> bool {
+        true
+    }
+
     fn pay(
         &self,
         platform: &Platform,
@@ -112,11 +144,20 @@ impl PaymentDriver for DummyDriver {
         payer: &str,
         payee: &str,
         amount: Decimal,
-    ) -> Result<String, GolemError> {
-        Ok(format!(
+    ) -> Result<PayOutcome, GolemError> {
+        Ok(PayOutcome::Settled(format!(
             "{}:{payment_id}:{payer}->{payee}:{amount}",
             platform.name
-        ))
+        )))
+    }
+
+    fn describe(&self) -> Vec<serde_json::Value> {
+        vec![serde_json::json!({
+            "driver": "dummy",
+            "network": "local",
+            "platform": DEFAULT_PLATFORM,
+            "settles": "at once, without a chain",
+        })]
     }
 }
 
@@ -135,6 +176,14 @@ impl Default for Drivers {
 }
 
 impl Drivers {
+    pub fn new(drivers: Vec<Arc<dyn PaymentDriver>>) -> Drivers {
+        Drivers { drivers }
+    }
+
+    pub fn all(&self) -> &[Arc<dyn PaymentDriver>] {
+        &self.drivers
+    }
+
     /// The driver for `platform`, or a clear error when it is known but not available.
     pub fn for_platform(&self, platform: &Platform) -> Result<Arc<dyn PaymentDriver>, GolemError> {
         self.drivers
@@ -178,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn erc20_is_known_but_cannot_pay_yet() {
+    fn a_driver_not_running_is_a_clear_error() {
         let drivers = Drivers::default();
         let erc20 = Platform::parse("erc20-holesky-tglm").unwrap();
         let error = drivers.for_platform(&erc20).err().unwrap();

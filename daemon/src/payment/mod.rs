@@ -9,7 +9,9 @@
 //! remote messages is idempotent and only the agreement's counterparty is
 //! heard. It must never hold its lock across an await, nor use floats for money.
 
+pub mod cli;
 mod driver;
+pub mod erc20;
 pub mod rest;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +27,32 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-pub use driver::{Drivers, Platform, DEFAULT_PLATFORM};
+pub use driver::{Drivers, PayOutcome, PayProgress, PaymentDriver, Platform, DEFAULT_PLATFORM};
+pub use erc20::{Erc20Driver, Erc20Network, Erc20NetworkOverride};
+
+/// The payment part of the daemon config (`[payment.erc20.<network>]` in TOML,
+/// `GOLEM_ERC20_<NETWORK>_{RPC_URL,CHAIN_ID,TOKEN,CONFIRMATIONS}` in the env).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PaymentConfig {
+    /// Overrides of the built-in erc20 networks, by network name.
+    pub erc20: BTreeMap<String, Erc20NetworkOverride>,
+}
+
+/// Where the payment service finds the agreement of an activity this node
+/// hosts (debit notes issued with only an activityId).
+pub trait ActivityAgreements: Send + Sync + 'static {
+    fn agreement_of_activity(&self, activity_id: &str) -> Option<String>;
+}
+
+impl ActivityAgreements for crate::activity::ProviderSide {
+    fn agreement_of_activity(&self, activity_id: &str) -> Option<String> {
+        self.agreement_of(activity_id)
+    }
+}
+
+/// Period of the settle loop when no driver wakes it.
+const SETTLE_TICK: Duration = Duration::from_secs(1);
 
 use crate::activity::Agreements;
 use crate::store::{self, Store};
@@ -79,8 +106,12 @@ struct OutboxEntry {
     message: Outgoing,
 }
 
+/// An accepted invoice whose payment a driver is still carrying out.
+pub type PaymentOrder = PendingPayment;
+
 #[derive(Default)]
 struct State {
+    orders: BTreeMap<String, PaymentOrder>,
     allocations: HashMap<String, AllocationRecord>,
     debit_notes: HashMap<String, DebitNote>,
     invoices: HashMap<String, Invoice>,
@@ -164,11 +195,15 @@ struct Inner {
     node_id: NodeId,
     router: Router,
     agreements: Arc<dyn Agreements>,
+    activities: Option<Arc<dyn ActivityAgreements>>,
     drivers: Drivers,
     tree: sled::Tree,
     state: Mutex<State>,
     events_changed: watch::Sender<u64>,
     outbox_changed: Notify,
+    /// Drivers wake the settle loop through it when a payment went through.
+    settled: Arc<Notify>,
+    erc20: Option<Erc20Driver>,
     shutdown: CancellationToken,
 }
 
@@ -198,6 +233,9 @@ impl Writes {
         self.batch.insert(key.as_bytes(), store::encode(value)?);
         Ok(())
     }
+    fn remove(&mut self, key: String) {
+        self.batch.remove(key.as_bytes());
+    }
 }
 
 fn status_error(what: &str, id: &str, status: DocumentStatus) -> GolemError {
@@ -205,12 +243,87 @@ fn status_error(what: &str, id: &str, status: DocumentStatus) -> GolemError {
 }
 
 /// Open the payment records and bind `/public/payment`; start the outbox.
+/// Only the dummy driver runs (tests of the accounting).
 pub fn start(
     node_id: NodeId,
     store: &Store,
     router: &Router,
     agreements: Arc<dyn Agreements>,
 ) -> Result<PaymentService, GolemError> {
+    open(node_id, store, router, agreements, Setup::default())
+}
+
+/// What the variants of `start` add to the bare service.
+#[derive(Default)]
+struct Setup {
+    erc20: Option<(BTreeMap<String, Erc20Network>, [u8; 32])>,
+    extra_drivers: Vec<Arc<dyn PaymentDriver>>,
+    activities: Option<Arc<dyn ActivityAgreements>>,
+}
+
+/// [`start`] with extra drivers (tests of pending payments).
+#[cfg(test)]
+fn start_with_drivers(
+    node_id: NodeId,
+    store: &Store,
+    router: &Router,
+    agreements: Arc<dyn Agreements>,
+    extra: Vec<Arc<dyn PaymentDriver>>,
+) -> Result<PaymentService, GolemError> {
+    open(
+        node_id,
+        store,
+        router,
+        agreements,
+        Setup {
+            extra_drivers: extra,
+            ..Setup::default()
+        },
+    )
+}
+
+/// Start the payment service with every driver: dummy and erc20 (networks from
+/// `config`, signing with the node key `secret`), and `activities` to find the
+/// agreement of a debit note given only its activity. Contacts no RPC endpoint.
+pub fn start_with(
+    node_id: NodeId,
+    store: &Store,
+    router: &Router,
+    agreements: Arc<dyn Agreements>,
+    activities: Arc<dyn ActivityAgreements>,
+    config: &PaymentConfig,
+    secret: [u8; 32],
+) -> Result<PaymentService, GolemError> {
+    let networks = erc20::networks(&config.erc20)?;
+    open(
+        node_id,
+        store,
+        router,
+        agreements,
+        Setup {
+            erc20: Some((networks, secret)),
+            activities: Some(activities),
+            ..Setup::default()
+        },
+    )
+}
+
+fn open(
+    node_id: NodeId,
+    store: &Store,
+    router: &Router,
+    agreements: Arc<dyn Agreements>,
+    setup: Setup,
+) -> Result<PaymentService, GolemError> {
+    let settled = Arc::new(Notify::new());
+    let mut drivers: Vec<Arc<dyn PaymentDriver>> = vec![Arc::new(driver::DummyDriver)];
+    drivers.extend(setup.extra_drivers);
+    let mut erc20_driver = None;
+    if let Some((networks, secret)) = setup.erc20 {
+        let driver = Erc20Driver::start(store, networks, secret, settled.clone())?;
+        drivers.push(Arc::new(driver.clone()));
+        erc20_driver = Some(driver);
+    }
     let tree = store.tree(TREE)?;
     let mut state = State::default();
     for entry in tree.iter() {
@@ -243,6 +356,10 @@ pub fn start(
             "seq" => {
                 state.next_seq = store::decode(TREE, &value)?;
             }
+            "order" => {
+                let order: PaymentOrder = store::decode(TREE, &value)?;
+                state.orders.insert(id.to_string(), order);
+            }
             _ => tracing::warn!(%key, "unknown record in the payment tree"),
         }
     }
@@ -255,22 +372,30 @@ pub fn start(
             node_id,
             router: router.clone(),
             agreements,
-            drivers: Drivers::default(),
+            activities: setup.activities,
+            drivers: Drivers::new(drivers),
             tree,
             state: Mutex::new(state),
             events_changed,
             outbox_changed: Notify::new(),
+            settled,
+            erc20: erc20_driver,
             shutdown: CancellationToken::new(),
         }),
     };
     router.bind(PAYMENT_PUBLIC_SERVICE, service.public_endpoint())?;
+    router.bind(PAYMENT_LOCAL_SERVICE, service.local_endpoint())?;
     tokio::spawn(service.clone().run_outbox());
+    tokio::spawn(service.clone().run_settler());
     Ok(service)
 }
 
 impl PaymentService {
     pub fn stop(&self) {
         self.inner.shutdown.cancel();
+        if let Some(erc20) = &self.inner.erc20 {
+            erc20.stop();
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -451,7 +576,7 @@ impl PaymentService {
         let mut list: Vec<Allocation> = state
             .allocations
             .values()
-            .filter(|record| !record.released)
+            .filter(|record| !record.released && !is_expired(&record.allocation, Utc::now()))
             .map(|record| record.allocation.clone())
             .collect();
         list.sort_by_key(|allocation| allocation.created_ts);
@@ -465,7 +590,38 @@ impl PaymentService {
                 ErrorCode::Gone,
                 format!("allocation {id} was released"),
             )),
+            Some(record) if is_expired(&record.allocation, Utc::now()) => Err(GolemError::new(
+                ErrorCode::Gone,
+                format!(
+                    "allocation {id} expired at {}; create a new one",
+                    record
+                        .allocation
+                        .timeout
+                        .map(|at| at.to_rfc3339())
+                        .unwrap_or_default()
+                ),
+            )),
             Some(record) => Ok(&record.allocation),
+        }
+    }
+
+    /// Release allocations whose timeout passed (what is left is freed).
+    fn release_expired(&self) {
+        let now = Utc::now();
+        let expired: Vec<String> = self
+            .lock()
+            .allocations
+            .values()
+            .filter(|record| !record.released && is_expired(&record.allocation, now))
+            .map(|record| record.allocation.allocation_id.clone())
+            .collect();
+        for id in expired {
+            match self.release_allocation(&id) {
+                Ok(()) => tracing::info!(allocation_id = %id, "allocation expired; released"),
+                Err(error) => {
+                    tracing::warn!(allocation_id = %id, %error.message, "releasing an expired allocation failed")
+                }
+            }
         }
     }
 
@@ -625,10 +781,20 @@ impl PaymentService {
 
     /// Provider: issue a debit note (status ISSUED); amounts never decrease per activity.
     pub fn issue_debit_note(&self, new: NewDebitNote) -> Result<DebitNote, GolemError> {
-        let agreement_id = new
-            .agreement_id
-            .clone()
-            .ok_or_else(|| GolemError::bad_request("agreementId is required with activityId"))?;
+        let agreement_id = match &new.agreement_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => self
+                .inner
+                .activities
+                .as_ref()
+                .and_then(|activities| activities.agreement_of_activity(&new.activity_id))
+                .ok_or_else(|| {
+                    GolemError::bad_request(format!(
+                        "this node hosts no activity {}; give its agreementId too",
+                        new.activity_id
+                    ))
+                })?,
+        };
         let amount = parse_amount("totalAmountDue", &new.total_amount_due)?;
         let agreement = self.provider_agreement(&agreement_id)?;
         let (platform, payee, payer) = Self::payment_terms(&agreement)?;
@@ -1132,6 +1298,9 @@ impl PaymentService {
             |charges| charges.invoice = Some(amount),
         )?;
         let payment_id = new_id();
+        if !driver.settles_at_once() {
+            return self.accept_into_order(state, writes, invoice, acceptance, payment_id, driver);
+        }
         let details = match driver.pay(
             &platform,
             &payment_id,
@@ -1139,7 +1308,15 @@ impl PaymentService {
             &invoice.payee_addr,
             amount,
         ) {
-            Ok(details) => details,
+            Ok(PayOutcome::Settled(details)) => details,
+            Ok(PayOutcome::Pending) => {
+                drop(state);
+                self.reload_after_failure();
+                return Err(GolemError::internal(format!(
+                    "driver {} left a payment pending though it settles at once",
+                    driver.name()
+                )));
+            }
             Err(error) => {
                 drop(state);
                 self.reload_after_failure();
@@ -1202,6 +1379,369 @@ impl PaymentService {
         drop(state);
         self.after_commit(true, true);
         Ok(())
+    }
+
+    /// Accept an invoice whose driver pays later: the charge, the order and the
+    /// acceptance are one write; the driver gets the payment after it (pay is
+    /// idempotent per payment id, and the settle loop hands it over again when
+    /// a crash came between).
+    fn accept_into_order(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        mut writes: Writes,
+        mut invoice: Invoice,
+        acceptance: &Acceptance,
+        payment_id: String,
+        driver: Arc<dyn PaymentDriver>,
+    ) -> Result<(), GolemError> {
+        let id = invoice.invoice_id.clone();
+        let order = PaymentOrder {
+            payment_id: payment_id.clone(),
+            invoice_id: id.clone(),
+            issuer_id: invoice.issuer_id,
+            agreement_id: invoice.agreement_id.clone(),
+            allocation_id: acceptance.allocation_id.clone(),
+            platform: invoice.payment_platform.clone(),
+            payer_addr: invoice.payer_addr.clone(),
+            payee_addr: invoice.payee_addr.clone(),
+            amount: invoice.amount,
+            created: Utc::now(),
+            status: "accepted, payment queued".to_string(),
+        };
+        invoice.status = DocumentStatus::Accepted;
+        writes.put(format!("inv/{id}"), &invoice)?;
+        writes.put(format!("order/{payment_id}"), &order)?;
+        Self::enqueue(
+            &mut state,
+            &mut writes,
+            invoice.issuer_id,
+            Outgoing::AcceptInvoice(AcceptInvoice {
+                invoice_id: id.clone(),
+                total_amount_accepted: invoice.amount,
+            }),
+        )?;
+        if let Err(error) = self.commit(writes) {
+            drop(state);
+            self.reload_after_failure();
+            return Err(error);
+        }
+        state.invoices.insert(id.clone(), invoice);
+        state.orders.insert(payment_id.clone(), order.clone());
+        drop(state);
+        self.after_commit(false, true);
+        tracing::info!(invoice_id = %id, %payment_id, platform = %order.platform, "invoice accepted; payment pending");
+        self.hand_to_driver(&order, driver.as_ref());
+        Ok(())
+    }
+
+    fn hand_to_driver(&self, order: &PaymentOrder, driver: &dyn PaymentDriver) {
+        let result = Platform::parse(&order.platform).and_then(|platform| {
+            driver.pay(
+                &platform,
+                &order.payment_id,
+                &order.payer_addr,
+                &order.payee_addr,
+                order.amount,
+            )
+        });
+        match result {
+            Ok(_) => self.inner.settled.notify_one(),
+            Err(error) => {
+                tracing::warn!(payment_id = %order.payment_id, %error.message, "payment not handed to its driver yet");
+                self.set_order_status(&order.payment_id, error.message);
+            }
+        }
+    }
+
+    fn set_order_status(&self, payment_id: &str, status: String) {
+        if let Some(order) = self.lock().orders.get_mut(payment_id) {
+            order.status = status;
+        }
+    }
+
+    /// Pending payments (accepted invoices their driver has not settled yet).
+    pub fn pending_payments(&self) -> Vec<PaymentOrder> {
+        let mut list: Vec<PaymentOrder> = self.lock().orders.values().cloned().collect();
+        list.sort_by_key(|order| order.created);
+        list
+    }
+
+    /// Follow pending payments until their driver settles them; then record the
+    /// payment, settle the invoice and tell the provider, in one write.
+    async fn run_settler(self) {
+        loop {
+            self.release_expired();
+            for order in self.pending_payments() {
+                let driver = match Platform::parse(&order.platform)
+                    .and_then(|platform| self.inner.drivers.for_platform(&platform))
+                {
+                    Ok(driver) => driver,
+                    Err(error) => {
+                        self.set_order_status(&order.payment_id, error.message);
+                        continue;
+                    }
+                };
+                match driver.progress(&order.payment_id) {
+                    PayProgress::Unknown => self.hand_to_driver(&order, driver.as_ref()),
+                    PayProgress::Pending(status) => {
+                        self.set_order_status(&order.payment_id, status)
+                    }
+                    PayProgress::Settled(details) => {
+                        if let Err(error) = self.settle_order(&order.payment_id, details) {
+                            tracing::error!(payment_id = %order.payment_id, %error.message, "recording a settled payment failed");
+                        } else if let Err(error) = self.durable().await {
+                            tracing::error!(%error.message, "flushing a settled payment failed");
+                        }
+                    }
+                }
+            }
+            let settled = self.inner.settled.notified();
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = settled => {}
+                _ = tokio::time::sleep(SETTLE_TICK) => {}
+            }
+        }
+    }
+
+    fn settle_order(&self, payment_id: &str, details: String) -> Result<(), GolemError> {
+        let mut state = self.lock();
+        let Some(order) = state.orders.get(payment_id).cloned() else {
+            return Ok(()); // already settled
+        };
+        let mut invoice = state
+            .invoices
+            .get(&order.invoice_id)
+            .cloned()
+            .ok_or_else(|| {
+                GolemError::internal(format!(
+                    "invoice {} of payment {payment_id} is missing",
+                    order.invoice_id
+                ))
+            })?;
+        let payment = Payment {
+            payment_id: payment_id.to_string(),
+            payer_id: self.inner.node_id,
+            payee_id: order.issuer_id,
+            payer_addr: order.payer_addr.clone(),
+            payee_addr: order.payee_addr.clone(),
+            payment_platform: order.platform.clone(),
+            amount: order.amount,
+            timestamp: Utc::now(),
+            agreement_payments: vec![AgreementPayment {
+                agreement_id: order.agreement_id.clone(),
+                amount: order.amount,
+                allocation_id: Some(order.allocation_id.clone()),
+            }],
+            activity_payments: Vec::new(),
+            details,
+        };
+        invoice.status = DocumentStatus::Settled;
+        let mut writes = Writes::new();
+        writes.put(format!("inv/{}", invoice.invoice_id), &invoice)?;
+        writes.put(format!("pay/{payment_id}"), &payment)?;
+        writes.remove(format!("order/{payment_id}"));
+        Self::push_event(
+            &mut state,
+            &mut writes,
+            PaymentEventType::InvoiceSettledEvent,
+            &invoice.invoice_id,
+            None,
+        )?;
+        Self::enqueue(
+            &mut state,
+            &mut writes,
+            order.issuer_id,
+            Outgoing::SendPayment(SendPayment {
+                payment: payment.clone(),
+                invoice_ids: vec![invoice.invoice_id.clone()],
+            }),
+        )?;
+        self.commit(writes)?;
+        tracing::info!(%payment_id, invoice_id = %invoice.invoice_id, "payment settled");
+        state.invoices.insert(invoice.invoice_id.clone(), invoice);
+        state.payments.push(payment);
+        state.orders.remove(payment_id);
+        drop(state);
+        self.after_commit(true, true);
+        Ok(())
+    }
+
+    /// `payment status`: per platform, what was requested, accepted, paid and
+    /// is pending, both ways, plus the allocations.
+    pub fn status_report(&self) -> PaymentStatusReport {
+        let state = self.lock();
+        let me = self.inner.node_id;
+        let mut report: BTreeMap<String, PlatformStatus> = BTreeMap::new();
+        // Requested: invoices when there are, otherwise the highest debit notes.
+        let mut requested: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
+        let mut accepted: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
+        for note in state.debit_notes.values() {
+            if matches!(
+                note.status,
+                DocumentStatus::Rejected | DocumentStatus::Cancelled
+            ) {
+                continue;
+            }
+            let outgoing = note.recipient_id == me;
+            let key = (
+                outgoing,
+                note.payment_platform.clone(),
+                format!("{}/{}", note.agreement_id, note.activity_id),
+            );
+            let slot = requested.entry(key.clone()).or_default();
+            *slot = (*slot).max(note.total_amount_due);
+            if matches!(
+                note.status,
+                DocumentStatus::Accepted | DocumentStatus::Settled
+            ) {
+                let slot = accepted.entry(key).or_default();
+                *slot = (*slot).max(note.total_amount_due);
+            }
+        }
+        let invoiced: Vec<&Invoice> = state
+            .invoices
+            .values()
+            .filter(|invoice| {
+                !matches!(
+                    invoice.status,
+                    DocumentStatus::Rejected | DocumentStatus::Cancelled
+                )
+            })
+            .collect();
+        for invoice in &invoiced {
+            let outgoing = invoice.recipient_id == me;
+            let prefix = format!("{}/", invoice.agreement_id);
+            requested.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
+            accepted.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
+            let key = (outgoing, invoice.payment_platform.clone(), prefix);
+            requested.insert(key.clone(), invoice.amount);
+            if matches!(
+                invoice.status,
+                DocumentStatus::Accepted | DocumentStatus::Settled
+            ) {
+                accepted.insert(key, invoice.amount);
+            }
+        }
+        for ((outgoing, platform, _), amount) in requested {
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(&platform));
+            let way = if outgoing {
+                &mut status.outgoing
+            } else {
+                &mut status.incoming
+            };
+            way.requested += amount;
+        }
+        for ((outgoing, platform, _), amount) in accepted {
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(&platform));
+            let way = if outgoing {
+                &mut status.outgoing
+            } else {
+                &mut status.incoming
+            };
+            way.accepted += amount;
+        }
+        for payment in &state.payments {
+            let platform = &payment.payment_platform;
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(platform));
+            if payment.payer_id == me {
+                status.outgoing.paid += payment.amount;
+            }
+            if payment.payee_id == me {
+                status.incoming.paid += payment.amount;
+            }
+        }
+        for order in state.orders.values() {
+            let status = report
+                .entry(order.platform.clone())
+                .or_insert_with(|| PlatformStatus::new(&order.platform));
+            status.outgoing.pending += order.amount;
+            status.pending_payments.push(order.clone());
+        }
+        for record in state.allocations.values() {
+            let allocation = &record.allocation;
+            let platform = &allocation.payment_platform;
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(platform));
+            if record.released {
+                status.allocations.released += 1;
+                continue;
+            }
+            status.allocations.count += 1;
+            status.allocations.total += allocation.total_amount;
+            status.allocations.spent += allocation.spent_amount;
+            status.allocations.remaining += allocation.remaining_amount;
+        }
+        PaymentStatusReport {
+            node_id: me,
+            platforms: report
+                .into_values()
+                .map(PlatformStatus::normalized)
+                .collect(),
+        }
+    }
+
+    /// Release every live allocation (`payment release-allocations`); returns their ids.
+    pub fn release_all_allocations(&self) -> Result<Vec<String>, GolemError> {
+        let ids: Vec<String> = self
+            .allocations()
+            .into_iter()
+            .map(|allocation| allocation.allocation_id)
+            .collect();
+        for id in &ids {
+            self.release_allocation(id)?;
+        }
+        Ok(ids)
+    }
+
+    /// What `payment driver list` shows.
+    pub fn drivers_report(&self) -> Vec<serde_json::Value> {
+        self.inner
+            .drivers
+            .all()
+            .iter()
+            .flat_map(|driver| driver.describe())
+            .collect()
+    }
+
+    /// `/local/payment`: what the `golem-daemon payment` commands ask the running daemon.
+    fn local_endpoint(&self) -> ServiceEndpoint {
+        let on_status = self.clone();
+        let on_drivers = self.clone();
+        let on_accounts = self.clone();
+        let on_release = self.clone();
+        ServiceEndpoint::new()
+            .on(move |_caller, _: GetPaymentStatus| {
+                let service = on_status.clone();
+                async move { Ok(service.status_report()) }
+            })
+            .on(move |_caller, _: ListPaymentDrivers| {
+                let service = on_drivers.clone();
+                async move { Ok(service.drivers_report()) }
+            })
+            .on(move |_caller, _: ListAccounts| {
+                let service = on_accounts.clone();
+                async move {
+                    let mut accounts = service.accounts(true);
+                    accounts.extend(service.accounts(false));
+                    Ok(accounts)
+                }
+            })
+            .on(move |_caller, _: ReleaseAllocations| {
+                let service = on_release.clone();
+                async move {
+                    let ids = service.release_all_allocations()?;
+                    service.durable().await?;
+                    Ok(ids)
+                }
+            })
     }
 
     /// Requestor: reject a received invoice.
@@ -1313,11 +1853,24 @@ impl PaymentService {
         timeout: Duration,
         max_events: usize,
     ) -> Vec<PaymentEvent> {
+        self.events_for_session(invoices, after, timeout, max_events, None)
+            .await
+    }
+
+    /// [`events`](Self::events) of documents whose agreement has `app_session_id`.
+    pub async fn events_for_session(
+        &self,
+        invoices: bool,
+        after: Option<DateTime<Utc>>,
+        timeout: Duration,
+        max_events: usize,
+        app_session_id: Option<&str>,
+    ) -> Vec<PaymentEvent> {
         let mut changed = self.inner.events_changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             changed.borrow_and_update();
-            let found: Vec<PaymentEvent> = {
+            let candidates: Vec<(PaymentEvent, Option<String>)> = {
                 let state = self.lock();
                 let start = match after {
                     None => 0,
@@ -1325,13 +1878,45 @@ impl PaymentService {
                         .events
                         .partition_point(|event| event.event_date <= after),
                 };
+                let agreement_of = |event: &PaymentEvent| -> Option<String> {
+                    if let Some(id) = &event.invoice_id {
+                        return state.invoices.get(id).map(|doc| doc.agreement_id.clone());
+                    }
+                    event
+                        .debit_note_id
+                        .as_ref()
+                        .and_then(|id| state.debit_notes.get(id))
+                        .map(|doc| doc.agreement_id.clone())
+                };
                 state.events[start..]
                     .iter()
                     .filter(|event| event.event_type.is_invoice() == invoices)
-                    .take(max_events)
-                    .cloned()
+                    .take(if app_session_id.is_some() {
+                        usize::MAX
+                    } else {
+                        max_events
+                    })
+                    .map(|event| {
+                        let agreement = app_session_id.and_then(|_| agreement_of(event));
+                        (event.clone(), agreement)
+                    })
                     .collect()
             };
+            // Agreements are read outside the payment lock.
+            let found: Vec<PaymentEvent> = candidates
+                .into_iter()
+                .filter(|(_, agreement_id)| match app_session_id {
+                    None => true,
+                    Some(session) => agreement_id
+                        .as_deref()
+                        .and_then(|id| self.inner.agreements.agreement(id).ok())
+                        .is_some_and(|agreement| {
+                            agreement.app_session_id.as_deref() == Some(session)
+                        }),
+                })
+                .map(|(event, _)| event)
+                .take(max_events)
+                .collect();
             if !found.is_empty() {
                 return found;
             }
@@ -1601,6 +2186,11 @@ impl PaymentService {
     }
 }
 
+/// An allocation is expired once its timeout has passed.
+fn is_expired(allocation: &Allocation, now: DateTime<Utc>) -> bool {
+    allocation.timeout.is_some_and(|timeout| timeout <= now)
+}
+
 /// Failures worth retrying: the node is unreachable or slow, or its payment
 /// service is not bound yet.
 fn is_transient(error: &GolemError) -> bool {
@@ -1611,5 +2201,7 @@ fn is_transient(error: &GolemError) -> bool {
     }
 }
 
+#[cfg(test)]
+mod pending_tests;
 #[cfg(test)]
 mod tests;

@@ -225,8 +225,7 @@ struct EventsQuery {
     after_timestamp: Option<String>,
     timeout: Option<f64>,
     max_events: Option<usize>,
-    /// Accepted for compatibility; every event of this node is reported.
-    #[allow(dead_code)]
+    /// Only events of documents whose agreement has this appSessionId.
     app_session_id: Option<String>,
 }
 
@@ -252,7 +251,17 @@ async fn events(
         }
     };
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
-    Ok(HttpResponse::Ok().json(payment.events(invoices, after, timeout, max_events).await))
+    Ok(HttpResponse::Ok().json(
+        payment
+            .events_for_session(
+                invoices,
+                after,
+                timeout,
+                max_events,
+                query.app_session_id.as_deref(),
+            )
+            .await,
+    ))
 }
 
 async fn debit_note_events(

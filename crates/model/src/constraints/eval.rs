@@ -185,24 +185,34 @@ impl Comparison {
             Value::Array(items) => items
                 .iter()
                 .any(|item| self.property_satisfies(item, operator)),
-            scalar => self.scalar_satisfies(scalar, operator),
+            Value::Number(number) => self.scalar_satisfies(Scalar::Number(number), operator),
+            Value::String(text) => self.scalar_satisfies(Scalar::String(text), operator),
+            Value::Bool(flag) => self.scalar_satisfies(Scalar::Bool(*flag), operator),
+            Value::Null | Value::Object(_) => self.scalar_satisfies(Scalar::Other, operator),
         }
     }
 
-    fn scalar_satisfies(&self, scalar: &Value, operator: ComparisonOperator) -> bool {
+    /// `=`, `<>` and the orderings on one scalar (not an array) of a property;
+    /// shared by the [`Properties`] evaluation and the market's compact
+    /// [`super::compact::MatchForm`], so both follow the same rules.
+    pub(crate) fn scalar_satisfies(
+        &self,
+        scalar: Scalar<'_>,
+        operator: ComparisonOperator,
+    ) -> bool {
         let value = &self.value;
         match self.attribute.value_type {
             ValueType::Any => untyped_scalar_satisfies(scalar, operator, value),
             ValueType::Version => {
-                let Value::String(text) = scalar else {
+                let Scalar::String(text) = scalar else {
                     return false;
                 };
                 accepts(operator, compare_version_texts(text, value.text()))
             }
             ValueType::DateTime => {
                 let property_nanos = match scalar {
-                    Value::String(text) => parse_datetime_nanos(text),
-                    Value::Number(number) => json_integer(number).map(millis_to_nanos),
+                    Scalar::String(text) => parse_datetime_nanos(text),
+                    Scalar::Number(number) => json_integer(number).map(millis_to_nanos),
                     _ => None,
                 };
                 let ordering = property_nanos
@@ -211,8 +221,10 @@ impl Comparison {
                 accepts(operator, ordering)
             }
             ValueType::Decimal => match scalar {
-                Value::String(text) => accepts(operator, compare_decimal_texts(text, value.text())),
-                Value::Number(number) => {
+                Scalar::String(text) => {
+                    accepts(operator, compare_decimal_texts(text, value.text()))
+                }
+                Scalar::Number(number) => {
                     let mut text = StackText::new();
                     if write!(text, "{number}").is_err() {
                         return false;
@@ -225,18 +237,29 @@ impl Comparison {
     }
 }
 
+/// One scalar of a property, borrowed from a JSON [`Value`] or from a compact
+/// [`super::compact::MatchForm`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scalar<'a> {
+    Number(&'a Number),
+    String(&'a str),
+    Bool(bool),
+    /// `null` or an (empty) object: never satisfies a comparison.
+    Other,
+}
+
 fn untyped_scalar_satisfies(
-    scalar: &Value,
+    scalar: Scalar<'_>,
     operator: ComparisonOperator,
     value: &ConstraintValue,
 ) -> bool {
     match scalar {
-        Value::Number(number) => accepts(operator, compare_json_number(number, value)),
-        Value::String(text) => string_satisfies(text, operator, value),
-        Value::Bool(flag) => {
-            operator == ComparisonOperator::Equal && value.as_boolean() == Some(*flag)
+        Scalar::Number(number) => accepts(operator, compare_json_number(number, value)),
+        Scalar::String(text) => string_satisfies(text, operator, value),
+        Scalar::Bool(flag) => {
+            operator == ComparisonOperator::Equal && value.as_boolean() == Some(flag)
         }
-        Value::Null | Value::Object(_) | Value::Array(_) => false,
+        Scalar::Other => false,
     }
 }
 

@@ -15,6 +15,7 @@
 //! properties carry none, so a comparison on one is undefined and a presence
 //! test on one is false, as in yagna.
 
+mod compact;
 mod compare;
 mod eval;
 mod parser;
@@ -28,6 +29,7 @@ mod tests;
 use std::fmt;
 use std::str::FromStr;
 
+pub use compact::{CompiledConstraint, KeyTable, MatchForm};
 pub use eval::{match_both_ways, matches, ConstraintSide, MatchOutcome, SideMismatch, Truth};
 pub use parser::{parse, ConstraintParseError, ConstraintParseErrorKind, Found, MAX_NESTING_DEPTH};
 pub use value::ConstraintValue;

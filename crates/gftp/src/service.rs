@@ -1,0 +1,634 @@
+//! [`Gftp`]: one process's gftp over its bus connection to the local daemon.
+//! The serving side binds `/public/gftp/<name>` on that connection (the daemon
+//! forwards calls of other nodes to it, and unbinds everything when the
+//! connection closes); the client side calls `/net/<nodeId>/public/gftp/<name>`.
+//!
+//! Transfers are pipelined: up to [`TransferConfig::in_flight`] chunks of
+//! [`TransferConfig::chunk_size`] bytes travel at once, while a blocking
+//! thread reads or writes the file and hashes it in passing. Downloads are
+//! checked against the sha3 in the URL; uploads end with the sha3 the
+//! receiver checks. File IO never runs on the async threads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use golem_bus::{BusClient, ServiceEndpoint};
+use golem_model::gftp::{
+    file_address, GetChunk, GetMetadata, GftpChunk, GftpMetadata, GftpUrl, UploadChunk,
+    UploadFinished, MAX_CHUNK_SIZE,
+};
+use golem_model::{GolemError, NodeId};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha3::{Digest, Sha3_256};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::GftpError;
+use crate::hash::{hash_reader, hex_digest, OrderedHasher};
+
+/// Chunk size of transfers: 1 MiB (the original's 40 KiB caps throughput).
+pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
+/// Chunks in flight at once.
+pub const DEFAULT_IN_FLIGHT: usize = 8;
+/// Length of the random name of an upload slot (as the original's).
+const UPLOAD_NAME_LEN: usize = 65;
+
+/// How transfers are cut and pipelined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// Bytes per chunk, at most [`MAX_CHUNK_SIZE`].
+    pub chunk_size: u64,
+    /// Chunks requested before the first answer is awaited.
+    pub in_flight: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            in_flight: DEFAULT_IN_FLIGHT,
+        }
+    }
+}
+
+/// A file that an upload slot received completely (and verified, when the
+/// uploader sent a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedFile {
+    pub path: PathBuf,
+    pub size: u64,
+    /// sha3-256, lowercase hex, of what was received.
+    pub hash: String,
+}
+
+type Finished = Option<Result<ReceivedFile, String>>;
+
+/// An open upload slot: its URL, and a way to wait until an upload completes.
+pub struct Receiving {
+    pub url: GftpUrl,
+    pub path: PathBuf,
+    done: watch::Receiver<Finished>,
+}
+
+impl Receiving {
+    /// Wait until an uploader finished (with a matching hash). Fails when the
+    /// slot is closed first.
+    pub async fn finished(&mut self) -> Result<ReceivedFile, GftpError> {
+        loop {
+            if let Some(outcome) = self.done.borrow_and_update().clone() {
+                return outcome.map_err(|message| GftpError::protocol(&self.url, message));
+            }
+            if self.done.changed().await.is_err() {
+                return Err(GftpError::protocol(
+                    &self.url,
+                    "the upload slot was closed before an upload finished",
+                ));
+            }
+        }
+    }
+}
+
+enum Served {
+    Published { path: PathBuf },
+    Receiving,
+}
+
+/// gftp for one process. Cheap to clone; everything it serves stops being
+/// served when the last clone (and so the bus connection) is dropped, or on
+/// [`Gftp::close`].
+#[derive(Clone)]
+pub struct Gftp {
+    bus: BusClient,
+    node_id: NodeId,
+    config: TransferConfig,
+    served: Arc<Mutex<HashMap<String, Served>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Gftp {
+    /// Connect to the daemon's bus socket (`<data-dir>/bus.sock`).
+    pub async fn connect(bus_socket: &Path) -> Result<Gftp, GftpError> {
+        let bus = BusClient::connect(bus_socket, "gftp").await?;
+        Gftp::new(bus)
+    }
+
+    /// Use an existing bus connection (an exe unit's, a CLI's).
+    pub fn new(bus: BusClient) -> Result<Gftp, GftpError> {
+        let node_id = bus.node_id().ok_or(GftpError::NoNodeId)?;
+        Ok(Gftp {
+            bus,
+            node_id,
+            config: TransferConfig::default(),
+            served: Arc::default(),
+        })
+    }
+
+    /// Change chunk size and pipelining (the chunk size is capped at [`MAX_CHUNK_SIZE`]).
+    pub fn with_config(mut self, config: TransferConfig) -> Gftp {
+        self.config = TransferConfig {
+            chunk_size: config.chunk_size.clamp(1, MAX_CHUNK_SIZE),
+            in_flight: config.in_flight.max(1),
+        };
+        self
+    }
+
+    /// The node whose daemon serves this process's files.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Serve the file at `path` as `gftp://<our node>/<sha3 of its content>`.
+    /// The file is hashed now and kept open; publishing it again returns the same URL.
+    pub async fn publish(&self, path: &Path) -> Result<GftpUrl, GftpError> {
+        let owned_path = path.to_path_buf();
+        let (file, size, hash) = tokio::task::spawn_blocking(move || {
+            let mut file = File::open(&owned_path)
+                .map_err(|error| GftpError::io(owned_path.display(), error))?;
+            let size = file
+                .metadata()
+                .map_err(|error| GftpError::io(owned_path.display(), error))?
+                .len();
+            let hash = hash_reader(&mut file)
+                .map_err(|error| GftpError::io(owned_path.display(), error))?;
+            Ok::<_, GftpError>((file, size, hash))
+        })
+        .await??;
+        let url = GftpUrl::new(self.node_id, hash.clone());
+        if lock(&self.served).contains_key(&hash) {
+            return Ok(url);
+        }
+        let file = Arc::new(file);
+        let endpoint = ServiceEndpoint::new()
+            .on(move |_caller, _: GetMetadata| async move { Ok(GftpMetadata { file_size: size }) })
+            .on(move |_caller, get: GetChunk| {
+                let file = file.clone();
+                async move { read_chunk(file, size, get).await }
+            });
+        let address = file_address(&hash);
+        match self.bus.bind(&address, endpoint).await {
+            Ok(()) => {}
+            // Same content published by another process of this node: its URL works as well.
+            Err(error) if error.code == golem_model::ErrorCode::Conflict => {
+                tracing::debug!(%url, "already published by another process on this node");
+                return Ok(url);
+            }
+            Err(error) => return Err(GftpError::Bind { address, error }),
+        }
+        lock(&self.served).insert(
+            hash,
+            Served::Published {
+                path: path.to_path_buf(),
+            },
+        );
+        tracing::debug!(%url, path = %path.display(), size, "published");
+        Ok(url)
+    }
+
+    /// Open an upload slot that stores what is uploaded to its URL at `path`
+    /// (created, or truncated, now; parent directories are created).
+    pub async fn receive(&self, path: &Path) -> Result<Receiving, GftpError> {
+        let owned_path = path.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || create_file(&owned_path)).await??;
+        let name: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(UPLOAD_NAME_LEN)
+            .map(char::from)
+            .collect();
+        let url = GftpUrl::new(self.node_id, name.clone());
+        let (done_sender, done) = watch::channel(None);
+        let slot = Arc::new(Mutex::new(UploadSlot {
+            file,
+            path: path.to_path_buf(),
+            hasher: OrderedHasher::default(),
+            finished: false,
+            done: done_sender,
+        }));
+        let chunk_slot = slot.clone();
+        let endpoint = ServiceEndpoint::new()
+            .on(move |_caller, upload: UploadChunk| {
+                let slot = chunk_slot.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || lock(&slot).write(upload.chunk))
+                        .await
+                        .map_err(|error| GolemError::internal(error.to_string()))?
+                }
+            })
+            .on(move |_caller, finished: UploadFinished| {
+                let slot = slot.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || lock(&slot).finish(finished.hash))
+                        .await
+                        .map_err(|error| GolemError::internal(error.to_string()))?
+                }
+            });
+        let address = file_address(&name);
+        self.bus
+            .bind(&address, endpoint)
+            .await
+            .map_err(|error| GftpError::Bind { address, error })?;
+        lock(&self.served).insert(name, Served::Receiving);
+        tracing::debug!(%url, path = %path.display(), "receiving");
+        Ok(Receiving {
+            url,
+            path: path.to_path_buf(),
+            done,
+        })
+    }
+
+    /// Stop serving `url` (published or receiving); false when this instance did not serve it.
+    pub async fn close(&self, url: &GftpUrl) -> Result<bool, GftpError> {
+        if url.node_id != self.node_id || lock(&self.served).remove(&url.name).is_none() {
+            return Ok(false);
+        }
+        let address = file_address(&url.name);
+        self.bus
+            .unbind(&address)
+            .await
+            .map_err(|error| GftpError::Bind { address, error })?;
+        Ok(true)
+    }
+
+    /// The local files this instance publishes, by URL.
+    pub fn published(&self) -> Vec<(GftpUrl, PathBuf)> {
+        lock(&self.served)
+            .iter()
+            .filter_map(|(name, served)| match served {
+                Served::Published { path } => {
+                    Some((GftpUrl::new(self.node_id, name.clone()), path.clone()))
+                }
+                Served::Receiving => None,
+            })
+            .collect()
+    }
+
+    /// Download `url` into `destination` (created or truncated, parents
+    /// created); the file is removed again when the transfer or the hash
+    /// check fails. Returns the number of bytes.
+    pub async fn download(&self, url: &GftpUrl, destination: &Path) -> Result<u64, GftpError> {
+        let owned = destination.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || create_file(&owned)).await??;
+        let result = self.download_to_file(url, file).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(destination).await;
+        }
+        result
+    }
+
+    /// Download `url` into an open, empty, writable file (truncated to zero
+    /// again when the transfer or the hash check fails).
+    pub async fn download_to_file(&self, url: &GftpUrl, file: File) -> Result<u64, GftpError> {
+        if !url.is_content_hash() {
+            return Err(GftpError::NotContentHash { url: url.clone() });
+        }
+        let address = url.remote_address();
+        let metadata = self
+            .bus
+            .call(&address, &GetMetadata {})
+            .await
+            .map_err(|error| GftpError::remote(url, error))?;
+        let size = metadata.file_size;
+        let chunk_size = self.config.chunk_size;
+        let (sender, receiver) = mpsc::channel::<GftpChunk>(self.config.in_flight);
+        let writer_url = url.clone();
+        let writer =
+            tokio::task::spawn_blocking(move || write_chunks(file, size, receiver, &writer_url));
+
+        let bus = self.bus.clone();
+        let offsets = (0..size.div_ceil(chunk_size)).map(|index| index * chunk_size);
+        let mut chunks = stream::iter(offsets)
+            .map(|offset| {
+                let (bus, address) = (bus.clone(), address.clone());
+                async move {
+                    bus.call(
+                        &address,
+                        &GetChunk {
+                            offset,
+                            size: chunk_size,
+                        },
+                    )
+                    .await
+                }
+            })
+            .buffered(self.config.in_flight);
+        let mut fetch_error = None;
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if sender.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(error) => {
+                    fetch_error = Some(GftpError::remote(url, error));
+                    break;
+                }
+            }
+        }
+        drop(chunks);
+        drop(sender);
+        let (file, written) = writer.await?;
+        let outcome = match (fetch_error, written) {
+            (Some(error), _) | (None, Err(error)) => Err(error),
+            (None, Ok((_, actual))) if actual != url.name => Err(GftpError::HashMismatch {
+                url: url.clone(),
+                expected: url.name.clone(),
+                actual,
+            }),
+            (None, Ok((bytes, _))) => Ok(bytes),
+        };
+        if outcome.is_err() {
+            let _ = file.set_len(0);
+        }
+        if let Ok(bytes) = &outcome {
+            tracing::debug!(%url, bytes, "downloaded");
+        }
+        outcome
+    }
+
+    /// Upload the file at `source` to an upload slot `url`; the receiver checks its sha3.
+    pub async fn upload(&self, source: &Path, url: &GftpUrl) -> Result<u64, GftpError> {
+        let owned = source.to_path_buf();
+        let file = tokio::task::spawn_blocking(move || {
+            File::open(&owned).map_err(|error| GftpError::io(owned.display(), error))
+        })
+        .await??;
+        self.upload_from_file(file, url).await
+    }
+
+    /// Upload an open, readable file (read from its start) to an upload slot `url`.
+    pub async fn upload_from_file(&self, file: File, url: &GftpUrl) -> Result<u64, GftpError> {
+        let address = url.remote_address();
+        let chunk_size = self.config.chunk_size;
+        let (sender, receiver) = mpsc::channel::<GftpChunk>(self.config.in_flight);
+        let reader_url = url.clone();
+        let reader =
+            tokio::task::spawn_blocking(move || read_chunks(file, chunk_size, sender, &reader_url));
+        let bus = self.bus.clone();
+        let sent = stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|chunk| (chunk, receiver))
+        })
+        .map(|chunk| {
+            let (bus, address) = (bus.clone(), address.clone());
+            async move { bus.call(&address, &UploadChunk { chunk }).await }
+        })
+        .buffered(self.config.in_flight)
+        .map_err(|error| GftpError::remote(url, error))
+        .try_for_each(|()| async { Ok(()) })
+        .await;
+        // Dropping the chunk stream (on error) stops the reader.
+        let read = reader.await?;
+        sent?;
+        let (size, hash) = read?;
+        self.bus
+            .call(&address, &UploadFinished { hash: Some(hash) })
+            .await
+            .map_err(|error| GftpError::remote(url, error))?;
+        tracing::debug!(%url, bytes = size, "uploaded");
+        Ok(size)
+    }
+}
+
+fn create_file(path: &Path) -> Result<File, GftpError> {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|error| GftpError::io(parent.display(), error))?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|error| GftpError::io(path.display(), error))
+}
+
+/// Serve one `GetChunk` of a published file.
+async fn read_chunk(
+    file: Arc<File>,
+    file_size: u64,
+    get: GetChunk,
+) -> Result<GftpChunk, GolemError> {
+    if get.offset > file_size {
+        return Err(GolemError::bad_request(format!(
+            "offset {} is past the end of the file ({file_size} bytes)",
+            get.offset
+        )));
+    }
+    if get.size > MAX_CHUNK_SIZE {
+        return Err(GolemError::bad_request(format!(
+            "chunk of {} bytes asked; at most {MAX_CHUNK_SIZE} are served at once",
+            get.size
+        )));
+    }
+    let length = get.size.min(file_size - get.offset) as usize;
+    tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; length];
+        file.read_exact_at(&mut buffer, get.offset)
+            .map_err(|error| {
+                GolemError::internal(format!(
+                    "cannot read {length} bytes at offset {} of the published file: {error}",
+                    get.offset
+                ))
+            })?;
+        Ok(GftpChunk {
+            offset: get.offset,
+            content: BASE64.encode(&buffer),
+        })
+    })
+    .await
+    .map_err(|error| GolemError::internal(error.to_string()))?
+}
+
+/// The downloader's writer thread: chunks arrive in order; write and hash them.
+fn write_chunks(
+    mut file: File,
+    size: u64,
+    mut chunks: mpsc::Receiver<GftpChunk>,
+    url: &GftpUrl,
+) -> (File, Result<(u64, String), GftpError>) {
+    let mut hasher = Sha3_256::new();
+    let mut written = 0u64;
+    let mut step = || -> Result<(u64, String), GftpError> {
+        while let Some(chunk) = chunks.blocking_recv() {
+            if chunk.offset != written {
+                return Err(GftpError::protocol(
+                    url,
+                    format!(
+                        "chunk at offset {} where {written} was expected",
+                        chunk.offset
+                    ),
+                ));
+            }
+            let bytes = BASE64.decode(chunk.content.as_bytes()).map_err(|error| {
+                GftpError::protocol(
+                    url,
+                    format!("chunk at offset {written} is not base64: {error}"),
+                )
+            })?;
+            if bytes.is_empty() || written + bytes.len() as u64 > size {
+                return Err(GftpError::protocol(
+                    url,
+                    format!(
+                        "chunk at offset {written} has {} bytes, which does not fit a file of {size} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+            file.write_all(&bytes)
+                .map_err(|error| GftpError::io("the destination file", error))?;
+            hasher.update(&bytes);
+            written += bytes.len() as u64;
+        }
+        if written != size {
+            return Err(GftpError::protocol(
+                url,
+                format!("transfer ended after {written} of {size} bytes"),
+            ));
+        }
+        file.flush()
+            .map_err(|error| GftpError::io("the destination file", error))?;
+        Ok((written, hex_digest(hasher.clone())))
+    };
+    let result = step();
+    (file, result)
+}
+
+/// The uploader's reader thread: read, hash and encode chunks in order.
+fn read_chunks(
+    mut file: File,
+    chunk_size: u64,
+    chunks: mpsc::Sender<GftpChunk>,
+    url: &GftpUrl,
+) -> Result<(u64, String), GftpError> {
+    let mut hasher = Sha3_256::new();
+    let mut offset = 0u64;
+    let mut buffer = vec![0u8; chunk_size as usize];
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let read = file
+                .read(&mut buffer[filled..])
+                .map_err(|error| GftpError::io("the source file", error))?;
+            if read == 0 {
+                break;
+            }
+            filled += read;
+        }
+        if filled == 0 {
+            break;
+        }
+        hasher.update(&buffer[..filled]);
+        let chunk = GftpChunk {
+            offset,
+            content: BASE64.encode(&buffer[..filled]),
+        };
+        offset += filled as u64;
+        if chunks.blocking_send(chunk).is_err() {
+            return Err(GftpError::protocol(url, "upload stopped"));
+        }
+        if filled < buffer.len() {
+            break;
+        }
+    }
+    Ok((offset, hex_digest(hasher)))
+}
+
+/// The receiving side of an upload slot.
+struct UploadSlot {
+    file: File,
+    path: PathBuf,
+    hasher: OrderedHasher,
+    finished: bool,
+    done: watch::Sender<Finished>,
+}
+
+impl UploadSlot {
+    fn write(&mut self, chunk: GftpChunk) -> Result<(), GolemError> {
+        if self.finished {
+            return Err(GolemError::conflict(
+                "this upload already finished; ask for a new upload url",
+            ));
+        }
+        if chunk.content.len() as u64 > MAX_CHUNK_SIZE.div_ceil(3) * 4 {
+            return Err(GolemError::bad_request(format!(
+                "chunk larger than {MAX_CHUNK_SIZE} bytes"
+            )));
+        }
+        let bytes = BASE64
+            .decode(chunk.content.as_bytes())
+            .map_err(|error| GolemError::bad_request(format!("chunk is not base64: {error}")))?;
+        self.file
+            .write_all_at(&bytes, chunk.offset)
+            .map_err(|error| {
+                GolemError::internal(format!("cannot write the received chunk: {error}"))
+            })?;
+        self.hasher.feed(chunk.offset, &bytes);
+        Ok(())
+    }
+
+    fn finish(&mut self, expected: Option<String>) -> Result<(), GolemError> {
+        if self.finished {
+            return Ok(());
+        }
+        let io = |error: std::io::Error| {
+            GolemError::internal(format!("cannot check the received file: {error}"))
+        };
+        self.file.flush().map_err(io)?;
+        let size = self.file.metadata().map_err(io)?.len();
+        let actual = match self.hasher.finish(size) {
+            Some(hash) => hash,
+            None => {
+                let positioned = PositionedReader {
+                    file: &self.file,
+                    offset: 0,
+                };
+                hash_reader(positioned).map_err(io)?
+            }
+        };
+        if let Some(expected) = expected {
+            if expected.to_ascii_lowercase() != actual {
+                // Start over: the uploader may retry into the same slot.
+                let _ = self.file.set_len(0);
+                self.hasher = OrderedHasher::default();
+                return Err(GolemError::bad_request(format!(
+                    "uploaded file hash {actual} does not match the expected {expected}; upload it again"
+                )));
+            }
+        }
+        self.finished = true;
+        self.done.send_replace(Some(Ok(ReceivedFile {
+            path: self.path.clone(),
+            size,
+            hash: actual,
+        })));
+        Ok(())
+    }
+}
+
+/// Reads a shared file from offset 0 without moving its cursor.
+struct PositionedReader<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for PositionedReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.file.read_at(buffer, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}

@@ -1,0 +1,327 @@
+//! The market's persistent outbox: state-change notices for a counterparty
+//! (proposal rejected, agreement rejected, cancelled or terminated) that could
+//! not be delivered at once. Each notice is written to the `market` tree under
+//! `outbox/<seq>` and flushed before it is first tried, retried with a bounded
+//! exponential backoff ([`MarketConfig::outbox_retry_initial`] doubling up to
+//! [`MarketConfig::outbox_retry_max`]) until the counterparty answers, and
+//! reloaded after a restart. A counterparty's definite refusal (not a timeout
+//! nor an unreachable node) drops the notice with a warning. Every notice is
+//! tried in its own task, so an unreachable node never delays another's.
+//!
+//! [`MarketConfig::outbox_retry_initial`]: super::MarketConfig::outbox_retry_initial
+//! [`MarketConfig::outbox_retry_max`]: super::MarketConfig::outbox_retry_max
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use golem_model::error::ErrorCode;
+use golem_model::market::{
+    AgreementCancelled, AgreementRejected, AgreementTerminated, ProposalRejected,
+};
+use golem_model::{GolemError, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::state::TREE;
+use super::MarketService;
+use crate::store;
+
+const PREFIX: &str = "outbox/";
+
+fn key(seq: u64) -> String {
+    format!("{PREFIX}{seq:020}")
+}
+
+/// A notice for a counterparty's market.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Notice {
+    ProposalRejected(ProposalRejected),
+    AgreementRejected(AgreementRejected),
+    AgreementCancelled(AgreementCancelled),
+    AgreementTerminated(AgreementTerminated),
+}
+
+impl Notice {
+    fn name(&self) -> &'static str {
+        match self {
+            Notice::ProposalRejected(_) => "ProposalRejected",
+            Notice::AgreementRejected(_) => "AgreementRejected",
+            Notice::AgreementCancelled(_) => "AgreementCancelled",
+            Notice::AgreementTerminated(_) => "AgreementTerminated",
+        }
+    }
+}
+
+macro_rules! notice_from {
+    ($($variant:ident),*) => {$(
+        impl From<$variant> for Notice {
+            fn from(message: $variant) -> Self {
+                Notice::$variant(message)
+            }
+        }
+    )*};
+}
+notice_from!(
+    ProposalRejected,
+    AgreementRejected,
+    AgreementCancelled,
+    AgreementTerminated
+);
+
+/// One stored notice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OutboxRecord {
+    pub node: NodeId,
+    pub notice: Notice,
+}
+
+/// Retry bookkeeping in memory (a restart retries everything at once).
+#[derive(Debug)]
+struct Pending {
+    record: OutboxRecord,
+    attempts: u32,
+    next_attempt: Instant,
+    in_flight: bool,
+}
+
+/// The outbox in memory, mirrored in the tree.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Outbox {
+    /// Load the stored notices.
+    pub(crate) fn load(tree: &sled::Tree) -> Result<Outbox, GolemError> {
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        for item in tree.scan_prefix(PREFIX) {
+            let (key, value) = item.map_err(|error| {
+                GolemError::internal(format!("cannot read the market outbox: {error}"))
+            })?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let Ok(seq) = key.trim_start_matches(PREFIX).parse::<u64>() else {
+                tracing::warn!(%key, "skipping a market outbox key that is not a number");
+                continue;
+            };
+            match store::decode::<OutboxRecord>(TREE, &value) {
+                Ok(record) => {
+                    outbox.next_seq = outbox.next_seq.max(seq + 1);
+                    outbox.pending.insert(
+                        seq,
+                        Pending {
+                            record,
+                            attempts: 0,
+                            next_attempt: now,
+                            in_flight: false,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%key, %error, "skipping a corrupt market outbox record")
+                }
+            }
+        }
+        Ok(outbox)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The delay before attempt `attempts + 1`: `initial * 2^(attempts - 1)`, at
+/// most `max`.
+pub(crate) fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(20);
+    initial.saturating_mul(1u32 << exponent).min(max)
+}
+
+/// Whether a failed delivery is worth retrying: the node was not reached or
+/// did not answer (as opposed to answering with a refusal).
+pub(crate) fn is_transient(error: &GolemError) -> bool {
+    match error.code {
+        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal => true,
+        ErrorCode::NotFound => error.message.contains("endpoint address not found"),
+        _ => false,
+    }
+}
+
+impl MarketService {
+    /// Queue `notice` for `node`: stored and flushed, then tried in the
+    /// background until delivered.
+    pub(crate) async fn notify_remote(&self, node: NodeId, notice: impl Into<Notice>) {
+        let record = OutboxRecord {
+            node,
+            notice: notice.into(),
+        };
+        let inner = &self.inner;
+        let stored = {
+            let mut outbox = inner.outbox_lock();
+            let seq = outbox.next_seq;
+            outbox.next_seq += 1;
+            let stored = store::encode(&record)
+                .map_err(GolemError::from)
+                .and_then(|bytes| {
+                    inner.db.tree.insert(key(seq), bytes).map_err(|error| {
+                        GolemError::internal(format!("cannot store a market notice: {error}"))
+                    })
+                });
+            outbox.pending.insert(
+                seq,
+                Pending {
+                    record,
+                    attempts: 0,
+                    next_attempt: Instant::now(),
+                    in_flight: false,
+                },
+            );
+            stored
+        };
+        if let Err(error) = stored {
+            tracing::error!(%node, %error, "a market notice is kept in memory only");
+        } else if let Err(error) = inner.db.tree.flush_async().await {
+            tracing::warn!(%node, %error, "flushing a market notice failed");
+        }
+        inner.outbox_changed.notify_one();
+    }
+
+    /// Start every due delivery; wake up for the next due one or a new notice.
+    pub(crate) async fn run_outbox(self) {
+        loop {
+            let now = Instant::now();
+            let (due, next): (Vec<(u64, OutboxRecord)>, Option<Instant>) = {
+                let mut outbox = self.inner.outbox_lock();
+                let mut due = Vec::new();
+                let mut next: Option<Instant> = None;
+                for (seq, pending) in outbox.pending.iter_mut() {
+                    if pending.in_flight {
+                        continue;
+                    }
+                    if pending.next_attempt <= now {
+                        pending.in_flight = true;
+                        due.push((*seq, pending.record.clone()));
+                    } else {
+                        next = Some(
+                            next.map_or(pending.next_attempt, |at| at.min(pending.next_attempt)),
+                        );
+                    }
+                }
+                (due, next)
+            };
+            for (seq, record) in due {
+                let service = self.clone();
+                self.spawn_task(async move { service.deliver(seq, record).await });
+            }
+            let notified = self.inner.outbox_changed.notified();
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = notified => {}
+                _ = tokio::time::sleep_until(next.unwrap_or(now + Duration::from_secs(3600))) => {}
+            }
+        }
+    }
+
+    async fn deliver(&self, seq: u64, record: OutboxRecord) {
+        let node = record.node;
+        let result = match &record.notice {
+            Notice::ProposalRejected(message) => self.call_remote(node, message).await.map(drop),
+            Notice::AgreementRejected(message) => self.call_remote(node, message).await.map(drop),
+            Notice::AgreementCancelled(message) => self.call_remote(node, message).await.map(drop),
+            Notice::AgreementTerminated(message) => self.call_remote(node, message).await.map(drop),
+        };
+        let config = &self.inner.config;
+        let done = match result {
+            Ok(()) => {
+                tracing::debug!(%node, notice = record.notice.name(), "market notice delivered");
+                true
+            }
+            Err(error) if is_transient(&error) => {
+                let mut outbox = self.inner.outbox_lock();
+                if let Some(pending) = outbox.pending.get_mut(&seq) {
+                    pending.attempts += 1;
+                    let delay = backoff(
+                        pending.attempts,
+                        config.outbox_retry_initial,
+                        config.outbox_retry_max,
+                    );
+                    pending.next_attempt = Instant::now() + delay;
+                    pending.in_flight = false;
+                    tracing::warn!(%node, notice = record.notice.name(), attempts = pending.attempts, ?delay, %error, "market notice not delivered; retrying");
+                }
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%node, notice = record.notice.name(), %error, "market notice refused by the counterparty; dropping it");
+                true
+            }
+        };
+        if done {
+            let mut outbox = self.inner.outbox_lock();
+            if let Err(error) = self.inner.db.tree.remove(key(seq)) {
+                tracing::error!(%error, "removing a delivered market notice failed");
+            }
+            outbox.pending.remove(&seq);
+        }
+        self.inner.outbox_changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_bound() {
+        let initial = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        let delays: Vec<Duration> = (1..=9)
+            .map(|attempt| backoff(attempt, initial, max))
+            .collect();
+        assert_eq!(delays[0], Duration::from_millis(500));
+        assert_eq!(delays[1], Duration::from_secs(1));
+        assert_eq!(delays[2], Duration::from_secs(2));
+        assert_eq!(delays[6], Duration::from_secs(30));
+        assert_eq!(delays[8], Duration::from_secs(30));
+        assert_eq!(backoff(u32::MAX, initial, max), max);
+    }
+
+    #[test]
+    fn only_unreached_or_silent_nodes_are_retried() {
+        assert!(is_transient(&GolemError::timeout("no answer")));
+        assert!(is_transient(&GolemError::internal("net broke")));
+        assert!(!is_transient(&GolemError::bad_request(
+            "agreement is already terminated"
+        )));
+        assert!(!is_transient(&GolemError::not_found("no such agreement")));
+    }
+
+    #[test]
+    fn notices_survive_reloading_the_tree() {
+        let directory = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+        let db = sled::open(directory.path()).unwrap_or_else(|error| panic!("sled: {error}"));
+        let tree = db
+            .open_tree(TREE)
+            .unwrap_or_else(|error| panic!("tree: {error}"));
+        let record = OutboxRecord {
+            node: NodeId::from_bytes([7u8; 20]),
+            notice: Notice::AgreementCancelled(AgreementCancelled {
+                agreement_id: "a1".into(),
+                reason: None,
+            }),
+        };
+        let bytes = store::encode(&record).unwrap_or_else(|error| panic!("encode: {error}"));
+        tree.insert(key(41), bytes)
+            .unwrap_or_else(|error| panic!("insert: {error}"));
+        tree.insert("outbox/garbage", b"x".to_vec())
+            .unwrap_or_else(|error| panic!("insert: {error}"));
+        let outbox = Outbox::load(&tree).unwrap_or_else(|error| panic!("load: {error}"));
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox.next_seq, 42);
+        assert_eq!(
+            outbox.pending.get(&41).map(|pending| &pending.record),
+            Some(&record)
+        );
+    }
+}

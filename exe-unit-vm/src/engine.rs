@@ -1,0 +1,138 @@
+//! The connection to the Docker engine and the container labels: connecting
+//! (with API version negotiation), the engine's version for `offer-template`,
+//! and the removal of containers left behind by exe units that died.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::Docker;
+
+/// Marks every container this exe unit creates.
+pub const LABEL_KIND: &str = "golem.exe-unit";
+pub const LABEL_KIND_VALUE: &str = "vm";
+pub const LABEL_AGREEMENT: &str = "golem.agreement-id";
+pub const LABEL_ACTIVITY: &str = "golem.activity-id";
+/// Pid and start time (clock ticks after boot) of the owning exe unit.
+pub const LABEL_OWNER_PID: &str = "golem.exe-unit.pid";
+pub const LABEL_OWNER_START: &str = "golem.exe-unit.start";
+
+/// How long one engine request may take (image loads of big files included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+#[error("no docker engine is reachable ({0}); start one (e.g. scripts/ensure-docker.sh) or set DOCKER_HOST")]
+pub struct NoEngine(pub String);
+
+/// Connect to the local engine (`DOCKER_HOST` or the default unix socket)
+/// and agree on an API version the engine speaks.
+pub async fn connect() -> Result<Docker, NoEngine> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|error| NoEngine(error.to_string()))?
+        .with_timeout(REQUEST_TIMEOUT);
+    let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+        .await
+        .map_err(|_| NoEngine("the engine did not answer within 10 s".into()))?
+        .map_err(|error| NoEngine(error.to_string()))?;
+    Ok(docker)
+}
+
+/// The engine's version string, e.g. `20.10.24`.
+pub async fn version(docker: &Docker) -> Result<String, NoEngine> {
+    let version = tokio::time::timeout(Duration::from_secs(5), docker.version())
+        .await
+        .map_err(|_| NoEngine("the engine did not answer within 5 s".into()))?
+        .map_err(|error| NoEngine(error.to_string()))?;
+    Ok(version.version.unwrap_or_else(|| "unknown".into()))
+}
+
+/// The start time of a process in clock ticks after boot (field 22 of
+/// `/proc/<pid>/stat`); with the pid it names one process for good.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the exe unit that labelled a container is still alive.
+pub fn owner_alive(labels: &HashMap<String, String>) -> bool {
+    let pid = labels.get(LABEL_OWNER_PID).and_then(|pid| pid.parse().ok());
+    let start = labels
+        .get(LABEL_OWNER_START)
+        .and_then(|start| start.parse::<u64>().ok());
+    match (pid, start) {
+        (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// Remove every container of this exe-unit kind whose owner is gone;
+/// returns how many were removed.
+pub async fn remove_leftovers(docker: &Docker) -> Result<usize, bollard::errors::Error> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{LABEL_KIND}={LABEL_KIND_VALUE}")],
+    )]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
+    let mut removed = 0;
+    for container in containers {
+        let labels = container.labels.unwrap_or_default();
+        if owner_alive(&labels) {
+            continue;
+        }
+        let Some(id) = container.id else { continue };
+        match docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(container = %id, activity = ?labels.get(LABEL_ACTIVITY), "removed a leftover container");
+                removed += 1;
+            }
+            Err(error) => {
+                tracing::warn!(container = %id, %error, "cannot remove a leftover container")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_others_are_not() {
+        let pid = std::process::id();
+        let start = process_start_time(pid);
+        assert!(start.is_some());
+        let labels = |pid: String, start: String| {
+            HashMap::from([
+                (LABEL_OWNER_PID.to_string(), pid),
+                (LABEL_OWNER_START.to_string(), start),
+            ])
+        };
+        let start = start.unwrap_or_default();
+        assert!(owner_alive(&labels(pid.to_string(), start.to_string())));
+        // Same pid, other start time: a reused pid.
+        assert!(!owner_alive(&labels(
+            pid.to_string(),
+            (start + 1).to_string()
+        )));
+        assert!(!owner_alive(&labels("4194304".into(), "1".into())));
+        assert!(!owner_alive(&HashMap::new()));
+    }
+}

@@ -1,0 +1,380 @@
+//! Images: the task package file is recognised by its first bytes (a `docker
+//! save` tarball, plain or gzip-compressed; or the original's `gvmkit-squash`
+//! image, converted by Debian's `sqfs2tar` into a tar that the engine imports
+//! with the image's JSON metadata), loaded into the engine and tagged
+//! `golem-vm-cache:<sha3 hex>` so a later activity with the same package finds
+//! it without loading again. `docker:<ref>` names an image the engine has or
+//! can pull.
+
+use std::path::Path;
+
+use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, TagImageOptions};
+use bollard::Docker;
+use futures::StreamExt;
+use golem_exe_unit::RuntimeError;
+use tokio::io::AsyncReadExt;
+
+/// Repository of the tags that cache loaded packages by hash.
+pub const CACHE_REPOSITORY: &str = "golem-vm-cache";
+/// Prefix of a task package that names an engine image instead of a file.
+pub const DOCKER_REFERENCE_PREFIX: &str = "docker:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// `docker save` output (a tar with `manifest.json`), maybe gzip-compressed.
+    DockerArchive,
+    /// The original's squashfs + JSON metadata image.
+    GvmkitSquash,
+    Unknown,
+}
+
+/// Recognise a package by its first bytes.
+pub fn sniff(head: &[u8]) -> ImageFormat {
+    let tar = head.len() >= 262 && &head[257..262] == b"ustar";
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    if tar || gzip {
+        ImageFormat::DockerArchive
+    } else if head.starts_with(b"hsqs") {
+        ImageFormat::GvmkitSquash
+    } else {
+        ImageFormat::Unknown
+    }
+}
+
+/// The cache tag of a package whose digest is `digest`.
+pub fn cache_tag(digest: &str) -> String {
+    format!("{CACHE_REPOSITORY}:{digest}")
+}
+
+/// The sha3 digest the core's cache put in the package's file name (`sha3-<hex>`).
+pub fn digest_of_cached_package(package: &Path) -> Option<String> {
+    let name = package.file_name()?.to_str()?;
+    let digest = name.strip_prefix("sha3-")?;
+    (!digest.is_empty() && digest.len() <= 128 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| digest.to_string())
+}
+
+/// Whether the engine has `reference` (a tag or an id).
+pub async fn exists(docker: &Docker, reference: &str) -> bool {
+    docker.inspect_image(reference).await.is_ok()
+}
+
+/// Load a package file into the engine; returns the loaded image's reference.
+pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeError> {
+    let mut file = tokio::fs::File::open(package).await.map_err(|error| {
+        RuntimeError::new(format!(
+            "cannot open the image package {}: {error}",
+            package.display()
+        ))
+    })?;
+    let mut head = vec![0u8; 512];
+    let mut filled = 0;
+    while filled < head.len() {
+        let read = file.read(&mut head[filled..]).await.map_err(|error| {
+            RuntimeError::new(format!("cannot read the image package: {error}"))
+        })?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    match sniff(&head[..filled]) {
+        ImageFormat::DockerArchive => {}
+        ImageFormat::GvmkitSquash => return convert_squash(docker, package).await,
+        ImageFormat::Unknown => {
+            return Err(RuntimeError::new(
+                "the package is not an image: expected a `docker save` tarball (tar or tar.gz)",
+            ))
+        }
+    }
+    let file = tokio::fs::File::open(package)
+        .await
+        .map_err(|error| RuntimeError::new(format!("cannot open the image package: {error}")))?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+        .filter_map(|chunk| async move { chunk.ok() });
+    let mut progress = docker.import_image_stream(
+        ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        },
+        body,
+        None,
+    );
+    let mut loaded = None;
+    let mut messages = Vec::new();
+    while let Some(item) = progress.next().await {
+        let info = item.map_err(|error| {
+            RuntimeError::new(format!(
+                "the engine cannot load the image package (is it a complete `docker save` tarball?): {}",
+                engine_message(&error)
+            ))
+        })?;
+        if let Some(stream) = info.stream {
+            for line in stream.lines() {
+                let line = line.trim();
+                if let Some(name) = line
+                    .strip_prefix("Loaded image ID: ")
+                    .or_else(|| line.strip_prefix("Loaded image: "))
+                {
+                    loaded = Some(name.to_string());
+                } else if !line.is_empty() {
+                    messages.push(line.to_string());
+                }
+            }
+        }
+    }
+    loaded.ok_or_else(|| {
+        RuntimeError::new(format!(
+            "the image package holds no image (the engine said: {})",
+            if messages.is_empty() {
+                "nothing".to_string()
+            } else {
+                messages.join("; ")
+            }
+        ))
+    })
+}
+
+/// The converter of squashfs images to tar streams (Debian `squashfs-tools-ng`).
+pub const SQFS2TAR: &str = "sqfs2tar";
+
+/// The metadata gvmkit-build appends to the squashfs: `crc32 (4 bytes LE) |
+/// JSON container config | its length as 8 ASCII digits`.
+pub fn gvmkit_metadata(package: &Path) -> Option<serde_json::Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(package).ok()?;
+    let length = file.metadata().ok()?.len();
+    let mut digits = [0u8; 8];
+    file.seek(SeekFrom::Start(length.checked_sub(8)?)).ok()?;
+    file.read_exact(&mut digits).ok()?;
+    let size: u64 = std::str::from_utf8(&digits).ok()?.trim().parse().ok()?;
+    if size == 0 || size > 1 << 20 || size + 12 > length {
+        return None;
+    }
+    let mut json = vec![0u8; usize::try_from(size).ok()?];
+    file.seek(SeekFrom::Start(length - 8 - size)).ok()?;
+    file.read_exact(&mut json).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// Dockerfile-style changes (`ENV`, `VOLUME`, `WORKDIR`, `USER`) that carry a
+/// gvmkit image's metadata over to the imported image.
+pub fn metadata_changes(metadata: &serde_json::Value) -> Vec<String> {
+    let mut changes = Vec::new();
+    let strings = |key: &str| -> Vec<String> {
+        metadata
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| item.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for variable in strings("Env") {
+        if let Some((key, value)) = variable.split_once('=') {
+            changes.push(format!(
+                "ENV {key}={}",
+                serde_json::Value::String(value.into())
+            ));
+        }
+    }
+    if let Some(volumes) = metadata
+        .get("Volumes")
+        .and_then(serde_json::Value::as_object)
+    {
+        let paths: Vec<&String> = volumes.keys().collect();
+        if !paths.is_empty() {
+            changes.push(format!("VOLUME {}", serde_json::json!(paths)));
+        }
+    }
+    for (key, instruction) in [("WorkingDir", "WORKDIR"), ("User", "USER")] {
+        if let Some(value) = metadata.get(key).and_then(serde_json::Value::as_str) {
+            if !value.is_empty() && !value.contains('\n') {
+                changes.push(format!("{instruction} {value}"));
+            }
+        }
+    }
+    changes
+}
+
+/// Convert a gvmkit-squash image: `sqfs2tar` streams its files as a tar into
+/// the engine's import (no extraction on the provider's filesystem).
+async fn convert_squash(docker: &Docker, package: &Path) -> Result<String, RuntimeError> {
+    let changes = gvmkit_metadata(package)
+        .map(|metadata| metadata_changes(&metadata))
+        .unwrap_or_default();
+    let mut child = tokio::process::Command::new(SQFS2TAR)
+        .arg(package)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            RuntimeError::new(format!(
+                "this provider cannot convert gvmkit-squash images: {SQFS2TAR} (Debian package squashfs-tools-ng) cannot run: {error}"
+            ))
+        })?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(RuntimeError::new("sqfs2tar started without pipes"));
+    };
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let body = tokio_util::io::ReaderStream::with_capacity(stdout, 1 << 20)
+        .filter_map(|chunk| async move { chunk.ok() });
+    let mut import = docker.create_image(
+        Some(CreateImageOptions {
+            from_src: Some("-".into()),
+            changes,
+            ..Default::default()
+        }),
+        Some(bollard::body_stream(body)),
+        None,
+    );
+    let mut image = None;
+    let mut failure = None;
+    while let Some(item) = import.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(status) = info.status.filter(|status| status.starts_with("sha256:")) {
+                    image = Some(status.trim().to_string());
+                }
+            }
+            Err(error) => {
+                failure = Some(engine_message(&error));
+                break;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|error| RuntimeError::new(format!("sqfs2tar failed: {error}")))?;
+    let said = errors.await.unwrap_or_default();
+    if !status.success() {
+        return Err(RuntimeError::new(format!(
+            "the package is not a valid gvmkit-squash image: {}",
+            said.trim()
+        )));
+    }
+    if let Some(failure) = failure {
+        return Err(RuntimeError::new(format!(
+            "the engine cannot import the converted gvmkit-squash image: {failure}"
+        )));
+    }
+    image.ok_or_else(|| {
+        RuntimeError::new("the engine imported the gvmkit-squash image but named no image")
+    })
+}
+
+/// Tag `image` as the cache entry of `digest`.
+pub async fn tag_cached(docker: &Docker, image: &str, digest: &str) -> Result<(), RuntimeError> {
+    docker
+        .tag_image(
+            image,
+            Some(TagImageOptions {
+                repo: Some(CACHE_REPOSITORY.to_string()),
+                tag: Some(digest.to_string()),
+            }),
+        )
+        .await
+        .map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot tag the loaded image: {}",
+                engine_message(&error)
+            ))
+        })
+}
+
+/// Make sure `reference` (from `docker:<reference>`) is in the engine, pulling it if needed.
+pub async fn ensure_reference(docker: &Docker, reference: &str) -> Result<String, RuntimeError> {
+    if reference.is_empty() {
+        return Err(RuntimeError::new("the task package docker: names no image"));
+    }
+    if exists(docker, reference).await {
+        return Ok(reference.to_string());
+    }
+    let mut pull = docker.create_image(
+        Some(CreateImageOptions {
+            from_image: Some(reference.to_string()),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    while let Some(item) = pull.next().await {
+        item.map_err(|error| {
+            RuntimeError::new(format!(
+                "the image {reference} is not on this provider and cannot be pulled: {}",
+                engine_message(&error)
+            ))
+        })?;
+    }
+    Ok(reference.to_string())
+}
+
+/// The engine's own words for an error, without bollard's wrapping.
+pub fn engine_message(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_formats() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(sniff(&tar), ImageFormat::DockerArchive);
+        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), ImageFormat::DockerArchive);
+        assert_eq!(sniff(b"hsqs\0\0\0\0"), ImageFormat::GvmkitSquash);
+        assert_eq!(sniff(b"just some text"), ImageFormat::Unknown);
+        assert_eq!(sniff(b""), ImageFormat::Unknown);
+    }
+
+    #[test]
+    fn reads_gvmkit_metadata_and_turns_it_into_changes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let path = dir.path().join("image.gvmi");
+        let json = br#"{"Env":["PATH=/bin:/usr/bin","A=b c"],"Volumes":{"/data":{}},"WorkingDir":"/w","User":""}"#;
+        let mut bytes = b"hsqs squashfs bytes".to_vec();
+        bytes.extend_from_slice(&[1, 2, 3, 4]);
+        bytes.extend_from_slice(json);
+        bytes.extend_from_slice(format!("{:08}", json.len()).as_bytes());
+        std::fs::write(&path, &bytes).unwrap_or_else(|error| panic!("{error}"));
+        let metadata = gvmkit_metadata(&path).unwrap_or_default();
+        assert_eq!(
+            metadata_changes(&metadata),
+            vec![
+                "ENV PATH=\"/bin:/usr/bin\"".to_string(),
+                "ENV A=\"b c\"".to_string(),
+                "VOLUME [\"/data\"]".to_string(),
+                "WORKDIR /w".to_string(),
+            ]
+        );
+        std::fs::write(&path, b"hsqs no metadata").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(gvmkit_metadata(&path), None);
+    }
+
+    #[test]
+    fn digest_comes_from_the_cache_file_name() {
+        let digest = "ab".repeat(28);
+        assert_eq!(
+            digest_of_cached_package(Path::new(&format!("/c/packages/sha3-{digest}"))),
+            Some(digest)
+        );
+        assert_eq!(digest_of_cached_package(Path::new("/c/other.tar")), None);
+        assert_eq!(digest_of_cached_package(Path::new("/c/sha3-zz")), None);
+    }
+}

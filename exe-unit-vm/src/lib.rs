@@ -1,0 +1,16 @@
+//! The VM exe unit (runtime name `vm`): runs a Docker image as one hardened
+//! container per activity through the Docker Engine API (bollard). It
+//! implements only the [`golem_exe_unit::Runtime`] trait; the bus, state
+//! machine, ExeScript, capture, transfers and package download are the core's.
+//! The container gets no network (unless the agreement grants it), no
+//! capabilities, no new privileges, a read-only root with host-dir volumes
+//! under the activity's work dir, a small `/tmp`, pids/memory/CPU limits and
+//! a non-root user unless the image names one; it is labelled so that
+//! leftovers of a dead exe unit are removed by the next one.
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod image;
+pub mod runtime;
+
+pub use runtime::{VmRuntime, RUNTIME_NAME};

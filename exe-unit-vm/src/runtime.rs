@@ -1,0 +1,698 @@
+//! [`VmRuntime`]: the `vm` runtime. `deploy` loads (or finds) the image and
+//! creates the activity's hardened container with its volumes; `start` starts
+//! it (a static busybox `sleep` under docker's init keeps it up); each `run`
+//! is a `docker exec` of `entry_point args` whose stdout/stderr are streamed to
+//! the core; usage comes from the engine's stats; `shutdown` removes the
+//! container. Creating the runtime removes containers left by dead exe units.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StatsOptions};
+use bollard::Docker;
+use futures::StreamExt;
+use golem_exe_unit::runtime::prepare_volumes;
+use golem_exe_unit::{
+    ActivityConfig, DeployRequest, Deployment, OutputChunk, OutputSender, RunRequest, Runtime,
+    RuntimeError, VolumeAccess,
+};
+use tokio::sync::OnceCell;
+
+use crate::engine::{self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE};
+use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
+
+pub const RUNTIME_NAME: &str = "vm";
+/// Offer property: the provider lets containers reach the network when the
+/// demand asks for it with the same property.
+pub const NETWORK_PROPERTY: &str = "golem.runtime.vm.network";
+/// Offer property: CPU threads the provider gives an activity (a CPU limit).
+pub const CPU_THREADS_PROPERTY: &str = "golem.inf.cpu.threads";
+/// The volumes every container has, besides those its image declares.
+pub const GOLEM_VOLUMES: &[&str] = &["/golem/input", "/golem/output", "/golem/work"];
+/// A static busybox on the provider; mounted read-only to keep the container up.
+pub const HOST_BUSYBOX: &str = "/bin/busybox";
+const GUEST_BUSYBOX: &str = "/.golem/busybox";
+/// The user a container runs as when its image names none (`nobody`).
+pub const DEFAULT_USER: &str = "65534:65534";
+pub const PIDS_LIMIT: i64 = 128;
+pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
+/// Memory limit when the agreement sets none.
+pub const DEFAULT_MEMORY_BYTES: i64 = 1 << 30;
+/// The smallest memory limit the engine accepts.
+const MIN_MEMORY_BYTES: i64 = 6 << 20;
+const STATS_PERIOD: Duration = Duration::from_secs(1);
+
+/// The limits and grants of this activity's agreement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    pub nano_cpus: Option<i64>,
+    pub pids: i64,
+    pub network: bool,
+}
+
+impl Limits {
+    pub fn from_agreement(agreement: &golem_exe_unit::Agreement) -> Limits {
+        let memory_bytes = agreement
+            .memory_limit_bytes()
+            .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX))
+            .unwrap_or(DEFAULT_MEMORY_BYTES)
+            .max(MIN_MEMORY_BYTES);
+        let nano_cpus = agreement
+            .offer
+            .get(CPU_THREADS_PROPERTY)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|threads| threads.is_finite() && *threads > 0.0)
+            // The engine refuses more CPUs than the machine has.
+            .map(|threads| {
+                let available = std::thread::available_parallelism()
+                    .map(|count| count.get() as f64)
+                    .unwrap_or(1.0);
+                (threads.min(available) * 1e9) as i64
+            });
+        let granted = |properties: &golem_model::properties::Properties| {
+            properties
+                .get(NETWORK_PROPERTY)
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+        };
+        Limits {
+            memory_bytes,
+            nano_cpus,
+            pids: PIDS_LIMIT,
+            network: granted(&agreement.offer) && granted(&agreement.demand),
+        }
+    }
+}
+
+/// The activity's container once deployed.
+#[derive(Debug, Clone)]
+struct Container {
+    id: String,
+    env: Vec<String>,
+}
+
+pub struct VmRuntime {
+    activity_id: String,
+    agreement_id: String,
+    limits: Limits,
+    docker: OnceCell<Docker>,
+    container: Mutex<Option<Container>>,
+    /// The exec running now (its id), for `kill`.
+    running: Mutex<Option<String>>,
+    killed: AtomicBool,
+    /// Container CPU time in nanoseconds, refreshed from the engine's stats.
+    cpu_nanos: Arc<AtomicU64>,
+    stats_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl VmRuntime {
+    /// A runtime for this activity; first removes containers of dead exe units.
+    pub fn new(config: &ActivityConfig) -> Result<VmRuntime, RuntimeError> {
+        remove_leftovers_now();
+        Ok(VmRuntime {
+            activity_id: config.activity_id.clone(),
+            agreement_id: config.agreement.agreement_id.clone(),
+            limits: Limits::from_agreement(&config.agreement),
+            docker: OnceCell::new(),
+            container: Mutex::new(None),
+            running: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            cpu_nanos: Arc::new(AtomicU64::new(0)),
+            stats_task: Mutex::new(None),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    async fn docker(&self) -> Result<&Docker, RuntimeError> {
+        self.docker
+            .get_or_try_init(|| async { engine::connect().await })
+            .await
+            .map_err(|error| RuntimeError::new(error.to_string()))
+    }
+
+    fn container(&self) -> Result<Container, RuntimeError> {
+        lock(&self.container)
+            .clone()
+            .ok_or_else(|| RuntimeError::new("nothing is deployed"))
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        let pid = std::process::id();
+        HashMap::from([
+            (LABEL_KIND.to_string(), LABEL_KIND_VALUE.to_string()),
+            (LABEL_AGREEMENT.to_string(), self.agreement_id.clone()),
+            (LABEL_ACTIVITY.to_string(), self.activity_id.clone()),
+            (engine::LABEL_OWNER_PID.to_string(), pid.to_string()),
+            (
+                engine::LABEL_OWNER_START.to_string(),
+                engine::process_start_time(pid)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        ])
+    }
+
+    /// The image to run: a `docker:<ref>`, the cached load of this package, or a fresh load.
+    async fn resolve_image(
+        &self,
+        docker: &Docker,
+        request: &DeployRequest,
+    ) -> Result<String, RuntimeError> {
+        if let Some(reference) = request.package_url.strip_prefix(DOCKER_REFERENCE_PREFIX) {
+            return image::ensure_reference(docker, reference).await;
+        }
+        let digest = image::digest_of_cached_package(&request.package);
+        if let Some(digest) = &digest {
+            let tag = image::cache_tag(digest);
+            if image::exists(docker, &tag).await {
+                tracing::info!(%tag, "image found in the engine's cache");
+                return Ok(tag);
+            }
+        }
+        let started = std::time::Instant::now();
+        let loaded = image::load(docker, &request.package).await?;
+        tracing::info!(image = %loaded, elapsed = ?started.elapsed(), "image loaded");
+        match digest {
+            Some(digest) => {
+                image::tag_cached(docker, &loaded, &digest).await?;
+                Ok(image::cache_tag(&digest))
+            }
+            None => Ok(loaded),
+        }
+    }
+
+    fn start_stats(&self, docker: Docker, id: String) {
+        let cpu_nanos = self.cpu_nanos.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(nanos) = read_cpu_nanos(&docker, &id).await {
+                    cpu_nanos.fetch_max(nanos, Ordering::Relaxed);
+                }
+                tokio::time::sleep(STATS_PERIOD).await;
+            }
+        });
+        if let Some(old) = lock(&self.stats_task).replace(task) {
+            old.abort();
+        }
+    }
+}
+
+/// Remove leftovers of dead exe units on a throwaway runtime (the exe unit's
+/// own runtime does not run yet); an unreachable engine is only logged here,
+/// deploy reports it.
+fn remove_leftovers_now() {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        match engine::connect().await {
+            Ok(docker) => match engine::remove_leftovers(&docker).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed leftover containers"),
+                Err(error) => tracing::warn!(%error, "cannot list leftover containers"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot check for leftover containers"),
+        }
+    });
+}
+
+async fn read_cpu_nanos(docker: &Docker, id: &str) -> Option<u64> {
+    let mut stats = docker.stats(
+        id,
+        Some(StatsOptions {
+            stream: false,
+            one_shot: true,
+        }),
+    );
+    let sample = stats.next().await?.ok()?;
+    sample.cpu_stats?.cpu_usage?.total_usage
+}
+
+/// A container name for the activity: docker allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn container_name(activity_id: &str) -> String {
+    let clean: String = activity_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    format!("golem-vm-{clean}")
+}
+
+/// Let the container user write into the host side of a volume.
+fn open_up(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+}
+
+/// Read `/proc/cpuinfo`'s flags (yapapi can constrain `golem.inf.cpu.capabilities`).
+fn cpu_capabilities() -> Vec<String> {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("flags"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, flags)| flags.split_whitespace().map(str::to_string).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn template(engine_version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "golem.runtime.name": RUNTIME_NAME,
+        "golem.runtime.version": env!("CARGO_PKG_VERSION"),
+        "golem.runtime.capabilities": ["docker-archive"],
+        "golem.runtime.vm.engine": "docker",
+        "golem.runtime.vm.engine.version": engine_version,
+        "golem.inf.cpu.architecture": std::env::consts::ARCH,
+        "golem.inf.cpu.capabilities": cpu_capabilities(),
+    })
+}
+
+#[async_trait]
+impl Runtime for VmRuntime {
+    fn offer_template() -> serde_json::Value {
+        VmRuntime::offer_template_checked().unwrap_or_else(|_| template("unknown"))
+    }
+
+    fn offer_template_checked() -> Result<serde_json::Value, RuntimeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| RuntimeError::new(format!("cannot start tokio: {error}")))?;
+        let version = runtime
+            .block_on(async { engine::version(&engine::connect().await?).await })
+            .map_err(|error| RuntimeError::new(error.to_string()))?;
+        Ok(template(&version))
+    }
+
+    fn accepts_package_reference(&self, task_package: &str) -> bool {
+        task_package.starts_with(DOCKER_REFERENCE_PREFIX)
+    }
+
+    async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError> {
+        let docker = self.docker().await?;
+        if lock(&self.container).is_some() {
+            return Err(RuntimeError::new(
+                "the activity's container is already deployed",
+            ));
+        }
+        let image = self.resolve_image(docker, &request).await?;
+        let inspect = docker.inspect_image(&image).await.map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot inspect the image {image}: {}",
+                engine_message(&error)
+            ))
+        })?;
+        let config = inspect.config.unwrap_or_default();
+
+        // /golem/* and the image's own volumes, as host dirs under the work dir.
+        let mut guest_paths: Vec<String> =
+            GOLEM_VOLUMES.iter().map(|path| path.to_string()).collect();
+        let mut declared: Vec<String> = config.volumes.unwrap_or_default().into_keys().collect();
+        declared.sort();
+        for path in declared {
+            let path = path.trim_end_matches('/').to_string();
+            if path.starts_with('/') && path.len() > 1 && !guest_paths.contains(&path) {
+                guest_paths.push(path);
+            }
+        }
+        let mount_points: Vec<(String, VolumeAccess)> = guest_paths
+            .iter()
+            .map(|path| (path.clone(), VolumeAccess::ReadWrite))
+            .collect();
+        let volumes = prepare_volumes(&request.work_dir, &mount_points).map_err(|error| {
+            RuntimeError::new(format!("cannot create the container's volumes: {error}"))
+        })?;
+        let mut binds = Vec::new();
+        for volume in &volumes {
+            open_up(&volume.host_path).map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot prepare {}: {error}",
+                    volume.host_path.display()
+                ))
+            })?;
+            binds.push(format!(
+                "{}:{}:rw",
+                volume.host_path.display(),
+                volume.guest_path
+            ));
+        }
+
+        // Keep the container up with a static busybox under docker's init
+        // (which reaps whatever the runs leave behind).
+        let keep_alive: Vec<String> = if Path::new(HOST_BUSYBOX).is_file() {
+            binds.push(format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro"));
+            vec![GUEST_BUSYBOX.into(), "sleep".into(), "2147483647".into()]
+        } else {
+            vec!["sleep".into(), "2147483647".into()]
+        };
+        let user = match config.user.as_deref() {
+            Some(user) if !user.is_empty() => user.to_string(),
+            _ => DEFAULT_USER.to_string(),
+        };
+        let mut env = config.env.unwrap_or_default();
+        env.extend(
+            request
+                .env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
+        let host_config = HostConfig {
+            binds: Some(binds),
+            network_mode: Some(
+                if self.limits.network {
+                    "bridge"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                TMPFS_OPTIONS.to_string(),
+            )])),
+            pids_limit: Some(self.limits.pids),
+            memory: Some(self.limits.memory_bytes),
+            memory_swap: Some(self.limits.memory_bytes),
+            nano_cpus: self.limits.nano_cpus,
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint: Some(keep_alive),
+            cmd: Some(Vec::new()),
+            user: Some(user.clone()),
+            env: Some(env.clone()),
+            working_dir: Some("/golem/work".into()),
+            labels: Some(self.labels()),
+            network_disabled: Some(!self.limits.network),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = container_name(&self.activity_id);
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot create the container: {}",
+                    engine_message(&error)
+                ))
+            })?;
+        tracing::info!(container = %created.id, %name, %image, %user, limits = ?self.limits, "container created");
+        *lock(&self.container) = Some(Container {
+            id: created.id,
+            env: request
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        });
+        Ok(Deployment { volumes })
+    }
+
+    async fn start(&self, _args: Vec<String>) -> Result<(), RuntimeError> {
+        let container = self.container()?;
+        let docker = self.docker().await?;
+        docker
+            .start_container(
+                &container.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot start the container: {}",
+                    engine_message(&error)
+                ))
+            })?;
+        self.start_stats(docker.clone(), container.id);
+        Ok(())
+    }
+
+    async fn run(&self, request: RunRequest, output: OutputSender) -> Result<i32, RuntimeError> {
+        let container = self.container()?;
+        let docker = self.docker().await?;
+        self.killed.store(false, Ordering::SeqCst);
+        let mut cmd = vec![request.entry_point.clone()];
+        cmd.extend(request.args.iter().cloned());
+        let exec = docker
+            .create_exec(
+                &container.id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd),
+                    env: Some(container.env.clone()),
+                    working_dir: Some("/golem/work".to_string()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot run {} in the container: {}",
+                    request.entry_point,
+                    engine_message(&error)
+                ))
+            })?;
+        *lock(&self.running) = Some(exec.id.clone());
+        let streamed = async {
+            let started = docker.start_exec(&exec.id, None).await.map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot run {}: {}",
+                    request.entry_point,
+                    engine_message(&error)
+                ))
+            })?;
+            let StartExecResults::Attached {
+                output: mut stream, ..
+            } = started
+            else {
+                return Err(RuntimeError::new("the engine detached the run"));
+            };
+            let mut first = Vec::new();
+            while let Some(item) = stream.next().await {
+                let chunk = match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        OutputChunk::Stdout(message.to_vec())
+                    }
+                    Ok(LogOutput::StdErr { message }) => OutputChunk::Stderr(message.to_vec()),
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(error) => {
+                        return Err(RuntimeError::new(format!(
+                            "lost the output of {}: {error}",
+                            request.entry_point
+                        )))
+                    }
+                };
+                if first.len() < 512 {
+                    let bytes = match &chunk {
+                        OutputChunk::Stdout(b) | OutputChunk::Stderr(b) => b,
+                    };
+                    first.extend_from_slice(&bytes[..bytes.len().min(512)]);
+                }
+                if output.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(first)
+        };
+        let limit = request
+            .time_limit
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(100 * 365 * 86_400));
+        let outcome = tokio::time::timeout(limit, streamed).await;
+        let timed_out = outcome.is_err();
+        if timed_out {
+            let _ = self.kill().await;
+        }
+        *lock(&self.running) = None;
+        let first = match outcome {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RuntimeError::new(format!(
+                    "{} exceeded its time limit of {} s and was stopped",
+                    request.entry_point,
+                    limit.as_secs_f64()
+                )))
+            }
+        };
+        if self.killed.load(Ordering::SeqCst) {
+            return Err(RuntimeError::new(format!(
+                "{} was killed",
+                request.entry_point
+            )));
+        }
+        let inspect = docker.inspect_exec(&exec.id).await.map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot get the exit code of {}: {}",
+                request.entry_point,
+                engine_message(&error)
+            ))
+        })?;
+        let code = inspect.exit_code.unwrap_or(-1);
+        let said = String::from_utf8_lossy(&first);
+        if (code == 126 || code == 127) && said.contains("OCI runtime exec failed") {
+            return Err(RuntimeError::new(format!(
+                "unknown entry point {:?}: it is not an executable in the image",
+                request.entry_point
+            )));
+        }
+        if code == 137 {
+            return Err(RuntimeError::new(format!(
+                "{} was killed (exit code 137), probably for exceeding the memory limit of {} MiB",
+                request.entry_point,
+                self.limits.memory_bytes >> 20
+            )));
+        }
+        Ok(i32::try_from(code).unwrap_or(-1))
+    }
+
+    async fn kill(&self) -> Result<(), RuntimeError> {
+        let Some(exec_id) = lock(&self.running).clone() else {
+            return Ok(());
+        };
+        self.killed.store(true, Ordering::SeqCst);
+        let docker = self.docker().await?;
+        let inspect = docker.inspect_exec(&exec_id).await.map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot find the running command: {}",
+                engine_message(&error)
+            ))
+        })?;
+        if let Some(pid) = inspect
+            .pid
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+        {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .map_err(|error| {
+                RuntimeError::new(format!("cannot kill the running command: {error}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), RuntimeError> {
+        if let Some(task) = lock(&self.stats_task).take() {
+            task.abort();
+        }
+        let Some(container) = lock(&self.container).take() else {
+            return Ok(());
+        };
+        let docker = self.docker().await?;
+        if let Some(nanos) = read_cpu_nanos(docker, &container.id).await {
+            self.cpu_nanos.fetch_max(nanos, Ordering::Relaxed);
+        }
+        docker
+            .remove_container(
+                &container.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot remove the container: {}",
+                    engine_message(&error)
+                ))
+            })?;
+        tracing::info!(container = %container.id, "container removed");
+        Ok(())
+    }
+
+    fn cpu_seconds(&self) -> Option<f64> {
+        Some(self.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use golem_exe_unit::Agreement;
+    use serde_json::json;
+
+    fn agreement(offer: serde_json::Value, demand: serde_json::Value) -> Agreement {
+        Agreement::from_json(
+            json!({"offer": {"properties": offer}, "demand": {"properties": demand}}),
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn limits_come_from_the_agreement() {
+        let limits = Limits::from_agreement(&agreement(
+            json!({"golem.inf.mem.gib": 0.5, "golem.inf.cpu.threads": 1}),
+            json!({}),
+        ));
+        assert_eq!(limits.memory_bytes, 512 << 20);
+        assert_eq!(limits.nano_cpus, Some(1_000_000_000));
+        assert!(!limits.network);
+        let defaults = Limits::from_agreement(&agreement(json!({}), json!({})));
+        assert_eq!(defaults.memory_bytes, DEFAULT_MEMORY_BYTES);
+        assert_eq!(defaults.nano_cpus, None);
+        // More threads than the machine has are capped, not refused by the engine.
+        let many = Limits::from_agreement(&agreement(
+            json!({"golem.inf.cpu.threads": 10_000}),
+            json!({}),
+        ));
+        assert!(many.nano_cpus.unwrap_or_default() < 10_000 * 1_000_000_000);
+    }
+
+    #[test]
+    fn network_needs_both_sides() {
+        let grant = json!({NETWORK_PROPERTY: true});
+        assert!(Limits::from_agreement(&agreement(grant.clone(), grant.clone())).network);
+        assert!(!Limits::from_agreement(&agreement(grant.clone(), json!({}))).network);
+        assert!(!Limits::from_agreement(&agreement(json!({}), grant)).network);
+    }
+
+    #[test]
+    fn container_names_are_valid() {
+        assert_eq!(container_name("ab-1.2_c"), "golem-vm-ab-1.2_c");
+        assert_eq!(container_name("a/b c"), "golem-vm-a_b_c");
+    }
+}

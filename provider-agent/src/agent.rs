@@ -1,0 +1,1162 @@
+//! `golem-provider run`: subscribes the offers, answers proposals by the
+//! negotiation policy, approves agreements, spawns and supervises exe units on
+//! activity events, and bills (debit notes at the agreed interval, an invoice
+//! when the agreement ends). Everything runs on one current-thread runtime: a
+//! task per offer subscription, one for activity events, one billing ticker.
+//! State that must survive a restart goes through [`StateStore`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use golem_client::market::Side;
+use golem_client::{ClientError, GolemClient};
+use golem_model::activity::{ActivityState, State};
+use golem_model::activity_control::ProviderEvent;
+use golem_model::market::{
+    Agreement, AgreementState, MarketEvent, Proposal, ProposalState, Reason,
+};
+use golem_model::payment::DocumentStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rust_decimal::Decimal;
+use tokio::sync::oneshot;
+
+use crate::billing;
+use crate::config::ProviderConfig;
+use crate::exe_units::ExeUnit;
+use crate::negotiation;
+use crate::offer::{self, OfferSpec};
+use crate::presets::Preset;
+use crate::state::{ActivityRecord, AgreementRecord, OfferRecord, SentDebitNote, StateStore};
+
+/// The log line the test harness waits for.
+pub const READY_LINE: &str = "provider agent ready";
+const TICK: Duration = Duration::from_millis(500);
+const KILL_GRACE: Duration = Duration::from_secs(5);
+const POLL_TIMEOUT_SEC: f64 = 5.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("no exe unit works here ({0}); build or install exe-unit-wasm / exe-unit-vm beside golem-provider or on PATH")]
+    NoExeUnits(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Presets(#[from] crate::presets::PresetError),
+    #[error("cannot wait for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+struct LiveOffer {
+    spec: OfferSpec,
+    subscription_id: Mutex<String>,
+}
+
+struct Agent {
+    client: GolemClient,
+    config: ProviderConfig,
+    exe_units: Vec<ExeUnit>,
+    offers: Vec<LiveOffer>,
+    state: StateStore,
+    /// Kill switches of running exe units, by activity id.
+    children: Mutex<HashMap<String, oneshot::Sender<String>>>,
+    /// Agreements approved or being approved, counted against the limit.
+    pending_approvals: Mutex<usize>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn is_gone(error: &ClientError) -> bool {
+    matches!(error.status(), Some(404 | 410))
+}
+
+/// Run the agent until SIGTERM/SIGINT.
+pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), AgentError> {
+    let me = client.me().await?;
+    let address = me.identity.to_string();
+    tracing::info!(node_id = %address, subnet = %config.subnet, api_url = %client.base_url(), "connected to the daemon");
+    let state = StateStore::open(&config.data_dir)?;
+    kill_orphans(&state);
+
+    let exe_units =
+        crate::exe_units::discover(&config.search_path, config.exe_units.as_deref()).await;
+    if exe_units.is_empty() {
+        let wanted = config
+            .exe_units
+            .as_ref()
+            .map(|names| format!("allowed: {}", names.join(", ")))
+            .unwrap_or_else(|| "none found".into());
+        return Err(AgentError::NoExeUnits(wanted));
+    }
+    let presets: Vec<Preset> = crate::presets::load(&config.data_dir)?;
+    let specs: Vec<OfferSpec> = exe_units
+        .iter()
+        .map(|unit| {
+            let preset = offer::preset_for(&presets, &unit.runtime);
+            offer::build(&config, unit, &preset, &address)
+        })
+        .collect();
+
+    // Offers of a previous run are replaced.
+    for old in state.read(|state| state.offers.clone()) {
+        let _ = client.unsubscribe(Side::Offers, &old.subscription_id).await;
+    }
+    let mut offers = Vec::new();
+    for spec in specs {
+        let subscription_id = client.subscribe_offer(&spec.to_base()).await?;
+        tracing::info!(%subscription_id, runtime = %spec.runtime, preset = %spec.preset.name,
+            coeffs = ?spec.preset.coeffs(), "offer subscribed");
+        offers.push(LiveOffer {
+            spec,
+            subscription_id: Mutex::new(subscription_id),
+        });
+    }
+    let agent = Arc::new(Agent {
+        client,
+        config,
+        exe_units,
+        offers,
+        state,
+        children: Mutex::new(HashMap::new()),
+        pending_approvals: Mutex::new(0),
+    });
+    agent.save_offers();
+    agent.pick_up_agreements().await;
+
+    let mut tasks = Vec::new();
+    for index in 0..agent.offers.len() {
+        tasks.push(tokio::spawn(agent.clone().market_loop(index)));
+    }
+    tasks.push(tokio::spawn(agent.clone().activity_loop()));
+    tasks.push(tokio::spawn(agent.clone().billing_loop()));
+    tracing::info!(
+        offers = agent.offers.len(),
+        runtimes = ?agent.offers.iter().map(|offer| offer.spec.runtime.clone()).collect::<Vec<_>>(),
+        max_agreements = agent.config.max_agreements,
+        "{READY_LINE}"
+    );
+
+    wait_for_signal().await.map_err(AgentError::Signals)?;
+    tracing::info!("stopping: unsubscribing offers and stopping exe units; agreements are picked up on the next start");
+    for task in &tasks {
+        task.abort();
+    }
+    for offer in &agent.offers {
+        let id = lock(&offer.subscription_id).clone();
+        let _ = agent.client.unsubscribe(Side::Offers, &id).await;
+    }
+    let running: Vec<String> = lock(&agent.children).keys().cloned().collect();
+    for activity_id in running {
+        agent.stop_exe_unit(&activity_id, "the provider agent stopped");
+    }
+    // Give the supervising tasks time to deliver SIGTERM and reap.
+    let deadline = Instant::now() + KILL_GRACE;
+    while !lock(&agent.children).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live exe unit of `activity_id` (its command line says so).
+fn is_exe_unit_of(pid: u32, activity_id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.contains(") Z "))
+        .unwrap_or(true);
+    !zombie
+        && cmdline
+            .split(|byte| *byte == 0)
+            .any(|part| part == activity_id.as_bytes())
+}
+
+/// Exe units recorded as running by a previous run that are still alive are
+/// killed (SIGTERM, then SIGKILL); their activities are marked ended.
+fn kill_orphans(state: &StateStore) {
+    let orphans: Vec<(String, u32)> = state.read(|state| {
+        state
+            .agreements
+            .values()
+            .flat_map(|agreement| agreement.activities.values())
+            .filter(|activity| activity.alive)
+            .filter_map(|activity| Some((activity.activity_id.clone(), activity.pid?)))
+            .collect()
+    });
+    for (activity_id, pid) in &orphans {
+        if !is_exe_unit_of(*pid, activity_id) {
+            continue;
+        }
+        tracing::warn!(%activity_id, pid, "killing an orphaned exe unit of a previous run");
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while is_exe_unit_of(*pid, activity_id) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if is_exe_unit_of(*pid, activity_id) {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+    state.update(|state| {
+        for agreement in state.agreements.values_mut() {
+            for activity in agreement.activities.values_mut() {
+                if activity.alive {
+                    activity.alive = false;
+                    activity.ended_reason = Some("the provider agent restarted".into());
+                }
+            }
+        }
+    });
+}
+
+impl Agent {
+    fn save_offers(&self) {
+        let records: Vec<OfferRecord> = self
+            .offers
+            .iter()
+            .map(|offer| OfferRecord {
+                subscription_id: lock(&offer.subscription_id).clone(),
+                runtime: offer.spec.runtime.clone(),
+                preset: offer.spec.preset.name.clone(),
+                coeffs: offer.spec.preset.coeffs(),
+            })
+            .collect();
+        self.state.update(|state| state.offers = records);
+    }
+
+    fn live_agreements(&self) -> usize {
+        self.state
+            .read(|state| state.agreements.values().filter(|a| a.live()).count())
+    }
+
+    /// Approved agreements of this node the state does not know (e.g. approved
+    /// just before a crash) are billed too.
+    async fn pick_up_agreements(&self) {
+        let list = match self.client.agreements().await {
+            Ok(list) => list,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list agreements to pick up");
+                return;
+            }
+        };
+        for entry in list.into_iter().filter(|entry| entry.role == "Provider") {
+            if self
+                .state
+                .read(|state| state.agreements.contains_key(&entry.id))
+            {
+                continue;
+            }
+            let Ok(agreement) = self.client.agreement(&entry.id).await else {
+                continue;
+            };
+            if agreement.state == AgreementState::Approved {
+                tracing::info!(agreement_id = %entry.id, "picked up a live agreement");
+                self.record_agreement(&agreement);
+            }
+        }
+        let live: Vec<String> = self.state.read(|state| {
+            state
+                .agreements
+                .values()
+                .filter(|a| a.needs_billing())
+                .map(|a| a.agreement_id.clone())
+                .collect()
+        });
+        if !live.is_empty() {
+            tracing::info!(agreements = ?live, "resuming billing of agreements from the previous run");
+        }
+    }
+
+    fn record_agreement(&self, agreement: &Agreement) {
+        let record = billing::record_for(agreement, self.config.debit_note_interval_sec);
+        self.state.update(|state| {
+            state
+                .agreements
+                .entry(record.agreement_id.clone())
+                .or_insert(record);
+        });
+    }
+
+    // ------------------------------------------------------------- market
+
+    async fn market_loop(self: Arc<Self>, index: usize) {
+        loop {
+            let subscription_id = lock(&self.offers[index].subscription_id).clone();
+            let events = match self
+                .client
+                .market_events(Side::Offers, &subscription_id, POLL_TIMEOUT_SEC, 50)
+                .await
+            {
+                Ok(events) => events,
+                Err(error) if is_gone(&error) => {
+                    self.resubscribe(index).await;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read offer events; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let received = Instant::now();
+            for event in events {
+                match event {
+                    MarketEvent::ProposalEvent { proposal, .. }
+                        if matches!(
+                            proposal.state,
+                            ProposalState::Draft | ProposalState::Initial
+                        ) =>
+                    {
+                        let agent = self.clone();
+                        let subscription_id = subscription_id.clone();
+                        tokio::spawn(async move {
+                            agent
+                                .answer_proposal(index, &subscription_id, proposal, received)
+                                .await
+                        });
+                    }
+                    MarketEvent::AgreementEvent { agreement, .. } => {
+                        let agent = self.clone();
+                        tokio::spawn(async move { agent.answer_agreement(agreement).await });
+                    }
+                    MarketEvent::ProposalRejectedEvent {
+                        proposal_id,
+                        reason,
+                        ..
+                    } => {
+                        tracing::info!(%proposal_id, reason = ?reason.map(|r| r.message), "the requestor rejected our proposal");
+                    }
+                    MarketEvent::ProposalEvent { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// The subscription expired or vanished: subscribe the offer again.
+    async fn resubscribe(&self, index: usize) {
+        let offer = &self.offers[index];
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.client.subscribe_offer(&offer.spec.to_base()).await {
+                Ok(id) => {
+                    tracing::info!(subscription_id = %id, runtime = %offer.spec.runtime, "offer subscription expired; offer subscribed again");
+                    *lock(&offer.subscription_id) = id;
+                    self.save_offers();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot subscribe the offer again; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(proposal_id = %proposal.proposal_id, requestor = %proposal.issuer_id))]
+    async fn answer_proposal(
+        &self,
+        index: usize,
+        subscription_id: &str,
+        proposal: Proposal,
+        received: Instant,
+    ) {
+        let proposal_id = proposal.proposal_id.clone();
+        let running = self.live_agreements() + *lock(&self.pending_approvals);
+        let verdict = negotiation::evaluate(
+            &self.config,
+            &proposal.properties,
+            Utc::now().timestamp_millis(),
+            running,
+        );
+        let decided_us = received.elapsed().as_micros() as u64;
+        match verdict {
+            Ok(terms) => {
+                let draft = negotiation::counter(&self.offers[index].spec, &terms);
+                match self
+                    .client
+                    .counter_proposal(Side::Offers, subscription_id, &proposal_id, &draft)
+                    .await
+                {
+                    Ok(draft_id) => {
+                        let counter_us = received.elapsed().as_micros() as u64;
+                        let since_proposal_ms = (Utc::now() - proposal.timestamp)
+                            .num_microseconds()
+                            .unwrap_or(0) as f64
+                            / 1000.0;
+                        tracing::info!(%draft_id, platform = %terms.platform,
+                            debit_note_interval_sec = terms.debit_note_interval_sec,
+                            decided_us, counter_us, since_proposal_ms,
+                            "proposal countered with a Draft");
+                    }
+                    Err(error) => {
+                        let reason = format!("cannot counter: {error}");
+                        tracing::info!(%reason, "proposal rejected");
+                        let _ = self
+                            .client
+                            .reject_proposal(
+                                Side::Offers,
+                                subscription_id,
+                                &proposal_id,
+                                Some(&Reason::new(reason)),
+                            )
+                            .await;
+                    }
+                }
+            }
+            Err(reason) => {
+                tracing::info!(%reason, decided_us, "proposal rejected");
+                if let Err(error) = self
+                    .client
+                    .reject_proposal(
+                        Side::Offers,
+                        subscription_id,
+                        &proposal_id,
+                        Some(&Reason::new(reason)),
+                    )
+                    .await
+                {
+                    tracing::warn!(%error, "cannot reject the proposal");
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(agreement_id = %agreement.agreement_id))]
+    async fn answer_agreement(&self, agreement: Agreement) {
+        let agreement_id = agreement.agreement_id.clone();
+        let refusal = {
+            let mut pending = lock(&self.pending_approvals);
+            let running = self.live_agreements() + *pending;
+            if running >= self.config.max_agreements as usize {
+                Some(format!(
+                    "no free resources: {running} of {} agreements are running",
+                    self.config.max_agreements
+                ))
+            } else {
+                *pending += 1;
+                None
+            }
+        };
+        if let Some(reason) = refusal {
+            tracing::info!(%reason, "agreement rejected");
+            let _ = self
+                .client
+                .reject_agreement(&agreement_id, Some(&Reason::new(reason)))
+                .await;
+            return;
+        }
+        // Recorded (and counted as live) before approving, so that whoever sees
+        // it Approved also finds it in our state.
+        self.record_agreement(&agreement);
+        *lock(&self.pending_approvals) -= 1;
+        match self.client.approve_agreement(&agreement_id, None).await {
+            Ok(()) => {
+                tracing::info!(requestor = %agreement.demand.requestor_id, valid_to = %agreement.valid_to, "agreement approved");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot approve the agreement");
+                self.state.update(|state| state.agreements.remove(&agreement_id));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- activities
+
+    async fn activity_loop(self: Arc<Self>) {
+        let mut after: Option<DateTime<Utc>> = self.state.read(|state| state.last_activity_event);
+        loop {
+            let after_text = after.map(|date| date.to_rfc3339());
+            let events = match self
+                .client
+                .provider_activity_events(after_text.as_deref(), POLL_TIMEOUT_SEC, 50)
+                .await
+            {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read activity events; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let received = Instant::now();
+            let before = after;
+            for event in events {
+                after = Some(event.event_date());
+                match event {
+                    ProviderEvent::CreateActivity {
+                        event_date,
+                        activity_id,
+                        agreement_id,
+                        ..
+                    } => {
+                        let agent = self.clone();
+                        tokio::spawn(async move {
+                            agent
+                                .create_activity(&activity_id, &agreement_id, event_date, received)
+                                .await
+                        });
+                    }
+                    ProviderEvent::DestroyActivity { activity_id, .. } => {
+                        tracing::info!(%activity_id, "activity destroyed; stopping its exe unit");
+                        self.stop_exe_unit(&activity_id, "destroyed by the requestor");
+                    }
+                }
+            }
+            if after != before {
+                self.state.update(|state| state.last_activity_event = after);
+            }
+        }
+    }
+
+    #[tracing::instrument(skip(self, event_date, received))]
+    async fn create_activity(
+        self: Arc<Self>,
+        activity_id: &str,
+        agreement_id: &str,
+        event_date: DateTime<Utc>,
+        received: Instant,
+    ) {
+        let known = self.state.read(|state| {
+            state.agreements.get(agreement_id).map(|a| {
+                (
+                    a.live(),
+                    a.activities.contains_key(activity_id),
+                    a.runtime.clone(),
+                )
+            })
+        });
+        if let Some((_, true, _)) = known {
+            return;
+        }
+        let agreement = match self.client.agreement(agreement_id).await {
+            Ok(agreement) => agreement,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the activity's agreement");
+                return;
+            }
+        };
+        let runtime = match known {
+            Some((true, _, runtime)) => runtime,
+            Some((false, _, _)) => {
+                self.refuse_activity(activity_id, "its agreement has ended")
+                    .await;
+                return;
+            }
+            None => {
+                if agreement.state != AgreementState::Approved {
+                    return;
+                }
+                self.record_agreement(&agreement);
+                self.state
+                    .read(|state| {
+                        state
+                            .agreements
+                            .get(agreement_id)
+                            .map(|a| a.runtime.clone())
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        // Old events (a restart replays them) are for activities already past New.
+        match self.client.activity_state(activity_id).await {
+            Ok(state) if state.state.0 == State::New => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the activity state");
+                return;
+            }
+        }
+        let Some(unit) = self.exe_units.iter().find(|unit| unit.runtime == runtime) else {
+            self.refuse_activity(
+                activity_id,
+                &format!("exe unit {runtime} is not available on this provider"),
+            )
+            .await;
+            return;
+        };
+        let work_dir = self.config.work_root().join(agreement_id).join(activity_id);
+        let spawned = self.spawn_exe_unit(unit, activity_id, &agreement, &work_dir);
+        let (mut child, pid) = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the exe unit");
+                self.refuse_activity(
+                    activity_id,
+                    &format!("the exe unit could not start: {error}"),
+                )
+                .await;
+                return;
+            }
+        };
+        let spawn_us = received.elapsed().as_micros() as u64;
+        tracing::info!(pid, runtime = %unit.runtime, spawn_us, work_dir = %work_dir.display(), "activity spawned an exe unit");
+        self.state.update(|state| {
+            if let Some(agreement) = state.agreements.get_mut(agreement_id) {
+                agreement.activities.insert(
+                    activity_id.to_string(),
+                    ActivityRecord {
+                        activity_id: activity_id.to_string(),
+                        pid: Some(pid),
+                        work_dir: work_dir.clone(),
+                        alive: true,
+                        started_at: Utc::now(),
+                        usage: Vec::new(),
+                        amount: Decimal::ZERO,
+                        billed: Decimal::ZERO,
+                        ended_reason: None,
+                    },
+                );
+            }
+        });
+        let (stop_sender, mut stop) = oneshot::channel::<String>();
+        lock(&self.children).insert(activity_id.to_string(), stop_sender);
+
+        // Watch it come up: measured and bounded.
+        {
+            let agent = self.clone();
+            let activity_id = activity_id.to_string();
+            tokio::spawn(async move {
+                agent
+                    .watch_startup(&activity_id, event_date, received)
+                    .await
+            });
+        }
+
+        let mut requested: Option<String> = None;
+        let status = tokio::select! {
+            biased;
+            status = child.wait() => status,
+            reason = &mut stop => {
+                let reason = reason.unwrap_or_else(|_| "the provider agent stopped".into());
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                requested = Some(reason);
+                match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        tracing::warn!("the exe unit ignored SIGTERM; killing it");
+                        let _ = child.kill().await;
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        lock(&self.children).remove(activity_id);
+        let clean = status.as_ref().is_ok_and(|status| status.success());
+        let status = status
+            .map(|status| status.to_string())
+            .unwrap_or_else(|error| format!("unknown status ({error})"));
+        let reason = match requested {
+            Some(reason) => {
+                tracing::info!(%status, %reason, "exe unit stopped");
+                reason
+            }
+            // Exit 0 follows a Shutdown from the daemon (destroy) or a terminate.
+            None if clean => {
+                let reason = "the exe unit finished (destroyed or terminated)".to_string();
+                tracing::info!(%status, "exe unit exited");
+                reason
+            }
+            None => {
+                let reason = format!("the exe unit exited unexpectedly ({status})");
+                tracing::warn!(%reason, "activity lost its exe unit");
+                // The daemon notices too; say why in case it has not yet.
+                if let Ok(current) = self.client.activity_state(activity_id).await {
+                    if current.state.alive() {
+                        let terminated = ActivityState {
+                            state: State::Terminated.into(),
+                            reason: Some(reason.clone()),
+                            error_message: None,
+                        };
+                        let _ = self
+                            .client
+                            .set_activity_state(activity_id, &terminated)
+                            .await;
+                    }
+                }
+                reason
+            }
+        };
+        self.refresh_usage(agreement_id, activity_id).await;
+        self.state.update(|state| {
+            if let Some(activity) = state
+                .agreements
+                .get_mut(agreement_id)
+                .and_then(|a| a.activities.get_mut(activity_id))
+            {
+                activity.alive = false;
+                activity.pid = None;
+                activity.ended_reason.get_or_insert(reason);
+            }
+        });
+        if !self.config.keep_work_dirs {
+            if let Err(error) = std::fs::remove_dir_all(&work_dir) {
+                tracing::debug!(%error, "cannot remove the work dir");
+            }
+        }
+    }
+
+    fn spawn_exe_unit(
+        &self,
+        unit: &ExeUnit,
+        activity_id: &str,
+        agreement: &Agreement,
+        work_dir: &std::path::Path,
+    ) -> std::io::Result<(tokio::process::Child, u32)> {
+        let volumes = work_dir.join("work");
+        std::fs::create_dir_all(&volumes)?;
+        std::fs::create_dir_all(self.config.cache_dir())?;
+        let agreement_file = work_dir.join("agreement.json");
+        std::fs::write(
+            &agreement_file,
+            serde_json::to_vec(agreement).map_err(std::io::Error::other)?,
+        )?;
+        let log = std::fs::File::create(work_dir.join("exe-unit.log"))?;
+        let child = tokio::process::Command::new(&unit.binary)
+            .arg("run")
+            .args(["--activity-id", activity_id])
+            .arg("--agreement")
+            .arg(&agreement_file)
+            .arg("--work-dir")
+            .arg(&volumes)
+            .arg("--cache-dir")
+            .arg(self.config.cache_dir())
+            .arg("--bus-socket")
+            .arg(&self.config.bus_socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the exe unit exited at once"))?;
+        Ok((child, pid))
+    }
+
+    /// Poll the activity until the exe unit reports Initialized; log how long it
+    /// took; kill an exe unit that does not come up in time.
+    async fn watch_startup(&self, activity_id: &str, event_date: DateTime<Utc>, received: Instant) {
+        let deadline = Instant::now() + Duration::from_secs(self.config.exe_unit_start_timeout_sec);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.client.activity_state(activity_id).await {
+                Ok(state) if state.state.0 != State::New => {
+                    let since_event_ms =
+                        (Utc::now() - event_date).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                    let since_received_ms = received.elapsed().as_secs_f64() * 1000.0;
+                    tracing::info!(%activity_id, state = %state.state.0, since_event_ms, since_received_ms, "exe unit initialized");
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%activity_id, %error, "cannot read the activity state");
+                }
+            }
+            if Instant::now() > deadline || !lock(&self.children).contains_key(activity_id) {
+                let reason = format!(
+                    "the exe unit did not initialize within {} s",
+                    self.config.exe_unit_start_timeout_sec
+                );
+                tracing::warn!(%activity_id, %reason, "stopping the exe unit");
+                self.stop_exe_unit(activity_id, &reason);
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Ask the supervising task to stop an exe unit (SIGTERM, then SIGKILL).
+    fn stop_exe_unit(&self, activity_id: &str, reason: &str) {
+        if let Some(stop) = lock(&self.children).remove(activity_id) {
+            let _ = stop.send(reason.to_string());
+        }
+    }
+
+    async fn refuse_activity(&self, activity_id: &str, reason: &str) {
+        tracing::warn!(%activity_id, %reason, "activity refused");
+        let terminated = ActivityState {
+            state: State::Terminated.into(),
+            reason: Some(reason.to_string()),
+            error_message: Some(reason.to_string()),
+        };
+        if let Err(error) = self
+            .client
+            .set_activity_state(activity_id, &terminated)
+            .await
+        {
+            tracing::warn!(%activity_id, %error, "cannot mark the activity terminated");
+        }
+    }
+
+    /// Read an activity's counters from the daemon and price them.
+    async fn refresh_usage(&self, agreement_id: &str, activity_id: &str) -> Option<Decimal> {
+        let usage = match self.client.activity_usage(activity_id).await {
+            Ok(usage) => usage,
+            Err(error) => {
+                tracing::warn!(%activity_id, %error, "cannot read the activity usage");
+                return None;
+            }
+        };
+        let counters = usage.current_usage?;
+        self.state.update(|state| {
+            let agreement = state.agreements.get_mut(agreement_id)?;
+            let amount = billing::cost(&agreement.coeffs, &counters);
+            let activity = agreement.activities.get_mut(activity_id)?;
+            // Counters never go back; keep the highest reading.
+            if amount >= activity.amount {
+                activity.usage = counters;
+                activity.amount = amount;
+            }
+            Some(activity.amount)
+        })
+    }
+
+    // -------------------------------------------------------------- billing
+
+    async fn billing_loop(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let agreements: Vec<AgreementRecord> = self.state.read(|state| {
+                state
+                    .agreements
+                    .values()
+                    .filter(|a| a.needs_billing())
+                    .cloned()
+                    .collect()
+            });
+            for agreement in agreements {
+                let span = tracing::info_span!("billing", agreement_id = %agreement.agreement_id);
+                let work = async {
+                    if agreement.live() {
+                        self.bill_live(&agreement).await;
+                    } else {
+                        self.invoice(&agreement.agreement_id).await;
+                    }
+                };
+                tracing::Instrument::instrument(work, span).await;
+            }
+        }
+    }
+
+    async fn bill_live(&self, record: &AgreementRecord) {
+        let agreement_id = &record.agreement_id;
+        match self.client.agreement(agreement_id).await {
+            Ok(agreement) if agreement.state.is_final() => {
+                let reason = match self.client.termination_reason(agreement_id).await {
+                    Ok(
+                        golem_model::market::AgreementOperationEvent::AgreementTerminatedEvent {
+                            terminator,
+                            reason,
+                            ..
+                        },
+                    ) => format!(
+                        "terminated by the {terminator:?}: {}",
+                        reason
+                            .map(|r| r.message)
+                            .unwrap_or_else(|| "no reason given".into())
+                    ),
+                    _ => format!("{:?}", agreement.state),
+                };
+                tracing::info!(state = ?agreement.state, %reason, "agreement ended");
+                self.end_agreement(agreement_id, &reason).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(error) if is_gone(&error) => {
+                self.end_agreement(agreement_id, "the agreement is gone")
+                    .await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the agreement");
+                return;
+            }
+        }
+        // An exe unit the daemon gave up on (it left the bus) is stopped too.
+        for (activity_id, activity) in &record.activities {
+            if !activity.alive || !lock(&self.children).contains_key(activity_id) {
+                continue;
+            }
+            if let Ok(state) = self.client.activity_state(activity_id).await {
+                if !state.state.alive() {
+                    let reason = format!(
+                        "the daemon terminated the activity: {}",
+                        state.reason.unwrap_or_else(|| "no reason given".into())
+                    );
+                    self.stop_exe_unit(activity_id, &reason);
+                }
+            }
+        }
+        let now = Utc::now();
+        if now >= record.valid_to {
+            self.terminate(agreement_id, "the agreement expired").await;
+            return;
+        }
+        // Debit notes the requestor must accept in time.
+        if let Some(timeout) = record.accept_timeout_sec {
+            for note in &record.unaccepted {
+                match self.client.debit_note(&note.debit_note_id).await {
+                    Ok(current)
+                        if matches!(
+                            current.status,
+                            DocumentStatus::Accepted | DocumentStatus::Settled
+                        ) =>
+                    {
+                        self.state.update(|state| {
+                            if let Some(a) = state.agreements.get_mut(agreement_id) {
+                                a.unaccepted
+                                    .retain(|n| n.debit_note_id != note.debit_note_id);
+                            }
+                        });
+                    }
+                    Ok(current) if current.status == DocumentStatus::Rejected => {
+                        let reason = format!(
+                            "debit note {} was rejected by the requestor",
+                            note.debit_note_id
+                        );
+                        self.terminate(agreement_id, &reason).await;
+                        return;
+                    }
+                    _ if now > note.sent_at + chrono::Duration::seconds(timeout as i64) => {
+                        let reason = format!(
+                            "debit note {} was not accepted within {timeout} s",
+                            note.debit_note_id
+                        );
+                        self.terminate(agreement_id, &reason).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if now >= record.next_debit_note_at {
+            self.state.update(|state| {
+                if let Some(a) = state.agreements.get_mut(agreement_id) {
+                    a.next_debit_note_at =
+                        now + chrono::Duration::seconds(a.debit_note_interval_sec as i64);
+                }
+            });
+            for (activity_id, activity) in &record.activities {
+                if !activity.alive
+                    && activity.billed >= activity.amount
+                    && activity.billed > Decimal::ZERO
+                {
+                    continue;
+                }
+                let Some(amount) = self.refresh_usage(agreement_id, activity_id).await else {
+                    continue;
+                };
+                if amount <= activity.billed && activity.billed > Decimal::ZERO {
+                    continue;
+                }
+                self.send_debit_note(record, activity_id, amount).await;
+            }
+        }
+    }
+
+    async fn send_debit_note(&self, record: &AgreementRecord, activity_id: &str, amount: Decimal) {
+        let agreement_id = &record.agreement_id;
+        let note = match self
+            .client
+            .issue_debit_note(agreement_id, activity_id, &amount.to_string())
+            .await
+        {
+            Ok(note) => note,
+            Err(error) => {
+                tracing::warn!(%activity_id, %error, "cannot issue a debit note");
+                return;
+            }
+        };
+        if let Err(error) = self.client.send_debit_note(&note.debit_note_id).await {
+            tracing::warn!(debit_note_id = %note.debit_note_id, %error, "cannot send the debit note; the daemon retries");
+        }
+        tracing::info!(debit_note_id = %note.debit_note_id, %activity_id, %amount, "debit note sent");
+        self.state.update(|state| {
+            if let Some(a) = state.agreements.get_mut(agreement_id) {
+                if let Some(activity) = a.activities.get_mut(activity_id) {
+                    activity.billed = activity.billed.max(amount);
+                }
+                if a.accept_timeout_sec.is_some() {
+                    a.unaccepted.push(SentDebitNote {
+                        debit_note_id: note.debit_note_id.clone(),
+                        activity_id: activity_id.to_string(),
+                        amount,
+                        sent_at: Utc::now(),
+                    });
+                }
+            }
+        });
+    }
+
+    /// The provider ends the agreement (expiry, unpaid debit notes): terminate, then invoice.
+    async fn terminate(&self, agreement_id: &str, reason: &str) {
+        tracing::warn!(%reason, "terminating the agreement");
+        let mut why = Reason::new(reason);
+        why.extra.insert(
+            "golem.provider.code".into(),
+            serde_json::Value::String("Terminated".into()),
+        );
+        if let Err(error) = self
+            .client
+            .terminate_agreement(agreement_id, Some(&why))
+            .await
+        {
+            tracing::warn!(%error, "cannot terminate the agreement");
+        }
+        self.end_agreement(agreement_id, reason).await;
+    }
+
+    /// Stop the agreement's exe units, take their final counters, and invoice.
+    async fn end_agreement(&self, agreement_id: &str, reason: &str) {
+        let activities: Vec<String> = self.state.update(|state| {
+            let Some(agreement) = state.agreements.get_mut(agreement_id) else {
+                return Vec::new();
+            };
+            agreement.ended.get_or_insert_with(|| reason.to_string());
+            agreement.activities.keys().cloned().collect()
+        });
+        for activity_id in &activities {
+            self.stop_exe_unit(activity_id, &format!("the agreement ended: {reason}"));
+        }
+        let deadline = Instant::now() + KILL_GRACE + Duration::from_secs(1);
+        while activities
+            .iter()
+            .any(|activity_id| lock(&self.children).contains_key(activity_id))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Wait for the supervising tasks to record the exit.
+        let deadline = Instant::now() + KILL_GRACE;
+        while self.state.read(|state| {
+            state
+                .agreements
+                .get(agreement_id)
+                .is_some_and(|a| a.activities.values().any(|activity| activity.alive))
+        }) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for activity_id in &activities {
+            self.refresh_usage(agreement_id, activity_id).await;
+        }
+        self.invoice(agreement_id).await;
+    }
+
+    async fn invoice(&self, agreement_id: &str) {
+        let Some(record) = self
+            .state
+            .read(|state| state.agreements.get(agreement_id).cloned())
+        else {
+            return;
+        };
+        let invoice = match record.invoice.clone() {
+            Some(invoice) => invoice,
+            None => {
+                let amount = record.total();
+                match self
+                    .client
+                    .issue_invoice(agreement_id, &amount.to_string())
+                    .await
+                {
+                    Ok(invoice) => {
+                        let issued = crate::state::InvoiceRecord {
+                            invoice_id: invoice.invoice_id.clone(),
+                            amount: invoice.amount,
+                            sent: false,
+                        };
+                        self.state.update(|state| {
+                            if let Some(a) = state.agreements.get_mut(agreement_id) {
+                                a.invoice = Some(issued.clone());
+                            }
+                        });
+                        issued
+                    }
+                    Err(error)
+                        if error.status() == Some(409)
+                            && error.to_string().contains("already has invoice") =>
+                    {
+                        // Issued by a previous run that crashed before recording it.
+                        match self.find_invoice(agreement_id).await {
+                            Some(found) => found,
+                            None => return,
+                        }
+                    }
+                    Err(error) if matches!(error.status(), Some(400 | 403 | 409)) => {
+                        tracing::error!(%error, "the daemon refuses the invoice; giving up on it");
+                        let message = error.to_string();
+                        self.state.update(|state| {
+                            if let Some(a) = state.agreements.get_mut(agreement_id) {
+                                a.invoice_error = Some(message);
+                            }
+                        });
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot issue the invoice; retrying");
+                        return;
+                    }
+                }
+            }
+        };
+        if invoice.sent {
+            return;
+        }
+        match self.client.send_invoice(&invoice.invoice_id).await {
+            Ok(()) => {
+                tracing::info!(invoice_id = %invoice.invoice_id, amount = %invoice.amount,
+                    activities = record.activities.len(), "invoice sent");
+                self.state.update(|state| {
+                    if let Some(a) = state.agreements.get_mut(agreement_id) {
+                        if let Some(invoice) = a.invoice.as_mut() {
+                            invoice.sent = true;
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(invoice_id = %invoice.invoice_id, %error, "cannot send the invoice; retrying")
+            }
+        }
+    }
+
+    async fn find_invoice(&self, agreement_id: &str) -> Option<crate::state::InvoiceRecord> {
+        let invoices = self.client.invoices().await.ok()?;
+        let invoice = invoices
+            .into_iter()
+            .find(|invoice| invoice.agreement_id == agreement_id)?;
+        let record = crate::state::InvoiceRecord {
+            invoice_id: invoice.invoice_id,
+            amount: invoice.amount,
+            sent: invoice.status != DocumentStatus::Issued,
+        };
+        self.state.update(|state| {
+            if let Some(a) = state.agreements.get_mut(agreement_id) {
+                a.invoice = Some(record.clone());
+            }
+        });
+        Some(record)
+    }
+}

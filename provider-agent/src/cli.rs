@@ -1,0 +1,330 @@
+//! The command line: `run`, `preset list|create|update|remove`, `status`;
+//! global connection flags; logging setup. Errors end here (anyhow) as one
+//! line on stderr and a non-zero exit code.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use golem_client::GolemClient;
+
+use crate::config::{self, Connection, Overrides, ProviderConfig};
+use crate::machine::Machine;
+use crate::presets::{self, parse_price, Preset};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "golem-provider",
+    version,
+    about = "The Golem provider agent: offers this machine's resources on the Golem network",
+    long_about = "The Golem provider agent: offers this machine's resources on the Golem network.\n\n\
+It talks to the local golem-daemon over its REST API with an app-key (--app-key / YAGNA_APPKEY, \
+--api-url / YAGNA_API_URL), subscribes one offer per working exe unit (exe-unit-wasm → wasmtime, \
+exe-unit-vm → vm, found beside this binary or on PATH), answers demands by its policy, runs \
+activities in exe-unit processes and bills them with debit notes and invoices.\n\n\
+Its data dir (--data-dir / GOLEM_PROVIDER_DATA_DIR) holds provider.toml (settings), presets.toml \
+(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices) \
+and the activities' work dirs."
+)]
+pub struct Cli {
+    /// The agent's data dir [env: GOLEM_PROVIDER_DATA_DIR] [default: ~/.local/share/golem-provider]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The daemon's REST API [env: YAGNA_API_URL] [default: http://127.0.0.1:7465]
+    #[arg(long, global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// App-key of the daemon's REST API [env: YAGNA_APPKEY]
+    #[arg(long, global = true, value_name = "KEY")]
+    pub app_key: Option<String>,
+    /// Log filter, e.g. `info` or `golem_provider=debug` [env: RUST_LOG] [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent until SIGTERM/SIGINT: subscribe offers, negotiate, run activities, bill.
+    ///
+    /// With no configuration it offers every exe unit that works here on subnet
+    /// `public`, for the test platforms dummy-local-tglm and erc20-holesky-tglm,
+    /// with resources derived from (and capped by) this machine. Flags override
+    /// provider.toml, which overrides the defaults.
+    Run(RunArgs),
+    /// Manage presets: the linear prices of each exe unit.
+    #[command(subcommand)]
+    Preset(PresetCommand),
+    /// Show offers, agreements, activities and earnings.
+    Status {
+        /// Print JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Subnet of the offers (`golem.node.debug.subnet`) [env: GOLEM_PROVIDER_SUBNET] [default: public]
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Node name in the offers (`golem.node.id.name`) [env: GOLEM_PROVIDER_NODE_NAME] [default: hostname]
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Only these exe units, by runtime or binary name, comma-separated (e.g. `wasmtime`) [env: GOLEM_PROVIDER_EXE_UNITS]
+    #[arg(long, value_delimiter = ',')]
+    pub exe_units: Option<Vec<String>>,
+    /// CPU cores to offer (capped by the machine).
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// CPU threads to offer (capped by the machine).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Memory to offer, GiB (capped by the machine) [default: 75% of it]
+    #[arg(long)]
+    pub mem_gib: Option<f64>,
+    /// Storage to offer, GiB (capped by the free space) [default: 75% of it]
+    #[arg(long)]
+    pub storage_gib: Option<f64>,
+    /// Payment platforms accepted, comma-separated; mainnet ones only when listed here or in provider.toml.
+    #[arg(long, value_delimiter = ',')]
+    pub platforms: Option<Vec<String>>,
+    /// Most agreements at the same time; each reserves the offered resources [default: 1]
+    #[arg(long)]
+    pub max_agreements: Option<u32>,
+    /// The daemon's bus socket handed to exe units [env: GOLEM_BUS_SOCKET, else $GOLEM_DATA_DIR/bus.sock]
+    #[arg(long, value_name = "PATH")]
+    pub bus_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PresetCommand {
+    /// List presets (and the default price of exe units without one).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a preset: the price of one exe unit, in GLM.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Runtime name of the exe unit: `wasmtime` or `vm`.
+        #[arg(long)]
+        exe_unit: String,
+        /// Paid once per activity.
+        #[arg(long, default_value = "0")]
+        start_fee: String,
+        /// Per second of CPU time (`golem.usage.cpu_sec`).
+        #[arg(long, default_value = "0")]
+        cpu_sec: String,
+        /// Per second of activity duration (`golem.usage.duration_sec`).
+        #[arg(long, default_value = "0")]
+        duration_sec: String,
+    },
+    /// Change fields of a preset.
+    Update {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        exe_unit: Option<String>,
+        #[arg(long)]
+        start_fee: Option<String>,
+        #[arg(long)]
+        cpu_sec: Option<String>,
+        #[arg(long)]
+        duration_sec: Option<String>,
+    },
+    /// Remove a preset.
+    Remove {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Parse the command line, run the command, and return the exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.clone(), cli.log_format);
+    match execute(cli) {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("golem-provider: {error:#}");
+            1
+        }
+    }
+}
+
+fn init_logging(level: Option<String>, format: LogFormat) {
+    let filter = level
+        .or_else(config::log_filter_from_env)
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    let connection = Connection::resolve(cli.api_url, cli.app_key, cli.data_dir);
+    match cli.command {
+        Command::Run(args) => run_agent(connection, args),
+        Command::Preset(command) => preset(&connection, command),
+        Command::Status { json } => status(&connection, json),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
+    let app_key = connection.app_key()?.to_string();
+    let file = config::read_file(&connection.data_dir)?;
+    let machine = Machine::probe(&connection.data_dir);
+    let overrides = Overrides {
+        node_name: args.node_name,
+        subnet: args.subnet,
+        exe_units: args.exe_units,
+        cores: args.cores,
+        threads: args.threads,
+        mem_gib: args.mem_gib,
+        storage_gib: args.storage_gib,
+        platforms: args.platforms,
+        max_agreements: args.max_agreements,
+        bus_socket: args.bus_socket,
+    };
+    let config = ProviderConfig::resolve(&connection.data_dir, file, overrides, &machine)?;
+    tracing::info!(data_dir = %config.data_dir.display(), cores = config.cores, threads = config.threads,
+        mem_gib = config.mem_gib, storage_gib = config.storage_gib, platforms = ?config.platforms,
+        "golem-provider starting");
+    let client = GolemClient::new(&connection.api_url, &app_key);
+    runtime()?.block_on(crate::agent::run(config, client))?;
+    Ok(())
+}
+
+fn preset(connection: &Connection, command: PresetCommand) -> anyhow::Result<()> {
+    let dir = &connection.data_dir;
+    match command {
+        PresetCommand::List { json } => {
+            let presets = presets::load(dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&presets)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<10} {:>14} {:>14} {:>14}",
+                "NAME", "EXE UNIT", "START FEE", "PER CPU-SEC", "PER SEC"
+            );
+            for preset in &presets {
+                println!(
+                    "{:<20} {:<10} {:>14} {:>14} {:>14}",
+                    preset.name,
+                    preset.exe_unit,
+                    preset.start_fee,
+                    preset.cpu_sec,
+                    preset.duration_sec
+                );
+            }
+            for (_, runtime) in crate::exe_units::KNOWN {
+                if !presets.iter().any(|preset| preset.exe_unit == runtime) {
+                    let preset = Preset::default_for(runtime);
+                    println!(
+                        "{:<20} {:<10} {:>14} {:>14} {:>14}  (default, no preset)",
+                        preset.name,
+                        preset.exe_unit,
+                        preset.start_fee,
+                        preset.cpu_sec,
+                        preset.duration_sec
+                    );
+                }
+            }
+        }
+        PresetCommand::Create {
+            name,
+            exe_unit,
+            start_fee,
+            cpu_sec,
+            duration_sec,
+        } => {
+            let preset = Preset {
+                name: name.clone(),
+                exe_unit,
+                start_fee: parse_price("--start-fee", &start_fee)?,
+                cpu_sec: parse_price("--cpu-sec", &cpu_sec)?,
+                duration_sec: parse_price("--duration-sec", &duration_sec)?,
+            };
+            presets::create(dir, preset)?;
+            println!("preset {name} created; it applies from the next `golem-provider run`");
+        }
+        PresetCommand::Update {
+            name,
+            exe_unit,
+            start_fee,
+            cpu_sec,
+            duration_sec,
+        } => {
+            let price = |field, value: Option<String>| -> anyhow::Result<_> {
+                Ok(value.map(|v| parse_price(field, &v)).transpose()?)
+            };
+            let updated = presets::update(
+                dir,
+                &name,
+                exe_unit,
+                price("--start-fee", start_fee)?,
+                price("--cpu-sec", cpu_sec)?,
+                price("--duration-sec", duration_sec)?,
+            )?;
+            println!(
+                "preset {} updated: {} start fee {}, per cpu-sec {}, per sec {}",
+                updated.name,
+                updated.exe_unit,
+                updated.start_fee,
+                updated.cpu_sec,
+                updated.duration_sec
+            );
+        }
+        PresetCommand::Remove { name } => {
+            presets::remove(dir, &name)?;
+            println!("preset {name} removed");
+        }
+    }
+    Ok(())
+}
+
+fn status(connection: &Connection, json: bool) -> anyhow::Result<()> {
+    let state = crate::state::read(&connection.data_dir.join(crate::state::STATE_FILE))?;
+    let client = connection
+        .app_key
+        .as_deref()
+        .map(|key| GolemClient::new(&connection.api_url, key));
+    let document = runtime()?.block_on(crate::status::status(&state, client.as_ref()));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        print!("{}", crate::status::render(&document));
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Exe-unit discovery: the known binaries (`exe-unit-wasm`, `exe-unit-vm`) are
+//! looked for beside the agent's own executable, then on `PATH`; each found
+//! one is asked for its `offer-template`, and one that fails (e.g. `vm` with no
+//! Docker engine) is not offered, with one log line saying why.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Binary name → runtime name of the exe units this agent knows.
+pub const KNOWN: [(&str, &str); 2] = [("exe-unit-wasm", "wasmtime"), ("exe-unit-vm", "vm")];
+
+const TEMPLATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A working exe unit.
+#[derive(Debug, Clone)]
+pub struct ExeUnit {
+    pub runtime: String,
+    pub binary: PathBuf,
+    /// Flat properties of its `offer-template`.
+    pub template: Map<String, Value>,
+}
+
+fn find_binary(name: &str, search_path: &[PathBuf]) -> Option<PathBuf> {
+    search_path
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
+/// Whether `restriction` (runtime or binary names) lets `binary`/`runtime` in.
+fn allowed(restriction: Option<&[String]>, binary: &str, runtime: &str) -> bool {
+    restriction.is_none_or(|names| names.iter().any(|name| name == binary || name == runtime))
+}
+
+/// Every known exe unit that is allowed, found, and answers `offer-template`.
+pub async fn discover(search_path: &[PathBuf], restriction: Option<&[String]>) -> Vec<ExeUnit> {
+    let mut found = Vec::new();
+    if let Some(names) = restriction {
+        for name in names {
+            if !KNOWN
+                .iter()
+                .any(|(binary, runtime)| name == binary || name == runtime)
+            {
+                tracing::warn!(exe_unit = %name, "unknown exe unit in the restriction; known: wasmtime, vm");
+            }
+        }
+    }
+    for (binary_name, runtime) in KNOWN {
+        if !allowed(restriction, binary_name, runtime) {
+            continue;
+        }
+        let Some(binary) = find_binary(binary_name, search_path) else {
+            tracing::info!(
+                runtime,
+                "not offering {runtime}: {binary_name} not found beside golem-provider or on PATH"
+            );
+            continue;
+        };
+        match offer_template(&binary).await {
+            Ok(template) => {
+                let runtime = template
+                    .get("golem.runtime.name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(runtime)
+                    .to_string();
+                tracing::info!(%runtime, binary = %binary.display(), "exe unit available");
+                found.push(ExeUnit {
+                    runtime,
+                    binary,
+                    template,
+                });
+            }
+            Err(why) => {
+                tracing::warn!(runtime, "not offering {runtime}: {why}");
+            }
+        }
+    }
+    found
+}
+
+/// Run `<binary> offer-template` and parse its JSON object (flattened).
+pub async fn offer_template(binary: &Path) -> Result<Map<String, Value>, String> {
+    let run = tokio::process::Command::new(binary)
+        .arg("offer-template")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(TEMPLATE_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            format!(
+                "{} offer-template did not answer within {TEMPLATE_TIMEOUT:?}",
+                binary.display()
+            )
+        })?
+        .map_err(|error| format!("cannot run {}: {error}", binary.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(format!(
+            "offer-template exited with {}: {}",
+            output.status,
+            line.trim()
+        ));
+    }
+    let value: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("offer-template printed invalid JSON: {error}"))?;
+    let mut flat = Map::new();
+    flatten("", &value, &mut flat);
+    if flat.is_empty() {
+        return Err("offer-template printed no properties".into());
+    }
+    Ok(flat)
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&key, inner, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn restriction_accepts_runtime_or_binary_names() {
+        let wasm = vec!["wasmtime".to_string()];
+        assert!(allowed(Some(&wasm), "exe-unit-wasm", "wasmtime"));
+        assert!(!allowed(Some(&wasm), "exe-unit-vm", "vm"));
+        let binary = vec!["exe-unit-vm".to_string()];
+        assert!(allowed(Some(&binary), "exe-unit-vm", "vm"));
+        assert!(allowed(None, "exe-unit-vm", "vm"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_template_is_reported_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho 'no Docker engine answers' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&script)
+            .status()
+            .unwrap();
+        let error = offer_template(&script).await.unwrap_err();
+        assert!(error.contains("no Docker engine answers"), "{error}");
+    }
+}

@@ -1,0 +1,18 @@
+//! golem-provider, the provider agent: sells this machine's resources on the
+//! Golem network. It talks to its local golem-daemon only over the REST API with
+//! an app-key, subscribes offers for the exe units that work here, negotiates by
+//! a policy, spawns and supervises exe units for activities, and bills usage
+//! with debit notes and invoices. [`cli::run`] is the whole program.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod exe_units;
+pub mod machine;
+pub mod negotiation;
+pub mod offer;
+pub mod presets;
+pub mod state;
+pub mod status;

@@ -1,0 +1,153 @@
+//! `golem-provider status [--json]`: the offers, agreements, activities and
+//! earnings of this agent, from its state file and (when reachable) the daemon.
+
+use std::collections::HashSet;
+
+use golem_client::GolemClient;
+use golem_model::payment::DocumentStatus;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::state::AgentState;
+
+/// Build the status document.
+pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
+    let mut daemon = json!({"reachable": false,
+        "error": "not asked: no app-key (pass --app-key or set YAGNA_APPKEY)"});
+    let mut live_offers: Option<HashSet<String>> = None;
+    let mut accepted = Decimal::ZERO;
+    let mut settled = Decimal::ZERO;
+    if let Some(client) = client {
+        match client.offers().await {
+            Ok(offers) => {
+                live_offers = Some(offers.into_iter().map(|offer| offer.offer_id).collect());
+                daemon = json!({"reachable": true, "apiUrl": client.base_url()});
+            }
+            Err(error) => {
+                daemon = json!({"reachable": false, "apiUrl": client.base_url(), "error": error.to_string()});
+            }
+        }
+        if let Ok(invoices) = client.invoices().await {
+            let ours: HashSet<&String> = state.agreements.keys().collect();
+            for invoice in invoices.iter().filter(|i| ours.contains(&i.agreement_id)) {
+                match invoice.status {
+                    DocumentStatus::Accepted => accepted += invoice.amount,
+                    DocumentStatus::Settled => settled += invoice.amount,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let offers: Vec<Value> = state
+        .offers
+        .iter()
+        .filter(|offer| {
+            live_offers
+                .as_ref()
+                .is_none_or(|live| live.contains(&offer.subscription_id))
+        })
+        .map(|offer| {
+            json!({
+                "subscriptionId": offer.subscription_id,
+                "runtime": offer.runtime,
+                "preset": offer.preset,
+                "coeffs": offer.coeffs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut invoiced = Decimal::ZERO;
+    let mut agreements = Vec::new();
+    let mut activities = Vec::new();
+    for agreement in state.agreements.values() {
+        if let Some(invoice) = &agreement.invoice {
+            if invoice.sent {
+                invoiced += invoice.amount;
+            }
+        }
+        agreements.push(json!({
+            "agreementId": agreement.agreement_id,
+            "runtime": agreement.runtime,
+            "requestorId": agreement.requestor_id,
+            "state": if agreement.live() { "live" } else { "ended" },
+            "endedReason": agreement.ended,
+            "approvedAt": agreement.approved_at,
+            "validTo": agreement.valid_to,
+            "debitNoteIntervalSec": agreement.debit_note_interval_sec,
+            "amountSoFar": agreement.total().to_string(),
+            "invoiceId": agreement.invoice.as_ref().map(|i| i.invoice_id.clone()),
+            "invoiceAmount": agreement.invoice.as_ref().map(|i| i.amount.to_string()),
+            "invoiceSent": agreement.invoice.as_ref().is_some_and(|i| i.sent),
+            "invoiceError": agreement.invoice_error,
+            "activities": agreement.activities.len(),
+        }));
+        for activity in agreement.activities.values() {
+            activities.push(json!({
+                "activityId": activity.activity_id,
+                "agreementId": agreement.agreement_id,
+                "alive": activity.alive,
+                "pid": activity.pid,
+                "usage": activity.usage,
+                "amount": activity.amount.to_string(),
+                "endedReason": activity.ended_reason,
+            }));
+        }
+    }
+    json!({
+        "daemon": daemon,
+        "offers": offers,
+        "agreements": agreements,
+        "activities": activities,
+        "earnings": {
+            "invoiced": invoiced.to_string(),
+            "accepted": accepted.to_string(),
+            "settled": settled.to_string(),
+        },
+    })
+}
+
+/// A few human lines of the status document.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let reachable = status["daemon"]["reachable"].as_bool().unwrap_or(false);
+    out.push_str(&format!(
+        "daemon: {}\n",
+        if reachable {
+            "reachable".to_string()
+        } else {
+            format!(
+                "NOT reachable ({})",
+                status["daemon"]["error"].as_str().unwrap_or("unknown error")
+            )
+        }
+    ));
+    let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!("offers: {}\n", list("offers").len()));
+    for offer in list("offers") {
+        out.push_str(&format!(
+            "  {} {} (preset {}, coeffs {})\n",
+            offer["runtime"].as_str().unwrap_or("?"),
+            offer["subscriptionId"].as_str().unwrap_or("?"),
+            offer["preset"].as_str().unwrap_or("?"),
+            offer["coeffs"]
+        ));
+    }
+    let agreements = list("agreements");
+    let live = agreements.iter().filter(|a| a["state"] == "live").count();
+    out.push_str(&format!(
+        "agreements: {live} live, {} ended\n",
+        agreements.len() - live
+    ));
+    let activities = list("activities");
+    let running = activities.iter().filter(|a| a["alive"] == true).count();
+    out.push_str(&format!(
+        "activities: {running} running, {} total\n",
+        activities.len()
+    ));
+    out.push_str(&format!(
+        "earnings: invoiced {} GLM, accepted {} GLM, settled {} GLM\n",
+        status["earnings"]["invoiced"].as_str().unwrap_or("0"),
+        status["earnings"]["accepted"].as_str().unwrap_or("0"),
+        status["earnings"]["settled"].as_str().unwrap_or("0")
+    ));
+    out
+}

@@ -1,0 +1,254 @@
+//! Paying providers: a background task per session that follows the debit-note
+//! and invoice events of the requestor's daemon and accepts, from the session's
+//! allocation, the documents of this session's agreements as they arrive (so
+//! agreements are never killed for slow acceptance). It records what was
+//! accepted per agreement and notices when the allocation cannot cover a
+//! document (the budget is exhausted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use golem_client::GolemClient;
+use golem_model::payment::{PaymentEvent, PaymentEventType};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::events::{Event, EventSink};
+use crate::market::lock;
+
+/// What this session owes and paid on one agreement.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgreementPayments {
+    pub provider_id: String,
+    pub provider_name: String,
+    /// The highest debit-note total accepted (debit notes are cumulative).
+    pub debit_notes_accepted: Decimal,
+    pub invoice_amount: Option<Decimal>,
+    pub invoice_accepted: bool,
+    /// Set when a document could not be accepted.
+    pub refused: Option<String>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    agreements: HashMap<String, AgreementPayments>,
+    budget_exhausted: Option<String>,
+}
+
+/// The session's payment follower; stops when dropped.
+pub struct Payments {
+    ledger: Arc<Mutex<Ledger>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Payments {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Payments {
+    /// Follow events from now on for `allocation_id`.
+    pub fn start(client: GolemClient, allocation_id: String, events: EventSink) -> Payments {
+        let ledger: Arc<Mutex<Ledger>> = Arc::default();
+        let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let tasks = [false, true]
+            .into_iter()
+            .map(|invoices| {
+                let follower = Follower {
+                    client: client.clone(),
+                    allocation_id: allocation_id.clone(),
+                    ledger: ledger.clone(),
+                    events: events.clone(),
+                };
+                tokio::spawn(follower.run(invoices, since))
+            })
+            .collect();
+        Payments { ledger, tasks }
+    }
+
+    /// Pay this agreement's documents from now on.
+    pub fn track(&self, agreement_id: &str, provider_id: &str, provider_name: &str) {
+        lock(&self.ledger)
+            .agreements
+            .entry(agreement_id.to_string())
+            .or_insert_with(|| AgreementPayments {
+                provider_id: provider_id.to_string(),
+                provider_name: provider_name.to_string(),
+                ..AgreementPayments::default()
+            });
+    }
+
+    pub fn budget_exhausted(&self) -> Option<String> {
+        lock(&self.ledger).budget_exhausted.clone()
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, AgreementPayments> {
+        lock(&self.ledger).agreements.clone()
+    }
+
+    /// Wait until every agreement in `agreement_ids` has its invoice accepted
+    /// (or refused), for at most `timeout`; the ids still waiting.
+    pub async fn wait_invoices(&self, agreement_ids: &[String], timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let waiting: Vec<String> = {
+                let ledger = lock(&self.ledger);
+                agreement_ids
+                    .iter()
+                    .filter(|id| {
+                        ledger
+                            .agreements
+                            .get(*id)
+                            .is_none_or(|a| !a.invoice_accepted && a.refused.is_none())
+                    })
+                    .cloned()
+                    .collect()
+            };
+            if waiting.is_empty() || Instant::now() >= deadline {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+struct Follower {
+    client: GolemClient,
+    allocation_id: String,
+    ledger: Arc<Mutex<Ledger>>,
+    events: EventSink,
+}
+
+impl Follower {
+    async fn run(self, invoices: bool, since: chrono::DateTime<chrono::Utc>) {
+        let mut after = since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        loop {
+            let batch = match self
+                .client
+                .payment_events(invoices, Some(&after), 1.0, 100)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::debug!(%error, "payment events failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            for event in batch {
+                after = event
+                    .event_date
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                self.handle(event).await;
+            }
+        }
+    }
+
+    async fn handle(&self, event: PaymentEvent) {
+        match event.event_type {
+            PaymentEventType::DebitNoteReceivedEvent => {
+                let Some(id) = event.debit_note_id else {
+                    return;
+                };
+                let Ok(note) = self.client.debit_note(&id).await else {
+                    return;
+                };
+                let Some(name) = self.ours(&note.agreement_id) else {
+                    return;
+                };
+                let amount = note.total_amount_due;
+                if self.accepted_at_least(&note.agreement_id, amount) {
+                    return;
+                }
+                match self
+                    .client
+                    .accept_debit_note(&id, &amount.to_string(), &self.allocation_id)
+                    .await
+                {
+                    Ok(()) => {
+                        if let Some(entry) =
+                            lock(&self.ledger).agreements.get_mut(&note.agreement_id)
+                        {
+                            entry.debit_notes_accepted = entry.debit_notes_accepted.max(amount);
+                        }
+                        self.events.emit(Event::DebitNoteAccepted {
+                            agreement_id: note.agreement_id,
+                            provider_name: name,
+                            amount: amount.to_string(),
+                        });
+                    }
+                    Err(error) => self.refused(&note.agreement_id, name, error.to_string()),
+                }
+            }
+            PaymentEventType::InvoiceReceivedEvent => {
+                let Some(id) = event.invoice_id else { return };
+                let Ok(invoice) = self.client.invoice(&id).await else {
+                    return;
+                };
+                let Some(name) = self.ours(&invoice.agreement_id) else {
+                    return;
+                };
+                if let Some(entry) = lock(&self.ledger).agreements.get_mut(&invoice.agreement_id) {
+                    entry.invoice_amount = Some(invoice.amount);
+                }
+                match self
+                    .client
+                    .accept_invoice(&id, &invoice.amount.to_string(), &self.allocation_id)
+                    .await
+                {
+                    Ok(()) => {
+                        if let Some(entry) =
+                            lock(&self.ledger).agreements.get_mut(&invoice.agreement_id)
+                        {
+                            entry.invoice_accepted = true;
+                        }
+                        self.events.emit(Event::InvoiceAccepted {
+                            agreement_id: invoice.agreement_id,
+                            provider_name: name,
+                            amount: invoice.amount.to_string(),
+                        });
+                    }
+                    Err(error) => self.refused(&invoice.agreement_id, name, error.to_string()),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn ours(&self, agreement_id: &str) -> Option<String> {
+        lock(&self.ledger)
+            .agreements
+            .get(agreement_id)
+            .map(|entry| entry.provider_name.clone())
+    }
+
+    fn accepted_at_least(&self, agreement_id: &str, amount: Decimal) -> bool {
+        lock(&self.ledger)
+            .agreements
+            .get(agreement_id)
+            .is_some_and(|entry| entry.debit_notes_accepted >= amount && amount > Decimal::ZERO)
+    }
+
+    fn refused(&self, agreement_id: &str, provider_name: String, message: String) {
+        let mut ledger = lock(&self.ledger);
+        if let Some(entry) = ledger.agreements.get_mut(agreement_id) {
+            entry.refused = Some(message.clone());
+        }
+        let lowered = message.to_lowercase();
+        if lowered.contains("left, accepting needs") || lowered.contains("budget") {
+            ledger
+                .budget_exhausted
+                .get_or_insert_with(|| message.clone());
+        }
+        drop(ledger);
+        self.events.emit(Event::PaymentRefused {
+            agreement_id: agreement_id.to_string(),
+            provider_name,
+            message,
+        });
+    }
+}

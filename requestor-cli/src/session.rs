@@ -1,0 +1,993 @@
+//! The high-level requestor API: a [`Session`] holds the daemon client, an
+//! allocation (the budget) on one payment platform, the file transfer and the
+//! payment follower; [`Session::run_job`] negotiates agreements for a
+//! [`DemandSpec`] and runs [`TaskSpec`]s over up to N of them, one worker per
+//! agreement: each worker creates an activity, deploys it, then takes tasks
+//! from the shared queue until none are left. A task that fails is retried on
+//! another provider; a provider whose activity breaks is dropped for the rest
+//! of the session. Budget: the executor estimates the cost of every agreement
+//! from its activity's usage and the offer's linear price, and stops before a
+//! task could overrun it; the daemon refuses any acceptance above the
+//! allocation, so nothing is ever overspent.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use golem_client::GolemClient;
+use golem_model::activity::{
+    Capture, CaptureFormat, CaptureMode, CommandOutput, CommandResult, ExeScriptCommand,
+    ExeScriptCommandResult,
+};
+use golem_model::payment::MarketDecoration;
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::demand::DemandSpec;
+use crate::error::{RequestorError, Result};
+use crate::events::{Event, EventSink};
+use crate::files::{FileTransfer, HttpFiles};
+use crate::market::{self, lock, Negotiation, ProviderBook, SignedAgreement};
+use crate::payments::{AgreementPayments, Payments};
+
+/// How a session connects and pays.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub api_url: String,
+    pub app_key: String,
+    /// `dummy-local-tglm` for the offline demo.
+    pub platform: String,
+    pub budget: Decimal,
+    /// Bind address of the built-in file server.
+    pub files_addr: String,
+    /// Move task files with gftp over this daemon bus socket instead of HTTP.
+    pub gftp_bus_socket: Option<PathBuf>,
+}
+
+/// One step of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Send the local file `from` to the provider's `to` (e.g. `/golem/input/a.txt`).
+    Upload { from: PathBuf, to: String },
+    /// Run `entry` with `args` in the activity.
+    Run { entry: String, args: Vec<String> },
+    /// Fetch the provider's `from` into the local file `to`.
+    Download { from: String, to: PathBuf },
+}
+
+/// A unit of work: its steps run as one batch on one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    pub id: String,
+    pub steps: Vec<Step>,
+}
+
+/// Knobs of one job.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Agreements used at once.
+    pub max_workers: usize,
+    /// Attempts per task, on different providers where possible.
+    pub max_attempts: u32,
+    /// Longest one task's batch may take.
+    pub task_timeout: Duration,
+    /// Longest deploy + start may take (images download here).
+    pub deploy_timeout: Duration,
+    /// How long to wait for a first agreement (or a replacement) before giving up.
+    pub offer_timeout: Duration,
+    /// The whole job's time limit.
+    pub job_timeout: Duration,
+    /// Expected busy seconds per agreement, to score offers.
+    pub expected_seconds: f64,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            max_workers: 4,
+            max_attempts: 3,
+            task_timeout: Duration::from_secs(120),
+            deploy_timeout: Duration::from_secs(300),
+            offer_timeout: Duration::from_secs(20),
+            job_timeout: Duration::from_secs(3600),
+            expected_seconds: 60.0,
+        }
+    }
+}
+
+/// The outcome of one task.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TaskOutcome {
+    pub id: String,
+    pub ok: bool,
+    pub provider_name: String,
+    pub provider_id: String,
+    pub attempts: u32,
+    pub seconds: f64,
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit code of a failed `run`, when the provider reported one.
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// What one agreement did in a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderReport {
+    pub agreement_id: String,
+    pub provider_id: String,
+    pub provider_name: String,
+    pub tasks_done: usize,
+    pub seconds: f64,
+    /// Estimated cost from usage and price.
+    pub estimated_cost: f64,
+    pub failure: Option<String>,
+}
+
+/// The result of [`Session::run_job`].
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub outcomes: Vec<TaskOutcome>,
+    pub providers: Vec<ProviderReport>,
+    pub seconds: f64,
+    /// Why the job stopped before all tasks were done (budget, no providers, timeout).
+    pub stopped: Option<String>,
+}
+
+impl JobReport {
+    pub fn done(&self) -> usize {
+        self.outcomes.iter().filter(|outcome| outcome.ok).count()
+    }
+}
+
+/// One row of the payment summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentRow {
+    pub agreement_id: String,
+    #[serde(flatten)]
+    pub payments: AgreementPayments,
+}
+
+/// Payments of a finished session.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentSummary {
+    pub platform: String,
+    pub budget: Decimal,
+    pub spent: Decimal,
+    pub rows: Vec<PaymentRow>,
+    /// Agreements that ended cleanly but whose invoice did not arrive in time.
+    pub invoices_missing: Vec<String>,
+}
+
+/// A requestor session on one daemon.
+pub struct Session {
+    client: GolemClient,
+    allocation_id: String,
+    platform: String,
+    budget: Decimal,
+    decoration: MarketDecoration,
+    files: Arc<dyn FileTransfer>,
+    /// Serves task packages (exe units fetch packages over http).
+    packages: Arc<HttpFiles>,
+    payments: Arc<Payments>,
+    events: EventSink,
+    scratch: tempfile::TempDir,
+    /// Agreements terminated cleanly: their invoices are awaited at the end.
+    finished_agreements: Mutex<Vec<String>>,
+    book: market::SharedBook,
+}
+
+impl Session {
+    /// Create the allocation and start the built-in HTTP file server.
+    /// Task files go over gftp when `gftp_bus_socket` is set.
+    pub async fn start(config: SessionConfig, events: EventSink) -> Result<Session> {
+        let http = Arc::new(HttpFiles::start(&config.files_addr).await?);
+        let files: Arc<dyn FileTransfer> = match &config.gftp_bus_socket {
+            Some(socket) => Arc::new(crate::files::GftpFiles::connect(socket).await?),
+            None => http.clone(),
+        };
+        Self::start_with_files(config, http, files, events).await
+    }
+
+    /// [`start`](Self::start) with a given file transfer for task files.
+    pub async fn start_with_files(
+        config: SessionConfig,
+        packages: Arc<HttpFiles>,
+        files: Arc<dyn FileTransfer>,
+        events: EventSink,
+    ) -> Result<Session> {
+        let client = GolemClient::new(&config.api_url, &config.app_key);
+        let allocation = client
+            .create_allocation(&config.platform, &config.budget.to_string())
+            .await?;
+        let decoration = client
+            .demand_decorations(&[&allocation.allocation_id])
+            .await?;
+        events.emit(Event::SessionStarted {
+            allocation_id: allocation.allocation_id.clone(),
+            platform: config.platform.clone(),
+            budget: config.budget.to_string(),
+        });
+        let payments = Arc::new(Payments::start(
+            client.clone(),
+            allocation.allocation_id.clone(),
+            events.clone(),
+        ));
+        let scratch = tempfile::Builder::new()
+            .prefix("golem-requestor-")
+            .tempdir()
+            .map_err(|error| RequestorError::io("a temporary directory", error))?;
+        Ok(Session {
+            client,
+            allocation_id: allocation.allocation_id,
+            platform: config.platform,
+            budget: config.budget,
+            decoration,
+            files,
+            packages,
+            payments,
+            events,
+            scratch,
+            finished_agreements: Mutex::default(),
+            book: Arc::default(),
+        })
+    }
+
+    pub fn client(&self) -> &GolemClient {
+        &self.client
+    }
+
+    pub fn allocation_id(&self) -> &str {
+        &self.allocation_id
+    }
+
+    /// The demand body this session would publish for `spec`.
+    pub fn demand(&self, spec: &DemandSpec) -> golem_model::market::DemandOfferBase {
+        spec.build(&self.platform, &self.decoration)
+    }
+
+    /// Resolve a package (`hash:sha3:..`, URL, local `.wasm`/`.wat`/tarball).
+    pub async fn package(&self, spec: &str) -> Result<String> {
+        crate::package::resolve(spec, self.packages.as_ref(), self.scratch.path()).await
+    }
+
+    /// Negotiate agreements for `spec` and run `tasks` over them.
+    pub async fn run_job(
+        &self,
+        spec: &DemandSpec,
+        tasks: Vec<TaskSpec>,
+        options: &JobOptions,
+    ) -> Result<JobReport> {
+        let started = Instant::now();
+        let demand = self.demand(spec);
+        self.events.emit(Event::DemandPublished {
+            subnet: spec.subnet.clone(),
+            runtime: spec.runtime.runtime_name().into(),
+        });
+        let count = tasks.len();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(
+                (0..count)
+                    .map(|index| Pending {
+                        index,
+                        attempt: 0,
+                        avoid: HashSet::new(),
+                    })
+                    .collect(),
+            ),
+            outcomes: Mutex::new(vec![None; count]),
+            remaining: AtomicUsize::new(count),
+            stop: Mutex::new(None),
+            notify: Notify::new(),
+            costs: Mutex::default(),
+            urls: Mutex::default(),
+        });
+        let context = Arc::new(JobContext {
+            client: self.client.clone(),
+            files: self.files.clone(),
+            tasks,
+            options: options.clone(),
+            events: self.events.clone(),
+            shared: shared.clone(),
+            budget: self.budget.to_f64().unwrap_or(f64::MAX),
+            payments: self.payments.clone(),
+        });
+        let (signed_tx, mut signed_rx) = mpsc::unbounded_channel::<SignedAgreement>();
+        let (target_tx, target_rx) = watch::channel(0usize);
+        let active = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
+        let negotiation = Negotiation {
+            client: self.client.clone(),
+            demand: demand.clone(),
+            caps: spec.caps,
+            expected_seconds: options.expected_seconds,
+            agreement_validity: spec.expiration,
+            target: target_rx,
+            active: active.clone(),
+            book: self.book.clone(),
+            signed: signed_tx,
+            events: self.events.clone(),
+            seen: seen.clone(),
+            shutdown: shutdown_rx,
+        };
+        let negotiator = tokio::spawn(negotiation.run());
+        let mut workers = tokio::task::JoinSet::new();
+        let mut reports = Vec::new();
+        let mut last_alive = Instant::now();
+        let mut ever_signed = false;
+        let mut failure: Option<RequestorError> = None;
+        loop {
+            let remaining = shared.remaining.load(Ordering::SeqCst);
+            if let Some(message) = self.payments.budget_exhausted() {
+                shared.stop_with(format!("a payment was refused: {message}"));
+            }
+            if remaining == 0 || shared.stopped().is_some() {
+                break;
+            }
+            if !workers.is_empty() {
+                last_alive = Instant::now();
+            } else if last_alive.elapsed() > options.offer_timeout {
+                let caps_note = (seen.load(Ordering::SeqCst) > 0)
+                    .then(|| "offers were seen but none led to an agreement (price caps, or providers refused)".to_string());
+                let why = market::diagnose(&self.client, &spec.subnet, &demand, caps_note).await;
+                let message = if ever_signed {
+                    format!(
+                        "no provider left to run the remaining {remaining} task(s) after {:.0} s: {why}",
+                        options.offer_timeout.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "no offer matched the demand within {:.0} s: {why}",
+                        options.offer_timeout.as_secs_f64()
+                    )
+                };
+                shared.stop_with(message.clone());
+                if !ever_signed {
+                    failure = Some(RequestorError::NoOffers(message));
+                }
+                break;
+            }
+            if started.elapsed() > options.job_timeout {
+                shared.stop_with(format!(
+                    "the job timed out after {:.0} s",
+                    options.job_timeout.as_secs_f64()
+                ));
+                break;
+            }
+            let wanted = options.max_workers.max(1).min(remaining);
+            target_tx.send_if_modified(|target| std::mem::replace(target, wanted) != wanted);
+            tokio::select! {
+                Some(agreement) = signed_rx.recv() => {
+                    ever_signed = true;
+                    last_alive = Instant::now();
+                    self.payments.track(&agreement.agreement_id, &agreement.provider_id, &agreement.provider_name);
+                    let span = tracing::info_span!("worker", agreement_id = %agreement.agreement_id, provider = %agreement.provider_name);
+                    workers.spawn(tracing::Instrument::instrument(worker(context.clone(), agreement), span));
+                }
+                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                    last_alive = Instant::now();
+                    if let Ok(report) = joined {
+                        self.worker_ended(&report, &active);
+                        reports.push(report);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        // Stop negotiating, let the workers finish their current task, end agreements.
+        drop(target_tx);
+        drop(shutdown_tx);
+        shared.notify.notify_waiters();
+        let _ = tokio::time::timeout(Duration::from_secs(3), negotiator).await;
+        let grace = options.task_timeout + Duration::from_secs(15);
+        let deadline = Instant::now() + grace;
+        while !workers.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, workers.join_next()).await {
+                Ok(Some(Ok(report))) => {
+                    self.worker_ended(&report, &active);
+                    reports.push(report);
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    workers.abort_all();
+                    break;
+                }
+            }
+        }
+        while let Ok(agreement) = signed_rx.try_recv() {
+            self.payments.track(
+                &agreement.agreement_id,
+                &agreement.provider_id,
+                &agreement.provider_name,
+            );
+            if terminate(&self.client, &agreement.agreement_id).await {
+                lock(&self.finished_agreements).push(agreement.agreement_id.clone());
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let outcomes = lock(&shared.outcomes)
+            .iter()
+            .enumerate()
+            .map(|(index, outcome)| {
+                outcome.clone().unwrap_or_else(|| TaskOutcome {
+                    id: context.tasks[index].id.clone(),
+                    error: Some("not run".into()),
+                    ..TaskOutcome::default()
+                })
+            })
+            .collect::<Vec<_>>();
+        let done = outcomes.iter().filter(|outcome| outcome.ok).count();
+        self.events.emit(Event::JobFinished {
+            tasks_done: done,
+            tasks_failed: outcomes.len() - done,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        let stopped = shared.stopped();
+        if let Some(message) = &stopped {
+            if message.contains("budget") {
+                self.events.emit(Event::BudgetExhausted {
+                    message: message.clone(),
+                });
+            }
+        }
+        Ok(JobReport {
+            outcomes,
+            providers: reports.into_iter().map(|report| report.provider).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+            stopped,
+        })
+    }
+
+    fn worker_ended(&self, report: &WorkerReport, active: &AtomicUsize) {
+        active.fetch_sub(1, Ordering::SeqCst);
+        let mut book = lock(&self.book);
+        book.busy.remove(&report.provider.provider_id);
+        if let Some(message) = &report.provider.failure {
+            book.failed.insert(report.provider.provider_id.clone());
+            self.events.emit(Event::ProviderFailed {
+                provider_id: report.provider.provider_id.clone(),
+                provider_name: report.provider.provider_name.clone(),
+                message: message.clone(),
+            });
+        }
+        if report.terminated {
+            lock(&self.finished_agreements).push(report.provider.agreement_id.clone());
+        }
+    }
+
+    /// Providers that failed in this session so far.
+    pub fn failed_providers(&self) -> Vec<String> {
+        let book: std::sync::MutexGuard<'_, ProviderBook> = lock(&self.book);
+        book.failed.iter().cloned().collect()
+    }
+
+    /// Wait (up to `invoice_timeout`) for the invoices of the agreements that
+    /// ended cleanly, release the allocation and sum up the payments.
+    pub async fn finish(self, invoice_timeout: Duration) -> Result<PaymentSummary> {
+        let finished = lock(&self.finished_agreements).clone();
+        let invoices_missing = self
+            .payments
+            .wait_invoices(&finished, invoice_timeout)
+            .await;
+        let spent = self
+            .client
+            .allocation(&self.allocation_id)
+            .await
+            .map(|allocation| allocation.spent_amount)?;
+        let _ = self.client.release_allocation(&self.allocation_id).await;
+        let mut rows: Vec<PaymentRow> = self
+            .payments
+            .snapshot()
+            .into_iter()
+            .map(|(agreement_id, payments)| PaymentRow {
+                agreement_id,
+                payments,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.payments.provider_name.cmp(&b.payments.provider_name));
+        Ok(PaymentSummary {
+            platform: self.platform,
+            budget: self.budget,
+            spent,
+            rows,
+            invoices_missing,
+        })
+    }
+}
+
+struct Pending {
+    index: usize,
+    attempt: u32,
+    /// Providers this task already failed on.
+    avoid: HashSet<String>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Pending>>,
+    outcomes: Mutex<Vec<Option<TaskOutcome>>>,
+    /// Tasks neither done nor finally failed.
+    remaining: AtomicUsize,
+    stop: Mutex<Option<String>>,
+    notify: Notify,
+    /// Estimated cost per agreement.
+    costs: Mutex<HashMap<String, f64>>,
+    /// Published URLs of input files, by local path.
+    urls: Mutex<HashMap<PathBuf, String>>,
+}
+
+impl Shared {
+    fn stop_with(&self, message: String) {
+        lock(&self.stop).get_or_insert(message);
+        self.notify.notify_waiters();
+    }
+
+    fn stopped(&self) -> Option<String> {
+        lock(&self.stop).clone()
+    }
+
+    fn finish(&self, index: usize, outcome: TaskOutcome) {
+        lock(&self.outcomes)[index] = Some(outcome);
+        self.remaining.fetch_sub(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// The next task for `provider_id`: one it has not failed before if any.
+    fn take(&self, provider_id: &str) -> Option<Pending> {
+        let mut queue = lock(&self.queue);
+        let position = queue
+            .iter()
+            .position(|pending| !pending.avoid.contains(provider_id))
+            .unwrap_or(0);
+        queue.remove(position)
+    }
+}
+
+struct JobContext {
+    client: GolemClient,
+    files: Arc<dyn FileTransfer>,
+    tasks: Vec<TaskSpec>,
+    options: JobOptions,
+    events: EventSink,
+    shared: Arc<Shared>,
+    budget: f64,
+    payments: Arc<Payments>,
+}
+
+struct WorkerReport {
+    provider: ProviderReport,
+    /// The agreement was terminated by us and answered (an invoice follows).
+    terminated: bool,
+}
+
+/// Why a task batch did not succeed.
+enum BatchError {
+    /// The command failed on a healthy activity: retry elsewhere.
+    Task {
+        message: String,
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    /// The provider or its activity is gone.
+    Provider(String),
+}
+
+async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerReport {
+    let started = Instant::now();
+    let mut report = ProviderReport {
+        agreement_id: agreement.agreement_id.clone(),
+        provider_id: agreement.provider_id.clone(),
+        provider_name: agreement.provider_name.clone(),
+        tasks_done: 0,
+        seconds: 0.0,
+        estimated_cost: 0.0,
+        failure: None,
+    };
+    let activity_id = match start_activity(&context, &agreement).await {
+        Ok(activity_id) => activity_id,
+        Err(message) => {
+            report.failure = Some(message);
+            // No activity ran: end the agreement, but do not wait for an invoice.
+            let _ = terminate(&context.client, &agreement.agreement_id).await;
+            report.seconds = started.elapsed().as_secs_f64();
+            return WorkerReport {
+                provider: report,
+                terminated: false,
+            };
+        }
+    };
+    let shared = &context.shared;
+    let mut last_budget_check: Option<Instant> = None;
+    loop {
+        if shared.stopped().is_some() || shared.remaining.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        let Some(mut pending) = shared.take(&agreement.provider_id) else {
+            // Tasks may still come back from other workers: wait a little.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), shared.notify.notified()).await;
+            continue;
+        };
+        pending.attempt += 1;
+        let task = &context.tasks[pending.index];
+        context.events.emit(Event::TaskStarted {
+            task_id: task.id.clone(),
+            provider_name: agreement.provider_name.clone(),
+            attempt: pending.attempt,
+        });
+        let task_started = Instant::now();
+        let result = run_task(&context, &activity_id, task).await;
+        let seconds = task_started.elapsed().as_secs_f64();
+        match result {
+            Ok((stdout, stderr)) => {
+                report.tasks_done += 1;
+                context.events.emit(Event::TaskFinished {
+                    task_id: task.id.clone(),
+                    provider_name: agreement.provider_name.clone(),
+                    seconds,
+                });
+                context.events.emit(Event::TaskOutput {
+                    task_id: task.id.clone(),
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                });
+                shared.finish(
+                    pending.index,
+                    TaskOutcome {
+                        id: task.id.clone(),
+                        ok: true,
+                        provider_name: agreement.provider_name.clone(),
+                        provider_id: agreement.provider_id.clone(),
+                        attempts: pending.attempt,
+                        seconds,
+                        stdout,
+                        stderr,
+                        exit_code: Some(0),
+                        error: None,
+                    },
+                );
+                // The usage is a call to the provider: ask at most every 250 ms.
+                if last_budget_check
+                    .is_none_or(|at: Instant| at.elapsed() > Duration::from_millis(250))
+                {
+                    last_budget_check = Some(Instant::now());
+                    check_budget(
+                        &context,
+                        &agreement,
+                        &activity_id,
+                        report.tasks_done,
+                        started,
+                    )
+                    .await;
+                }
+            }
+            Err(error) => {
+                let (message, provider_gone, exit_code, stdout, stderr) = match error {
+                    BatchError::Task {
+                        message,
+                        exit_code,
+                        stdout,
+                        stderr,
+                    } => (message, false, exit_code, stdout, stderr),
+                    BatchError::Provider(message) => {
+                        (message, true, None, String::new(), String::new())
+                    }
+                };
+                let retry =
+                    pending.attempt < context.options.max_attempts && shared.stopped().is_none();
+                context.events.emit(Event::TaskFailed {
+                    task_id: task.id.clone(),
+                    provider_name: agreement.provider_name.clone(),
+                    message: message.clone(),
+                    will_retry: retry,
+                });
+                if retry {
+                    pending.avoid.insert(agreement.provider_id.clone());
+                    lock(&shared.queue).push_back(pending);
+                    shared.notify.notify_waiters();
+                } else {
+                    shared.finish(
+                        pending.index,
+                        TaskOutcome {
+                            id: task.id.clone(),
+                            ok: false,
+                            provider_name: agreement.provider_name.clone(),
+                            provider_id: agreement.provider_id.clone(),
+                            attempts: pending.attempt,
+                            seconds,
+                            stdout,
+                            stderr,
+                            exit_code,
+                            error: Some(message.clone()),
+                        },
+                    );
+                }
+                if provider_gone {
+                    report.failure = Some(message);
+                    break;
+                }
+            }
+        }
+    }
+    report.estimated_cost = lock(&shared.costs)
+        .get(&agreement.agreement_id)
+        .copied()
+        .unwrap_or(0.0);
+    let terminated = if report.failure.is_some() {
+        // The provider is likely gone: end the agreement without waiting on it.
+        let client = context.client.clone();
+        let agreement_id = agreement.agreement_id.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(15),
+                client.terminate_agreement(&agreement_id, None),
+            )
+            .await;
+        });
+        false
+    } else {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            context.client.destroy_activity(&activity_id),
+        )
+        .await;
+        terminate(&context.client, &agreement.agreement_id).await
+    };
+    if terminated {
+        context.events.emit(Event::AgreementTerminated {
+            agreement_id: agreement.agreement_id.clone(),
+            provider_name: agreement.provider_name.clone(),
+        });
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    WorkerReport {
+        provider: report,
+        terminated,
+    }
+}
+
+/// Terminate an agreement with yapapi's Success reason; true when it took.
+async fn terminate(client: &GolemClient, agreement_id: &str) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            client.terminate_agreement(agreement_id, Some(&market::success_reason())),
+        )
+        .await,
+        Ok(Ok(()))
+    )
+}
+
+async fn start_activity(
+    context: &JobContext,
+    agreement: &SignedAgreement,
+) -> Result<String, String> {
+    let client = &context.client;
+    let activity_id = client
+        .create_activity(&agreement.agreement_id, 30.0)
+        .await
+        .map_err(|error| format!("cannot create an activity: {error}"))?;
+    context.events.emit(Event::ActivityCreated {
+        activity_id: activity_id.clone(),
+        provider_name: agreement.provider_name.clone(),
+    });
+    let script = [
+        ExeScriptCommand::Deploy {
+            net: Vec::new(),
+            hosts: Default::default(),
+            hostname: None,
+            volumes: None,
+            env: Default::default(),
+            progress: None,
+        },
+        ExeScriptCommand::Start { args: Vec::new() },
+    ];
+    let outcome = async {
+        let batch = client.exec(&activity_id, &script).await?;
+        client
+            .wait_batch(&activity_id, &batch, context.options.deploy_timeout)
+            .await
+    }
+    .await;
+    match outcome {
+        Ok(results) if batch_ok(&results, script.len()) => Ok(activity_id),
+        Ok(results) => Err(format!(
+            "deploy failed: {}",
+            first_error(&results).unwrap_or_else(|| "no result".into())
+        )),
+        Err(error) => Err(format!("deploy failed: {error}")),
+    }
+}
+
+fn batch_ok(results: &[ExeScriptCommandResult], commands: usize) -> bool {
+    results.len() == commands
+        && results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok)
+}
+
+fn first_error(results: &[ExeScriptCommandResult]) -> Option<String> {
+    results
+        .iter()
+        .find(|result| result.result == CommandResult::Error)
+        .map(|result| {
+            result
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("command {} failed", result.index))
+        })
+}
+
+fn output_text(output: &Option<CommandOutput>) -> String {
+    match output {
+        Some(CommandOutput::Str(text)) => text.clone(),
+        Some(CommandOutput::Bin(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        None => String::new(),
+    }
+}
+
+/// `"<entry> exited with code N"` → N.
+pub fn exit_code_of(message: &str) -> Option<i32> {
+    message
+        .rsplit_once("exited with code ")
+        .and_then(|(_, code)| code.split_whitespace().next()?.parse().ok())
+}
+
+async fn publish(context: &JobContext, path: &Path) -> Result<String, String> {
+    if let Some(url) = lock(&context.shared.urls).get(path) {
+        return Ok(url.clone());
+    }
+    let url = context
+        .files
+        .publish(path)
+        .await
+        .map_err(|error| error.to_string())?;
+    lock(&context.shared.urls).insert(path.to_path_buf(), url.clone());
+    Ok(url)
+}
+
+async fn run_task(
+    context: &JobContext,
+    activity_id: &str,
+    task: &TaskSpec,
+) -> Result<(String, String), BatchError> {
+    let local_error = |message: String| BatchError::Task {
+        message,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let capture = Some(Capture {
+        stdout: Some(CaptureMode::AtEnd {
+            part: None,
+            format: Some(CaptureFormat::Str),
+        }),
+        stderr: Some(CaptureMode::AtEnd {
+            part: None,
+            format: Some(CaptureFormat::Str),
+        }),
+    });
+    let mut commands = Vec::new();
+    for step in &task.steps {
+        commands.push(match step {
+            Step::Upload { from, to } => ExeScriptCommand::Transfer {
+                from: publish(context, from).await.map_err(local_error)?,
+                to: format!("container:{to}"),
+                format: None,
+                depth: None,
+                fileset: None,
+                progress: None,
+            },
+            Step::Run { entry, args } => ExeScriptCommand::Run {
+                entry_point: entry.clone(),
+                args: args.clone(),
+                capture: capture.clone(),
+            },
+            Step::Download { from, to } => ExeScriptCommand::Transfer {
+                from: format!("container:{from}"),
+                to: context
+                    .files
+                    .receive(to)
+                    .await
+                    .map_err(|error| local_error(error.to_string()))?,
+                format: None,
+                depth: None,
+                fileset: None,
+                progress: None,
+            },
+        });
+    }
+    let client = &context.client;
+    let results = async {
+        let batch = client.exec(activity_id, &commands).await?;
+        client
+            .wait_batch(activity_id, &batch, context.options.task_timeout)
+            .await
+    }
+    .await
+    .map_err(|error| BatchError::Provider(error.to_string()))?;
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    for result in &results {
+        stdout.push_str(&output_text(&result.stdout));
+        stderr.push_str(&output_text(&result.stderr));
+    }
+    if batch_ok(&results, commands.len()) {
+        return Ok((stdout, stderr));
+    }
+    let message = first_error(&results).unwrap_or_else(|| "the batch ended early".into());
+    // A dead activity is the provider's failure, not the task's.
+    let alive = matches!(
+        tokio::time::timeout(Duration::from_secs(5), client.activity_state(activity_id)).await,
+        Ok(Ok(state)) if state.state.alive()
+    );
+    if !alive {
+        return Err(BatchError::Provider(message));
+    }
+    Err(BatchError::Task {
+        exit_code: exit_code_of(&message),
+        message,
+        stdout,
+        stderr,
+    })
+}
+
+/// Update this agreement's estimated cost and stop the job before the next
+/// task could overrun the budget.
+async fn check_budget(
+    context: &JobContext,
+    agreement: &SignedAgreement,
+    activity_id: &str,
+    tasks_done: usize,
+    since: Instant,
+) {
+    let usage = match context.client.activity_usage(activity_id).await {
+        Ok(usage) => usage.current_usage.unwrap_or_default(),
+        Err(_) => return,
+    };
+    let cost = agreement
+        .price
+        .cost_at_least(&usage, since.elapsed().as_secs_f64());
+    let total: f64 = {
+        let mut costs = lock(&context.shared.costs);
+        costs.insert(agreement.agreement_id.clone(), cost);
+        costs.values().sum()
+    };
+    let per_task = cost / tasks_done.max(1) as f64;
+    let workers = lock(&context.shared.costs).len().max(1) as f64;
+    if total + per_task * workers > context.budget {
+        let spent = Decimal::from_f64(total).unwrap_or_default().round_dp(6);
+        context.shared.stop_with(format!(
+            "budget of {} GLM exhausted: about {spent} GLM used and the next task would cost about {:.6} GLM (raise --budget or `budget` in the job file)",
+            context.budget, per_task
+        ));
+    }
+    if let Some(message) = context.payments.budget_exhausted() {
+        context
+            .shared
+            .stop_with(format!("budget exhausted: {message}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_the_exe_unit_message() {
+        assert_eq!(exit_code_of("hello exited with code 3"), Some(3));
+        assert_eq!(
+            exit_code_of("sh exited with code 127 (not found)"),
+            Some(127)
+        );
+        assert_eq!(exit_code_of("something else"), None);
+    }
+}

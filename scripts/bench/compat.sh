@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Client compatibility benchmark (issue 10): wall time from start to exit of the
+# unmodified yapapi 0.13.1 hello world (polling and stream_output) and the
+# golem-js 3.6 basic flow against a local network of release binaries
+# (tests/compat/run.sh: requestor + provider daemons, provider agent, image on
+# loopback). RUNS=N repetitions (default 5); SKIP_BUILD=1 skips the build;
+# GOLEM_COMPAT_PROFILE=debug measures the debug binaries instead.
+# Prints a table (median / min / max seconds). Goal: ≤ 3 s each.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/golem-target}"
+RUNS="${RUNS:-5}"
+PROFILE="${GOLEM_COMPAT_PROFILE:-release}"
+PACKAGES=(-p golem-daemon -p exe-unit-wasm)
+[ ! -f crates/gftp/Cargo.toml ] || PACKAGES+=(-p golem-gftp)
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --profile "$PROFILE" --locked "${PACKAGES[@]}" --bins >&2
+RESULTS="$(mktemp)"
+trap 'rm -f "$RESULTS" "$RESULTS.run"' EXIT
+for _ in $(seq 1 "$RUNS"); do
+    GOLEM_COMPAT_PROFILE="$PROFILE" SKIP_BUILD=1 GOLEM_COMPAT_RESULTS="$RESULTS.run" COMPAT_NO_TRANSFER=1 \
+        tests/compat/run.sh yapapi-hello yapapi-hello-stream golemjs-basic >/dev/null 2>&1 ||
+        { echo "bench: tests/compat/run.sh failed; run it by hand to see why" >&2; exit 1; }
+    cat "$RESULTS.run" >>"$RESULTS"
+done
+python3 - "$RESULTS" "$RUNS" "$PROFILE" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, status, seconds = line.split()
+    rows.setdefault(name, []).append(float(seconds))
+labels = {
+    "yapapi-hello": "yapapi hello world (polling), start → exit",
+    "yapapi-hello-stream": "yapapi hello world (stream_output=True), start → exit",
+    "golemjs-basic": "golem-js basic flow (rent, run, finalize, pay), start → exit",
+}
+print("| Measure (%s runs, local network, %s binaries) | median | min | max | Goal |" % (sys.argv[2], sys.argv[3]))
+print("|---|---|---|---|---|")
+for name, label in labels.items():
+    values = rows.get(name, [])
+    if values:
+        print("| %s | %.2f s | %.2f s | %.2f s | ≤ 3 s |" % (label, statistics.median(values), min(values), max(values)))
+PY

@@ -1,0 +1,82 @@
+//! Docker helpers for the VM exe unit's tests: the `GOLEM_TEST_DOCKER=1` gate
+//! (unset: skip with a note; set but no engine: fail), building the local test
+//! images of `tests/images/` (nothing is pulled), `docker save`, and listing
+//! containers by label.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Set to `1` to run the tests that need a Docker engine (`scripts/ensure-docker.sh` starts one).
+pub const ENV_TEST_DOCKER: &str = "GOLEM_TEST_DOCKER";
+
+/// Whether Docker tests run: `Ok(false)` (after printing a skip note) when
+/// the gate is unset, an error when it is set but no engine answers.
+pub fn enabled(test: &str) -> anyhow::Result<bool> {
+    if std::env::var(ENV_TEST_DOCKER).ok().as_deref() != Some("1") {
+        eprintln!(
+            "skipping {test}: set {ENV_TEST_DOCKER}=1 (and run scripts/ensure-docker.sh) to run it"
+        );
+        return Ok(false);
+    }
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()?;
+    anyhow::ensure!(
+        info.status.success(),
+        "{ENV_TEST_DOCKER}=1 but no docker engine answers: {}; run scripts/ensure-docker.sh",
+        String::from_utf8_lossy(&info.stderr).trim()
+    );
+    Ok(true)
+}
+
+/// Run `docker <args>` and return its trimmed stdout; fails with its stderr.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("docker").args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn images_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+/// Build `tests/images/<name>` as `tag` (busybox-static on scratch).
+pub fn build_test_image(name: &str, tag: &str) -> anyhow::Result<()> {
+    let output = Command::new(images_dir().join("build.sh"))
+        .args([name, tag])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "building the test image {name} failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `docker save` `tag` into `out`.
+pub fn save_image(tag: &str, out: &Path) -> anyhow::Result<()> {
+    docker(&["save", "-o", &out.to_string_lossy(), tag]).map(|_| ())
+}
+
+/// Ids of all containers (running or not) with `label` (`key` or `key=value`).
+pub fn containers_with_label(label: &str) -> anyhow::Result<Vec<String>> {
+    let filter = format!("label={label}");
+    Ok(docker(&["ps", "-aq", "--no-trunc", "--filter", &filter])?
+        .lines()
+        .map(str::to_string)
+        .filter(|line| !line.is_empty())
+        .collect())
+}
+
+/// `docker inspect` of one object as JSON.
+pub fn inspect(id: &str) -> anyhow::Result<serde_json::Value> {
+    let text = docker(&["inspect", id])?;
+    let mut list: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+    anyhow::ensure!(!list.is_empty(), "docker inspect {id} returned nothing");
+    Ok(list.remove(0))
+}

@@ -1,0 +1,832 @@
+//! End-to-end tests of the provider agent: daemon P runs the real
+//! `golem-provider` (WASM exe unit), daemon R plays a scripted requestor over
+//! REST. The offer appears on R, negotiation reaches Approved, a WASM `run`
+//! works, destroy and terminate end it, and the invoice's amount equals the
+//! agreed coeffs × the usage counters. Policy refusals carry readable reasons;
+//! a killed exe unit, unaccepted debit notes and an agent restart still end in
+//! an invoice, with no orphan exe-unit processes.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use golem_client::market::Side;
+use golem_client::GolemClient;
+use golem_model::activity::{parse_exe_script, CommandResult};
+use golem_model::market::{
+    AgreementOperationEvent, AgreementProposal, DemandOfferBase, MarketEvent, Proposal,
+    ProposalState, Reason, Terminator,
+};
+use golem_model::payment::Invoice;
+use golem_tests::http::FileServer;
+use golem_tests::provider::{processes_with_arg, Preset, ProviderAgent, ProviderOptions};
+use golem_tests::{eventually, Sandbox};
+use serde_json::{json, Value};
+use sha3::Digest;
+
+const PLATFORM: &str = "dummy-local-tglm";
+const START_FEE: f64 = 0.5;
+const PER_CPU_SEC: f64 = 0.01;
+const PER_SEC: f64 = 0.001;
+
+struct Setup {
+    /// Dropped first: the agent stops before its daemon.
+    agent: ProviderAgent,
+    _sandbox: Sandbox,
+    _server: FileServer,
+    package: String,
+    provider_id: String,
+    requestor: GolemClient,
+    subnet: String,
+}
+
+/// Daemons P and R, the hello.wasm package served over HTTP, and golem-provider
+/// on P offering only wasmtime on `subnet`.
+async fn setup(subnet: &str, configure: impl FnOnce(ProviderOptions) -> ProviderOptions) -> Setup {
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("p").unwrap();
+    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
+    sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
+    let packages = sandbox.path().join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let hello = wat::parse_file(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../exe-unit-wasm/tests/modules/hello.wat"),
+    )
+    .unwrap();
+    std::fs::write(packages.join("hello.wasm"), &hello).unwrap();
+    let server = FileServer::start(packages).await.unwrap();
+    let package = format!(
+        "hash:sha3:{}:{}",
+        hex::encode(sha3::Sha3_224::digest(&hello)),
+        server.url("hello.wasm")
+    );
+    let agent_dir = sandbox.path().join("p-agent");
+    let options = configure(
+        ProviderOptions::new(subnet)
+            .exe_units(&["wasmtime"])
+            .preset(Preset::new("wasm", "wasmtime", "0.5", "0.01", "0.001")),
+    );
+    let agent = ProviderAgent::start(&sandbox.daemons()[0], &agent_dir, options).unwrap();
+    let provider_id = sandbox.daemons()[0].node_id().unwrap();
+    let requestor = sandbox.daemons()[1].client();
+    Setup {
+        _sandbox: sandbox,
+        _server: server,
+        package,
+        agent,
+        provider_id,
+        requestor,
+        subnet: subnet.to_string(),
+    }
+}
+
+impl Setup {
+    /// A demand decorated by an allocation on the dummy platform; `extra` properties win.
+    async fn demand(&self, expires_in: Duration, extra: Value) -> DemandOfferBase {
+        let allocation = self
+            .requestor
+            .create_allocation(PLATFORM, "100")
+            .await
+            .unwrap();
+        let decoration = self
+            .requestor
+            .demand_decorations(&[&allocation.allocation_id])
+            .await
+            .unwrap();
+        let mut properties = json!({
+            "golem.node.debug.subnet": self.subnet,
+            "golem.srv.comp.task_package": self.package,
+            "golem.srv.comp.expiration":
+                chrono::Utc::now().timestamp_millis() + expires_in.as_millis() as i64,
+            "golem.com.payment.chosen-platform": PLATFORM,
+        });
+        for property in &decoration.properties {
+            properties[&property.key] = json!(property.value);
+        }
+        for (key, value) in extra.as_object().unwrap() {
+            properties[key] = value.clone();
+        }
+        DemandOfferBase {
+            properties,
+            constraints: format!(
+                "(&(golem.node.debug.subnet={})(golem.runtime.name=wasmtime){})",
+                self.subnet,
+                decoration.constraints.join("")
+            ),
+        }
+    }
+
+    /// Negotiate as yapapi does: counter the Initial offer, then turn the
+    /// provider's Draft into an agreement. Ok(agreement id, the Initial offer)
+    /// or Err(the provider's rejection reason).
+    async fn negotiate(&self, demand: &DemandOfferBase) -> Result<(String, Proposal), String> {
+        let requestor = &self.requestor;
+        let demand_id = requestor.subscribe_demand(demand).await.unwrap();
+        let mut initial: Option<Proposal> = None;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "negotiation did not finish; agent log:\n{}",
+                self.agent.log()
+            );
+            let events = requestor
+                .market_events(Side::Demands, &demand_id, 1.0, 10)
+                .await
+                .unwrap();
+            for event in events {
+                match event {
+                    MarketEvent::ProposalEvent { proposal, .. }
+                        if proposal.state == ProposalState::Initial && initial.is_none() =>
+                    {
+                        requestor
+                            .counter_proposal(
+                                Side::Demands,
+                                &demand_id,
+                                &proposal.proposal_id,
+                                demand,
+                            )
+                            .await
+                            .unwrap();
+                        initial = Some(proposal);
+                    }
+                    MarketEvent::ProposalEvent { proposal, .. }
+                        if proposal.state == ProposalState::Draft =>
+                    {
+                        let agreement_id = requestor
+                            .create_agreement(&AgreementProposal::valid_for(
+                                &proposal.proposal_id,
+                                Duration::from_secs(3600),
+                            ))
+                            .await
+                            .unwrap();
+                        requestor
+                            .confirm_agreement(&agreement_id, None)
+                            .await
+                            .unwrap();
+                        requestor
+                            .wait_for_approval(&agreement_id, 15.0)
+                            .await
+                            .unwrap();
+                        let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                        return Ok((agreement_id, initial.unwrap()));
+                    }
+                    MarketEvent::ProposalRejectedEvent { reason, .. } => {
+                        let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                        return Err(reason.map(|r| r.message).unwrap_or_default());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn exec(&self, activity_id: &str, script: Value) -> String {
+        let commands = parse_exe_script(&script.to_string()).unwrap();
+        self.requestor.exec(activity_id, &commands).await.unwrap()
+    }
+
+    async fn terminate(&self, agreement_id: &str) {
+        self.requestor
+            .terminate_agreement(agreement_id, Some(&Reason::new("work done")))
+            .await
+            .unwrap();
+    }
+
+    /// The invoice of `agreement_id` as the requestor received it.
+    async fn invoice(&self, agreement_id: &str) -> Invoice {
+        let requestor = &self.requestor;
+        let found = eventually(Duration::from_secs(30), "the invoice on R", || async {
+            requestor
+                .invoices()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|invoice| invoice.agreement_id == agreement_id)
+        })
+        .await;
+        match found {
+            Ok(invoice) => invoice,
+            Err(error) => panic!("{error}; agent log:\n{}", self.agent.log()),
+        }
+    }
+
+    /// Start fee + coeffs × the counters the requestor reads for `activity_id`.
+    async fn expected_cost(&self, activity_id: &str) -> (f64, Vec<f64>) {
+        let usage = self.requestor.activity_usage(activity_id).await.unwrap();
+        let counters = usage.current_usage.unwrap();
+        assert_eq!(counters.len(), 2, "cpu_sec and duration_sec: {counters:?}");
+        (
+            START_FEE + PER_CPU_SEC * counters[0] + PER_SEC * counters[1],
+            counters,
+        )
+    }
+}
+
+fn amount(invoice: &Invoice) -> f64 {
+    invoice.amount.to_string().parse().unwrap()
+}
+
+async fn wait_no_process(arg: &str) {
+    eventually(
+        Duration::from_secs(10),
+        "no exe-unit process left",
+        || async { processes_with_arg(arg).is_empty().then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn provider_sells_a_wasm_run_and_invoices_coeffs_times_counters() {
+    let setup = setup("e2e-provider-main", |options| options).await;
+    let demand = setup
+        .demand(
+            Duration::from_secs(600),
+            json!({"golem.com.scheme.payu.debit-note.interval-sec?": 2}),
+        )
+        .await;
+    let (agreement_id, initial) = setup.negotiate(&demand).await.unwrap();
+
+    // The offer as R saw it: what real requestors constrain on.
+    let offer = &initial.properties;
+    assert_eq!(offer.get("golem.runtime.name"), Some(&json!("wasmtime")));
+    assert_eq!(offer.get("golem.com.pricing.model"), Some(&json!("linear")));
+    assert_eq!(
+        offer.get("golem.com.pricing.model.linear.coeffs"),
+        Some(&json!([PER_CPU_SEC, PER_SEC, START_FEE]))
+    );
+    assert_eq!(
+        offer.get("golem.com.usage.vector"),
+        Some(&json!(["golem.usage.cpu_sec", "golem.usage.duration_sec"]))
+    );
+    assert_eq!(
+        offer.get("golem.com.payment.platform.dummy-local-tglm.address"),
+        Some(&json!(setup.provider_id))
+    );
+    assert!(offer
+        .get("golem.com.payment.platform.erc20-holesky-tglm.address")
+        .is_some());
+    assert_eq!(offer.get("golem.com.scheme"), Some(&json!("payu")));
+    assert_eq!(
+        offer.get("golem.srv.caps.multi-activity"),
+        Some(&json!(true))
+    );
+    assert_eq!(offer.get("golem.node.id.name"), Some(&json!("p-agent")));
+    for key in [
+        "golem.inf.mem.gib",
+        "golem.inf.storage.gib",
+        "golem.inf.cpu.threads",
+        "golem.inf.cpu.cores",
+        "golem.com.payment.protocol.version",
+        "golem.com.scheme.payu.payment-timeout-sec?",
+    ] {
+        assert!(offer.get(key).is_some(), "offer lacks {key}: {offer:?}");
+    }
+    let agreement = setup.requestor.agreement(&agreement_id).await.unwrap();
+    assert_eq!(
+        agreement
+            .offer
+            .properties
+            .get("golem.com.scheme.payu.debit-note.interval-sec?"),
+        Some(&json!(2)),
+        "the agreed debit-note interval is the demand's"
+    );
+    let status = setup.agent.status().unwrap();
+    assert_eq!(status["offers"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["agreements"][0]["agreementId"], json!(agreement_id));
+    assert_eq!(status["agreements"][0]["state"], "live");
+
+    // An activity runs the WASM package.
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    assert_eq!(processes_with_arg(&activity_id).len(), 1, "one exe unit");
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    let results = setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    let run = json!([{"run": {"entry_point": "hello", "args": ["sold", "by", "golem-provider"],
+                      "capture": {"stdout": {"atEnd": {"format": "str"}}}}}]);
+    let batch = setup.exec(&activity_id, run).await;
+    let results = setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    let stdout = serde_json::to_string(&results[0].stdout).unwrap();
+    assert!(stdout.contains("golem-provider"), "{stdout}");
+
+    // Debit notes arrive at the agreed interval while the activity lives.
+    let requestor = &setup.requestor;
+    let note = eventually(Duration::from_secs(15), "a debit note on R", || async {
+        requestor
+            .debit_notes()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|note| note.activity_id == activity_id)
+    })
+    .await
+    .unwrap();
+    let due: f64 = note.total_amount_due.to_string().parse().unwrap();
+    assert!(
+        due >= START_FEE,
+        "the start fee is billed at once: {note:?}"
+    );
+
+    // Destroy: the exe unit goes away.
+    setup
+        .requestor
+        .destroy_activity(&activity_id)
+        .await
+        .unwrap();
+    wait_no_process(&activity_id).await;
+
+    // Terminate: the invoice is the agreed price of the counters.
+    setup.terminate(&agreement_id).await;
+    let invoice = setup.invoice(&agreement_id).await;
+    let (expected, counters) = setup.expected_cost(&activity_id).await;
+    assert!(
+        (amount(&invoice) - expected).abs() < 1e-9,
+        "invoice {} != 0.5 + 0.01 × {} + 0.001 × {} = {expected}",
+        invoice.amount,
+        counters[0],
+        counters[1]
+    );
+    assert!(counters[1] > 0.0, "duration counted: {counters:?}");
+    setup
+        .agent
+        .wait_for_log("invoice sent", Duration::from_secs(5))
+        .unwrap();
+    let status = setup.agent.status().unwrap();
+    assert_eq!(status["agreements"][0]["state"], "ended", "{status}");
+    assert_eq!(status["agreements"][0]["invoiceSent"], true, "{status}");
+    assert_eq!(
+        status["earnings"]["invoiced"].as_str().unwrap(),
+        invoice.amount.to_string()
+    );
+}
+
+#[tokio::test]
+async fn policy_rejections_carry_readable_reasons() {
+    let setup = setup("e2e-provider-policy", |options| options).await;
+    let short = setup.demand(Duration::from_secs(10), json!({})).await;
+    let reason = setup.negotiate(&short).await.unwrap_err();
+    assert!(reason.contains("expiration too short"), "{reason}");
+
+    // Pays only on a platform this provider does not accept.
+    let mut foreign = setup.demand(Duration::from_secs(600), json!({})).await;
+    let properties = foreign.properties.as_object_mut().unwrap();
+    properties.retain(|key, _| !key.starts_with("golem.com.payment.platform."));
+    properties.insert(
+        "golem.com.payment.platform.erc20-polygon-glm.address".into(),
+        json!("0x0000000000000000000000000000000000000001"),
+    );
+    properties.insert(
+        "golem.com.payment.chosen-platform".into(),
+        json!("erc20-polygon-glm"),
+    );
+    foreign.constraints = format!(
+        "(&(golem.node.debug.subnet={})(golem.runtime.name=wasmtime))",
+        setup.subnet
+    );
+    let reason = setup.negotiate(&foreign).await.unwrap_err();
+    assert!(reason.contains("no common payment platform"), "{reason}");
+    assert!(reason.contains("erc20-polygon-glm"), "{reason}");
+
+    // Out-of-bounds debit-note interval.
+    let wild = setup
+        .demand(
+            Duration::from_secs(600),
+            json!({"golem.com.scheme.payu.debit-note.interval-sec?": 999_999}),
+        )
+        .await;
+    let reason = setup.negotiate(&wild).await.unwrap_err();
+    assert!(reason.contains("debit-note.interval-sec"), "{reason}");
+
+    // A fitting demand still gets an agreement, and a second one is refused
+    // while the only slot is taken.
+    let fine = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&fine).await.unwrap();
+    let reason = setup.negotiate(&fine).await.unwrap_err();
+    assert!(reason.contains("no free resources"), "{reason}");
+    setup.terminate(&agreement_id).await;
+    let invoice = setup.invoice(&agreement_id).await;
+    assert_eq!(amount(&invoice), 0.0, "no activity, nothing to pay");
+    let log = setup.agent.log();
+    assert!(log.contains("proposal rejected"), "{log}");
+
+    // A clean stop withdraws the offer.
+    let mut setup = setup;
+    assert_eq!(setup.agent.stop().unwrap(), 0);
+    let provider = setup._sandbox.daemons()[0].client();
+    assert!(provider.offers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cli_explains_itself_and_refuses_bad_input() {
+    let agent = golem_tests::binary("golem-provider");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(&agent)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("YAGNA_APPKEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    for command in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["preset", "--help"],
+        &["preset", "create", "--help"],
+        &["status", "--help"],
+    ] {
+        let output = run(command, &[]);
+        assert!(output.status.success(), "{command:?}: {}", text(&output));
+        assert!(
+            text(&output).len() > 200,
+            "{command:?} explains: {}",
+            text(&output)
+        );
+    }
+    let output = run(&["run"], &[]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("YAGNA_APPKEY"), "{}", text(&output));
+
+    let output = run(
+        &[
+            "preset",
+            "create",
+            "--name",
+            "p1",
+            "--exe-unit",
+            "wasmtime",
+            "--cpu-sec",
+            "cheap",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(text(&output).contains("--cpu-sec"), "{}", text(&output));
+    let output = run(
+        &[
+            "preset",
+            "create",
+            "--name",
+            "p1",
+            "--exe-unit",
+            "wasmtime",
+            "--cpu-sec",
+            "0.2",
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let output = run(
+        &["preset", "update", "--name", "p1", "--start-fee", "1.5"],
+        &[],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let listed: Value =
+        serde_json::from_slice(&run(&["preset", "list", "--json"], &[]).stdout).unwrap();
+    assert_eq!(listed[0]["start-fee"], "1.5", "{listed}");
+    assert_eq!(listed[0]["cpu-sec"], "0.2", "{listed}");
+    let output = run(&["preset", "remove", "--name", "nope"], &[]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("preset list"), "{}", text(&output));
+
+    std::fs::write(dir.path().join("provider.toml"), "treads = 2\n").unwrap();
+    let output = run(&["run"], &[("YAGNA_APPKEY", "k")]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("treads"), "{}", text(&output));
+    std::fs::remove_file(dir.path().join("provider.toml")).unwrap();
+
+    // No daemon there: a clear error, no hang.
+    let output = run(
+        &[
+            "run",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--exe-units",
+            "wasmtime",
+        ],
+        &[("YAGNA_APPKEY", "k")],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("cannot reach the daemon"),
+        "{}",
+        text(&output)
+    );
+    let status: Value = serde_json::from_slice(
+        &run(
+            &["status", "--json", "--api-url", "http://127.0.0.1:9"],
+            &[("YAGNA_APPKEY", "k")],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(status["daemon"]["reachable"], false, "{status}");
+    assert_eq!(status["agreements"], json!([]));
+}
+
+#[tokio::test]
+async fn killed_exe_unit_terminates_the_activity_and_is_still_invoiced() {
+    let setup = setup("e2e-provider-kill", |options| options).await;
+    let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let pids = processes_with_arg(&activity_id);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let requestor = &setup.requestor;
+    let state = eventually(
+        Duration::from_secs(10),
+        "the activity Terminated",
+        || async {
+            let state = requestor.activity_state(&activity_id).await.ok()?;
+            (!state.state.alive()).then_some(state)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        state
+            .reason
+            .as_deref()
+            .is_some_and(|reason| !reason.is_empty()),
+        "{state:?}"
+    );
+    setup
+        .agent
+        .wait_for_log("exited unexpectedly", Duration::from_secs(10))
+        .unwrap();
+    setup.terminate(&agreement_id).await;
+    let invoice = setup.invoice(&agreement_id).await;
+    let (expected, _) = setup.expected_cost(&activity_id).await;
+    assert!(
+        (amount(&invoice) - expected).abs() < 1e-9,
+        "invoice {} != {expected}",
+        invoice.amount
+    );
+    assert!(amount(&invoice) >= START_FEE);
+}
+
+#[tokio::test]
+async fn unaccepted_debit_notes_make_the_provider_terminate() {
+    let setup = setup("e2e-provider-unpaid", |options| options).await;
+    let demand = setup
+        .demand(
+            Duration::from_secs(600),
+            json!({"golem.com.scheme.payu.debit-note.interval-sec?": 1,
+                   "golem.com.payment.debit-notes.accept-timeout?": 2}),
+        )
+        .await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    // R never accepts the debit notes: P terminates, with a reason, and invoices.
+    let requestor = &setup.requestor;
+    let reason = eventually(Duration::from_secs(20), "P terminates", || async {
+        let events = requestor
+            .agreement_events(None, 1.0, 100, None)
+            .await
+            .ok()?;
+        events.into_iter().find_map(|event| match event {
+            AgreementOperationEvent::AgreementTerminatedEvent {
+                agreement_id: id,
+                terminator: Terminator::Provider,
+                reason,
+                ..
+            } if id == agreement_id => Some(reason),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    let message = reason.map(|reason| reason.message).unwrap_or_default();
+    assert!(message.contains("not accepted within 2 s"), "{message}");
+    let invoice = setup.invoice(&agreement_id).await;
+    assert!(amount(&invoice) >= START_FEE, "{invoice:?}");
+    wait_no_process(&activity_id).await;
+}
+
+#[tokio::test]
+async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
+    let mut setup = setup("e2e-provider-restart", |options| options).await;
+    let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(processes_with_arg(&activity_id).len(), 1);
+
+    setup.agent.kill();
+    setup.agent.restart().unwrap();
+    wait_no_process(&activity_id).await;
+    let status = setup.agent.status().unwrap();
+    assert_eq!(status["agreements"][0]["agreementId"], json!(agreement_id));
+    assert_eq!(status["agreements"][0]["state"], "live", "{status}");
+
+    // The agreement ends while the agent is down: the next run invoices it.
+    setup.agent.kill();
+    setup.terminate(&agreement_id).await;
+    setup.agent.restart().unwrap();
+    let invoice = setup.invoice(&agreement_id).await;
+    let (expected, _) = setup.expected_cost(&activity_id).await;
+    assert!(
+        (amount(&invoice) - expected).abs() < 1e-9,
+        "invoice {} != {expected}",
+        invoice.amount
+    );
+    assert!(processes_with_arg(&activity_id).is_empty());
+    let log = setup.agent.log();
+    assert_eq!(
+        log.matches("\"invoice sent\"").count(),
+        1,
+        "one invoice, once: {log}"
+    );
+}
+
+/// Numbers of one field over the agent's log lines whose message is `message`.
+fn logged(log: &str, message: &str, field: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["message"] == message)
+        .filter_map(|entry| entry[field].as_f64())
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+fn row(what: &str, unit: &str, mut samples: Vec<f64>, goal: &str) {
+    samples.sort_by(f64::total_cmp);
+    assert!(!samples.is_empty(), "no samples for {what}");
+    let at = |fraction: f64| {
+        samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)]
+    };
+    println!(
+        "| {what} ({} samples) | {:.2} {unit} | {:.2} {unit} | {:.2} {unit} | {goal} |",
+        samples.len(),
+        at(0.5),
+        at(0.9),
+        samples[samples.len() - 1]
+    );
+}
+
+/// Benchmark (run by `scripts/bench/provider.sh` on release builds): the
+/// agent's negotiation and exe-unit start latencies, read from its own log
+/// fields, and its idle RSS. Prints a table; asserts nothing about time.
+#[tokio::test]
+#[ignore = "benchmark: run with scripts/bench/provider.sh"]
+async fn bench_provider() {
+    let setup = setup("e2e-provider-bench", |options| options.max_agreements(1000)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = setup.agent.pid().unwrap();
+    let idle_before = rss_kib(pid);
+    let rounds = 30;
+    let mut create = Vec::new();
+    for _ in 0..rounds {
+        let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+        let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+        let started = Instant::now();
+        let activity_id = setup
+            .requestor
+            .create_activity(&agreement_id, 30.0)
+            .await
+            .unwrap();
+        create.push(started.elapsed().as_secs_f64() * 1000.0);
+        setup
+            .requestor
+            .destroy_activity(&activity_id)
+            .await
+            .unwrap();
+        setup.terminate(&agreement_id).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_after = rss_kib(pid);
+    let log = setup.agent.log();
+    let ms = |values: Vec<f64>| values.into_iter().map(|us| us / 1000.0).collect();
+    println!("\n| Measure | p50 | p90 | max | goal |\n|---|---|---|---|---|");
+    row(
+        "Draft proposal event received → policy decided",
+        "ms",
+        ms(logged(
+            &log,
+            "proposal countered with a Draft",
+            "decided_us",
+        )),
+        "",
+    );
+    row(
+        "Draft proposal event received → Draft counter sent (counter call returned)",
+        "ms",
+        ms(logged(
+            &log,
+            "proposal countered with a Draft",
+            "counter_us",
+        )),
+        "≤ 10 ms",
+    );
+    row(
+        "requestor's proposal timestamp → Draft counter sent (incl. net + long-poll wake-up)",
+        "ms",
+        logged(&log, "proposal countered with a Draft", "since_proposal_ms"),
+        "",
+    );
+    row(
+        "activity-create event received → exe unit Initialized",
+        "ms",
+        logged(&log, "exe unit initialized", "since_received_ms"),
+        "≤ 50 ms",
+    );
+    row(
+        "activity-create event date (daemon) → exe unit Initialized",
+        "ms",
+        logged(&log, "exe unit initialized", "since_event_ms"),
+        "",
+    );
+    row(
+        "requestor POST /activity → 201 (other daemon, over the net)",
+        "ms",
+        create,
+        "",
+    );
+    println!(
+        "| agent idle RSS, after start / after {rounds} agreements | {:.1} MiB | {:.1} MiB | | ≤ 20 MiB |",
+        idle_before as f64 / 1024.0,
+        idle_after as f64 / 1024.0
+    );
+}

@@ -1,0 +1,648 @@
+//! End-to-end tests of the requestor: the real `golem-requestor` binary against
+//! a requestor daemon and provider daemons running the real `golem-provider`
+//! (WASM), paid with the dummy driver. A provider killed in the middle of the
+//! demo job, an exhausted budget, a demand no offer matches, bad job files, and
+//! the benchmark behind `scripts/bench/requestor.sh`.
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use golem_tests::binary;
+use golem_tests::provider::Preset;
+use golem_tests::requestor::{busybox_image, demo_job, repo_root, Network};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+fn hello_wat() -> PathBuf {
+    repo_root().join("exe-unit-wasm/tests/modules/hello.wat")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Run a command with a deadline; kill it and fail if it hangs.
+fn output_within(mut command: std::process::Command, timeout: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(timeout) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("command did not finish within {timeout:?}");
+        }
+    }
+}
+
+/// The `{"event": "summary"}` line of `script --json`.
+fn summary_of(stdout: &str) -> Value {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"))
+}
+
+fn decimal(value: &Value) -> Decimal {
+    match value {
+        Value::String(text) => text.parse().unwrap(),
+        Value::Null => Decimal::ZERO,
+        other => other.to_string().parse().unwrap(),
+    }
+}
+
+/// What the session's allocation was charged must equal, per agreement, the
+/// invoice when it was accepted, else the debit notes accepted.
+fn assert_spent_matches_acceptances(payments: &Value) -> Decimal {
+    let expected: Decimal = payments["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            if row["invoice_accepted"] == true {
+                decimal(&row["invoice_amount"])
+            } else {
+                decimal(&row["debit_notes_accepted"])
+            }
+        })
+        .sum();
+    let spent = decimal(&payments["spent"]);
+    assert_eq!(spent, expected, "spent vs acceptances: {payments:#}");
+    spent
+}
+
+#[tokio::test]
+async fn hello_world_runs_offers_list_and_exit_codes_pass_through() {
+    let mut network = Network::start(1, "e2e-requestor-hello", None, "").unwrap();
+    let hello = hello_wat();
+    let hello = hello.to_str().unwrap();
+
+    let offers = output_within(
+        network.requestor(&["offers", "--json", "--runtime", "wasm"]),
+        Duration::from_secs(20),
+    );
+    assert!(offers.status.success(), "{}", text(&offers.stderr));
+    let offers: Value = serde_json::from_slice(&offers.stdout).unwrap();
+    assert_eq!(offers.as_array().unwrap().len(), 1, "{offers}");
+    assert_eq!(offers[0]["provider_name"], "provider-1");
+    assert_eq!(offers[0]["runtime"], "wasmtime");
+
+    let run = output_within(
+        network.requestor(&[
+            "run",
+            "--runtime",
+            "wasm",
+            "--package",
+            hello,
+            "--",
+            "hello",
+            "big",
+            "world",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "big world\n");
+    assert_eq!(text(&run.stderr), "done\n");
+
+    // transform without arguments exits 2: so does golem-requestor.
+    let transform = repo_root().join("examples/demo/transform.wat");
+    let failing = output_within(
+        network.requestor(&[
+            "run",
+            "--package",
+            transform.to_str().unwrap(),
+            "--",
+            "transform",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(failing.status.code(), Some(2), "{}", text(&failing.stderr));
+    assert!(
+        text(&failing.stderr).contains("exited with code 2"),
+        "{}",
+        text(&failing.stderr)
+    );
+
+    // No app-key: a clear usage error, before any network traffic.
+    let mut no_key = network.requestor(&["offers"]);
+    no_key.env_remove("YAGNA_APPKEY").env("YAGNA_APPKEY", "");
+    let no_key = output_within(no_key, Duration::from_secs(10));
+    assert_eq!(no_key.status.code(), Some(1));
+    assert!(
+        text(&no_key.stderr).contains("no app-key"),
+        "{}",
+        text(&no_key.stderr)
+    );
+}
+
+#[tokio::test]
+async fn demo_job_completes_when_a_provider_is_killed_mid_job() {
+    let mut network = Network::start(
+        3,
+        "e2e-requestor-kill",
+        None,
+        "debit-note-interval-sec = 1\n",
+    )
+    .unwrap();
+    let dir = network.sandbox.path().join("job");
+    let job = demo_job(&dir, 60).unwrap();
+    let out = dir.join("results");
+    let mut command = network.requestor(&[
+        "script",
+        job.to_str().unwrap(),
+        "--json",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let mut victim_done = 0;
+    // Kill provider-2 (agent and daemon, SIGKILL) after it finished 3 tasks.
+    while victim_done < 3 {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the job makes progress");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "task_finished" && event["provider_name"] == "provider-2" {
+            victim_done += 1;
+        }
+        lines.push(line);
+    }
+    network.providers[1].kill();
+    network.sandbox.daemons()[2].kill();
+    let killed_at = Instant::now();
+    // Nothing hangs: the job ends within a bound.
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if killed_at.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the job hung after a provider was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    lines.extend(lines_rx.try_iter());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stdout = lines.join("\n");
+    assert!(status.success(), "exit {status}: {stderr}\n{stdout}");
+    eprintln!("job took {:?}", started.elapsed());
+
+    // Every task is done and its result is back.
+    let summary = summary_of(&stdout);
+    let outcomes = summary["report"]["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 66);
+    assert!(
+        outcomes.iter().all(|outcome| outcome["ok"] == true),
+        "{summary:#}"
+    );
+    for outcome in outcomes {
+        let id = outcome["id"].as_str().unwrap();
+        let result = std::fs::read_to_string(out.join(format!("{id}.txt"))).unwrap();
+        assert!(
+            result.starts_with("ALICE WAS") || id.len() > 2 || !result.is_empty(),
+            "{id}: {result}"
+        );
+        assert_eq!(result, result.to_uppercase(), "{id}");
+    }
+    // The tasks after the kill ran on the two others; the killed one is marked failed.
+    let providers = summary["report"]["providers"].as_array().unwrap();
+    let victim: Vec<&Value> = providers
+        .iter()
+        .filter(|p| p["provider_name"] == "provider-2")
+        .collect();
+    assert!(
+        victim.iter().all(|p| p["failure"].is_string()) && !victim.is_empty(),
+        "{summary:#}"
+    );
+    let survivors_did: u64 = providers
+        .iter()
+        .filter(|p| p["provider_name"] != "provider-2")
+        .map(|p| p["tasks_done"].as_u64().unwrap())
+        .sum();
+    assert!(
+        survivors_did
+            >= 66
+                - victim
+                    .iter()
+                    .map(|p| p["tasks_done"].as_u64().unwrap())
+                    .sum::<u64>()
+    );
+
+    // Payments: the survivors' invoices were accepted; the killed provider got
+    // no invoice paid, only the debit notes accepted before it died; the
+    // allocation was charged exactly what was accepted.
+    let payments = &summary["payments"];
+    for row in payments["rows"].as_array().unwrap() {
+        if row["provider_name"] == "provider-2" {
+            assert_eq!(row["invoice_accepted"], false, "{row}");
+        } else {
+            assert_eq!(row["invoice_accepted"], true, "{row}");
+        }
+    }
+    let spent = assert_spent_matches_acceptances(payments);
+    assert!(spent > Decimal::ZERO);
+    let requestor = network.requestor_client();
+    let paid: Decimal = requestor
+        .payments()
+        .await
+        .unwrap()
+        .iter()
+        .map(|payment| payment.amount)
+        .sum();
+    assert!(paid <= spent, "paid {paid} > accepted {spent}");
+}
+
+#[tokio::test]
+async fn demo_job_moves_files_with_gftp() {
+    let mut network = Network::start(2, "e2e-requestor-gftp", None, "").unwrap();
+    let dir = network.sandbox.path().join("job");
+    let job = demo_job(&dir, 0).unwrap();
+    let out = dir.join("results");
+    let bus_socket = network.sandbox.daemons()[0].data_dir.join("bus.sock");
+    let mut command = network.requestor(&[
+        "script",
+        job.to_str().unwrap(),
+        "--json",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    command.env("GOLEM_BUS_SOCKET", &bus_socket);
+    let output = output_within(command, Duration::from_secs(60));
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}",
+        text(&output.stderr)
+    );
+    let summary = summary_of(&stdout);
+    assert_eq!(summary["report"]["outcomes"].as_array().unwrap().len(), 6);
+    for name in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+        let input = std::fs::read_to_string(dir.join(format!("inputs/{name}.txt"))).unwrap();
+        let result = std::fs::read_to_string(out.join(format!("{name}.txt"))).unwrap();
+        assert_eq!(result, input.to_uppercase(), "{name}");
+    }
+    let used: Vec<&Value> = summary["report"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(used.len(), 2, "both providers got work: {summary:#}");
+    assert_spent_matches_acceptances(&summary["payments"]);
+}
+
+#[tokio::test]
+async fn exhausted_budget_stops_the_job_without_overspending() {
+    // 0.25 GLM per second of each agreement: a 1 GLM budget lasts about 2 s
+    // over two providers, far less than the job needs.
+    let preset = Preset::new("pricey", "wasmtime", "0", "0", "0.25");
+    let mut network = Network::start(
+        2,
+        "e2e-requestor-budget",
+        Some(preset),
+        "debit-note-interval-sec = 1\n",
+    )
+    .unwrap();
+    let dir = network.sandbox.path().join("job");
+    let job = demo_job(&dir, 400).unwrap();
+    let output = output_within(
+        network.requestor(&[
+            "script",
+            job.to_str().unwrap(),
+            "--json",
+            "--budget",
+            "1",
+            "--parallelism",
+            "2",
+        ]),
+        Duration::from_secs(120),
+    );
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}\n{stdout}");
+    eprintln!("{stderr}");
+    assert!(stderr.contains("budget"), "{stderr}");
+    let summary = summary_of(&stdout);
+    let done = summary["report"]["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|outcome| outcome["ok"] == true)
+        .count();
+    assert!(done > 0 && done < 406, "{done} tasks done");
+    let spent = assert_spent_matches_acceptances(&summary["payments"]);
+    assert!(spent <= Decimal::ONE, "overspent: {spent}");
+    assert!(spent > Decimal::ZERO, "nothing paid");
+    let allocations = network.requestor_client().allocations().await.unwrap();
+    for allocation in allocations {
+        assert!(
+            allocation.spent_amount <= allocation.total_amount,
+            "{allocation:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_demand_no_offer_matches_names_the_constraint() {
+    let mut network = Network::start(1, "e2e-requestor-nomatch", None, "").unwrap();
+    let hello = hello_wat();
+    let hello = hello.to_str().unwrap();
+    for (args, clause) in [
+        (
+            vec![
+                "run",
+                "--runtime",
+                "vm",
+                "--image",
+                hello,
+                "--timeout",
+                "3",
+                "--",
+                "/bin/true",
+            ],
+            "(golem.runtime.name=vm)",
+        ),
+        (
+            vec![
+                "run",
+                "--package",
+                hello,
+                "--min-mem-gib",
+                "100000",
+                "--timeout",
+                "3",
+                "--",
+                "hello",
+            ],
+            "(golem.inf.mem.gib>=100000)",
+        ),
+    ] {
+        let started = Instant::now();
+        let output = output_within(network.requestor(&args), Duration::from_secs(30));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        eprintln!("{stderr}");
+        assert!(stderr.contains("no offer matched"), "{stderr}");
+        assert!(stderr.contains(clause), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let daemon = &network.sandbox.daemons()[0];
+    let mut other_subnet = std::process::Command::new(binary("golem-requestor"));
+    other_subnet
+        .args([
+            "--api-url",
+            &daemon.api_url,
+            "--app-key",
+            &daemon.app_key,
+            "--subnet",
+            "nobody-here",
+        ])
+        .args(["run", "--package", hello, "--timeout", "2", "--", "hello"]);
+    let output = output_within(other_subnet, Duration::from_secs(30));
+    assert!(
+        text(&output.stderr).contains("no provider offers anything in subnet \"nobody-here\""),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn vm_run_executes_a_command_in_a_local_image() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = match busybox_image(scratch.path(), "golem-e2e-requestor-busybox") {
+        Ok(image) => image,
+        Err(why) => {
+            // CI installs Docker and busybox-static (scripts/ensure-docker.sh).
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let mut network =
+        Network::start_with_runtimes(1, "e2e-requestor-vm", &["vm"], None, "").unwrap();
+    let image = image.to_str().unwrap();
+    let output = output_within(
+        network.requestor(&[
+            "run",
+            "--runtime",
+            "vm",
+            "--image",
+            image,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi from vm; echo oops >&2; exit 3",
+        ]),
+        Duration::from_secs(180),
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "hi from vm\n");
+    assert!(
+        text(&output.stderr).contains("oops"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = output_within(
+        network.requestor(&[
+            "run",
+            "--runtime",
+            "vm",
+            "--image",
+            image,
+            "--",
+            "/bin/echo",
+            "cached",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "cached\n");
+    // --runtime vm needs --image.
+    let output = output_within(
+        network.requestor(&["run", "--runtime", "vm", "--", "true"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        text(&output.stderr).contains("--runtime vm needs --image"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn bad_job_files_get_errors_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[demand]\nruntime = \"wasm\"\npackage = \"missing.wasm\"\n",
+            "bad.toml:3:",
+            "does not exist",
+        ),
+        (
+            "[demand]\nruntime = \"wasm\"\npackage = \"x\"\n[job]\nparallelism = \"many\"\n",
+            "bad.toml:5:",
+            "invalid type",
+        ),
+        (
+            "[demand]\nruntime = \"wasm\"\npackage = \"x\"\npackage = \"y\"\n",
+            "bad.toml:4:",
+            "duplicate key",
+        ),
+        (
+            "[demand]\nruntime = \"risc-v\"\npackage = \"x\"\n",
+            "bad.toml:2:",
+            "unknown runtime",
+        ),
+    ];
+    for (content, position, words) in cases {
+        let job = dir.path().join("bad.toml");
+        std::fs::write(&job, content).unwrap();
+        let output = std::process::Command::new(binary("golem-requestor"))
+            .args(["script", job.to_str().unwrap()])
+            .env("YAGNA_APPKEY", "unused")
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(position) && stderr.contains(words),
+            "{content:?}: {stderr}"
+        );
+    }
+    let missing = std::process::Command::new(binary("golem-requestor"))
+        .args(["script", "/nonexistent/job.toml"])
+        .output()
+        .unwrap();
+    assert!(text(&missing.stderr).contains("cannot read /nonexistent/job.toml"));
+}
+
+fn write_tiny_job(dir: &Path, tasks: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(hello_wat(), dir.join("hello.wat")).unwrap();
+    let mut text = String::from(
+        "[demand]\nruntime = \"wasm\"\npackage = \"hello.wat\"\n[job]\nbudget = \"5\"\nparallelism = 4\ncommand = [\"hello\"]\n",
+    );
+    for index in 0..tasks {
+        text.push_str(&format!(
+            "[[task]]\nid = \"t{index}\"\nargs = [\"{index}\"]\n"
+        ));
+    }
+    let job = dir.join("tiny.toml");
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+/// Benchmark (run by `scripts/bench/requestor.sh` on release builds): hello-world
+/// time to result with `golem-requestor run` (network up, one provider), and
+/// 1,000 tiny WASM tasks over 4 providers with `script`. Prints a table;
+/// asserts nothing about time.
+#[tokio::test]
+#[ignore = "benchmark: run with scripts/bench/requestor.sh"]
+async fn bench_requestor() {
+    let hello = hello_wat();
+    let mut samples = Vec::new();
+    let mut whole = Vec::new();
+    {
+        let mut network = Network::start(1, "bench-requestor-hello", None, "").unwrap();
+        for _ in 0..12 {
+            let started = Instant::now();
+            let mut child = network
+                .requestor(&[
+                    "run",
+                    "--package",
+                    hello.to_str().unwrap(),
+                    "--",
+                    "hello",
+                    "hi",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Time to result: the command's output line is on our stdout.
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            samples.push(started.elapsed());
+            assert_eq!(line, "hi\n");
+            let status = child.wait().unwrap();
+            whole.push(started.elapsed());
+            assert!(status.success());
+        }
+    }
+    samples.sort();
+    whole.sort();
+    let tasks = 1000;
+    let mut network = Network::start(4, "bench-requestor-tasks", None, "").unwrap();
+    let dir = network.sandbox.path().join("tiny");
+    let job = write_tiny_job(&dir, tasks);
+    let started = Instant::now();
+    let output = network
+        .requestor(&["script", job.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let wall = started.elapsed();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = summary_of(&text(&output.stdout));
+    let seconds = summary["report"]["seconds"].as_f64().unwrap();
+    let spread: Vec<String> = summary["report"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tasks_done"].to_string())
+        .collect();
+    println!("\n| Measure | Result | Goal |\n|---|---|---|");
+    println!(
+        "| Hello world: `golem-requestor run` (WASM, network up, 1 provider) → result, wall, p50 / min / max of {} | {:.0} / {:.0} / {:.0} ms | ≤ 300 ms |",
+        samples.len(),
+        samples[samples.len() / 2].as_secs_f64() * 1000.0,
+        samples[0].as_secs_f64() * 1000.0,
+        samples[samples.len() - 1].as_secs_f64() * 1000.0
+    );
+    println!(
+        "| … the whole `run` command incl. agreement end and invoice, p50 | {:.0} ms | – |",
+        whole[whole.len() / 2].as_secs_f64() * 1000.0
+    );
+    println!(
+        "| {tasks} tiny WASM tasks over 4 providers (`script`, tasks per provider {}) | {:.0} tasks/s ({:.2} s; whole command {:.2} s) | ≥ 200 tasks/s |",
+        spread.join("/"),
+        tasks as f64 / seconds,
+        seconds,
+        wall.as_secs_f64()
+    );
+}

@@ -1,0 +1,1069 @@
+//! End-to-end tests of the VM exe unit: a requestor daemon drives, over
+//! libp2p, `exe-unit-vm` on a provider daemon, running a locally built
+//! busybox image (a `docker save` tarball served over HTTP by its sha3 hash).
+//! The test plays the provider agent (negotiation and the spawn contract).
+//! Needs `GOLEM_TEST_DOCKER=1` and an engine (`scripts/ensure-docker.sh`).
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use golem_model::activity::{CommandResult, ExeScriptCommandResult};
+use golem_model::activity_control::ProviderEvent;
+use golem_model::market::DemandOfferBase;
+use golem_tests::docker;
+use golem_tests::http::FileServer;
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::{binary, eventually, DaemonProcess, Sandbox};
+use serde_json::{json, Value};
+use sha3::Digest;
+
+const SUBNET: &str = "e2e-vm";
+const IMAGE_TAG: &str = "golem-test-busybox:latest";
+const ACTIVITY_LABEL: &str = "golem.activity-id";
+
+fn offer() -> DemandOfferBase {
+    DemandOfferBase {
+        properties: json!({
+            "golem.node.debug.subnet": SUBNET,
+            "golem.node.id.name": "vm-provider",
+            "golem.runtime.name": "vm",
+            "golem.inf.mem.gib": 0.125,
+            "golem.inf.storage.gib": 2.0,
+            "golem.inf.cpu.threads": 1,
+            "golem.com.pricing.model": "linear",
+            "golem.com.pricing.model.linear.coeffs": [0.1, 0.1, 0.0],
+            "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+        }),
+        constraints: format!("(golem.node.debug.subnet={SUBNET})"),
+    }
+}
+
+/// yapapi's vm demand: runtime name, memory and storage constraints.
+fn demand(package: &str) -> DemandOfferBase {
+    DemandOfferBase {
+        properties: json!({
+            "golem.node.debug.subnet": SUBNET,
+            "golem.srv.comp.task_package": package,
+            "golem.srv.comp.vm.package_format": "gvmkit-squash",
+            "golem.srv.comp.expiration": 4_102_444_800_000u64,
+        }),
+        constraints: format!(
+            "(&(golem.node.debug.subnet={SUBNET})(golem.inf.mem.gib>=0.1)(golem.inf.storage.gib>=1)(golem.runtime.name=vm))"
+        ),
+    }
+}
+
+type ExeUnits = Arc<Mutex<HashMap<String, Child>>>;
+
+/// Plays the provider agent: negotiates and spawns one `exe-unit-vm` per
+/// CreateActivity event, per the exe-unit spawn contract.
+fn provider_agent(provider: &DaemonProcess, offer_id: String, work: PathBuf) -> ExeUnits {
+    let exe_units: ExeUnits = Arc::default();
+    spawn_provider_negotiator(provider.client(), offer_id, offer());
+    let spawned = exe_units.clone();
+    let bus_socket = provider.data_dir.join("bus.sock");
+    let (api_url, app_key) = (provider.api_url.clone(), provider.app_key.clone());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = http
+                .get(format!("{api_url}/activity-api/v1/events"))
+                .bearer_auth(&app_key)
+                .query(&[("timeout", "2")]);
+            if let Some(after) = &after {
+                request = request.query(&[("afterTimestamp", after.as_str())]);
+            }
+            let Ok(response) = request.send().await else {
+                return;
+            };
+            let Ok(events) = response.json::<Vec<ProviderEvent>>().await else {
+                return;
+            };
+            for event in events {
+                after = Some(event.event_date().to_rfc3339());
+                let ProviderEvent::CreateActivity {
+                    activity_id,
+                    agreement_id,
+                    ..
+                } = event
+                else {
+                    continue;
+                };
+                let agreement: Value = http
+                    .get(format!("{api_url}/market-api/v1/agreements/{agreement_id}"))
+                    .bearer_auth(&app_key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let dir = work.join(&activity_id);
+                std::fs::create_dir_all(dir.join("work")).unwrap();
+                let agreement_file = dir.join("agreement.json");
+                std::fs::write(&agreement_file, serde_json::to_vec(&agreement).unwrap()).unwrap();
+                let child = Command::new(binary("exe-unit-vm"))
+                    .arg("run")
+                    .args(["--activity-id", &activity_id])
+                    .arg("--agreement")
+                    .arg(&agreement_file)
+                    .arg("--work-dir")
+                    .arg(dir.join("work"))
+                    .arg("--cache-dir")
+                    .arg(work.join("cache"))
+                    .arg("--bus-socket")
+                    .arg(&bus_socket)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(
+                        std::fs::File::create(dir.join("exe-unit.log")).unwrap(),
+                    ))
+                    .spawn()
+                    .unwrap();
+                spawned.lock().unwrap().insert(activity_id, child);
+            }
+        }
+    });
+    exe_units
+}
+
+struct Requestor {
+    client: golem_client::GolemClient,
+    http: reqwest::Client,
+    api_url: String,
+    app_key: String,
+}
+
+impl Requestor {
+    fn url(&self, path: &str) -> String {
+        format!("{}/activity-api/v1{path}", self.api_url)
+    }
+
+    async fn create_activity(&self, agreement_id: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/activity"))
+            .bearer_auth(&self.app_key)
+            .json(&json!(agreement_id))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn destroy(&self, activity_id: &str) {
+        let response = self
+            .http
+            .delete(self.url(&format!("/activity/{activity_id}")))
+            .bearer_auth(&self.app_key)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// Run one batch to its end.
+    async fn batch(&self, activity_id: &str, script: Value) -> Vec<ExeScriptCommandResult> {
+        let response = self
+            .http
+            .post(self.url(&format!("/activity/{activity_id}/exec")))
+            .bearer_auth(&self.app_key)
+            .json(&json!({"text": script.to_string()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let batch_id: String = response.json().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let response = self
+                .http
+                .get(self.url(&format!(
+                    "/activity/{activity_id}/exec/{batch_id}?timeout=5"
+                )))
+                .bearer_auth(&self.app_key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let results: Vec<ExeScriptCommandResult> = response.json().await.unwrap();
+            if results
+                .last()
+                .is_some_and(|result| result.is_batch_finished)
+            {
+                return results;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {batch_id} never finished: {results:?}"
+            );
+        }
+    }
+
+    async fn usage(&self, activity_id: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/activity/{activity_id}/usage")))
+            .bearer_auth(&self.app_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+struct Fixture {
+    _sandbox: Sandbox,
+    server: FileServer,
+    files: PathBuf,
+    provider_work: PathBuf,
+    exe_units: ExeUnits,
+    requestor: Requestor,
+}
+
+async fn fixture() -> Fixture {
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("p").unwrap();
+    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
+    sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
+    let files = sandbox.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = FileServer::start(files.clone()).await.unwrap();
+    let provider_work = sandbox.path().join("provider-work");
+    let provider = &sandbox.daemons()[0];
+    let offer_id = provider.client().subscribe_offer(&offer()).await.unwrap();
+    let exe_units = provider_agent(provider, offer_id, provider_work.clone());
+    let requestor_daemon = &sandbox.daemons()[1];
+    let requestor = Requestor {
+        client: requestor_daemon.client(),
+        http: reqwest::Client::new(),
+        api_url: requestor_daemon.api_url.clone(),
+        app_key: requestor_daemon.app_key.clone(),
+    };
+    Fixture {
+        _sandbox: sandbox,
+        server,
+        files,
+        provider_work,
+        exe_units,
+        requestor,
+    }
+}
+
+/// Put `bytes` on the file server as `name`; returns its `hash:sha3:<hex>:<url>`.
+fn publish(fixture: &Fixture, name: &str, bytes: &[u8]) -> String {
+    std::fs::write(fixture.files.join(name), bytes).unwrap();
+    format!(
+        "hash:sha3:{}:{}",
+        hex::encode(sha3::Sha3_224::digest(bytes)),
+        fixture.server.url(name)
+    )
+}
+
+/// The test image as a `docker save` tarball.
+fn image_tarball(dir: &Path) -> Vec<u8> {
+    docker::build_test_image("busybox", IMAGE_TAG).unwrap();
+    let out = dir.join("busybox.tar");
+    docker::save_image(IMAGE_TAG, &out).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+fn run(entry_point: &str, args: &[&str]) -> Value {
+    json!({"run": {"entry_point": entry_point, "args": args,
+        "capture": {"stdout": {"atEnd": {"format": "str"}}, "stderr": {"atEnd": {"format": "str"}}}}})
+}
+
+fn text(value: &Option<golem_model::activity::CommandOutput>) -> String {
+    match value {
+        Some(golem_model::activity::CommandOutput::Str(text)) => text.clone(),
+        Some(golem_model::activity::CommandOutput::Bin(bytes)) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        None => String::new(),
+    }
+}
+
+fn exe_unit_log(fixture: &Fixture, activity_id: &str) -> String {
+    std::fs::read_to_string(fixture.provider_work.join(activity_id).join("exe-unit.log"))
+        .unwrap_or_default()
+}
+
+async fn container_of(activity_id: &str) -> String {
+    let label = format!("{ACTIVITY_LABEL}={activity_id}");
+    let ids = docker::containers_with_label(&label).unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0].clone()
+}
+
+async fn gone(activity_id: &str) {
+    let label = format!("{ACTIVITY_LABEL}={activity_id}");
+    eventually(Duration::from_secs(30), "the container is removed", || {
+        let label = label.clone();
+        async move {
+            docker::containers_with_label(&label)
+                .ok()
+                .filter(|ids| ids.is_empty())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn vm_runs_a_hardened_container_through_two_daemons() {
+    if !docker::enabled("vm_runs_a_hardened_container_through_two_daemons").unwrap() {
+        return;
+    }
+    let fixture = fixture().await;
+    let tarball = image_tarball(fixture._sandbox.path());
+    let package = publish(&fixture, "busybox.tar", &tarball);
+    let requestor = &fixture.requestor;
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+
+    let results = requestor
+        .batch(&activity_id, json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/sh", &["-c", "echo hi; id -u"])]))
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\n{}",
+        exe_unit_log(&fixture, &activity_id)
+    );
+    let stdout = text(&results[2].stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("hi"), "{stdout}");
+    let uid: u32 = lines.next().unwrap().trim().parse().unwrap();
+    assert_ne!(uid, 0, "the payload must not run as root");
+
+    // The container as the engine sees it: hardened by default.
+    let container = container_of(&activity_id).await;
+    let inspect = docker::inspect(&container).unwrap();
+    let host = &inspect["HostConfig"];
+    assert_eq!(host["NetworkMode"], "none", "{host}");
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{host}");
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert!(
+        host["SecurityOpt"]
+            .to_string()
+            .contains("no-new-privileges"),
+        "{host}"
+    );
+    assert_eq!(host["Memory"], 128 << 20);
+    assert!(host["PidsLimit"].as_i64().unwrap() > 0);
+    assert_eq!(host["NanoCpus"], 1_000_000_000i64);
+
+    // Files in, transformed, files out; the image's declared volume works too.
+    std::fs::write(fixture.files.join("in.txt"), "make me loud").unwrap();
+    let results = requestor
+        .batch(&activity_id, json!([
+            {"transfer": {"from": fixture.server.url("in.txt"), "to": "container:/golem/input/in.txt"}},
+            run("/bin/sh", &["-c", "tr a-z A-Z < /golem/input/in.txt > /golem/output/out.txt && cp /golem/output/out.txt /data/copy.txt"]),
+            {"transfer": {"from": "container:/golem/output/out.txt", "to": fixture.server.url("out.txt")}},
+            {"transfer": {"from": "container:/data/copy.txt", "to": fixture.server.url("copy.txt")}},
+        ]))
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.files.join("out.txt")).unwrap(),
+        "MAKE ME LOUD"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixture.files.join("copy.txt")).unwrap(),
+        "MAKE ME LOUD"
+    );
+
+    // Hardening, from inside: no network but loopback, no writes to `/`,
+    // /tmp writable, the memory and pids limits hold.
+    let results = requestor
+        .batch(&activity_id, json!([run("/bin/ls", &["/sys/class/net"])]))
+        .await;
+    assert_eq!(
+        text(&results[0].stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["lo"],
+        "{results:?}"
+    );
+    let results = requestor
+        .batch(&activity_id, json!([run("/bin/touch", &["/escape"])]))
+        .await;
+    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+    assert!(
+        text(&results[0].stderr).contains("Read-only file system"),
+        "{results:?}"
+    );
+    let results = requestor
+        .batch(&activity_id, json!([run("/bin/touch", &["/tmp/ok"])]))
+        .await;
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([run("/bin/sh", &["-c", "tail /dev/zero"])]),
+        )
+        .await;
+    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+    assert!(
+        format!("{results:?}").contains("memory limit"),
+        "{results:?}"
+    );
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([run(
+                "/bin/sh",
+                &["-c", "for i in $(seq 300); do sleep 5 & done; wait"]
+            )]),
+        )
+        .await;
+    assert!(
+        text(&results[0].stderr).contains("can't fork"),
+        "{results:?}"
+    );
+    // The container is still serving after all that.
+    let results = requestor
+        .batch(&activity_id, json!([run("/bin/echo", &["alive"])]))
+        .await;
+    assert_eq!(text(&results[0].stdout).trim(), "alive", "{results:?}");
+
+    // Usage comes from the engine's stats: CPU seconds of the container.
+    let usage = requestor.usage(&activity_id).await;
+    let counters = usage["currentUsage"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(counters.len(), 2, "{usage}");
+    assert!(counters[0].as_f64().unwrap() > 0.0, "{usage}");
+
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+
+    // A second activity with the same package starts from the caches: the
+    // file is no longer served and the image is not loaded again.
+    std::fs::remove_file(fixture.files.join("busybox.tar")).unwrap();
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let second = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &second,
+            json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/echo", &["again"])]),
+        )
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\n{}",
+        exe_unit_log(&fixture, &second)
+    );
+    assert!(exe_unit_log(&fixture, &second).contains("image found in the engine's cache"));
+
+    // SIGKILL the exe unit: its container stays behind until the next exe
+    // unit starts and removes it.
+    let container = container_of(&second).await;
+    fixture
+        .exe_units
+        .lock()
+        .unwrap()
+        .get_mut(&second)
+        .unwrap()
+        .kill()
+        .unwrap();
+    fixture
+        .exe_units
+        .lock()
+        .unwrap()
+        .get_mut(&second)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        docker::inspect(&container).is_ok(),
+        "the container outlived its exe unit"
+    );
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let third = requestor.create_activity(&agreement_id).await;
+    gone(&second).await;
+    let results = requestor
+        .batch(&third, json!([{"deploy": {}}, {"start": {"args": []}}]))
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    requestor.destroy(&third).await;
+    gone(&third).await;
+}
+
+#[tokio::test]
+async fn vm_rejects_bad_packages_and_entry_points_clearly() {
+    if !docker::enabled("vm_rejects_bad_packages_and_entry_points_clearly").unwrap() {
+        return;
+    }
+    let fixture = fixture().await;
+    let tarball = image_tarball(fixture._sandbox.path());
+    let requestor = &fixture.requestor;
+
+    let good = publish(&fixture, "good.tar", &tarball);
+    let wrong_hash = {
+        // Keep the URL, replace the digest.
+        let url = fixture.server.url("good.tar");
+        format!("hash:sha3:{}:{url}", "0".repeat(56))
+    };
+    let truncated = publish(&fixture, "truncated.tar", &tarball[..tarball.len() / 2]);
+    let unreachable = format!(
+        "hash:sha3:{}:http://127.0.0.1:9/nothing.tar",
+        "0".repeat(56)
+    );
+    let not_an_image = publish(
+        &fixture,
+        "notes.txt",
+        b"these are not the layers you are looking for",
+    );
+    let cases = [
+        (wrong_hash, "hash mismatch"),
+        (truncated, "cannot load the image package"),
+        (not_an_image, "not an image"),
+        (unreachable, "cannot download the task package"),
+        (
+            "docker:golem-no-such-image:never".to_string(),
+            "cannot be pulled",
+        ),
+    ];
+    for (package, expected) in cases {
+        let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+        let activity_id = requestor.create_activity(&agreement_id).await;
+        let results = requestor.batch(&activity_id, json!([{"deploy": {}}])).await;
+        assert_eq!(
+            results[0].result,
+            CommandResult::Error,
+            "{package}: {results:?}"
+        );
+        let message = results[0].message.clone().unwrap_or_default();
+        assert!(
+            message.contains("deploy failed") && message.contains(expected),
+            "{package}: {message}"
+        );
+        requestor.destroy(&activity_id).await;
+    }
+
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&good)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}, run("/no/such/program", &[])]),
+        )
+        .await;
+    assert_eq!(results[2].result, CommandResult::Error, "{results:?}");
+    let message = results[2].message.clone().unwrap_or_default();
+    assert!(message.contains("unknown entry point"), "{message}");
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+
+    // A gzip-compressed tarball whose download was cut halfway: the next
+    // deploy resumes it with a Range request, verifies and loads it.
+    let gzipped = {
+        let out = Command::new("gzip")
+            .arg("-c")
+            .arg(fixture._sandbox.path().join("busybox.tar"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let resumable = publish(&fixture, "busybox.tar.gz", &gzipped);
+    let digest = hex::encode(sha3::Sha3_224::digest(&gzipped));
+    let packages = fixture.provider_work.join("cache").join("packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    std::fs::write(
+        packages.join(format!(".sha3-{digest}.partial")),
+        &gzipped[..gzipped.len() / 2],
+    )
+    .unwrap();
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&resumable)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/echo", &["resumed"])]),
+        )
+        .await;
+    let log = exe_unit_log(&fixture, &activity_id);
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\n{log}"
+    );
+    assert!(log.contains("resuming the task package download"), "{log}");
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+
+    // An image the engine already has, by reference.
+    let agreement_id =
+        negotiate_agreement(&requestor.client, &demand(&format!("docker:{IMAGE_TAG}"))).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/echo", &["by reference"])]),
+        )
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    assert_eq!(text(&results[2].stdout).trim(), "by reference");
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+}
+
+#[test]
+fn offer_template_reports_the_engine() {
+    if !docker::enabled("offer_template_reports_the_engine").unwrap() {
+        return;
+    }
+    let output = Command::new(binary("exe-unit-vm"))
+        .arg("offer-template")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let template: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(template["golem.runtime.name"], "vm");
+    let version = docker::docker(&["version", "--format", "{{.Server.Version}}"]).unwrap();
+    assert_eq!(
+        template["golem.runtime.vm.engine.version"],
+        version.as_str()
+    );
+    assert!(template["golem.inf.cpu.capabilities"]
+        .as_array()
+        .is_some_and(|caps| !caps.is_empty()));
+
+    // No engine at that address: a clear error and a failing exit.
+    let output = Command::new(binary("exe-unit-vm"))
+        .arg("offer-template")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no docker engine is reachable"), "{stderr}");
+}
+
+/// Negotiate with the real provider agent as yapapi does: counter its
+/// Initial offer, then turn its Draft into an approved agreement.
+async fn negotiate_with_agent(
+    requestor: &golem_client::GolemClient,
+    demand: &DemandOfferBase,
+    agent: &golem_tests::provider::ProviderAgent,
+) -> String {
+    use golem_client::market::Side;
+    use golem_model::market::{AgreementProposal, MarketEvent, ProposalState};
+    let demand_id = requestor.subscribe_demand(demand).await.unwrap();
+    let mut countered = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "negotiation did not finish; agent log:\n{}",
+            agent.log()
+        );
+        let events = requestor
+            .market_events(Side::Demands, &demand_id, 1.0, 10)
+            .await
+            .unwrap();
+        for event in events {
+            match event {
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Initial && !countered =>
+                {
+                    requestor
+                        .counter_proposal(Side::Demands, &demand_id, &proposal.proposal_id, demand)
+                        .await
+                        .unwrap();
+                    countered = true;
+                }
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Draft =>
+                {
+                    let agreement_id = requestor
+                        .create_agreement(&AgreementProposal::valid_for(
+                            &proposal.proposal_id,
+                            Duration::from_secs(3600),
+                        ))
+                        .await
+                        .unwrap();
+                    requestor
+                        .confirm_agreement(&agreement_id, None)
+                        .await
+                        .unwrap();
+                    requestor
+                        .wait_for_approval(&agreement_id, 15.0)
+                        .await
+                        .unwrap();
+                    let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                    return agreement_id;
+                }
+                MarketEvent::ProposalRejectedEvent { reason, .. } => {
+                    panic!("the agent rejected the demand: {reason:?}\n{}", agent.log());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn vm_through_the_real_provider_agent() {
+    use golem_tests::provider::{Preset, ProviderAgent, ProviderOptions};
+    if !docker::enabled("vm_through_the_real_provider_agent").unwrap() {
+        return;
+    }
+    const AGENT_SUBNET: &str = "e2e-vm-agent";
+    const PLATFORM: &str = "dummy-local-tglm";
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("p").unwrap();
+    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
+    sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
+    let files = sandbox.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let server = FileServer::start(files.clone()).await.unwrap();
+    let tarball = image_tarball(sandbox.path());
+    std::fs::write(files.join("busybox.tar"), &tarball).unwrap();
+    let package = format!(
+        "hash:sha3:{}:{}",
+        hex::encode(sha3::Sha3_224::digest(&tarball)),
+        server.url("busybox.tar")
+    );
+    let agent_dir = sandbox.path().join("p-agent");
+    let agent = ProviderAgent::start(
+        &sandbox.daemons()[0],
+        &agent_dir,
+        ProviderOptions::new(AGENT_SUBNET)
+            .exe_units(&["vm"])
+            .preset(Preset::new("vm", "vm", "0.5", "0.01", "0.001")),
+    )
+    .unwrap();
+    let requestor_daemon = &sandbox.daemons()[1];
+    let requestor = Requestor {
+        client: requestor_daemon.client(),
+        http: reqwest::Client::new(),
+        api_url: requestor_daemon.api_url.clone(),
+        app_key: requestor_daemon.app_key.clone(),
+    };
+    let allocation = requestor
+        .client
+        .create_allocation(PLATFORM, "100")
+        .await
+        .unwrap();
+    let decoration = requestor
+        .client
+        .demand_decorations(&[&allocation.allocation_id])
+        .await
+        .unwrap();
+    let mut properties = json!({
+        "golem.node.debug.subnet": AGENT_SUBNET,
+        "golem.srv.comp.task_package": package,
+        "golem.srv.comp.vm.package_format": "gvmkit-squash",
+        "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 600_000,
+        "golem.com.payment.chosen-platform": PLATFORM,
+    });
+    for property in &decoration.properties {
+        properties[&property.key] = json!(property.value);
+    }
+    // yapapi's vm constraints (memory, storage, runtime name).
+    let demand = DemandOfferBase {
+        properties,
+        constraints: format!(
+            "(&(golem.node.debug.subnet={AGENT_SUBNET})(golem.inf.mem.gib>=0.1)(golem.inf.storage.gib>=0.1)(golem.runtime.name=vm){})",
+            decoration.constraints.join("")
+        ),
+    };
+    let agreement_id = negotiate_with_agent(&requestor.client, &demand, &agent).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    std::fs::write(files.join("in.txt"), "through the agent").unwrap();
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([
+                {"deploy": {}},
+                {"start": {"args": []}},
+                run("/bin/sh", &["-c", "echo hi; id -u"]),
+                {"transfer": {"from": server.url("in.txt"), "to": "container:/golem/input/in.txt"}},
+                run("/bin/sh", &["-c", "rev < /golem/input/in.txt > /golem/output/out.txt"]),
+                {"transfer": {"from": "container:/golem/output/out.txt", "to": server.url("out.txt")}},
+            ]),
+        )
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\nagent log:\n{}",
+        agent.log()
+    );
+    let stdout = text(&results[2].stdout);
+    assert!(
+        stdout.starts_with("hi\n") && !stdout.contains("\n0\n"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("out.txt"))
+            .unwrap()
+            .trim(),
+        "tnega eht hguorht"
+    );
+    let container = container_of(&activity_id).await;
+    assert_eq!(
+        docker::inspect(&container).unwrap()["HostConfig"]["NetworkMode"],
+        "none"
+    );
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+    requestor
+        .client
+        .terminate_agreement(
+            &agreement_id,
+            Some(&golem_model::market::Reason::new("work done")),
+        )
+        .await
+        .unwrap();
+    drop(agent);
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn timed(mut command: Command) -> Duration {
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed()
+}
+
+/// Benchmark (run by `scripts/bench/vm.sh` on release builds): activity
+/// create → first `run` result on a cached image vs `docker run --rm`; a
+/// further `run` vs `docker exec`; download + verify + load of a 100 MiB
+/// image from loopback. Prints a table; asserts nothing about time.
+#[tokio::test]
+#[ignore = "benchmark: run with scripts/bench/vm.sh"]
+async fn bench_vm() {
+    docker::enabled("bench_vm").unwrap();
+    let rounds: usize = 7;
+    // Built first: a long pause between requests would let the daemons'
+    // keep-alive close the client's pooled connections.
+    docker::build_test_image("busybox", IMAGE_TAG).unwrap();
+    docker::build_test_image("big", "golem-test-big:latest").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let big_tar = scratch.path().join("big.tar");
+    docker::save_image("golem-test-big:latest", &big_tar).unwrap();
+    let size = std::fs::metadata(&big_tar).unwrap().len();
+    let digest = hex::encode(sha3::Sha3_224::digest(std::fs::read(&big_tar).unwrap()));
+    let fixture = fixture().await;
+    let requestor = &fixture.requestor;
+    let tarball = image_tarball(fixture._sandbox.path());
+    let package = publish(&fixture, "busybox.tar", &tarball);
+    let first_batch = json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/echo", &["hi"])]);
+
+    // Warm the caches (package file and engine tag).
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let warm = requestor.create_activity(&agreement_id).await;
+    requestor.batch(&warm, first_batch.clone()).await;
+    requestor.destroy(&warm).await;
+
+    let mut create_to_first = Vec::new();
+    let mut docker_run = Vec::new();
+    let mut further = Vec::new();
+    let mut docker_exec = Vec::new();
+    for round in 0..rounds {
+        let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+        let started = Instant::now();
+        let activity_id = requestor.create_activity(&agreement_id).await;
+        let results = requestor.batch(&activity_id, first_batch.clone()).await;
+        create_to_first.push(started.elapsed());
+        assert_eq!(text(&results[2].stdout).trim(), "hi", "{results:?}");
+        let mut command = Command::new("docker");
+        command.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE_TAG,
+            "/bin/echo",
+            "hi",
+        ]);
+        docker_run.push(timed(command));
+        if round == 0 {
+            for _ in 0..30 {
+                let started = Instant::now();
+                let results = requestor
+                    .batch(&activity_id, json!([run("/bin/echo", &["hi"])]))
+                    .await;
+                further.push(started.elapsed());
+                assert_eq!(results[0].result, CommandResult::Ok);
+            }
+            let name = "golem-bench-exec";
+            let _ = docker::docker(&["rm", "-f", name]);
+            docker::docker(&[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "none",
+                IMAGE_TAG,
+                "sleep",
+                "600",
+            ])
+            .unwrap();
+            for _ in 0..30 {
+                let mut command = Command::new("docker");
+                command.args(["exec", name, "/bin/echo", "hi"]);
+                docker_exec.push(timed(command));
+            }
+            let _ = docker::docker(&["rm", "-f", name]);
+        }
+        requestor.destroy(&activity_id).await;
+    }
+
+    // 100 MiB image: download + verify + load (+ container create) on deploy.
+    std::fs::copy(&big_tar, fixture.files.join("big.tar")).unwrap();
+    let big_package = format!("hash:sha3:{digest}:{}", fixture.server.url("big.tar"));
+    let _ = docker::docker(&[
+        "rmi",
+        "-f",
+        "golem-test-big:latest",
+        &format!("golem-vm-cache:{digest}"),
+    ]);
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&big_package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let started = Instant::now();
+    let results = requestor.batch(&activity_id, json!([{"deploy": {}}])).await;
+    let deploy = started.elapsed();
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    requestor.destroy(&activity_id).await;
+    let load_start = Instant::now();
+    let _ = docker::docker(&[
+        "rmi",
+        "-f",
+        "golem-test-big:latest",
+        &format!("golem-vm-cache:{digest}"),
+    ]);
+    let mut command = Command::new("docker");
+    command.args(["load", "-q", "-i"]).arg(&big_tar);
+    let _ = load_start;
+    let bare_load = timed(command);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (a, b) = (median(&mut create_to_first), median(&mut docker_run));
+    let (c, d) = (median(&mut further), median(&mut docker_exec));
+    let mb_s = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
+    println!("\n| Measure | golem vm | bare docker | ratio | goal |\n|---|---|---|---|---|");
+    println!(
+        "| activity create → first `run` result, cached image (median of {rounds}) vs `docker run --rm` | {:.0} ms | {:.0} ms | {:.2} | ≤ 1.3 |",
+        ms(a), ms(b), a.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "| further `run` round trip on a Ready container (median of {}) vs `docker exec` | {:.0} ms | {:.0} ms | {:.2} | ≤ 1.2 |",
+        further.len(), ms(c), ms(d), c.as_secs_f64() / d.as_secs_f64()
+    );
+    println!(
+        "| deploy of a {:.0} MB image: download + sha3 + load (+ create) vs bare `docker load` | {:.0} MB/s ({:.2} s) | {:.0} MB/s ({:.2} s) | | ≥ 100 MB/s |",
+        size as f64 / 1e6, mb_s(deploy), deploy.as_secs_f64(), mb_s(bare_load), bare_load.as_secs_f64()
+    );
+    let _ = docker::docker(&[
+        "rmi",
+        "-f",
+        "golem-test-big:latest",
+        &format!("golem-vm-cache:{digest}"),
+    ]);
+}
+
+/// A gvmkit-squash image as gvmkit-build lays it out: squashfs of the test
+/// image's files (`tar2sqfs`), then crc32, the JSON config and its length.
+fn gvmkit_image(dir: &Path) -> Vec<u8> {
+    docker::build_test_image("busybox", IMAGE_TAG).unwrap();
+    let container = docker::docker(&["create", IMAGE_TAG]).unwrap();
+    let export = dir.join("rootfs.tar");
+    docker::docker(&["export", "-o", &export.to_string_lossy(), &container]).unwrap();
+    docker::docker(&["rm", &container]).unwrap();
+    let squash = dir.join("image.sqfs");
+    let status = Command::new("tar2sqfs")
+        .args(["-q", "-f"])
+        .arg(&squash)
+        .stdin(std::fs::File::open(&export).unwrap())
+        .status()
+        .expect("tar2sqfs (Debian squashfs-tools-ng) is installed");
+    assert!(status.success());
+    let mut bytes = std::fs::read(&squash).unwrap();
+    let json =
+        br#"{"Env":["PATH=/bin","GREETING=from squash"],"Volumes":{"/data":{}},"WorkingDir":"/"}"#;
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(json);
+    bytes.extend_from_slice(format!("{:08}", json.len()).as_bytes());
+    bytes
+}
+
+#[tokio::test]
+async fn vm_runs_a_gvmkit_squash_image() {
+    if !docker::enabled("vm_runs_a_gvmkit_squash_image").unwrap() {
+        return;
+    }
+    let fixture = fixture().await;
+    let image = gvmkit_image(fixture._sandbox.path());
+    let package = publish(&fixture, "busybox.gvmi", &image);
+    let requestor = &fixture.requestor;
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}},
+                   run("/bin/sh", &["-c", "echo $GREETING; touch /data/ok && echo written"])]),
+        )
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\n{}",
+        exe_unit_log(&fixture, &activity_id)
+    );
+    assert_eq!(text(&results[2].stdout), "from squash\nwritten\n");
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
+
+    // A squashfs magic with garbage behind it: a clear deploy error.
+    let mut broken = b"hsqs".to_vec();
+    broken.extend_from_slice(&[0u8; 4096]);
+    let package = publish(&fixture, "broken.gvmi", &broken);
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor.batch(&activity_id, json!([{"deploy": {}}])).await;
+    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+    let message = results[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("not a valid gvmkit-squash image"),
+        "{message}"
+    );
+    requestor.destroy(&activity_id).await;
+}
