@@ -17,7 +17,7 @@ PACKAGES=(-p golem-daemon -p exe-unit-wasm)
 RESULTS="$(mktemp)"
 trap 'rm -f "$RESULTS" "$RESULTS.run"' EXIT
 for _ in $(seq 1 "$RUNS"); do
-    GOLEM_COMPAT_PROFILE="$PROFILE" SKIP_BUILD=1 GOLEM_COMPAT_RESULTS="$RESULTS.run" COMPAT_NO_TRANSFER=1 \
+    GOLEM_COMPAT_PROFILE="$PROFILE" SKIP_BUILD=1 GOLEM_COMPAT_RESULTS="$RESULTS.run" \
         tests/compat/run.sh yapapi-hello yapapi-hello-stream golemjs-basic >/dev/null 2>&1 ||
         { echo "bench: tests/compat/run.sh failed; run it by hand to see why" >&2; exit 1; }
     cat "$RESULTS.run" >>"$RESULTS"

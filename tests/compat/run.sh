@@ -19,10 +19,8 @@
 #   CARGO_TARGET_DIR          where the binaries are (default /var/tmp/golem-target)
 #   GOLEM_COMPAT_PROFILE      cargo profile of the binaries (default debug; the bench uses release)
 #   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 60)
-#   GOLEM_COMPAT_PROVIDER     agent (golem-provider + exe-unit-vm on Docker) or
-#                             standin (tests/compat/standin/provider.py + exe-unit-wasm,
-#                             a wasm "image" whose entry point is /bin/sh). Default: standin
-#                             until golem-provider runs here.
+#   GOLEM_COMPAT_IMAGE        the VM image file to serve (default: the busybox test image
+#                             built by tests/images/build.sh and `docker save`d)
 #   GOLEM_COMPAT_PAYMENT      dummy (YAGNA_PAYMENT_DRIVER=dummy, network local) or
 #                             holesky (the clients' default erc20-holesky-tglm, on anvil).
 #                             Default: dummy.
@@ -35,7 +33,6 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/golem-target}"
 PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
-PROVIDER_MODE="${GOLEM_COMPAT_PROVIDER:-standin}"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-dummy}"
 ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic)
 TESTS=("$@")
@@ -45,9 +42,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     PROFILE_FLAG=(); [ "$PROFILE" = debug ] || PROFILE_FLAG=(--profile "$PROFILE")
-    PACKAGES=(-p golem-daemon -p exe-unit-wasm)
-    [ ! -f "$ROOT/crates/gftp/Cargo.toml" ] || PACKAGES+=(-p golem-gftp)
-    [ "$PROVIDER_MODE" != agent ] || PACKAGES+=(-p golem-provider -p exe-unit-vm)
+    PACKAGES=(-p golem-daemon -p golem-gftp -p golem-provider -p exe-unit-vm)
     (cd "$ROOT" && cargo build -q "${PROFILE_FLAG[@]}" "${PACKAGES[@]}" --bins) || die "cargo build failed"
 fi
 CACHE="$("$HERE/setup.sh")"
@@ -97,20 +92,12 @@ start_daemon requestor --bootstrap "$BOOTSTRAP"
 # --- the image, served on loopback -------------------------------------------
 IMAGES="$WORK/images"
 mkdir -p "$IMAGES"
-if [ "$PROVIDER_MODE" = standin ]; then
-    python3 - "$HERE/standin/hello.wasm" "$IMAGES/image.gvmi" <<'EOF'
-import json, sys, zipfile
-manifest = {"id": "compat", "name": "compat",
-            "entry-points": [{"id": "/bin/sh", "wasm-path": "hello.wasm"}],
-            "mount-points": [{"rw": "/golem/input"}, {"rw": "/golem/output"}]}
-with zipfile.ZipFile(sys.argv[2], "w") as archive:
-    archive.writestr("manifest.json", json.dumps(manifest))
-    archive.write(sys.argv[1], "hello.wasm")
-EOF
-else
-    "$ROOT/scripts/ensure-docker.sh" >/dev/null
-    [ -n "${GOLEM_COMPAT_IMAGE:-}" ] || die "agent mode needs GOLEM_COMPAT_IMAGE (the VM image file to serve)"
+"$ROOT/scripts/ensure-docker.sh" >/dev/null
+if [ -n "${GOLEM_COMPAT_IMAGE:-}" ]; then
     cp "$GOLEM_COMPAT_IMAGE" "$IMAGES/image.gvmi"
+else
+    "$ROOT/tests/images/build.sh" busybox golem-compat-busybox:1 "$IMAGES/image.gvmi" >/dev/null 2>"$WORK/image-build.log" \
+        || die "building the test image failed: $(tail -5 "$WORK/image-build.log")"
 fi
 IMAGE_HASH=$(python3 -c 'import hashlib,sys; print(hashlib.sha3_224(open(sys.argv[1],"rb").read()).hexdigest())' "$IMAGES/image.gvmi")
 HTTP_PORT=$(free_port)
@@ -126,50 +113,19 @@ case "$PAYMENT_MODE" in
     holesky) PLATFORM=erc20-holesky-tglm; unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK ;;
     *) die "GOLEM_COMPAT_PAYMENT must be dummy or holesky" ;;
 esac
-if [ "$PROVIDER_MODE" = standin ]; then
-    python3 -u "$HERE/standin/provider.py" --api-url "$provider_URL" --app-key "$provider_KEY" \
-        --bus-socket "$provider_DIR/bus.sock" --exe-unit "$BIN/exe-unit-wasm" \
-        --work-dir "$WORK/provider-work" --subnet "$SUBNET" --platforms "$PLATFORM" \
-        >"$WORK/agent.log" 2>&1 &
-    PIDS+=($!)
-    READY="standin provider ready"
-else
-    "$BIN/golem-provider" --data-dir "$WORK/agent" --api-url "$provider_URL" --app-key "$provider_KEY" \
-        --log-format json run --bus-socket "$provider_DIR/bus.sock" --subnet "$SUBNET" \
-        --node-name compat-provider --exe-units vm >/dev/null 2>"$WORK/agent.log" &
-    PIDS+=($!)
-    READY="provider agent ready"
-fi
+"$BIN/golem-provider" --data-dir "$WORK/agent" --api-url "$provider_URL" --app-key "$provider_KEY" \
+    --log-format json run --bus-socket "$provider_DIR/bus.sock" --subnet "$SUBNET" \
+    --node-name compat-provider --exe-units vm >/dev/null 2>"$WORK/agent.log" &
+PIDS+=($!)
+READY="provider agent ready"
 for _ in $(seq 1 600); do grep -q "$READY" "$WORK/agent.log" 2>/dev/null && break; sleep 0.05; done
 grep -q "$READY" "$WORK/agent.log" || die "the provider agent did not start: $(tail -5 "$WORK/agent.log")"
 
-# gftp for yapapi: the real binary when built, else the stand-in (version only).
+# gftp for yapapi: our `gftp` binary on PATH, speaking to the requestor daemon's bus.
 GFTP_DIR="$WORK/gftp-bin"
 mkdir -p "$GFTP_DIR"
-gftp_answers() {
-    echo '{"jsonrpc":"2.0","id":1,"method":"version","params":{}}' |
-        GSB_URL="unix://$requestor_DIR/bus.sock" GOLEM_BUS_SOCKET="$requestor_DIR/bus.sock" \
-        timeout 5 "$BIN/gftp" server 2>/dev/null | grep -q '"result"'
-}
-if [ -x "$BIN/gftp" ] && gftp_answers; then
-    ln -s "$BIN/gftp" "$GFTP_DIR/gftp"
-    GFTP_KIND=real
-else
-    ln -s "$HERE/standin/gftp" "$GFTP_DIR/gftp"
-    GFTP_KIND=standin
-fi
-
-# Transfers need gftp:// support in the exe unit (the gftp work); until it lands the
-# transfer steps are skipped and the table says so.
-EXE_UNIT_BIN="$BIN/exe-unit-wasm"; [ "$PROVIDER_MODE" = standin ] || EXE_UNIT_BIN="$BIN/exe-unit-vm"
-if grep -q "gftp transfers are not supported by this exe unit" "$EXE_UNIT_BIN"; then EXE_GFTP=0; else EXE_GFTP=1; fi
-# golem-js names its files by UUID (with dashes); exe units whose gftp URL parser
-# takes only letters and digits cannot fetch them (docs/compat.md, "Open").
-if [ "$EXE_GFTP" = 1 ] && grep -q "the name must be 1 to 128 ASCII letters and digits" "$EXE_UNIT_BIN"; then
-    JS_GFTP=0
-else
-    JS_GFTP=$EXE_GFTP
-fi
+[ -x "$BIN/gftp" ] || die "$BIN/gftp is missing: cargo build -p golem-gftp"
+ln -s "$BIN/gftp" "$GFTP_DIR/gftp"
 
 # --- the programs ---------------------------------------------------------------
 export YAGNA_APPKEY="$requestor_KEY" YAGNA_API_URL="$requestor_URL" YAGNA_SUBNET="$SUBNET"
@@ -205,14 +161,8 @@ for test in "${TESTS[@]}"; do
     case "$test" in
         yapapi-hello) run_program "$test" 'RESULT>.+' "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" 'RESULT>streamed<RESULT' "$PY" "$HERE/yapapi/hello.py" ;;
-        yapapi-transfer)
-            if [ "$GFTP_KIND" = standin ]; then ROWS+=("$test skipped(no-gftp-binary) 0"); continue; fi
-            if [ "$EXE_GFTP" = 0 ]; then ROWS+=("$test skipped(exe-unit-without-gftp) 0"); continue; fi
-            run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
-        golemjs-basic)
-            if [ "$JS_GFTP" = 0 ]; then export COMPAT_NO_TRANSFER=1; fi
-            NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs"
-            if [ "${COMPAT_NO_TRANSFER:-0}" = 1 ]; then ROWS[-1]="${ROWS[-1]/ ok / ok(no-transfer) }"; fi ;;
+        yapapi-transfer) run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
+        golemjs-basic) NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done
@@ -222,6 +172,6 @@ for row in "${ROWS[@]}"; do
     read -r name status seconds <<<"$row"
     printf '| %s | %s | %s |\n' "$name" "$status" "$seconds"
 done
-printf '\nprovider: %s, payment: %s (%s), gftp: %s\n' "$PROVIDER_MODE" "$PAYMENT_MODE" "$PLATFORM" "$GFTP_KIND"
+printf '\nprovider: golem-provider + exe-unit-vm, payment: %s (%s), gftp: %s\n' "$PAYMENT_MODE" "$PLATFORM" "$BIN/gftp"
 if [ -n "${GOLEM_COMPAT_RESULTS:-}" ]; then printf '%s\n' "${ROWS[@]}" >"$GOLEM_COMPAT_RESULTS"; fi
 exit $FAILED

@@ -78,7 +78,8 @@ fn compat_suite_runs_unmodified_client_programs() {
     );
     assert!(stdout.contains("| yapapi-hello | ok |"), "{stdout}");
     assert!(stdout.contains("| yapapi-hello-stream | ok |"), "{stdout}");
-    assert!(stdout.contains("| golemjs-basic | ok"), "{stdout}");
+    assert!(stdout.contains("| yapapi-transfer | ok |"), "{stdout}");
+    assert!(stdout.contains("| golemjs-basic | ok |"), "{stdout}");
 }
 
 #[tokio::test]

@@ -17,8 +17,6 @@ pub enum GftpError {
     },
     #[error(transparent)]
     Url(#[from] GftpUrlError),
-    #[error("{url} is not a published file: its name is not a sha3-256 hash (upload slots cannot be downloaded)")]
-    NotContentHash { url: GftpUrl },
     #[error(
         "{url} is not published on node {node} (never published, closed, or its publisher exited)"
     )]

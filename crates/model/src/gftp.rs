@@ -129,11 +129,15 @@ pub fn is_sha3_hex(text: &str) -> bool {
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
-/// A file name usable in an address: 1..=128 ASCII letters and digits.
+/// A file name usable in an address: 1..=128 ASCII letters, digits, `-` and `_`
+/// (golem-js names its files by UUID); never `/` or `.`, so a name cannot
+/// leave its address.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 impl fmt::Display for GftpUrl {
@@ -161,7 +165,7 @@ impl FromStr for GftpUrl {
             .map_err(|_| error("the host is not a node id (0x followed by 40 hex digits)"))?;
         if !is_valid_name(name) {
             return Err(error(
-                "the name must be 1 to 128 ASCII letters and digits (a sha3 hash for published files)",
+                "the name must be 1 to 128 ASCII letters, digits, - or _ (a sha3 hash for published files)",
             ));
         }
         Ok(GftpUrl::new(node_id, name))
