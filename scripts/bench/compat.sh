@@ -11,8 +11,7 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/golem-target}"
 RUNS="${RUNS:-5}"
 PROFILE="${GOLEM_COMPAT_PROFILE:-release}"
-PACKAGES=(-p golem-daemon -p exe-unit-wasm)
-[ ! -f crates/gftp/Cargo.toml ] || PACKAGES+=(-p golem-gftp)
+PACKAGES=(-p golem-daemon -p golem-gftp -p golem-provider -p exe-unit-vm)
 [[ -n "${SKIP_BUILD:-}" ]] || cargo build --profile "$PROFILE" --locked "${PACKAGES[@]}" --bins >&2
 RESULTS="$(mktemp)"
 trap 'rm -f "$RESULTS" "$RESULTS.run"' EXIT
