@@ -10,6 +10,7 @@ pub mod http;
 pub mod negotiation;
 pub mod provider;
 pub mod requestor;
+pub mod standin;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
