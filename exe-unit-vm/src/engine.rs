@@ -12,6 +12,8 @@ use bollard::Docker;
 pub const LABEL_KIND: &str = "golem.exe-unit";
 pub const LABEL_KIND_VALUE: &str = "vm";
 pub const LABEL_AGREEMENT: &str = "golem.agreement-id";
+/// The provider's node id (the agreement's `offer.providerId`).
+pub const LABEL_NODE: &str = "golem.node-id";
 pub const LABEL_ACTIVITY: &str = "golem.activity-id";
 /// Pid and start time (clock ticks after boot) of the owning exe unit.
 pub const LABEL_OWNER_PID: &str = "golem.exe-unit.pid";

@@ -1,18 +1,25 @@
-//! Images: the task package file is recognised by its first bytes (a `docker
+//! Images: the task package is recognised by its first bytes (a `docker
 //! save` tarball, plain or gzip-compressed; or the original's `gvmkit-squash`
 //! image, converted by Debian's `sqfs2tar` into a tar that the engine imports
 //! with the image's JSON metadata), loaded into the engine and tagged
 //! `golem-vm-cache:<sha3 hex>` so a later activity with the same package finds
-//! it without loading again. `docker:<ref>` names an image the engine has or
-//! can pull.
+//! it without loading again. A tarball streams into the engine's load while
+//! it downloads ([`download_and_load`]); its last bytes are held back until
+//! the hash is verified, so a wrong or broken download never becomes an
+//! image. `docker:<ref>` names an image the engine has or can pull.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
-use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, TagImageOptions};
+use bollard::query_parameters::{
+    CreateImageOptions, ImportImageOptions, RemoveImageOptions, TagImageOptions,
+};
 use bollard::Docker;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use golem_exe_unit::RuntimeError;
 use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::bytes::Bytes;
 
 /// Repository of the tags that cache loaded packages by hash.
 pub const CACHE_REPOSITORY: &str = "golem-vm-cache";
@@ -46,12 +53,13 @@ pub fn cache_tag(digest: &str) -> String {
     format!("{CACHE_REPOSITORY}:{digest}")
 }
 
-/// The sha3 digest the core's cache put in the package's file name (`sha3-<hex>`).
-pub fn digest_of_cached_package(package: &Path) -> Option<String> {
-    let name = package.file_name()?.to_str()?;
-    let digest = name.strip_prefix("sha3-")?;
-    (!digest.is_empty() && digest.len() <= 128 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| digest.to_string())
+/// What a load put into the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The reference to run: the last name (or id) the engine reported.
+    pub image: String,
+    /// The tags the load set (a `docker save` tarball names its images).
+    pub tags: Vec<String>,
 }
 
 /// Whether the engine has `reference` (a tag or an id).
@@ -59,15 +67,155 @@ pub async fn exists(docker: &Docker, reference: &str) -> bool {
     docker.inspect_image(reference).await.is_ok()
 }
 
+/// How many downloaded chunks may wait for the engine.
+const TEE_CHUNKS: usize = 64;
+/// Bytes enough to recognise a package's format.
+const SNIFF_BYTES: usize = 512;
+
+/// Fetch `task_package` (`hash:sha3:<hex>:<url>`) into the core's package
+/// cache and load it into the engine at the same time: a `docker save`
+/// tarball streams into `/images/load` while it downloads and is hashed; the
+/// last chunk is held back until the hash is verified, and a failed download
+/// or a wrong hash drops the request, so the engine never finishes loading it
+/// (should it have, what it loaded is removed). Other formats, and a package
+/// already in the file cache, are loaded from the file after the download.
+/// Returns the loaded image's reference.
+pub async fn download_and_load(
+    docker: &Docker,
+    task_package: &str,
+    cache_dir: &Path,
+) -> Result<Loaded, RuntimeError> {
+    let (tee, mut arriving) = mpsc::channel::<Bytes>(TEE_CHUNKS);
+    let (verdict_sender, verdict) = watch::channel(None::<bool>);
+    let download = {
+        let task_package = task_package.to_string();
+        let cache_dir = cache_dir.to_path_buf();
+        tokio::spawn(async move {
+            let fetched =
+                golem_exe_unit::package::fetch_with_tee(&task_package, &cache_dir, Some(tee)).await;
+            let _ = verdict_sender.send(Some(fetched.is_ok()));
+            fetched
+        })
+    };
+    let download = async move {
+        download
+            .await
+            .map_err(|error| RuntimeError::new(format!("the download task failed: {error}")))?
+            .map_err(|error| RuntimeError::new(error.to_string()))
+    };
+    tokio::pin!(download);
+
+    let mut head = VecDeque::new();
+    let mut head_length = 0;
+    while head_length < SNIFF_BYTES {
+        let Some(chunk) = arriving.recv().await else {
+            break;
+        };
+        head_length += chunk.len();
+        head.push_back(chunk);
+    }
+    let first: Vec<u8> = head
+        .iter()
+        .flat_map(|chunk| chunk.iter().copied())
+        .take(SNIFF_BYTES)
+        .collect();
+    if sniff(&first) != ImageFormat::DockerArchive {
+        // Not streamable (or nothing was streamed: the file was cached).
+        drop(arriving);
+        let package = download.await?;
+        return load(docker, &package).await;
+    }
+
+    let body = held_back_body(head, arriving, verdict);
+    let import = load_archive(docker, body);
+    tokio::pin!(import);
+    let first_done = tokio::select! {
+        downloaded = &mut download => Ok(downloaded),
+        imported = &mut import => Err(imported),
+    };
+    match first_done {
+        Ok(Ok(_)) => import.await,
+        // Dropping `import` aborts its unfinished request.
+        Ok(Err(error)) => Err(error),
+        Err(imported) => {
+            // The engine stopped before the end: normally an error. The
+            // download goes on without it; its verdict explains better.
+            match (download.await, imported) {
+                (Err(error), Ok(loaded)) => {
+                    remove_loaded(docker, &loaded).await;
+                    Err(error)
+                }
+                (Err(error), Err(_)) => Err(error),
+                (Ok(_), imported) => imported,
+            }
+        }
+    }
+}
+
+/// The load request's body: `head` and then what keeps `arriving`, always
+/// one chunk behind; the last chunk goes only once the download is verified
+/// (an unverified body never ends, and its request is dropped).
+fn held_back_body(
+    head: VecDeque<Bytes>,
+    arriving: mpsc::Receiver<Bytes>,
+    verdict: watch::Receiver<Option<bool>>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold(
+        (head, arriving, verdict),
+        |(mut queue, mut arriving, mut verdict)| async move {
+            loop {
+                if queue.len() > 1 {
+                    let chunk = queue.pop_front()?;
+                    return Some((chunk, (queue, arriving, verdict)));
+                }
+                match arriving.recv().await {
+                    Some(chunk) => queue.push_back(chunk),
+                    None => {
+                        let verified = verdict
+                            .wait_for(Option::is_some)
+                            .await
+                            .map(|verdict| *verdict == Some(true))
+                            .unwrap_or(false);
+                        if !verified {
+                            futures::future::pending::<()>().await;
+                        }
+                        let last = queue.pop_front()?;
+                        return Some((last, (queue, arriving, verdict)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Remove what a failed deploy loaded (best effort: a container may use it).
+async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
+    let mut references = loaded.tags.clone();
+    if references.is_empty() {
+        references.push(loaded.image.clone());
+    }
+    for reference in references {
+        match docker
+            .remove_image(&reference, None::<RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_) => tracing::info!(%reference, "removed the image of a failed download"),
+            Err(error) => {
+                tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed download")
+            }
+        }
+    }
+}
+
 /// Load a package file into the engine; returns the loaded image's reference.
-pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeError> {
+pub async fn load(docker: &Docker, package: &Path) -> Result<Loaded, RuntimeError> {
     let mut file = tokio::fs::File::open(package).await.map_err(|error| {
         RuntimeError::new(format!(
             "cannot open the image package {}: {error}",
             package.display()
         ))
     })?;
-    let mut head = vec![0u8; 512];
+    let mut head = vec![0u8; SNIFF_BYTES];
     let mut filled = 0;
     while filled < head.len() {
         let read = file.read(&mut head[filled..]).await.map_err(|error| {
@@ -80,7 +228,13 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeErro
     }
     match sniff(&head[..filled]) {
         ImageFormat::DockerArchive => {}
-        ImageFormat::GvmkitSquash => return convert_squash(docker, package).await,
+        ImageFormat::GvmkitSquash => {
+            let image = convert_squash(docker, package).await?;
+            return Ok(Loaded {
+                image,
+                tags: Vec::new(),
+            });
+        }
         ImageFormat::Unknown => {
             return Err(RuntimeError::new(
                 "the package is not an image: expected a `docker save` tarball (tar or tar.gz)",
@@ -92,6 +246,15 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeErro
         .map_err(|error| RuntimeError::new(format!("cannot open the image package: {error}")))?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
         .filter_map(|chunk| async move { chunk.ok() });
+    load_archive(docker, body).await
+}
+
+/// `docker load` of a `docker save` tarball streamed as `body`; returns the
+/// loaded image's reference.
+async fn load_archive(
+    docker: &Docker,
+    body: impl Stream<Item = Bytes> + Send + 'static,
+) -> Result<Loaded, RuntimeError> {
     let mut progress = docker.import_image_stream(
         ImportImageOptions {
             quiet: true,
@@ -101,6 +264,7 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeErro
         None,
     );
     let mut loaded = None;
+    let mut tags = Vec::new();
     let mut messages = Vec::new();
     while let Some(item) = progress.next().await {
         let info = item.map_err(|error| {
@@ -112,18 +276,18 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeErro
         if let Some(stream) = info.stream {
             for line in stream.lines() {
                 let line = line.trim();
-                if let Some(name) = line
-                    .strip_prefix("Loaded image ID: ")
-                    .or_else(|| line.strip_prefix("Loaded image: "))
-                {
+                if let Some(id) = line.strip_prefix("Loaded image ID: ") {
+                    loaded = Some(id.to_string());
+                } else if let Some(name) = line.strip_prefix("Loaded image: ") {
                     loaded = Some(name.to_string());
+                    tags.push(name.to_string());
                 } else if !line.is_empty() {
                     messages.push(line.to_string());
                 }
             }
         }
     }
-    loaded.ok_or_else(|| {
+    let image = loaded.ok_or_else(|| {
         RuntimeError::new(format!(
             "the image package holds no image (the engine said: {})",
             if messages.is_empty() {
@@ -132,7 +296,8 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<String, RuntimeErro
                 messages.join("; ")
             }
         ))
-    })
+    })?;
+    Ok(Loaded { image, tags })
 }
 
 /// The converter of squashfs images to tar streams (Debian `squashfs-tools-ng`).
@@ -365,16 +530,5 @@ mod tests {
         );
         std::fs::write(&path, b"hsqs no metadata").unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(gvmkit_metadata(&path), None);
-    }
-
-    #[test]
-    fn digest_comes_from_the_cache_file_name() {
-        let digest = "ab".repeat(28);
-        assert_eq!(
-            digest_of_cached_package(Path::new(&format!("/c/packages/sha3-{digest}"))),
-            Some(digest)
-        );
-        assert_eq!(digest_of_cached_package(Path::new("/c/other.tar")), None);
-        assert_eq!(digest_of_cached_package(Path::new("/c/sha3-zz")), None);
     }
 }

@@ -5,10 +5,12 @@
 //! The container gets no network (unless the agreement grants it), no
 //! capabilities, no new privileges, a read-only root with host-dir volumes
 //! under the activity's work dir, a small `/tmp`, pids/memory/CPU limits and
-//! a non-root user unless the image names one; it is labelled so that
-//! leftovers of a dead exe unit are removed by the next one.
+//! a non-root user unless the image names one; it is labelled with the node,
+//! agreement and activity, and its owner so that leftovers of a dead exe unit
+//! are removed by the next one.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod engine;
 pub mod image;
 pub mod runtime;

@@ -4,6 +4,9 @@
 //! is a `docker exec` of `entry_point args` whose stdout/stderr are streamed to
 //! the core; usage comes from the engine's stats; `shutdown` removes the
 //! container. Creating the runtime removes containers left by dead exe units.
+//! The runtime fetches `hash:` packages itself (through the core's package
+//! cache) so that a tarball loads while it downloads, and bounds its image
+//! cache at deploy (see [`crate::cache`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +21,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StatsOptions};
 use bollard::Docker;
 use futures::StreamExt;
+use golem_exe_unit::package::{self, PackageLocation};
 use golem_exe_unit::runtime::prepare_volumes;
 use golem_exe_unit::{
     ActivityConfig, DeployRequest, Deployment, OutputChunk, OutputSender, RunRequest, Runtime,
@@ -25,7 +29,10 @@ use golem_exe_unit::{
 };
 use tokio::sync::OnceCell;
 
-use crate::engine::{self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE};
+use crate::cache::ImageCache;
+use crate::engine::{
+    self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
+};
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
 
 pub const RUNTIME_NAME: &str = "vm";
@@ -102,6 +109,9 @@ struct Container {
 pub struct VmRuntime {
     activity_id: String,
     agreement_id: String,
+    /// The provider's node id, from the agreement.
+    node_id: String,
+    cache_max_images: usize,
     limits: Limits,
     docker: OnceCell<Docker>,
     container: Mutex<Option<Container>>,
@@ -126,6 +136,8 @@ impl VmRuntime {
         Ok(VmRuntime {
             activity_id: config.activity_id.clone(),
             agreement_id: config.agreement.agreement_id.clone(),
+            node_id: config.agreement.provider_id.clone(),
+            cache_max_images: config.cache_max_packages,
             limits: Limits::from_agreement(&config.agreement),
             docker: OnceCell::new(),
             container: Mutex::new(None),
@@ -157,6 +169,7 @@ impl VmRuntime {
         let pid = std::process::id();
         HashMap::from([
             (LABEL_KIND.to_string(), LABEL_KIND_VALUE.to_string()),
+            (LABEL_NODE.to_string(), self.node_id.clone()),
             (LABEL_AGREEMENT.to_string(), self.agreement_id.clone()),
             (LABEL_ACTIVITY.to_string(), self.activity_id.clone()),
             (engine::LABEL_OWNER_PID.to_string(), pid.to_string()),
@@ -169,33 +182,43 @@ impl VmRuntime {
         ])
     }
 
-    /// The image to run: a `docker:<ref>`, the cached load of this package, or a fresh load.
+    /// The image to run: a `docker:<ref>`, the cached load of this package,
+    /// or a fresh load (from the package file when the core's cache has it,
+    /// else streamed while it downloads).
     async fn resolve_image(
         &self,
         docker: &Docker,
         request: &DeployRequest,
+        cache: &ImageCache,
     ) -> Result<String, RuntimeError> {
-        if let Some(reference) = request.package_url.strip_prefix(DOCKER_REFERENCE_PREFIX) {
+        let task_package = request.package_url.as_str();
+        if let Some(reference) = task_package.strip_prefix(DOCKER_REFERENCE_PREFIX) {
             return image::ensure_reference(docker, reference).await;
         }
-        let digest = image::digest_of_cached_package(&request.package);
-        if let Some(digest) = &digest {
-            let tag = image::cache_tag(digest);
-            if image::exists(docker, &tag).await {
-                tracing::info!(%tag, "image found in the engine's cache");
-                return Ok(tag);
+        let location = PackageLocation::parse(task_package)
+            .map_err(|error| RuntimeError::new(error.to_string()))?;
+        let digest = &location.digest;
+        let tag = image::cache_tag(digest);
+        if image::exists(docker, &tag).await {
+            tracing::info!(%tag, "image found in the engine's cache");
+            if let Err(error) = cache.touch(digest, None) {
+                tracing::warn!(%error, "cannot mark the cached image as used");
             }
+            return Ok(tag);
         }
         let started = std::time::Instant::now();
-        let loaded = image::load(docker, &request.package).await?;
-        tracing::info!(image = %loaded, elapsed = ?started.elapsed(), "image loaded");
-        match digest {
-            Some(digest) => {
-                image::tag_cached(docker, &loaded, &digest).await?;
-                Ok(image::cache_tag(&digest))
-            }
-            None => Ok(loaded),
+        let package_file = package::cached_path(&request.cache_dir, digest);
+        let loaded = if tokio::fs::metadata(&package_file).await.is_ok() {
+            image::load(docker, &package_file).await?
+        } else {
+            image::download_and_load(docker, task_package, &request.cache_dir).await?
+        };
+        tracing::info!(image = %loaded.image, elapsed = ?started.elapsed(), "image loaded");
+        image::tag_cached(docker, &loaded.image, digest).await?;
+        if let Err(error) = cache.touch(digest, Some(&loaded.tags)) {
+            tracing::warn!(%error, "cannot record the cached image");
         }
+        Ok(tag)
     }
 
     fn start_stats(&self, docker: Docker, id: String) {
@@ -312,8 +335,9 @@ impl Runtime for VmRuntime {
         Ok(template(&version))
     }
 
-    fn accepts_package_reference(&self, task_package: &str) -> bool {
-        task_package.starts_with(DOCKER_REFERENCE_PREFIX)
+    /// `docker:<ref>`, and `hash:` packages too: the image loads while it downloads.
+    fn accepts_package_reference(&self, _task_package: &str) -> bool {
+        true
     }
 
     async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError> {
@@ -323,7 +347,8 @@ impl Runtime for VmRuntime {
                 "the activity's container is already deployed",
             ));
         }
-        let image = self.resolve_image(docker, &request).await?;
+        let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
+        let image = self.resolve_image(docker, &request, &cache).await?;
         let inspect = docker.inspect_image(&image).await.map_err(|error| {
             RuntimeError::new(format!(
                 "cannot inspect the image {image}: {}",
@@ -437,6 +462,8 @@ impl Runtime for VmRuntime {
                 ))
             })?;
         tracing::info!(container = %created.id, %name, %image, %user, limits = ?self.limits, "container created");
+        // Now that a container holds this image, older ones may go.
+        cache.evict(docker).await;
         *lock(&self.container) = Some(Container {
             id: created.id,
             env: request

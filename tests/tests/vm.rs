@@ -253,7 +253,11 @@ async fn vm_runs_a_hardened_container_through_two_daemons() {
     if !docker::enabled("vm_runs_a_hardened_container_through_two_daemons").unwrap() {
         return;
     }
-    let fixture = fixture().await;
+    let mut fixture = fixture().await;
+    let provider_id = fixture._sandbox.daemons()[0]
+        .node_id()
+        .unwrap()
+        .to_lowercase();
     let tarball = image_tarball(fixture._sandbox.path());
     let package = publish(&fixture, "busybox.tar", &tarball);
     let requestor = &fixture.requestor;
@@ -290,6 +294,19 @@ async fn vm_runs_a_hardened_container_through_two_daemons() {
     assert_eq!(host["Memory"], 128 << 20);
     assert!(host["PidsLimit"].as_i64().unwrap() > 0);
     assert_eq!(host["NanoCpus"], 1_000_000_000i64);
+    // Labelled with the node it serves, the agreement and the activity.
+    let labels = &inspect["Config"]["Labels"];
+    assert_eq!(
+        labels["golem.node-id"].as_str().map(str::to_lowercase),
+        Some(provider_id),
+        "{labels}"
+    );
+    assert_eq!(
+        labels["golem.agreement-id"],
+        json!(agreement_id),
+        "{labels}"
+    );
+    assert_eq!(labels[ACTIVITY_LABEL], json!(activity_id), "{labels}");
 
     // Files in, transformed, files out; the image's declared volume works too.
     std::fs::write(fixture.files.join("in.txt"), "make me loud").unwrap();
@@ -994,4 +1011,100 @@ async fn vm_runs_a_gvmkit_squash_image() {
         "{message}"
     );
     requestor.destroy(&activity_id).await;
+}
+
+/// Deploy `package` in a new activity, start it and run one command in it.
+async fn deploy_and_start(fixture: &Fixture, package: &str) -> String {
+    let requestor = &fixture.requestor;
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}, run("/bin/echo", &["up"])]),
+        )
+        .await;
+    assert!(
+        results.iter().all(|r| r.result == CommandResult::Ok),
+        "{results:?}\n{}",
+        exe_unit_log(fixture, &activity_id)
+    );
+    activity_id
+}
+
+/// A variant of the test image (its own image id) saved as a tarball.
+fn variant_tarball(dir: &Path, variant: &str) -> Vec<u8> {
+    use std::io::Write;
+    docker::build_test_image("busybox", IMAGE_TAG).unwrap();
+    let tag = format!("golem-test-evict-{variant}:latest");
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("FROM {IMAGE_TAG}\nLABEL golem.test.variant={variant}\n").as_bytes())
+        .unwrap();
+    assert!(build.wait().unwrap().success());
+    let out = dir.join(format!("{variant}.tar"));
+    docker::save_image(&tag, &out).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+#[tokio::test]
+async fn vm_image_cache_evicts_the_least_recently_used_unused_images() {
+    if !docker::enabled("vm_image_cache_evicts_the_least_recently_used_unused_images").unwrap() {
+        return;
+    }
+    // The stand-in agent's exe units inherit this: keep one image.
+    std::env::set_var(golem_exe_unit::cli::ENV_CACHE_MAX_PACKAGES, "1");
+    let fixture = fixture().await;
+    let requestor = &fixture.requestor;
+    let packages = fixture.provider_work.join("cache").join("packages");
+    let mut published = Vec::new();
+    for variant in ["a", "b", "c"] {
+        let tarball = variant_tarball(fixture._sandbox.path(), variant);
+        let digest = hex::encode(sha3::Sha3_224::digest(&tarball));
+        let package = publish(&fixture, &format!("{variant}.tar"), &tarball);
+        published.push((package, format!("golem-vm-cache:{digest}"), digest));
+    }
+    let cached = |tag: &str| docker::docker(&["image", "inspect", tag]).is_ok();
+
+    // a and b run at once: a is the least recently used but its container keeps it.
+    let first = deploy_and_start(&fixture, &published[0].0).await;
+    let second = deploy_and_start(&fixture, &published[1].0).await;
+    assert!(cached(&published[0].1), "an image in use was evicted");
+    assert!(cached(&published[1].1));
+    requestor.destroy(&first).await;
+    requestor.destroy(&second).await;
+    gone(&first).await;
+    gone(&second).await;
+
+    // c's deploy evicts both unused ones: tags, the tags their loads set, package files.
+    let third = deploy_and_start(&fixture, &published[2].0).await;
+    assert!(!cached(&published[0].1), "a was not evicted");
+    assert!(!cached(&published[1].1), "b was not evicted");
+    assert!(!cached("golem-test-evict-a:latest"));
+    assert!(cached(&published[2].1));
+    assert!(!packages.join(format!("sha3-{}", published[0].2)).exists());
+    assert!(!packages.join(format!("sha3-{}", published[1].2)).exists());
+    assert!(packages.join(format!("sha3-{}", published[2].2)).exists());
+    requestor.destroy(&third).await;
+    gone(&third).await;
+
+    // An evicted package deploys again (downloaded and loaded anew).
+    let again = deploy_and_start(&fixture, &published[0].0).await;
+    requestor.destroy(&again).await;
+    gone(&again).await;
+    for (_, tag, _) in &published {
+        let _ = docker::docker(&["rmi", tag]);
+    }
+    for variant in ["a", "b", "c"] {
+        let _ = docker::docker(&["rmi", &format!("golem-test-evict-{variant}:latest")]);
+    }
 }

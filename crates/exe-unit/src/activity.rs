@@ -46,6 +46,9 @@ pub struct ActivityConfig {
     /// The provider's upper bound for one `run`; the agreement's
     /// `golem.srv.comp.expiration` may shorten it.
     pub max_run_time: Duration,
+    /// How many packages a runtime that caches what it made of them (the VM
+    /// unit's loaded images) keeps; it evicts the least recently used beyond.
+    pub cache_max_packages: usize,
 }
 
 /// What the exe unit tells the activity service, in order.

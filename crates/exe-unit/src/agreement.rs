@@ -34,6 +34,8 @@ pub enum AgreementError {
 #[derive(Debug, Clone, Default)]
 pub struct Agreement {
     pub agreement_id: String,
+    /// The provider's node id (`offer.providerId`): the node this exe unit serves.
+    pub provider_id: String,
     pub offer: Properties,
     pub demand: Properties,
 }
@@ -57,6 +59,12 @@ impl Agreement {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let provider_id = value
+            .get("offer")
+            .and_then(|offer| offer.get("providerId"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mut side = |name: &'static str| -> Result<Properties, AgreementError> {
             let properties = value
                 .get_mut(name)
@@ -72,6 +80,7 @@ impl Agreement {
         let demand = side("demand")?;
         Ok(Agreement {
             agreement_id,
+            provider_id,
             offer,
             demand,
         })
@@ -131,13 +140,14 @@ mod tests {
     fn reads_flat_and_nested_properties() {
         let agreement = Agreement::from_json(json!({
             "agreementId": "a1",
-            "offer": {"properties": {"golem.inf.mem.gib": 0.5,
+            "offer": {"providerId": "0xabc", "properties": {"golem.inf.mem.gib": 0.5,
                                      "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"]}},
             "demand": {"properties": {"golem": {"srv": {"comp": {"task_package": "hash:sha3:ab:http://x",
                                                                  "expiration": 10_000}}}}}
         }))
         .unwrap();
         assert_eq!(agreement.agreement_id, "a1");
+        assert_eq!(agreement.provider_id, "0xabc");
         assert_eq!(agreement.memory_limit_bytes(), Some(512 << 20));
         assert_eq!(agreement.task_package(), Some("hash:sha3:ab:http://x"));
         assert_eq!(

@@ -60,6 +60,13 @@ pub struct RunArgs {
     /// golem.srv.comp.expiration may shorten it.
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     pub max_run_time: u64,
+    /// How many task packages the cache keeps when the runtime caches what it
+    /// made of them (exe-unit-vm: images tagged golem-vm-cache:<sha3> and their
+    /// package files); the least recently used beyond this are evicted at
+    /// deploy unless a container still uses them. Default: the environment's
+    /// GOLEM_CACHE_MAX_PACKAGES, else 10.
+    #[arg(long, value_name = "N")]
+    pub cache_max_packages: Option<usize>,
     /// Tracing filter, e.g. `info` or `golem_exe_unit=debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -67,8 +74,15 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+/// The environment variable an operator sets (for the provider agent, which
+/// passes its environment on) instead of `--cache-max-packages`.
+pub const ENV_CACHE_MAX_PACKAGES: &str = "GOLEM_CACHE_MAX_PACKAGES";
+pub const DEFAULT_CACHE_MAX_PACKAGES: usize = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{ENV_CACHE_MAX_PACKAGES}={0:?} is not a positive number")]
+    CacheMaxPackages(String),
     #[error("activity id {0:?} must be non-empty and contain no '/'")]
     ActivityId(String),
     #[error(transparent)]
@@ -86,6 +100,17 @@ impl RunArgs {
         if self.activity_id.is_empty() || self.activity_id.contains('/') {
             return Err(ConfigError::ActivityId(self.activity_id.clone()));
         }
+        let cache_max_packages = match self.cache_max_packages {
+            Some(count) => count,
+            None => match std::env::var(ENV_CACHE_MAX_PACKAGES) {
+                Ok(text) => text
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::CacheMaxPackages(text.clone()))?,
+                Err(_) => DEFAULT_CACHE_MAX_PACKAGES,
+            },
+        }
+        .max(1);
         let agreement = Agreement::load(&self.agreement)?;
         for directory in [&self.work_dir, &self.cache_dir] {
             std::fs::create_dir_all(directory).map_err(|source| ConfigError::Directory {
@@ -101,6 +126,7 @@ impl RunArgs {
             bus_socket: self.bus_socket.clone(),
             // A year is "no limit" and keeps deadline arithmetic far from overflow.
             max_run_time: Duration::from_secs(self.max_run_time.min(365 * 86_400)),
+            cache_max_packages,
         })
     }
 }

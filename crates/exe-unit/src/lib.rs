@@ -12,12 +12,14 @@
 //! ```text
 //! <exe-unit> run --activity-id <ID> --agreement <FILE> --work-dir <DIR>
 //!                --cache-dir <DIR> --bus-socket <PATH>
-//!                [--max-run-time <SECONDS>] [--log-level <FILTER>] [--log-format text|json]
+//!                [--max-run-time <SECONDS>] [--cache-max-packages <N>]
+//!                [--log-level <FILTER>] [--log-format text|json]
 //! <exe-unit> offer-template
 //! ```
 //!
 //! - `--agreement`: the agreement JSON as the market API returns it; the exe
-//!   unit reads flat (or nested) `offer.properties` / `demand.properties`:
+//!   unit reads `agreementId`, `offer.providerId` (its own node id) and
+//!   flat (or nested) `offer.properties` / `demand.properties`:
 //!   `golem.srv.comp.task_package` (`hash:sha3:<hex>:<url>`),
 //!   `golem.inf.mem.gib` (memory limit), `golem.srv.comp.expiration` (caps
 //!   the run time), `golem.com.usage.vector` (order of usage counters).
@@ -30,6 +32,9 @@
 //!   command results and usage (every second); see
 //!   [`golem_model::activity`] for the messages.
 //! - `--max-run-time`: the provider's limit for one `run` (default 1800 s).
+//! - `--cache-max-packages`: how many packages a runtime that caches what it
+//!   made of them keeps (default `GOLEM_CACHE_MAX_PACKAGES`, else 10); the
+//!   VM unit evicts its least recently used images beyond it.
 //! - It exits 0 after `Shutdown`, a `terminate` command, SIGTERM/SIGINT, or
 //!   when the daemon closes the bus connection (reporting Terminated with the
 //!   reason first when it still can); it also receives SIGTERM when its parent

@@ -118,6 +118,25 @@ pub fn cached_path(cache_dir: &Path, digest: &str) -> PathBuf {
 /// on `.sha3-<hex>.lock` keeps two exe units from writing it at once. Progress
 /// is logged about every 10 %.
 pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, PackageError> {
+    fetch_with_tee(task_package, cache_dir, None).await
+}
+
+/// Where [`fetch_with_tee`] also sends the package's bytes while it downloads.
+pub type PackageTee = tokio::sync::mpsc::Sender<tokio_util::bytes::Bytes>;
+
+/// [`fetch`], and every byte of the package, from the first and in order,
+/// also goes to `tee` while it arrives (bytes an earlier attempt left in the
+/// partial file included), so a runtime can process the package during the
+/// download, e.g. stream it into an image load. Nothing is sent when the
+/// package is already in the cache (read the returned file instead); when the
+/// receiver goes away the download goes on without it. Only `Ok` says the
+/// bytes were the right ones: the receiver must not commit what it built
+/// from them before.
+pub async fn fetch_with_tee(
+    task_package: &str,
+    cache_dir: &Path,
+    tee: Option<PackageTee>,
+) -> Result<PathBuf, PackageError> {
     let location = PackageLocation::parse(task_package)?;
     let target = cached_path(cache_dir, &location.digest);
     if tokio::fs::metadata(&target).await.is_ok() {
@@ -136,7 +155,8 @@ pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, Pack
         return Ok(target);
     }
     let partial = directory.join(format!(".sha3-{}.partial", location.digest));
-    let actual = match download_and_hash(&location, &partial).await {
+    let mut tee = Tee(tee);
+    let actual = match download_and_hash(&location, &partial, &mut tee).await {
         Ok(actual) => actual,
         Err(error) => {
             // Keep a non-empty partial download for the next attempt to resume.
@@ -216,9 +236,43 @@ impl<'a> Progress<'a> {
     }
 }
 
+/// The optional receiver of the bytes being downloaded; dropped when it hangs up.
+struct Tee(Option<PackageTee>);
+
+impl Tee {
+    async fn send(&mut self, chunk: tokio_util::bytes::Bytes) {
+        if let Some(sender) = &self.0 {
+            if sender.send(chunk).await.is_err() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// Send the first `length` bytes of `file` (what an earlier attempt left).
+    async fn replay(&mut self, file: &Path, length: u64) -> std::io::Result<()> {
+        if self.0.is_none() || length == 0 {
+            return Ok(());
+        }
+        let mut source = tokio::fs::File::open(file).await?;
+        let mut left = length;
+        while left > 0 && self.0.is_some() {
+            let mut buffer = vec![0u8; usize::try_from(left.min(1 << 20)).unwrap_or(1 << 20)];
+            let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            buffer.truncate(read);
+            left -= read as u64;
+            self.send(tokio_util::bytes::Bytes::from(buffer)).await;
+        }
+        Ok(())
+    }
+}
+
 async fn download_and_hash(
     location: &PackageLocation,
     partial: &Path,
+    tee: &mut Tee,
 ) -> Result<String, PackageError> {
     let download_error = |message: String| PackageError::Download {
         url: location.url.clone(),
@@ -263,6 +317,7 @@ async fn download_and_hash(
         let response =
             if have > 0 && response.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
                 // The partial file already holds everything.
+                tee.replay(partial, have).await.map_err(cache_error)?;
                 return Ok(hasher.finish_hex());
             } else {
                 response
@@ -271,6 +326,7 @@ async fn download_and_hash(
             };
         if have > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
             tracing::info!(url, bytes = have, "resuming the task package download");
+            tee.replay(partial, have).await.map_err(cache_error)?;
         } else if have > 0 {
             // The server ignored the range: start over.
             hasher = Sha3Hasher::for_hex_len(location.digest.len())
@@ -290,6 +346,7 @@ async fn download_and_hash(
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(cache_error)?;
             progress.add(chunk.len());
+            tee.send(chunk).await;
         }
         writer.flush().await.map_err(cache_error)?;
         if let Some(total) = total {
@@ -321,6 +378,8 @@ async fn download_and_hash(
             }
             hasher.update(&buffer[..read]);
             file.write_all(&buffer[..read]).await.map_err(cache_error)?;
+            tee.send(tokio_util::bytes::Bytes::copy_from_slice(&buffer[..read]))
+                .await;
         }
         file.flush().await.map_err(cache_error)?;
     }

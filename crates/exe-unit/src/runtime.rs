@@ -105,9 +105,11 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(Self::offer_template())
     }
 
-    /// Whether this runtime resolves `task_package` itself (e.g. `docker:<ref>`)
-    /// instead of the core downloading a `hash:sha3:<hex>:<url>`; `deploy` then
-    /// gets an empty `package` path and the reference as `package_url`.
+    /// Whether this runtime resolves `task_package` itself (e.g. `docker:<ref>`,
+    /// or a `hash:sha3:<hex>:<url>` it fetches with
+    /// [`crate::package::fetch_with_tee`] to process while it downloads)
+    /// instead of the core downloading it first; `deploy` then gets an empty
+    /// `package` path and the whole task package as `package_url`.
     fn accepts_package_reference(&self, _task_package: &str) -> bool {
         false
     }

@@ -98,6 +98,7 @@ fn fixture_with_package(package: &[u8], declared: &[u8]) -> Fixture {
         cache_dir: dir.path().join("cache"),
         bus_socket: dir.path().join("bus.sock"),
         max_run_time: Duration::from_secs(60),
+        cache_max_packages: crate::cli::DEFAULT_CACHE_MAX_PACKAGES,
     };
     let runtime = Arc::new(FakeRuntime::default());
     let (sender, reports) = mpsc::unbounded_channel();
