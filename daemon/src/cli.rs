@@ -24,7 +24,7 @@ use crate::config::{self, CliOverrides, DaemonConfig, LogFormat};
     about = "A node of the Golem network: identity, p2p net, market, activity and payment services behind the Golem REST API",
     after_help = "Every option can also be set in the TOML file given by --config and by GOLEM_* environment \
                   variables (GOLEM_DATA_DIR, GOLEM_API_ADDR, GOLEM_P2P_LISTEN, GOLEM_BOOTSTRAP, GOLEM_LOG_FORMAT, \
-                  GOLEM_AUTOCONF_APPKEY); the command line wins over the environment, which wins over the file."
+                  GOLEM_AUTOCONF_APPKEY, GOLEM_MARKET_*); the command line wins over the environment, which wins over the file."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -103,6 +103,50 @@ pub struct RunArgs {
     /// Address other nodes can reach this one at, repeatable [env: GOLEM_EXTERNAL_ADDRS]
     #[arg(long = "external-addr", value_name = "MULTIADDR")]
     pub external_addrs: Vec<String>,
+    #[command(flatten)]
+    pub market: MarketArgs,
+}
+
+/// The `[market]` settings as flags (file key `market.<name>` without the
+/// `market-` prefix; env `GOLEM_MARKET_<NAME>`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Market")]
+pub struct MarketArgs {
+    /// Lifetime of an offer or demand subscription [env: GOLEM_MARKET_SUBSCRIPTION_TTL_SECS] [default: 3600]
+    #[arg(long = "market-subscription-ttl-secs", value_name = "SECS")]
+    pub subscription_ttl_secs: Option<u64>,
+    /// How often this node's live offers are broadcast again [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 5000]
+    #[arg(long = "market-announce-interval-ms", value_name = "MS")]
+    pub announce_interval_ms: Option<u64>,
+    /// How often connected peers are checked for newcomers to ask for offers [env: GOLEM_MARKET_PEER_CHECK_INTERVAL_MS] [default: 500]
+    #[arg(long = "market-peer-check-interval-ms", value_name = "MS")]
+    pub peer_check_interval_ms: Option<u64>,
+    /// Bound of every call to another node's market [env: GOLEM_MARKET_REMOTE_TIMEOUT_MS] [default: 4000]
+    #[arg(long = "market-remote-timeout-ms", value_name = "MS")]
+    pub remote_timeout_ms: Option<u64>,
+    /// How often expired subscriptions, offers, agreements and scans are swept [env: GOLEM_MARKET_SWEEP_INTERVAL_MS] [default: 1000]
+    #[arg(long = "market-sweep-interval-ms", value_name = "MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// First retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS] [default: 500]
+    #[arg(long = "market-outbox-retry-initial-ms", value_name = "MS")]
+    pub outbox_retry_initial_ms: Option<u64>,
+    /// Largest retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_MAX_MS] [default: 30000]
+    #[arg(long = "market-outbox-retry-max-ms", value_name = "MS")]
+    pub outbox_retry_max_ms: Option<u64>,
+}
+
+impl MarketArgs {
+    fn overrides(&self) -> crate::market::MarketOverrides {
+        crate::market::MarketOverrides {
+            subscription_ttl_secs: self.subscription_ttl_secs,
+            announce_interval_ms: self.announce_interval_ms,
+            peer_check_interval_ms: self.peer_check_interval_ms,
+            remote_timeout_ms: self.remote_timeout_ms,
+            sweep_interval_ms: self.sweep_interval_ms,
+            outbox_retry_initial_ms: self.outbox_retry_initial_ms,
+            outbox_retry_max_ms: self.outbox_retry_max_ms,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +188,7 @@ pub fn load_config(global: &GlobalArgs, run: Option<&RunArgs>) -> anyhow::Result
         overrides.relay_server = run.relay_server;
         overrides.relays = run.relays.clone();
         overrides.external_addrs = run.external_addrs.clone();
+        overrides.market = run.market.overrides();
     }
     Ok(DaemonConfig::load(&overrides, |name| {
         std::env::var(name).ok()
@@ -387,5 +432,40 @@ fn print_app_key_table(keys: &[AppKeyInfo]) {
             key.identity.to_string(),
             key.created.format("%Y-%m-%d %H:%M:%S")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn market_flags_reach_the_market_overrides() {
+        let cli = Cli::try_parse_from([
+            "golem-daemon",
+            "run",
+            "--market-subscription-ttl-secs",
+            "7",
+            "--market-outbox-retry-max-ms",
+            "100",
+        ])
+        .unwrap_or_else(|error| panic!("parse: {error}"));
+        let Command::Run(run) = cli.command else {
+            panic!("not the run command");
+        };
+        assert_eq!(
+            run.market.overrides(),
+            crate::market::MarketOverrides {
+                subscription_ttl_secs: Some(7),
+                outbox_retry_max_ms: Some(100),
+                ..Default::default()
+            }
+        );
+        let error =
+            Cli::try_parse_from(["golem-daemon", "run", "--market-remote-timeout-ms", "soon"])
+                .err()
+                .map(|error| error.to_string())
+                .unwrap_or_default();
+        assert!(error.contains("--market-remote-timeout-ms"), "{error}");
     }
 }

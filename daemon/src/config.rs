@@ -147,6 +147,8 @@ pub struct CliOverrides {
     pub relay_server: bool,
     pub relays: Vec<String>,
     pub external_addrs: Vec<String>,
+    /// `--market-*` flags.
+    pub market: crate::market::MarketOverrides,
 }
 
 fn parse_env<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
@@ -329,6 +331,7 @@ impl DaemonConfig {
         if !cli.external_addrs.is_empty() {
             self.external_addrs = cli.external_addrs.clone();
         }
+        cli.market.apply_to(&mut self.market);
     }
 
     /// Path of the bus socket inside the data dir.

@@ -7,6 +7,8 @@
 #   - offer subscribed on P -> visible as a proposal on R (gossip broadcast)
 #   - counter-proposal -> provider's Draft -> agreement created, confirmed and
 #     Approved (provider agent answering at once)
+#   - a market scan over 10,000 known offers: the first page (500) and all of
+#     them, filtered by a two-clause constraint (in process, no HTTP)
 # MARKET_BENCH_ROUNDS (default 30) sets the samples per row.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,3 +17,5 @@ echo "building release binaries..." >&2
 cargo test --release -p golem-tests --test market --no-run >&2
 cargo test --release -p golem-tests --test market -- --ignored --nocapture --exact bench_market_latencies 2>/dev/null \
   | grep '^|'
+cargo test --release -p golem-daemon --lib -- --ignored --nocapture --exact \
+  market::scan::tests::scan_of_ten_thousand_offers 2>/dev/null | grep '^|'

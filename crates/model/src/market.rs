@@ -277,6 +277,29 @@ pub struct AgreementListEntry {
 // ---------------------------------------------------------------------------
 
 /// The market's public bus endpoint; other nodes reach it as
+/// What a market scan iterates over (`type` of [`NewScan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanType {
+    Offer,
+    Demand,
+}
+
+/// Body of `POST /scan`: a read-only iterator over the market, answered with
+/// the iterator id. `GET /scan/{id}/events` then returns bare [`Offer`]s (or
+/// [`Demand`]s), not events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewScan {
+    #[serde(rename = "type")]
+    pub scan_type: ScanType,
+    /// Optional filter over the scanned items' properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<String>,
+    /// Seconds an unused iterator is kept (each use starts the period anew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
 /// `/net/<nodeId>/public/market`, and the caller is authenticated by the net.
 pub const MARKET_PUBLIC_SERVICE: &str = "/public/market";
 
@@ -497,6 +520,22 @@ mod tests {
         assert_eq!(reason.extra["golem.requestor.code"], "Success");
         let json = serde_json::to_value(&reason).unwrap();
         assert_eq!(json["golem.requestor.code"], "Success");
+    }
+
+    #[test]
+    fn new_scan_uses_the_original_field_names() {
+        let scan: NewScan = serde_json::from_value(serde_json::json!({
+            "type": "offer",
+            "constraints": "(golem.runtime.name=vm)",
+            "timeout": 30
+        }))
+        .unwrap();
+        assert_eq!(scan.scan_type, ScanType::Offer);
+        assert_eq!(scan.timeout, Some(30));
+        let bare: NewScan = serde_json::from_value(serde_json::json!({"type": "demand"})).unwrap();
+        assert_eq!(bare.scan_type, ScanType::Demand);
+        assert_eq!(bare.constraints, None);
+        assert!(serde_json::from_value::<NewScan>(serde_json::json!({"type": "Offer"})).is_err());
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl MarketService {
                 "proposal {proposal_id} is our own; an agreement promotes the provider's Draft"
             )));
         }
-        match offer_proposal.proposal.state {
+        match state.proposal_state(&offer_proposal, current) {
             ProposalState::Draft => {}
             ProposalState::Initial => {
                 return Err(GolemError::conflict(format!(
@@ -207,11 +207,14 @@ impl MarketService {
                     "proposal {proposal_id} is already promoted to an agreement"
                 )))
             }
-            ProposalState::Rejected | ProposalState::Expired => {
-                return Err(gone(format!(
-                    "proposal {proposal_id} is {:?}",
-                    offer_proposal.proposal.state
-                )))
+            ProposalState::Rejected => {
+                return Err(gone(format!("proposal {proposal_id} was rejected")))
+            }
+            ProposalState::Expired => {
+                return Err(super::negotiation::expired_proposal(
+                    proposal_id,
+                    state.proposal_expiration(&offer_proposal),
+                ))
             }
         }
         let demand_proposal_id = offer_proposal
@@ -704,11 +707,20 @@ impl MarketService {
                     GolemError::not_found(format!("proposal {} not found", message.proposal_id))
                 })?
                 .clone();
-            if offer_proposal.proposal.state != ProposalState::Draft {
-                return Err(gone(format!(
-                    "proposal {} is {:?}",
-                    message.proposal_id, offer_proposal.proposal.state
-                )));
+            match state.proposal_state(&offer_proposal, current) {
+                ProposalState::Draft => {}
+                ProposalState::Expired => {
+                    return Err(super::negotiation::expired_proposal(
+                        &message.proposal_id,
+                        state.proposal_expiration(&offer_proposal),
+                    ))
+                }
+                other => {
+                    return Err(gone(format!(
+                        "proposal {} is {other:?}",
+                        message.proposal_id
+                    )))
+                }
             }
             let demand_proposal_id = offer_proposal
                 .proposal
@@ -769,29 +781,21 @@ impl MarketService {
         caller: NodeId,
         message: AgreementApproved,
     ) -> Result<(), GolemError> {
-        let inner = &self.inner;
         let id = message.agreement_id.as_str();
-        {
-            let mut state = inner.lock();
-            let record = counterparty_record(&state, Role::Requestor, id, caller)?;
-            match record.agreement.state {
-                AgreementState::Pending => {}
-                AgreementState::Approved => return Ok(()),
-                other => return Err(final_state_error(id, other)),
-            }
-            inner.update_agreement(&mut state, Role::Requestor, id, |record| {
-                record.agreement.state = AgreementState::Approved;
-                record.agreement.approved_date = Some(message.approved_date);
-            })?;
-            inner.record_event(&mut state, Role::Requestor, id, |event_date| {
-                AgreementOperationEvent::AgreementApprovedEvent {
-                    event_date,
-                    agreement_id: id.to_string(),
-                }
-            })?;
-        }
-        inner.bump_agreements();
-        Ok(())
+        self.counterparty_step(
+            caller,
+            CounterpartyStep {
+                role: Role::Requestor,
+                id,
+                from: &[AgreementState::Pending],
+                to: AgreementState::Approved,
+            },
+            |record| record.agreement.approved_date = Some(message.approved_date),
+            |event_date| AgreementOperationEvent::AgreementApprovedEvent {
+                event_date,
+                agreement_id: id.to_string(),
+            },
+        )
     }
 
     /// Requestor side: the provider rejected.
@@ -800,31 +804,23 @@ impl MarketService {
         caller: NodeId,
         message: AgreementRejected,
     ) -> Result<(), GolemError> {
-        let inner = &self.inner;
         let id = message.agreement_id.as_str();
-        {
-            let mut state = inner.lock();
-            let record = counterparty_record(&state, Role::Requestor, id, caller)?;
-            match record.agreement.state {
-                AgreementState::Pending => {}
-                AgreementState::Rejected => return Ok(()),
-                other => return Err(final_state_error(id, other)),
-            }
-            inner.update_agreement(&mut state, Role::Requestor, id, |record| {
-                record.agreement.state = AgreementState::Rejected;
-                record.reason = message.reason.clone();
-            })?;
-            let reason = message.reason.clone();
-            inner.record_event(&mut state, Role::Requestor, id, |event_date| {
-                AgreementOperationEvent::AgreementRejectedEvent {
-                    event_date,
-                    agreement_id: id.to_string(),
-                    reason,
-                }
-            })?;
-        }
-        inner.bump_agreements();
-        Ok(())
+        let reason = message.reason.clone();
+        self.counterparty_step(
+            caller,
+            CounterpartyStep {
+                role: Role::Requestor,
+                id,
+                from: &[AgreementState::Pending],
+                to: AgreementState::Rejected,
+            },
+            |record| record.reason = message.reason.clone(),
+            |event_date| AgreementOperationEvent::AgreementRejectedEvent {
+                event_date,
+                agreement_id: id.to_string(),
+                reason,
+            },
+        )
     }
 
     /// Provider side: the requestor cancelled before our approval.
@@ -833,31 +829,23 @@ impl MarketService {
         caller: NodeId,
         message: AgreementCancelled,
     ) -> Result<(), GolemError> {
-        let inner = &self.inner;
         let id = message.agreement_id.as_str();
-        {
-            let mut state = inner.lock();
-            let record = counterparty_record(&state, Role::Provider, id, caller)?;
-            match record.agreement.state {
-                AgreementState::Pending | AgreementState::Proposal => {}
-                AgreementState::Cancelled => return Ok(()),
-                other => return Err(final_state_error(id, other)),
-            }
-            inner.update_agreement(&mut state, Role::Provider, id, |record| {
-                record.agreement.state = AgreementState::Cancelled;
-                record.reason = message.reason.clone();
-            })?;
-            let reason = message.reason.clone();
-            inner.record_event(&mut state, Role::Provider, id, |event_date| {
-                AgreementOperationEvent::AgreementCancelledEvent {
-                    event_date,
-                    agreement_id: id.to_string(),
-                    reason,
-                }
-            })?;
-        }
-        inner.bump_agreements();
-        Ok(())
+        let reason = message.reason.clone();
+        self.counterparty_step(
+            caller,
+            CounterpartyStep {
+                role: Role::Provider,
+                id,
+                from: &[AgreementState::Pending, AgreementState::Proposal],
+                to: AgreementState::Cancelled,
+            },
+            |record| record.reason = message.reason.clone(),
+            |event_date| AgreementOperationEvent::AgreementCancelledEvent {
+                event_date,
+                agreement_id: id.to_string(),
+                reason,
+            },
+        )
     }
 
     /// Either side: the other terminated.
@@ -866,40 +854,77 @@ impl MarketService {
         caller: NodeId,
         message: AgreementTerminated,
     ) -> Result<(), GolemError> {
-        let inner = &self.inner;
         let id = message.agreement_id.as_str();
         let role = match message.terminator {
             Terminator::Requestor => Role::Provider,
             Terminator::Provider => Role::Requestor,
         };
-        {
-            let mut state = inner.lock();
-            let record = counterparty_record(&state, role, id, caller)?;
-            match record.agreement.state {
-                AgreementState::Approved => {}
-                AgreementState::Terminated => return Ok(()),
-                other => return Err(final_state_error(id, other)),
-            }
-            inner.update_agreement(&mut state, role, id, |record| {
-                record.agreement.state = AgreementState::Terminated;
+        let reason = message.reason.clone();
+        self.counterparty_step(
+            caller,
+            CounterpartyStep {
+                role,
+                id,
+                from: &[AgreementState::Approved],
+                to: AgreementState::Terminated,
+            },
+            |record| {
                 record.terminator = Some(message.terminator);
                 record.reason = message.reason.clone();
                 record.terminated_date = Some(message.terminated_date);
+            },
+            |event_date| AgreementOperationEvent::AgreementTerminatedEvent {
+                event_date,
+                agreement_id: id.to_string(),
+                terminator: message.terminator,
+                signature: String::new(),
+                reason,
+            },
+        )
+    }
+
+    /// One move of our `step.role` record of an agreement, told by the
+    /// counterparty `caller`: from one of `step.from` to `step.to`, with
+    /// `change` applied and the event `event` makes recorded. A repeated
+    /// message (the record is already `step.to`) is acknowledged without a
+    /// second event; any other state is final and answers 410.
+    fn counterparty_step(
+        &self,
+        caller: NodeId,
+        step: CounterpartyStep<'_>,
+        change: impl FnOnce(&mut AgreementRecord),
+        event: impl FnOnce(DateTime<Utc>) -> AgreementOperationEvent,
+    ) -> Result<(), GolemError> {
+        let inner = &self.inner;
+        let CounterpartyStep { role, id, from, to } = step;
+        {
+            let mut state = inner.lock();
+            let current = counterparty_record(&state, role, id, caller)?
+                .agreement
+                .state;
+            if current == to {
+                return Ok(());
+            }
+            if !from.contains(&current) {
+                return Err(final_state_error(id, current));
+            }
+            inner.update_agreement(&mut state, role, id, |record| {
+                record.agreement.state = to;
+                change(record);
             })?;
-            let reason = message.reason.clone();
-            inner.record_event(&mut state, role, id, |event_date| {
-                AgreementOperationEvent::AgreementTerminatedEvent {
-                    event_date,
-                    agreement_id: id.to_string(),
-                    terminator: message.terminator,
-                    signature: String::new(),
-                    reason,
-                }
-            })?;
+            inner.record_event(&mut state, role, id, event)?;
         }
         inner.bump_agreements();
         Ok(())
     }
+}
+
+/// Which record a counterparty's message moves, and between which states.
+struct CounterpartyStep<'a> {
+    role: Role,
+    id: &'a str,
+    from: &'a [AgreementState],
+    to: AgreementState,
 }
 
 /// Our record of `id` in `role`, if `caller` is its counterparty.

@@ -43,6 +43,7 @@ mod outbox;
 mod propagation;
 mod public;
 pub mod rest;
+mod scan;
 pub use subscriptions::SubscriptionKind;
 mod state;
 mod subscriptions;
@@ -114,6 +115,51 @@ impl Default for MarketSettings {
             sweep_interval_ms: 1_000,
             outbox_retry_initial_ms: 500,
             outbox_retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// `[market]` values given on the command line (`golem-daemon run
+/// --market-...`); `None` leaves the file's or environment's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarketOverrides {
+    pub subscription_ttl_secs: Option<u64>,
+    pub announce_interval_ms: Option<u64>,
+    pub peer_check_interval_ms: Option<u64>,
+    pub remote_timeout_ms: Option<u64>,
+    pub sweep_interval_ms: Option<u64>,
+    pub outbox_retry_initial_ms: Option<u64>,
+    pub outbox_retry_max_ms: Option<u64>,
+}
+
+impl MarketOverrides {
+    /// Replace the settings given here.
+    pub fn apply_to(&self, settings: &mut MarketSettings) {
+        let pairs = [
+            (
+                self.subscription_ttl_secs,
+                &mut settings.subscription_ttl_secs,
+            ),
+            (
+                self.announce_interval_ms,
+                &mut settings.announce_interval_ms,
+            ),
+            (
+                self.peer_check_interval_ms,
+                &mut settings.peer_check_interval_ms,
+            ),
+            (self.remote_timeout_ms, &mut settings.remote_timeout_ms),
+            (self.sweep_interval_ms, &mut settings.sweep_interval_ms),
+            (
+                self.outbox_retry_initial_ms,
+                &mut settings.outbox_retry_initial_ms,
+            ),
+            (self.outbox_retry_max_ms, &mut settings.outbox_retry_max_ms),
+        ];
+        for (given, field) in pairs {
+            if let Some(value) = given {
+                *field = value;
+            }
         }
     }
 }
@@ -191,6 +237,8 @@ pub(crate) struct Inner {
     events_changed: watch::Sender<u64>,
     /// Bumped whenever an agreement changes or an agreement event is recorded.
     agreements_changed: watch::Sender<u64>,
+    /// Bumped whenever an offer or demand becomes known or a scan iterator ends.
+    catalogue_changed: watch::Sender<u64>,
     /// Gossip topics we listen on, by subnet.
     topics: Mutex<std::collections::HashSet<Option<String>>>,
     /// Notices waiting for their counterparty (see [`outbox`]).
@@ -216,6 +264,7 @@ pub async fn start(
     let outbox = outbox::Outbox::load(&db.tree)?;
     let (events_changed, _) = watch::channel(0);
     let (agreements_changed, _) = watch::channel(0);
+    let (catalogue_changed, _) = watch::channel(0);
     tracing::info!(
         offers = state.offers.len(),
         demands = state.demands.len(),
@@ -233,6 +282,7 @@ pub async fn start(
             state: Mutex::new(state),
             events_changed,
             agreements_changed,
+            catalogue_changed,
             topics: Mutex::new(Default::default()),
             outbox: Mutex::new(outbox),
             outbox_changed: tokio::sync::Notify::new(),
@@ -343,6 +393,10 @@ impl Inner {
     fn bump_agreements(&self) {
         self.agreements_changed.send_modify(|version| *version += 1);
     }
+
+    fn bump_catalogue(&self) {
+        self.catalogue_changed.send_modify(|version| *version += 1);
+    }
 }
 
 /// A fresh random id: 32 lowercase hex digits.
@@ -394,6 +448,58 @@ mod settings_tests {
         assert_eq!(
             market.announce_interval,
             MarketConfig::default().announce_interval
+        );
+    }
+
+    #[test]
+    fn command_line_market_flags_win_over_env_and_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+        let path = dir.path().join("daemon.toml");
+        std::fs::write(
+            &path,
+            "[market]\nsubscription-ttl-secs = 120\nsweep-interval-ms = 300\n",
+        )
+        .unwrap_or_else(|error| panic!("write: {error}"));
+        let cli = CliOverrides {
+            config_file: Some(path),
+            market: MarketOverrides {
+                subscription_ttl_secs: Some(7),
+                remote_timeout_ms: Some(900),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let env = |name: &str| {
+            [
+                (env_names::MARKET_SUBSCRIPTION_TTL_SECS, "60"),
+                (env_names::MARKET_REMOTE_TIMEOUT_MS, "1500"),
+                (env_names::MARKET_ANNOUNCE_INTERVAL_MS, "2500"),
+            ]
+            .into_iter()
+            .find(|(candidate, _)| *candidate == name)
+            .map(|(_, value)| value.to_string())
+        };
+        let config =
+            DaemonConfig::load(&cli, env).unwrap_or_else(|error| panic!("config: {error}"));
+        assert_eq!(
+            config.market.subscription_ttl_secs, 7,
+            "the flag wins over env and file"
+        );
+        assert_eq!(
+            config.market.remote_timeout_ms, 900,
+            "the flag wins over env"
+        );
+        assert_eq!(
+            config.market.announce_interval_ms, 2500,
+            "env wins over the default"
+        );
+        assert_eq!(
+            config.market.sweep_interval_ms, 300,
+            "the file's value stays"
+        );
+        assert_eq!(
+            config.market.outbox_retry_max_ms,
+            MarketSettings::default().outbox_retry_max_ms
         );
     }
 

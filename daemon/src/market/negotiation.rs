@@ -11,12 +11,39 @@ use golem_model::market::{
 use golem_model::properties::Properties;
 use golem_model::{ErrorCode, GolemError, NodeId};
 
+use chrono::{DateTime, Utc};
+
 use super::state::{now, parse_constraint, ProposalRecord, Role, State};
-use super::subscriptions::{check_subscription, parse_body, SubscriptionKind};
+use super::subscriptions::{
+    check_subscription, owned_subscription, parse_body, SubscriptionKind, SubscriptionStatus,
+};
 use super::{new_id, MarketService};
 
 fn gone(message: String) -> GolemError {
     GolemError::new(ErrorCode::Gone, message)
+}
+
+/// 410 for a proposal past its expiration (the original answers 410 Gone).
+pub(crate) fn expired_proposal(proposal_id: &str, expiration: Option<DateTime<Utc>>) -> GolemError {
+    match expiration {
+        Some(expiration) => gone(format!(
+            "proposal {proposal_id} has expired (negotiable until {})",
+            expiration.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )),
+        None => gone(format!("proposal {proposal_id} has expired")),
+    }
+}
+
+/// 410 for a proposal whose subscription has expired.
+fn expired_subscription(kind: SubscriptionKind, id: &str, expiration: DateTime<Utc>) -> GolemError {
+    let what = match kind {
+        SubscriptionKind::Offer => "offer",
+        SubscriptionKind::Demand => "demand",
+    };
+    gone(format!(
+        "{what} subscription {id} expired at {}; its proposals can no longer be negotiated",
+        expiration.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ))
 }
 
 fn role_of(kind: SubscriptionKind) -> Role {
@@ -81,10 +108,12 @@ impl MarketService {
         proposal_id: &str,
     ) -> Result<Proposal, GolemError> {
         let state = self.inner.lock();
-        check_subscription(&state, owner, kind, subscription_id, now())?;
+        let current = now();
+        // An expired subscription's proposals stay readable (as Expired).
+        owned_subscription(&state, owner, kind, subscription_id, current)?;
         state
             .proposal(subscription_id, proposal_id)
-            .map(|record| record.proposal.clone())
+            .map(|record| state.proposal_view(record, current))
             .ok_or_else(|| GolemError::not_found(format!("proposal {proposal_id} not found")))
     }
 
@@ -104,7 +133,7 @@ impl MarketService {
         let (counterparty, message, new_id) = {
             let mut state = inner.lock();
             let current = now();
-            check_subscription(&state, owner, kind, subscription_id, current)?;
+            let status = owned_subscription(&state, owner, kind, subscription_id, current)?;
             let previous = state
                 .proposal(subscription_id, proposal_id)
                 .ok_or_else(|| GolemError::not_found(format!("proposal {proposal_id} not found")))?
@@ -114,14 +143,20 @@ impl MarketService {
                     "proposal {proposal_id} is our own; only the other party's proposals can be countered"
                 )));
             }
-            match previous.proposal.state {
+            match state.proposal_state(&previous, current) {
                 ProposalState::Rejected => {
                     return Err(gone(format!("proposal {proposal_id} was rejected")))
                 }
                 ProposalState::Expired => {
-                    return Err(gone(format!("proposal {proposal_id} has expired")))
+                    return Err(expired_proposal(
+                        proposal_id,
+                        state.proposal_expiration(&previous),
+                    ))
                 }
                 _ => {}
+            }
+            if let SubscriptionStatus::Expired(expiration) = status {
+                return Err(expired_subscription(kind, subscription_id, expiration));
             }
             if previous.countered {
                 return Err(GolemError::conflict(format!(
@@ -165,6 +200,7 @@ impl MarketService {
                     timestamp: current,
                     prev_proposal_id: Some(proposal_id.to_string()),
                 },
+                expiration: previous.expiration,
             };
             let message = if is_initial {
                 CounterMessage::Initial(InitialProposalReceived {
@@ -218,7 +254,8 @@ impl MarketService {
         let inner = &self.inner;
         let (record, was_initial) = {
             let mut state = inner.lock();
-            check_subscription(&state, owner, kind, subscription_id, now())?;
+            let current = now();
+            let status = owned_subscription(&state, owner, kind, subscription_id, current)?;
             let record = state
                 .proposal(subscription_id, proposal_id)
                 .ok_or_else(|| GolemError::not_found(format!("proposal {proposal_id} not found")))?
@@ -228,8 +265,20 @@ impl MarketService {
                     "proposal {proposal_id} is our own; only the other party's proposals can be rejected"
                 )));
             }
-            if record.proposal.state == ProposalState::Rejected {
-                return Err(gone(format!("proposal {proposal_id} is already rejected")));
+            match state.proposal_state(&record, current) {
+                ProposalState::Rejected => {
+                    return Err(gone(format!("proposal {proposal_id} is already rejected")))
+                }
+                ProposalState::Expired => {
+                    return Err(expired_proposal(
+                        proposal_id,
+                        state.proposal_expiration(&record),
+                    ))
+                }
+                _ => {}
+            }
+            if let SubscriptionStatus::Expired(expiration) = status {
+                return Err(expired_subscription(kind, subscription_id, expiration));
             }
             let was_initial = record.proposal.state == ProposalState::Initial;
             state.update_proposal(&inner.db, subscription_id, proposal_id, |record| {
@@ -269,6 +318,7 @@ impl MarketService {
                     GolemError::not_found(format!("offer {} not found", message.offer_id))
                 })?;
             let published = offer.stored.published.offer.clone();
+            let offer_expiration = offer.stored.published.expiration;
             let offer_id = message.offer_id.clone();
             let initial_id = message.initial_proposal_id.clone();
             let counter_id = message.proposal.proposal_id.clone();
@@ -304,6 +354,9 @@ impl MarketService {
                 ours: true,
                 countered: true,
                 proposal: initial,
+                // The requestor's demand expiry is not known here; the
+                // requestor enforces it on its side.
+                expiration: Some(offer_expiration),
             };
             let received = Proposal {
                 issuer_id: caller,
@@ -346,6 +399,12 @@ impl MarketService {
         {
             let mut state = inner.lock();
             let previous = find_ours(&state, &previous_id, caller)?.clone();
+            if state.proposal_state(&previous, current) == ProposalState::Expired {
+                return Err(expired_proposal(
+                    &previous_id,
+                    state.proposal_expiration(&previous),
+                ));
+            }
             let kind = match previous.role {
                 Role::Requestor => SubscriptionKind::Demand,
                 Role::Provider => SubscriptionKind::Offer,

@@ -1,12 +1,14 @@
 //! REST handlers of `/market-api/v1`, as real clients (yapapi, golem-js) call
 //! them: ids are returned as JSON strings with 201, actions answer 204, long
 //! polls answer `[]` after their timeout, and every error is `{"message"}`.
+//! Property queries (Market API capability level 2, which the original does
+//! not implement either) answer 501 with a message rather than a bare 404.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, Reason};
-use golem_model::GolemError;
+use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, NewScan, Reason};
+use golem_model::{GolemError, NodeId};
 use serde::Deserialize;
 
 use super::subscriptions::SubscriptionKind;
@@ -22,6 +24,9 @@ const MAX_POLL_TIMEOUT: f64 = 600.0;
 const INDEFINITE_WAIT: f64 = 3600.0;
 const DEFAULT_MAX_EVENTS: i64 = 20;
 const MAX_MAX_EVENTS: i64 = 100;
+/// A scan page is larger: the original returns up to 500 offers by default.
+const DEFAULT_SCAN_ITEMS: i64 = 500;
+const MAX_SCAN_ITEMS: i64 = 100_000;
 
 /// Register every market route on the app.
 pub fn configure(market: MarketService) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -104,7 +109,18 @@ pub fn configure(market: MarketService) -> impl FnOnce(&mut web::ServiceConfig) 
                     "/agreements/{agreement}/terminate/reason",
                     web::get().to(termination_reason),
                 )
-                .route("/agreementEvents", web::get().to(agreement_events)),
+                .route("/agreementEvents", web::get().to(agreement_events))
+                .route("/scan", web::post().to(begin_scan))
+                .route("/scan/{scan}/events", web::get().to(scan_events))
+                .route("/scan/{scan}", web::delete().to(end_scan))
+                .route(
+                    "/offers/{subscription}/propertyQuery/{query}",
+                    web::post().to(property_query_reply),
+                )
+                .route(
+                    "/demands/{subscription}/propertyQuery/{query}",
+                    web::post().to(property_query_reply),
+                ),
         );
     }
 }
@@ -114,6 +130,14 @@ pub fn configure(market: MarketService) -> impl FnOnce(&mut web::ServiceConfig) 
 struct EventsQuery {
     timeout: Option<f64>,
     max_events: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScanEventsQuery {
+    timeout: Option<f64>,
+    max_events: Option<i64>,
+    peer_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -558,4 +582,66 @@ async fn agreement_events(
         )
         .await;
     Ok(HttpResponse::Ok().json(events))
+}
+
+async fn begin_scan(
+    auth: Authenticated,
+    market: web::Data<MarketService>,
+    body: web::Json<NewScan>,
+) -> ApiResult<HttpResponse> {
+    Ok(created_id(
+        market.begin_scan(auth.0.identity, body.into_inner())?,
+    ))
+}
+
+async fn scan_events(
+    auth: Authenticated,
+    market: web::Data<MarketService>,
+    path: web::Path<String>,
+    query: web::Query<ScanEventsQuery>,
+) -> ApiResult<HttpResponse> {
+    let query = query.into_inner();
+    let max = query.max_events.unwrap_or(DEFAULT_SCAN_ITEMS);
+    if !(0..=MAX_SCAN_ITEMS).contains(&max) {
+        return Err(GolemError::bad_request(format!(
+            "maxEvents must be between 0 and {MAX_SCAN_ITEMS}, got {max}"
+        ))
+        .into());
+    }
+    let max = max as usize;
+    let timeout = poll_timeout(query.timeout);
+    let items = match query.peer_id.as_deref() {
+        Some(peer) => {
+            let peer: NodeId = peer.trim().parse().map_err(|error| {
+                GolemError::bad_request(format!("invalid peerId {peer:?}: {error}"))
+            })?;
+            market
+                .collect_scan_from_peer(auth.0.identity, &path, peer, timeout, max)
+                .await?
+        }
+        None => {
+            market
+                .collect_scan(auth.0.identity, &path, timeout, max)
+                .await?
+        }
+    };
+    Ok(HttpResponse::Ok().json(items))
+}
+
+async fn end_scan(
+    auth: Authenticated,
+    market: web::Data<MarketService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    market.end_scan(auth.0.identity, &path)?;
+    Ok(no_content())
+}
+
+/// `POST /offers|demands/{id}/propertyQuery/{queryId}`: dynamic property
+/// queries belong to Market API capability level 2; no market sends
+/// `PropertyQueryEvent`s (the original neither), so there is never a query to answer.
+async fn property_query_reply(_auth: Authenticated) -> HttpResponse {
+    HttpResponse::NotImplemented().json(serde_json::json!({
+        "message": "property queries are not supported: this market never sends PropertyQueryEvent (Market API capability level 2, not implemented by the original yagna either)"
+    }))
 }

@@ -15,13 +15,13 @@
 //!
 //! `<seq>` is a zero-padded counter, so a prefix scan returns events in order.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use golem_model::constraints::{CompiledConstraint, Constraint, KeyTable, MatchForm};
 use golem_model::market::{
-    Agreement, AgreementOperationEvent, Demand, MarketEvent, Proposal, PublishedOffer, Reason,
-    Terminator, SUBNET_PROPERTY,
+    Agreement, AgreementOperationEvent, Demand, MarketEvent, Proposal, ProposalState,
+    PublishedOffer, Reason, Terminator, SUBNET_PROPERTY,
 };
 use golem_model::properties::Properties;
 use golem_model::{GolemError, NodeId};
@@ -83,6 +83,8 @@ pub(crate) struct OfferEntry {
     pub constraint: Constraint,
     pub subnet: Option<String>,
     pub form: MatchForm,
+    /// Position in the order offers became known here (scan iterators page on it).
+    pub arrival: u64,
 }
 
 impl OfferEntry {
@@ -94,6 +96,7 @@ impl OfferEntry {
             constraint,
             subnet,
             form: MatchForm::default(),
+            arrival: 0,
         })
     }
 
@@ -115,6 +118,8 @@ pub(crate) struct DemandEntry {
     pub subnet: Option<String>,
     /// Offers this demand already produced an Initial proposal for.
     pub matched_offers: HashSet<String>,
+    /// Position in the order demands were subscribed here (scan iterators page on it).
+    pub arrival: u64,
 }
 
 impl DemandEntry {
@@ -127,6 +132,7 @@ impl DemandEntry {
             compiled: CompiledConstraint::default(),
             subnet,
             matched_offers: HashSet::new(),
+            arrival: 0,
         })
     }
 
@@ -158,6 +164,11 @@ pub(crate) struct ProposalRecord {
     /// Already answered by a counter-proposal.
     pub countered: bool,
     pub proposal: Proposal,
+    /// When the negotiation stops: the earlier of the demand's and the offer's
+    /// expiry where both are known (the requestor's side), else our own
+    /// subscription's. Records written before this field use the subscription's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<DateTime<Utc>>,
 }
 
 impl ProposalRecord {
@@ -225,20 +236,98 @@ pub(crate) struct State {
     pub last_agreement_event_date: Option<DateTime<Utc>>,
     /// Property keys numbered for the compact matching forms of this market.
     pub keys: KeyTable,
+    /// Offer ids by [`OfferEntry::arrival`], and demand ids by [`DemandEntry::arrival`].
+    pub offer_arrivals: BTreeMap<u64, String>,
+    pub demand_arrivals: BTreeMap<u64, String>,
+    pub next_arrival: u64,
+    /// Scan iterators (in memory only, as in the original).
+    pub scans: super::scan::Scans,
 }
 
 impl State {
+    fn take_arrival(&mut self) -> u64 {
+        self.next_arrival += 1;
+        self.next_arrival
+    }
+
     /// Store an offer, laying its properties out for matching.
     pub(crate) fn insert_offer(&mut self, mut entry: OfferEntry) {
         entry.form = MatchForm::new(&entry.stored.published.offer.properties, &mut self.keys);
-        self.offers.insert(entry.id().to_string(), entry);
+        entry.arrival = self.take_arrival();
+        let id = entry.id().to_string();
+        self.offer_arrivals.insert(entry.arrival, id.clone());
+        if let Some(replaced) = self.offers.insert(id, entry) {
+            self.offer_arrivals.remove(&replaced.arrival);
+        }
+    }
+
+    /// Forget an offer (memory only; the caller deletes its record).
+    pub(crate) fn remove_offer(&mut self, id: &str) -> Option<OfferEntry> {
+        let entry = self.offers.remove(id)?;
+        self.offer_arrivals.remove(&entry.arrival);
+        Some(entry)
     }
 
     /// Store a demand, compiling its constraint for matching.
     pub(crate) fn insert_demand(&mut self, mut entry: DemandEntry) {
         entry.compiled = CompiledConstraint::compile(&entry.constraint, &mut self.keys);
-        self.demands
-            .insert(entry.stored.demand.demand_id.clone(), entry);
+        entry.arrival = self.take_arrival();
+        let id = entry.stored.demand.demand_id.clone();
+        self.demand_arrivals.insert(entry.arrival, id.clone());
+        if let Some(replaced) = self.demands.insert(id, entry) {
+            self.demand_arrivals.remove(&replaced.arrival);
+        }
+    }
+
+    /// When `record` stops being negotiable: its own expiry or its
+    /// subscription's, whichever comes first.
+    pub(crate) fn proposal_expiration(&self, record: &ProposalRecord) -> Option<DateTime<Utc>> {
+        let subscription = match record.role {
+            Role::Requestor => self
+                .demands
+                .get(&record.subscription_id)
+                .map(|demand| demand.stored.expiration),
+            Role::Provider => self
+                .offers
+                .get(&record.subscription_id)
+                .map(|offer| offer.stored.published.expiration),
+        };
+        [record.expiration, subscription]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The state a client sees: an Initial or Draft proposal past its
+    /// expiration is Expired (derived, so nothing has to be rewritten when a
+    /// subscription with many proposals expires).
+    pub(crate) fn proposal_state(
+        &self,
+        record: &ProposalRecord,
+        current: DateTime<Utc>,
+    ) -> ProposalState {
+        match record.proposal.state {
+            ProposalState::Initial | ProposalState::Draft
+                if self
+                    .proposal_expiration(record)
+                    .is_some_and(|expiration| expiration <= current) =>
+            {
+                ProposalState::Expired
+            }
+            state => state,
+        }
+    }
+
+    /// `record`'s proposal as a client sees it (see [`State::proposal_state`]).
+    pub(crate) fn proposal_view(
+        &self,
+        record: &ProposalRecord,
+        current: DateTime<Utc>,
+    ) -> Proposal {
+        Proposal {
+            state: self.proposal_state(record, current),
+            ..record.proposal.clone()
+        }
     }
 }
 

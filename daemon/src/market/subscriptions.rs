@@ -72,6 +72,7 @@ impl MarketService {
                 inner.bump_events();
             }
         }
+        inner.bump_catalogue();
         tracing::info!(offer_id = %id, ?subnet, "offer subscribed");
         self.ensure_topic(subnet.clone()).await;
         self.announce_subnet_soon(subnet);
@@ -115,6 +116,7 @@ impl MarketService {
             }
             matched
         };
+        inner.bump_catalogue();
         tracing::info!(demand_id = %id, ?subnet, matched, "demand subscribed");
         // A subnet we did not listen to yet: listen, and ask the peers for
         // their offers at once rather than waiting for their re-announcement.
@@ -260,6 +262,7 @@ impl MarketService {
         }
         let current = now();
         let mut produced = false;
+        let mut learnt = false;
         let mut state = inner.lock();
         for tombstone in broadcast.unsubscribed {
             if let Err(error) = apply_unsubscribed(inner, &mut state, origin, tombstone, current) {
@@ -268,10 +271,13 @@ impl MarketService {
         }
         for published in broadcast.offers {
             match accept_offer(inner, &mut state, origin, published, current) {
-                Ok(Some(id)) => match match_new_offer(inner, &mut state, &id) {
-                    Ok(matched) => produced |= matched,
-                    Err(error) => tracing::warn!(%error, "matching a new offer failed"),
-                },
+                Ok(Some(id)) => {
+                    learnt = true;
+                    match match_new_offer(inner, &mut state, &id) {
+                        Ok(matched) => produced |= matched,
+                        Err(error) => tracing::warn!(%error, "matching a new offer failed"),
+                    }
+                }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%origin, %error, "offer dropped"),
             }
@@ -279,6 +285,9 @@ impl MarketService {
         drop(state);
         if produced {
             inner.bump_events();
+        }
+        if learnt {
+            inner.bump_catalogue();
         }
     }
 
@@ -357,7 +366,7 @@ impl MarketService {
                 .get(&id)
                 .is_some_and(|entry| entry.stored.local);
             if !local {
-                state.offers.remove(&id);
+                state.remove_offer(&id);
                 let _ = inner.db.delete_offer(&id);
             }
             events_dropped |= state.drop_events(&inner.db, &id).is_ok();
@@ -385,6 +394,7 @@ impl MarketService {
             events_dropped |= state.drop_events(&inner.db, &id).is_ok();
         }
         let agreements_expired = super::agreements::expire_agreements(inner, &mut state, current);
+        state.scans.sweep(current);
         drop(state);
         if events_dropped {
             inner.bump_events();
@@ -395,7 +405,57 @@ impl MarketService {
     }
 }
 
-/// 404 unless `id` is a live subscription of `kind` owned by `owner`.
+/// An owned, not unsubscribed subscription: still live, or expired at the given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscriptionStatus {
+    Live,
+    Expired(DateTime<Utc>),
+}
+
+fn kind_name(kind: SubscriptionKind) -> &'static str {
+    match kind {
+        SubscriptionKind::Offer => "offer",
+        SubscriptionKind::Demand => "demand",
+    }
+}
+
+/// The status of subscription `id` of `kind` owned by `owner`; 404 when it is
+/// unknown, another identity's, or unsubscribed.
+pub(crate) fn owned_subscription(
+    state: &State,
+    owner: NodeId,
+    kind: SubscriptionKind,
+    id: &str,
+    current: DateTime<Utc>,
+) -> Result<SubscriptionStatus, GolemError> {
+    let expiration = match kind {
+        SubscriptionKind::Offer => state
+            .offers
+            .get(id)
+            .filter(|entry| {
+                entry.stored.local
+                    && entry.stored.active
+                    && entry.stored.published.offer.provider_id == owner
+            })
+            .map(|entry| entry.stored.published.expiration),
+        SubscriptionKind::Demand => state
+            .demands
+            .get(id)
+            .filter(|entry| entry.stored.active && entry.stored.demand.requestor_id == owner)
+            .map(|entry| entry.stored.expiration),
+    };
+    match expiration {
+        Some(expiration) if expiration <= current => Ok(SubscriptionStatus::Expired(expiration)),
+        Some(_) => Ok(SubscriptionStatus::Live),
+        None => Err(GolemError::not_found(format!(
+            "{} subscription {id} not found",
+            kind_name(kind)
+        ))),
+    }
+}
+
+/// 404 unless `id` is a live subscription of `kind` owned by `owner` (an
+/// expired one is 404 too, as the original answers its events).
 pub(crate) fn check_subscription(
     state: &State,
     owner: NodeId,
@@ -403,26 +463,13 @@ pub(crate) fn check_subscription(
     id: &str,
     current: DateTime<Utc>,
 ) -> Result<(), GolemError> {
-    let live = match kind {
-        SubscriptionKind::Offer => state.offers.get(id).is_some_and(|entry| {
-            entry.stored.local
-                && entry.stored.published.offer.provider_id == owner
-                && entry.is_live(current)
-        }),
-        SubscriptionKind::Demand => state.demands.get(id).is_some_and(|entry| {
-            entry.stored.demand.requestor_id == owner && entry.is_live(current)
-        }),
-    };
-    if live {
-        return Ok(());
+    match owned_subscription(state, owner, kind, id, current)? {
+        SubscriptionStatus::Live => Ok(()),
+        SubscriptionStatus::Expired(_) => Err(GolemError::not_found(format!(
+            "{} subscription {id} not found",
+            kind_name(kind)
+        ))),
     }
-    let what = match kind {
-        SubscriptionKind::Offer => "offer",
-        SubscriptionKind::Demand => "demand",
-    };
-    Err(GolemError::not_found(format!(
-        "{what} subscription {id} not found"
-    )))
 }
 
 fn initial_proposal(
@@ -450,6 +497,12 @@ fn initial_proposal(
             timestamp: created,
             prev_proposal_id: None,
         },
+        expiration: Some(
+            demand
+                .stored
+                .expiration
+                .min(offer.stored.published.expiration),
+        ),
     }
 }
 
@@ -598,7 +651,7 @@ fn apply_unsubscribed(
                 "{origin} may not unsubscribe offer {id}"
             )));
         }
-        state.offers.remove(&id);
+        state.remove_offer(&id);
         inner.db.delete_offer(&id)?;
     }
     if let std::collections::hash_map::Entry::Vacant(vacant) = state.tombstones.entry(id) {
