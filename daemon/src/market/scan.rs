@@ -132,11 +132,7 @@ impl Scans {
     }
 
     fn expire_if_due(&mut self, id: &str, current: DateTime<Utc>) {
-        if !self
-            .live
-            .get(id)
-            .is_some_and(|scan| scan.expires <= current)
-        {
+        if self.live.get(id).is_none_or(|scan| scan.expires > current) {
             return;
         }
         if let Some(scan) = self.live.remove(id) {
