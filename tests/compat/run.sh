@@ -21,9 +21,16 @@
 #   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 60)
 #   GOLEM_COMPAT_IMAGE        the VM image file to serve (default: the busybox test image
 #                             built by tests/images/build.sh and `docker save`d)
-#   GOLEM_COMPAT_PAYMENT      dummy (YAGNA_PAYMENT_DRIVER=dummy, network local) or
-#                             holesky (the clients' default erc20-holesky-tglm, on anvil).
-#                             Default: dummy.
+#   GOLEM_COMPAT_PAYMENT      how the programs pay:
+#                             holesky: every program keeps the clients' default
+#                               erc20-holesky-tglm; both daemons' erc20 `holesky` network
+#                               points at a local anvil chain with the test token deployed
+#                               and the requestor funded (as the original's own harness does);
+#                             dummy: every program is told YAGNA_PAYMENT_DRIVER=dummy (network local);
+#                             mixed: yapapi-hello and golemjs-basic on holesky (clients'
+#                               defaults), the others told to use dummy.
+#                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
+#                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
 #   GOLEM_COMPAT_KEEP=1       keep the work dir (logs) after the run
 #   GOLEM_COMPAT_RESULTS=F    also write the table rows (name status seconds) to F
 set -euo pipefail
@@ -33,7 +40,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/golem-target}"
 PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
-PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-dummy}"
+PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
 ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic)
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
@@ -84,10 +91,43 @@ start_daemon() {
     printf -v "${name}_DIR" '%s' "$dir"
 }
 
+# --- payment: the clients' default erc20-holesky-tglm on a local anvil chain ----
+anvil_bin() {
+    if [ -n "${GOLEM_ANVIL_BIN:-}" ] && [ -x "$GOLEM_ANVIL_BIN" ]; then echo "$GOLEM_ANVIL_BIN"; return; fi
+    local cached="${GOLEM_ANVIL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/golem-anvil}/node_modules/.bin/anvil"
+    if [ -x "$cached" ]; then echo "$cached"; fi
+}
+ANVIL="$(anvil_bin)"
+if [ "$PAYMENT_MODE" = auto ]; then
+    if [ -n "$ANVIL" ]; then PAYMENT_MODE=mixed; else
+        PAYMENT_MODE=dummy
+        echo "run.sh: no anvil (run scripts/ensure-anvil.sh or set GOLEM_ANVIL_BIN): every program pays on dummy" >&2
+    fi
+fi
+case "$PAYMENT_MODE" in dummy|holesky|mixed) ;; *) die "GOLEM_COMPAT_PAYMENT must be dummy, holesky or mixed" ;; esac
+if [ "$PAYMENT_MODE" != dummy ]; then
+    [ -n "$ANVIL" ] || die "GOLEM_COMPAT_PAYMENT=$PAYMENT_MODE needs anvil: run scripts/ensure-anvil.sh or set GOLEM_ANVIL_BIN"
+    ANVIL_PORT=$(free_port)
+    "$ANVIL" --port "$ANVIL_PORT" --host 127.0.0.1 --silent >"$WORK/anvil.log" 2>&1 &
+    PIDS+=($!)
+    ANVIL_URL="http://127.0.0.1:$ANVIL_PORT"
+    for _ in $(seq 1 200); do
+        curl -sf -H 'Content-Type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "$ANVIL_URL" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    TOKEN=$(python3 "$HERE/anvil_token.py" deploy "$ANVIL_URL" "$ROOT/contracts/GLMTest.bin") || die "deploying the test token on anvil failed"
+    # Both daemons read these (GOLEM_ERC20_<NETWORK>_<FIELD>): `holesky` is the local chain.
+    export GOLEM_ERC20_HOLESKY_RPC_URL="$ANVIL_URL" GOLEM_ERC20_HOLESKY_CHAIN_ID=31337 GOLEM_ERC20_HOLESKY_TOKEN="$TOKEN"
+fi
+
 start_daemon provider
 BOOTSTRAP=$("$BIN/golem-daemon" net status --json --data-dir "$provider_DIR" |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["listen_addrs"][0] + "/p2p/" + s["peer_id"])')
 start_daemon requestor --bootstrap "$BOOTSTRAP"
+if [ "$PAYMENT_MODE" != dummy ]; then
+    "$BIN/golem-daemon" payment fund --network holesky --amount 1000 --eth 10 --data-dir "$requestor_DIR" >"$WORK/fund.log" 2>&1 \
+        || die "funding the requestor on anvil failed: $(tail -5 "$WORK/fund.log")"
+fi
 
 # --- the image, served on loopback -------------------------------------------
 IMAGES="$WORK/images"
@@ -108,11 +148,7 @@ for _ in $(seq 1 100); do curl -sfI "$IMAGE_URL" >/dev/null 2>&1 && break; sleep
 
 # --- the provider agent -------------------------------------------------------
 SUBNET="compat-$$"
-case "$PAYMENT_MODE" in
-    dummy) PLATFORM=dummy-local-tglm; export YAGNA_PAYMENT_DRIVER=dummy YAGNA_PAYMENT_NETWORK=local ;;
-    holesky) PLATFORM=erc20-holesky-tglm; unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK ;;
-    *) die "GOLEM_COMPAT_PAYMENT must be dummy or holesky" ;;
-esac
+unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK
 "$BIN/golem-provider" --data-dir "$WORK/agent" --api-url "$provider_URL" --app-key "$provider_KEY" \
     --log-format json run --bus-socket "$provider_DIR/bus.sock" --subnet "$SUBNET" \
     --node-name compat-provider --exe-units vm >/dev/null 2>"$WORK/agent.log" &
@@ -135,19 +171,32 @@ export PATH="$GFTP_DIR:$PATH"
 ROWS=()
 FAILED=0
 
+# The platform a program pays on: the clients' default (holesky) or dummy when told so.
+platform_of() {
+    case "$PAYMENT_MODE/$1" in
+        dummy/*) echo dummy-local-tglm ;;
+        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic) echo erc20-holesky-tglm ;;
+        *) echo dummy-local-tglm ;;
+    esac
+}
+
 # run_program NAME CHECK_REGEX COMMAND...
 run_program() {
     local name=$1 pattern=$2; shift 2
-    local out="$WORK/$name.out" start end seconds status=ok
+    local out="$WORK/$name.out" start end seconds status=ok platform payment_env=()
+    platform=$(platform_of "$name")
+    # Told to use dummy through the variables the clients themselves read; the
+    # holesky programs get nothing (their built-in default).
+    [ "$platform" = dummy-local-tglm ] && payment_env=(YAGNA_PAYMENT_DRIVER=dummy YAGNA_PAYMENT_NETWORK=local)
     start=$(date +%s.%N)
-    if ! (cd "$WORK" && COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-60}" "$@") >"$out" 2>&1; then
+    if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-60}" "$@") >"$out" 2>&1; then
         status="FAIL(exit)"
     elif ! grep -qE "$pattern" "$out"; then
         status="FAIL(output)"
     fi
     end=$(date +%s.%N)
     seconds=$(python3 -c "print(f'{$end - $start:.2f}')")
-    ROWS+=("$name $status $seconds")
+    ROWS+=("$name $status $seconds $platform")
     if [ "$status" != ok ]; then
         FAILED=1
         echo "---- $name: $status; last output lines:" >&2
@@ -167,11 +216,28 @@ for test in "${TESTS[@]}"; do
     esac
 done
 
-printf '\n| test | result | wall time (s) |\n|---|---|---|\n'
+# The holesky programs' invoices must end as tokens on the provider's address.
+if [ "$PAYMENT_MODE" != dummy ]; then
+    PROVIDER_ID=$(curl -sf -H "Authorization: Bearer $provider_KEY" "$provider_URL/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')
+    PAID=0
+    for _ in $(seq 1 100); do
+        PAID=$(python3 "$HERE/anvil_token.py" balance "$ANVIL_URL" "$TOKEN" "$PROVIDER_ID")
+        python3 -c "import sys; sys.exit(0 if float('$PAID') > 0 else 1)" && break
+        sleep 0.2
+    done
+    if python3 -c "import sys; sys.exit(0 if float('$PAID') > 0 else 1)"; then
+        echo "erc20-holesky-tglm on anvil: provider $PROVIDER_ID holds $PAID GLM"
+    else
+        FAILED=1
+        echo "run.sh: the provider was not paid on anvil (erc20-holesky-tglm) within 20 s" >&2
+    fi
+fi
+
+printf '\n| test | result | wall time (s) | payment platform |\n|---|---|---|---|\n'
 for row in "${ROWS[@]}"; do
-    read -r name status seconds <<<"$row"
-    printf '| %s | %s | %s |\n' "$name" "$status" "$seconds"
+    read -r name status seconds platform <<<"$row"
+    printf '| %s | %s | %s | %s |\n' "$name" "$status" "$seconds" "$platform"
 done
-printf '\nprovider: golem-provider + exe-unit-vm, payment: %s (%s), gftp: %s\n' "$PAYMENT_MODE" "$PLATFORM" "$BIN/gftp"
+printf '\nprovider: golem-provider + exe-unit-vm, payment mode: %s, gftp: %s\n' "$PAYMENT_MODE" "$BIN/gftp"
 if [ -n "${GOLEM_COMPAT_RESULTS:-}" ]; then printf '%s\n' "${ROWS[@]}" >"$GOLEM_COMPAT_RESULTS"; fi
 exit $FAILED

@@ -64,11 +64,17 @@ fn compat_suite_runs_unmodified_client_programs() {
         .and_then(|debug| debug.parent())
         .expect("target dir")
         .to_path_buf();
-    let output = Command::new(compat_dir().join("run.sh"))
-        .env("SKIP_BUILD", "1")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .output()
-        .expect("run tests/compat/run.sh");
+    // With anvil (GOLEM_TEST_ANVIL=1) yapapi-hello and golemjs-basic keep the
+    // clients' default erc20-holesky-tglm on a local chain; without, all pay on dummy.
+    let anvil = golem_tests::anvil::anvil_gate("compat_suite_runs_unmodified_client_programs (holesky part)")
+        .expect("anvil");
+    let mut command = Command::new(compat_dir().join("run.sh"));
+    command.env("SKIP_BUILD", "1").env("CARGO_TARGET_DIR", &target_dir);
+    match &anvil {
+        Some(bin) => command.env("GOLEM_COMPAT_PAYMENT", "mixed").env("GOLEM_ANVIL_BIN", bin),
+        None => command.env("GOLEM_COMPAT_PAYMENT", "dummy"),
+    };
+    let output = command.output().expect("run tests/compat/run.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     assert!(
@@ -76,10 +82,24 @@ fn compat_suite_runs_unmodified_client_programs() {
         "tests/compat/run.sh failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("| yapapi-hello | ok |"), "{stdout}");
-    assert!(stdout.contains("| yapapi-hello-stream | ok |"), "{stdout}");
-    assert!(stdout.contains("| yapapi-transfer | ok |"), "{stdout}");
-    assert!(stdout.contains("| golemjs-basic | ok |"), "{stdout}");
+    let holesky = if anvil.is_some() { "erc20-holesky-tglm" } else { "dummy-local-tglm" };
+    for (program, platform) in [
+        ("yapapi-hello", holesky),
+        ("yapapi-hello-stream", "dummy-local-tglm"),
+        ("yapapi-transfer", "dummy-local-tglm"),
+        ("golemjs-basic", holesky),
+    ] {
+        let row = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("| {program} |")))
+            .unwrap_or_else(|| panic!("no row for {program}:\n{stdout}"));
+        assert!(row.starts_with(&format!("| {program} | ok |")), "{row}");
+        assert!(row.ends_with(&format!("| {platform} |")), "{row}");
+    }
+    if anvil.is_some() {
+        // run.sh read the provider's token balance on the chain after the programs.
+        assert!(stdout.contains("erc20-holesky-tglm on anvil: provider 0x"), "{stdout}");
+    }
 }
 
 #[tokio::test]
