@@ -16,6 +16,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     Timeout,
     Unavailable,
+    /// A documented API call this node deliberately does not serve (e.g. the
+    /// Market API's capability-level-2 property queries).
+    NotImplemented,
     Internal,
 }
 
@@ -32,6 +35,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Timeout => 408,
             ErrorCode::Unavailable => 503,
+            ErrorCode::NotImplemented => 501,
             ErrorCode::Internal => 500,
         }
     }
@@ -70,6 +74,9 @@ impl GolemError {
     }
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Timeout, message)
+    }
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotImplemented, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)

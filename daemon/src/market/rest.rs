@@ -640,8 +640,9 @@ async fn end_scan(
 /// `POST /offers|demands/{id}/propertyQuery/{queryId}`: dynamic property
 /// queries belong to Market API capability level 2; no market sends
 /// `PropertyQueryEvent`s (the original neither), so there is never a query to answer.
-async fn property_query_reply(_auth: Authenticated) -> HttpResponse {
-    HttpResponse::NotImplemented().json(serde_json::json!({
-        "message": "property queries are not supported: this market never sends PropertyQueryEvent (Market API capability level 2, not implemented by the original yagna either)"
-    }))
+async fn property_query_reply(_auth: Authenticated) -> ApiResult<HttpResponse> {
+    Err(GolemError::not_implemented(
+        "property queries are not supported: this market never sends PropertyQueryEvent (Market API capability level 2, not implemented by the original yagna either)",
+    )
+    .into())
 }
