@@ -259,7 +259,15 @@ fn remove_leftovers_now() {
     });
 }
 
+/// The container's CPU time so far: from its cgroup on this host when the
+/// file is where Docker puts it (cgroup v1 or v2, cgroupfs or systemd driver),
+/// otherwise from the engine's one-shot stats, given at most `ENGINE_STATS_WAIT`
+/// (once a container's stats have been read, the engine answers the next
+/// one-shot read only at its next 1 s collection tick).
 async fn read_cpu_nanos(docker: &Docker, id: &str) -> Option<u64> {
+    if let Some(nanos) = cgroup_cpu_nanos(Path::new(CGROUP_ROOT), id) {
+        return Some(nanos);
+    }
     let mut stats = docker.stats(
         id,
         Some(StatsOptions {
@@ -267,8 +275,42 @@ async fn read_cpu_nanos(docker: &Docker, id: &str) -> Option<u64> {
             one_shot: true,
         }),
     );
-    let sample = stats.next().await?.ok()?;
+    let sample = tokio::time::timeout(ENGINE_STATS_WAIT, stats.next())
+        .await
+        .ok()??
+        .ok()?;
     sample.cpu_stats?.cpu_usage?.total_usage
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const ENGINE_STATS_WAIT: Duration = Duration::from_millis(1500);
+
+/// CPU nanoseconds of container `id` read from the cgroup files under `root`.
+fn cgroup_cpu_nanos(root: &Path, id: &str) -> Option<u64> {
+    let v1 = [
+        format!("cpuacct/docker/{id}/cpuacct.usage"),
+        format!("cpuacct/system.slice/docker-{id}.scope/cpuacct.usage"),
+        format!("cpu,cpuacct/docker/{id}/cpuacct.usage"),
+        format!("cpu,cpuacct/system.slice/docker-{id}.scope/cpuacct.usage"),
+    ];
+    for file in v1 {
+        if let Ok(text) = std::fs::read_to_string(root.join(file)) {
+            return text.trim().parse().ok();
+        }
+    }
+    for file in [
+        format!("docker/{id}/cpu.stat"),
+        format!("system.slice/docker-{id}.scope/cpu.stat"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(root.join(file)) {
+            return text
+                .lines()
+                .find_map(|line| line.strip_prefix("usage_usec "))
+                .and_then(|micros| micros.trim().parse::<u64>().ok())
+                .map(|micros| micros * 1000);
+        }
+    }
+    None
 }
 
 /// A container name for the activity: docker allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -649,9 +691,11 @@ impl Runtime for VmRuntime {
             return Ok(());
         };
         let docker = self.docker().await?;
+        let started = std::time::Instant::now();
         if let Some(nanos) = read_cpu_nanos(docker, &container.id).await {
             self.cpu_nanos.fetch_max(nanos, Ordering::Relaxed);
         }
+        let stats_ms = started.elapsed().as_secs_f64() * 1000.0;
         docker
             .remove_container(
                 &container.id,
@@ -667,7 +711,8 @@ impl Runtime for VmRuntime {
                     engine_message(&error)
                 ))
             })?;
-        tracing::info!(container = %container.id, "container removed");
+        let remove_ms = started.elapsed().as_secs_f64() * 1000.0 - stats_ms;
+        tracing::info!(container = %container.id, stats_ms, remove_ms, "container removed");
         Ok(())
     }
 
@@ -687,6 +732,20 @@ mod tests {
             json!({"offer": {"properties": offer}, "demand": {"properties": demand}}),
         )
         .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn cpu_time_comes_from_either_cgroup_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let v1 = root.path().join("cpuacct/docker/abc");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(v1.join("cpuacct.usage"), "45727867\n").unwrap();
+        assert_eq!(cgroup_cpu_nanos(root.path(), "abc"), Some(45_727_867));
+        let v2 = root.path().join("system.slice/docker-def.scope");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        assert_eq!(cgroup_cpu_nanos(root.path(), "def"), Some(1_500_000));
+        assert_eq!(cgroup_cpu_nanos(root.path(), "missing"), None);
     }
 
     #[test]

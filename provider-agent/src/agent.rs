@@ -66,6 +66,8 @@ struct Agent {
     children: Mutex<HashMap<String, oneshot::Sender<String>>>,
     /// Agreements approved or being approved, counted against the limit.
     pending_approvals: Mutex<usize>,
+    /// Wakes the billing loop before its next tick (an agreement ended).
+    billing_wake: tokio::sync::Notify,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -127,6 +129,7 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
         state,
         children: Mutex::new(HashMap::new()),
         pending_approvals: Mutex::new(0),
+        billing_wake: tokio::sync::Notify::new(),
     });
     agent.save_offers();
     agent.pick_up_agreements().await;
@@ -137,6 +140,7 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     }
     tasks.push(tokio::spawn(agent.clone().activity_loop()));
     tasks.push(tokio::spawn(agent.clone().billing_loop()));
+    tasks.push(tokio::spawn(agent.clone().agreement_end_loop()));
     tracing::info!(
         offers = agent.offers.len(),
         runtimes = ?agent.offers.iter().map(|offer| offer.spec.runtime.clone()).collect::<Vec<_>>(),
@@ -833,11 +837,47 @@ impl Agent {
 
     // -------------------------------------------------------------- billing
 
+    /// Long-polls the daemon's agreement events and wakes the billing loop when
+    /// one of ours ends (terminated, cancelled, rejected), so its exe units stop
+    /// and its invoice goes out at once rather than on the next billing tick.
+    async fn agreement_end_loop(self: Arc<Self>) {
+        let mut after: Option<DateTime<Utc>> = Some(Utc::now());
+        loop {
+            let after_text = after.map(|date| date.to_rfc3339());
+            let events = match self
+                .client
+                .agreement_events(after_text.as_deref(), POLL_TIMEOUT_SEC, 50, None)
+                .await
+            {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read agreement events; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut ended = false;
+            for event in events {
+                after = Some(event.event_date());
+                ended |= !matches!(
+                    event,
+                    golem_model::market::AgreementOperationEvent::AgreementApprovedEvent { .. }
+                );
+            }
+            if ended {
+                self.billing_wake.notify_one();
+            }
+        }
+    }
+
     async fn billing_loop(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.billing_wake.notified() => {}
+            }
             let agreements: Vec<AgreementRecord> = self.state.read(|state| {
                 state
                     .agreements

@@ -89,6 +89,7 @@ pub async fn run(
         tracing::warn!(activity_id = %activity_id, "the running batch did not stop in time");
     }
     usage.abort();
+    tracing::debug!(activity_id = %activity_id, "batches stopped; shutting the runtime down");
     if let Err(error) = runtime.shutdown().await {
         tracing::warn!(activity_id = %activity_id, %error, "runtime shutdown failed");
     }

@@ -9,7 +9,9 @@ pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
 
-use actix_web::dev::ServerHandle;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{middleware, web, App, HttpResponse, HttpServer};
 use golem_model::identity::MeResponse;
 
@@ -113,6 +115,7 @@ pub fn start(
     let server = HttpServer::new(move || {
         App::new()
             .wrap(middleware::from_fn(auth::require_app_key))
+            .wrap(middleware::from_fn(access_log))
             .configure(configure(deps.clone(), body_limit))
             .default_service(web::to(error::no_such_route))
     })
@@ -128,4 +131,29 @@ pub fn start(
         handle,
         task,
     })
+}
+
+/// One debug line per request (`RUST_LOG=golem_daemon::api::access=debug`):
+/// method, path with query, status and time to the response head, for
+/// following what a client such as yapapi or golem-js does and when. Costs one
+/// level check when the target is off.
+async fn access_log(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if !tracing::enabled!(target: "golem_daemon::api::access", tracing::Level::DEBUG) {
+        return next.call(request).await;
+    }
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let uri = request.uri().to_string();
+    let response = next.call(request).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &response {
+        Ok(response) => tracing::debug!(target: "golem_daemon::api::access", %method, %uri,
+            status = response.status().as_u16(), elapsed_ms, "request"),
+        Err(error) => tracing::debug!(target: "golem_daemon::api::access", %method, %uri,
+            %error, elapsed_ms, "request failed"),
+    }
+    response
 }
