@@ -646,3 +646,75 @@ async fn bench_requestor() {
         wall.as_secs_f64()
     );
 }
+
+fn median(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Benchmark (run by `scripts/bench/requestor.sh` when a Docker engine answers):
+/// `golem-requestor run --runtime vm --image FILE -- /bin/echo hi` (network up,
+/// one provider, image already cached by the provider) against bare
+/// `docker run --rm` of the same image on the same machine, side by side.
+/// Prints a table; asserts nothing about time.
+#[tokio::test]
+#[ignore = "benchmark: run with scripts/bench/requestor.sh"]
+async fn bench_requestor_vm() {
+    let scratch = tempfile::tempdir().unwrap();
+    let tag = "golem-bench-requestor-busybox";
+    let image = match busybox_image(scratch.path(), tag) {
+        Ok(image) => image,
+        Err(why) => {
+            println!("| `golem-requestor run --runtime vm` vs `docker run` | not measured: {why} | |");
+            return;
+        }
+    };
+    let image = image.to_str().unwrap();
+    let mut network =
+        Network::start_with_runtimes(1, "bench-requestor-vm", &["vm"], None, "").unwrap();
+    let run = ["run", "--runtime", "vm", "--image", image, "--", "/bin/echo", "hi"];
+    // The first run downloads and loads the image on the provider: not timed.
+    let output = output_within(network.requestor(&run), Duration::from_secs(180));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let rounds = 9;
+    let (mut to_result, mut golem_whole, mut docker_whole) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut child = network
+            .requestor(&run)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        to_result.push(started.elapsed());
+        assert_eq!(line, "hi\n");
+        assert!(child.wait().unwrap().success());
+        golem_whole.push(started.elapsed());
+
+        let started = Instant::now();
+        let output = std::process::Command::new("docker")
+            .args(["run", "--rm", tag, "/bin/echo", "hi"])
+            .output()
+            .unwrap();
+        docker_whole.push(started.elapsed());
+        assert_eq!(text(&output.stdout), "hi\n", "{}", text(&output.stderr));
+    }
+    let docker = median(&mut docker_whole);
+    let result = median(&mut to_result);
+    let whole = median(&mut golem_whole);
+    println!("\n| Measure (median of {rounds}, cached image) | golem | bare `docker run --rm` | goal: ≤ 1.3 × docker + 200 ms |\n|---|---|---|---|");
+    println!(
+        "| `golem-requestor run --runtime vm` → result line | {result:.0} ms | {docker:.0} ms | {:.0} ms: {} |",
+        1.3 * docker + 200.0,
+        if result <= 1.3 * docker + 200.0 { "met" } else { "missed" }
+    );
+    println!(
+        "| … the whole command incl. agreement end and invoice | {whole:.0} ms | {docker:.0} ms | {:.0} ms: {} |",
+        1.3 * docker + 200.0,
+        if whole <= 1.3 * docker + 200.0 { "met" } else { "missed" }
+    );
+}

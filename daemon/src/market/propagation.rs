@@ -65,16 +65,26 @@ impl MarketService {
         true
     }
 
-    /// Broadcast our offers of `subnet` now (in the background).
-    pub(crate) fn announce_subnet_soon(&self, subnet: Option<String>) {
+    /// Broadcast one offer of ours (or its unsubscription) on `subnet` now, in
+    /// the background. Only that offer: the periodic announcement carries the
+    /// rest, so subscribing n offers costs n small broadcasts, not n² offers.
+    pub(crate) fn announce_offer_soon(&self, subnet: Option<String>, offer_id: String) {
         let service = self.clone();
         self.spawn_task(async move {
-            service.announce(Some(&subnet)).await;
+            service
+                .announce(Some(&subnet), Some(offer_id.as_str()))
+                .await;
         });
     }
 
-    async fn announce(&self, only: Option<&Option<String>>) {
-        let own = self.own_offers(only);
+    async fn announce(&self, only: Option<&Option<String>>, offer_id: Option<&str>) {
+        let mut own = self.own_offers(only);
+        if let Some(offer_id) = offer_id {
+            own.offers
+                .retain(|published| published.offer.offer_id == offer_id);
+            own.unsubscribed
+                .retain(|unsubscribed| unsubscribed.offer_id == offer_id);
+        }
         let mut by_subnet: std::collections::HashMap<Option<String>, OfferBroadcast> =
             Default::default();
         for published in own.offers {
@@ -126,7 +136,7 @@ impl MarketService {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            self.announce(None).await;
+            self.announce(None, None).await;
         }
     }
 

@@ -75,7 +75,7 @@ impl MarketService {
         inner.bump_catalogue();
         tracing::info!(offer_id = %id, ?subnet, "offer subscribed");
         self.ensure_topic(subnet.clone()).await;
-        self.announce_subnet_soon(subnet);
+        self.announce_offer_soon(subnet, id.clone());
         Ok(id)
     }
 
@@ -189,7 +189,7 @@ impl MarketService {
         inner.bump_events();
         self.persist().await?;
         tracing::info!(offer_id = %id, "offer unsubscribed");
-        self.announce_subnet_soon(subnet);
+        self.announce_offer_soon(subnet, id.to_string());
         Ok(())
     }
 
