@@ -213,7 +213,8 @@ impl VmRuntime {
         } else {
             image::download_and_load(docker, task_package, &request.cache_dir).await?
         };
-        tracing::info!(image = %loaded.image, elapsed = ?started.elapsed(), "image loaded");
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(image = %loaded.image, elapsed_ms, "image loaded");
         image::tag_cached(docker, &loaded.image, digest).await?;
         if let Err(error) = cache.touch(digest, Some(&loaded.tags)) {
             tracing::warn!(%error, "cannot record the cached image");
