@@ -78,6 +78,14 @@ impl Sandbox {
         Ok(self.daemons.last_mut().expect("just pushed"))
     }
 
+    /// The usual pair: provider daemon "p" (index 0) and requestor daemon "r"
+    /// (index 1) bootstrapped from it over loopback.
+    pub fn provider_and_requestor(&mut self) -> anyhow::Result<()> {
+        let bootstrap = self.daemon("p")?.p2p_address()?;
+        self.daemon_with("r", &["--bootstrap", &bootstrap])?;
+        Ok(())
+    }
+
     pub fn daemons(&mut self) -> &mut [DaemonProcess] {
         &mut self.daemons
     }

@@ -141,11 +141,8 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
     sandbox
         .daemon_with("x", &["--bootstrap", &bootstrap])
         .unwrap();

@@ -88,11 +88,7 @@ async fn next_agreement_event(client: &GolemClient, offer_id: &str) -> String {
 #[tokio::test]
 async fn two_daemons_negotiate_an_agreement_and_survive_a_requestor_restart() {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let provider = sandbox.daemons()[0].client();
     let provider_id = sandbox.daemons()[0].node_id().unwrap();
     let requestor = sandbox.daemons()[1].client();
@@ -458,11 +454,7 @@ async fn bench_market_latencies() {
         .and_then(|text| text.parse().ok())
         .unwrap_or(30);
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let provider = sandbox.daemons()[0].client();
     let requestor = sandbox.daemons()[1].client();
     println!(

@@ -128,11 +128,7 @@ async fn collect_all(rest: &Rest, scan: &str, query: &str, wanted: usize) -> Vec
 #[tokio::test]
 async fn scans_page_filter_long_poll_and_end_like_subscriptions() {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let provider = sandbox.daemons()[0].client();
     let provider_rest = rest(&provider, &sandbox.daemons()[0].app_key);
     let provider_id = sandbox.daemons()[0].node_id().unwrap();

@@ -115,11 +115,7 @@ async fn collect_events(client: &GolemClient, invoices: bool, count: usize) -> V
 #[tokio::test]
 async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let provider_id = sandbox.daemons()[0].node_id().unwrap();
     let requestor_id = sandbox.daemons()[1].node_id().unwrap();
     let provider = sandbox.daemons()[0].client();
@@ -583,11 +579,7 @@ async fn bench_payment() {
     const AGREEMENTS: usize = 100;
     const NOTES_PER_AGREEMENT: usize = 10;
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let provider_id = sandbox.daemons()[0].node_id().unwrap();
     let provider = sandbox.daemons()[0].client();
     let requestor = sandbox.daemons()[1].client();

@@ -44,11 +44,7 @@ struct Setup {
 /// on P offering only wasmtime on `subnet`.
 async fn setup(subnet: &str, configure: impl FnOnce(ProviderOptions) -> ProviderOptions) -> Setup {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let packages = sandbox.path().join("packages");
     std::fs::create_dir_all(&packages).unwrap();
     let hello = wat::parse_file(

@@ -579,30 +579,12 @@ async fn bench_requestor() {
     {
         let mut network = Network::start(1, "bench-requestor-hello", None, "").unwrap();
         for _ in 0..12 {
-            let started = Instant::now();
-            let mut child = network
-                .requestor(&[
-                    "run",
-                    "--package",
-                    hello.to_str().unwrap(),
-                    "--",
-                    "hello",
-                    "hi",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            // Time to result: the command's output line is on our stdout.
-            let mut line = String::new();
-            std::io::BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            samples.push(started.elapsed());
-            assert_eq!(line, "hi\n");
-            let status = child.wait().unwrap();
-            whole.push(started.elapsed());
-            assert!(status.success());
+            let (to_result, to_exit) = time_run(
+                &mut network,
+                &["run", "--package", hello.to_str().unwrap(), "--", "hello", "hi"],
+            );
+            samples.push(to_result);
+            whole.push(to_exit);
         }
     }
     samples.sort();
@@ -647,6 +629,26 @@ async fn bench_requestor() {
     );
 }
 
+/// Run `golem-requestor ARGS` whose command prints `hi`: the time to that
+/// output line on our stdout, and to the command's successful exit.
+fn time_run(network: &mut Network, args: &[&str]) -> (Duration, Duration) {
+    let started = Instant::now();
+    let mut child = network
+        .requestor(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let to_result = started.elapsed();
+    assert_eq!(line, "hi\n");
+    assert!(child.wait().unwrap().success());
+    (to_result, started.elapsed())
+}
+
 fn median(samples: &mut [Duration]) -> f64 {
     samples.sort();
     samples[samples.len() / 2].as_secs_f64() * 1000.0
@@ -679,21 +681,9 @@ async fn bench_requestor_vm() {
     let rounds = 9;
     let (mut to_result, mut golem_whole, mut docker_whole) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let started = Instant::now();
-        let mut child = network
-            .requestor(&run)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        to_result.push(started.elapsed());
-        assert_eq!(line, "hi\n");
-        assert!(child.wait().unwrap().success());
-        golem_whole.push(started.elapsed());
+        let (result, whole) = time_run(&mut network, &run);
+        to_result.push(result);
+        golem_whole.push(whole);
 
         let started = Instant::now();
         let output = std::process::Command::new("docker")

@@ -160,11 +160,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let files = sandbox.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let server = FileServer::start(files.clone()).await.unwrap();
@@ -682,11 +678,7 @@ async fn vm_through_the_real_provider_agent() {
     const AGENT_SUBNET: &str = "e2e-vm-agent";
     const PLATFORM: &str = "dummy-local-tglm";
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("p").unwrap();
-    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
-    sandbox
-        .daemon_with("r", &["--bootstrap", &bootstrap])
-        .unwrap();
+    sandbox.provider_and_requestor().unwrap();
     let files = sandbox.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let server = FileServer::start(files.clone()).await.unwrap();
