@@ -1,7 +1,8 @@
 //! A small static file server on loopback for tests: serves a directory over
 //! real HTTP/1.1 (GET and HEAD, with `Range: bytes=N-` for resumed downloads,
 //! and PUT to store a file), the way providers fetch task packages and images
-//! from requestors and exe units upload their outputs.
+//! from requestors and exe units upload their outputs. Also [`JsonApi`], a raw
+//! REST caller for tests that check exact bodies and status codes.
 
 use std::path::PathBuf;
 
@@ -131,4 +132,45 @@ async fn serve(mut stream: TcpStream, root: PathBuf) -> anyhow::Result<()> {
     }
     stream.shutdown().await?;
     Ok(())
+}
+
+/// Raw JSON calls to one API of a daemon (`base` includes the API prefix,
+/// e.g. `http://127.0.0.1:7465/payment-api/v1`) with an app-key: the status
+/// and the body (`Null` when it is not JSON), for asserting exact answers.
+pub struct JsonApi {
+    http: reqwest::Client,
+    base: String,
+    app_key: String,
+}
+
+impl JsonApi {
+    pub fn new(base: impl Into<String>, app_key: &str) -> JsonApi {
+        JsonApi {
+            http: reqwest::Client::new(),
+            base: base.into(),
+            app_key: app_key.to_string(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.app_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the daemon answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a whole response body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
 }

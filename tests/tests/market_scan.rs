@@ -11,38 +11,24 @@ use std::time::{Duration, Instant};
 
 use golem_client::GolemClient;
 use golem_model::market::{Demand, DemandOfferBase, Offer};
+use golem_tests::http::JsonApi;
 use golem_tests::Sandbox;
 use serde_json::{json, Value};
 
 /// A raw REST caller: the scan routes are not in the typed client.
 struct Rest {
-    http: reqwest::Client,
-    base: String,
-    app_key: String,
+    api: JsonApi,
 }
 
 impl Rest {
     fn new(base: &str, app_key: &str) -> Rest {
         Rest {
-            http: reqwest::Client::new(),
-            base: format!("{base}/market-api/v1"),
-            app_key: app_key.to_string(),
+            api: JsonApi::new(format!("{base}/market-api/v1"), app_key),
         }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.app_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, value)
+        self.api.call(method, path, body).await
     }
 
     async fn begin(&self, body: Value) -> String {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use golem_client::GolemClient;
 use golem_model::market::DemandOfferBase;
 use golem_model::payment::{DocumentStatus, PaymentEvent, PaymentEventType};
+use golem_tests::http::JsonApi;
 use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -52,35 +53,21 @@ fn demand(decoration: &Value) -> DemandOfferBase {
 
 /// Raw REST access for exact bodies and status codes.
 struct Rest {
-    http: reqwest::Client,
-    api_url: String,
-    app_key: String,
+    api: JsonApi,
 }
 
 impl Rest {
     fn of(daemon: &DaemonProcess) -> Rest {
         Rest {
-            http: reqwest::Client::new(),
-            api_url: daemon.api_url.clone(),
-            app_key: daemon.app_key.clone(),
+            api: JsonApi::new(
+                format!("{}/payment-api/v1", daemon.api_url),
+                &daemon.app_key,
+            ),
         }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}/payment-api/v1{path}", self.api_url))
-            .bearer_auth(&self.app_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        self.api.call(method, path, body).await
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
