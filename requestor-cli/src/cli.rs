@@ -525,12 +525,12 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
     );
     say!();
     say!(
-        "{:<18} {:>6} {:>9} {:>12} {:>14} {:>14}  status",
+        "{:<18} {:>6} {:>9} {:>12} {:>15} {:>16}  status",
         "provider",
         "tasks",
         "time s",
         "est. GLM",
-        "accepted GLM",
+        "debit notes GLM",
         "invoice GLM"
     );
     for provider in &report.providers {
@@ -538,9 +538,12 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
             .rows
             .iter()
             .find(|row| row.agreement_id == provider.agreement_id);
+        // Debit notes come only on long jobs (the agreed interval); "-" when none came.
         let accepted = paid
             .map(|row| row.payments.debit_notes_accepted)
-            .unwrap_or_default();
+            .filter(|amount| !amount.is_zero())
+            .map(|amount| amount.to_string())
+            .unwrap_or_else(|| "-".into());
         let invoice = paid
             .and_then(|row| row.payments.invoice_amount)
             .map(|amount| amount.to_string())
@@ -556,7 +559,7 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
             (None, false) => "no invoice yet".into(),
         };
         say!(
-            "{:<18} {:>6} {:>9.2} {:>12.6} {:>14} {:>14}  {}",
+            "{:<18} {:>6} {:>9.2} {:>12.6} {:>15} {:>16}  {}",
             provider.provider_name.chars().take(18).collect::<String>(),
             provider.tasks_done,
             provider.seconds,
