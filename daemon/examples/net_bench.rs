@@ -30,11 +30,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Remote round trips, timed inside the first daemon (bus hop excluded).
     for _ in 0..200 {
-        clients[0].call(NET_SERVICE, &PingRemote { node_id: second }).await?;
+        clients[0]
+            .call(NET_SERVICE, &PingRemote { node_id: second })
+            .await?;
     }
     let mut round_trips = Vec::new();
     for _ in 0..2_000 {
-        let result = clients[0].call(NET_SERVICE, &PingRemote { node_id: second }).await?;
+        let result = clients[0]
+            .call(NET_SERVICE, &PingRemote { node_id: second })
+            .await?;
         round_trips.push(result.round_trip_us as f64 / 1000.0);
     }
     round_trips.sort_by(f64::total_cmp);
@@ -49,7 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = "bench-reach";
     let mut streams = Vec::new();
     for client in &clients[1..] {
-        let payload = serde_json::to_value(SubscribeBroadcasts { topic: topic.into() })?;
+        let payload = serde_json::to_value(SubscribeBroadcasts {
+            topic: topic.into(),
+        })?;
         streams.push(client.call_stream_raw(NET_SERVICE, "SubscribeBroadcasts", payload));
     }
     // Let the gossip mesh form on the new topic.
@@ -58,7 +64,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..20 {
         let payload = format!("round-{round}");
         let started = Instant::now();
-        clients[0].call(NET_SERVICE, &PublishBroadcast { topic: topic.into(), payload: payload.clone() }).await?;
+        clients[0]
+            .call(
+                NET_SERVICE,
+                &PublishBroadcast {
+                    topic: topic.into(),
+                    payload: payload.clone(),
+                },
+            )
+            .await?;
         for stream in streams.iter_mut() {
             loop {
                 let item = tokio::time::timeout(Duration::from_secs(10), stream.next())

@@ -207,13 +207,34 @@ impl DaemonConfig {
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let market = [
-            (env_names::MARKET_SUBSCRIPTION_TTL_SECS, &mut self.market.subscription_ttl_secs),
-            (env_names::MARKET_ANNOUNCE_INTERVAL_MS, &mut self.market.announce_interval_ms),
-            (env_names::MARKET_PEER_CHECK_INTERVAL_MS, &mut self.market.peer_check_interval_ms),
-            (env_names::MARKET_REMOTE_TIMEOUT_MS, &mut self.market.remote_timeout_ms),
-            (env_names::MARKET_SWEEP_INTERVAL_MS, &mut self.market.sweep_interval_ms),
-            (env_names::MARKET_OUTBOX_RETRY_INITIAL_MS, &mut self.market.outbox_retry_initial_ms),
-            (env_names::MARKET_OUTBOX_RETRY_MAX_MS, &mut self.market.outbox_retry_max_ms),
+            (
+                env_names::MARKET_SUBSCRIPTION_TTL_SECS,
+                &mut self.market.subscription_ttl_secs,
+            ),
+            (
+                env_names::MARKET_ANNOUNCE_INTERVAL_MS,
+                &mut self.market.announce_interval_ms,
+            ),
+            (
+                env_names::MARKET_PEER_CHECK_INTERVAL_MS,
+                &mut self.market.peer_check_interval_ms,
+            ),
+            (
+                env_names::MARKET_REMOTE_TIMEOUT_MS,
+                &mut self.market.remote_timeout_ms,
+            ),
+            (
+                env_names::MARKET_SWEEP_INTERVAL_MS,
+                &mut self.market.sweep_interval_ms,
+            ),
+            (
+                env_names::MARKET_OUTBOX_RETRY_INITIAL_MS,
+                &mut self.market.outbox_retry_initial_ms,
+            ),
+            (
+                env_names::MARKET_OUTBOX_RETRY_MAX_MS,
+                &mut self.market.outbox_retry_max_ms,
+            ),
         ];
         for (name, field) in market {
             if let Some(value) = env(name) {
@@ -296,7 +317,8 @@ impl DaemonConfig {
                 changed = true;
             }
             if let Some(value) = env(&name(env_names::ERC20_CONFIRMATIONS)) {
-                changes.confirmations = Some(parse_env(&name(env_names::ERC20_CONFIRMATIONS), value)?);
+                changes.confirmations =
+                    Some(parse_env(&name(env_names::ERC20_CONFIRMATIONS), value)?);
                 changed = true;
             }
             if changed {

@@ -84,15 +84,19 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &store,
         &router,
         &net,
-        config
-            .market
-            .to_config()
-            .context("invalid [market] settings: fix the config file or GOLEM_MARKET_* variables")?,
+        config.market.to_config().context(
+            "invalid [market] settings: fix the config file or GOLEM_MARKET_* variables",
+        )?,
     )
     .await
     .context("starting the market service")?;
-    let activity = activity::start(node_id, &store, &router, std::sync::Arc::new(market.clone()))
-        .context("starting the activity service")?;
+    let activity = activity::start(
+        node_id,
+        &store,
+        &router,
+        std::sync::Arc::new(market.clone()),
+    )
+    .context("starting the activity service")?;
     let payment = payment::start_with(
         node_id,
         &store,
@@ -102,7 +106,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &config.payment,
         identity.secret_bytes(),
     )
-        .context("starting the payment service")?;
+    .context("starting the payment service")?;
 
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;

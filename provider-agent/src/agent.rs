@@ -479,7 +479,8 @@ impl Agent {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot approve the agreement");
-                self.state.update(|state| state.agreements.remove(&agreement_id));
+                self.state
+                    .update(|state| state.agreements.remove(&agreement_id));
             }
         }
     }

@@ -116,7 +116,9 @@ pub fn render(status: &Value) -> String {
         } else {
             format!(
                 "NOT reachable ({})",
-                status["daemon"]["error"].as_str().unwrap_or("unknown error")
+                status["daemon"]["error"]
+                    .as_str()
+                    .unwrap_or("unknown error")
             )
         }
     ));

@@ -66,12 +66,18 @@ fn compat_suite_runs_unmodified_client_programs() {
         .to_path_buf();
     // With anvil (GOLEM_TEST_ANVIL=1) yapapi-hello and golemjs-basic keep the
     // clients' default erc20-holesky-tglm on a local chain; without, all pay on dummy.
-    let anvil = golem_tests::anvil::anvil_gate("compat_suite_runs_unmodified_client_programs (holesky part)")
-        .expect("anvil");
+    let anvil = golem_tests::anvil::anvil_gate(
+        "compat_suite_runs_unmodified_client_programs (holesky part)",
+    )
+    .expect("anvil");
     let mut command = Command::new(compat_dir().join("run.sh"));
-    command.env("SKIP_BUILD", "1").env("CARGO_TARGET_DIR", &target_dir);
+    command
+        .env("SKIP_BUILD", "1")
+        .env("CARGO_TARGET_DIR", &target_dir);
     match &anvil {
-        Some(bin) => command.env("GOLEM_COMPAT_PAYMENT", "mixed").env("GOLEM_ANVIL_BIN", bin),
+        Some(bin) => command
+            .env("GOLEM_COMPAT_PAYMENT", "mixed")
+            .env("GOLEM_ANVIL_BIN", bin),
         None => command.env("GOLEM_COMPAT_PAYMENT", "dummy"),
     };
     let output = command.output().expect("run tests/compat/run.sh");
@@ -82,7 +88,11 @@ fn compat_suite_runs_unmodified_client_programs() {
         "tests/compat/run.sh failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let holesky = if anvil.is_some() { "erc20-holesky-tglm" } else { "dummy-local-tglm" };
+    let holesky = if anvil.is_some() {
+        "erc20-holesky-tglm"
+    } else {
+        "dummy-local-tglm"
+    };
     for (program, platform) in [
         ("yapapi-hello", holesky),
         ("yapapi-hello-stream", "dummy-local-tglm"),
@@ -98,7 +108,10 @@ fn compat_suite_runs_unmodified_client_programs() {
     }
     if anvil.is_some() {
         // run.sh read the provider's token balance on the chain after the programs.
-        assert!(stdout.contains("erc20-holesky-tglm on anvil: provider 0x"), "{stdout}");
+        assert!(
+            stdout.contains("erc20-holesky-tglm on anvil: provider 0x"),
+            "{stdout}"
+        );
     }
 }
 

@@ -135,10 +135,18 @@ async fn receive_on_one_node_upload_from_another() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, GftpError::Remote { .. } | GftpError::NotPublished { .. }),
+        matches!(
+            error,
+            GftpError::Remote { .. } | GftpError::NotPublished { .. }
+        ),
         "{error}"
     );
-    assert_eq!(std::fs::metadata(dir.join("nope")).map(|m| m.len()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::metadata(dir.join("nope"))
+            .map(|m| m.len())
+            .unwrap_or(0),
+        0
+    );
     // And a finished slot takes no more chunks.
     let error = uploader.upload(&source, &slot.url).await.unwrap_err();
     assert!(error.to_string().contains("already finished"), "{error}");

@@ -19,27 +19,69 @@ struct Topology {
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("ip").args(args).output()?;
-    anyhow::ensure!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
     Ok(())
 }
 
 impl Topology {
     /// Namespace `<tag>a` on 10.77.1.0/24 and `<tag>b` on 10.77.2.0/24; the host has .1 in both.
     fn create(tag: &str) -> anyhow::Result<Topology> {
-        let mut topology = Topology { namespaces: Vec::new(), host_links: Vec::new() };
+        let mut topology = Topology {
+            namespaces: Vec::new(),
+            host_links: Vec::new(),
+        };
         for (side, subnet) in [("a", 1), ("b", 2)] {
             let namespace = format!("{tag}{side}");
             let host_link = format!("{tag}{side}0");
             let inner_link = format!("{tag}{side}1");
             ip(&["netns", "add", &namespace])?;
             topology.namespaces.push(namespace.clone());
-            ip(&["link", "add", &host_link, "type", "veth", "peer", "name", &inner_link])?;
+            ip(&[
+                "link",
+                "add",
+                &host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &inner_link,
+            ])?;
             topology.host_links.push(host_link.clone());
             ip(&["link", "set", &inner_link, "netns", &namespace])?;
-            ip(&["addr", "add", &format!("10.77.{subnet}.1/24"), "dev", &host_link])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("10.77.{subnet}.1/24"),
+                "dev",
+                &host_link,
+            ])?;
             ip(&["link", "set", &host_link, "up"])?;
-            ip(&["netns", "exec", &namespace, "ip", "addr", "add", &format!("10.77.{subnet}.2/24"), "dev", &inner_link])?;
-            ip(&["netns", "exec", &namespace, "ip", "link", "set", &inner_link, "up"])?;
+            ip(&[
+                "netns",
+                "exec",
+                &namespace,
+                "ip",
+                "addr",
+                "add",
+                &format!("10.77.{subnet}.2/24"),
+                "dev",
+                &inner_link,
+            ])?;
+            ip(&[
+                "netns",
+                "exec",
+                &namespace,
+                "ip",
+                "link",
+                "set",
+                &inner_link,
+                "up",
+            ])?;
             ip(&["netns", "exec", &namespace, "ip", "link", "set", "lo", "up"])?;
         }
         Ok(topology)
@@ -59,7 +101,11 @@ impl Drop for Topology {
 
 fn netns_available() -> bool {
     nix::unistd::Uid::effective().is_root()
-        && Command::new("ip").arg("-V").output().map(|output| output.status.success()).unwrap_or(false)
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .map(|output| output.status.success())
+            .unwrap_or(false)
 }
 
 #[tokio::test]
@@ -88,28 +134,58 @@ async fn nodes_in_separate_namespaces_talk_through_a_relay() {
             ],
         )
         .unwrap();
-    let relay_peer = relay.net_status().unwrap()["peer_id"].as_str().unwrap().to_string();
+    let relay_peer = relay.net_status().unwrap()["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let mut hidden = Vec::new();
     for (side, subnet) in [("a", 1), ("b", 2)] {
         let relay_addr = format!("/ip4/10.77.{subnet}.1/tcp/{port}/p2p/{relay_peer}");
         let data_dir = sandbox.path().join(format!("node-{side}"));
         let listen = format!("/ip4/10.77.{subnet}.2/tcp/0");
-        let args = ["--p2p-listen", listen.as_str(), "--bootstrap", relay_addr.as_str(), "--relay", relay_addr.as_str()];
-        hidden.push(DaemonProcess::start_in_netns(&format!("node-{side}"), &data_dir, &args, &topology.namespaces[hidden.len()]).unwrap());
+        let args = [
+            "--p2p-listen",
+            listen.as_str(),
+            "--bootstrap",
+            relay_addr.as_str(),
+            "--relay",
+            relay_addr.as_str(),
+        ];
+        hidden.push(
+            DaemonProcess::start_in_netns(
+                &format!("node-{side}"),
+                &data_dir,
+                &args,
+                &topology.namespaces[hidden.len()],
+            )
+            .unwrap(),
+        );
     }
     let node_b: NodeId = hidden[1].node_id().unwrap().parse().unwrap();
     let node_a: NodeId = hidden[0].node_id().unwrap().parse().unwrap();
 
     let bus_a = hidden[0].bus().await.unwrap();
-    let pong = eventually(Duration::from_secs(20), "node A to reach node B through the relay", || {
-        let bus_a = bus_a.clone();
-        async move { bus_a.call(NET_SERVICE, &PingRemote { node_id: node_b }).await.ok() }
-    })
+    let pong = eventually(
+        Duration::from_secs(20),
+        "node A to reach node B through the relay",
+        || {
+            let bus_a = bus_a.clone();
+            async move {
+                bus_a
+                    .call(NET_SERVICE, &PingRemote { node_id: node_b })
+                    .await
+                    .ok()
+            }
+        },
+    )
     .await
     .unwrap();
     assert_eq!(pong.node_id, node_b);
-    assert_eq!(pong.seen_as, node_a, "B authenticated A's NodeId through the relay");
+    assert_eq!(
+        pong.seen_as, node_a,
+        "B authenticated A's NodeId through the relay"
+    );
 
     // There is no direct path: from A's namespace, B's own listen address is unreachable,
     // so the call above can only have gone through the relay.
@@ -128,10 +204,17 @@ async fn nodes_in_separate_namespaces_talk_through_a_relay() {
         .arg(format!("exec 3<>/dev/tcp/10.77.2.2/{b_port}"))
         .output()
         .unwrap();
-    assert!(!direct.status.success(), "A can reach B directly; the test topology is wrong");
+    assert!(
+        !direct.status.success(),
+        "A can reach B directly; the test topology is wrong"
+    );
     let relayed = hidden[0].net_status().unwrap();
     assert!(
-        relayed["connected"].as_array().unwrap().iter().any(|peer| peer["node_id"] == node_b.to_string()),
+        relayed["connected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|peer| peer["node_id"] == node_b.to_string()),
         "A lists B as connected: {relayed}"
     );
 

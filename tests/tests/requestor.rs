@@ -581,7 +581,14 @@ async fn bench_requestor() {
         for _ in 0..12 {
             let (to_result, to_exit) = time_run(
                 &mut network,
-                &["run", "--package", hello.to_str().unwrap(), "--", "hello", "hi"],
+                &[
+                    "run",
+                    "--package",
+                    hello.to_str().unwrap(),
+                    "--",
+                    "hello",
+                    "hi",
+                ],
             );
             samples.push(to_result);
             whole.push(to_exit);
@@ -667,14 +674,25 @@ async fn bench_requestor_vm() {
     let image = match busybox_image(scratch.path(), tag) {
         Ok(image) => image,
         Err(why) => {
-            println!("| `golem-requestor run --runtime vm` vs `docker run` | not measured: {why} | |");
+            println!(
+                "| `golem-requestor run --runtime vm` vs `docker run` | not measured: {why} | |"
+            );
             return;
         }
     };
     let image = image.to_str().unwrap();
     let mut network =
         Network::start_with_runtimes(1, "bench-requestor-vm", &["vm"], None, "").unwrap();
-    let run = ["run", "--runtime", "vm", "--image", image, "--", "/bin/echo", "hi"];
+    let run = [
+        "run",
+        "--runtime",
+        "vm",
+        "--image",
+        image,
+        "--",
+        "/bin/echo",
+        "hi",
+    ];
     // The first run downloads and loads the image on the provider: not timed.
     let output = output_within(network.requestor(&run), Duration::from_secs(180));
     assert!(output.status.success(), "{}", text(&output.stderr));

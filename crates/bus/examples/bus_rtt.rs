@@ -12,9 +12,15 @@ use golem_model::bus::{Ping, ROUTER_SERVICE};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let socket = args.next().ok_or("usage: bus_rtt <socket-path> [calls]")?;
-    let calls: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(20_000);
+    let calls: usize = args
+        .next()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let client = BusClient::connect(std::path::Path::new(&socket), "bus-rtt-bench").await?;
-    let ping = Ping { payload: "x".repeat(16) };
+    let ping = Ping {
+        payload: "x".repeat(16),
+    };
     for _ in 0..1_000 {
         client.call(ROUTER_SERVICE, &ping).await?;
     }

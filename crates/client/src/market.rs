@@ -245,7 +245,9 @@ impl GolemClient {
         &self,
         agreement_id: &str,
     ) -> Result<AgreementOperationEvent, ClientError> {
-        self.get(&format!("{MARKET}/agreements/{agreement_id}/terminate/reason"))
-            .await
+        self.get(&format!(
+            "{MARKET}/agreements/{agreement_id}/terminate/reason"
+        ))
+        .await
     }
 }

@@ -341,11 +341,13 @@ impl Gftp {
         let (file, written) = writer.await?;
         let outcome = match (fetch_error, written) {
             (Some(error), _) | (None, Err(error)) => Err(error),
-            (None, Ok((_, actual))) if url.is_content_hash() && actual != url.name => Err(GftpError::HashMismatch {
-                url: url.clone(),
-                expected: url.name.clone(),
-                actual,
-            }),
+            (None, Ok((_, actual))) if url.is_content_hash() && actual != url.name => {
+                Err(GftpError::HashMismatch {
+                    url: url.clone(),
+                    expected: url.name.clone(),
+                    actual,
+                })
+            }
             (None, Ok((bytes, _))) => Ok(bytes),
         };
         if outcome.is_err() {
