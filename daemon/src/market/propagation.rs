@@ -78,13 +78,7 @@ impl MarketService {
     }
 
     async fn announce(&self, only: Option<&Option<String>>, offer_id: Option<&str>) {
-        let mut own = self.own_offers(only);
-        if let Some(offer_id) = offer_id {
-            own.offers
-                .retain(|published| published.offer.offer_id == offer_id);
-            own.unsubscribed
-                .retain(|unsubscribed| unsubscribed.offer_id == offer_id);
-        }
+        let own = self.own_offers(only, offer_id);
         let mut by_subnet: std::collections::HashMap<Option<String>, OfferBroadcast> =
             Default::default();
         for published in own.offers {

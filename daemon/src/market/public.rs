@@ -33,7 +33,7 @@ pub(crate) fn endpoint(service: MarketService) -> ServiceEndpoint {
     ServiceEndpoint::new()
         .on(move |_caller, _: GetOwnOffers| {
             let service = get_offers.clone();
-            async move { Ok(service.own_offers(None)) }
+            async move { Ok(service.own_offers(None, None)) }
         })
         .on(move |caller, message: InitialProposalReceived| {
             let service = initial.clone();

@@ -415,7 +415,7 @@ impl MarketService {
             }
         }
         let fetched = if peer == inner.node_id {
-            self.own_offers(None)
+            self.own_offers(None, None)
         } else {
             let bound = if timeout.is_zero() {
                 inner.config.remote_timeout

@@ -291,13 +291,22 @@ impl MarketService {
         }
     }
 
-    /// Our live offers and recent unsubscriptions (what peers ask us for).
-    pub(crate) fn own_offers(&self, subnet: Option<&Option<String>>) -> OfferBroadcast {
+    /// Our live offers and recent unsubscriptions (what peers ask us for), of
+    /// `subnet` when given, and only offer `offer_id` when given.
+    pub(crate) fn own_offers(
+        &self,
+        subnet: Option<&Option<String>>,
+        offer_id: Option<&str>,
+    ) -> OfferBroadcast {
         let current = now();
         let state = self.inner.lock();
         let mut offers = Vec::new();
         let mut unsubscribed = Vec::new();
-        for entry in state.offers.values() {
+        let entries: Box<dyn Iterator<Item = &super::state::OfferEntry>> = match offer_id {
+            Some(id) => Box::new(state.offers.get(id).into_iter()),
+            None => Box::new(state.offers.values()),
+        };
+        for entry in entries {
             if !entry.stored.local || entry.stored.published.expiration <= current {
                 continue;
             }
