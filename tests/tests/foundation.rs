@@ -215,3 +215,50 @@ fn help_explains_the_commands() {
         assert!(help.contains(word), "run --help lacks {word}:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn access_log_lists_each_request_only_when_its_target_is_on() {
+    let sandbox = Sandbox::new();
+    let mut logged = golem_tests::DaemonProcess::start_with_env(
+        "access",
+        &sandbox.path().join("access"),
+        &[],
+        &[("RUST_LOG", "info,golem_daemon::api::access=debug")],
+    )
+    .unwrap();
+    let mut quiet =
+        golem_tests::DaemonProcess::start("quiet", &sandbox.path().join("quiet"), &[]).unwrap();
+    let http = reqwest::Client::new();
+    for daemon in [&logged, &quiet] {
+        for path in ["/me", "/no-such-route?x=1"] {
+            http.get(format!("{}{path}", daemon.api_url))
+                .bearer_auth(&daemon.app_key)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let lines: Vec<serde_json::Value> = logged
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["message"] == "request")
+        .collect();
+    let seen = |uri: &str, status: u64| {
+        lines.iter().any(|line| {
+            line["method"] == "GET"
+                && line["uri"] == uri
+                && line["status"] == status
+                && line["elapsed_ms"].as_f64().is_some()
+        })
+    };
+    assert!(seen("/me", 200), "{lines:?}");
+    assert!(seen("/no-such-route?x=1", 404), "{lines:?}");
+    assert!(
+        !quiet.log().contains("\"message\":\"request\""),
+        "{}",
+        quiet.log()
+    );
+    logged.kill();
+    quiet.kill();
+}
