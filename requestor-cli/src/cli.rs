@@ -538,12 +538,7 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
             .rows
             .iter()
             .find(|row| row.agreement_id == provider.agreement_id);
-        // Debit notes come only on long jobs (the agreed interval); "-" when none came.
-        let accepted = paid
-            .map(|row| row.payments.debit_notes_accepted)
-            .filter(|amount| !amount.is_zero())
-            .map(|amount| amount.to_string())
-            .unwrap_or_else(|| "-".into());
+        let accepted = debit_notes_cell(paid.map(|row| row.payments.debit_notes_accepted));
         let invoice = paid
             .and_then(|row| row.payments.invoice_amount)
             .map(|amount| amount.to_string())
@@ -644,4 +639,25 @@ async fn offers(common: &Common, args: OffersArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The summary's debit-note column: the accepted total, or `-` when no debit
+/// note came (they come only on jobs longer than the agreed interval).
+fn debit_notes_cell(accepted: Option<Decimal>) -> String {
+    accepted
+        .filter(|amount| !amount.is_zero())
+        .map(|amount| amount.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debit_note_column_shows_a_dash_when_none_came() {
+        assert_eq!(debit_notes_cell(None), "-");
+        assert_eq!(debit_notes_cell(Some(Decimal::ZERO)), "-");
+        assert_eq!(debit_notes_cell(Some(Decimal::new(125, 3))), "0.125");
+    }
 }
