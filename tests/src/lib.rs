@@ -4,6 +4,7 @@
 //! it fails the test if a process logged an ERROR line it was not told to expect.
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod anvil;
 pub mod docker;
 pub mod http;

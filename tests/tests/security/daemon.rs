@@ -1,0 +1,1 @@
+//! Security cases: daemon (filled in by issue 16's work).

@@ -1,0 +1,1 @@
+//! Security cases: money (filled in by issue 16's work).
