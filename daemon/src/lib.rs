@@ -121,6 +121,9 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             activity: activity.clone(),
             payment: payment.clone(),
             gsb: api::gsb::GsbApi::new(router.clone()),
+            bus: api::local::BusLocation {
+                socket: bus.socket_path.clone(),
+            },
         },
     )
     .context("starting the REST API")?;

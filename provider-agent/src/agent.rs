@@ -6,6 +6,7 @@
 //! State that must survive a restart goes through [`StateStore`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use golem_client::market::Side;
 use golem_client::{ClientError, GolemClient};
 use golem_model::activity::{ActivityState, State};
+use golem_model::identity::NodeId;
 use golem_model::activity_control::ProviderEvent;
 use golem_model::market::{
     Agreement, AgreementState, MarketEvent, Proposal, ProposalState, Reason,
@@ -49,6 +51,8 @@ pub enum AgentError {
     Presets(#[from] crate::presets::PresetError),
     #[error("cannot wait for signals: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    BusSocket(String),
 }
 
 struct LiveOffer {
@@ -59,6 +63,8 @@ struct LiveOffer {
 struct Agent {
     client: GolemClient,
     config: ProviderConfig,
+    /// The bus socket of the daemon `client` talks to, verified at start.
+    bus_socket: PathBuf,
     exe_units: Vec<ExeUnit>,
     offers: Vec<LiveOffer>,
     state: StateStore,
@@ -85,6 +91,8 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     let me = client.me().await?;
     let address = me.identity.to_string();
     tracing::info!(node_id = %address, subnet = %config.subnet, api_url = %client.base_url(), "connected to the daemon");
+    let bus_socket = locate_bus_socket(&config, &client, &me.identity).await?;
+    tracing::info!(bus_socket = %bus_socket.display(), "exe units will use the daemon's bus socket");
     let state = StateStore::open(&config.data_dir)?;
     kill_orphans(&state);
 
@@ -124,6 +132,7 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     let agent = Arc::new(Agent {
         client,
         config,
+        bus_socket,
         exe_units,
         offers,
         state,
@@ -167,6 +176,56 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The reason a failed exe unit gave on its last `exe-unit error: ` stderr line
+/// (spawn contract), read from its log in the activity's work dir.
+fn exe_unit_failure(work_dir: &std::path::Path) -> Option<String> {
+    let log = std::fs::read_to_string(work_dir.join("exe-unit.log")).ok()?;
+    log.lines().rev().find_map(|line| {
+        line.strip_prefix(golem_model::activity_control::EXE_UNIT_FAILURE_PREFIX)
+            .map(|reason| reason.trim().to_string())
+    })
+}
+
+/// The bus socket to hand exe units: the configured one, else the one the
+/// daemon names at `/local-api/v1/bus`. Either way it must answer the bus
+/// handshake as the same node the REST API is, or the agent does not start:
+/// every activity would die at once otherwise.
+async fn locate_bus_socket(
+    config: &ProviderConfig,
+    client: &GolemClient,
+    node_id: &NodeId,
+) -> Result<PathBuf, AgentError> {
+    const SETTING: &str = "set --bus-socket or GOLEM_BUS_SOCKET to the daemon's <data-dir>/bus.sock";
+    let (path, source) = match &config.bus_socket {
+        Some(path) => (path.clone(), "configured"),
+        None => match client.bus_info().await {
+            Ok(info) => (PathBuf::from(info.bus_socket), "named by the daemon"),
+            Err(error) => {
+                return Err(AgentError::BusSocket(format!(
+                    "the daemon at {} does not say where its bus socket is ({error}); {SETTING}",
+                    client.base_url()
+                )))
+            }
+        },
+    };
+    let bus = golem_bus::client::BusClient::connect(&path, "golem-provider/probe")
+        .await
+        .map_err(|error| {
+            AgentError::BusSocket(format!(
+                "cannot reach the bus socket {} ({source}): {error}; {SETTING}",
+                path.display()
+            ))
+        })?;
+    match bus.node_id() {
+        Some(bus_node) if bus_node != *node_id => Err(AgentError::BusSocket(format!(
+            "the bus socket {} ({source}) belongs to node {bus_node}, but the REST API at {} is node {node_id}; {SETTING}",
+            path.display(),
+            client.base_url()
+        ))),
+        _ => Ok(path),
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
@@ -682,7 +741,10 @@ impl Agent {
                 reason
             }
             None => {
-                let reason = format!("the exe unit exited unexpectedly ({status})");
+                let reason = match exe_unit_failure(&work_dir) {
+                    Some(failure) => format!("exe unit: {failure}"),
+                    None => format!("the exe unit exited unexpectedly ({status})"),
+                };
                 tracing::warn!(%reason, "activity lost its exe unit");
                 // The daemon notices too; say why in case it has not yet.
                 if let Ok(current) = self.client.activity_state(activity_id).await {
@@ -746,7 +808,7 @@ impl Agent {
             .arg("--cache-dir")
             .arg(self.config.cache_dir())
             .arg("--bus-socket")
-            .arg(&self.config.bus_socket)
+            .arg(&self.bus_socket)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))

@@ -101,7 +101,8 @@ pub struct RunArgs {
     /// Most agreements at the same time; each reserves the offered resources [default: 1]
     #[arg(long)]
     pub max_agreements: Option<u32>,
-    /// The daemon's bus socket handed to exe units [env: GOLEM_BUS_SOCKET, else $GOLEM_DATA_DIR/bus.sock]
+    /// The daemon's bus socket handed to exe units [env: GOLEM_BUS_SOCKET, else $GOLEM_DATA_DIR/bus.sock,
+    /// else asked of the daemon at start]; the agent refuses to start when it cannot reach it
     #[arg(long, value_name = "PATH")]
     pub bus_socket: Option<PathBuf>,
 }

@@ -142,7 +142,8 @@ pub fn default_data_dir() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub data_dir: PathBuf,
-    pub bus_socket: PathBuf,
+    /// The daemon's bus socket when chosen by flag or env; `None` asks the daemon.
+    pub bus_socket: Option<PathBuf>,
     pub node_name: String,
     pub subnet: String,
     pub exe_units: Option<Vec<String>>,
@@ -206,17 +207,13 @@ impl ProviderConfig {
         machine: &Machine,
     ) -> Result<ProviderConfig, ConfigError> {
         let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        // Only an explicit choice here; without one the agent asks its daemon
+        // where the socket is (`agent::locate_bus_socket`).
         let bus_socket = overrides
             .bus_socket
             .or_else(|| env(env_names::BUS_SOCKET).map(PathBuf::from))
             .or_else(|| {
                 env(env_names::DAEMON_DATA_DIR).map(|dir| PathBuf::from(dir).join("bus.sock"))
-            })
-            .unwrap_or_else(|| {
-                dirs::data_local_dir()
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join("golem-daemon")
-                    .join("bus.sock")
             });
         let node_name = overrides
             .node_name

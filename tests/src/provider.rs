@@ -93,6 +93,9 @@ pub struct ProviderOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables of the agent.
     pub env: Vec<(String, String)>,
+    /// Substrings of ERROR lines the test expects from the agent (also when it
+    /// fails to start).
+    pub allowed_errors: Vec<String>,
 }
 
 impl ProviderOptions {
@@ -137,6 +140,11 @@ impl ProviderOptions {
         self
     }
 
+    pub fn allow_error(mut self, substring: &str) -> Self {
+        self.allowed_errors.push(substring.into());
+        self
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
         self
@@ -146,7 +154,8 @@ impl ProviderOptions {
 /// One `golem-provider run` process beside a daemon.
 pub struct ProviderAgent {
     pub data_dir: PathBuf,
-    /// The daemon's `<data-dir>/bus.sock`, handed to the exe units.
+    /// The daemon's `<data-dir>/bus.sock`; the agent is not told it (it asks
+    /// the daemon), tests compare it with what the agent found.
     pub bus_socket: PathBuf,
     pub api_url: String,
     pub app_key: String,
@@ -175,9 +184,9 @@ impl ProviderAgent {
             api_url: daemon.api_url.clone(),
             app_key: daemon.app_key.clone(),
             log_path: data_dir.join("agent.log"),
+            allowed_errors: options.allowed_errors.clone(),
             options,
             child: None,
-            allowed_errors: Vec::new(),
         };
         for preset in agent.options.presets.clone() {
             let output = agent.cli(&[
@@ -220,8 +229,6 @@ impl ProviderAgent {
             .args(["--api-url", &self.api_url, "--app-key", &self.app_key])
             .args(["--log-format", "json"])
             .arg("run")
-            .arg("--bus-socket")
-            .arg(&self.bus_socket)
             .args(["--subnet", &options.subnet, "--node-name", &node_name]);
         if !options.exe_units.is_empty() {
             command.args(["--exe-units", &options.exe_units.join(",")]);
@@ -232,6 +239,10 @@ impl ProviderAgent {
         let child = command
             .args(&options.extra_args)
             .env("RUST_LOG", "info")
+            // As the original's agent is started: the daemon's URL and app-key
+            // only; the agent asks its daemon where the bus socket is.
+            .env_remove("GOLEM_BUS_SOCKET")
+            .env_remove("GOLEM_DATA_DIR")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -826,3 +826,103 @@ async fn bench_provider() {
         idle_after as f64 / 1024.0
     );
 }
+
+/// Started as the original's agent is (only the daemon's URL and app-key; the
+/// daemon on a non-default data dir), the agent asks the daemon for its bus
+/// socket and hands that one to its exe units.
+#[tokio::test]
+async fn agent_finds_its_daemons_bus_socket_without_settings() {
+    let setup = setup("e2e-provider-bus", |options| options).await;
+    let line = setup
+        .agent
+        .wait_for_log("exe units will use the daemon's bus socket", Duration::from_secs(5))
+        .unwrap();
+    let found: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        found["bus_socket"].as_str(),
+        Some(setup.agent.bus_socket.to_str().unwrap()),
+        "{line}"
+    );
+    // And an exe unit really binds there: an activity reaches Ready and runs.
+    let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(&activity_id, json!([{"deploy": {}}, {"start": {"args": []}}]))
+        .await;
+    let results = setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        results.iter().all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+}
+
+/// A bus socket that does not answer stops the agent at start with a message
+/// that names the setting, instead of every activity dying later.
+#[tokio::test]
+async fn agent_refuses_to_start_when_the_bus_socket_does_not_answer() {
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("p").unwrap();
+    let agent_dir = sandbox.path().join("p-agent");
+    let missing = sandbox.path().join("nowhere").join("bus.sock");
+    let error = ProviderAgent::start(
+        &sandbox.daemons()[0],
+        &agent_dir,
+        ProviderOptions::new("e2e-provider-nobus")
+            .exe_units(&["wasmtime"])
+            .arg("--bus-socket")
+            .arg(missing.to_str().unwrap())
+            .allow_error("cannot reach the bus socket"),
+    )
+    .err()
+    .expect("the agent must not start");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains(&format!("cannot reach the bus socket {}", missing.display()))
+            && text.contains("set --bus-socket or GOLEM_BUS_SOCKET"),
+        "{text}"
+    );
+}
+
+/// An exe unit that cannot reach the bus says why, and that reason (not a bare
+/// exit status) becomes the activity's termination reason.
+#[tokio::test]
+async fn an_exe_unit_that_cannot_bind_gives_its_reason_to_the_activity() {
+    let setup = setup("e2e-provider-badbus", |options| options).await;
+    let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    // The daemon keeps listening, but new connections to the path now fail.
+    let socket = setup.agent.bus_socket.clone();
+    let moved = socket.with_extension("moved");
+    std::fs::rename(&socket, &moved).unwrap();
+    let created = setup.requestor.create_activity(&agreement_id, 30.0).await;
+    let requestor = &setup.requestor;
+    let reason = match created {
+        Ok(activity_id) => eventually(Duration::from_secs(20), "the activity Terminated", || async {
+            let state = requestor.activity_state(&activity_id).await.ok()?;
+            (!state.state.alive()).then_some(state.reason.unwrap_or_default())
+        })
+        .await
+        .unwrap(),
+        Err(error) => error.to_string(),
+    };
+    std::fs::rename(&moved, &socket).unwrap();
+    assert!(
+        reason.contains("exe unit: ")
+            && reason.contains(&format!("cannot connect to the bus socket {}", socket.display()))
+            && reason.contains("No such file"),
+        "{reason}"
+    );
+    setup
+        .agent
+        .wait_for_log("cannot connect to the bus socket", Duration::from_secs(10))
+        .unwrap();
+}

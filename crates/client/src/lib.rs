@@ -3,7 +3,7 @@
 //! must never reach into a daemon any other way.
 #![forbid(unsafe_code)]
 
-use golem_model::identity::MeResponse;
+use golem_model::identity::{BusInfo, MeResponse};
 use golem_model::{ErrorCode, GolemError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -171,6 +171,11 @@ impl GolemClient {
     /// `GET /me`: the node identity behind this app-key.
     pub async fn me(&self) -> Result<MeResponse, ClientError> {
         self.get("/me").await
+    }
+
+    /// `GET /local-api/v1/bus`: the daemon's bus socket (answered on loopback only).
+    pub async fn bus_info(&self) -> Result<BusInfo, ClientError> {
+        self.get("/local-api/v1/bus").await
     }
 }
 

@@ -191,6 +191,7 @@ pub fn main<R: Runtime>(
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "invalid exe-unit arguments");
+            report_failure(&error);
             return ExitCode::from(2);
         }
     };
@@ -198,6 +199,7 @@ pub fn main<R: Runtime>(
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot create the runtime");
+            report_failure(&error);
             return ExitCode::FAILURE;
         }
     };
@@ -208,6 +210,7 @@ pub fn main<R: Runtime>(
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start tokio");
+            report_failure(&error);
             return ExitCode::FAILURE;
         }
     };
@@ -220,9 +223,19 @@ pub fn main<R: Runtime>(
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "exe unit failed");
+            report_failure(&error);
             ExitCode::FAILURE
         }
     }
+}
+
+/// The spawn contract's last stderr line of a failing exe unit.
+fn report_failure(error: &dyn std::fmt::Display) {
+    let message = error.to_string().replace('\n', " ");
+    eprintln!(
+        "{}{message}",
+        golem_model::activity_control::EXE_UNIT_FAILURE_PREFIX
+    );
 }
 
 async fn stop_on_signals(shutdown: CancellationToken) {

@@ -98,6 +98,15 @@ pub struct MeResponse {
     pub role: String,
 }
 
+/// Reply of `GET /local-api/v1/bus` (our own route, loopback callers only):
+/// where the daemon's bus socket is, for the node's own agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BusInfo {
+    pub bus_socket: String,
+    pub node_id: NodeId,
+}
+
 /// An app-key as listed by `app-key list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod gsb;
+pub mod local;
 pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +33,8 @@ pub struct ApiDeps {
     pub payment: PaymentService,
     /// The GSB API's bound services (one per node: every worker shares it).
     pub gsb: gsb::GsbApi,
+    /// Where the bus socket is, for the node's own agents (`/local-api/v1/bus`).
+    pub bus: local::BusLocation,
 }
 
 pub struct ApiServer {
@@ -93,7 +96,8 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .configure(crate::market::rest::configure(deps.market.clone()))
             .configure(crate::activity::rest::configure(deps.activity.clone()))
             .configure(crate::payment::rest::configure(deps.payment.clone()))
-            .configure(gsb::configure(deps.gsb.clone()));
+            .configure(gsb::configure(deps.gsb.clone()))
+            .configure(local::configure(deps.bus.clone()));
     }
 }
 
