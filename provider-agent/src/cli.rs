@@ -316,7 +316,14 @@ fn preset(connection: &Connection, command: PresetCommand) -> anyhow::Result<()>
 }
 
 fn status(connection: &Connection, json: bool) -> anyhow::Result<()> {
-    let state = crate::state::read(&connection.data_dir.join(crate::state::STATE_FILE))?;
+    let mut state = crate::state::read(&connection.data_dir.join(crate::state::STATE_FILE))?;
+    // Finished agreements live in the archive; status lists them too.
+    for agreement in crate::state::read_archive(&connection.data_dir) {
+        state
+            .agreements
+            .entry(agreement.agreement_id.clone())
+            .or_insert(agreement);
+    }
     let client = connection
         .app_key
         .as_deref()
