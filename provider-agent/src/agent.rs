@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use golem_client::market::Side;
 use golem_client::{ClientError, GolemClient};
 use golem_model::activity::{ActivityState, State};
-use golem_model::identity::NodeId;
 use golem_model::activity_control::ProviderEvent;
+use golem_model::identity::NodeId;
 use golem_model::market::{
     Agreement, AgreementState, MarketEvent, Proposal, ProposalState, Reason,
 };
@@ -197,7 +197,8 @@ async fn locate_bus_socket(
     client: &GolemClient,
     node_id: &NodeId,
 ) -> Result<PathBuf, AgentError> {
-    const SETTING: &str = "set --bus-socket or GOLEM_BUS_SOCKET to the daemon's <data-dir>/bus.sock";
+    const SETTING: &str =
+        "set --bus-socket or GOLEM_BUS_SOCKET to the daemon's <data-dir>/bus.sock";
     let (path, source) = match &config.bus_socket {
         Some(path) => (path.clone(), "configured"),
         None => match client.bus_info().await {

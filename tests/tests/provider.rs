@@ -835,7 +835,10 @@ async fn agent_finds_its_daemons_bus_socket_without_settings() {
     let setup = setup("e2e-provider-bus", |options| options).await;
     let line = setup
         .agent
-        .wait_for_log("exe units will use the daemon's bus socket", Duration::from_secs(5))
+        .wait_for_log(
+            "exe units will use the daemon's bus socket",
+            Duration::from_secs(5),
+        )
         .unwrap();
     let found: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
@@ -852,7 +855,10 @@ async fn agent_finds_its_daemons_bus_socket_without_settings() {
         .await
         .unwrap();
     let batch = setup
-        .exec(&activity_id, json!([{"deploy": {}}, {"start": {"args": []}}]))
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
         .await;
     let results = setup
         .requestor
@@ -860,7 +866,9 @@ async fn agent_finds_its_daemons_bus_socket_without_settings() {
         .await
         .unwrap();
     assert!(
-        results.iter().all(|result| result.result == CommandResult::Ok),
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
         "{results:?}"
     );
 }
@@ -886,8 +894,10 @@ async fn agent_refuses_to_start_when_the_bus_socket_does_not_answer() {
     .expect("the agent must not start");
     let text = format!("{error:#}");
     assert!(
-        text.contains(&format!("cannot reach the bus socket {}", missing.display()))
-            && text.contains("set --bus-socket or GOLEM_BUS_SOCKET"),
+        text.contains(&format!(
+            "cannot reach the bus socket {}",
+            missing.display()
+        )) && text.contains("set --bus-socket or GOLEM_BUS_SOCKET"),
         "{text}"
     );
 }
@@ -906,10 +916,14 @@ async fn an_exe_unit_that_cannot_bind_gives_its_reason_to_the_activity() {
     let created = setup.requestor.create_activity(&agreement_id, 30.0).await;
     let requestor = &setup.requestor;
     let reason = match created {
-        Ok(activity_id) => eventually(Duration::from_secs(20), "the activity Terminated", || async {
-            let state = requestor.activity_state(&activity_id).await.ok()?;
-            (!state.state.alive()).then_some(state.reason.unwrap_or_default())
-        })
+        Ok(activity_id) => eventually(
+            Duration::from_secs(20),
+            "the activity Terminated",
+            || async {
+                let state = requestor.activity_state(&activity_id).await.ok()?;
+                (!state.state.alive()).then_some(state.reason.unwrap_or_default())
+            },
+        )
         .await
         .unwrap(),
         Err(error) => error.to_string(),
@@ -917,7 +931,10 @@ async fn an_exe_unit_that_cannot_bind_gives_its_reason_to_the_activity() {
     std::fs::rename(&moved, &socket).unwrap();
     assert!(
         reason.contains("exe unit: ")
-            && reason.contains(&format!("cannot connect to the bus socket {}", socket.display()))
+            && reason.contains(&format!(
+                "cannot connect to the bus socket {}",
+                socket.display()
+            ))
             && reason.contains("No such file"),
         "{reason}"
     );

@@ -5,11 +5,11 @@
 //! test, one file each under `tests/tests/security/`.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
-#[path = "security/transfers.rs"]
-mod transfers;
+#[path = "security/daemon.rs"]
+mod daemon;
 #[path = "security/images.rs"]
 mod images;
 #[path = "security/money.rs"]
 mod money;
-#[path = "security/daemon.rs"]
-mod daemon;
+#[path = "security/transfers.rs"]
+mod transfers;

@@ -6,8 +6,15 @@
 //! Batch results and runtime events are kept here (reported by the exe unit),
 //! not only in the exe unit, so that a crashed exe unit still ends every
 //! pending batch with an Error result and nobody waits forever.
+//!
+//! Memory holds the live work, not history: a Terminated activity keeps its
+//! batches for [`FINISHED_ACTIVITY_RETENTION`], then leaves memory (its record
+//! stays in sled, where state, owner and agreement are still read from), and
+//! provider events older than [`PROVIDER_EVENT_RETENTION`] are dropped from
+//! memory and sled. The agent reads events by date, so a cursor is a binary
+//! search, not a scan of every event since the daemon started.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +34,7 @@ use golem_model::activity_control::{
 use golem_model::market::AgreementState;
 use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 use tokio::sync::watch;
 
 use super::Agreements;
@@ -36,6 +44,13 @@ const ACTIVITY_PREFIX: &str = "provider/";
 const EVENT_PREFIX: &str = "provider-event/";
 /// Longest a single remote wait may take, kept below the net call timeout.
 pub const MAX_REMOTE_WAIT: Duration = Duration::from_secs(8);
+/// How long a Terminated activity's batch results stay readable in memory.
+pub const FINISHED_ACTIVITY_RETENTION: Duration = Duration::from_secs(600);
+/// How long provider events stay (the agent reads them within seconds; a
+/// restarted agent replays from its last event, and skips what has ended).
+pub const PROVIDER_EVENT_RETENTION: Duration = Duration::from_secs(3600);
+/// How often supervision also compacts (it ticks far more often).
+const COMPACTION_PERIOD: Duration = Duration::from_secs(10);
 
 /// The persisted part of an activity this node hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,12 +73,27 @@ struct HostedActivity {
     record: ActivityRecord,
     usage: ActivityUsage,
     batches: HashMap<String, Batch>,
+    /// When it became Terminated (memory only): the start of its retention.
+    ended: Option<Instant>,
+}
+
+impl HostedActivity {
+    fn new(record: ActivityRecord) -> HostedActivity {
+        HostedActivity {
+            record,
+            usage: ActivityUsage::default(),
+            batches: HashMap::new(),
+            ended: None,
+        }
+    }
 }
 
 #[derive(Default)]
 struct ProviderBook {
     activities: HashMap<String, HostedActivity>,
-    events: Vec<ProviderEvent>,
+    /// Oldest first; each with the sequence number of its sled key.
+    events: VecDeque<(u64, ProviderEvent)>,
+    next_event_seq: u64,
 }
 
 #[derive(Clone)]
@@ -79,6 +109,42 @@ struct Inner {
     state: Mutex<ProviderBook>,
     /// Bumped on every change; long-polls wait on it.
     changes: watch::Sender<u64>,
+    retention: Retention,
+}
+
+/// How long finished work stays in memory (tests shorten it).
+#[derive(Clone, Copy, Debug)]
+struct Retention {
+    finished_activity: Duration,
+    provider_events: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            finished_activity: FINISHED_ACTIVITY_RETENTION,
+            provider_events: PROVIDER_EVENT_RETENTION,
+        }
+    }
+}
+
+/// The sequence number in a `provider-event/<seq>` key.
+fn event_seq(key: &[u8]) -> Option<u64> {
+    std::str::from_utf8(key.strip_prefix(EVENT_PREFIX.as_bytes())?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// An activity whose batches left memory after its retention.
+fn compacted(activity_id: &str) -> GolemError {
+    GolemError::new(
+        golem_model::ErrorCode::Gone,
+        format!(
+            "activity {activity_id} has ended and its batches are no longer kept (after {} s)",
+            FINISHED_ACTIVITY_RETENTION.as_secs()
+        ),
+    )
 }
 
 fn terminated(reason: &str) -> ActivityState {
@@ -98,11 +164,28 @@ impl ProviderSide {
         agreements: Arc<dyn Agreements>,
         tree: sled::Tree,
     ) -> Result<ProviderSide, StoreError> {
+        Self::open_with(node_id, router, agreements, tree, Retention::default())
+    }
+
+    fn open_with(
+        node_id: NodeId,
+        router: Router,
+        agreements: Arc<dyn Agreements>,
+        tree: sled::Tree,
+        retention: Retention,
+    ) -> Result<ProviderSide, StoreError> {
         let mut state = ProviderBook::default();
         for entry in tree.scan_prefix(EVENT_PREFIX) {
-            let (_, value) = entry?;
-            state.events.push(store::decode("activity", &value)?);
+            let (key, value) = entry?;
+            let seq = event_seq(&key).unwrap_or(state.next_event_seq);
+            state
+                .events
+                .push_back((seq, store::decode("activity", &value)?));
+            state.next_event_seq = seq + 1;
         }
+        // Only activities that were alive need memory: they lost their exe unit
+        // (it exits with the bus connection) and are Terminated now, kept for
+        // the retention like any other; older ones are read from sled.
         for entry in tree.scan_prefix(ACTIVITY_PREFIX) {
             let (_, value) = entry?;
             let mut record: ActivityRecord = store::decode("activity", &value)?;
@@ -112,15 +195,12 @@ impl ProviderSide {
                     format!("{ACTIVITY_PREFIX}{}", record.activity_id),
                     store::encode(&record)?,
                 )?;
+                let mut hosted = HostedActivity::new(record);
+                hosted.ended = Some(Instant::now());
+                state
+                    .activities
+                    .insert(hosted.record.activity_id.clone(), hosted);
             }
-            let hosted = HostedActivity {
-                record,
-                usage: ActivityUsage::default(),
-                batches: HashMap::new(),
-            };
-            state
-                .activities
-                .insert(hosted.record.activity_id.clone(), hosted);
         }
         let (changes, _) = watch::channel(0);
         Ok(ProviderSide {
@@ -131,6 +211,7 @@ impl ProviderSide {
                 tree,
                 state: Mutex::new(state),
                 changes,
+                retention,
             }),
         })
     }
@@ -159,7 +240,9 @@ impl ProviderSide {
     }
 
     fn push_event(&self, state: &mut ProviderBook, event: ProviderEvent) {
-        let key = format!("{EVENT_PREFIX}{:020}", state.events.len());
+        let seq = state.next_event_seq;
+        state.next_event_seq += 1;
+        let key = format!("{EVENT_PREFIX}{seq:020}");
         match store::encode(&event) {
             Ok(bytes) => {
                 if let Err(error) = self.inner.tree.insert(key, bytes) {
@@ -168,7 +251,55 @@ impl ProviderSide {
             }
             Err(error) => tracing::error!(%error, "cannot encode a provider event"),
         }
-        state.events.push(event);
+        state.events.push_back((seq, event));
+    }
+
+    /// The record of an activity this node hosts or hosted: from memory, else
+    /// from sled (compacted after its retention).
+    fn record(&self, state: &ProviderBook, activity_id: &str) -> Option<ActivityRecord> {
+        if let Some(hosted) = state.activities.get(activity_id) {
+            return Some(hosted.record.clone());
+        }
+        let bytes = self
+            .inner
+            .tree
+            .get(format!("{ACTIVITY_PREFIX}{activity_id}"))
+            .ok()??;
+        store::decode("activity", &bytes).ok()
+    }
+
+    /// Drop from memory what the retention no longer keeps: Terminated
+    /// activities past [`FINISHED_ACTIVITY_RETENTION`] (their record stays in
+    /// sled) and provider events past [`PROVIDER_EVENT_RETENTION`] (also from sled).
+    fn compact(&self) {
+        let retention = self.inner.retention;
+        let mut state = self.lock();
+        state.activities.retain(|_, hosted| {
+            hosted
+                .ended
+                .is_none_or(|ended| ended.elapsed() < retention.finished_activity)
+        });
+        let Ok(retention) = chrono::Duration::from_std(retention.provider_events) else {
+            return;
+        };
+        let oldest_kept = Utc::now() - retention;
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0usize;
+        while let Some((seq, event)) = state.events.front() {
+            if event.event_date() >= oldest_kept {
+                break;
+            }
+            batch.remove(format!("{EVENT_PREFIX}{seq:020}").as_bytes());
+            state.events.pop_front();
+            dropped += 1;
+        }
+        drop(state);
+        if dropped > 0 {
+            if let Err(error) = self.inner.tree.apply_batch(batch) {
+                tracing::warn!(%error, "cannot drop old provider events from the store");
+            }
+            tracing::debug!(dropped, "old provider events dropped");
+        }
     }
 
     /// Wait until `check` returns Some, a change happens that makes it so, or the deadline.
@@ -199,17 +330,15 @@ impl ProviderSide {
         caller: Caller,
         activity_id: &str,
     ) -> Result<(), GolemError> {
-        let Some(hosted) = state.activities.get(activity_id) else {
+        let Some(record) = self.record(state, activity_id) else {
             return Err(GolemError::not_found(format!(
                 "no activity {activity_id} on this provider"
             )));
         };
         match caller {
-            Caller::Remote(node) if node != hosted.record.requestor_id => {
-                Err(GolemError::forbidden(format!(
-                    "activity {activity_id} belongs to another requestor"
-                )))
-            }
+            Caller::Remote(node) if node != record.requestor_id => Err(GolemError::forbidden(
+                format!("activity {activity_id} belongs to another requestor"),
+            )),
             _ => Ok(()),
         }
     }
@@ -272,14 +401,9 @@ impl ProviderSide {
                     requestor_pub_key: None,
                 },
             );
-            state.activities.insert(
-                activity_id.clone(),
-                HostedActivity {
-                    record,
-                    usage: ActivityUsage::default(),
-                    batches: HashMap::new(),
-                },
-            );
+            state
+                .activities
+                .insert(activity_id.clone(), HostedActivity::new(record));
         }
         self.changed();
         tracing::info!(%activity_id, agreement_id = %message.agreement_id, "activity created; waiting for the exe unit");
@@ -319,6 +443,7 @@ impl ProviderSide {
         if let Some(hosted) = state.activities.get_mut(activity_id) {
             if hosted.record.state.state.0 != State::Terminated {
                 hosted.record.state = terminated(reason);
+                hosted.ended = Some(Instant::now());
                 for (batch_id, batch) in hosted
                     .batches
                     .iter_mut()
@@ -370,7 +495,7 @@ impl ProviderSide {
             let hosted = state
                 .activities
                 .get_mut(&message.activity_id)
-                .ok_or_else(|| GolemError::not_found("gone"))?;
+                .ok_or_else(|| compacted(&message.activity_id))?;
             if hosted.record.state.state.0 == State::Terminated {
                 return Err(GolemError::new(
                     golem_model::ErrorCode::Gone,
@@ -416,7 +541,10 @@ impl ProviderSide {
         {
             let state = self.lock();
             self.check_owner(&state, caller, &message.activity_id)?;
-            let hosted = &state.activities[&message.activity_id];
+            let hosted = state
+                .activities
+                .get(&message.activity_id)
+                .ok_or_else(|| compacted(&message.activity_id))?;
             if !hosted.batches.contains_key(&message.batch_id) {
                 return Err(GolemError::not_found(format!(
                     "no batch {} in activity {}",
@@ -468,11 +596,14 @@ impl ProviderSide {
             if let Err(error) = self.check_owner(&state, caller, &message.activity_id) {
                 return stream::once(async move { Err(error) }).boxed();
             }
-            if !state.activities[&message.activity_id]
-                .batches
-                .contains_key(&message.batch_id)
-            {
-                let error = GolemError::not_found(format!("no batch {}", message.batch_id));
+            let known = match state.activities.get(&message.activity_id) {
+                None => Err(compacted(&message.activity_id)),
+                Some(hosted) if !hosted.batches.contains_key(&message.batch_id) => Err(
+                    GolemError::not_found(format!("no batch {}", message.batch_id)),
+                ),
+                Some(_) => Ok(()),
+            };
+            if let Err(error) = known {
                 return stream::once(async move { Err(error) }).boxed();
             }
         }
@@ -533,7 +664,9 @@ impl ProviderSide {
     ) -> Result<ActivityState, GolemError> {
         let state = self.lock();
         self.check_owner(&state, caller, activity_id)?;
-        Ok(state.activities[activity_id].record.state.clone())
+        self.record(&state, activity_id)
+            .map(|record| record.state)
+            .ok_or_else(|| GolemError::not_found(format!("no activity {activity_id}")))
     }
 
     pub fn activity_usage(
@@ -543,24 +676,27 @@ impl ProviderSide {
     ) -> Result<ActivityUsage, GolemError> {
         let state = self.lock();
         self.check_owner(&state, caller, activity_id)?;
-        let usage = &state.activities[activity_id].usage;
+        let hosted = state
+            .activities
+            .get(activity_id)
+            .ok_or_else(|| compacted(activity_id))?;
         Ok(ActivityUsage {
-            current_usage: usage.current_usage.clone(),
-            timestamp: usage.timestamp.max(0),
+            current_usage: hosted.usage.current_usage.clone(),
+            timestamp: hosted.usage.timestamp.max(0),
         })
     }
 
     pub fn hosts(&self, activity_id: &str) -> bool {
-        self.lock().activities.contains_key(activity_id)
+        let state = self.lock();
+        self.record(&state, activity_id).is_some()
     }
 
     /// The agreement of an activity this node hosts (payment: debit notes
     /// issued with only an activityId).
     pub fn agreement_of(&self, activity_id: &str) -> Option<String> {
-        self.lock()
-            .activities
-            .get(activity_id)
-            .map(|activity| activity.record.agreement_id.clone())
+        let state = self.lock();
+        self.record(&state, activity_id)
+            .map(|record| record.agreement_id)
     }
 
     /// Provider events after `after` (oldest first), waiting up to `timeout` for one.
@@ -571,12 +707,19 @@ impl ProviderSide {
         max_events: usize,
     ) -> Vec<ProviderEvent> {
         let select = |state: &ProviderBook| -> Option<Vec<ProviderEvent>> {
+            // Events are pushed in date order under the lock: the cursor is a
+            // binary search (a clock stepping back can only repeat an event
+            // the agent already handled, which it skips).
+            let start = after.map_or(0, |after| {
+                state
+                    .events
+                    .partition_point(|(_, event)| event.event_date() <= after)
+            });
             let events: Vec<_> = state
                 .events
-                .iter()
-                .filter(|event| after.is_none_or(|after| event.event_date() > after))
+                .range(start..)
                 .take(max_events)
-                .cloned()
+                .map(|(_, event)| event.clone())
                 .collect();
             (!events.is_empty()).then_some(events)
         };
@@ -733,10 +876,15 @@ impl ProviderSide {
     /// on the bus died without saying so; end them with a reason.
     pub async fn supervise(self, period: Duration, shutdown: tokio_util::sync::CancellationToken) {
         let mut ticker = tokio::time::interval(period);
+        let mut last_compaction = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
+            }
+            if last_compaction.elapsed() >= COMPACTION_PERIOD {
+                last_compaction = Instant::now();
+                self.compact();
             }
             let lost: Vec<String> = {
                 let state = self.lock();
@@ -760,5 +908,126 @@ impl ProviderSide {
                 self.finish(&activity_id, "the exe unit exited unexpectedly", true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use golem_model::market::Agreement;
+    use serde_json::json;
+
+    const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+    const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+
+    struct OneAgreement(Agreement);
+
+    impl Agreements for OneAgreement {
+        fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
+            (id == self.0.agreement_id)
+                .then(|| self.0.clone())
+                .ok_or_else(|| GolemError::not_found(id.to_string()))
+        }
+    }
+
+    fn provider(dir: &std::path::Path) -> ProviderSide {
+        let now = Utc::now();
+        let agreement: Agreement = serde_json::from_value(json!({
+            "agreementId": "a1",
+            "demand": {"properties": {}, "constraints": "()", "demandId": "d",
+                       "requestorId": REQUESTOR, "timestamp": now},
+            "offer": {"properties": {}, "constraints": "()", "offerId": "o",
+                      "providerId": PROVIDER, "timestamp": now},
+            "validTo": now + chrono::Duration::hours(1),
+            "state": "Approved",
+            "timestamp": now,
+        }))
+        .unwrap();
+        let store = crate::store::Store::open(dir).unwrap();
+        ProviderSide::open_with(
+            PROVIDER.parse().unwrap(),
+            Router::new(),
+            Arc::new(OneAgreement(agreement)),
+            store.tree("activity").unwrap(),
+            Retention {
+                finished_activity: Duration::from_millis(200),
+                provider_events: PROVIDER_EVENT_RETENTION,
+            },
+        )
+        .unwrap()
+    }
+
+    fn requestor() -> Caller {
+        Caller::Remote(REQUESTOR.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn ended_activities_and_old_events_leave_memory_but_stay_answerable() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = provider(dir.path());
+        let create = CreateActivityRemote {
+            agreement_id: "a1".into(),
+            timeout_sec: 0.0,
+        };
+        let activity_id = provider.create(requestor(), create).await.unwrap();
+        provider.finish(&activity_id, "done", true);
+        assert_eq!(provider.events(None, Duration::ZERO, 100).await.len(), 2);
+
+        // Within the retention the batches are still in memory.
+        provider.compact();
+        assert!(provider.lock().activities.contains_key(&activity_id));
+
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        provider.compact();
+        assert!(provider.lock().activities.is_empty());
+        // The record is read from sled: owner, state and agreement still answer.
+        let state = provider.activity_state(requestor(), &activity_id).unwrap();
+        assert_eq!(state.state.0, State::Terminated);
+        assert_eq!(provider.agreement_of(&activity_id).as_deref(), Some("a1"));
+        assert!(provider.hosts(&activity_id));
+        let stranger = Caller::Remote(
+            "0x3333333333333333333333333333333333333333"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            provider
+                .activity_state(stranger, &activity_id)
+                .unwrap_err()
+                .code,
+            golem_model::ErrorCode::Forbidden
+        );
+        // Its batches are gone, and say so.
+        let exec = ExecRemote {
+            activity_id: activity_id.clone(),
+            batch_id: "b1".into(),
+            commands: vec![],
+        };
+        assert_eq!(
+            provider.exec(requestor(), exec).await.unwrap_err().code,
+            golem_model::ErrorCode::Gone
+        );
+
+        // Events older than their retention go from memory and sled; the
+        // cursor still finds the newer ones.
+        {
+            let mut state = provider.lock();
+            for (_, event) in state.events.iter_mut() {
+                if let ProviderEvent::CreateActivity { event_date, .. } = event {
+                    *event_date = Utc::now() - chrono::Duration::hours(2);
+                }
+            }
+        }
+        provider.compact();
+        let left = provider.events(None, Duration::ZERO, 100).await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(matches!(left[0], ProviderEvent::DestroyActivity { .. }));
+        assert_eq!(provider.inner.tree.scan_prefix(EVENT_PREFIX).count(), 1);
+        let after = left[0].event_date();
+        assert!(provider
+            .events(Some(after), Duration::ZERO, 100)
+            .await
+            .is_empty());
     }
 }
