@@ -12,7 +12,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-/// Gate of the anvil tests: `Ok(None)` (after printing a skip note) when
+/// The anvil tier's gate for a test that needs the chain (`anvil_*`, ignored by
+/// default): the binary, or an error naming what is missing.
+pub fn anvil_required(test: &str) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        std::env::var("GOLEM_TEST_ANVIL").ok().as_deref() == Some("1"),
+        "{test} needs anvil: set GOLEM_TEST_ANVIL=1 after scripts/ensure-anvil.sh, or run scripts/test.sh, which runs this tier only when anvil is installed"
+    );
+    anvil_gate(test)?.ok_or_else(|| anyhow::anyhow!("{test}: anvil not found"))
+}
+
+/// Gate of an optional anvil part of a test: `Ok(None)` (after printing a skip note) when
 /// `GOLEM_TEST_ANVIL` is not `1`; the binary when it is; an error when it is
 /// set but anvil cannot be found.
 pub fn anvil_gate(test: &str) -> anyhow::Result<Option<PathBuf>> {

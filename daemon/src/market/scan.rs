@@ -611,7 +611,7 @@ mod tests {
     /// `cargo nextest run -E 'test(scan_of_ten_thousand_offers)' --run-ignored only --no-capture`
     #[test]
     #[ignore = "timing, run by hand"]
-    fn scan_of_ten_thousand_offers() {
+    fn bench_scan_of_ten_thousand_offers() {
         let current = now();
         let later = current + chrono::Duration::hours(1);
         let mut state = State::default();
