@@ -24,12 +24,14 @@ use golem_model::activity_control::{
     GetRunningCommandRemote, GetStateRemote, GetUsageRemote, ProviderEvent,
     StreamBatchEventsRemote,
 };
+use golem_model::ids::check_id;
 use golem_model::market::AgreementState;
 use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::Agreements;
+use super::{ActivitySettings, Agreements};
+use crate::api::query::bounded_seconds;
 use crate::store::{self, StoreError};
 
 const ACTIVITY_PREFIX: &str = "provider/";
@@ -75,6 +77,7 @@ struct Inner {
     node_id: NodeId,
     router: Router,
     agreements: Arc<dyn Agreements>,
+    settings: ActivitySettings,
     tree: sled::Tree,
     state: Mutex<ProviderBook>,
     /// Bumped on every change; long-polls wait on it.
@@ -97,6 +100,7 @@ impl ProviderSide {
         router: Router,
         agreements: Arc<dyn Agreements>,
         tree: sled::Tree,
+        settings: ActivitySettings,
     ) -> Result<ProviderSide, StoreError> {
         let mut state = ProviderBook::default();
         for entry in tree.scan_prefix(EVENT_PREFIX) {
@@ -128,6 +132,7 @@ impl ProviderSide {
                 node_id,
                 router,
                 agreements,
+                settings,
                 tree,
                 state: Mutex::new(state),
                 changes,
@@ -199,6 +204,7 @@ impl ProviderSide {
         caller: Caller,
         activity_id: &str,
     ) -> Result<(), GolemError> {
+        check_id("activity id", activity_id)?;
         let Some(hosted) = state.activities.get(activity_id) else {
             return Err(GolemError::not_found(format!(
                 "no activity {activity_id} on this provider"
@@ -224,6 +230,7 @@ impl ProviderSide {
                 "activities are created by the requestor's daemon",
             ));
         };
+        check_id("agreement id", &message.agreement_id)?;
         let mut agreement = self.inner.agreements.agreement(&message.agreement_id)?;
         // The market tells the requestor "Approved" before it commits its own
         // record, so a fast requestor can get here while ours is still Pending.
@@ -262,6 +269,20 @@ impl ProviderSide {
         };
         {
             let mut state = self.lock();
+            let limit = self.inner.settings.max_per_agreement;
+            let created = state
+                .activities
+                .values()
+                .filter(|hosted| hosted.record.agreement_id == message.agreement_id)
+                .count();
+            if created >= limit {
+                tracing::debug!(agreement_id = %message.agreement_id, %requestor, limit, "activity refused: the agreement has created its maximum");
+                return Err(GolemError::conflict(format!(
+                    "agreement {} has already created {created} activities, the limit of this provider \
+                     (activity.max-per-agreement / GOLEM_ACTIVITY_MAX_PER_AGREEMENT = {limit})",
+                    message.agreement_id
+                )));
+            }
             self.persist(&record);
             self.push_event(
                 &mut state,
@@ -283,7 +304,7 @@ impl ProviderSide {
         }
         self.changed();
         tracing::info!(%activity_id, agreement_id = %message.agreement_id, "activity created; waiting for the exe unit");
-        let wait = Duration::from_secs_f64(message.timeout_sec.max(0.0)).min(MAX_REMOTE_WAIT);
+        let wait = bounded_seconds(message.timeout_sec, MAX_REMOTE_WAIT);
         // Answer once the exe unit is up; the requestor's daemon keeps waiting if it is not yet.
         self.wait_for(wait, |state| {
             let current = state.activities.get(&activity_id)?.record.state.state.0;
@@ -364,6 +385,7 @@ impl ProviderSide {
     }
 
     async fn exec(&self, caller: Caller, message: ExecRemote) -> Result<String, GolemError> {
+        check_id("batch id", &message.batch_id)?;
         {
             let mut state = self.lock();
             self.check_owner(&state, caller, &message.activity_id)?;
@@ -424,8 +446,8 @@ impl ProviderSide {
                 )));
             }
         }
-        let wait = Duration::from_secs_f64(message.timeout_sec.unwrap_or(0.0).max(0.0))
-            .min(MAX_REMOTE_WAIT);
+        check_id("batch id", &message.batch_id)?;
+        let wait = bounded_seconds(message.timeout_sec.unwrap_or(0.0), MAX_REMOTE_WAIT);
         let select = |state: &ProviderBook| -> Option<(bool, Vec<ExeScriptCommandResult>)> {
             let batch = state
                 .activities

@@ -242,6 +242,10 @@ pub(crate) struct State {
     pub next_arrival: u64,
     /// Scan iterators (in memory only, as in the original).
     pub scans: super::scan::Scans,
+    /// How many offers of each other node are held (see [`super::MarketLimits`]).
+    pub remote_offers_by_node: HashMap<NodeId, usize>,
+    /// How many offers of other nodes are held in all.
+    pub remote_offers: usize,
 }
 
 impl State {
@@ -256,8 +260,10 @@ impl State {
         entry.arrival = self.take_arrival();
         let id = entry.id().to_string();
         self.offer_arrivals.insert(entry.arrival, id.clone());
+        self.count_remote_offer(&entry, true);
         if let Some(replaced) = self.offers.insert(id, entry) {
             self.offer_arrivals.remove(&replaced.arrival);
+            self.count_remote_offer(&replaced, false);
         }
     }
 
@@ -265,7 +271,65 @@ impl State {
     pub(crate) fn remove_offer(&mut self, id: &str) -> Option<OfferEntry> {
         let entry = self.offers.remove(id)?;
         self.offer_arrivals.remove(&entry.arrival);
+        self.count_remote_offer(&entry, false);
         Some(entry)
+    }
+
+    fn count_remote_offer(&mut self, entry: &OfferEntry, added: bool) {
+        if entry.stored.local {
+            return;
+        }
+        let provider = entry.stored.published.offer.provider_id;
+        let count = self.remote_offers_by_node.entry(provider).or_default();
+        if added {
+            *count += 1;
+            self.remote_offers += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.remote_offers_by_node.remove(&provider);
+            }
+            self.remote_offers = self.remote_offers.saturating_sub(1);
+        }
+    }
+
+    /// Offers of `provider` held, and offers of other nodes held in all.
+    pub(crate) fn remote_offer_counts(&self, provider: NodeId) -> (usize, usize) {
+        (
+            self.remote_offers_by_node
+                .get(&provider)
+                .copied()
+                .unwrap_or(0),
+            self.remote_offers,
+        )
+    }
+
+    /// Ok when subscription `subscription_id` can take `proposals` more
+    /// proposal records and one more event; Conflict naming the limit otherwise.
+    pub(crate) fn check_room(
+        &self,
+        limits: &super::MarketLimits,
+        subscription_id: &str,
+        proposals: usize,
+    ) -> Result<(), GolemError> {
+        let held = self.proposals.get(subscription_id).map_or(0, HashMap::len);
+        if held + proposals > limits.max_proposals_per_subscription {
+            return Err(GolemError::conflict(format!(
+                "subscription {subscription_id} holds {held} proposals, the limit \
+                 (market.max-proposals-per-subscription / GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION = {})",
+                limits.max_proposals_per_subscription
+            )));
+        }
+        let pending = self.events.get(subscription_id).map_or(0, VecDeque::len);
+        if pending >= limits.max_events_per_subscription {
+            return Err(GolemError::conflict(format!(
+                "subscription {subscription_id} has {pending} undelivered events, the limit \
+                 (market.max-events-per-subscription / GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION = {}); \
+                 its owner must take them first",
+                limits.max_events_per_subscription
+            )));
+        }
+        Ok(())
     }
 
     /// Store a demand, compiling its constraint for matching.
