@@ -45,6 +45,8 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `run`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Start the node and serve until SIGINT or SIGTERM
     Run(RunArgs),

@@ -522,4 +522,43 @@ mod tests {
         let error = DaemonConfig::load(&cli, fake_env(&[])).unwrap_err();
         assert!(error.to_string().contains("no-such-key"), "{error}");
     }
+
+    #[test]
+    fn the_activity_cap_comes_from_file_env_and_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daemon.toml");
+        std::fs::write(&file, "[activity]\nmax-per-agreement = 5\n").unwrap();
+        let cli = CliOverrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
+        assert_eq!(from_file.activity.max_per_agreement, 5);
+        let env = fake_env(&[(env_names::ACTIVITY_MAX_PER_AGREEMENT, "7")]);
+        assert_eq!(
+            DaemonConfig::load(&cli, &env)
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            7
+        );
+        let cli = CliOverrides {
+            activity_max_per_agreement: Some(9),
+            ..cli
+        };
+        assert_eq!(
+            DaemonConfig::load(&cli, &env)
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            9
+        );
+        assert_eq!(
+            DaemonConfig::load(&CliOverrides::default(), fake_env(&[]))
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            100
+        );
+    }
 }

@@ -167,15 +167,18 @@ mod tests {
 
     #[test]
     fn the_auth_token_never_reaches_a_logged_uri() {
-        let uri: actix_web::http::Uri = "/gsb-api/v1/services/1?authToken=secret-key&x=1&auth%54oken=k2"
-            .parse()
-            .unwrap_or_else(|error| panic!("{error}"));
+        let uri: actix_web::http::Uri =
+            "/gsb-api/v1/services/1?authToken=secret-key&x=1&auth%54oken=k2"
+                .parse()
+                .unwrap_or_else(|error| panic!("{error}"));
         let logged = redacted_uri(&uri);
         assert_eq!(
             logged,
             "/gsb-api/v1/services/1?authToken=<redacted>&x=1&auth%54oken=<redacted>"
         );
-        let plain: actix_web::http::Uri = "/me?timeout=1".parse().unwrap_or_else(|error| panic!("{error}"));
+        let plain: actix_web::http::Uri = "/me?timeout=1"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(redacted_uri(&plain), "/me?timeout=1");
     }
 }

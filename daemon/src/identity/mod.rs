@@ -97,10 +97,7 @@ fn hash_key(appkey: &str) -> [u8; 32] {
 /// key, so a short scripted key is not given away by its listing.
 fn key_prefix(appkey: &str) -> String {
     let count = appkey.chars().count();
-    appkey
-        .chars()
-        .take(KEY_PREFIX_LEN.min(count / 4))
-        .collect()
+    appkey.chars().take(KEY_PREFIX_LEN.min(count / 4)).collect()
 }
 
 /// Equality of two hashes in time independent of where they differ.
@@ -262,12 +259,7 @@ impl IdentityService {
 
     fn find_by_name(&self, name: &str) -> Result<Option<StoredAppKey>, GolemError> {
         let record_key = format!("{APPKEY_PREFIX}{name}");
-        match self
-            .inner
-            .tree
-            .get(&record_key)
-            .map_err(StoreError::from)?
-        {
+        match self.inner.tree.get(&record_key).map_err(StoreError::from)? {
             Some(bytes) => Ok(Some(
                 load_record(&self.inner.tree, record_key.as_bytes(), &bytes)?.0,
             )),
@@ -495,12 +487,7 @@ mod tests {
             .authenticate("0123456789abcdef0123456789abcdef")
             .unwrap();
         assert_eq!((info.name.as_str(), info.identity), ("legacy", node_id));
-        let raw = identity
-            .inner
-            .tree
-            .get("appkey/legacy")
-            .unwrap()
-            .unwrap();
+        let raw = identity.inner.tree.get("appkey/legacy").unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&raw).contains("0123456789abcdef0123456789abcdef"));
         assert_eq!(identity.list_app_keys().unwrap()[0].key, "01234567…");
     }

@@ -614,4 +614,45 @@ mod settings_tests {
         };
         assert!(inverted.to_config().is_err());
     }
+
+    #[test]
+    fn limits_come_from_the_file_env_and_flags_and_must_be_consistent() {
+        let config = load(
+            "[market]\nmax-offers-per-node = 7\nmax-expiration-secs = 7200\n",
+            &[(env_names::MARKET_MAX_EVENTS_PER_SUBSCRIPTION, "30")],
+        )
+        .unwrap_or_else(|error| panic!("config: {error}"));
+        let limits = config
+            .market
+            .to_config()
+            .unwrap_or_else(|error| panic!("market: {error}"))
+            .limits;
+        assert_eq!(limits.max_offers_per_node, 7);
+        assert_eq!(limits.max_expiration, chrono::Duration::seconds(7200));
+        assert_eq!(limits.max_events_per_subscription, 30);
+        assert_eq!(limits.max_offers, 100_000);
+        let mut settings = MarketSettings::default();
+        MarketOverrides {
+            max_proposals_per_subscription: Some(3),
+            ..Default::default()
+        }
+        .apply_to(&mut settings);
+        assert_eq!(settings.max_proposals_per_subscription, 3);
+        let too_long_ttl = MarketSettings {
+            subscription_ttl_secs: 7201,
+            max_expiration_secs: 7200,
+            ..MarketSettings::default()
+        };
+        let error = too_long_ttl
+            .to_config()
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("max-expiration-secs"), "{error}");
+        let zero = MarketSettings {
+            max_offers: 0,
+            ..MarketSettings::default()
+        };
+        assert!(zero.to_config().is_err());
+    }
 }

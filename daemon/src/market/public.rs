@@ -5,12 +5,12 @@
 //! ([`golem_model::ids::check_id`]) before it reaches the state or sled keys.
 
 use golem_bus::{Caller, ServiceEndpoint};
+use golem_model::ids::check_id;
+use golem_model::market::Proposal;
 use golem_model::market::{
     AgreementApproved, AgreementCancelled, AgreementReceived, AgreementRejected,
     AgreementTerminated, GetOwnOffers, InitialProposalReceived, ProposalReceived, ProposalRejected,
 };
-use golem_model::ids::check_id;
-use golem_model::market::Proposal;
 use golem_model::{GolemError, NodeId};
 
 use super::MarketService;
@@ -26,7 +26,8 @@ fn remote(caller: Caller) -> Result<NodeId, GolemError> {
 
 /// Refuse a message whose ids are malformed (BadRequest naming the field).
 fn check_ids<'a>(ids: impl IntoIterator<Item = (&'static str, &'a str)>) -> Result<(), GolemError> {
-    ids.into_iter().try_for_each(|(what, id)| check_id(what, id))
+    ids.into_iter()
+        .try_for_each(|(what, id)| check_id(what, id))
 }
 
 fn proposal_ids(proposal: &Proposal) -> Vec<(&'static str, &str)> {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, NewScan, Reason};
 use golem_model::ids::{check_id, RecordId};
+use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, NewScan, Reason};
 use golem_model::{GolemError, NodeId};
 use serde::Deserialize;
 

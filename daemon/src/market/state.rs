@@ -751,3 +751,95 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::{MarketLimits, MarketSettings};
+    use golem_model::market::Offer;
+
+    fn node(byte: u8) -> NodeId {
+        format!("0x{}", hex::encode([byte; 20]))
+            .parse()
+            .unwrap_or_else(|error| panic!("node id: {error:?}"))
+    }
+
+    fn offer(id: &str, provider: NodeId, local: bool) -> OfferEntry {
+        let stored = StoredOffer {
+            published: PublishedOffer {
+                offer: Offer {
+                    properties: Properties::from_json(serde_json::json!({}))
+                        .unwrap_or_else(|error| panic!("{error}")),
+                    constraints: String::new(),
+                    offer_id: id.to_string(),
+                    provider_id: provider,
+                    timestamp: now(),
+                },
+                expiration: now() + chrono::Duration::hours(1),
+            },
+            local,
+            active: true,
+        };
+        OfferEntry::new(stored).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn limits() -> MarketLimits {
+        MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .limits
+    }
+
+    #[test]
+    fn remote_offers_are_counted_per_node_and_in_total() {
+        let mut state = State::default();
+        let (a, b) = (node(1), node(2));
+        state.insert_offer(offer("a1", a, false));
+        state.insert_offer(offer("a2", a, false));
+        state.insert_offer(offer("b1", b, false));
+        state.insert_offer(offer("own", b, true));
+        assert_eq!(state.remote_offer_counts(a), (2, 3));
+        // The same id again replaces, it does not count twice.
+        state.insert_offer(offer("a1", a, false));
+        assert_eq!(state.remote_offer_counts(a), (2, 3));
+        state.remove_offer("a1");
+        state.remove_offer("own");
+        assert_eq!(state.remote_offer_counts(a), (1, 2));
+        assert_eq!(state.remote_offer_counts(b), (1, 2));
+        state.remove_offer("a2");
+        assert!(!state.remote_offers_by_node.contains_key(&a));
+    }
+
+    #[test]
+    fn a_subscription_refuses_proposals_and_events_beyond_its_limits() {
+        let limits = MarketLimits {
+            max_proposals_per_subscription: 2,
+            max_events_per_subscription: 1,
+            ..limits()
+        };
+        let mut state = State::default();
+        assert!(state.check_room(&limits, "sub", 2).is_ok());
+        let error = state.check_room(&limits, "sub", 3).unwrap_err();
+        assert_eq!(error.code, golem_model::ErrorCode::Conflict);
+        assert!(
+            error.message.contains("max-proposals-per-subscription"),
+            "{}",
+            error.message
+        );
+        state.events.entry("sub".into()).or_default().push_back((
+            1,
+            MarketEvent::ProposalRejectedEvent {
+                event_date: now(),
+                proposal_id: "00".into(),
+                reason: None,
+            },
+        ));
+        let error = state.check_room(&limits, "sub", 1).unwrap_err();
+        assert!(
+            error.message.contains("max-events-per-subscription"),
+            "{}",
+            error.message
+        );
+        assert!(state.check_room(&limits, "other", 1).is_ok());
+    }
+}

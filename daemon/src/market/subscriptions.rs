@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use golem_model::ids::check_id;
 use golem_model::market::{
     Demand, DemandOfferBase, MarketEvent, Offer, OfferBroadcast, OfferUnsubscribed, Proposal,
     ProposalState, PublishedOffer,
 };
-use golem_model::ids::check_id;
 use golem_model::properties::Properties;
 use golem_model::{GolemError, NodeId};
 
@@ -725,9 +725,7 @@ fn apply_unsubscribed(
     check_id("offer id", &unsubscribed.offer_id)?;
     let id = unsubscribed.offer_id;
     let limits = &inner.config.limits;
-    let expiration = unsubscribed
-        .expiration
-        .min(current + limits.max_expiration);
+    let expiration = unsubscribed.expiration.min(current + limits.max_expiration);
     if let Some(known) = state.offers.get(&id) {
         if known.stored.published.offer.provider_id != origin || known.stored.local {
             return Err(GolemError::forbidden(format!(
@@ -750,4 +748,44 @@ fn apply_unsubscribed(
         vacant.insert(tombstone);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::MarketSettings;
+
+    #[test]
+    fn a_requested_expiry_beyond_the_cap_is_a_bad_request() {
+        let limits = MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .limits;
+        let current = now();
+        let properties = |millis: serde_json::Value| {
+            Properties::from_json(serde_json::json!({ EXPIRATION_PROPERTY: millis }))
+                .unwrap_or_else(|error| panic!("{error}"))
+        };
+        let soon = current.timestamp_millis() + 3_600_000;
+        assert!(check_requested_expiration(&properties(soon.into()), &limits, current).is_ok());
+        let none = Properties::from_json(serde_json::json!({})).unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_requested_expiration(&none, &limits, current).is_ok());
+        for far in [
+            serde_json::json!(4_102_444_800_000i64),
+            serde_json::json!(1e300),
+            serde_json::json!("tomorrow"),
+        ] {
+            let error =
+                check_requested_expiration(&properties(far.clone()), &limits, current).unwrap_err();
+            assert_eq!(error.code, golem_model::ErrorCode::BadRequest, "{far}");
+        }
+        let error =
+            check_requested_expiration(&properties(4_102_444_800_000i64.into()), &limits, current)
+                .unwrap_err();
+        assert!(
+            error.message.contains("max-expiration-secs"),
+            "{}",
+            error.message
+        );
+    }
 }

@@ -121,7 +121,11 @@ mod tests {
         }
         assert_eq!(mode(&data_dir.join("script")), 0o700, "owner bits are kept");
         assert_eq!(mode(&outside), 0o644, "a symlink is not followed");
-        assert_eq!(make_private(&data_dir).unwrap(), 0, "nothing left to change");
+        assert_eq!(
+            make_private(&data_dir).unwrap(),
+            0,
+            "nothing left to change"
+        );
     }
 
     #[test]

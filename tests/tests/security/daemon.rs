@@ -112,8 +112,8 @@ async fn a_data_dir_that_existed_open_is_made_private_with_every_file_in_it() {
 async fn the_store_keeps_no_app_key_in_plain_text() {
     let mut sandbox = Sandbox::new();
     let daemon = sandbox.daemon("keys").unwrap();
-    let created = golem_tests::stdout_of(daemon.cli(&["app-key", "create", "stolen"]).unwrap())
-        .unwrap();
+    let created =
+        golem_tests::stdout_of(daemon.cli(&["app-key", "create", "stolen"]).unwrap()).unwrap();
     let autoconfigured = daemon.app_key.clone();
     assert_eq!(daemon.stop().unwrap(), 0);
     let mut found = Vec::new();
@@ -162,7 +162,11 @@ async fn the_access_log_never_prints_the_auth_token() {
         daemon.api_url, daemon.app_key
     );
     let response = reqwest::get(&url).await.unwrap();
-    assert_eq!(response.status(), 200, "the query token still authenticates");
+    assert_eq!(
+        response.status(),
+        200,
+        "the query token still authenticates"
+    );
     let line = eventually(Duration::from_secs(10), "the access log line", || {
         let log = daemon.log();
         async move {
@@ -218,7 +222,10 @@ async fn a_node_flooding_offers_is_kept_to_its_quota() {
     // The receiver logs the drop in the same step in which it matched what it kept.
     let dropped = eventually(Duration::from_secs(30), "the quota drop", || {
         let log = receiver.log();
-        async move { log.contains("offers over the market's quota dropped").then_some(()) }
+        async move {
+            log.contains("offers over the market's quota dropped")
+                .then_some(())
+        }
     })
     .await;
     let held = client
@@ -283,7 +290,10 @@ async fn a_malformed_id_in_a_rest_path_is_a_bad_request() {
     let mut seen = Vec::new();
     for (method, path) in [
         (reqwest::Method::GET, "/market-api/v1/agreements/not-hex-zz"),
-        (reqwest::Method::GET, "/market-api/v1/demands/x%2F..%2Fy/events"),
+        (
+            reqwest::Method::GET,
+            "/market-api/v1/demands/x%2F..%2Fy/events",
+        ),
         (
             reqwest::Method::GET,
             "/market-api/v1/offers/0123/proposals/..%2F..%2Fdb",
@@ -328,7 +338,10 @@ async fn approved_agreement(
     let provider = sandbox.daemon_with("p", provider_args).unwrap();
     let bootstrap = provider.p2p_address().unwrap();
     let provider_client = provider.client();
-    let offer_id = provider_client.subscribe_offer(&offer(subnet)).await.unwrap();
+    let offer_id = provider_client
+        .subscribe_offer(&offer(subnet))
+        .await
+        .unwrap();
     spawn_provider_negotiator(provider_client.clone(), offer_id, offer(subnet));
     tokio::spawn(async move {
         let mut after: Option<String> = None;
@@ -350,7 +363,9 @@ async fn approved_agreement(
         }
     });
     let provider_node = sandbox.daemons()[0].node_id().unwrap();
-    sandbox.daemon_with("r", &["--bootstrap", &bootstrap]).unwrap();
+    sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
     let requestor = sandbox.daemons()[1].client();
     let agreement_id = negotiate_agreement(&requestor, &demand(subnet, in_an_hour())).await;
     (agreement_id, provider_node)
@@ -411,7 +426,10 @@ async fn activities_beyond_the_per_agreement_cap_are_refused() {
     .await;
     let requestor = sandbox.daemons()[1].client();
     for _ in 0..2 {
-        requestor.create_activity(&agreement_id, 10.0).await.unwrap();
+        requestor
+            .create_activity(&agreement_id, 10.0)
+            .await
+            .unwrap();
     }
     let refused = requestor.create_activity(&agreement_id, 10.0).await;
     let seen = match &refused {
