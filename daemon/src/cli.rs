@@ -24,7 +24,7 @@ use crate::config::{self, CliOverrides, DaemonConfig, LogFormat};
     about = "A node of the Golem network: identity, p2p net, market, activity and payment services behind the Golem REST API",
     after_help = "Every option can also be set in the TOML file given by --config and by GOLEM_* environment \
                   variables (GOLEM_DATA_DIR, GOLEM_API_ADDR, GOLEM_P2P_LISTEN, GOLEM_BOOTSTRAP, GOLEM_LOG_FORMAT, \
-                  GOLEM_AUTOCONF_APPKEY, GOLEM_MARKET_*); the command line wins over the environment, which wins over the file."
+                  GOLEM_AUTOCONF_APPKEY, GOLEM_MARKET_*, GOLEM_ACTIVITY_*); the command line wins over the environment, which wins over the file."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -45,6 +45,8 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `run`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Start the node and serve until SIGINT or SIGTERM
     Run(RunArgs),
@@ -105,6 +107,9 @@ pub struct RunArgs {
     pub external_addrs: Vec<String>,
     #[command(flatten)]
     pub market: MarketArgs,
+    /// Activities one agreement may create on this provider over its life [env: GOLEM_ACTIVITY_MAX_PER_AGREEMENT] [default: 100]
+    #[arg(long = "activity-max-per-agreement", value_name = "COUNT")]
+    pub activity_max_per_agreement: Option<usize>,
 }
 
 /// The `[market]` settings as flags (file key `market.<name>` without the
@@ -133,6 +138,21 @@ pub struct MarketArgs {
     /// Largest retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_MAX_MS] [default: 30000]
     #[arg(long = "market-outbox-retry-max-ms", value_name = "MS")]
     pub outbox_retry_max_ms: Option<u64>,
+    /// Offers of one other node kept at once; more are dropped [env: GOLEM_MARKET_MAX_OFFERS_PER_NODE] [default: 1000]
+    #[arg(long = "market-max-offers-per-node", value_name = "COUNT")]
+    pub max_offers_per_node: Option<u64>,
+    /// Offers of all other nodes kept at once [env: GOLEM_MARKET_MAX_OFFERS] [default: 100000]
+    #[arg(long = "market-max-offers", value_name = "COUNT")]
+    pub max_offers: Option<u64>,
+    /// Furthest expiry of an offer or demand (golem.srv.comp.expiration beyond it: 400; remote offers cut to it) [env: GOLEM_MARKET_MAX_EXPIRATION_SECS] [default: 2592000]
+    #[arg(long = "market-max-expiration-secs", value_name = "SECS")]
+    pub max_expiration_secs: Option<u64>,
+    /// Proposals one subscription holds; more are refused [env: GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION] [default: 10000]
+    #[arg(long = "market-max-proposals-per-subscription", value_name = "COUNT")]
+    pub max_proposals_per_subscription: Option<u64>,
+    /// Undelivered events one subscription holds; proposals beyond are refused [env: GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION] [default: 10000]
+    #[arg(long = "market-max-events-per-subscription", value_name = "COUNT")]
+    pub max_events_per_subscription: Option<u64>,
 }
 
 impl MarketArgs {
@@ -145,6 +165,11 @@ impl MarketArgs {
             sweep_interval_ms: self.sweep_interval_ms,
             outbox_retry_initial_ms: self.outbox_retry_initial_ms,
             outbox_retry_max_ms: self.outbox_retry_max_ms,
+            max_offers_per_node: self.max_offers_per_node,
+            max_offers: self.max_offers,
+            max_expiration_secs: self.max_expiration_secs,
+            max_proposals_per_subscription: self.max_proposals_per_subscription,
+            max_events_per_subscription: self.max_events_per_subscription,
         }
     }
 }
@@ -189,6 +214,7 @@ pub fn load_config(global: &GlobalArgs, run: Option<&RunArgs>) -> anyhow::Result
         overrides.relays = run.relays.clone();
         overrides.external_addrs = run.external_addrs.clone();
         overrides.market = run.market.overrides();
+        overrides.activity_max_per_agreement = run.activity_max_per_agreement;
     }
     Ok(DaemonConfig::load(&overrides, |name| {
         std::env::var(name).ok()
@@ -274,12 +300,13 @@ async fn over_bus(client: &BusClient, request: &IdentityRequest) -> anyhow::Resu
 }
 
 fn directly(data_dir: &Path, request: &IdentityRequest) -> anyhow::Result<IdentityAnswer> {
-    std::fs::create_dir_all(data_dir)
+    crate::store::make_private(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let store = crate::store::Store::open(data_dir).context(
         "no daemon answers on the bus socket and the database cannot be opened (is a daemon still starting?)",
     )?;
     let identity = crate::identity::start(data_dir, &store, None)?;
+    crate::store::make_private(data_dir)?;
     Ok(match request {
         IdentityRequest::Create(name) => IdentityAnswer::Created(identity.create_app_key(name)?),
         IdentityRequest::List => IdentityAnswer::Listed(identity.list_app_keys()?),

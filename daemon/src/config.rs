@@ -48,6 +48,14 @@ pub mod env_names {
     pub const MARKET_SWEEP_INTERVAL_MS: &str = "GOLEM_MARKET_SWEEP_INTERVAL_MS";
     pub const MARKET_OUTBOX_RETRY_INITIAL_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS";
     pub const MARKET_OUTBOX_RETRY_MAX_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_MAX_MS";
+    pub const MARKET_MAX_OFFERS_PER_NODE: &str = "GOLEM_MARKET_MAX_OFFERS_PER_NODE";
+    pub const MARKET_MAX_OFFERS: &str = "GOLEM_MARKET_MAX_OFFERS";
+    pub const MARKET_MAX_EXPIRATION_SECS: &str = "GOLEM_MARKET_MAX_EXPIRATION_SECS";
+    pub const MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION: &str =
+        "GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION";
+    pub const MARKET_MAX_EVENTS_PER_SUBSCRIPTION: &str = "GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION";
+    /// `[activity]` overrides (see `crate::activity::ActivitySettings`).
+    pub const ACTIVITY_MAX_PER_AGREEMENT: &str = "GOLEM_ACTIVITY_MAX_PER_AGREEMENT";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,6 +97,8 @@ pub struct DaemonConfig {
     pub payment: crate::payment::PaymentConfig,
     /// Market tunables: `[market]` with subscription-ttl-secs, remote-timeout-ms, ...
     pub market: crate::market::MarketSettings,
+    /// Activity limits: `[activity]` with max-per-agreement.
+    pub activity: crate::activity::ActivitySettings,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -114,6 +124,7 @@ impl Default for DaemonConfig {
             net_call_timeout_ms: 10_000,
             payment: crate::payment::PaymentConfig::default(),
             market: crate::market::MarketSettings::default(),
+            activity: crate::activity::ActivitySettings::default(),
         }
     }
 }
@@ -149,6 +160,8 @@ pub struct CliOverrides {
     pub external_addrs: Vec<String>,
     /// `--market-*` flags.
     pub market: crate::market::MarketOverrides,
+    /// `--activity-max-per-agreement`.
+    pub activity_max_per_agreement: Option<usize>,
 }
 
 fn parse_env<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
@@ -235,11 +248,32 @@ impl DaemonConfig {
                 env_names::MARKET_OUTBOX_RETRY_MAX_MS,
                 &mut self.market.outbox_retry_max_ms,
             ),
+            (
+                env_names::MARKET_MAX_OFFERS_PER_NODE,
+                &mut self.market.max_offers_per_node,
+            ),
+            (env_names::MARKET_MAX_OFFERS, &mut self.market.max_offers),
+            (
+                env_names::MARKET_MAX_EXPIRATION_SECS,
+                &mut self.market.max_expiration_secs,
+            ),
+            (
+                env_names::MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION,
+                &mut self.market.max_proposals_per_subscription,
+            ),
+            (
+                env_names::MARKET_MAX_EVENTS_PER_SUBSCRIPTION,
+                &mut self.market.max_events_per_subscription,
+            ),
         ];
         for (name, field) in market {
             if let Some(value) = env(name) {
                 *field = parse_env(name, value)?;
             }
+        }
+        if let Some(value) = env(env_names::ACTIVITY_MAX_PER_AGREEMENT) {
+            self.activity.max_per_agreement =
+                parse_env(env_names::ACTIVITY_MAX_PER_AGREEMENT, value)?;
         }
         if let Some(value) = env(env_names::DATA_DIR) {
             self.data_dir = PathBuf::from(value);
@@ -354,6 +388,9 @@ impl DaemonConfig {
             self.external_addrs = cli.external_addrs.clone();
         }
         cli.market.apply_to(&mut self.market);
+        if let Some(limit) = cli.activity_max_per_agreement {
+            self.activity.max_per_agreement = limit;
+        }
     }
 
     /// Path of the bus socket inside the data dir.
@@ -484,5 +521,44 @@ mod tests {
         };
         let error = DaemonConfig::load(&cli, fake_env(&[])).unwrap_err();
         assert!(error.to_string().contains("no-such-key"), "{error}");
+    }
+
+    #[test]
+    fn the_activity_cap_comes_from_file_env_and_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daemon.toml");
+        std::fs::write(&file, "[activity]\nmax-per-agreement = 5\n").unwrap();
+        let cli = CliOverrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
+        assert_eq!(from_file.activity.max_per_agreement, 5);
+        let env = fake_env(&[(env_names::ACTIVITY_MAX_PER_AGREEMENT, "7")]);
+        assert_eq!(
+            DaemonConfig::load(&cli, &env)
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            7
+        );
+        let cli = CliOverrides {
+            activity_max_per_agreement: Some(9),
+            ..cli
+        };
+        assert_eq!(
+            DaemonConfig::load(&cli, &env)
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            9
+        );
+        assert_eq!(
+            DaemonConfig::load(&CliOverrides::default(), fake_env(&[]))
+                .unwrap()
+                .activity
+                .max_per_agreement,
+            100
+        );
     }
 }

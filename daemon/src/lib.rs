@@ -47,15 +47,18 @@ pub struct Node {
 pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| {
+    store::make_private(data_dir).with_context(|| {
         format!(
-            "cannot create the data directory {} (choose another with --data-dir)",
+            "cannot create the data directory {} or make it private (choose another with --data-dir)",
             data_dir.display()
         )
     })?;
     let store = store::Store::open(data_dir).context("opening the store")?;
     let identity = identity::start(data_dir, &store, config.autoconf_appkey.as_deref())
         .context("starting the identity service")?;
+    // Again, for the files sled and the identity service have just created
+    // (the binary's umask covers them, a library caller's may not).
+    store::make_private(data_dir).context("making the data directory private")?;
     let node_id = identity.node_id();
     let span = tracing::info_span!("node", %node_id);
     let _entered = span.enter();
@@ -95,6 +98,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &store,
         &router,
         std::sync::Arc::new(market.clone()),
+        &config.activity,
     )
     .context("starting the activity service")?;
     let payment = payment::start_with(

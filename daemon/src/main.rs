@@ -8,6 +8,9 @@ use clap::Parser;
 use golem_daemon::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    // Everything the daemon creates (data dir, sled files, socket) is for its
+    // user only; `store::make_private` also fixes what exists already.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(ref run_args) => {

@@ -79,7 +79,8 @@ fn demand(subnet: &str) -> DemandOfferBase {
     DemandOfferBase {
         properties: json!({
             "golem.node.debug.subnet": subnet,
-            "golem.srv.comp.expiration": 4_102_444_800_000u64,
+            // An hour ahead, as clients ask; the market refuses expiries beyond its cap.
+            "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 3_600_000,
             "golem.srv.caps.multi-activity": true,
         }),
         constraints: format!(

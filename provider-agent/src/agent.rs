@@ -601,6 +601,13 @@ impl Agent {
         event_date: DateTime<Utc>,
         received: Instant,
     ) {
+        // Both ids become path components of the work dir: only id-shaped ones.
+        if let Err(error) = golem_model::ids::check_id("activity id", activity_id)
+            .and_then(|()| golem_model::ids::check_id("agreement id", agreement_id))
+        {
+            tracing::warn!(%error, "activity event ignored");
+            return;
+        }
         let known = self.state.read(|state| {
             state.agreements.get(agreement_id).map(|a| {
                 (

@@ -34,7 +34,8 @@ fn offer(subnet: &str, name: &str) -> DemandOfferBase {
 fn demand(subnet: &str) -> DemandOfferBase {
     DemandOfferBase {
         properties: json!({
-            "golem": {"node": {"debug": {"subnet": subnet}}, "srv": {"comp": {"expiration": 4_102_444_800_000u64}}},
+            // An hour ahead, as clients ask; the market refuses expiries beyond its cap.
+            "golem": {"node": {"debug": {"subnet": subnet}}, "srv": {"comp": {"expiration": chrono::Utc::now().timestamp_millis() + 3_600_000}}},
         }),
         constraints: format!(
             "(&(golem.node.debug.subnet={subnet})\n\t(golem.inf.cpu.threads>=1)\n\t(golem.runtime.name=vm))"

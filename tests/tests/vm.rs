@@ -47,7 +47,8 @@ fn demand(package: &str) -> DemandOfferBase {
             "golem.node.debug.subnet": SUBNET,
             "golem.srv.comp.task_package": package,
             "golem.srv.comp.vm.package_format": "gvmkit-squash",
-            "golem.srv.comp.expiration": 4_102_444_800_000u64,
+            // An hour ahead, as clients ask; the market refuses expiries beyond its cap.
+            "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 3_600_000,
         }),
         constraints: format!(
             "(&(golem.node.debug.subnet={SUBNET})(golem.inf.mem.gib>=0.1)(golem.inf.storage.gib>=1)(golem.runtime.name=vm))"

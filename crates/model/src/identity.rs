@@ -112,7 +112,12 @@ pub struct BusInfo {
 #[serde(rename_all = "camelCase")]
 pub struct AppKeyInfo {
     pub name: String,
+    /// The key itself only where it was just created; the daemon stores a
+    /// hash, so a listing shows the masked prefix (`key_prefix` + `…`) here.
     pub key: String,
+    /// The first characters of the key, to tell keys apart in a listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
     pub role: String,
     pub identity: NodeId,
     pub created: chrono::DateTime<chrono::Utc>,

@@ -13,6 +13,7 @@ pub mod constraints;
 pub mod error;
 pub mod gftp;
 pub mod identity;
+pub mod ids;
 pub mod market;
 pub mod payment;
 pub mod properties;

@@ -7,6 +7,9 @@
 //!
 //! It must never run user code itself, and never trust a remote caller for
 //! anything but its own activities (the caller NodeId comes from the net).
+//! What a requestor may ask of this provider is bounded: ids must have the
+//! shape of ids, waits are capped, and an agreement hosts at most
+//! [`ActivitySettings::max_per_agreement`] activities.
 
 mod provider;
 mod requestor;
@@ -39,6 +42,27 @@ impl Agreements for crate::market::MarketService {
     }
 }
 
+/// The `[activity]` section of the daemon config file (kebab-case keys, every
+/// one optional), `GOLEM_ACTIVITY_*` in the environment and the
+/// `--activity-*` flags of `golem-daemon run`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ActivitySettings {
+    /// Activities one agreement may create on this provider over its life
+    /// (destroyed ones count too, so a requestor cannot grow the records
+    /// without bound). yapapi and golem-js create one per agreement and a new
+    /// one after a failure; 100 leaves room for many restarts.
+    pub max_per_agreement: usize,
+}
+
+impl Default for ActivitySettings {
+    fn default() -> Self {
+        ActivitySettings {
+            max_per_agreement: 100,
+        }
+    }
+}
+
 /// Handle to the activity service. Cheap to clone.
 #[derive(Clone)]
 pub struct ActivityService {
@@ -62,9 +86,21 @@ pub fn start(
     store: &Store,
     router: &Router,
     agreements: Arc<dyn Agreements>,
+    settings: &ActivitySettings,
 ) -> Result<ActivityService, GolemError> {
+    if settings.max_per_agreement == 0 {
+        return Err(GolemError::bad_request(
+            "activity setting max-per-agreement must be greater than zero",
+        ));
+    }
     let tree = store.tree("activity")?;
-    let provider = ProviderSide::open(node_id, router.clone(), agreements.clone(), tree.clone())?;
+    let provider = ProviderSide::open(
+        node_id,
+        router.clone(),
+        agreements.clone(),
+        tree.clone(),
+        settings.clone(),
+    )?;
     let requestor = RequestorSide::open(node_id, router.clone(), agreements, tree)?;
     router.bind(ACTIVITY_PUBLIC_SERVICE, provider.public_endpoint())?;
     router.bind(ACTIVITY_SERVICE, provider.local_endpoint())?;

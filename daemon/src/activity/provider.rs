@@ -31,13 +31,15 @@ use golem_model::activity_control::{
     GetRunningCommandRemote, GetStateRemote, GetUsageRemote, ProviderEvent,
     StreamBatchEventsRemote,
 };
+use golem_model::ids::check_id;
 use golem_model::market::AgreementState;
 use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tokio::sync::watch;
 
-use super::Agreements;
+use super::{ActivitySettings, Agreements};
+use crate::api::query::bounded_seconds;
 use crate::store::{self, StoreError};
 
 const ACTIVITY_PREFIX: &str = "provider/";
@@ -94,6 +96,9 @@ struct ProviderBook {
     /// Oldest first; each with the sequence number of its sled key.
     events: VecDeque<(u64, ProviderEvent)>,
     next_event_seq: u64,
+    /// Activities created per agreement, for `max-per-agreement`; kept while
+    /// the agreement may still create activities (not only while they are in memory).
+    created_per_agreement: HashMap<String, usize>,
 }
 
 #[derive(Clone)]
@@ -105,6 +110,7 @@ struct Inner {
     node_id: NodeId,
     router: Router,
     agreements: Arc<dyn Agreements>,
+    settings: ActivitySettings,
     tree: sled::Tree,
     state: Mutex<ProviderBook>,
     /// Bumped on every change; long-polls wait on it.
@@ -163,8 +169,16 @@ impl ProviderSide {
         router: Router,
         agreements: Arc<dyn Agreements>,
         tree: sled::Tree,
+        settings: ActivitySettings,
     ) -> Result<ProviderSide, StoreError> {
-        Self::open_with(node_id, router, agreements, tree, Retention::default())
+        Self::open_with(
+            node_id,
+            router,
+            agreements,
+            tree,
+            settings,
+            Retention::default(),
+        )
     }
 
     fn open_with(
@@ -172,6 +186,7 @@ impl ProviderSide {
         router: Router,
         agreements: Arc<dyn Agreements>,
         tree: sled::Tree,
+        settings: ActivitySettings,
         retention: Retention,
     ) -> Result<ProviderSide, StoreError> {
         let mut state = ProviderBook::default();
@@ -189,6 +204,10 @@ impl ProviderSide {
         for entry in tree.scan_prefix(ACTIVITY_PREFIX) {
             let (_, value) = entry?;
             let mut record: ActivityRecord = store::decode("activity", &value)?;
+            *state
+                .created_per_agreement
+                .entry(record.agreement_id.clone())
+                .or_default() += 1;
             if record.state.state.alive() {
                 record.state = terminated("the provider's daemon restarted");
                 tree.insert(
@@ -208,6 +227,7 @@ impl ProviderSide {
                 node_id,
                 router,
                 agreements,
+                settings,
                 tree,
                 state: Mutex::new(state),
                 changes,
@@ -273,7 +293,24 @@ impl ProviderSide {
     /// sled) and provider events past [`PROVIDER_EVENT_RETENTION`] (also from sled).
     fn compact(&self) {
         let retention = self.inner.retention;
+        let counted: Vec<String> = self.lock().created_per_agreement.keys().cloned().collect();
+        // Agreements that can no longer create activities need no count
+        // (asked outside the lock: the market has its own).
+        let closed: Vec<String> = counted
+            .into_iter()
+            .filter(|id| {
+                self.inner.agreements.agreement(id).map_or(true, |agreement| {
+                    !matches!(
+                        agreement.state,
+                        AgreementState::Approved | AgreementState::Pending
+                    )
+                })
+            })
+            .collect();
         let mut state = self.lock();
+        for id in closed {
+            state.created_per_agreement.remove(&id);
+        }
         state.activities.retain(|_, hosted| {
             hosted
                 .ended
@@ -330,6 +367,7 @@ impl ProviderSide {
         caller: Caller,
         activity_id: &str,
     ) -> Result<(), GolemError> {
+        check_id("activity id", activity_id)?;
         let Some(record) = self.record(state, activity_id) else {
             return Err(GolemError::not_found(format!(
                 "no activity {activity_id} on this provider"
@@ -353,6 +391,7 @@ impl ProviderSide {
                 "activities are created by the requestor's daemon",
             ));
         };
+        check_id("agreement id", &message.agreement_id)?;
         let mut agreement = self.inner.agreements.agreement(&message.agreement_id)?;
         // The market tells the requestor "Approved" before it commits its own
         // record, so a fast requestor can get here while ours is still Pending.
@@ -391,7 +430,25 @@ impl ProviderSide {
         };
         {
             let mut state = self.lock();
+            let limit = self.inner.settings.max_per_agreement;
+            let created = state
+                .created_per_agreement
+                .get(&message.agreement_id)
+                .copied()
+                .unwrap_or(0);
+            if created >= limit {
+                tracing::debug!(agreement_id = %message.agreement_id, %requestor, limit, "activity refused: the agreement has created its maximum");
+                return Err(GolemError::conflict(format!(
+                    "agreement {} has already created {created} activities, the limit of this provider \
+                     (activity.max-per-agreement / GOLEM_ACTIVITY_MAX_PER_AGREEMENT = {limit})",
+                    message.agreement_id
+                )));
+            }
             self.persist(&record);
+            *state
+                .created_per_agreement
+                .entry(message.agreement_id.clone())
+                .or_default() += 1;
             self.push_event(
                 &mut state,
                 ProviderEvent::CreateActivity {
@@ -407,7 +464,7 @@ impl ProviderSide {
         }
         self.changed();
         tracing::info!(%activity_id, agreement_id = %message.agreement_id, "activity created; waiting for the exe unit");
-        let wait = Duration::from_secs_f64(message.timeout_sec.max(0.0)).min(MAX_REMOTE_WAIT);
+        let wait = bounded_seconds(message.timeout_sec, MAX_REMOTE_WAIT);
         // Answer once the exe unit is up; the requestor's daemon keeps waiting if it is not yet.
         self.wait_for(wait, |state| {
             let current = state.activities.get(&activity_id)?.record.state.state.0;
@@ -489,6 +546,7 @@ impl ProviderSide {
     }
 
     async fn exec(&self, caller: Caller, message: ExecRemote) -> Result<String, GolemError> {
+        check_id("batch id", &message.batch_id)?;
         {
             let mut state = self.lock();
             self.check_owner(&state, caller, &message.activity_id)?;
@@ -552,8 +610,8 @@ impl ProviderSide {
                 )));
             }
         }
-        let wait = Duration::from_secs_f64(message.timeout_sec.unwrap_or(0.0).max(0.0))
-            .min(MAX_REMOTE_WAIT);
+        check_id("batch id", &message.batch_id)?;
+        let wait = bounded_seconds(message.timeout_sec.unwrap_or(0.0), MAX_REMOTE_WAIT);
         let select = |state: &ProviderBook| -> Option<(bool, Vec<ExeScriptCommandResult>)> {
             let batch = state
                 .activities
@@ -950,6 +1008,7 @@ mod tests {
             Router::new(),
             Arc::new(OneAgreement(agreement)),
             store.tree("activity").unwrap(),
+            ActivitySettings::default(),
             Retention {
                 finished_activity: Duration::from_millis(200),
                 provider_events: PROVIDER_EVENT_RETENTION,

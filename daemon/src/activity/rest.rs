@@ -12,6 +12,7 @@ use futures::stream::{self, StreamExt};
 use golem_bus::Caller;
 use golem_model::activity::parse_exe_script;
 use golem_model::activity_control::CreateActivityResult;
+use golem_model::ids::{check_id, RecordId};
 use golem_model::GolemError;
 use serde::Deserialize;
 
@@ -88,6 +89,7 @@ async fn create_activity(
             )))
         }
     };
+    check_id("agreement id", &agreement_id)?;
     let timeout = seconds(query.timeout)?.unwrap_or(DEFAULT_CREATE_TIMEOUT);
     let activity_id = activity.requestor.create(&agreement_id, timeout).await?;
     if object_form {
@@ -101,7 +103,7 @@ async fn create_activity(
 
 async fn destroy_activity(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     activity.requestor.destroy(&path).await?;
     Ok(HttpResponse::Ok().json(()))
@@ -114,7 +116,7 @@ struct ExecRequest {
 
 async fn exec(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     request: web::Json<ExecRequest>,
 ) -> ApiResult<HttpResponse> {
     let commands = parse_exe_script(&request.text).map_err(|error| {
@@ -141,7 +143,7 @@ struct ResultsQuery {
 async fn batch_results(
     request: HttpRequest,
     activity: web::Data<ActivityService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
     query: web::Query<ResultsQuery>,
 ) -> ApiResult<HttpResponse> {
     let (activity_id, batch_id) = path.into_inner();
@@ -194,7 +196,7 @@ fn sse(events: golem_bus::ReplyStream) -> ApiResult<HttpResponse> {
 
 async fn state(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     if activity.requestor.find(&path).is_some() {
         return Ok(HttpResponse::Ok().json(activity.requestor.state(&path).await?));
@@ -209,7 +211,7 @@ async fn state(
 
 async fn usage(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     if activity.requestor.find(&path).is_some() {
         return Ok(HttpResponse::Ok().json(activity.requestor.usage(&path).await?));
@@ -225,7 +227,7 @@ async fn usage(
 /// Provider side: the agent sets the state of an activity this node hosts.
 async fn set_state(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     state: web::Json<golem_model::activity::ActivityState>,
 ) -> ApiResult<HttpResponse> {
     if !activity.provider.hosts(&path) {
@@ -240,7 +242,7 @@ async fn set_state(
 /// Provider side: the agent sets the usage counters of an activity this node hosts.
 async fn set_usage(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     usage: web::Json<golem_model::activity::ActivityUsage>,
 ) -> ApiResult<HttpResponse> {
     if !activity.provider.hosts(&path) {
@@ -254,7 +256,7 @@ async fn set_usage(
 
 async fn running_command(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     let command = activity.requestor.running_command(&path).await?;
     Ok(HttpResponse::Ok().json(command.into_iter().collect::<Vec<_>>()))
@@ -263,7 +265,7 @@ async fn running_command(
 /// `GET /activity/{id}/agreement` (golem-js): the agreement id as a JSON string.
 async fn agreement_of(
     activity: web::Data<ActivityService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     match activity.requestor.find(&path) {
         Some(record) => Ok(HttpResponse::Ok().json(record.agreement_id)),

@@ -54,7 +54,58 @@ fn bearer_token(request: &ServiceRequest) -> Option<String> {
     let query = request.query_string();
     web::Query::<std::collections::HashMap<String, String>>::from_query(query)
         .ok()
-        .and_then(|map| map.get("authToken").cloned())
+        .and_then(|map| map.get(TOKEN_PARAMETER).cloned())
+}
+
+/// The query parameter that carries an app-key for WebSocket clients.
+const TOKEN_PARAMETER: &str = "authToken";
+
+/// `uri` as it may be logged: the value of every `authToken` parameter is
+/// replaced, so an app-key never reaches a log line.
+pub fn redacted_uri(uri: &actix_web::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.to_string();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            if percent_decoded(name).eq_ignore_ascii_case(TOKEN_PARAMETER) {
+                format!("{name}=<redacted>")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+/// A query parameter name as the query extractor sees it (`%XX` and `+` decoded).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (b'+', _) => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 pub async fn require_app_key(
@@ -108,4 +159,26 @@ pub async fn require_app_key(
         }
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auth_token_never_reaches_a_logged_uri() {
+        let uri: actix_web::http::Uri =
+            "/gsb-api/v1/services/1?authToken=secret-key&x=1&auth%54oken=k2"
+                .parse()
+                .unwrap_or_else(|error| panic!("{error}"));
+        let logged = redacted_uri(&uri);
+        assert_eq!(
+            logged,
+            "/gsb-api/v1/services/1?authToken=<redacted>&x=1&auth%54oken=<redacted>"
+        );
+        let plain: actix_web::http::Uri = "/me?timeout=1"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(redacted_uri(&plain), "/me?timeout=1");
+    }
 }

@@ -138,7 +138,7 @@ pub fn start(
 }
 
 /// One debug line per request (`RUST_LOG=golem_daemon::api::access=debug`):
-/// method, path with query, status and time to the response head, for
+/// method, path with query (`authToken` redacted), status and time to the response head, for
 /// following what a client such as yapapi or golem-js does and when. Costs one
 /// level check when the target is off.
 async fn access_log(
@@ -150,7 +150,7 @@ async fn access_log(
     }
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let uri = request.uri().to_string();
+    let uri = auth::redacted_uri(request.uri());
     let response = next.call(request).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &response {

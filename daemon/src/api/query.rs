@@ -1,5 +1,7 @@
 //! Query-string values several services' REST routes share.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use golem_model::GolemError;
 
@@ -12,9 +14,38 @@ pub fn parse_timestamp(name: &str, text: &str) -> Result<DateTime<Utc>, GolemErr
         .map_err(|error| GolemError::bad_request(format!("invalid {name} {text:?}: {error}")))
 }
 
+/// A timeout in seconds given by a client or another node, bounded before it
+/// becomes a [`Duration`] (which panics on huge, negative or NaN values):
+/// NaN and negatives are zero, anything above `max` (infinity included) is `max`.
+pub fn bounded_seconds(seconds: f64, max: Duration) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    if seconds >= max.as_secs_f64() {
+        return max;
+    }
+    Duration::from_secs_f64(seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_bounded_before_they_become_durations() {
+        let max = Duration::from_secs(8);
+        for (given, expected) in [
+            (1e300, max),
+            (f64::INFINITY, max),
+            (f64::NAN, Duration::ZERO),
+            (-1e300, Duration::ZERO),
+            (f64::NEG_INFINITY, Duration::ZERO),
+            (-0.0, Duration::ZERO),
+            (2.5, Duration::from_millis(2500)),
+        ] {
+            assert_eq!(bounded_seconds(given, max), expected, "{given}");
+        }
+    }
 
     #[test]
     fn accepts_offsets_z_and_a_decoded_plus() {

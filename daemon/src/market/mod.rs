@@ -80,6 +80,29 @@ pub struct MarketConfig {
     pub outbox_retry_initial: Duration,
     /// Largest retry delay of an undelivered notice.
     pub outbox_retry_max: Duration,
+    /// What other nodes (and local clients) may make this market hold.
+    pub limits: MarketLimits,
+}
+
+/// Quotas on what the market keeps, so that no peer can fill its memory or
+/// disk. A refusal names the limit and the `[market]` setting that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketLimits {
+    /// Offers of one other node kept at once; more from it are dropped
+    /// (logged at debug, not stored) until some expire or are unsubscribed.
+    pub max_offers_per_node: usize,
+    /// Offers of all other nodes kept at once (and unsubscription tombstones).
+    pub max_offers: usize,
+    /// Furthest expiry of an offer or demand: a local subscription asking for
+    /// more (`golem.srv.comp.expiration`) is refused with 400, a remote
+    /// offer's expiry is cut to it.
+    pub max_expiration: chrono::Duration,
+    /// Proposals one subscription holds; a new one beyond it is refused
+    /// (Conflict to the node that sent it, skipped when matching).
+    pub max_proposals_per_subscription: usize,
+    /// Undelivered events one subscription holds; a proposal that would add
+    /// one more is refused the same way, until the client takes its events.
+    pub max_events_per_subscription: usize,
 }
 
 impl Default for MarketConfig {
@@ -103,6 +126,12 @@ pub struct MarketSettings {
     pub sweep_interval_ms: u64,
     pub outbox_retry_initial_ms: u64,
     pub outbox_retry_max_ms: u64,
+    /// See [`MarketLimits`].
+    pub max_offers_per_node: u64,
+    pub max_offers: u64,
+    pub max_expiration_secs: u64,
+    pub max_proposals_per_subscription: u64,
+    pub max_events_per_subscription: u64,
 }
 
 impl Default for MarketSettings {
@@ -115,6 +144,11 @@ impl Default for MarketSettings {
             sweep_interval_ms: 1_000,
             outbox_retry_initial_ms: 500,
             outbox_retry_max_ms: 30_000,
+            max_offers_per_node: 1_000,
+            max_offers: 100_000,
+            max_expiration_secs: 30 * 24 * 3600,
+            max_proposals_per_subscription: 10_000,
+            max_events_per_subscription: 10_000,
         }
     }
 }
@@ -130,6 +164,11 @@ pub struct MarketOverrides {
     pub sweep_interval_ms: Option<u64>,
     pub outbox_retry_initial_ms: Option<u64>,
     pub outbox_retry_max_ms: Option<u64>,
+    pub max_offers_per_node: Option<u64>,
+    pub max_offers: Option<u64>,
+    pub max_expiration_secs: Option<u64>,
+    pub max_proposals_per_subscription: Option<u64>,
+    pub max_events_per_subscription: Option<u64>,
 }
 
 impl MarketOverrides {
@@ -155,6 +194,17 @@ impl MarketOverrides {
                 &mut settings.outbox_retry_initial_ms,
             ),
             (self.outbox_retry_max_ms, &mut settings.outbox_retry_max_ms),
+            (self.max_offers_per_node, &mut settings.max_offers_per_node),
+            (self.max_offers, &mut settings.max_offers),
+            (self.max_expiration_secs, &mut settings.max_expiration_secs),
+            (
+                self.max_proposals_per_subscription,
+                &mut settings.max_proposals_per_subscription,
+            ),
+            (
+                self.max_events_per_subscription,
+                &mut settings.max_events_per_subscription,
+            ),
         ];
         for (given, field) in pairs {
             if let Some(value) = given {
@@ -174,8 +224,9 @@ pub struct MarketSettingsError {
 }
 
 impl MarketSettings {
-    /// Checks the values (every interval and timeout must be positive, the
-    /// subscription lifetime at most ten years) and converts them.
+    /// Checks the values (every interval, timeout and limit must be positive,
+    /// the subscription lifetime within the expiration cap, the cap at most
+    /// ten years) and converts them.
     pub fn to_config(&self) -> Result<MarketConfig, MarketSettingsError> {
         let positive = |name: &'static str, value: u64| {
             if value == 0 {
@@ -188,16 +239,43 @@ impl MarketSettings {
                 Ok(value)
             }
         };
-        let ttl_secs = positive("subscription-ttl-secs", self.subscription_ttl_secs)?;
-        let subscription_ttl = i64::try_from(ttl_secs)
-            .ok()
-            .filter(|secs| *secs <= 10 * 366 * 24 * 3600)
-            .map(chrono::Duration::seconds)
-            .ok_or(MarketSettingsError {
+        let ten_years = |name: &'static str, value: u64| {
+            let secs = positive(name, value)?;
+            i64::try_from(secs)
+                .ok()
+                .filter(|secs| *secs <= 10 * 366 * 24 * 3600)
+                .map(chrono::Duration::seconds)
+                .ok_or(MarketSettingsError {
+                    name,
+                    value: secs,
+                    message: "it must be at most ten years",
+                })
+        };
+        let subscription_ttl = ten_years("subscription-ttl-secs", self.subscription_ttl_secs)?;
+        let max_expiration = ten_years("max-expiration-secs", self.max_expiration_secs)?;
+        if subscription_ttl > max_expiration {
+            return Err(MarketSettingsError {
                 name: "subscription-ttl-secs",
-                value: ttl_secs,
-                message: "it must be at most ten years",
-            })?;
+                value: self.subscription_ttl_secs,
+                message: "it must not exceed max-expiration-secs",
+            });
+        }
+        let count = |name, value| {
+            positive(name, value).map(|value| usize::try_from(value).unwrap_or(usize::MAX))
+        };
+        let limits = MarketLimits {
+            max_offers_per_node: count("max-offers-per-node", self.max_offers_per_node)?,
+            max_offers: count("max-offers", self.max_offers)?,
+            max_expiration,
+            max_proposals_per_subscription: count(
+                "max-proposals-per-subscription",
+                self.max_proposals_per_subscription,
+            )?,
+            max_events_per_subscription: count(
+                "max-events-per-subscription",
+                self.max_events_per_subscription,
+            )?,
+        };
         let millis = |name, value| positive(name, value).map(Duration::from_millis);
         let outbox_retry_initial = millis("outbox-retry-initial-ms", self.outbox_retry_initial_ms)?;
         let outbox_retry_max = millis("outbox-retry-max-ms", self.outbox_retry_max_ms)?;
@@ -216,6 +294,7 @@ impl MarketSettings {
             sweep_interval: millis("sweep-interval-ms", self.sweep_interval_ms)?,
             outbox_retry_initial,
             outbox_retry_max,
+            limits,
         })
     }
 }
@@ -534,5 +613,46 @@ mod settings_tests {
             ..MarketSettings::default()
         };
         assert!(inverted.to_config().is_err());
+    }
+
+    #[test]
+    fn limits_come_from_the_file_env_and_flags_and_must_be_consistent() {
+        let config = load(
+            "[market]\nmax-offers-per-node = 7\nmax-expiration-secs = 7200\n",
+            &[(env_names::MARKET_MAX_EVENTS_PER_SUBSCRIPTION, "30")],
+        )
+        .unwrap_or_else(|error| panic!("config: {error}"));
+        let limits = config
+            .market
+            .to_config()
+            .unwrap_or_else(|error| panic!("market: {error}"))
+            .limits;
+        assert_eq!(limits.max_offers_per_node, 7);
+        assert_eq!(limits.max_expiration, chrono::Duration::seconds(7200));
+        assert_eq!(limits.max_events_per_subscription, 30);
+        assert_eq!(limits.max_offers, 100_000);
+        let mut settings = MarketSettings::default();
+        MarketOverrides {
+            max_proposals_per_subscription: Some(3),
+            ..Default::default()
+        }
+        .apply_to(&mut settings);
+        assert_eq!(settings.max_proposals_per_subscription, 3);
+        let too_long_ttl = MarketSettings {
+            subscription_ttl_secs: 7201,
+            max_expiration_secs: 7200,
+            ..MarketSettings::default()
+        };
+        let error = too_long_ttl
+            .to_config()
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("max-expiration-secs"), "{error}");
+        let zero = MarketSettings {
+            max_offers: 0,
+            ..MarketSettings::default()
+        };
+        assert!(zero.to_config().is_err());
     }
 }

@@ -329,6 +329,9 @@ impl MarketService {
                     "proposal {counter_id} is already known"
                 )));
             }
+            state
+                .check_room(&inner.config.limits, &offer_id, 2)
+                .inspect_err(|error| tracing::debug!(requestor = %caller, %error, "initial proposal refused"))?;
             let initial = Proposal {
                 properties: published.properties.clone(),
                 constraints: published.constraints.clone(),
@@ -433,6 +436,9 @@ impl MarketService {
                     message.proposal.proposal_id
                 )));
             }
+            state
+                .check_room(&inner.config.limits, &previous.subscription_id, 1)
+                .inspect_err(|error| tracing::debug!(counterparty = %caller, %error, "counter-proposal refused"))?;
             check_match(
                 &message.proposal.properties,
                 &message.proposal.constraints,

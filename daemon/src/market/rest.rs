@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use golem_model::ids::{check_id, RecordId};
 use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, NewScan, Reason};
 use golem_model::{GolemError, NodeId};
 use serde::Deserialize;
@@ -225,7 +226,7 @@ async fn list_offers(auth: Authenticated, market: web::Data<MarketService>) -> H
 async fn unsubscribe_offer(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     market.unsubscribe_offer(auth.0.identity, &path).await?;
     Ok(no_content())
@@ -249,7 +250,7 @@ async fn list_demands(auth: Authenticated, market: web::Data<MarketService>) -> 
 async fn unsubscribe_demand(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     market.unsubscribe_demand(auth.0.identity, &path).await?;
     Ok(no_content())
@@ -278,7 +279,7 @@ async fn events(
 async fn offer_events(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
     events(
@@ -294,7 +295,7 @@ async fn offer_events(
 async fn demand_events(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
     events(
@@ -310,7 +311,7 @@ async fn demand_events(
 async fn get_offer_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path.into_inner();
     let proposal = market.get_proposal(
@@ -325,7 +326,7 @@ async fn get_offer_proposal(
 async fn get_demand_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path.into_inner();
     let proposal = market.get_proposal(
@@ -341,7 +342,7 @@ async fn counter(
     kind: SubscriptionKind,
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: (String, String),
+    path: (RecordId, RecordId),
     body: DemandOfferBase,
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path;
@@ -354,7 +355,7 @@ async fn counter(
 async fn counter_offer_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
     body: web::Json<DemandOfferBase>,
 ) -> ApiResult<HttpResponse> {
     counter(
@@ -370,7 +371,7 @@ async fn counter_offer_proposal(
 async fn counter_demand_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
     body: web::Json<DemandOfferBase>,
 ) -> ApiResult<HttpResponse> {
     counter(
@@ -387,7 +388,7 @@ async fn reject(
     kind: SubscriptionKind,
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: (String, String),
+    path: (RecordId, RecordId),
     body: &[u8],
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path;
@@ -401,7 +402,7 @@ async fn reject(
 async fn reject_offer_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     reject(
@@ -417,7 +418,7 @@ async fn reject_offer_proposal(
 async fn reject_demand_proposal(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<(String, String)>,
+    path: web::Path<(RecordId, RecordId)>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     reject(
@@ -435,6 +436,7 @@ async fn create_agreement(
     market: web::Data<MarketService>,
     body: web::Json<AgreementProposal>,
 ) -> ApiResult<HttpResponse> {
+    check_id("proposal id", &body.proposal_id)?;
     let id = market
         .create_agreement(auth.0.identity, &body.proposal_id, body.valid_to)
         .await?;
@@ -469,7 +471,7 @@ async fn list_agreements(
 async fn get_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(market.get_agreement(auth.0.identity, &path)?))
 }
@@ -477,7 +479,7 @@ async fn get_agreement(
 async fn confirm_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<SessionQuery>,
 ) -> ApiResult<HttpResponse> {
     market
@@ -489,7 +491,7 @@ async fn confirm_agreement(
 async fn wait_for_approval(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<TimeoutQuery>,
 ) -> ApiResult<HttpResponse> {
     let timeout = match query.timeout {
@@ -505,7 +507,7 @@ async fn wait_for_approval(
 async fn approve_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<SessionQuery>,
 ) -> ApiResult<HttpResponse> {
     market
@@ -517,7 +519,7 @@ async fn approve_agreement(
 async fn reject_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let reason = optional_reason(&body)?;
@@ -530,7 +532,7 @@ async fn reject_agreement(
 async fn cancel_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let reason = optional_reason(&body)?;
@@ -543,7 +545,7 @@ async fn cancel_agreement(
 async fn terminate_agreement(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let reason = optional_reason(&body)?;
@@ -556,7 +558,7 @@ async fn terminate_agreement(
 async fn termination_reason(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(market.termination_reason(auth.0.identity, &path)?))
 }
@@ -597,7 +599,7 @@ async fn begin_scan(
 async fn scan_events(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
     query: web::Query<ScanEventsQuery>,
 ) -> ApiResult<HttpResponse> {
     let query = query.into_inner();
@@ -631,7 +633,7 @@ async fn scan_events(
 async fn end_scan(
     auth: Authenticated,
     market: web::Data<MarketService>,
-    path: web::Path<String>,
+    path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
     market.end_scan(auth.0.identity, &path)?;
     Ok(no_content())

@@ -242,6 +242,10 @@ pub(crate) struct State {
     pub next_arrival: u64,
     /// Scan iterators (in memory only, as in the original).
     pub scans: super::scan::Scans,
+    /// How many offers of each other node are held (see [`super::MarketLimits`]).
+    pub remote_offers_by_node: HashMap<NodeId, usize>,
+    /// How many offers of other nodes are held in all.
+    pub remote_offers: usize,
 }
 
 impl State {
@@ -256,8 +260,10 @@ impl State {
         entry.arrival = self.take_arrival();
         let id = entry.id().to_string();
         self.offer_arrivals.insert(entry.arrival, id.clone());
+        self.count_remote_offer(&entry, true);
         if let Some(replaced) = self.offers.insert(id, entry) {
             self.offer_arrivals.remove(&replaced.arrival);
+            self.count_remote_offer(&replaced, false);
         }
     }
 
@@ -265,7 +271,65 @@ impl State {
     pub(crate) fn remove_offer(&mut self, id: &str) -> Option<OfferEntry> {
         let entry = self.offers.remove(id)?;
         self.offer_arrivals.remove(&entry.arrival);
+        self.count_remote_offer(&entry, false);
         Some(entry)
+    }
+
+    fn count_remote_offer(&mut self, entry: &OfferEntry, added: bool) {
+        if entry.stored.local {
+            return;
+        }
+        let provider = entry.stored.published.offer.provider_id;
+        let count = self.remote_offers_by_node.entry(provider).or_default();
+        if added {
+            *count += 1;
+            self.remote_offers += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.remote_offers_by_node.remove(&provider);
+            }
+            self.remote_offers = self.remote_offers.saturating_sub(1);
+        }
+    }
+
+    /// Offers of `provider` held, and offers of other nodes held in all.
+    pub(crate) fn remote_offer_counts(&self, provider: NodeId) -> (usize, usize) {
+        (
+            self.remote_offers_by_node
+                .get(&provider)
+                .copied()
+                .unwrap_or(0),
+            self.remote_offers,
+        )
+    }
+
+    /// Ok when subscription `subscription_id` can take `proposals` more
+    /// proposal records and one more event; Conflict naming the limit otherwise.
+    pub(crate) fn check_room(
+        &self,
+        limits: &super::MarketLimits,
+        subscription_id: &str,
+        proposals: usize,
+    ) -> Result<(), GolemError> {
+        let held = self.proposals.get(subscription_id).map_or(0, HashMap::len);
+        if held + proposals > limits.max_proposals_per_subscription {
+            return Err(GolemError::conflict(format!(
+                "subscription {subscription_id} holds {held} proposals, the limit \
+                 (market.max-proposals-per-subscription / GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION = {})",
+                limits.max_proposals_per_subscription
+            )));
+        }
+        let pending = self.events.get(subscription_id).map_or(0, VecDeque::len);
+        if pending >= limits.max_events_per_subscription {
+            return Err(GolemError::conflict(format!(
+                "subscription {subscription_id} has {pending} undelivered events, the limit \
+                 (market.max-events-per-subscription / GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION = {}); \
+                 its owner must take them first",
+                limits.max_events_per_subscription
+            )));
+        }
+        Ok(())
     }
 
     /// Store a demand, compiling its constraint for matching.
@@ -685,5 +749,97 @@ impl State {
         self.agreements
             .insert((record.role, record.agreement.agreement_id.clone()), record);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::{MarketLimits, MarketSettings};
+    use golem_model::market::Offer;
+
+    fn node(byte: u8) -> NodeId {
+        format!("0x{}", hex::encode([byte; 20]))
+            .parse()
+            .unwrap_or_else(|error| panic!("node id: {error:?}"))
+    }
+
+    fn offer(id: &str, provider: NodeId, local: bool) -> OfferEntry {
+        let stored = StoredOffer {
+            published: PublishedOffer {
+                offer: Offer {
+                    properties: Properties::from_json(serde_json::json!({}))
+                        .unwrap_or_else(|error| panic!("{error}")),
+                    constraints: String::new(),
+                    offer_id: id.to_string(),
+                    provider_id: provider,
+                    timestamp: now(),
+                },
+                expiration: now() + chrono::Duration::hours(1),
+            },
+            local,
+            active: true,
+        };
+        OfferEntry::new(stored).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn limits() -> MarketLimits {
+        MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .limits
+    }
+
+    #[test]
+    fn remote_offers_are_counted_per_node_and_in_total() {
+        let mut state = State::default();
+        let (a, b) = (node(1), node(2));
+        state.insert_offer(offer("a1", a, false));
+        state.insert_offer(offer("a2", a, false));
+        state.insert_offer(offer("b1", b, false));
+        state.insert_offer(offer("own", b, true));
+        assert_eq!(state.remote_offer_counts(a), (2, 3));
+        // The same id again replaces, it does not count twice.
+        state.insert_offer(offer("a1", a, false));
+        assert_eq!(state.remote_offer_counts(a), (2, 3));
+        state.remove_offer("a1");
+        state.remove_offer("own");
+        assert_eq!(state.remote_offer_counts(a), (1, 2));
+        assert_eq!(state.remote_offer_counts(b), (1, 2));
+        state.remove_offer("a2");
+        assert!(!state.remote_offers_by_node.contains_key(&a));
+    }
+
+    #[test]
+    fn a_subscription_refuses_proposals_and_events_beyond_its_limits() {
+        let limits = MarketLimits {
+            max_proposals_per_subscription: 2,
+            max_events_per_subscription: 1,
+            ..limits()
+        };
+        let mut state = State::default();
+        assert!(state.check_room(&limits, "sub", 2).is_ok());
+        let error = state.check_room(&limits, "sub", 3).unwrap_err();
+        assert_eq!(error.code, golem_model::ErrorCode::Conflict);
+        assert!(
+            error.message.contains("max-proposals-per-subscription"),
+            "{}",
+            error.message
+        );
+        state.events.entry("sub".into()).or_default().push_back((
+            1,
+            MarketEvent::ProposalRejectedEvent {
+                event_date: now(),
+                proposal_id: "00".into(),
+                reason: None,
+            },
+        ));
+        let error = state.check_room(&limits, "sub", 1).unwrap_err();
+        assert!(
+            error.message.contains("max-events-per-subscription"),
+            "{}",
+            error.message
+        );
+        assert!(state.check_room(&limits, "other", 1).is_ok());
     }
 }

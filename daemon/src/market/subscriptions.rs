@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use golem_model::ids::check_id;
 use golem_model::market::{
     Demand, DemandOfferBase, MarketEvent, Offer, OfferBroadcast, OfferUnsubscribed, Proposal,
     ProposalState, PublishedOffer,
@@ -22,6 +23,35 @@ use super::{new_id, Inner, MarketService};
 pub enum SubscriptionKind {
     Offer,
     Demand,
+}
+
+/// The property by which a requestor or provider asks for an expiry (unix ms).
+const EXPIRATION_PROPERTY: &str = "golem.srv.comp.expiration";
+
+/// 400 when `properties` ask for an expiry beyond the market's cap.
+fn check_requested_expiration(
+    properties: &Properties,
+    limits: &super::MarketLimits,
+    current: DateTime<Utc>,
+) -> Result<(), GolemError> {
+    let Some(value) = properties.get(EXPIRATION_PROPERTY) else {
+        return Ok(());
+    };
+    let Some(millis) = value.as_f64() else {
+        return Err(GolemError::bad_request(format!(
+            "{EXPIRATION_PROPERTY} must be a unix time in milliseconds, got {value}"
+        )));
+    };
+    let cap = current + limits.max_expiration;
+    if millis > cap.timestamp_millis() as f64 {
+        return Err(GolemError::bad_request(format!(
+            "{EXPIRATION_PROPERTY} = {millis} is beyond {}, the furthest expiry this market accepts \
+             (market.max-expiration-secs / GOLEM_MARKET_MAX_EXPIRATION_SECS = {})",
+            cap.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            limits.max_expiration.num_seconds()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_body(body: DemandOfferBase) -> Result<(Properties, String), GolemError> {
@@ -45,6 +75,7 @@ impl MarketService {
         }
         let (properties, constraints) = parse_body(body)?;
         let created = now();
+        check_requested_expiration(&properties, &inner.config.limits, created)?;
         let offer = Offer {
             properties,
             constraints,
@@ -92,6 +123,7 @@ impl MarketService {
         }
         let (properties, constraints) = parse_body(body)?;
         let created = now();
+        check_requested_expiration(&properties, &inner.config.limits, created)?;
         let stored = StoredDemand {
             demand: Demand {
                 properties,
@@ -263,6 +295,7 @@ impl MarketService {
         let current = now();
         let mut produced = false;
         let mut learnt = false;
+        let mut over_quota = 0usize;
         let mut state = inner.lock();
         for tombstone in broadcast.unsubscribed {
             if let Err(error) = apply_unsubscribed(inner, &mut state, origin, tombstone, current) {
@@ -271,16 +304,30 @@ impl MarketService {
         }
         for published in broadcast.offers {
             match accept_offer(inner, &mut state, origin, published, current) {
-                Ok(Some(id)) => {
+                Ok(Accepted::OverQuota) => over_quota += 1,
+                Ok(Accepted::New(id)) => {
                     learnt = true;
                     match match_new_offer(inner, &mut state, &id) {
                         Ok(matched) => produced |= matched,
                         Err(error) => tracing::warn!(%error, "matching a new offer failed"),
                     }
                 }
-                Ok(None) => {}
+                Ok(Accepted::Known) => {}
                 Err(error) => tracing::warn!(%origin, %error, "offer dropped"),
             }
+        }
+        if over_quota > 0 {
+            let (held, total) = state.remote_offer_counts(origin);
+            let limits = &inner.config.limits;
+            tracing::debug!(
+                %origin,
+                dropped = over_quota,
+                held,
+                total,
+                max_offers_per_node = limits.max_offers_per_node,
+                max_offers = limits.max_offers,
+                "offers over the market's quota dropped (market.max-offers-per-node, market.max-offers)"
+            );
         }
         drop(state);
         if produced {
@@ -523,6 +570,10 @@ fn add_match(
     offer_id: &str,
 ) -> Result<(), GolemError> {
     let created = now();
+    if let Err(error) = state.check_room(&inner.config.limits, demand_id, 1) {
+        tracing::debug!(%demand_id, %offer_id, %error, "match not proposed");
+        return Ok(());
+    }
     let record = {
         let (Some(demand), Some(offer)) =
             (state.demands.get(demand_id), state.offers.get(offer_id))
@@ -596,14 +647,26 @@ fn match_new_offer(inner: &Inner, state: &mut State, offer_id: &str) -> Result<b
     Ok(!matching.is_empty())
 }
 
-/// Validate and store an offer of another node; `Some(id)` when it is new.
+/// What became of an offer another node announced.
+enum Accepted {
+    /// Stored under this id.
+    New(String),
+    /// Already held, expired or unsubscribed: nothing to do.
+    Known,
+    /// Dropped: its provider or all other nodes together hold their quota.
+    OverQuota,
+}
+
+/// Validate and store an offer of another node, its expiry cut to the
+/// market's cap and within the offer quotas.
 fn accept_offer(
     inner: &Inner,
     state: &mut State,
     origin: NodeId,
-    published: PublishedOffer,
+    mut published: PublishedOffer,
     current: DateTime<Utc>,
-) -> Result<Option<String>, GolemError> {
+) -> Result<Accepted, GolemError> {
+    check_id("offer id", &published.offer.offer_id)?;
     let offer = &published.offer;
     if offer.provider_id != origin {
         return Err(GolemError::forbidden(format!(
@@ -612,7 +675,7 @@ fn accept_offer(
         )));
     }
     if published.expiration <= current {
-        return Ok(None);
+        return Ok(Accepted::Known);
     }
     if state
         .tombstones
@@ -620,7 +683,7 @@ fn accept_offer(
         .is_some_and(|tombstone| tombstone.provider_id == origin)
     {
         // A replay of an offer its provider has unsubscribed.
-        return Ok(None);
+        return Ok(Accepted::Known);
     }
     if let Some(known) = state.offers.get(&offer.offer_id) {
         if known.stored.published.offer.provider_id != origin {
@@ -629,9 +692,15 @@ fn accept_offer(
                 offer.offer_id, known.stored.published.offer.provider_id
             )));
         }
-        return Ok(None);
+        return Ok(Accepted::Known);
     }
-    let id = offer.offer_id.clone();
+    let limits = &inner.config.limits;
+    let (held, total) = state.remote_offer_counts(origin);
+    if held >= limits.max_offers_per_node || total >= limits.max_offers {
+        return Ok(Accepted::OverQuota);
+    }
+    published.expiration = published.expiration.min(current + limits.max_expiration);
+    let id = published.offer.offer_id.clone();
     let entry = OfferEntry::new(StoredOffer {
         published,
         local: false,
@@ -640,7 +709,7 @@ fn accept_offer(
     inner.db.save_offer(&entry.stored)?;
     state.insert_offer(entry);
     tracing::debug!(offer_id = %id, provider_id = %origin, "offer learnt");
-    Ok(Some(id))
+    Ok(Accepted::New(id))
 }
 
 fn apply_unsubscribed(
@@ -653,7 +722,10 @@ fn apply_unsubscribed(
     if unsubscribed.expiration <= current {
         return Ok(());
     }
+    check_id("offer id", &unsubscribed.offer_id)?;
     let id = unsubscribed.offer_id;
+    let limits = &inner.config.limits;
+    let expiration = unsubscribed.expiration.min(current + limits.max_expiration);
     if let Some(known) = state.offers.get(&id) {
         if known.stored.published.offer.provider_id != origin || known.stored.local {
             return Err(GolemError::forbidden(format!(
@@ -663,13 +735,57 @@ fn apply_unsubscribed(
         state.remove_offer(&id);
         inner.db.delete_offer(&id)?;
     }
+    if state.tombstones.len() >= limits.max_offers {
+        tracing::debug!(%origin, offer_id = %id, "tombstone not kept: market.max-offers reached");
+        return Ok(());
+    }
     if let std::collections::hash_map::Entry::Vacant(vacant) = state.tombstones.entry(id) {
         let tombstone = Tombstone {
             provider_id: origin,
-            expiration: unsubscribed.expiration,
+            expiration,
         };
         inner.db.save_tombstone(vacant.key(), &tombstone)?;
         vacant.insert(tombstone);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::MarketSettings;
+
+    #[test]
+    fn a_requested_expiry_beyond_the_cap_is_a_bad_request() {
+        let limits = MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .limits;
+        let current = now();
+        let properties = |millis: serde_json::Value| {
+            Properties::from_json(serde_json::json!({ EXPIRATION_PROPERTY: millis }))
+                .unwrap_or_else(|error| panic!("{error}"))
+        };
+        let soon = current.timestamp_millis() + 3_600_000;
+        assert!(check_requested_expiration(&properties(soon.into()), &limits, current).is_ok());
+        let none = Properties::from_json(serde_json::json!({})).unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_requested_expiration(&none, &limits, current).is_ok());
+        for far in [
+            serde_json::json!(4_102_444_800_000i64),
+            serde_json::json!(1e300),
+            serde_json::json!("tomorrow"),
+        ] {
+            let error =
+                check_requested_expiration(&properties(far.clone()), &limits, current).unwrap_err();
+            assert_eq!(error.code, golem_model::ErrorCode::BadRequest, "{far}");
+        }
+        let error =
+            check_requested_expiration(&properties(4_102_444_800_000i64.into()), &limits, current)
+                .unwrap_err();
+        assert!(
+            error.message.contains("max-expiration-secs"),
+            "{}",
+            error.message
+        );
+    }
 }

@@ -2,6 +2,11 @@
 //! and a schema version recorded in the `meta` tree. A data dir written by a
 //! newer schema is refused rather than misread. Services get their tree through
 //! [`Store::tree`] and own its key layout; nothing else writes there.
+//! [`make_private`] keeps the data dir around it readable by its owner only.
+
+mod private_dir;
+
+pub use private_dir::{make_private, PrivateDirError};
 
 use std::path::{Path, PathBuf};
 
