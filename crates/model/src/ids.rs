@@ -16,7 +16,9 @@ pub const MAX_ID_LEN: usize = 128;
 pub fn check_id(what: &str, id: &str) -> Result<(), GolemError> {
     let well_formed = !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|byte| byte.is_ascii_hexdigit() || byte == b'-');
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() || byte == b'-');
     if well_formed {
         return Ok(());
     }

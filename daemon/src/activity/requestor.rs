@@ -118,6 +118,8 @@ impl RequestorSide {
             timeout_sec: timeout.as_secs_f64(),
         };
         let activity_id = self.call(provider_id, &message).await?;
+        // The provider chose it, and it becomes a sled key here.
+        golem_model::ids::check_id("activity id from the provider", &activity_id)?;
         let activity = RequestorActivity {
             activity_id: activity_id.clone(),
             agreement_id: agreement_id.to_string(),

@@ -437,7 +437,14 @@ impl MarketService {
             constraint, peers, ..
         } = scan;
         let queued = peers.entry(peer).or_default();
+        // A peer answers with what it likes: keep no more than the market
+        // would hold of one node.
+        let most = inner.config.limits.max_offers_per_node;
         for published in fetched.offers {
+            if queued.seen.len() >= most {
+                tracing::debug!(%peer, most, "offers of a peer beyond market.max-offers-per-node left out of the scan");
+                break;
+            }
             let offer = published.offer;
             if offer.provider_id != peer
                 || published.expiration <= current

@@ -4,8 +4,9 @@
 //! never prints `?authToken=`. Input from others: a remote node cannot make the
 //! market hold more than its offer quota, a subscription cannot ask for a far
 //! expiry, a malformed id in a REST path is a 400, a huge timeout from another
-//! node does not panic a handler, and an agreement cannot create activities
-//! beyond the provider's cap.
+//! node does not panic a handler, an agreement cannot create activities
+//! beyond the provider's cap, and a requestor cannot pile up proposals on an
+//! offer beyond the per-subscription cap.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,11 @@ use golem_client::market::Side;
 use golem_client::GolemClient;
 use golem_model::activity::{ActivityState, State};
 use golem_model::activity_control::{CreateActivityRemote, ProviderEvent, ACTIVITY_PUBLIC_SERVICE};
-use golem_model::market::{DemandOfferBase, MarketEvent};
+use golem_model::market::{
+    DemandOfferBase, InitialProposalReceived, MarketEvent, Proposal, ProposalState,
+    MARKET_PUBLIC_SERVICE,
+};
+use golem_model::properties::Properties;
 use golem_tests::abuse::report;
 use golem_tests::http::JsonApi;
 use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
@@ -444,4 +449,76 @@ async fn activities_beyond_the_per_agreement_cap_are_refused() {
     let error = refused.unwrap_err();
     assert_eq!(error.status(), Some(409), "{error}");
     assert!(error.to_string().contains("max-per-agreement"), "{error}");
+}
+
+#[tokio::test]
+async fn a_requestor_flooding_proposals_on_an_offer_is_refused_past_the_cap() {
+    const SUBNET: &str = "sec-proposal-flood";
+    let mut sandbox = Sandbox::new();
+    let provider = sandbox
+        .daemon_with("p", &["--market-max-proposals-per-subscription", "4"])
+        .unwrap();
+    let bootstrap = provider.p2p_address().unwrap();
+    let offer_id = provider
+        .client()
+        .subscribe_offer(&offer(SUBNET))
+        .await
+        .unwrap();
+    let provider_node = provider.node_id().unwrap();
+    let flooder = sandbox
+        .daemon_with("r", &["--bootstrap", &bootstrap])
+        .unwrap();
+    let flooder_node = flooder.node_id().unwrap().parse().unwrap();
+    let bus = flooder.bus().await.unwrap();
+    // Each first counter on an offer records two proposals (the offer's
+    // Initial and the counter) and one event on the provider's subscription.
+    let mut answers = Vec::new();
+    for round in 0..3u128 {
+        let id = |part: u128| format!("{:032x}", round * 3 + part + 1);
+        let message = InitialProposalReceived {
+            offer_id: offer_id.clone(),
+            demand_id: id(0),
+            initial_proposal_id: id(1),
+            initial_timestamp: chrono::Utc::now(),
+            proposal: Proposal {
+                properties: Properties::from_json(json!({"golem.node.debug.subnet": SUBNET}))
+                    .unwrap(),
+                constraints: format!("(golem.node.debug.subnet={SUBNET})"),
+                proposal_id: id(2),
+                issuer_id: flooder_node,
+                state: ProposalState::Draft,
+                timestamp: chrono::Utc::now(),
+                prev_proposal_id: None,
+            },
+        };
+        answers.push(
+            bus.call(
+                &format!("/net/{provider_node}{MARKET_PUBLIC_SERVICE}"),
+                &message,
+            )
+            .await,
+        );
+    }
+    report(
+        "flood a provider's offer with proposals from another node",
+        "Conflict past market.max-proposals-per-subscription",
+        &format!("{answers:?}"),
+    );
+    assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+    let refused = answers[2].as_ref().unwrap_err();
+    assert_eq!(
+        refused.code,
+        golem_model::ErrorCode::Conflict,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message.contains("max-proposals-per-subscription"),
+        "{refused:?}"
+    );
+    let events = sandbox.daemons()[0]
+        .client()
+        .market_events(Side::Offers, &offer_id, 0.0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "only the accepted ones were queued");
 }
