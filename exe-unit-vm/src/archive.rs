@@ -43,6 +43,8 @@ pub enum StripError {
     NoManifest,
     #[error("the image package is not valid gzip: {0}")]
     Gzip(String),
+    #[error("cannot load the image package: it is not a complete `docker save` tarball (it ends before the tar's end)")]
+    Incomplete,
 }
 
 /// What happens to the body of the entry being read.
@@ -213,10 +215,9 @@ impl TarRewriter {
 
     /// Check the archive is complete enough to be loaded without names.
     pub fn finish(&mut self) -> Result<Vec<u8>, StripError> {
-        if let State::Data { body, .. } = &self.state {
-            if !matches!(body, Body::Pass) {
-                return Err(StripError::Malformed("it ends inside an entry".into()));
-            }
+        // `docker save` always writes the end-of-archive block.
+        if !matches!(self.state, State::End) {
+            return Err(StripError::Incomplete);
         }
         if self.manifests == 0 {
             return Err(StripError::NoManifest);
@@ -869,6 +870,18 @@ mod tests {
             archive.extend(end());
             let error = strip_in_pieces(&archive, 512).err();
             assert!(matches!(error, Some(StripError::Refused(_))), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_archive_is_refused_as_incomplete() {
+        let archive = archive();
+        for cut in [BLOCK + 100, archive.len() - 2 * BLOCK] {
+            assert_eq!(
+                strip_in_pieces(&archive[..cut], 512).err(),
+                Some(StripError::Incomplete),
+                "cut at {cut}"
+            );
         }
     }
 
