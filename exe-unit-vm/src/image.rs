@@ -545,8 +545,7 @@ pub async fn ensure_reference(docker: &Docker, reference: &str) -> Result<String
     if reference.is_empty() {
         return Err(RuntimeError::new("the task package docker: names no image"));
     }
-    let repository = reference.split([':', '@']).next().unwrap_or_default();
-    if repository.trim_start_matches("docker.io/library/") == CACHE_REPOSITORY {
+    if names_cache_repository(reference) {
         return Err(RuntimeError::new(format!(
             "the task package names the provider's image cache ({CACHE_REPOSITORY}); name an image instead"
         )));
@@ -575,6 +574,21 @@ pub async fn ensure_reference(docker: &Docker, reference: &str) -> Result<String
             "the image {reference} was pulled but the engine does not find it"
         ))
     })
+}
+
+/// Whether `reference` names an image of the cache's repository (with or
+/// without the default registry's prefix, by tag or by digest).
+pub fn names_cache_repository(reference: &str) -> bool {
+    let without_digest = reference.split('@').next().unwrap_or_default();
+    // A tag follows the last ':' unless that ':' belongs to a registry port.
+    let repository = match without_digest.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => without_digest,
+    };
+    let repository = repository
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("library/");
+    repository == CACHE_REPOSITORY
 }
 
 /// The id of the image `reference` names, if the engine has it.
@@ -608,6 +622,25 @@ mod tests {
         assert_eq!(sniff(b"hsqs\0\0\0\0"), ImageFormat::GvmkitSquash);
         assert_eq!(sniff(b"just some text"), ImageFormat::Unknown);
         assert_eq!(sniff(b""), ImageFormat::Unknown);
+    }
+
+    #[test]
+    fn docker_references_to_the_cache_repository_are_recognised() {
+        for reference in [
+            "golem-vm-cache:abc",
+            "golem-vm-cache",
+            "docker.io/library/golem-vm-cache:abc",
+            "golem-vm-cache@sha256:00",
+        ] {
+            assert!(names_cache_repository(reference), "{reference}");
+        }
+        for reference in [
+            "busybox:latest",
+            "localhost:5000/golem-vm-cache-x:1",
+            "me/golem-vm-cache:1",
+        ] {
+            assert!(!names_cache_repository(reference), "{reference}");
+        }
     }
 
     #[test]
