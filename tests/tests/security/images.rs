@@ -370,3 +370,177 @@ async fn a_docker_reference_package_is_refused_unless_the_provider_allows_it() {
     let label = format!("{ACTIVITY_LABEL}={activity_id}");
     assert!(docker::containers_with_label(&label).unwrap().is_empty());
 }
+
+/// Negotiate with the real provider agent as yapapi does: counter its
+/// Initial offer, then turn its Draft into an approved agreement.
+async fn negotiate_with_agent(
+    requestor: &golem_client::GolemClient,
+    demand: &DemandOfferBase,
+    agent: &golem_tests::provider::ProviderAgent,
+) -> String {
+    use golem_client::market::Side;
+    use golem_model::market::{AgreementProposal, MarketEvent, ProposalState};
+    let demand_id = requestor.subscribe_demand(demand).await.unwrap();
+    let mut countered = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "negotiation did not finish; agent log:\n{}",
+            agent.log()
+        );
+        let events = requestor
+            .market_events(Side::Demands, &demand_id, 1.0, 10)
+            .await
+            .unwrap();
+        for event in events {
+            match event {
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Initial && !countered =>
+                {
+                    requestor
+                        .counter_proposal(Side::Demands, &demand_id, &proposal.proposal_id, demand)
+                        .await
+                        .unwrap();
+                    countered = true;
+                }
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Draft =>
+                {
+                    let agreement_id = requestor
+                        .create_agreement(&AgreementProposal::valid_for(
+                            &proposal.proposal_id,
+                            Duration::from_secs(3600),
+                        ))
+                        .await
+                        .unwrap();
+                    requestor
+                        .confirm_agreement(&agreement_id, None)
+                        .await
+                        .unwrap();
+                    requestor
+                        .wait_for_approval(&agreement_id, 15.0)
+                        .await
+                        .unwrap();
+                    let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                    return agreement_id;
+                }
+                MarketEvent::ProposalRejectedEvent { reason, .. } => {
+                    panic!("the agent rejected the demand: {reason:?}\n{}", agent.log());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Deploy `package` through a real `golem-provider` started with `options`
+/// on its own subnet; the deploy's results.
+async fn deploy_through_agent(
+    sandbox: &mut Sandbox,
+    name: &str,
+    options: golem_tests::provider::ProviderOptions,
+    package: &str,
+) -> Vec<ExeScriptCommandResult> {
+    use golem_tests::provider::{Preset, ProviderAgent};
+    const PLATFORM: &str = "dummy-local-tglm";
+    let subnet = options.subnet.clone();
+    let agent_dir = sandbox.path().join(name);
+    let agent = ProviderAgent::start(
+        &sandbox.daemons()[0],
+        &agent_dir,
+        options
+            .exe_units(&["vm"])
+            .preset(Preset::new("vm", "vm", "0", "0.01", "0.001")),
+    )
+    .unwrap();
+    let requestor = sandbox.daemons()[1].client();
+    let allocation = requestor.create_allocation(PLATFORM, "10").await.unwrap();
+    let decoration = requestor
+        .demand_decorations(&[&allocation.allocation_id])
+        .await
+        .unwrap();
+    let mut properties = json!({
+        "golem.node.debug.subnet": subnet,
+        "golem.srv.comp.task_package": package,
+        "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 600_000,
+        "golem.com.payment.chosen-platform": PLATFORM,
+    });
+    for property in &decoration.properties {
+        properties[&property.key] = json!(property.value);
+    }
+    let demand = DemandOfferBase {
+        properties,
+        constraints: format!(
+            "(&(golem.node.debug.subnet={subnet})(golem.runtime.name=vm){})",
+            decoration.constraints.join("")
+        ),
+    };
+    let agreement_id = negotiate_with_agent(&requestor, &demand, &agent).await;
+    let activity_id = requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let script: Vec<ExeScriptCommand> =
+        serde_json::from_value(json!([{"deploy": {}}, {"start": {"args": []}}])).unwrap();
+    let batch_id = requestor.exec(&activity_id, &script).await.unwrap();
+    let results = requestor
+        .wait_batch(&activity_id, &batch_id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let _ = requestor.destroy_activity(&activity_id).await;
+    let _ = requestor
+        .terminate_agreement(
+            &agreement_id,
+            Some(&golem_model::market::Reason::new("work done")),
+        )
+        .await;
+    drop(agent);
+    results
+}
+
+#[tokio::test]
+async fn the_provider_agent_refuses_docker_references_unless_allowed() {
+    use golem_tests::provider::ProviderOptions;
+    if !docker::enabled("the_provider_agent_refuses_docker_references_unless_allowed").unwrap() {
+        return;
+    }
+    docker::build_test_image("busybox", BASE_TAG).unwrap();
+    let mut sandbox = Sandbox::new();
+    sandbox.provider_and_requestor().unwrap();
+    let package = format!("docker:{BASE_TAG}");
+
+    // A provider agent as installed: the setting is off.
+    let results = deploy_through_agent(
+        &mut sandbox,
+        "agent-default",
+        ProviderOptions::new("e2e-security-images-agent-default"),
+        &package,
+    )
+    .await;
+    let message = results
+        .first()
+        .and_then(|result| result.message.clone())
+        .unwrap_or_default();
+    report(
+        "docker:<ref> package sent to a real golem-provider with default settings",
+        "deploy refused, naming allow-docker-images",
+        &message,
+    );
+    assert_eq!(
+        results.first().map(|result| result.result),
+        Some(CommandResult::Error),
+        "{results:?}"
+    );
+    assert!(message.contains("allow-docker-images"), "{message}");
+
+    // The operator's opt-in reaches the exe unit.
+    let results = deploy_through_agent(
+        &mut sandbox,
+        "agent-allowing",
+        ProviderOptions::new("e2e-security-images-agent-allowing").arg("--allow-docker-images"),
+        &package,
+    )
+    .await;
+    assert!(all_ok(&results), "{results:?}");
+}
