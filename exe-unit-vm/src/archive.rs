@@ -236,6 +236,13 @@ impl TarRewriter {
             self.state = State::End;
             return Ok(());
         }
+        if looks_compressed(header) {
+            // The engine would decompress a load that starts like this and
+            // read an archive this rewrite never saw.
+            return Err(StripError::Refused(
+                "a tar header starts like compressed data".into(),
+            ));
+        }
         let typeflag = header[156];
         let header_size = parse_numeric(&header[124..136])
             .ok_or_else(|| StripError::Malformed("an entry's size is not a number".into()))?;
@@ -406,6 +413,16 @@ impl TarRewriter {
             }
         }
     }
+}
+
+/// Whether `block` starts with a magic number the engine's load takes for
+/// compression (bzip2, gzip, xz, zstd, a zstd skippable frame).
+fn looks_compressed(block: &[u8]) -> bool {
+    block.starts_with(b"BZh")
+        || block.starts_with(&[0x1f, 0x8b])
+        || block.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00])
+        || block.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (block.len() >= 4 && block[0] & 0xf0 == 0x50 && block[1..4] == [0x2a, 0x4d, 0x18])
 }
 
 /// Bytes of zero padding after `size` bytes of data.
@@ -859,6 +876,9 @@ mod tests {
             ]
             .concat(),
             header("sparse", 0, b'S', ""),
+            // Would be decompressed again by the engine, into unseen entries.
+            header("BZh91AY&SY", 0, b'0', ""),
+            [entry("layer.tar", b"x"), header("BZh9", 0, b'5', "")].concat(),
             [
                 entry("manifest.json", MANIFEST.as_bytes()),
                 entry("manifest.json", MANIFEST.as_bytes()),
@@ -926,6 +946,10 @@ mod tests {
         );
         assert_eq!(parse_numeric(b"9\0"), None);
         assert_eq!(clean_path("./a/../manifest.json"), "manifest.json");
+        assert!(looks_compressed(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
+        assert!(looks_compressed(&[0x5a, 0x2a, 0x4d, 0x18]));
+        assert!(looks_compressed(&[0xfd, b'7', b'z', b'X', b'Z', 0]));
+        assert!(!looks_compressed(b"manifest.json"));
         assert_eq!(clean_path("/manifest.json/"), "manifest.json");
     }
 }
