@@ -213,9 +213,9 @@ async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
         .remove_image(reference, None::<RemoveImageOptions>, None)
         .await
     {
-        Ok(_) => tracing::info!(%reference, "removed the image of a failed download"),
+        Ok(_) => tracing::info!(%reference, "removed the image of a failed load"),
         Err(error) => {
-            tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed download")
+            tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed load")
         }
     }
 }
@@ -504,6 +504,10 @@ async fn convert_squash(docker: &Docker, package: &Path) -> Result<String, Runti
         .map_err(|error| RuntimeError::new(format!("sqfs2tar failed: {error}")))?;
     let said = errors.await.unwrap_or_default();
     if !status.success() {
+        // The engine may have imported what came before the failure.
+        if let Some(image_id) = image.filter(|id| is_image_id(id)) {
+            remove_loaded(docker, &Loaded { image_id }).await;
+        }
         return Err(RuntimeError::new(format!(
             "the package is not a valid gvmkit-squash image: {}",
             said.trim()
