@@ -313,11 +313,11 @@ impl TarRewriter {
                 )))
             }
         }
-        if let Some(below) = self
-            .symlinks
-            .iter()
-            .find(|link| name.starts_with(&format!("{link}/")))
-        {
+        let below_symlink = name
+            .match_indices('/')
+            .map(|(at, _)| &name[..at])
+            .find(|ancestor| self.symlinks.contains(*ancestor));
+        if let Some(below) = below_symlink {
             return Err(StripError::Refused(format!(
                 "the entry {raw_name:?} lies below the symlink {below:?}"
             )));
