@@ -258,6 +258,11 @@ impl TarRewriter {
                     "a tar extended header is larger than {MAX_METADATA_BYTES} bytes"
                 )));
             }
+            if self.pending_raw.len() > 2 * MAX_METADATA_BYTES {
+                return Err(StripError::Refused(
+                    "too many tar extended headers before one entry".into(),
+                ));
+            }
             self.pending_raw.extend_from_slice(header);
             self.collected.clear();
             self.state = State::Data {
