@@ -1,12 +1,16 @@
-//! The bounded image cache. Every package this provider loaded has a marker
-//! `<cache-dir>/vm-images/sha3-<hex>`: its modification time is the entry's
-//! last use, its lines the tags the load set (a `docker save` tarball names
-//! its images). At deploy, once the activity's container exists, the entries
-//! beyond the newest `max_images` are evicted unless a container uses their
-//! image: the `golem-vm-cache:<sha3>` tag, the tags the load set (when they
-//! still name the same image), the package file and the marker. Only entries
-//! with a marker are considered, so providers sharing an engine never evict
-//! what they did not load.
+//! The image cache: which loaded image serves a package, and its bound.
+//! Every package this provider loaded has a record
+//! `<cache-dir>/vm-images/sha3-<hex>`, written by the exe unit only after a
+//! verified load: its content is the image id the load produced, its
+//! modification time the entry's last use. A cached image is reused only when
+//! the `golem-vm-cache:<sha3>` tag still points to the recorded id (a tag is
+//! a name anyone with the engine can move; the record is the provider's own),
+//! and the container is created from that id. At deploy, once the activity's
+//! container exists, the entries beyond the newest `max_images` are evicted
+//! unless a container uses their image: the cache tag (when it still names the
+//! recorded image), the package file and the record. Only entries with a
+//! record are considered, so providers sharing an engine never evict what
+//! they did not load.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,9 +19,9 @@ use std::time::SystemTime;
 use bollard::query_parameters::{ListContainersOptions, RemoveImageOptions};
 use bollard::Docker;
 
-use crate::image::{cache_tag, engine_message};
+use crate::image::{cache_tag, engine_message, is_image_id};
 
-/// The directory of the markers under the provider's cache dir.
+/// The directory of the records under the provider's cache dir.
 pub const MARKER_DIRECTORY: &str = "vm-images";
 
 #[derive(Debug, Clone)]
@@ -26,7 +30,7 @@ pub struct ImageCache {
     max_images: usize,
 }
 
-/// One marker: a cached package's digest and its last use.
+/// One record: a cached package's digest and its last use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     digest: String,
@@ -48,26 +52,53 @@ impl ImageCache {
             .join(format!("sha3-{digest}"))
     }
 
-    /// Record a use of the entry `digest`; after a load, `tags` are the tags it set.
-    pub fn touch(&self, digest: &str, tags: Option<&[String]>) -> std::io::Result<()> {
+    /// Record that the verified load of package `digest` produced `image_id`.
+    pub fn record(&self, digest: &str, image_id: &str) -> std::io::Result<()> {
         let marker = self.marker(digest);
         if let Some(parent) = marker.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        match tags {
-            Some(tags) => std::fs::write(&marker, tags.join("\n")),
-            None => match std::fs::OpenOptions::new().append(true).open(&marker) {
-                Ok(file) => file.set_modified(SystemTime::now()),
-                // A cache entry from before markers, or another provider's.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::write(&marker, "")
-                }
-                Err(error) => Err(error),
-            },
-        }
+        // Written whole under another name, then renamed: a reader never
+        // sees half a record.
+        let partial = marker.with_file_name(format!(".sha3-{digest}.partial"));
+        std::fs::write(&partial, format!("{image_id}\n"))?;
+        std::fs::rename(&partial, &marker)
     }
 
-    /// The markers, most recently used first.
+    /// The image id recorded for package `digest`, if this provider loaded
+    /// it (records from before ids were recorded hold none).
+    pub fn recorded(&self, digest: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.marker(digest)).ok()?;
+        let id = text.lines().next()?.trim();
+        is_image_id(id).then(|| id.to_string())
+    }
+
+    /// The image to run for package `digest` from the cache: the recorded
+    /// id when the cache tag still points to it; `None` means load it again.
+    pub async fn lookup(&self, docker: &Docker, digest: &str) -> Option<String> {
+        let tag = cache_tag(digest);
+        let recorded = self.recorded(digest);
+        let tagged = docker
+            .inspect_image(&tag)
+            .await
+            .ok()
+            .and_then(|image| image.id);
+        let hit = verified_hit(recorded.as_deref(), tagged.as_deref());
+        if hit.is_none() && tagged.is_some() {
+            tracing::warn!(%tag, ?recorded, ?tagged, "the cache tag does not name the image this provider recorded; loading the package again");
+        }
+        hit
+    }
+
+    /// Record a use of the entry `digest` (its record must exist).
+    pub fn touch(&self, digest: &str) -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.marker(digest))?
+            .set_modified(SystemTime::now())
+    }
+
+    /// The records, most recently used first.
     fn entries(&self) -> Vec<Entry> {
         let Ok(listing) = std::fs::read_dir(self.cache_dir.join(MARKER_DIRECTORY)) else {
             return Vec::new();
@@ -127,22 +158,23 @@ impl ImageCache {
         in_use: &HashSet<String>,
     ) -> Result<bool, String> {
         let tag = cache_tag(digest);
+        let recorded = self.recorded(digest);
+        if let Some(id) = &recorded {
+            if in_use.contains(id) {
+                tracing::debug!(%tag, "a container uses this cached image; kept");
+                return Ok(false);
+            }
+        }
         if let Ok(image) = docker.inspect_image(&tag).await {
             let id = image.id.unwrap_or_default();
             if in_use.contains(&id) {
                 tracing::debug!(%tag, "a container uses this cached image; kept");
                 return Ok(false);
             }
-            let loaded_tags = std::fs::read_to_string(self.marker(digest)).unwrap_or_default();
-            remove_tag(docker, &tag).await?;
-            for loaded in loaded_tags.lines().filter(|line| !line.is_empty()) {
-                let same_image = docker
-                    .inspect_image(loaded)
-                    .await
-                    .is_ok_and(|other| other.id.as_deref() == Some(id.as_str()));
-                if same_image {
-                    remove_tag(docker, loaded).await?;
-                }
+            // The tag is ours to remove when it names what we loaded (or the
+            // record predates ids); a tag moved elsewhere is left alone.
+            if recorded.is_none() || recorded.as_deref() == Some(id.as_str()) {
+                remove_tag(docker, &tag).await?;
             }
         }
         let package = golem_exe_unit::package::cached_path(&self.cache_dir, digest);
@@ -154,6 +186,15 @@ impl ImageCache {
             }
         }
         Ok(true)
+    }
+}
+
+/// The image a cache hit may run: the id this provider recorded after a
+/// verified load, and only while the cache tag still points to it.
+pub fn verified_hit(recorded: Option<&str>, tag_points_to: Option<&str>) -> Option<String> {
+    match (recorded, tag_points_to) {
+        (Some(recorded), Some(tagged)) if recorded == tagged => Some(recorded.to_string()),
+        _ => None,
     }
 }
 
@@ -190,25 +231,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_order_entries_by_last_use() {
+    fn records_order_entries_by_last_use() {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
         let cache = ImageCache::new(dir.path(), 2);
-        let tags = vec!["a:latest".to_string()];
+        let id = format!("sha256:{}", "ab".repeat(32));
         for digest in ["aa", "bb", "cc"] {
             cache
-                .touch(digest, Some(&tags))
+                .record(digest, &id)
                 .unwrap_or_else(|error| panic!("{error}"));
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        cache
-            .touch("aa", None)
-            .unwrap_or_else(|error| panic!("{error}"));
+        cache.touch("aa").unwrap_or_else(|error| panic!("{error}"));
         let order: Vec<String> = cache.entries().into_iter().map(|e| e.digest).collect();
         assert_eq!(order, vec!["aa", "cc", "bb"]);
-        // A plain use keeps the tags the load recorded.
-        assert_eq!(
-            std::fs::read_to_string(cache.marker("aa")).unwrap_or_default(),
-            "a:latest"
-        );
+        // A use keeps the recorded id.
+        assert_eq!(cache.recorded("aa"), Some(id));
+    }
+
+    #[test]
+    fn a_cache_hit_needs_the_tag_to_point_to_the_recorded_image() {
+        let ours = format!("sha256:{}", "0a".repeat(32));
+        let planted = format!("sha256:{}", "0b".repeat(32));
+        assert_eq!(verified_hit(Some(&ours), Some(&ours)), Some(ours.clone()));
+        // Someone moved the tag (e.g. a tarball that named it): reload.
+        assert_eq!(verified_hit(Some(&ours), Some(&planted)), None);
+        // A tag this provider never recorded (another's, or planted): reload.
+        assert_eq!(verified_hit(None, Some(&planted)), None);
+        assert_eq!(verified_hit(Some(&ours), None), None);
+    }
+
+    #[test]
+    fn only_a_written_record_with_a_full_image_id_counts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let cache = ImageCache::new(dir.path(), 2);
+        // Nothing recorded: a use does not create a record.
+        assert_eq!(cache.recorded("dd"), None);
+        assert!(cache.touch("dd").is_err());
+        assert_eq!(cache.recorded("dd"), None);
+        // A record in the old format (the tags a load set) names no image.
+        std::fs::create_dir_all(dir.path().join(MARKER_DIRECTORY))
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(cache.marker("ee"), "victim-app:latest\n")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(cache.recorded("ee"), None);
+        std::fs::write(cache.marker("ee"), "sha256:1234\n")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(cache.recorded("ee"), None);
+        let id = format!("sha256:{}", "0f".repeat(32));
+        cache
+            .record("ee", &id)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(cache.recorded("ee"), Some(id));
     }
 }

@@ -1,12 +1,15 @@
 //! Images: the task package is recognised by its first bytes (a `docker
 //! save` tarball, plain or gzip-compressed; or the original's `gvmkit-squash`
 //! image, converted by Debian's `sqfs2tar` into a tar that the engine imports
-//! with the image's JSON metadata), loaded into the engine and tagged
-//! `golem-vm-cache:<sha3 hex>` so a later activity with the same package finds
-//! it without loading again. A tarball streams into the engine's load while
-//! it downloads ([`download_and_load`]); its last bytes are held back until
-//! the hash is verified, so a wrong or broken download never becomes an
-//! image. `docker:<ref>` names an image the engine has or can pull.
+//! with the image's JSON metadata) and loaded into the engine by content only:
+//! a tarball's own names are stripped on the way in ([`crate::archive`]), so a
+//! load never sets or moves a tag; the exe unit then tags the loaded image id
+//! `golem-vm-cache:<sha3 hex>` itself and records the id ([`crate::cache`]).
+//! A tarball streams into the engine's load while it downloads
+//! ([`download_and_load`]); its last bytes are held back until the hash is
+//! verified, so a wrong or broken download never becomes an image.
+//! `docker:<ref>` names an image the engine has or can pull; the runtime
+//! refuses it unless the provider allows it.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -17,8 +20,10 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 use golem_exe_unit::RuntimeError;
+
+use crate::archive::{StripError, TagStripper};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::bytes::Bytes;
 
 /// Repository of the tags that cache loaded packages by hash.
@@ -53,13 +58,17 @@ pub fn cache_tag(digest: &str) -> String {
     format!("{CACHE_REPOSITORY}:{digest}")
 }
 
-/// What a load put into the engine.
+/// What a load put into the engine: one image, by id, without names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
-    /// The reference to run: the last name (or id) the engine reported.
-    pub image: String,
-    /// The tags the load set (a `docker save` tarball names its images).
-    pub tags: Vec<String>,
+    /// The image id (`sha256:<64 hex>`).
+    pub image_id: String,
+}
+
+/// Whether `text` is a full image id, `sha256:` and 64 hex digits.
+pub fn is_image_id(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
 /// Whether the engine has `reference` (a tag or an id).
@@ -188,21 +197,25 @@ fn held_back_body(
     )
 }
 
-/// Remove what a failed deploy loaded (best effort: a container may use it).
+/// Remove what a failed deploy loaded (best effort). An image that carries
+/// a name was there before (the same content under someone's tag): kept.
 async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
-    let mut references = loaded.tags.clone();
-    if references.is_empty() {
-        references.push(loaded.image.clone());
+    let reference = &loaded.image_id;
+    let named = docker
+        .inspect_image(reference)
+        .await
+        .map(|image| !image.repo_tags.unwrap_or_default().is_empty())
+        .unwrap_or(true);
+    if named {
+        return;
     }
-    for reference in references {
-        match docker
-            .remove_image(&reference, None::<RemoveImageOptions>, None)
-            .await
-        {
-            Ok(_) => tracing::info!(%reference, "removed the image of a failed download"),
-            Err(error) => {
-                tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed download")
-            }
+    match docker
+        .remove_image(reference, None::<RemoveImageOptions>, None)
+        .await
+    {
+        Ok(_) => tracing::info!(%reference, "removed the image of a failed load"),
+        Err(error) => {
+            tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed load")
         }
     }
 }
@@ -229,11 +242,8 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<Loaded, RuntimeErro
     match sniff(&head[..filled]) {
         ImageFormat::DockerArchive => {}
         ImageFormat::GvmkitSquash => {
-            let image = convert_squash(docker, package).await?;
-            return Ok(Loaded {
-                image,
-                tags: Vec::new(),
-            });
+            let image_id = convert_squash(docker, package).await?;
+            return Ok(Loaded { image_id });
         }
         ImageFormat::Unknown => {
             return Err(RuntimeError::new(
@@ -249,9 +259,63 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<Loaded, RuntimeErro
     load_archive(docker, body).await
 }
 
-/// `docker load` of a `docker save` tarball streamed as `body`; returns the
-/// loaded image's reference.
+/// `docker load` of a `docker save` tarball streamed as `body`, its names
+/// stripped on the way ([`stripped_body`]); returns the loaded image's id. A
+/// tarball the stripper refuses is never loaded: its request is dropped.
 async fn load_archive(
+    docker: &Docker,
+    body: impl Stream<Item = Bytes> + Send + 'static,
+) -> Result<Loaded, RuntimeError> {
+    let (refusal_sender, refusal) = oneshot::channel();
+    let load = load_stripped(docker, stripped_body(body, refusal_sender));
+    tokio::pin!(load);
+    tokio::select! {
+        biased;
+        Ok(error) = refusal => Err(RuntimeError::new(error.to_string())),
+        loaded = &mut load => loaded,
+    }
+}
+
+/// `body` rewritten by a [`TagStripper`]. When it refuses the archive, the
+/// reason goes to `refusal` and the stream never ends (its request is dropped).
+fn stripped_body(
+    body: impl Stream<Item = Bytes> + Send + 'static,
+    refusal: oneshot::Sender<StripError>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold(
+        (Box::pin(body), TagStripper::new(), Some(refusal), false),
+        |(mut body, mut stripper, mut refusal, mut ended)| async move {
+            loop {
+                if ended {
+                    return None;
+                }
+                let step = match body.next().await {
+                    Some(chunk) => stripper.push(&chunk),
+                    None => {
+                        ended = true;
+                        stripper.finish()
+                    }
+                };
+                match step {
+                    Ok(bytes) if bytes.is_empty() => continue,
+                    Ok(bytes) => {
+                        return Some((Bytes::from(bytes), (body, stripper, refusal, ended)))
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "refusing the image package");
+                        if let Some(refusal) = refusal.take() {
+                            let _ = refusal.send(error);
+                        }
+                        futures::future::pending::<()>().await;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The engine's load of a tarball without names: the one image id it reports.
+async fn load_stripped(
     docker: &Docker,
     body: impl Stream<Item = Bytes> + Send + 'static,
 ) -> Result<Loaded, RuntimeError> {
@@ -263,8 +327,8 @@ async fn load_archive(
         body,
         None,
     );
-    let mut loaded = None;
-    let mut tags = Vec::new();
+    let mut loaded = Vec::new();
+    let mut named = Vec::new();
     let mut messages = Vec::new();
     while let Some(item) = progress.next().await {
         let info = item.map_err(|error| {
@@ -277,27 +341,44 @@ async fn load_archive(
             for line in stream.lines() {
                 let line = line.trim();
                 if let Some(id) = line.strip_prefix("Loaded image ID: ") {
-                    loaded = Some(id.to_string());
+                    loaded.push(id.to_string());
                 } else if let Some(name) = line.strip_prefix("Loaded image: ") {
-                    loaded = Some(name.to_string());
-                    tags.push(name.to_string());
+                    named.push(name.to_string());
                 } else if !line.is_empty() {
                     messages.push(line.to_string());
                 }
             }
         }
     }
-    let image = loaded.ok_or_else(|| {
-        RuntimeError::new(format!(
+    if !named.is_empty() {
+        // The stripper's job is that this never happens; say so loudly.
+        tracing::error!(
+            ?named,
+            "the engine named a loaded image although its names were stripped"
+        );
+        return Err(RuntimeError::new(format!(
+            "the engine named the loaded image {} although its names were stripped; refusing it",
+            named.join(", ")
+        )));
+    }
+    match loaded.as_slice() {
+        [image_id] if is_image_id(image_id) => Ok(Loaded {
+            image_id: image_id.clone(),
+        }),
+        [] => Err(RuntimeError::new(format!(
             "the image package holds no image (the engine said: {})",
             if messages.is_empty() {
                 "nothing".to_string()
             } else {
                 messages.join("; ")
             }
-        ))
-    })?;
-    Ok(Loaded { image, tags })
+        ))),
+        more => Err(RuntimeError::new(format!(
+            "the engine loaded {} images ({}) from one package; a task package holds exactly one",
+            more.len(),
+            more.join(", ")
+        ))),
+    }
 }
 
 /// The converter of squashfs images to tar streams (Debian `squashfs-tools-ng`).
@@ -423,6 +504,10 @@ async fn convert_squash(docker: &Docker, package: &Path) -> Result<String, Runti
         .map_err(|error| RuntimeError::new(format!("sqfs2tar failed: {error}")))?;
     let said = errors.await.unwrap_or_default();
     if !status.success() {
+        // The engine may have imported what came before the failure.
+        if let Some(image_id) = image.filter(|id| is_image_id(id)) {
+            remove_loaded(docker, &Loaded { image_id }).await;
+        }
         return Err(RuntimeError::new(format!(
             "the package is not a valid gvmkit-squash image: {}",
             said.trim()
@@ -433,16 +518,16 @@ async fn convert_squash(docker: &Docker, package: &Path) -> Result<String, Runti
             "the engine cannot import the converted gvmkit-squash image: {failure}"
         )));
     }
-    image.ok_or_else(|| {
-        RuntimeError::new("the engine imported the gvmkit-squash image but named no image")
+    image.filter(|id| is_image_id(id)).ok_or_else(|| {
+        RuntimeError::new("the engine imported the gvmkit-squash image but gave no image id")
     })
 }
 
-/// Tag `image` as the cache entry of `digest`.
-pub async fn tag_cached(docker: &Docker, image: &str, digest: &str) -> Result<(), RuntimeError> {
+/// Tag the image `image_id` as the cache entry of `digest`.
+pub async fn tag_cached(docker: &Docker, image_id: &str, digest: &str) -> Result<(), RuntimeError> {
     docker
         .tag_image(
-            image,
+            image_id,
             Some(TagImageOptions {
                 repo: Some(CACHE_REPOSITORY.to_string()),
                 tag: Some(digest.to_string()),
@@ -457,13 +542,20 @@ pub async fn tag_cached(docker: &Docker, image: &str, digest: &str) -> Result<()
         })
 }
 
-/// Make sure `reference` (from `docker:<reference>`) is in the engine, pulling it if needed.
+/// Make sure `reference` (from `docker:<reference>`) is in the engine,
+/// pulling it if needed; returns its image id. The cache's own repository
+/// is not a reference a requestor may name.
 pub async fn ensure_reference(docker: &Docker, reference: &str) -> Result<String, RuntimeError> {
     if reference.is_empty() {
         return Err(RuntimeError::new("the task package docker: names no image"));
     }
-    if exists(docker, reference).await {
-        return Ok(reference.to_string());
+    if names_cache_repository(reference) {
+        return Err(RuntimeError::new(format!(
+            "the task package names the provider's image cache ({CACHE_REPOSITORY}); name an image instead"
+        )));
+    }
+    if let Some(image_id) = image_id(docker, reference).await {
+        return Ok(image_id);
     }
     let mut pull = docker.create_image(
         Some(CreateImageOptions {
@@ -481,7 +573,35 @@ pub async fn ensure_reference(docker: &Docker, reference: &str) -> Result<String
             ))
         })?;
     }
-    Ok(reference.to_string())
+    image_id(docker, reference).await.ok_or_else(|| {
+        RuntimeError::new(format!(
+            "the image {reference} was pulled but the engine does not find it"
+        ))
+    })
+}
+
+/// Whether `reference` names an image of the cache's repository (with or
+/// without the default registry's prefix, by tag or by digest).
+pub fn names_cache_repository(reference: &str) -> bool {
+    let without_digest = reference.split('@').next().unwrap_or_default();
+    // A tag follows the last ':' unless that ':' belongs to a registry port.
+    let repository = match without_digest.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => without_digest,
+    };
+    let repository = repository
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("library/");
+    repository == CACHE_REPOSITORY
+}
+
+/// The id of the image `reference` names, if the engine has it.
+pub async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
+    docker
+        .inspect_image(reference)
+        .await
+        .ok()
+        .and_then(|image| image.id)
 }
 
 /// The engine's own words for an error, without bollard's wrapping.
@@ -506,6 +626,25 @@ mod tests {
         assert_eq!(sniff(b"hsqs\0\0\0\0"), ImageFormat::GvmkitSquash);
         assert_eq!(sniff(b"just some text"), ImageFormat::Unknown);
         assert_eq!(sniff(b""), ImageFormat::Unknown);
+    }
+
+    #[test]
+    fn docker_references_to_the_cache_repository_are_recognised() {
+        for reference in [
+            "golem-vm-cache:abc",
+            "golem-vm-cache",
+            "docker.io/library/golem-vm-cache:abc",
+            "golem-vm-cache@sha256:00",
+        ] {
+            assert!(names_cache_repository(reference), "{reference}");
+        }
+        for reference in [
+            "busybox:latest",
+            "localhost:5000/golem-vm-cache-x:1",
+            "me/golem-vm-cache:1",
+        ] {
+            assert!(!names_cache_repository(reference), "{reference}");
+        }
     }
 
     #[test]

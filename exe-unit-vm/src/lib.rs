@@ -7,10 +7,14 @@
 //! under the activity's work dir, a small `/tmp`, pids/memory/CPU limits and
 //! a non-root user unless the image names one; it is labelled with the node,
 //! agreement and activity, and its owner so that leftovers of a dead exe unit
-//! are removed by the next one.
+//! are removed by the next one. Packages load by content only (a tarball's
+//! own tags are stripped; the cache's tag and record are the exe unit's), and
+//! `docker:<ref>` packages run only where the provider allows them.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod cache;
+pub mod config;
 pub mod engine;
 pub mod image;
 pub mod runtime;

@@ -1,5 +1,5 @@
 //! [`VmRuntime`]: the `vm` runtime. `deploy` loads (or finds) the image and
-//! creates the activity's hardened container with its volumes; `start` starts
+//! creates the activity's hardened container from its id with its volumes; `start` starts
 //! it (a static busybox `sleep` under docker's init keeps it up); each `run`
 //! is a `docker exec` of `entry_point args` whose stdout/stderr are streamed to
 //! the core; usage comes from the engine's stats; `shutdown` removes the
@@ -30,6 +30,7 @@ use golem_exe_unit::{
 use tokio::sync::OnceCell;
 
 use crate::cache::ImageCache;
+use crate::config::{env_names, VmConfig};
 use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
@@ -112,6 +113,7 @@ pub struct VmRuntime {
     /// The provider's node id, from the agreement.
     node_id: String,
     cache_max_images: usize,
+    config: VmConfig,
     limits: Limits,
     docker: OnceCell<Docker>,
     container: Mutex<Option<Container>>,
@@ -130,14 +132,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl VmRuntime {
-    /// A runtime for this activity; first removes containers of dead exe units.
+    /// A runtime for this activity with the default settings (no
+    /// `docker:<ref>` packages); first removes containers of dead exe units.
     pub fn new(config: &ActivityConfig) -> Result<VmRuntime, RuntimeError> {
+        VmRuntime::with_config(config, VmConfig::default())
+    }
+
+    /// A runtime for this activity with the VM unit's own settings.
+    pub fn with_config(
+        config: &ActivityConfig,
+        vm_config: VmConfig,
+    ) -> Result<VmRuntime, RuntimeError> {
         remove_leftovers_now();
         Ok(VmRuntime {
             activity_id: config.activity_id.clone(),
             agreement_id: config.agreement.agreement_id.clone(),
             node_id: config.agreement.provider_id.clone(),
             cache_max_images: config.cache_max_packages,
+            config: vm_config,
             limits: Limits::from_agreement(&config.agreement),
             docker: OnceCell::new(),
             container: Mutex::new(None),
@@ -182,9 +194,11 @@ impl VmRuntime {
         ])
     }
 
-    /// The image to run: a `docker:<ref>`, the cached load of this package,
-    /// or a fresh load (from the package file when the core's cache has it,
-    /// else streamed while it downloads).
+    /// The id of the image to run: a `docker:<ref>` (when allowed), the
+    /// cached load of this package (when the cache tag still names the image
+    /// recorded for it), or a fresh load (from the package file when the
+    /// core's cache has it, else streamed while it downloads), tagged and
+    /// recorded here.
     async fn resolve_image(
         &self,
         docker: &Docker,
@@ -193,18 +207,20 @@ impl VmRuntime {
     ) -> Result<String, RuntimeError> {
         let task_package = request.package_url.as_str();
         if let Some(reference) = task_package.strip_prefix(DOCKER_REFERENCE_PREFIX) {
+            if !self.config.allow_docker_images {
+                return Err(RuntimeError::new(docker_images_refused(reference)));
+            }
             return image::ensure_reference(docker, reference).await;
         }
         let location = PackageLocation::parse(task_package)
             .map_err(|error| RuntimeError::new(error.to_string()))?;
         let digest = &location.digest;
-        let tag = image::cache_tag(digest);
-        if image::exists(docker, &tag).await {
-            tracing::info!(%tag, "image found in the engine's cache");
-            if let Err(error) = cache.touch(digest, None) {
+        if let Some(image_id) = cache.lookup(docker, digest).await {
+            tracing::info!(%image_id, "image found in the engine's cache");
+            if let Err(error) = cache.touch(digest) {
                 tracing::warn!(%error, "cannot mark the cached image as used");
             }
-            return Ok(tag);
+            return Ok(image_id);
         }
         let started = std::time::Instant::now();
         let package_file = package::cached_path(&request.cache_dir, digest);
@@ -214,12 +230,12 @@ impl VmRuntime {
             image::download_and_load(docker, task_package, &request.cache_dir).await?
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(image = %loaded.image, elapsed_ms, "image loaded");
-        image::tag_cached(docker, &loaded.image, digest).await?;
-        if let Err(error) = cache.touch(digest, Some(&loaded.tags)) {
+        tracing::info!(image_id = %loaded.image_id, elapsed_ms, "image loaded");
+        image::tag_cached(docker, &loaded.image_id, digest).await?;
+        if let Err(error) = cache.record(digest, &loaded.image_id) {
             tracing::warn!(%error, "cannot record the cached image");
         }
-        Ok(tag)
+        Ok(loaded.image_id)
     }
 
     fn start_stats(&self, docker: Docker, id: String) {
@@ -236,6 +252,17 @@ impl VmRuntime {
             old.abort();
         }
     }
+}
+
+/// Why a `docker:<ref>` package is refused, naming the setting that allows it.
+fn docker_images_refused(reference: &str) -> String {
+    format!(
+        "docker:{reference} is refused: this provider does not run images by reference \
+         (they could run any image its engine holds); a provider allows them with the \
+         setting allow-docker-images (golem-provider run --allow-docker-images, \
+         {}=1)",
+        env_names::ALLOW_DOCKER_IMAGES
+    )
 }
 
 /// Remove leftovers of dead exe units on a throwaway runtime (the exe unit's
@@ -391,10 +418,12 @@ impl Runtime for VmRuntime {
             ));
         }
         let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
-        let image = self.resolve_image(docker, &request, &cache).await?;
-        let inspect = docker.inspect_image(&image).await.map_err(|error| {
+        // Containers are created from the image id, never from a name that
+        // could be moved in the meantime.
+        let image_id = self.resolve_image(docker, &request, &cache).await?;
+        let inspect = docker.inspect_image(&image_id).await.map_err(|error| {
             RuntimeError::new(format!(
-                "cannot inspect the image {image}: {}",
+                "cannot inspect the image {image_id}: {}",
                 engine_message(&error)
             ))
         })?;
@@ -477,7 +506,7 @@ impl Runtime for VmRuntime {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(image.clone()),
+            image: Some(image_id.clone()),
             entrypoint: Some(keep_alive),
             cmd: Some(Vec::new()),
             user: Some(user.clone()),
@@ -504,7 +533,7 @@ impl Runtime for VmRuntime {
                     engine_message(&error)
                 ))
             })?;
-        tracing::info!(container = %created.id, %name, %image, %user, limits = ?self.limits, "container created");
+        tracing::info!(container = %created.id, %name, %image_id, %user, limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
         *lock(&self.container) = Some(Container {

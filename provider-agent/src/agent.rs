@@ -817,6 +817,16 @@ impl Agent {
             .arg(self.config.cache_dir())
             .arg("--bus-socket")
             .arg(&self.bus_socket)
+            // Resolved here (flag > env > provider.toml > off), so the exe
+            // unit never inherits a different value from the agent's env.
+            .env(
+                crate::config::env_names::ALLOW_DOCKER_IMAGES,
+                if self.config.allow_docker_images {
+                    "1"
+                } else {
+                    "0"
+                },
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))

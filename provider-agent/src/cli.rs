@@ -105,6 +105,9 @@ pub struct RunArgs {
     /// else asked of the daemon at start]; the agent refuses to start when it cannot reach it
     #[arg(long, value_name = "PATH")]
     pub bus_socket: Option<PathBuf>,
+    /// Let `docker:<ref>` task packages run on the VM exe unit: a requestor may then run any image this machine's engine holds or can pull [env: GOLEM_ALLOW_DOCKER_IMAGES] [provider.toml: allow-docker-images] [default: refused]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_docker_images: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +219,7 @@ fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
         platforms: args.platforms,
         max_agreements: args.max_agreements,
         bus_socket: args.bus_socket,
+        allow_docker_images: args.allow_docker_images,
     };
     let config = ProviderConfig::resolve(&connection.data_dir, file, overrides, &machine)?;
     tracing::info!(data_dir = %config.data_dir.display(), cores = config.cores, threads = config.threads,

@@ -30,6 +30,9 @@ pub mod env_names {
     pub const PATH: &str = "PATH";
     /// Log filter (`info`, `golem_provider=debug`, ...).
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// `1` lets `docker:<ref>` task packages run on the VM exe unit; the agent
+    /// also sets it, resolved, in each exe unit's environment.
+    pub const ALLOW_DOCKER_IMAGES: &str = "GOLEM_ALLOW_DOCKER_IMAGES";
 }
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7465";
@@ -83,6 +86,9 @@ pub struct FileConfig {
     pub keep_work_dirs: Option<bool>,
     /// An exe unit that has not reported Initialized within this is killed.
     pub exe_unit_start_timeout_sec: Option<u64>,
+    /// Let `docker:<ref>` task packages run any image the engine holds or
+    /// pulls (default: refused).
+    pub allow_docker_images: Option<bool>,
 }
 
 /// Flags of `golem-provider run` that override the file and the environment.
@@ -98,6 +104,7 @@ pub struct Overrides {
     pub platforms: Option<Vec<String>>,
     pub max_agreements: Option<u32>,
     pub bus_socket: Option<PathBuf>,
+    pub allow_docker_images: Option<bool>,
 }
 
 /// Connection settings shared by every subcommand.
@@ -168,6 +175,9 @@ pub struct ProviderConfig {
     pub max_accept_timeout_sec: u64,
     pub keep_work_dirs: bool,
     pub exe_unit_start_timeout_sec: u64,
+    /// Whether the VM exe unit runs `docker:<ref>` packages (images by
+    /// reference, which could be any image the provider's engine holds).
+    pub allow_docker_images: bool,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -269,6 +279,19 @@ impl ProviderConfig {
                 message: format!("{mem_gib} GiB: offer a positive amount of memory"),
             });
         }
+        let allow_docker_images = match overrides.allow_docker_images {
+            Some(allowed) => allowed,
+            None => match env(env_names::ALLOW_DOCKER_IMAGES) {
+                Some(value) => parse_switch(&value).ok_or_else(|| ConfigError::Invalid {
+                    name: "allow-docker-images",
+                    message: format!(
+                        "{}={value:?}: use 1 or 0, true or false",
+                        env_names::ALLOW_DOCKER_IMAGES
+                    ),
+                })?,
+                None => file.allow_docker_images.unwrap_or(false),
+            },
+        };
         let platforms = overrides
             .platforms
             .or(file.platforms)
@@ -308,6 +331,7 @@ impl ProviderConfig {
             max_accept_timeout_sec: file.max_debit_note_accept_timeout_sec.unwrap_or(24 * 3600),
             keep_work_dirs: file.keep_work_dirs.unwrap_or(false),
             exe_unit_start_timeout_sec: file.exe_unit_start_timeout_sec.unwrap_or(30),
+            allow_docker_images,
         };
         if config.max_agreements == 0 {
             return Err(ConfigError::Invalid {
@@ -332,6 +356,15 @@ impl ProviderConfig {
     /// The package cache shared by all activities.
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")
+    }
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case.
+fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -398,5 +431,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("max-agreements"), "{error}");
+    }
+
+    #[test]
+    fn docker_images_are_off_unless_the_file_or_a_flag_allows_them() {
+        let resolve = |file: &str, flag: Option<bool>| {
+            let file: FileConfig = toml::from_str(file).unwrap();
+            let overrides = Overrides {
+                allow_docker_images: flag,
+                ..Overrides::default()
+            };
+            ProviderConfig::resolve(Path::new("/tmp/x"), file, overrides, &machine())
+                .unwrap()
+                .allow_docker_images
+        };
+        assert!(!resolve("", None));
+        assert!(resolve("allow-docker-images = true\n", None));
+        assert!(resolve("", Some(true)));
+        assert!(!resolve("allow-docker-images = true\n", Some(false)));
+        assert_eq!(parse_switch("YES"), Some(true));
+        assert_eq!(parse_switch("nope"), None);
     }
 }

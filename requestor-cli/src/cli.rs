@@ -58,6 +58,10 @@ pub struct Common {
     /// instead of the built-in HTTP server [env: GOLEM_BUS_SOCKET].
     #[arg(long, global = true, value_name = "PATH")]
     pub bus_socket: Option<PathBuf>,
+    /// Largest file a provider may upload to the built-in HTTP server, per
+    /// upload (413 beyond) [env: GOLEM_REQUESTOR_MAX_UPLOAD_MIB] [default: 1024]
+    #[arg(long, global = true, value_name = "MIB")]
+    pub max_upload_mib: Option<u64>,
     /// Log filter for diagnostics on stderr (e.g. `info`, `golem_requestor=debug`).
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
@@ -158,6 +162,7 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         common.api_url.clone(),
         common.app_key.clone(),
         common.bus_socket.clone(),
+        common.max_upload_mib,
     )?;
     Ok(SessionConfig {
         api_url: connection.api_url,
@@ -166,6 +171,7 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         budget,
         files_addr: connection.files_addr,
         gftp_bus_socket: connection.bus_socket,
+        max_upload_bytes: connection.max_upload_bytes,
     })
 }
 
@@ -574,7 +580,12 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
 }
 
 async fn offers(common: &Common, args: OffersArgs) -> Result<i32> {
-    let connection = Connection::resolve(common.api_url.clone(), common.app_key.clone(), None)?;
+    let connection = Connection::resolve(
+        common.api_url.clone(),
+        common.app_key.clone(),
+        None,
+        common.max_upload_mib,
+    )?;
     let client = golem_client::GolemClient::new(&connection.api_url, &connection.app_key);
     let runtime = args.runtime.as_deref().map(runtime_of).transpose()?;
     let filter = match runtime {

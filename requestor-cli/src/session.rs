@@ -46,6 +46,8 @@ pub struct SessionConfig {
     pub files_addr: String,
     /// Move task files with gftp over this daemon bus socket instead of HTTP.
     pub gftp_bus_socket: Option<PathBuf>,
+    /// The most bytes one upload to the built-in file server may carry.
+    pub max_upload_bytes: u64,
 }
 
 /// One step of a task.
@@ -185,7 +187,7 @@ impl Session {
     /// Create the allocation and start the built-in HTTP file server.
     /// Task files go over gftp when `gftp_bus_socket` is set.
     pub async fn start(config: SessionConfig, events: EventSink) -> Result<Session> {
-        let http = Arc::new(HttpFiles::start(&config.files_addr).await?);
+        let http = Arc::new(HttpFiles::start(&config.files_addr, config.max_upload_bytes).await?);
         let files: Arc<dyn FileTransfer> = match &config.gftp_bus_socket {
             Some(socket) => Arc::new(crate::files::GftpFiles::connect(socket).await?),
             None => http.clone(),
@@ -877,10 +879,31 @@ async fn run_task(
         }),
     });
     let mut commands = Vec::new();
+    let mut upload_slots = Vec::new();
+    let built = build_commands(context, task, capture, &mut commands, &mut upload_slots).await;
+    let outcome = match built {
+        Ok(()) => run_commands(context, activity_id, &commands).await,
+        Err(message) => Err(local_error(message)),
+    };
+    // The task is done (or failed): its upload slots take nothing more.
+    for url in &upload_slots {
+        context.files.close(url).await;
+    }
+    outcome
+}
+
+/// The batch of `task`'s steps; the upload slots it opens go to `upload_slots`.
+async fn build_commands(
+    context: &JobContext,
+    task: &TaskSpec,
+    capture: Option<Capture>,
+    commands: &mut Vec<ExeScriptCommand>,
+    upload_slots: &mut Vec<String>,
+) -> Result<(), String> {
     for step in &task.steps {
         commands.push(match step {
             Step::Upload { from, to } => ExeScriptCommand::Transfer {
-                from: publish(context, from).await.map_err(local_error)?,
+                from: publish(context, from).await?,
                 to: format!("container:{to}"),
                 format: None,
                 depth: None,
@@ -892,23 +915,36 @@ async fn run_task(
                 args: args.clone(),
                 capture: capture.clone(),
             },
-            Step::Download { from, to } => ExeScriptCommand::Transfer {
-                from: format!("container:{from}"),
-                to: context
+            Step::Download { from, to } => {
+                let slot = context
                     .files
                     .receive(to)
                     .await
-                    .map_err(|error| local_error(error.to_string()))?,
-                format: None,
-                depth: None,
-                fileset: None,
-                progress: None,
-            },
+                    .map_err(|error| error.to_string())?;
+                upload_slots.push(slot.clone());
+                ExeScriptCommand::Transfer {
+                    from: format!("container:{from}"),
+                    to: slot,
+                    format: None,
+                    depth: None,
+                    fileset: None,
+                    progress: None,
+                }
+            }
         });
     }
+    Ok(())
+}
+
+/// Run one task's batch and judge its outcome.
+async fn run_commands(
+    context: &JobContext,
+    activity_id: &str,
+    commands: &[ExeScriptCommand],
+) -> Result<(String, String), BatchError> {
     let client = &context.client;
     let results = async {
-        let batch = client.exec(activity_id, &commands).await?;
+        let batch = client.exec(activity_id, commands).await?;
         client
             .wait_batch(activity_id, &batch, context.options.task_timeout)
             .await
