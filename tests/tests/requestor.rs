@@ -444,7 +444,9 @@ async fn a_demand_no_offer_matches_names_the_constraint() {
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_vm_run_executes_a_command_in_a_local_image() {
-    assert!(golem_tests::docker::enabled("docker_vm_run_executes_a_command_in_a_local_image").unwrap());
+    assert!(
+        golem_tests::docker::enabled("docker_vm_run_executes_a_command_in_a_local_image").unwrap()
+    );
     let scratch = tempfile::tempdir().unwrap();
     // scripts/ensure-docker.sh installs Docker and busybox-static; without them this tier fails.
     let image = busybox_image(scratch.path(), "golem-e2e-requestor-busybox").unwrap();

@@ -1119,7 +1119,9 @@ fn variant_tarball(dir: &Path, variant: &str) -> Vec<u8> {
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_vm_image_cache_evicts_the_least_recently_used_unused_images() {
-    if !docker::enabled("docker_vm_image_cache_evicts_the_least_recently_used_unused_images").unwrap() {
+    if !docker::enabled("docker_vm_image_cache_evicts_the_least_recently_used_unused_images")
+        .unwrap()
+    {
         return;
     }
     // The stand-in agent's exe units inherit this: keep one image.

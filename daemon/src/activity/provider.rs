@@ -299,12 +299,15 @@ impl ProviderSide {
         let closed: Vec<String> = counted
             .into_iter()
             .filter(|id| {
-                self.inner.agreements.agreement(id).map_or(true, |agreement| {
-                    !matches!(
-                        agreement.state,
-                        AgreementState::Approved | AgreementState::Pending
-                    )
-                })
+                self.inner
+                    .agreements
+                    .agreement(id)
+                    .map_or(true, |agreement| {
+                        !matches!(
+                            agreement.state,
+                            AgreementState::Approved | AgreementState::Pending
+                        )
+                    })
             })
             .collect();
         let mut state = self.lock();

@@ -260,12 +260,28 @@ impl MarketService {
 
     pub fn get_agreement(&self, owner: NodeId, id: &str) -> Result<Agreement, GolemError> {
         let inner = &self.inner;
-        let state = inner.lock();
-        let role = inner.any_role(&state, owner, id)?;
-        Ok(inner
-            .owned_agreement(&state, owner, role, id)?
-            .agreement
-            .clone())
+        {
+            let state = inner.lock();
+            if let Ok(role) = inner.any_role(&state, owner, id) {
+                return Ok(inner
+                    .owned_agreement(&state, owner, role, id)?
+                    .agreement
+                    .clone());
+            }
+        }
+        // A final agreement compacted out of memory (retention.rs) is in sled.
+        for role in [Role::Requestor, Role::Provider] {
+            if let Some(record) = inner.db.load_agreement(role, id)? {
+                let party = match role {
+                    Role::Requestor => record.agreement.demand.requestor_id,
+                    Role::Provider => record.agreement.offer.provider_id,
+                };
+                if party == owner {
+                    return Ok(record.agreement);
+                }
+            }
+        }
+        Err(not_found(id))
     }
 
     pub fn list_agreements(
@@ -640,10 +656,14 @@ impl MarketService {
         loop {
             {
                 let state = inner.lock();
-                let events: Vec<AgreementOperationEvent> = state
-                    .agreement_events
+                // Event dates strictly increase: the cursor is a binary search.
+                let start = after.map_or(0, |after| {
+                    state
+                        .agreement_events
+                        .partition_point(|record| record.event.event_date() <= after)
+                });
+                let events: Vec<AgreementOperationEvent> = state.agreement_events[start..]
                     .iter()
-                    .filter(|record| after.is_none_or(|after| record.event.event_date() > after))
                     .filter(|record| {
                         app_session_id
                             .as_deref()

@@ -43,6 +43,7 @@ mod outbox;
 mod propagation;
 mod public;
 pub mod rest;
+mod retention;
 mod scan;
 pub use subscriptions::SubscriptionKind;
 mod state;

@@ -246,6 +246,11 @@ pub(crate) struct State {
     pub remote_offers_by_node: HashMap<NodeId, usize>,
     /// How many offers of other nodes are held in all.
     pub remote_offers: usize,
+    /// When compaction first saw an agreement final / a demand ended
+    /// (`retention.rs` drops them a retention later; memory only).
+    pub finished_agreements: HashMap<(Role, String), DateTime<Utc>>,
+    pub finished_demands: HashMap<String, DateTime<Utc>>,
+    pub last_compaction: Option<DateTime<Utc>>,
 }
 
 impl State {
@@ -497,7 +502,11 @@ impl Db {
             }
             state.index_proposal(record);
         }
+        // Final agreements stay in sled only (read there on demand).
         for (_, record) in self.scan::<AgreementRecord>("agreement/")? {
+            if super::retention::is_final(record.agreement.state) {
+                continue;
+            }
             state
                 .agreements
                 .insert((record.role, record.agreement.agreement_id.clone()), record);
@@ -557,6 +566,26 @@ impl Db {
     ) -> Result<(), GolemError> {
         self.delete(proposal_key(subscription_id, proposal_id))
     }
+    pub(crate) fn delete_demand(&self, id: &str) -> Result<(), GolemError> {
+        self.delete(demand_key(id))
+    }
+
+    pub(crate) fn delete_agreement_event(&self, seq: u64) -> Result<(), GolemError> {
+        self.delete(agreement_event_key(seq))
+    }
+
+    /// An agreement record from sled (those compacted out of memory).
+    pub(crate) fn load_agreement(
+        &self,
+        role: Role,
+        id: &str,
+    ) -> Result<Option<AgreementRecord>, GolemError> {
+        match self.tree.get(agreement_key(role, id)).map_err(sled_error)? {
+            Some(bytes) => Ok(Some(store::decode(TREE, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn save_agreement(&self, record: &AgreementRecord) -> Result<(), GolemError> {
         self.put(
             agreement_key(record.role, &record.agreement.agreement_id),

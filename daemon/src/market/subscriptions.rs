@@ -451,6 +451,13 @@ impl MarketService {
         }
         let agreements_expired = super::agreements::expire_agreements(inner, &mut state, current);
         state.scans.sweep(current);
+        let due = state.last_compaction.is_none_or(|last| {
+            (current - last).to_std().unwrap_or_default() >= super::retention::COMPACTION_PERIOD
+        });
+        if due {
+            state.last_compaction = Some(current);
+            super::retention::compact(&inner.db, &mut state, current, super::retention::RETENTION);
+        }
         drop(state);
         if events_dropped {
             inner.bump_events();

@@ -248,7 +248,9 @@ fn short(id: &Option<String>) -> String {
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_a_requestors_tarball_cannot_move_tags_on_the_providers_engine() {
-    if !docker::enabled("docker_a_requestors_tarball_cannot_move_tags_on_the_providers_engine").unwrap() {
+    if !docker::enabled("docker_a_requestors_tarball_cannot_move_tags_on_the_providers_engine")
+        .unwrap()
+    {
         return;
     }
     let fixture = fixture(Vec::new()).await;
@@ -345,8 +347,10 @@ async fn docker_a_requestors_tarball_cannot_move_tags_on_the_providers_engine() 
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_a_docker_reference_package_is_refused_unless_the_provider_allows_it() {
-    if !docker::enabled("docker_a_docker_reference_package_is_refused_unless_the_provider_allows_it")
-        .unwrap()
+    if !docker::enabled(
+        "docker_a_docker_reference_package_is_refused_unless_the_provider_allows_it",
+    )
+    .unwrap()
     {
         return;
     }
@@ -505,7 +509,9 @@ async fn deploy_through_agent(
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_the_provider_agent_refuses_docker_references_unless_allowed() {
     use golem_tests::provider::ProviderOptions;
-    if !docker::enabled("docker_the_provider_agent_refuses_docker_references_unless_allowed").unwrap() {
+    if !docker::enabled("docker_the_provider_agent_refuses_docker_references_unless_allowed")
+        .unwrap()
+    {
         return;
     }
     docker::build_test_image("busybox", BASE_TAG).unwrap();

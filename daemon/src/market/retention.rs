@@ -1,0 +1,307 @@
+//! What the market forgets, so that memory holds live work and not history
+//! (a node that ran 100,000 agreements must answer as fast as a new one):
+//!
+//! - agreement events older than [`RETENTION`] leave memory and sled (clients
+//!   page them within seconds; the provider agent within one long-poll);
+//! - an agreement in a final state (Terminated, Rejected, Cancelled, Expired)
+//!   leaves memory [`RETENTION`] after compaction first saw it final; its record
+//!   stays in sled, where `get_agreement` (and so payment) still reads it;
+//! - a demand that is unsubscribed or expired leaves memory and sled
+//!   [`RETENTION`] after it ended, with its proposals and events;
+//! - a proposal leaves memory and sled once it is past its negotiation
+//!   deadline, or [`RETENTION`] after it was made, whichever comes first
+//!   (negotiations take seconds; an offer lives for days).
+//!
+//! It runs from the sweep every [`COMPACTION_PERIOD`], under the market lock.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use golem_model::market::AgreementState;
+
+use super::state::{Db, Role, State};
+
+/// How long finished things stay in memory.
+pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
+/// How often the sweep compacts.
+pub(crate) const COMPACTION_PERIOD: Duration = Duration::from_secs(10);
+
+/// What one compaction dropped (for the debug log and tests).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Compacted {
+    pub agreement_events: usize,
+    pub agreements: usize,
+    pub demands: usize,
+    pub proposals: usize,
+}
+
+pub(crate) fn is_final(state: AgreementState) -> bool {
+    matches!(
+        state,
+        AgreementState::Terminated
+            | AgreementState::Rejected
+            | AgreementState::Cancelled
+            | AgreementState::Expired
+    )
+}
+
+/// Drop what [`RETENTION`] no longer keeps, as of `now`.
+pub(crate) fn compact(
+    db: &Db,
+    state: &mut State,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> Compacted {
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return Compacted::default();
+    };
+    let oldest_kept = now - retention;
+    let mut compacted = Compacted::default();
+
+    // Agreement events: their dates strictly increase, so the old ones are a prefix.
+    let old = state
+        .agreement_events
+        .partition_point(|record| record.event.event_date() < oldest_kept);
+    for record in state.agreement_events.drain(..old) {
+        if let Err(error) = db.delete_agreement_event(record.seq) {
+            tracing::warn!(%error, "cannot delete an old agreement event");
+        }
+        compacted.agreement_events += 1;
+    }
+
+    // Final agreements: remembered when first seen final, dropped a retention later.
+    let finals: Vec<(Role, String)> = state
+        .agreements
+        .iter()
+        .filter(|(_, record)| is_final(record.agreement.state))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in finals {
+        let seen = *state.finished_agreements.entry(key.clone()).or_insert(now);
+        if seen <= oldest_kept {
+            state.agreements.remove(&key);
+            state.finished_agreements.remove(&key);
+            compacted.agreements += 1;
+        }
+    }
+    state
+        .finished_agreements
+        .retain(|key, _| state.agreements.contains_key(key));
+
+    // Ended demands, with their proposals and events.
+    let ended: Vec<String> = state
+        .demands
+        .values()
+        .filter(|entry| !entry.is_live(now))
+        .map(|entry| entry.stored.demand.demand_id.clone())
+        .collect();
+    for id in ended {
+        let expiration = state.demands[&id].stored.expiration;
+        let seen = *state
+            .finished_demands
+            .entry(id.clone())
+            .or_insert_with(|| expiration.min(now));
+        if seen > oldest_kept {
+            continue;
+        }
+        compacted.proposals += drop_proposals_of(db, state, &id);
+        let _ = state.drop_events(db, &id);
+        if let Some(entry) = state.demands.remove(&id) {
+            state.demand_arrivals.remove(&entry.arrival);
+        }
+        state.finished_demands.remove(&id);
+        if let Err(error) = db.delete_demand(&id) {
+            tracing::warn!(demand_id = %id, %error, "cannot delete an ended demand");
+        }
+        compacted.demands += 1;
+    }
+    state
+        .finished_demands
+        .retain(|id, _| state.demands.contains_key(id));
+
+    // Proposals past their deadline, or made longer than a retention ago.
+    let stale: Vec<(String, String)> = state
+        .proposals
+        .values()
+        .flat_map(|proposals| proposals.values())
+        .filter(|record| {
+            let deadline = state.proposal_expiration(record).unwrap_or(now);
+            deadline.min(record.proposal.timestamp + retention) <= now
+        })
+        .map(|record| {
+            (
+                record.subscription_id.clone(),
+                record.proposal.proposal_id.clone(),
+            )
+        })
+        .collect();
+    for (subscription_id, proposal_id) in stale {
+        if let Err(error) = state.remove_proposal(db, &subscription_id, &proposal_id) {
+            tracing::warn!(%proposal_id, %error, "cannot delete a stale proposal");
+        }
+        compacted.proposals += 1;
+    }
+    state.proposals.retain(|_, proposals| !proposals.is_empty());
+    state
+        .proposal_index
+        .retain(|_, subscriptions| !subscriptions.is_empty());
+
+    if compacted != Compacted::default() {
+        tracing::debug!(?compacted, "market history compacted");
+    }
+    compacted
+}
+
+fn drop_proposals_of(db: &Db, state: &mut State, subscription_id: &str) -> usize {
+    let ids: Vec<String> = state
+        .proposals
+        .get(subscription_id)
+        .map(|proposals| proposals.keys().cloned().collect())
+        .unwrap_or_default();
+    for proposal_id in &ids {
+        if let Err(error) = state.remove_proposal(db, subscription_id, proposal_id) {
+            tracing::warn!(%proposal_id, %error, "cannot delete a proposal of an ended demand");
+        }
+    }
+    ids.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+    use crate::market::state::{
+        AgreementEventRecord, AgreementRecord, DemandEntry, ProposalRecord, StoredDemand,
+    };
+
+    const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+    const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("market").unwrap();
+        (dir, Db { tree })
+    }
+
+    fn agreement(id: &str, state: &str, now: DateTime<Utc>) -> AgreementRecord {
+        AgreementRecord {
+            role: Role::Requestor,
+            agreement: serde_json::from_value(json!({
+                "agreementId": id,
+                "demand": {"properties": {}, "constraints": "()", "demandId": "d1",
+                           "requestorId": REQUESTOR, "timestamp": now},
+                "offer": {"properties": {}, "constraints": "()", "offerId": "o1",
+                          "providerId": PROVIDER, "timestamp": now},
+                "validTo": now + chrono::Duration::hours(1),
+                "state": state,
+                "timestamp": now,
+            }))
+            .unwrap(),
+            subscription_id: "d1".into(),
+            offer_proposal_id: "p1".into(),
+            terminator: None,
+            reason: None,
+            terminated_date: None,
+        }
+    }
+
+    fn proposal(id: &str, made: DateTime<Utc>, expiration: DateTime<Utc>) -> ProposalRecord {
+        ProposalRecord {
+            subscription_id: "d1".into(),
+            role: Role::Requestor,
+            offer_id: "o1".into(),
+            demand_id: "d1".into(),
+            requestor_id: REQUESTOR.parse().unwrap(),
+            provider_id: PROVIDER.parse().unwrap(),
+            ours: false,
+            countered: false,
+            proposal: serde_json::from_value(json!({
+                "properties": {}, "constraints": "()", "proposalId": id,
+                "issuerId": PROVIDER, "state": "Initial", "timestamp": made,
+            }))
+            .unwrap(),
+            expiration: Some(expiration),
+        }
+    }
+
+    #[test]
+    fn history_leaves_memory_a_retention_after_it_ends_and_live_work_stays() {
+        let (_dir, db) = db();
+        let retention = Duration::from_secs(3600);
+        let hour = chrono::Duration::hours(1);
+        let start = Utc::now();
+        let mut state = State::default();
+        for (seq, minutes) in [(1u64, 0i64), (2, 90)] {
+            let record = AgreementEventRecord {
+                seq,
+                role: Role::Requestor,
+                app_session_id: None,
+                event: serde_json::from_value(json!({
+                    "eventType": "AgreementApprovedEvent",
+                    "eventDate": start + chrono::Duration::minutes(minutes),
+                    "agreementId": "a1",
+                }))
+                .unwrap(),
+            };
+            db.save_agreement_event(&record).unwrap();
+            state.agreement_events.push(record);
+        }
+        for (id, agreement_state) in [("a-live", "Approved"), ("a-done", "Terminated")] {
+            let record = agreement(id, agreement_state, start);
+            db.save_agreement(&record).unwrap();
+            state
+                .agreements
+                .insert((Role::Requestor, id.into()), record);
+        }
+        let demand = StoredDemand {
+            demand: serde_json::from_value(json!({
+                "properties": {}, "constraints": "()", "demandId": "d1",
+                "requestorId": REQUESTOR, "timestamp": start,
+            }))
+            .unwrap(),
+            expiration: start + chrono::Duration::minutes(30),
+            active: true,
+        };
+        db.save_demand(&demand).unwrap();
+        state.insert_demand(DemandEntry::new(demand).unwrap());
+        let stale = proposal("p-old", start, start + chrono::Duration::minutes(5));
+        state.insert_proposal(&db, stale).unwrap();
+
+        // At the start nothing has ended long enough ago.
+        let first = compact(&db, &mut state, start, retention);
+        assert_eq!(first, Compacted::default());
+
+        // Two hours on: the first event, the final agreement (seen final at the
+        // start), the demand (expired at +30 min) and its proposal go.
+        let later = start + hour * 2;
+        let second = compact(&db, &mut state, later, retention);
+        assert_eq!(
+            second,
+            Compacted {
+                agreement_events: 1,
+                agreements: 1,
+                demands: 1,
+                proposals: 1,
+            }
+        );
+        assert_eq!(state.agreement_events.len(), 1);
+        assert!(state
+            .agreements
+            .contains_key(&(Role::Requestor, "a-live".into())));
+        assert!(!state
+            .agreements
+            .contains_key(&(Role::Requestor, "a-done".into())));
+        assert!(state.demands.is_empty() && state.demand_arrivals.is_empty());
+        assert!(state.proposals.is_empty() && state.proposal_index.is_empty());
+        // The final agreement is still in sled; the rest is gone from it.
+        assert!(db
+            .load_agreement(Role::Requestor, "a-done")
+            .unwrap()
+            .is_some());
+        assert_eq!(db.tree.scan_prefix("agreement-event/").count(), 1);
+        assert_eq!(db.tree.scan_prefix("demand/").count(), 0);
+        assert_eq!(db.tree.scan_prefix("proposal/").count(), 0);
+    }
+}
