@@ -51,6 +51,8 @@ pub mod agreement;
 pub mod batches;
 pub mod capture;
 pub mod cli;
+pub mod confined;
+pub mod outbound;
 pub mod package;
 pub mod runtime;
 pub mod service;
