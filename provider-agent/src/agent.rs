@@ -747,6 +747,11 @@ impl Agent {
             .arg(self.config.cache_dir())
             .arg("--bus-socket")
             .arg(&self.config.bus_socket)
+            .args(
+                self.config
+                    .allow_private_transfers
+                    .then_some("--allow-private-transfers"),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))

@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// The daemon's bus socket handed to exe units [env: GOLEM_BUS_SOCKET, else $GOLEM_DATA_DIR/bus.sock]
     #[arg(long, value_name = "PATH")]
     pub bus_socket: Option<PathBuf>,
+    /// Let requestors' transfers and package downloads reach loopback, private and link-local
+    /// addresses of this host's network (e.g. a loopback test network) [env: GOLEM_ALLOW_PRIVATE_TRANSFERS] [default: false]
+    #[arg(long)]
+    pub allow_private_transfers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,11 +219,12 @@ fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
         platforms: args.platforms,
         max_agreements: args.max_agreements,
         bus_socket: args.bus_socket,
+        allow_private_transfers: args.allow_private_transfers.then_some(true),
     };
     let config = ProviderConfig::resolve(&connection.data_dir, file, overrides, &machine)?;
     tracing::info!(data_dir = %config.data_dir.display(), cores = config.cores, threads = config.threads,
         mem_gib = config.mem_gib, storage_gib = config.storage_gib, platforms = ?config.platforms,
-        "golem-provider starting");
+        allow_private_transfers = config.allow_private_transfers, "golem-provider starting");
     let client = GolemClient::new(&connection.api_url, &app_key);
     runtime()?.block_on(crate::agent::run(config, client))?;
     Ok(())

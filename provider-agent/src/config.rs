@@ -30,6 +30,9 @@ pub mod env_names {
     pub const PATH: &str = "PATH";
     /// Log filter (`info`, `golem_provider=debug`, ...).
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// `true`/`false`: let exe units' transfers and package downloads reach
+    /// loopback, private and link-local addresses.
+    pub const ALLOW_PRIVATE_TRANSFERS: &str = "GOLEM_ALLOW_PRIVATE_TRANSFERS";
 }
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7465";
@@ -83,6 +86,9 @@ pub struct FileConfig {
     pub keep_work_dirs: Option<bool>,
     /// An exe unit that has not reported Initialized within this is killed.
     pub exe_unit_start_timeout_sec: Option<u64>,
+    /// Let exe units' transfers and package downloads reach non-public
+    /// addresses (loopback, private, link-local, metadata); default false.
+    pub allow_private_transfers: Option<bool>,
 }
 
 /// Flags of `golem-provider run` that override the file and the environment.
@@ -98,6 +104,8 @@ pub struct Overrides {
     pub platforms: Option<Vec<String>>,
     pub max_agreements: Option<u32>,
     pub bus_socket: Option<PathBuf>,
+    /// `--allow-private-transfers` (only ever turns it on).
+    pub allow_private_transfers: Option<bool>,
 }
 
 /// Connection settings shared by every subcommand.
@@ -167,6 +175,10 @@ pub struct ProviderConfig {
     pub max_accept_timeout_sec: u64,
     pub keep_work_dirs: bool,
     pub exe_unit_start_timeout_sec: u64,
+    /// Requestors' transfers and package downloads run on this host's
+    /// network: only when this is on may they reach loopback, private
+    /// (RFC 1918, fc00::/7, CGNAT) or link-local (cloud metadata) addresses.
+    pub allow_private_transfers: bool,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -282,7 +294,18 @@ impl ProviderConfig {
                 message: "empty: accept at least one payment platform".into(),
             });
         }
+        let allow_private_transfers = match overrides.allow_private_transfers {
+            Some(allow) => allow,
+            None => match env(env_names::ALLOW_PRIVATE_TRANSFERS) {
+                Some(text) => parse_bool(&text).ok_or_else(|| ConfigError::Invalid {
+                    name: env_names::ALLOW_PRIVATE_TRANSFERS,
+                    message: format!("{text:?}: use true or false"),
+                })?,
+                None => file.allow_private_transfers.unwrap_or(false),
+            },
+        };
         let config = ProviderConfig {
+            allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
             bus_socket,
             node_name,
@@ -338,6 +361,14 @@ impl ProviderConfig {
     }
 }
 
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 fn round2(value: f64) -> f64 {
     (value * 100.0).floor() / 100.0
 }
@@ -375,6 +406,14 @@ mod tests {
         assert_eq!(config.mem_gib, 2.5);
         assert_eq!(config.storage_gib, 75.0);
         assert_eq!(config.platforms, DEFAULT_PLATFORMS);
+        assert!(!config.allow_private_transfers, "off unless asked for");
+        let file: FileConfig = toml::from_str("allow-private-transfers = true\n").unwrap();
+        let config =
+            ProviderConfig::resolve(Path::new("/tmp/x"), file, Overrides::default(), &machine())
+                .unwrap();
+        assert!(config.allow_private_transfers);
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("nope"), None);
     }
 
     #[test]
