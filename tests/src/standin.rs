@@ -22,12 +22,36 @@ pub type ExeUnits = Arc<Mutex<HashMap<String, Child>>>;
 /// Plays the provider agent: negotiates (see `spawn_provider_negotiator`) and
 /// spawns one `exe_unit` process (e.g. `exe-unit-wasm`) per CreateActivity
 /// event, per the exe-unit spawn contract, with its work dirs under `work`.
+/// The exe units get `--allow-private-transfers`: the tests serve their
+/// packages and files on loopback. [`spawn_standin_agent_with`] chooses.
 pub fn spawn_standin_agent(
     provider: &DaemonProcess,
     offer_id: String,
     offer: DemandOfferBase,
     exe_unit: &'static str,
     work: PathBuf,
+) -> ExeUnits {
+    let options = StandinOptions {
+        allow_private_transfers: true,
+    };
+    spawn_standin_agent_with(provider, offer_id, offer, exe_unit, work, options)
+}
+
+/// How the stand-in agent spawns exe units.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandinOptions {
+    /// Pass `--allow-private-transfers` (off: the provider's default).
+    pub allow_private_transfers: bool,
+}
+
+/// [`spawn_standin_agent`] with explicit options.
+pub fn spawn_standin_agent_with(
+    provider: &DaemonProcess,
+    offer_id: String,
+    offer: DemandOfferBase,
+    exe_unit: &'static str,
+    work: PathBuf,
+    options: StandinOptions,
 ) -> ExeUnits {
     let exe_units: ExeUnits = Arc::default();
     spawn_provider_negotiator(provider.client(), offer_id, offer);
@@ -85,6 +109,11 @@ pub fn spawn_standin_agent(
                     .arg(work.join("cache"))
                     .arg("--bus-socket")
                     .arg(&bus_socket)
+                    .args(
+                        options
+                            .allow_private_transfers
+                            .then_some("--allow-private-transfers"),
+                    )
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(
