@@ -23,12 +23,34 @@ use sha3::Digest;
 
 const SUBNET: &str = "e2e-security-transfers";
 
-fn offer() -> DemandOfferBase {
+/// The exe unit the stand-in agent runs and the runtime name it offers.
+#[derive(Clone, Copy)]
+enum Unit {
+    Wasm,
+    Vm,
+}
+
+impl Unit {
+    fn binary(self) -> &'static str {
+        match self {
+            Unit::Wasm => "exe-unit-wasm",
+            Unit::Vm => "exe-unit-vm",
+        }
+    }
+    fn runtime(self) -> &'static str {
+        match self {
+            Unit::Wasm => "wasmtime",
+            Unit::Vm => "vm",
+        }
+    }
+}
+
+fn offer(unit: Unit) -> DemandOfferBase {
     DemandOfferBase {
         properties: json!({
             "golem.node.debug.subnet": SUBNET,
-            "golem.node.id.name": "wasm-provider",
-            "golem.runtime.name": "wasmtime",
+            "golem.node.id.name": "security-provider",
+            "golem.runtime.name": unit.runtime(),
             "golem.inf.mem.gib": 0.5,
             "golem.inf.storage.gib": 1.0,
             "golem.inf.cpu.threads": 1,
@@ -40,14 +62,17 @@ fn offer() -> DemandOfferBase {
     }
 }
 
-fn demand(package: &str) -> DemandOfferBase {
+fn demand(package: &str, unit: Unit) -> DemandOfferBase {
     DemandOfferBase {
         properties: json!({
             "golem.node.debug.subnet": SUBNET,
             "golem.srv.comp.task_package": package,
             "golem.srv.comp.expiration": 4_102_444_800_000u64,
         }),
-        constraints: format!("(&(golem.node.debug.subnet={SUBNET})(golem.runtime.name=wasmtime))"),
+        constraints: format!(
+            "(&(golem.node.debug.subnet={SUBNET})(golem.runtime.name={}))",
+            unit.runtime()
+        ),
     }
 }
 
@@ -68,20 +93,29 @@ struct Provider {
     /// The provider daemon's REST API and data dir (its `identity.key`).
     provider_api: String,
     provider_data_dir: PathBuf,
+    unit: Unit,
     _exe_units: ExeUnits,
 }
 
 async fn provider() -> Provider {
+    provider_with(Unit::Wasm).await
+}
+
+async fn provider_with(unit: Unit) -> Provider {
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
     let work = sandbox.path().join("provider-work");
     let provider = &sandbox.daemons()[0];
-    let offer_id = provider.client().subscribe_offer(&offer()).await.unwrap();
+    let offer_id = provider
+        .client()
+        .subscribe_offer(&offer(unit))
+        .await
+        .unwrap();
     let exe_units = spawn_standin_agent_with(
         provider,
         offer_id,
-        offer(),
-        "exe-unit-wasm",
+        offer(unit),
+        unit.binary(),
         work.clone(),
         StandinOptions {
             allow_private_transfers: false,
@@ -90,6 +124,7 @@ async fn provider() -> Provider {
     let (provider_api, provider_data_dir) = (provider.api_url.clone(), provider.data_dir.clone());
     let requestor = sandbox.daemons()[1].client();
     Provider {
+        unit,
         provider_api,
         provider_data_dir,
         sandbox,
@@ -102,7 +137,7 @@ async fn provider() -> Provider {
 impl Provider {
     /// Negotiate an agreement for `package` and create an activity on it.
     async fn activity(&self, package: &str) -> String {
-        let agreement_id = negotiate_agreement(&self.requestor, &demand(package)).await;
+        let agreement_id = negotiate_agreement(&self.requestor, &demand(package, self.unit)).await;
         self.requestor
             .create_activity(&agreement_id, 30.0)
             .await
@@ -265,6 +300,38 @@ async fn task_package_on_loopback_is_refused() {
     let seen = last_message(&results);
     report(
         "task package from a loopback server (SSRF)",
+        "refused: loopback, needs allow-private-transfers",
+        &seen,
+    );
+    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+    assert!(seen.contains("allow-private-transfers"), "{seen}");
+}
+
+/// The VM unit downloads its package itself (streaming it into the engine);
+/// the same policy applies there: a loopback package is refused.
+#[tokio::test]
+async fn vm_task_package_on_loopback_is_refused() {
+    if !golem_tests::docker::enabled("vm_task_package_on_loopback_is_refused").unwrap() {
+        return;
+    }
+    let setup = provider_with(Unit::Vm).await;
+    let packages = setup.sandbox.path().join("served");
+    std::fs::create_dir_all(&packages).unwrap();
+    let bytes = b"an image the provider must never fetch".to_vec();
+    std::fs::write(packages.join("image.tar"), &bytes).unwrap();
+    let server = FileServer::start(packages).await.unwrap();
+    let package = format!(
+        "hash:sha3:{}:{}",
+        hex::encode(sha3::Sha3_224::digest(&bytes)),
+        server.url("image.tar")
+    );
+    let activity = setup.activity(&package).await;
+    let results = setup
+        .run(&activity, json!([{"deploy": {}}, {"start": {"args": []}}]))
+        .await;
+    let seen = last_message(&results);
+    report(
+        "VM task package from a loopback server (SSRF)",
         "refused: loopback, needs allow-private-transfers",
         &seen,
     );
