@@ -762,4 +762,70 @@ mod tests {
             assert!(!volumes[1].host_path.join("big").exists());
         }
     }
+
+    /// The check-then-open race of the issue, played for real: while
+    /// transfers write `/golem/output/d/f` over and over, another thread
+    /// atomically swaps the directory `d` with a symlink to a directory
+    /// outside the volume (`RENAME_EXCHANGE`, as a payload in the container
+    /// could). No write may ever land outside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn swapping_a_directory_for_a_symlink_during_transfers_never_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = volumes(dir.path());
+        for volume in &volumes {
+            std::fs::create_dir_all(&volume.host_path).unwrap();
+        }
+        let output = volumes[1].host_path.clone();
+        let outside = dir.path().join("provider-home");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(output.join("d")).unwrap();
+        std::os::unix::fs::symlink(&outside, output.join("swap")).unwrap();
+        std::fs::write(volumes[0].host_path.join("in"), b"payload").unwrap();
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, output) = (stop.clone(), output.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        output.join("d"),
+                        rustix::fs::CWD,
+                        output.join("swap"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let (mut written, mut refused) = (0u32, 0u32);
+        while std::time::Instant::now() < deadline {
+            match transfer(
+                &volumes,
+                "container:/golem/input/in",
+                "container:/golem/output/d/f",
+                &TransferOptions::default(),
+            )
+            .await
+            {
+                Ok(_) => written += 1,
+                Err(_) => refused += 1,
+            }
+            assert!(
+                !outside.join("f").exists(),
+                "a transfer wrote outside the volume after {written} writes"
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 100, "the race did not run: {swaps} swaps");
+        assert!(
+            written + refused > 10,
+            "{written} written, {refused} refused"
+        );
+    }
 }
