@@ -560,6 +560,7 @@ impl Activity {
                     cache_dir: self.config.cache_dir.clone(),
                     volumes,
                     env,
+                    fetch_policy: self.config.fetch_policy(),
                 })
                 .await
                 .map_err(|error| error.to_string())?;

@@ -74,8 +74,9 @@ static PROCESS_POLICY: OnceLock<FetchPolicy> = OnceLock::new();
 /// Set the policy [`fetch`] and [`fetch_with_tee`] apply in this process (an
 /// exe unit serves one activity; [`crate::cli::main`] sets it from its
 /// arguments and agreement before anything runs). Later calls change nothing.
-/// Code that has the activity's policy at hand passes it to
-/// [`fetch_with_policy`] instead.
+/// Code that has the activity's policy at hand (`DeployRequest::fetch_policy`)
+/// passes it to [`fetch_with_policy`] instead; this process-wide value exists
+/// only so that callers of the older entry points are never unfiltered.
 pub fn set_process_policy(policy: FetchPolicy) {
     let _ = PROCESS_POLICY.set(policy);
 }

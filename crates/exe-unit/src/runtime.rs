@@ -37,6 +37,10 @@ pub struct DeployRequest {
     /// Volumes the requestor asked for in `deploy.volumes`, if any.
     pub volumes: Option<DeployVolumes>,
     pub env: Vec<(String, String)>,
+    /// How this activity's package may be fetched, for a runtime that fetches
+    /// it itself ([`Runtime::accepts_package_reference`]): pass it to
+    /// [`crate::package::fetch_with_policy`].
+    pub fetch_policy: crate::package::FetchPolicy,
 }
 
 /// How a runtime may use a volume (the manifest's mount-point kind).
