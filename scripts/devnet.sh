@@ -53,7 +53,9 @@ start_daemon() {
     die "golem-daemon $name not ready within 30 s (log: $logfile)"
 }
 
-# start_provider NAME API_URL: golem-provider beside daemon NAME.
+# start_provider NAME API_URL: golem-provider beside daemon NAME. The whole
+# network is on loopback and the requestor serves task files on 127.0.0.1, so
+# the providers explicitly allow transfers to private addresses.
 start_provider() {
     local name="$1" api_url="$2"
     local agent="$dir/$name-agent" logfile="$dir/$name-agent.log"
@@ -64,6 +66,7 @@ start_provider() {
     RUST_LOG="${RUST_LOG:-info}" PATH="$bin:$PATH" setsid "$bin/golem-provider" \
         --data-dir "$agent" --api-url "$api_url" --app-key "$name-key" --log-format json \
         run --bus-socket "$dir/$name/bus.sock" --subnet "$subnet" --node-name "$name" \
+        --allow-private-transfers \
         --max-agreements "${GOLEM_DEVNET_MAX_AGREEMENTS:-4}" "${exe_units[@]}" \
         </dev/null >/dev/null 2>"$logfile" &
     echo "$!" >"$dir/$name-agent.pid"

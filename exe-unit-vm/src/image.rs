@@ -93,15 +93,22 @@ pub async fn download_and_load(
     docker: &Docker,
     task_package: &str,
     cache_dir: &Path,
+    policy: &golem_exe_unit::package::FetchPolicy,
 ) -> Result<Loaded, RuntimeError> {
     let (tee, mut arriving) = mpsc::channel::<Bytes>(TEE_CHUNKS);
     let (verdict_sender, verdict) = watch::channel(None::<bool>);
     let download = {
         let task_package = task_package.to_string();
         let cache_dir = cache_dir.to_path_buf();
+        let policy = policy.clone();
         tokio::spawn(async move {
-            let fetched =
-                golem_exe_unit::package::fetch_with_tee(&task_package, &cache_dir, Some(tee)).await;
+            let fetched = golem_exe_unit::package::fetch_with_policy(
+                &task_package,
+                &cache_dir,
+                Some(tee),
+                &policy,
+            )
+            .await;
             let _ = verdict_sender.send(Some(fetched.is_ok()));
             fetched
         })

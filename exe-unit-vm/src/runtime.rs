@@ -227,7 +227,13 @@ impl VmRuntime {
         let loaded = if tokio::fs::metadata(&package_file).await.is_ok() {
             image::load(docker, &package_file).await?
         } else {
-            image::download_and_load(docker, task_package, &request.cache_dir).await?
+            image::download_and_load(
+                docker,
+                task_package,
+                &request.cache_dir,
+                &request.fetch_policy,
+            )
+            .await?
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(image_id = %loaded.image_id, elapsed_ms, "image loaded");

@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
             cache_dir: dir.path().join("cache"),
             volumes: None,
             env: vec![],
+            fetch_policy: Default::default(),
         }))
         .unwrap();
     let run = || {

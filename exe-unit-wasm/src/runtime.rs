@@ -2,8 +2,11 @@
 //! creates its mount points under the work dir and compiles every entry point
 //! once into an [`InstancePre`] (WASI preview 1 imports already resolved), so a
 //! `run` only creates a store, instantiates and calls `_start` on a worker
-//! thread. Limits: the store's memory is capped by `golem.inf.mem.gib`, and
-//! the run's wall time by epoch interruption (the deadline or a kill bumps the
+//! thread. Limits: the store's memory is capped by `golem.inf.mem.gib` (else
+//! [`DEFAULT_MEMORY_LIMIT`]) as one total over all its linear memories and
+//! tables, so a module with many memories cannot multiply the cap, and the
+//! counts of instances, memories and tables are bounded too; the run's wall
+//! time is capped by epoch interruption (the deadline or a kill bumps the
 //! engine's epoch, which traps the module wherever it is).
 
 use std::collections::BTreeMap;
@@ -33,36 +36,98 @@ pub struct StoreState {
     limiter: MemoryLimiter,
 }
 
-/// Caps linear memory (and tables) of one store; remembers a refused growth
-/// so the error can say what happened.
+/// The memory cap of a store when the agreement names none.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+/// Bytes one table element costs in the total (Wasmtime stores a pointer).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+/// Most instances, linear memories and tables one store may create.
+const MAX_INSTANCES: usize = 16;
+const MAX_MEMORIES: usize = 64;
+const MAX_TABLES: usize = 256;
+
+/// Caps the sum of all linear memories and tables of one store (each
+/// growth is charged its increase, a failed growth is refunded); remembers a
+/// refused growth so the error can say what happened.
 struct MemoryLimiter {
-    limit: Option<usize>,
+    limit: usize,
+    /// Bytes of memories and tables the store holds (or is growing into).
+    total: usize,
+    /// The increase of the growth in progress, refunded if it fails.
+    pending: usize,
+    /// The total a refused growth would have made.
     refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            limit,
+            total: 0,
+            pending: 0,
+            refused: None,
+        }
+    }
+
+    fn grow(&mut self, increase: usize) -> wasmtime::Result<bool> {
+        let wanted = self.total.saturating_add(increase);
+        if wanted > self.limit {
+            self.refused = Some(wanted);
+            return Err(wasmtime::Error::msg(memory_message(self.limit, wanted)));
+        }
+        self.total = wanted;
+        self.pending = increase;
+        Ok(true)
+    }
+
+    fn refund(&mut self) {
+        self.total = self.total.saturating_sub(self.pending);
+        self.pending = 0;
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        match self.limit {
-            Some(limit) if desired > limit => {
-                self.refused = Some(desired);
-                Err(wasmtime::Error::msg(memory_message(limit, desired)))
-            }
-            _ => Ok(true),
-        }
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refund();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 10_000_000)
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refund();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -107,7 +172,7 @@ struct Deployed {
 
 pub struct WasmRuntime {
     engine: Engine,
-    memory_limit: Option<usize>,
+    memory_limit: usize,
     deployed: Mutex<Option<Arc<Deployed>>>,
     running: Mutex<Option<Arc<RunControl>>>,
 }
@@ -132,7 +197,9 @@ impl WasmRuntime {
         WasmRuntime::with_memory_limit(memory_limit)
     }
 
+    /// `None`: [`DEFAULT_MEMORY_LIMIT`].
     pub fn with_memory_limit(memory_limit: Option<usize>) -> Result<WasmRuntime, RuntimeError> {
+        let memory_limit = memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -331,7 +398,7 @@ fn execute(
     entry_point: &str,
     args: &[String],
     output: OutputSender,
-    memory_limit: Option<usize>,
+    memory_limit: usize,
     control: &RunControl,
 ) -> Result<i32, Failure> {
     let mut builder = WasiCtxBuilder::new();
@@ -360,10 +427,7 @@ fn execute(
         engine,
         StoreState {
             wasi: builder.build_p1(),
-            limiter: MemoryLimiter {
-                limit: memory_limit,
-                refused: None,
-            },
+            limiter: MemoryLimiter::new(memory_limit),
         },
     );
     store.limiter(|state| &mut state.limiter);
@@ -376,8 +440,8 @@ fn execute(
         if control.timed_out.load(Ordering::SeqCst) {
             return Failure::TimedOut;
         }
-        if let (Some(limit), Some(desired)) = (memory_limit, store.data().limiter.refused) {
-            return Failure::Error(memory_message(limit, desired));
+        if let Some(desired) = store.data().limiter.refused {
+            return Failure::Error(memory_message(memory_limit, desired));
         }
         match error.downcast_ref::<Trap>() {
             Some(trap) => Failure::Error(format!("{entry_point} trapped: {trap}")),
@@ -407,5 +471,70 @@ fn execute(
             Some(exit) => Ok(exit.0),
             None => Err(failure(&store, error)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Instantiate `wat` in a store limited to `limit` bytes and call `run`.
+    fn run_limited(wat: &str, limit: usize) -> (wasmtime::Result<()>, MemoryLimiter) {
+        let engine = Engine::default();
+        let module = Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+        let mut store = Store::new(&engine, MemoryLimiter::new(limit));
+        store.limiter(|limiter| limiter);
+        let result = Linker::new(&engine)
+            .instantiate(&mut store, &module)
+            .and_then(|instance| {
+                instance
+                    .get_typed_func::<(), ()>(&mut store, "run")?
+                    .call(&mut store, ())
+            });
+        (result, store.into_data())
+    }
+
+    /// The exploit: four memories of 48 MiB each under a 64 MiB cap used to
+    /// pass (the cap was checked per memory); the total is what counts now.
+    #[test]
+    fn the_cap_is_a_total_over_all_memories() {
+        let four_memories = r#"(module
+            (memory $a 1) (memory $b 1) (memory $c 1) (memory $d 1)
+            (func (export "run")
+              (if (i32.eq (memory.grow $a (i32.const 767)) (i32.const -1)) (then unreachable))
+              (if (i32.eq (memory.grow $b (i32.const 767)) (i32.const -1)) (then unreachable))
+              (if (i32.eq (memory.grow $c (i32.const 767)) (i32.const -1)) (then unreachable))
+              (if (i32.eq (memory.grow $d (i32.const 767)) (i32.const -1)) (then unreachable))))"#;
+        let (result, limiter) = run_limited(four_memories, 64 << 20);
+        let error = format!("{:?}", result.unwrap_err());
+        assert!(error.contains("memory limit of 64 MiB exceeded"), "{error}");
+        assert!(limiter.total <= 64 << 20, "{}", limiter.total);
+        // The same module fits a cap of four times that.
+        let (result, limiter) = run_limited(four_memories, 4 * (48 << 20) + (1 << 20));
+        result.unwrap();
+        assert_eq!(limiter.total, 4 * (48 << 20));
+    }
+
+    #[test]
+    fn tables_count_against_the_same_total() {
+        let big_table = r#"(module
+            (memory 1)
+            (table $t 1 funcref)
+            (func (export "run")
+              (drop (table.grow $t (ref.null func) (i32.const 10000000)))))"#;
+        let (result, _) = run_limited(big_table, 64 << 20);
+        let error = format!("{:?}", result.unwrap_err());
+        assert!(error.contains("memory limit of 64 MiB exceeded"), "{error}");
+        let (result, _) = run_limited(big_table, 1 << 30);
+        result.unwrap();
+    }
+
+    #[test]
+    fn the_number_of_memories_is_bounded() {
+        let memories: String = (0..=MAX_MEMORIES).map(|_| "(memory 0)").collect();
+        let many = format!(r#"(module {memories} (func (export "run")))"#);
+        let (result, _) = run_limited(&many, 1 << 30);
+        assert!(result.is_err());
     }
 }

@@ -827,6 +827,11 @@ impl Agent {
                     "0"
                 },
             )
+            .args(
+                self.config
+                    .allow_private_transfers
+                    .then_some("--allow-private-transfers"),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))

@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// Let `docker:<ref>` task packages run on the VM exe unit: a requestor may then run any image this machine's engine holds or can pull [env: GOLEM_ALLOW_DOCKER_IMAGES] [provider.toml: allow-docker-images] [default: refused]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_docker_images: Option<bool>,
+    /// Let requestors' transfers and package downloads reach loopback, private and link-local
+    /// addresses of this host's network (e.g. a loopback test network) [env: GOLEM_ALLOW_PRIVATE_TRANSFERS] [default: false]
+    #[arg(long)]
+    pub allow_private_transfers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,11 +224,12 @@ fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
         max_agreements: args.max_agreements,
         bus_socket: args.bus_socket,
         allow_docker_images: args.allow_docker_images,
+        allow_private_transfers: args.allow_private_transfers.then_some(true),
     };
     let config = ProviderConfig::resolve(&connection.data_dir, file, overrides, &machine)?;
     tracing::info!(data_dir = %config.data_dir.display(), cores = config.cores, threads = config.threads,
         mem_gib = config.mem_gib, storage_gib = config.storage_gib, platforms = ?config.platforms,
-        "golem-provider starting");
+        allow_private_transfers = config.allow_private_transfers, "golem-provider starting");
     let client = GolemClient::new(&connection.api_url, &app_key);
     runtime()?.block_on(crate::agent::run(config, client))?;
     Ok(())

@@ -33,6 +33,9 @@ pub mod env_names {
     /// `1` lets `docker:<ref>` task packages run on the VM exe unit; the agent
     /// also sets it, resolved, in each exe unit's environment.
     pub const ALLOW_DOCKER_IMAGES: &str = "GOLEM_ALLOW_DOCKER_IMAGES";
+    /// `true`/`false`: let exe units' transfers and package downloads reach
+    /// loopback, private and link-local addresses.
+    pub const ALLOW_PRIVATE_TRANSFERS: &str = "GOLEM_ALLOW_PRIVATE_TRANSFERS";
 }
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7465";
@@ -89,6 +92,9 @@ pub struct FileConfig {
     /// Let `docker:<ref>` task packages run any image the engine holds or
     /// pulls (default: refused).
     pub allow_docker_images: Option<bool>,
+    /// Let exe units' transfers and package downloads reach non-public
+    /// addresses (loopback, private, link-local, metadata); default false.
+    pub allow_private_transfers: Option<bool>,
 }
 
 /// Flags of `golem-provider run` that override the file and the environment.
@@ -105,6 +111,8 @@ pub struct Overrides {
     pub max_agreements: Option<u32>,
     pub bus_socket: Option<PathBuf>,
     pub allow_docker_images: Option<bool>,
+    /// `--allow-private-transfers` (only ever turns it on).
+    pub allow_private_transfers: Option<bool>,
 }
 
 /// Connection settings shared by every subcommand.
@@ -178,6 +186,10 @@ pub struct ProviderConfig {
     /// Whether the VM exe unit runs `docker:<ref>` packages (images by
     /// reference, which could be any image the provider's engine holds).
     pub allow_docker_images: bool,
+    /// Requestors' transfers and package downloads run on this host's
+    /// network: only when this is on may they reach loopback, private
+    /// (RFC 1918, fc00::/7, CGNAT) or link-local (cloud metadata) addresses.
+    pub allow_private_transfers: bool,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -302,7 +314,18 @@ impl ProviderConfig {
                 message: "empty: accept at least one payment platform".into(),
             });
         }
+        let allow_private_transfers = match overrides.allow_private_transfers {
+            Some(allow) => allow,
+            None => match env(env_names::ALLOW_PRIVATE_TRANSFERS) {
+                Some(text) => parse_switch(&text).ok_or_else(|| ConfigError::Invalid {
+                    name: env_names::ALLOW_PRIVATE_TRANSFERS,
+                    message: format!("{text:?}: use true or false"),
+                })?,
+                None => file.allow_private_transfers.unwrap_or(false),
+            },
+        };
         let config = ProviderConfig {
+            allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
             bus_socket,
             node_name,
@@ -405,6 +428,14 @@ mod tests {
         assert_eq!(config.mem_gib, 2.5);
         assert_eq!(config.storage_gib, 75.0);
         assert_eq!(config.platforms, DEFAULT_PLATFORMS);
+        assert!(!config.allow_private_transfers, "off unless asked for");
+        let file: FileConfig = toml::from_str("allow-private-transfers = true\n").unwrap();
+        let config =
+            ProviderConfig::resolve(Path::new("/tmp/x"), file, Overrides::default(), &machine())
+                .unwrap();
+        assert!(config.allow_private_transfers);
+        assert_eq!(parse_switch("TRUE"), Some(true));
+        assert_eq!(parse_switch("nope"), None);
     }
 
     #[test]

@@ -147,11 +147,12 @@ IMAGE_URL="http://127.0.0.1:$HTTP_PORT/image.gvmi"
 for _ in $(seq 1 100); do curl -sfI "$IMAGE_URL" >/dev/null 2>&1 && break; sleep 0.05; done
 
 # --- the provider agent -------------------------------------------------------
+# The image is served on 127.0.0.1, so the provider explicitly allows private transfers.
 SUBNET="compat-$$"
 unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK
 "$BIN/golem-provider" --data-dir "$WORK/agent" --api-url "$provider_URL" --app-key "$provider_KEY" \
     --log-format json run --bus-socket "$provider_DIR/bus.sock" --subnet "$SUBNET" \
-    --node-name compat-provider --exe-units vm >/dev/null 2>"$WORK/agent.log" &
+    --node-name compat-provider --exe-units vm --allow-private-transfers >/dev/null 2>"$WORK/agent.log" &
 PIDS+=($!)
 READY="provider agent ready"
 for _ in $(seq 1 600); do grep -q "$READY" "$WORK/agent.log" 2>/dev/null && break; sleep 0.05; done

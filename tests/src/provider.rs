@@ -96,14 +96,25 @@ pub struct ProviderOptions {
     /// Substrings of ERROR lines the test expects from the agent (also when it
     /// fails to start).
     pub allowed_errors: Vec<String>,
+    /// `--allow-private-transfers`. [`ProviderOptions::new`] turns it on: the
+    /// harness serves task packages and files on loopback (`FileServer`), which
+    /// a provider refuses by default. Exploit tests turn it off.
+    pub allow_private_transfers: bool,
 }
 
 impl ProviderOptions {
     pub fn new(subnet: &str) -> ProviderOptions {
         ProviderOptions {
             subnet: subnet.into(),
+            allow_private_transfers: true,
             ..ProviderOptions::default()
         }
+    }
+
+    /// Whether exe units may reach loopback and private addresses (see the field).
+    pub fn private_transfers(mut self, allow: bool) -> Self {
+        self.allow_private_transfers = allow;
+        self
     }
 
     pub fn node_name(mut self, name: &str) -> Self {
@@ -235,6 +246,9 @@ impl ProviderAgent {
         }
         if let Some(max) = options.max_agreements {
             command.args(["--max-agreements", &max.to_string()]);
+        }
+        if options.allow_private_transfers {
+            command.arg("--allow-private-transfers");
         }
         let child = command
             .args(&options.extra_args)

@@ -22,6 +22,8 @@ pub type ExeUnits = Arc<Mutex<HashMap<String, Child>>>;
 /// Plays the provider agent: negotiates (see `spawn_provider_negotiator`) and
 /// spawns one `exe_unit` process (e.g. `exe-unit-wasm`) per CreateActivity
 /// event, per the exe-unit spawn contract, with its work dirs under `work`.
+/// The exe units get `--allow-private-transfers`: the tests serve their
+/// packages and files on loopback. [`spawn_standin_agent_with`] chooses.
 pub fn spawn_standin_agent(
     provider: &DaemonProcess,
     offer_id: String,
@@ -29,7 +31,17 @@ pub fn spawn_standin_agent(
     exe_unit: &'static str,
     work: PathBuf,
 ) -> ExeUnits {
-    spawn_standin_agent_with_env(provider, offer_id, offer, exe_unit, work, Vec::new())
+    spawn_standin_agent_with(
+        provider,
+        offer_id,
+        offer,
+        exe_unit,
+        work,
+        StandinOptions {
+            allow_private_transfers: true,
+            env: Vec::new(),
+        },
+    )
 }
 
 /// [`spawn_standin_agent`] that also sets `env` in each exe unit's
@@ -42,6 +54,31 @@ pub fn spawn_standin_agent_with_env(
     exe_unit: &'static str,
     work: PathBuf,
     env: Vec<(String, String)>,
+) -> ExeUnits {
+    let options = StandinOptions {
+        allow_private_transfers: true,
+        env,
+    };
+    spawn_standin_agent_with(provider, offer_id, offer, exe_unit, work, options)
+}
+
+/// How the stand-in agent spawns exe units.
+#[derive(Debug, Clone, Default)]
+pub struct StandinOptions {
+    /// Pass `--allow-private-transfers` (off: the provider's default).
+    pub allow_private_transfers: bool,
+    /// Set in each exe unit's environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// [`spawn_standin_agent`] with explicit options.
+pub fn spawn_standin_agent_with(
+    provider: &DaemonProcess,
+    offer_id: String,
+    offer: DemandOfferBase,
+    exe_unit: &'static str,
+    work: PathBuf,
+    options: StandinOptions,
 ) -> ExeUnits {
     let exe_units: ExeUnits = Arc::default();
     spawn_provider_negotiator(provider.client(), offer_id, offer);
@@ -99,7 +136,12 @@ pub fn spawn_standin_agent_with_env(
                     .arg(work.join("cache"))
                     .arg("--bus-socket")
                     .arg(&bus_socket)
-                    .envs(env.iter().map(|(name, value)| (name, value)))
+                    .envs(options.env.iter().map(|(name, value)| (name, value)))
+                    .args(
+                        options
+                            .allow_private_transfers
+                            .then_some("--allow-private-transfers"),
+                    )
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(

@@ -28,7 +28,7 @@ use crate::runtime::{
     DeployRequest, OutputChunk, RunRequest, Runtime, Volume, OUTPUT_CHANNEL_CAPACITY,
 };
 use crate::state::check_command_order;
-use crate::transfer::{self, TransferOptions};
+use crate::transfer::{self, StorageBudget, TransferOptions};
 
 /// How long a command may take to stop after it was killed.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -49,6 +49,41 @@ pub struct ActivityConfig {
     /// How many packages a runtime that caches what it made of them (the VM
     /// unit's loaded images) keeps; it evicts the least recently used beyond.
     pub cache_max_packages: usize,
+    /// The provider's `allow-private-transfers`: transfers and package
+    /// downloads may reach loopback, private and link-local addresses.
+    pub allow_private_transfers: bool,
+}
+
+/// What an activity may write into its volumes through transfers, and the
+/// largest package it may download, when the offer names no storage size.
+pub const DEFAULT_STORAGE_LIMIT: u64 = 10 << 30;
+
+impl ActivityConfig {
+    /// Where this activity's HTTP requests may go.
+    pub fn outbound_policy(&self) -> crate::outbound::OutboundPolicy {
+        crate::outbound::OutboundPolicy {
+            allow_private_addresses: self.allow_private_transfers,
+            ..Default::default()
+        }
+    }
+
+    /// The storage the provider offered for the agreement (bytes), else
+    /// [`DEFAULT_STORAGE_LIMIT`]: the cap of bytes transfers write into the
+    /// volumes and of a package download.
+    pub fn storage_limit(&self) -> u64 {
+        self.agreement
+            .storage_limit_bytes()
+            .unwrap_or(DEFAULT_STORAGE_LIMIT)
+    }
+
+    /// How this activity's task package may be fetched.
+    pub fn fetch_policy(&self) -> crate::package::FetchPolicy {
+        crate::package::FetchPolicy {
+            outbound: self.outbound_policy(),
+            allow_local_files: self.agreement.requestor_is_provider(),
+            max_bytes: self.storage_limit(),
+        }
+    }
 }
 
 /// What the exe unit tells the activity service, in order.
@@ -117,6 +152,8 @@ pub struct Activity {
     shutdown: CancellationToken,
     termination_reason: Mutex<Option<String>>,
     started: Instant,
+    /// Bytes transfers may still write into the volumes.
+    storage: Arc<StorageBudget>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,7 +170,9 @@ impl Activity {
         shutdown: CancellationToken,
     ) -> (Arc<Activity>, BatchQueue) {
         let (queue, queued) = mpsc::unbounded_channel();
+        let storage = Arc::new(StorageBudget::new(config.storage_limit()));
         let activity = Arc::new(Activity {
+            storage,
             config,
             runtime,
             state: Mutex::new(ActivityState::default()),
@@ -464,6 +503,8 @@ impl Activity {
                     depth: *depth,
                     fileset: fileset.clone(),
                     bus_socket: Some(self.config.bus_socket.clone()),
+                    outbound: self.config.outbound_policy(),
+                    storage: Some(self.storage.clone()),
                 };
                 let volumes = self.volumes();
                 match transfer::transfer(&volumes, from, to, &options).await {
@@ -500,9 +541,14 @@ impl Activity {
             } else {
                 let location = crate::package::PackageLocation::parse(task_package)
                     .map_err(|error| error.to_string())?;
-                let package = crate::package::fetch(task_package, &self.config.cache_dir)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let package = crate::package::fetch_with_policy(
+                    task_package,
+                    &self.config.cache_dir,
+                    None,
+                    &self.config.fetch_policy(),
+                )
+                .await
+                .map_err(|error| error.to_string())?;
                 (package, location.url)
             };
             let deployment = self
@@ -514,6 +560,7 @@ impl Activity {
                     cache_dir: self.config.cache_dir.clone(),
                     volumes,
                     env,
+                    fetch_policy: self.config.fetch_policy(),
                 })
                 .await
                 .map_err(|error| error.to_string())?;

@@ -14,6 +14,7 @@ pub const EXPIRATION: &str = "golem.srv.comp.expiration";
 pub const USAGE_VECTOR: &str = "golem.com.usage.vector";
 pub const USAGE_DURATION: &str = "golem.usage.duration_sec";
 pub const USAGE_CPU: &str = "golem.usage.cpu_sec";
+pub const STORAGE_GIB: &str = "golem.inf.storage.gib";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgreementError {
@@ -36,6 +37,8 @@ pub struct Agreement {
     pub agreement_id: String,
     /// The provider's node id (`offer.providerId`): the node this exe unit serves.
     pub provider_id: String,
+    /// The requestor's node id (`demand.requestorId`).
+    pub requestor_id: String,
     pub offer: Properties,
     pub demand: Properties,
 }
@@ -65,6 +68,12 @@ impl Agreement {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let requestor_id = value
+            .get("demand")
+            .and_then(|demand| demand.get("requestorId"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mut side = |name: &'static str| -> Result<Properties, AgreementError> {
             let properties = value
                 .get_mut(name)
@@ -81,6 +90,7 @@ impl Agreement {
         Ok(Agreement {
             agreement_id,
             provider_id,
+            requestor_id,
             offer,
             demand,
         })
@@ -107,6 +117,18 @@ impl Agreement {
         } else {
             None
         }
+    }
+
+    /// Whether the requestor is the provider's own node (both ids known and
+    /// equal, case-insensitively); only then may it use the provider's files.
+    pub fn requestor_is_provider(&self) -> bool {
+        !self.provider_id.is_empty() && self.provider_id.eq_ignore_ascii_case(&self.requestor_id)
+    }
+
+    /// The storage the provider offered (`golem.inf.storage.gib`), in bytes.
+    pub fn storage_limit_bytes(&self) -> Option<u64> {
+        let gib = self.offer.get(STORAGE_GIB).and_then(Value::as_f64)?;
+        (gib.is_finite() && gib > 0.0).then_some((gib * (1u64 << 30) as f64) as u64)
     }
 
     /// Time left until `golem.srv.comp.expiration` (unix ms), if set.
@@ -140,14 +162,17 @@ mod tests {
     fn reads_flat_and_nested_properties() {
         let agreement = Agreement::from_json(json!({
             "agreementId": "a1",
-            "offer": {"providerId": "0xabc", "properties": {"golem.inf.mem.gib": 0.5,
+            "offer": {"providerId": "0xabc", "properties": {"golem.inf.mem.gib": 0.5, "golem.inf.storage.gib": 2,
                                      "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"]}},
-            "demand": {"properties": {"golem": {"srv": {"comp": {"task_package": "hash:sha3:ab:http://x",
+            "demand": {"requestorId": "0xdef", "properties": {"golem": {"srv": {"comp": {"task_package": "hash:sha3:ab:http://x",
                                                                  "expiration": 10_000}}}}}
         }))
         .unwrap();
         assert_eq!(agreement.agreement_id, "a1");
         assert_eq!(agreement.provider_id, "0xabc");
+        assert_eq!(agreement.requestor_id, "0xdef");
+        assert!(!agreement.requestor_is_provider());
+        assert_eq!(agreement.storage_limit_bytes(), Some(2 << 30));
         assert_eq!(agreement.memory_limit_bytes(), Some(512 << 20));
         assert_eq!(agreement.task_package(), Some("hash:sha3:ab:http://x"));
         assert_eq!(
@@ -167,5 +192,10 @@ mod tests {
         assert_eq!(agreement.task_package(), None);
         assert_eq!(agreement.memory_limit_bytes(), None);
         assert_eq!(agreement.usage_vector().len(), 2);
+        assert!(
+            !agreement.requestor_is_provider(),
+            "unknown ids are another node"
+        );
+        assert_eq!(agreement.storage_limit_bytes(), None);
     }
 }

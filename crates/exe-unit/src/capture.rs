@@ -2,12 +2,25 @@
 //! as a runtime event and keeps the output for the result, `atEnd` keeps the
 //! head, the tail or both and reports it only in the result. Everything is
 //! bounded: at most `limit` bytes (default [`DEFAULT_CAPTURE_LIMIT`]) are kept
-//! or streamed per command and stream.
+//! or streamed per command and stream. The requestor chooses `limit`, so it is
+//! clamped to [`MAX_CAPTURE_LIMIT`]: a larger one is taken as that maximum (a
+//! result carries both streams and must fit one bus frame, and the exe unit
+//! must not hold what a requestor asks without bound).
 
 use golem_model::activity::{CaptureFormat, CaptureMode, CapturePart, CommandOutput};
 
 /// Bytes kept (and streamed) per command and stream when the requestor gives no limit.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1024 * 1024;
+/// The largest limit a requestor may ask for; larger ones are clamped to it.
+/// Two streams of it, even escaped in JSON, stay below the 16 MiB bus frame.
+pub const MAX_CAPTURE_LIMIT: usize = 1024 * 1024;
+
+/// The requestor's limit, or the default, clamped to [`MAX_CAPTURE_LIMIT`].
+fn capped(limit: Option<usize>) -> usize {
+    limit
+        .unwrap_or(DEFAULT_CAPTURE_LIMIT)
+        .min(MAX_CAPTURE_LIMIT)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
@@ -36,13 +49,11 @@ impl OutputCapture {
     pub fn new(mode: Option<&CaptureMode>) -> OutputCapture {
         let (keep, format, streaming) = match mode {
             None => (Keep::Head(DEFAULT_CAPTURE_LIMIT), CaptureFormat::Str, false),
-            Some(CaptureMode::Stream { limit, format }) => (
-                Keep::Head(limit.unwrap_or(DEFAULT_CAPTURE_LIMIT)),
-                format.unwrap_or_default(),
-                true,
-            ),
+            Some(CaptureMode::Stream { limit, format }) => {
+                (Keep::Head(capped(*limit)), format.unwrap_or_default(), true)
+            }
             Some(CaptureMode::AtEnd { part, format }) => {
-                let size = |n: &Option<usize>| n.unwrap_or(DEFAULT_CAPTURE_LIMIT);
+                let size = |n: &Option<usize>| capped(*n);
                 let keep = match part {
                     None => Keep::Head(DEFAULT_CAPTURE_LIMIT),
                     Some(CapturePart::Head(n)) => Keep::Head(size(n)),
@@ -253,6 +264,31 @@ mod tests {
             capture.flush_stream(),
             Some(CommandOutput::Str("\u{FFFD}".into()))
         );
+    }
+
+    /// The exploit: a requestor asks for a capture limit of usize::MAX and
+    /// the payload prints without end; what is kept stays at the maximum.
+    #[test]
+    fn requestor_limits_are_clamped() {
+        for mode in [
+            CaptureMode::Stream {
+                limit: Some(usize::MAX),
+                format: None,
+            },
+            at_end(CapturePart::Head(Some(usize::MAX))),
+            at_end(CapturePart::Tail(Some(usize::MAX))),
+            at_end(CapturePart::HeadTail(Some(usize::MAX))),
+        ] {
+            let mut capture = OutputCapture::new(Some(&mode));
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..64 {
+                capture.push(&chunk);
+                assert!(
+                    capture.head.len() + capture.tail.len() <= 2 * MAX_CAPTURE_LIMIT + 64 * 1024
+                );
+            }
+            assert_eq!(text(capture.finish()).len(), MAX_CAPTURE_LIMIT, "{mode:?}");
+        }
     }
 
     #[test]

@@ -67,6 +67,11 @@ pub struct RunArgs {
     /// GOLEM_CACHE_MAX_PACKAGES, else 10.
     #[arg(long, value_name = "N")]
     pub cache_max_packages: Option<usize>,
+    /// Let transfers and task-package downloads reach loopback, private,
+    /// link-local and other non-public addresses (the provider agent's
+    /// `allow-private-transfers`); without it they reach public addresses only.
+    #[arg(long)]
+    pub allow_private_transfers: bool,
     /// Tracing filter, e.g. `info` or `golem_exe_unit=debug`.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -127,6 +132,7 @@ impl RunArgs {
             // A year is "no limit" and keeps deadline arithmetic far from overflow.
             max_run_time: Duration::from_secs(self.max_run_time.min(365 * 86_400)),
             cache_max_packages,
+            allow_private_transfers: self.allow_private_transfers,
         })
     }
 }

@@ -13,15 +13,20 @@
 //! <exe-unit> run --activity-id <ID> --agreement <FILE> --work-dir <DIR>
 //!                --cache-dir <DIR> --bus-socket <PATH>
 //!                [--max-run-time <SECONDS>] [--cache-max-packages <N>]
+//!                [--allow-private-transfers]
 //!                [--log-level <FILTER>] [--log-format text|json]
 //! <exe-unit> offer-template
 //! ```
 //!
 //! - `--agreement`: the agreement JSON as the market API returns it; the exe
-//!   unit reads `agreementId`, `offer.providerId` (its own node id) and
+//!   unit reads `agreementId`, `offer.providerId` (its own node id),
+//!   `demand.requestorId` (`file://` packages only when it equals the
+//!   provider's id) and
 //!   flat (or nested) `offer.properties` / `demand.properties`:
 //!   `golem.srv.comp.task_package` (`hash:sha3:<hex>:<url>`),
-//!   `golem.inf.mem.gib` (memory limit), `golem.srv.comp.expiration` (caps
+//!   `golem.inf.mem.gib` (memory limit), `golem.inf.storage.gib` (caps a
+//!   package download and the bytes transfers write into the volumes, else
+//!   10 GiB), `golem.srv.comp.expiration` (caps
 //!   the run time), `golem.com.usage.vector` (order of usage counters).
 //! - `--work-dir`: the activity's own directory; volumes are created under it
 //!   and `container:` transfers never leave them. `--cache-dir` is shared by
@@ -32,6 +37,9 @@
 //!   command results and usage (every second); see
 //!   [`golem_model::activity`] for the messages.
 //! - `--max-run-time`: the provider's limit for one `run` (default 1800 s).
+//! - `--allow-private-transfers`: transfers and package downloads may reach
+//!   loopback, private, link-local and other non-public addresses (see
+//!   [`outbound`]); without it they reach public addresses only.
 //! - `--cache-max-packages`: how many packages a runtime that caches what it
 //!   made of them keeps (default `GOLEM_CACHE_MAX_PACKAGES`, else 10); the
 //!   VM unit evicts its least recently used images beyond it.
@@ -51,6 +59,8 @@ pub mod agreement;
 pub mod batches;
 pub mod capture;
 pub mod cli;
+pub mod confined;
+pub mod outbound;
 pub mod package;
 pub mod runtime;
 pub mod service;

@@ -2,9 +2,20 @@
 //! its hash and kept in the cache dir under that hash, so every later activity
 //! with the same package starts from the cache. The digest length picks the
 //! SHA-3 variant (56 hex digits: SHA3-224, also 256, 384 and 512), as in the
-//! original. Sources: `http(s)://`, `file://` and local paths.
+//! original. Sources: `http(s)://`, and `file://` or local paths for the
+//! provider's own requestor only.
+//!
+//! A [`FetchPolicy`] bounds what a requestor can make the provider do:
+//! downloads go through [`OutboundPolicy`] (public addresses only unless the
+//! provider allows private ones), `file://` and local paths are refused
+//! unless the requestor is the provider's own node, and a package larger
+//! than `max_bytes` is stopped and removed. Errors never carry the provider's
+//! paths (cache dir, work dir) or the hash of what a download produced: their
+//! text goes to the requestor; the details go to the provider's log.
 
 use std::path::{Path, PathBuf};
+
+use crate::outbound::{self, OutboundPolicy};
 
 use futures::StreamExt;
 use sha3::Digest;
@@ -20,14 +31,41 @@ pub enum PackageError {
     DigestLength(usize),
     #[error("cannot download the task package from {url}: {message}")]
     Download { url: String, message: String },
-    #[error("task package hash mismatch: expected sha3 {expected}, got {actual} (from {url})")]
-    HashMismatch {
-        url: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("task package cache error: {0}")]
+    #[error("task package download from {url} refused: {reason}")]
+    Refused { url: String, reason: String },
+    #[error("task packages from file:// URLs or local paths are only for the provider's own node; serve the package over http(s)://")]
+    LocalFileRefused,
+    #[error("the task package is larger than the provider's limit of {limit} bytes; the download was stopped and removed")]
+    TooLarge { limit: u64 },
+    #[error("task package hash mismatch: the downloaded bytes do not have sha3 {expected}; they were discarded")]
+    HashMismatch { expected: String },
+    /// The detail (paths of the provider's cache) stays out of the message.
+    #[error("the provider's task package cache failed")]
     Cache(String),
+}
+
+/// Packages larger than this are refused when the agreement offers no storage size.
+pub const DEFAULT_MAX_PACKAGE_BYTES: u64 = 10 << 30;
+
+/// What a package download may do for this activity's requestor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPolicy {
+    pub outbound: OutboundPolicy,
+    /// `file://` URLs and local paths: only when the requestor is the provider's own node.
+    pub allow_local_files: bool,
+    /// The download is stopped (and removed) beyond this many bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for FetchPolicy {
+    /// The strictest: public addresses, no local files, [`DEFAULT_MAX_PACKAGE_BYTES`].
+    fn default() -> Self {
+        FetchPolicy {
+            outbound: OutboundPolicy::public_only(),
+            allow_local_files: false,
+            max_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+        }
+    }
 }
 
 /// A parsed `hash:sha3:<hex>:<url>`.
@@ -112,32 +150,47 @@ pub fn cached_path(cache_dir: &Path, digest: &str) -> PathBuf {
     cache_dir.join("packages").join(format!("sha3-{digest}"))
 }
 
-/// Download (or find in the cache) and verify the package; returns its path
-/// in the cache. An interrupted download leaves `.sha3-<hex>.partial` behind
-/// and the next fetch resumes it (an HTTP `Range` request); an exclusive lock
-/// on `.sha3-<hex>.lock` keeps two exe units from writing it at once. Progress
-/// is logged about every 10 %.
-pub async fn fetch(task_package: &str, cache_dir: &Path) -> Result<PathBuf, PackageError> {
-    fetch_with_tee(task_package, cache_dir, None).await
-}
-
-/// Where [`fetch_with_tee`] also sends the package's bytes while it downloads.
+/// Where [`fetch_with_policy`] also sends the package's bytes while it downloads.
 pub type PackageTee = tokio::sync::mpsc::Sender<tokio_util::bytes::Bytes>;
 
-/// [`fetch`], and every byte of the package, from the first and in order,
-/// also goes to `tee` while it arrives (bytes an earlier attempt left in the
-/// partial file included), so a runtime can process the package during the
-/// download, e.g. stream it into an image load. Nothing is sent when the
-/// package is already in the cache (read the returned file instead); when the
-/// receiver goes away the download goes on without it. Only `Ok` says the
-/// bytes were the right ones: the receiver must not commit what it built
-/// from them before.
-pub async fn fetch_with_tee(
+/// Download (or find in the cache) and verify the package under `policy`;
+/// returns its path in the cache. An interrupted download leaves
+/// `.sha3-<hex>.partial` behind and the next fetch resumes it (an HTTP `Range`
+/// request); an exclusive lock on `.sha3-<hex>.lock` keeps two exe units from
+/// writing it at once. Progress is logged about every 10 %.
+///
+/// With `tee`, every byte of the package, from the first and in order, also
+/// goes there while it arrives (bytes an earlier attempt left in the partial
+/// file included), so a runtime can process the package during the download,
+/// e.g. stream it into an image load. Nothing is sent when the package is
+/// already in the cache (read the returned file instead); when the receiver
+/// goes away the download goes on without it. Only `Ok` says the bytes were
+/// the right ones: the receiver must not commit what it built from them before.
+pub async fn fetch_with_policy(
     task_package: &str,
     cache_dir: &Path,
     tee: Option<PackageTee>,
+    policy: &FetchPolicy,
+) -> Result<PathBuf, PackageError> {
+    let result = fetch_checked(task_package, cache_dir, tee, policy).await;
+    if let Err(error) = &result {
+        // The requestor sees the message; the provider's log gets the detail.
+        tracing::warn!(detail = ?error, "task package fetch failed");
+    }
+    result
+}
+
+async fn fetch_checked(
+    task_package: &str,
+    cache_dir: &Path,
+    tee: Option<PackageTee>,
+    policy: &FetchPolicy,
 ) -> Result<PathBuf, PackageError> {
     let location = PackageLocation::parse(task_package)?;
+    let is_http = location.url.starts_with("http://") || location.url.starts_with("https://");
+    if !is_http && !policy.allow_local_files {
+        return Err(PackageError::LocalFileRefused);
+    }
     let target = cached_path(cache_dir, &location.digest);
     if tokio::fs::metadata(&target).await.is_ok() {
         tracing::debug!(path = %target.display(), "task package found in the cache");
@@ -156,15 +209,17 @@ pub async fn fetch_with_tee(
     }
     let partial = directory.join(format!(".sha3-{}.partial", location.digest));
     let mut tee = Tee(tee);
-    let actual = match download_and_hash(&location, &partial, &mut tee).await {
+    let actual = match download_and_hash(&location, &partial, &mut tee, policy).await {
         Ok(actual) => actual,
         Err(error) => {
-            // Keep a non-empty partial download for the next attempt to resume.
-            if tokio::fs::metadata(&partial)
+            // Only an interrupted http(s) download (bounded by max_bytes) is
+            // kept, for the next attempt to resume; anything else is removed.
+            let resumable = matches!(error, PackageError::Download { .. }) && is_http;
+            let empty = tokio::fs::metadata(&partial)
                 .await
                 .map(|meta| meta.len() == 0)
-                .unwrap_or(false)
-            {
+                .unwrap_or(false);
+            if !resumable || empty {
                 let _ = tokio::fs::remove_file(&partial).await;
             }
             return Err(error);
@@ -172,10 +227,9 @@ pub async fn fetch_with_tee(
     };
     if actual != location.digest {
         let _ = tokio::fs::remove_file(&partial).await;
+        tracing::info!(url = %location.url, expected = %location.digest, %actual, "task package hash mismatch");
         return Err(PackageError::HashMismatch {
-            url: location.url,
             expected: location.digest,
-            actual,
         });
     }
     tokio::fs::rename(&partial, &target)
@@ -273,7 +327,11 @@ async fn download_and_hash(
     location: &PackageLocation,
     partial: &Path,
     tee: &mut Tee,
+    policy: &FetchPolicy,
 ) -> Result<String, PackageError> {
+    let too_large = PackageError::TooLarge {
+        limit: policy.max_bytes,
+    };
     let download_error = |message: String| PackageError::Download {
         url: location.url.clone(),
         message,
@@ -305,24 +363,42 @@ async fn download_and_hash(
             hasher.update(&buffer[..read]);
             have += read as u64;
         }
-        let client = reqwest::Client::new();
-        let mut request = client.get(url);
+        if have > policy.max_bytes {
+            return Err(too_large);
+        }
+        let refused = |reason: String| PackageError::Refused {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|error| download_error(error.to_string()))?;
+        policy
+            .outbound
+            .check_url(&parsed)
+            .map_err(|error| refused(error.to_string()))?;
+        let client = policy
+            .outbound
+            .client()
+            .map_err(|error| download_error(outbound::describe(&error)))?;
+        let mut request = client.get(parsed);
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| download_error(error.to_string()))?;
+        let failure = |error: reqwest::Error| {
+            let message = outbound::describe(&error);
+            if message.contains(outbound::ALLOW_PRIVATE_SETTING) {
+                refused(message)
+            } else {
+                download_error(message)
+            }
+        };
+        let response = request.send().await.map_err(failure)?;
         let response =
             if have > 0 && response.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
                 // The partial file already holds everything.
                 tee.replay(partial, have).await.map_err(cache_error)?;
                 return Ok(hasher.finish_hex());
             } else {
-                response
-                    .error_for_status()
-                    .map_err(|error| download_error(error.to_string()))?
+                response.error_for_status().map_err(failure)?
             };
         if have > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
             tracing::info!(url, bytes = have, "resuming the task package download");
@@ -338,11 +414,17 @@ async fn download_and_hash(
             have = 0;
         }
         let total = response.content_length().map(|length| length + have);
+        if total.is_some_and(|total| total > policy.max_bytes) {
+            return Err(too_large);
+        }
         let mut progress = Progress::new(url, have, total);
         let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|error| download_error(error.to_string()))?;
+            let chunk = chunk.map_err(failure)?;
+            if progress.done + chunk.len() as u64 > policy.max_bytes {
+                return Err(too_large);
+            }
             hasher.update(&chunk);
             writer.write_all(&chunk).await.map_err(cache_error)?;
             progress.add(chunk.len());
@@ -369,12 +451,17 @@ async fn download_and_hash(
             .map_err(|error| download_error(error.to_string()))?;
         file.set_len(0).await.map_err(cache_error)?;
         let mut buffer = vec![0u8; 256 * 1024];
+        let mut done = 0u64;
         loop {
             let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer)
                 .await
                 .map_err(|error| download_error(error.to_string()))?;
             if read == 0 {
                 break;
+            }
+            done += read as u64;
+            if done > policy.max_bytes {
+                return Err(too_large);
             }
             hasher.update(&buffer[..read]);
             file.write_all(&buffer[..read]).await.map_err(cache_error)?;
@@ -425,6 +512,122 @@ mod tests {
         ));
     }
 
+    fn own_node() -> FetchPolicy {
+        FetchPolicy {
+            allow_local_files: true,
+            ..FetchPolicy::default()
+        }
+    }
+
+    async fn fetch(task_package: &str, cache: &Path) -> Result<PathBuf, PackageError> {
+        fetch_with_policy(task_package, cache, None, &own_node()).await
+    }
+
+    fn leftovers(cache: &Path) -> Vec<String> {
+        std::fs::read_dir(cache.join("packages"))
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok())
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| !name.ends_with(".lock"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The oracle exploit: another node's requestor names a provider file
+    /// with a wrong hash; the refusal comes before the file is read and says
+    /// nothing about it (no path, no hash, no existence).
+    #[tokio::test]
+    async fn local_files_are_refused_to_other_nodes_without_an_oracle() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("identity.key");
+        std::fs::write(&secret, b"key bytes").unwrap();
+        let cache = dir.path().join("cache");
+        let wrong = "0".repeat(56);
+        for url in [
+            format!("file://{}", secret.display()),
+            secret.display().to_string(),
+            format!("file://{}", dir.path().join("missing").display()),
+        ] {
+            let error = fetch_with_policy(
+                &format!("hash:sha3:{wrong}:{url}"),
+                &cache,
+                None,
+                &FetchPolicy::default(),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(error, PackageError::LocalFileRefused);
+            let message = error.to_string();
+            assert!(
+                !message.contains(&*dir.path().to_string_lossy()),
+                "{message}"
+            );
+            assert!(!message.contains(&sha3_224_hex(b"key bytes")), "{message}");
+        }
+        // Even the own node's hash mismatch no longer tells the real hash.
+        let error = fetch(
+            &format!("hash:sha3:{wrong}:file://{}", secret.display()),
+            &cache,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            !error.to_string().contains(&sha3_224_hex(b"key bytes")),
+            "{error}"
+        );
+        assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+    }
+
+    /// The disk-filling exploit: an endless source stops at the limit and
+    /// leaves no partial file behind.
+    #[tokio::test]
+    async fn endless_packages_stop_at_the_limit_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let policy = FetchPolicy {
+            max_bytes: 3 << 20,
+            ..own_node()
+        };
+        let error = fetch_with_policy(
+            &format!("hash:sha3:{}:file:///dev/zero", "0".repeat(56)),
+            &cache,
+            None,
+            &policy,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, PackageError::TooLarge { limit: 3 << 20 });
+        assert!(leftovers(&cache).is_empty(), "{:?}", leftovers(&cache));
+    }
+
+    #[tokio::test]
+    async fn downloads_from_loopback_are_refused_without_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"] {
+            let error = fetch_with_policy(
+                &format!("hash:sha3:{}:http://{host}:{port}/p.wasm", "0".repeat(56)),
+                &dir.path().join("cache"),
+                None,
+                &FetchPolicy::default(),
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(error, PackageError::Refused { .. }),
+                "{host}: {error}"
+            );
+            assert!(
+                error.to_string().contains("allow-private-transfers"),
+                "{error}"
+            );
+        }
+        assert!(leftovers(&dir.path().join("cache")).is_empty());
+    }
+
     #[tokio::test]
     async fn fetches_verifies_and_caches() {
         let dir = tempfile::tempdir().unwrap();
@@ -457,12 +660,9 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("hash mismatch"), "{error}");
         assert!(!cached_path(&cache, &wrong).exists());
-        let leftovers: Vec<_> = std::fs::read_dir(cache.join("packages"))
-            .unwrap()
-            .filter_map(|entry| entry.ok())
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".partial"))
-            .collect();
-        assert!(leftovers.is_empty());
+        assert!(leftovers(&cache)
+            .iter()
+            .all(|name| !name.ends_with(".partial")));
 
         let error = fetch(&format!("hash:sha3:{wrong}:/no/such/file"), &cache)
             .await

@@ -37,6 +37,10 @@ pub struct DeployRequest {
     /// Volumes the requestor asked for in `deploy.volumes`, if any.
     pub volumes: Option<DeployVolumes>,
     pub env: Vec<(String, String)>,
+    /// How this activity's package may be fetched, for a runtime that fetches
+    /// it itself ([`Runtime::accepts_package_reference`]): pass it to
+    /// [`crate::package::fetch_with_policy`].
+    pub fetch_policy: crate::package::FetchPolicy,
 }
 
 /// How a runtime may use a volume (the manifest's mount-point kind).
@@ -107,7 +111,7 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Whether this runtime resolves `task_package` itself (e.g. `docker:<ref>`,
     /// or a `hash:sha3:<hex>:<url>` it fetches with
-    /// [`crate::package::fetch_with_tee`] to process while it downloads)
+    /// [`crate::package::fetch_with_policy`] with `fetch_policy` to process while it downloads)
     /// instead of the core downloading it first; `deploy` then gets an empty
     /// `package` path and the whole task package as `package_url`.
     fn accepts_package_reference(&self, _task_package: &str) -> bool {

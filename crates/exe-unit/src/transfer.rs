@@ -1,19 +1,30 @@
 //! `transfer{from,to}`: `http(s)://` → `container:` (GET), `container:` →
 //! `http(s)://` (PUT) and `container:` → `container:` (copy). A `container:`
 //! path must fall inside one of the activity's volumes: `..` is refused
-//! outright, every directory on the way is checked not to be a symlink, and the
-//! file itself is opened without following symlinks, so neither a requestor's
-//! path nor a link planted by the payload reaches outside the work dir.
+//! outright and the path is opened beneath the volume's directory one
+//! component at a time from directory fds without following symlinks
+//! ([`crate::confined`]), so neither a requestor's path nor a link the payload
+//! plants (or swaps in while the transfer runs) reaches outside the work dir.
 //! `gftp://<nodeId>/<hash>` → `container:` downloads a published file over the
 //! daemon's bus (its sha3 checked against the URL; a mismatch leaves no file)
 //! and `container:` → `gftp://` uploads into a requestor's upload slot (the
 //! receiver checks the sha3 we send); both open the file the same confined way.
+//!
+//! HTTP runs on the provider's host network, so every request goes through
+//! [`OutboundPolicy::client`]: public addresses only unless the provider
+//! allowed private ones. Bytes written into the volumes count against the
+//! activity's [`StorageBudget`]; a transfer that would exceed it fails and
+//! removes what it wrote.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::confined::{self, ConfinedError, VolumeEntry};
+use crate::outbound::{self, OutboundPolicy};
 use crate::runtime::Volume;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +47,51 @@ pub enum TransferError {
     Io { path: String, message: String },
     #[error("transfer from {url} failed: {message}")]
     Http { url: String, message: String },
+    #[error("transfer {url} refused: {reason}")]
+    Refused { url: String, reason: String },
+    #[error("the activity's storage limit of {limit} bytes written into its volumes is reached; the transfer was stopped and its file removed")]
+    StorageLimit { limit: u64 },
+}
+
+/// Bytes the activity may still write into its volumes through transfers.
+/// Every byte a transfer writes counts, also when it overwrites a file, so
+/// the total is an upper bound of what the volumes grew by.
+#[derive(Debug)]
+pub struct StorageBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl StorageBudget {
+    pub fn new(limit: u64) -> StorageBudget {
+        StorageBudget {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Take `bytes` from the budget, or refuse (taking nothing) when they do not fit.
+    pub fn charge(&self, bytes: u64) -> Result<(), TransferError> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|_| TransferError::StorageLimit { limit: self.limit })
+    }
+
+    /// What is left.
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used())
+    }
 }
 
 /// One side of a transfer.
@@ -129,85 +185,83 @@ fn io_error(path: &ResolvedPath, error: impl std::fmt::Display) -> TransferError
     }
 }
 
-/// Walk from the volume root to the parent of the target, refusing symlinks
-/// and optionally creating missing directories.
-async fn checked_parent(path: &ResolvedPath, create: bool) -> Result<PathBuf, TransferError> {
-    let mut current = path.root.clone();
-    let components: Vec<_> = path.relative.components().collect();
-    let parents = components.len().saturating_sub(1);
-    for component in &components[..parents] {
-        current.push(component);
-        match tokio::fs::symlink_metadata(&current).await {
-            Ok(metadata) if metadata.file_type().is_symlink() => {
-                return Err(TransferError::Escape {
-                    path: path.relative.display().to_string(),
-                    reason: "a directory on the way is a symlink".into(),
-                })
-            }
-            Ok(metadata) if metadata.is_dir() => {}
-            Ok(_) => return Err(io_error(path, "a parent is not a directory")),
-            Err(error) if create && error.kind() == std::io::ErrorKind::NotFound => {
-                tokio::fs::create_dir(&current)
-                    .await
-                    .map_err(|error| io_error(path, error))?;
-            }
-            Err(error) => return Err(io_error(path, error)),
-        }
+fn confined_error(path: &ResolvedPath, error: ConfinedError) -> TransferError {
+    match error {
+        ConfinedError::Escape(reason) => TransferError::Escape {
+            path: path.relative.display().to_string(),
+            reason: reason.to_string(),
+        },
+        ConfinedError::Invalid(reason) => io_error(path, reason),
+        ConfinedError::Io(error) => io_error(path, error),
     }
-    Ok(current)
 }
 
-fn no_follow() -> tokio::fs::OpenOptions {
-    let mut options = tokio::fs::OpenOptions::new();
-    options.custom_flags(libc::O_NOFOLLOW);
-    options
-}
-
-/// Open a file inside a volume for reading.
+/// Open a file inside a volume for reading (see [`crate::confined`]).
 pub async fn open_for_read(path: &ResolvedPath) -> Result<tokio::fs::File, TransferError> {
-    if path.relative.as_os_str().is_empty() {
-        return Err(io_error(path, "is a volume, not a file"));
-    }
-    checked_parent(path, false).await?;
-    let file = no_follow()
-        .read(true)
-        .open(path.host_path())
-        .await
-        .map_err(|error| refuse_symlink(path, error))?;
-    let metadata = file
-        .metadata()
+    let (root, relative) = (path.root.clone(), path.relative.clone());
+    let opened = tokio::task::spawn_blocking(move || confined::open_for_read(&root, &relative))
         .await
         .map_err(|error| io_error(path, error))?;
-    if !metadata.is_file() {
-        return Err(io_error(path, "not a regular file"));
-    }
-    Ok(file)
+    opened
+        .map(tokio::fs::File::from_std)
+        .map_err(|error| confined_error(path, error))
 }
 
-/// Create (or truncate) a file inside a volume for writing.
-pub async fn create_for_write(path: &ResolvedPath) -> Result<tokio::fs::File, TransferError> {
-    if path.relative.as_os_str().is_empty() {
-        return Err(io_error(path, "is a volume, not a file"));
-    }
-    checked_parent(path, true).await?;
-    no_follow()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path.host_path())
+/// Create (or truncate) a file inside a volume for writing; the entry lets a
+/// failed transfer remove it again without a path lookup.
+pub async fn create_for_write(
+    path: &ResolvedPath,
+) -> Result<(tokio::fs::File, VolumeEntry), TransferError> {
+    let (root, relative) = (path.root.clone(), path.relative.clone());
+    let created = tokio::task::spawn_blocking(move || confined::create_for_write(&root, &relative))
         .await
-        .map_err(|error| refuse_symlink(path, error))
+        .map_err(|error| io_error(path, error))?;
+    let (file, entry) = created
+        .map_err(|error| confined_error(path, error))?
+        .into_parts();
+    Ok((tokio::fs::File::from_std(file), entry))
 }
 
-fn refuse_symlink(path: &ResolvedPath, error: std::io::Error) -> TransferError {
-    if error.raw_os_error() == Some(libc::ELOOP) {
-        TransferError::Escape {
-            path: path.relative.display().to_string(),
-            reason: "the file is a symlink".into(),
+/// Copy `reader` into `writer` within the budget; on any failure the written
+/// file is removed.
+async fn copy_within_budget(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    mut writer: tokio::fs::File,
+    entry: &VolumeEntry,
+    target: &ResolvedPath,
+    budget: Option<&StorageBudget>,
+) -> Result<u64, TransferError> {
+    let copied = async {
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let read = reader
+                .read(&mut buffer)
+                .await
+                .map_err(|error| io_error(target, error))?;
+            if read == 0 {
+                break;
+            }
+            if let Some(budget) = budget {
+                budget.charge(read as u64)?;
+            }
+            writer
+                .write_all(&buffer[..read])
+                .await
+                .map_err(|error| io_error(target, error))?;
+            copied += read as u64;
         }
-    } else {
-        io_error(path, error)
+        writer
+            .flush()
+            .await
+            .map_err(|error| io_error(target, error))?;
+        Ok(copied)
     }
+    .await;
+    if copied.is_err() {
+        let _ = entry.remove();
+    }
+    copied
 }
 
 /// Options of a `transfer` command other than `from`/`to`.
@@ -218,6 +272,10 @@ pub struct TransferOptions {
     pub fileset: Option<serde_json::Value>,
     /// The daemon's bus socket, for `gftp://` transfers (a fresh connection per transfer).
     pub bus_socket: Option<PathBuf>,
+    /// Where HTTP requests may go (public addresses only by default).
+    pub outbound: OutboundPolicy,
+    /// Bytes the activity may still write into its volumes; `None`: no limit.
+    pub storage: Option<Arc<StorageBudget>>,
 }
 
 /// Execute one transfer; returns the number of bytes moved.
@@ -238,7 +296,7 @@ pub async fn transfer(
     match (source, destination) {
         (Location::Gftp(url), Location::Container(path)) => {
             let target = resolve_container_path(volumes, &path)?;
-            gftp_download(options.bus_socket.as_deref(), &url, &target).await
+            gftp_download(options, &url, &target).await
         }
         (Location::Container(path), Location::Gftp(url)) => {
             let source = resolve_container_path(volumes, &path)?;
@@ -247,25 +305,18 @@ pub async fn transfer(
         (Location::Gftp(_), _) | (_, Location::Gftp(_)) => Err(TransferError::NoContainerSide),
         (Location::Http(url), Location::Container(path)) => {
             let target = resolve_container_path(volumes, &path)?;
-            download(&url, &target).await
+            download(options, &url, &target).await
         }
         (Location::Container(path), Location::Http(url)) => {
             let source = resolve_container_path(volumes, &path)?;
-            upload(&source, &url).await
+            upload(&options.outbound, &source, &url).await
         }
         (Location::Container(from), Location::Container(to)) => {
             let source = resolve_container_path(volumes, &from)?;
             let target = resolve_container_path(volumes, &to)?;
-            let mut reader = open_for_read(&source).await?;
-            let mut writer = create_for_write(&target).await?;
-            let copied = tokio::io::copy(&mut reader, &mut writer)
-                .await
-                .map_err(|error| io_error(&target, error))?;
-            writer
-                .flush()
-                .await
-                .map_err(|error| io_error(&target, error))?;
-            Ok(copied)
+            let reader = open_for_read(&source).await?;
+            let (writer, entry) = create_for_write(&target).await?;
+            copy_within_budget(reader, writer, &entry, &target, options.storage.as_deref()).await
         }
         (Location::Http(_), Location::Http(_)) => Err(TransferError::NoContainerSide),
     }
@@ -294,20 +345,33 @@ async fn gftp_session(
 }
 
 async fn gftp_download(
-    bus_socket: Option<&Path>,
+    options: &TransferOptions,
     url: &str,
     target: &ResolvedPath,
 ) -> Result<u64, TransferError> {
-    let (gftp, parsed) = gftp_session(bus_socket, url).await?;
-    let file = create_for_write(target).await?.into_std().await;
-    match gftp.download_to_file(&parsed, file).await {
-        Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            // Nothing unverified stays behind (the file was created by us, not a symlink).
-            let _ = tokio::fs::remove_file(target.host_path()).await;
-            Err(gftp_error(url, error))
-        }
+    let (gftp, parsed) = gftp_session(options.bus_socket.as_deref(), url).await?;
+    let (file, entry) = create_for_write(target).await?;
+    let file = file.into_std().await;
+    let limit = options.storage.as_ref().map(|budget| budget.remaining());
+    let downloaded = match gftp.download_to_file_limited(&parsed, file, limit).await {
+        Ok(bytes) => match &options.storage {
+            Some(budget) => budget.charge(bytes).map(|()| bytes),
+            None => Ok(bytes),
+        },
+        Err(golem_gftp::GftpError::TooLarge { .. }) => Err(TransferError::StorageLimit {
+            limit: options
+                .storage
+                .as_ref()
+                .map(|budget| budget.limit())
+                .unwrap_or(0),
+        }),
+        Err(error) => Err(gftp_error(url, error)),
+    };
+    if downloaded.is_err() {
+        // Nothing unverified stays behind; removed through the directory we created it in.
+        let _ = entry.remove();
     }
+    downloaded
 }
 
 async fn gftp_upload(
@@ -322,32 +386,81 @@ async fn gftp_upload(
         .map_err(|error| gftp_error(url, error))
 }
 
-async fn download(url: &str, target: &ResolvedPath) -> Result<u64, TransferError> {
-    let http_error = |error: reqwest::Error| TransferError::Http {
+fn parse_http_url(policy: &OutboundPolicy, url: &str) -> Result<reqwest::Url, TransferError> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| TransferError::Http {
         url: url.to_string(),
         message: error.to_string(),
-    };
-    let response = reqwest::get(url)
-        .await
-        .and_then(|response| response.error_for_status())
-        .map_err(http_error)?;
-    let mut file = create_for_write(target).await?;
-    let mut body = response.bytes_stream();
-    let mut written = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(http_error)?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|error| io_error(target, error))?;
-        written += chunk.len() as u64;
-    }
-    file.flush()
-        .await
-        .map_err(|error| io_error(target, error))?;
-    Ok(written)
+    })?;
+    policy
+        .check_url(&parsed)
+        .map_err(|refused| TransferError::Refused {
+            url: url.to_string(),
+            reason: refused.to_string(),
+        })?;
+    Ok(parsed)
 }
 
-async fn upload(source: &ResolvedPath, url: &str) -> Result<u64, TransferError> {
+/// A reqwest failure: a refusal of the outbound policy stays a refusal.
+fn http_failure(url: &str, error: &reqwest::Error) -> TransferError {
+    let message = outbound::describe(error);
+    if message.contains(outbound::ALLOW_PRIVATE_SETTING) {
+        TransferError::Refused {
+            url: url.to_string(),
+            reason: message,
+        }
+    } else {
+        TransferError::Http {
+            url: url.to_string(),
+            message,
+        }
+    }
+}
+
+fn client(policy: &OutboundPolicy, url: &str) -> Result<reqwest::Client, TransferError> {
+    policy.client().map_err(|error| http_failure(url, &error))
+}
+
+async fn download(
+    options: &TransferOptions,
+    url: &str,
+    target: &ResolvedPath,
+) -> Result<u64, TransferError> {
+    let parsed = parse_http_url(&options.outbound, url)?;
+    let response = client(&options.outbound, url)?
+        .get(parsed)
+        .send()
+        .await
+        .and_then(|response| response.error_for_status())
+        .map_err(|error| http_failure(url, &error))?;
+    if let (Some(budget), Some(length)) = (&options.storage, response.content_length()) {
+        if length > budget.remaining() {
+            return Err(TransferError::StorageLimit {
+                limit: budget.limit(),
+            });
+        }
+    }
+    let (file, entry) = create_for_write(target).await?;
+    let body = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let reader = tokio_util::io::StreamReader::new(body);
+    copy_within_budget(reader, file, &entry, target, options.storage.as_deref())
+        .await
+        .map_err(|error| match error {
+            TransferError::Io { message, .. } => TransferError::Http {
+                url: url.to_string(),
+                message,
+            },
+            other => other,
+        })
+}
+
+async fn upload(
+    policy: &OutboundPolicy,
+    source: &ResolvedPath,
+    url: &str,
+) -> Result<u64, TransferError> {
+    let parsed = parse_http_url(policy, url)?;
     let file = open_for_read(source).await?;
     let length = file
         .metadata()
@@ -355,17 +468,14 @@ async fn upload(source: &ResolvedPath, url: &str) -> Result<u64, TransferError> 
         .map_err(|error| io_error(source, error))?
         .len();
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-    reqwest::Client::new()
-        .put(url)
+    client(policy, url)?
+        .put(parsed)
         .header(reqwest::header::CONTENT_LENGTH, length)
         .body(body)
         .send()
         .await
         .and_then(|response| response.error_for_status())
-        .map_err(|error| TransferError::Http {
-            url: url.to_string(),
-            message: error.to_string(),
-        })?;
+        .map_err(|error| http_failure(url, &error))?;
     Ok(length)
 }
 
@@ -374,6 +484,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::runtime::VolumeAccess;
+    use std::net::SocketAddr;
 
     fn volumes(root: &Path) -> Vec<Volume> {
         ["/golem/input", "/golem/output", "/golem/output/deep"]
@@ -522,5 +633,199 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(error, TransferError::UnsupportedScheme(_)));
+    }
+
+    /// A one-route HTTP server on loopback: answers every request with
+    /// `response` and counts the connections it accepted.
+    async fn serve(response: String) -> (u16, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicU64::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 4096];
+                    let _ = stream.read(&mut buffer).await;
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (port, hits)
+    }
+
+    /// The redirect exploit: a URL whose host looks public (resolved here to
+    /// a loopback test server through the policy's code-only override)
+    /// redirects to a loopback service; the redirect is refused and the
+    /// internal service is never contacted. With the provider's setting the
+    /// same redirect is followed, which shows the test can fail.
+    #[tokio::test]
+    async fn redirects_to_private_addresses_are_refused() {
+        let (internal, internal_hits) =
+            serve("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecret".into())
+                .await;
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = volumes(dir.path());
+        for volume in &volumes {
+            std::fs::create_dir_all(&volume.host_path).unwrap();
+        }
+        for target in [
+            format!("http://127.0.0.1:{internal}/secret"),
+            format!("http://localhost:{internal}/secret"),
+            format!("http://[::ffff:127.0.0.1]:{internal}/secret"),
+        ] {
+            let (first_hop, _) = serve(format!(
+                "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+            let policy = |allow_private_addresses| OutboundPolicy {
+                allow_private_addresses,
+                unfiltered_hosts: vec![(
+                    "public.test".to_string(),
+                    SocketAddr::from(([127, 0, 0, 1], first_hop)),
+                )],
+            };
+            let options = TransferOptions {
+                outbound: policy(false),
+                ..TransferOptions::default()
+            };
+            let from = format!("http://public.test:{first_hop}/package");
+            let error = transfer(&volumes, &from, "container:/golem/output/x", &options)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, TransferError::Refused { .. }),
+                "{target}: {error}"
+            );
+            assert!(
+                error.to_string().contains("allow-private-transfers"),
+                "{error}"
+            );
+            assert_eq!(internal_hits.load(Ordering::SeqCst), 0, "{target}");
+            assert!(!volumes[1].host_path.join("x").exists());
+
+            let allowed = TransferOptions {
+                outbound: policy(true),
+                ..TransferOptions::default()
+            };
+            transfer(&volumes, &from, "container:/golem/output/x", &allowed)
+                .await
+                .unwrap();
+            assert_eq!(
+                std::fs::read(volumes[1].host_path.join("x")).unwrap(),
+                b"secret"
+            );
+            std::fs::remove_file(volumes[1].host_path.join("x")).unwrap();
+            internal_hits.store(0, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn http_downloads_stop_at_the_storage_budget() {
+        let body = "y".repeat(5000);
+        let (port, _) = serve(format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+        // Without a length the body is streamed and cut at the budget.
+        let (chunked, _) = serve(format!(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}"
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = volumes(dir.path());
+        for volume in &volumes {
+            std::fs::create_dir_all(&volume.host_path).unwrap();
+        }
+        for port in [port, chunked] {
+            let options = TransferOptions {
+                outbound: OutboundPolicy::allow_private(),
+                storage: Some(Arc::new(StorageBudget::new(1000))),
+                ..TransferOptions::default()
+            };
+            let error = transfer(
+                &volumes,
+                &format!("http://127.0.0.1:{port}/big"),
+                "container:/golem/output/big",
+                &options,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(error, TransferError::StorageLimit { limit: 1000 }),
+                "{error}"
+            );
+            assert!(!volumes[1].host_path.join("big").exists());
+        }
+    }
+
+    /// The check-then-open race of the issue, played for real: while
+    /// transfers write `/golem/output/d/f` over and over, another thread
+    /// atomically swaps the directory `d` with a symlink to a directory
+    /// outside the volume (`RENAME_EXCHANGE`, as a payload in the container
+    /// could). No write may ever land outside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn swapping_a_directory_for_a_symlink_during_transfers_never_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = volumes(dir.path());
+        for volume in &volumes {
+            std::fs::create_dir_all(&volume.host_path).unwrap();
+        }
+        let output = volumes[1].host_path.clone();
+        let outside = dir.path().join("provider-home");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(output.join("d")).unwrap();
+        std::os::unix::fs::symlink(&outside, output.join("swap")).unwrap();
+        std::fs::write(volumes[0].host_path.join("in"), b"payload").unwrap();
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, output) = (stop.clone(), output.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        output.join("d"),
+                        rustix::fs::CWD,
+                        output.join("swap"),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let (mut written, mut refused) = (0u32, 0u32);
+        while std::time::Instant::now() < deadline {
+            match transfer(
+                &volumes,
+                "container:/golem/input/in",
+                "container:/golem/output/d/f",
+                &TransferOptions::default(),
+            )
+            .await
+            {
+                Ok(_) => written += 1,
+                Err(_) => refused += 1,
+            }
+            assert!(
+                !outside.join("f").exists(),
+                "a transfer wrote outside the volume after {written} writes"
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 100, "the race did not run: {swaps} swaps");
+        assert!(
+            written + refused > 10,
+            "{written} written, {refused} refused"
+        );
     }
 }

@@ -31,6 +31,8 @@ pub enum GftpError {
     },
     #[error("{url}: {message}")]
     Protocol { url: GftpUrl, message: String },
+    #[error("{url} has {size} bytes, more than the {limit} this download may write")]
+    TooLarge { url: GftpUrl, size: u64, limit: u64 },
     #[error("cannot serve {address} on the bus: {error}")]
     Bind { address: String, error: GolemError },
     #[error("{0} is not served by this gftp instance")]

@@ -40,4 +40,5 @@ pub use golem_model::gftp::GftpUrl;
 pub use hash::hash_reader;
 pub use service::{
     Gftp, ReceivedFile, Receiving, TransferConfig, DEFAULT_CHUNK_SIZE, DEFAULT_IN_FLIGHT,
+    DEFAULT_UPLOAD_LIMIT, MAX_UPLOAD_AHEAD,
 };

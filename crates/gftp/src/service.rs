@@ -39,6 +39,13 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_IN_FLIGHT: usize = 8;
 /// Length of the random name of an upload slot (as the original's).
 const UPLOAD_NAME_LEN: usize = 65;
+/// The most an upload slot accepts unless [`Gftp::with_upload_limit`] says
+/// otherwise: chunks that would end beyond it are refused.
+pub const DEFAULT_UPLOAD_LIMIT: u64 = 64 << 30;
+/// How far past the bytes received so far a chunk may start: room for
+/// chunks that arrive out of order from a pipelining uploader, but no hole
+/// that would make a sparse file far larger than what was sent.
+pub const MAX_UPLOAD_AHEAD: u64 = 64 * MAX_CHUNK_SIZE;
 
 /// How transfers are cut and pipelined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +115,7 @@ pub struct Gftp {
     bus: BusClient,
     node_id: NodeId,
     config: TransferConfig,
+    upload_limit: u64,
     served: Arc<Mutex<HashMap<String, Served>>>,
 }
 
@@ -131,6 +139,7 @@ impl Gftp {
             bus,
             node_id,
             config: TransferConfig::default(),
+            upload_limit: DEFAULT_UPLOAD_LIMIT,
             served: Arc::default(),
         })
     }
@@ -141,6 +150,14 @@ impl Gftp {
             chunk_size: config.chunk_size.clamp(1, MAX_CHUNK_SIZE),
             in_flight: config.in_flight.max(1),
         };
+        self
+    }
+
+    /// The most bytes an upload slot opened by [`Gftp::receive`] accepts
+    /// (default [`DEFAULT_UPLOAD_LIMIT`]); an uploader's chunk that would end
+    /// beyond it is refused.
+    pub fn with_upload_limit(mut self, bytes: u64) -> Gftp {
+        self.upload_limit = bytes;
         self
     }
 
@@ -212,6 +229,8 @@ impl Gftp {
             file,
             path: path.to_path_buf(),
             hasher: OrderedHasher::default(),
+            limit: self.upload_limit,
+            received: 0,
             finished: false,
             done: done_sender,
         }));
@@ -289,6 +308,18 @@ impl Gftp {
     /// Download `url` into an open, empty, writable file (truncated to zero
     /// again when the transfer or the hash check fails).
     pub async fn download_to_file(&self, url: &GftpUrl, file: File) -> Result<u64, GftpError> {
+        self.download_to_file_limited(url, file, None).await
+    }
+
+    /// [`Gftp::download_to_file`], refused before anything is written
+    /// ([`GftpError::TooLarge`]) when the publisher announces more than
+    /// `limit` bytes; the writer never writes past the announced size.
+    pub async fn download_to_file_limited(
+        &self,
+        url: &GftpUrl,
+        file: File,
+        limit: Option<u64>,
+    ) -> Result<u64, GftpError> {
         // Our published files are named by their sha3 and checked below; other
         // publishers (golem-js over the GSB API) name files by UUID, which
         // carries no hash to check.
@@ -299,6 +330,13 @@ impl Gftp {
             .await
             .map_err(|error| GftpError::remote(url, error))?;
         let size = metadata.file_size;
+        if let Some(limit) = limit.filter(|limit| size > *limit) {
+            return Err(GftpError::TooLarge {
+                url: url.clone(),
+                size,
+                limit,
+            });
+        }
         let chunk_size = self.config.chunk_size;
         let (sender, receiver) = mpsc::channel::<GftpChunk>(self.config.in_flight);
         let writer_url = url.clone();
@@ -554,6 +592,10 @@ struct UploadSlot {
     file: File,
     path: PathBuf,
     hasher: OrderedHasher,
+    /// No chunk may end beyond this many bytes.
+    limit: u64,
+    /// Bytes of chunks written so far (a repeated chunk counts again).
+    received: u64,
     finished: bool,
     done: watch::Sender<Finished>,
 }
@@ -573,12 +615,28 @@ impl UploadSlot {
         let bytes = BASE64
             .decode(chunk.content.as_bytes())
             .map_err(|error| GolemError::bad_request(format!("chunk is not base64: {error}")))?;
+        let end = chunk.offset.checked_add(bytes.len() as u64);
+        if end.is_none_or(|end| end > self.limit) {
+            return Err(GolemError::bad_request(format!(
+                "chunk at offset {} of {} bytes ends beyond this upload slot's limit of {} bytes",
+                chunk.offset,
+                bytes.len(),
+                self.limit
+            )));
+        }
+        if chunk.offset > self.received.saturating_add(MAX_UPLOAD_AHEAD) {
+            return Err(GolemError::bad_request(format!(
+                "chunk at offset {} starts more than {MAX_UPLOAD_AHEAD} bytes past the {} received so far; send chunks in order",
+                chunk.offset, self.received
+            )));
+        }
         self.file
             .write_all_at(&bytes, chunk.offset)
             .map_err(|error| {
                 GolemError::internal(format!("cannot write the received chunk: {error}"))
             })?;
         self.hasher.feed(chunk.offset, &bytes);
+        self.received = self.received.saturating_add(bytes.len() as u64);
         Ok(())
     }
 
@@ -606,6 +664,7 @@ impl UploadSlot {
                 // Start over: the uploader may retry into the same slot.
                 let _ = self.file.set_len(0);
                 self.hasher = OrderedHasher::default();
+                self.received = 0;
                 return Err(GolemError::bad_request(format!(
                     "uploaded file hash {actual} does not match the expected {expected}; upload it again"
                 )));
@@ -632,5 +691,69 @@ impl Read for PositionedReader<'_> {
         let read = self.file.read_at(buffer, self.offset)?;
         self.offset += read as u64;
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn slot(dir: &Path, name: &str, limit: u64) -> UploadSlot {
+        let path = dir.join(name);
+        UploadSlot {
+            file: create_file(&path).unwrap(),
+            path,
+            hasher: OrderedHasher::default(),
+            limit,
+            received: 0,
+            finished: false,
+            done: watch::channel(None).0,
+        }
+    }
+
+    fn chunk(offset: u64, bytes: &[u8]) -> GftpChunk {
+        GftpChunk {
+            offset,
+            content: BASE64.encode(bytes),
+        }
+    }
+
+    /// The exploit: an UploadChunk with a huge offset used to make a sparse
+    /// file far beyond anything announced; now it is refused and the file
+    /// stays as small as what was really received.
+    #[test]
+    fn chunks_beyond_the_slot_limit_or_far_ahead_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut slot = slot(dir.path(), "limited.bin", 10 * MAX_CHUNK_SIZE);
+        slot.write(chunk(0, b"hello")).unwrap();
+        for offset in [u64::MAX - 2, 1 << 50, 10 * MAX_CHUNK_SIZE - 2] {
+            let error = slot.write(chunk(offset, b"abc")).unwrap_err();
+            assert_eq!(error.code, golem_model::ErrorCode::BadRequest);
+            assert!(error.message.contains("limit"), "{}", error.message);
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path().join("limited.bin"))
+                .unwrap()
+                .len(),
+            5
+        );
+        let mut roomy = self::slot(dir.path(), "roomy.bin", u64::MAX);
+        let error = roomy.write(chunk(MAX_UPLOAD_AHEAD + 1, b"x")).unwrap_err();
+        assert!(error.message.contains("in order"), "{}", error.message);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("roomy.bin"))
+                .unwrap()
+                .len(),
+            0
+        );
+        // Out-of-order chunks within the window are fine.
+        roomy.write(chunk(3, b"lo")).unwrap();
+        roomy.write(chunk(0, b"hel")).unwrap();
+        roomy.finish(None).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("roomy.bin")).unwrap(),
+            b"hello"
+        );
     }
 }

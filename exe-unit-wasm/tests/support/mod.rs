@@ -142,7 +142,13 @@ pub struct Spawn {
     pub task_package: String,
     pub memory_gib: f64,
     pub max_run_time: u64,
+    /// `--allow-private-transfers`: the tests' HTTP server is on loopback.
+    pub allow_private_transfers: bool,
 }
+
+/// The node of the stand-in agreements: requestor and provider are the same
+/// node, so a `file://` package is allowed.
+pub const TEST_NODE: &str = "0x1111111111111111111111111111111111111111";
 
 impl Spawn {
     /// The zip test package, served from a file.
@@ -160,6 +166,7 @@ impl Spawn {
             ),
             memory_gib: 0.0625,
             max_run_time: 1800,
+            allow_private_transfers: true,
         }
     }
 }
@@ -181,12 +188,13 @@ impl ExeUnit {
             &agreement,
             serde_json::to_vec(&serde_json::json!({
                 "agreementId": format!("agreement-{}", options.activity_id),
-                "offer": {"properties": {
+                "offer": {"providerId": TEST_NODE, "properties": {
                     "golem.inf.mem.gib": options.memory_gib,
                     "golem.runtime.name": "wasmtime",
                     "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"]
                 }},
-                "demand": {"properties": {"golem.srv.comp.task_package": options.task_package}},
+                "demand": {"requestorId": TEST_NODE,
+                           "properties": {"golem.srv.comp.task_package": options.task_package}},
                 "state": "Approved"
             }))
             .unwrap(),
@@ -209,6 +217,11 @@ impl ExeUnit {
             .arg(options.max_run_time.to_string())
             .arg("--log-level")
             .arg("warn")
+            .args(
+                options
+                    .allow_private_transfers
+                    .then_some("--allow-private-transfers"),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

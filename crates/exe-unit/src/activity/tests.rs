@@ -80,14 +80,30 @@ struct Fixture {
 }
 
 fn fixture_with_package(package: &[u8], declared: &[u8]) -> Fixture {
+    fixture_with_agreement(package, declared, PROVIDER_ID, None)
+}
+
+const PROVIDER_ID: &str = "0x1111111111111111111111111111111111111111";
+const OTHER_NODE: &str = "0x2222222222222222222222222222222222222222";
+
+/// A fixture whose package is a local file; the agreement names
+/// `requestor_id` (the provider is [`PROVIDER_ID`]) and offers `storage_gib`.
+fn fixture_with_agreement(
+    package: &[u8],
+    declared: &[u8],
+    requestor_id: &str,
+    storage_gib: Option<f64>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let package_path = dir.path().join("package.bin");
     std::fs::write(&package_path, package).unwrap();
     let digest = crate::package::sha3_224_hex(declared);
     let agreement = Agreement::from_json(json!({
         "agreementId": "agr",
-        "offer": {"properties": {"golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec", "golem.usage.storage_gib"]}},
-        "demand": {"properties": {"golem.srv.comp.task_package":
+        "offer": {"providerId": PROVIDER_ID, "properties": {
+            "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec", "golem.usage.storage_gib"],
+            "golem.inf.storage.gib": storage_gib}},
+        "demand": {"requestorId": requestor_id, "properties": {"golem.srv.comp.task_package":
             format!("hash:sha3:{digest}:file://{}", package_path.display())}}
     }))
     .unwrap();
@@ -99,6 +115,7 @@ fn fixture_with_package(package: &[u8], declared: &[u8]) -> Fixture {
         bus_socket: dir.path().join("bus.sock"),
         max_run_time: Duration::from_secs(60),
         cache_max_packages: crate::cli::DEFAULT_CACHE_MAX_PACKAGES,
+        allow_private_transfers: false,
     };
     let runtime = Arc::new(FakeRuntime::default());
     let (sender, reports) = mpsc::unbounded_channel();
@@ -339,6 +356,83 @@ async fn corrupt_package_fails_deploy_and_keeps_initialized() {
         "{message}"
     );
     assert_eq!(fixture.activity.state().state, State::Initialized.into());
+}
+
+/// The exploit of the `file://` package: a requestor on another node names a
+/// provider file; deploy is refused before the file is opened, and the
+/// message carries neither the path nor a hash of it.
+#[tokio::test]
+async fn another_nodes_requestor_cannot_deploy_a_provider_file() {
+    let fixture = fixture_with_agreement(b"secret key", b"something else", OTHER_NODE, None);
+    let results = fixture.exec("b", DEPLOY_START).await;
+    let message = results[0].message.as_deref().unwrap();
+    assert!(
+        message.contains("only for the provider's own node"),
+        "{message}"
+    );
+    let dir = fixture.activity.config().work_dir.parent().unwrap();
+    assert!(!message.contains(&*dir.to_string_lossy()), "{message}");
+    assert!(!message.contains("package.bin"), "{message}");
+    assert!(
+        !message.contains(&crate::package::sha3_224_hex(b"secret key")),
+        "{message}"
+    );
+    assert_eq!(fixture.activity.state().state, State::Initialized.into());
+}
+
+/// Transfers stop at the storage the provider offered; the file is removed.
+#[tokio::test]
+async fn transfers_stop_at_the_offered_storage() {
+    // 64 bytes of storage.
+    let fixture = fixture_with_agreement(
+        b"pkg",
+        b"pkg",
+        PROVIDER_ID,
+        Some(64.0 / (1u64 << 30) as f64),
+    );
+    fixture.exec("b", DEPLOY_START).await;
+    let volumes = fixture.activity.volumes();
+    std::fs::write(volumes[0].host_path.join("small"), [1u8; 40]).unwrap();
+    std::fs::write(volumes[0].host_path.join("big"), [1u8; 1000]).unwrap();
+    let results = fixture
+        .exec(
+            "t",
+            r#"[{"transfer": {"from": "container:/golem/input/small", "to": "container:/golem/output/a"}},
+                {"transfer": {"from": "container:/golem/input/small", "to": "container:/golem/output/b"}}]"#,
+        )
+        .await;
+    assert_eq!(results[0].result, CommandResult::Ok);
+    let message = results[1].message.as_deref().unwrap();
+    assert!(message.contains("storage limit of 64 bytes"), "{message}");
+    assert!(!volumes[1].host_path.join("b").exists());
+    let results = fixture
+        .exec(
+            "u",
+            r#"[{"transfer": {"from": "container:/golem/input/big", "to": "container:/golem/output/c"}}]"#,
+        )
+        .await;
+    assert_eq!(results[0].result, CommandResult::Error);
+    assert!(!volumes[1].host_path.join("c").exists());
+}
+
+/// The SSRF exploit in miniature: a transfer from a loopback service (here a
+/// listener standing in for the provider daemon's REST port) is refused
+/// without the provider's allow setting, and nothing is written.
+#[tokio::test]
+async fn transfers_from_loopback_are_refused_without_the_setting() {
+    let fixture = fixture();
+    fixture.exec("b", DEPLOY_START).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        r#"[{{"transfer": {{"from": "http://127.0.0.1:{port}/version/get", "to": "container:/golem/output/v.txt"}}}}]"#
+    );
+    let results = fixture.exec("t", &script).await;
+    let message = results[0].message.as_deref().unwrap();
+    assert!(message.contains("loopback"), "{message}");
+    assert!(message.contains("allow-private-transfers"), "{message}");
+    let volumes = fixture.activity.volumes();
+    assert!(!volumes[1].host_path.join("v.txt").exists());
 }
 
 #[tokio::test]
