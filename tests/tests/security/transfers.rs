@@ -67,7 +67,7 @@ fn demand(package: &str, unit: Unit) -> DemandOfferBase {
         properties: json!({
             "golem.node.debug.subnet": SUBNET,
             "golem.srv.comp.task_package": package,
-            "golem.srv.comp.expiration": 4_102_444_800_000u64,
+            "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 3_600_000,
         }),
         constraints: format!(
             "(&(golem.node.debug.subnet={SUBNET})(golem.runtime.name={}))",
