@@ -681,17 +681,76 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
         .unwrap();
     assert_eq!(processes_with_arg(&activity_id).len(), 1);
 
+    // SIGKILL the agent: its exe unit dies too (PR_SET_PDEATHSIG), so a real
+    // exe unit never outlives the agent here and the restarted agent's orphan
+    // killing would have nothing to do. An orphan is what is left when that
+    // signal does not come (an exe unit of another build, a parent-death
+    // signal lost between fork and prctl): a live process, recorded in the
+    // state as the activity's exe unit, whose command line names the
+    // activity. The test makes exactly that — its own child, so the agent's
+    // death does not touch it — and writes its pid into the activity's record
+    // while the agent is down, as a previous run would have.
     setup.agent.kill();
+    wait_no_process(&activity_id).await;
+    let mut orphan = std::process::Command::new("sh")
+        .args(["-c", "while :; do sleep 0.1; done", "exe-unit-wasm", "run"])
+        .args(["--activity-id", &activity_id])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(processes_with_arg(&activity_id), vec![orphan.id()]);
+    let state_file = setup.agent.data_dir.join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let record = &mut state["agreements"][&agreement_id]["activities"][&activity_id];
+    assert_eq!(
+        record["alive"], true,
+        "the killed agent left it alive: {record}"
+    );
+    record["pid"] = json!(orphan.id());
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
     setup.agent.restart().unwrap();
+    let line = setup
+        .agent
+        .wait_for_log(
+            "killing an orphaned exe unit of a previous run",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["pid"], json!(orphan.id()), "{line}");
+    assert_eq!(line["activity_id"], json!(activity_id), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = orphan.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            panic!("the restarted agent left the orphan alive");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(nix::sys::signal::Signal::SIGTERM as i32),
+        "the agent's SIGTERM ended it: {status}"
+    );
     wait_no_process(&activity_id).await;
     let status = setup.agent.status().unwrap();
     assert_eq!(status["agreements"][0]["agreementId"], json!(agreement_id));
     assert_eq!(status["agreements"][0]["state"], "live", "{status}");
 
-    // The agreement ends while the agent is down: the next run invoices it.
+    // The agreement ends while the agent is down: the next run invoices it,
+    // once.
     setup.agent.kill();
     setup.terminate(&agreement_id).await;
     setup.agent.restart().unwrap();
+    setup
+        .agent
+        .wait_for_log("\"invoice sent\"", Duration::from_secs(30))
+        .unwrap();
     let invoice = setup.invoice(&agreement_id).await;
     let (expected, _) = setup.expected_cost(&activity_id).await;
     assert!(
@@ -700,11 +759,22 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
         invoice.amount
     );
     assert!(processes_with_arg(&activity_id).is_empty());
+    // Nothing more happens over 3 s, six ticks of the agent's billing loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let log = setup.agent.log();
     assert_eq!(
         log.matches("\"invoice sent\"").count(),
         1,
         "one invoice, once: {log}"
+    );
+    let invoices = setup.requestor.invoices().await.unwrap();
+    assert_eq!(
+        invoices
+            .iter()
+            .filter(|invoice| invoice.agreement_id == agreement_id)
+            .count(),
+        1,
+        "{invoices:?}"
     );
 }
 
