@@ -29,6 +29,20 @@ pub fn spawn_standin_agent(
     exe_unit: &'static str,
     work: PathBuf,
 ) -> ExeUnits {
+    spawn_standin_agent_with_env(provider, offer_id, offer, exe_unit, work, Vec::new())
+}
+
+/// [`spawn_standin_agent`] whose exe units get `env` on top of the test
+/// process's environment (so a test never sets a variable process-wide, where
+/// it would leak into the tests that run beside it).
+pub fn spawn_standin_agent_with_env(
+    provider: &DaemonProcess,
+    offer_id: String,
+    offer: DemandOfferBase,
+    exe_unit: &'static str,
+    work: PathBuf,
+    env: Vec<(String, String)>,
+) -> ExeUnits {
     let exe_units: ExeUnits = Arc::default();
     spawn_provider_negotiator(provider.client(), offer_id, offer);
     let spawned = exe_units.clone();
@@ -85,6 +99,7 @@ pub fn spawn_standin_agent(
                     .arg(work.join("cache"))
                     .arg("--bus-socket")
                     .arg(&bus_socket)
+                    .envs(env.iter().map(|(name, value)| (name, value)))
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(

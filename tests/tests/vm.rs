@@ -14,7 +14,7 @@ use golem_model::market::DemandOfferBase;
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::negotiation::negotiate_agreement;
-use golem_tests::standin::{spawn_standin_agent, ExeUnits};
+use golem_tests::standin::{spawn_standin_agent_with_env, ExeUnits};
 use golem_tests::{binary, eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 use sha3::Digest;
@@ -56,8 +56,13 @@ fn demand(package: &str) -> DemandOfferBase {
 }
 
 /// Plays the provider agent with `exe-unit-vm` (see `golem_tests::standin`).
-fn provider_agent(provider: &DaemonProcess, offer_id: String, work: PathBuf) -> ExeUnits {
-    spawn_standin_agent(provider, offer_id, offer(), "exe-unit-vm", work)
+fn provider_agent(
+    provider: &DaemonProcess,
+    offer_id: String,
+    work: PathBuf,
+    env: Vec<(String, String)>,
+) -> ExeUnits {
+    spawn_standin_agent_with_env(provider, offer_id, offer(), "exe-unit-vm", work, env)
 }
 
 struct Requestor {
@@ -159,6 +164,12 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with_exe_unit_env(Vec::new()).await
+}
+
+/// [`fixture`] whose exe units get `env` (never set process-wide: it would
+/// leak into the tests running beside this one).
+async fn fixture_with_exe_unit_env(env: Vec<(String, String)>) -> Fixture {
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
     let files = sandbox.path().join("files");
@@ -167,7 +178,7 @@ async fn fixture() -> Fixture {
     let provider_work = sandbox.path().join("provider-work");
     let provider = &sandbox.daemons()[0];
     let offer_id = provider.client().subscribe_offer(&offer()).await.unwrap();
-    let exe_units = provider_agent(provider, offer_id, provider_work.clone());
+    let exe_units = provider_agent(provider, offer_id, provider_work.clone(), env);
     let requestor_daemon = &sandbox.daemons()[1];
     let requestor = Requestor {
         client: requestor_daemon.client(),
@@ -1098,12 +1109,17 @@ fn variant_tarball(dir: &Path, variant: &str) -> Vec<u8> {
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_vm_image_cache_evicts_the_least_recently_used_unused_images() {
-    if !docker::enabled("docker_vm_image_cache_evicts_the_least_recently_used_unused_images").unwrap() {
+    if !docker::enabled("docker_vm_image_cache_evicts_the_least_recently_used_unused_images")
+        .unwrap()
+    {
         return;
     }
-    // The stand-in agent's exe units inherit this: keep one image.
-    std::env::set_var(golem_exe_unit::cli::ENV_CACHE_MAX_PACKAGES, "1");
-    let fixture = fixture().await;
+    // The stand-in agent's exe units get this: keep one image.
+    let fixture = fixture_with_exe_unit_env(vec![(
+        golem_exe_unit::cli::ENV_CACHE_MAX_PACKAGES.to_string(),
+        "1".to_string(),
+    )])
+    .await;
     let requestor = &fixture.requestor;
     let packages = fixture.provider_work.join("cache").join("packages");
     let mut published = Vec::new();
