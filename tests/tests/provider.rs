@@ -692,13 +692,30 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
     // while the agent is down, as a previous run would have.
     setup.agent.kill();
     wait_no_process(&activity_id).await;
+    // `read` is a shell builtin: the orphan waits on the pipe without forking
+    // (a forked child would briefly show the same command line), and ends by
+    // itself when the test drops the pipe.
     let mut orphan = std::process::Command::new("sh")
-        .args(["-c", "while :; do sleep 0.1; done", "exe-unit-wasm", "run"])
+        .args(["-c", "read never", "exe-unit-wasm", "run"])
         .args(["--activity-id", &activity_id])
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert_eq!(processes_with_arg(&activity_id), vec![orphan.id()]);
+    let orphan_pid = orphan.id();
+    eventually(
+        Duration::from_secs(5),
+        "the orphan is the activity's only process",
+        || async { (processes_with_arg(&activity_id) == vec![orphan_pid]).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}: {:?}, the orphan's command line {:?}",
+            processes_with_arg(&activity_id),
+            std::fs::read(format!("/proc/{orphan_pid}/cmdline"))
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        )
+    });
     let state_file = setup.agent.data_dir.join("state.json");
     let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     let record = &mut state["agreements"][&agreement_id]["activities"][&activity_id];
