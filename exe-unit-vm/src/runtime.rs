@@ -818,3 +818,7 @@ mod tests {
         assert_eq!(container_name("a/b c"), "golem-vm-a_b_c");
     }
 }
+
+/// The container config `deploy` builds, checked against a fake engine.
+#[cfg(test)]
+mod container_config_tests;

@@ -321,6 +321,7 @@ async fn idle_rss_stays_small() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = exe_unit.child.id().unwrap();
     let idle = rss_kib(pid).unwrap();
+    let idle_anon = status_kib(pid, "RssAnon:").unwrap();
     exe_unit
         .exec(
             &daemon,
@@ -330,8 +331,37 @@ async fn idle_rss_stays_small() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deployed = rss_kib(pid).unwrap();
-    println!("exe-unit-wasm RSS: idle {idle} KiB, after deploy+run {deployed} KiB");
-    assert!(idle < 40 * 1024, "idle RSS {idle} KiB");
+    println!(
+        "exe-unit-wasm RSS: idle {idle} KiB ({idle_anon} KiB anonymous), after deploy+run {deployed} KiB"
+    );
+    const GOAL_KIB: u64 = 20 * 1024;
+    if cfg!(debug_assertions) {
+        // A debug binary maps about three times the file pages of a release
+        // one (idle RSS ~22 MiB, of which ~20 MiB file-backed, against 7 MiB
+        // in release): here the goal holds the memory the exe unit itself
+        // allocates, its anonymous pages.
+        assert!(
+            idle_anon <= GOAL_KIB,
+            "idle anonymous RSS {idle_anon} KiB is above the 20 MiB goal"
+        );
+    } else {
+        assert!(
+            idle <= GOAL_KIB,
+            "idle RSS {idle} KiB is above the 20 MiB goal"
+        );
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status`, e.g. `RssAnon:`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]

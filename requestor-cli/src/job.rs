@@ -402,7 +402,7 @@ args = ["{id}.txt"]
             ("[demand]\nruntime = \"wasm\"\npackage = \"nope.wasm\"\n", ":3:", "does not exist"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[job]\nbudget = \"lots\"\n", ":5:", "not an amount"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[[task]]\nid = \"a\"\nrun = [\"m\"]\ninputs = [{from = \"in/zz.txt\", to = \"/golem/input/x\"}]\n", ":7:", "input file"),
-            ("[demand\nruntime = 1\n", ":1:", ""),
+            ("[demand\nruntime = 1\n", ":1:8:", "invalid table header"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[[task]]\nid = \"a\"\n", ":5:", "nothing to run"),
         ];
         for (text, line, words) in cases {

@@ -5,10 +5,12 @@
                                                   # (contracts/GLMTest.bin) from the first
                                                   # dev account; prints its address
     anvil_token.py balance RPC_URL TOKEN OWNER    # prints OWNER's token balance in GLM
+                                                  # (exact decimal)
 
 Standard library only (the compat suite's network setup runs before any venv).
 Exits non-zero with the RPC error when the chain refuses or the receipt fails.
 """
+import decimal
 import json
 import sys
 import time
@@ -28,7 +30,7 @@ def rpc(url, method, params):
 def balance(url, token, owner):
     data = "0x70a08231" + owner.lower().removeprefix("0x").rjust(64, "0")
     result = rpc(url, "eth_call", [{"to": token, "data": data}, "latest"])
-    print(int(result, 16) / 10**18)
+    print(format((decimal.Decimal(int(result, 16)) / decimal.Decimal(10**18)).normalize(), "f"))
 
 
 def deploy(url, bytecode_file):

@@ -12,7 +12,11 @@
 # daemon and a requestor daemon (the requestor bootstraps from the provider), a
 # provider agent, and a loopback HTTP server for the image; then runs each program
 # with only the environment the clients read (YAGNA_APPKEY, YAGNA_API_URL, ...),
-# checks its exit code and output, and prints a table with the wall time of each.
+# checks its exit code and output, then what the program paid as the requestor
+# daemon recorded it (the platform of the program's payment, its amount, no
+# allocation left open) and, with anvil, that the provider's token balance grew
+# by exactly that amount for an erc20 program and not at all for a dummy one;
+# prints a table with the wall time of each.
 #
 # Environment:
 #   SKIP_BUILD=1              do not run `cargo build` first
@@ -32,7 +36,8 @@
 #                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
 #   GOLEM_COMPAT_KEEP=1       keep the work dir (logs) after the run
-#   GOLEM_COMPAT_RESULTS=F    also write the table rows (name status seconds) to F
+#   GOLEM_COMPAT_RESULTS=F    also write the table rows (name status seconds paid-on amount
+#                             balance-change) to F
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -172,7 +177,17 @@ export PATH="$GFTP_DIR:$PATH"
 ROWS=()
 FAILED=0
 
-# The platform a program pays on: the clients' default (holesky) or dummy when told so.
+LEDGER=(python3 "$HERE/ledger.py")
+if [ "$PAYMENT_MODE" != dummy ]; then
+    PROVIDER_ID=$(curl -sf -H "Authorization: Bearer $provider_KEY" "$provider_URL/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')
+fi
+provider_balance() { python3 "$HERE/anvil_token.py" balance "$ANVIL_URL" "$TOKEN" "$PROVIDER_ID"; }
+decimal_eq() { python3 -c 'import decimal,sys; sys.exit(0 if decimal.Decimal(sys.argv[1]) == decimal.Decimal(sys.argv[2]) else 1)' "$1" "$2"; }
+decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sys.argv[1]) - decimal.Decimal(sys.argv[2])).normalize(), "f"))' "$1" "$2"; }
+
+# The platform a program is expected to pay on: the clients' default (holesky)
+# or dummy when told so. Only what it is told; run_program observes the platform
+# it actually paid on.
 platform_of() {
     case "$PAYMENT_MODE/$1" in
         dummy/*) echo dummy-local-tglm ;;
@@ -184,11 +199,14 @@ platform_of() {
 # run_program NAME CHECK_REGEX COMMAND...
 run_program() {
     local name=$1 pattern=$2; shift 2
-    local out="$WORK/$name.out" start end seconds status=ok platform payment_env=()
-    platform=$(platform_of "$name")
+    local out="$WORK/$name.out" start end seconds status=ok expected payment_env=()
+    local paid_on=none amount=- balance_change=- before after observed
+    expected=$(platform_of "$name")
     # Told to use dummy through the variables the clients themselves read; the
     # holesky programs get nothing (their built-in default).
-    [ "$platform" = dummy-local-tglm ] && payment_env=(YAGNA_PAYMENT_DRIVER=dummy YAGNA_PAYMENT_NETWORK=local)
+    [ "$expected" = dummy-local-tglm ] && payment_env=(YAGNA_PAYMENT_DRIVER=dummy YAGNA_PAYMENT_NETWORK=local)
+    "${LEDGER[@]}" ids "$requestor_URL" "$requestor_KEY" >"$WORK/$name.payments-before"
+    [ "$PAYMENT_MODE" = dummy ] || before=$(provider_balance)
     start=$(date +%s.%N)
     if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-60}" "$@") >"$out" 2>&1; then
         status="FAIL(exit)"
@@ -197,7 +215,38 @@ run_program() {
     fi
     end=$(date +%s.%N)
     seconds=$(python3 -c "print(f'{$end - $start:.2f}')")
-    ROWS+=("$name $status $seconds $platform")
+    # What the program paid, as the requestor daemon recorded it.
+    if [ "$status" = ok ]; then
+        if observed=$("${LEDGER[@]}" paid "$requestor_URL" "$requestor_KEY" "$WORK/$name.payments-before" 30 2>"$WORK/$name.ledger.err"); then
+            read -r paid_on amount <<<"$observed"
+            if [ "$paid_on" != "$expected" ]; then
+                status="FAIL(platform)"
+            elif [ "$("${LEDGER[@]}" open-allocations "$requestor_URL" "$requestor_KEY")" != 0 ]; then
+                status="FAIL(allocation)"
+            fi
+        else
+            status="FAIL(unpaid)"
+            cat "$WORK/$name.ledger.err" >>"$out"
+        fi
+    fi
+    # The provider's tokens on the chain: + exactly the amount for an erc20
+    # payment (waited for: the transfer is mined before the payment is recorded,
+    # the wait only covers RPC lag), unchanged for a dummy one.
+    if [ "$status" = ok ] && [ "$PAYMENT_MODE" != dummy ]; then
+        local want=0
+        [ "$paid_on" = erc20-holesky-tglm ] && want=$amount
+        for _ in $(seq 1 50); do
+            after=$(provider_balance)
+            balance_change=$(decimal_sub "$after" "$before")
+            decimal_eq "$balance_change" "$want" && break
+            sleep 0.2
+        done
+        if ! decimal_eq "$balance_change" "$want"; then
+            status="FAIL(balance)"
+            echo "provider balance changed by $balance_change, expected $want" >>"$out"
+        fi
+    fi
+    ROWS+=("$name $status $seconds $paid_on $amount $balance_change")
     if [ "$status" != ok ]; then
         FAILED=1
         echo "---- $name: $status; last output lines:" >&2
@@ -205,39 +254,24 @@ run_program() {
     fi
 }
 
+# What busybox `date` prints in the image, e.g. "Sat Dec  5 08:30:00 UTC 2026".
+DATE_OUTPUT='[A-Z][a-z]{2} [A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2} [A-Z]+ [0-9]{4}'
 PY="$CACHE/venv/bin/python"
 NODE_PATH="$CACHE/node/node_modules"
 for test in "${TESTS[@]}"; do
     case "$test" in
-        yapapi-hello) run_program "$test" 'RESULT>.+' "$PY" "$HERE/yapapi/hello.py" ;;
-        yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" 'RESULT>streamed<RESULT' "$PY" "$HERE/yapapi/hello.py" ;;
+        yapapi-hello) run_program "$test" "RESULT>$DATE_OUTPUT<RESULT" "$PY" "$HERE/yapapi/hello.py" ;;
+        yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" "STREAMED>$DATE_OUTPUT<STREAMED" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-transfer) run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
         golemjs-basic) NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done
 
-# The holesky programs' invoices must end as tokens on the provider's address.
-if [ "$PAYMENT_MODE" != dummy ]; then
-    PROVIDER_ID=$(curl -sf -H "Authorization: Bearer $provider_KEY" "$provider_URL/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')
-    PAID=0
-    for _ in $(seq 1 100); do
-        PAID=$(python3 "$HERE/anvil_token.py" balance "$ANVIL_URL" "$TOKEN" "$PROVIDER_ID")
-        python3 -c "import sys; sys.exit(0 if float('$PAID') > 0 else 1)" && break
-        sleep 0.2
-    done
-    if python3 -c "import sys; sys.exit(0 if float('$PAID') > 0 else 1)"; then
-        echo "erc20-holesky-tglm on anvil: provider $PROVIDER_ID holds $PAID GLM"
-    else
-        FAILED=1
-        echo "run.sh: the provider was not paid on anvil (erc20-holesky-tglm) within 20 s" >&2
-    fi
-fi
-
-printf '\n| test | result | wall time (s) | payment platform |\n|---|---|---|---|\n'
+printf '\n| test | result | wall time (s) | paid on | paid (GLM) | provider balance change (GLM) |\n|---|---|---|---|---|---|\n'
 for row in "${ROWS[@]}"; do
-    read -r name status seconds platform <<<"$row"
-    printf '| %s | %s | %s | %s |\n' "$name" "$status" "$seconds" "$platform"
+    read -r name status seconds paid_on amount balance_change <<<"$row"
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$status" "$seconds" "$paid_on" "$amount" "$balance_change"
 done
 printf '\nprovider: golem-provider + exe-unit-vm, payment mode: %s, gftp: %s\n' "$PAYMENT_MODE" "$BIN/gftp"
 if [ -n "${GOLEM_COMPAT_RESULTS:-}" ]; then printf '%s\n' "${ROWS[@]}" >"$GOLEM_COMPAT_RESULTS"; fi

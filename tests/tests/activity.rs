@@ -1,7 +1,9 @@
 //! End-to-end tests of activities: a requestor daemon drives, over libp2p, a
-//! WASM exe unit on a provider daemon. Until the provider agent exists (its own
-//! issue), the test plays that agent: it answers negotiations and spawns the
-//! real `exe-unit-wasm` binary per the exe-unit spawn contract.
+//! WASM exe unit on a provider daemon. The test reaches behind the provider
+//! agent (it kills an exe unit mid-batch), so instead of the real
+//! `golem-provider` (tested in `provider.rs`) it uses the stand-in agent of
+//! `golem_tests::standin`: it answers negotiations and spawns the real
+//! `exe-unit-wasm` binary per the exe-unit spawn contract.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::PathBuf;
@@ -332,10 +334,51 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
     assert_eq!(bad_script.status(), 400);
 
     // Kill the exe unit in the middle of a batch: the batch ends with an Error
-    // and the activity is Terminated with a reason; nobody hangs.
+    // and the activity is Terminated with a reason; nobody hangs. The batch's
+    // second command downloads from a server that accepts and never answers,
+    // so the exe unit is certainly killed while that command runs.
+    let stalling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_url = format!("http://{}/never", stalling.local_addr().unwrap());
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+    let stall = tokio::spawn(async move {
+        let (connection, _) = stalling.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        // Hold the connection open, answering nothing.
+        std::future::pending::<()>().await;
+        drop(connection);
+    });
     let looping = requestor
-        .exec(&activity_id, json!([{"run": {"entry_point": "hello", "args": ["a"]}}, {"run": {"entry_point": "hello", "args": ["b"]}}]))
+        .exec(
+            &activity_id,
+            json!([
+                {"run": {"entry_point": "hello", "args": ["a"]}},
+                {"transfer": {"from": stalled_url, "to": "container:/golem/input/never"}}
+            ]),
+        )
         .await;
+    // The first result has reached the provider's daemon (reports travel
+    // apart from the work, so it may lag the download's start)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = requestor
+            .get(&format!("/activity/{activity_id}/exec/{looping}?timeout=1"))
+            .await;
+        assert_eq!(response.status(), 200);
+        let results: Vec<ExeScriptCommandResult> = response.json().await.unwrap();
+        if !results.is_empty() {
+            assert_eq!(results.len(), 1, "{results:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first command never finished"
+        );
+    }
+    // ... and the second command is running.
+    tokio::time::timeout(Duration::from_secs(30), accepted_rx)
+        .await
+        .expect("the exe unit starts the stalled download")
+        .unwrap();
     exe_units
         .lock()
         .unwrap()
@@ -344,15 +387,26 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
         .kill()
         .unwrap();
     let results = requestor.results(&activity_id, &looping).await;
-    let last = results.last().unwrap();
-    assert!(last.is_batch_finished);
-    if results.len() < 2
-        || results
-            .iter()
-            .any(|result| result.result == CommandResult::Error)
-    {
-        assert_eq!(last.result, CommandResult::Error, "{results:?}");
-    }
+    stall.abort();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(
+        (
+            results[0].index,
+            &results[0].result,
+            results[0].is_batch_finished
+        ),
+        (0, &CommandResult::Ok, false),
+        "{results:?}"
+    );
+    assert_eq!(
+        (
+            results[1].index,
+            &results[1].result,
+            results[1].is_batch_finished
+        ),
+        (1, &CommandResult::Error, true),
+        "{results:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let state = requestor.state(&activity_id).await;

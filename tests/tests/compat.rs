@@ -5,7 +5,10 @@
 //! installed the clients into a cache outside the repo. The REST-shape checks of the GSB API run always.
 //!
 //! - `compat_suite_runs_unmodified_client_programs` runs `tests/compat/run.sh`
-//!   (local network, the yapapi and golem-js programs, output and exit checks).
+//!   (local network, the yapapi and golem-js programs, output and exit checks,
+//!   each program's payment as the requestor daemon recorded it: platform,
+//!   amount, allocations released; with anvil, the provider's balance change
+//!   per program).
 //! - `golem_js_storage_serves_files_through_the_gsb_api` drives golem-js's own
 //!   `WebSocketStorageProvider` (its default file transfer) and plays the exe
 //!   unit's side over the daemon's bus: GetMetadata/GetChunk on a published file,
@@ -93,6 +96,9 @@ fn compat_suite_runs_unmodified_client_programs() {
     } else {
         "dummy-local-tglm"
     };
+    // Each row: | program | result | seconds | paid on | paid | provider balance change |,
+    // the platform and amount read from the requestor daemon's payment
+    // records for that program, the balance change from the chain.
     for (program, platform) in [
         ("yapapi-hello", holesky),
         ("yapapi-hello-stream", "dummy-local-tglm"),
@@ -103,15 +109,25 @@ fn compat_suite_runs_unmodified_client_programs() {
             .lines()
             .find(|line| line.starts_with(&format!("| {program} |")))
             .unwrap_or_else(|| panic!("no row for {program}:\n{stdout}"));
-        assert!(row.starts_with(&format!("| {program} | ok |")), "{row}");
-        assert!(row.ends_with(&format!("| {platform} |")), "{row}");
-    }
-    if anvil.is_some() {
-        // run.sh read the provider's token balance on the chain after the programs.
-        assert!(
-            stdout.contains("erc20-holesky-tglm on anvil: provider 0x"),
-            "{stdout}"
-        );
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 6, "{row}");
+        assert_eq!((cells[1], cells[3]), ("ok", platform), "{row}");
+        let paid: rust_decimal::Decimal =
+            cells[4].parse().unwrap_or_else(|_| panic!("paid: {row}"));
+        assert!(paid > rust_decimal::Decimal::ZERO, "{row}");
+        if anvil.is_some() {
+            let change: rust_decimal::Decimal = cells[5]
+                .parse()
+                .unwrap_or_else(|_| panic!("balance change: {row}"));
+            let expected = if platform == "erc20-holesky-tglm" {
+                paid
+            } else {
+                rust_decimal::Decimal::ZERO
+            };
+            assert_eq!(change, expected, "{row}");
+        } else {
+            assert_eq!(cells[5], "-", "{row}");
+        }
     }
 }
 

@@ -254,7 +254,26 @@ async fn provider_agent(client: GolemClient, offer_id: String, subnet: String) {
 #[tokio::test]
 async fn nine_providers_reach_agreements_while_a_tenth_never_answers() {
     let mut sandbox = Sandbox::new();
-    sandbox.daemon("r").unwrap();
+    // The claim: the nine negotiations do not wait for the frozen provider,
+    // i.e. they all end while the requestor's call to it is still pending.
+    // That call ends at the market's timeout (4 s by default, set here far
+    // above what nine negotiations take) or, earlier, when the net layer's
+    // ping (every 10 s) gives the frozen peer's connection up; the net call
+    // timeout is raised above the market's so that it is not what ends it.
+    let remote_timeout = Duration::from_secs(20);
+    let config = sandbox.path().join("requestor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "net-call-timeout-ms = {}\n[market]\nremote-timeout-ms = {}\n",
+            remote_timeout.as_millis() * 2,
+            remote_timeout.as_millis()
+        ),
+    )
+    .unwrap();
+    sandbox
+        .daemon_with("r", &["--config", config.to_str().unwrap()])
+        .unwrap();
     let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
     for index in 1..=10 {
         sandbox
@@ -323,20 +342,27 @@ async fn nine_providers_reach_agreements_while_a_tenth_never_answers() {
                 .await;
             (
                 index,
-                result.map_err(|error| error.status()),
+                result.map_err(|error| (error.status(), error.to_string())),
                 started.elapsed(),
             )
         }));
     }
 
-    // Turn every Draft into an approved agreement, one task per provider.
+    let frozen_at = initials
+        .iter()
+        .position(|initial| provider_of[&initial.issuer_id.to_string()] == 10)
+        .unwrap();
+    let frozen_counter = counters.remove(frozen_at);
+
+    // Turn every Draft into an approved agreement, one task per provider,
+    // while the counter to the frozen provider is still waiting.
     let mut approvals = Vec::new();
     let mut approved_by = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
     while approved_by.len() < 9 {
         assert!(
-            Instant::now() < deadline,
-            "only {approved_by:?} were approved"
+            !frozen_counter.is_finished(),
+            "the counter to the frozen provider ended after {:?}, before the nine were approved (only {approved_by:?})",
+            started.elapsed()
         );
         for event in requestor
             .market_events(Side::Demands, &demand_id, 0.5, 20)
@@ -375,24 +401,27 @@ async fn nine_providers_reach_agreements_while_a_tenth_never_answers() {
     let mut approved: Vec<usize> = approved_by.iter().map(|(index, _)| *index).collect();
     approved.sort();
     assert_eq!(approved, (1..=9).collect::<Vec<_>>());
-
-    // The counter to the frozen provider fails only after its timeout, and the
-    // nine were approved before that: nobody waited on it.
-    let mut frozen_result = None;
-    for counter in counters {
-        let (index, result, at) = counter.await.unwrap();
-        if index == 10 {
-            frozen_result = Some((result, at));
-        } else {
-            assert!(result.is_ok(), "counter to p{index} failed: {result:?}");
-        }
-    }
-    let (result, failed_at) = frozen_result.unwrap();
-    assert!(result.is_err(), "the frozen provider answered?");
+    // Nobody waited on the frozen provider: its counter is still pending.
     assert!(
-        last_approval < failed_at,
-        "the nine approvals ({last_approval:?}) waited for the frozen provider ({failed_at:?})"
+        !frozen_counter.is_finished(),
+        "the frozen provider's counter ended before the nine approvals ({last_approval:?})"
     );
+    for counter in counters {
+        let (index, result, _) = counter.await.unwrap();
+        assert!(result.is_ok(), "counter to p{index} failed: {result:?}");
+    }
+
+    // The counter to the frozen provider fails as a timeout, no later than
+    // the market's timeout (plus slack for a loaded machine).
+    let (index, result, failed_at) = frozen_counter.await.unwrap();
+    assert_eq!(index, 10);
+    let (status, message) = result.expect_err("the frozen provider answered?");
+    assert_eq!(status, Some(408), "{message}");
+    assert!(
+        failed_at < remote_timeout + Duration::from_secs(5),
+        "the counter to the frozen provider took {failed_at:?}"
+    );
+    assert!(last_approval < failed_at);
     eprintln!(
         "nine providers approved within {last_approval:?}; the frozen one failed after {failed_at:?}"
     );

@@ -7,7 +7,8 @@
 //! answers 410.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use golem_client::market::Side;
 use golem_client::GolemClient;
@@ -16,6 +17,26 @@ use golem_model::market::{
 };
 use golem_tests::Sandbox;
 use serde_json::json;
+
+/// How long past its lifetime a subscription may take to read as expired: the
+/// sweep runs every 100 ms, the rest is slack for a loaded machine.
+const EXPIRY_SLACK: Duration = Duration::from_secs(10);
+
+/// Poll `check` every 50 ms until it holds and return when it first did;
+/// panics when `deadline` passes first.
+async fn held_at<F, Fut>(deadline: Instant, what: &str, mut check: F) -> Instant
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        if check().await {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "{what}: not by the deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 fn body(subnet: &str, constraints: &str) -> DemandOfferBase {
     DemandOfferBase {
@@ -28,9 +49,13 @@ fn body(subnet: &str, constraints: &str) -> DemandOfferBase {
 async fn expired_subscriptions_answer_404_on_events_and_410_on_unsubscribe() {
     let mut sandbox = Sandbox::new();
     let config = sandbox.path().join("short.toml");
+    let lifetime = Duration::from_secs(2);
     std::fs::write(
         &config,
-        "[market]\nsubscription-ttl-secs = 2\nsweep-interval-ms = 100\n",
+        format!(
+            "[market]\nsubscription-ttl-secs = {}\nsweep-interval-ms = 100\n",
+            lifetime.as_secs()
+        ),
     )
     .unwrap();
     sandbox
@@ -38,6 +63,7 @@ async fn expired_subscriptions_answer_404_on_events_and_410_on_unsubscribe() {
         .unwrap();
     let client = sandbox.daemons()[0].client();
     let subnet = "e2e-expiry";
+    let subscribed = Instant::now();
     let offer_id = client.subscribe_offer(&body(subnet, "()")).await.unwrap();
     let demand_id = client
         .subscribe_demand(&body(subnet, "(golem.runtime.name=vm)"))
@@ -61,8 +87,24 @@ async fn expired_subscriptions_answer_404_on_events_and_410_on_unsubscribe() {
         .iter()
         .any(|offer| offer.offer_id == offer_id));
 
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-
+    // Wait for the demand (subscribed last) to expire: its events answer 404,
+    // and not before its lifetime has passed.
+    let expired = held_at(
+        subscribed + lifetime + EXPIRY_SLACK,
+        "the demand expires",
+        || async {
+            client
+                .market_events(Side::Demands, &demand_id, 0.1, 10)
+                .await
+                .is_err_and(|error| error.status() == Some(404))
+        },
+    )
+    .await;
+    assert!(
+        expired >= subscribed + lifetime,
+        "expired after {:?}, before its {lifetime:?} lifetime",
+        expired - subscribed
+    );
     for (side, id) in [(Side::Demands, &demand_id), (Side::Offers, &offer_id)] {
         let error = client.market_events(side, id, 0.1, 10).await.unwrap_err();
         assert_eq!(error.status(), Some(404), "events of expired {id}: {error}");
@@ -123,13 +165,18 @@ fn assert_gone_expired(result: Result<String, golem_client::ClientError>, what: 
 #[tokio::test]
 async fn proposals_expire_with_the_offer_or_the_demand_and_answer_410() {
     let mut sandbox = Sandbox::new();
-    // The lifetime comes from the command line this time.
+    // The lifetime comes from the command line this time. The demand is
+    // subscribed `gap` after the offer, so it outlives it by `gap`: the
+    // negotiation must fit in `lifetime - gap`, the checks on the expired
+    // offer in `gap`.
+    let lifetime = Duration::from_secs(6);
+    let gap = Duration::from_secs(3);
     sandbox
         .daemon_with(
             "n",
             &[
                 "--market-subscription-ttl-secs",
-                "4",
+                &lifetime.as_secs().to_string(),
                 "--market-sweep-interval-ms",
                 "100",
             ],
@@ -137,10 +184,10 @@ async fn proposals_expire_with_the_offer_or_the_demand_and_answer_410() {
         .unwrap();
     let client = sandbox.daemons()[0].client();
     let subnet = "e2e-proposal-expiry";
-    let offer_subscribed = std::time::Instant::now();
+    let offer_subscribed = Instant::now();
     let offer_id = client.subscribe_offer(&body(subnet, "()")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    // The demand outlives the offer by two seconds.
+    tokio::time::sleep(gap).await;
+    let demand_subscribed = Instant::now();
     let demand_id = client
         .subscribe_demand(&body(subnet, "(golem.runtime.name=vm)"))
         .await
@@ -170,18 +217,43 @@ async fn proposals_expire_with_the_offer_or_the_demand_and_answer_410() {
         (offer_draft.as_str(), ProposalState::Draft)
     );
 
-    // The offer expires; the demand is still live.
-    let offer_expired = offer_subscribed + Duration::from_millis(4_300);
-    tokio::time::sleep(offer_expired.saturating_duration_since(std::time::Instant::now())).await;
+    assert!(
+        Instant::now() < offer_subscribed + lifetime,
+        "the negotiation outlasted the offer's {lifetime:?} lifetime: too slow to test"
+    );
+    assert_eq!(
+        client
+            .proposal(Side::Demands, &demand_id, &offer_draft)
+            .await
+            .unwrap()
+            .state,
+        ProposalState::Draft
+    );
+
+    // The offer expires (the Draft reads Expired, not before the offer's
+    // lifetime has passed); the demand is still live.
+    let expired = held_at(
+        offer_subscribed + lifetime + EXPIRY_SLACK,
+        "the Draft expires with its offer",
+        || async {
+            client
+                .proposal(Side::Demands, &demand_id, &offer_draft)
+                .await
+                .unwrap()
+                .state
+                == ProposalState::Expired
+        },
+    )
+    .await;
+    assert!(
+        expired >= offer_subscribed + lifetime,
+        "the Draft expired after {:?}, before the offer's {lifetime:?} lifetime",
+        expired - offer_subscribed
+    );
     client
         .market_events(Side::Demands, &demand_id, 0.1, 10)
         .await
         .unwrap();
-    let seen = client
-        .proposal(Side::Demands, &demand_id, &offer_draft)
-        .await
-        .unwrap();
-    assert_eq!(seen.state, ProposalState::Expired);
     let valid_to = chrono::Utc::now() + chrono::Duration::hours(1);
     assert_gone_expired(
         client
@@ -209,14 +281,29 @@ async fn proposals_expire_with_the_offer_or_the_demand_and_answer_410() {
         .await
         .unwrap_err();
     assert_eq!(error.status(), Some(410), "{error}");
+    assert!(
+        Instant::now() < demand_subscribed + lifetime,
+        "the checks on the expired offer outlasted the demand: too slow to test"
+    );
 
-    // Once the demand expires too, its events are 404 but its proposals still read as Expired.
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let error = client
-        .market_events(Side::Demands, &demand_id, 0.1, 10)
-        .await
-        .unwrap_err();
-    assert_eq!(error.status(), Some(404), "{error}");
+    // Once the demand expires too (not before its lifetime), its events are
+    // 404 but its proposals still read as Expired.
+    let expired = held_at(
+        demand_subscribed + lifetime + EXPIRY_SLACK,
+        "the demand expires",
+        || async {
+            client
+                .market_events(Side::Demands, &demand_id, 0.1, 10)
+                .await
+                .is_err_and(|error| error.status() == Some(404))
+        },
+    )
+    .await;
+    assert!(
+        expired >= demand_subscribed + lifetime,
+        "the demand expired after {:?}, before its {lifetime:?} lifetime",
+        expired - demand_subscribed
+    );
     let seen = client
         .proposal(Side::Demands, &demand_id, &initial.proposal_id)
         .await

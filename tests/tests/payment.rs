@@ -99,6 +99,44 @@ async fn collect_events(client: &GolemClient, invoices: bool, count: usize) -> V
     events
 }
 
+/// How long "nothing more happens" is watched: far beyond a loopback round
+/// trip between two daemons, and past the first retries of their outboxes,
+/// which is when a duplicate would show.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// The event date as the `afterTimestamp` cursor clients send.
+fn cursor(event: &PaymentEvent) -> String {
+    event
+        .event_date
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Assert that no event of this kind comes after `after` for [`QUIET`]
+/// (long-polling, so one arriving at any moment of that time is seen).
+async fn assert_no_more_events(client: &GolemClient, invoices: bool, after: &str) {
+    let deadline = Instant::now() + QUIET;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let more = client
+            .payment_events(invoices, Some(after), left.as_secs_f64().max(0.1), 100)
+            .await
+            .unwrap();
+        assert!(more.is_empty(), "unexpected events after {after}: {more:?}");
+    }
+}
+
+/// All events of one kind from the start: exactly `count` arrive, and no more
+/// within [`QUIET`].
+async fn collect_exactly(client: &GolemClient, invoices: bool, count: usize) -> Vec<PaymentEvent> {
+    let events = collect_events(client, invoices, count).await;
+    assert_eq!(events.len(), count, "{events:?}");
+    assert_no_more_events(client, invoices, &cursor(&events[count - 1])).await;
+    events
+}
+
 #[tokio::test]
 async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let mut sandbox = Sandbox::new();
@@ -251,7 +289,7 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     assert_eq!(status, 403, "{reply}");
 
     // The requestor sees both, once and in order, and accepts them.
-    let events = collect_events(&requestor, false, 2).await;
+    let events = collect_exactly(&requestor, false, 2).await;
     assert_eq!(
         events
             .iter()
@@ -267,14 +305,6 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
         events[1].debit_note_id.as_deref(),
         Some(second.debit_note_id.as_str())
     );
-    let after_last = events[1]
-        .event_date
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    assert!(requestor
-        .payment_events(false, Some(&after_last), 0.2, 100)
-        .await
-        .unwrap()
-        .is_empty());
     let received = requestor.debit_note(&second.debit_note_id).await.unwrap();
     assert_eq!(received.status, DocumentStatus::Received);
     assert_eq!(received.total_amount_due.to_string(), "2.5");
@@ -329,10 +359,24 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     assert_eq!(charged.spent_amount.to_string(), "2.5");
     assert_eq!(charged.remaining_amount.to_string(), "7.5");
 
-    let accepted = collect_events(&provider, false, 2).await;
-    assert!(accepted
-        .iter()
-        .all(|event| event.event_type == PaymentEventType::DebitNoteAcceptedEvent));
+    // Two acceptances reach the provider; the duplicate adds none.
+    let accepted = collect_exactly(&provider, false, 2).await;
+    assert_eq!(
+        accepted
+            .iter()
+            .map(|event| (event.event_type, event.debit_note_id.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (
+                PaymentEventType::DebitNoteAcceptedEvent,
+                Some(first.debit_note_id.as_str())
+            ),
+            (
+                PaymentEventType::DebitNoteAcceptedEvent,
+                Some(second.debit_note_id.as_str())
+            ),
+        ]
+    );
     assert_eq!(
         provider
             .debit_note(&second.debit_note_id)
@@ -347,8 +391,8 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     assert_eq!(invoice.status, DocumentStatus::Issued);
     provider.send_invoice(&invoice.invoice_id).await.unwrap();
     provider.send_invoice(&invoice.invoice_id).await.unwrap(); // resend: changes nothing
-    let events = collect_events(&requestor, true, 1).await;
-    assert_eq!(events.len(), 1, "{events:?}");
+                                                               // Sent twice, received once.
+    let events = collect_exactly(&requestor, true, 1).await;
     assert_eq!(events[0].event_type, PaymentEventType::InvoiceReceivedEvent);
     assert_eq!(
         events[0].invoice_id.as_deref(),
@@ -424,8 +468,24 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let payments = requestor.payments().await.unwrap();
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].amount.to_string(), "4");
-    let settled = collect_events(&requestor, true, 2).await;
-    assert_eq!(settled[1].event_type, PaymentEventType::InvoiceSettledEvent);
+    // Accepted twice, settled once.
+    let settled = collect_exactly(&requestor, true, 2).await;
+    assert_eq!(
+        settled
+            .iter()
+            .map(|event| (event.event_type, event.invoice_id.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (
+                PaymentEventType::InvoiceReceivedEvent,
+                Some(invoice.invoice_id.as_str())
+            ),
+            (
+                PaymentEventType::InvoiceSettledEvent,
+                Some(invoice.invoice_id.as_str())
+            ),
+        ]
+    );
 
     // The provider learns of the acceptance and the payment.
     eventually(
@@ -445,10 +505,23 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let provider_payments = provider.payments().await.unwrap();
     assert_eq!(provider_payments.len(), 1);
     assert_eq!(provider_payments[0].payment_id, payments[0].payment_id);
-    let provider_events = collect_events(&provider, true, 1).await;
-    assert!(provider_events.iter().any(|event| event.event_type
-        == PaymentEventType::InvoiceSettledEvent
-        || event.event_type == PaymentEventType::InvoiceAcceptedEvent));
+    let provider_events = collect_exactly(&provider, true, 2).await;
+    assert_eq!(
+        provider_events
+            .iter()
+            .map(|event| (event.event_type, event.invoice_id.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            (
+                PaymentEventType::InvoiceAcceptedEvent,
+                Some(invoice.invoice_id.as_str())
+            ),
+            (
+                PaymentEventType::InvoiceSettledEvent,
+                Some(invoice.invoice_id.as_str())
+            ),
+        ]
+    );
 
     // Accounts and release.
     let accounts = requestor.requestor_accounts().await.unwrap();
@@ -544,11 +617,24 @@ async fn acceptance_reaches_a_provider_restarted_after_send() {
     )
     .await
     .unwrap();
-    let events = collect_events(&provider, false, 1).await;
-    assert_eq!(events.len(), 1, "{events:?}");
+    // Delivered once, though retried while the provider was down.
+    let events = collect_exactly(&provider, false, 1).await;
     assert_eq!(
-        events[0].event_type,
-        PaymentEventType::DebitNoteAcceptedEvent
+        (events[0].event_type, events[0].debit_note_id.as_deref()),
+        (
+            PaymentEventType::DebitNoteAcceptedEvent,
+            Some(note.debit_note_id.as_str())
+        )
+    );
+    assert_eq!(
+        requestor
+            .allocation(&allocation.allocation_id)
+            .await
+            .unwrap()
+            .spent_amount
+            .to_string(),
+        "3",
+        "charged once"
     );
 }
 

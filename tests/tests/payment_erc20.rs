@@ -540,17 +540,29 @@ async fn anvil_erc20_invoice_is_paid_once_through_faults() {
     .unwrap();
     let expected = expected + 15 * WEI / 10;
 
-    // Another restart and a while later: each invoice paid exactly once.
+    // Another restart, then a watch over five ticks of the daemon's transfer
+    // and settle loops (1 s each; a re-broadcast or a second payment would
+    // come from them): each invoice stays paid exactly once the whole time.
     requestor.restart().unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 2);
-    assert_eq!(
-        anvil
-            .token_balance(&token, &parties.provider_id)
-            .await
-            .unwrap(),
-        expected
-    );
+    let watch_until = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(
+            anvil.nonce(&parties.requestor_id).await.unwrap(),
+            2,
+            "two transactions, one per invoice"
+        );
+        assert_eq!(
+            anvil
+                .token_balance(&token, &parties.provider_id)
+                .await
+                .unwrap(),
+            expected
+        );
+        if Instant::now() >= watch_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let status = status_json(requestor);
     let erc20 = platform_status(&status, PLATFORM);
     assert_eq!(erc20["outgoing"]["paid"], json!("4"));

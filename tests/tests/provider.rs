@@ -681,17 +681,93 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
         .unwrap();
     assert_eq!(processes_with_arg(&activity_id).len(), 1);
 
+    // SIGKILL the agent: its exe unit dies too (PR_SET_PDEATHSIG), so a real
+    // exe unit never outlives the agent here and the restarted agent's orphan
+    // killing would have nothing to do. An orphan is what is left when that
+    // signal does not come (an exe unit of another build, a parent-death
+    // signal lost between fork and prctl): a live process, recorded in the
+    // state as the activity's exe unit, whose command line names the
+    // activity. The test makes exactly that — its own child, so the agent's
+    // death does not touch it — and writes its pid into the activity's record
+    // while the agent is down, as a previous run would have.
     setup.agent.kill();
+    wait_no_process(&activity_id).await;
+    // `read` is a shell builtin: the orphan waits on the pipe without forking
+    // (a forked child would briefly show the same command line), and ends by
+    // itself when the test drops the pipe.
+    let mut orphan = std::process::Command::new("sh")
+        .args(["-c", "read never", "exe-unit-wasm", "run"])
+        .args(["--activity-id", &activity_id])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let orphan_pid = orphan.id();
+    eventually(
+        Duration::from_secs(5),
+        "the orphan is the activity's only process",
+        || async { (processes_with_arg(&activity_id) == vec![orphan_pid]).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|error| {
+        panic!(
+            "{error}: {:?}, the orphan's command line {:?}",
+            processes_with_arg(&activity_id),
+            std::fs::read(format!("/proc/{orphan_pid}/cmdline"))
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        )
+    });
+    let state_file = setup.agent.data_dir.join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let record = &mut state["agreements"][&agreement_id]["activities"][&activity_id];
+    assert_eq!(
+        record["alive"], true,
+        "the killed agent left it alive: {record}"
+    );
+    record["pid"] = json!(orphan.id());
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+
     setup.agent.restart().unwrap();
+    let line = setup
+        .agent
+        .wait_for_log(
+            "killing an orphaned exe unit of a previous run",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["pid"], json!(orphan.id()), "{line}");
+    assert_eq!(line["activity_id"], json!(activity_id), "{line}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = orphan.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            panic!("the restarted agent left the orphan alive");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(nix::sys::signal::Signal::SIGTERM as i32),
+        "the agent's SIGTERM ended it: {status}"
+    );
     wait_no_process(&activity_id).await;
     let status = setup.agent.status().unwrap();
     assert_eq!(status["agreements"][0]["agreementId"], json!(agreement_id));
     assert_eq!(status["agreements"][0]["state"], "live", "{status}");
 
-    // The agreement ends while the agent is down: the next run invoices it.
+    // The agreement ends while the agent is down: the next run invoices it,
+    // once.
     setup.agent.kill();
     setup.terminate(&agreement_id).await;
     setup.agent.restart().unwrap();
+    setup
+        .agent
+        .wait_for_log("\"invoice sent\"", Duration::from_secs(30))
+        .unwrap();
     let invoice = setup.invoice(&agreement_id).await;
     let (expected, _) = setup.expected_cost(&activity_id).await;
     assert!(
@@ -700,11 +776,22 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
         invoice.amount
     );
     assert!(processes_with_arg(&activity_id).is_empty());
+    // Nothing more happens over 3 s, six ticks of the agent's billing loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let log = setup.agent.log();
     assert_eq!(
         log.matches("\"invoice sent\"").count(),
         1,
         "one invoice, once: {log}"
+    );
+    let invoices = setup.requestor.invoices().await.unwrap();
+    assert_eq!(
+        invoices
+            .iter()
+            .filter(|invoice| invoice.agreement_id == agreement_id)
+            .count(),
+        1,
+        "{invoices:?}"
     );
 }
 

@@ -227,14 +227,27 @@ async fn demo_job_completes_when_a_provider_is_killed_mid_job() {
         outcomes.iter().all(|outcome| outcome["ok"] == true),
         "{summary:#}"
     );
-    for outcome in outcomes {
-        let id = outcome["id"].as_str().unwrap();
-        let result = std::fs::read_to_string(out.join(format!("{id}.txt"))).unwrap();
+    // Exactly the job's tasks, each once, each result its own input upper-cased.
+    let mut ids: Vec<&str> = outcomes
+        .iter()
+        .map(|outcome| outcome["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected_ids: Vec<String> = ["alice", "bob", "carol", "dave", "erin", "frank"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..60).map(|index| format!("t{index}")))
+        .collect();
+    expected_ids.sort_unstable();
+    assert_eq!(ids, expected_ids);
+    for id in ids {
+        let input = std::fs::read_to_string(dir.join(format!("inputs/{id}.txt"))).unwrap();
         assert!(
-            result.starts_with("ALICE WAS") || id.len() > 2 || !result.is_empty(),
-            "{id}: {result}"
+            input.chars().any(|c| c.is_ascii_lowercase()),
+            "{id}: the input must show the transform"
         );
-        assert_eq!(result, result.to_uppercase(), "{id}");
+        let result = std::fs::read_to_string(out.join(format!("{id}.txt"))).unwrap();
+        assert_eq!(result, input.to_uppercase(), "{id}");
     }
     // The tasks after the kill ran on the two others; the killed one is marked failed.
     let providers = summary["report"]["providers"].as_array().unwrap();
@@ -273,15 +286,45 @@ async fn demo_job_completes_when_a_provider_is_killed_mid_job() {
     }
     let spent = assert_spent_matches_acceptances(payments);
     assert!(spent > Decimal::ZERO);
+    // The dummy driver pays an invoice when it is accepted (debit notes are
+    // not paid): each survivor's agreement was paid exactly its invoice, the
+    // killed provider's agreements nothing.
+    let mut expected_paid: std::collections::BTreeMap<String, Decimal> = Default::default();
+    for row in payments["rows"].as_array().unwrap() {
+        let agreement_id = row["agreement_id"].as_str().unwrap().to_string();
+        let amount = if row["invoice_accepted"] == true {
+            decimal(&row["invoice_amount"])
+        } else {
+            Decimal::ZERO
+        };
+        *expected_paid.entry(agreement_id).or_default() += amount;
+    }
+    let survivors_invoiced: Decimal = expected_paid.values().copied().sum();
+    assert!(survivors_invoiced > Decimal::ZERO, "{payments:#}");
     let requestor = network.requestor_client();
-    let paid: Decimal = requestor
-        .payments()
-        .await
-        .unwrap()
-        .iter()
-        .map(|payment| payment.amount)
-        .sum();
-    assert!(paid <= spent, "paid {paid} > accepted {spent}");
+    let paid = golem_tests::eventually(
+        Duration::from_secs(10),
+        "the accepted invoices are paid",
+        || async {
+            let mut paid: std::collections::BTreeMap<String, Decimal> = expected_paid
+                .keys()
+                .map(|agreement_id| (agreement_id.clone(), Decimal::ZERO))
+                .collect();
+            for payment in requestor.payments().await.ok()? {
+                for part in payment.agreement_payments {
+                    *paid.entry(part.agreement_id).or_default() += part.amount;
+                }
+            }
+            (paid == expected_paid).then_some(paid)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}: expected {expected_paid:?}"));
+    let total: Decimal = paid.values().copied().sum();
+    assert!(
+        total > Decimal::ZERO && total <= spent,
+        "paid {total}, accepted {spent}"
+    );
 }
 
 #[tokio::test]

@@ -1124,9 +1124,12 @@ async fn docker_vm_image_cache_evicts_the_least_recently_used_unused_images() {
     {
         return;
     }
-    // The stand-in agent's exe units inherit this: keep one image.
-    std::env::set_var(golem_exe_unit::cli::ENV_CACHE_MAX_PACKAGES, "1");
-    let fixture = fixture().await;
+    // The stand-in agent's exe units get this: keep one image.
+    let fixture = fixture_with_env(vec![(
+        golem_exe_unit::cli::ENV_CACHE_MAX_PACKAGES.to_string(),
+        "1".to_string(),
+    )])
+    .await;
     let requestor = &fixture.requestor;
     let packages = fixture.provider_work.join("cache").join("packages");
     let mut published = Vec::new();

@@ -138,6 +138,11 @@ pub struct CreateActivityResult {
     pub credentials: Option<serde_json::Value>,
 }
 
+/// Prefix of the last stderr line of an exe unit that fails before or while
+/// serving (the spawn contract): the provider agent reads it back from the exe
+/// unit's log and makes the rest of the line the activity's termination reason.
+pub const EXE_UNIT_FAILURE_PREFIX: &str = "exe-unit error: ";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,8 +165,3 @@ mod tests {
         assert_eq!(back, event);
     }
 }
-
-/// Prefix of the last stderr line of an exe unit that fails before or while
-/// serving (the spawn contract): the provider agent reads it back from the exe
-/// unit's log and makes the rest of the line the activity's termination reason.
-pub const EXE_UNIT_FAILURE_PREFIX: &str = "exe-unit error: ";

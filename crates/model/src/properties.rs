@@ -607,10 +607,20 @@ mod tests {
         assert_ne!(key_hash("golem.inf.mem.gib"), key_hash("golem.inf.mem.gic"));
         assert_ne!(key_hash("a"), key_hash("a\0"));
         assert_ne!(key_hash(""), key_hash("\0"));
-        assert_eq!(
-            key_hash("golem.runtime.name"),
-            key_hash("golem.runtime.name")
-        );
+        // Changing any one byte of a key (one that spans a full 8-byte word
+        // and a remainder) changes its hash.
+        let key = "golem.runtime.name";
+        let original = key_hash(key);
+        for position in 0..key.len() {
+            let mut changed = key.as_bytes().to_vec();
+            changed[position] ^= 0x01;
+            let changed = String::from_utf8(changed).unwrap();
+            assert_ne!(
+                key_hash(&changed),
+                original,
+                "byte {position} of {key:?} is ignored"
+            );
+        }
     }
 
     proptest::proptest! {
