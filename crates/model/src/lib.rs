@@ -15,6 +15,7 @@ pub mod gftp;
 pub mod identity;
 pub mod market;
 pub mod payment;
+pub mod pricing;
 pub mod properties;
 
 pub use error::{ErrorCode, GolemError};
