@@ -1665,6 +1665,14 @@ impl PaymentService {
             status.outgoing.pending += order.amount;
             status.pending_payments.push(order.clone());
         }
+        // Payments reported to us whose transaction is not confirmed yet.
+        for held in state.unverified.values() {
+            let platform = &held.message.payment.payment_platform;
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(platform));
+            status.incoming.pending += held.message.payment.amount;
+        }
         for record in state.allocations.values() {
             let allocation = &record.allocation;
             let platform = &allocation.payment_platform;

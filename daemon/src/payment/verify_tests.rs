@@ -471,6 +471,14 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
     let held = service.unverified_payments();
     assert_eq!(held.len(), 1);
     assert!(held[0].status.contains("holesky"), "{:?}", held[0].status);
+    let report = service.status_report();
+    let erc20 = report
+        .platforms
+        .iter()
+        .find(|status| status.platform == ERC20)
+        .unwrap();
+    assert_eq!(erc20.incoming.pending.to_string(), "1");
+    assert_eq!(erc20.incoming.paid.to_string(), "0");
     // The same transaction cannot pay a second invoice.
     let error = from(
         &router,
