@@ -582,3 +582,76 @@ async fn erc20_payment_must_be_a_confirmed_transfer_from_payer_to_payee() {
     assert_eq!(status, DocumentStatus::Accepted);
     assert!(pair.provider.payments().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn golem_requestor_rejects_bills_beyond_the_agreements_limit() {
+    use golem_tests::provider::Preset;
+    use golem_tests::requestor::{demo_job, Network};
+    // 0.25 GLM per second of the agreement, billed every second: honest
+    // billing, but past the 0.3 GLM this requestor allows one agreement
+    // within two seconds, long before the job (400 extra tasks) ends.
+    let preset = Preset::new("pricey", "wasmtime", "0", "0", "0.25");
+    let mut network = Network::start(
+        1,
+        "sec-money-limit",
+        Some(preset),
+        "debit-note-interval-sec = 1\n",
+    )
+    .unwrap();
+    let dir = network.sandbox.path().join("job");
+    let job = demo_job(&dir, 400).unwrap();
+    let mut command = network.requestor(&[
+        "--max-per-agreement",
+        "0.3",
+        "script",
+        job.to_str().unwrap(),
+        "--json",
+        "--budget",
+        "10",
+        "--parallelism",
+        "1",
+    ]);
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("golem-requestor finishes")
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refusal = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "payment_refused")
+        .map(|event| event["message"].as_str().unwrap_or_default().to_string());
+    // What the session charged its allocation (the summary; the allocation
+    // itself is released at the end).
+    let spent: Decimal = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "summary")
+        .map(|summary| match &summary["payments"]["spent"] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}\n{stdout}"))
+        .parse()
+        .unwrap_or_else(|error| panic!("spent is not an amount ({error}):\n{stdout}"));
+    report(
+        "provider bills one agreement past golem-requestor's per-agreement limit (0.3 of 10 GLM)",
+        "debit note rejected with the reason; at most 0.3 GLM charged",
+        &format!("{refusal:?}, spent {spent}"),
+    );
+    let refusal =
+        refusal.unwrap_or_else(|| panic!("no payment_refused event:\n{stderr}\n{stdout}"));
+    assert!(refusal.contains("share of the budget"), "{refusal}");
+    assert!(spent <= "0.3".parse().unwrap(), "overspent: {spent}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+}
