@@ -571,7 +571,28 @@ async fn erc20_payment_must_be_a_confirmed_transfer_from_payer_to_payee() {
     )
     .await
     .unwrap();
-    // Give the settle loop a few rounds of re-checks.
+    // The provider holds it as incoming pending (`payment status`)...
+    let provider_daemon = &sandbox.daemons()[0];
+    eventually(
+        Duration::from_secs(10),
+        "the held payment in payment status",
+        || async {
+            let output = provider_daemon.cli(&["payment", "status", "--json"]).ok()?;
+            let status: Value = serde_json::from_slice(&output.stdout).ok()?;
+            status["platforms"]
+                .as_array()?
+                .iter()
+                .any(|platform| {
+                    platform["platform"] == json!(PLATFORM)
+                        && platform["incoming"]["pending"] == json!("0.1")
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // ...and its re-checks (one per second) never settle it: an absence, so
+    // it can only be watched for a while.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = provider_status(&pair, &invoices[1]).await;
     report(
