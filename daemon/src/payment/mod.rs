@@ -251,7 +251,8 @@ fn status_error(what: &str, id: &str, status: DocumentStatus) -> GolemError {
 }
 
 /// Open the payment records and bind `/public/payment`; start the outbox.
-/// Only the dummy driver runs (tests of the accounting).
+/// Only the dummy driver runs (tests of the accounting), and no activity is
+/// known, so debit notes from providers are refused.
 pub fn start(
     node_id: NodeId,
     store: &Store,
