@@ -107,6 +107,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &router,
         std::sync::Arc::new(market.clone()),
         std::sync::Arc::new(activity.provider.clone()),
+        std::sync::Arc::new(activity.requestor.clone()),
         &config.payment,
         identity.secret_bytes(),
     )

@@ -65,6 +65,10 @@ pub struct Common {
     /// Log filter for diagnostics on stderr (e.g. `info`, `golem_requestor=debug`).
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
+    /// The most one agreement may cost in GLM; debit notes and invoices above
+    /// it are rejected (default: the budget divided by the parallelism).
+    #[arg(long, global = true, value_name = "GLM")]
+    pub max_per_agreement: Option<Decimal>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +173,7 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         app_key: connection.app_key,
         platform: common.platform.clone(),
         budget,
+        max_per_agreement: common.max_per_agreement,
         files_addr: connection.files_addr,
         gftp_bus_socket: connection.bus_socket,
         max_upload_bytes: connection.max_upload_bytes,

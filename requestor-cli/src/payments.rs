@@ -4,13 +4,21 @@
 //! agreements are never killed for slow acceptance). It records what was
 //! accepted per agreement and notices when the allocation cannot cover a
 //! document (the budget is exhausted).
+//!
+//! It never accepts blindly: each agreement has a limit (its share of the
+//! job's budget, or `--max-per-agreement`), and a document above it, or above
+//! what the agreement's linear price allows for the time since approval
+//! (`golem_model::pricing`), is rejected with the reason instead of being
+//! charged to the shared allocation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use golem_client::GolemClient;
 use golem_model::payment::{PaymentEvent, PaymentEventType};
+use golem_model::pricing::{reported_usage, LinearPricing};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -30,10 +38,63 @@ pub struct AgreementPayments {
     pub refused: Option<String>,
 }
 
+/// What this session agreed to pay on one agreement, at most.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// The agreement's share of the job's budget.
+    limit: Decimal,
+    /// The agreed price and approval time, read once from the agreement.
+    price: Option<(LinearPricing, DateTime<Utc>)>,
+}
+
 #[derive(Default)]
 struct Ledger {
     agreements: HashMap<String, AgreementPayments>,
+    limits: HashMap<String, Limits>,
     budget_exhausted: Option<String>,
+}
+
+/// Which document a refusal is about.
+#[derive(Clone, Copy)]
+enum Document {
+    DebitNote,
+    Invoice,
+}
+
+impl Document {
+    fn name(self) -> &'static str {
+        match self {
+            Document::DebitNote => "debit note",
+            Document::Invoice => "invoice",
+        }
+    }
+}
+
+/// Why `amount` cannot be accepted on an agreement limited by `limit` and
+/// priced by `price`, if it cannot. Activities of an invoice: this session
+/// creates one per agreement.
+fn refusal(
+    document: Document,
+    id: &str,
+    amount: Decimal,
+    limit: Decimal,
+    price: Option<&(LinearPricing, DateTime<Utc>)>,
+    reported: Vec<Decimal>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let what = document.name();
+    if amount > limit {
+        return Some(format!(
+            "{what} {id} asks {} GLM, above this agreement's share of the budget ({} GLM)",
+            amount.normalize(),
+            limit.normalize()
+        ));
+    }
+    let (pricing, approved) = price?;
+    pricing
+        .check_amount(amount, *approved, now, &[reported])
+        .err()
+        .map(|error| format!("{what} {id} is above the agreed price: {error}"))
 }
 
 /// The session's payment follower; stops when dropped.
@@ -70,9 +131,20 @@ impl Payments {
         Payments { ledger, tasks }
     }
 
-    /// Pay this agreement's documents from now on.
-    pub fn track(&self, agreement_id: &str, provider_id: &str, provider_name: &str) {
-        lock(&self.ledger)
+    /// Pay this agreement's documents from now on, up to `limit` GLM in all.
+    pub fn track(
+        &self,
+        agreement_id: &str,
+        provider_id: &str,
+        provider_name: &str,
+        limit: Decimal,
+    ) {
+        let mut ledger = lock(&self.ledger);
+        ledger
+            .limits
+            .entry(agreement_id.to_string())
+            .or_insert(Limits { limit, price: None });
+        ledger
             .agreements
             .entry(agreement_id.to_string())
             .or_insert_with(|| AgreementPayments {
@@ -164,6 +236,23 @@ impl Follower {
                 if self.accepted_at_least(&note.agreement_id, amount) {
                     return;
                 }
+                let reported = reported_usage(note.usage_counter_vector.as_ref());
+                if let Some(reason) = self
+                    .refusal(
+                        Document::DebitNote,
+                        &id,
+                        &note.agreement_id,
+                        amount,
+                        reported,
+                    )
+                    .await
+                {
+                    if let Err(error) = self.client.reject_debit_note(&id, &reason).await {
+                        tracing::warn!(debit_note_id = %id, %error, "rejecting a debit note failed");
+                    }
+                    self.refused(&note.agreement_id, name, reason);
+                    return;
+                }
                 match self
                     .client
                     .accept_debit_note(&id, &amount.to_string(), &self.allocation_id)
@@ -195,6 +284,22 @@ impl Follower {
                 if let Some(entry) = lock(&self.ledger).agreements.get_mut(&invoice.agreement_id) {
                     entry.invoice_amount = Some(invoice.amount);
                 }
+                if let Some(reason) = self
+                    .refusal(
+                        Document::Invoice,
+                        &id,
+                        &invoice.agreement_id,
+                        invoice.amount,
+                        Vec::new(),
+                    )
+                    .await
+                {
+                    if let Err(error) = self.client.reject_invoice(&id, &reason).await {
+                        tracing::warn!(invoice_id = %id, %error, "rejecting an invoice failed");
+                    }
+                    self.refused(&invoice.agreement_id, name, reason);
+                    return;
+                }
                 match self
                     .client
                     .accept_invoice(&id, &invoice.amount.to_string(), &self.allocation_id)
@@ -217,6 +322,54 @@ impl Follower {
             }
             _ => {}
         }
+    }
+
+    /// Why a document of `amount` on `agreement_id` must be rejected, if it must.
+    async fn refusal(
+        &self,
+        document: Document,
+        id: &str,
+        agreement_id: &str,
+        amount: Decimal,
+        reported: Vec<Decimal>,
+    ) -> Option<String> {
+        let known = lock(&self.ledger).limits.get(agreement_id).cloned()?;
+        let limits = match known.price {
+            Some(_) => known,
+            None => {
+                let price = match self.client.agreement(agreement_id).await {
+                    Ok(agreement) => match LinearPricing::of_agreement(&agreement) {
+                        Ok(pricing) => Some((
+                            pricing,
+                            agreement.approved_date.unwrap_or(agreement.timestamp),
+                        )),
+                        Err(error) => {
+                            return Some(format!(
+                                "{} {id} cannot be checked: {error}",
+                                document.name()
+                            ))
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(%agreement_id, %error, "reading the agreement's price failed; checking the limit only");
+                        None
+                    }
+                };
+                let mut ledger = lock(&self.ledger);
+                let entry = ledger.limits.get_mut(agreement_id)?;
+                entry.price = price;
+                entry.clone()
+            }
+        };
+        refusal(
+            document,
+            id,
+            amount,
+            limits.limit,
+            limits.price.as_ref(),
+            reported,
+            Utc::now(),
+        )
     }
 
     fn ours(&self, agreement_id: &str) -> Option<String> {
@@ -250,5 +403,61 @@ impl Follower {
             provider_name,
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use golem_model::properties::Properties;
+    use serde_json::json;
+
+    fn dec(text: &str) -> Decimal {
+        text.parse().expect("a decimal")
+    }
+
+    #[test]
+    fn documents_above_the_agreement_share_or_the_agreed_price_are_refused() {
+        let pricing = LinearPricing::of_offer(
+            &Properties::from_json(json!({
+                "golem.com.pricing.model.linear.coeffs": [0.0, 0.01, 0.1],
+                "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+            }))
+            .expect("properties"),
+        )
+        .expect("a price");
+        let approved = Utc::now();
+        let price = (pricing, approved);
+        // 50 s (+10 s grace) × 0.01 + 0.1 = 0.7, +1% = 0.707.
+        let at = approved + chrono::Duration::seconds(50);
+        let check = |amount: &str, limit: &str| {
+            refusal(
+                Document::DebitNote,
+                "dn",
+                dec(amount),
+                dec(limit),
+                Some(&price),
+                Vec::new(),
+                at,
+            )
+        };
+        assert_eq!(check("0.7", "1"), None);
+        let over_share = check("0.7", "0.5").expect("refused");
+        assert!(over_share.contains("share of the budget"), "{over_share}");
+        let over_price = check("0.8", "5").expect("refused");
+        assert!(over_price.contains("agreed price"), "{over_price}");
+        // Without a known price, the share alone applies.
+        assert_eq!(
+            refusal(
+                Document::Invoice,
+                "inv",
+                dec("0.9"),
+                dec("1"),
+                None,
+                Vec::new(),
+                at
+            ),
+            None
+        );
     }
 }

@@ -42,6 +42,9 @@ pub struct SessionConfig {
     /// `dummy-local-tglm` for the offline demo.
     pub platform: String,
     pub budget: Decimal,
+    /// The most one agreement may cost (GLM); by default its share of the
+    /// budget (budget / agreements used at once).
+    pub max_per_agreement: Option<Decimal>,
     /// Bind address of the built-in file server.
     pub files_addr: String,
     /// Move task files with gftp over this daemon bus socket instead of HTTP.
@@ -171,6 +174,7 @@ pub struct Session {
     allocation_id: String,
     platform: String,
     budget: Decimal,
+    max_per_agreement: Option<Decimal>,
     decoration: MarketDecoration,
     files: Arc<dyn FileTransfer>,
     /// Serves task packages (exe units fetch packages over http).
@@ -228,6 +232,7 @@ impl Session {
             allocation_id: allocation.allocation_id,
             platform: config.platform,
             budget: config.budget,
+            max_per_agreement: config.max_per_agreement,
             decoration,
             files,
             packages,
@@ -271,6 +276,7 @@ impl Session {
             runtime: spec.runtime.runtime_name().into(),
         });
         let count = tasks.len();
+        let per_agreement = self.agreement_limit(options.max_workers, count);
         let shared = Arc::new(Shared {
             queue: Mutex::new(
                 (0..count)
@@ -367,7 +373,7 @@ impl Session {
                 Some(agreement) = signed_rx.recv() => {
                     ever_signed = true;
                     last_alive = Instant::now();
-                    self.payments.track(&agreement.agreement_id, &agreement.provider_id, &agreement.provider_name);
+                    self.payments.track(&agreement.agreement_id, &agreement.provider_id, &agreement.provider_name, per_agreement);
                     let span = tracing::info_span!("worker", agreement_id = %agreement.agreement_id, provider = %agreement.provider_name);
                     workers.spawn(tracing::Instrument::instrument(worker(context.clone(), agreement), span));
                 }
@@ -408,6 +414,7 @@ impl Session {
                 &agreement.agreement_id,
                 &agreement.provider_id,
                 &agreement.provider_name,
+                per_agreement,
             );
             if terminate(&self.client, &agreement.agreement_id).await {
                 lock(&self.finished_agreements).push(agreement.agreement_id.clone());
@@ -447,6 +454,15 @@ impl Session {
             seconds: started.elapsed().as_secs_f64(),
             stopped,
         })
+    }
+
+    /// The most one agreement may cost: `--max-per-agreement`, else the budget
+    /// shared by the agreements used at once (never above the budget).
+    fn agreement_limit(&self, max_workers: usize, tasks: usize) -> Decimal {
+        let at_once = max_workers.max(1).min(tasks.max(1));
+        self.max_per_agreement
+            .unwrap_or_else(|| self.budget / Decimal::from(at_once))
+            .min(self.budget)
     }
 
     fn worker_ended(&self, report: &WorkerReport, active: &AtomicUsize) {

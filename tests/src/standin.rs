@@ -155,3 +155,68 @@ pub fn spawn_standin_agent_with(
     });
     exe_units
 }
+
+/// An activity on `agreement_id` with no exe unit behind it, for payment tests
+/// that need an activity both daemons know: the requestor creates it, and this
+/// stand-in binds its exe-unit address on the provider's bus (so supervision
+/// keeps it) and reports it Ready. Returns its id and the bus connection that
+/// holds the binding (dropping it lets the activity end).
+pub async fn create_bare_activity(
+    requestor: &golem_client::GolemClient,
+    provider: &DaemonProcess,
+    agreement_id: &str,
+) -> anyhow::Result<(String, golem_bus::BusClient)> {
+    use golem_model::activity::{exe_unit_address, ActivityState, State, StatePair};
+    let provider_client = provider.client();
+    let bus = provider.bus().await?;
+    let started = chrono::Utc::now();
+    let create = {
+        let requestor = requestor.clone();
+        let agreement_id = agreement_id.to_string();
+        tokio::spawn(async move { requestor.create_activity(&agreement_id, 20.0).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let activity_id = 'found: loop {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no CreateActivity event for agreement {agreement_id}"
+        );
+        let after = started.to_rfc3339();
+        let events = provider_client
+            .provider_activity_events(Some(&after), 1.0, 100)
+            .await?;
+        for event in events {
+            if let ProviderEvent::CreateActivity {
+                activity_id,
+                agreement_id: of,
+                ..
+            } = event
+            {
+                if of == agreement_id {
+                    break 'found activity_id;
+                }
+            }
+        }
+    };
+    bus.bind(
+        &exe_unit_address(&activity_id),
+        golem_bus::ServiceEndpoint::new(),
+    )
+    .await?;
+    provider_client
+        .set_activity_state(
+            &activity_id,
+            &ActivityState {
+                state: StatePair(State::Ready, None),
+                reason: None,
+                error_message: None,
+            },
+        )
+        .await?;
+    let created = create.await??;
+    anyhow::ensure!(
+        created == activity_id,
+        "created {created}, the provider saw {activity_id}"
+    );
+    Ok((activity_id, bus))
+}

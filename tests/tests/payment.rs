@@ -1,7 +1,10 @@
 //! End-to-end tests of payments on `dummy-local-tglm` between two real daemons:
 //! allocation → demand decorations → agreement → debit notes → invoice →
 //! accept → settled on both sides, with duplicate accepts, over-budget
-//! refusals, bad input and a requestor restart in between.
+//! refusals, bad input and a requestor restart in between. Offers carry a
+//! linear price (a start fee of 5) and debit notes name an activity the
+//! requestor created (`create_bare_activity`), as the requestor's daemon
+//! refuses anything else.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use golem_model::market::DemandOfferBase;
 use golem_model::payment::{DocumentStatus, PaymentEvent, PaymentEventType};
 use golem_tests::http::JsonApi;
 use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 
@@ -23,6 +27,8 @@ fn offer(provider_id: &str) -> DemandOfferBase {
             "golem.node.debug.subnet": SUBNET,
             "golem.com.payment.platform.dummy-local-tglm.address": provider_id,
             "golem.com.payment.protocol.version": "3",
+            "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 5.0],
+            "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
         }),
         constraints: format!("(golem.node.debug.subnet={SUBNET})"),
     }
@@ -239,10 +245,14 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     )
     .await
     .unwrap();
+    let (activity_id, _exe_unit) =
+        create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
+            .await
+            .unwrap();
 
     // Provider issues and sends two debit notes; amounts never decrease.
     let first = provider
-        .issue_debit_note(&agreement_id, "activity-1", "1.5")
+        .issue_debit_note(&agreement_id, &activity_id, "1.5")
         .await
         .unwrap();
     assert_eq!(first.status, DocumentStatus::Issued);
@@ -254,7 +264,7 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
         .await
         .unwrap();
     let second = provider
-        .issue_debit_note(&agreement_id, "activity-1", "2.5")
+        .issue_debit_note(&agreement_id, &activity_id, "2.5")
         .await
         .unwrap();
     assert_eq!(
@@ -268,14 +278,14 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let (status, reply) = provider_rest
         .post(
             "/debitNotes",
-            json!({"agreementId": agreement_id, "activityId": "activity-1", "totalAmountDue": "2"}),
+            json!({"agreementId": agreement_id, "activityId": activity_id, "totalAmountDue": "2"}),
         )
         .await;
     assert_eq!(status, 400, "{reply}");
     let (status, _) = provider_rest
         .post(
             "/debitNotes",
-            json!({"agreementId": agreement_id, "activityId": "activity-1", "totalAmountDue": "1e"}),
+            json!({"agreementId": agreement_id, "activityId": activity_id, "totalAmountDue": "1e"}),
         )
         .await;
     assert_eq!(status, 400);
@@ -283,7 +293,7 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     let (status, reply) = requestor_rest
         .post(
             "/debitNotes",
-            json!({"agreementId": agreement_id, "activityId": "activity-1", "totalAmountDue": "9"}),
+            json!({"agreementId": agreement_id, "activityId": activity_id, "totalAmountDue": "9"}),
         )
         .await;
     assert_eq!(status, 403, "{reply}");
@@ -580,13 +590,18 @@ async fn acceptance_reaches_a_provider_restarted_after_send() {
     )
     .await
     .unwrap();
+    let (activity_id, exe_unit) =
+        create_bare_activity(&requestor, &sandbox.daemons()[1], &agreement_id)
+            .await
+            .unwrap();
     let note = provider
-        .issue_debit_note(&agreement_id, "activity-1", "3")
+        .issue_debit_note(&agreement_id, &activity_id, "3")
         .await
         .unwrap();
     provider.send_debit_note(&note.debit_note_id).await.unwrap();
     collect_events(&requestor, false, 1).await;
 
+    drop(exe_unit);
     sandbox.daemons()[1].kill();
     requestor
         .accept_debit_note(&note.debit_note_id, "3", &allocation.allocation_id)
@@ -688,6 +703,17 @@ async fn bench_payment() {
         .await
         .unwrap();
     }
+    // One activity per agreement, as the requestor's daemon bills only those.
+    let mut activities = std::collections::HashMap::new();
+    let mut exe_units = Vec::new();
+    for agreement_id in &agreements {
+        let (activity_id, exe_unit) =
+            create_bare_activity(&requestor, &sandbox.daemons()[0], agreement_id)
+                .await
+                .unwrap();
+        activities.insert(agreement_id.clone(), activity_id);
+        exe_units.push(exe_unit);
+    }
 
     // Provider: 10 increasing debit notes per agreement, agreements in parallel.
     use futures::StreamExt;
@@ -695,13 +721,14 @@ async fn bench_payment() {
     let sent: Vec<Vec<String>> = futures::stream::iter(agreements.clone())
         .map(|agreement_id| {
             let provider = provider.clone();
+            let activity_id = activities[&agreement_id].clone();
             async move {
                 let mut ids = Vec::new();
                 for step in 1..=NOTES_PER_AGREEMENT {
                     let amount = format!("0.{step}");
                     let amount = if step == 10 { "1".to_string() } else { amount };
                     let note = provider
-                        .issue_debit_note(&agreement_id, "activity", &amount)
+                        .issue_debit_note(&agreement_id, &activity_id, &amount)
                         .await
                         .unwrap();
                     provider.send_debit_note(&note.debit_note_id).await.unwrap();

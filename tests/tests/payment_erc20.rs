@@ -17,6 +17,7 @@ use golem_model::market::DemandOfferBase;
 use golem_model::payment::{Allocation, DocumentStatus};
 use golem_tests::anvil::{anvil_gate, anvil_required, Anvil, ANVIL_CHAIN_ID};
 use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, stdout_of, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 
@@ -30,6 +31,8 @@ fn offer(provider_id: &str) -> DemandOfferBase {
             "golem.node.debug.subnet": SUBNET,
             "golem.com.payment.platform.erc20-holesky-tglm.address": provider_id,
             "golem.com.payment.protocol.version": "3",
+            "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 5.0],
+            "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
         }),
         constraints: format!("(golem.node.debug.subnet={SUBNET})"),
     }
@@ -73,6 +76,10 @@ struct Parties {
     requestor_id: String,
     agreement_id: String,
     allocation: Allocation,
+    /// An activity the requestor created on the agreement, which debit notes name.
+    activity_id: String,
+    /// Holds the activity's stand-in exe unit on the provider's bus.
+    _exe_unit: golem_bus::BusClient,
 }
 
 /// Provider `p` and requestor `r` with `config`, an erc20 allocation of
@@ -116,6 +123,10 @@ async fn parties(sandbox: &mut Sandbox, config: &Path, budget: &str) -> Parties 
     )
     .await
     .unwrap();
+    let (activity_id, exe_unit) =
+        create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
+            .await
+            .unwrap();
     Parties {
         provider,
         requestor,
@@ -123,6 +134,8 @@ async fn parties(sandbox: &mut Sandbox, config: &Path, budget: &str) -> Parties 
         requestor_id,
         agreement_id,
         allocation,
+        activity_id,
+        _exe_unit: exe_unit,
     }
 }
 
@@ -131,7 +144,7 @@ async fn bill(parties: &Parties, amount: &str) -> String {
     for due in ["1", "1.5"] {
         let note = parties
             .provider
-            .issue_debit_note(&parties.agreement_id, "activity-1", due)
+            .issue_debit_note(&parties.agreement_id, &parties.activity_id, due)
             .await
             .unwrap();
         parties

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ids;
 pub mod market;
 pub mod payment;
+pub mod pricing;
 pub mod properties;
 
 pub use error::{ErrorCode, GolemError};

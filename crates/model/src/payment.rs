@@ -380,7 +380,8 @@ pub struct FlowStatus {
     pub requested: Decimal,
     pub accepted: Decimal,
     pub paid: Decimal,
-    /// Accepted and handed to a driver, not settled yet.
+    /// Accepted and handed to a driver, not settled yet (incoming: reported by
+    /// the payer, its transaction not confirmed on chain yet).
     pub pending: Decimal,
 }
 

@@ -9,10 +9,13 @@
 //! remote messages is idempotent and only the agreement's counterparty is
 //! heard. It must never hold its lock across an await, nor use floats for money.
 
+mod chain_check;
 pub mod cli;
 mod driver;
 pub mod erc20;
+mod incoming;
 pub mod rest;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use driver::{Drivers, PayOutcome, PayProgress, PaymentDriver, Platform, DEFAULT_PLATFORM};
 pub use erc20::{Erc20Driver, Erc20Network, Erc20NetworkOverride};
+pub use verify::RequestorActivities;
 
 /// The payment part of the daemon config (`[payment.erc20.<network>]` in TOML,
 /// `GOLEM_ERC20_<NETWORK>_{RPC_URL,CHAIN_ID,TOKEN,CONFIRMATIONS}` in the env).
@@ -119,6 +123,8 @@ struct State {
     payments: Vec<Payment>,
     events: Vec<PaymentEvent>,
     outbox: BTreeMap<u64, OutboxEntry>,
+    /// Provider: erc20 payments waiting for their transaction's confirmation.
+    unverified: BTreeMap<String, incoming::UnverifiedPayment>,
     next_seq: u64,
     last_event: Option<DateTime<Utc>>,
 }
@@ -196,6 +202,8 @@ struct Inner {
     router: Router,
     agreements: Arc<dyn Agreements>,
     activities: Option<Arc<dyn ActivityAgreements>>,
+    /// Requestor: the activities this node created, which debit notes must name.
+    requestor_activities: Option<Arc<dyn RequestorActivities>>,
     drivers: Drivers,
     tree: sled::Tree,
     state: Mutex<State>,
@@ -243,7 +251,8 @@ fn status_error(what: &str, id: &str, status: DocumentStatus) -> GolemError {
 }
 
 /// Open the payment records and bind `/public/payment`; start the outbox.
-/// Only the dummy driver runs (tests of the accounting).
+/// Only the dummy driver runs (tests of the accounting), and no activity is
+/// known, so debit notes from providers are refused.
 pub fn start(
     node_id: NodeId,
     store: &Store,
@@ -259,38 +268,22 @@ struct Setup {
     erc20: Option<(BTreeMap<String, Erc20Network>, [u8; 32])>,
     extra_drivers: Vec<Arc<dyn PaymentDriver>>,
     activities: Option<Arc<dyn ActivityAgreements>>,
-}
-
-/// [`start`] with extra drivers (tests of pending payments).
-#[cfg(test)]
-fn start_with_drivers(
-    node_id: NodeId,
-    store: &Store,
-    router: &Router,
-    agreements: Arc<dyn Agreements>,
-    extra: Vec<Arc<dyn PaymentDriver>>,
-) -> Result<PaymentService, GolemError> {
-    open(
-        node_id,
-        store,
-        router,
-        agreements,
-        Setup {
-            extra_drivers: extra,
-            ..Setup::default()
-        },
-    )
+    requestor_activities: Option<Arc<dyn RequestorActivities>>,
 }
 
 /// Start the payment service with every driver: dummy and erc20 (networks from
-/// `config`, signing with the node key `secret`), and `activities` to find the
-/// agreement of a debit note given only its activity. Contacts no RPC endpoint.
+/// `config`, signing with the node key `secret`), `activities` to find the
+/// agreement of a debit note given only its activity, and
+/// `requestor_activities` to check that debit notes from providers name
+/// activities this node created. Contacts no RPC endpoint.
+#[allow(clippy::too_many_arguments)] // the services it depends on, each named
 pub fn start_with(
     node_id: NodeId,
     store: &Store,
     router: &Router,
     agreements: Arc<dyn Agreements>,
     activities: Arc<dyn ActivityAgreements>,
+    requestor_activities: Arc<dyn RequestorActivities>,
     config: &PaymentConfig,
     secret: [u8; 32],
 ) -> Result<PaymentService, GolemError> {
@@ -303,6 +296,7 @@ pub fn start_with(
         Setup {
             erc20: Some((networks, secret)),
             activities: Some(activities),
+            requestor_activities: Some(requestor_activities),
             ..Setup::default()
         },
     )
@@ -360,6 +354,10 @@ fn open(
                 let order: PaymentOrder = store::decode(TREE, &value)?;
                 state.orders.insert(id.to_string(), order);
             }
+            "verify" => {
+                let held: incoming::UnverifiedPayment = store::decode(TREE, &value)?;
+                state.unverified.insert(id.to_string(), held);
+            }
             _ => tracing::warn!(%key, "unknown record in the payment tree"),
         }
     }
@@ -373,6 +371,7 @@ fn open(
             router: router.clone(),
             agreements,
             activities: setup.activities,
+            requestor_activities: setup.requestor_activities,
             drivers: Drivers::new(drivers),
             tree,
             state: Mutex::new(state),
@@ -878,6 +877,7 @@ impl PaymentService {
                 note.debit_note_id, note.agreement_id
             )));
         }
+        self.check_debit_note_terms(caller, &agreement, &note)?;
         let mut state = self.lock();
         if let Some(existing) = state.debit_notes.get(&note.debit_note_id) {
             if existing.total_amount_due == note.total_amount_due
@@ -1222,6 +1222,7 @@ impl PaymentService {
                 invoice.invoice_id, invoice.agreement_id
             )));
         }
+        self.check_invoice_terms(caller, &agreement, &invoice)?;
         let mut state = self.lock();
         if let Some(existing) = state.invoices.get(&invoice.invoice_id) {
             if existing.amount == invoice.amount && existing.agreement_id == invoice.agreement_id {
@@ -1471,6 +1472,7 @@ impl PaymentService {
     async fn run_settler(self) {
         loop {
             self.release_expired();
+            self.recheck_unverified_payments().await;
             for order in self.pending_payments() {
                 let driver = match Platform::parse(&order.platform)
                     .and_then(|platform| self.inner.drivers.for_platform(&platform))
@@ -1664,6 +1666,14 @@ impl PaymentService {
             status.outgoing.pending += order.amount;
             status.pending_payments.push(order.clone());
         }
+        // Payments reported to us whose transaction is not confirmed yet.
+        for held in state.unverified.values() {
+            let platform = &held.message.payment.payment_platform;
+            let status = report
+                .entry(platform.clone())
+                .or_insert_with(|| PlatformStatus::new(platform));
+            status.incoming.pending += held.message.payment.amount;
+        }
         for record in state.allocations.values() {
             let allocation = &record.allocation;
             let platform = &allocation.payment_platform;
@@ -1778,47 +1788,6 @@ impl PaymentService {
         state.invoices.insert(id.to_string(), invoice);
         drop(state);
         self.after_commit(false, true);
-        Ok(())
-    }
-
-    /// Provider: the requestor paid; record the payment and settle the invoices.
-    fn receive_payment(&self, caller: NodeId, message: SendPayment) -> Result<(), GolemError> {
-        if message.payment.payer_id != caller || message.payment.payee_id != self.inner.node_id {
-            return Err(GolemError::forbidden(
-                "a payment is accepted only from its payer",
-            ));
-        }
-        for invoice_id in &message.invoice_ids {
-            let invoice = self.invoice(invoice_id)?;
-            if invoice.recipient_id != caller || invoice.issuer_id != self.inner.node_id {
-                return Err(GolemError::forbidden(format!(
-                    "invoice {invoice_id} is not between {caller} and this node"
-                )));
-            }
-        }
-        {
-            let mut state = self.lock();
-            if !state
-                .payments
-                .iter()
-                .any(|payment| payment.payment_id == message.payment.payment_id)
-            {
-                let mut writes = Writes::new();
-                writes.put(
-                    format!("pay/{}", message.payment.payment_id),
-                    &message.payment,
-                )?;
-                self.commit(writes)?;
-                state.payments.push(message.payment.clone());
-            }
-        }
-        for invoice_id in &message.invoice_ids {
-            self.update_invoice(
-                invoice_id,
-                DocumentStatus::Settled,
-                Some((PaymentEventType::InvoiceSettledEvent, None)),
-            )?;
-        }
         Ok(())
     }
 
@@ -2158,7 +2127,9 @@ impl PaymentService {
             .on(move |caller, message: SendPayment| {
                 let service = on_payment.clone();
                 async move {
-                    service.receive_payment(service.caller_id(caller), message)?;
+                    service
+                        .receive_payment(service.caller_id(caller), message)
+                        .await?;
                     service.durable().await
                 }
             })
@@ -2205,3 +2176,5 @@ fn is_transient(error: &GolemError) -> bool {
 mod pending_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;

@@ -13,7 +13,8 @@ use golem_model::payment::*;
 use golem_model::{GolemError, NodeId};
 use serde_json::json;
 
-use super::{start_with_drivers, PayOutcome, PayProgress, PaymentDriver, PaymentService, Platform};
+use super::tests::OwnActivities;
+use super::{PayOutcome, PayProgress, PaymentDriver, PaymentService, Platform, Setup};
 use crate::activity::Agreements;
 use crate::store::Store;
 
@@ -94,7 +95,11 @@ fn agreement() -> Agreement {
             "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
         },
         "offer": {
-            "properties": {"golem.com.payment.platform.erc20-holesky-tglm.address": PROVIDER},
+            "properties": {
+                "golem.com.payment.platform.erc20-holesky-tglm.address": PROVIDER,
+                "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 10.0],
+                "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+            },
             "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
         },
         "validTo": now + chrono::Duration::hours(1),
@@ -140,12 +145,16 @@ async fn open(dir: &std::path::Path, driver: Arc<SlowDriver>) -> (Store, Router,
         }
     };
     let router = Router::new();
-    let service = start_with_drivers(
+    let service = super::open(
         node(REQUESTOR),
         &store,
         &router,
         Arc::new(FakeMarket(agreement())),
-        vec![driver],
+        Setup {
+            extra_drivers: vec![driver],
+            requestor_activities: Some(Arc::new(OwnActivities)),
+            ..Setup::default()
+        },
     )
     .unwrap();
     (store, router, service)

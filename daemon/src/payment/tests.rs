@@ -11,7 +11,7 @@ use golem_model::payment::*;
 use golem_model::{ErrorCode, GolemError, NodeId};
 use serde_json::json;
 
-use super::{start, PaymentService};
+use super::{PaymentService, RequestorActivities, Setup};
 use crate::activity::Agreements;
 use crate::store::Store;
 
@@ -30,6 +30,15 @@ impl Agreements for FakeMarket {
     }
 }
 
+/// The activities this requestor created: `activity-1` on `agreement-1` with the provider.
+pub(super) struct OwnActivities;
+
+impl RequestorActivities for OwnActivities {
+    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
+        (activity_id == "activity-1").then(|| ("agreement-1".to_string(), node(PROVIDER)))
+    }
+}
+
 fn agreement() -> Agreement {
     let now = chrono::Utc::now();
     serde_json::from_value(json!({
@@ -42,7 +51,11 @@ fn agreement() -> Agreement {
             "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
         },
         "offer": {
-            "properties": {"golem.com.payment.platform.dummy-local-tglm.address": PROVIDER},
+            "properties": {
+                "golem.com.payment.platform.dummy-local-tglm.address": PROVIDER,
+                "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 10.0],
+                "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+            },
             "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
         },
         "validTo": now + chrono::Duration::hours(1),
@@ -112,11 +125,15 @@ async fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
         }
     };
     let router = Router::new();
-    let service = start(
+    let service = super::open(
         node(REQUESTOR),
         &store,
         &router,
         Arc::new(FakeMarket(agreement())),
+        Setup {
+            requestor_activities: Some(Arc::new(OwnActivities)),
+            ..Setup::default()
+        },
     )
     .unwrap();
     (store, router, service)

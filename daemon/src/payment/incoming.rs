@@ -1,0 +1,361 @@
+//! Provider side: payments a requestor reports (`SendPayment`). A payment is
+//! recorded, and its invoices become SETTLED, only when every invoice it names
+//! was issued by this node to the payer and ACCEPTED by it, the payment is on
+//! the invoice's platform between the invoice's addresses, and it covers at
+//! least the invoice's amount. An invoice the requestor has not accepted yet
+//! answers Unavailable (the payer's outbox retries after its acceptance lands);
+//! a rejected or cancelled one never settles.
+//!
+//! On `erc20` the payer's word is not enough: the transaction named in the
+//! payment's details is checked on chain (`chain_check.rs`). A payment whose
+//! transaction is not confirmed yet is held in the `verify/` records and
+//! re-checked by the settle loop; a transaction that cannot be this payment is
+//! refused. One transaction settles one payment only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use golem_model::payment::*;
+use golem_model::{GolemError, NodeId};
+use serde::{Deserialize, Serialize};
+
+use super::chain_check::{check_transfer, ExpectedTransfer, TransferCheck};
+use super::{Erc20Network, PaymentService, Platform, Writes};
+
+/// How long the first on-chain check may delay the payer's call.
+const FIRST_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a re-check of a held payment may take.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An erc20 payment held until its transaction is confirmed on chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct UnverifiedPayment {
+    pub message: SendPayment,
+    pub received: DateTime<Utc>,
+    /// What the check waits for, in words.
+    pub status: String,
+}
+
+/// What a reported payment needs after the bookkeeping checks.
+enum Verdict {
+    /// Already recorded or held: nothing changes.
+    Duplicate,
+    /// Record it and settle its invoices now (platforms without a chain).
+    Settle,
+    /// Check its transaction on this erc20 network first.
+    OnChain(Erc20Network),
+}
+
+fn expected(message: &SendPayment) -> ExpectedTransfer<'_> {
+    ExpectedTransfer {
+        tx_hash: &message.payment.details,
+        payer: &message.payment.payer_addr,
+        payee: &message.payment.payee_addr,
+        amount: message.payment.amount,
+    }
+}
+
+impl PaymentService {
+    /// Provider: the requestor reports a payment; record it and settle its
+    /// invoices once it is proven, refuse it with the reason otherwise.
+    pub(super) async fn receive_payment(
+        &self,
+        caller: NodeId,
+        message: SendPayment,
+    ) -> Result<(), GolemError> {
+        let payment_id = message.payment.payment_id.clone();
+        let verdict = self.check_payment(caller, &message).inspect_err(|error| {
+            tracing::warn!(%payment_id, payer = %caller, %error.message, "payment refused");
+        })?;
+        match verdict {
+            Verdict::Duplicate => Ok(()),
+            Verdict::Settle => self.record_payment(&message),
+            Verdict::OnChain(network) => {
+                match check_transfer(&network, &expected(&message), FIRST_CHECK_TIMEOUT).await {
+                    TransferCheck::Confirmed { block } => {
+                        tracing::info!(%payment_id, block, tx = %message.payment.details, "erc20 payment confirmed on chain");
+                        self.record_payment(&message)
+                    }
+                    TransferCheck::Invalid(reason) => {
+                        tracing::warn!(%payment_id, payer = %caller, %reason, "erc20 payment refused");
+                        Err(GolemError::bad_request(format!(
+                            "payment {payment_id} is refused: {reason}"
+                        )))
+                    }
+                    TransferCheck::Pending(status) => self.hold_unverified(message, status),
+                }
+            }
+        }
+    }
+
+    /// The bookkeeping checks of a reported payment (no chain access).
+    fn check_payment(&self, caller: NodeId, message: &SendPayment) -> Result<Verdict, GolemError> {
+        let payment = &message.payment;
+        let id = &payment.payment_id;
+        if payment.payer_id != caller || payment.payee_id != self.inner.node_id {
+            return Err(GolemError::forbidden(
+                "a payment is accepted only from its payer",
+            ));
+        }
+        if message.invoice_ids.is_empty() {
+            return Err(GolemError::bad_request(format!(
+                "payment {id} names no invoice"
+            )));
+        }
+        let state = self.lock();
+        if let Some(existing) = state.payments.iter().find(|known| &known.payment_id == id) {
+            let same = existing.amount == payment.amount
+                && existing.payer_id == payment.payer_id
+                && existing.details == payment.details
+                && existing.payment_platform == payment.payment_platform;
+            if same {
+                return Ok(Verdict::Duplicate);
+            }
+            return Err(GolemError::conflict(format!(
+                "payment {id} was already recorded with other contents"
+            )));
+        }
+        if state.unverified.contains_key(id) {
+            return Ok(Verdict::Duplicate);
+        }
+        let claimed: Decimal = payment
+            .agreement_payments
+            .iter()
+            .map(|part| part.amount)
+            .sum();
+        if claimed > payment.amount {
+            return Err(GolemError::bad_request(format!(
+                "payment {id} of {} claims {claimed} across its agreements",
+                payment.amount
+            )));
+        }
+        for invoice_id in &message.invoice_ids {
+            let invoice = state
+                .invoices
+                .get(invoice_id)
+                .ok_or_else(|| GolemError::not_found(format!("unknown invoice {invoice_id}")))?;
+            if invoice.recipient_id != caller || invoice.issuer_id != self.inner.node_id {
+                return Err(GolemError::forbidden(format!(
+                    "invoice {invoice_id} is not between {caller} and this node"
+                )));
+            }
+            match invoice.status {
+                DocumentStatus::Accepted => {}
+                DocumentStatus::Issued | DocumentStatus::Received => {
+                    return Err(GolemError::unavailable(format!(
+                        "invoice {invoice_id} is not accepted yet; a payment settles only an accepted invoice"
+                    )))
+                }
+                status => {
+                    return Err(GolemError::conflict(
+                        format!(
+                            "invoice {invoice_id} is {status:?}; payment {id} cannot settle it"
+                        )
+                        .to_lowercase(),
+                    ))
+                }
+            }
+            if payment.payment_platform != invoice.payment_platform
+                || !payment.payer_addr.eq_ignore_ascii_case(&invoice.payer_addr)
+                || !payment.payee_addr.eq_ignore_ascii_case(&invoice.payee_addr)
+            {
+                return Err(GolemError::bad_request(format!(
+                    "payment {id} is on {} from {} to {}, invoice {invoice_id} is on {} from {} to {}",
+                    payment.payment_platform,
+                    payment.payer_addr,
+                    payment.payee_addr,
+                    invoice.payment_platform,
+                    invoice.payer_addr,
+                    invoice.payee_addr
+                )));
+            }
+            let towards = |candidate: &Payment| -> Decimal {
+                if candidate.agreement_payments.is_empty() {
+                    return Decimal::ZERO;
+                }
+                candidate
+                    .agreement_payments
+                    .iter()
+                    .filter(|part| part.agreement_id == invoice.agreement_id)
+                    .map(|part| part.amount)
+                    .sum()
+            };
+            let this_one =
+                if payment.agreement_payments.is_empty() && message.invoice_ids.len() == 1 {
+                    payment.amount
+                } else {
+                    towards(payment)
+                };
+            let earlier: Decimal = state
+                .payments
+                .iter()
+                .filter(|known| known.payee_id == self.inner.node_id)
+                .map(towards)
+                .sum();
+            if this_one + earlier < invoice.amount {
+                return Err(GolemError::bad_request(format!(
+                    "payment {id} pays {} towards invoice {invoice_id}, which is due {}",
+                    (this_one + earlier).normalize(),
+                    invoice.amount.normalize()
+                )));
+            }
+        }
+        let platform = Platform::parse(&payment.payment_platform)?;
+        if platform.driver != "erc20" {
+            return Ok(Verdict::Settle);
+        }
+        let reused = state
+            .payments
+            .iter()
+            .filter(|known| known.payee_id == self.inner.node_id)
+            .map(|known| &known.details)
+            .chain(
+                state
+                    .unverified
+                    .values()
+                    .map(|held| &held.message.payment.details),
+            )
+            .any(|details| details.trim().eq_ignore_ascii_case(payment.details.trim()));
+        if reused {
+            return Err(GolemError::conflict(format!(
+                "transaction {} already paid another payment",
+                payment.details
+            )));
+        }
+        let network = self
+            .inner
+            .erc20
+            .as_ref()
+            .and_then(|driver| {
+                driver
+                    .networks()
+                    .into_iter()
+                    .find(|network| network.name == platform.network)
+            })
+            .ok_or_else(|| {
+                GolemError::unavailable(format!(
+                    "this node runs no erc20 network {}, so it cannot check payment {id}",
+                    platform.network
+                ))
+            })?;
+        Ok(Verdict::OnChain(network))
+    }
+
+    /// Record a checked payment and settle its invoices, in one write.
+    fn record_payment(&self, message: &SendPayment) -> Result<(), GolemError> {
+        let payment = &message.payment;
+        let mut state = self.lock();
+        if state
+            .payments
+            .iter()
+            .any(|known| known.payment_id == payment.payment_id)
+        {
+            return Ok(());
+        }
+        let mut writes = Writes::new();
+        writes.put(format!("pay/{}", payment.payment_id), payment)?;
+        writes.remove(format!("verify/{}", payment.payment_id));
+        let mut settled = Vec::new();
+        for invoice_id in &message.invoice_ids {
+            let Some(mut invoice) = state.invoices.get(invoice_id).cloned() else {
+                continue;
+            };
+            if invoice.status != DocumentStatus::Accepted {
+                continue; // checked before; never moves a rejected invoice
+            }
+            invoice.status = DocumentStatus::Settled;
+            writes.put(format!("inv/{invoice_id}"), &invoice)?;
+            Self::push_event(
+                &mut state,
+                &mut writes,
+                PaymentEventType::InvoiceSettledEvent,
+                invoice_id,
+                None,
+            )?;
+            settled.push(invoice);
+        }
+        self.commit(writes)?;
+        tracing::info!(payment_id = %payment.payment_id, amount = %payment.amount, invoices = ?message.invoice_ids, "payment received; invoices settled");
+        for invoice in settled {
+            state.invoices.insert(invoice.invoice_id.clone(), invoice);
+        }
+        state.payments.push(payment.clone());
+        state.unverified.remove(&payment.payment_id);
+        drop(state);
+        self.after_commit(true, false);
+        Ok(())
+    }
+
+    /// Keep an erc20 payment whose transaction is not confirmed yet.
+    fn hold_unverified(&self, message: SendPayment, status: String) -> Result<(), GolemError> {
+        let id = message.payment.payment_id.clone();
+        let held = UnverifiedPayment {
+            message,
+            received: Utc::now(),
+            status: status.clone(),
+        };
+        let mut state = self.lock();
+        let mut writes = Writes::new();
+        writes.put(format!("verify/{id}"), &held)?;
+        self.commit(writes)?;
+        state.unverified.insert(id.clone(), held);
+        tracing::info!(payment_id = %id, %status, "erc20 payment reported; settles once its transaction is confirmed");
+        Ok(())
+    }
+
+    /// Erc20 payments still waiting for their transaction (oldest first).
+    pub(super) fn unverified_payments(&self) -> Vec<UnverifiedPayment> {
+        let mut list: Vec<UnverifiedPayment> = self.lock().unverified.values().cloned().collect();
+        list.sort_by_key(|held| held.received);
+        list
+    }
+
+    /// One round of the settle loop: check held payments on chain again.
+    pub(super) async fn recheck_unverified_payments(&self) {
+        for held in self.unverified_payments() {
+            let id = held.message.payment.payment_id.clone();
+            let network = Platform::parse(&held.message.payment.payment_platform)
+                .ok()
+                .and_then(|platform| {
+                    self.inner.erc20.as_ref().and_then(|driver| {
+                        driver
+                            .networks()
+                            .into_iter()
+                            .find(|network| network.name == platform.network)
+                    })
+                });
+            let Some(network) = network else {
+                continue;
+            };
+            match check_transfer(&network, &expected(&held.message), RECHECK_TIMEOUT).await {
+                TransferCheck::Confirmed { block } => {
+                    tracing::info!(payment_id = %id, block, "erc20 payment confirmed on chain");
+                    if let Err(error) = self.record_payment(&held.message) {
+                        tracing::error!(payment_id = %id, %error.message, "recording a confirmed payment failed");
+                    } else if let Err(error) = self.durable().await {
+                        tracing::error!(%error.message, "flushing a confirmed payment failed");
+                    }
+                }
+                TransferCheck::Invalid(reason) => {
+                    tracing::warn!(payment_id = %id, %reason, "erc20 payment refused after its check on chain");
+                    let mut state = self.lock();
+                    let mut writes = Writes::new();
+                    writes.remove(format!("verify/{id}"));
+                    match self.commit(writes) {
+                        Ok(()) => {
+                            state.unverified.remove(&id);
+                        }
+                        Err(error) => {
+                            tracing::error!(payment_id = %id, %error.message, "dropping a refused payment failed")
+                        }
+                    }
+                }
+                TransferCheck::Pending(status) => {
+                    if let Some(entry) = self.lock().unverified.get_mut(&id) {
+                        entry.status = status;
+                    }
+                }
+            }
+        }
+    }
+}
