@@ -423,3 +423,68 @@ pub fn processes_with_arg(arg: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Negotiate with the real provider agent as yapapi does: subscribe `demand`,
+/// counter the agent's Initial offer, then turn its Draft into an approved
+/// agreement (≤ 40 s, else panics with the agent's log). Returns the agreement id.
+#[allow(clippy::unwrap_used)] // a test step: any failure fails the test here
+pub async fn negotiate_with_agent(
+    requestor: &golem_client::GolemClient,
+    demand: &golem_model::market::DemandOfferBase,
+    agent: &ProviderAgent,
+) -> String {
+    use golem_client::market::Side;
+    use golem_model::market::{AgreementProposal, MarketEvent, ProposalState};
+    let demand_id = requestor.subscribe_demand(demand).await.unwrap();
+    let mut countered = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "negotiation did not finish; agent log:\n{}",
+            agent.log()
+        );
+        let events = requestor
+            .market_events(Side::Demands, &demand_id, 1.0, 10)
+            .await
+            .unwrap();
+        for event in events {
+            match event {
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Initial && !countered =>
+                {
+                    requestor
+                        .counter_proposal(Side::Demands, &demand_id, &proposal.proposal_id, demand)
+                        .await
+                        .unwrap();
+                    countered = true;
+                }
+                MarketEvent::ProposalEvent { proposal, .. }
+                    if proposal.state == ProposalState::Draft =>
+                {
+                    let agreement_id = requestor
+                        .create_agreement(&AgreementProposal::valid_for(
+                            &proposal.proposal_id,
+                            Duration::from_secs(3600),
+                        ))
+                        .await
+                        .unwrap();
+                    requestor
+                        .confirm_agreement(&agreement_id, None)
+                        .await
+                        .unwrap();
+                    requestor
+                        .wait_for_approval(&agreement_id, 15.0)
+                        .await
+                        .unwrap();
+                    let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                    return agreement_id;
+                }
+                MarketEvent::ProposalRejectedEvent { reason, .. } => {
+                    panic!("the agent rejected the demand: {reason:?}\n{}", agent.log());
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -282,7 +282,12 @@ async fn nine_providers_reach_agreements_while_a_tenth_never_answers() {
         sandbox
             .daemon_with(
                 &format!("p{index}"),
-                &["--bootstrap", &bootstrap, "--config", config.to_str().unwrap()],
+                &[
+                    "--bootstrap",
+                    &bootstrap,
+                    "--config",
+                    config.to_str().unwrap(),
+                ],
             )
             .unwrap();
     }

@@ -630,69 +630,6 @@ fn docker_offer_template_reports_the_engine() {
     assert!(stderr.contains("no docker engine is reachable"), "{stderr}");
 }
 
-/// Negotiate with the real provider agent as yapapi does: counter its
-/// Initial offer, then turn its Draft into an approved agreement.
-async fn negotiate_with_agent(
-    requestor: &golem_client::GolemClient,
-    demand: &DemandOfferBase,
-    agent: &golem_tests::provider::ProviderAgent,
-) -> String {
-    use golem_client::market::Side;
-    use golem_model::market::{AgreementProposal, MarketEvent, ProposalState};
-    let demand_id = requestor.subscribe_demand(demand).await.unwrap();
-    let mut countered = false;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "negotiation did not finish; agent log:\n{}",
-            agent.log()
-        );
-        let events = requestor
-            .market_events(Side::Demands, &demand_id, 1.0, 10)
-            .await
-            .unwrap();
-        for event in events {
-            match event {
-                MarketEvent::ProposalEvent { proposal, .. }
-                    if proposal.state == ProposalState::Initial && !countered =>
-                {
-                    requestor
-                        .counter_proposal(Side::Demands, &demand_id, &proposal.proposal_id, demand)
-                        .await
-                        .unwrap();
-                    countered = true;
-                }
-                MarketEvent::ProposalEvent { proposal, .. }
-                    if proposal.state == ProposalState::Draft =>
-                {
-                    let agreement_id = requestor
-                        .create_agreement(&AgreementProposal::valid_for(
-                            &proposal.proposal_id,
-                            Duration::from_secs(3600),
-                        ))
-                        .await
-                        .unwrap();
-                    requestor
-                        .confirm_agreement(&agreement_id, None)
-                        .await
-                        .unwrap();
-                    requestor
-                        .wait_for_approval(&agreement_id, 15.0)
-                        .await
-                        .unwrap();
-                    let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
-                    return agreement_id;
-                }
-                MarketEvent::ProposalRejectedEvent { reason, .. } => {
-                    panic!("the agent rejected the demand: {reason:?}\n{}", agent.log());
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_vm_through_the_real_provider_agent() {
@@ -758,7 +695,8 @@ async fn docker_vm_through_the_real_provider_agent() {
             decoration.constraints.join("")
         ),
     };
-    let agreement_id = negotiate_with_agent(&requestor.client, &demand, &agent).await;
+    let agreement_id =
+        golem_tests::provider::negotiate_with_agent(&requestor.client, &demand, &agent).await;
     let activity_id = requestor.create_activity(&agreement_id).await;
     std::fs::write(files.join("in.txt"), "through the agent").unwrap();
     let results = requestor
