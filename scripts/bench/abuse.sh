@@ -35,7 +35,7 @@ cargo nextest run -p golem-tests --test security --locked --no-fail-fast --no-ca
 awk -v format="${FORMAT:-table}" -F'\t' '
     /^ABUSE-ROW\t/ { pending[++n] = $2 "\t" $3 "\t" $4; next }
     /^[[:space:]]*(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) \[/ {
-        verdict = ($0 ~ /^[[:space:]]*PASS/) ? "refused" : "NOT REFUSED (test failed)"
+        verdict = ($0 ~ /^[[:space:]]*PASS/) ? "held" : "NOT HELD (test failed)"
         tests++
         if ($0 !~ /^[[:space:]]*PASS/) failed++
         for (i = first + 1; i <= n; i++) rows[i] = pending[i] "\t" verdict
