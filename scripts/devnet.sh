@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 
 dir="${GOLEM_DEVNET_DIR:-/tmp/golem-devnet}"
 subnet="${GOLEM_DEVNET_SUBNET:-devnet}"
-bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+# GOLEM_DEVNET_PROFILE=release runs release binaries (built by the caller; with SKIP_BUILD=1).
+bin="${CARGO_TARGET_DIR:-$PWD/target}/${GOLEM_DEVNET_PROFILE:-debug}"
 
 log() { echo "==> $*" >&2; }
 die() { echo "devnet: $*" >&2; exit 1; }
