@@ -17,7 +17,7 @@ use golem_model::market::{
     AgreementOperationEvent, AgreementProposal, DemandOfferBase, MarketEvent, Proposal,
     ProposalState, Reason, Terminator,
 };
-use golem_model::payment::{DocumentStatus, Invoice};
+use golem_model::payment::{Decimal, DocumentStatus, Invoice, PaymentEvent, PaymentEventType};
 use golem_tests::http::FileServer;
 use golem_tests::provider::{processes_with_arg, Preset, ProviderAgent, ProviderOptions};
 use golem_tests::proxy::ReplyTrap;
@@ -968,6 +968,209 @@ async fn agent_killed_after_its_daemon_issued_the_invoice_sends_that_invoice() {
         ),
         (&json!(issued.invoice_id), &json!(true)),
         "{archived:?}"
+    );
+}
+
+/// The one event of `kind` (debit notes or invoices) P has, with its rejection reason.
+async fn only_event(provider: &GolemClient, invoices: bool) -> (PaymentEvent, String) {
+    let events = provider
+        .payment_events(invoices, None, 1.0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let reason = events[0]
+        .rejection
+        .as_ref()
+        .and_then(|rejection| rejection.message.clone())
+        .unwrap_or_default();
+    (events[0].clone(), reason)
+}
+
+/// The requestor rejects what the provider bills (REST `reject`). The debit
+/// note's rejection reaches P's daemon (REJECTED there, an event with R's
+/// reason) and the agent acts as its code says: a rejected debit note under an
+/// accept deadline ends the agreement, terminated by the provider with a reason
+/// naming it, and invoiced. The invoice is rejected too and reaches P the same
+/// way; the agent bills nothing more (no debit note, no other invoice), and
+/// R's allocation is never charged.
+#[tokio::test]
+async fn rejected_debit_note_and_invoice_reach_the_provider_and_charge_nothing() {
+    let setup = setup("e2e-provider-reject", |options| options).await;
+    let demand = setup
+        .demand(
+            Duration::from_secs(600),
+            json!({"golem.com.scheme.payu.debit-note.interval-sec?": 1,
+                   "golem.com.payment.debit-notes.accept-timeout?": 120}),
+        )
+        .await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let requestor = &setup.requestor;
+    let provider = &setup.provider;
+    let allocations = requestor.allocations().await.unwrap();
+    assert_eq!(allocations.len(), 1, "{allocations:?}");
+    let allocation = allocations[0].clone();
+    let activity_id = requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // R rejects a debit note.
+    let note = eventually(Duration::from_secs(15), "a debit note on R", || async {
+        requestor
+            .debit_notes()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|note| note.activity_id == activity_id)
+    })
+    .await
+    .unwrap();
+    assert_eq!(note.status, DocumentStatus::Received, "{note:?}");
+    requestor
+        .reject_debit_note(&note.debit_note_id, "debit note refused by the test")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the debit note REJECTED on P",
+        || async {
+            let current = provider.debit_note(&note.debit_note_id).await.ok()?;
+            (current.status == DocumentStatus::Rejected).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let (event, reason) = only_event(provider, false).await;
+    assert_eq!(
+        (
+            event.event_type,
+            event.debit_note_id.as_deref(),
+            reason.as_str()
+        ),
+        (
+            PaymentEventType::DebitNoteRejectedEvent,
+            Some(note.debit_note_id.as_str()),
+            "debit note refused by the test"
+        )
+    );
+
+    // The agent ends the agreement for it, stops the exe unit and invoices.
+    let terminated = eventually(Duration::from_secs(20), "P terminates", || async {
+        let events = requestor
+            .agreement_events(None, 1.0, 100, None)
+            .await
+            .ok()?;
+        events.into_iter().find_map(|event| match event {
+            AgreementOperationEvent::AgreementTerminatedEvent {
+                agreement_id: id,
+                terminator: Terminator::Provider,
+                reason,
+                ..
+            } if id == agreement_id => Some(reason),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        terminated.map(|reason| reason.message),
+        Some(format!(
+            "debit note {} was rejected by the requestor",
+            note.debit_note_id
+        ))
+    );
+    wait_no_process(&activity_id).await;
+    let invoice = setup.invoice(&agreement_id).await;
+    assert_eq!(invoice.status, DocumentStatus::Received, "{invoice:?}");
+    assert!(amount(&invoice) >= START_FEE, "{invoice:?}");
+
+    // R rejects the invoice.
+    requestor
+        .reject_invoice(&invoice.invoice_id, "invoice refused by the test")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the invoice REJECTED on P",
+        || async {
+            let current = provider.invoice(&invoice.invoice_id).await.ok()?;
+            (current.status == DocumentStatus::Rejected).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let (event, reason) = only_event(provider, true).await;
+    assert_eq!(
+        (
+            event.event_type,
+            event.invoice_id.as_deref(),
+            reason.as_str()
+        ),
+        (
+            PaymentEventType::InvoiceRejectedEvent,
+            Some(invoice.invoice_id.as_str()),
+            "invoice refused by the test"
+        )
+    );
+
+    // The agent bills nothing more over 3 s, six ticks of its billing loop.
+    let notes_of = || async {
+        provider
+            .debit_notes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|note| note.agreement_id == agreement_id)
+            .count()
+    };
+    let notes = notes_of().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(notes_of().await, notes, "no debit note after the end");
+    let ids: Vec<String> = invoices_of(provider, &agreement_id)
+        .await
+        .into_iter()
+        .map(|invoice| invoice.invoice_id)
+        .collect();
+    assert_eq!(ids, vec![invoice.invoice_id.clone()]);
+    let log = setup.agent.log();
+    assert_eq!(log.matches("\"invoice sent\"").count(), 1, "{log}");
+    let status = setup.agent.status().unwrap();
+    assert_eq!(status["agreements"][0]["state"], "ended", "{status}");
+    assert_eq!(status["agreements"][0]["invoiceSent"], true, "{status}");
+
+    // R paid nothing: the allocation is as it was made.
+    let after = requestor
+        .allocation(&allocation.allocation_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.spent_amount, after.remaining_amount),
+        (Decimal::ZERO, allocation.total_amount),
+        "{after:?}"
+    );
+    assert_eq!(allocation.remaining_amount, allocation.total_amount);
+    assert!(requestor.payments().await.unwrap().is_empty());
+    assert_eq!(
+        requestor
+            .debit_note(&note.debit_note_id)
+            .await
+            .unwrap()
+            .status,
+        DocumentStatus::Rejected
+    );
+    assert_eq!(
+        requestor.invoice(&invoice.invoice_id).await.unwrap().status,
+        DocumentStatus::Rejected
     );
 }
 
