@@ -10,6 +10,7 @@ pub mod docker;
 pub mod http;
 pub mod negotiation;
 pub mod provider;
+pub mod proxy;
 pub mod requestor;
 pub mod standin;
 

@@ -100,6 +100,9 @@ pub struct ProviderOptions {
     /// harness serves task packages and files on loopback (`FileServer`), which
     /// a provider refuses by default. Exploit tests turn it off.
     pub allow_private_transfers: bool,
+    /// The daemon's REST API as the agent reaches it, when not directly (e.g.
+    /// through a [`ReplyTrap`](crate::proxy::ReplyTrap)); `--api-url`.
+    pub api_url: Option<String>,
 }
 
 impl ProviderOptions {
@@ -160,6 +163,12 @@ impl ProviderOptions {
         self.env.push((name.into(), value.into()));
         self
     }
+
+    /// Reach the daemon's REST API at `url` instead of its own address.
+    pub fn api_url(mut self, url: &str) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
 }
 
 /// One `golem-provider run` process beside a daemon.
@@ -168,6 +177,9 @@ pub struct ProviderAgent {
     /// The daemon's `<data-dir>/bus.sock`; the agent is not told it (it asks
     /// the daemon), tests compare it with what the agent found.
     pub bus_socket: PathBuf,
+    /// Where the agent reaches its daemon's REST API (the daemon's own URL
+    /// unless [`ProviderOptions::api_url`] says otherwise); each (re)start
+    /// uses the value it has then.
     pub api_url: String,
     pub app_key: String,
     pub options: ProviderOptions,
@@ -192,7 +204,10 @@ impl ProviderAgent {
         let mut agent = ProviderAgent {
             data_dir: data_dir.to_path_buf(),
             bus_socket: daemon.data_dir.join("bus.sock"),
-            api_url: daemon.api_url.clone(),
+            api_url: options
+                .api_url
+                .clone()
+                .unwrap_or_else(|| daemon.api_url.clone()),
             app_key: daemon.app_key.clone(),
             log_path: data_dir.join("agent.log"),
             allowed_errors: options.allowed_errors.clone(),

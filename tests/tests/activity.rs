@@ -9,9 +9,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use golem_client::GolemClient;
 use golem_model::activity::{CommandResult, ExeScriptCommandResult};
 use golem_model::market::DemandOfferBase;
+use golem_model::GolemError;
 use golem_tests::http::FileServer;
 use golem_tests::negotiation::negotiate_agreement;
 use golem_tests::standin::{spawn_standin_agent, ExeUnits};
@@ -471,6 +473,289 @@ async fn requestor_runs_wasm_on_a_provider_through_two_daemons() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    for (_, mut child) in exe_units.lock().unwrap().drain() {
+        let _ = child.kill();
+    }
+}
+
+/// What a refused call of X's answered; panics when it was not refused.
+fn refusal<T: std::fmt::Debug>(what: &str, result: Result<T, GolemError>) -> GolemError {
+    match result {
+        Ok(reply) => panic!("X's {what} was served: {reply:?}"),
+        Err(error) => error,
+    }
+}
+
+/// Third-node authorization end to end. R has an agreement with P and a
+/// running activity on it; X, another node with its own daemon, sends every
+/// `/public/activity` message over the net to P about them (through a bus
+/// client on X's socket, so P sees X's authenticated NodeId). Each is refused
+/// as the provider side defines it — Forbidden for R's agreement and
+/// activity, NotFound for ids P does not host — and none changes anything: no
+/// activity is created, no batch recorded or run, the activity is not
+/// destroyed, and R still drives it.
+#[tokio::test]
+async fn a_third_node_can_neither_create_nor_drive_nor_destroy_an_activity() {
+    use golem_model::activity_control::{
+        CreateActivityRemote, DestroyActivityRemote, ExecRemote, GetBatchResultsRemote,
+        GetRunningCommandRemote, GetStateRemote, GetUsageRemote, StreamBatchEventsRemote,
+    };
+    use golem_model::bus::BusMessage;
+    use golem_model::ErrorCode::{Forbidden, NotFound};
+
+    let Fixture {
+        mut sandbox,
+        _server,
+        provider_id,
+        exe_units,
+        requestor,
+        agreement_id,
+        ..
+    } = fixture().await;
+    let response = requestor.post("/activity", json!(agreement_id)).await;
+    assert_eq!(response.status(), 201);
+    let activity_id: String = response.json().await.unwrap();
+    let batch = requestor
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert!(
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+    let run = json!([{"run": {"entry_point": "hello", "args": ["run", "by", "r"],
+                      "capture": {"stdout": {"atEnd": {"format": "str"}}}}}]);
+    let r_batch = requestor.exec(&activity_id, run.clone()).await;
+    let results = requestor.results(&activity_id, &r_batch).await;
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    let r_stdout = results[0].stdout.clone();
+    assert!(
+        serde_json::to_string(&r_stdout).unwrap().contains("by"),
+        "{r_stdout:?}"
+    );
+
+    let provider = sandbox.daemons()[0].client();
+    let events_before = provider
+        .provider_activity_events(None, 0.0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events_before.len(), 1, "{events_before:?}");
+    let outsider = sandbox.daemons()[2].bus().await.unwrap();
+    let address = format!("/net/{provider_id}/public/activity");
+    let commands = golem_model::activity::parse_exe_script(
+        &json!([{"run": {"entry_point": "hello", "args": ["run", "by", "x"]}}]).to_string(),
+    )
+    .unwrap();
+    let x_batch = "feedfacefeedfacefeedfacefeedface".to_string();
+    let unknown = "0123456789abcdef0123456789abcdef".to_string();
+
+    // R's agreement and activity: Forbidden.
+    let forbidden = [
+        (
+            "CreateActivityRemote",
+            refusal(
+                "create",
+                outsider
+                    .call(
+                        &address,
+                        &CreateActivityRemote {
+                            agreement_id: agreement_id.clone(),
+                            timeout_sec: 1.0,
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "ExecRemote",
+            refusal(
+                "exec",
+                outsider
+                    .call(
+                        &address,
+                        &ExecRemote {
+                            activity_id: activity_id.clone(),
+                            batch_id: x_batch.clone(),
+                            commands: commands.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "GetBatchResultsRemote",
+            refusal(
+                "batch results",
+                outsider
+                    .call(
+                        &address,
+                        &GetBatchResultsRemote {
+                            activity_id: activity_id.clone(),
+                            batch_id: r_batch.clone(),
+                            command_index: None,
+                            timeout_sec: Some(0.0),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "StreamBatchEventsRemote",
+            refusal("batch events", {
+                let payload = serde_json::to_value(StreamBatchEventsRemote {
+                    activity_id: activity_id.clone(),
+                    batch_id: r_batch.clone(),
+                })
+                .unwrap();
+                let mut stream =
+                    outsider.call_stream_raw(&address, StreamBatchEventsRemote::NAME, payload);
+                tokio::time::timeout(Duration::from_secs(15), stream.next())
+                    .await
+                    .expect("P answers the stream")
+                    .expect("an item or an error")
+            }),
+        ),
+        (
+            "GetStateRemote",
+            refusal(
+                "state",
+                outsider
+                    .call(
+                        &address,
+                        &GetStateRemote {
+                            activity_id: activity_id.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "GetUsageRemote",
+            refusal(
+                "usage",
+                outsider
+                    .call(
+                        &address,
+                        &GetUsageRemote {
+                            activity_id: activity_id.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "GetRunningCommandRemote",
+            refusal(
+                "running command",
+                outsider
+                    .call(
+                        &address,
+                        &GetRunningCommandRemote {
+                            activity_id: activity_id.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "DestroyActivityRemote",
+            refusal(
+                "destroy",
+                outsider
+                    .call(
+                        &address,
+                        &DestroyActivityRemote {
+                            activity_id: activity_id.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+    ];
+    for (message, error) in &forbidden {
+        assert_eq!(error.code, Forbidden, "{message}: {error:?}");
+    }
+
+    // Ids P does not host: NotFound, for X as for anyone.
+    let not_found = [
+        (
+            "CreateActivityRemote",
+            refusal(
+                "create",
+                outsider
+                    .call(
+                        &address,
+                        &CreateActivityRemote {
+                            agreement_id: unknown.clone(),
+                            timeout_sec: 1.0,
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "ExecRemote",
+            refusal(
+                "exec",
+                outsider
+                    .call(
+                        &address,
+                        &ExecRemote {
+                            activity_id: unknown.clone(),
+                            batch_id: x_batch.clone(),
+                            commands,
+                        },
+                    )
+                    .await,
+            ),
+        ),
+        (
+            "DestroyActivityRemote",
+            refusal(
+                "destroy",
+                outsider
+                    .call(
+                        &address,
+                        &DestroyActivityRemote {
+                            activity_id: unknown.clone(),
+                        },
+                    )
+                    .await,
+            ),
+        ),
+    ];
+    for (message, error) in &not_found {
+        assert_eq!(error.code, NotFound, "{message}: {error:?}");
+    }
+
+    // Nothing changed: no provider event (no activity created or destroyed),
+    // one exe unit still running, X's batch unknown to P, and R drives the
+    // activity as before.
+    let events_after = provider
+        .provider_activity_events(None, 0.0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before);
+    {
+        let mut units = exe_units.lock().unwrap();
+        assert_eq!(units.len(), 1, "one exe unit was spawned");
+        let unit = units.get_mut(&activity_id).unwrap();
+        assert!(unit.try_wait().unwrap().is_none(), "the exe unit runs");
+    }
+    assert_eq!(requestor.state(&activity_id).await["state"][0], "Ready");
+    let x_results = requestor
+        .get(&format!("/activity/{activity_id}/exec/{x_batch}?timeout=0"))
+        .await;
+    assert_eq!(x_results.status(), 404, "P recorded no batch of X's");
+    let batch = requestor.exec(&activity_id, run).await;
+    let results = requestor.results(&activity_id, &batch).await;
+    assert_eq!(results[0].result, CommandResult::Ok, "{results:?}");
+    assert_eq!(results[0].stdout, r_stdout, "the same run, the same output");
     for (_, mut child) in exe_units.lock().unwrap().drain() {
         let _ = child.kill();
     }

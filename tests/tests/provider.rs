@@ -17,10 +17,11 @@ use golem_model::market::{
     AgreementOperationEvent, AgreementProposal, DemandOfferBase, MarketEvent, Proposal,
     ProposalState, Reason, Terminator,
 };
-use golem_model::payment::Invoice;
+use golem_model::payment::{Decimal, DocumentStatus, Invoice, PaymentEvent, PaymentEventType};
 use golem_tests::http::FileServer;
 use golem_tests::provider::{processes_with_arg, Preset, ProviderAgent, ProviderOptions};
-use golem_tests::{eventually, Sandbox};
+use golem_tests::proxy::ReplyTrap;
+use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 use sha3::Digest;
 
@@ -36,6 +37,8 @@ struct Setup {
     _server: FileServer,
     package: String,
     provider_id: String,
+    /// Daemon P's REST API, reached directly (not through the agent's URL).
+    provider: GolemClient,
     requestor: GolemClient,
     subnet: String,
 }
@@ -43,6 +46,15 @@ struct Setup {
 /// Daemons P and R, the hello.wasm package served over HTTP, and golem-provider
 /// on P offering only wasmtime on `subnet`.
 async fn setup(subnet: &str, configure: impl FnOnce(ProviderOptions) -> ProviderOptions) -> Setup {
+    setup_beside(subnet, |options, _| configure(options)).await
+}
+
+/// [`setup`] whose `configure` also sees daemon P (e.g. to put a proxy in
+/// front of its API).
+async fn setup_beside(
+    subnet: &str,
+    configure: impl FnOnce(ProviderOptions, &DaemonProcess) -> ProviderOptions,
+) -> Setup {
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
     let packages = sandbox.path().join("packages");
@@ -63,9 +75,11 @@ async fn setup(subnet: &str, configure: impl FnOnce(ProviderOptions) -> Provider
         ProviderOptions::new(subnet)
             .exe_units(&["wasmtime"])
             .preset(Preset::new("wasm", "wasmtime", "0.5", "0.01", "0.001")),
+        &sandbox.daemons()[0],
     );
     let agent = ProviderAgent::start(&sandbox.daemons()[0], &agent_dir, options).unwrap();
     let provider_id = sandbox.daemons()[0].node_id().unwrap();
+    let provider = sandbox.daemons()[0].client();
     let requestor = sandbox.daemons()[1].client();
     Setup {
         _sandbox: sandbox,
@@ -73,6 +87,7 @@ async fn setup(subnet: &str, configure: impl FnOnce(ProviderOptions) -> Provider
         package,
         agent,
         provider_id,
+        provider,
         requestor,
         subnet: subnet.to_string(),
     }
@@ -792,6 +807,370 @@ async fn restarted_agent_leaves_no_orphans_and_still_invoices() {
             .count(),
         1,
         "{invoices:?}"
+    );
+}
+
+/// The invoices of `agreement_id` that one daemon holds.
+async fn invoices_of(daemon: &GolemClient, agreement_id: &str) -> Vec<Invoice> {
+    daemon
+        .invoices()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|invoice| invoice.agreement_id == agreement_id)
+        .collect()
+}
+
+/// The agent's record of `agreement_id` as its `state.json` holds it on disk
+/// (`Null` when it has none).
+fn recorded(agent: &ProviderAgent, agreement_id: &str) -> Value {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(agent.data_dir.join("state.json")).unwrap()).unwrap();
+    state["agreements"][agreement_id].clone()
+}
+
+/// The records of `agreement_id` the agent retired to its archive.
+fn archived(agent: &ProviderAgent, agreement_id: &str) -> Vec<Value> {
+    std::fs::read_to_string(agent.data_dir.join("agreements-archive.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["agreementId"] == agreement_id)
+        .collect()
+}
+
+/// The crash window of invoicing: the daemon has issued the invoice, and the
+/// agent dies before its state.json records it. A trap in front of P's REST
+/// API passes the agent's `POST /invoices` to the daemon and swallows the
+/// answer; the agent is SIGKILLed while it waits for it. The next run must
+/// find that invoice and send it, neither issuing another nor giving up: R
+/// receives exactly the invoice P issued, accepts it, and both daemons end with
+/// that one invoice, settled.
+#[tokio::test]
+async fn agent_killed_after_its_daemon_issued_the_invoice_sends_that_invoice() {
+    let trap = ReplyTrap::start("POST /payment-api/v1/invoices HTTP/1.1").unwrap();
+    let mut setup = setup_beside("e2e-provider-crash", |options, daemon| {
+        trap.forward_to(&daemon.api_url);
+        options.api_url(&trap.url)
+    })
+    .await;
+    let provider = setup.provider.clone();
+    let demand = setup.demand(Duration::from_secs(600), json!({})).await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let activity_id = setup
+        .requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    setup
+        .requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+    setup
+        .requestor
+        .destroy_activity(&activity_id)
+        .await
+        .unwrap();
+    wait_no_process(&activity_id).await;
+
+    // The agreement ends: the agent has P issue the invoice and never hears back.
+    setup.terminate(&agreement_id).await;
+    if let Err(error) = trap.tripped(Duration::from_secs(30)).await {
+        panic!("{error}; agent log:\n{}", setup.agent.log());
+    }
+    let issued = eventually(
+        Duration::from_secs(10),
+        "the invoice issued on P",
+        || async { invoices_of(&provider, &agreement_id).await.pop() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(issued.status, DocumentStatus::Issued, "{issued:?}");
+    let record = recorded(&setup.agent, &agreement_id);
+    assert!(
+        record["ended"].is_string() && record["invoice"].is_null(),
+        "the window: P has invoice {} and the agent's state records none: {record}",
+        issued.invoice_id
+    );
+
+    // SIGKILL there, and a run that reaches P directly.
+    setup.agent.kill();
+    assert!(!setup.agent.log().contains("\"invoice sent\""));
+    setup.agent.api_url = provider.base_url().to_string();
+    setup.agent.restart().unwrap();
+    let line = setup
+        .agent
+        .wait_for_log("\"invoice sent\"", Duration::from_secs(30))
+        .unwrap();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["invoice_id"], json!(issued.invoice_id), "{line}");
+    let received = setup.invoice(&agreement_id).await;
+    assert_eq!(
+        (received.invoice_id.as_str(), received.amount),
+        (issued.invoice_id.as_str(), issued.amount)
+    );
+    let (expected, _) = setup.expected_cost(&activity_id).await;
+    assert!(
+        (amount(&received) - expected).abs() < 1e-9,
+        "invoice {} != {expected}",
+        received.amount
+    );
+
+    // R accepts it; P learns it is paid.
+    let allocations = setup.requestor.allocations().await.unwrap();
+    assert_eq!(allocations.len(), 1, "{allocations:?}");
+    setup
+        .requestor
+        .accept_invoice(
+            &received.invoice_id,
+            &received.amount.to_string(),
+            &allocations[0].allocation_id,
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "P sees the invoice settled",
+        || async {
+            let invoice = provider.invoice(&issued.invoice_id).await.ok()?;
+            (invoice.status == DocumentStatus::Settled).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // One invoice on both daemons, sent once; nothing more over 3 s, six
+    // ticks of the agent's billing loop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, daemon) in [("P", &provider), ("R", &setup.requestor)] {
+        let ids: Vec<String> = invoices_of(daemon, &agreement_id)
+            .await
+            .into_iter()
+            .map(|invoice| invoice.invoice_id)
+            .collect();
+        assert_eq!(ids, vec![issued.invoice_id.clone()], "invoices on {name}");
+    }
+    let log = setup.agent.log();
+    assert_eq!(log.matches("\"invoice sent\"").count(), 1, "{log}");
+    let archived = archived(&setup.agent, &agreement_id);
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(
+        (
+            &archived[0]["invoice"]["invoiceId"],
+            &archived[0]["invoice"]["sent"]
+        ),
+        (&json!(issued.invoice_id), &json!(true)),
+        "{archived:?}"
+    );
+}
+
+/// The one event of `kind` (debit notes or invoices) P has, with its rejection reason.
+async fn only_event(provider: &GolemClient, invoices: bool) -> (PaymentEvent, String) {
+    let events = provider
+        .payment_events(invoices, None, 1.0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let reason = events[0]
+        .rejection
+        .as_ref()
+        .and_then(|rejection| rejection.message.clone())
+        .unwrap_or_default();
+    (events[0].clone(), reason)
+}
+
+/// The requestor rejects what the provider bills (REST `reject`). The debit
+/// note's rejection reaches P's daemon (REJECTED there, an event with R's
+/// reason) and the agent acts as its code says: a rejected debit note under an
+/// accept deadline ends the agreement, terminated by the provider with a reason
+/// naming it, and invoiced. The invoice is rejected too and reaches P the same
+/// way; the agent bills nothing more (no debit note, no other invoice), and
+/// R's allocation is never charged.
+#[tokio::test]
+async fn rejected_debit_note_and_invoice_reach_the_provider_and_charge_nothing() {
+    let setup = setup("e2e-provider-reject", |options| options).await;
+    let demand = setup
+        .demand(
+            Duration::from_secs(600),
+            json!({"golem.com.scheme.payu.debit-note.interval-sec?": 1,
+                   "golem.com.payment.debit-notes.accept-timeout?": 120}),
+        )
+        .await;
+    let (agreement_id, _) = setup.negotiate(&demand).await.unwrap();
+    let requestor = &setup.requestor;
+    let provider = &setup.provider;
+    let allocations = requestor.allocations().await.unwrap();
+    assert_eq!(allocations.len(), 1, "{allocations:?}");
+    let allocation = allocations[0].clone();
+    let activity_id = requestor
+        .create_activity(&agreement_id, 30.0)
+        .await
+        .unwrap();
+    let batch = setup
+        .exec(
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}}]),
+        )
+        .await;
+    requestor
+        .wait_batch(&activity_id, &batch, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // R rejects a debit note.
+    let note = eventually(Duration::from_secs(15), "a debit note on R", || async {
+        requestor
+            .debit_notes()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|note| note.activity_id == activity_id)
+    })
+    .await
+    .unwrap();
+    assert_eq!(note.status, DocumentStatus::Received, "{note:?}");
+    requestor
+        .reject_debit_note(&note.debit_note_id, "debit note refused by the test")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the debit note REJECTED on P",
+        || async {
+            let current = provider.debit_note(&note.debit_note_id).await.ok()?;
+            (current.status == DocumentStatus::Rejected).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let (event, reason) = only_event(provider, false).await;
+    assert_eq!(
+        (
+            event.event_type,
+            event.debit_note_id.as_deref(),
+            reason.as_str()
+        ),
+        (
+            PaymentEventType::DebitNoteRejectedEvent,
+            Some(note.debit_note_id.as_str()),
+            "debit note refused by the test"
+        )
+    );
+
+    // The agent ends the agreement for it, stops the exe unit and invoices.
+    let terminated = eventually(Duration::from_secs(20), "P terminates", || async {
+        let events = requestor
+            .agreement_events(None, 1.0, 100, None)
+            .await
+            .ok()?;
+        events.into_iter().find_map(|event| match event {
+            AgreementOperationEvent::AgreementTerminatedEvent {
+                agreement_id: id,
+                terminator: Terminator::Provider,
+                reason,
+                ..
+            } if id == agreement_id => Some(reason),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        terminated.map(|reason| reason.message),
+        Some(format!(
+            "debit note {} was rejected by the requestor",
+            note.debit_note_id
+        ))
+    );
+    wait_no_process(&activity_id).await;
+    let invoice = setup.invoice(&agreement_id).await;
+    assert_eq!(invoice.status, DocumentStatus::Received, "{invoice:?}");
+    assert!(amount(&invoice) >= START_FEE, "{invoice:?}");
+
+    // R rejects the invoice.
+    requestor
+        .reject_invoice(&invoice.invoice_id, "invoice refused by the test")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the invoice REJECTED on P",
+        || async {
+            let current = provider.invoice(&invoice.invoice_id).await.ok()?;
+            (current.status == DocumentStatus::Rejected).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let (event, reason) = only_event(provider, true).await;
+    assert_eq!(
+        (
+            event.event_type,
+            event.invoice_id.as_deref(),
+            reason.as_str()
+        ),
+        (
+            PaymentEventType::InvoiceRejectedEvent,
+            Some(invoice.invoice_id.as_str()),
+            "invoice refused by the test"
+        )
+    );
+
+    // The agent bills nothing more over 3 s, six ticks of its billing loop.
+    let notes_of = || async {
+        provider
+            .debit_notes()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|note| note.agreement_id == agreement_id)
+            .count()
+    };
+    let notes = notes_of().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(notes_of().await, notes, "no debit note after the end");
+    let ids: Vec<String> = invoices_of(provider, &agreement_id)
+        .await
+        .into_iter()
+        .map(|invoice| invoice.invoice_id)
+        .collect();
+    assert_eq!(ids, vec![invoice.invoice_id.clone()]);
+    let log = setup.agent.log();
+    assert_eq!(log.matches("\"invoice sent\"").count(), 1, "{log}");
+    let status = setup.agent.status().unwrap();
+    assert_eq!(status["agreements"][0]["state"], "ended", "{status}");
+    assert_eq!(status["agreements"][0]["invoiceSent"], true, "{status}");
+
+    // R paid nothing: the allocation is as it was made.
+    let after = requestor
+        .allocation(&allocation.allocation_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.spent_amount, after.remaining_amount),
+        (Decimal::ZERO, allocation.total_amount),
+        "{after:?}"
+    );
+    assert_eq!(allocation.remaining_amount, allocation.total_amount);
+    assert!(requestor.payments().await.unwrap().is_empty());
+    assert_eq!(
+        requestor
+            .debit_note(&note.debit_note_id)
+            .await
+            .unwrap()
+            .status,
+        DocumentStatus::Rejected
+    );
+    assert_eq!(
+        requestor.invoice(&invoice.invoice_id).await.unwrap().status,
+        DocumentStatus::Rejected
     );
 }
 
