@@ -488,11 +488,15 @@ impl Erc20Driver {
         }
         let raw_bytes = alloy::hex::decode(&raw)
             .map_err(|error| format!("stored transaction is invalid: {error}"))?;
+        // "nonce too low": this nonce is used on chain, by this very transaction
+        // (mined, receipt not visible yet) or by another one; either way it is
+        // only ever awaited, never signed again with a new nonce (that could pay twice).
+        let mut nonce_used = false;
         if let Err(error) = provider.send_raw_transaction(&raw_bytes).await {
             let text = error.to_string();
-            let known = text.contains("already known")
-                || text.contains("already imported")
-                || text.contains("nonce too low");
+            nonce_used = text.contains("nonce too low");
+            let known =
+                nonce_used || text.contains("already known") || text.contains("already imported");
             if !known {
                 if text.contains("insufficient funds") {
                     return Err(format!(
@@ -508,6 +512,12 @@ impl Erc20Driver {
                 return self.finish(transfer, done, &tx_hash);
             }
             tokio::time::sleep(QUICK_POLL).await;
+        }
+        if nonce_used {
+            return Err(format!(
+                "nonce {nonce} of transaction {tx_hash} is used on chain but the rpc has no receipt of it: mined and not visible yet, or another transaction from {} took the nonce; waiting for its receipt (it is never signed again with a new nonce, which could pay twice)",
+                self.inner.address
+            ));
         }
         Err(format!(
             "transaction {tx_hash} (nonce {nonce}) sent, waiting for {} confirmation(s)",
@@ -702,7 +712,11 @@ impl PaymentDriver for Erc20Driver {
         }
         parse_address("payee", payee)?;
         to_wei(amount)?;
-        if self.lock().contains_key(payment_id) {
+        // Checked and written under the lock: a concurrent pay() of the same id
+        // (the accept path and the settle loop) must not overwrite a transfer
+        // the worker has signed meanwhile, which would sign it again.
+        let mut transfers = self.lock();
+        if transfers.contains_key(payment_id) {
             return Ok(PayOutcome::Pending); // idempotent
         }
         let transfer = Transfer {
@@ -715,7 +729,8 @@ impl PaymentDriver for Erc20Driver {
             status: "queued".to_string(),
         };
         self.save(&transfer, None)?;
-        self.lock().insert(payment_id.to_string(), transfer);
+        transfers.insert(payment_id.to_string(), transfer);
+        drop(transfers);
         self.inner.wake.notify_one();
         Ok(PayOutcome::Pending)
     }
