@@ -244,6 +244,56 @@ impl Anvil {
         parse_quantity(&self.rpc("eth_getBalance", json!([owner, "latest"])).await?)
     }
 
+    /// Turn auto-mining off (transactions wait in the pool until [`mine`](Self::mine)) or on.
+    pub async fn set_automine(&self, on: bool) -> anyhow::Result<()> {
+        self.rpc("evm_setAutomine", json!([on])).await?;
+        Ok(())
+    }
+
+    /// Mine one block now (with whatever the pool holds).
+    pub async fn mine(&self) -> anyhow::Result<()> {
+        self.rpc("evm_mine", json!([])).await?;
+        Ok(())
+    }
+
+    /// Remove a pending transaction from the pool, as if it was never sent.
+    pub async fn drop_transaction(&self, hash: &str) -> anyhow::Result<()> {
+        self.rpc("anvil_dropTransaction", json!([hash])).await?;
+        Ok(())
+    }
+
+    /// The transaction (`null` when the chain and pool do not know it).
+    pub async fn transaction(&self, hash: &str) -> anyhow::Result<Value> {
+        self.rpc("eth_getTransactionByHash", json!([hash])).await
+    }
+
+    /// The receipt (`null` until mined).
+    pub async fn receipt(&self, hash: &str) -> anyhow::Result<Value> {
+        self.rpc("eth_getTransactionReceipt", json!([hash])).await
+    }
+
+    /// Transactions in the pool: (pending, queued behind a nonce gap).
+    pub async fn pool(&self) -> anyhow::Result<(u64, u64)> {
+        let status = self.rpc("txpool_status", json!([])).await?;
+        let count = |field: &str| -> anyhow::Result<u64> {
+            match &status[field] {
+                Value::Number(number) => number
+                    .as_u64()
+                    .ok_or_else(|| anyhow!("txpool_status {field} is {number}")),
+                other => Ok(parse_quantity(other)? as u64),
+            }
+        };
+        Ok((count("pending")?, count("queued")?))
+    }
+
+    /// The base fee per gas of the latest block.
+    pub async fn base_fee(&self) -> anyhow::Result<u128> {
+        let block = self
+            .rpc("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        parse_quantity(&block["baseFeePerGas"])
+    }
+
     /// Number of transactions `owner` sent (its nonce).
     pub async fn nonce(&self, owner: &str) -> anyhow::Result<u64> {
         Ok(parse_quantity(

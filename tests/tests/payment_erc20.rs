@@ -6,7 +6,9 @@
 //!   allocation → debit notes → invoice → accept → paid, the provider's token
 //!   balance changing by exactly the invoiced amount, through an empty wallet
 //!   (pending until `payment fund`), a requestor restart between accept and
-//!   settle, anvil stopped and restarted, duplicate and over-budget accepts.
+//!   settle, anvil stopped and restarted, duplicate and over-budget accepts;
+//!   the requestor killed between signing and mining, its transaction re-sent
+//!   unchanged after the restart.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::{Path, PathBuf};
@@ -589,6 +591,171 @@ async fn anvil_erc20_invoice_is_paid_once_through_faults() {
         .unwrap();
     assert_eq!(main.remaining_amount.to_string(), "6");
     assert_eq!(requestor.client().payments().await.unwrap().len(), 2);
+}
+
+/// The hash in a pending payment's "transaction 0x… (nonce N) sent" status.
+fn transaction_hash_in(status: &str) -> String {
+    let at = status
+        .find("transaction 0x")
+        .unwrap_or_else(|| panic!("no transaction hash in {status:?}"))
+        + "transaction ".len();
+    let hash = &status[at..at + 66];
+    assert!(hash[2..].chars().all(|c| c.is_ascii_hexdigit()), "{status}");
+    hash.to_string()
+}
+
+/// The crash window of the erc20 queue: the requestor daemon is killed
+/// (SIGKILL) after its transfer is signed and stored but before it is mined,
+/// and the broadcast is lost too (dropped from anvil's pool, as if the kill
+/// came before the send). A block is mined meanwhile, so the fee estimate
+/// changes and a transaction signed afresh would differ. After the restart
+/// the stored raw transaction is sent again (same hash, same nonce) and, once
+/// mined, the provider is paid exactly once.
+#[tokio::test]
+#[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
+async fn anvil_erc20_requestor_killed_before_mining_resends_the_same_transaction() {
+    let bin =
+        anvil_required("anvil_erc20_requestor_killed_before_mining_resends_the_same_transaction")
+            .unwrap();
+    let mut sandbox = Sandbox::new();
+    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
+    let token = anvil.deploy_token().await.unwrap();
+    let config = write_config(sandbox.path(), &anvil.url, &token);
+    let parties = parties(&mut sandbox, &config, "10").await;
+    let invoice_id = bill(&parties, "2.5").await;
+    let requestor = &mut sandbox.daemons()[1];
+    let funded = stdout_of(
+        requestor
+            .cli(&[
+                "payment",
+                "fund",
+                "--network",
+                "holesky",
+                "--amount",
+                "100",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(funded.contains("funded"), "{funded}");
+    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 0);
+
+    // Signed, stored and broadcast, but not mined.
+    anvil.set_automine(false).await.unwrap();
+    parties
+        .requestor
+        .accept_invoice(&invoice_id, "2.5", &parties.allocation.allocation_id)
+        .await
+        .unwrap();
+    let status = wait_pending_status(requestor, "sent, waiting").await;
+    let hash = transaction_hash_in(&status);
+    assert!(status.contains("(nonce 0)"), "{status}");
+    let pooled = anvil.transaction(&hash).await.unwrap();
+    assert!(pooled["blockNumber"].is_null(), "{pooled}");
+    assert_eq!(pooled["nonce"], json!("0x0"));
+    assert_eq!(anvil.pool().await.unwrap(), (1, 0));
+
+    requestor.kill();
+    anvil.drop_transaction(&hash).await.unwrap();
+    assert!(anvil.transaction(&hash).await.unwrap().is_null());
+    assert_eq!(anvil.pool().await.unwrap(), (0, 0));
+    let fee_before = anvil.base_fee().await.unwrap();
+    anvil.mine().await.unwrap();
+    assert_ne!(
+        anvil.base_fee().await.unwrap(),
+        fee_before,
+        "the fee estimate must change, or a re-signed transaction would look the same"
+    );
+    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 0);
+
+    // Restarted: the same transaction is back in the pool, nothing else, over
+    // three ticks of the transfer loop (1 s each), until it is mined.
+    requestor.restart().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the stored transaction sent again",
+        || {
+            let anvil = &anvil;
+            let hash = hash.clone();
+            async move { (!anvil.transaction(&hash).await.ok()?.is_null()).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            anvil.pool().await.unwrap(),
+            (1, 0),
+            "one transaction pooled"
+        );
+        let pooled = anvil.transaction(&hash).await.unwrap();
+        assert_eq!(pooled["nonce"], json!("0x0"), "{pooled}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = wait_pending_status(requestor, "sent, waiting").await;
+    assert_eq!(transaction_hash_in(&status), hash);
+    anvil.mine().await.unwrap();
+    assert_eq!(anvil.receipt(&hash).await.unwrap()["status"], json!("0x1"));
+
+    let requestor_client = requestor.client();
+    for (side, client) in [
+        ("requestor", requestor_client.clone()),
+        ("provider", parties.provider.clone()),
+    ] {
+        eventually(
+            Duration::from_secs(30),
+            &format!("the invoice settled on the {side}"),
+            || {
+                let client = client.clone();
+                let id = invoice_id.clone();
+                async move {
+                    (client.invoice(&id).await.ok()?.status == DocumentStatus::Settled)
+                        .then_some(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let payments = client.payments().await.unwrap();
+        assert_eq!(payments.len(), 1, "{side}: {payments:?}");
+        assert_eq!(payments[0].details, hash, "{side}");
+        assert_eq!(payments[0].amount.to_string(), "2.5", "{side}");
+    }
+
+    // Paid once, and it stays so over five ticks of the transfer and settle
+    // loops (automine still off: anything sent would sit in the pool).
+    let expected = 25 * WEI / 10;
+    let watch_until = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 1);
+        assert_eq!(anvil.pool().await.unwrap(), (0, 0), "nothing more sent");
+        assert_eq!(
+            anvil
+                .token_balance(&token, &parties.provider_id)
+                .await
+                .unwrap(),
+            expected
+        );
+        if Instant::now() >= watch_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        anvil
+            .token_balance(&token, &parties.requestor_id)
+            .await
+            .unwrap(),
+        100 * WEI - expected
+    );
+    assert_eq!(requestor_client.payments().await.unwrap().len(), 1);
+    let status = status_json(requestor);
+    let erc20 = platform_status(&status, PLATFORM);
+    assert_eq!(erc20["outgoing"]["paid"], json!("2.5"));
+    assert_eq!(erc20["outgoing"]["pending"], json!("0"));
 }
 
 /// Benchmark (run by scripts/bench/payment.sh): invoice accept → settled on

@@ -22,23 +22,60 @@ const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
 const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
 const PLATFORM: &str = "erc20-holesky-tglm";
 
-struct FakeMarket(Agreement);
+struct FakeMarket(Vec<Agreement>);
 
 impl Agreements for FakeMarket {
     fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
-        if id == self.0.agreement_id {
-            Ok(self.0.clone())
-        } else {
-            Err(GolemError::not_found(format!("unknown agreement {id}")))
-        }
+        self.0
+            .iter()
+            .find(|agreement| agreement.agreement_id == id)
+            .cloned()
+            .ok_or_else(|| GolemError::not_found(format!("unknown agreement {id}")))
     }
 }
 
-/// Queues payments; settles those the test marks.
+/// Queues payments; settles those the test marks. Records every call, repeats
+/// included, so a payment handed over twice shows.
 #[derive(Default)]
 struct SlowDriver {
-    handed: Mutex<Vec<String>>,
+    /// The payment id of every `pay` call.
+    pay_calls: Mutex<Vec<String>>,
+    /// The payment id of every `progress` call: the settle loop asks once per
+    /// pending payment per round, so these count its rounds.
+    progress_calls: Mutex<Vec<String>>,
     settled: Mutex<HashSet<String>>,
+}
+
+/// More calls than any run of these tests makes: a settle loop handing
+/// payments over in a loop panics here (ending that loop) instead of growing
+/// the records until memory runs out.
+const RUNAWAY_CALLS: usize = 1000;
+
+impl SlowDriver {
+    fn record(calls: &Mutex<Vec<String>>, payment_id: &str) {
+        let count = {
+            let mut calls = calls.lock().unwrap();
+            calls.push(payment_id.to_string());
+            calls.len()
+        };
+        assert!(
+            count <= RUNAWAY_CALLS,
+            "{count} driver calls: the settle loop spins"
+        );
+    }
+
+    fn pay_calls(&self) -> Vec<String> {
+        self.pay_calls.lock().unwrap().clone()
+    }
+
+    fn progress_calls(&self, payment_id: &str) -> usize {
+        self.progress_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| *id == payment_id)
+            .count()
+    }
 }
 
 impl PaymentDriver for SlowDriver {
@@ -53,17 +90,15 @@ impl PaymentDriver for SlowDriver {
         _payee: &str,
         _amount: Decimal,
     ) -> Result<PayOutcome, GolemError> {
-        let mut handed = self.handed.lock().unwrap();
-        if !handed.iter().any(|id| id == payment_id) {
-            handed.push(payment_id.to_string());
-        }
+        Self::record(&self.pay_calls, payment_id);
         Ok(PayOutcome::Pending)
     }
     fn progress(&self, payment_id: &str) -> PayProgress {
+        Self::record(&self.progress_calls, payment_id);
         if self.settled.lock().unwrap().contains(payment_id) {
             PayProgress::Settled(format!("0xhash-{payment_id}"))
         } else if self
-            .handed
+            .pay_calls
             .lock()
             .unwrap()
             .iter()
@@ -83,10 +118,10 @@ fn node(text: &str) -> NodeId {
     text.parse().unwrap()
 }
 
-fn agreement() -> Agreement {
+fn agreement(agreement_id: &str) -> Agreement {
     let now = chrono::Utc::now();
     serde_json::from_value(json!({
-        "agreementId": "agreement-1",
+        "agreementId": agreement_id,
         "demand": {
             "properties": {
                 "golem.com.payment.chosen-platform": PLATFORM,
@@ -110,16 +145,20 @@ fn agreement() -> Agreement {
 }
 
 fn invoice(amount: &str) -> Invoice {
+    invoice_on("invoice-1", "agreement-1", amount)
+}
+
+fn invoice_on(invoice_id: &str, agreement_id: &str, amount: &str) -> Invoice {
     let now = chrono::Utc::now();
     Invoice {
-        invoice_id: "invoice-1".into(),
+        invoice_id: invoice_id.into(),
         issuer_id: node(PROVIDER),
         recipient_id: node(REQUESTOR),
         payee_addr: PROVIDER.into(),
         payer_addr: REQUESTOR.into(),
         payment_platform: PLATFORM.into(),
         timestamp: now,
-        agreement_id: "agreement-1".into(),
+        agreement_id: agreement_id.into(),
         activity_ids: vec![],
         amount: amount.parse().unwrap(),
         payment_due_date: now,
@@ -149,7 +188,10 @@ async fn open(dir: &std::path::Path, driver: Arc<SlowDriver>) -> (Store, Router,
         node(REQUESTOR),
         &store,
         &router,
-        Arc::new(FakeMarket(agreement())),
+        Arc::new(FakeMarket(vec![
+            agreement("agreement-1"),
+            agreement("agreement-2"),
+        ])),
         Setup {
             extra_drivers: vec![driver],
             requestor_activities: Some(Arc::new(OwnActivities)),
@@ -167,6 +209,33 @@ async fn close(store: Store, router: Router, service: PaymentService) {
     drop(service);
     store.flush().await.unwrap();
     drop(store);
+}
+
+/// Settle rounds watched where the claim is that nothing more happens.
+const WATCHED_ROUNDS: usize = 3;
+
+/// Watch `WATCHED_ROUNDS` rounds of the settle loop, counted by its progress
+/// calls for `pending_payment_id` (one per round while that payment is pending),
+/// checking `unchanged` after every poll. Bounded: the rounds come one tick
+/// apart, so a settle loop that stopped running fails here instead of passing.
+async fn watch_settle_rounds(
+    driver: &SlowDriver,
+    pending_payment_id: &str,
+    mut unchanged: impl FnMut(),
+) {
+    let rounds_before = driver.progress_calls(pending_payment_id);
+    let deadline =
+        Instant::now() + super::SETTLE_TICK * (WATCHED_ROUNDS as u32 + 1) + Duration::from_secs(2);
+    while driver.progress_calls(pending_payment_id) < rounds_before + WATCHED_ROUNDS {
+        unchanged();
+        assert!(
+            Instant::now() < deadline,
+            "the settle loop ran {} of {WATCHED_ROUNDS} rounds in time",
+            driver.progress_calls(pending_payment_id) - rounds_before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unchanged();
 }
 
 #[tokio::test]
@@ -194,10 +263,7 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
     let pending = service.pending_payments();
     assert_eq!(pending.len(), 1);
     let payment_id = pending[0].payment_id.clone();
-    assert_eq!(
-        *first_driver.handed.lock().unwrap(),
-        vec![payment_id.clone()]
-    );
+    assert_eq!(first_driver.pay_calls(), vec![payment_id.clone()]);
     assert_eq!(
         service
             .allocation(&allocation.allocation_id)
@@ -224,25 +290,30 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
         assert!(Instant::now() < deadline, "status never reached the report");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The duplicate accept and the settle rounds that follow hand nothing over again.
+    watch_settle_rounds(&first_driver, &payment_id, || {
+        assert_eq!(first_driver.pay_calls(), vec![payment_id.clone()]);
+    })
+    .await;
     close(store, router, service).await;
 
     // A restart whose driver lost the payment (crash before it was written):
-    // the same payment id is handed over again, never a new one.
+    // the same payment id is handed over again, once, never a new one.
     let second_driver = Arc::new(SlowDriver::default());
     let (store, router, service) = open(dir.path(), second_driver.clone()).await;
     assert_eq!(service.pending_payments().len(), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while second_driver.handed.lock().unwrap().is_empty() {
+    while second_driver.pay_calls().is_empty() {
         assert!(
             Instant::now() < deadline,
             "the pending payment was not resumed"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        *second_driver.handed.lock().unwrap(),
-        vec![payment_id.clone()]
-    );
+    watch_settle_rounds(&second_driver, &payment_id, || {
+        assert_eq!(second_driver.pay_calls(), vec![payment_id.clone()]);
+    })
+    .await;
     second_driver
         .settled
         .lock()
@@ -258,18 +329,45 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
     assert_eq!(payments[0].payment_id, payment_id);
     assert_eq!(payments[0].details, format!("0xhash-{payment_id}"));
     assert!(service.pending_payments().is_empty());
-    // Accepting again after settlement changes nothing.
+    // Accepting again after settlement changes nothing. Watched over settle
+    // rounds counted on a second invoice's payment, left pending as a witness.
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
         .unwrap();
-    assert_eq!(service.payments().len(), 1);
+    service
+        .receive_invoice(node(PROVIDER), invoice_on("invoice-2", "agreement-2", "1"))
+        .unwrap();
+    service
+        .accept_invoice("invoice-2", &acceptance("1", &allocation.allocation_id))
+        .unwrap();
+    let pending = service.pending_payments();
+    assert_eq!(pending.len(), 1);
+    let witness = pending[0].payment_id.clone();
+    assert_ne!(witness, payment_id);
+    watch_settle_rounds(&second_driver, &witness, || {
+        assert_eq!(
+            second_driver.pay_calls(),
+            vec![payment_id.clone(), witness.clone()]
+        );
+        assert_eq!(service.payments().len(), 1);
+    })
+    .await;
     close(store, router, service).await;
 
+    // After a restart the settled payment is never handed over again; the
+    // witness is resumed, once.
     let third_driver = Arc::new(SlowDriver::default());
     let (store, router, service) = open(dir.path(), third_driver.clone()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(third_driver.handed.lock().unwrap().is_empty());
-    assert_eq!(service.payments().len(), 1);
+    watch_settle_rounds(&third_driver, &witness, || {
+        let calls = third_driver.pay_calls();
+        assert!(
+            calls.is_empty() || calls == vec![witness.clone()],
+            "settle loop hand-overs after the restart: {calls:?}"
+        );
+        assert_eq!(service.payments().len(), 1);
+    })
+    .await;
+    assert_eq!(third_driver.pay_calls(), vec![witness.clone()]);
     let report = service.status_report();
     let erc20 = report
         .platforms
@@ -277,8 +375,8 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
         .find(|status| status.platform == PLATFORM)
         .unwrap();
     assert_eq!(erc20.outgoing.paid.to_string(), "4");
-    assert_eq!(erc20.outgoing.pending.to_string(), "0");
-    assert_eq!(erc20.allocations.remaining.to_string(), "6");
+    assert_eq!(erc20.outgoing.pending.to_string(), "1");
+    assert_eq!(erc20.allocations.remaining.to_string(), "5");
     close(store, router, service).await;
 }
 
@@ -338,7 +436,7 @@ async fn debit_note_finds_its_agreement_from_the_activity() {
         node(PROVIDER),
         &store,
         &router,
-        Arc::new(FakeMarket(agreement())),
+        Arc::new(FakeMarket(vec![agreement("agreement-1")])),
         super::Setup {
             activities: Some(Arc::new(FakeActivities)),
             ..Default::default()
@@ -400,13 +498,13 @@ async fn events_filter_by_the_agreements_app_session_id() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let router = Router::new();
-    let mut with_session = agreement();
+    let mut with_session = agreement("agreement-1");
     with_session.app_session_id = Some("session-1".into());
     let service = super::open(
         node(REQUESTOR),
         &store,
         &router,
-        Arc::new(FakeMarket(with_session)),
+        Arc::new(FakeMarket(vec![with_session])),
         super::Setup::default(),
     )
     .unwrap();
