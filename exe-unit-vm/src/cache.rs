@@ -78,11 +78,7 @@ impl ImageCache {
     pub async fn lookup(&self, docker: &Docker, digest: &str) -> Option<String> {
         let tag = cache_tag(digest);
         let recorded = self.recorded(digest);
-        let tagged = docker
-            .inspect_image(&tag)
-            .await
-            .ok()
-            .and_then(|image| image.id);
+        let tagged = crate::image::image_id(docker, &tag).await;
         let hit = verified_hit(recorded.as_deref(), tagged.as_deref());
         if hit.is_none() && tagged.is_some() {
             tracing::warn!(%tag, ?recorded, ?tagged, "the cache tag does not name the image this provider recorded; loading the package again");

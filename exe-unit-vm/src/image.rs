@@ -71,11 +71,6 @@ pub fn is_image_id(text: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
-/// Whether the engine has `reference` (a tag or an id).
-pub async fn exists(docker: &Docker, reference: &str) -> bool {
-    docker.inspect_image(reference).await.is_ok()
-}
-
 /// How many downloaded chunks may wait for the engine.
 const TEE_CHUNKS: usize = 64;
 /// Bytes enough to recognise a package's format.

@@ -56,7 +56,7 @@ pub struct ActivityConfig {
 
 /// What an activity may write into its volumes through transfers, and the
 /// largest package it may download, when the offer names no storage size.
-pub const DEFAULT_STORAGE_LIMIT: u64 = 10 << 30;
+pub const DEFAULT_STORAGE_LIMIT: u64 = crate::package::DEFAULT_MAX_PACKAGE_BYTES;
 
 impl ActivityConfig {
     /// Where this activity's HTTP requests may go.

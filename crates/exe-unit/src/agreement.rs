@@ -11,9 +11,9 @@ use serde_json::Value;
 pub const TASK_PACKAGE: &str = "golem.srv.comp.task_package";
 pub const MEMORY_GIB: &str = "golem.inf.mem.gib";
 pub const EXPIRATION: &str = "golem.srv.comp.expiration";
-pub const USAGE_VECTOR: &str = "golem.com.usage.vector";
-pub const USAGE_DURATION: &str = "golem.usage.duration_sec";
-pub const USAGE_CPU: &str = "golem.usage.cpu_sec";
+pub use golem_model::pricing::{
+    USAGE_CPU_SEC as USAGE_CPU, USAGE_DURATION_SEC as USAGE_DURATION, USAGE_VECTOR,
+};
 pub const STORAGE_GIB: &str = "golem.inf.storage.gib";
 
 #[derive(Debug, thiserror::Error)]

@@ -36,19 +36,23 @@ pub enum ConfinedError {
 #[derive(Debug)]
 pub struct VolumeFile {
     pub file: File,
-    parent: OwnedFd,
-    name: OsString,
+    entry: VolumeEntry,
 }
 
 impl VolumeFile {
     /// Remove the file from the directory it was created in.
     pub fn remove(&self) -> std::io::Result<()> {
-        rustix::fs::unlinkat(&self.parent, self.name.as_os_str(), AtFlags::empty())
-            .map_err(std::io::Error::from)
+        self.entry.remove()
+    }
+
+    /// Split into the open file and a handle that can remove its entry.
+    pub fn into_parts(self) -> (File, VolumeEntry) {
+        (self.file, self.entry)
     }
 }
 
-/// A handle to the same directory entry, for removing it later.
+/// A handle to a directory entry (the parent's fd and the name), for
+/// removing it later.
 #[derive(Debug)]
 pub struct VolumeEntry {
     parent: OwnedFd,
@@ -59,19 +63,6 @@ impl VolumeEntry {
     pub fn remove(&self) -> std::io::Result<()> {
         rustix::fs::unlinkat(&self.parent, self.name.as_os_str(), AtFlags::empty())
             .map_err(std::io::Error::from)
-    }
-}
-
-impl VolumeFile {
-    /// Split into the open file and a handle that can remove its entry.
-    pub fn into_parts(self) -> (File, VolumeEntry) {
-        (
-            self.file,
-            VolumeEntry {
-                parent: self.parent,
-                name: self.name,
-            },
-        )
     }
 }
 
@@ -188,8 +179,10 @@ pub fn create_for_write(root: &Path, relative: &Path) -> Result<VolumeFile, Conf
     file.set_len(0)?;
     Ok(VolumeFile {
         file,
-        parent,
-        name: name.to_os_string(),
+        entry: VolumeEntry {
+            parent,
+            name: name.to_os_string(),
+        },
     })
 }
 
