@@ -143,12 +143,12 @@ fn event_seq(key: &[u8]) -> Option<u64> {
 }
 
 /// An activity whose batches left memory after its retention.
-fn compacted(activity_id: &str) -> GolemError {
+fn compacted(activity_id: &str, retention: Duration) -> GolemError {
     GolemError::new(
         golem_model::ErrorCode::Gone,
         format!(
             "activity {activity_id} has ended and its batches are no longer kept (after {} s)",
-            FINISHED_ACTIVITY_RETENTION.as_secs()
+            retention.as_secs()
         ),
     )
 }
@@ -556,7 +556,9 @@ impl ProviderSide {
             let hosted = state
                 .activities
                 .get_mut(&message.activity_id)
-                .ok_or_else(|| compacted(&message.activity_id))?;
+                .ok_or_else(|| {
+                    compacted(&message.activity_id, self.inner.retention.finished_activity)
+                })?;
             if hosted.record.state.state.0 == State::Terminated {
                 return Err(GolemError::new(
                     golem_model::ErrorCode::Gone,
@@ -602,10 +604,9 @@ impl ProviderSide {
         {
             let state = self.lock();
             self.check_owner(&state, caller, &message.activity_id)?;
-            let hosted = state
-                .activities
-                .get(&message.activity_id)
-                .ok_or_else(|| compacted(&message.activity_id))?;
+            let hosted = state.activities.get(&message.activity_id).ok_or_else(|| {
+                compacted(&message.activity_id, self.inner.retention.finished_activity)
+            })?;
             if !hosted.batches.contains_key(&message.batch_id) {
                 return Err(GolemError::not_found(format!(
                     "no batch {} in activity {}",
@@ -658,7 +659,10 @@ impl ProviderSide {
                 return stream::once(async move { Err(error) }).boxed();
             }
             let known = match state.activities.get(&message.activity_id) {
-                None => Err(compacted(&message.activity_id)),
+                None => Err(compacted(
+                    &message.activity_id,
+                    self.inner.retention.finished_activity,
+                )),
                 Some(hosted) if !hosted.batches.contains_key(&message.batch_id) => Err(
                     GolemError::not_found(format!("no batch {}", message.batch_id)),
                 ),
@@ -740,7 +744,7 @@ impl ProviderSide {
         let hosted = state
             .activities
             .get(activity_id)
-            .ok_or_else(|| compacted(activity_id))?;
+            .ok_or_else(|| compacted(activity_id, self.inner.retention.finished_activity))?;
         Ok(ActivityUsage {
             current_usage: hosted.usage.current_usage.clone(),
             timestamp: hosted.usage.timestamp.max(0),

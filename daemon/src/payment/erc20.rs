@@ -310,7 +310,7 @@ impl Erc20Driver {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn network(&self, name: &str) -> Result<&Erc20Network, GolemError> {
+    pub(super) fn network(&self, name: &str) -> Result<&Erc20Network, GolemError> {
         self.inner.networks.get(name).ok_or_else(|| {
             GolemError::bad_request(format!("erc20 network {name} is not configured"))
         })

@@ -204,34 +204,12 @@ impl PaymentService {
         if platform.driver != "erc20" {
             return Ok(Verdict::Settle);
         }
-        let reused = state
-            .payments
-            .iter()
-            .filter(|known| known.payee_id == self.inner.node_id)
-            .map(|known| &known.details)
-            .chain(
-                state
-                    .unverified
-                    .values()
-                    .map(|held| &held.message.payment.details),
-            )
-            .any(|details| details.trim().eq_ignore_ascii_case(payment.details.trim()));
-        if reused {
-            return Err(GolemError::conflict(format!(
-                "transaction {} already paid another payment",
-                payment.details
-            )));
-        }
+        self.check_transaction_unused(&state, payment)?;
         let network = self
             .inner
             .erc20
             .as_ref()
-            .and_then(|driver| {
-                driver
-                    .networks()
-                    .into_iter()
-                    .find(|network| network.name == platform.network)
-            })
+            .and_then(|driver| driver.network(&platform.network).ok().cloned())
             .ok_or_else(|| {
                 GolemError::unavailable(format!(
                     "this node runs no erc20 network {}, so it cannot check payment {id}",
@@ -241,8 +219,45 @@ impl PaymentService {
         Ok(Verdict::OnChain(network))
     }
 
+    /// An erc20 transaction settles one payment: Conflict when another
+    /// payment (recorded, or held until confirmed) to this node names it.
+    /// Asked again under the same lock as every write that records or holds
+    /// a payment, since the chain check in between runs without the lock.
+    fn check_transaction_unused(
+        &self,
+        state: &super::State,
+        payment: &Payment,
+    ) -> Result<(), GolemError> {
+        let erc20 = Platform::parse(&payment.payment_platform)
+            .is_ok_and(|platform| platform.driver == "erc20");
+        if !erc20 {
+            return Ok(());
+        }
+        let reused = state
+            .payments
+            .iter()
+            .filter(|known| known.payee_id == self.inner.node_id)
+            .filter(|known| known.payment_id != payment.payment_id)
+            .map(|known| &known.details)
+            .chain(
+                state
+                    .unverified
+                    .iter()
+                    .filter(|(id, _)| **id != payment.payment_id)
+                    .map(|(_, held)| &held.message.payment.details),
+            )
+            .any(|details| details.trim().eq_ignore_ascii_case(payment.details.trim()));
+        if reused {
+            return Err(GolemError::conflict(format!(
+                "transaction {} already paid another payment",
+                payment.details
+            )));
+        }
+        Ok(())
+    }
+
     /// Record a checked payment and settle its invoices, in one write.
-    fn record_payment(&self, message: &SendPayment) -> Result<(), GolemError> {
+    pub(super) fn record_payment(&self, message: &SendPayment) -> Result<(), GolemError> {
         let payment = &message.payment;
         let mut state = self.lock();
         if state
@@ -252,6 +267,7 @@ impl PaymentService {
         {
             return Ok(());
         }
+        self.check_transaction_unused(&state, payment)?;
         let mut writes = Writes::new();
         writes.put(format!("pay/{}", payment.payment_id), payment)?;
         writes.remove(format!("verify/{}", payment.payment_id));
@@ -287,7 +303,11 @@ impl PaymentService {
     }
 
     /// Keep an erc20 payment whose transaction is not confirmed yet.
-    fn hold_unverified(&self, message: SendPayment, status: String) -> Result<(), GolemError> {
+    pub(super) fn hold_unverified(
+        &self,
+        message: SendPayment,
+        status: String,
+    ) -> Result<(), GolemError> {
         let id = message.payment.payment_id.clone();
         let held = UnverifiedPayment {
             message,
@@ -295,6 +315,7 @@ impl PaymentService {
             status: status.clone(),
         };
         let mut state = self.lock();
+        self.check_transaction_unused(&state, &held.message.payment)?;
         let mut writes = Writes::new();
         writes.put(format!("verify/{id}"), &held)?;
         self.commit(writes)?;
@@ -317,12 +338,10 @@ impl PaymentService {
             let network = Platform::parse(&held.message.payment.payment_platform)
                 .ok()
                 .and_then(|platform| {
-                    self.inner.erc20.as_ref().and_then(|driver| {
-                        driver
-                            .networks()
-                            .into_iter()
-                            .find(|network| network.name == platform.network)
-                    })
+                    self.inner
+                        .erc20
+                        .as_ref()
+                        .and_then(|driver| driver.network(&platform.network).ok().cloned())
                 });
             let Some(network) = network else {
                 continue;

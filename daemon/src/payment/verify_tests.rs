@@ -491,6 +491,20 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
     .await
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    // Two payments naming one transaction can both pass the check, which
+    // runs before the unlocked chain check: recording or holding the second
+    // is refused too, under the lock that writes it.
+    let racing = send_payment(
+        payment("pay-5", "agreement-4", "1", ERC20, &tx),
+        &second.invoice_id,
+    );
+    let error = service.record_payment(&racing).unwrap_err();
+    assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    let error = service
+        .hold_unverified(racing, "waiting".into())
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    assert_eq!(service.unverified_payments().len(), 1);
     // Not a transaction hash at all: refused at once.
     let error = from(
         &router,
