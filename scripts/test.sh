@@ -31,7 +31,11 @@ tier() { # tier NAME VARIABLE PROBE-FUNCTION WHY-SKIPPED
 
 docker_answers() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
 anvil_installed() {
-    local bin=${GOLEM_ANVIL_BIN:-${HOME:-/root}/.cache/golem-anvil/node_modules/.bin/anvil}
+    # The same places tests/src/anvil.rs looks.
+    local cache=${GOLEM_ANVIL_CACHE:-}
+    [ -n "$cache" ] || cache=${XDG_CACHE_HOME:+$XDG_CACHE_HOME/golem-anvil}
+    [ -n "$cache" ] || cache=${HOME:-/root}/.cache/golem-anvil
+    local bin=${GOLEM_ANVIL_BIN:-$cache/node_modules/.bin/anvil}
     if [ -x "$bin" ]; then export GOLEM_ANVIL_BIN=$bin; return 0; fi
     return 1
 }

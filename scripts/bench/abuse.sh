@@ -34,10 +34,13 @@ cargo nextest run -p golem-tests --test security --locked --no-fail-fast --no-ca
 
 awk -v format="${FORMAT:-table}" -F'\t' '
     /^ABUSE-ROW\t/ { pending[++n] = $2 "\t" $3 "\t" $4; next }
-    /^[[:space:]]*(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) \[/ {
-        verdict = ($0 ~ /^[[:space:]]*PASS/) ? "held" : "NOT HELD (test failed)"
+    # nextest repeats the failures under its Summary line: count each test once.
+    /^[[:space:]]*Summary \[/ { done = 1 }
+    !done && /^[[:space:]]*(TRY [0-9]+ )?(PASS|LEAK|FAIL|LEAK-FAIL|SIG[A-Z]+|TIMEOUT|ABORT) \[/ {
+        passed = ($0 ~ /^[[:space:]]*(TRY [0-9]+ )?(PASS|LEAK) \[/)
+        verdict = passed ? "held" : "NOT HELD (test failed)"
         tests++
-        if ($0 !~ /^[[:space:]]*PASS/) failed++
+        if (!passed) failed++
         for (i = first + 1; i <= n; i++) rows[i] = pending[i] "\t" verdict
         first = n
         next

@@ -6,7 +6,6 @@
 /// Print one row of the abuse table: `ABUSE-ROW<TAB>attack<TAB>expected<TAB>seen`.
 /// Tabs and newlines inside the fields are flattened so a row stays one line.
 pub fn report(attack: &str, expected: &str, seen: &str) {
-    let flat = |text: &str| text.replace(['\t', '\n', '\r'], " ");
     println!(
         "ABUSE-ROW\t{}\t{}\t{}",
         flat(attack),
@@ -15,11 +14,15 @@ pub fn report(attack: &str, expected: &str, seen: &str) {
     );
 }
 
+/// A field with its tabs and line breaks turned into spaces.
+fn flat(text: &str) -> String {
+    text.replace(['\t', '\n', '\r'], " ")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn fields_are_flattened_to_one_line() {
-        let flat = |text: &str| text.replace(['\t', '\n', '\r'], " ");
-        assert_eq!(flat("a\tb\nc"), "a b c");
+        assert_eq!(super::flat("a\tb\nc\rd"), "a b c d");
     }
 }

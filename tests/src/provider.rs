@@ -98,7 +98,8 @@ pub struct ProviderOptions {
     pub allowed_errors: Vec<String>,
     /// `--allow-private-transfers`. [`ProviderOptions::new`] turns it on: the
     /// harness serves task packages and files on loopback (`FileServer`), which
-    /// a provider refuses by default. Exploit tests turn it off.
+    /// a provider refuses by default (the exploit tests that need it off use
+    /// the stand-in agent's `StandinOptions`).
     pub allow_private_transfers: bool,
     /// The daemon's REST API as the agent reaches it, when not directly (e.g.
     /// through a [`ReplyTrap`](crate::proxy::ReplyTrap)); `--api-url`.
@@ -112,12 +113,6 @@ impl ProviderOptions {
             allow_private_transfers: true,
             ..ProviderOptions::default()
         }
-    }
-
-    /// Whether exe units may reach loopback and private addresses (see the field).
-    pub fn private_transfers(mut self, allow: bool) -> Self {
-        self.allow_private_transfers = allow;
-        self
     }
 
     pub fn node_name(mut self, name: &str) -> Self {

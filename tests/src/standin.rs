@@ -31,17 +31,7 @@ pub fn spawn_standin_agent(
     exe_unit: &'static str,
     work: PathBuf,
 ) -> ExeUnits {
-    spawn_standin_agent_with(
-        provider,
-        offer_id,
-        offer,
-        exe_unit,
-        work,
-        StandinOptions {
-            allow_private_transfers: true,
-            env: Vec::new(),
-        },
-    )
+    spawn_standin_agent_with_env(provider, offer_id, offer, exe_unit, work, Vec::new())
 }
 
 /// [`spawn_standin_agent`] that also sets `env` in each exe unit's
