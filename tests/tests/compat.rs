@@ -350,7 +350,7 @@ async fn compat_golem_js_storage_serves_files_through_the_gsb_api() {
                 .call(&address(&publish_url), &GetMetadata {})
                 .await
                 .err()?;
-            (error.code == ErrorCode::NotFound).then_some(())
+            (error.code == ErrorCode::NoEndpoint).then_some(())
         },
     )
     .await

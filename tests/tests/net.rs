@@ -234,7 +234,10 @@ async fn an_unknown_node_fails_within_the_timeout_with_a_clear_error() {
     assert!(
         matches!(
             error.code,
-            ErrorCode::Timeout | ErrorCode::Unavailable | ErrorCode::NotFound
+            ErrorCode::Timeout
+                | ErrorCode::Unavailable
+                | ErrorCode::NotFound
+                | ErrorCode::NoEndpoint
         ),
         "{error:?}"
     );

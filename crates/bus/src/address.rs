@@ -1,5 +1,6 @@
 //! Classification of bus addresses into local, public and remote (`/net/<node>/...`).
 
+pub use golem_model::bus::net_address;
 use golem_model::{GolemError, NodeId};
 
 /// A parsed bus address.

@@ -219,8 +219,7 @@ async fn read_loop(
                         })
                     }
                     None => {
-                        let error =
-                            GolemError::not_found(format!("endpoint address not found: {address}"));
+                        let error = GolemError::no_endpoint(&address);
                         stream::once(async move { Err(error) }).boxed()
                     }
                 };

@@ -11,6 +11,7 @@
 //! This crate must not know any service: it moves calls, it never interprets them.
 #![forbid(unsafe_code)]
 
+pub mod actor;
 pub mod address;
 pub mod client;
 mod connection;
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod router;
 pub mod server;
 
+pub use actor::{ActorAddress, Incoming, ServiceArbiter, Supervised};
 pub use address::Address;
 pub use client::BusClient;
 pub use endpoint::{BusCall, Caller, Endpoint, ReplyStream, ServiceEndpoint};

@@ -168,8 +168,7 @@ impl Router {
         match self.resolve(&call.address) {
             Some(endpoint) => endpoint.handle(call),
             None => {
-                let error =
-                    GolemError::not_found(format!("endpoint address not found: {}", call.address));
+                let error = GolemError::no_endpoint(&call.address);
                 stream::once(async move { Err(error) }).boxed()
             }
         }
@@ -241,9 +240,9 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(missing.code, ErrorCode::NotFound);
+        assert_eq!(missing.code, ErrorCode::NoEndpoint);
         assert!(
-            missing.message.contains("endpoint address not found"),
+            missing.code == golem_model::ErrorCode::NoEndpoint,
             "{}",
             missing.message
         );

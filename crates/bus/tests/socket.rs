@@ -137,7 +137,7 @@ async fn client_calls_router_and_serves_its_own_address() {
         )
         .await
         .unwrap_err();
-    assert_eq!(gone.code, ErrorCode::NotFound);
+    assert_eq!(gone.code, ErrorCode::NoEndpoint);
 }
 
 #[tokio::test]

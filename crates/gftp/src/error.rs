@@ -51,8 +51,7 @@ impl GftpError {
 
     /// Classify the error of a call to the file's address on another node.
     pub(crate) fn remote(url: &GftpUrl, error: GolemError) -> GftpError {
-        if error.code == ErrorCode::NotFound && error.message.contains("endpoint address not found")
-        {
+        if error.code == ErrorCode::NoEndpoint {
             return GftpError::NotPublished {
                 url: url.clone(),
                 node: url.node_id.to_string(),

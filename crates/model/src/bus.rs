@@ -13,6 +13,14 @@ pub trait BusMessage: Serialize + DeserializeOwned + Send + 'static {
     type Reply: Serialize + DeserializeOwned + Send + 'static;
 }
 
+/// The address of `node`'s public service `public_service` (`/public/...`)
+/// as any node calls it: `/net/<node>/public/...`. The one place that
+/// assembles such an address (re-exported as `golem_bus::address::net_address`).
+pub fn net_address(node: crate::NodeId, public_service: &str) -> String {
+    debug_assert!(public_service.starts_with("/public/"), "{public_service}");
+    format!("/net/{node}{public_service}")
+}
+
 /// Bus endpoint served by the router itself (answers [`Ping`]).
 pub const ROUTER_SERVICE: &str = "/local/bus";
 

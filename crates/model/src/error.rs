@@ -11,6 +11,9 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     NotFound,
+    /// Nothing is bound at the called bus address (yet): an exe unit not
+    /// connected, a node's service not started. Transient for outboxes.
+    NoEndpoint,
     Conflict,
     Gone,
     PayloadTooLarge,
@@ -29,7 +32,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
+            ErrorCode::NotFound | ErrorCode::NoEndpoint => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::Gone => 410,
             ErrorCode::PayloadTooLarge => 413,
@@ -81,6 +84,26 @@ impl GolemError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)
     }
+    /// No endpoint is bound at `address`.
+    pub fn no_endpoint(address: &str) -> Self {
+        Self::new(
+            ErrorCode::NoEndpoint,
+            format!("endpoint address not found: {address}"),
+        )
+    }
+
+    /// Whether the same call may succeed later unchanged: the other side was
+    /// unreachable, slow, not bound yet, or failed inside. Outboxes retry
+    /// these; anything else is a final answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::Unavailable
+                | ErrorCode::Timeout
+                | ErrorCode::Internal
+                | ErrorCode::NoEndpoint
+        )
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +117,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::Forbidden,
             ErrorCode::NotFound,
+            ErrorCode::NoEndpoint,
             ErrorCode::Conflict,
             ErrorCode::Gone,
             ErrorCode::PayloadTooLarge,

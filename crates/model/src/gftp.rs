@@ -111,7 +111,7 @@ impl GftpUrl {
 
     /// The address of this file as seen from any node of the network.
     pub fn remote_address(&self) -> String {
-        format!("/net/{}{}", self.node_id, file_address(&self.name))
+        crate::bus::net_address(self.node_id, &file_address(&self.name))
     }
 
     /// Whether the name is a sha3-256 (64 lowercase hex digits), as the names

@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::GolemError;
 
+/// A fresh random id: 32 lowercase hex digits (128 bits from the OS's
+/// generator). The one id generator of the node: agreements' proposals,
+/// activities, batches, debit notes, invoices, allocations and payments.
+pub fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Longest accepted id (a 64-digit agreement id with room to spare).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -72,6 +80,15 @@ impl std::fmt::Display for RecordId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_are_well_formed_and_distinct() {
+        let first = new_id();
+        assert_eq!(first.len(), 32);
+        assert!(check_id("id", &first).is_ok());
+        assert_ne!(first, new_id());
+    }
+
     use crate::ErrorCode;
 
     #[test]

@@ -20,7 +20,7 @@ pub const PAYMENT_PROTOCOL_VERSION: &str = "3";
 
 /// The bus address of `node`'s payment service.
 pub fn payment_address(node: NodeId) -> String {
-    format!("/net/{node}{PAYMENT_PUBLIC_SERVICE}")
+    crate::bus::net_address(node, PAYMENT_PUBLIC_SERVICE)
 }
 
 /// Parse a decimal amount sent by a client: a decimal string (or JSON number), never negative.

@@ -71,14 +71,6 @@ pub struct ActivityService {
     shutdown: CancellationToken,
 }
 
-/// A fresh random id (32 hex digits) for activities and batches.
-pub fn new_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// Open the activity records, bind `/public/activity` and `/local/activity`,
 /// and start supervising exe units.
 pub fn start(

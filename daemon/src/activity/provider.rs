@@ -423,7 +423,7 @@ impl ProviderSide {
                 message.agreement_id, agreement.state
             )));
         }
-        let activity_id = super::new_id();
+        let activity_id = golem_model::ids::new_id();
         let record = ActivityRecord {
             activity_id: activity_id.clone(),
             agreement_id: message.agreement_id.clone(),

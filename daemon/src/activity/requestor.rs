@@ -88,7 +88,7 @@ impl RequestorSide {
         provider: NodeId,
         message: &M,
     ) -> Result<M::Reply, GolemError> {
-        let address = format!("/net/{provider}{ACTIVITY_PUBLIC_SERVICE}");
+        let address = golem_bus::address::net_address(provider, ACTIVITY_PUBLIC_SERVICE);
         self.inner.router.call(&address, message).await
     }
 
@@ -182,7 +182,7 @@ impl RequestorSide {
         let activity = self.activity(activity_id)?;
         let message = ExecRemote {
             activity_id: activity_id.to_string(),
-            batch_id: super::new_id(),
+            batch_id: golem_model::ids::new_id(),
             commands,
         };
         self.call(activity.provider_id, &message).await
@@ -231,7 +231,7 @@ impl RequestorSide {
             .map_err(|error| GolemError::internal(error.to_string()))?;
         let call = golem_bus::BusCall {
             caller: golem_bus::Caller::Local,
-            address: format!("/net/{}{ACTIVITY_PUBLIC_SERVICE}", activity.provider_id),
+            address: golem_bus::address::net_address(activity.provider_id, ACTIVITY_PUBLIC_SERVICE),
             message: StreamBatchEventsRemote::NAME.to_string(),
             payload,
             stream: true,

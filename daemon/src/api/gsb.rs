@@ -119,7 +119,7 @@ impl GsbApi {
         }
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let service = Arc::new(Service {
-            id: crate::activity::new_id(),
+            id: golem_model::ids::new_id(),
             on: on.to_string(),
             components,
             next_request: AtomicU64::new(1),

@@ -428,7 +428,7 @@ impl MarketService {
         node: NodeId,
         message: &M,
     ) -> Result<M::Reply, GolemError> {
-        let address = format!("/net/{node}{MARKET_PUBLIC_SERVICE}");
+        let address = golem_bus::address::net_address(node, MARKET_PUBLIC_SERVICE);
         match tokio::time::timeout(
             self.inner.config.remote_timeout,
             self.inner.router.call(&address, message),
@@ -479,10 +479,7 @@ impl Inner {
     }
 }
 
-/// A fresh random id: 32 lowercase hex digits.
-pub(crate) fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
+pub(crate) use golem_model::ids::new_id;
 
 #[cfg(test)]
 mod settings_tests {

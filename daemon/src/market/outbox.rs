@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use golem_model::error::ErrorCode;
 use golem_model::market::{
     AgreementCancelled, AgreementRejected, AgreementTerminated, ProposalRejected,
 };
@@ -141,11 +140,7 @@ pub(crate) fn backoff(attempts: u32, initial: Duration, max: Duration) -> Durati
 /// Whether a failed delivery is worth retrying: the node was not reached or
 /// did not answer (as opposed to answering with a refusal).
 pub(crate) fn is_transient(error: &GolemError) -> bool {
-    match error.code {
-        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal => true,
-        ErrorCode::NotFound => error.message.contains("endpoint address not found"),
-        _ => false,
-    }
+    error.is_transient()
 }
 
 impl MarketService {

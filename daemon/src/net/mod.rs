@@ -152,7 +152,7 @@ impl NetService {
                 let router = router.clone();
                 async move {
                     let started = std::time::Instant::now();
-                    let address = format!("/net/{}{NET_PUBLIC_SERVICE}", ping.node_id);
+                    let address = golem_bus::address::net_address(ping.node_id, NET_PUBLIC_SERVICE);
                     let pong = router.call(&address, &PingNode).await?;
                     Ok(PingResult {
                         node_id: pong.node_id,

@@ -221,10 +221,7 @@ pub struct PaymentService {
     inner: Arc<Inner>,
 }
 
-/// A fresh random id (32 hex digits).
-fn new_id() -> String {
-    crate::activity::new_id()
-}
+use golem_model::ids::new_id;
 
 /// Pending writes of one change, applied atomically.
 struct Writes {
@@ -2165,11 +2162,7 @@ fn is_expired(allocation: &Allocation, now: DateTime<Utc>) -> bool {
 /// Failures worth retrying: the node is unreachable or slow, or its payment
 /// service is not bound yet.
 fn is_transient(error: &GolemError) -> bool {
-    match error.code {
-        ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal => true,
-        ErrorCode::NotFound => error.message.contains("endpoint address not found"),
-        _ => false,
-    }
+    error.is_transient()
 }
 
 #[cfg(test)]

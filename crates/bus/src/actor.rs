@@ -1,0 +1,358 @@
+//! The bridge between the bus and Actix actors. A daemon service is an actor
+//! that owns its state; the bus reaches it through three pieces:
+//! - [`Incoming<M>`]: a bus message `M` as the actor receives it, with its
+//!   [`Caller`]; the actor's `Handler<Incoming<M>>` replies
+//!   `Result<M::Reply, GolemError>`;
+//! - [`ServiceEndpoint::on_actor`]: binds `M` on an endpoint to that handler, so a
+//!   service's endpoint is a list of message types, not a list of closures;
+//! - [`Supervised<A>`]: the address of a service actor that is started again by
+//!   its factory when it dies (a panic in a handler ends the actor's task; the
+//!   new actor loads its state from sled in `started()`); calls that were in
+//!   flight get `Unavailable` and may be retried.
+//!
+//! [`ServiceArbiter`] is the thread a service actor runs on: its own
+//! single-threaded Actix system, so actors run the same way under the daemon's
+//! `actix_rt::System`, a `#[tokio::test]`, or any other runtime, and services
+//! on different arbiters run in parallel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, AsyncContext, Context, Handler, MailboxError};
+use golem_model::bus::BusMessage;
+use golem_model::GolemError;
+
+use crate::endpoint::{Caller, ServiceEndpoint};
+
+/// A bus message delivered to an actor, with who sent it.
+#[derive(Debug)]
+pub struct Incoming<M> {
+    pub caller: Caller,
+    pub message: M,
+}
+
+impl<M: BusMessage> actix::Message for Incoming<M> {
+    type Result = Result<M::Reply, GolemError>;
+}
+
+/// The failure of delivering a message to a service actor, as callers see it.
+pub fn mailbox_error(service: &str, error: MailboxError) -> GolemError {
+    match error {
+        MailboxError::Closed => {
+            GolemError::unavailable(format!("the {service} service is restarting; try again"))
+        }
+        MailboxError::Timeout => {
+            GolemError::unavailable(format!("the {service} service did not answer in time"))
+        }
+    }
+}
+
+/// Something that delivers messages to the current instance of an actor.
+pub trait ActorAddress<A: Actor>: Clone + Send + Sync + 'static {
+    /// The address to send to now.
+    fn current(&self) -> Addr<A>;
+    /// The service's name, for errors.
+    fn service(&self) -> &str;
+    /// `addr` failed to take a message: the caller saw it closed.
+    fn closed(&self, _addr: &Addr<A>) {}
+}
+
+impl ServiceEndpoint {
+    /// Handle bus message `M` with actor `A`'s `Handler<Incoming<M>>`.
+    pub fn on_actor<M, A, S>(self, actor: S) -> Self
+    where
+        M: BusMessage,
+        A: Actor + Handler<Incoming<M>>,
+        A::Context: ToEnvelope<A, Incoming<M>>,
+        S: ActorAddress<A>,
+    {
+        self.on::<M, _, _>(move |caller, message| {
+            let actor = actor.clone();
+            async move { deliver(&actor, Incoming { caller, message }).await? }
+        })
+    }
+}
+
+/// Send `message` to the current instance behind `actor`; a closed mailbox is
+/// reported to it (so a supervisor restarts at once) and answered Unavailable.
+pub async fn deliver<A, S, M>(actor: &S, message: M) -> Result<M::Result, GolemError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    S: ActorAddress<A>,
+{
+    let addr = actor.current();
+    match addr.send(message).await {
+        Ok(result) => Ok(result),
+        Err(error) => {
+            if matches!(error, MailboxError::Closed) {
+                actor.closed(&addr);
+            }
+            Err(mailbox_error(actor.service(), error))
+        }
+    }
+}
+
+/// A service thread: one single-threaded Actix system. Dropping it (or
+/// [`ServiceArbiter::stop`]) stops the system and joins the thread.
+pub struct ServiceArbiter {
+    handle: actix_rt::ArbiterHandle,
+    system: actix_rt::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServiceArbiter {
+    /// Start a thread named `name` running an Actix system.
+    pub fn spawn(name: &str) -> std::io::Result<ServiceArbiter> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let system = actix_rt::System::new();
+                let _ = ready_tx.send((actix_rt::System::current(), actix_rt::Arbiter::current()));
+                if let Err(error) = system.run() {
+                    tracing::error!(%error, "service arbiter ended with an error");
+                }
+            })?;
+        let (system, handle) = ready_rx.recv().map_err(|_| {
+            std::io::Error::other(format!("the service thread {name} ended before it started"))
+        })?;
+        Ok(ServiceArbiter {
+            handle,
+            system,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> &actix_rt::ArbiterHandle {
+        &self.handle
+    }
+
+    /// Stop the thread's system and wait for the thread to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("a service thread panicked while stopping");
+            }
+        }
+    }
+}
+
+impl Drop for ServiceArbiter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
+
+struct SupervisedInner<A: Actor<Context = Context<A>>> {
+    service: &'static str,
+    arbiter: actix_rt::ArbiterHandle,
+    factory: Factory<A>,
+    current: RwLock<Addr<A>>,
+    restarts: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// A service actor started again by its factory whenever it dies: the new
+/// instance loads its state from sled in `started()`. Cheap to clone.
+pub struct Supervised<A: Actor<Context = Context<A>>> {
+    inner: Arc<SupervisedInner<A>>,
+}
+
+impl<A: Actor<Context = Context<A>>> Clone for Supervised<A> {
+    fn clone(&self) -> Self {
+        Supervised {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Supervised<A> {
+    /// Start the actor built by `factory` on `arbiter`; when an instance dies
+    /// (a panic in a handler or a timer), the next one starts at once.
+    pub fn start(
+        service: &'static str,
+        arbiter: &actix_rt::ArbiterHandle,
+        factory: impl Fn() -> A + Send + Sync + 'static,
+    ) -> Supervised<A> {
+        let factory: Factory<A> = Arc::new(factory);
+        let (addr, death) = spawn_watched(arbiter, &factory);
+        let supervised = Supervised {
+            inner: Arc::new(SupervisedInner {
+                service,
+                arbiter: arbiter.clone(),
+                factory,
+                current: RwLock::new(addr),
+                restarts: AtomicU64::new(0),
+                stopping: AtomicBool::new(false),
+            }),
+        };
+        supervised.watch(death);
+        supervised
+    }
+
+    /// How many times the actor was started again.
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Stop supervising: the actor is not started again after this.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn watch(&self, death: tokio::sync::oneshot::Receiver<()>) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.arbiter.spawn(async move {
+            let _ = death.await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let supervised = Supervised { inner };
+            supervised.restart();
+        });
+    }
+
+    fn restart(&self) {
+        let (addr, death) = spawn_watched(&self.inner.arbiter, &self.inner.factory);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = addr;
+        let restarts = self.inner.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            service = self.inner.service,
+            restarts,
+            "service actor died; started again from its stored state"
+        );
+        self.watch(death);
+    }
+}
+
+/// Start one instance; the receiver completes when its context is dropped.
+fn spawn_watched<A: Actor<Context = Context<A>>>(
+    arbiter: &actix_rt::ArbiterHandle,
+    factory: &Factory<A>,
+) -> (Addr<A>, tokio::sync::oneshot::Receiver<()>) {
+    let (alive_tx, death) = tokio::sync::oneshot::channel::<()>();
+    let factory = factory.clone();
+    let addr = A::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
+        // Dropped with the context: when the actor stops or its task panics.
+        ctx.spawn(actix::fut::wrap_future(async move {
+            let _alive = alive_tx;
+            std::future::pending::<()>().await
+        }));
+        factory()
+    });
+    (addr, death)
+}
+
+impl<A: Actor<Context = Context<A>>> ActorAddress<A> for Supervised<A> {
+    fn current(&self) -> Addr<A> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn service(&self) -> &str {
+        self.inner.service
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter whose value survives restarts in `store`, as a service's
+    /// state survives in sled.
+    struct Counter {
+        store: Arc<std::sync::Mutex<u64>>,
+        value: u64,
+    }
+
+    impl Actor for Counter {
+        type Context = Context<Self>;
+        fn started(&mut self, _ctx: &mut Context<Self>) {
+            self.value = *self.store.lock().unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Add(u64);
+    impl BusMessage for Add {
+        const NAME: &'static str = "Add";
+        type Reply = u64;
+    }
+
+    #[derive(actix::Message)]
+    #[rtype(result = "()")]
+    struct Crash;
+
+    impl Handler<Incoming<Add>> for Counter {
+        type Result = Result<u64, GolemError>;
+        fn handle(&mut self, incoming: Incoming<Add>, _ctx: &mut Context<Self>) -> Self::Result {
+            self.value += incoming.message.0;
+            *self.store.lock().unwrap_or_else(|e| e.into_inner()) = self.value;
+            Ok(self.value)
+        }
+    }
+
+    impl Handler<Crash> for Counter {
+        type Result = ();
+        fn handle(&mut self, _: Crash, _ctx: &mut Context<Self>) {
+            panic!("crash requested by the test");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_actor_is_started_again_with_its_stored_state() {
+        let arbiter = ServiceArbiter::spawn("test-service").expect("arbiter");
+        let store = Arc::new(std::sync::Mutex::new(0));
+        let factory_store = store.clone();
+        let counter = Supervised::start("counter", arbiter.handle(), move || Counter {
+            store: factory_store.clone(),
+            value: 0,
+        });
+        let router = crate::Router::new();
+        router
+            .bind(
+                "/local/counter",
+                ServiceEndpoint::new().on_actor::<Add, _, _>(counter.clone()),
+            )
+            .expect("bind");
+        assert_eq!(
+            router.call("/local/counter", &Add(2)).await.expect("add"),
+            2
+        );
+
+        let error = deliver(&counter, Crash)
+            .await
+            .expect_err("the crash has no reply");
+        assert_eq!(error.code, golem_model::ErrorCode::Unavailable);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while counter.restarts() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never restarted");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            router.call("/local/counter", &Add(3)).await.expect("add"),
+            5
+        );
+        counter.stop();
+        arbiter.stop();
+    }
+}
