@@ -13,6 +13,7 @@ pub mod identity;
 pub mod market;
 pub mod net;
 pub mod payment;
+pub mod ports;
 pub mod store;
 
 use std::net::{SocketAddr, TcpListener};

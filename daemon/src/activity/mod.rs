@@ -21,7 +21,6 @@ use std::time::Duration;
 use golem_bus::Router;
 use golem_model::activity::ACTIVITY_SERVICE;
 use golem_model::activity_control::ACTIVITY_PUBLIC_SERVICE;
-use golem_model::market::Agreement;
 use golem_model::{GolemError, NodeId};
 use tokio_util::sync::CancellationToken;
 
@@ -30,17 +29,7 @@ pub use requestor::RequestorSide;
 
 use crate::store::Store;
 
-/// Where the activity service reads agreements (the market, in the daemon).
-pub trait Agreements: Send + Sync + 'static {
-    /// The agreement `id` as this node holds it (either party); NotFound otherwise.
-    fn agreement(&self, id: &str) -> Result<Agreement, GolemError>;
-}
-
-impl Agreements for crate::market::MarketService {
-    fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
-        self.get_agreement(self.node_id(), id)
-    }
-}
+use crate::ports::Agreements;
 
 /// The `[activity]` section of the daemon config file (kebab-case keys, every
 /// one optional), `GOLEM_ACTIVITY_*` in the environment and the
@@ -112,5 +101,18 @@ pub fn start(
 impl ActivityService {
     pub fn stop(&self) {
         self.shutdown.cancel();
+    }
+}
+
+impl crate::ports::HostedActivities for ProviderSide {
+    fn agreement_of_activity(&self, activity_id: &str) -> Option<String> {
+        self.agreement_of(activity_id)
+    }
+}
+
+impl crate::ports::CreatedActivities for RequestorSide {
+    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
+        self.find(activity_id)
+            .map(|activity| (activity.agreement_id, activity.provider_id))
     }
 }

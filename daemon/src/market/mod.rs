@@ -481,6 +481,12 @@ impl Inner {
 
 pub(crate) use golem_model::ids::new_id;
 
+impl crate::ports::Agreements for MarketService {
+    fn agreement(&self, id: &str) -> Result<golem_model::market::Agreement, GolemError> {
+        self.get_agreement(self.node_id(), id)
+    }
+}
+
 #[cfg(test)]
 mod settings_tests {
     use super::*;

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::ports::{CreatedActivities, HostedActivities};
 pub use driver::{Drivers, PayOutcome, PayProgress, PaymentDriver, Platform, DEFAULT_PLATFORM};
 pub use erc20::{Erc20Driver, Erc20Network, Erc20NetworkOverride};
-pub use verify::RequestorActivities;
 
 /// The payment part of the daemon config (`[payment.erc20.<network>]` in TOML,
 /// `GOLEM_ERC20_<NETWORK>_{RPC_URL,CHAIN_ID,TOKEN,CONFIRMATIONS}` in the env).
@@ -43,22 +43,10 @@ pub struct PaymentConfig {
     pub erc20: BTreeMap<String, Erc20NetworkOverride>,
 }
 
-/// Where the payment service finds the agreement of an activity this node
-/// hosts (debit notes issued with only an activityId).
-pub trait ActivityAgreements: Send + Sync + 'static {
-    fn agreement_of_activity(&self, activity_id: &str) -> Option<String>;
-}
-
-impl ActivityAgreements for crate::activity::ProviderSide {
-    fn agreement_of_activity(&self, activity_id: &str) -> Option<String> {
-        self.agreement_of(activity_id)
-    }
-}
-
 /// Period of the settle loop when no driver wakes it.
 const SETTLE_TICK: Duration = Duration::from_secs(1);
 
-use crate::activity::Agreements;
+use crate::ports::Agreements;
 use crate::store::{self, Store};
 
 const TREE: &str = "payment";
@@ -201,9 +189,9 @@ struct Inner {
     node_id: NodeId,
     router: Router,
     agreements: Arc<dyn Agreements>,
-    activities: Option<Arc<dyn ActivityAgreements>>,
+    activities: Option<Arc<dyn HostedActivities>>,
     /// Requestor: the activities this node created, which debit notes must name.
-    requestor_activities: Option<Arc<dyn RequestorActivities>>,
+    requestor_activities: Option<Arc<dyn CreatedActivities>>,
     drivers: Drivers,
     tree: sled::Tree,
     state: Mutex<State>,
@@ -264,8 +252,8 @@ pub fn start(
 struct Setup {
     erc20: Option<(BTreeMap<String, Erc20Network>, [u8; 32])>,
     extra_drivers: Vec<Arc<dyn PaymentDriver>>,
-    activities: Option<Arc<dyn ActivityAgreements>>,
-    requestor_activities: Option<Arc<dyn RequestorActivities>>,
+    activities: Option<Arc<dyn HostedActivities>>,
+    requestor_activities: Option<Arc<dyn CreatedActivities>>,
 }
 
 /// Start the payment service with every driver: dummy and erc20 (networks from
@@ -279,8 +267,8 @@ pub fn start_with(
     store: &Store,
     router: &Router,
     agreements: Arc<dyn Agreements>,
-    activities: Arc<dyn ActivityAgreements>,
-    requestor_activities: Arc<dyn RequestorActivities>,
+    activities: Arc<dyn HostedActivities>,
+    requestor_activities: Arc<dyn CreatedActivities>,
     config: &PaymentConfig,
     secret: [u8; 32],
 ) -> Result<PaymentService, GolemError> {

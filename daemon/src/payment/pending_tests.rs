@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::tests::OwnActivities;
 use super::{PayOutcome, PayProgress, PaymentDriver, PaymentService, Platform, Setup};
-use crate::activity::Agreements;
+use crate::ports::Agreements;
 use crate::store::Store;
 
 const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
@@ -421,7 +421,7 @@ fn erc20_networks_come_from_the_config_file_and_env() {
 
 struct FakeActivities;
 
-impl super::ActivityAgreements for FakeActivities {
+impl crate::ports::HostedActivities for FakeActivities {
     fn agreement_of_activity(&self, activity_id: &str) -> Option<String> {
         (activity_id == "activity-1").then(|| "agreement-1".to_string())
     }

@@ -11,8 +11,9 @@ use golem_model::payment::*;
 use golem_model::{ErrorCode, GolemError, NodeId};
 use serde_json::json;
 
-use super::{PaymentService, RequestorActivities, Setup};
-use crate::activity::Agreements;
+use super::{PaymentService, Setup};
+use crate::ports::Agreements;
+use crate::ports::CreatedActivities;
 use crate::store::Store;
 
 const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
@@ -33,7 +34,7 @@ impl Agreements for FakeMarket {
 /// The activities this requestor created: `activity-1` on `agreement-1` with the provider.
 pub(super) struct OwnActivities;
 
-impl RequestorActivities for OwnActivities {
+impl CreatedActivities for OwnActivities {
     fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
         (activity_id == "activity-1").then(|| ("agreement-1".to_string(), node(PROVIDER)))
     }

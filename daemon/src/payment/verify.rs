@@ -22,19 +22,6 @@ use golem_model::{GolemError, NodeId};
 
 use super::PaymentService;
 
-/// Where the payment service learns which activities this node created as requestor.
-pub trait RequestorActivities: Send + Sync + 'static {
-    /// The agreement and provider of `activity_id`, when this node created it.
-    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)>;
-}
-
-impl RequestorActivities for crate::activity::RequestorSide {
-    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
-        self.find(activity_id)
-            .map(|activity| (activity.agreement_id, activity.provider_id))
-    }
-}
-
 fn over_cap(what: &str, id: &str, error: PricingError) -> GolemError {
     match error {
         PricingError::OverCap { .. } => {

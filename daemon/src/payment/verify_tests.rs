@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::tests::OwnActivities;
 use super::{PaymentService, Setup};
-use crate::activity::Agreements;
+use crate::ports::Agreements;
 use crate::store::Store;
 
 const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
