@@ -70,6 +70,27 @@ impl Document {
     }
 }
 
+/// Why this session refuses a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// Above this agreement's share of the budget: more work would overspend.
+    OverShare(String),
+    /// Above what the agreed price allows for the time and usage so far.
+    OverPrice(String),
+    /// The agreement's price cannot be read, so the document cannot be checked.
+    Unchecked(String),
+}
+
+impl Refusal {
+    fn message(&self) -> &str {
+        match self {
+            Refusal::OverShare(message)
+            | Refusal::OverPrice(message)
+            | Refusal::Unchecked(message) => message,
+        }
+    }
+}
+
 /// Why `amount` cannot be accepted on an agreement limited by `limit` and
 /// priced by `price`, if it cannot. Activities of an invoice: this session
 /// creates one per agreement.
@@ -81,20 +102,20 @@ fn refusal(
     price: Option<&(LinearPricing, DateTime<Utc>)>,
     reported: Vec<Decimal>,
     now: DateTime<Utc>,
-) -> Option<String> {
+) -> Option<Refusal> {
     let what = document.name();
     if amount > limit {
-        return Some(format!(
+        return Some(Refusal::OverShare(format!(
             "{what} {id} asks {} GLM, above this agreement's share of the budget ({} GLM)",
             amount.normalize(),
             limit.normalize()
-        ));
+        )));
     }
     let (pricing, approved) = price?;
     pricing
         .check_amount(amount, *approved, now, &[reported])
         .err()
-        .map(|error| format!("{what} {id} is above the agreed price: {error}"))
+        .map(|error| Refusal::OverPrice(format!("{what} {id} is above the agreed price: {error}")))
 }
 
 /// The session's payment follower; stops when dropped.
@@ -247,7 +268,7 @@ impl Follower {
                     )
                     .await
                 {
-                    if let Err(error) = self.client.reject_debit_note(&id, &reason).await {
+                    if let Err(error) = self.client.reject_debit_note(&id, reason.message()).await {
                         tracing::warn!(debit_note_id = %id, %error, "rejecting a debit note failed");
                     }
                     self.refused(&note.agreement_id, name, reason);
@@ -270,7 +291,12 @@ impl Follower {
                             amount: amount.to_string(),
                         });
                     }
-                    Err(error) => self.refused(&note.agreement_id, name, error.to_string()),
+                    Err(error) => {
+                        let refusal = self
+                            .accept_failed(&note.agreement_id, amount, error.to_string())
+                            .await;
+                        self.refused(&note.agreement_id, name, refusal);
+                    }
                 }
             }
             PaymentEventType::InvoiceReceivedEvent => {
@@ -294,7 +320,7 @@ impl Follower {
                     )
                     .await
                 {
-                    if let Err(error) = self.client.reject_invoice(&id, &reason).await {
+                    if let Err(error) = self.client.reject_invoice(&id, reason.message()).await {
                         tracing::warn!(invoice_id = %id, %error, "rejecting an invoice failed");
                     }
                     self.refused(&invoice.agreement_id, name, reason);
@@ -317,7 +343,12 @@ impl Follower {
                             amount: invoice.amount.to_string(),
                         });
                     }
-                    Err(error) => self.refused(&invoice.agreement_id, name, error.to_string()),
+                    Err(error) => {
+                        let refusal = self
+                            .accept_failed(&invoice.agreement_id, invoice.amount, error.to_string())
+                            .await;
+                        self.refused(&invoice.agreement_id, name, refusal);
+                    }
                 }
             }
             _ => {}
@@ -332,7 +363,7 @@ impl Follower {
         agreement_id: &str,
         amount: Decimal,
         reported: Vec<Decimal>,
-    ) -> Option<String> {
+    ) -> Option<Refusal> {
         let known = lock(&self.ledger).limits.get(agreement_id).cloned()?;
         let limits = match known.price {
             Some(_) => known,
@@ -344,10 +375,10 @@ impl Follower {
                             agreement.approved_date.unwrap_or(agreement.timestamp),
                         )),
                         Err(error) => {
-                            return Some(format!(
+                            return Some(Refusal::Unchecked(format!(
                                 "{} {id} cannot be checked: {error}",
                                 document.name()
-                            ))
+                            )))
                         }
                     },
                     Err(error) => {
@@ -386,13 +417,28 @@ impl Follower {
             .is_some_and(|entry| entry.debit_notes_accepted >= amount && amount > Decimal::ZERO)
     }
 
-    fn refused(&self, agreement_id: &str, provider_name: String, message: String) {
+    /// Classify a failed accept of `amount` (the agreement's total so far):
+    /// when the allocation no longer covers what it adds to the debit notes
+    /// accepted before, the budget is spent (more work could not be paid for).
+    async fn accept_failed(&self, agreement_id: &str, amount: Decimal, message: String) -> Refusal {
+        let accepted = lock(&self.ledger)
+            .agreements
+            .get(agreement_id)
+            .map_or(Decimal::ZERO, |entry| entry.debit_notes_accepted);
+        let needed = amount - accepted;
+        match self.client.allocation(&self.allocation_id).await {
+            Ok(allocation) if allocation.remaining_amount < needed => Refusal::OverShare(message),
+            _ => Refusal::Unchecked(message),
+        }
+    }
+
+    fn refused(&self, agreement_id: &str, provider_name: String, refusal: Refusal) {
+        let message = refusal.message().to_string();
         let mut ledger = lock(&self.ledger);
         if let Some(entry) = ledger.agreements.get_mut(agreement_id) {
             entry.refused = Some(message.clone());
         }
-        let lowered = message.to_lowercase();
-        if lowered.contains("left, accepting needs") || lowered.contains("budget") {
+        if matches!(refusal, Refusal::OverShare(_)) {
             ledger
                 .budget_exhausted
                 .get_or_insert_with(|| message.clone());
@@ -443,9 +489,23 @@ mod tests {
         };
         assert_eq!(check("0.7", "1"), None);
         let over_share = check("0.7", "0.5").expect("refused");
-        assert!(over_share.contains("share of the budget"), "{over_share}");
+        assert!(
+            matches!(over_share, Refusal::OverShare(_)),
+            "{over_share:?}"
+        );
+        assert!(
+            over_share.message().contains("share of the budget"),
+            "{over_share:?}"
+        );
         let over_price = check("0.8", "5").expect("refused");
-        assert!(over_price.contains("agreed price"), "{over_price}");
+        assert!(
+            matches!(over_price, Refusal::OverPrice(_)),
+            "{over_price:?}"
+        );
+        assert!(
+            over_price.message().contains("agreed price"),
+            "{over_price:?}"
+        );
         // Without a known price, the share alone applies.
         assert_eq!(
             refusal(

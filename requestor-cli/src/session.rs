@@ -133,6 +133,40 @@ pub struct ProviderReport {
     pub failure: Option<String>,
 }
 
+/// Why a job stopped before all its tasks were done. Serialized (`--json`)
+/// as its message, as the report always carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The budget, or the allocation behind it, cannot pay for more work.
+    BudgetExhausted(String),
+    /// No offer matched, or no provider is left for the remaining tasks.
+    NoProviders(String),
+    /// The job ran past its timeout.
+    TimedOut(String),
+}
+
+impl StopReason {
+    pub fn message(&self) -> &str {
+        match self {
+            StopReason::BudgetExhausted(message)
+            | StopReason::NoProviders(message)
+            | StopReason::TimedOut(message) => message,
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.message())
+    }
+}
+
+impl Serialize for StopReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.message())
+    }
+}
+
 /// The result of [`Session::run_job`].
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
@@ -140,7 +174,7 @@ pub struct JobReport {
     pub providers: Vec<ProviderReport>,
     pub seconds: f64,
     /// Why the job stopped before all tasks were done (budget, no providers, timeout).
-    pub stopped: Option<String>,
+    pub stopped: Option<StopReason>,
 }
 
 impl JobReport {
@@ -332,7 +366,9 @@ impl Session {
         loop {
             let remaining = shared.remaining.load(Ordering::SeqCst);
             if let Some(message) = self.payments.budget_exhausted() {
-                shared.stop_with(format!("a payment was refused: {message}"));
+                shared.stop_with(StopReason::BudgetExhausted(format!(
+                    "a payment was refused: {message}"
+                )));
             }
             if remaining == 0 || shared.stopped().is_some() {
                 break;
@@ -354,17 +390,17 @@ impl Session {
                         options.offer_timeout.as_secs_f64()
                     )
                 };
-                shared.stop_with(message.clone());
+                shared.stop_with(StopReason::NoProviders(message.clone()));
                 if !ever_signed {
                     failure = Some(RequestorError::NoOffers(message));
                 }
                 break;
             }
             if started.elapsed() > options.job_timeout {
-                shared.stop_with(format!(
+                shared.stop_with(StopReason::TimedOut(format!(
                     "the job timed out after {:.0} s",
                     options.job_timeout.as_secs_f64()
-                ));
+                )));
                 break;
             }
             let wanted = options.max_workers.max(1).min(remaining);
@@ -441,12 +477,10 @@ impl Session {
             seconds: started.elapsed().as_secs_f64(),
         });
         let stopped = shared.stopped();
-        if let Some(message) = &stopped {
-            if message.contains("budget") {
-                self.events.emit(Event::BudgetExhausted {
-                    message: message.clone(),
-                });
-            }
+        if let Some(StopReason::BudgetExhausted(message)) = &stopped {
+            self.events.emit(Event::BudgetExhausted {
+                message: message.clone(),
+            });
         }
         Ok(JobReport {
             outcomes,
@@ -534,7 +568,7 @@ struct Shared {
     outcomes: Mutex<Vec<Option<TaskOutcome>>>,
     /// Tasks neither done nor finally failed.
     remaining: AtomicUsize,
-    stop: Mutex<Option<String>>,
+    stop: Mutex<Option<StopReason>>,
     notify: Notify,
     /// Estimated cost per agreement.
     costs: Mutex<HashMap<String, f64>>,
@@ -543,12 +577,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn stop_with(&self, message: String) {
-        lock(&self.stop).get_or_insert(message);
+    fn stop_with(&self, reason: StopReason) {
+        lock(&self.stop).get_or_insert(reason);
         self.notify.notify_waiters();
     }
 
-    fn stopped(&self) -> Option<String> {
+    fn stopped(&self) -> Option<StopReason> {
         lock(&self.stop).clone()
     }
 
@@ -1017,15 +1051,17 @@ async fn check_budget(
     let workers = lock(&context.shared.costs).len().max(1) as f64;
     if total + per_task * workers > context.budget {
         let spent = Decimal::from_f64(total).unwrap_or_default().round_dp(6);
-        context.shared.stop_with(format!(
+        context.shared.stop_with(StopReason::BudgetExhausted(format!(
             "budget of {} GLM exhausted: about {spent} GLM used and the next task would cost about {:.6} GLM (raise --budget or `budget` in the job file)",
             context.budget, per_task
-        ));
+        )));
     }
     if let Some(message) = context.payments.budget_exhausted() {
         context
             .shared
-            .stop_with(format!("budget exhausted: {message}"));
+            .stop_with(StopReason::BudgetExhausted(format!(
+                "budget exhausted: {message}"
+            )));
     }
 }
 
