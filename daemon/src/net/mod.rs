@@ -6,14 +6,23 @@
 //! router's visibility rule keeps `/local/...` out of reach. Services use
 //! [`NetService::publish`]/[`NetService::subscribe`] for broadcasts.
 //!
-//! The swarm runs in its own tokio task behind `golem_net::NetHandle`; this
-//! module must not hold per-peer state of its own.
+//! The swarm runs in its own tokio task behind `golem_net::NetHandle` (RFC
+//! 001); the control messages of `/local/net` and `/public/net` are handled by
+//! [`NetActor`] on the service thread "net" (RFC 002), while calls to other
+//! nodes go from the `/net/` prefix straight to the swarm's handle, with no
+//! mailbox hop. This module must not hold per-peer state of its own.
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Handler, ResponseFuture};
 use anyhow::Context;
 use futures::stream::{self, StreamExt};
-use golem_bus::{Address, BusCall, Caller, Endpoint, ReplyStream, Router, ServiceEndpoint};
+use golem_bus::{
+    Address, BusCall, Caller, Endpoint, Incoming, ReplyStream, Router, ServiceArbiter,
+    ServiceEndpoint, Supervised,
+};
 use golem_model::bus::{
     GetNetStatus, PingNode, PingRemote, PingResult, PongNode, PublishBroadcast, ReceivedBroadcast,
     SubscribeBroadcasts, NET_PUBLIC_SERVICE, NET_SERVICE,
@@ -28,6 +37,79 @@ use crate::config::DaemonConfig;
 #[derive(Clone)]
 pub struct NetService {
     handle: NetHandle,
+    actor: Supervised<NetActor>,
+    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
+}
+
+/// The net service's actor: answers the control messages (status, pings,
+/// broadcasts) of local components and other nodes. It keeps no state beyond
+/// the swarm's handle and the router; a restart costs nothing.
+pub struct NetActor {
+    handle: NetHandle,
+    router: Router,
+}
+
+impl Actor for NetActor {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<Incoming<GetNetStatus>> for NetActor {
+    type Result = ResponseFuture<Result<serde_json::Value, GolemError>>;
+    fn handle(&mut self, _: Incoming<GetNetStatus>, _: &mut Self::Context) -> Self::Result {
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            serde_json::to_value(handle.status().await)
+                .map_err(|error| GolemError::internal(error.to_string()))
+        })
+    }
+}
+
+impl Handler<Incoming<PingRemote>> for NetActor {
+    type Result = ResponseFuture<Result<PingResult, GolemError>>;
+    fn handle(&mut self, incoming: Incoming<PingRemote>, _: &mut Self::Context) -> Self::Result {
+        let router = self.router.clone();
+        let node_id = incoming.message.node_id;
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let address = golem_bus::address::net_address(node_id, NET_PUBLIC_SERVICE);
+            let pong = router.call(&address, &PingNode).await?;
+            Ok(PingResult {
+                node_id: pong.node_id,
+                seen_as: pong.caller,
+                round_trip_us: started.elapsed().as_micros() as u64,
+            })
+        })
+    }
+}
+
+impl Handler<Incoming<PingNode>> for NetActor {
+    type Result = Result<PongNode, GolemError>;
+    /// Who answered and who asked (a local caller is this node itself).
+    fn handle(&mut self, incoming: Incoming<PingNode>, _: &mut Self::Context) -> Self::Result {
+        let node_id = self.handle.local_node_id();
+        let caller = match incoming.caller {
+            Caller::Remote(caller) => caller,
+            Caller::Local => node_id,
+        };
+        Ok(PongNode { node_id, caller })
+    }
+}
+
+impl Handler<Incoming<PublishBroadcast>> for NetActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+    fn handle(
+        &mut self,
+        incoming: Incoming<PublishBroadcast>,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let handle = self.handle.clone();
+        let message = incoming.message;
+        Box::pin(async move {
+            handle
+                .publish(&message.topic, message.payload.into_bytes())
+                .await
+        })
+    }
 }
 
 fn parse_multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -86,7 +168,18 @@ pub async fn start(
     let handle = golem_net::start_with_streams(secret, net_config, inbound, Some(stream_handler))
         .await
         .context("starting the p2p network (check --p2p-listen)")?;
-    let service = NetService { handle };
+    let arbiter = ServiceArbiter::spawn("net").context("starting the net service thread")?;
+    let actor_handle = handle.clone();
+    let actor_router = router.clone();
+    let actor = Supervised::start("net", arbiter.handle(), move || NetActor {
+        handle: actor_handle.clone(),
+        router: actor_router.clone(),
+    });
+    let service = NetService {
+        handle,
+        actor,
+        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+    };
 
     router.bind_prefix(
         "/net/",
@@ -95,7 +188,7 @@ pub async fn start(
             router: router.clone(),
         },
     )?;
-    router.bind(NET_SERVICE, service.local_endpoint(router.clone()))?;
+    router.bind(NET_SERVICE, service.local_endpoint())?;
     router.bind(NET_PUBLIC_SERVICE, service.public_endpoint())?;
     let status = service.status().await;
     tracing::info!(listen_addrs = ?status.listen_addrs, peer_id = %status.peer_id, "p2p network listening");
@@ -123,52 +216,17 @@ impl NetService {
 
     /// `/public/net`: answers pings of other nodes with who answered and who asked.
     fn public_endpoint(&self) -> ServiceEndpoint {
-        let node_id = self.node_id();
-        ServiceEndpoint::new().on(move |caller, _: PingNode| async move {
-            match caller {
-                Caller::Remote(caller) => Ok(PongNode { node_id, caller }),
-                Caller::Local => Ok(PongNode {
-                    node_id,
-                    caller: node_id,
-                }),
-            }
-        })
+        ServiceEndpoint::new().on_actor::<PingNode, _, _>(self.actor.clone())
     }
 
-    /// `/local/net`: status, ping of another node, and broadcasts for local components.
-    fn local_endpoint(&self, router: Router) -> ServiceEndpoint {
-        let status_service = self.clone();
-        let publish_service = self.clone();
+    /// `/local/net`: status, ping of another node, and broadcasts for local
+    /// components. A subscription is a stream from the swarm, served directly.
+    fn local_endpoint(&self) -> ServiceEndpoint {
         let subscribe_service = self.clone();
         ServiceEndpoint::new()
-            .on(move |_caller, _: GetNetStatus| {
-                let service = status_service.clone();
-                async move {
-                    serde_json::to_value(service.status().await)
-                        .map_err(|error| GolemError::internal(error.to_string()))
-                }
-            })
-            .on(move |_caller, ping: PingRemote| {
-                let router = router.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let address = golem_bus::address::net_address(ping.node_id, NET_PUBLIC_SERVICE);
-                    let pong = router.call(&address, &PingNode).await?;
-                    Ok(PingResult {
-                        node_id: pong.node_id,
-                        seen_as: pong.caller,
-                        round_trip_us: started.elapsed().as_micros() as u64,
-                    })
-                }
-            })
-            .on(move |_caller, message: PublishBroadcast| {
-                let service = publish_service.clone();
-                async move {
-                    service
-                        .publish(&message.topic, message.payload.into_bytes())
-                        .await
-                }
-            })
+            .on_actor::<GetNetStatus, _, _>(self.actor.clone())
+            .on_actor::<PingRemote, _, _>(self.actor.clone())
+            .on_actor::<PublishBroadcast, _, _>(self.actor.clone())
             .on_stream(move |_caller, message: SubscribeBroadcasts| {
                 let service = subscribe_service.clone();
                 stream::once(async move { service.subscribe(&message.topic).await }).flat_map(
@@ -190,6 +248,16 @@ impl NetService {
     }
 
     pub async fn stop(self) {
+        self.actor.stop();
+        let arbiter = self
+            .arbiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(arbiter) = arbiter {
+            // Joining the thread blocks; do it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || arbiter.stop()).await;
+        }
         self.handle.shutdown().await;
     }
 }
