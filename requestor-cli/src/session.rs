@@ -296,7 +296,9 @@ impl Session {
         crate::package::resolve(spec, self.packages.as_ref(), self.scratch.path()).await
     }
 
-    /// Negotiate agreements for `spec` and run `tasks` over them.
+    /// Negotiate agreements for `spec` and run `tasks` over them: start
+    /// negotiating, hand each signed agreement to a worker until the tasks are
+    /// done or the job must stop, wind down, and report.
     pub async fn run_job(
         &self,
         spec: &DemandSpec,
@@ -309,25 +311,8 @@ impl Session {
             subnet: spec.subnet.clone(),
             runtime: spec.runtime.runtime_name().into(),
         });
-        let count = tasks.len();
-        let per_agreement = self.agreement_limit(options.max_workers, count);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(
-                (0..count)
-                    .map(|index| Pending {
-                        index,
-                        attempt: 0,
-                        avoid: HashSet::new(),
-                    })
-                    .collect(),
-            ),
-            outcomes: Mutex::new(vec![None; count]),
-            remaining: AtomicUsize::new(count),
-            stop: Mutex::new(None),
-            notify: Notify::new(),
-            costs: Mutex::default(),
-            urls: Mutex::default(),
-        });
+        let per_agreement = self.agreement_limit(options.max_workers, tasks.len());
+        let shared = Arc::new(Shared::new(tasks.len()));
         let context = Arc::new(JobContext {
             client: self.client.clone(),
             files: self.files.clone(),
@@ -338,11 +323,31 @@ impl Session {
             budget: self.budget.to_f64().unwrap_or(f64::MAX),
             payments: self.payments.clone(),
         });
-        let (signed_tx, mut signed_rx) = mpsc::unbounded_channel::<SignedAgreement>();
+        let mut run = self.start_negotiation(spec, &demand, options, per_agreement);
+        let failure = self
+            .dispatch_agreements(&mut run, &context, spec, &demand, started)
+            .await;
+        let reports = self.wind_down(run, &shared).await;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        Ok(self.report(&context, reports, started))
+    }
+
+    /// Start the negotiator task; it signs agreements up to the target that
+    /// [`Session::dispatch_agreements`] sets.
+    fn start_negotiation(
+        &self,
+        spec: &DemandSpec,
+        demand: &golem_model::market::DemandOfferBase,
+        options: &JobOptions,
+        per_agreement: Decimal,
+    ) -> JobRun {
+        let (signed_tx, signed_rx) = mpsc::unbounded_channel::<SignedAgreement>();
         let (target_tx, target_rx) = watch::channel(0usize);
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
         let active = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicUsize::new(0));
-        let (shutdown_tx, shutdown_rx) = watch::channel(());
         let negotiation = Negotiation {
             client: self.client.clone(),
             demand: demand.clone(),
@@ -357,12 +362,35 @@ impl Session {
             seen: seen.clone(),
             shutdown: shutdown_rx,
         };
-        let negotiator = tokio::spawn(negotiation.run());
-        let mut workers = tokio::task::JoinSet::new();
-        let mut reports = Vec::new();
+        JobRun {
+            negotiator: tokio::spawn(negotiation.run()),
+            signed: signed_rx,
+            target: target_tx,
+            shutdown: shutdown_tx,
+            active,
+            seen,
+            workers: tokio::task::JoinSet::new(),
+            reports: Vec::new(),
+            per_agreement,
+            grace: options.task_timeout + Duration::from_secs(15),
+        }
+    }
+
+    /// Until every task is done or the job must stop: start a worker for
+    /// each signed agreement and collect the ones that end. Returns the error
+    /// that fails the whole job (no offer ever matched), if any.
+    async fn dispatch_agreements(
+        &self,
+        run: &mut JobRun,
+        context: &Arc<JobContext>,
+        spec: &DemandSpec,
+        demand: &golem_model::market::DemandOfferBase,
+        started: Instant,
+    ) -> Option<RequestorError> {
+        let options = &context.options;
+        let shared = &context.shared;
         let mut last_alive = Instant::now();
         let mut ever_signed = false;
-        let mut failure: Option<RequestorError> = None;
         loop {
             let remaining = shared.remaining.load(Ordering::SeqCst);
             if let Some(message) = self.payments.budget_exhausted() {
@@ -371,95 +399,135 @@ impl Session {
                 )));
             }
             if remaining == 0 || shared.stopped().is_some() {
-                break;
+                return None;
             }
-            if !workers.is_empty() {
+            if !run.workers.is_empty() {
                 last_alive = Instant::now();
             } else if last_alive.elapsed() > options.offer_timeout {
-                let caps_note = (seen.load(Ordering::SeqCst) > 0)
-                    .then(|| "offers were seen but none led to an agreement (price caps, or providers refused)".to_string());
-                let why = market::diagnose(&self.client, &spec.subnet, &demand, caps_note).await;
-                let message = if ever_signed {
-                    format!(
-                        "no provider left to run the remaining {remaining} task(s) after {:.0} s: {why}",
-                        options.offer_timeout.as_secs_f64()
-                    )
-                } else {
-                    format!(
-                        "no offer matched the demand within {:.0} s: {why}",
-                        options.offer_timeout.as_secs_f64()
-                    )
-                };
-                shared.stop_with(StopReason::NoProviders(message.clone()));
-                if !ever_signed {
-                    failure = Some(RequestorError::NoOffers(message));
-                }
-                break;
+                let reason = self
+                    .no_providers(spec, demand, options, run, remaining, ever_signed)
+                    .await;
+                shared.stop_with(reason.clone());
+                return (!ever_signed).then(|| RequestorError::NoOffers(reason.message().into()));
             }
             if started.elapsed() > options.job_timeout {
                 shared.stop_with(StopReason::TimedOut(format!(
                     "the job timed out after {:.0} s",
                     options.job_timeout.as_secs_f64()
                 )));
-                break;
+                return None;
             }
             let wanted = options.max_workers.max(1).min(remaining);
-            target_tx.send_if_modified(|target| std::mem::replace(target, wanted) != wanted);
+            run.target
+                .send_if_modified(|target| std::mem::replace(target, wanted) != wanted);
             tokio::select! {
-                Some(agreement) = signed_rx.recv() => {
+                Some(agreement) = run.signed.recv() => {
                     ever_signed = true;
                     last_alive = Instant::now();
-                    self.payments.track(&agreement.agreement_id, &agreement.provider_id, &agreement.provider_name, per_agreement);
-                    let span = tracing::info_span!("worker", agreement_id = %agreement.agreement_id, provider = %agreement.provider_name);
-                    workers.spawn(tracing::Instrument::instrument(worker(context.clone(), agreement), span));
+                    self.start_worker(run, context, agreement);
                 }
-                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                Some(joined) = run.workers.join_next(), if !run.workers.is_empty() => {
                     last_alive = Instant::now();
                     if let Ok(report) = joined {
-                        self.worker_ended(&report, &active);
-                        reports.push(report);
+                        self.worker_ended(&report, &run.active);
+                        run.reports.push(report);
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-        // Stop negotiating, let the workers finish their current task, end agreements.
-        drop(target_tx);
-        drop(shutdown_tx);
+    }
+
+    /// Why no provider is left: the market's diagnosis of the demand.
+    async fn no_providers(
+        &self,
+        spec: &DemandSpec,
+        demand: &golem_model::market::DemandOfferBase,
+        options: &JobOptions,
+        run: &JobRun,
+        remaining: usize,
+        ever_signed: bool,
+    ) -> StopReason {
+        let caps_note = (run.seen.load(Ordering::SeqCst) > 0).then(|| {
+            "offers were seen but none led to an agreement (price caps, or providers refused)"
+                .to_string()
+        });
+        let why = market::diagnose(&self.client, &spec.subnet, demand, caps_note).await;
+        let waited = options.offer_timeout.as_secs_f64();
+        StopReason::NoProviders(if ever_signed {
+            format!(
+                "no provider left to run the remaining {remaining} task(s) after {waited:.0} s: {why}"
+            )
+        } else {
+            format!("no offer matched the demand within {waited:.0} s: {why}")
+        })
+    }
+
+    fn start_worker(
+        &self,
+        run: &mut JobRun,
+        context: &Arc<JobContext>,
+        agreement: SignedAgreement,
+    ) {
+        self.payments.track(
+            &agreement.agreement_id,
+            &agreement.provider_id,
+            &agreement.provider_name,
+            run.per_agreement,
+        );
+        let span = tracing::info_span!("worker", agreement_id = %agreement.agreement_id, provider = %agreement.provider_name);
+        run.workers.spawn(tracing::Instrument::instrument(
+            worker(context.clone(), agreement),
+            span,
+        ));
+    }
+
+    /// Stop negotiating, let the workers finish their current task (up to
+    /// the task timeout and a grace), and end agreements signed too late.
+    async fn wind_down(&self, mut run: JobRun, shared: &Shared) -> Vec<WorkerReport> {
+        drop(run.target);
+        drop(run.shutdown);
         shared.notify.notify_waiters();
-        let _ = tokio::time::timeout(Duration::from_secs(3), negotiator).await;
-        let grace = options.task_timeout + Duration::from_secs(15);
-        let deadline = Instant::now() + grace;
-        while !workers.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), run.negotiator).await;
+        let deadline = Instant::now() + run.grace;
+        while !run.workers.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, workers.join_next()).await {
+            match tokio::time::timeout(left, run.workers.join_next()).await {
                 Ok(Some(Ok(report))) => {
-                    self.worker_ended(&report, &active);
-                    reports.push(report);
+                    self.worker_ended(&report, &run.active);
+                    run.reports.push(report);
                 }
                 Ok(Some(Err(_))) => {}
                 Ok(None) => break,
                 Err(_) => {
-                    workers.abort_all();
+                    run.workers.abort_all();
                     break;
                 }
             }
         }
-        while let Ok(agreement) = signed_rx.try_recv() {
+        while let Ok(agreement) = run.signed.try_recv() {
             self.payments.track(
                 &agreement.agreement_id,
                 &agreement.provider_id,
                 &agreement.provider_name,
-                per_agreement,
+                run.per_agreement,
             );
             if terminate(&self.client, &agreement.agreement_id).await {
                 lock(&self.finished_agreements).push(agreement.agreement_id.clone());
             }
         }
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        let outcomes = lock(&shared.outcomes)
+        run.reports
+    }
+
+    /// The job's report: every task's outcome ("not run" when it never ran),
+    /// the providers used and why the job stopped early, if it did.
+    fn report(
+        &self,
+        context: &JobContext,
+        reports: Vec<WorkerReport>,
+        started: Instant,
+    ) -> JobReport {
+        let outcomes = lock(&context.shared.outcomes)
             .iter()
             .enumerate()
             .map(|(index, outcome)| {
@@ -476,18 +544,18 @@ impl Session {
             tasks_failed: outcomes.len() - done,
             seconds: started.elapsed().as_secs_f64(),
         });
-        let stopped = shared.stopped();
+        let stopped = context.shared.stopped();
         if let Some(StopReason::BudgetExhausted(message)) = &stopped {
             self.events.emit(Event::BudgetExhausted {
                 message: message.clone(),
             });
         }
-        Ok(JobReport {
+        JobReport {
             outcomes,
             providers: reports.into_iter().map(|report| report.provider).collect(),
             seconds: started.elapsed().as_secs_f64(),
             stopped,
-        })
+        }
     }
 
     /// The most one agreement may cost: `--max-per-agreement`, else the budget
@@ -576,7 +644,47 @@ struct Shared {
     urls: Mutex<HashMap<PathBuf, String>>,
 }
 
+/// One job's negotiation and workers while it runs.
+struct JobRun {
+    negotiator: tokio::task::JoinHandle<()>,
+    /// Agreements the negotiator signed, in order.
+    signed: mpsc::UnboundedReceiver<SignedAgreement>,
+    /// How many agreements the negotiator should keep.
+    target: watch::Sender<usize>,
+    /// Dropped to stop the negotiator.
+    shutdown: watch::Sender<()>,
+    /// Agreements with a worker (the negotiator counts them against the target).
+    active: Arc<AtomicUsize>,
+    /// Offers the negotiator has seen (for the no-provider diagnosis).
+    seen: Arc<AtomicUsize>,
+    workers: tokio::task::JoinSet<WorkerReport>,
+    reports: Vec<WorkerReport>,
+    per_agreement: Decimal,
+    /// How long winding down waits for the workers' current tasks.
+    grace: Duration,
+}
+
 impl Shared {
+    fn new(count: usize) -> Shared {
+        Shared {
+            queue: Mutex::new(
+                (0..count)
+                    .map(|index| Pending {
+                        index,
+                        attempt: 0,
+                        avoid: HashSet::new(),
+                    })
+                    .collect(),
+            ),
+            outcomes: Mutex::new(vec![None; count]),
+            remaining: AtomicUsize::new(count),
+            stop: Mutex::new(None),
+            notify: Notify::new(),
+            costs: Mutex::default(),
+            urls: Mutex::default(),
+        }
+    }
+
     fn stop_with(&self, reason: StopReason) {
         lock(&self.stop).get_or_insert(reason);
         self.notify.notify_waiters();
@@ -633,6 +741,8 @@ enum BatchError {
     Provider(String),
 }
 
+/// One agreement's worker: start an activity, run tasks from the shared
+/// queue until none are left or the job stops, then end the agreement.
 async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerReport {
     let started = Instant::now();
     let mut report = ProviderReport {
@@ -657,153 +767,202 @@ async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerR
             };
         }
     };
-    let shared = &context.shared;
-    let mut last_budget_check: Option<Instant> = None;
-    loop {
-        if shared.stopped().is_some() || shared.remaining.load(Ordering::SeqCst) == 0 {
-            break;
-        }
-        let Some(mut pending) = shared.take(&agreement.provider_id) else {
-            // Tasks may still come back from other workers: wait a little.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(200), shared.notify.notified()).await;
-            continue;
-        };
-        pending.attempt += 1;
-        let task = &context.tasks[pending.index];
-        context.events.emit(Event::TaskStarted {
-            task_id: task.id.clone(),
-            provider_name: agreement.provider_name.clone(),
-            attempt: pending.attempt,
-        });
-        let task_started = Instant::now();
-        let result = run_task(&context, &activity_id, task).await;
-        let seconds = task_started.elapsed().as_secs_f64();
-        match result {
-            Ok((stdout, stderr)) => {
-                report.tasks_done += 1;
-                context.events.emit(Event::TaskFinished {
-                    task_id: task.id.clone(),
-                    provider_name: agreement.provider_name.clone(),
-                    seconds,
-                });
-                context.events.emit(Event::TaskOutput {
-                    task_id: task.id.clone(),
-                    stdout: stdout.clone(),
-                    stderr: stderr.clone(),
-                });
-                shared.finish(
-                    pending.index,
-                    TaskOutcome {
-                        id: task.id.clone(),
-                        ok: true,
-                        provider_name: agreement.provider_name.clone(),
-                        provider_id: agreement.provider_id.clone(),
-                        attempts: pending.attempt,
-                        seconds,
-                        stdout,
-                        stderr,
-                        exit_code: Some(0),
-                        error: None,
-                    },
-                );
-                // The usage is a call to the provider: ask at most every 250 ms.
-                if last_budget_check
-                    .is_none_or(|at: Instant| at.elapsed() > Duration::from_millis(250))
-                {
-                    last_budget_check = Some(Instant::now());
-                    check_budget(
-                        &context,
-                        &agreement,
-                        &activity_id,
-                        report.tasks_done,
-                        started,
-                    )
-                    .await;
-                }
+    let mut worker = Worker {
+        context,
+        agreement,
+        activity_id,
+        report,
+        started,
+        last_budget_check: None,
+    };
+    worker.run_tasks().await;
+    worker.finish().await
+}
+
+/// A worker's state while its activity runs tasks.
+struct Worker {
+    context: Arc<JobContext>,
+    agreement: SignedAgreement,
+    activity_id: String,
+    report: ProviderReport,
+    started: Instant,
+    /// When the budget was last checked (a call to the provider for usage).
+    last_budget_check: Option<Instant>,
+}
+
+impl Worker {
+    /// Take tasks until none are left, the job stops or the provider is gone.
+    async fn run_tasks(&mut self) {
+        let context = self.context.clone();
+        let shared = &context.shared;
+        loop {
+            if shared.stopped().is_some() || shared.remaining.load(Ordering::SeqCst) == 0 {
+                return;
             }
-            Err(error) => {
-                let (message, provider_gone, exit_code, stdout, stderr) = match error {
-                    BatchError::Task {
-                        message,
-                        exit_code,
-                        stdout,
-                        stderr,
-                    } => (message, false, exit_code, stdout, stderr),
-                    BatchError::Provider(message) => {
-                        (message, true, None, String::new(), String::new())
+            let Some(mut pending) = shared.take(&self.agreement.provider_id) else {
+                // Tasks may still come back from other workers: wait a little.
+                let _ = tokio::time::timeout(Duration::from_millis(200), shared.notify.notified())
+                    .await;
+                continue;
+            };
+            pending.attempt += 1;
+            let task = &context.tasks[pending.index];
+            context.events.emit(Event::TaskStarted {
+                task_id: task.id.clone(),
+                provider_name: self.agreement.provider_name.clone(),
+                attempt: pending.attempt,
+            });
+            let task_started = Instant::now();
+            let result = run_task(&context, &self.activity_id, task).await;
+            let seconds = task_started.elapsed().as_secs_f64();
+            match result {
+                Ok((stdout, stderr)) => self.task_succeeded(pending, seconds, stdout, stderr).await,
+                Err(error) => {
+                    if let Some(message) = self.task_failed(pending, seconds, error) {
+                        self.report.failure = Some(message);
+                        return;
                     }
-                };
-                let retry =
-                    pending.attempt < context.options.max_attempts && shared.stopped().is_none();
-                context.events.emit(Event::TaskFailed {
-                    task_id: task.id.clone(),
-                    provider_name: agreement.provider_name.clone(),
-                    message: message.clone(),
-                    will_retry: retry,
-                });
-                if retry {
-                    pending.avoid.insert(agreement.provider_id.clone());
-                    lock(&shared.queue).push_back(pending);
-                    shared.notify.notify_waiters();
-                } else {
-                    shared.finish(
-                        pending.index,
-                        TaskOutcome {
-                            id: task.id.clone(),
-                            ok: false,
-                            provider_name: agreement.provider_name.clone(),
-                            provider_id: agreement.provider_id.clone(),
-                            attempts: pending.attempt,
-                            seconds,
-                            stdout,
-                            stderr,
-                            exit_code,
-                            error: Some(message.clone()),
-                        },
-                    );
-                }
-                if provider_gone {
-                    report.failure = Some(message);
-                    break;
                 }
             }
         }
     }
-    report.estimated_cost = lock(&shared.costs)
-        .get(&agreement.agreement_id)
-        .copied()
-        .unwrap_or(0.0);
-    let terminated = if report.failure.is_some() {
-        // The provider is likely gone: end the agreement without waiting on it.
-        let client = context.client.clone();
-        let agreement_id = agreement.agreement_id.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(15),
-                client.terminate_agreement(&agreement_id, None),
+
+    fn outcome(&self, pending: &Pending, seconds: f64) -> TaskOutcome {
+        TaskOutcome {
+            id: self.context.tasks[pending.index].id.clone(),
+            provider_name: self.agreement.provider_name.clone(),
+            provider_id: self.agreement.provider_id.clone(),
+            attempts: pending.attempt,
+            seconds,
+            ..TaskOutcome::default()
+        }
+    }
+
+    /// Record a done task and, at most every 250 ms, check the budget.
+    async fn task_succeeded(
+        &mut self,
+        pending: Pending,
+        seconds: f64,
+        stdout: String,
+        stderr: String,
+    ) {
+        let context = self.context.clone();
+        let task = &context.tasks[pending.index];
+        self.report.tasks_done += 1;
+        context.events.emit(Event::TaskFinished {
+            task_id: task.id.clone(),
+            provider_name: self.agreement.provider_name.clone(),
+            seconds,
+        });
+        context.events.emit(Event::TaskOutput {
+            task_id: task.id.clone(),
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        });
+        let outcome = TaskOutcome {
+            ok: true,
+            stdout,
+            stderr,
+            exit_code: Some(0),
+            ..self.outcome(&pending, seconds)
+        };
+        context.shared.finish(pending.index, outcome);
+        if self
+            .last_budget_check
+            .is_none_or(|at: Instant| at.elapsed() > Duration::from_millis(250))
+        {
+            self.last_budget_check = Some(Instant::now());
+            check_budget(
+                &context,
+                &self.agreement,
+                &self.activity_id,
+                self.report.tasks_done,
+                self.started,
             )
             .await;
-        });
-        false
-    } else {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            context.client.destroy_activity(&activity_id),
-        )
-        .await;
-        terminate(&context.client, &agreement.agreement_id).await
-    };
-    if terminated {
-        context.events.emit(Event::AgreementTerminated {
-            agreement_id: agreement.agreement_id.clone(),
-            provider_name: agreement.provider_name.clone(),
-        });
+        }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    WorkerReport {
-        provider: report,
-        terminated,
+
+    /// Put a failed task back for another provider, or record it as failed
+    /// when out of attempts. Returns the message when the provider is gone.
+    fn task_failed(&self, mut pending: Pending, seconds: f64, error: BatchError) -> Option<String> {
+        let context = &self.context;
+        let shared = &context.shared;
+        let task = &context.tasks[pending.index];
+        let (message, provider_gone, exit_code, stdout, stderr) = match error {
+            BatchError::Task {
+                message,
+                exit_code,
+                stdout,
+                stderr,
+            } => (message, false, exit_code, stdout, stderr),
+            BatchError::Provider(message) => (message, true, None, String::new(), String::new()),
+        };
+        let retry = pending.attempt < context.options.max_attempts && shared.stopped().is_none();
+        context.events.emit(Event::TaskFailed {
+            task_id: task.id.clone(),
+            provider_name: self.agreement.provider_name.clone(),
+            message: message.clone(),
+            will_retry: retry,
+        });
+        if retry {
+            pending.avoid.insert(self.agreement.provider_id.clone());
+            lock(&shared.queue).push_back(pending);
+            shared.notify.notify_waiters();
+        } else {
+            let outcome = TaskOutcome {
+                ok: false,
+                stdout,
+                stderr,
+                exit_code,
+                error: Some(message.clone()),
+                ..self.outcome(&pending, seconds)
+            };
+            shared.finish(pending.index, outcome);
+        }
+        provider_gone.then_some(message)
+    }
+
+    /// Destroy the activity and terminate the agreement (without waiting
+    /// when the provider is gone); the report says whether it ended cleanly.
+    async fn finish(mut self) -> WorkerReport {
+        let context = &self.context;
+        let agreement = &self.agreement;
+        self.report.estimated_cost = lock(&context.shared.costs)
+            .get(&agreement.agreement_id)
+            .copied()
+            .unwrap_or(0.0);
+        let terminated = if self.report.failure.is_some() {
+            // The provider is likely gone: end the agreement without waiting on it.
+            let client = context.client.clone();
+            let agreement_id = agreement.agreement_id.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(15),
+                    client.terminate_agreement(&agreement_id, None),
+                )
+                .await;
+            });
+            false
+        } else {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                context.client.destroy_activity(&self.activity_id),
+            )
+            .await;
+            terminate(&context.client, &agreement.agreement_id).await
+        };
+        if terminated {
+            context.events.emit(Event::AgreementTerminated {
+                agreement_id: agreement.agreement_id.clone(),
+                provider_name: agreement.provider_name.clone(),
+            });
+        }
+        self.report.seconds = self.started.elapsed().as_secs_f64();
+        WorkerReport {
+            provider: self.report,
+            terminated,
+        }
     }
 }
 
