@@ -6,7 +6,7 @@
 //! State that must survive a restart goes through [`StateStore`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,33 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Wait for the exe unit to exit, or for a stop request: then SIGTERM, and
+/// SIGKILL after [`KILL_GRACE`]. Returns the exit status and the stop reason
+/// when the stop was asked for.
+async fn wait_for_exit(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    mut stop: oneshot::Receiver<String>,
+) -> (std::io::Result<std::process::ExitStatus>, Option<String>) {
+    tokio::select! {
+        biased;
+        status = child.wait() => (status, None),
+        reason = &mut stop => {
+            let reason = reason.unwrap_or_else(|_| "the provider agent stopped".into());
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tracing::warn!("the exe unit ignored SIGTERM; killing it");
+                    let _ = child.kill().await;
+                    child.wait().await
+                }
+            };
+            (status, Some(reason))
+        }
+    }
 }
 
 /// The reason a failed exe unit gave on its last `exe-unit error: ` stderr line
@@ -593,6 +620,8 @@ impl Agent {
         }
     }
 
+    /// An activity was created for this provider: admit it, start its exe
+    /// unit, supervise the process until it ends and record why it ended.
     #[tracing::instrument(skip(self, event_date, received))]
     async fn create_activity(
         self: Arc<Self>,
@@ -601,108 +630,18 @@ impl Agent {
         event_date: DateTime<Utc>,
         received: Instant,
     ) {
-        // Both ids become path components of the work dir: only id-shaped ones.
-        if let Err(error) = golem_model::ids::check_id("activity id", activity_id)
-            .and_then(|()| golem_model::ids::check_id("agreement id", agreement_id))
-        {
-            tracing::warn!(%error, "activity event ignored");
-            return;
-        }
-        let known = self.state.read(|state| {
-            state.agreements.get(agreement_id).map(|a| {
-                (
-                    a.live(),
-                    a.activities.contains_key(activity_id),
-                    a.runtime.clone(),
-                )
-            })
-        });
-        if let Some((_, true, _)) = known {
-            return;
-        }
-        let agreement = match self.client.agreement(agreement_id).await {
-            Ok(agreement) => agreement,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the activity's agreement");
-                return;
-            }
-        };
-        let runtime = match known {
-            Some((true, _, runtime)) => runtime,
-            Some((false, _, _)) => {
-                self.refuse_activity(activity_id, "its agreement has ended")
-                    .await;
-                return;
-            }
-            None => {
-                if agreement.state != AgreementState::Approved {
-                    return;
-                }
-                self.record_agreement(&agreement);
-                self.state
-                    .read(|state| {
-                        state
-                            .agreements
-                            .get(agreement_id)
-                            .map(|a| a.runtime.clone())
-                    })
-                    .unwrap_or_default()
-            }
-        };
-        // Old events (a restart replays them) are for activities already past New.
-        match self.client.activity_state(activity_id).await {
-            Ok(state) if state.state.0 == State::New => {}
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the activity state");
-                return;
-            }
-        }
-        let Some(unit) = self.exe_units.iter().find(|unit| unit.runtime == runtime) else {
-            self.refuse_activity(
-                activity_id,
-                &format!("exe unit {runtime} is not available on this provider"),
-            )
-            .await;
+        let Some((agreement, unit)) = self.admit_activity(activity_id, agreement_id).await else {
             return;
         };
         let work_dir = self.config.work_root().join(agreement_id).join(activity_id);
-        let spawned = self.spawn_exe_unit(unit, activity_id, &agreement, &work_dir);
-        let (mut child, pid) = match spawned {
-            Ok(child) => child,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the exe unit");
-                self.refuse_activity(
-                    activity_id,
-                    &format!("the exe unit could not start: {error}"),
-                )
-                .await;
-                return;
-            }
+        let Some((mut child, pid)) = self
+            .start_exe_unit(&unit, activity_id, &agreement, &work_dir, received)
+            .await
+        else {
+            return;
         };
-        let spawn_us = received.elapsed().as_micros() as u64;
-        tracing::info!(pid, runtime = %unit.runtime, spawn_us, work_dir = %work_dir.display(), "activity spawned an exe unit");
-        self.state.update(|state| {
-            if let Some(agreement) = state.agreements.get_mut(agreement_id) {
-                agreement.activities.insert(
-                    activity_id.to_string(),
-                    ActivityRecord {
-                        activity_id: activity_id.to_string(),
-                        pid: Some(pid),
-                        work_dir: work_dir.clone(),
-                        alive: true,
-                        started_at: Utc::now(),
-                        usage: Vec::new(),
-                        amount: Decimal::ZERO,
-                        billed: Decimal::ZERO,
-                        ended_reason: None,
-                    },
-                );
-            }
-        });
-        let (stop_sender, mut stop) = oneshot::channel::<String>();
+        let (stop_sender, stop) = oneshot::channel::<String>();
         lock(&self.children).insert(activity_id.to_string(), stop_sender);
-
         // Watch it come up: measured and bounded.
         {
             let agent = self.clone();
@@ -713,64 +652,11 @@ impl Agent {
                     .await
             });
         }
-
-        let mut requested: Option<String> = None;
-        let status = tokio::select! {
-            biased;
-            status = child.wait() => status,
-            reason = &mut stop => {
-                let reason = reason.unwrap_or_else(|_| "the provider agent stopped".into());
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                requested = Some(reason);
-                match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        tracing::warn!("the exe unit ignored SIGTERM; killing it");
-                        let _ = child.kill().await;
-                        child.wait().await
-                    }
-                }
-            }
-        };
+        let (status, requested) = wait_for_exit(&mut child, pid, stop).await;
         lock(&self.children).remove(activity_id);
-        let clean = status.as_ref().is_ok_and(|status| status.success());
-        let status = status
-            .map(|status| status.to_string())
-            .unwrap_or_else(|error| format!("unknown status ({error})"));
-        let reason = match requested {
-            Some(reason) => {
-                tracing::info!(%status, %reason, "exe unit stopped");
-                reason
-            }
-            // Exit 0 follows a Shutdown from the daemon (destroy) or a terminate.
-            None if clean => {
-                let reason = "the exe unit finished (destroyed or terminated)".to_string();
-                tracing::info!(%status, "exe unit exited");
-                reason
-            }
-            None => {
-                let reason = match exe_unit_failure(&work_dir) {
-                    Some(failure) => format!("exe unit: {failure}"),
-                    None => format!("the exe unit exited unexpectedly ({status})"),
-                };
-                tracing::warn!(%reason, "activity lost its exe unit");
-                // The daemon notices too; say why in case it has not yet.
-                if let Ok(current) = self.client.activity_state(activity_id).await {
-                    if current.state.alive() {
-                        let terminated = ActivityState {
-                            state: State::Terminated.into(),
-                            reason: Some(reason.clone()),
-                            error_message: None,
-                        };
-                        let _ = self
-                            .client
-                            .set_activity_state(activity_id, &terminated)
-                            .await;
-                    }
-                }
-                reason
-            }
-        };
+        let reason = self
+            .exit_reason(activity_id, &work_dir, status, requested)
+            .await;
         self.refresh_usage(agreement_id, activity_id).await;
         self.state.update(|state| {
             if let Some(activity) = state
@@ -788,6 +674,171 @@ impl Agent {
                 tracing::debug!(%error, "cannot remove the work dir");
             }
         }
+    }
+
+    /// Whether this agent runs the activity: id-shaped ids, a live approved
+    /// agreement, the activity still New (a restart replays old events), and
+    /// an exe unit for the agreement's runtime. Refuses it to the daemon with
+    /// the reason otherwise.
+    async fn admit_activity(
+        &self,
+        activity_id: &str,
+        agreement_id: &str,
+    ) -> Option<(Agreement, ExeUnit)> {
+        // Both ids become path components of the work dir: only id-shaped ones.
+        if let Err(error) = golem_model::ids::check_id("activity id", activity_id)
+            .and_then(|()| golem_model::ids::check_id("agreement id", agreement_id))
+        {
+            tracing::warn!(%error, "activity event ignored");
+            return None;
+        }
+        let known = self.state.read(|state| {
+            state.agreements.get(agreement_id).map(|a| {
+                (
+                    a.live(),
+                    a.activities.contains_key(activity_id),
+                    a.runtime.clone(),
+                )
+            })
+        });
+        if let Some((_, true, _)) = known {
+            return None;
+        }
+        let agreement = match self.client.agreement(agreement_id).await {
+            Ok(agreement) => agreement,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the activity's agreement");
+                return None;
+            }
+        };
+        let runtime = match known {
+            Some((true, _, runtime)) => runtime,
+            Some((false, _, _)) => {
+                self.refuse_activity(activity_id, "its agreement has ended")
+                    .await;
+                return None;
+            }
+            None => {
+                if agreement.state != AgreementState::Approved {
+                    return None;
+                }
+                self.record_agreement(&agreement);
+                self.state
+                    .read(|state| {
+                        state
+                            .agreements
+                            .get(agreement_id)
+                            .map(|a| a.runtime.clone())
+                    })
+                    .unwrap_or_default()
+            }
+        };
+        match self.client.activity_state(activity_id).await {
+            Ok(state) if state.state.0 == State::New => {}
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the activity state");
+                return None;
+            }
+        }
+        let Some(unit) = self.exe_units.iter().find(|unit| unit.runtime == runtime) else {
+            self.refuse_activity(
+                activity_id,
+                &format!("exe unit {runtime} is not available on this provider"),
+            )
+            .await;
+            return None;
+        };
+        Some((agreement, unit.clone()))
+    }
+
+    /// Spawn the exe unit and record the running activity in `state.json`;
+    /// refuses the activity to the daemon when the process cannot start.
+    async fn start_exe_unit(
+        &self,
+        unit: &ExeUnit,
+        activity_id: &str,
+        agreement: &Agreement,
+        work_dir: &Path,
+        received: Instant,
+    ) -> Option<(tokio::process::Child, u32)> {
+        let (child, pid) = match self.spawn_exe_unit(unit, activity_id, agreement, work_dir) {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the exe unit");
+                self.refuse_activity(
+                    activity_id,
+                    &format!("the exe unit could not start: {error}"),
+                )
+                .await;
+                return None;
+            }
+        };
+        let spawn_us = received.elapsed().as_micros() as u64;
+        tracing::info!(pid, runtime = %unit.runtime, spawn_us, work_dir = %work_dir.display(), "activity spawned an exe unit");
+        self.state.update(|state| {
+            if let Some(record) = state.agreements.get_mut(&agreement.agreement_id) {
+                record.activities.insert(
+                    activity_id.to_string(),
+                    ActivityRecord {
+                        activity_id: activity_id.to_string(),
+                        pid: Some(pid),
+                        work_dir: work_dir.to_path_buf(),
+                        alive: true,
+                        started_at: Utc::now(),
+                        usage: Vec::new(),
+                        amount: Decimal::ZERO,
+                        billed: Decimal::ZERO,
+                        ended_reason: None,
+                    },
+                );
+            }
+        });
+        Some((child, pid))
+    }
+
+    /// Why the exe unit ended, in words for the requestor: the stop that was
+    /// asked for, a clean exit, or its last error line. An unexpected exit is
+    /// also reported to the daemon, in case it has not noticed yet.
+    async fn exit_reason(
+        &self,
+        activity_id: &str,
+        work_dir: &Path,
+        status: std::io::Result<std::process::ExitStatus>,
+        requested: Option<String>,
+    ) -> String {
+        let clean = status.as_ref().is_ok_and(|status| status.success());
+        let status = status
+            .map(|status| status.to_string())
+            .unwrap_or_else(|error| format!("unknown status ({error})"));
+        if let Some(reason) = requested {
+            tracing::info!(%status, %reason, "exe unit stopped");
+            return reason;
+        }
+        // Exit 0 follows a Shutdown from the daemon (destroy) or a terminate.
+        if clean {
+            tracing::info!(%status, "exe unit exited");
+            return "the exe unit finished (destroyed or terminated)".to_string();
+        }
+        let reason = match exe_unit_failure(work_dir) {
+            Some(failure) => format!("exe unit: {failure}"),
+            None => format!("the exe unit exited unexpectedly ({status})"),
+        };
+        tracing::warn!(%reason, "activity lost its exe unit");
+        if let Ok(current) = self.client.activity_state(activity_id).await {
+            if current.state.alive() {
+                let terminated = ActivityState {
+                    state: State::Terminated.into(),
+                    reason: Some(reason.clone()),
+                    error_message: None,
+                };
+                let _ = self
+                    .client
+                    .set_activity_state(activity_id, &terminated)
+                    .await;
+            }
+        }
+        reason
     }
 
     fn spawn_exe_unit(
