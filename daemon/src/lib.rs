@@ -80,7 +80,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         )
     })?;
 
-    let net = net::start(&config, identity.secret_bytes(), &router)
+    let net = net::start(net_config(&config)?, identity.secret_bytes(), &router)
         .await
         .context("starting the net service")?;
     let market = market::start(
@@ -170,6 +170,30 @@ impl Node {
         }
         tracing::info!(node_id = %self.node_id, "node stopped");
     }
+}
+
+/// The p2p settings of `config` for `golem-net`.
+fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
+    fn multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<golem_net::Multiaddr>> {
+        values
+            .iter()
+            .map(|value| {
+                value.parse().with_context(|| {
+                    format!("invalid {option} address {value:?}: expected a multiaddr like /ip4/127.0.0.1/tcp/11500")
+                })
+            })
+            .collect()
+    }
+    Ok(golem_net::NetConfig {
+        listen: multiaddrs("--p2p-listen", &config.p2p_listen)?,
+        bootstrap: multiaddrs("--bootstrap", &config.bootstrap)?,
+        relays: multiaddrs("relays", &config.relays)?,
+        external_addrs: multiaddrs("external-addrs", &config.external_addrs)?,
+        relay_server: config.relay_server,
+        call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
+        agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
+        ..golem_net::NetConfig::default()
+    })
 }
 
 /// Run a node until `shutdown` is cancelled.

@@ -12,8 +12,6 @@
 //! nodes go from the `/net/` prefix straight to the swarm's handle, with no
 //! mailbox hop. This module must not hold per-peer state of its own.
 
-use std::time::Duration;
-
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, Handler, ResponseFuture};
@@ -28,10 +26,8 @@ use golem_model::bus::{
     SubscribeBroadcasts, NET_PUBLIC_SERVICE, NET_SERVICE,
 };
 use golem_model::{GolemError, NodeId};
-use golem_net::{Broadcast, InboundCall, Multiaddr, NetConfig, NetHandle, NetStatus};
+use golem_net::{Broadcast, InboundCall, NetConfig, NetHandle, NetStatus};
 use tokio::sync::mpsc;
-
-use crate::config::DaemonConfig;
 
 /// Handle to the net service. Cheap to clone.
 #[derive(Clone)]
@@ -112,34 +108,13 @@ impl Handler<Incoming<PublishBroadcast>> for NetActor {
     }
 }
 
-fn parse_multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
-    values
-        .iter()
-        .map(|value| {
-            value.parse::<Multiaddr>().with_context(|| {
-                format!("invalid {option} address {value:?}: expected a multiaddr like /ip4/127.0.0.1/tcp/11500")
-            })
-        })
-        .collect()
-}
-
-/// Start libp2p on the configured addresses and bind `/net/` and `/local/net` on `router`.
+/// Start libp2p with `net_config` and bind `/net/`, `/local/net` and
+/// `/public/net` on `router`.
 pub async fn start(
-    config: &DaemonConfig,
+    net_config: NetConfig,
     secret: [u8; 32],
     router: &Router,
 ) -> anyhow::Result<NetService> {
-    let net_config = NetConfig {
-        listen: parse_multiaddrs("--p2p-listen", &config.p2p_listen)?,
-        bootstrap: parse_multiaddrs("--bootstrap", &config.bootstrap)?,
-        relays: parse_multiaddrs("relays", &config.relays)?,
-        external_addrs: parse_multiaddrs("external-addrs", &config.external_addrs)?,
-        relay_server: config.relay_server,
-        call_timeout: Duration::from_millis(config.net_call_timeout_ms),
-        agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
-        ..NetConfig::default()
-    };
-
     let inbound_router = router.clone();
     let inbound = golem_net::handler(move |call: InboundCall| {
         let router = inbound_router.clone();
