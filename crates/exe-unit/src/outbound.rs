@@ -227,15 +227,28 @@ impl Resolve for FilteringResolver {
     }
 }
 
+/// The policy's refusal in a reqwest error's chain, if the request failed
+/// because of one (a filtered name, a refused redirect).
+pub fn refusal(error: &reqwest::Error) -> Option<Refused> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<Refused>() {
+            return Some(refused.clone());
+        }
+        source = current.source();
+    }
+    None
+}
+
 /// A reqwest error as one line: a refusal of the policy alone when there is
 /// one in its chain, else the error and its causes.
 pub fn describe(error: &reqwest::Error) -> String {
+    if let Some(refused) = refusal(error) {
+        return refused.to_string();
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut parts = Vec::new();
     while let Some(current) = source {
-        if let Some(refused) = current.downcast_ref::<Refused>() {
-            return refused.to_string();
-        }
         let text = current.to_string();
         if !parts.iter().any(|part: &String| part.contains(&text)) {
             parts.push(text);

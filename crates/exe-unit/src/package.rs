@@ -383,13 +383,9 @@ async fn download_and_hash(
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let failure = |error: reqwest::Error| {
-            let message = outbound::describe(&error);
-            if message.contains(outbound::ALLOW_PRIVATE_SETTING) {
-                refused(message)
-            } else {
-                download_error(message)
-            }
+        let failure = |error: reqwest::Error| match outbound::refusal(&error) {
+            Some(refusal) => refused(refusal.to_string()),
+            None => download_error(outbound::describe(&error)),
         };
         let response = request.send().await.map_err(failure)?;
         let response =

@@ -402,17 +402,15 @@ fn parse_http_url(policy: &OutboundPolicy, url: &str) -> Result<reqwest::Url, Tr
 
 /// A reqwest failure: a refusal of the outbound policy stays a refusal.
 fn http_failure(url: &str, error: &reqwest::Error) -> TransferError {
-    let message = outbound::describe(error);
-    if message.contains(outbound::ALLOW_PRIVATE_SETTING) {
-        TransferError::Refused {
+    match outbound::refusal(error) {
+        Some(refusal) => TransferError::Refused {
             url: url.to_string(),
-            reason: message,
-        }
-    } else {
-        TransferError::Http {
+            reason: refusal.to_string(),
+        },
+        None => TransferError::Http {
             url: url.to_string(),
-            message,
-        }
+            message: outbound::describe(error),
+        },
     }
 }
 
