@@ -3,10 +3,12 @@
 //! (outside the actor), admit the activity (in the actor: record, count, event
 //! for the agent), wait for the exe unit (outside, on the committed record).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{ActorFutureExt, Context, Handler, ResponseActFuture, ResponseFuture, WrapFuture};
 use chrono::Utc;
+use futures::StreamExt;
 use golem_bus::{Caller, Incoming, Router, ServiceEndpoint, Supervised};
 use golem_model::activity::{
     exe_unit_address, ActivityState, ActivityUsage, ExeScriptCommandState, GetRunningCommand,
@@ -20,7 +22,6 @@ use golem_model::activity_control::{
 use golem_model::ids::check_id;
 use golem_model::market::{Agreement, AgreementState};
 use golem_model::{GolemError, NodeId};
-use std::sync::Arc;
 
 use super::batches::{event_stream, WatchBatch};
 use super::{HostedActivity, HostedRecord, ProviderActivityActor, Shared, MAX_REMOTE_WAIT};
@@ -57,8 +58,6 @@ pub(super) fn endpoint(actor: &Supervised<ProviderActivityActor>) -> ServiceEndp
         })
 }
 
-use futures::StreamExt;
-
 impl Handler<Incoming<CreateActivityRemote>> for ProviderActivityActor {
     type Result = ResponseActFuture<Self, Result<String, GolemError>>;
 
@@ -83,14 +82,14 @@ impl Handler<Incoming<CreateActivityRemote>> for ProviderActivityActor {
             settle
                 .into_actor(self)
                 .map(move |agreement, actor, _ctx| actor.admit(requestor, agreement?))
-                .then(move |admitted, _actor, _ctx| {
+                .then(move |admitted, actor, _ctx| {
                     async move {
                         let activity_id = admitted?;
                         // Answer once the exe unit is up; the requestor's daemon keeps waiting if it is not yet.
                         wait_until_started(&shared, &activity_id, wait).await;
                         Ok(activity_id)
                     }
-                    .into_actor(_actor)
+                    .into_actor(actor)
                 }),
         )
     }

@@ -77,3 +77,89 @@ impl RequestorSide {
         self.actor.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use golem_bus::{ServiceArbiter, ServiceEndpoint};
+    use golem_model::activity::{ActivityState, State};
+    use golem_model::activity_control::{CreateActivityRemote, GetStateRemote};
+    use golem_model::market::Agreement;
+    use golem_model::{ErrorCode, GolemError};
+    use serde_json::json;
+
+    use super::*;
+
+    const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+    const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+
+    struct OneAgreement(Agreement);
+
+    impl Agreements for OneAgreement {
+        fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
+            (id == self.0.agreement_id)
+                .then(|| self.0.clone())
+                .ok_or_else(|| GolemError::not_found(id.to_string()))
+        }
+    }
+
+    /// Created activities are recorded in sled before create answers, read
+    /// back through the view; an unknown agreement creates nothing.
+    #[tokio::test]
+    async fn created_activities_are_recorded_in_steps_and_read_from_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let tree = store.tree("activity").unwrap();
+        let now = chrono::Utc::now();
+        let agreement: Agreement = serde_json::from_value(json!({
+            "agreementId": "a1",
+            "demand": {"properties": {}, "constraints": "()", "demandId": "d",
+                       "requestorId": REQUESTOR, "timestamp": now},
+            "offer": {"properties": {}, "constraints": "()", "offerId": "o",
+                      "providerId": PROVIDER, "timestamp": now},
+            "validTo": now + chrono::Duration::hours(1),
+            "state": "Approved",
+            "timestamp": now,
+        }))
+        .unwrap();
+        let router = Router::new();
+        // A stand-in provider daemon: every new activity is Ready at once.
+        let provider =
+            ServiceEndpoint::new()
+                .on(|_caller, _create: CreateActivityRemote| async move {
+                    Ok(golem_model::ids::new_id())
+                })
+                .on(|_caller, _get: GetStateRemote| async move {
+                    Ok(ActivityState::from(State::Ready))
+                });
+        router.bind_prefix("/net/", provider).unwrap();
+        let arbiter = ServiceArbiter::spawn("activity-requestor-test").unwrap();
+        let requestor = RequestorSide::start(
+            arbiter.handle(),
+            REQUESTOR.parse().unwrap(),
+            router,
+            Arc::new(OneAgreement(agreement)),
+            tree.clone(),
+        );
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            ids.push(
+                requestor
+                    .create("a1", Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for id in &ids {
+            let record = requestor.find(id).unwrap();
+            assert_eq!(record.agreement_id, "a1");
+            assert_eq!(record.provider_id, PROVIDER.parse().unwrap());
+        }
+        let unknown = requestor.create("a2", Duration::from_secs(1)).await;
+        assert_eq!(unknown.unwrap_err().code, ErrorCode::NotFound);
+        requestor.stop();
+        arbiter.stop();
+    }
+}
