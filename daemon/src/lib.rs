@@ -107,8 +107,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         &store,
         &router,
         std::sync::Arc::new(market.clone()),
-        std::sync::Arc::new(activity.provider.clone()),
-        std::sync::Arc::new(activity.requestor.clone()),
+        std::sync::Arc::new(activity.records.clone()),
+        std::sync::Arc::new(activity.records.clone()),
         &config.payment,
         identity.secret_bytes(),
     )

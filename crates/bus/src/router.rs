@@ -1,6 +1,10 @@
 //! The in-process address table. A daemon owns exactly one [`Router`] value and
 //! hands clones of it to its services; nothing here is global, so several
 //! daemons can live in one test process.
+//!
+//! Whoever must react when an address goes away (the activity service, when
+//! an exe unit's connection ends) subscribes with [`Router::watch_unbinds`]
+//! instead of polling [`Router::is_bound`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,10 +23,16 @@ struct Bindings {
     prefixes: Vec<(String, Arc<dyn Endpoint>)>,
 }
 
+/// How many unbinds a slow subscriber may fall behind before it is told it
+/// lagged (and must look at what is bound itself).
+const UNBIND_BACKLOG: usize = 1024;
+
 /// Maps addresses to endpoints and performs calls.
 #[derive(Clone)]
 pub struct Router {
     bindings: Arc<RwLock<Bindings>>,
+    /// Every exact address that stopped being bound, as it happens.
+    unbinds: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Default for Router {
@@ -62,6 +72,7 @@ impl Router {
     pub fn new() -> Self {
         let router = Router {
             bindings: Arc::new(RwLock::new(Bindings::default())),
+            unbinds: tokio::sync::broadcast::channel(UNBIND_BACKLOG).0,
         };
         let own_endpoint =
             ServiceEndpoint::new().on(|_caller, ping: Ping| async move { Ok(ping.payload) });
@@ -115,12 +126,27 @@ impl Router {
         Ok(())
     }
 
-    /// Remove the binding of `address`; true when there was one.
+    /// Remove the binding of `address`; true when there was one. Subscribers
+    /// of [`Router::watch_unbinds`] hear of it at once.
     pub fn unbind(&self, address: &str) -> bool {
-        match self.bindings.write() {
+        let removed = match self.bindings.write() {
             Ok(mut bindings) => bindings.exact.remove(address).is_some(),
             Err(_) => false,
+        };
+        if removed {
+            // No subscriber is not an error.
+            let _ = self.unbinds.send(address.to_string());
         }
+        removed
+    }
+
+    /// The exact addresses unbound from now on (by [`Router::unbind`], which
+    /// the bus server calls for every address of a connection that ends), in
+    /// order. A subscriber more than 1,024 unbinds behind gets
+    /// `RecvError::Lagged` and should check what it watches with
+    /// [`Router::is_bound`]; [`Router::unbind_all`] (shutdown) is not reported.
+    pub fn watch_unbinds(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.unbinds.subscribe()
     }
 
     /// Drop every binding. Endpoints may hold clones of the router (to call other
@@ -301,6 +327,25 @@ mod tests {
         assert_eq!(reply, "n");
         assert!(router.unbind("/local/a"));
         assert!(!router.is_bound("/local/a"));
+    }
+
+    #[tokio::test]
+    async fn unbinds_are_reported_to_watchers_in_order() {
+        let router = Router::new();
+        let endpoint =
+            || ServiceEndpoint::new().on(|_c, ping: Ping| async move { Ok(ping.payload) });
+        let mut early = router.watch_unbinds();
+        router.bind("/local/a", endpoint()).unwrap();
+        router.bind("/local/b", endpoint()).unwrap();
+        assert!(router.unbind("/local/b"));
+        // Unbinding what is not bound is not reported.
+        assert!(!router.unbind("/local/b"));
+        let mut late = router.watch_unbinds();
+        assert!(router.unbind("/local/a"));
+        assert_eq!(early.recv().await.unwrap(), "/local/b");
+        assert_eq!(early.recv().await.unwrap(), "/local/a");
+        assert_eq!(late.recv().await.unwrap(), "/local/a");
+        assert!(early.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -256,3 +256,27 @@ async fn shutdown_closes_clients() {
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Unavailable);
 }
+
+#[tokio::test]
+async fn a_closed_connection_reports_its_addresses_as_unbound() {
+    let fixture = start_server();
+    let mut unbinds = fixture.router.watch_unbinds();
+    let client = BusClient::connect(&fixture.path, "stand-in").await.unwrap();
+    let echo = || ServiceEndpoint::new().on(|_c, ping: Ping| async move { Ok(ping.payload) });
+    client.bind("/local/exeunit/x1", echo()).await.unwrap();
+    assert!(fixture.router.is_bound("/local/exeunit/x1"));
+    let closed_at = std::time::Instant::now();
+    drop(client);
+    let address = tokio::time::timeout(Duration::from_secs(5), unbinds.recv())
+        .await
+        .expect("the unbind is reported")
+        .unwrap();
+    assert_eq!(address, "/local/exeunit/x1");
+    assert!(!fixture.router.is_bound("/local/exeunit/x1"));
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        closed_at.elapsed()
+    );
+    fixture.shutdown.cancel();
+}

@@ -10,26 +10,32 @@
 //! What a requestor may ask of this provider is bounded: ids must have the
 //! shape of ids, waits are capped, and an agreement hosts at most
 //! [`ActivitySettings::max_per_agreement`] activities.
+//!
+//! Two actors on one service thread ("activity") own the state:
+//! [`ProviderActivityActor`] (hosted activities, provider events, batches) and
+//! [`RequestorActivityActor`] (records of created activities). An exe unit
+//! that leaves the bus reaches the provider actor as a message at once (the
+//! router's unbinds), and other services read the records through
+//! [`ActivityRecords`], a view over sled that never waits for an actor.
 
 mod provider;
+mod records;
 mod requestor;
 pub mod rest;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use golem_bus::Router;
+use golem_bus::{Router, ServiceArbiter};
 use golem_model::activity::ACTIVITY_SERVICE;
 use golem_model::activity_control::ACTIVITY_PUBLIC_SERVICE;
 use golem_model::{GolemError, NodeId};
-use tokio_util::sync::CancellationToken;
 
-pub use provider::ProviderSide;
-pub use requestor::RequestorSide;
-
-use crate::store::Store;
+pub use provider::{ProviderActivityActor, ProviderSide};
+pub use records::{ActivityRecords, RequestorActivity};
+pub use requestor::{RequestorActivityActor, RequestorSide};
 
 use crate::ports::Agreements;
+use crate::store::Store;
 
 /// The `[activity]` section of the daemon config file (kebab-case keys, every
 /// one optional), `GOLEM_ACTIVITY_*` in the environment and the
@@ -57,11 +63,14 @@ impl Default for ActivitySettings {
 pub struct ActivityService {
     pub requestor: RequestorSide,
     pub provider: ProviderSide,
-    shutdown: CancellationToken,
+    /// The committed records, read-only: the ports other services read.
+    pub records: ActivityRecords,
+    /// The "activity" thread both actors run on; taken at stop.
+    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
 }
 
-/// Open the activity records, bind `/public/activity` and `/local/activity`,
-/// and start supervising exe units.
+/// Start both actors on the "activity" service thread (they load their
+/// records from sled), and bind `/public/activity` and `/local/activity`.
 pub fn start(
     node_id: NodeId,
     store: &Store,
@@ -75,44 +84,47 @@ pub fn start(
         ));
     }
     let tree = store.tree("activity")?;
-    let provider = ProviderSide::open(
+    let arbiter = ServiceArbiter::spawn("activity").map_err(|error| {
+        GolemError::internal(format!("cannot start the activity service thread: {error}"))
+    })?;
+    let provider = ProviderSide::start(
+        arbiter.handle(),
         node_id,
         router.clone(),
         agreements.clone(),
         tree.clone(),
         settings.clone(),
-    )?;
-    let requestor = RequestorSide::open(node_id, router.clone(), agreements, tree)?;
+        records::Retention::default(),
+    );
+    let requestor = RequestorSide::start(
+        arbiter.handle(),
+        node_id,
+        router.clone(),
+        agreements,
+        tree.clone(),
+    );
     router.bind(ACTIVITY_PUBLIC_SERVICE, provider.public_endpoint())?;
     router.bind(ACTIVITY_SERVICE, provider.local_endpoint())?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(
-        provider
-            .clone()
-            .supervise(Duration::from_millis(250), shutdown.clone()),
-    );
     Ok(ActivityService {
         requestor,
         provider,
-        shutdown,
+        records: ActivityRecords::new(tree),
+        arbiter: Arc::new(Mutex::new(Some(arbiter))),
     })
 }
 
 impl ActivityService {
+    /// Stop both actors and their thread.
     pub fn stop(&self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl crate::ports::HostedActivities for ProviderSide {
-    fn agreement_of_activity(&self, activity_id: &str) -> Option<String> {
-        self.agreement_of(activity_id)
-    }
-}
-
-impl crate::ports::CreatedActivities for RequestorSide {
-    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
-        self.find(activity_id)
-            .map(|activity| (activity.agreement_id, activity.provider_id))
+        self.provider.stop();
+        self.requestor.stop();
+        let arbiter = self
+            .arbiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(arbiter) = arbiter {
+            arbiter.stop();
+        }
     }
 }

@@ -202,7 +202,12 @@ async fn state(
         return Ok(HttpResponse::Ok().json(activity.requestor.state(&path).await?));
     }
     if activity.provider.hosts(&path) {
-        return Ok(HttpResponse::Ok().json(activity.provider.activity_state(Caller::Local, &path)?));
+        return Ok(HttpResponse::Ok().json(
+            activity
+                .provider
+                .activity_state(Caller::Local, &path)
+                .await?,
+        ));
     }
     Err(ApiError(GolemError::not_found(format!(
         "unknown activity {path}"
@@ -217,7 +222,12 @@ async fn usage(
         return Ok(HttpResponse::Ok().json(activity.requestor.usage(&path).await?));
     }
     if activity.provider.hosts(&path) {
-        return Ok(HttpResponse::Ok().json(activity.provider.activity_usage(Caller::Local, &path)?));
+        return Ok(HttpResponse::Ok().json(
+            activity
+                .provider
+                .activity_usage(Caller::Local, &path)
+                .await?,
+        ));
     }
     Err(ApiError(GolemError::not_found(format!(
         "unknown activity {path}"
@@ -235,7 +245,10 @@ async fn set_state(
             "activity {path} is not hosted by this node"
         ))));
     }
-    activity.provider.set_state(&path, state.into_inner())?;
+    activity
+        .provider
+        .set_state(&path, state.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -250,7 +263,10 @@ async fn set_usage(
             "activity {path} is not hosted by this node"
         ))));
     }
-    activity.provider.set_usage(&path, usage.into_inner())?;
+    activity
+        .provider
+        .set_usage(&path, usage.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -299,5 +315,5 @@ async fn provider_events(
         .unwrap_or(Duration::from_secs(5))
         .min(Duration::from_secs(60));
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
-    Ok(HttpResponse::Ok().json(activity.provider.events(after, timeout, max_events).await))
+    Ok(HttpResponse::Ok().json(activity.provider.events(after, timeout, max_events).await?))
 }

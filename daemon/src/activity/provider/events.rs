@@ -1,0 +1,86 @@
+//! Provider events: what the provider agent must do (start an exe unit for a
+//! new activity, stop one that was destroyed). They are persisted under
+//! `provider-event/<seq>` and kept for [`PROVIDER_EVENT_RETENTION`]; the agent
+//! reads them by date with a long-poll that waits outside the actor.
+//!
+//! [`PROVIDER_EVENT_RETENTION`]: super::super::records::PROVIDER_EVENT_RETENTION
+
+use actix::{Context, Handler};
+use chrono::{DateTime, Utc};
+use golem_model::activity_control::ProviderEvent;
+
+use super::{ProviderActivityActor, EVENT_PREFIX};
+use crate::store;
+
+/// Provider events after `after` (oldest first), at most `max_events`.
+pub(super) struct ReadEvents {
+    pub after: Option<DateTime<Utc>>,
+    pub max_events: usize,
+}
+
+impl actix::Message for ReadEvents {
+    type Result = Vec<ProviderEvent>;
+}
+
+impl Handler<ReadEvents> for ProviderActivityActor {
+    type Result = Vec<ProviderEvent>;
+
+    fn handle(&mut self, message: ReadEvents, _ctx: &mut Context<Self>) -> Vec<ProviderEvent> {
+        let events = &self.book.events;
+        // Events are pushed in date order: the cursor is a binary search (a
+        // clock stepping back can only repeat an event the agent already
+        // handled, which it skips).
+        let start = message.after.map_or(0, |after| {
+            events.partition_point(|(_, event)| event.event_date() <= after)
+        });
+        events
+            .range(start..)
+            .take(message.max_events)
+            .map(|(_, event)| event.clone())
+            .collect()
+    }
+}
+
+impl ProviderActivityActor {
+    /// Persist and queue an event for the agent.
+    pub(super) fn push_event(&mut self, event: ProviderEvent) {
+        let seq = self.book.next_event_seq;
+        self.book.next_event_seq += 1;
+        let key = format!("{EVENT_PREFIX}{seq:020}");
+        match store::encode(&event) {
+            Ok(bytes) => {
+                if let Err(error) = self.shared.tree.insert(key, bytes) {
+                    tracing::error!(%error, "cannot persist a provider event");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a provider event"),
+        }
+        self.book.events.push_back((seq, event));
+        self.changed();
+    }
+
+    /// Drop provider events older than their retention, from memory and sled.
+    pub(super) fn drop_old_events(&mut self) {
+        let Ok(retention) = chrono::Duration::from_std(self.shared.retention.provider_events)
+        else {
+            return;
+        };
+        let oldest_kept = Utc::now() - retention;
+        let mut batch = sled::Batch::default();
+        let mut dropped = 0usize;
+        while let Some((seq, event)) = self.book.events.front() {
+            if event.event_date() >= oldest_kept {
+                break;
+            }
+            batch.remove(format!("{EVENT_PREFIX}{seq:020}").as_bytes());
+            self.book.events.pop_front();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            if let Err(error) = self.shared.tree.apply_batch(batch) {
+                tracing::warn!(%error, "cannot drop old provider events from the store");
+            }
+            tracing::debug!(dropped, "old provider events dropped");
+        }
+    }
+}
