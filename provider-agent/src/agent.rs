@@ -825,18 +825,19 @@ impl Agent {
             None => format!("the exe unit exited unexpectedly ({status})"),
         };
         tracing::warn!(%reason, "activity lost its exe unit");
-        if let Ok(current) = self.client.activity_state(activity_id).await {
-            if current.state.alive() {
-                let terminated = ActivityState {
-                    state: State::Terminated.into(),
-                    reason: Some(reason.clone()),
-                    error_message: None,
-                };
-                let _ = self
-                    .client
-                    .set_activity_state(activity_id, &terminated)
-                    .await;
-            }
+        // The daemon has likely ended the activity already (the exe unit left
+        // the bus) with a generic reason; this one says why.
+        let terminated = ActivityState {
+            state: State::Terminated.into(),
+            reason: Some(reason.clone()),
+            error_message: None,
+        };
+        if let Err(error) = self
+            .client
+            .set_activity_state(activity_id, &terminated)
+            .await
+        {
+            tracing::debug!(%error, "cannot report why the exe unit ended");
         }
         reason
     }

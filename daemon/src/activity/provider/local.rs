@@ -44,6 +44,9 @@ impl Handler<Incoming<ReportState>> for ProviderActivityActor {
                 .reason
                 .clone()
                 .unwrap_or_else(|| "the exe unit terminated".into());
+            if self.refine_lost_reason(&report.activity_id, &reason)? {
+                return Ok(());
+            }
             self.finish(&report.activity_id, &reason, false);
             return Ok(());
         }
@@ -57,6 +60,28 @@ impl Handler<Incoming<ReportState>> for ProviderActivityActor {
         self.persist(&record)?;
         self.changed();
         Ok(())
+    }
+}
+
+impl ProviderActivityActor {
+    /// When the activity already ended because its exe unit left the bus,
+    /// take the reporter's reason instead of the generic one (the agent saw
+    /// the process exit and read its last error line). True when it did.
+    fn refine_lost_reason(&mut self, activity_id: &str, reason: &str) -> Result<bool, GolemError> {
+        let Some(hosted) = self.book.activities.get_mut(activity_id) else {
+            return Ok(false);
+        };
+        let state = &mut hosted.record.state;
+        if state.state.0 != State::Terminated
+            || state.reason.as_deref() != Some(super::supervision::EXE_UNIT_LOST)
+        {
+            return Ok(false);
+        }
+        state.reason = Some(reason.to_string());
+        let record = hosted.record.clone();
+        self.persist(&record)?;
+        self.changed();
+        Ok(true)
     }
 }
 

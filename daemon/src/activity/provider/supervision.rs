@@ -46,6 +46,11 @@ pub(super) fn watch_exe_units(router: &Router, ctx: &mut Context<ProviderActivit
     ctx.add_stream(news);
 }
 
+/// The reason an activity ends with when its exe unit leaves the bus. The
+/// provider agent, which saw the process exit, may replace it with a better
+/// one (the exe unit's last error line).
+pub(super) const EXE_UNIT_LOST: &str = "the exe unit exited unexpectedly";
+
 impl StreamHandler<ExeUnitNews> for ProviderActivityActor {
     fn handle(&mut self, news: ExeUnitNews, _ctx: &mut Context<Self>) {
         let lost: Vec<String> = match news {
@@ -76,7 +81,7 @@ impl StreamHandler<ExeUnitNews> for ProviderActivityActor {
                 continue;
             }
             tracing::warn!(%activity_id, "exe unit exited unexpectedly; terminating the activity");
-            self.finish(&activity_id, "the exe unit exited unexpectedly", true);
+            self.finish(&activity_id, EXE_UNIT_LOST, true);
         }
     }
 

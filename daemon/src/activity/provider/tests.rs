@@ -321,6 +321,25 @@ async fn an_exe_unit_that_leaves_the_bus_terminates_its_activity_at_once() {
         events.last(),
         Some(ProviderEvent::DestroyActivity { .. })
     ));
+    // The agent saw the process exit and says why; that reason replaces the
+    // generic one, once: a later report does not overwrite it.
+    let said = |reason: &str| ActivityState {
+        state: State::Terminated.into(),
+        reason: Some(reason.to_string()),
+        error_message: None,
+    };
+    fixture
+        .provider
+        .set_state(&activity_id, said("exe unit: out of memory"))
+        .await
+        .unwrap();
+    fixture
+        .provider
+        .set_state(&activity_id, said("something later"))
+        .await
+        .unwrap();
+    let state = fixture.state(&activity_id).await.unwrap();
+    assert_eq!(state.reason.as_deref(), Some("exe unit: out of memory"));
     fixture.shutdown.cancel();
 }
 
