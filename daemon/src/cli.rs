@@ -22,9 +22,10 @@ use crate::config::{self, CliOverrides, DaemonConfig, LogFormat};
     name = "golem-daemon",
     version,
     about = "A node of the Golem network: identity, p2p net, market, activity and payment services behind the Golem REST API",
-    after_help = "Every option can also be set in the TOML file given by --config and by GOLEM_* environment \
-                  variables (GOLEM_DATA_DIR, GOLEM_API_ADDR, GOLEM_P2P_LISTEN, GOLEM_BOOTSTRAP, GOLEM_LOG_FORMAT, \
-                  GOLEM_AUTOCONF_APPKEY, GOLEM_MARKET_*, GOLEM_ACTIVITY_*); the command line wins over the environment, which wins over the file."
+    after_help = "Every option can also be set in the TOML file given by --config (GOLEM_CONFIG), keys as the \
+                  long options (api-addr, [market] remote-timeout-ms, ...), and by the environment variable GOLEM_<KEY> \
+                  (GOLEM_DATA_DIR, GOLEM_API_ADDR, GOLEM_MARKET_REMOTE_TIMEOUT_MS, ...; lists comma-separated). \
+                  The command line wins over the environment, which wins over the file."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -49,7 +50,7 @@ pub struct GlobalArgs {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Start the node and serve until SIGINT or SIGTERM
-    Run(RunArgs),
+    Run(CliOverrides),
     /// Manage the app-keys that authorize REST clients
     #[command(subcommand)]
     AppKey(AppKeyCommand),
@@ -82,98 +83,6 @@ pub enum NetCommand {
     },
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// REST API listen address [env: GOLEM_API_ADDR] [default: 127.0.0.1:7465]
-    #[arg(long, value_name = "ADDR")]
-    pub api_addr: Option<std::net::SocketAddr>,
-    /// libp2p listen multiaddr, repeatable [env: GOLEM_P2P_LISTEN, comma-separated] [default: /ip4/0.0.0.0/tcp/11500]
-    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
-    pub p2p_listen: Vec<String>,
-    /// Bootstrap peer multiaddr, with or without /p2p/<peer-id>, repeatable [env: GOLEM_BOOTSTRAP]
-    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
-    pub bootstrap: Vec<String>,
-    /// Log format on stderr [env: GOLEM_LOG_FORMAT] [default: plain]
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Relay connections for nodes behind NAT (for nodes with a public address) [env: GOLEM_RELAY_SERVER]
-    #[arg(long)]
-    pub relay_server: bool,
-    /// Relay multiaddr (with /p2p/<peer-id>) to become reachable through, repeatable [env: GOLEM_RELAYS]
-    #[arg(long = "relay", value_name = "MULTIADDR")]
-    pub relays: Vec<String>,
-    /// Address other nodes can reach this one at, repeatable [env: GOLEM_EXTERNAL_ADDRS]
-    #[arg(long = "external-addr", value_name = "MULTIADDR")]
-    pub external_addrs: Vec<String>,
-    #[command(flatten)]
-    pub market: MarketArgs,
-    /// Activities one agreement may create on this provider over its life [env: GOLEM_ACTIVITY_MAX_PER_AGREEMENT] [default: 100]
-    #[arg(long = "activity-max-per-agreement", value_name = "COUNT")]
-    pub activity_max_per_agreement: Option<usize>,
-}
-
-/// The `[market]` settings as flags (file key `market.<name>` without the
-/// `market-` prefix; env `GOLEM_MARKET_<NAME>`).
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Market")]
-pub struct MarketArgs {
-    /// Lifetime of an offer or demand subscription [env: GOLEM_MARKET_SUBSCRIPTION_TTL_SECS] [default: 3600]
-    #[arg(long = "market-subscription-ttl-secs", value_name = "SECS")]
-    pub subscription_ttl_secs: Option<u64>,
-    /// How often this node's live offers are broadcast again [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 5000]
-    #[arg(long = "market-announce-interval-ms", value_name = "MS")]
-    pub announce_interval_ms: Option<u64>,
-    /// How often connected peers are checked for newcomers to ask for offers [env: GOLEM_MARKET_PEER_CHECK_INTERVAL_MS] [default: 500]
-    #[arg(long = "market-peer-check-interval-ms", value_name = "MS")]
-    pub peer_check_interval_ms: Option<u64>,
-    /// Bound of every call to another node's market [env: GOLEM_MARKET_REMOTE_TIMEOUT_MS] [default: 4000]
-    #[arg(long = "market-remote-timeout-ms", value_name = "MS")]
-    pub remote_timeout_ms: Option<u64>,
-    /// How often expired subscriptions, offers, agreements and scans are swept [env: GOLEM_MARKET_SWEEP_INTERVAL_MS] [default: 1000]
-    #[arg(long = "market-sweep-interval-ms", value_name = "MS")]
-    pub sweep_interval_ms: Option<u64>,
-    /// First retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS] [default: 500]
-    #[arg(long = "market-outbox-retry-initial-ms", value_name = "MS")]
-    pub outbox_retry_initial_ms: Option<u64>,
-    /// Largest retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_MAX_MS] [default: 30000]
-    #[arg(long = "market-outbox-retry-max-ms", value_name = "MS")]
-    pub outbox_retry_max_ms: Option<u64>,
-    /// Offers of one other node kept at once; more are dropped [env: GOLEM_MARKET_MAX_OFFERS_PER_NODE] [default: 1000]
-    #[arg(long = "market-max-offers-per-node", value_name = "COUNT")]
-    pub max_offers_per_node: Option<u64>,
-    /// Offers of all other nodes kept at once [env: GOLEM_MARKET_MAX_OFFERS] [default: 100000]
-    #[arg(long = "market-max-offers", value_name = "COUNT")]
-    pub max_offers: Option<u64>,
-    /// Furthest expiry of an offer or demand (golem.srv.comp.expiration beyond it: 400; remote offers cut to it) [env: GOLEM_MARKET_MAX_EXPIRATION_SECS] [default: 2592000]
-    #[arg(long = "market-max-expiration-secs", value_name = "SECS")]
-    pub max_expiration_secs: Option<u64>,
-    /// Proposals one subscription holds; more are refused [env: GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION] [default: 10000]
-    #[arg(long = "market-max-proposals-per-subscription", value_name = "COUNT")]
-    pub max_proposals_per_subscription: Option<u64>,
-    /// Undelivered events one subscription holds; proposals beyond are refused [env: GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION] [default: 10000]
-    #[arg(long = "market-max-events-per-subscription", value_name = "COUNT")]
-    pub max_events_per_subscription: Option<u64>,
-}
-
-impl MarketArgs {
-    fn overrides(&self) -> crate::market::MarketOverrides {
-        crate::market::MarketOverrides {
-            subscription_ttl_secs: self.subscription_ttl_secs,
-            announce_interval_ms: self.announce_interval_ms,
-            peer_check_interval_ms: self.peer_check_interval_ms,
-            remote_timeout_ms: self.remote_timeout_ms,
-            sweep_interval_ms: self.sweep_interval_ms,
-            outbox_retry_initial_ms: self.outbox_retry_initial_ms,
-            outbox_retry_max_ms: self.outbox_retry_max_ms,
-            max_offers_per_node: self.max_offers_per_node,
-            max_offers: self.max_offers,
-            max_expiration_secs: self.max_expiration_secs,
-            max_proposals_per_subscription: self.max_proposals_per_subscription,
-            max_events_per_subscription: self.max_events_per_subscription,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AppKeyCommand {
     /// Create an app-key and print only the key on stdout
@@ -199,26 +108,23 @@ pub enum IdCommand {
 }
 
 /// Layer the configuration for this invocation from the real environment.
-pub fn load_config(global: &GlobalArgs, run: Option<&RunArgs>) -> anyhow::Result<DaemonConfig> {
-    let mut overrides = CliOverrides {
-        config_file: global.config.clone(),
-        data_dir: global.data_dir.clone(),
-        ..Default::default()
-    };
-    if let Some(run) = run {
-        overrides.api_addr = run.api_addr;
-        overrides.p2p_listen = run.p2p_listen.clone();
-        overrides.bootstrap = run.bootstrap.clone();
-        overrides.log_format = run.log_format;
-        overrides.relay_server = run.relay_server;
-        overrides.relays = run.relays.clone();
-        overrides.external_addrs = run.external_addrs.clone();
-        overrides.market = run.market.overrides();
-        overrides.activity_max_per_agreement = run.activity_max_per_agreement;
-    }
-    Ok(DaemonConfig::load(&overrides, |name| {
+pub fn load_config(
+    global: &GlobalArgs,
+    run: Option<&CliOverrides>,
+) -> anyhow::Result<DaemonConfig> {
+    Ok(DaemonConfig::load(&overrides(global, run), |name| {
         std::env::var(name).ok()
     })?)
+}
+
+/// The flag layer: `run`'s flags (none for the other commands) and the
+/// global `--config` and `--data-dir`.
+pub fn overrides(global: &GlobalArgs, run: Option<&CliOverrides>) -> CliOverrides {
+    CliOverrides {
+        config_file: global.config.clone(),
+        data_dir: global.data_dir.clone(),
+        ..run.cloned().unwrap_or_default()
+    }
 }
 
 pub fn init_tracing(format: LogFormat) {
@@ -481,7 +387,7 @@ mod tests {
             panic!("not the run command");
         };
         assert_eq!(
-            run.market.overrides(),
+            run.market,
             crate::market::MarketOverrides {
                 subscription_ttl_secs: Some(7),
                 outbox_retry_max_ms: Some(100),

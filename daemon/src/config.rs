@@ -1,61 +1,56 @@
-//! The daemon's one typed configuration, layered defaults → TOML file →
-//! environment → command line, all resolved before any port is bound. Every
-//! environment name the daemon reads is a constant in [`env_names`]; nothing
-//! else in the daemon reads the environment.
+//! The daemon's one typed configuration, layered defaults → TOML file
+//! (`--config` or `GOLEM_CONFIG`) → environment → command line by
+//! `golem-settings`, all resolved before any port is bound. A setting is a
+//! field of [`DaemonConfig`] (or of its `[market]`, `[activity]`, `[payment]`
+//! sections) and, when it has a flag, a field of [`CliOverrides`]; its
+//! environment name is derived from its key (`GOLEM_` + key in SCREAMING_SNAKE,
+//! `market.remote-timeout-ms` → `GOLEM_MARKET_REMOTE_TIMEOUT_MS`) except the
+//! few older names declared in [`DaemonConfig::layers`].
+//! [`DaemonConfig::env_table`] lists every name. Nothing else in the daemon
+//! reads the environment.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use golem_settings::Layers;
 use serde::{Deserialize, Serialize};
 
-/// Environment variable names (the only place they are spelled).
+/// Environment names that are not derived from a key, and the prefix of
+/// those that are.
 pub mod env_names {
-    pub const DATA_DIR: &str = "GOLEM_DATA_DIR";
+    /// Prefix of every derived name: the setting `a.b-c` is `GOLEM_A_B_C`.
+    pub const PREFIX: &str = "GOLEM";
+    /// The config file; not a setting, it says where the file layer is.
     pub const CONFIG: &str = "GOLEM_CONFIG";
-    pub const API_ADDR: &str = "GOLEM_API_ADDR";
-    /// Comma-separated multiaddrs.
-    pub const P2P_LISTEN: &str = "GOLEM_P2P_LISTEN";
-    /// Comma-separated multiaddrs.
-    pub const BOOTSTRAP: &str = "GOLEM_BOOTSTRAP";
-    pub const LOG_FORMAT: &str = "GOLEM_LOG_FORMAT";
-    pub const API_BODY_LIMIT: &str = "GOLEM_API_BODY_LIMIT";
-    pub const API_WORKERS: &str = "GOLEM_API_WORKERS";
-    /// `true` to relay for nodes behind NAT.
-    pub const RELAY_SERVER: &str = "GOLEM_RELAY_SERVER";
-    /// Comma-separated relay multiaddrs (with `/p2p/<peer-id>`) to reserve a slot on.
-    pub const RELAYS: &str = "GOLEM_RELAYS";
-    /// Comma-separated addresses this node is reachable at from outside.
-    pub const EXTERNAL_ADDRS: &str = "GOLEM_EXTERNAL_ADDRS";
-    pub const NET_CALL_TIMEOUT_MS: &str = "GOLEM_NET_CALL_TIMEOUT_MS";
-    /// Registers this exact app-key at start (for scripts).
+    /// `autoconf-appkey`: registers this exact app-key at start (for scripts).
     pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
-    /// The original daemon's name for the same thing, accepted for drop-in use.
+    /// The original daemon's name for the same thing, accepted for drop-in
+    /// use after `GOLEM_AUTOCONF_APPKEY`.
     pub const YAGNA_AUTOCONF_APPKEY: &str = "YAGNA_AUTOCONF_APPKEY";
-    /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` with FIELD one of
-    /// `ERC20_FIELDS` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
+    /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` for the key
+    /// `payment.erc20.<network>.<field>` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
+    /// Older than the derivation rule, which would say
+    /// `GOLEM_PAYMENT_ERC20_HOLESKY_RPC_URL`.
     pub fn erc20(network: &str, field: &str) -> String {
         format!("GOLEM_ERC20_{}_{field}", network.to_uppercase())
     }
-    pub const ERC20_RPC_URL: &str = "RPC_URL";
-    pub const ERC20_CHAIN_ID: &str = "CHAIN_ID";
+
+    // Names spelled by the service tests (market, payment); the loader derives
+    // them, and `config::tests::every_env_name_sets_its_setting` checks each.
+    #[cfg(test)]
     pub const ERC20_TOKEN: &str = "TOKEN";
-    pub const ERC20_CONFIRMATIONS: &str = "CONFIRMATIONS";
-    /// `[market]` overrides (see `crate::market::MarketSettings`).
+    #[cfg(test)]
     pub const MARKET_SUBSCRIPTION_TTL_SECS: &str = "GOLEM_MARKET_SUBSCRIPTION_TTL_SECS";
+    #[cfg(test)]
     pub const MARKET_ANNOUNCE_INTERVAL_MS: &str = "GOLEM_MARKET_ANNOUNCE_INTERVAL_MS";
-    pub const MARKET_PEER_CHECK_INTERVAL_MS: &str = "GOLEM_MARKET_PEER_CHECK_INTERVAL_MS";
+    #[cfg(test)]
     pub const MARKET_REMOTE_TIMEOUT_MS: &str = "GOLEM_MARKET_REMOTE_TIMEOUT_MS";
+    #[cfg(test)]
     pub const MARKET_SWEEP_INTERVAL_MS: &str = "GOLEM_MARKET_SWEEP_INTERVAL_MS";
-    pub const MARKET_OUTBOX_RETRY_INITIAL_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS";
+    #[cfg(test)]
     pub const MARKET_OUTBOX_RETRY_MAX_MS: &str = "GOLEM_MARKET_OUTBOX_RETRY_MAX_MS";
-    pub const MARKET_MAX_OFFERS_PER_NODE: &str = "GOLEM_MARKET_MAX_OFFERS_PER_NODE";
-    pub const MARKET_MAX_OFFERS: &str = "GOLEM_MARKET_MAX_OFFERS";
-    pub const MARKET_MAX_EXPIRATION_SECS: &str = "GOLEM_MARKET_MAX_EXPIRATION_SECS";
-    pub const MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION: &str =
-        "GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION";
+    #[cfg(test)]
     pub const MARKET_MAX_EVENTS_PER_SUBSCRIPTION: &str = "GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION";
-    /// `[activity]` overrides (see `crate::activity::ActivitySettings`).
-    pub const ACTIVITY_MAX_PER_AGREEMENT: &str = "GOLEM_ACTIVITY_MAX_PER_AGREEMENT";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -129,62 +124,52 @@ impl Default for DaemonConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    ParseFile { path: PathBuf, message: String },
-    #[error("invalid value {value:?} for {name}: {message}")]
-    InvalidValue {
-        name: String,
-        value: String,
-        message: String,
-    },
-}
+/// A value that does not parse (naming the variable, file or flag) or a config
+/// file that cannot be read.
+pub use golem_settings::SettingsError as ConfigError;
 
-/// Values given on the command line; `None`/empty means "not given".
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The flags of `golem-daemon run` (plus the global `--config` and
+/// `--data-dir`, which `cli` copies in), the last layer. Serialized with the
+/// keys of [`DaemonConfig`]; a flag not given serializes to nothing.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CliOverrides {
+    /// `--config`: where the file layer is (not a setting itself).
+    #[arg(skip)]
+    #[serde(skip)]
     pub config_file: Option<PathBuf>,
+    /// `--data-dir` (a global flag).
+    #[arg(skip)]
     pub data_dir: Option<PathBuf>,
+    /// REST API listen address [env: GOLEM_API_ADDR] [default: 127.0.0.1:7465]
+    #[arg(long, value_name = "ADDR")]
     pub api_addr: Option<SocketAddr>,
+    /// libp2p listen multiaddr, repeatable [env: GOLEM_P2P_LISTEN, comma-separated] [default: /ip4/0.0.0.0/tcp/11500]
+    #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
     pub p2p_listen: Vec<String>,
+    /// Bootstrap peer multiaddr, with or without /p2p/<peer-id>, repeatable [env: GOLEM_BOOTSTRAP]
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,
+    /// Log format on stderr [env: GOLEM_LOG_FORMAT] [default: plain]
+    #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Relay connections for nodes behind NAT (for nodes with a public address) [env: GOLEM_RELAY_SERVER]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub relay_server: bool,
+    /// Relay multiaddr (with /p2p/<peer-id>) to become reachable through, repeatable [env: GOLEM_RELAYS]
+    #[arg(long = "relay", value_name = "MULTIADDR")]
     pub relays: Vec<String>,
+    /// Address other nodes can reach this one at, repeatable [env: GOLEM_EXTERNAL_ADDRS]
+    #[arg(long = "external-addr", value_name = "MULTIADDR")]
     pub external_addrs: Vec<String>,
-    /// `--market-*` flags.
+    /// `--market-*`: the `[market]` section (file key `market.<name>`, env `GOLEM_MARKET_<NAME>`).
+    #[command(flatten)]
     pub market: crate::market::MarketOverrides,
-    /// `--activity-max-per-agreement`.
+    /// Activities one agreement may create on this provider over its life [env: GOLEM_ACTIVITY_MAX_PER_AGREEMENT] [default: 100]
+    #[arg(long = "activity-max-per-agreement", value_name = "COUNT")]
+    #[serde(rename = "activity.max-per-agreement")]
     pub activity_max_per_agreement: Option<usize>,
-}
-
-fn parse_env<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|error: T::Err| ConfigError::InvalidValue {
-            name: name.to_string(),
-            value,
-            message: error.to_string(),
-        })
-}
-
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 impl DaemonConfig {
@@ -198,199 +183,44 @@ impl DaemonConfig {
             .config_file
             .clone()
             .or_else(|| env(env_names::CONFIG).map(PathBuf::from));
-        let mut config = match &config_file {
-            Some(path) => Self::from_file(path)?,
-            None => DaemonConfig::default(),
-        };
-        config.apply_env(&env)?;
-        config.apply_cli(cli);
-        Ok(config)
+        let mut layers = Self::layers(&env)?.flags(cli);
+        if let Some(path) = &config_file {
+            layers = layers.file(path);
+        }
+        layers.load()
     }
 
+    /// Read only the TOML file (defaults beneath it).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|error| ConfigError::ParseFile {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })
+        Layers::new(env_names::PREFIX, &|_| None).file(path).load()
     }
 
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let market = [
-            (
-                env_names::MARKET_SUBSCRIPTION_TTL_SECS,
-                &mut self.market.subscription_ttl_secs,
-            ),
-            (
-                env_names::MARKET_ANNOUNCE_INTERVAL_MS,
-                &mut self.market.announce_interval_ms,
-            ),
-            (
-                env_names::MARKET_PEER_CHECK_INTERVAL_MS,
-                &mut self.market.peer_check_interval_ms,
-            ),
-            (
-                env_names::MARKET_REMOTE_TIMEOUT_MS,
-                &mut self.market.remote_timeout_ms,
-            ),
-            (
-                env_names::MARKET_SWEEP_INTERVAL_MS,
-                &mut self.market.sweep_interval_ms,
-            ),
-            (
-                env_names::MARKET_OUTBOX_RETRY_INITIAL_MS,
-                &mut self.market.outbox_retry_initial_ms,
-            ),
-            (
-                env_names::MARKET_OUTBOX_RETRY_MAX_MS,
-                &mut self.market.outbox_retry_max_ms,
-            ),
-            (
-                env_names::MARKET_MAX_OFFERS_PER_NODE,
-                &mut self.market.max_offers_per_node,
-            ),
-            (env_names::MARKET_MAX_OFFERS, &mut self.market.max_offers),
-            (
-                env_names::MARKET_MAX_EXPIRATION_SECS,
-                &mut self.market.max_expiration_secs,
-            ),
-            (
-                env_names::MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION,
-                &mut self.market.max_proposals_per_subscription,
-            ),
-            (
-                env_names::MARKET_MAX_EVENTS_PER_SUBSCRIPTION,
-                &mut self.market.max_events_per_subscription,
-            ),
-        ];
-        for (name, field) in market {
-            if let Some(value) = env(name) {
-                *field = parse_env(name, value)?;
-            }
-        }
-        if let Some(value) = env(env_names::ACTIVITY_MAX_PER_AGREEMENT) {
-            self.activity.max_per_agreement =
-                parse_env(env_names::ACTIVITY_MAX_PER_AGREEMENT, value)?;
-        }
-        if let Some(value) = env(env_names::DATA_DIR) {
-            self.data_dir = PathBuf::from(value);
-        }
-        if let Some(value) = env(env_names::API_ADDR) {
-            self.api_addr = parse_env(env_names::API_ADDR, value)?;
-        }
-        if let Some(value) = env(env_names::P2P_LISTEN) {
-            self.p2p_listen = split_list(&value);
-        }
-        if let Some(value) = env(env_names::BOOTSTRAP) {
-            self.bootstrap = split_list(&value);
-        }
-        if let Some(value) = env(env_names::LOG_FORMAT) {
-            self.log_format = match value.trim() {
-                "plain" => LogFormat::Plain,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(ConfigError::InvalidValue {
-                        name: env_names::LOG_FORMAT.into(),
-                        value,
-                        message: "expected plain or json".into(),
-                    })
-                }
-            };
-        }
-        if let Some(value) = env(env_names::API_BODY_LIMIT) {
-            self.api_body_limit = parse_env(env_names::API_BODY_LIMIT, value)?;
-        }
-        if let Some(value) = env(env_names::API_WORKERS) {
-            self.api_workers = parse_env(env_names::API_WORKERS, value)?;
-        }
-        if let Some(value) = env(env_names::RELAY_SERVER) {
-            self.relay_server = parse_env(env_names::RELAY_SERVER, value)?;
-        }
-        if let Some(value) = env(env_names::RELAYS) {
-            self.relays = split_list(&value);
-        }
-        if let Some(value) = env(env_names::EXTERNAL_ADDRS) {
-            self.external_addrs = split_list(&value);
-        }
-        if let Some(value) = env(env_names::NET_CALL_TIMEOUT_MS) {
-            self.net_call_timeout_ms = parse_env(env_names::NET_CALL_TIMEOUT_MS, value)?;
-        }
-        if let Some(value) =
-            env(env_names::AUTOCONF_APPKEY).or_else(|| env(env_names::YAGNA_AUTOCONF_APPKEY))
-        {
-            if !value.trim().is_empty() {
-                self.autoconf_appkey = Some(value.trim().to_string());
-            }
-        }
+    /// The daemon's layers: derived environment names plus the older ones.
+    fn layers<'a>(env: &'a dyn Fn(&str) -> Option<String>) -> Result<Layers<'a>, ConfigError> {
+        let mut layers = Layers::new(env_names::PREFIX, env).env_names(
+            "autoconf-appkey",
+            [env_names::AUTOCONF_APPKEY, env_names::YAGNA_AUTOCONF_APPKEY],
+        );
+        // Network entries are not in the defaults (the map starts empty), so
+        // each built-in network's fields are declared, under their old names.
+        let fields = golem_settings::keys_of(&crate::payment::Erc20NetworkOverride::default())?;
         for network in crate::payment::erc20::network_names() {
-            let name = |field| env_names::erc20(network, field);
-            let mut changes = self.payment.erc20.get(network).cloned().unwrap_or_default();
-            let mut changed = false;
-            if let Some(value) = env(&name(env_names::ERC20_RPC_URL)) {
-                changes.rpc_url = Some(value.trim().to_string());
-                changed = true;
-            }
-            if let Some(value) = env(&name(env_names::ERC20_TOKEN)) {
-                changes.token = Some(value.trim().to_string());
-                changed = true;
-            }
-            if let Some(value) = env(&name(env_names::ERC20_CHAIN_ID)) {
-                let value = value.trim();
-                let parsed = match value.strip_prefix("0x") {
-                    Some(hex) => u64::from_str_radix(hex, 16).map_err(|error| error.to_string()),
-                    None => value.parse::<u64>().map_err(|error| error.to_string()),
-                };
-                changes.chain_id = Some(parsed.map_err(|message| ConfigError::InvalidValue {
-                    name: name(env_names::ERC20_CHAIN_ID),
-                    value: value.to_string(),
-                    message,
-                })?);
-                changed = true;
-            }
-            if let Some(value) = env(&name(env_names::ERC20_CONFIRMATIONS)) {
-                changes.confirmations =
-                    Some(parse_env(&name(env_names::ERC20_CONFIRMATIONS), value)?);
-                changed = true;
-            }
-            if changed {
-                self.payment.erc20.insert(network.to_string(), changes);
+            for field in &fields {
+                layers = layers.env_names(
+                    format!("payment.erc20.{network}.{field}"),
+                    [env_names::erc20(
+                        network,
+                        &golem_settings::env_name("", field),
+                    )],
+                );
             }
         }
-        Ok(())
+        Ok(layers)
     }
 
-    fn apply_cli(&mut self, cli: &CliOverrides) {
-        if let Some(data_dir) = &cli.data_dir {
-            self.data_dir = data_dir.clone();
-        }
-        if let Some(api_addr) = cli.api_addr {
-            self.api_addr = api_addr;
-        }
-        if !cli.p2p_listen.is_empty() {
-            self.p2p_listen = cli.p2p_listen.clone();
-        }
-        if !cli.bootstrap.is_empty() {
-            self.bootstrap = cli.bootstrap.clone();
-        }
-        if let Some(log_format) = cli.log_format {
-            self.log_format = log_format;
-        }
-        if cli.relay_server {
-            self.relay_server = true;
-        }
-        if !cli.relays.is_empty() {
-            self.relays = cli.relays.clone();
-        }
-        if !cli.external_addrs.is_empty() {
-            self.external_addrs = cli.external_addrs.clone();
-        }
-        cli.market.apply_to(&mut self.market);
-        if let Some(limit) = cli.activity_max_per_agreement {
-            self.activity.max_per_agreement = limit;
-        }
+    /// Every environment variable the daemon's settings answer to, with its key.
+    pub fn env_table() -> Result<Vec<golem_settings::EnvName>, ConfigError> {
+        Self::layers(&|_| None)?.env_table::<DaemonConfig>()
     }
 
     /// Path of the bus socket inside the data dir.
@@ -405,7 +235,9 @@ pub fn bus_socket_path(data_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use clap::Parser;
     use std::collections::HashMap;
 
     fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -416,41 +248,179 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
+    fn with_file(text: &str) -> (tempfile::TempDir, CliOverrides) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("daemon.toml");
+        std::fs::write(&file, text).unwrap();
+        let cli = CliOverrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        (dir, cli)
+    }
+
+    /// One setting as issue 18 found it: its environment name and value, its
+    /// flag, its TOML form, and how to read it back.
+    struct Setting {
+        env: &'static str,
+        value: &'static str,
+        flag: &'static [&'static str],
+        toml: &'static str,
+        read: fn(&DaemonConfig) -> String,
+        expected: &'static str,
+    }
+
+    /// The contract: every name that scripts, tests and other tools use.
+    /// Changing one of these breaks them; add, never rename.
+    #[rustfmt::skip]
+    fn contract() -> Vec<Setting> {
+        vec![
+            Setting { env: "GOLEM_DATA_DIR", value: "/d", flag: &["--data-dir", "/d"], toml: "data-dir = \"/d\"", read: |c| c.data_dir.display().to_string(), expected: "/d" },
+            Setting { env: "GOLEM_API_ADDR", value: "127.0.0.1:1234", flag: &["--api-addr", "127.0.0.1:1234"], toml: "api-addr = \"127.0.0.1:1234\"", read: |c| c.api_addr.to_string(), expected: "127.0.0.1:1234" },
+            Setting { env: "GOLEM_P2P_LISTEN", value: "/ip4/1.1.1.1/tcp/1, /ip4/2.2.2.2/tcp/2", flag: &["--p2p-listen", "/ip4/1.1.1.1/tcp/1", "--p2p-listen", "/ip4/2.2.2.2/tcp/2"], toml: "p2p-listen = [\"/ip4/1.1.1.1/tcp/1\", \"/ip4/2.2.2.2/tcp/2\"]", read: |c| c.p2p_listen.join(","), expected: "/ip4/1.1.1.1/tcp/1,/ip4/2.2.2.2/tcp/2" },
+            Setting { env: "GOLEM_BOOTSTRAP", value: "/ip4/3.3.3.3/tcp/3", flag: &["--bootstrap", "/ip4/3.3.3.3/tcp/3"], toml: "bootstrap = [\"/ip4/3.3.3.3/tcp/3\"]", read: |c| c.bootstrap.join(","), expected: "/ip4/3.3.3.3/tcp/3" },
+            Setting { env: "GOLEM_LOG_FORMAT", value: "json", flag: &["--log-format", "json"], toml: "log-format = \"json\"", read: |c| format!("{:?}", c.log_format), expected: "Json" },
+            Setting { env: "GOLEM_API_BODY_LIMIT", value: "1234", flag: &[], toml: "api-body-limit = 1234", read: |c| c.api_body_limit.to_string(), expected: "1234" },
+            Setting { env: "GOLEM_API_WORKERS", value: "3", flag: &[], toml: "api-workers = 3", read: |c| c.api_workers.to_string(), expected: "3" },
+            Setting { env: "GOLEM_AUTOCONF_APPKEY", value: " key-1 ", flag: &[], toml: "autoconf-appkey = \"key-1\"", read: |c| format!("{:?}", c.autoconf_appkey), expected: "Some(\"key-1\")" },
+            Setting { env: "YAGNA_AUTOCONF_APPKEY", value: "key-1", flag: &[], toml: "autoconf-appkey = \"key-1\"", read: |c| format!("{:?}", c.autoconf_appkey), expected: "Some(\"key-1\")" },
+            Setting { env: "GOLEM_RELAY_SERVER", value: "true", flag: &["--relay-server"], toml: "relay-server = true", read: |c| c.relay_server.to_string(), expected: "true" },
+            Setting { env: "GOLEM_RELAYS", value: "/ip4/4.4.4.4/tcp/4/p2p/x", flag: &["--relay", "/ip4/4.4.4.4/tcp/4/p2p/x"], toml: "relays = [\"/ip4/4.4.4.4/tcp/4/p2p/x\"]", read: |c| c.relays.join(","), expected: "/ip4/4.4.4.4/tcp/4/p2p/x" },
+            Setting { env: "GOLEM_EXTERNAL_ADDRS", value: "/ip4/5.5.5.5/tcp/5", flag: &["--external-addr", "/ip4/5.5.5.5/tcp/5"], toml: "external-addrs = [\"/ip4/5.5.5.5/tcp/5\"]", read: |c| c.external_addrs.join(","), expected: "/ip4/5.5.5.5/tcp/5" },
+            Setting { env: "GOLEM_NET_CALL_TIMEOUT_MS", value: "1500", flag: &[], toml: "net-call-timeout-ms = 1500", read: |c| c.net_call_timeout_ms.to_string(), expected: "1500" },
+            Setting { env: "GOLEM_MARKET_SUBSCRIPTION_TTL_SECS", value: "11", flag: &["--market-subscription-ttl-secs", "11"], toml: "[market]\nsubscription-ttl-secs = 11", read: |c| c.market.subscription_ttl_secs.to_string(), expected: "11" },
+            Setting { env: "GOLEM_MARKET_ANNOUNCE_INTERVAL_MS", value: "12", flag: &["--market-announce-interval-ms", "12"], toml: "[market]\nannounce-interval-ms = 12", read: |c| c.market.announce_interval_ms.to_string(), expected: "12" },
+            Setting { env: "GOLEM_MARKET_PEER_CHECK_INTERVAL_MS", value: "13", flag: &["--market-peer-check-interval-ms", "13"], toml: "[market]\npeer-check-interval-ms = 13", read: |c| c.market.peer_check_interval_ms.to_string(), expected: "13" },
+            Setting { env: "GOLEM_MARKET_REMOTE_TIMEOUT_MS", value: "14", flag: &["--market-remote-timeout-ms", "14"], toml: "[market]\nremote-timeout-ms = 14", read: |c| c.market.remote_timeout_ms.to_string(), expected: "14" },
+            Setting { env: "GOLEM_MARKET_SWEEP_INTERVAL_MS", value: "15", flag: &["--market-sweep-interval-ms", "15"], toml: "[market]\nsweep-interval-ms = 15", read: |c| c.market.sweep_interval_ms.to_string(), expected: "15" },
+            Setting { env: "GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS", value: "16", flag: &["--market-outbox-retry-initial-ms", "16"], toml: "[market]\noutbox-retry-initial-ms = 16", read: |c| c.market.outbox_retry_initial_ms.to_string(), expected: "16" },
+            Setting { env: "GOLEM_MARKET_OUTBOX_RETRY_MAX_MS", value: "17", flag: &["--market-outbox-retry-max-ms", "17"], toml: "[market]\noutbox-retry-max-ms = 17", read: |c| c.market.outbox_retry_max_ms.to_string(), expected: "17" },
+            Setting { env: "GOLEM_MARKET_MAX_OFFERS_PER_NODE", value: "18", flag: &["--market-max-offers-per-node", "18"], toml: "[market]\nmax-offers-per-node = 18", read: |c| c.market.max_offers_per_node.to_string(), expected: "18" },
+            Setting { env: "GOLEM_MARKET_MAX_OFFERS", value: "19", flag: &["--market-max-offers", "19"], toml: "[market]\nmax-offers = 19", read: |c| c.market.max_offers.to_string(), expected: "19" },
+            Setting { env: "GOLEM_MARKET_MAX_EXPIRATION_SECS", value: "20", flag: &["--market-max-expiration-secs", "20"], toml: "[market]\nmax-expiration-secs = 20", read: |c| c.market.max_expiration_secs.to_string(), expected: "20" },
+            Setting { env: "GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION", value: "21", flag: &["--market-max-proposals-per-subscription", "21"], toml: "[market]\nmax-proposals-per-subscription = 21", read: |c| c.market.max_proposals_per_subscription.to_string(), expected: "21" },
+            Setting { env: "GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION", value: "22", flag: &["--market-max-events-per-subscription", "22"], toml: "[market]\nmax-events-per-subscription = 22", read: |c| c.market.max_events_per_subscription.to_string(), expected: "22" },
+            Setting { env: "GOLEM_ACTIVITY_MAX_PER_AGREEMENT", value: "23", flag: &["--activity-max-per-agreement", "23"], toml: "[activity]\nmax-per-agreement = 23", read: |c| c.activity.max_per_agreement.to_string(), expected: "23" },
+            Setting { env: "GOLEM_ERC20_HOLESKY_RPC_URL", value: "http://127.0.0.1:8545", flag: &[], toml: "[payment.erc20.holesky]\nrpc-url = \"http://127.0.0.1:8545\"", read: |c| format!("{:?}", c.payment .erc20 .get("holesky").and_then(|n| n.rpc_url.clone())), expected: "Some(\"http://127.0.0.1:8545\")" },
+            Setting { env: "GOLEM_ERC20_SEPOLIA_CHAIN_ID", value: "0x7a69", flag: &[], toml: "[payment.erc20.sepolia]\nchain-id = 31337", read: |c| format!("{:?}", c.payment .erc20 .get("sepolia").and_then(|n| n.chain_id)), expected: "Some(31337)" },
+            Setting { env: "GOLEM_ERC20_AMOY_TOKEN", value: "0xabc", flag: &[], toml: "[payment.erc20.amoy]\ntoken = \"0xabc\"", read: |c| format!("{:?}", c.payment.erc20.get("amoy").and_then(|n| n.token.clone())), expected: "Some(\"0xabc\")" },
+            Setting { env: "GOLEM_ERC20_MAINNET_CONFIRMATIONS", value: "3", flag: &[], toml: "[payment.erc20.mainnet]\nconfirmations = 3", read: |c| format!("{:?}", c.payment .erc20 .get("mainnet").and_then(|n| n.confirmations)), expected: "Some(3)" },
+        ]
+    }
+
+    fn parse_run(flags: &[&str]) -> CliOverrides {
+        let args = ["golem-daemon", "run"].iter().chain(flags);
+        let cli = crate::cli::Cli::try_parse_from(args).unwrap();
+        let crate::cli::Command::Run(run) = &cli.command else {
+            panic!("not run");
+        };
+        crate::cli::overrides(&cli.global, Some(run))
+    }
+
+    #[test]
+    fn every_env_name_toml_key_and_flag_sets_its_setting() {
+        let defaults = DaemonConfig::default();
+        for setting in contract() {
+            let name = setting.env;
+            assert_ne!(
+                (setting.read)(&defaults),
+                setting.expected,
+                "{name}: pick a non-default sample"
+            );
+            let from_env =
+                DaemonConfig::load(&CliOverrides::default(), fake_env(&[(name, setting.value)]))
+                    .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!((setting.read)(&from_env), setting.expected, "env {name}");
+            let (_dir, cli) = with_file(setting.toml);
+            let from_file = DaemonConfig::load(&cli, fake_env(&[]))
+                .unwrap_or_else(|error| panic!("{}: {error}", setting.toml));
+            assert_eq!(
+                (setting.read)(&from_file),
+                setting.expected,
+                "file {}",
+                setting.toml
+            );
+            if !setting.flag.is_empty() {
+                let from_flag =
+                    DaemonConfig::load(&parse_run(setting.flag), fake_env(&[])).unwrap();
+                assert_eq!(
+                    (setting.read)(&from_flag),
+                    setting.expected,
+                    "flag {:?}",
+                    setting.flag
+                );
+            }
+        }
+        // Every erc20 network keeps its GOLEM_ERC20_<NETWORK>_<FIELD> names.
+        let table = DaemonConfig::env_table().unwrap();
+        for network in crate::payment::erc20::network_names() {
+            for field in ["RPC_URL", "CHAIN_ID", "TOKEN", "CONFIRMATIONS"] {
+                let name = env_names::erc20(network, field);
+                assert!(table.iter().any(|entry| entry.name == name), "{name}");
+            }
+        }
+        for setting in contract() {
+            assert!(
+                table.iter().any(|entry| entry.name == setting.env),
+                "{} listed",
+                setting.env
+            );
+        }
+    }
+
+    #[test]
+    fn config_file_comes_from_the_flag_or_golem_config() {
+        let (_dir, cli) = with_file("api-workers = 5\n");
+        let path = cli.config_file.clone().unwrap();
+        let path = path.to_str().unwrap();
+        let from_env = DaemonConfig::load(
+            &CliOverrides::default(),
+            fake_env(&[(env_names::CONFIG, path)]),
+        )
+        .unwrap();
+        assert_eq!(from_env.api_workers, 5);
+        let flag = parse_run(&[]);
+        assert_eq!(flag.config_file, None);
+        let cli =
+            crate::cli::Cli::try_parse_from(["golem-daemon", "--config", path, "run"]).unwrap();
+        let crate::cli::Command::Run(run) = &cli.command else {
+            panic!("not run")
+        };
+        let from_flag = DaemonConfig::load(
+            &crate::cli::overrides(&cli.global, Some(run)),
+            fake_env(&[]),
+        )
+        .unwrap();
+        assert_eq!(from_flag.api_workers, 5);
+    }
+
     #[test]
     fn defaults_apply_with_nothing_given() {
         let config = DaemonConfig::load(&CliOverrides::default(), fake_env(&[])).unwrap();
+        assert_eq!(config, DaemonConfig::default());
         assert_eq!(config.api_addr.to_string(), "127.0.0.1:7465");
         assert_eq!(config.p2p_listen, vec!["/ip4/0.0.0.0/tcp/11500"]);
         assert!(config.data_dir.ends_with("golem-daemon"));
         assert_eq!(config.autoconf_appkey, None);
+        assert_eq!(config.activity.max_per_agreement, 100);
     }
 
     #[test]
-    fn file_then_env_then_cli_each_override_the_previous_layer() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("daemon.toml");
-        std::fs::write(
-            &file,
-            "data-dir = \"/from/file\"\napi-addr = \"127.0.0.1:1111\"\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nlog-format = \"json\"\n",
-        )
-        .unwrap();
-        let cli = CliOverrides {
-            config_file: Some(file.clone()),
-            ..Default::default()
-        };
-
+    fn defaults_then_file_then_env_then_flags() {
+        let (_dir, cli) = with_file(
+            "data-dir = \"/from/file\"\napi-addr = \"127.0.0.1:1111\"\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nrelay-server = true\n[market]\nsweep-interval-ms = 300\nremote-timeout-ms = 301\n[activity]\nmax-per-agreement = 5\n",
+        );
         let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
         assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
         assert_eq!(from_file.api_addr.port(), 1111);
-        assert_eq!(from_file.log_format, LogFormat::Json);
+        assert_eq!(from_file.market.sweep_interval_ms, 300);
+        assert_eq!(from_file.market.announce_interval_ms, 5_000, "default kept");
 
         let env = fake_env(&[
-            (env_names::API_ADDR, "127.0.0.1:2222"),
-            (
-                env_names::BOOTSTRAP,
-                "/ip4/5.6.7.8/tcp/2, /ip4/9.9.9.9/tcp/3",
-            ),
-            (env_names::YAGNA_AUTOCONF_APPKEY, "yagna-key"),
+            ("GOLEM_API_ADDR", "127.0.0.1:2222"),
+            ("GOLEM_BOOTSTRAP", "/ip4/5.6.7.8/tcp/2, /ip4/9.9.9.9/tcp/3"),
+            ("GOLEM_MARKET_REMOTE_TIMEOUT_MS", "1500"),
+            ("GOLEM_ACTIVITY_MAX_PER_AGREEMENT", "7"),
         ]);
         let from_env = DaemonConfig::load(&cli, &env).unwrap();
         assert_eq!(from_env.data_dir, PathBuf::from("/from/file"));
@@ -459,106 +429,86 @@ mod tests {
             from_env.bootstrap,
             vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"]
         );
-        assert_eq!(from_env.autoconf_appkey.as_deref(), Some("yagna-key"));
+        assert_eq!(from_env.market.remote_timeout_ms, 1500);
+        assert_eq!(from_env.market.sweep_interval_ms, 300);
+        assert_eq!(from_env.activity.max_per_agreement, 7);
 
         let cli = CliOverrides {
             api_addr: Some("127.0.0.1:3333".parse().unwrap()),
             data_dir: Some("/from/cli".into()),
+            activity_max_per_agreement: Some(9),
+            market: crate::market::MarketOverrides {
+                remote_timeout_ms: Some(900),
+                ..Default::default()
+            },
             ..cli
         };
         let from_cli = DaemonConfig::load(&cli, &env).unwrap();
         assert_eq!(from_cli.api_addr.port(), 3333);
         assert_eq!(from_cli.data_dir, PathBuf::from("/from/cli"));
+        assert_eq!(from_cli.market.remote_timeout_ms, 900);
+        assert_eq!(from_cli.activity.max_per_agreement, 9);
         assert_eq!(
             from_cli.bootstrap,
-            vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"]
+            vec!["/ip4/5.6.7.8/tcp/2", "/ip4/9.9.9.9/tcp/3"],
+            "no flag: env stays"
+        );
+        assert!(
+            from_cli.relay_server,
+            "a switch not given leaves the file's value"
         );
     }
 
     #[test]
-    fn net_settings_come_from_env_and_cli() {
-        let env = fake_env(&[
-            (env_names::NET_CALL_TIMEOUT_MS, "1500"),
-            (env_names::RELAY_SERVER, "true"),
-            (env_names::RELAYS, "/ip4/10.0.0.1/tcp/1/p2p/x"),
-        ]);
-        let config = DaemonConfig::load(&CliOverrides::default(), &env).unwrap();
-        assert_eq!(config.net_call_timeout_ms, 1500);
-        assert!(config.relay_server);
-        assert_eq!(config.relays, vec!["/ip4/10.0.0.1/tcp/1/p2p/x"]);
-        let cli = CliOverrides {
-            external_addrs: vec!["/ip4/1.1.1.1/tcp/2".into()],
-            ..Default::default()
-        };
-        let config = DaemonConfig::load(&cli, &env).unwrap();
-        assert_eq!(config.external_addrs, vec!["/ip4/1.1.1.1/tcp/2"]);
-    }
-
-    #[test]
-    fn golem_autoconf_wins_over_yagna_name() {
+    fn golem_autoconf_wins_over_yagna_name_and_blank_is_unset() {
         let env = fake_env(&[
             (env_names::AUTOCONF_APPKEY, "ours"),
             (env_names::YAGNA_AUTOCONF_APPKEY, "theirs"),
         ]);
         let config = DaemonConfig::load(&CliOverrides::default(), env).unwrap();
         assert_eq!(config.autoconf_appkey.as_deref(), Some("ours"));
+        let blank = fake_env(&[(env_names::AUTOCONF_APPKEY, "  ")]);
+        let config = DaemonConfig::load(&CliOverrides::default(), blank).unwrap();
+        assert_eq!(config.autoconf_appkey, None);
     }
 
     #[test]
-    fn bad_values_name_the_variable() {
-        let error = DaemonConfig::load(
-            &CliOverrides::default(),
-            fake_env(&[(env_names::API_ADDR, "nope")]),
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("GOLEM_API_ADDR"), "{error}");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("bad.toml");
-        std::fs::write(&file, "no-such-key = 1\n").unwrap();
+    fn bad_values_name_the_variable_or_the_file() {
+        for (name, value) in [
+            ("GOLEM_API_ADDR", "nope"),
+            ("GOLEM_LOG_FORMAT", "xml"),
+            ("GOLEM_RELAY_SERVER", "maybe"),
+            ("GOLEM_MARKET_SWEEP_INTERVAL_MS", "soon"),
+            ("GOLEM_ERC20_HOLESKY_CHAIN_ID", "x"),
+        ] {
+            let error = DaemonConfig::load(&CliOverrides::default(), fake_env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(name) && error.contains(value), "{error}");
+        }
+        let (_dir, cli) = with_file("no-such-key = 1\n");
+        let error = DaemonConfig::load(&cli, fake_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("no-such-key") && error.contains("daemon.toml"),
+            "{error}"
+        );
+        let (_dir, cli) = with_file("[market]\nremote-timeout-ms = \"soon\"\n");
+        let error = DaemonConfig::load(&cli, fake_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("remote-timeout-ms") && error.contains("daemon.toml"),
+            "{error}"
+        );
         let cli = CliOverrides {
-            config_file: Some(file),
+            config_file: Some("/nonexistent/daemon.toml".into()),
             ..Default::default()
         };
-        let error = DaemonConfig::load(&cli, fake_env(&[])).unwrap_err();
-        assert!(error.to_string().contains("no-such-key"), "{error}");
-    }
-
-    #[test]
-    fn the_activity_cap_comes_from_file_env_and_cli() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("daemon.toml");
-        std::fs::write(&file, "[activity]\nmax-per-agreement = 5\n").unwrap();
-        let cli = CliOverrides {
-            config_file: Some(file),
-            ..Default::default()
-        };
-        let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
-        assert_eq!(from_file.activity.max_per_agreement, 5);
-        let env = fake_env(&[(env_names::ACTIVITY_MAX_PER_AGREEMENT, "7")]);
-        assert_eq!(
-            DaemonConfig::load(&cli, &env)
-                .unwrap()
-                .activity
-                .max_per_agreement,
-            7
-        );
-        let cli = CliOverrides {
-            activity_max_per_agreement: Some(9),
-            ..cli
-        };
-        assert_eq!(
-            DaemonConfig::load(&cli, &env)
-                .unwrap()
-                .activity
-                .max_per_agreement,
-            9
-        );
-        assert_eq!(
-            DaemonConfig::load(&CliOverrides::default(), fake_env(&[]))
-                .unwrap()
-                .activity
-                .max_per_agreement,
-            100
-        );
+        let error = DaemonConfig::load(&cli, fake_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/daemon.toml"), "{error}");
     }
 }

@@ -13,12 +13,10 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(ref run_args) => {
-            cli::load_config(&cli.global, Some(run_args)).and_then(|config| {
-                cli::init_tracing(config.log_format);
-                cli::run_until_signal(config)
-            })
-        }
+        Command::Run(ref flags) => cli::load_config(&cli.global, Some(flags)).and_then(|config| {
+            cli::init_tracing(config.log_format);
+            cli::run_until_signal(config)
+        }),
         command => cli::execute(&cli.global, command),
     };
     match result {

@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use golem_client::GolemClient;
 
-use crate::config::{self, Connection, Overrides, ProviderConfig};
+use serde::Serialize;
+
+use crate::config::{self, Connection, ProviderConfig, ProviderSettings};
 use crate::machine::Machine;
 use crate::presets::{self, parse_price, Preset};
 
@@ -27,6 +29,23 @@ Its data dir (--data-dir / GOLEM_PROVIDER_DATA_DIR) holds provider.toml (setting
 and the activities' work dirs."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Log filter, e.g. `info` or `golem_provider=debug` [env: RUST_LOG] [default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The connection flags of every subcommand, the last layer of
+/// [`Connection`] (serialized with its keys).
+#[derive(Debug, Clone, Default, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConnectionArgs {
     /// The agent's data dir [env: GOLEM_PROVIDER_DATA_DIR] [default: ~/.local/share/golem-provider]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -36,14 +55,6 @@ pub struct Cli {
     /// App-key of the daemon's REST API [env: YAGNA_APPKEY]
     #[arg(long, global = true, value_name = "KEY")]
     pub app_key: Option<String>,
-    /// Log filter, e.g. `info` or `golem_provider=debug` [env: RUST_LOG] [default: info]
-    #[arg(long, global = true, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,7 +83,10 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args, Default)]
+/// The flags of `run`, the last layer of [`ProviderSettings`] (serialized
+/// with its keys; each flag's key is its long name).
+#[derive(Debug, Args, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RunArgs {
     /// Subnet of the offers (`golem.node.debug.subnet`) [env: GOLEM_PROVIDER_SUBNET] [default: public]
     #[arg(long)]
@@ -111,6 +125,7 @@ pub struct RunArgs {
     /// Let requestors' transfers and package downloads reach loopback, private and link-local
     /// addresses of this host's network (e.g. a loopback test network) [env: GOLEM_ALLOW_PRIVATE_TRANSFERS] [default: false]
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_transfers: bool,
 }
 
@@ -193,12 +208,17 @@ fn init_logging(level: Option<String>, format: LogFormat) {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    let connection = Connection::resolve(cli.api_url, cli.app_key, cli.data_dir);
+    let connection = Connection::load(&cli.connection, &process_env)?;
     match cli.command {
         Command::Run(args) => run_agent(connection, args),
         Command::Preset(command) => preset(&connection, command),
         Command::Status { json } => status(&connection, json),
     }
+}
+
+/// The process environment, the one the config layers read in production.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -210,23 +230,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
     let app_key = connection.app_key()?.to_string();
-    let file = config::read_file(&connection.data_dir)?;
+    let settings = ProviderSettings::load(&connection.data_dir, &args, &process_env)?;
     let machine = Machine::probe(&connection.data_dir);
-    let overrides = Overrides {
-        node_name: args.node_name,
-        subnet: args.subnet,
-        exe_units: args.exe_units,
-        cores: args.cores,
-        threads: args.threads,
-        mem_gib: args.mem_gib,
-        storage_gib: args.storage_gib,
-        platforms: args.platforms,
-        max_agreements: args.max_agreements,
-        bus_socket: args.bus_socket,
-        allow_docker_images: args.allow_docker_images,
-        allow_private_transfers: args.allow_private_transfers.then_some(true),
-    };
-    let config = ProviderConfig::resolve(&connection.data_dir, file, overrides, &machine)?;
+    let config = ProviderConfig::resolve(&connection.data_dir, settings, &machine)?;
     tracing::info!(data_dir = %config.data_dir.display(), cores = config.cores, threads = config.threads,
         mem_gib = config.mem_gib, storage_gib = config.storage_gib, platforms = ?config.platforms,
         allow_private_transfers = config.allow_private_transfers, "golem-provider starting");

@@ -1,40 +1,42 @@
-//! Configuration of the agent, layered defaults → `<data-dir>/provider.toml` →
-//! environment → command-line flags. This is the only module that reads the
-//! environment; every variable name is a constant in [`env_names`].
+//! Configuration of the agent, layered by `golem-settings`: defaults →
+//! `<data-dir>/provider.toml` → environment → command-line flags. Two layered
+//! structs: [`Connection`] (API, app-key, data dir: flags and environment, no
+//! file, since the data dir says where the file is) and [`ProviderSettings`]
+//! (the file's keys, the bus socket). A setting's environment name is
+//! `GOLEM_PROVIDER_` + its key in SCREAMING_SNAKE, except the older names in
+//! [`env_names`]. This is the only module that reads the environment.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use golem_settings::Layers;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 
-/// Every environment variable the agent reads.
+/// Environment names that are not derived from a key (older than the rule,
+/// or shared with other programs), and the prefix of those that are.
 pub mod env_names {
-    /// App-key of the daemon's REST API (the original's name).
+    /// Prefix of derived names: `subnet` is `GOLEM_PROVIDER_SUBNET`.
+    pub const PREFIX: &str = "GOLEM_PROVIDER";
+    /// `app-key`: app-key of the daemon's REST API (the original's name).
     pub const APP_KEY: &str = "YAGNA_APPKEY";
-    /// Base URL of the daemon's REST API (the original's name).
+    /// `api-url`: base URL of the daemon's REST API (the original's name).
     pub const API_URL: &str = "YAGNA_API_URL";
-    /// The agent's own data dir (config, presets, state, work dirs).
-    pub const DATA_DIR: &str = "GOLEM_PROVIDER_DATA_DIR";
-    /// The daemon's bus socket handed to exe units.
+    /// `bus-socket`: the daemon's bus socket handed to exe units.
     pub const BUS_SOCKET: &str = "GOLEM_BUS_SOCKET";
-    /// The daemon's data dir (its `bus.sock` is used when no socket is given).
+    /// `daemon-data-dir`: the daemon's data dir (its `bus.sock` is used when
+    /// no socket is given); the daemon's own name for it.
     pub const DAEMON_DATA_DIR: &str = "GOLEM_DATA_DIR";
-    /// Subnet of the offers.
-    pub const SUBNET: &str = "GOLEM_PROVIDER_SUBNET";
-    /// Comma-separated runtime or binary names of the exe units to offer.
-    pub const EXE_UNITS: &str = "GOLEM_PROVIDER_EXE_UNITS";
-    /// `golem.node.id.name` of the offers.
-    pub const NODE_NAME: &str = "GOLEM_PROVIDER_NODE_NAME";
     /// Where exe-unit binaries are looked for after the agent's own directory.
     pub const PATH: &str = "PATH";
     /// Log filter (`info`, `golem_provider=debug`, ...).
     pub const RUST_LOG: &str = "RUST_LOG";
-    /// `1` lets `docker:<ref>` task packages run on the VM exe unit; the agent
-    /// also sets it, resolved, in each exe unit's environment.
+    /// `allow-docker-images`: `1` lets `docker:<ref>` task packages run on the
+    /// VM exe unit; the agent also sets it, resolved, in each exe unit's
+    /// environment (which reads this name).
     pub const ALLOW_DOCKER_IMAGES: &str = "GOLEM_ALLOW_DOCKER_IMAGES";
-    /// `true`/`false`: let exe units' transfers and package downloads reach
-    /// loopback, private and link-local addresses.
+    /// `allow-private-transfers`: `true`/`false`, let exe units' transfers and
+    /// package downloads reach loopback, private and link-local addresses.
     pub const ALLOW_PRIVATE_TRANSFERS: &str = "GOLEM_ALLOW_PRIVATE_TRANSFERS";
 }
 
@@ -43,13 +45,9 @@ pub const CONFIG_FILE: &str = "provider.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid {path}: {message} (fix the file or remove it to use the defaults)")]
-    Parse { path: PathBuf, message: String },
+    /// A value that does not parse, or a `provider.toml` that cannot be read.
+    #[error(transparent)]
+    Layers(#[from] golem_settings::SettingsError),
     #[error(
         "no app-key: pass --app-key or set {} (create one with `golem-daemon app-key create`)",
         env_names::APP_KEY
@@ -59,19 +57,24 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
 }
 
-/// `<data-dir>/provider.toml`; every key is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct FileConfig {
+/// The layered settings of `golem-provider run`: the keys of
+/// `<data-dir>/provider.toml` (every one optional), the same keys from the
+/// environment and the flags of `run`. Unset ones take defaults derived from
+/// the machine in [`ProviderConfig::resolve`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProviderSettings {
     pub node_name: Option<String>,
     pub subnet: Option<String>,
     /// Runtime (`wasmtime`, `vm`) or binary names of the exe units to offer.
+    #[serde(deserialize_with = "golem_settings::de::optional_comma_list")]
     pub exe_units: Option<Vec<String>>,
     pub cores: Option<u32>,
     pub threads: Option<u32>,
     pub mem_gib: Option<f64>,
     pub storage_gib: Option<f64>,
     /// Payment platforms accepted, e.g. `["dummy-local-tglm", "erc20-holesky-tglm"]`.
+    #[serde(deserialize_with = "golem_settings::de::optional_comma_list")]
     pub platforms: Option<Vec<String>>,
     pub max_agreements: Option<u32>,
     pub min_expiration_sec: Option<u64>,
@@ -95,51 +98,84 @@ pub struct FileConfig {
     /// Let exe units' transfers and package downloads reach non-public
     /// addresses (loopback, private, link-local, metadata); default false.
     pub allow_private_transfers: Option<bool>,
-}
-
-/// Flags of `golem-provider run` that override the file and the environment.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub node_name: Option<String>,
-    pub subnet: Option<String>,
-    pub exe_units: Option<Vec<String>>,
-    pub cores: Option<u32>,
-    pub threads: Option<u32>,
-    pub mem_gib: Option<f64>,
-    pub storage_gib: Option<f64>,
-    pub platforms: Option<Vec<String>>,
-    pub max_agreements: Option<u32>,
+    /// The daemon's bus socket handed to exe units; unset, the agent asks its
+    /// daemon (`agent::locate_bus_socket`).
     pub bus_socket: Option<PathBuf>,
-    pub allow_docker_images: Option<bool>,
-    /// `--allow-private-transfers` (only ever turns it on).
-    pub allow_private_transfers: Option<bool>,
+    /// The daemon's data dir, whose `bus.sock` is used when `bus-socket` is
+    /// not set.
+    pub daemon_data_dir: Option<PathBuf>,
 }
 
-/// Connection settings shared by every subcommand.
-#[derive(Debug, Clone)]
+impl ProviderSettings {
+    /// Layer `<data-dir>/provider.toml` (a missing file is an empty one), the
+    /// environment read through `env` and `flags` (`run`'s, serialized).
+    pub fn load(
+        data_dir: &Path,
+        flags: &impl Serialize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderSettings, ConfigError> {
+        Ok(Self::layers(env)
+            .optional_file(&data_dir.join(CONFIG_FILE))
+            .flags(flags)
+            .load()?)
+    }
+
+    fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
+        Layers::new(env_names::PREFIX, env)
+            .env_names("allow-docker-images", [env_names::ALLOW_DOCKER_IMAGES])
+            .env_names(
+                "allow-private-transfers",
+                [env_names::ALLOW_PRIVATE_TRANSFERS],
+            )
+            .env_names("bus-socket", [env_names::BUS_SOCKET])
+            .env_names("daemon-data-dir", [env_names::DAEMON_DATA_DIR])
+    }
+
+    /// Every environment variable these settings answer to, with its key.
+    pub fn env_table() -> Result<Vec<golem_settings::EnvName>, ConfigError> {
+        Ok(Self::layers(&|_| None).env_table::<ProviderSettings>()?)
+    }
+}
+
+/// Connection settings shared by every subcommand: flags, then the
+/// environment, then the defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Connection {
     pub api_url: String,
     pub app_key: Option<String>,
+    /// The agent's own data dir (config, presets, state, work dirs).
     pub data_dir: PathBuf,
 }
 
-impl Connection {
-    /// Flags win over the environment, which wins over the defaults.
-    pub fn resolve(
-        api_url: Option<String>,
-        app_key: Option<String>,
-        data_dir: Option<PathBuf>,
-    ) -> Connection {
-        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+impl Default for Connection {
+    fn default() -> Self {
         Connection {
-            api_url: api_url
-                .or_else(|| env(env_names::API_URL))
-                .unwrap_or_else(|| DEFAULT_API_URL.to_string()),
-            app_key: app_key.or_else(|| env(env_names::APP_KEY)),
-            data_dir: data_dir
-                .or_else(|| env(env_names::DATA_DIR).map(PathBuf::from))
-                .unwrap_or_else(default_data_dir),
+            api_url: DEFAULT_API_URL.to_string(),
+            app_key: None,
+            data_dir: default_data_dir(),
         }
+    }
+}
+
+impl Connection {
+    /// Layer the environment read through `env` and `flags` (the global ones, serialized).
+    pub fn load(
+        flags: &impl Serialize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Connection, ConfigError> {
+        Ok(Self::layers(env).flags(flags).load()?)
+    }
+
+    fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
+        Layers::new(env_names::PREFIX, env)
+            .env_names("api-url", [env_names::API_URL])
+            .env_names("app-key", [env_names::APP_KEY])
+    }
+
+    /// Every environment variable these settings answer to, with its key.
+    pub fn env_table() -> Result<Vec<golem_settings::EnvName>, ConfigError> {
+        Ok(Self::layers(&|_| None).env_table::<Connection>()?)
     }
 
     pub fn app_key(&self) -> Result<&str, ConfigError> {
@@ -195,62 +231,29 @@ pub struct ProviderConfig {
 /// Test platforms offered when none are configured; mainnet ones only when configured.
 pub const DEFAULT_PLATFORMS: [&str; 2] = ["dummy-local-tglm", "erc20-holesky-tglm"];
 
-/// Read `<data-dir>/provider.toml` (a missing file is an empty one).
-pub fn read_file(data_dir: &Path) -> Result<FileConfig, ConfigError> {
-    let path = data_dir.join(CONFIG_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(FileConfig::default())
-        }
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
-    toml::from_str(&text).map_err(|error| ConfigError::Parse {
-        path,
-        message: error.to_string(),
-    })
-}
-
-fn split_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 impl ProviderConfig {
-    /// Layer the file, the environment and `overrides` over the defaults, capping
-    /// resources by `machine`.
+    /// Fill what `settings` leaves unset with defaults, capping resources by
+    /// `machine`, and check the values.
     pub fn resolve(
         data_dir: &Path,
-        file: FileConfig,
-        overrides: Overrides,
+        settings: ProviderSettings,
         machine: &Machine,
     ) -> Result<ProviderConfig, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         // Only an explicit choice here; without one the agent asks its daemon
         // where the socket is (`agent::locate_bus_socket`).
-        let bus_socket = overrides
-            .bus_socket
-            .or_else(|| env(env_names::BUS_SOCKET).map(PathBuf::from))
-            .or_else(|| {
-                env(env_names::DAEMON_DATA_DIR).map(|dir| PathBuf::from(dir).join("bus.sock"))
-            });
-        let node_name = overrides
+        let bus_socket = settings.bus_socket.clone().or_else(|| {
+            let daemon_data_dir = settings.daemon_data_dir.as_ref()?;
+            Some(daemon_data_dir.join("bus.sock"))
+        });
+        let node_name = settings
             .node_name
-            .or_else(|| env(env_names::NODE_NAME))
-            .or(file.node_name)
+            .clone()
             .unwrap_or_else(|| machine.hostname.clone());
-        let subnet = overrides
+        let subnet = settings
             .subnet
-            .or_else(|| env(env_names::SUBNET))
-            .or(file.subnet)
+            .clone()
             .unwrap_or_else(|| "public".to_string());
-        let exe_units = overrides
-            .exe_units
-            .or_else(|| env(env_names::EXE_UNITS).map(|text| split_list(&text)))
-            .or(file.exe_units);
+        let exe_units = settings.exe_units.clone();
         let mut search_path = Vec::new();
         if let Some(dir) = std::env::current_exe()
             .ok()
@@ -261,27 +264,23 @@ impl ProviderConfig {
         if let Some(path) = std::env::var_os(env_names::PATH) {
             search_path.extend(std::env::split_paths(&path));
         }
-        let cores = overrides
+        let cores = settings
             .cores
-            .or(file.cores)
             .unwrap_or(machine.cores)
             .clamp(1, machine.cores.max(1));
-        let threads = overrides
+        let threads = settings
             .threads
-            .or(file.threads)
             .unwrap_or(machine.threads)
             .clamp(1, machine.threads.max(1));
         let mem_gib = round2(
-            overrides
+            settings
                 .mem_gib
-                .or(file.mem_gib)
                 .unwrap_or(machine.mem_gib * 0.75)
                 .min(machine.mem_gib),
         );
         let storage_gib = round2(
-            overrides
+            settings
                 .storage_gib
-                .or(file.storage_gib)
                 .unwrap_or(machine.storage_gib * 0.75)
                 .min(machine.storage_gib),
         );
@@ -291,22 +290,10 @@ impl ProviderConfig {
                 message: format!("{mem_gib} GiB: offer a positive amount of memory"),
             });
         }
-        let allow_docker_images = match overrides.allow_docker_images {
-            Some(allowed) => allowed,
-            None => match env(env_names::ALLOW_DOCKER_IMAGES) {
-                Some(value) => parse_switch(&value).ok_or_else(|| ConfigError::Invalid {
-                    name: "allow-docker-images",
-                    message: format!(
-                        "{}={value:?}: use 1 or 0, true or false",
-                        env_names::ALLOW_DOCKER_IMAGES
-                    ),
-                })?,
-                None => file.allow_docker_images.unwrap_or(false),
-            },
-        };
-        let platforms = overrides
+        let allow_docker_images = settings.allow_docker_images.unwrap_or(false);
+        let platforms = settings
             .platforms
-            .or(file.platforms)
+            .clone()
             .unwrap_or_else(|| DEFAULT_PLATFORMS.iter().map(|p| p.to_string()).collect());
         if platforms.is_empty() {
             return Err(ConfigError::Invalid {
@@ -314,16 +301,7 @@ impl ProviderConfig {
                 message: "empty: accept at least one payment platform".into(),
             });
         }
-        let allow_private_transfers = match overrides.allow_private_transfers {
-            Some(allow) => allow,
-            None => match env(env_names::ALLOW_PRIVATE_TRANSFERS) {
-                Some(text) => parse_switch(&text).ok_or_else(|| ConfigError::Invalid {
-                    name: env_names::ALLOW_PRIVATE_TRANSFERS,
-                    message: format!("{text:?}: use true or false"),
-                })?,
-                None => file.allow_private_transfers.unwrap_or(false),
-            },
-        };
+        let allow_private_transfers = settings.allow_private_transfers.unwrap_or(false);
         let config = ProviderConfig {
             allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
@@ -337,23 +315,22 @@ impl ProviderConfig {
             mem_gib,
             storage_gib,
             platforms,
-            max_agreements: overrides
-                .max_agreements
-                .or(file.max_agreements)
-                .unwrap_or(1),
-            min_expiration_sec: file.min_expiration_sec.unwrap_or(60),
-            max_expiration_sec: file.max_expiration_sec.unwrap_or(30 * 24 * 3600),
-            debit_note_interval_sec: file.debit_note_interval_sec.unwrap_or(120),
-            min_debit_note_interval_sec: file.min_debit_note_interval_sec.unwrap_or(1),
-            max_debit_note_interval_sec: file.max_debit_note_interval_sec.unwrap_or(3600),
-            payment_timeout_sec: file.payment_timeout_sec.unwrap_or(24 * 3600),
-            min_payment_timeout_sec: file.min_payment_timeout_sec.unwrap_or(1),
-            max_payment_timeout_sec: file.max_payment_timeout_sec.unwrap_or(7 * 24 * 3600),
-            accept_timeout_sec: file.debit_note_accept_timeout_sec.unwrap_or(240),
-            min_accept_timeout_sec: file.min_debit_note_accept_timeout_sec.unwrap_or(1),
-            max_accept_timeout_sec: file.max_debit_note_accept_timeout_sec.unwrap_or(24 * 3600),
-            keep_work_dirs: file.keep_work_dirs.unwrap_or(false),
-            exe_unit_start_timeout_sec: file.exe_unit_start_timeout_sec.unwrap_or(30),
+            max_agreements: settings.max_agreements.unwrap_or(1),
+            min_expiration_sec: settings.min_expiration_sec.unwrap_or(60),
+            max_expiration_sec: settings.max_expiration_sec.unwrap_or(30 * 24 * 3600),
+            debit_note_interval_sec: settings.debit_note_interval_sec.unwrap_or(120),
+            min_debit_note_interval_sec: settings.min_debit_note_interval_sec.unwrap_or(1),
+            max_debit_note_interval_sec: settings.max_debit_note_interval_sec.unwrap_or(3600),
+            payment_timeout_sec: settings.payment_timeout_sec.unwrap_or(24 * 3600),
+            min_payment_timeout_sec: settings.min_payment_timeout_sec.unwrap_or(1),
+            max_payment_timeout_sec: settings.max_payment_timeout_sec.unwrap_or(7 * 24 * 3600),
+            accept_timeout_sec: settings.debit_note_accept_timeout_sec.unwrap_or(240),
+            min_accept_timeout_sec: settings.min_debit_note_accept_timeout_sec.unwrap_or(1),
+            max_accept_timeout_sec: settings
+                .max_debit_note_accept_timeout_sec
+                .unwrap_or(24 * 3600),
+            keep_work_dirs: settings.keep_work_dirs.unwrap_or(false),
+            exe_unit_start_timeout_sec: settings.exe_unit_start_timeout_sec.unwrap_or(30),
             allow_docker_images,
         };
         if config.max_agreements == 0 {
@@ -382,15 +359,6 @@ impl ProviderConfig {
     }
 }
 
-/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case.
-fn parse_switch(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 fn round2(value: f64) -> f64 {
     (value * 100.0).floor() / 100.0
 }
@@ -406,6 +374,8 @@ pub fn log_filter_from_env() -> Option<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn machine() -> Machine {
         Machine {
@@ -417,70 +387,246 @@ mod tests {
         }
     }
 
+    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(candidate, _)| candidate == name)
+                .map(|(_, value)| value.clone())
+        }
+    }
+
+    /// `golem-provider [global flags] run [flags]` resolved against a data
+    /// dir holding `toml` as provider.toml, with `env` as the environment.
+    fn resolve(
+        toml: &str,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Result<ProviderConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), toml).unwrap();
+        let args = ["golem-provider", "run"].iter().chain(flags);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Run(run) = &cli.command else {
+            panic!("not run")
+        };
+        let env = fake_env(env);
+        let settings = ProviderSettings::load(dir.path(), run, &env)?;
+        ProviderConfig::resolve(dir.path(), settings, &machine())
+    }
+
+    fn connection(env: &[(&str, &str)], flags: &[&str]) -> Connection {
+        let args = ["golem-provider"].iter().chain(flags).chain(&["status"]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        Connection::load(&cli.connection, &fake_env(env)).unwrap()
+    }
+
+    /// One setting as issue 18 found it; `""` and `&[]` where it has no such form.
+    struct Setting {
+        env: &'static str,
+        value: &'static str,
+        flag: &'static [&'static str],
+        toml: &'static str,
+        read: fn(&ProviderConfig) -> String,
+        expected: &'static str,
+    }
+
+    /// The contract: every environment name, flag and provider.toml key of
+    /// `golem-provider run`. Add, never rename.
+    #[rustfmt::skip]
+    fn contract() -> Vec<Setting> {
+        vec![
+            Setting { env: "GOLEM_PROVIDER_SUBNET", value: "s1", flag: &["--subnet", "s1"], toml: "subnet = \"s1\"", read: |c| c.subnet.clone(), expected: "s1" },
+            Setting { env: "GOLEM_PROVIDER_NODE_NAME", value: "n1", flag: &["--node-name", "n1"], toml: "node-name = \"n1\"", read: |c| c.node_name.clone(), expected: "n1" },
+            Setting { env: "GOLEM_PROVIDER_EXE_UNITS", value: "wasmtime, vm", flag: &["--exe-units", "wasmtime,vm"], toml: "exe-units = [\"wasmtime\", \"vm\"]", read: |c| format!("{:?}", c.exe_units), expected: "Some([\"wasmtime\", \"vm\"])" },
+            Setting { env: "GOLEM_BUS_SOCKET", value: "/s/bus.sock", flag: &["--bus-socket", "/s/bus.sock"], toml: "", read: |c| format!("{:?}", c.bus_socket), expected: "Some(\"/s/bus.sock\")" },
+            Setting { env: "GOLEM_DATA_DIR", value: "/daemon", flag: &[], toml: "", read: |c| format!("{:?}", c.bus_socket), expected: "Some(\"/daemon/bus.sock\")" },
+            Setting { env: "GOLEM_ALLOW_DOCKER_IMAGES", value: "1", flag: &["--allow-docker-images"], toml: "allow-docker-images = true", read: |c| c.allow_docker_images.to_string(), expected: "true" },
+            Setting { env: "GOLEM_ALLOW_PRIVATE_TRANSFERS", value: "true", flag: &["--allow-private-transfers"], toml: "allow-private-transfers = true", read: |c| c.allow_private_transfers.to_string(), expected: "true" },
+            Setting { env: "", value: "", flag: &["--cores", "1"], toml: "cores = 1", read: |c| c.cores.to_string(), expected: "1" },
+            Setting { env: "", value: "", flag: &["--threads", "3"], toml: "threads = 3", read: |c| c.threads.to_string(), expected: "3" },
+            Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },
+            Setting { env: "", value: "", flag: &["--storage-gib", "9"], toml: "storage-gib = 9.0", read: |c| c.storage_gib.to_string(), expected: "9" },
+            Setting { env: "", value: "", flag: &["--platforms", "a,b"], toml: "platforms = [\"a\", \"b\"]", read: |c| c.platforms.join(","), expected: "a,b" },
+            Setting { env: "", value: "", flag: &["--max-agreements", "4"], toml: "max-agreements = 4", read: |c| c.max_agreements.to_string(), expected: "4" },
+            Setting { env: "", value: "", flag: &[], toml: "min-expiration-sec = 61", read: |c| c.min_expiration_sec.to_string(), expected: "61" },
+            Setting { env: "", value: "", flag: &[], toml: "max-expiration-sec = 62", read: |c| c.max_expiration_sec.to_string(), expected: "62" },
+            Setting { env: "", value: "", flag: &[], toml: "debit-note-interval-sec = 63", read: |c| c.debit_note_interval_sec.to_string(), expected: "63" },
+            Setting { env: "", value: "", flag: &[], toml: "min-debit-note-interval-sec = 64", read: |c| c.min_debit_note_interval_sec.to_string(), expected: "64" },
+            Setting { env: "", value: "", flag: &[], toml: "max-debit-note-interval-sec = 65", read: |c| c.max_debit_note_interval_sec.to_string(), expected: "65" },
+            Setting { env: "", value: "", flag: &[], toml: "payment-timeout-sec = 66", read: |c| c.payment_timeout_sec.to_string(), expected: "66" },
+            Setting { env: "", value: "", flag: &[], toml: "min-payment-timeout-sec = 67", read: |c| c.min_payment_timeout_sec.to_string(), expected: "67" },
+            Setting { env: "", value: "", flag: &[], toml: "max-payment-timeout-sec = 68", read: |c| c.max_payment_timeout_sec.to_string(), expected: "68" },
+            Setting { env: "", value: "", flag: &[], toml: "debit-note-accept-timeout-sec = 69", read: |c| c.accept_timeout_sec.to_string(), expected: "69" },
+            Setting { env: "", value: "", flag: &[], toml: "min-debit-note-accept-timeout-sec = 70", read: |c| c.min_accept_timeout_sec.to_string(), expected: "70" },
+            Setting { env: "", value: "", flag: &[], toml: "max-debit-note-accept-timeout-sec = 71", read: |c| c.max_accept_timeout_sec.to_string(), expected: "71" },
+            Setting { env: "", value: "", flag: &[], toml: "keep-work-dirs = true", read: |c| c.keep_work_dirs.to_string(), expected: "true" },
+            Setting { env: "", value: "", flag: &[], toml: "exe-unit-start-timeout-sec = 72", read: |c| c.exe_unit_start_timeout_sec.to_string(), expected: "72" },
+        ]
+    }
+
+    #[test]
+    fn every_env_name_toml_key_and_flag_sets_its_setting() {
+        let defaults = resolve("", &[], &[]).unwrap();
+        let table = ProviderSettings::env_table().unwrap();
+        for setting in contract() {
+            let what = format!("{} {:?} {}", setting.env, setting.flag, setting.toml);
+            assert_ne!(
+                (setting.read)(&defaults),
+                setting.expected,
+                "{what}: pick a non-default sample"
+            );
+            if !setting.env.is_empty() {
+                let config = resolve("", &[(setting.env, setting.value)], &[]).unwrap();
+                assert_eq!(
+                    (setting.read)(&config),
+                    setting.expected,
+                    "env {}",
+                    setting.env
+                );
+                assert!(
+                    table.iter().any(|entry| entry.name == setting.env),
+                    "{} listed",
+                    setting.env
+                );
+            }
+            if !setting.flag.is_empty() {
+                let config = resolve("", &[], setting.flag).unwrap();
+                assert_eq!(
+                    (setting.read)(&config),
+                    setting.expected,
+                    "flag {:?}",
+                    setting.flag
+                );
+            }
+            if !setting.toml.is_empty() {
+                let config = resolve(setting.toml, &[], &[]).unwrap();
+                assert_eq!(
+                    (setting.read)(&config),
+                    setting.expected,
+                    "provider.toml {}",
+                    setting.toml
+                );
+            }
+        }
+        // The connection: flags and environment only.
+        let from_env = connection(
+            &[
+                ("YAGNA_APPKEY", "k1"),
+                ("YAGNA_API_URL", "http://127.0.0.1:1"),
+                ("GOLEM_PROVIDER_DATA_DIR", "/p"),
+            ],
+            &[],
+        );
+        assert_eq!(from_env.app_key.as_deref(), Some("k1"));
+        assert_eq!(from_env.api_url, "http://127.0.0.1:1");
+        assert_eq!(from_env.data_dir, PathBuf::from("/p"));
+        let from_flags = connection(
+            &[
+                ("YAGNA_APPKEY", "k1"),
+                ("YAGNA_API_URL", "http://127.0.0.1:1"),
+                ("GOLEM_PROVIDER_DATA_DIR", "/p"),
+            ],
+            &[
+                "--app-key",
+                "k2",
+                "--api-url",
+                "http://127.0.0.1:2",
+                "--data-dir",
+                "/q",
+            ],
+        );
+        assert_eq!(from_flags.app_key.as_deref(), Some("k2"));
+        assert_eq!(from_flags.api_url, "http://127.0.0.1:2");
+        assert_eq!(from_flags.data_dir, PathBuf::from("/q"));
+        let defaults = connection(&[], &[]);
+        assert_eq!(defaults.api_url, DEFAULT_API_URL);
+        assert!(matches!(defaults.app_key(), Err(ConfigError::NoAppKey)));
+        assert!(defaults.data_dir.ends_with("golem-provider"));
+        let names: Vec<String> = Connection::env_table()
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.name)
+            .collect();
+        for name in ["YAGNA_APPKEY", "YAGNA_API_URL", "GOLEM_PROVIDER_DATA_DIR"] {
+            assert!(names.iter().any(|known| known == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let toml = "subnet = \"file\"\nnode-name = \"file\"\nallow-docker-images = true\nallow-private-transfers = true\n";
+        let env = [
+            ("GOLEM_PROVIDER_SUBNET", "env"),
+            ("GOLEM_BUS_SOCKET", "/env.sock"),
+            ("GOLEM_DATA_DIR", "/daemon"),
+        ];
+        let config = resolve(
+            toml,
+            &env,
+            &["--subnet", "flag", "--allow-docker-images", "false"],
+        )
+        .unwrap();
+        assert_eq!(config.subnet, "flag");
+        assert_eq!(config.node_name, "file");
+        assert!(
+            !config.allow_docker_images,
+            "an explicit false flag wins over the file"
+        );
+        assert!(
+            config.allow_private_transfers,
+            "the switch not given leaves the file's value"
+        );
+        assert_eq!(
+            config.bus_socket,
+            Some(PathBuf::from("/env.sock")),
+            "GOLEM_BUS_SOCKET before GOLEM_DATA_DIR"
+        );
+        let config = resolve(toml, &env, &[]).unwrap();
+        assert_eq!(config.subnet, "env");
+        assert!(config.allow_docker_images);
+        let config = resolve("", &[], &[]).unwrap();
+        assert_eq!(config.subnet, "public");
+        assert_eq!(config.node_name, "box");
+        assert_eq!(config.bus_socket, None, "asked of the daemon");
+        assert!(
+            !config.allow_docker_images && !config.allow_private_transfers,
+            "off unless asked for"
+        );
+    }
+
     #[test]
     fn defaults_are_derived_from_the_machine_and_capped() {
-        let file: FileConfig = toml::from_str("threads = 64\nmem-gib = 2.5\n").unwrap();
-        let config =
-            ProviderConfig::resolve(Path::new("/tmp/x"), file, Overrides::default(), &machine())
-                .unwrap();
+        let config = resolve("threads = 64\nmem-gib = 2.5\n", &[], &[]).unwrap();
         assert_eq!(config.threads, 4, "capped by the machine");
         assert_eq!(config.cores, 2);
         assert_eq!(config.mem_gib, 2.5);
         assert_eq!(config.storage_gib, 75.0);
         assert_eq!(config.platforms, DEFAULT_PLATFORMS);
-        assert!(!config.allow_private_transfers, "off unless asked for");
-        let file: FileConfig = toml::from_str("allow-private-transfers = true\n").unwrap();
-        let config =
-            ProviderConfig::resolve(Path::new("/tmp/x"), file, Overrides::default(), &machine())
-                .unwrap();
-        assert!(config.allow_private_transfers);
-        assert_eq!(parse_switch("TRUE"), Some(true));
-        assert_eq!(parse_switch("nope"), None);
     }
 
     #[test]
-    fn flags_win_over_the_file_and_bad_values_are_refused() {
-        let file: FileConfig = toml::from_str("subnet = \"from-file\"\n").unwrap();
-        let overrides = Overrides {
-            subnet: Some("from-flag".into()),
-            ..Overrides::default()
-        };
-        let config =
-            ProviderConfig::resolve(Path::new("/tmp/x"), file, overrides, &machine()).unwrap();
-        assert_eq!(config.subnet, "from-flag");
-        let error = toml::from_str::<FileConfig>("tread = 3\n").unwrap_err();
-        assert!(error.to_string().contains("tread"), "{error}");
-        let overrides = Overrides {
-            max_agreements: Some(0),
-            ..Overrides::default()
-        };
-        let error = ProviderConfig::resolve(
-            Path::new("/tmp/x"),
-            FileConfig::default(),
-            overrides,
-            &machine(),
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("max-agreements"), "{error}");
-    }
-
-    #[test]
-    fn docker_images_are_off_unless_the_file_or_a_flag_allows_them() {
-        let resolve = |file: &str, flag: Option<bool>| {
-            let file: FileConfig = toml::from_str(file).unwrap();
-            let overrides = Overrides {
-                allow_docker_images: flag,
-                ..Overrides::default()
-            };
-            ProviderConfig::resolve(Path::new("/tmp/x"), file, overrides, &machine())
-                .unwrap()
-                .allow_docker_images
-        };
-        assert!(!resolve("", None));
-        assert!(resolve("allow-docker-images = true\n", None));
-        assert!(resolve("", Some(true)));
-        assert!(!resolve("allow-docker-images = true\n", Some(false)));
-        assert_eq!(parse_switch("YES"), Some(true));
-        assert_eq!(parse_switch("nope"), None);
+    fn bad_values_are_refused_with_their_name() {
+        let error = resolve("tread = 3\n", &[], &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("tread") && error.contains(CONFIG_FILE),
+            "{error}"
+        );
+        let error = resolve("", &[], &["--max-agreements", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("max-agreements"), "{error}");
+        for (name, value) in [
+            ("GOLEM_ALLOW_DOCKER_IMAGES", "maybe"),
+            ("GOLEM_ALLOW_PRIVATE_TRANSFERS", "nope"),
+            ("GOLEM_PROVIDER_CORES", "many"),
+        ] {
+            let error = resolve("", &[(name, value)], &[]).unwrap_err().to_string();
+            assert!(error.contains(name) && error.contains(value), "{error}");
+        }
     }
 }

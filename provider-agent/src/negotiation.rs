@@ -162,7 +162,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{FileConfig, Overrides};
+    use crate::config::ProviderSettings;
     use crate::machine::Machine;
 
     fn config() -> ProviderConfig {
@@ -173,13 +173,7 @@ mod tests {
             mem_gib: 4.0,
             storage_gib: 10.0,
         };
-        ProviderConfig::resolve(
-            Path::new("/tmp/x"),
-            FileConfig::default(),
-            Overrides::default(),
-            &machine,
-        )
-        .unwrap()
+        ProviderConfig::resolve(Path::new("/tmp/x"), ProviderSettings::default(), &machine).unwrap()
     }
 
     const NOW: i64 = 1_800_000_000_000;

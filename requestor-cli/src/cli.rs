@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rust_decimal::Decimal;
+use serde::Serialize;
 
 use crate::config::Connection;
 
@@ -42,18 +43,34 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Common {
-    /// The daemon's REST API (default: $YAGNA_API_URL, else http://127.0.0.1:7465).
-    #[arg(long, global = true)]
-    pub api_url: Option<String>,
-    /// App-key of the daemon (default: $YAGNA_APPKEY).
-    #[arg(long, global = true)]
-    pub app_key: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
     /// Market subnet (`golem.node.debug.subnet`).
     #[arg(long, global = true, default_value = "public")]
     pub subnet: String,
     /// Payment platform.
     #[arg(long, global = true, default_value = "dummy-local-tglm")]
     pub platform: String,
+    /// Log filter for diagnostics on stderr (e.g. `info`, `golem_requestor=debug`).
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    /// The most one agreement may cost in GLM; debit notes and invoices above
+    /// it are rejected (default: the budget divided by the parallelism).
+    #[arg(long, global = true, value_name = "GLM")]
+    pub max_per_agreement: Option<Decimal>,
+}
+
+/// The flags of [`crate::config::RequestorSettings`], its last layer
+/// (serialized with its keys).
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConnectionArgs {
+    /// The daemon's REST API (default: $YAGNA_API_URL, else http://127.0.0.1:7465).
+    #[arg(long, global = true)]
+    pub api_url: Option<String>,
+    /// App-key of the daemon (default: $YAGNA_APPKEY, else $GOLEM_AUTOCONF_APPKEY).
+    #[arg(long, global = true)]
+    pub app_key: Option<String>,
     /// Move task files with gftp over this daemon bus socket (`<data-dir>/bus.sock`)
     /// instead of the built-in HTTP server [env: GOLEM_BUS_SOCKET].
     #[arg(long, global = true, value_name = "PATH")]
@@ -62,13 +79,6 @@ pub struct Common {
     /// upload (413 beyond) [env: GOLEM_REQUESTOR_MAX_UPLOAD_MIB] [default: 1024]
     #[arg(long, global = true, value_name = "MIB")]
     pub max_upload_mib: Option<u64>,
-    /// Log filter for diagnostics on stderr (e.g. `info`, `golem_requestor=debug`).
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
-    /// The most one agreement may cost in GLM; debit notes and invoices above
-    /// it are rejected (default: the budget divided by the parallelism).
-    #[arg(long, global = true, value_name = "GLM")]
-    pub max_per_agreement: Option<Decimal>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,12 +172,7 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
-    let connection = Connection::resolve(
-        common.api_url.clone(),
-        common.app_key.clone(),
-        common.bus_socket.clone(),
-        common.max_upload_mib,
-    )?;
+    let connection = Connection::load(&common.connection, &process_env)?;
     Ok(SessionConfig {
         api_url: connection.api_url,
         app_key: connection.app_key,
@@ -178,6 +183,11 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         gftp_bus_socket: connection.bus_socket,
         max_upload_bytes: connection.max_upload_bytes,
     })
+}
+
+/// The process environment, the one the settings read in production.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn runtime_of(text: &str) -> Result<Runtime> {
@@ -585,12 +595,7 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
 }
 
 async fn offers(common: &Common, args: OffersArgs) -> Result<i32> {
-    let connection = Connection::resolve(
-        common.api_url.clone(),
-        common.app_key.clone(),
-        None,
-        common.max_upload_mib,
-    )?;
+    let connection = Connection::load(&common.connection, &process_env)?;
     let client = golem_client::GolemClient::new(&connection.api_url, &connection.app_key);
     let runtime = args.runtime.as_deref().map(runtime_of).transpose()?;
     let filter = match runtime {

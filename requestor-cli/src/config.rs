@@ -1,19 +1,29 @@
-//! Where the requestor finds its daemon: `--api-url`/`--app-key` flags, else the
-//! environment (`YAGNA_API_URL`, `YAGNA_APPKEY`, as yapapi reads them), else the
-//! daemon's default address. The only module that reads the environment.
+//! Where the requestor finds its daemon and how it serves task files, layered
+//! by `golem-settings`: defaults → environment → flags (no file). A setting is
+//! a field of [`RequestorSettings`] and, with a flag, of `cli::ConnectionArgs`;
+//! its environment name is `GOLEM_REQUESTOR_` + its key in SCREAMING_SNAKE,
+//! except the names shared with yapapi and the daemon in [`env_names`]. The
+//! only module that reads the environment.
 
-/// Environment variable names the CLI reads.
+use std::path::PathBuf;
+
+use golem_settings::Layers;
+use serde::{Deserialize, Serialize};
+
+/// Environment names that are not derived from a key (yapapi's and the
+/// daemon's), and the prefix of those that are.
 pub mod env_names {
+    /// Prefix of derived names: `max-upload-mib` is `GOLEM_REQUESTOR_MAX_UPLOAD_MIB`.
+    pub const PREFIX: &str = "GOLEM_REQUESTOR";
+    /// `api-url`, as yapapi reads it.
     pub const API_URL: &str = "YAGNA_API_URL";
+    /// `app-key`, as yapapi reads it.
     pub const APP_KEY: &str = "YAGNA_APPKEY";
-    /// Also honoured: the daemon's own autoconf key, handy in scripts.
+    /// Also honoured for `app-key`, after `YAGNA_APPKEY`: the daemon's own
+    /// autoconf key, handy in scripts.
     pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
-    /// Address the requestor's file server binds (default `127.0.0.1:0`).
-    pub const FILES_ADDR: &str = "GOLEM_REQUESTOR_FILES_ADDR";
-    /// The daemon's bus socket: when set, task files move with gftp.
+    /// `bus-socket`: the daemon's bus socket; when set, task files move with gftp.
     pub const BUS_SOCKET: &str = "GOLEM_BUS_SOCKET";
-    /// Largest upload (MiB) one slot of the file server takes (default 1024).
-    pub const MAX_UPLOAD_MIB: &str = "GOLEM_REQUESTOR_MAX_UPLOAD_MIB";
 }
 
 /// The file server's per-upload limit unless configured, in MiB.
@@ -21,58 +31,206 @@ pub const DEFAULT_MAX_UPLOAD_MIB: u64 = crate::files::DEFAULT_MAX_UPLOAD_BYTES >
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7465";
 
+/// The layered settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RequestorSettings {
+    /// The daemon's REST API.
+    pub api_url: String,
+    /// Required; its absence is reported by [`Connection::load`].
+    pub app_key: Option<String>,
+    /// Address the requestor's file server binds (env only).
+    pub files_addr: String,
+    /// The daemon's bus socket: when set, task files move with gftp.
+    pub bus_socket: Option<PathBuf>,
+    /// Largest upload (MiB) one slot of the file server takes.
+    pub max_upload_mib: u64,
+}
+
+impl Default for RequestorSettings {
+    fn default() -> Self {
+        RequestorSettings {
+            api_url: DEFAULT_API_URL.to_string(),
+            app_key: None,
+            files_addr: "127.0.0.1:0".to_string(),
+            bus_socket: None,
+            max_upload_mib: DEFAULT_MAX_UPLOAD_MIB,
+        }
+    }
+}
+
+impl RequestorSettings {
+    /// Layer the environment read through `env` and `flags` over the defaults.
+    pub fn load(
+        flags: &impl Serialize,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RequestorSettings, golem_settings::SettingsError> {
+        Self::layers(env).flags(flags).load()
+    }
+
+    fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
+        Layers::new(env_names::PREFIX, env)
+            .env_names("api-url", [env_names::API_URL])
+            .env_names("app-key", [env_names::APP_KEY, env_names::AUTOCONF_APPKEY])
+            .env_names("bus-socket", [env_names::BUS_SOCKET])
+    }
+
+    /// Every environment variable these settings answer to, with its key.
+    pub fn env_table() -> Result<Vec<golem_settings::EnvName>, golem_settings::SettingsError> {
+        Self::layers(&|_| None).env_table::<RequestorSettings>()
+    }
+}
+
 /// Connection settings after flags and environment are layered.
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub api_url: String,
     pub app_key: String,
     pub files_addr: String,
-    pub bus_socket: Option<std::path::PathBuf>,
+    pub bus_socket: Option<PathBuf>,
     /// The most bytes one upload to the file server may carry (413 beyond).
     pub max_upload_bytes: u64,
 }
 
 impl Connection {
     /// Flags win over the environment; the app-key is required.
-    pub fn resolve(
-        api_url: Option<String>,
-        app_key: Option<String>,
-        bus_socket: Option<std::path::PathBuf>,
-        max_upload_mib: Option<u64>,
+    pub fn load(
+        flags: &impl Serialize,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Connection, crate::RequestorError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let api_url = api_url
-            .or_else(|| env(env_names::API_URL))
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        let app_key = app_key
-            .or_else(|| env(env_names::APP_KEY))
-            .or_else(|| env(env_names::AUTOCONF_APPKEY))
-            .ok_or_else(|| {
-                crate::RequestorError::Usage(format!(
-                    "no app-key: pass --app-key or set {} (create one with `golem-daemon app-key create NAME`)",
-                    env_names::APP_KEY
-                ))
-            })?;
-        let files_addr = env(env_names::FILES_ADDR).unwrap_or_else(|| "127.0.0.1:0".to_string());
-        let bus_socket = bus_socket.or_else(|| env(env_names::BUS_SOCKET).map(Into::into));
-        let max_upload_mib = match max_upload_mib {
-            Some(mib) => mib,
-            None => match env(env_names::MAX_UPLOAD_MIB) {
-                Some(text) => text.trim().parse().map_err(|_| {
-                    crate::RequestorError::Usage(format!(
-                        "{}={text:?} is not a whole number of MiB",
-                        env_names::MAX_UPLOAD_MIB
-                    ))
-                })?,
-                None => DEFAULT_MAX_UPLOAD_MIB,
-            },
-        };
+        let settings = RequestorSettings::load(flags, env)
+            .map_err(|error| crate::RequestorError::Usage(error.to_string()))?;
+        let app_key = settings.app_key.ok_or_else(|| {
+            crate::RequestorError::Usage(format!(
+                "no app-key: pass --app-key or set {} (create one with `golem-daemon app-key create NAME`)",
+                env_names::APP_KEY
+            ))
+        })?;
         Ok(Connection {
-            api_url,
+            api_url: settings.api_url,
             app_key,
-            files_addr,
-            bus_socket,
-            max_upload_bytes: max_upload_mib.saturating_mul(1 << 20),
+            files_addr: settings.files_addr,
+            bus_socket: settings.bus_socket,
+            max_upload_bytes: settings.max_upload_mib.saturating_mul(1 << 20),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(candidate, _)| candidate == name)
+                .map(|(_, value)| value.clone())
+        }
+    }
+
+    /// `golem-requestor [flags] offers` with `env` as the environment.
+    fn load(env: &[(&str, &str)], flags: &[&str]) -> Result<Connection, crate::RequestorError> {
+        let args = ["golem-requestor"].iter().chain(flags).chain(&["offers"]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        Connection::load(&cli.common.connection, &fake_env(env))
+    }
+
+    /// The contract: `(env name, env value, flag, flag value, read, expected)`
+    /// for every setting as issue 18 found it. Add, never rename.
+    #[rustfmt::skip]
+    #[allow(clippy::type_complexity)]
+    fn contract() -> Vec<(&'static str, &'static str, &'static str, fn(&Connection) -> String, &'static str)> {
+        vec![
+            ("YAGNA_API_URL", "http://127.0.0.1:1", "--api-url", |c| c.api_url.clone(), "http://127.0.0.1:1"),
+            ("YAGNA_APPKEY", "k1", "--app-key", |c| c.app_key.clone(), "k1"),
+            ("GOLEM_AUTOCONF_APPKEY", "k1", "", |c| c.app_key.clone(), "k1"),
+            ("GOLEM_REQUESTOR_FILES_ADDR", "127.0.0.1:9", "", |c| c.files_addr.clone(), "127.0.0.1:9"),
+            ("GOLEM_BUS_SOCKET", "/s.sock", "--bus-socket", |c| format!("{:?}", c.bus_socket), "Some(\"/s.sock\")"),
+            ("GOLEM_REQUESTOR_MAX_UPLOAD_MIB", "2", "--max-upload-mib", |c| c.max_upload_bytes.to_string(), "2097152"),
+        ]
+    }
+
+    #[test]
+    fn every_env_name_and_flag_sets_its_setting() {
+        let table = RequestorSettings::env_table().unwrap();
+        let defaults = load(&[("YAGNA_APPKEY", "k0")], &[]).unwrap();
+        for (name, value, flag, read, expected) in contract() {
+            assert_ne!(
+                read(&defaults),
+                expected,
+                "{name}: pick a non-default sample"
+            );
+            let key = ("YAGNA_APPKEY", "k0");
+            let env = if name == "YAGNA_APPKEY" || name == "GOLEM_AUTOCONF_APPKEY" {
+                vec![(name, value)]
+            } else {
+                vec![key, (name, value)]
+            };
+            let from_env = load(&env, &[]).unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(read(&from_env), expected, "env {name}");
+            assert!(
+                table.iter().any(|entry| entry.name == name),
+                "{name} listed"
+            );
+            if !flag.is_empty() {
+                let from_flag = load(&[key], &[flag, value]).unwrap();
+                assert_eq!(read(&from_flag), expected, "flag {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_then_env_then_flags() {
+        let defaults = load(&[("YAGNA_APPKEY", "k")], &[]).unwrap();
+        assert_eq!(defaults.api_url, DEFAULT_API_URL);
+        assert_eq!(defaults.files_addr, "127.0.0.1:0");
+        assert_eq!(defaults.bus_socket, None);
+        assert_eq!(defaults.max_upload_bytes, DEFAULT_MAX_UPLOAD_MIB << 20);
+        let env = [
+            ("YAGNA_APPKEY", "env"),
+            ("GOLEM_AUTOCONF_APPKEY", "autoconf"),
+            ("GOLEM_REQUESTOR_MAX_UPLOAD_MIB", "3"),
+            ("YAGNA_API_URL", "http://127.0.0.1:1"),
+        ];
+        let from_env = load(&env, &[]).unwrap();
+        assert_eq!(
+            from_env.app_key, "env",
+            "YAGNA_APPKEY before GOLEM_AUTOCONF_APPKEY"
+        );
+        assert_eq!(from_env.max_upload_bytes, 3 << 20);
+        let from_flags = load(&env, &["--app-key", "flag", "--max-upload-mib", "4"]).unwrap();
+        assert_eq!(from_flags.app_key, "flag");
+        assert_eq!(from_flags.max_upload_bytes, 4 << 20);
+        assert_eq!(from_flags.api_url, "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_missing_key_or_a_bad_value_is_explained() {
+        let error = load(&[], &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("no app-key") && error.contains("YAGNA_APPKEY"),
+            "{error}"
+        );
+        let error = load(
+            &[
+                ("YAGNA_APPKEY", "k"),
+                ("GOLEM_REQUESTOR_MAX_UPLOAD_MIB", "lots"),
+            ],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("GOLEM_REQUESTOR_MAX_UPLOAD_MIB") && error.contains("lots"),
+            "{error}"
+        );
     }
 }

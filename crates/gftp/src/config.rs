@@ -1,28 +1,34 @@
 //! Configuration of the `gftp` binary: the command line, and where the
-//! daemon's bus socket is. This is the only module of the crate that reads
-//! the environment; every name it reads is in [`env_names`].
+//! daemon's bus socket is, layered by `golem-settings` (defaults →
+//! environment → flags; no file). A setting is a field of [`GftpSettings`];
+//! its environment name is `GFTP_` + its key in SCREAMING_SNAKE, except the
+//! names shared with the original and the daemon in [`env_names`]. This is the
+//! only module of the crate that reads the environment.
 //!
 //! The socket is, first match wins: `--bus-socket`, `--data-dir`/bus.sock,
 //! `GSB_URL=unix:<path>` (the original's variable), `GOLEM_BUS_SOCKET`,
 //! `GOLEM_DATA_DIR`/bus.sock, then the daemon's default data dir.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use golem_settings::{Layers, SettingsError};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::service::TransferConfig;
 
-/// Environment variables the `gftp` binary reads.
+/// Environment names that are not derived from a key, and the prefix of
+/// those that are.
 pub mod env_names {
-    /// The original's bus URL; only `unix:<path>` is understood.
+    /// Prefix of derived names: `chunk-size` is `GFTP_CHUNK_SIZE`.
+    pub const PREFIX: &str = "GFTP";
+    /// `bus-socket`, the original's bus URL; only `unix:<path>` is understood.
     pub const GSB_URL: &str = "GSB_URL";
+    /// `bus-socket`, after `GSB_URL`.
     pub const BUS_SOCKET: &str = "GOLEM_BUS_SOCKET";
+    /// `data-dir`: the daemon's data dir, as the daemon names it.
     pub const DATA_DIR: &str = "GOLEM_DATA_DIR";
-    /// Bytes per chunk of downloads and uploads.
-    pub const CHUNK_SIZE: &str = "GFTP_CHUNK_SIZE";
-    /// Chunks in flight at once.
-    pub const IN_FLIGHT: &str = "GFTP_IN_FLIGHT";
-    /// Log filter (tracing `EnvFilter` syntax); logs go to stderr.
+    /// `log-filter` (tracing `EnvFilter` syntax); logs go to stderr.
     pub const LOG: &str = "RUST_LOG";
 }
 
@@ -65,6 +71,67 @@ pub enum Command {
     Upload { file: PathBuf, url: String },
 }
 
+/// The layered settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GftpSettings {
+    /// The daemon's bus socket, a path or `unix:<path>`.
+    #[serde(deserialize_with = "socket_of_bus_url")]
+    pub bus_socket: Option<PathBuf>,
+    /// The daemon's data dir, whose `bus.sock` is used when `bus-socket` is not set.
+    pub data_dir: Option<PathBuf>,
+    /// Bytes per chunk of downloads and uploads.
+    pub chunk_size: u64,
+    /// Chunks in flight at once.
+    pub in_flight: usize,
+    /// Log filter; logs go to stderr.
+    pub log_filter: String,
+}
+
+impl Default for GftpSettings {
+    fn default() -> Self {
+        let transfer = TransferConfig::default();
+        GftpSettings {
+            bus_socket: None,
+            data_dir: None,
+            chunk_size: transfer.chunk_size,
+            in_flight: transfer.in_flight,
+            log_filter: "warn".to_string(),
+        }
+    }
+}
+
+/// The flag layer: `--bus-socket`, else `--data-dir`'s socket, so that either
+/// flag wins over every variable.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Flags {
+    bus_socket: Option<PathBuf>,
+}
+
+impl GftpSettings {
+    fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
+        Layers::new(env_names::PREFIX, env)
+            .env_names("bus-socket", [env_names::GSB_URL, env_names::BUS_SOCKET])
+            .env_names("data-dir", [env_names::DATA_DIR])
+            .env_names("log-filter", [env_names::LOG])
+    }
+
+    /// Every environment variable these settings answer to, with its key.
+    pub fn env_table() -> Result<Vec<golem_settings::EnvName>, SettingsError> {
+        Self::layers(&|_| None).env_table::<GftpSettings>()
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Layers(#[from] SettingsError),
+    #[error("{name} must be a positive integer")]
+    NotPositive { name: String },
+}
+
 /// Everything the binary needs besides its command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GftpConfig {
@@ -82,7 +149,7 @@ pub fn default_data_dir() -> PathBuf {
 
 impl GftpConfig {
     /// Build the config from the command line and the process environment.
-    pub fn load(cli: &Cli) -> Result<GftpConfig, String> {
+    pub fn load(cli: &Cli) -> Result<GftpConfig, ConfigError> {
         GftpConfig::from_sources(cli, |name| std::env::var(name).ok())
     }
 
@@ -90,56 +157,61 @@ impl GftpConfig {
     pub fn from_sources(
         cli: &Cli,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<GftpConfig, String> {
-        let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
-        let bus_socket = if let Some(socket) = &cli.bus_socket {
-            socket.clone()
-        } else if let Some(dir) = &cli.data_dir {
-            dir.join(BUS_SOCKET_FILE)
-        } else if let Some(url) = env(env_names::GSB_URL) {
-            socket_of_gsb_url(&url)?
-        } else if let Some(socket) = env(env_names::BUS_SOCKET) {
-            PathBuf::from(socket)
-        } else if let Some(dir) = env(env_names::DATA_DIR) {
-            Path::new(&dir).join(BUS_SOCKET_FILE)
-        } else {
-            default_data_dir().join(BUS_SOCKET_FILE)
+    ) -> Result<GftpConfig, ConfigError> {
+        let flags = Flags {
+            bus_socket: cli
+                .bus_socket
+                .clone()
+                .or_else(|| Some(cli.data_dir.as_ref()?.join(BUS_SOCKET_FILE))),
         };
-        let mut transfer = TransferConfig::default();
-        if let Some(value) = env(env_names::CHUNK_SIZE) {
-            transfer.chunk_size = parse_positive(env_names::CHUNK_SIZE, &value)?;
-        }
-        if let Some(value) = env(env_names::IN_FLIGHT) {
-            transfer.in_flight = parse_positive(env_names::IN_FLIGHT, &value)? as usize;
-        }
+        let layers = GftpSettings::layers(&env);
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError::NotPositive {
+                    name: layers.env_names_of(key).join("/"),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let settings: GftpSettings = GftpSettings::layers(&env).flags(&flags).load()?;
+        let transfer = TransferConfig {
+            chunk_size: positive("chunk-size", settings.chunk_size)?,
+            in_flight: positive("in-flight", settings.in_flight as u64)? as usize,
+        };
+        let bus_socket = settings.bus_socket.unwrap_or_else(|| {
+            settings
+                .data_dir
+                .unwrap_or_else(default_data_dir)
+                .join(BUS_SOCKET_FILE)
+        });
         Ok(GftpConfig {
             bus_socket,
             transfer,
-            log_filter: env(env_names::LOG).unwrap_or_else(|| "warn".to_string()),
+            log_filter: settings.log_filter,
         })
     }
 }
 
-fn parse_positive(name: &str, value: &str) -> Result<u64, String> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|number| *number > 0)
-        .ok_or_else(|| format!("{name}={value:?} must be a positive integer"))
-}
-
-fn socket_of_gsb_url(url: &str) -> Result<PathBuf, String> {
-    let path = url
+/// A socket path, or the original's bus URL `unix:<path>` / `unix://<path>`.
+fn socket_of_bus_url<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(path) = text
         .strip_prefix("unix://")
-        .or_else(|| url.strip_prefix("unix:"))
-        .ok_or_else(|| {
-            format!(
-                "{}={url:?} is not supported: the golem-daemon bus is a unix socket; use unix:<path> or --data-dir",
-                env_names::GSB_URL
-            )
-        })?;
-    Ok(PathBuf::from(path))
+        .or_else(|| text.strip_prefix("unix:"))
+    {
+        return Ok(Some(PathBuf::from(path)));
+    }
+    if text.contains("://") {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is not supported: the golem-daemon bus is a unix socket; use unix:<path> or --data-dir"
+        )));
+    }
+    Ok(Some(PathBuf::from(text)))
 }
 
 #[cfg(test)]
@@ -156,6 +228,7 @@ mod tests {
         let env = |name: &str| match name {
             env_names::DATA_DIR => Some("/env/dir".to_string()),
             env_names::GSB_URL => Some("unix:/gsb/sock".to_string()),
+            env_names::BUS_SOCKET => Some("/golem/sock".to_string()),
             _ => None,
         };
         let config = GftpConfig::from_sources(&cli(&["server"]), env).unwrap();
@@ -166,18 +239,83 @@ mod tests {
         let config =
             GftpConfig::from_sources(&cli(&["server", "--bus-socket", "/s"]), env).unwrap();
         assert_eq!(config.bus_socket, PathBuf::from("/s"));
+        let no_gsb = |name: &str| (name != env_names::GSB_URL).then(|| env(name)).flatten();
+        let config = GftpConfig::from_sources(&cli(&["server"]), no_gsb).unwrap();
+        assert_eq!(config.bus_socket, PathBuf::from("/golem/sock"));
         let only_dir = |name: &str| (name == env_names::DATA_DIR).then(|| "/d".to_string());
         let config = GftpConfig::from_sources(&cli(&["server"]), only_dir).unwrap();
         assert_eq!(config.bus_socket, PathBuf::from("/d/bus.sock"));
+        let nothing = GftpConfig::from_sources(&cli(&["server"]), |_| None).unwrap();
+        assert_eq!(nothing.bus_socket, default_data_dir().join(BUS_SOCKET_FILE));
+        assert_eq!(nothing.transfer, TransferConfig::default());
+        assert_eq!(nothing.log_filter, "warn");
+    }
+
+    /// The contract: every environment name as issue 18 found it. Add, never rename.
+    #[test]
+    fn every_env_name_sets_its_setting() {
+        let table = GftpSettings::env_table().unwrap();
+        for name in [
+            "GSB_URL",
+            "GOLEM_BUS_SOCKET",
+            "GOLEM_DATA_DIR",
+            "GFTP_CHUNK_SIZE",
+            "GFTP_IN_FLIGHT",
+            "RUST_LOG",
+        ] {
+            assert!(
+                table.iter().any(|entry| entry.name == name),
+                "{name} listed"
+            );
+        }
+        let load = |name: &'static str, value: &'static str| {
+            GftpConfig::from_sources(&cli(&["server"]), move |asked: &str| {
+                (asked == name).then(|| value.to_string())
+            })
+            .unwrap()
+        };
+        assert_eq!(load("GFTP_CHUNK_SIZE", "4096").transfer.chunk_size, 4096);
+        assert_eq!(load("GFTP_IN_FLIGHT", "3").transfer.in_flight, 3);
+        assert_eq!(load("RUST_LOG", "debug").log_filter, "debug");
+        assert_eq!(
+            load("GSB_URL", "unix:///a/sock").bus_socket,
+            PathBuf::from("/a/sock")
+        );
+        assert_eq!(
+            load("GOLEM_BUS_SOCKET", "/b/sock").bus_socket,
+            PathBuf::from("/b/sock")
+        );
+        assert_eq!(
+            load("GOLEM_DATA_DIR", "/c").bus_socket,
+            PathBuf::from("/c/bus.sock")
+        );
     }
 
     #[test]
     fn bad_values_are_explained() {
         let tcp = |name: &str| (name == env_names::GSB_URL).then(|| "tcp://127.0.0.1:7464".into());
-        let error = GftpConfig::from_sources(&cli(&["server"]), tcp).unwrap_err();
-        assert!(error.contains("unix:<path>"), "{error}");
-        let zero = |name: &str| (name == env_names::CHUNK_SIZE).then(|| "0".into());
-        let error = GftpConfig::from_sources(&cli(&["server"]), zero).unwrap_err();
-        assert!(error.contains("positive"), "{error}");
+        let error = GftpConfig::from_sources(&cli(&["server"]), tcp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unix:<path>") && error.contains("GSB_URL"),
+            "{error}"
+        );
+        let zero = |name: &str| (name == "GFTP_CHUNK_SIZE").then(|| "0".into());
+        let error = GftpConfig::from_sources(&cli(&["server"]), zero)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("positive") && error.contains("GFTP_CHUNK_SIZE"),
+            "{error}"
+        );
+        let word = |name: &str| (name == "GFTP_IN_FLIGHT").then(|| "many".into());
+        let error = GftpConfig::from_sources(&cli(&["server"]), word)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("GFTP_IN_FLIGHT") && error.contains("many"),
+            "{error}"
+        );
     }
 }

@@ -115,8 +115,8 @@ impl Default for MarketConfig {
 }
 
 /// The `[market]` section of the daemon config file (kebab-case keys, every
-/// one optional) and its environment overrides (`GOLEM_MARKET_*`, see
-/// `crate::config::env_names`).
+/// one optional) and its environment overrides (`GOLEM_MARKET_<KEY>`, names
+/// derived by `crate::config`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MarketSettings {
@@ -155,20 +155,47 @@ impl Default for MarketSettings {
 }
 
 /// `[market]` values given on the command line (`golem-daemon run
-/// --market-...`); `None` leaves the file's or environment's value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// --market-...`); `None` leaves the file's or environment's value. Serialized
+/// with the `[market]` keys as the flag layer of `crate::config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
+#[command(next_help_heading = "Market")]
+#[serde(rename_all = "kebab-case")]
 pub struct MarketOverrides {
+    /// Lifetime of an offer or demand subscription [env: GOLEM_MARKET_SUBSCRIPTION_TTL_SECS] [default: 3600]
+    #[arg(long = "market-subscription-ttl-secs", value_name = "SECS")]
     pub subscription_ttl_secs: Option<u64>,
+    /// How often this node's live offers are broadcast again [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 5000]
+    #[arg(long = "market-announce-interval-ms", value_name = "MS")]
     pub announce_interval_ms: Option<u64>,
+    /// How often connected peers are checked for newcomers to ask for offers [env: GOLEM_MARKET_PEER_CHECK_INTERVAL_MS] [default: 500]
+    #[arg(long = "market-peer-check-interval-ms", value_name = "MS")]
     pub peer_check_interval_ms: Option<u64>,
+    /// Bound of every call to another node's market [env: GOLEM_MARKET_REMOTE_TIMEOUT_MS] [default: 4000]
+    #[arg(long = "market-remote-timeout-ms", value_name = "MS")]
     pub remote_timeout_ms: Option<u64>,
+    /// How often expired subscriptions, offers, agreements and scans are swept [env: GOLEM_MARKET_SWEEP_INTERVAL_MS] [default: 1000]
+    #[arg(long = "market-sweep-interval-ms", value_name = "MS")]
     pub sweep_interval_ms: Option<u64>,
+    /// First retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_INITIAL_MS] [default: 500]
+    #[arg(long = "market-outbox-retry-initial-ms", value_name = "MS")]
     pub outbox_retry_initial_ms: Option<u64>,
+    /// Largest retry delay of an undelivered notice [env: GOLEM_MARKET_OUTBOX_RETRY_MAX_MS] [default: 30000]
+    #[arg(long = "market-outbox-retry-max-ms", value_name = "MS")]
     pub outbox_retry_max_ms: Option<u64>,
+    /// Offers of one other node kept at once; more are dropped [env: GOLEM_MARKET_MAX_OFFERS_PER_NODE] [default: 1000]
+    #[arg(long = "market-max-offers-per-node", value_name = "COUNT")]
     pub max_offers_per_node: Option<u64>,
+    /// Offers of all other nodes kept at once [env: GOLEM_MARKET_MAX_OFFERS] [default: 100000]
+    #[arg(long = "market-max-offers", value_name = "COUNT")]
     pub max_offers: Option<u64>,
+    /// Furthest expiry of an offer or demand (golem.srv.comp.expiration beyond it: 400; remote offers cut to it) [env: GOLEM_MARKET_MAX_EXPIRATION_SECS] [default: 2592000]
+    #[arg(long = "market-max-expiration-secs", value_name = "SECS")]
     pub max_expiration_secs: Option<u64>,
+    /// Proposals one subscription holds; more are refused [env: GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION] [default: 10000]
+    #[arg(long = "market-max-proposals-per-subscription", value_name = "COUNT")]
     pub max_proposals_per_subscription: Option<u64>,
+    /// Undelivered events one subscription holds; proposals beyond are refused [env: GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION] [default: 10000]
+    #[arg(long = "market-max-events-per-subscription", value_name = "COUNT")]
     pub max_events_per_subscription: Option<u64>,
 }
 

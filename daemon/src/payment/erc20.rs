@@ -67,6 +67,8 @@ pub struct Erc20Network {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Erc20NetworkOverride {
     pub rpc_url: Option<String>,
+    /// Decimal, or `0x` hex in the environment.
+    #[serde(deserialize_with = "golem_settings::de::optional_decimal_or_hex")]
     pub chain_id: Option<u64>,
     pub token: Option<String>,
     pub confirmations: Option<u64>,
