@@ -70,7 +70,7 @@ fn beyond<K: Clone>(
     retention_count: usize,
     age: Duration,
 ) -> Vec<K> {
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
     let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
     items
         .into_iter()
