@@ -234,8 +234,8 @@ impl PaymentActor {
 
     /// An erc20 transaction settles one payment: Conflict when another
     /// payment (recorded, or held until confirmed) to this node names it.
-    /// Asked again under the same lock as every write that records or holds
-    /// a payment, since the chain check in between runs without the lock.
+    /// Asked again in the same handler step as every write that records or
+    /// holds a payment, since the chain check in between runs outside the actor.
     fn check_transaction_unused(
         &self,
         state: &super::state::State,
