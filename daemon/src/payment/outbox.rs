@@ -144,3 +144,47 @@ impl PaymentActor {
         self.drive_outbox(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn entries_of_older_builds_move_to_the_shared_outbox_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(TREE).unwrap();
+        let target = NodeId::from_bytes([9u8; 20]);
+        let old = [
+            LegacyOutgoing::AcceptDebitNote(AcceptDebitNote {
+                debit_note_id: "dn-1".into(),
+                total_amount_accepted: "2".parse().unwrap(),
+            }),
+            LegacyOutgoing::AcceptInvoice(AcceptInvoice {
+                invoice_id: "inv-1".into(),
+                total_amount_accepted: "5".parse().unwrap(),
+            }),
+        ];
+        for (seq, message) in old.into_iter().enumerate() {
+            let entry = LegacyEntry { target, message };
+            tree.insert(
+                format!("{LEGACY_PREFIX}{:020}", seq + 7),
+                store::encode(&entry).unwrap(),
+            )
+            .unwrap();
+        }
+        migrate_legacy(&tree).unwrap();
+        assert_eq!(tree.scan_prefix(LEGACY_PREFIX).count(), 0);
+        let mut outbox = load(&tree).unwrap();
+        let due = outbox.due(Utc::now());
+        let names: Vec<&str> = due.iter().map(|d| d.entry.message.as_str()).collect();
+        assert_eq!(names, vec![AcceptDebitNote::NAME, AcceptInvoice::NAME]);
+        assert!(due.iter().all(|d| d.entry.target == target));
+        assert_eq!(due[0].entry.address, payment_address(target));
+        assert_eq!(due[1].entry.payload["invoiceId"], "inv-1");
+        // Migrating again finds nothing more to move.
+        migrate_legacy(&tree).unwrap();
+        assert_eq!(load(&tree).unwrap().len(), 2);
+    }
+}
