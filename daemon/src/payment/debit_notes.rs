@@ -20,6 +20,7 @@ use super::state::{status_error, State, Writes};
 impl Document for DebitNote {
     const NAME: &'static str = "debit note";
     const KEY_PREFIX: &'static str = "dn/";
+    const ONE_PER_AGREEMENT: bool = false;
     const RECEIVED_EVENT: PaymentEventType = PaymentEventType::DebitNoteReceivedEvent;
     type Send = SendDebitNote;
     type Reject = RejectDebitNote;

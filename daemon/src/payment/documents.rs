@@ -32,6 +32,8 @@ pub(super) trait Document:
     const NAME: &'static str;
     /// Prefix of the kind's keys in the payment tree.
     const KEY_PREFIX: &'static str;
+    /// One per agreement, found by agreement after it left memory (`inv-of/<agreement>`).
+    const ONE_PER_AGREEMENT: bool;
     /// The event of its arrival at the recipient.
     const RECEIVED_EVENT: PaymentEventType;
     /// How it travels to its recipient.
@@ -184,7 +186,7 @@ impl PaymentActor {
         writes: &mut Writes,
         document: &D,
     ) -> Result<(), GolemError> {
-        if D::KEY_PREFIX == "inv/" {
+        if D::ONE_PER_AGREEMENT {
             writes.put(
                 super::state::invoice_of_key(document.agreement_id()),
                 &document.id().to_string(),

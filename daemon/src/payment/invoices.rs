@@ -26,6 +26,7 @@ use super::{PayOutcome, PaymentDriver, Platform};
 impl Document for Invoice {
     const NAME: &'static str = "invoice";
     const KEY_PREFIX: &'static str = "inv/";
+    const ONE_PER_AGREEMENT: bool = true;
     const RECEIVED_EVENT: PaymentEventType = PaymentEventType::InvoiceReceivedEvent;
     type Send = SendInvoice;
     type Reject = RejectInvoice;
