@@ -12,6 +12,7 @@ pub mod config;
 pub mod identity;
 pub mod market;
 pub mod net;
+pub mod outbox;
 pub mod payment;
 pub mod ports;
 pub mod store;

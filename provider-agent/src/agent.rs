@@ -1272,17 +1272,26 @@ impl Agent {
                         });
                         issued
                     }
-                    Err(error)
-                        if error.status() == Some(409)
-                            && error.to_string().contains("already has invoice") =>
-                    {
-                        // Issued by a previous run that crashed before recording it.
+                    Err(error) if error.status() == Some(409) => {
+                        // The daemon answers the same invoice again, so a
+                        // Conflict means the agreement already has another one
+                        // (issued by a previous run with other amounts) or
+                        // cannot be billed: use its invoice when there is one.
                         match self.find_invoice(agreement_id).await {
                             Some(found) => found,
-                            None => return,
+                            None => {
+                                tracing::error!(%error, "the daemon refuses the invoice; giving up on it");
+                                let message = error.to_string();
+                                self.state.update(|state| {
+                                    if let Some(a) = state.agreements.get_mut(agreement_id) {
+                                        a.invoice_error = Some(message);
+                                    }
+                                });
+                                return;
+                            }
                         }
                     }
-                    Err(error) if matches!(error.status(), Some(400 | 403 | 409)) => {
+                    Err(error) if matches!(error.status(), Some(400 | 403)) => {
                         tracing::error!(%error, "the daemon refuses the invoice; giving up on it");
                         let message = error.to_string();
                         self.state.update(|state| {

@@ -20,7 +20,11 @@ use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 
 use super::chain_check::{check_transfer, ExpectedTransfer, TransferCheck};
-use super::{Erc20Network, PaymentService, Platform, Writes};
+use actix::{ActorFutureExt, AsyncContext, Context, ResponseActFuture, WrapFuture};
+
+use super::actor::PaymentActor;
+use super::state::Writes;
+use super::{Erc20Network, Platform};
 
 /// How long the first on-chain check may delay the payer's call.
 const FIRST_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,44 +59,54 @@ fn expected(message: &SendPayment) -> ExpectedTransfer<'_> {
     }
 }
 
-impl PaymentService {
+impl PaymentActor {
     /// Provider: the requestor reports a payment; record it and settle its
-    /// invoices once it is proven, refuse it with the reason otherwise.
-    pub(super) async fn receive_payment(
-        &self,
+    /// invoices once it is proven, refuse it with the reason otherwise. An
+    /// erc20 payment is checked on chain outside the actor; its outcome is
+    /// applied when the check returns.
+    pub(super) fn receive_payment(
+        &mut self,
         caller: NodeId,
         message: SendPayment,
-    ) -> Result<(), GolemError> {
+    ) -> ResponseActFuture<Self, Result<(), GolemError>> {
         let payment_id = message.payment.payment_id.clone();
         let verdict = self.check_payment(caller, &message).inspect_err(|error| {
             tracing::warn!(%payment_id, payer = %caller, %error.message, "payment refused");
-        })?;
-        match verdict {
-            Verdict::Duplicate => Ok(()),
-            Verdict::Settle => self.record_payment(&message),
-            Verdict::OnChain(network) => {
-                match check_transfer(&network, &expected(&message), FIRST_CHECK_TIMEOUT).await {
-                    TransferCheck::Confirmed { block } => {
-                        tracing::info!(%payment_id, block, tx = %message.payment.details, "erc20 payment confirmed on chain");
-                        self.record_payment(&message)
-                    }
-                    TransferCheck::Invalid(reason) => {
-                        tracing::warn!(%payment_id, payer = %caller, %reason, "erc20 payment refused");
-                        Err(GolemError::bad_request(format!(
-                            "payment {payment_id} is refused: {reason}"
-                        )))
-                    }
-                    TransferCheck::Pending(status) => self.hold_unverified(message, status),
-                }
+        });
+        let network = match verdict {
+            Err(error) => return Box::pin(actix::fut::ready(Err(error))),
+            Ok(Verdict::Duplicate) => return Box::pin(actix::fut::ready(Ok(()))),
+            Ok(Verdict::Settle) => {
+                return Box::pin(actix::fut::ready(self.record_payment(&message)))
             }
-        }
+            Ok(Verdict::OnChain(network)) => network,
+        };
+        let check = async move {
+            let check = check_transfer(&network, &expected(&message), FIRST_CHECK_TIMEOUT).await;
+            (check, message)
+        };
+        Box::pin(check.into_actor(self).map(move |(check, message), actor, _ctx| {
+            match check {
+                TransferCheck::Confirmed { block } => {
+                    tracing::info!(%payment_id, block, tx = %message.payment.details, "erc20 payment confirmed on chain");
+                    actor.record_payment(&message)
+                }
+                TransferCheck::Invalid(reason) => {
+                    tracing::warn!(%payment_id, payer = %caller, %reason, "erc20 payment refused");
+                    Err(GolemError::bad_request(format!(
+                        "payment {payment_id} is refused: {reason}"
+                    )))
+                }
+                TransferCheck::Pending(status) => actor.hold_unverified(message, status),
+            }
+        }))
     }
 
     /// The bookkeeping checks of a reported payment (no chain access).
     fn check_payment(&self, caller: NodeId, message: &SendPayment) -> Result<Verdict, GolemError> {
         let payment = &message.payment;
         let id = &payment.payment_id;
-        if payment.payer_id != caller || payment.payee_id != self.inner.node_id {
+        if payment.payer_id != caller || payment.payee_id != self.deps.node_id {
             return Err(GolemError::forbidden(
                 "a payment is accepted only from its payer",
             ));
@@ -102,7 +116,7 @@ impl PaymentService {
                 "payment {id} names no invoice"
             )));
         }
-        let state = self.lock();
+        let state = &self.state;
         if let Some(existing) = state.payments.iter().find(|known| &known.payment_id == id) {
             let same = existing.amount == payment.amount
                 && existing.payer_id == payment.payer_id
@@ -130,11 +144,10 @@ impl PaymentService {
             )));
         }
         for invoice_id in &message.invoice_ids {
-            let invoice = state
-                .invoices
-                .get(invoice_id)
+            let invoice = self
+                .find_document::<Invoice>(invoice_id)?
                 .ok_or_else(|| GolemError::not_found(format!("unknown invoice {invoice_id}")))?;
-            if invoice.recipient_id != caller || invoice.issuer_id != self.inner.node_id {
+            if invoice.recipient_id != caller || invoice.issuer_id != self.deps.node_id {
                 return Err(GolemError::forbidden(format!(
                     "invoice {invoice_id} is not between {caller} and this node"
                 )));
@@ -189,7 +202,7 @@ impl PaymentService {
             let earlier: Decimal = state
                 .payments
                 .iter()
-                .filter(|known| known.payee_id == self.inner.node_id)
+                .filter(|known| known.payee_id == self.deps.node_id)
                 .map(towards)
                 .sum();
             if this_one + earlier < invoice.amount {
@@ -204,9 +217,9 @@ impl PaymentService {
         if platform.driver != "erc20" {
             return Ok(Verdict::Settle);
         }
-        self.check_transaction_unused(&state, payment)?;
+        self.check_transaction_unused(state, payment)?;
         let network = self
-            .inner
+            .deps
             .erc20
             .as_ref()
             .and_then(|driver| driver.network(&platform.network).ok().cloned())
@@ -221,11 +234,11 @@ impl PaymentService {
 
     /// An erc20 transaction settles one payment: Conflict when another
     /// payment (recorded, or held until confirmed) to this node names it.
-    /// Asked again under the same lock as every write that records or holds
-    /// a payment, since the chain check in between runs without the lock.
+    /// Asked again in the same handler step as every write that records or
+    /// holds a payment, since the chain check in between runs outside the actor.
     fn check_transaction_unused(
         &self,
-        state: &super::State,
+        state: &super::state::State,
         payment: &Payment,
     ) -> Result<(), GolemError> {
         let erc20 = Platform::parse(&payment.payment_platform)
@@ -236,7 +249,7 @@ impl PaymentService {
         let reused = state
             .payments
             .iter()
-            .filter(|known| known.payee_id == self.inner.node_id)
+            .filter(|known| known.payee_id == self.deps.node_id)
             .filter(|known| known.payment_id != payment.payment_id)
             .map(|known| &known.details)
             .chain(
@@ -257,23 +270,24 @@ impl PaymentService {
     }
 
     /// Record a checked payment and settle its invoices, in one write.
-    pub(super) fn record_payment(&self, message: &SendPayment) -> Result<(), GolemError> {
+    pub(super) fn record_payment(&mut self, message: &SendPayment) -> Result<(), GolemError> {
         let payment = &message.payment;
-        let mut state = self.lock();
-        if state
+        if self
+            .state
             .payments
             .iter()
             .any(|known| known.payment_id == payment.payment_id)
         {
             return Ok(());
         }
-        self.check_transaction_unused(&state, payment)?;
+        self.check_transaction_unused(&self.state, payment)?;
         let mut writes = Writes::new();
         writes.put(format!("pay/{}", payment.payment_id), payment)?;
         writes.remove(format!("verify/{}", payment.payment_id));
         let mut settled = Vec::new();
+        let mut events = Vec::new();
         for invoice_id in &message.invoice_ids {
-            let Some(mut invoice) = state.invoices.get(invoice_id).cloned() else {
+            let Some(mut invoice) = self.find_document::<Invoice>(invoice_id)? else {
                 continue;
             };
             if invoice.status != DocumentStatus::Accepted {
@@ -281,30 +295,34 @@ impl PaymentService {
             }
             invoice.status = DocumentStatus::Settled;
             writes.put(format!("inv/{invoice_id}"), &invoice)?;
-            Self::push_event(
-                &mut state,
+            events.push(self.stage_event(
                 &mut writes,
                 PaymentEventType::InvoiceSettledEvent,
                 invoice_id,
                 None,
-            )?;
+            )?);
             settled.push(invoice);
         }
-        self.commit(writes)?;
+        self.deps.commit(writes)?;
         tracing::info!(payment_id = %payment.payment_id, amount = %payment.amount, invoices = ?message.invoice_ids, "payment received; invoices settled");
         for invoice in settled {
-            state.invoices.insert(invoice.invoice_id.clone(), invoice);
+            if self.state.invoices.contains_key(&invoice.invoice_id) {
+                self.state
+                    .invoices
+                    .insert(invoice.invoice_id.clone(), invoice);
+            }
         }
-        state.payments.push(payment.clone());
-        state.unverified.remove(&payment.payment_id);
-        drop(state);
-        self.after_commit(true, false);
+        self.state.payments.push(payment.clone());
+        self.state.unverified.remove(&payment.payment_id);
+        for event in events {
+            self.add_event(event);
+        }
         Ok(())
     }
 
     /// Keep an erc20 payment whose transaction is not confirmed yet.
     pub(super) fn hold_unverified(
-        &self,
+        &mut self,
         message: SendPayment,
         status: String,
     ) -> Result<(), GolemError> {
@@ -314,31 +332,34 @@ impl PaymentService {
             received: Utc::now(),
             status: status.clone(),
         };
-        let mut state = self.lock();
-        self.check_transaction_unused(&state, &held.message.payment)?;
+        self.check_transaction_unused(&self.state, &held.message.payment)?;
         let mut writes = Writes::new();
         writes.put(format!("verify/{id}"), &held)?;
-        self.commit(writes)?;
-        state.unverified.insert(id.clone(), held);
+        self.deps.commit(writes)?;
+        self.state.unverified.insert(id.clone(), held);
         tracing::info!(payment_id = %id, %status, "erc20 payment reported; settles once its transaction is confirmed");
         Ok(())
     }
 
     /// Erc20 payments still waiting for their transaction (oldest first).
     pub(super) fn unverified_payments(&self) -> Vec<UnverifiedPayment> {
-        let mut list: Vec<UnverifiedPayment> = self.lock().unverified.values().cloned().collect();
+        let mut list: Vec<UnverifiedPayment> = self.state.unverified.values().cloned().collect();
         list.sort_by_key(|held| held.received);
         list
     }
 
-    /// One round of the settle loop: check held payments on chain again.
-    pub(super) async fn recheck_unverified_payments(&self) {
+    /// Part of the settle round: check held payments on chain again, each
+    /// outside the actor (one check per payment at a time).
+    pub(super) fn recheck_unverified_payments(&mut self, ctx: &mut Context<Self>) {
         for held in self.unverified_payments() {
             let id = held.message.payment.payment_id.clone();
+            if self.rechecking.contains(&id) {
+                continue;
+            }
             let network = Platform::parse(&held.message.payment.payment_platform)
                 .ok()
                 .and_then(|platform| {
-                    self.inner
+                    self.deps
                         .erc20
                         .as_ref()
                         .and_then(|driver| driver.network(&platform.network).ok().cloned())
@@ -346,33 +367,56 @@ impl PaymentService {
             let Some(network) = network else {
                 continue;
             };
-            match check_transfer(&network, &expected(&held.message), RECHECK_TIMEOUT).await {
-                TransferCheck::Confirmed { block } => {
-                    tracing::info!(payment_id = %id, block, "erc20 payment confirmed on chain");
-                    if let Err(error) = self.record_payment(&held.message) {
-                        tracing::error!(payment_id = %id, %error.message, "recording a confirmed payment failed");
-                    } else if let Err(error) = self.durable().await {
-                        tracing::error!(%error.message, "flushing a confirmed payment failed");
+            self.rechecking.insert(id.clone());
+            let check = async move {
+                let check =
+                    check_transfer(&network, &expected(&held.message), RECHECK_TIMEOUT).await;
+                (check, held)
+            };
+            ctx.spawn(
+                check
+                    .into_actor(self)
+                    .map(move |(check, held), actor, ctx| {
+                        actor.rechecking.remove(&id);
+                        actor.apply_recheck(&id, check, held, ctx);
+                    }),
+            );
+        }
+    }
+
+    fn apply_recheck(
+        &mut self,
+        id: &str,
+        check: TransferCheck,
+        held: UnverifiedPayment,
+        ctx: &mut Context<Self>,
+    ) {
+        match check {
+            TransferCheck::Confirmed { block } => {
+                tracing::info!(payment_id = %id, block, "erc20 payment confirmed on chain");
+                match self.record_payment(&held.message) {
+                    Ok(()) => self.spawn_flush(ctx, "a confirmed payment"),
+                    Err(error) => {
+                        tracing::error!(payment_id = %id, %error.message, "recording a confirmed payment failed")
                     }
                 }
-                TransferCheck::Invalid(reason) => {
-                    tracing::warn!(payment_id = %id, %reason, "erc20 payment refused after its check on chain");
-                    let mut state = self.lock();
-                    let mut writes = Writes::new();
-                    writes.remove(format!("verify/{id}"));
-                    match self.commit(writes) {
-                        Ok(()) => {
-                            state.unverified.remove(&id);
-                        }
-                        Err(error) => {
-                            tracing::error!(payment_id = %id, %error.message, "dropping a refused payment failed")
-                        }
+            }
+            TransferCheck::Invalid(reason) => {
+                tracing::warn!(payment_id = %id, %reason, "erc20 payment refused after its check on chain");
+                let mut writes = Writes::new();
+                writes.remove(format!("verify/{id}"));
+                match self.deps.commit(writes) {
+                    Ok(()) => {
+                        self.state.unverified.remove(id);
+                    }
+                    Err(error) => {
+                        tracing::error!(payment_id = %id, %error.message, "dropping a refused payment failed")
                     }
                 }
-                TransferCheck::Pending(status) => {
-                    if let Some(entry) = self.lock().unverified.get_mut(&id) {
-                        entry.status = status;
-                    }
+            }
+            TransferCheck::Pending(status) => {
+                if let Some(entry) = self.state.unverified.get_mut(id) {
+                    entry.status = status;
                 }
             }
         }

@@ -224,8 +224,9 @@ async fn watch_settle_rounds(
     mut unchanged: impl FnMut(),
 ) {
     let rounds_before = driver.progress_calls(pending_payment_id);
-    let deadline =
-        Instant::now() + super::SETTLE_TICK * (WATCHED_ROUNDS as u32 + 1) + Duration::from_secs(2);
+    let deadline = Instant::now()
+        + super::actor::SETTLE_TICK * (WATCHED_ROUNDS as u32 + 1)
+        + Duration::from_secs(2);
     while driver.progress_calls(pending_payment_id) < rounds_before + WATCHED_ROUNDS {
         unchanged();
         assert!(
@@ -245,28 +246,33 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
     let (store, router, service) = open(dir.path(), first_driver.clone()).await;
     let allocation = service
         .create_allocation(&json!({"totalAmount": "10", "paymentPlatform": PLATFORM}))
+        .await
         .unwrap();
     service
         .receive_invoice(node(PROVIDER), invoice("4"))
+        .await
         .unwrap();
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap();
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap();
     assert_eq!(
-        service.invoice("invoice-1").unwrap().status,
+        service.invoice("invoice-1").await.unwrap().status,
         DocumentStatus::Accepted
     );
-    assert!(service.payments().is_empty());
-    let pending = service.pending_payments();
+    assert!(service.payments().await.unwrap().is_empty());
+    let pending = service.pending_payments().await.unwrap();
     assert_eq!(pending.len(), 1);
     let payment_id = pending[0].payment_id.clone();
     assert_eq!(first_driver.pay_calls(), vec![payment_id.clone()]);
     assert_eq!(
         service
             .allocation(&allocation.allocation_id)
+            .await
             .unwrap()
             .remaining_amount
             .to_string(),
@@ -275,7 +281,7 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
     // The driver's words reach the status report.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let report = service.status_report();
+        let report = service.status_report().await.unwrap();
         let erc20 = report
             .platforms
             .iter()
@@ -301,7 +307,7 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
     // the same payment id is handed over again, once, never a new one.
     let second_driver = Arc::new(SlowDriver::default());
     let (store, router, service) = open(dir.path(), second_driver.clone()).await;
-    assert_eq!(service.pending_payments().len(), 1);
+    assert_eq!(service.pending_payments().await.unwrap().len(), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     while second_driver.pay_calls().is_empty() {
         assert!(
@@ -320,27 +326,30 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
         .unwrap()
         .insert(payment_id.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while service.invoice("invoice-1").unwrap().status != DocumentStatus::Settled {
+    while service.invoice("invoice-1").await.unwrap().status != DocumentStatus::Settled {
         assert!(Instant::now() < deadline, "the payment never settled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let payments = service.payments();
+    let payments = service.payments().await.unwrap();
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].payment_id, payment_id);
     assert_eq!(payments[0].details, format!("0xhash-{payment_id}"));
-    assert!(service.pending_payments().is_empty());
+    assert!(service.pending_payments().await.unwrap().is_empty());
     // Accepting again after settlement changes nothing. Watched over settle
     // rounds counted on a second invoice's payment, left pending as a witness.
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap();
     service
         .receive_invoice(node(PROVIDER), invoice_on("invoice-2", "agreement-2", "1"))
+        .await
         .unwrap();
     service
         .accept_invoice("invoice-2", &acceptance("1", &allocation.allocation_id))
+        .await
         .unwrap();
-    let pending = service.pending_payments();
+    let pending = service.pending_payments().await.unwrap();
     assert_eq!(pending.len(), 1);
     let witness = pending[0].payment_id.clone();
     assert_ne!(witness, payment_id);
@@ -349,7 +358,7 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
             second_driver.pay_calls(),
             vec![payment_id.clone(), witness.clone()]
         );
-        assert_eq!(service.payments().len(), 1);
+        assert_eq!(service.deps.tree.scan_prefix("pay/").count(), 1);
     })
     .await;
     close(store, router, service).await;
@@ -364,11 +373,11 @@ async fn pending_payment_settles_once_across_duplicate_accepts_and_restarts() {
             calls.is_empty() || calls == vec![witness.clone()],
             "settle loop hand-overs after the restart: {calls:?}"
         );
-        assert_eq!(service.payments().len(), 1);
+        assert_eq!(service.deps.tree.scan_prefix("pay/").count(), 1);
     })
     .await;
     assert_eq!(third_driver.pay_calls(), vec![witness.clone()]);
-    let report = service.status_report();
+    let report = service.status_report().await.unwrap();
     let erc20 = report
         .platforms
         .iter()
@@ -446,11 +455,14 @@ async fn debit_note_finds_its_agreement_from_the_activity() {
     let new = |activity: &str| -> NewDebitNote {
         serde_json::from_value(json!({"activityId": activity, "totalAmountDue": "1.25"})).unwrap()
     };
-    let note = service.issue_debit_note(new("activity-1")).unwrap();
+    let note = service.issue_debit_note(new("activity-1")).await.unwrap();
     assert_eq!(note.agreement_id, "agreement-1");
     assert_eq!(note.payment_platform, PLATFORM);
     assert_eq!(note.total_amount_due.to_string(), "1.25");
-    let error = service.issue_debit_note(new("activity-9")).unwrap_err();
+    let error = service
+        .issue_debit_note(new("activity-9"))
+        .await
+        .unwrap_err();
     assert_eq!(error.code, golem_model::ErrorCode::BadRequest);
     assert!(error.message.contains("activity-9"), "{error:?}");
     service.stop();
@@ -465,25 +477,34 @@ async fn expired_allocations_are_released_and_refuse_charges() {
         .create_allocation(
             &json!({"totalAmount": "10", "paymentPlatform": PLATFORM, "timeout": soon}),
         )
+        .await
         .unwrap();
-    assert_eq!(service.allocations().len(), 1);
+    assert_eq!(service.allocations().await.unwrap().len(), 1);
     service
         .receive_invoice(node(PROVIDER), invoice("4"))
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(service.allocations().is_empty());
+    assert!(service.allocations().await.unwrap().is_empty());
     let error = service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap_err();
     assert_eq!(error.code, golem_model::ErrorCode::Gone);
     assert!(error.message.contains("expired"), "{error:?}");
     assert_eq!(
-        service.invoice("invoice-1").unwrap().status,
+        service.invoice("invoice-1").await.unwrap().status,
         DocumentStatus::Received
     );
     // The sweep persists the release.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !service.lock().allocations[&allocation.allocation_id].released {
+    while !service
+        .deps
+        .read::<super::state::AllocationRecord>(&format!("alloc/{}", allocation.allocation_id))
+        .unwrap()
+        .unwrap()
+        .released
+    {
         assert!(
             Instant::now() < deadline,
             "expired allocation never released"
@@ -510,6 +531,7 @@ async fn events_filter_by_the_agreements_app_session_id() {
     .unwrap();
     service
         .receive_invoice(node(PROVIDER), invoice("4"))
+        .await
         .unwrap();
     let all = service
         .events_for_session(true, None, Duration::ZERO, 10, None)

@@ -66,28 +66,26 @@ async fn create_allocation(
             "the allocation body must be a JSON object",
         )));
     }
-    let allocation = payment.create_allocation(&value)?;
-    payment.durable().await?;
+    let allocation = payment.create_allocation(&value).await?;
     Ok(HttpResponse::Created().json(allocation))
 }
 
-async fn allocations(payment: web::Data<PaymentService>) -> HttpResponse {
-    HttpResponse::Ok().json(payment.allocations())
+async fn allocations(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.allocations().await?))
 }
 
 async fn allocation(
     payment: web::Data<PaymentService>,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(payment.allocation(&path)?))
+    Ok(HttpResponse::Ok().json(payment.allocation(&path).await?))
 }
 
 async fn release_allocation(
     payment: web::Data<PaymentService>,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    payment.release_allocation(&path)?;
-    payment.durable().await?;
+    payment.release_allocation(&path).await?;
     Ok(HttpResponse::Ok().json(()))
 }
 
@@ -114,7 +112,7 @@ async fn demand_decorations(
             "allocationIds is required: comma-separated allocation ids",
         )));
     }
-    Ok(HttpResponse::Ok().json(payment.demand_decorations(&ids)?))
+    Ok(HttpResponse::Ok().json(payment.demand_decorations(&ids).await?))
 }
 
 async fn issue_debit_note(
@@ -122,20 +120,19 @@ async fn issue_debit_note(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let new: NewDebitNote = json_body(&body, "debit note")?;
-    let note = payment.issue_debit_note(new)?;
-    payment.durable().await?;
+    let note = payment.issue_debit_note(new).await?;
     Ok(HttpResponse::Created().json(note))
 }
 
-async fn debit_notes(payment: web::Data<PaymentService>) -> HttpResponse {
-    HttpResponse::Ok().json(payment.debit_notes())
+async fn debit_notes(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.debit_notes().await?))
 }
 
 async fn debit_note(
     payment: web::Data<PaymentService>,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(payment.debit_note(&path)?))
+    Ok(HttpResponse::Ok().json(payment.debit_note(&path).await?))
 }
 
 async fn send_debit_note(
@@ -152,8 +149,7 @@ async fn accept_debit_note(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let acceptance: Acceptance = json_body(&body, "acceptance")?;
-    payment.accept_debit_note(&path, &acceptance)?;
-    payment.durable().await?;
+    payment.accept_debit_note(&path, &acceptance).await?;
     Ok(HttpResponse::Ok().json(()))
 }
 
@@ -163,8 +159,7 @@ async fn reject_debit_note(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let rejection: Rejection = json_body(&body, "rejection")?;
-    payment.reject_debit_note(&path, rejection)?;
-    payment.durable().await?;
+    payment.reject_debit_note(&path, rejection).await?;
     Ok(HttpResponse::Ok().json(()))
 }
 
@@ -173,20 +168,19 @@ async fn issue_invoice(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let new: NewInvoice = json_body(&body, "invoice")?;
-    let invoice = payment.issue_invoice(new)?;
-    payment.durable().await?;
+    let invoice = payment.issue_invoice(new).await?;
     Ok(HttpResponse::Created().json(invoice))
 }
 
-async fn invoices(payment: web::Data<PaymentService>) -> HttpResponse {
-    HttpResponse::Ok().json(payment.invoices())
+async fn invoices(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.invoices().await?))
 }
 
 async fn invoice(
     payment: web::Data<PaymentService>,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(payment.invoice(&path)?))
+    Ok(HttpResponse::Ok().json(payment.invoice(&path).await?))
 }
 
 async fn send_invoice(
@@ -203,8 +197,7 @@ async fn accept_invoice(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let acceptance: Acceptance = json_body(&body, "acceptance")?;
-    payment.accept_invoice(&path, &acceptance)?;
-    payment.durable().await?;
+    payment.accept_invoice(&path, &acceptance).await?;
     Ok(HttpResponse::Ok().json(()))
 }
 
@@ -214,8 +207,7 @@ async fn reject_invoice(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let rejection: Rejection = json_body(&body, "rejection")?;
-    payment.reject_invoice(&path, rejection)?;
-    payment.durable().await?;
+    payment.reject_invoice(&path, rejection).await?;
     Ok(HttpResponse::Ok().json(()))
 }
 
@@ -278,8 +270,8 @@ async fn invoice_events(
     events(&payment, &query, true).await
 }
 
-async fn payments(payment: web::Data<PaymentService>) -> HttpResponse {
-    HttpResponse::Ok().json(payment.payments())
+async fn payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.payments().await?))
 }
 
 async fn requestor_accounts(payment: web::Data<PaymentService>) -> HttpResponse {

@@ -151,39 +151,48 @@ async fn accepting_charges_once_refuses_over_budget_and_survives_reopen() {
                 &json!({"totalAmount": "5", "paymentPlatform": "dummy-local-tglm",
                 "allocationId": "", "spentAmount": "", "remainingAmount": ""}),
             )
+            .await
             .unwrap();
         allocation_id = allocation.allocation_id.clone();
 
         let first = debit_note("dn-1", "2", 0);
         service
             .receive_debit_note(node(PROVIDER), first.clone())
+            .await
             .unwrap();
         service
             .receive_debit_note(node(PROVIDER), first.clone())
+            .await
             .unwrap(); // duplicate
         let stranger = node("0x3333333333333333333333333333333333333333");
         let error = service
             .receive_debit_note(stranger, debit_note("dn-x", "3", 5))
+            .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::Forbidden);
         let error = service
             .receive_debit_note(node(PROVIDER), debit_note("dn-lower", "1", 10_000))
+            .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
 
         let error = service
             .accept_debit_note("dn-1", &acceptance("2.5", &allocation_id))
+            .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::BadRequest);
         service
             .accept_debit_note("dn-1", &acceptance("2", &allocation_id))
+            .await
             .unwrap();
         service
             .accept_debit_note("dn-1", &acceptance("2", &allocation_id))
+            .await
             .unwrap();
         assert_eq!(
             service
                 .allocation(&allocation_id)
+                .await
                 .unwrap()
                 .spent_amount
                 .to_string(),
@@ -192,21 +201,24 @@ async fn accepting_charges_once_refuses_over_budget_and_survives_reopen() {
 
         service
             .receive_invoice(node(PROVIDER), invoice("7"))
+            .await
             .unwrap();
         let error = service
             .accept_invoice("invoice-1", &acceptance("7", &allocation_id))
+            .await
             .unwrap_err();
         assert_eq!(error.code, ErrorCode::Conflict, "7 - 2 charged > 3 left");
         assert_eq!(
             service
                 .allocation(&allocation_id)
+                .await
                 .unwrap()
                 .spent_amount
                 .to_string(),
             "2"
         );
         assert_eq!(
-            service.invoice("invoice-1").unwrap().status,
+            service.invoice("invoice-1").await.unwrap().status,
             DocumentStatus::Received
         );
         service.durable().await.unwrap();
@@ -219,13 +231,14 @@ async fn accepting_charges_once_refuses_over_budget_and_survives_reopen() {
     assert_eq!(
         service
             .allocation(&allocation_id)
+            .await
             .unwrap()
             .remaining_amount
             .to_string(),
         "3"
     );
     assert_eq!(
-        service.debit_note("dn-1").unwrap().status,
+        service.debit_note("dn-1").await.unwrap().status,
         DocumentStatus::Accepted
     );
     let received = service.events(true, None, Duration::ZERO, 100).await;
@@ -247,23 +260,27 @@ async fn invoices_settle_on_dummy_exactly_once() {
     let (_store, _router, service) = open(dir.path()).await;
     let allocation = service
         .create_allocation(&json!({"totalAmount": "10"}))
+        .await
         .unwrap();
     assert_eq!(allocation.payment_platform, "dummy-local-tglm");
     service
         .receive_invoice(node(PROVIDER), invoice("4"))
+        .await
         .unwrap();
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap();
     service
         .accept_invoice("invoice-1", &acceptance("4", &allocation.allocation_id))
+        .await
         .unwrap();
     assert_eq!(
-        service.invoice("invoice-1").unwrap().status,
+        service.invoice("invoice-1").await.unwrap().status,
         DocumentStatus::Settled
     );
-    assert_eq!(service.payments().len(), 1);
-    let allocation = service.allocation(&allocation.allocation_id).unwrap();
+    assert_eq!(service.payments().await.unwrap().len(), 1);
+    let allocation = service.allocation(&allocation.allocation_id).await.unwrap();
     assert_eq!(allocation.spent_amount.to_string(), "4");
     let events = service.events(true, None, Duration::ZERO, 100).await;
     assert_eq!(

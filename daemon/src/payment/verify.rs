@@ -20,7 +20,7 @@ use golem_model::payment::{DebitNote, Decimal, Invoice};
 use golem_model::pricing::{reported_usage, LinearPricing, PricingError};
 use golem_model::{GolemError, NodeId};
 
-use super::PaymentService;
+use super::actor::PaymentActor;
 
 fn over_cap(what: &str, id: &str, error: PricingError) -> GolemError {
     match error {
@@ -31,7 +31,7 @@ fn over_cap(what: &str, id: &str, error: PricingError) -> GolemError {
     }
 }
 
-impl PaymentService {
+impl PaymentActor {
     /// `activity_id` was created by this node on `agreement_id` with `provider`.
     fn check_own_activity(
         &self,
@@ -42,7 +42,7 @@ impl PaymentService {
         provider: NodeId,
     ) -> Result<(), GolemError> {
         let created = self
-            .inner
+            .deps
             .requestor_activities
             .as_ref()
             .and_then(|activities| activities.created_activity(activity_id));
@@ -114,8 +114,8 @@ impl PaymentService {
             .iter()
             .map(|id| (id.clone(), (Decimal::ZERO, Vec::new())))
             .collect();
-        for note in self.lock().debit_notes.values().filter(|note| {
-            note.agreement_id == agreement.agreement_id && note.recipient_id == self.inner.node_id
+        for note in self.state.debit_notes.values().filter(|note| {
+            note.agreement_id == agreement.agreement_id && note.recipient_id == self.deps.node_id
         }) {
             let entry = activities
                 .entry(note.activity_id.clone())

@@ -215,8 +215,8 @@ async fn requestor_refuses_foreign_activities_and_amounts_above_the_agreed_price
     )
     .await
     .unwrap();
-    assert!(service.debit_note("dn-drain").is_err());
-    assert!(service.debit_note("dn-invented").is_err());
+    assert!(service.debit_note("dn-drain").await.is_err());
+    assert!(service.debit_note("dn-invented").await.is_err());
 
     // Invoices: the agreement's one activity caps them; foreign activities are refused.
     let error = from(
@@ -300,11 +300,12 @@ fn send_payment(payment: Payment, invoice_id: &str) -> SendPayment {
     }
 }
 
-fn issue(service: &PaymentService, agreement: &str, amount: &str) -> Invoice {
+async fn issue(service: &PaymentService, agreement: &str, amount: &str) -> Invoice {
     service
         .issue_invoice(
             serde_json::from_value(json!({"agreementId": agreement, "amount": amount})).unwrap(),
         )
+        .await
         .unwrap()
 }
 
@@ -325,7 +326,7 @@ async fn provider_settles_only_accepted_invoices_paid_in_full_by_their_payer() {
     let (_store, router, service) = service(dir.path(), PROVIDER);
 
     // Rejected: a payment never settles it.
-    let rejected = issue(&service, "agreement-1", "2");
+    let rejected = issue(&service, "agreement-1", "2").await;
     let id = rejected.invoice_id.clone();
     let error = from(
         &router,
@@ -356,13 +357,13 @@ async fn provider_settles_only_accepted_invoices_paid_in_full_by_their_payer() {
     assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
     assert!(error.message.contains("rejected"), "{error:?}");
     assert_eq!(
-        service.invoice(&id).unwrap().status,
+        service.invoice(&id).await.unwrap().status,
         DocumentStatus::Rejected
     );
-    assert!(service.payments().is_empty());
+    assert!(service.payments().await.unwrap().is_empty());
 
     // Accepted: only by its recipient; paid in full, on its platform, by its payer.
-    let accepted = issue(&service, "agreement-2", "2");
+    let accepted = issue(&service, "agreement-2", "2").await;
     let id = accepted.invoice_id.clone();
     let error = from(&router, STRANGER, &accept(&id, "2"))
         .await
@@ -402,18 +403,18 @@ async fn provider_settles_only_accepted_invoices_paid_in_full_by_their_payer() {
         assert_eq!(error.code, ErrorCode::Forbidden, "payer {payer}: {error:?}");
     }
     assert_eq!(
-        service.invoice(&id).unwrap().status,
+        service.invoice(&id).await.unwrap().status,
         DocumentStatus::Accepted
     );
-    assert!(service.payments().is_empty());
+    assert!(service.payments().await.unwrap().is_empty());
     let paid = send_payment(payment("pay-ok", "agreement-2", "2", DUMMY, "x"), &id);
     from(&router, REQUESTOR, &paid).await.unwrap();
     from(&router, REQUESTOR, &paid).await.unwrap(); // duplicate
     assert_eq!(
-        service.invoice(&id).unwrap().status,
+        service.invoice(&id).await.unwrap().status,
         DocumentStatus::Settled
     );
-    assert_eq!(service.payments().len(), 1);
+    assert_eq!(service.payments().await.unwrap().len(), 1);
 
     // Debit notes: only their recipient accepts or rejects them.
     let note = service
@@ -422,7 +423,7 @@ async fn provider_settles_only_accepted_invoices_paid_in_full_by_their_payer() {
                 json!({"agreementId": "agreement-2", "activityId": "activity-1", "totalAmountDue": "1"}),
             )
             .unwrap(),
-        )
+        ).await
         .unwrap();
     let accept_note = AcceptDebitNote {
         debit_note_id: note.debit_note_id.clone(),
@@ -445,8 +446,8 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
     let dir = tempfile::tempdir().unwrap();
     let (_store, router, service) = service(dir.path(), PROVIDER);
     let tx = format!("0x{}", "ab".repeat(32));
-    let first = issue(&service, "agreement-3", "1");
-    let second = issue(&service, "agreement-4", "1");
+    let first = issue(&service, "agreement-3", "1").await;
+    let second = issue(&service, "agreement-4", "1").await;
     for invoice in [&first, &second] {
         from(&router, REQUESTOR, &accept(&invoice.invoice_id, "1"))
             .await
@@ -464,14 +465,14 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
     .await
     .unwrap();
     assert_eq!(
-        service.invoice(&first.invoice_id).unwrap().status,
+        service.invoice(&first.invoice_id).await.unwrap().status,
         DocumentStatus::Accepted
     );
-    assert!(service.payments().is_empty());
-    let held = service.unverified_payments();
+    assert!(service.payments().await.unwrap().is_empty());
+    let held = service.unverified_payments().await;
     assert_eq!(held.len(), 1);
     assert!(held[0].status.contains("holesky"), "{:?}", held[0].status);
-    let report = service.status_report();
+    let report = service.status_report().await.unwrap();
     let erc20 = report
         .platforms
         .iter()
@@ -498,13 +499,18 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
         payment("pay-5", "agreement-4", "1", ERC20, &tx),
         &second.invoice_id,
     );
-    let error = service.record_payment(&racing).unwrap_err();
-    assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    let again = racing.clone();
     let error = service
-        .hold_unverified(racing, "waiting".into())
+        .with_actor(move |actor| actor.record_payment(&again))
+        .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
-    assert_eq!(service.unverified_payments().len(), 1);
+    let error = service
+        .with_actor(move |actor| actor.hold_unverified(racing, "waiting".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    assert_eq!(service.unverified_payments().await.len(), 1);
     // Not a transaction hash at all: refused at once.
     let error = from(
         &router,
@@ -518,7 +524,7 @@ async fn erc20_payments_wait_for_their_transaction_and_one_transaction_pays_once
     .unwrap_err();
     assert_eq!(error.code, ErrorCode::BadRequest, "{error:?}");
     assert_eq!(
-        service.invoice(&second.invoice_id).unwrap().status,
+        service.invoice(&second.invoice_id).await.unwrap().status,
         DocumentStatus::Accepted
     );
     service.stop();

@@ -1,0 +1,226 @@
+//! A long run of finished agreements keeps what the payment actor holds in
+//! memory bounded, while every debit note and invoice stays answerable by id
+//! and the status report keeps counting all of them, before and after a restart.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use golem_bus::Router;
+use golem_model::market::Agreement;
+use golem_model::payment::*;
+use golem_model::{GolemError, NodeId};
+use serde_json::json;
+
+use super::{PaymentService, Retention, Setup};
+use crate::ports::{Agreements, CreatedActivities};
+use crate::store::Store;
+
+const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+const AGREEMENTS: usize = 40;
+const KEEP: usize = 5;
+const KEEP_EVENTS: usize = 12;
+
+fn node(text: &str) -> NodeId {
+    text.parse().unwrap()
+}
+
+/// Agreements `agreement-<n>`, each with one activity `activity-<n>`.
+struct ManyAgreements;
+
+impl Agreements for ManyAgreements {
+    fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
+        let now = chrono::Utc::now() - chrono::Duration::seconds(1);
+        Ok(serde_json::from_value(json!({
+            "agreementId": id,
+            "demand": {
+                "properties": {
+                    "golem.com.payment.chosen-platform": "dummy-local-tglm",
+                    "golem.com.payment.platform.dummy-local-tglm.address": REQUESTOR,
+                },
+                "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
+            },
+            "offer": {
+                "properties": {
+                    "golem.com.payment.platform.dummy-local-tglm.address": PROVIDER,
+                    "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 10.0],
+                    "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
+                },
+                "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
+            },
+            "validTo": now + chrono::Duration::hours(1),
+            "state": "Approved",
+            "timestamp": now,
+        }))
+        .unwrap())
+    }
+}
+
+impl CreatedActivities for ManyAgreements {
+    fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)> {
+        let n = activity_id.strip_prefix("activity-")?;
+        Some((format!("agreement-{n}"), node(PROVIDER)))
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
+    let store = Store::open(dir).unwrap();
+    let router = Router::new();
+    let service = super::open(
+        node(REQUESTOR),
+        &store,
+        &router,
+        Arc::new(ManyAgreements),
+        Setup {
+            requestor_activities: Some(Arc::new(ManyAgreements)),
+            retention: Retention {
+                finished_count: KEEP,
+                finished_age: Duration::from_secs(3600),
+                events_count: KEEP_EVENTS,
+                events_age: Duration::from_secs(3600),
+            },
+            ..Setup::default()
+        },
+    )
+    .unwrap();
+    (store, router, service)
+}
+
+fn debit_note(n: usize) -> DebitNote {
+    DebitNote {
+        debit_note_id: format!("dn-{n}"),
+        issuer_id: node(PROVIDER),
+        recipient_id: node(REQUESTOR),
+        payee_addr: PROVIDER.into(),
+        payer_addr: REQUESTOR.into(),
+        payment_platform: "dummy-local-tglm".into(),
+        previous_debit_note_id: None,
+        timestamp: chrono::Utc::now(),
+        agreement_id: format!("agreement-{n}"),
+        activity_id: format!("activity-{n}"),
+        total_amount_due: "1".parse().unwrap(),
+        usage_counter_vector: None,
+        payment_due_date: None,
+        status: DocumentStatus::Issued,
+    }
+}
+
+fn invoice(n: usize) -> Invoice {
+    let now = chrono::Utc::now();
+    Invoice {
+        invoice_id: format!("inv-{n}"),
+        issuer_id: node(PROVIDER),
+        recipient_id: node(REQUESTOR),
+        payee_addr: PROVIDER.into(),
+        payer_addr: REQUESTOR.into(),
+        payment_platform: "dummy-local-tglm".into(),
+        timestamp: now,
+        agreement_id: format!("agreement-{n}"),
+        activity_ids: vec![format!("activity-{n}")],
+        amount: "2".parse().unwrap(),
+        payment_due_date: now,
+        status: DocumentStatus::Issued,
+    }
+}
+
+fn acceptance(amount: &str, allocation_id: &str) -> Acceptance {
+    serde_json::from_value(json!({"totalAmountAccepted": amount, "allocationId": allocation_id}))
+        .unwrap()
+}
+
+async fn check_everything_answers(service: &PaymentService) {
+    let [notes, invoices, allocations, events, charges] = service.memory_counts().await;
+    assert!(notes <= KEEP, "{notes} debit notes in memory");
+    assert!(invoices <= KEEP, "{invoices} invoices in memory");
+    assert!(charges <= KEEP, "{charges} charges in memory");
+    assert!(
+        allocations <= KEEP + 1,
+        "{allocations} allocations in memory"
+    );
+    assert!(events <= KEEP_EVENTS, "{events} events in memory");
+    for n in 0..AGREEMENTS {
+        let note = service.debit_note(&format!("dn-{n}")).await.unwrap();
+        assert_eq!(note.status, DocumentStatus::Accepted, "dn-{n}");
+        let invoice = service.invoice(&format!("inv-{n}")).await.unwrap();
+        assert_eq!(invoice.status, DocumentStatus::Settled, "inv-{n}");
+    }
+    let report = service.status_report().await.unwrap();
+    let dummy = report
+        .platforms
+        .iter()
+        .find(|status| status.platform == "dummy-local-tglm")
+        .unwrap();
+    let all = (2 * AGREEMENTS).to_string();
+    assert_eq!(dummy.outgoing.requested.to_string(), all);
+    assert_eq!(dummy.outgoing.accepted.to_string(), all);
+    assert_eq!(dummy.outgoing.paid.to_string(), all);
+    assert_eq!(dummy.allocations.released, AGREEMENTS);
+    assert_eq!(dummy.allocations.count, 1);
+    // The newest events are still there for a client that follows them.
+    let latest = service.events(true, None, Duration::ZERO, 1000).await;
+    assert!(!latest.is_empty());
+    assert_eq!(
+        latest.last().unwrap().invoice_id.as_deref(),
+        Some(format!("inv-{}", AGREEMENTS - 1).as_str())
+    );
+}
+
+#[tokio::test]
+async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, router, service) = open(dir.path());
+    let budget = service
+        .create_allocation(&json!({"totalAmount": "1000"}))
+        .await
+        .unwrap();
+    for n in 0..AGREEMENTS {
+        let spare = service
+            .create_allocation(&json!({"totalAmount": "1"}))
+            .await
+            .unwrap();
+        service
+            .release_allocation(&spare.allocation_id)
+            .await
+            .unwrap();
+        service
+            .receive_debit_note(node(PROVIDER), debit_note(n))
+            .await
+            .unwrap();
+        service
+            .accept_debit_note(&format!("dn-{n}"), &acceptance("1", &budget.allocation_id))
+            .await
+            .unwrap();
+        service
+            .receive_invoice(node(PROVIDER), invoice(n))
+            .await
+            .unwrap();
+        service
+            .accept_invoice(&format!("inv-{n}"), &acceptance("2", &budget.allocation_id))
+            .await
+            .unwrap();
+        if n % 10 == 9 {
+            service.sweep_retention().await;
+        }
+    }
+    service.sweep_retention().await;
+    check_everything_answers(&service).await;
+    // A second invoice for a finished agreement is still refused.
+    let mut second = invoice(0);
+    second.invoice_id = "inv-0-again".into();
+    let error = service
+        .receive_invoice(node(PROVIDER), second)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, golem_model::ErrorCode::Conflict, "{error:?}");
+    let spent = service.allocation(&budget.allocation_id).await.unwrap();
+    assert_eq!(spent.spent_amount.to_string(), (2 * AGREEMENTS).to_string());
+
+    service.stop();
+    router.unbind_all();
+    drop(service);
+    drop(store);
+    let (_store, _router, service) = open(dir.path());
+    check_everything_answers(&service).await;
+    service.stop();
+}

@@ -1,0 +1,243 @@
+//! What the payment actor owns and how it is stored: the records in memory
+//! ([`State`]), what the actor needs from the rest of the daemon ([`Deps`],
+//! shared with the handle and surviving restarts), one change's sled batch
+//! ([`Writes`]) and loading everything back from the `payment` tree.
+//!
+//! Keys of the tree: `alloc/<id>`, `dn/<id>`, `inv/<id>`, `inv-of/<agreement>`
+//! (the invoice of an agreement), `charge/<agreement>`, `pay/<id>`,
+//! `evt/<seq>`, `seq/`, `order/<payment>`, `verify/<payment>` and the outbox's
+//! `outbox/<seq>` (older builds wrote `out/<seq>`, migrated at load).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use golem_bus::Router;
+use golem_model::payment::*;
+use golem_model::{GolemError, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use super::incoming::UnverifiedPayment;
+use super::retention::{Archived, Retention};
+use super::{Drivers, Erc20Driver};
+use crate::outbox::Outbox;
+use crate::ports::{Agreements, CreatedActivities, HostedActivities};
+use crate::store;
+
+pub(super) const TREE: &str = "payment";
+
+/// An accepted invoice whose payment a driver is still carrying out.
+pub type PaymentOrder = PendingPayment;
+
+/// An allocation and whether it was released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct AllocationRecord {
+    pub allocation: Allocation,
+    pub released: bool,
+}
+
+/// What the requestor has charged to allocations for one agreement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct AgreementCharges {
+    /// Highest accepted debit-note amount per activity.
+    pub by_activity: BTreeMap<String, Decimal>,
+    /// Once the invoice is accepted, the agreement costs exactly its amount.
+    pub invoice: Option<Decimal>,
+    /// The allocation charged so far (the last one used).
+    pub allocation_id: Option<String>,
+}
+
+impl AgreementCharges {
+    pub fn charged(&self) -> Decimal {
+        self.invoice
+            .unwrap_or_else(|| self.by_activity.values().copied().sum())
+    }
+}
+
+/// The records in memory: live work plus a bounded window of finished work
+/// (`retention.rs`); everything is in sled.
+#[derive(Default)]
+pub(super) struct State {
+    pub orders: BTreeMap<String, PaymentOrder>,
+    pub allocations: HashMap<String, AllocationRecord>,
+    pub debit_notes: HashMap<String, DebitNote>,
+    pub invoices: HashMap<String, Invoice>,
+    pub charges: HashMap<String, AgreementCharges>,
+    pub payments: Vec<Payment>,
+    /// Events with their sequence number (their key), oldest first.
+    pub events: VecDeque<(u64, PaymentEvent)>,
+    /// Provider: erc20 payments waiting for their transaction's confirmation.
+    pub unverified: BTreeMap<String, UnverifiedPayment>,
+    pub next_seq: u64,
+    pub last_event: Option<DateTime<Utc>>,
+    /// What records that left memory add to the status report.
+    pub archived: Archived,
+}
+
+/// What the payment actor uses besides its state. Shared by every instance
+/// of the actor (a restart keeps it) and by the handle.
+pub(super) struct Deps {
+    pub node_id: NodeId,
+    pub router: Router,
+    pub agreements: Arc<dyn Agreements>,
+    pub activities: Option<Arc<dyn HostedActivities>>,
+    /// Requestor: the activities this node created, which debit notes must name.
+    pub requestor_activities: Option<Arc<dyn CreatedActivities>>,
+    pub drivers: Drivers,
+    pub tree: sled::Tree,
+    /// Bumped after each committed event; long-polls wait on it.
+    pub events_changed: watch::Sender<u64>,
+    /// Drivers wake the settle round through it when a payment went through.
+    pub settled: Arc<Notify>,
+    pub erc20: Option<Erc20Driver>,
+    pub retention: Retention,
+}
+
+impl Deps {
+    /// Apply one change's batch. Replies wait for [`flush`] after it.
+    pub fn commit(&self, writes: Writes) -> Result<(), GolemError> {
+        self.tree
+            .apply_batch(writes.batch)
+            .map_err(|error| GolemError::internal(format!("payment store write failed: {error}")))
+    }
+
+    pub fn our_address(&self) -> String {
+        self.node_id.to_string()
+    }
+
+    /// A record from sled (`None` when absent).
+    pub fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, GolemError> {
+        match self
+            .tree
+            .get(key.as_bytes())
+            .map_err(store::StoreError::from)?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(store::decode(TREE, &bytes)?)),
+        }
+    }
+}
+
+/// Flush the payment tree to disk. Money records are flushed before anyone is
+/// told they exist: a crash right after a reply must not forget an acceptance
+/// or a payment. Runs on the blocking pool (sled's own flush_async stalled
+/// under many concurrent callers); concurrent callers share flushes.
+pub(super) async fn flush(tree: sled::Tree) -> Result<(), GolemError> {
+    tokio::task::spawn_blocking(move || tree.flush())
+        .await
+        .map_err(|error| GolemError::internal(format!("payment store flush failed: {error}")))?
+        .map(drop)
+        .map_err(|error| GolemError::internal(format!("payment store flush failed: {error}")))
+}
+
+/// Pending writes of one change, applied atomically.
+pub(super) struct Writes {
+    pub batch: sled::Batch,
+}
+
+impl Writes {
+    pub fn new() -> Writes {
+        Writes {
+            batch: sled::Batch::default(),
+        }
+    }
+    pub fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<(), GolemError> {
+        self.batch.insert(key.as_bytes(), store::encode(value)?);
+        Ok(())
+    }
+    pub fn remove(&mut self, key: String) {
+        self.batch.remove(key.as_bytes());
+    }
+}
+
+pub(super) fn status_error(what: &str, id: &str, status: DocumentStatus) -> GolemError {
+    GolemError::conflict(format!("{what} {id} is {status:?}, it cannot change now").to_lowercase())
+}
+
+/// The key of the invoice index of an agreement.
+pub(super) fn invoice_of_key(agreement_id: &str) -> String {
+    format!("inv-of/{agreement_id}")
+}
+
+impl State {
+    /// Read every record of `tree`; the outbox is loaded by the caller.
+    pub fn load(tree: &sled::Tree) -> Result<State, GolemError> {
+        let mut state = State::default();
+        let mut indexed: HashMap<String, String> = HashMap::new();
+        for entry in tree.iter() {
+            let (key, value) = entry.map_err(store::StoreError::from)?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            match kind {
+                "alloc" => {
+                    let record: AllocationRecord = store::decode(TREE, &value)?;
+                    state.allocations.insert(id.to_string(), record);
+                }
+                "dn" => {
+                    let note: DebitNote = store::decode(TREE, &value)?;
+                    state.debit_notes.insert(id.to_string(), note);
+                }
+                "inv" => {
+                    let invoice: Invoice = store::decode(TREE, &value)?;
+                    state.invoices.insert(id.to_string(), invoice);
+                }
+                "inv-of" => {
+                    let invoice_id: String = store::decode(TREE, &value)?;
+                    indexed.insert(id.to_string(), invoice_id);
+                }
+                "charge" => {
+                    let charges: AgreementCharges = store::decode(TREE, &value)?;
+                    state.charges.insert(id.to_string(), charges);
+                }
+                "pay" => state.payments.push(store::decode(TREE, &value)?),
+                "evt" => {
+                    let seq: u64 = id.parse().unwrap_or(0);
+                    state.events.push_back((seq, store::decode(TREE, &value)?));
+                }
+                "seq" => {
+                    state.next_seq = store::decode(TREE, &value)?;
+                }
+                "order" => {
+                    let order: PaymentOrder = store::decode(TREE, &value)?;
+                    state.orders.insert(id.to_string(), order);
+                }
+                "verify" => {
+                    let held: UnverifiedPayment = store::decode(TREE, &value)?;
+                    state.unverified.insert(id.to_string(), held);
+                }
+                "out" | "outbox" => {} // the outbox's
+                _ => tracing::warn!(%key, "unknown record in the payment tree"),
+            }
+        }
+        // Invoices of older builds have no index entry yet.
+        let mut batch = sled::Batch::default();
+        let mut missing = 0;
+        for invoice in state.invoices.values() {
+            if invoice.status != DocumentStatus::Cancelled
+                && !indexed.contains_key(&invoice.agreement_id)
+            {
+                batch.insert(
+                    invoice_of_key(&invoice.agreement_id).as_bytes(),
+                    store::encode(&invoice.invoice_id)?,
+                );
+                missing += 1;
+            }
+        }
+        if missing > 0 {
+            tree.apply_batch(batch).map_err(store::StoreError::from)?;
+        }
+        // Keys are zero-padded, so events load in order.
+        state.last_event = state.events.back().map(|(_, event)| event.event_date);
+        state.payments.sort_by_key(|payment| payment.timestamp);
+        Ok(state)
+    }
+}
+
+/// Load the state and the outbox (migrating the outbox of older builds).
+pub(super) fn load(tree: &sled::Tree) -> Result<(State, Outbox), GolemError> {
+    super::outbox::migrate_legacy(tree)?;
+    let state = State::load(tree)?;
+    let outbox = super::outbox::load(tree)?;
+    Ok((state, outbox))
+}

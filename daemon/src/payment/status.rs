@@ -1,0 +1,189 @@
+//! What `payment status`, `payment driver list` and the accounts endpoints
+//! show: per platform, what was requested, accepted, paid and is pending, both
+//! ways, plus the allocations. Records that left memory (`retention.rs`) are
+//! counted through their totals kept in [`Archived`](super::retention::Archived).
+
+use std::collections::BTreeMap;
+
+use golem_model::payment::*;
+use golem_model::NodeId;
+
+use super::actor::PaymentActor;
+use super::state::Deps;
+use super::Platform;
+
+/// Requested and accepted amounts per (outgoing, platform).
+pub(super) type DocumentTotals = BTreeMap<(bool, String), (Decimal, Decimal)>;
+
+/// What `notes` and `invoices` (all documents of the agreements they belong
+/// to) add to the report: an agreement's invoice, when it has one that stands,
+/// replaces its debit notes; otherwise the highest note per activity counts.
+pub(super) fn document_totals<'a>(
+    me: NodeId,
+    notes: impl Iterator<Item = &'a DebitNote>,
+    invoices: impl Iterator<Item = &'a Invoice>,
+) -> DocumentTotals {
+    let mut requested: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
+    let mut accepted: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
+    for note in notes {
+        if matches!(
+            note.status,
+            DocumentStatus::Rejected | DocumentStatus::Cancelled
+        ) {
+            continue;
+        }
+        let outgoing = note.recipient_id == me;
+        let key = (
+            outgoing,
+            note.payment_platform.clone(),
+            format!("{}/{}", note.agreement_id, note.activity_id),
+        );
+        let slot = requested.entry(key.clone()).or_default();
+        *slot = (*slot).max(note.total_amount_due);
+        if matches!(
+            note.status,
+            DocumentStatus::Accepted | DocumentStatus::Settled
+        ) {
+            let slot = accepted.entry(key).or_default();
+            *slot = (*slot).max(note.total_amount_due);
+        }
+    }
+    for invoice in invoices.filter(|invoice| {
+        !matches!(
+            invoice.status,
+            DocumentStatus::Rejected | DocumentStatus::Cancelled
+        )
+    }) {
+        let outgoing = invoice.recipient_id == me;
+        let prefix = format!("{}/", invoice.agreement_id);
+        requested.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
+        accepted.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
+        let key = (outgoing, invoice.payment_platform.clone(), prefix);
+        requested.insert(key.clone(), invoice.amount);
+        if matches!(
+            invoice.status,
+            DocumentStatus::Accepted | DocumentStatus::Settled
+        ) {
+            accepted.insert(key, invoice.amount);
+        }
+    }
+    let mut totals = DocumentTotals::new();
+    for ((outgoing, platform, _), amount) in requested {
+        totals.entry((outgoing, platform)).or_default().0 += amount;
+    }
+    for ((outgoing, platform, _), amount) in accepted {
+        totals.entry((outgoing, platform)).or_default().1 += amount;
+    }
+    totals
+}
+
+/// Add `more` to `totals`.
+pub(super) fn add_totals(totals: &mut DocumentTotals, more: DocumentTotals) {
+    for (key, (requested, accepted)) in more {
+        let slot = totals.entry(key).or_default();
+        slot.0 += requested;
+        slot.1 += accepted;
+    }
+}
+
+impl PaymentActor {
+    /// `payment status`.
+    pub(super) fn status_report(&self) -> PaymentStatusReport {
+        let state = &self.state;
+        let me = self.deps.node_id;
+        let mut report: BTreeMap<String, PlatformStatus> = BTreeMap::new();
+        let mut totals = document_totals(me, state.debit_notes.values(), state.invoices.values());
+        add_totals(&mut totals, state.archived.documents.clone());
+        for ((outgoing, platform), (requested, accepted)) in totals {
+            let status = entry(&mut report, &platform);
+            let way = if outgoing {
+                &mut status.outgoing
+            } else {
+                &mut status.incoming
+            };
+            way.requested += requested;
+            way.accepted += accepted;
+        }
+        for payment in &state.payments {
+            let status = entry(&mut report, &payment.payment_platform);
+            if payment.payer_id == me {
+                status.outgoing.paid += payment.amount;
+            }
+            if payment.payee_id == me {
+                status.incoming.paid += payment.amount;
+            }
+        }
+        for order in state.orders.values() {
+            let status = entry(&mut report, &order.platform);
+            status.outgoing.pending += order.amount;
+            status.pending_payments.push(order.clone());
+        }
+        // Payments reported to us whose transaction is not confirmed yet.
+        for held in state.unverified.values() {
+            let payment = &held.message.payment;
+            entry(&mut report, &payment.payment_platform)
+                .incoming
+                .pending += payment.amount;
+        }
+        for (platform, released) in &state.archived.released_allocations {
+            entry(&mut report, platform).allocations.released += released;
+        }
+        for record in state.allocations.values() {
+            let allocation = &record.allocation;
+            let status = entry(&mut report, &allocation.payment_platform);
+            if record.released {
+                status.allocations.released += 1;
+                continue;
+            }
+            status.allocations.count += 1;
+            status.allocations.total += allocation.total_amount;
+            status.allocations.spent += allocation.spent_amount;
+            status.allocations.remaining += allocation.remaining_amount;
+        }
+        PaymentStatusReport {
+            node_id: me,
+            platforms: report
+                .into_values()
+                .map(PlatformStatus::normalized)
+                .collect(),
+        }
+    }
+}
+
+fn entry<'a>(
+    report: &'a mut BTreeMap<String, PlatformStatus>,
+    platform: &str,
+) -> &'a mut PlatformStatus {
+    report
+        .entry(platform.to_string())
+        .or_insert_with(|| PlatformStatus::new(platform))
+}
+
+/// Accounts of this node: one per platform, sending only where a driver runs.
+pub(super) fn accounts(deps: &Deps, requestor: bool) -> Vec<Account> {
+    let drivers = deps.drivers.names();
+    Platform::known()
+        .into_iter()
+        .map(|platform| {
+            let available = drivers.contains(&platform.driver.as_str());
+            Account {
+                address: deps.our_address(),
+                send: requestor && available,
+                receive: !requestor,
+                platform: platform.name,
+                driver: platform.driver,
+                network: platform.network,
+                token: platform.token,
+            }
+        })
+        .collect()
+}
+
+/// What `payment driver list` shows.
+pub(super) fn drivers_report(deps: &Deps) -> Vec<serde_json::Value> {
+    deps.drivers
+        .all()
+        .iter()
+        .flat_map(|driver| driver.describe())
+        .collect()
+}
