@@ -26,41 +26,53 @@
 //!   `golem_model::market`); the net authenticates the caller. Both parties keep
 //!   the same proposal and agreement ids.
 //!
-//! Concurrency: the service is an `Arc`-shared handle, not an actor. All state
-//! sits behind one `std::sync::Mutex` that is only held for in-memory updates
-//! and their sled write-through (microseconds), never across an `.await`. Remote
-//! calls are made after the lock is released, each in the task of the request
-//! that needs it (or a spawned task for fire-and-forget notices), with
-//! [`MarketConfig::remote_timeout`]; so a slow or dead counterparty only delays
-//! the requests addressed to it. Notices that need no answer (rejections,
-//! cancellations, terminations) go through the persistent outbox (`outbox.rs`), retried
-//! with bounded backoff until delivered, also after a restart. Long-polls wait on `tokio::sync::watch`
-//! counters bumped on every new event, never on sleeps.
+//! Concurrency: the service is an Actix actor ([`actor::MarketActor`]) on its
+//! own service thread, supervised: it owns all state, changes it in its
+//! handlers (microseconds) and writes it through to sled, and answers once the
+//! tree is flushed. Remote calls never run while the state is borrowed: a
+//! handler returns a future that makes the call and applies its outcome to
+//! the actor when it comes back, with [`MarketConfig::remote_timeout`]; so a
+//! slow or dead counterparty only delays the requests addressed to it.
+//! Notices that need no answer (rejections, cancellations, terminations) go
+//! through the persistent outbox (`outbox.rs`), retried by the actor's timer
+//! with bounded backoff until delivered, also after a restart. Long-polls wait
+//! on `tokio::sync::watch` counters outside the actor, never on sleeps.
+//! Other services read agreements through [`AgreementsView`], straight from
+//! sled, without a message to the actor.
 
+mod actor;
+mod agreement_notices;
 mod agreements;
+mod agreements_view;
+mod db;
+mod errors;
+mod expiry;
+mod matching;
 mod negotiation;
 mod outbox;
+mod ownership;
 mod propagation;
 mod public;
+mod records;
 pub mod rest;
 mod retention;
 mod scan;
-pub use subscriptions::SubscriptionKind;
 mod state;
 mod subscriptions;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+pub use actor::MarketActor;
+pub use agreements_view::AgreementsView;
+pub use ownership::SubscriptionKind;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use golem_bus::actor::{deliver, ServiceArbiter, Supervised};
 use golem_bus::Router;
-use golem_model::bus::BusMessage;
-use golem_model::market::MARKET_PUBLIC_SERVICE;
 use golem_model::{GolemError, NodeId};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use self::state::{Db, State};
+use self::actor::{Core, Signals};
+use self::db::Db;
 use crate::net::NetService;
 use crate::store::Store;
 
@@ -300,37 +312,20 @@ impl MarketSettings {
     }
 }
 
-/// Handle to the market service. Cheap to clone.
+/// Handle to the market service: the supervised actor, the counters its
+/// long-polls wait on, and the read-only view of its agreements. Cheap to clone.
 #[derive(Clone)]
 pub struct MarketService {
-    inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
     node_id: NodeId,
-    router: Router,
-    net: NetService,
-    config: MarketConfig,
-    db: Db,
-    state: Mutex<State>,
-    /// Bumped whenever a subscription event is queued or a subscription ends.
-    events_changed: watch::Sender<u64>,
-    /// Bumped whenever an agreement changes or an agreement event is recorded.
-    agreements_changed: watch::Sender<u64>,
-    /// Bumped whenever an offer or demand becomes known or a scan iterator ends.
-    catalogue_changed: watch::Sender<u64>,
-    /// Gossip topics we listen on, by subnet.
-    topics: Mutex<std::collections::HashSet<Option<String>>>,
-    /// Notices waiting for their counterparty (see [`outbox`]).
-    outbox: Mutex<outbox::Outbox>,
-    /// Woken when a notice is queued or its delivery attempt ends.
-    outbox_changed: tokio::sync::Notify,
-    shutdown: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    actor: Supervised<MarketActor>,
+    signals: Arc<Signals>,
+    agreements: AgreementsView,
+    /// The service thread, stopped by [`MarketService::stop`].
+    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
 }
 
-/// Load the market's records, bind `/public/market`, listen for offers and
-/// start the periodic work.
+/// Load the market's records, start its actor on the "market" service thread,
+/// bind `/public/market` and listen for offers.
 pub async fn start(
     node_id: NodeId,
     store: &Store,
@@ -338,152 +333,94 @@ pub async fn start(
     net: &NetService,
     config: MarketConfig,
 ) -> anyhow::Result<MarketService> {
-    let tree = store.tree(state::TREE)?;
-    let db = Db { tree };
-    let state = db.load()?;
-    let outbox = outbox::Outbox::load(&db.tree)?;
-    let (events_changed, _) = watch::channel(0);
-    let (agreements_changed, _) = watch::channel(0);
-    let (catalogue_changed, _) = watch::channel(0);
-    tracing::info!(
-        offers = state.offers.len(),
-        demands = state.demands.len(),
-        agreements = state.agreements.len(),
-        undelivered_notices = outbox.len(),
-        "market state loaded"
-    );
-    let service = MarketService {
-        inner: Arc::new(Inner {
-            node_id,
-            router: router.clone(),
-            net: net.clone(),
-            config,
-            db,
-            state: Mutex::new(state),
-            events_changed,
-            agreements_changed,
-            catalogue_changed,
-            topics: Mutex::new(Default::default()),
-            outbox: Mutex::new(outbox),
-            outbox_changed: tokio::sync::Notify::new(),
-            shutdown: CancellationToken::new(),
-            tasks: Mutex::new(Vec::new()),
-        }),
+    let db = Db {
+        tree: store.tree(db::TREE)?,
     };
-    router.bind(MARKET_PUBLIC_SERVICE, public::endpoint(service.clone()))?;
-    service.start_background().await;
-    Ok(service)
+    // Loaded here so that a corrupt store stops the daemon at start.
+    let preloaded = Arc::new(Mutex::new(Some(actor::load_records(&db)?)));
+    let signals = Arc::new(Signals::new());
+    let core = Core {
+        node_id,
+        router: router.clone(),
+        net: net.clone(),
+        config,
+        db: db.clone(),
+        signals: signals.clone(),
+    };
+    let arbiter = ServiceArbiter::spawn("market")?;
+    let actor = Supervised::start("market", arbiter.handle(), move || {
+        MarketActor::new(core.clone(), preloaded.clone())
+    });
+    router.bind(
+        golem_model::market::MARKET_PUBLIC_SERVICE,
+        public::endpoint(actor.clone()),
+    )?;
+    Ok(MarketService {
+        node_id,
+        actor,
+        signals,
+        agreements: AgreementsView::new(db.tree),
+        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+    })
 }
 
 impl MarketService {
     pub fn node_id(&self) -> NodeId {
-        self.inner.node_id
+        self.node_id
     }
 
-    /// Stop the background tasks (the REST API and the bus must be stopped first).
+    /// The agreements as committed to sled (what other services read).
+    pub fn agreements(&self) -> &AgreementsView {
+        &self.agreements
+    }
+
+    /// Stop the actor and its thread (the REST API and the bus must be stopped
+    /// first), then flush the tree.
     pub async fn stop(self) {
-        self.inner.shutdown.cancel();
-        let tasks = std::mem::take(&mut *self.inner.tasks_lock());
-        for task in tasks {
-            let _ = task.await;
+        self.actor.stop();
+        let arbiter = self
+            .arbiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(arbiter) = arbiter {
+            if tokio::task::spawn_blocking(move || arbiter.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("stopping the market thread failed");
+            }
         }
-        if let Err(error) = self.inner.db.tree.flush_async().await {
+        if let Err(error) = self.agreements.flush().await {
             tracing::warn!(%error, "flushing the market tree failed");
         }
     }
 
-    /// Make every change so far durable. Awaited before acknowledging a
-    /// negotiation or agreement step (to a client or to the counterparty), so
-    /// a crash right after cannot forget what the other side was told.
-    /// Subscriptions and event deliveries ride on sled's periodic flush: after a
-    /// crash a client may see a 404 (and re-subscribe) or an event again.
-    async fn persist(&self) -> Result<(), GolemError> {
-        self.inner
-            .db
-            .tree
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                GolemError::internal(format!("cannot persist the market state: {error}"))
-            })
+    /// How many times the market actor was started again after dying.
+    pub fn restarts(&self) -> u64 {
+        self.actor.restarts()
     }
 
-    fn spawn_task(&self, future: impl std::future::Future<Output = ()> + Send + 'static) {
-        let shutdown = self.inner.shutdown.clone();
-        let handle = tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = future => {}
-            }
-        });
-        let mut tasks = self.inner.tasks_lock();
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(handle);
+    /// Make the market actor panic (fault injection for tests).
+    #[doc(hidden)]
+    pub async fn crash_for_test(&self) {
+        let _ = deliver(&self.actor, actor::Crash).await;
     }
 
-    /// Call the market of `node` with the configured timeout.
-    async fn call_remote<M: BusMessage>(
-        &self,
-        node: NodeId,
-        message: &M,
-    ) -> Result<M::Reply, GolemError> {
-        let address = golem_bus::address::net_address(node, MARKET_PUBLIC_SERVICE);
-        match tokio::time::timeout(
-            self.inner.config.remote_timeout,
-            self.inner.router.call(&address, message),
-        )
-        .await
-        {
-            Ok(reply) => reply,
-            Err(_) => Err(GolemError::timeout(format!(
-                "node {node} did not answer {} within {:?}",
-                M::NAME,
-                self.inner.config.remote_timeout
-            ))),
-        }
+    /// Send `message` to the actor and unwrap its answer.
+    async fn ask<M, T>(&self, message: M) -> Result<T, GolemError>
+    where
+        M: actix::Message<Result = Result<T, GolemError>> + Send + 'static,
+        MarketActor: actix::Handler<M>,
+        T: Send + 'static,
+    {
+        deliver(&self.actor, message).await?
     }
 }
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update completes under the lock, so a panicked holder leaves
-        // consistent state behind.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn outbox_lock(&self) -> MutexGuard<'_, outbox::Outbox> {
-        self.outbox
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn tasks_lock(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn bump_events(&self) {
-        self.events_changed.send_modify(|version| *version += 1);
-    }
-
-    fn bump_agreements(&self) {
-        self.agreements_changed.send_modify(|version| *version += 1);
-    }
-
-    fn bump_catalogue(&self) {
-        self.catalogue_changed.send_modify(|version| *version += 1);
-    }
-}
-
-pub(crate) use golem_model::ids::new_id;
 
 impl crate::ports::Agreements for MarketService {
     fn agreement(&self, id: &str) -> Result<golem_model::market::Agreement, GolemError> {
-        self.get_agreement(self.node_id(), id)
+        self.agreements.agreement(self.node_id, id)
     }
 }
 

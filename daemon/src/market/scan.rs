@@ -24,8 +24,15 @@ use golem_model::market::{Demand, GetOwnOffers, NewScan, Offer, ScanType};
 use golem_model::{ErrorCode, GolemError, NodeId};
 use serde::Serialize;
 
-use super::state::{now, parse_constraint, DemandEntry, OfferEntry, State};
-use super::{new_id, MarketService};
+use actix::{ActorFutureExt, Context, Handler, Message, ResponseActFuture};
+use golem_model::ids::new_id;
+use golem_model::market::OfferBroadcast;
+
+use super::actor::MarketActor;
+use super::matching::own_offers;
+use super::records::{now, parse_constraint};
+use super::state::{DemandEntry, OfferEntry, State};
+use super::MarketService;
 
 /// Idle lifetime of an iterator when `POST /scan` names none (the original
 /// daemon's default; the spec's prose says 30 s).
@@ -99,7 +106,7 @@ struct EndedScan {
     at: DateTime<Utc>,
 }
 
-/// The node's scan iterators, held in the market [`State`].
+/// The node's scan iterators, held by the market actor.
 #[derive(Default)]
 pub(crate) struct Scans {
     live: HashMap<String, ScanIterator>,
@@ -281,9 +288,123 @@ impl ScanIterator {
     }
 }
 
+/// `POST /scan`.
+#[derive(Message)]
+#[rtype(result = "Result<String, GolemError>")]
+pub(crate) struct BeginScan {
+    pub owner: NodeId,
+    pub body: NewScan,
+}
+
+/// One look of `GET /scan/{id}/events`: the next up to `max` items; `hold`
+/// is how long the client still waits (the iterator lives at least that long).
+#[derive(Message)]
+#[rtype(result = "Result<ScanItems, GolemError>")]
+pub(crate) struct NextScanItems {
+    pub owner: NodeId,
+    pub id: String,
+    pub hold: Duration,
+    pub max: usize,
+}
+
+/// `GET /scan/{id}/events?peerId=`.
+#[derive(Message)]
+#[rtype(result = "Result<ScanItems, GolemError>")]
+pub(crate) struct ScanPeer {
+    pub owner: NodeId,
+    pub id: String,
+    pub peer: NodeId,
+    pub timeout: Duration,
+    pub max: usize,
+}
+
+/// `DELETE /scan/{id}`.
+#[derive(Message)]
+#[rtype(result = "Result<(), GolemError>")]
+pub(crate) struct EndScan {
+    pub owner: NodeId,
+    pub id: String,
+}
+
 impl MarketService {
     /// `POST /scan`: a new iterator owned by `owner`.
-    pub fn begin_scan(&self, owner: NodeId, body: NewScan) -> Result<String, GolemError> {
+    pub async fn begin_scan(&self, owner: NodeId, body: NewScan) -> Result<String, GolemError> {
+        self.ask(BeginScan { owner, body }).await
+    }
+
+    /// `GET /scan/{id}/events`: the next up to `max` items; when there are
+    /// none yet, waits (outside the actor) up to `timeout` for some to
+    /// arrive, then `[]`.
+    pub async fn collect_scan(
+        &self,
+        owner: NodeId,
+        id: &str,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<ScanItems, GolemError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.signals.catalogue.subscribe();
+        loop {
+            let hold = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let look = NextScanItems {
+                owner,
+                id: id.to_string(),
+                hold,
+                max,
+            };
+            let items = self.ask(look).await?;
+            let timed_out = hold.is_zero();
+            if !items.is_empty() || max == 0 || timed_out {
+                return Ok(items);
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                // One last look, so a deletion during the wait answers 404.
+                Ok(Err(_)) | Err(_) => {
+                    let last = NextScanItems {
+                        owner,
+                        id: id.to_string(),
+                        hold: Duration::ZERO,
+                        max: 0,
+                    };
+                    return self.ask(last).await;
+                }
+            }
+        }
+    }
+
+    /// `GET /scan/{id}/events?peerId=`: offers asked of `peer` directly, each
+    /// once per iterator; the fetch is bounded by `timeout` (or the remote
+    /// call timeout when it is 0).
+    pub async fn collect_scan_from_peer(
+        &self,
+        owner: NodeId,
+        id: &str,
+        peer: NodeId,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<ScanItems, GolemError> {
+        let id = id.to_string();
+        self.ask(ScanPeer {
+            owner,
+            id,
+            peer,
+            timeout,
+            max,
+        })
+        .await
+    }
+
+    /// `DELETE /scan/{id}`.
+    pub async fn end_scan(&self, owner: NodeId, id: &str) -> Result<(), GolemError> {
+        let id = id.to_string();
+        self.ask(EndScan { owner, id }).await
+    }
+}
+
+impl MarketActor {
+    /// `POST /scan`: a new iterator owned by `owner`.
+    fn begin_scan(&mut self, owner: NodeId, body: NewScan) -> Result<String, GolemError> {
         let idle_secs = body.timeout.unwrap_or(DEFAULT_IDLE_SECS);
         if !(1..=MAX_IDLE_SECS).contains(&idle_secs) {
             return Err(GolemError::bad_request(format!(
@@ -299,20 +420,21 @@ impl MarketService {
         let idle = chrono::Duration::seconds(idle_secs as i64);
         let id = new_id();
         {
-            let mut state = self.inner.lock();
-            state.scans.sweep(current);
-            if state.scans.live.len() >= MAX_LIVE_SCANS {
+            let scans = &mut self.scans;
+            scans.sweep(current);
+            if scans.live.len() >= MAX_LIVE_SCANS {
                 return Err(GolemError::unavailable(format!(
                     "this node already has {MAX_LIVE_SCANS} scan iterators; end some with DELETE /scan/{{id}}"
                 )));
             }
             let compiled = match (&constraint, body.scan_type) {
-                (Some(constraint), ScanType::Offer) => {
-                    Some(CompiledConstraint::compile(constraint, &mut state.keys))
-                }
+                (Some(constraint), ScanType::Offer) => Some(CompiledConstraint::compile(
+                    constraint,
+                    &mut self.state.keys,
+                )),
                 _ => None,
             };
-            state.scans.live.insert(
+            scans.live.insert(
                 id.clone(),
                 ScanIterator {
                     owner,
@@ -330,116 +452,60 @@ impl MarketService {
         Ok(id)
     }
 
-    /// `GET /scan/{id}/events`: the next up to `max` items; when there are
-    /// none yet, waits up to `timeout` for some to arrive, then `[]`.
-    pub async fn collect_scan(
-        &self,
-        owner: NodeId,
-        id: &str,
-        timeout: Duration,
-        max: usize,
-    ) -> Result<ScanItems, GolemError> {
-        let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut changed = inner.catalogue_changed.subscribe();
-        loop {
-            {
-                let mut guard = inner.lock();
-                let current = now();
-                let State {
-                    scans,
-                    offers,
-                    offer_arrivals,
-                    demands,
-                    demand_arrivals,
-                    ..
-                } = &mut *guard;
-                let scan = scans.live_mut(owner, id, current)?;
-                scan.touch(
-                    current,
-                    deadline.saturating_duration_since(tokio::time::Instant::now()),
-                );
-                let items = match scan.scan_type {
-                    ScanType::Offer => {
-                        ScanItems::Offers(scan.next_offers(offers, offer_arrivals, current, max))
-                    }
-                    ScanType::Demand => ScanItems::Demands(scan.next_demands(
-                        demands,
-                        demand_arrivals,
-                        current,
-                        max,
-                    )),
-                };
-                if !items.is_empty() || max == 0 {
-                    return Ok(items);
-                }
+    fn next_scan_items(&mut self, message: NextScanItems) -> Result<ScanItems, GolemError> {
+        let current = now();
+        let State {
+            offers,
+            offer_arrivals,
+            demands,
+            demand_arrivals,
+            ..
+        } = &self.state;
+        let scan = self.scans.live_mut(message.owner, &message.id, current)?;
+        scan.touch(current, message.hold);
+        let max = message.max;
+        Ok(match scan.scan_type {
+            ScanType::Offer => {
+                ScanItems::Offers(scan.next_offers(offers, offer_arrivals, current, max))
             }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => {
-                    // One last look, so a deletion during the wait answers 404.
-                    let scan_type = inner.lock().scans.live_mut(owner, id, now())?.scan_type;
-                    return Ok(match scan_type {
-                        ScanType::Offer => ScanItems::Offers(Vec::new()),
-                        ScanType::Demand => ScanItems::Demands(Vec::new()),
-                    });
-                }
+            ScanType::Demand => {
+                ScanItems::Demands(scan.next_demands(demands, demand_arrivals, current, max))
             }
-        }
+        })
     }
 
-    /// `GET /scan/{id}/events?peerId=`: offers asked of `peer` directly, each
-    /// once per iterator; the fetch is bounded by `timeout` (or the remote
-    /// call timeout when it is 0).
-    pub async fn collect_scan_from_peer(
-        &self,
-        owner: NodeId,
-        id: &str,
-        peer: NodeId,
-        timeout: Duration,
-        max: usize,
-    ) -> Result<ScanItems, GolemError> {
-        let inner = &self.inner;
-        {
-            let mut state = inner.lock();
-            let scan = state.scans.live_mut(owner, id, now())?;
-            if scan.scan_type != ScanType::Offer {
-                return Err(GolemError::bad_request(
-                    "peerId applies to offer scans only (demands never leave their node)",
-                ));
-            }
-            scan.touch(now(), timeout);
-            let queued = scan.peers.entry(peer).or_default();
-            if !queued.pending.is_empty() || max == 0 {
-                return Ok(ScanItems::Offers(queued.take(max)));
-            }
+    /// Queued offers of the peer, if any; `None` when they must be fetched.
+    fn queued_peer_offers(&mut self, message: &ScanPeer) -> Result<Option<ScanItems>, GolemError> {
+        let scan = self.scans.live_mut(message.owner, &message.id, now())?;
+        if scan.scan_type != ScanType::Offer {
+            return Err(GolemError::bad_request(
+                "peerId applies to offer scans only (demands never leave their node)",
+            ));
         }
-        let fetched = if peer == inner.node_id {
-            self.own_offers(None, None)
-        } else {
-            let bound = if timeout.is_zero() {
-                inner.config.remote_timeout
-            } else {
-                timeout
-            };
-            tokio::time::timeout(bound, self.call_remote(peer, &GetOwnOffers {}))
-                .await
-                .map_err(|_| {
-                    GolemError::timeout(format!(
-                        "node {peer} did not send its offers within {bound:?}"
-                    ))
-                })??
-        };
-        let mut state = inner.lock();
+        scan.touch(now(), message.timeout);
+        let queued = scan.peers.entry(message.peer).or_default();
+        if !queued.pending.is_empty() || message.max == 0 {
+            return Ok(Some(ScanItems::Offers(queued.take(message.max))));
+        }
+        Ok(None)
+    }
+
+    /// Queue the offers `peer` sent (each once), and take the next page.
+    fn queue_peer_offers(
+        &mut self,
+        message: &ScanPeer,
+        fetched: OfferBroadcast,
+    ) -> Result<ScanItems, GolemError> {
         let current = now();
-        let scan = state.scans.live_mut(owner, id, current)?;
+        let peer = message.peer;
+        let scan = self.scans.live_mut(message.owner, &message.id, current)?;
         let ScanIterator {
             constraint, peers, ..
         } = scan;
         let queued = peers.entry(peer).or_default();
         // A peer answers with what it likes: keep no more than the market
         // would hold of one node.
-        let most = inner.config.limits.max_offers_per_node;
+        let most = self.core.config.limits.max_offers_per_node;
         for published in fetched.offers {
             if queued.seen.len() >= most {
                 tracing::debug!(%peer, most, "offers of a peer beyond market.max-offers-per-node left out of the scan");
@@ -458,15 +524,71 @@ impl MarketService {
             queued.seen.insert(offer.offer_id.clone());
             queued.pending.push_back(offer);
         }
-        Ok(ScanItems::Offers(queued.take(max)))
+        Ok(ScanItems::Offers(queued.take(message.max)))
     }
+}
 
-    /// `DELETE /scan/{id}`.
-    pub fn end_scan(&self, owner: NodeId, id: &str) -> Result<(), GolemError> {
-        self.inner.lock().scans.end(owner, id, now())?;
+impl Handler<BeginScan> for MarketActor {
+    type Result = Result<String, GolemError>;
+
+    fn handle(&mut self, message: BeginScan, _ctx: &mut Context<Self>) -> Self::Result {
+        self.begin_scan(message.owner, message.body)
+    }
+}
+
+impl Handler<NextScanItems> for MarketActor {
+    type Result = Result<ScanItems, GolemError>;
+
+    fn handle(&mut self, message: NextScanItems, _ctx: &mut Context<Self>) -> Self::Result {
+        self.next_scan_items(message)
+    }
+}
+
+impl Handler<ScanPeer> for MarketActor {
+    type Result = ResponseActFuture<Self, Result<ScanItems, GolemError>>;
+
+    /// Queued offers at once; otherwise ask the peer (ourselves: our own
+    /// offers) and queue its answer when it comes.
+    fn handle(&mut self, message: ScanPeer, _ctx: &mut Context<Self>) -> Self::Result {
+        match self.queued_peer_offers(&message) {
+            Ok(Some(items)) => return Box::pin(actix::fut::ready(Ok(items))),
+            Ok(None) => {}
+            Err(error) => return Box::pin(actix::fut::ready(Err(error))),
+        }
+        let peer = message.peer;
+        if peer == self.core.node_id {
+            let own = own_offers(&self.state, None, None);
+            return Box::pin(actix::fut::ready(self.queue_peer_offers(&message, own)));
+        }
+        let bound = if message.timeout.is_zero() {
+            self.core.config.remote_timeout
+        } else {
+            message.timeout
+        };
+        let call = self.core.call_remote(peer, GetOwnOffers {});
+        let fetch = async move {
+            tokio::time::timeout(bound, call).await.map_err(|_| {
+                GolemError::timeout(format!(
+                    "node {peer} did not send its offers within {bound:?}"
+                ))
+            })?
+        };
+        Box::pin(actix::fut::wrap_future(fetch).map(
+            move |fetched, actor: &mut MarketActor, _ctx| {
+                actor.queue_peer_offers(&message, fetched?)
+            },
+        ))
+    }
+}
+
+impl Handler<EndScan> for MarketActor {
+    type Result = Result<(), GolemError>;
+
+    fn handle(&mut self, message: EndScan, _ctx: &mut Context<Self>) -> Self::Result {
+        self.scans.end(message.owner, &message.id, now())?;
         // Wake a long-poll on this iterator so it answers 404 at once.
-        self.inner.bump_catalogue();
-        tracing::info!(scan_id = id, "scan iterator deleted");
+        self.core.signals.bump_catalogue();
+        tracing::info!(scan_id = %message.id, "scan iterator deleted");
         Ok(())
     }
 }
@@ -474,7 +596,7 @@ impl MarketService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::state::StoredOffer;
+    use crate::market::records::StoredOffer;
     use golem_model::market::PublishedOffer;
     use golem_model::properties::Properties;
 
@@ -563,27 +685,26 @@ mod tests {
         let current = now();
         let owner = node(2);
         let mut state = State::default();
+        let mut scans = Scans::default();
         let iterator = scan(&mut state, owner, None);
-        state.scans.live.insert("s".to_string(), iterator);
-        assert!(state.scans.live_mut(owner, "s", current).is_ok());
-        let foreign = state.scans.live_mut(node(3), "s", current).err();
+        scans.live.insert("s".to_string(), iterator);
+        assert!(scans.live_mut(owner, "s", current).is_ok());
+        let foreign = scans.live_mut(node(3), "s", current).err();
         assert_eq!(foreign.map(|error| error.code), Some(ErrorCode::NotFound));
         assert_eq!(
-            state
-                .scans
+            scans
                 .end(node(3), "s", current)
                 .err()
                 .map(|error| error.code),
             Some(ErrorCode::NotFound)
         );
-        assert!(state.scans.end(owner, "s", current).is_ok());
-        let after = state.scans.live_mut(owner, "s", current).err();
+        assert!(scans.end(owner, "s", current).is_ok());
+        let after = scans.live_mut(owner, "s", current).err();
         assert!(after.is_some_and(
             |error| error.code == ErrorCode::NotFound && error.message.contains("deleted")
         ));
         assert_eq!(
-            state
-                .scans
+            scans
                 .end(owner, "s", current)
                 .err()
                 .map(|error| error.code),
@@ -592,25 +713,23 @@ mod tests {
 
         let mut idle = scan(&mut state, owner, None);
         idle.expires = current + chrono::Duration::seconds(1);
-        state.scans.live.insert("idle".to_string(), idle);
+        scans.live.insert("idle".to_string(), idle);
         let later = current + chrono::Duration::seconds(2);
-        let expired = state.scans.live_mut(owner, "idle", later).err();
+        let expired = scans.live_mut(owner, "idle", later).err();
         assert!(expired.is_some_and(
             |error| error.code == ErrorCode::NotFound && error.message.contains("expired")
         ));
         assert_eq!(
-            state
-                .scans
+            scans
                 .end(owner, "idle", later)
                 .err()
                 .map(|error| error.code),
             Some(ErrorCode::Gone)
         );
-        state
-            .scans
+        scans
             .sweep(later + chrono::Duration::seconds(ENDED_KEPT_SECS + 1));
         assert!(
-            state.scans.ended.is_empty(),
+            scans.ended.is_empty(),
             "ended ids are forgotten after an hour"
         );
     }
