@@ -256,7 +256,7 @@ impl MarketService {
         let mut changed = self.signals.agreements.subscribe();
         loop {
             let state = self
-                .ask(RequestorAgreementState {
+                .look(deadline, || RequestorAgreementState {
                     owner,
                     id: id.to_string(),
                 })
@@ -368,11 +368,10 @@ impl MarketService {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.signals.agreements.subscribe();
         loop {
-            let app_session_id = app_session_id.clone();
             let events = self
-                .ask(AgreementEventsAfter {
+                .look(deadline, || AgreementEventsAfter {
                     after,
-                    app_session_id,
+                    app_session_id: app_session_id.clone(),
                     max,
                 })
                 .await?;

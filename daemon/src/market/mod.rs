@@ -407,6 +407,32 @@ impl MarketService {
         let _ = deliver(&self.actor, actor::Crash).await;
     }
 
+    /// One look of a long-poll: like [`MarketService::ask`], but while the
+    /// actor is being restarted it looks again (until `deadline`), so a
+    /// waiting client does not notice the restart.
+    async fn look<M, T>(
+        &self,
+        deadline: tokio::time::Instant,
+        message: impl Fn() -> M,
+    ) -> Result<T, GolemError>
+    where
+        M: actix::Message<Result = Result<T, GolemError>> + Send + 'static,
+        MarketActor: actix::Handler<M>,
+        T: Send + 'static,
+    {
+        loop {
+            match self.ask(message()).await {
+                Err(error)
+                    if error.code == golem_model::ErrorCode::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// Send `message` to the actor and unwrap its answer.
     async fn ask<M, T>(&self, message: M) -> Result<T, GolemError>
     where

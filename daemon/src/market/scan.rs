@@ -346,13 +346,14 @@ impl MarketService {
         let mut changed = self.signals.catalogue.subscribe();
         loop {
             let hold = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let look = NextScanItems {
-                owner,
-                id: id.to_string(),
-                hold,
-                max,
-            };
-            let items = self.ask(look).await?;
+            let items = self
+                .look(deadline, || NextScanItems {
+                    owner,
+                    id: id.to_string(),
+                    hold,
+                    max,
+                })
+                .await?;
             let timed_out = hold.is_zero();
             if !items.is_empty() || max == 0 || timed_out {
                 return Ok(items);
@@ -704,10 +705,7 @@ mod tests {
             |error| error.code == ErrorCode::NotFound && error.message.contains("deleted")
         ));
         assert_eq!(
-            scans
-                .end(owner, "s", current)
-                .err()
-                .map(|error| error.code),
+            scans.end(owner, "s", current).err().map(|error| error.code),
             Some(ErrorCode::Gone)
         );
 
@@ -726,8 +724,7 @@ mod tests {
                 .map(|error| error.code),
             Some(ErrorCode::Gone)
         );
-        scans
-            .sweep(later + chrono::Duration::seconds(ENDED_KEPT_SECS + 1));
+        scans.sweep(later + chrono::Duration::seconds(ENDED_KEPT_SECS + 1));
         assert!(
             scans.ended.is_empty(),
             "ended ids are forgotten after an hour"

@@ -509,10 +509,10 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use golem_model::market::PublishedOffer;
-    use golem_model::properties::Properties;
     use crate::market::{MarketLimits, MarketSettings};
     use golem_model::market::Offer;
+    use golem_model::market::PublishedOffer;
+    use golem_model::properties::Properties;
 
     fn node(byte: u8) -> NodeId {
         format!("0x{}", hex::encode([byte; 20]))
