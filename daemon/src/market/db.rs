@@ -89,8 +89,6 @@ impl Db {
         Ok(records)
     }
 
-    /// Load every record into a fresh [`State`].
-
     pub(crate) fn save_offer(&self, offer: &StoredOffer) -> Result<(), GolemError> {
         self.put(offer_key(&offer.published.offer.offer_id), offer)
     }
