@@ -26,9 +26,9 @@ use tokio::sync::watch;
 
 use super::db::Db;
 use super::outbox::Outbox;
-use super::scan::Scans;
+use super::scan_iterators::Scans;
+use super::settings::MarketConfig;
 use super::state::State;
-use super::MarketConfig;
 use crate::net::NetService;
 
 /// Counters bumped on every change a long-poll may wait for. Shared by every

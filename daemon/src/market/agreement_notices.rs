@@ -13,7 +13,7 @@ use golem_model::market::{
 use golem_model::{GolemError, NodeId};
 
 use super::actor::MarketActor;
-use super::agreements::{build_agreement, record_event, update_agreement};
+use super::agreement_records::{build_agreement, record_event, update_agreement};
 use super::errors::{expired_proposal, final_state_error, gone};
 use super::ownership::counterparty_record;
 use super::records::{now, AgreementRecord, Role};

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use golem_model::market::AgreementState;
 
 use super::actor::MarketActor;
-use super::agreements::update_agreement;
+use super::agreement_records::update_agreement;
 use super::db::Db;
 use super::records::{now, Role};
 use super::retention::{compact, RetentionLimits, COMPACTION_PERIOD};

@@ -8,13 +8,13 @@
 //! nor an unreachable node) drops the notice with a warning. Every notice is
 //! tried in its own future, so an unreachable node never delays another's.
 //!
-//! [`Outbox`] is the bookkeeping alone (queue, due, settle; no IO but the
-//! tree); the market actor drives it: it queues notices from its handlers,
-//! spawns the deliveries, applies their outcomes, and keeps one timer for the
-//! next retry ([`MarketActor::run_outbox`]).
+//! [`Outbox`] is the bookkeeping alone (queue, take what is due, settle an
+//! outcome; no IO but the tree); the market actor drives it
+//! (`outbox_delivery.rs`). Its API is kept that narrow so that a shared
+//! persisted outbox can take its place.
 //!
-//! [`MarketConfig::outbox_retry_initial`]: super::MarketConfig::outbox_retry_initial
-//! [`MarketConfig::outbox_retry_max`]: super::MarketConfig::outbox_retry_max
+//! [`MarketConfig::outbox_retry_initial`]: super::settings::MarketConfig::outbox_retry_initial
+//! [`MarketConfig::outbox_retry_max`]: super::settings::MarketConfig::outbox_retry_max
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,11 +26,8 @@ use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use actix::{ActorFutureExt, AsyncContext, Context};
-
-use super::actor::MarketActor;
 use super::db::TREE;
-use super::MarketConfig;
+use super::settings::MarketConfig;
 use crate::store;
 
 const PREFIX: &str = "outbox/";
@@ -228,76 +225,6 @@ pub(crate) fn backoff(attempts: u32, initial: Duration, max: Duration) -> Durati
 /// did not answer (as opposed to answering with a refusal).
 pub(crate) fn is_transient(error: &GolemError) -> bool {
     error.is_transient()
-}
-
-impl MarketActor {
-    /// Queue `notice` for `node` (stored now; the handler's answer waits for
-    /// the flush) and try it at once.
-    pub(crate) fn notify_remote(
-        &mut self,
-        ctx: &mut Context<Self>,
-        node: NodeId,
-        notice: impl Into<Notice>,
-    ) {
-        let record = OutboxRecord {
-            node,
-            notice: notice.into(),
-        };
-        self.outbox.queue(&self.core.db.tree, record);
-        self.run_outbox(ctx);
-    }
-
-    /// Start every due delivery and set the timer for the next due one.
-    pub(crate) fn run_outbox(&mut self, ctx: &mut Context<Self>) {
-        let (due, next) = self.outbox.take_due(Instant::now());
-        for (seq, record) in due {
-            let delivery = self.deliver_notice(record);
-            ctx.spawn(actix::fut::wrap_future(delivery).map(
-                move |result, actor: &mut MarketActor, ctx| {
-                    let MarketActor { core, outbox, .. } = actor;
-                    outbox.settle(&core.db.tree, seq, result, &core.config);
-                    actor.run_outbox(ctx);
-                },
-            ));
-        }
-        if let Some(timer) = self.outbox_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        if let Some(next) = next {
-            let delay = next.saturating_duration_since(Instant::now());
-            self.outbox_timer = Some(ctx.run_later(delay, |actor, ctx| {
-                actor.outbox_timer = None;
-                actor.run_outbox(ctx);
-            }));
-        }
-    }
-
-    /// The call that delivers `record` (owning all it needs).
-    fn deliver_notice(
-        &self,
-        record: OutboxRecord,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), GolemError>>>> {
-        let node = record.node;
-        let core = &self.core;
-        match record.notice {
-            Notice::ProposalRejected(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementRejected(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementCancelled(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementTerminated(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub(crate) struct State {
     pub offer_arrivals: BTreeMap<u64, String>,
     pub demand_arrivals: BTreeMap<u64, String>,
     pub next_arrival: u64,
-    /// How many offers of each other node are held (see [`super::MarketLimits`]).
+    /// How many offers of each other node are held (see [`super::settings::MarketLimits`]).
     pub remote_offers_by_node: HashMap<NodeId, usize>,
     /// How many offers of other nodes are held in all.
     pub remote_offers: usize,
@@ -188,7 +188,7 @@ impl State {
     /// proposal records and one more event; Conflict naming the limit otherwise.
     pub(crate) fn check_room(
         &self,
-        limits: &super::MarketLimits,
+        limits: &super::settings::MarketLimits,
         subscription_id: &str,
         proposals: usize,
     ) -> Result<(), GolemError> {

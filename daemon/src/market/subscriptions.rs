@@ -23,7 +23,7 @@ const EXPIRATION_PROPERTY: &str = "golem.srv.comp.expiration";
 /// 400 when `properties` ask for an expiry beyond the market's cap.
 fn check_requested_expiration(
     properties: &Properties,
-    limits: &super::MarketLimits,
+    limits: &super::settings::MarketLimits,
     current: DateTime<Utc>,
 ) -> Result<(), GolemError> {
     let Some(value) = properties.get(EXPIRATION_PROPERTY) else {
