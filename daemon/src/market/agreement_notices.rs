@@ -14,9 +14,9 @@ use golem_model::{GolemError, NodeId};
 
 use super::actor::MarketActor;
 use super::agreement_records::{build_agreement, record_event, update_agreement};
-use super::errors::{expired_proposal, final_state_error, gone};
+use super::errors::{expired_proposal, final_state_error, gone, proposal_not_found};
 use super::ownership::counterparty_record;
-use super::records::{now, AgreementRecord, Role};
+use super::records::{now, AgreementRecord, ProposalRecord, Role};
 
 impl MarketActor {
     /// Provider side: a requestor confirmed an agreement on our Draft.
@@ -26,104 +26,102 @@ impl MarketActor {
         message: AgreementReceived,
     ) -> Result<(), GolemError> {
         let current = now();
-        {
-            let state = &mut self.state;
-            let db = &self.core.db;
-            if state
-                .agreements
-                .contains_key(&(Role::Provider, message.agreement_id.clone()))
-            {
-                return Err(GolemError::conflict(format!(
-                    "agreement {} is already known",
-                    message.agreement_id
-                )));
-            }
-            if message.valid_to <= current {
-                return Err(gone(format!(
-                    "agreement {} has expired",
-                    message.agreement_id
-                )));
-            }
-            let offer_live = state
-                .offers
-                .get(&message.offer_id)
-                .is_some_and(|offer| offer.stored.local && offer.is_live(current));
-            if !offer_live {
-                return Err(GolemError::not_found(format!(
-                    "offer {} not found",
-                    message.offer_id
-                )));
-            }
-            let offer_proposal = state
-                .proposal(&message.offer_id, &message.proposal_id)
-                .filter(|record| record.ours && record.requestor_id == caller)
-                .ok_or_else(|| {
-                    GolemError::not_found(format!("proposal {} not found", message.proposal_id))
-                })?
-                .clone();
-            match state.proposal_state(&offer_proposal, current) {
-                ProposalState::Draft => {}
-                ProposalState::Expired => {
-                    return Err(expired_proposal(
-                        &message.proposal_id,
-                        state.proposal_expiration(&offer_proposal),
-                    ))
-                }
-                other => {
-                    return Err(gone(format!(
-                        "proposal {} is {other:?}",
-                        message.proposal_id
-                    )))
-                }
-            }
-            let demand_proposal_id = offer_proposal
-                .proposal
-                .prev_proposal_id
-                .clone()
-                .ok_or_else(|| {
-                    GolemError::bad_request("the proposal answers no demand proposal")
-                })?;
-            let demand_proposal = state
-                .proposal(&message.offer_id, &demand_proposal_id)
-                .ok_or_else(|| {
-                    GolemError::not_found(format!("proposal {demand_proposal_id} not found"))
-                })?
-                .clone();
-            let agreement = build_agreement(
-                message.agreement_id.clone(),
-                &demand_proposal,
-                &offer_proposal,
-                message.valid_to,
-                message.timestamp,
-                AgreementState::Pending,
-            );
-            state.update_proposal(db, &message.offer_id, &message.proposal_id, |record| {
-                record.proposal.state = ProposalState::Accepted
-            })?;
-            state.save_agreement(
-                db,
-                AgreementRecord {
-                    role: Role::Provider,
-                    agreement: agreement.clone(),
-                    subscription_id: message.offer_id.clone(),
-                    offer_proposal_id: message.proposal_id.clone(),
-                    terminator: None,
-                    reason: None,
-                    terminated_date: None,
-                },
-            )?;
-            state.push_event(
-                db,
-                &message.offer_id,
-                MarketEvent::AgreementEvent {
-                    event_date: current,
-                    agreement,
-                },
-            )?;
-        }
+        let (demand_proposal, offer_proposal) =
+            self.received_agreement_basis(caller, &message, current)?;
+        let agreement = build_agreement(
+            message.agreement_id.clone(),
+            &demand_proposal,
+            &offer_proposal,
+            message.valid_to,
+            message.timestamp,
+            AgreementState::Pending,
+        );
+        let state = &mut self.state;
+        let db = &self.core.db;
+        state.update_proposal(db, &message.offer_id, &message.proposal_id, |record| {
+            record.proposal.state = ProposalState::Accepted
+        })?;
+        state.save_agreement(
+            db,
+            AgreementRecord {
+                role: Role::Provider,
+                agreement: agreement.clone(),
+                subscription_id: message.offer_id.clone(),
+                offer_proposal_id: message.proposal_id.clone(),
+                terminator: None,
+                reason: None,
+                terminated_date: None,
+            },
+        )?;
+        let event = MarketEvent::AgreementEvent {
+            event_date: current,
+            agreement,
+        };
+        state.push_event(db, &message.offer_id, event)?;
         self.core.signals.bump_events();
         self.core.signals.bump_agreements();
         Ok(())
+    }
+
+    /// The two proposal records (the requestor's last, our Draft) a new
+    /// agreement from `caller` promotes, if it may: unknown yet, unexpired,
+    /// on a live offer of ours and a Draft we gave `caller`.
+    fn received_agreement_basis(
+        &self,
+        caller: NodeId,
+        message: &AgreementReceived,
+        current: DateTime<Utc>,
+    ) -> Result<(ProposalRecord, ProposalRecord), GolemError> {
+        let state = &self.state;
+        let id = &message.agreement_id;
+        if state.agreements.contains_key(&(Role::Provider, id.clone())) {
+            return Err(GolemError::conflict(format!(
+                "agreement {id} is already known"
+            )));
+        }
+        if message.valid_to <= current {
+            return Err(gone(format!("agreement {id} has expired")));
+        }
+        let offer_live = state
+            .offers
+            .get(&message.offer_id)
+            .is_some_and(|offer| offer.stored.local && offer.is_live(current));
+        if !offer_live {
+            return Err(GolemError::not_found(format!(
+                "offer {} not found",
+                message.offer_id
+            )));
+        }
+        let offer_proposal = state
+            .proposal(&message.offer_id, &message.proposal_id)
+            .filter(|record| record.ours && record.requestor_id == caller)
+            .ok_or_else(|| proposal_not_found(&message.proposal_id))?
+            .clone();
+        match state.proposal_state(&offer_proposal, current) {
+            ProposalState::Draft => {}
+            ProposalState::Expired => {
+                return Err(expired_proposal(
+                    &message.proposal_id,
+                    state.proposal_expiration(&offer_proposal),
+                ))
+            }
+            other => {
+                return Err(gone(format!(
+                    "proposal {} is {other:?}",
+                    message.proposal_id
+                )))
+            }
+        }
+        let demand_proposal_id = offer_proposal
+            .proposal
+            .prev_proposal_id
+            .as_deref()
+            .ok_or_else(|| GolemError::bad_request("the proposal answers no demand proposal"))?;
+        let demand_proposal = state
+            .proposal(&message.offer_id, demand_proposal_id)
+            .ok_or_else(|| proposal_not_found(demand_proposal_id))?
+            .clone();
+        Ok((demand_proposal, offer_proposal))
     }
 
     /// Requestor side: the provider approved.

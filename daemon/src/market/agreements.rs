@@ -26,9 +26,11 @@ use golem_model::{GolemError, NodeId};
 
 use super::actor::MarketActor;
 use super::agreement_records::{build_agreement, record_event, update_agreement};
-use super::errors::{agreement_not_found, expired_proposal, final_state_error, gone};
+use super::errors::{
+    agreement_not_found, expired_proposal, final_state_error, gone, proposal_not_found,
+};
 use super::ownership::owned_agreement;
-use super::records::{now, AgreementRecord, Role};
+use super::records::{now, AgreementRecord, ProposalRecord, Role};
 use super::MarketService;
 
 /// `POST /agreements`: promote the provider's Draft.
@@ -228,7 +230,8 @@ impl MarketService {
 }
 
 impl MarketActor {
-    pub(crate) fn record_new_agreement(
+    /// Promote the provider's Draft `proposal_id` into a new agreement of ours.
+    fn record_new_agreement(
         &mut self,
         owner: NodeId,
         proposal_id: &str,
@@ -240,20 +243,58 @@ impl MarketActor {
                 "validTo {valid_to} is not in the future"
             )));
         }
+        let (demand_proposal, offer_proposal) =
+            self.promotable_draft(owner, proposal_id, current)?;
+        let id = format!("{}{}", new_id(), new_id());
+        let agreement = build_agreement(
+            id.clone(),
+            &demand_proposal,
+            &offer_proposal,
+            valid_to,
+            current,
+            AgreementState::Proposal,
+        );
         let state = &mut self.state;
         let db = &self.core.db;
+        let subscription_id = &offer_proposal.subscription_id;
+        state.update_proposal(db, subscription_id, proposal_id, |record| {
+            record.proposal.state = ProposalState::Accepted
+        })?;
+        state.save_agreement(
+            db,
+            AgreementRecord {
+                role: Role::Requestor,
+                agreement,
+                subscription_id: subscription_id.clone(),
+                offer_proposal_id: proposal_id.to_string(),
+                terminator: None,
+                reason: None,
+                terminated_date: None,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// The provider's Draft `proposal_id` on a demand of `owner` and the
+    /// demand proposal it answers, if the Draft may be promoted now.
+    fn promotable_draft(
+        &self,
+        owner: NodeId,
+        proposal_id: &str,
+        current: DateTime<Utc>,
+    ) -> Result<(ProposalRecord, ProposalRecord), GolemError> {
+        let state = &self.state;
         let offer_proposal = state
             .find_proposal(proposal_id, |record| {
                 record.role == Role::Requestor && record.requestor_id == owner
             })
-            .ok_or_else(|| GolemError::not_found(format!("proposal {proposal_id} not found")))?
-            .clone();
+            .ok_or_else(|| proposal_not_found(proposal_id))?;
         if offer_proposal.ours {
             return Err(GolemError::bad_request(format!(
                 "proposal {proposal_id} is our own; an agreement promotes the provider's Draft"
             )));
         }
-        match state.proposal_state(&offer_proposal, current) {
+        match state.proposal_state(offer_proposal, current) {
             ProposalState::Draft => {}
             ProposalState::Initial => {
                 return Err(GolemError::conflict(format!(
@@ -271,46 +312,19 @@ impl MarketActor {
             ProposalState::Expired => {
                 return Err(expired_proposal(
                     proposal_id,
-                    state.proposal_expiration(&offer_proposal),
+                    state.proposal_expiration(offer_proposal),
                 ))
             }
         }
         let demand_proposal_id = offer_proposal
             .proposal
             .prev_proposal_id
-            .clone()
+            .as_deref()
             .ok_or_else(|| GolemError::conflict("proposal has no negotiation behind it"))?;
         let demand_proposal = state
-            .proposal(&offer_proposal.subscription_id, &demand_proposal_id)
-            .ok_or_else(|| {
-                GolemError::not_found(format!("proposal {demand_proposal_id} not found"))
-            })?
-            .clone();
-        let id = format!("{}{}", new_id(), new_id());
-        let agreement = build_agreement(
-            id.clone(),
-            &demand_proposal,
-            &offer_proposal,
-            valid_to,
-            current,
-            AgreementState::Proposal,
-        );
-        state.update_proposal(db, &offer_proposal.subscription_id, proposal_id, |record| {
-            record.proposal.state = ProposalState::Accepted
-        })?;
-        state.save_agreement(
-            db,
-            AgreementRecord {
-                role: Role::Requestor,
-                agreement,
-                subscription_id: offer_proposal.subscription_id.clone(),
-                offer_proposal_id: proposal_id.to_string(),
-                terminator: None,
-                reason: None,
-                terminated_date: None,
-            },
-        )?;
-        Ok(id)
+            .proposal(&offer_proposal.subscription_id, demand_proposal_id)
+            .ok_or_else(|| proposal_not_found(demand_proposal_id))?;
+        Ok((demand_proposal.clone(), offer_proposal.clone()))
     }
 
     fn list_agreements(

@@ -4,6 +4,7 @@
 //! the counterparty, by being ours and having that counterparty.
 
 use actix::{ActorFutureExt, Context, Handler, Message, ResponseActFuture, ResponseFuture};
+use chrono::{DateTime, Utc};
 use golem_model::constraints::match_both_ways;
 use golem_model::market::{
     DemandOfferBase, InitialProposalReceived, MarketEvent, Proposal, ProposalReceived,
@@ -286,19 +287,7 @@ impl MarketActor {
             },
             expiration: previous.expiration,
         };
-        let message = if is_initial {
-            CounterMessage::Initial(InitialProposalReceived {
-                offer_id: previous.offer_id.clone(),
-                demand_id: previous.demand_id.clone(),
-                initial_proposal_id: proposal_id.clone(),
-                initial_timestamp: previous.proposal.timestamp,
-                proposal: counter.proposal.clone(),
-            })
-        } else {
-            CounterMessage::Counter(ProposalReceived {
-                proposal: counter.proposal.clone(),
-            })
-        };
+        let message = counter_message(&previous, &counter.proposal, is_initial);
         let new_id = counter.proposal.proposal_id.clone();
         let db = &self.core.db;
         self.state.insert_proposal(db, counter)?;
@@ -412,91 +401,102 @@ impl Handler<RejectProposal> for MarketActor {
 }
 
 impl MarketActor {
-    /// A requestor's first counter to one of our offers.
+    /// A requestor's first counter to one of our offers: we record the
+    /// Initial proposal it answers (the requestor made it from our offer) and
+    /// its counter, and queue the counter as an event on the offer.
     pub(crate) fn on_initial_proposal(
         &mut self,
         caller: NodeId,
         message: InitialProposalReceived,
     ) -> Result<(), GolemError> {
         let current = now();
-        {
-            let state = &mut self.state;
-            let offer = state
-                .offers
-                .get(&message.offer_id)
-                .filter(|offer| offer.stored.local && offer.is_live(current))
-                .ok_or_else(|| {
-                    GolemError::not_found(format!("offer {} not found", message.offer_id))
-                })?;
-            let published = offer.stored.published.offer.clone();
-            let offer_expiration = offer.stored.published.expiration;
-            let offer_id = message.offer_id.clone();
-            let initial_id = message.initial_proposal_id.clone();
-            let counter_id = message.proposal.proposal_id.clone();
-            if state.proposal(&offer_id, &initial_id).is_some()
-                || state.proposal(&offer_id, &counter_id).is_some()
-            {
-                return Err(GolemError::conflict(format!(
-                    "proposal {counter_id} is already known"
-                )));
-            }
-            state
-                .check_room(&self.core.config.limits, &offer_id, 2)
-                .inspect_err(|error| tracing::debug!(requestor = %caller, %error, "initial proposal refused"))?;
-            let initial = Proposal {
-                properties: published.properties.clone(),
-                constraints: published.constraints.clone(),
-                proposal_id: initial_id.clone(),
-                issuer_id: self.core.node_id,
-                state: ProposalState::Initial,
-                timestamp: message.initial_timestamp,
-                prev_proposal_id: None,
-            };
-            check_match(
-                &message.proposal.properties,
-                &message.proposal.constraints,
-                &initial,
-                true,
-            )?;
-            let base = ProposalRecord {
-                subscription_id: offer_id.clone(),
-                role: Role::Provider,
-                offer_id: offer_id.clone(),
-                demand_id: message.demand_id.clone(),
-                requestor_id: caller,
-                provider_id: self.core.node_id,
-                ours: true,
-                countered: true,
-                proposal: initial,
-                // The requestor's demand expiry is not known here; the
-                // requestor enforces it on its side.
-                expiration: Some(offer_expiration),
-            };
-            let received = Proposal {
-                issuer_id: caller,
-                state: ProposalState::Draft,
-                prev_proposal_id: Some(initial_id),
-                ..message.proposal
-            };
-            let counter = ProposalRecord {
-                ours: false,
-                countered: false,
-                proposal: received.clone(),
-                ..base.clone()
-            };
-            state.insert_proposal(&self.core.db, base)?;
-            state.insert_proposal(&self.core.db, counter)?;
-            state.push_event(
-                &self.core.db,
-                &offer_id,
-                MarketEvent::ProposalEvent {
-                    event_date: current,
-                    proposal: received,
-                },
-            )?;
-        }
+        let initial = self.initial_of_counter(caller, &message, current)?;
+        let offer_id = message.offer_id;
+        let received = Proposal {
+            issuer_id: caller,
+            state: ProposalState::Draft,
+            prev_proposal_id: Some(message.initial_proposal_id),
+            ..message.proposal
+        };
+        let counter = ProposalRecord {
+            ours: false,
+            countered: false,
+            proposal: received.clone(),
+            ..initial.clone()
+        };
+        let state = &mut self.state;
+        let db = &self.core.db;
+        state.insert_proposal(db, initial)?;
+        state.insert_proposal(db, counter)?;
+        let event = MarketEvent::ProposalEvent {
+            event_date: current,
+            proposal: received,
+        };
+        state.push_event(db, &offer_id, event)?;
         self.core.signals.bump_events();
         Ok(())
+    }
+
+    /// The record of the Initial proposal a requestor's first counter
+    /// answers, if the counter may be taken: our offer is live, neither id is
+    /// known, the offer has room, and the counter matches it.
+    fn initial_of_counter(
+        &self,
+        caller: NodeId,
+        message: &InitialProposalReceived,
+        current: DateTime<Utc>,
+    ) -> Result<ProposalRecord, GolemError> {
+        let state = &self.state;
+        let offer_id = &message.offer_id;
+        let offer = state
+            .offers
+            .get(offer_id)
+            .filter(|offer| offer.stored.local && offer.is_live(current))
+            .ok_or_else(|| GolemError::not_found(format!("offer {offer_id} not found")))?;
+        let published = &offer.stored.published.offer;
+        let initial_id = &message.initial_proposal_id;
+        let counter_id = &message.proposal.proposal_id;
+        if state.proposal(offer_id, initial_id).is_some()
+            || state.proposal(offer_id, counter_id).is_some()
+        {
+            return Err(GolemError::conflict(format!(
+                "proposal {counter_id} is already known"
+            )));
+        }
+        state
+            .check_room(&self.core.config.limits, offer_id, 2)
+            .inspect_err(
+                |error| tracing::debug!(requestor = %caller, %error, "initial proposal refused"),
+            )?;
+        let initial = Proposal {
+            properties: published.properties.clone(),
+            constraints: published.constraints.clone(),
+            proposal_id: initial_id.clone(),
+            issuer_id: self.core.node_id,
+            state: ProposalState::Initial,
+            timestamp: message.initial_timestamp,
+            prev_proposal_id: None,
+        };
+        check_match(
+            &message.proposal.properties,
+            &message.proposal.constraints,
+            &initial,
+            true,
+        )?;
+        Ok(ProposalRecord {
+            subscription_id: offer_id.clone(),
+            role: Role::Provider,
+            offer_id: offer_id.clone(),
+            demand_id: message.demand_id.clone(),
+            requestor_id: caller,
+            provider_id: self.core.node_id,
+            ours: true,
+            countered: true,
+            proposal: initial,
+            // The requestor's demand expiry is not known here; the
+            // requestor enforces it on its side.
+            expiration: Some(offer.stored.published.expiration),
+        })
     }
 
     /// The counterparty's counter to one of our proposals.
@@ -506,81 +506,88 @@ impl MarketActor {
         message: ProposalReceived,
     ) -> Result<(), GolemError> {
         let current = now();
-        let previous_id = message.proposal.prev_proposal_id.clone().ok_or_else(|| {
-            GolemError::bad_request("a counter-proposal must name the proposal it answers")
-        })?;
-        {
-            let state = &mut self.state;
-            let previous = find_ours(state, &previous_id, caller)?.clone();
-            if state.proposal_state(&previous, current) == ProposalState::Expired {
-                return Err(expired_proposal(
-                    &previous_id,
-                    state.proposal_expiration(&previous),
-                ));
-            }
-            let kind = SubscriptionKind::of_role(previous.role);
-            check_subscription(
-                state,
-                self.core.node_id,
-                kind,
-                &previous.subscription_id,
-                current,
-            )?;
-            if previous.proposal.state == ProposalState::Rejected {
-                return Err(gone(format!("proposal {previous_id} was rejected")));
-            }
-            if previous.countered {
-                return Err(GolemError::conflict(format!(
-                    "proposal {previous_id} has already been countered"
-                )));
-            }
-            if state
-                .proposal(&previous.subscription_id, &message.proposal.proposal_id)
-                .is_some()
-            {
-                return Err(GolemError::conflict(format!(
-                    "proposal {} is already known",
-                    message.proposal.proposal_id
-                )));
-            }
-            state
-                .check_room(&self.core.config.limits, &previous.subscription_id, 1)
-                .inspect_err(|error| tracing::debug!(counterparty = %caller, %error, "counter-proposal refused"))?;
-            check_match(
-                &message.proposal.properties,
-                &message.proposal.constraints,
-                &previous.proposal,
-                previous.role == Role::Provider,
-            )?;
-            let received = Proposal {
-                issuer_id: caller,
-                state: ProposalState::Draft,
-                ..message.proposal
-            };
-            let record = ProposalRecord {
-                ours: false,
-                countered: false,
-                proposal: received.clone(),
-                ..previous.clone()
-            };
-            state.insert_proposal(&self.core.db, record)?;
-            state.update_proposal(
-                &self.core.db,
-                &previous.subscription_id,
-                &previous_id,
-                |record| record.countered = true,
-            )?;
-            state.push_event(
-                &self.core.db,
-                &previous.subscription_id,
-                MarketEvent::ProposalEvent {
-                    event_date: current,
-                    proposal: received,
-                },
-            )?;
-        }
+        let previous = self.counterable(caller, &message.proposal, current)?;
+        let received = Proposal {
+            issuer_id: caller,
+            state: ProposalState::Draft,
+            ..message.proposal
+        };
+        let record = ProposalRecord {
+            ours: false,
+            countered: false,
+            proposal: received.clone(),
+            ..previous.clone()
+        };
+        let state = &mut self.state;
+        let db = &self.core.db;
+        let subscription_id = &previous.subscription_id;
+        state.insert_proposal(db, record)?;
+        state.update_proposal(
+            db,
+            subscription_id,
+            &previous.proposal.proposal_id,
+            |record| record.countered = true,
+        )?;
+        let event = MarketEvent::ProposalEvent {
+            event_date: current,
+            proposal: received,
+        };
+        state.push_event(db, subscription_id, event)?;
         self.core.signals.bump_events();
         Ok(())
+    }
+
+    /// Our proposal that `counter` (from `caller`) answers, if it may still
+    /// be countered and the counter matches it.
+    fn counterable(
+        &self,
+        caller: NodeId,
+        counter: &Proposal,
+        current: DateTime<Utc>,
+    ) -> Result<ProposalRecord, GolemError> {
+        let state = &self.state;
+        let previous_id = counter.prev_proposal_id.as_deref().ok_or_else(|| {
+            GolemError::bad_request("a counter-proposal must name the proposal it answers")
+        })?;
+        let previous = find_ours(state, previous_id, caller)?;
+        if state.proposal_state(previous, current) == ProposalState::Expired {
+            return Err(expired_proposal(
+                previous_id,
+                state.proposal_expiration(previous),
+            ));
+        }
+        let kind = SubscriptionKind::of_role(previous.role);
+        let subscription_id = &previous.subscription_id;
+        check_subscription(state, self.core.node_id, kind, subscription_id, current)?;
+        if previous.proposal.state == ProposalState::Rejected {
+            return Err(gone(format!("proposal {previous_id} was rejected")));
+        }
+        if previous.countered {
+            return Err(GolemError::conflict(format!(
+                "proposal {previous_id} has already been countered"
+            )));
+        }
+        if state
+            .proposal(subscription_id, &counter.proposal_id)
+            .is_some()
+        {
+            return Err(GolemError::conflict(format!(
+                "proposal {} is already known",
+                counter.proposal_id
+            )));
+        }
+        state
+            .check_room(&self.core.config.limits, subscription_id, 1)
+            .inspect_err(
+                |error| tracing::debug!(counterparty = %caller, %error, "counter-proposal refused"),
+            )?;
+        check_match(
+            &counter.properties,
+            &counter.constraints,
+            &previous.proposal,
+            previous.role == Role::Provider,
+        )?;
+        Ok(previous.clone())
     }
 
     /// The counterparty rejected one of our proposals.
@@ -613,6 +620,29 @@ impl MarketActor {
         }
         self.core.signals.bump_events();
         Ok(())
+    }
+}
+
+/// What tells the counterparty of our `counter` to `previous`: the first
+/// counter to an Initial proposal carries what the provider needs to record
+/// that Initial proposal too.
+fn counter_message(
+    previous: &ProposalRecord,
+    counter: &Proposal,
+    is_initial: bool,
+) -> CounterMessage {
+    if is_initial {
+        CounterMessage::Initial(InitialProposalReceived {
+            offer_id: previous.offer_id.clone(),
+            demand_id: previous.demand_id.clone(),
+            initial_proposal_id: previous.proposal.proposal_id.clone(),
+            initial_timestamp: previous.proposal.timestamp,
+            proposal: counter.clone(),
+        })
+    } else {
+        CounterMessage::Counter(ProposalReceived {
+            proposal: counter.clone(),
+        })
     }
 }
 

@@ -76,13 +76,38 @@ pub(crate) fn compact(
         return Compacted::default();
     };
     let oldest_kept = now - retention;
-    let mut compacted = Compacted::default();
+    let agreement_events =
+        drop_old_agreement_events(db, state, oldest_kept, limits.max_agreement_events);
+    let agreements = drop_final_agreements(state, now, oldest_kept, limits.max_final_agreements);
+    let (demands, proposals_of_demands) = drop_ended_demands(db, state, now, oldest_kept);
+    let stale = drop_stale_proposals(db, state, now, retention);
+    let beyond_count =
+        drop_proposals_beyond_count(db, state, limits.max_proposals_per_subscription);
+    state.proposals.retain(|_, proposals| !proposals.is_empty());
+    state
+        .proposal_index
+        .retain(|_, subscriptions| !subscriptions.is_empty());
+    let compacted = Compacted {
+        agreement_events,
+        agreements,
+        demands,
+        proposals: proposals_of_demands + stale + beyond_count,
+    };
+    if compacted != Compacted::default() {
+        tracing::debug!(?compacted, "market history compacted");
+    }
+    compacted
+}
 
-    // Agreement events: their dates strictly increase, so the old ones are a prefix.
-    let too_many = state
-        .agreement_events
-        .len()
-        .saturating_sub(limits.max_agreement_events);
+/// Agreement events older than `oldest_kept` or beyond `most`; their dates
+/// strictly increase, so those are a prefix.
+fn drop_old_agreement_events(
+    db: &Db,
+    state: &mut State,
+    oldest_kept: DateTime<Utc>,
+    most: usize,
+) -> usize {
+    let too_many = state.agreement_events.len().saturating_sub(most);
     let old = state
         .agreement_events
         .partition_point(|record| record.event.event_date() < oldest_kept)
@@ -91,10 +116,18 @@ pub(crate) fn compact(
         if let Err(error) = db.delete_agreement_event(record.seq) {
             tracing::warn!(%error, "cannot delete an old agreement event");
         }
-        compacted.agreement_events += 1;
     }
+    old
+}
 
-    // Final agreements: remembered when first seen final, dropped a retention later.
+/// Final agreements leave memory (not sled) a retention after compaction
+/// first saw them final, or, beyond `most`, the earliest ended first.
+fn drop_final_agreements(
+    state: &mut State,
+    now: DateTime<Utc>,
+    oldest_kept: DateTime<Utc>,
+    most: usize,
+) -> usize {
     let finals: Vec<(Role, String)> = state
         .agreements
         .iter()
@@ -102,35 +135,42 @@ pub(crate) fn compact(
         .map(|(key, _)| key.clone())
         .collect();
     let mut kept = Vec::new();
+    let mut dropped = Vec::new();
     for key in finals {
         let seen = *state.finished_agreements.entry(key.clone()).or_insert(now);
         if seen <= oldest_kept {
-            state.agreements.remove(&key);
-            state.finished_agreements.remove(&key);
-            compacted.agreements += 1;
+            dropped.push(key);
         } else {
             kept.push((seen, key));
         }
     }
-    // Beyond the count, the earliest ended leave first.
     kept.sort();
-    let too_many = kept.len().saturating_sub(limits.max_final_agreements);
-    for (_, key) in kept.into_iter().take(too_many) {
-        state.agreements.remove(&key);
-        state.finished_agreements.remove(&key);
-        compacted.agreements += 1;
+    let too_many = kept.len().saturating_sub(most);
+    dropped.extend(kept.into_iter().take(too_many).map(|(_, key)| key));
+    for key in &dropped {
+        state.agreements.remove(key);
     }
     state
         .finished_agreements
         .retain(|key, _| state.agreements.contains_key(key));
+    dropped.len()
+}
 
-    // Ended demands, with their proposals and events.
+/// Demands ended a retention ago leave memory and sled with their proposals
+/// and events; how many demands and proposals went.
+fn drop_ended_demands(
+    db: &Db,
+    state: &mut State,
+    now: DateTime<Utc>,
+    oldest_kept: DateTime<Utc>,
+) -> (usize, usize) {
     let ended: Vec<String> = state
         .demands
         .values()
         .filter(|entry| !entry.is_live(now))
         .map(|entry| entry.stored.demand.demand_id.clone())
         .collect();
+    let (mut demands, mut proposals) = (0, 0);
     for id in ended {
         let expiration = state.demands[&id].stored.expiration;
         let seen = *state
@@ -140,7 +180,7 @@ pub(crate) fn compact(
         if seen > oldest_kept {
             continue;
         }
-        compacted.proposals += drop_proposals_of(db, state, &id);
+        proposals += drop_proposals_of(db, state, &id);
         let _ = state.drop_events(db, &id);
         if let Some(entry) = state.demands.remove(&id) {
             state.demand_arrivals.remove(&entry.arrival);
@@ -149,13 +189,21 @@ pub(crate) fn compact(
         if let Err(error) = db.delete_demand(&id) {
             tracing::warn!(demand_id = %id, %error, "cannot delete an ended demand");
         }
-        compacted.demands += 1;
+        demands += 1;
     }
     state
         .finished_demands
         .retain(|id, _| state.demands.contains_key(id));
+    (demands, proposals)
+}
 
-    // Proposals past their deadline, or made longer than a retention ago.
+/// Proposals past their deadline, or made longer than a retention ago.
+fn drop_stale_proposals(
+    db: &Db,
+    state: &mut State,
+    now: DateTime<Utc>,
+    retention: chrono::Duration,
+) -> usize {
     let stale: Vec<(String, String)> = state
         .proposals
         .values()
@@ -171,32 +219,11 @@ pub(crate) fn compact(
             )
         })
         .collect();
-    let stale = stale.into_iter().chain(oldest_beyond_count(
-        state,
-        limits.max_proposals_per_subscription,
-    ));
-    for (subscription_id, proposal_id) in stale {
-        if state.proposal(&subscription_id, &proposal_id).is_none() {
-            continue;
-        }
-        if let Err(error) = state.remove_proposal(db, &subscription_id, &proposal_id) {
-            tracing::warn!(%proposal_id, %error, "cannot delete a stale proposal");
-        }
-        compacted.proposals += 1;
-    }
-    state.proposals.retain(|_, proposals| !proposals.is_empty());
-    state
-        .proposal_index
-        .retain(|_, subscriptions| !subscriptions.is_empty());
-
-    if compacted != Compacted::default() {
-        tracing::debug!(?compacted, "market history compacted");
-    }
-    compacted
+    remove_proposals(db, state, stale)
 }
 
 /// The oldest proposals of every subscription holding more than `most`.
-fn oldest_beyond_count(state: &State, most: usize) -> Vec<(String, String)> {
+fn drop_proposals_beyond_count(db: &Db, state: &mut State, most: usize) -> usize {
     let mut oldest = Vec::new();
     for (subscription_id, proposals) in &state.proposals {
         let too_many = proposals.len().saturating_sub(most);
@@ -220,7 +247,17 @@ fn oldest_beyond_count(state: &State, most: usize) -> Vec<(String, String)> {
                 .map(|(_, proposal_id)| (subscription_id.clone(), proposal_id)),
         );
     }
-    oldest
+    remove_proposals(db, state, oldest)
+}
+
+fn remove_proposals(db: &Db, state: &mut State, ids: Vec<(String, String)>) -> usize {
+    let count = ids.len();
+    for (subscription_id, proposal_id) in ids {
+        if let Err(error) = state.remove_proposal(db, &subscription_id, &proposal_id) {
+            tracing::warn!(%proposal_id, %error, "cannot delete a stale proposal");
+        }
+    }
+    count
 }
 
 fn drop_proposals_of(db: &Db, state: &mut State, subscription_id: &str) -> usize {
