@@ -703,25 +703,52 @@ async fn a_crashed_market_actor_restarts_from_sled_mid_agreement() {
     let requestor_node = start(requestor_dir.path(), Some(&bootstrap)).await;
     let provider = client(&provider_node);
     let requestor = client(&requestor_node);
-    let negotiated = negotiate(&provider, &requestor, "svc-crash").await;
+    let crash = |expected_restarts: u64| {
+        let market = requestor_node.market.clone();
+        async move {
+            market.crash_for_test().await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while market.restarts() < expected_restarts {
+                assert!(
+                    Instant::now() < deadline,
+                    "the market actor never restarted"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // Mid-negotiation: R's actor dies before R collected the provider's Draft.
+    let (offer_id, demand_id, provider_counter) =
+        negotiate_until_provider_counters(&provider, &requestor, "svc-crash").await;
+    crash(1).await;
+    let draft = next_event(
+        &requestor,
+        Side::Demands,
+        &demand_id,
+        "the Draft kept across the crash",
+        proposal_in_state(ProposalState::Draft),
+    )
+    .await;
+    assert_eq!(draft.proposal_id, provider_counter);
+    let negotiated = Negotiated {
+        offer_id,
+        demand_id,
+        draft,
+    };
     let agreement_id = agree(&provider, &requestor, &negotiated).await;
 
-    // Crash R's market actor right after the approval; a long-poll waiting
-    // on it meanwhile outlives the restart.
+    // Right after the approval; a long-poll waiting on the actor meanwhile
+    // outlives the restart, and the port reads the agreement without it.
     let waiting = {
         let requestor = requestor.clone();
         tokio::spawn(async move { requestor.agreement_events(None, 5.0, 100, None).await })
     };
-    requestor_node.market.crash_for_test().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while requestor_node.market.restarts() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the market actor never restarted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crash(2).await;
     waiting.await.unwrap().unwrap();
+    let through_port =
+        golem_daemon::ports::Agreements::agreement(&requestor_node.market, &agreement_id).unwrap();
+    assert_eq!(through_port.state, AgreementState::Approved);
 
     let agreement = requestor.agreement(&agreement_id).await.unwrap();
     assert_eq!(agreement.state, AgreementState::Approved);
@@ -750,7 +777,7 @@ async fn a_crashed_market_actor_restarts_from_sled_mid_agreement() {
         assert!(Instant::now() < deadline, "P never saw the termination");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(requestor_node.market.restarts(), 1);
+    assert_eq!(requestor_node.market.restarts(), 2);
     requestor_node.stop().await;
     provider_node.stop().await;
 }
