@@ -166,6 +166,7 @@ impl MarketActor {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        let restarted = preloaded.is_none();
         let loaded = match preloaded {
             Some(loaded) => Ok(loaded),
             None => load_records(&self.core.db),
@@ -174,6 +175,13 @@ impl MarketActor {
             Ok((state, outbox)) => {
                 self.state = state;
                 self.outbox = outbox;
+                if restarted {
+                    log_loaded(
+                        "market state loaded again after a restart",
+                        &self.state,
+                        &self.outbox,
+                    );
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "the market could not load its records; it starts empty")
@@ -186,6 +194,17 @@ impl MarketActor {
     }
 }
 
+/// What a load found (`start` logs it before the daemon is ready).
+pub(crate) fn log_loaded(what: &'static str, state: &State, outbox: &Outbox) {
+    tracing::info!(
+        offers = state.offers.len(),
+        demands = state.demands.len(),
+        agreements = state.agreements.len(),
+        undelivered_notices = outbox.len(),
+        "{what}"
+    );
+}
+
 /// Everything the market keeps in sled.
 pub(crate) fn load_records(db: &Db) -> Result<(State, Outbox), GolemError> {
     Ok((State::load(db)?, Outbox::load(&db.tree)?))
@@ -196,13 +215,6 @@ impl Actor for MarketActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.load();
-        tracing::info!(
-            offers = self.state.offers.len(),
-            demands = self.state.demands.len(),
-            agreements = self.state.agreements.len(),
-            undelivered_notices = self.outbox.len(),
-            "market state loaded"
-        );
         self.listen_to_interesting_subnets(ctx);
         let config = self.core.config.clone();
         self.sweep();

@@ -1,7 +1,8 @@
 //! The market's persistent outbox: state-change notices for a counterparty
 //! (proposal rejected, agreement rejected, cancelled or terminated) that could
 //! not be delivered at once. Each notice is written to the `market` tree under
-//! `outbox/<seq>` and flushed before it is first tried, retried with a bounded
+//! `outbox/<seq>` together with the state change it reports (the step that
+//! queued it answers after the flush), tried at once, retried with a bounded
 //! exponential backoff ([`MarketConfig::outbox_retry_initial`] doubling up to
 //! [`MarketConfig::outbox_retry_max`]) until the counterparty answers, and
 //! reloaded after a restart. A counterparty's definite refusal (not a timeout
