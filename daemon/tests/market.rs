@@ -691,6 +691,97 @@ async fn requestor_restart_mid_flow_keeps_pending_events_and_agreement() {
     provider_node.stop().await;
 }
 
+/// The supervisor restarts a crashed market actor from sled: nothing the
+/// requestor acknowledged is lost, the provider's view is untouched, and the
+/// flow goes on (a terminate after the crash reaches the provider).
+#[actix_rt::test]
+async fn a_crashed_market_actor_restarts_from_sled_mid_agreement() {
+    let provider_dir = tempfile::tempdir().unwrap();
+    let requestor_dir = tempfile::tempdir().unwrap();
+    let provider_node = start(provider_dir.path(), None).await;
+    let bootstrap = p2p_address(&provider_node).await;
+    let requestor_node = start(requestor_dir.path(), Some(&bootstrap)).await;
+    let provider = client(&provider_node);
+    let requestor = client(&requestor_node);
+    let crash = |expected_restarts: u64| {
+        let market = requestor_node.market.clone();
+        async move {
+            market.crash_for_test().await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while market.restarts() < expected_restarts {
+                assert!(
+                    Instant::now() < deadline,
+                    "the market actor never restarted"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // Mid-negotiation: R's actor dies before R collected the provider's Draft.
+    let (offer_id, demand_id, provider_counter) =
+        negotiate_until_provider_counters(&provider, &requestor, "svc-crash").await;
+    crash(1).await;
+    let draft = next_event(
+        &requestor,
+        Side::Demands,
+        &demand_id,
+        "the Draft kept across the crash",
+        proposal_in_state(ProposalState::Draft),
+    )
+    .await;
+    assert_eq!(draft.proposal_id, provider_counter);
+    let negotiated = Negotiated {
+        offer_id,
+        demand_id,
+        draft,
+    };
+    let agreement_id = agree(&provider, &requestor, &negotiated).await;
+
+    // Right after the approval; a long-poll waiting on the actor meanwhile
+    // outlives the restart, and the port reads the agreement without it.
+    let waiting = {
+        let requestor = requestor.clone();
+        tokio::spawn(async move { requestor.agreement_events(None, 5.0, 100, None).await })
+    };
+    crash(2).await;
+    waiting.await.unwrap().unwrap();
+    let through_port =
+        golem_daemon::ports::Agreements::agreement(&requestor_node.market, &agreement_id).unwrap();
+    assert_eq!(through_port.state, AgreementState::Approved);
+
+    let agreement = requestor.agreement(&agreement_id).await.unwrap();
+    assert_eq!(agreement.state, AgreementState::Approved);
+    assert_eq!(agreement.app_session_id.as_deref(), Some("session-r"));
+    let listed = requestor
+        .agreement_events(None, 0.0, 100, None)
+        .await
+        .unwrap();
+    assert!(has_event(&listed, &agreement_id, |event| matches!(
+        event,
+        AgreementOperationEvent::AgreementApprovedEvent { .. }
+    )));
+    let on_provider = provider.agreement(&agreement_id).await.unwrap();
+    assert_eq!(on_provider.state, AgreementState::Approved);
+
+    requestor
+        .terminate_agreement(&agreement_id, Some(&Reason::new("after the crash")))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let agreement = provider.agreement(&agreement_id).await.unwrap();
+        if agreement.state == AgreementState::Terminated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "P never saw the termination");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(requestor_node.market.restarts(), 2);
+    requestor_node.stop().await;
+    provider_node.stop().await;
+}
+
 #[actix_rt::test]
 async fn provider_and_requestor_on_one_node() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,21 @@
 //! The market's persistent outbox: state-change notices for a counterparty
 //! (proposal rejected, agreement rejected, cancelled or terminated) that could
 //! not be delivered at once. Each notice is written to the `market` tree under
-//! `outbox/<seq>` and flushed before it is first tried, retried with a bounded
+//! `outbox/<seq>` together with the state change it reports (the step that
+//! queued it answers after the flush), tried at once, retried with a bounded
 //! exponential backoff ([`MarketConfig::outbox_retry_initial`] doubling up to
 //! [`MarketConfig::outbox_retry_max`]) until the counterparty answers, and
 //! reloaded after a restart. A counterparty's definite refusal (not a timeout
 //! nor an unreachable node) drops the notice with a warning. Every notice is
-//! tried in its own task, so an unreachable node never delays another's.
+//! tried in its own future, so an unreachable node never delays another's.
 //!
-//! [`MarketConfig::outbox_retry_initial`]: super::MarketConfig::outbox_retry_initial
-//! [`MarketConfig::outbox_retry_max`]: super::MarketConfig::outbox_retry_max
+//! [`Outbox`] is the bookkeeping alone (queue, take what is due, settle an
+//! outcome; no IO but the tree); the market actor drives it
+//! (`outbox_delivery.rs`). Its API is kept that narrow so that a shared
+//! persisted outbox can take its place.
+//!
+//! [`MarketConfig::outbox_retry_initial`]: super::settings::MarketConfig::outbox_retry_initial
+//! [`MarketConfig::outbox_retry_max`]: super::settings::MarketConfig::outbox_retry_max
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,8 +27,8 @@ use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::state::TREE;
-use super::MarketService;
+use super::db::TREE;
+use super::settings::MarketConfig;
 use crate::store;
 
 const PREFIX: &str = "outbox/";
@@ -107,15 +113,7 @@ impl Outbox {
             match store::decode::<OutboxRecord>(TREE, &value) {
                 Ok(record) => {
                     outbox.next_seq = outbox.next_seq.max(seq + 1);
-                    outbox.pending.insert(
-                        seq,
-                        Pending {
-                            record,
-                            attempts: 0,
-                            next_attempt: now,
-                            in_flight: false,
-                        },
-                    );
+                    outbox.pending.insert(seq, Pending::new(record, now));
                 }
                 Err(error) => {
                     tracing::warn!(%key, %error, "skipping a corrupt market outbox record")
@@ -127,6 +125,93 @@ impl Outbox {
 
     pub(crate) fn len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Store `record` (the caller flushes before acknowledging) and keep it
+    /// due at once. A notice that cannot be stored is kept in memory only.
+    pub(crate) fn queue(&mut self, tree: &sled::Tree, record: OutboxRecord) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stored = store::encode(&record)
+            .map_err(GolemError::from)
+            .and_then(|bytes| {
+                tree.insert(key(seq), bytes).map_err(|error| {
+                    GolemError::internal(format!("cannot store a market notice: {error}"))
+                })
+            });
+        if let Err(error) = stored {
+            tracing::error!(node = %record.node, %error, "a market notice is kept in memory only");
+        }
+        self.pending
+            .insert(seq, Pending::new(record, Instant::now()));
+    }
+
+    /// The notices due at `now`, marked in flight; and when the next one not
+    /// due yet will be.
+    pub(crate) fn take_due(&mut self, now: Instant) -> (Vec<(u64, OutboxRecord)>, Option<Instant>) {
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (seq, pending) in self.pending.iter_mut() {
+            if pending.in_flight {
+                continue;
+            }
+            if pending.next_attempt <= now {
+                pending.in_flight = true;
+                due.push((*seq, pending.record.clone()));
+            } else {
+                next = Some(next.map_or(pending.next_attempt, |at| at.min(pending.next_attempt)));
+            }
+        }
+        (due, next)
+    }
+
+    /// Apply the outcome of delivering notice `seq`: delivered or refused
+    /// (dropped), or not reached (tried again after a backoff).
+    pub(crate) fn settle(
+        &mut self,
+        tree: &sled::Tree,
+        seq: u64,
+        result: Result<(), GolemError>,
+        config: &MarketConfig,
+    ) {
+        let Some(pending) = self.pending.get_mut(&seq) else {
+            return;
+        };
+        let node = pending.record.node;
+        let notice = pending.record.notice.name();
+        match result {
+            Ok(()) => tracing::debug!(%node, notice, "market notice delivered"),
+            Err(error) if is_transient(&error) => {
+                pending.attempts += 1;
+                let delay = backoff(
+                    pending.attempts,
+                    config.outbox_retry_initial,
+                    config.outbox_retry_max,
+                );
+                pending.next_attempt = Instant::now() + delay;
+                pending.in_flight = false;
+                tracing::warn!(%node, notice, attempts = pending.attempts, ?delay, %error, "market notice not delivered; retrying");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%node, notice, %error, "market notice refused by the counterparty; dropping it")
+            }
+        }
+        if let Err(error) = tree.remove(key(seq)) {
+            tracing::error!(%error, "removing a delivered market notice failed");
+        }
+        self.pending.remove(&seq);
+    }
+}
+
+impl Pending {
+    fn new(record: OutboxRecord, next_attempt: Instant) -> Pending {
+        Pending {
+            record,
+            attempts: 0,
+            next_attempt,
+            in_flight: false,
+        }
     }
 }
 
@@ -141,126 +226,6 @@ pub(crate) fn backoff(attempts: u32, initial: Duration, max: Duration) -> Durati
 /// did not answer (as opposed to answering with a refusal).
 pub(crate) fn is_transient(error: &GolemError) -> bool {
     error.is_transient()
-}
-
-impl MarketService {
-    /// Queue `notice` for `node`: stored and flushed, then tried in the
-    /// background until delivered.
-    pub(crate) async fn notify_remote(&self, node: NodeId, notice: impl Into<Notice>) {
-        let record = OutboxRecord {
-            node,
-            notice: notice.into(),
-        };
-        let inner = &self.inner;
-        let stored = {
-            let mut outbox = inner.outbox_lock();
-            let seq = outbox.next_seq;
-            outbox.next_seq += 1;
-            let stored = store::encode(&record)
-                .map_err(GolemError::from)
-                .and_then(|bytes| {
-                    inner.db.tree.insert(key(seq), bytes).map_err(|error| {
-                        GolemError::internal(format!("cannot store a market notice: {error}"))
-                    })
-                });
-            outbox.pending.insert(
-                seq,
-                Pending {
-                    record,
-                    attempts: 0,
-                    next_attempt: Instant::now(),
-                    in_flight: false,
-                },
-            );
-            stored
-        };
-        if let Err(error) = stored {
-            tracing::error!(%node, %error, "a market notice is kept in memory only");
-        } else if let Err(error) = inner.db.tree.flush_async().await {
-            tracing::warn!(%node, %error, "flushing a market notice failed");
-        }
-        inner.outbox_changed.notify_one();
-    }
-
-    /// Start every due delivery; wake up for the next due one or a new notice.
-    pub(crate) async fn run_outbox(self) {
-        loop {
-            let now = Instant::now();
-            let (due, next): (Vec<(u64, OutboxRecord)>, Option<Instant>) = {
-                let mut outbox = self.inner.outbox_lock();
-                let mut due = Vec::new();
-                let mut next: Option<Instant> = None;
-                for (seq, pending) in outbox.pending.iter_mut() {
-                    if pending.in_flight {
-                        continue;
-                    }
-                    if pending.next_attempt <= now {
-                        pending.in_flight = true;
-                        due.push((*seq, pending.record.clone()));
-                    } else {
-                        next = Some(
-                            next.map_or(pending.next_attempt, |at| at.min(pending.next_attempt)),
-                        );
-                    }
-                }
-                (due, next)
-            };
-            for (seq, record) in due {
-                let service = self.clone();
-                self.spawn_task(async move { service.deliver(seq, record).await });
-            }
-            let notified = self.inner.outbox_changed.notified();
-            tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                _ = notified => {}
-                _ = tokio::time::sleep_until(next.unwrap_or(now + Duration::from_secs(3600))) => {}
-            }
-        }
-    }
-
-    async fn deliver(&self, seq: u64, record: OutboxRecord) {
-        let node = record.node;
-        let result = match &record.notice {
-            Notice::ProposalRejected(message) => self.call_remote(node, message).await.map(drop),
-            Notice::AgreementRejected(message) => self.call_remote(node, message).await.map(drop),
-            Notice::AgreementCancelled(message) => self.call_remote(node, message).await.map(drop),
-            Notice::AgreementTerminated(message) => self.call_remote(node, message).await.map(drop),
-        };
-        let config = &self.inner.config;
-        let done = match result {
-            Ok(()) => {
-                tracing::debug!(%node, notice = record.notice.name(), "market notice delivered");
-                true
-            }
-            Err(error) if is_transient(&error) => {
-                let mut outbox = self.inner.outbox_lock();
-                if let Some(pending) = outbox.pending.get_mut(&seq) {
-                    pending.attempts += 1;
-                    let delay = backoff(
-                        pending.attempts,
-                        config.outbox_retry_initial,
-                        config.outbox_retry_max,
-                    );
-                    pending.next_attempt = Instant::now() + delay;
-                    pending.in_flight = false;
-                    tracing::warn!(%node, notice = record.notice.name(), attempts = pending.attempts, ?delay, %error, "market notice not delivered; retrying");
-                }
-                false
-            }
-            Err(error) => {
-                tracing::warn!(%node, notice = record.notice.name(), %error, "market notice refused by the counterparty; dropping it");
-                true
-            }
-        };
-        if done {
-            let mut outbox = self.inner.outbox_lock();
-            if let Err(error) = self.inner.db.tree.remove(key(seq)) {
-                tracing::error!(%error, "removing a delivered market notice failed");
-            }
-            outbox.pending.remove(&seq);
-        }
-        self.inner.outbox_changed.notify_one();
-    }
 }
 
 #[cfg(test)]

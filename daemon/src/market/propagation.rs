@@ -1,88 +1,114 @@
-//! Offer propagation: listening on the offer topics of the subnets we care
-//! about, broadcasting our offers (at once and periodically, since a publish
-//! fails while the mesh has no peers yet), asking newly connected peers for
-//! theirs, and the periodic sweep of expired records.
+//! Offer propagation, driven by the market actor: listening on the offer
+//! topics of the subnets we care about (each broadcast reaches the actor as a
+//! stream message), broadcasting our offers (at once and on the actor's
+//! announcement timer, since a publish fails while the mesh has no peers yet),
+//! and asking newly connected peers for theirs. Every network call runs in a
+//! future that does not borrow the state; what it brings back is applied by
+//! the actor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use actix::{ActorFutureExt, AsyncContext, Context, StreamHandler};
 use golem_model::market::{offers_topic, GetOwnOffers, OfferBroadcast};
 use golem_model::NodeId;
+use golem_net::Broadcast;
 
-use super::MarketService;
+use super::actor::MarketActor;
+use super::matching::{ingest_offers, interesting_subnets, own_offers};
+use super::records::subnet_of;
 
-impl MarketService {
-    pub(crate) async fn start_background(&self) {
-        for subnet in self.interesting_subnets() {
-            self.ensure_topic(subnet).await;
+impl MarketActor {
+    /// Listen on every subnet of our live offers and demands (at start).
+    pub(crate) fn listen_to_interesting_subnets(&mut self, ctx: &mut Context<Self>) {
+        for subnet in interesting_subnets(&self.state) {
+            let listen = self.listen(subnet);
+            ctx.spawn(listen.map(|_, _, _| ()));
         }
-        let service = self.clone();
-        self.spawn_task(async move { service.announce_loop().await });
-        let service = self.clone();
-        self.spawn_task(async move { service.peer_loop().await });
-        let service = self.clone();
-        self.spawn_task(async move { service.sweep_loop().await });
-        let service = self.clone();
-        self.spawn_task(service.run_outbox());
     }
 
-    /// Listen on the offer topic of `subnet`; true when we were not yet.
-    pub(crate) async fn ensure_topic(&self, subnet: Option<String>) -> bool {
-        {
-            let mut topics = self
-                .inner
-                .topics
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !topics.insert(subnet.clone()) {
-                return false;
-            }
-        }
+    /// Listen on the offer topic of `subnet`; resolves to true when we were
+    /// not listening yet.
+    pub(crate) fn listen(
+        &mut self,
+        subnet: Option<String>,
+    ) -> impl actix::ActorFuture<Self, Output = bool> + 'static {
+        let new_topic = self.topics.insert(subnet.clone());
+        let net = self.core.net.clone();
         let topic = offers_topic(subnet.as_deref());
-        let mut receiver = match self.inner.net.subscribe(&topic).await {
-            Ok(receiver) => receiver,
-            Err(error) => {
-                tracing::warn!(%topic, %error, "cannot listen for offers");
-                self.inner
-                    .topics
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&subnet);
-                return false;
+        actix::fut::wrap_future(async move {
+            if new_topic {
+                Some(
+                    net.subscribe(&topic)
+                        .await
+                        .map(|receiver| (topic, receiver)),
+                )
+            } else {
+                None
             }
-        };
-        let service = self.clone();
-        self.spawn_task(async move {
-            while let Some(broadcast) = receiver.recv().await {
-                match serde_json::from_slice::<OfferBroadcast>(&broadcast.payload) {
-                    Ok(offers) => service.ingest_offers(broadcast.origin, offers),
+        })
+        .map(
+            move |subscribed, actor: &mut MarketActor, ctx| match subscribed {
+                None => false,
+                Some(Ok((topic, receiver))) => {
+                    let broadcasts = futures::stream::unfold(receiver, |mut receiver| async move {
+                        receiver.recv().await.map(|broadcast| (broadcast, receiver))
+                    });
+                    ctx.add_stream(broadcasts);
+                    tracing::debug!(%topic, "listening for offers");
+                    true
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(?subnet, %error, "cannot listen for offers");
+                    actor.topics.remove(&subnet);
+                    false
+                }
+            },
+        )
+    }
+
+    /// Broadcast our offers (only those of subnet `only` and only offer
+    /// `offer_id` when given) in the background. One offer at a time when it
+    /// is subscribed: the periodic announcement carries the rest, so
+    /// subscribing n offers costs n small broadcasts, not n² offers.
+    pub(crate) fn announce(
+        &mut self,
+        ctx: &mut Context<Self>,
+        only: Option<&Option<String>>,
+        offer_id: Option<&str>,
+    ) {
+        let broadcasts = self.broadcasts(only, offer_id);
+        if broadcasts.is_empty() {
+            return;
+        }
+        let net = self.core.net.clone();
+        ctx.spawn(actix::fut::wrap_future(async move {
+            for (subnet, broadcast) in broadcasts {
+                let topic = offers_topic(subnet.as_deref());
+                let payload = match serde_json::to_vec(&broadcast) {
+                    Ok(payload) => payload,
                     Err(error) => {
-                        tracing::warn!(origin = %broadcast.origin, %error, "malformed offer broadcast")
+                        tracing::warn!(%error, "cannot encode the offer broadcast");
+                        continue;
                     }
+                };
+                if let Err(error) = net.publish(&topic, payload).await {
+                    // Normal while no peer listens on the topic yet.
+                    tracing::debug!(%topic, %error, "offer broadcast not sent");
                 }
             }
-        });
-        tracing::debug!(%topic, "listening for offers");
-        true
+        }));
     }
 
-    /// Broadcast one offer of ours (or its unsubscription) on `subnet` now, in
-    /// the background. Only that offer: the periodic announcement carries the
-    /// rest, so subscribing n offers costs n small broadcasts, not n² offers.
-    pub(crate) fn announce_offer_soon(&self, subnet: Option<String>, offer_id: String) {
-        let service = self.clone();
-        self.spawn_task(async move {
-            service
-                .announce(Some(&subnet), Some(offer_id.as_str()))
-                .await;
-        });
-    }
-
-    async fn announce(&self, only: Option<&Option<String>>, offer_id: Option<&str>) {
-        let own = self.own_offers(only, offer_id);
-        let mut by_subnet: std::collections::HashMap<Option<String>, OfferBroadcast> =
-            Default::default();
+    /// Our offers to broadcast, by subnet.
+    fn broadcasts(
+        &self,
+        only: Option<&Option<String>>,
+        offer_id: Option<&str>,
+    ) -> HashMap<Option<String>, OfferBroadcast> {
+        let own = own_offers(&self.state, only, offer_id);
+        let mut by_subnet: HashMap<Option<String>, OfferBroadcast> = HashMap::new();
         for published in own.offers {
-            let subnet = super::state::subnet_of(&published.offer.properties);
+            let subnet = subnet_of(&published.offer.properties);
             by_subnet
                 .entry(subnet)
                 .or_insert_with(empty_broadcast)
@@ -91,14 +117,16 @@ impl MarketService {
         }
         if let Some(subnet) = only {
             // Unsubscriptions carry no properties; send them on the subnet asked for.
-            by_subnet
-                .entry(subnet.clone())
-                .or_insert_with(empty_broadcast)
-                .unsubscribed = own.unsubscribed;
-        } else if !own.unsubscribed.is_empty() {
-            let state = self.inner.lock();
+            if !own.unsubscribed.is_empty() {
+                by_subnet
+                    .entry(subnet.clone())
+                    .or_insert_with(empty_broadcast)
+                    .unsubscribed = own.unsubscribed;
+            }
+        } else {
             for unsubscribed in own.unsubscribed {
-                let subnet = state
+                let subnet = self
+                    .state
                     .offers
                     .get(&unsubscribed.offer_id)
                     .and_then(|entry| entry.subnet.clone());
@@ -109,95 +137,91 @@ impl MarketService {
                     .push(unsubscribed);
             }
         }
-        for (subnet, broadcast) in by_subnet {
-            let topic = offers_topic(subnet.as_deref());
-            let payload = match serde_json::to_vec(&broadcast) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot encode the offer broadcast");
-                    continue;
-                }
-            };
-            if let Err(error) = self.inner.net.publish(&topic, payload).await {
-                // Normal while no peer listens on the topic yet.
-                tracing::debug!(%topic, %error, "offer broadcast not sent");
-            }
-        }
+        by_subnet
     }
 
-    async fn announce_loop(&self) {
-        let mut ticker = tokio::time::interval(self.inner.config.announce_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            self.announce(None, None).await;
+    /// Take in offers of `origin` (a broadcast or a peer's answer).
+    pub(crate) fn take_in_offers(&mut self, origin: NodeId, broadcast: OfferBroadcast) {
+        let ingested = ingest_offers(&self.core, &mut self.state, origin, broadcast);
+        if ingested.produced {
+            self.core.signals.bump_events();
+        }
+        if ingested.learnt {
+            self.core.signals.bump_catalogue();
         }
     }
 
     /// Ask each newly connected peer for its offers, so a node that has just
     /// started (or a peer that has just appeared) need not wait for the next
     /// re-announcement.
-    async fn peer_loop(&self) {
-        let mut known: HashSet<NodeId> = HashSet::new();
-        let mut ticker = tokio::time::interval(self.inner.config.peer_check_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let connected: HashSet<NodeId> = self
-                .inner
-                .net
-                .status()
-                .await
-                .connected
-                .into_iter()
-                .filter_map(|peer| peer.node_id)
-                .collect();
-            for peer in connected.difference(&known) {
-                self.pull_offers_from(*peer);
-            }
-            known = connected;
-        }
+    pub(crate) fn check_peers(&mut self, ctx: &mut Context<Self>) {
+        let net = self.core.net.clone();
+        ctx.spawn(
+            actix::fut::wrap_future(async move { connected_peers(&net).await }).map(
+                |connected: HashSet<NodeId>, actor: &mut MarketActor, ctx| {
+                    let newcomers: Vec<NodeId> =
+                        connected.difference(&actor.known_peers).copied().collect();
+                    for peer in newcomers {
+                        actor.pull_offers_from(peer, ctx);
+                    }
+                    actor.known_peers = connected;
+                },
+            ),
+        );
     }
 
-    pub(crate) fn pull_offers_from_connected_peers(&self) {
-        let service = self.clone();
-        self.spawn_task(async move {
-            let peers: Vec<NodeId> = service
-                .inner
-                .net
-                .status()
-                .await
-                .connected
-                .into_iter()
-                .filter_map(|peer| peer.node_id)
-                .collect();
-            for peer in peers {
-                service.pull_offers_from(peer);
-            }
-        });
+    pub(crate) fn pull_offers_from_connected_peers(&mut self, ctx: &mut Context<Self>) {
+        let net = self.core.net.clone();
+        ctx.spawn(
+            actix::fut::wrap_future(async move { connected_peers(&net).await }).map(
+                |connected: HashSet<NodeId>, actor: &mut MarketActor, ctx| {
+                    for peer in connected {
+                        actor.pull_offers_from(peer, ctx);
+                    }
+                },
+            ),
+        );
     }
 
-    /// One task per peer, so a slow peer delays nobody else.
-    fn pull_offers_from(&self, peer: NodeId) {
-        let service = self.clone();
-        self.spawn_task(async move {
-            match service.call_remote(peer, &GetOwnOffers {}).await {
+    /// One future per peer, so a slow peer delays nobody else.
+    fn pull_offers_from(&mut self, peer: NodeId, ctx: &mut Context<Self>) {
+        let call = self.core.call_remote(peer, GetOwnOffers {});
+        ctx.spawn(actix::fut::wrap_future(call).map(
+            move |answer, actor: &mut MarketActor, _ctx| match answer {
                 Ok(offers) => {
                     tracing::debug!(%peer, offers = offers.offers.len(), "offers pulled from a peer");
-                    service.ingest_offers(peer, offers);
+                    actor.take_in_offers(peer, offers);
                 }
                 Err(error) => tracing::debug!(%peer, %error, "cannot pull offers from a peer"),
+            },
+        ));
+    }
+}
+
+async fn connected_peers(net: &crate::net::NetService) -> HashSet<NodeId> {
+    net.status()
+        .await
+        .connected
+        .into_iter()
+        .filter_map(|peer| peer.node_id)
+        .collect()
+}
+
+/// An offer broadcast of another node, as the net delivers it.
+impl StreamHandler<Broadcast> for MarketActor {
+    fn handle(&mut self, broadcast: Broadcast, _ctx: &mut Context<Self>) {
+        match serde_json::from_slice::<OfferBroadcast>(&broadcast.payload) {
+            Ok(offers) => self.take_in_offers(broadcast.origin, offers),
+            Err(error) => {
+                tracing::warn!(origin = %broadcast.origin, %error, "malformed offer broadcast")
             }
-        });
+        }
     }
 
-    async fn sweep_loop(&self) {
-        let mut ticker = tokio::time::interval(self.inner.config.sweep_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            self.sweep();
-        }
+    /// A topic's stream ends with the net: the actor lives on (the default
+    /// would stop it).
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        tracing::debug!("an offer topic stream ended");
     }
 }
 

@@ -1,9 +1,13 @@
 //! `/public/market`: what other nodes' markets may ask of ours. Every handler
 //! takes the caller as the net authenticated it and acts only where that node
 //! is the counterparty; local callers are refused (they use the REST API).
+//! Each message is handled by the market actor (`on_actor`); its answer
+//! goes back once the change is flushed.
 //! Every id a message carries is checked for its shape
 //! ([`golem_model::ids::check_id`]) before it reaches the state or sled keys.
 
+use actix::{Context, Handler, ResponseFuture};
+use golem_bus::actor::{Incoming, Supervised};
 use golem_bus::{Caller, ServiceEndpoint};
 use golem_model::ids::check_id;
 use golem_model::market::Proposal;
@@ -13,7 +17,10 @@ use golem_model::market::{
 };
 use golem_model::{GolemError, NodeId};
 
-use super::MarketService;
+use golem_model::market::OfferBroadcast;
+
+use super::actor::MarketActor;
+use super::matching::own_offers;
 
 fn remote(caller: Caller) -> Result<NodeId, GolemError> {
     match caller {
@@ -38,95 +45,164 @@ fn proposal_ids(proposal: &Proposal) -> Vec<(&'static str, &str)> {
     ids
 }
 
-pub(crate) fn endpoint(service: MarketService) -> ServiceEndpoint {
-    let get_offers = service.clone();
-    let initial = service.clone();
-    let counter = service.clone();
-    let rejected = service.clone();
-    let agreement = service.clone();
-    let approved = service.clone();
-    let agreement_rejected = service.clone();
-    let cancelled = service.clone();
-    let terminated = service;
+/// `/public/market`, every message bound to the market actor.
+pub(crate) fn endpoint(actor: Supervised<MarketActor>) -> ServiceEndpoint {
     ServiceEndpoint::new()
-        .on(move |_caller, _: GetOwnOffers| {
-            let service = get_offers.clone();
-            async move { Ok(service.own_offers(None, None)) }
-        })
-        .on(move |caller, message: InitialProposalReceived| {
-            let service = initial.clone();
-            async move {
-                check_ids(
-                    [
-                        ("offer id", message.offer_id.as_str()),
-                        ("demand id", message.demand_id.as_str()),
-                        ("initial proposal id", message.initial_proposal_id.as_str()),
-                    ]
-                    .into_iter()
-                    .chain(proposal_ids(&message.proposal)),
-                )?;
-                service.on_initial_proposal(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: ProposalReceived| {
-            let service = counter.clone();
-            async move {
-                check_ids(proposal_ids(&message.proposal))?;
-                service.on_proposal(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: ProposalRejected| {
-            let service = rejected.clone();
-            async move {
-                check_id("proposal id", &message.proposal_id)?;
-                service.on_proposal_rejected(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: AgreementReceived| {
-            let service = agreement.clone();
-            async move {
-                check_ids([
-                    ("agreement id", message.agreement_id.as_str()),
-                    ("proposal id", message.proposal_id.as_str()),
-                    ("offer id", message.offer_id.as_str()),
-                ])?;
-                service.on_agreement_received(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: AgreementApproved| {
-            let service = approved.clone();
-            async move {
-                check_id("agreement id", &message.agreement_id)?;
-                service.on_agreement_approved(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: AgreementRejected| {
-            let service = agreement_rejected.clone();
-            async move {
-                check_id("agreement id", &message.agreement_id)?;
-                service.on_agreement_rejected(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: AgreementCancelled| {
-            let service = cancelled.clone();
-            async move {
-                check_id("agreement id", &message.agreement_id)?;
-                service.on_agreement_cancelled(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
-        .on(move |caller, message: AgreementTerminated| {
-            let service = terminated.clone();
-            async move {
-                check_id("agreement id", &message.agreement_id)?;
-                service.on_agreement_terminated(remote(caller)?, message)?;
-                service.persist().await
-            }
-        })
+        .on_actor::<GetOwnOffers, _, _>(actor.clone())
+        .on_actor::<InitialProposalReceived, _, _>(actor.clone())
+        .on_actor::<ProposalReceived, _, _>(actor.clone())
+        .on_actor::<ProposalRejected, _, _>(actor.clone())
+        .on_actor::<AgreementReceived, _, _>(actor.clone())
+        .on_actor::<AgreementApproved, _, _>(actor.clone())
+        .on_actor::<AgreementRejected, _, _>(actor.clone())
+        .on_actor::<AgreementCancelled, _, _>(actor.clone())
+        .on_actor::<AgreementTerminated, _, _>(actor)
+}
+
+impl Handler<Incoming<GetOwnOffers>> for MarketActor {
+    type Result = Result<OfferBroadcast, GolemError>;
+
+    fn handle(&mut self, _: Incoming<GetOwnOffers>, _ctx: &mut Context<Self>) -> Self::Result {
+        Ok(own_offers(&self.state, None, None))
+    }
+}
+
+impl Handler<Incoming<InitialProposalReceived>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<InitialProposalReceived>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_ids(
+            [
+                ("offer id", message.offer_id.as_str()),
+                ("demand id", message.demand_id.as_str()),
+                ("initial proposal id", message.initial_proposal_id.as_str()),
+            ]
+            .into_iter()
+            .chain(proposal_ids(&message.proposal)),
+        )
+        .and_then(|()| remote(incoming.caller))
+        .and_then(|caller| self.on_initial_proposal(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<ProposalReceived>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<ProposalReceived>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_ids(proposal_ids(&message.proposal))
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_proposal(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<ProposalRejected>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<ProposalRejected>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_id("proposal id", &message.proposal_id)
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_proposal_rejected(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<AgreementReceived>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<AgreementReceived>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_ids([
+            ("agreement id", message.agreement_id.as_str()),
+            ("proposal id", message.proposal_id.as_str()),
+            ("offer id", message.offer_id.as_str()),
+        ])
+        .and_then(|()| remote(incoming.caller))
+        .and_then(|caller| self.on_agreement_received(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<AgreementApproved>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<AgreementApproved>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_id("agreement id", &message.agreement_id)
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_agreement_approved(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<AgreementRejected>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<AgreementRejected>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_id("agreement id", &message.agreement_id)
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_agreement_rejected(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<AgreementCancelled>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<AgreementCancelled>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_id("agreement id", &message.agreement_id)
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_agreement_cancelled(caller, message));
+        self.core.after_flush(taken)
+    }
+}
+
+impl Handler<Incoming<AgreementTerminated>> for MarketActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+
+    fn handle(
+        &mut self,
+        incoming: Incoming<AgreementTerminated>,
+        _ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let message = incoming.message;
+        let taken = check_id("agreement id", &message.agreement_id)
+            .and_then(|()| remote(incoming.caller))
+            .and_then(|caller| self.on_agreement_terminated(caller, message));
+        self.core.after_flush(taken)
+    }
 }

@@ -12,7 +12,7 @@ use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, Ne
 use golem_model::{GolemError, NodeId};
 use serde::Deserialize;
 
-use super::subscriptions::SubscriptionKind;
+use super::ownership::SubscriptionKind;
 use super::MarketService;
 use crate::api::auth::Authenticated;
 use crate::api::error::ApiResult;
@@ -219,8 +219,11 @@ async fn subscribe_offer(
     Ok(created_id(id))
 }
 
-async fn list_offers(auth: Authenticated, market: web::Data<MarketService>) -> HttpResponse {
-    HttpResponse::Ok().json(market.list_offers(auth.0.identity))
+async fn list_offers(
+    auth: Authenticated,
+    market: web::Data<MarketService>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(market.list_offers(auth.0.identity).await?))
 }
 
 async fn unsubscribe_offer(
@@ -243,8 +246,11 @@ async fn subscribe_demand(
     Ok(created_id(id))
 }
 
-async fn list_demands(auth: Authenticated, market: web::Data<MarketService>) -> HttpResponse {
-    HttpResponse::Ok().json(market.list_demands(auth.0.identity))
+async fn list_demands(
+    auth: Authenticated,
+    market: web::Data<MarketService>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(market.list_demands(auth.0.identity).await?))
 }
 
 async fn unsubscribe_demand(
@@ -314,12 +320,14 @@ async fn get_offer_proposal(
     path: web::Path<(RecordId, RecordId)>,
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path.into_inner();
-    let proposal = market.get_proposal(
-        auth.0.identity,
-        SubscriptionKind::Offer,
-        &subscription,
-        &proposal,
-    )?;
+    let proposal = market
+        .get_proposal(
+            auth.0.identity,
+            SubscriptionKind::Offer,
+            &subscription,
+            &proposal,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(proposal))
 }
 
@@ -329,12 +337,14 @@ async fn get_demand_proposal(
     path: web::Path<(RecordId, RecordId)>,
 ) -> ApiResult<HttpResponse> {
     let (subscription, proposal) = path.into_inner();
-    let proposal = market.get_proposal(
-        auth.0.identity,
-        SubscriptionKind::Demand,
-        &subscription,
-        &proposal,
-    )?;
+    let proposal = market
+        .get_proposal(
+            auth.0.identity,
+            SubscriptionKind::Demand,
+            &subscription,
+            &proposal,
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(proposal))
 }
 
@@ -459,13 +469,16 @@ async fn list_agreements(
         .as_deref()
         .map(|text| parse_timestamp("beforeDate", text))
         .transpose()?;
-    Ok(HttpResponse::Ok().json(market.list_agreements(
-        auth.0.identity,
-        query.state,
-        query.app_session_id.as_deref(),
-        after,
-        before,
-    )))
+    let agreements = market
+        .list_agreements(
+            auth.0.identity,
+            query.state,
+            query.app_session_id.as_deref(),
+            after,
+            before,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(agreements))
 }
 
 async fn get_agreement(
@@ -560,7 +573,7 @@ async fn termination_reason(
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(market.termination_reason(auth.0.identity, &path)?))
+    Ok(HttpResponse::Ok().json(market.termination_reason(auth.0.identity, &path).await?))
 }
 
 async fn agreement_events(
@@ -582,7 +595,7 @@ async fn agreement_events(
             poll_timeout(query.timeout),
             max,
         )
-        .await;
+        .await?;
     Ok(HttpResponse::Ok().json(events))
 }
 
@@ -592,7 +605,9 @@ async fn begin_scan(
     body: web::Json<NewScan>,
 ) -> ApiResult<HttpResponse> {
     Ok(created_id(
-        market.begin_scan(auth.0.identity, body.into_inner())?,
+        market
+            .begin_scan(auth.0.identity, body.into_inner())
+            .await?,
     ))
 }
 
@@ -635,7 +650,7 @@ async fn end_scan(
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
 ) -> ApiResult<HttpResponse> {
-    market.end_scan(auth.0.identity, &path)?;
+    market.end_scan(auth.0.identity, &path).await?;
     Ok(no_content())
 }
 

@@ -12,19 +12,49 @@
 //!   deadline, or [`RETENTION`] after it was made, whichever comes first
 //!   (negotiations take seconds; an offer lives for days).
 //!
-//! It runs from the sweep every [`COMPACTION_PERIOD`], under the market lock.
+//! Age alone does not bound memory when agreements come fast, so each kind is
+//! also bounded by count ([`RetentionLimits`]): beyond it the oldest leave
+//! first (final agreements by when they ended, proposals of one subscription
+//! by when they were made, agreement events by date). A final agreement that
+//! left memory is still answered by id from sled.
+//!
+//! It runs from the actor's sweep every [`COMPACTION_PERIOD`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use golem_model::market::AgreementState;
 
-use super::state::{Db, Role, State};
+use super::db::Db;
+use super::records::{is_final, Role};
+use super::state::State;
 
 /// How long finished things stay in memory.
 pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 /// How often the sweep compacts.
 pub(crate) const COMPACTION_PERIOD: Duration = Duration::from_secs(10);
+
+/// How much history memory keeps: by age, and by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetentionLimits {
+    pub max_age: Duration,
+    /// Agreement events held (the newest).
+    pub max_agreement_events: usize,
+    /// Final agreements held (the most recently ended).
+    pub max_final_agreements: usize,
+    /// Proposals held per subscription (the newest).
+    pub max_proposals_per_subscription: usize,
+}
+
+impl Default for RetentionLimits {
+    fn default() -> Self {
+        RetentionLimits {
+            max_age: RETENTION,
+            max_agreement_events: 10_000,
+            max_final_agreements: 1_000,
+            max_proposals_per_subscription: 1_000,
+        }
+    }
+}
 
 /// What one compaction dropped (for the debug log and tests).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -35,66 +65,112 @@ pub(crate) struct Compacted {
     pub proposals: usize,
 }
 
-pub(crate) fn is_final(state: AgreementState) -> bool {
-    matches!(
-        state,
-        AgreementState::Terminated
-            | AgreementState::Rejected
-            | AgreementState::Cancelled
-            | AgreementState::Expired
-    )
-}
-
-/// Drop what [`RETENTION`] no longer keeps, as of `now`.
+/// Drop what `limits` no longer keep, as of `now`.
 pub(crate) fn compact(
     db: &Db,
     state: &mut State,
     now: DateTime<Utc>,
-    retention: Duration,
+    limits: &RetentionLimits,
 ) -> Compacted {
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
+    let Ok(retention) = chrono::Duration::from_std(limits.max_age) else {
         return Compacted::default();
     };
     let oldest_kept = now - retention;
-    let mut compacted = Compacted::default();
+    let agreement_events =
+        drop_old_agreement_events(db, state, oldest_kept, limits.max_agreement_events);
+    let agreements = drop_final_agreements(state, now, oldest_kept, limits.max_final_agreements);
+    let (demands, proposals_of_demands) = drop_ended_demands(db, state, now, oldest_kept);
+    let stale = drop_stale_proposals(db, state, now, retention);
+    let beyond_count =
+        drop_proposals_beyond_count(db, state, limits.max_proposals_per_subscription);
+    state.proposals.retain(|_, proposals| !proposals.is_empty());
+    state
+        .proposal_index
+        .retain(|_, subscriptions| !subscriptions.is_empty());
+    let compacted = Compacted {
+        agreement_events,
+        agreements,
+        demands,
+        proposals: proposals_of_demands + stale + beyond_count,
+    };
+    if compacted != Compacted::default() {
+        tracing::debug!(?compacted, "market history compacted");
+    }
+    compacted
+}
 
-    // Agreement events: their dates strictly increase, so the old ones are a prefix.
+/// Agreement events older than `oldest_kept` or beyond `most`; their dates
+/// strictly increase, so those are a prefix.
+fn drop_old_agreement_events(
+    db: &Db,
+    state: &mut State,
+    oldest_kept: DateTime<Utc>,
+    most: usize,
+) -> usize {
+    let too_many = state.agreement_events.len().saturating_sub(most);
     let old = state
         .agreement_events
-        .partition_point(|record| record.event.event_date() < oldest_kept);
+        .partition_point(|record| record.event.event_date() < oldest_kept)
+        .max(too_many);
     for record in state.agreement_events.drain(..old) {
         if let Err(error) = db.delete_agreement_event(record.seq) {
             tracing::warn!(%error, "cannot delete an old agreement event");
         }
-        compacted.agreement_events += 1;
     }
+    old
+}
 
-    // Final agreements: remembered when first seen final, dropped a retention later.
+/// Final agreements leave memory (not sled) a retention after compaction
+/// first saw them final, or, beyond `most`, the earliest ended first.
+fn drop_final_agreements(
+    state: &mut State,
+    now: DateTime<Utc>,
+    oldest_kept: DateTime<Utc>,
+    most: usize,
+) -> usize {
     let finals: Vec<(Role, String)> = state
         .agreements
         .iter()
         .filter(|(_, record)| is_final(record.agreement.state))
         .map(|(key, _)| key.clone())
         .collect();
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
     for key in finals {
         let seen = *state.finished_agreements.entry(key.clone()).or_insert(now);
         if seen <= oldest_kept {
-            state.agreements.remove(&key);
-            state.finished_agreements.remove(&key);
-            compacted.agreements += 1;
+            dropped.push(key);
+        } else {
+            kept.push((seen, key));
         }
+    }
+    kept.sort();
+    let too_many = kept.len().saturating_sub(most);
+    dropped.extend(kept.into_iter().take(too_many).map(|(_, key)| key));
+    for key in &dropped {
+        state.agreements.remove(key);
     }
     state
         .finished_agreements
         .retain(|key, _| state.agreements.contains_key(key));
+    dropped.len()
+}
 
-    // Ended demands, with their proposals and events.
+/// Demands ended a retention ago leave memory and sled with their proposals
+/// and events; how many demands and proposals went.
+fn drop_ended_demands(
+    db: &Db,
+    state: &mut State,
+    now: DateTime<Utc>,
+    oldest_kept: DateTime<Utc>,
+) -> (usize, usize) {
     let ended: Vec<String> = state
         .demands
         .values()
         .filter(|entry| !entry.is_live(now))
         .map(|entry| entry.stored.demand.demand_id.clone())
         .collect();
+    let (mut demands, mut proposals) = (0, 0);
     for id in ended {
         let expiration = state.demands[&id].stored.expiration;
         let seen = *state
@@ -104,7 +180,7 @@ pub(crate) fn compact(
         if seen > oldest_kept {
             continue;
         }
-        compacted.proposals += drop_proposals_of(db, state, &id);
+        proposals += drop_proposals_of(db, state, &id);
         let _ = state.drop_events(db, &id);
         if let Some(entry) = state.demands.remove(&id) {
             state.demand_arrivals.remove(&entry.arrival);
@@ -113,13 +189,21 @@ pub(crate) fn compact(
         if let Err(error) = db.delete_demand(&id) {
             tracing::warn!(demand_id = %id, %error, "cannot delete an ended demand");
         }
-        compacted.demands += 1;
+        demands += 1;
     }
     state
         .finished_demands
         .retain(|id, _| state.demands.contains_key(id));
+    (demands, proposals)
+}
 
-    // Proposals past their deadline, or made longer than a retention ago.
+/// Proposals past their deadline, or made longer than a retention ago.
+fn drop_stale_proposals(
+    db: &Db,
+    state: &mut State,
+    now: DateTime<Utc>,
+    retention: chrono::Duration,
+) -> usize {
     let stale: Vec<(String, String)> = state
         .proposals
         .values()
@@ -135,21 +219,45 @@ pub(crate) fn compact(
             )
         })
         .collect();
-    for (subscription_id, proposal_id) in stale {
+    remove_proposals(db, state, stale)
+}
+
+/// The oldest proposals of every subscription holding more than `most`.
+fn drop_proposals_beyond_count(db: &Db, state: &mut State, most: usize) -> usize {
+    let mut oldest = Vec::new();
+    for (subscription_id, proposals) in &state.proposals {
+        let too_many = proposals.len().saturating_sub(most);
+        if too_many == 0 {
+            continue;
+        }
+        let mut by_age: Vec<_> = proposals
+            .values()
+            .map(|record| {
+                (
+                    record.proposal.timestamp,
+                    record.proposal.proposal_id.clone(),
+                )
+            })
+            .collect();
+        by_age.sort();
+        oldest.extend(
+            by_age
+                .into_iter()
+                .take(too_many)
+                .map(|(_, proposal_id)| (subscription_id.clone(), proposal_id)),
+        );
+    }
+    remove_proposals(db, state, oldest)
+}
+
+fn remove_proposals(db: &Db, state: &mut State, ids: Vec<(String, String)>) -> usize {
+    let count = ids.len();
+    for (subscription_id, proposal_id) in ids {
         if let Err(error) = state.remove_proposal(db, &subscription_id, &proposal_id) {
             tracing::warn!(%proposal_id, %error, "cannot delete a stale proposal");
         }
-        compacted.proposals += 1;
     }
-    state.proposals.retain(|_, proposals| !proposals.is_empty());
-    state
-        .proposal_index
-        .retain(|_, subscriptions| !subscriptions.is_empty());
-
-    if compacted != Compacted::default() {
-        tracing::debug!(?compacted, "market history compacted");
-    }
-    compacted
+    count
 }
 
 fn drop_proposals_of(db: &Db, state: &mut State, subscription_id: &str) -> usize {
@@ -172,9 +280,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::market::state::{
-        AgreementEventRecord, AgreementRecord, DemandEntry, ProposalRecord, StoredDemand,
+    use crate::market::records::{
+        AgreementEventRecord, AgreementRecord, ProposalRecord, StoredDemand,
     };
+    use crate::market::state::DemandEntry;
 
     const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
     const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
@@ -229,7 +338,7 @@ mod tests {
     #[test]
     fn history_leaves_memory_a_retention_after_it_ends_and_live_work_stays() {
         let (_dir, db) = db();
-        let retention = Duration::from_secs(3600);
+        let retention = RetentionLimits::default();
         let hour = chrono::Duration::hours(1);
         let start = Utc::now();
         let mut state = State::default();
@@ -270,13 +379,13 @@ mod tests {
         state.insert_proposal(&db, stale).unwrap();
 
         // At the start nothing has ended long enough ago.
-        let first = compact(&db, &mut state, start, retention);
+        let first = compact(&db, &mut state, start, &retention);
         assert_eq!(first, Compacted::default());
 
         // Two hours on: the first event, the final agreement (seen final at the
         // start), the demand (expired at +30 min) and its proposal go.
         let later = start + hour * 2;
-        let second = compact(&db, &mut state, later, retention);
+        let second = compact(&db, &mut state, later, &retention);
         assert_eq!(
             second,
             Compacted {
@@ -303,5 +412,95 @@ mod tests {
         assert_eq!(db.tree.scan_prefix("agreement-event/").count(), 1);
         assert_eq!(db.tree.scan_prefix("demand/").count(), 0);
         assert_eq!(db.tree.scan_prefix("proposal/").count(), 0);
+    }
+
+    #[test]
+    fn history_is_bounded_by_count_too_and_the_oldest_leave_first() {
+        let (_dir, db) = db();
+        let limits = RetentionLimits {
+            max_agreement_events: 3,
+            max_final_agreements: 2,
+            max_proposals_per_subscription: 4,
+            ..RetentionLimits::default()
+        };
+        let start = Utc::now();
+        let mut state = State::default();
+        for seq in 0..10u64 {
+            let record = AgreementEventRecord {
+                seq,
+                role: Role::Requestor,
+                app_session_id: None,
+                event: serde_json::from_value(json!({
+                    "eventType": "AgreementApprovedEvent",
+                    "eventDate": start + chrono::Duration::milliseconds(seq as i64),
+                    "agreementId": format!("a{seq}"),
+                }))
+                .unwrap(),
+            };
+            db.save_agreement_event(&record).unwrap();
+            state.agreement_events.push(record);
+        }
+        for n in 0..5i64 {
+            let id = format!("final-{n}");
+            let record = agreement(&id, "Terminated", start);
+            db.save_agreement(&record).unwrap();
+            state
+                .agreements
+                .insert((Role::Requestor, id.clone()), record);
+            // Seen final in this order: final-0 first.
+            state.finished_agreements.insert(
+                (Role::Requestor, id),
+                start - chrono::Duration::seconds(10 - n),
+            );
+        }
+        let live = agreement("live", "Approved", start);
+        state
+            .agreements
+            .insert((Role::Requestor, "live".into()), live);
+        let deadline = start + chrono::Duration::minutes(30);
+        for n in 0..7i64 {
+            let made = start - chrono::Duration::seconds(60 - n);
+            let record = proposal(&format!("p{n}"), made, deadline);
+            state.insert_proposal(&db, record).unwrap();
+        }
+
+        let compacted = compact(&db, &mut state, start, &limits);
+        assert_eq!(
+            compacted,
+            Compacted {
+                agreement_events: 7,
+                agreements: 3,
+                demands: 0,
+                proposals: 3,
+            }
+        );
+        let events: Vec<u64> = state
+            .agreement_events
+            .iter()
+            .map(|record| record.seq)
+            .collect();
+        assert_eq!(events, vec![7, 8, 9], "the newest events stay");
+        let mut finals: Vec<&str> = state.agreements.keys().map(|(_, id)| id.as_str()).collect();
+        finals.sort();
+        assert_eq!(finals, vec!["final-3", "final-4", "live"]);
+        let mut proposals: Vec<&str> = state.proposals["d1"].keys().map(String::as_str).collect();
+        proposals.sort();
+        assert_eq!(
+            proposals,
+            vec!["p3", "p4", "p5", "p6"],
+            "the newest proposals stay"
+        );
+        // Sled still answers a final agreement that left memory.
+        assert!(db
+            .load_agreement(Role::Requestor, "final-0")
+            .unwrap()
+            .is_some());
+        assert_eq!(db.tree.scan_prefix("agreement-event/").count(), 3);
+        assert_eq!(db.tree.scan_prefix("proposal/").count(), 4);
+        // Under the bounds, a second pass drops nothing.
+        assert_eq!(
+            compact(&db, &mut state, start, &limits),
+            Compacted::default()
+        );
     }
 }

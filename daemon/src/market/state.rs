@@ -1,80 +1,22 @@
-//! The market's records and their sled layout. Everything lives in memory in
-//! [`State`] (behind one mutex owned by the service) and is written through to
-//! the `market` tree on every change, so a restart reloads exactly what was
-//! there. Key layout (all JSON values):
-//!
-//! | key | value |
-//! |---|---|
-//! | `offer/<offerId>` | [`StoredOffer`]: our own offers and those learnt from other nodes |
-//! | `tombstone/<offerId>` | [`Tombstone`]: unsubscribed offers of other nodes, until their expiry |
-//! | `demand/<demandId>` | [`StoredDemand`] |
-//! | `proposal/<subscriptionId>/<proposalId>` | [`ProposalRecord`] |
-//! | `agreement/<role>/<agreementId>` | [`AgreementRecord`] |
-//! | `event/<subscriptionId>/<seq>` | a pending [`MarketEvent`], removed once delivered |
-//! | `agreement-event/<seq>` | [`AgreementEventRecord`] |
-//!
-//! `<seq>` is a zero-padded counter, so a prefix scan returns events in order.
+//! The market in memory: offers (ours and those learnt from other nodes) in
+//! their compact matching form, demands with compiled constraints, proposals
+//! by subscription, agreements still in play, and the pending events of every
+//! subscription. The market actor owns the one [`State`]; every change is
+//! written through to sled ([`Db`]) as it is made, so [`State::load`] after a
+//! restart (or a supervisor's restart of the actor) finds exactly what was there.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use golem_model::constraints::{CompiledConstraint, Constraint, KeyTable, MatchForm};
-use golem_model::market::{
-    Agreement, AgreementOperationEvent, Demand, MarketEvent, Proposal, ProposalState,
-    PublishedOffer, Reason, Terminator, SUBNET_PROPERTY,
-};
-use golem_model::properties::Properties;
+use golem_model::market::{AgreementOperationEvent, MarketEvent, Proposal, ProposalState};
 use golem_model::{GolemError, NodeId};
-use serde::{Deserialize, Serialize};
 
-use crate::store::{self, StoreError};
-
-pub(crate) const TREE: &str = "market";
-
-/// Which side of a negotiation or agreement a record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) enum Role {
-    Requestor,
-    Provider,
-}
-
-impl Role {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Role::Requestor => "Requestor",
-            Role::Provider => "Provider",
-        }
-    }
-
-    pub(crate) fn terminator(self) -> Terminator {
-        match self {
-            Role::Requestor => Terminator::Requestor,
-            Role::Provider => Terminator::Provider,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StoredOffer {
-    pub published: PublishedOffer,
-    /// Subscribed on this node (as opposed to learnt from another node).
-    pub local: bool,
-    /// False once unsubscribed (kept for our own offers to answer 410).
-    pub active: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Tombstone {
-    pub provider_id: NodeId,
-    pub expiration: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StoredDemand {
-    pub demand: Demand,
-    pub expiration: DateTime<Utc>,
-    pub active: bool,
-}
+use super::db::Db;
+use super::records::{
+    is_final, now, parse_constraint, subnet_of, AgreementEventRecord, AgreementRecord,
+    ProposalRecord, Role, StoredDemand, StoredOffer, Tombstone,
+};
 
 /// An offer in memory, with its constraint parsed once and its properties in
 /// the compact [`MatchForm`] (built by [`State::insert_offer`]).
@@ -149,71 +91,6 @@ impl DemandEntry {
     }
 }
 
-/// One proposal of a negotiation, as seen from one of our subscriptions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ProposalRecord {
-    /// Our demand (role Requestor) or offer (role Provider) subscription.
-    pub subscription_id: String,
-    pub role: Role,
-    pub offer_id: String,
-    pub demand_id: String,
-    pub requestor_id: NodeId,
-    pub provider_id: NodeId,
-    /// Issued by us (as opposed to by the counterparty).
-    pub ours: bool,
-    /// Already answered by a counter-proposal.
-    pub countered: bool,
-    pub proposal: Proposal,
-    /// When the negotiation stops: the earlier of the demand's and the offer's
-    /// expiry where both are known (the requestor's side), else our own
-    /// subscription's. Records written before this field use the subscription's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiration: Option<DateTime<Utc>>,
-}
-
-impl ProposalRecord {
-    pub(crate) fn counterparty(&self) -> NodeId {
-        match self.role {
-            Role::Requestor => self.provider_id,
-            Role::Provider => self.requestor_id,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct AgreementRecord {
-    pub role: Role,
-    pub agreement: Agreement,
-    /// Our demand or offer subscription.
-    pub subscription_id: String,
-    /// The provider's Draft the agreement promoted.
-    pub offer_proposal_id: String,
-    #[serde(default)]
-    pub terminator: Option<Terminator>,
-    #[serde(default)]
-    pub reason: Option<Reason>,
-    #[serde(default)]
-    pub terminated_date: Option<DateTime<Utc>>,
-}
-
-impl AgreementRecord {
-    pub(crate) fn counterparty(&self) -> NodeId {
-        match self.role {
-            Role::Requestor => self.agreement.offer.provider_id,
-            Role::Provider => self.agreement.demand.requestor_id,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct AgreementEventRecord {
-    pub seq: u64,
-    pub role: Role,
-    /// The app session of our side of the agreement when the event happened.
-    pub app_session_id: Option<String>,
-    pub event: AgreementOperationEvent,
-}
-
 /// Everything the market knows, in memory.
 #[derive(Default)]
 pub(crate) struct State {
@@ -240,9 +117,7 @@ pub(crate) struct State {
     pub offer_arrivals: BTreeMap<u64, String>,
     pub demand_arrivals: BTreeMap<u64, String>,
     pub next_arrival: u64,
-    /// Scan iterators (in memory only, as in the original).
-    pub scans: super::scan::Scans,
-    /// How many offers of each other node are held (see [`super::MarketLimits`]).
+    /// How many offers of each other node are held (see [`super::settings::MarketLimits`]).
     pub remote_offers_by_node: HashMap<NodeId, usize>,
     /// How many offers of other nodes are held in all.
     pub remote_offers: usize,
@@ -313,7 +188,7 @@ impl State {
     /// proposal records and one more event; Conflict naming the limit otherwise.
     pub(crate) fn check_room(
         &self,
-        limits: &super::MarketLimits,
+        limits: &super::settings::MarketLimits,
         subscription_id: &str,
         proposals: usize,
     ) -> Result<(), GolemError> {
@@ -400,101 +275,23 @@ impl State {
     }
 }
 
-pub(crate) fn parse_constraint(text: &str) -> Result<Constraint, GolemError> {
-    golem_model::constraints::parse(text)
-        .map_err(|error| GolemError::bad_request(format!("invalid constraints: {error}")))
-}
-
-pub(crate) fn subnet_of(properties: &Properties) -> Option<String> {
-    properties
-        .get(SUBNET_PROPERTY)
-        .and_then(|value| value.as_str())
-        .map(str::to_string)
-}
-
-/// Now, to the millisecond (what every client parses without loss).
-pub(crate) fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
-}
-
-fn sled_error(error: sled::Error) -> GolemError {
-    StoreError::from(error).into()
-}
-
-fn offer_key(id: &str) -> String {
-    format!("offer/{id}")
-}
-fn tombstone_key(id: &str) -> String {
-    format!("tombstone/{id}")
-}
-fn demand_key(id: &str) -> String {
-    format!("demand/{id}")
-}
-fn proposal_key(subscription_id: &str, proposal_id: &str) -> String {
-    format!("proposal/{subscription_id}/{proposal_id}")
-}
-fn agreement_key(role: Role, id: &str) -> String {
-    format!("agreement/{}/{id}", role.as_str())
-}
-fn event_key(subscription_id: &str, seq: u64) -> String {
-    format!("event/{subscription_id}/{seq:020}")
-}
-fn agreement_event_key(seq: u64) -> String {
-    format!("agreement-event/{seq:020}")
-}
-
-/// The state plus the tree it is written through to.
-pub(crate) struct Db {
-    pub tree: sled::Tree,
-}
-
-impl Db {
-    fn put<T: Serialize>(&self, key: String, value: &T) -> Result<(), GolemError> {
-        let bytes = store::encode(value)?;
-        self.tree.insert(key, bytes).map_err(sled_error)?;
-        Ok(())
-    }
-
-    fn delete(&self, key: String) -> Result<(), GolemError> {
-        self.tree.remove(key).map_err(sled_error)?;
-        Ok(())
-    }
-
-    fn scan<T: serde::de::DeserializeOwned>(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(String, T)>, GolemError> {
-        let mut records = Vec::new();
-        for item in self.tree.scan_prefix(prefix) {
-            let (key, value) = item.map_err(sled_error)?;
-            let key = String::from_utf8_lossy(&key).into_owned();
-            match store::decode::<T>(TREE, &value) {
-                Ok(record) => records.push((key, record)),
-                Err(error) => {
-                    tracing::warn!(%key, %error, "skipping a corrupt market record")
-                }
-            }
-        }
-        Ok(records)
-    }
-
+impl State {
     /// Load every record into a fresh [`State`].
-    pub(crate) fn load(&self) -> Result<State, GolemError> {
+    pub(crate) fn load(db: &Db) -> Result<State, GolemError> {
         let mut state = State::default();
-        for (_, stored) in self.scan::<StoredOffer>("offer/")? {
+        for (_, stored) in db.scan::<StoredOffer>("offer/")? {
             let entry = OfferEntry::new(stored)?;
             state.insert_offer(entry);
         }
-        for (key, tombstone) in self.scan::<Tombstone>("tombstone/")? {
+        for (key, tombstone) in db.scan::<Tombstone>("tombstone/")? {
             let id = key.trim_start_matches("tombstone/").to_string();
             state.tombstones.insert(id, tombstone);
         }
-        for (_, stored) in self.scan::<StoredDemand>("demand/")? {
+        for (_, stored) in db.scan::<StoredDemand>("demand/")? {
             let entry = DemandEntry::new(stored)?;
             state.insert_demand(entry);
         }
-        for (_, record) in self.scan::<ProposalRecord>("proposal/")? {
+        for (_, record) in db.scan::<ProposalRecord>("proposal/")? {
             if record.role == Role::Requestor && record.proposal.prev_proposal_id.is_none() {
                 if let Some(demand) = state.demands.get_mut(&record.subscription_id) {
                     demand.matched_offers.insert(record.offer_id.clone());
@@ -503,8 +300,8 @@ impl Db {
             state.index_proposal(record);
         }
         // Final agreements stay in sled only (read there on demand).
-        for (_, record) in self.scan::<AgreementRecord>("agreement/")? {
-            if super::retention::is_final(record.agreement.state) {
+        for (_, record) in db.scan::<AgreementRecord>("agreement/")? {
+            if is_final(record.agreement.state) {
                 continue;
             }
             state
@@ -512,7 +309,7 @@ impl Db {
                 .insert((record.role, record.agreement.agreement_id.clone()), record);
         }
         let mut max_seq = 0;
-        for (key, event) in self.scan::<MarketEvent>("event/")? {
+        for (key, event) in db.scan::<MarketEvent>("event/")? {
             let mut parts = key.rsplitn(2, '/');
             let seq = parts
                 .next()
@@ -529,85 +326,13 @@ impl Db {
                 .or_default()
                 .push_back((seq, event));
         }
-        for (_, record) in self.scan::<AgreementEventRecord>("agreement-event/")? {
+        for (_, record) in db.scan::<AgreementEventRecord>("agreement-event/")? {
             max_seq = max_seq.max(record.seq);
             state.last_agreement_event_date = Some(record.event.event_date());
             state.agreement_events.push(record);
         }
         state.next_seq = max_seq + 1;
         Ok(state)
-    }
-
-    pub(crate) fn save_offer(&self, offer: &StoredOffer) -> Result<(), GolemError> {
-        self.put(offer_key(&offer.published.offer.offer_id), offer)
-    }
-    pub(crate) fn delete_offer(&self, id: &str) -> Result<(), GolemError> {
-        self.delete(offer_key(id))
-    }
-    pub(crate) fn save_tombstone(&self, id: &str, tombstone: &Tombstone) -> Result<(), GolemError> {
-        self.put(tombstone_key(id), tombstone)
-    }
-    pub(crate) fn delete_tombstone(&self, id: &str) -> Result<(), GolemError> {
-        self.delete(tombstone_key(id))
-    }
-    pub(crate) fn save_demand(&self, demand: &StoredDemand) -> Result<(), GolemError> {
-        self.put(demand_key(&demand.demand.demand_id), demand)
-    }
-    pub(crate) fn save_proposal(&self, record: &ProposalRecord) -> Result<(), GolemError> {
-        self.put(
-            proposal_key(&record.subscription_id, &record.proposal.proposal_id),
-            record,
-        )
-    }
-    pub(crate) fn delete_proposal(
-        &self,
-        subscription_id: &str,
-        proposal_id: &str,
-    ) -> Result<(), GolemError> {
-        self.delete(proposal_key(subscription_id, proposal_id))
-    }
-    pub(crate) fn delete_demand(&self, id: &str) -> Result<(), GolemError> {
-        self.delete(demand_key(id))
-    }
-
-    pub(crate) fn delete_agreement_event(&self, seq: u64) -> Result<(), GolemError> {
-        self.delete(agreement_event_key(seq))
-    }
-
-    /// An agreement record from sled (those compacted out of memory).
-    pub(crate) fn load_agreement(
-        &self,
-        role: Role,
-        id: &str,
-    ) -> Result<Option<AgreementRecord>, GolemError> {
-        match self.tree.get(agreement_key(role, id)).map_err(sled_error)? {
-            Some(bytes) => Ok(Some(store::decode(TREE, &bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn save_agreement(&self, record: &AgreementRecord) -> Result<(), GolemError> {
-        self.put(
-            agreement_key(record.role, &record.agreement.agreement_id),
-            record,
-        )
-    }
-    pub(crate) fn save_event(
-        &self,
-        subscription_id: &str,
-        seq: u64,
-        event: &MarketEvent,
-    ) -> Result<(), GolemError> {
-        self.put(event_key(subscription_id, seq), event)
-    }
-    pub(crate) fn delete_event(&self, subscription_id: &str, seq: u64) -> Result<(), GolemError> {
-        self.delete(event_key(subscription_id, seq))
-    }
-    pub(crate) fn save_agreement_event(
-        &self,
-        record: &AgreementEventRecord,
-    ) -> Result<(), GolemError> {
-        self.put(agreement_event_key(record.seq), record)
     }
 }
 
@@ -786,6 +511,8 @@ mod tests {
     use super::*;
     use crate::market::{MarketLimits, MarketSettings};
     use golem_model::market::Offer;
+    use golem_model::market::PublishedOffer;
+    use golem_model::properties::Properties;
 
     fn node(byte: u8) -> NodeId {
         format!("0x{}", hex::encode([byte; 20]))

@@ -1,0 +1,118 @@
+//! The sweep, on the market actor's timer: drop what has expired (remote
+//! offers and tombstones, subscriptions' pending events, scan iterators),
+//! expire unconfirmed and unapproved agreements past their `validTo`, and
+//! every [`COMPACTION_PERIOD`] let retention drop old history.
+
+use chrono::{DateTime, Utc};
+use golem_model::market::AgreementState;
+
+use super::actor::MarketActor;
+use super::agreement_records::update_agreement;
+use super::db::Db;
+use super::records::{now, Role};
+use super::retention::{compact, RetentionLimits, COMPACTION_PERIOD};
+use super::state::State;
+
+impl MarketActor {
+    pub(crate) fn sweep(&mut self) {
+        let current = now();
+        let db = &self.core.db;
+        let state = &mut self.state;
+        let events_dropped =
+            expire_offers(db, state, current) | expire_demand_events(db, state, current);
+        expire_tombstones(db, state, current);
+        let agreements_expired = expire_agreements(db, state, current);
+        self.scans.sweep(current);
+        let due = state
+            .last_compaction
+            .is_none_or(|last| (current - last).to_std().unwrap_or_default() >= COMPACTION_PERIOD);
+        if due {
+            state.last_compaction = Some(current);
+            compact(db, state, current, &RetentionLimits::default());
+        }
+        if events_dropped {
+            self.core.signals.bump_events();
+        }
+        if agreements_expired {
+            self.core.signals.bump_agreements();
+        }
+    }
+}
+
+/// Forget expired offers of other nodes, and drop the pending events of
+/// expired offers of ours; true when events were dropped.
+fn expire_offers(db: &Db, state: &mut State, current: DateTime<Utc>) -> bool {
+    let expired: Vec<(String, bool)> = state
+        .offers
+        .values()
+        .filter(|entry| {
+            entry.stored.published.expiration <= current
+                && (!entry.stored.local || state.events.contains_key(entry.id()))
+        })
+        .map(|entry| (entry.id().to_string(), entry.stored.local))
+        .collect();
+    let mut events_dropped = false;
+    for (id, local) in expired {
+        if !local {
+            state.remove_offer(&id);
+            let _ = db.delete_offer(&id);
+        }
+        events_dropped |= state.drop_events(db, &id).is_ok();
+    }
+    events_dropped
+}
+
+/// Drop the pending events of expired demands; true when any were dropped.
+fn expire_demand_events(db: &Db, state: &mut State, current: DateTime<Utc>) -> bool {
+    let expired: Vec<String> = state
+        .demands
+        .values()
+        .filter(|entry| {
+            entry.stored.expiration <= current
+                && state.events.contains_key(&entry.stored.demand.demand_id)
+        })
+        .map(|entry| entry.stored.demand.demand_id.clone())
+        .collect();
+    let mut events_dropped = false;
+    for id in expired {
+        events_dropped |= state.drop_events(db, &id).is_ok();
+    }
+    events_dropped
+}
+
+fn expire_tombstones(db: &Db, state: &mut State, current: DateTime<Utc>) {
+    let expired: Vec<String> = state
+        .tombstones
+        .iter()
+        .filter(|(_, tombstone)| tombstone.expiration <= current)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in expired {
+        state.tombstones.remove(&id);
+        let _ = db.delete_tombstone(&id);
+    }
+}
+
+/// Expire unconfirmed and unapproved agreements past their `validTo`; true
+/// when any expired.
+fn expire_agreements(db: &Db, state: &mut State, current: DateTime<Utc>) -> bool {
+    let expired: Vec<(Role, String)> = state
+        .agreements
+        .iter()
+        .filter(|(_, record)| {
+            matches!(
+                record.agreement.state,
+                AgreementState::Proposal | AgreementState::Pending
+            ) && record.agreement.valid_to <= current
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for (role, id) in &expired {
+        if let Err(error) = update_agreement(db, state, *role, id, |record| {
+            record.agreement.state = AgreementState::Expired
+        }) {
+            tracing::warn!(agreement_id = %id, %error, "expiring an agreement failed");
+        }
+    }
+    !expired.is_empty()
+}
