@@ -25,11 +25,11 @@ use golem_model::{GolemError, NodeId};
 use tokio::sync::watch;
 
 use super::db::Db;
-use super::outbox::Outbox;
 use super::scan_iterators::Scans;
 use super::settings::MarketConfig;
 use super::state::State;
 use crate::net::NetService;
+use crate::outbox::Outbox;
 
 /// Counters bumped on every change a long-poll may wait for. Shared by every
 /// instance of the actor and the handle, so a waiting client outlives a restart.
@@ -147,10 +147,11 @@ pub struct MarketActor {
 
 impl MarketActor {
     pub(crate) fn new(core: Core, preloaded: Preloaded) -> MarketActor {
+        let outbox = super::outbox::empty(&core.config);
         MarketActor {
             core,
             state: State::default(),
-            outbox: Outbox::default(),
+            outbox,
             scans: Scans::default(),
             topics: HashSet::new(),
             known_peers: HashSet::new(),
@@ -169,7 +170,7 @@ impl MarketActor {
         let restarted = preloaded.is_none();
         let loaded = match preloaded {
             Some(loaded) => Ok(loaded),
-            None => load_records(&self.core.db),
+            None => load_records(&self.core.db, &self.core.config),
         };
         match loaded {
             Ok((state, outbox)) => {
@@ -206,8 +207,8 @@ pub(crate) fn log_loaded(what: &'static str, state: &State, outbox: &Outbox) {
 }
 
 /// Everything the market keeps in sled.
-pub(crate) fn load_records(db: &Db) -> Result<(State, Outbox), GolemError> {
-    Ok((State::load(db)?, Outbox::load(&db.tree)?))
+pub(crate) fn load_records(db: &Db, config: &MarketConfig) -> Result<(State, Outbox), GolemError> {
+    Ok((State::load(db)?, super::outbox::load(&db.tree, config)?))
 }
 
 impl Actor for MarketActor {

@@ -109,7 +109,7 @@ pub async fn start(
         tree: store.tree(db::TREE)?,
     };
     // Loaded here so that a corrupt store stops the daemon at start.
-    let (state, outbox) = actor::load_records(&db)?;
+    let (state, outbox) = actor::load_records(&db, &config)?;
     actor::log_loaded("market state loaded", &state, &outbox);
     let preloaded = Arc::new(Mutex::new(Some((state, outbox))));
     let signals = Arc::new(Signals::new());

@@ -1,20 +1,16 @@
 //! The market actor's side of the outbox: a handler queues a notice (stored
 //! with its state change, flushed before the handler answers) and the actor
-//! tries it at once, each delivery in its own future whose outcome the actor
-//! settles; one actor timer wakes it for the next retry.
-
-use std::future::Future;
-use std::pin::Pin;
+//! tries it at once, each delivery in its own future (bounded by the market's
+//! remote timeout) whose outcome the actor settles; one actor timer wakes it
+//! for the next retry.
 
 use actix::{ActorFutureExt, AsyncContext, Context};
+use chrono::Utc;
 use golem_model::{GolemError, NodeId};
-use tokio::time::Instant;
 
 use super::actor::MarketActor;
-use super::outbox::{Notice, OutboxRecord};
-
-/// A delivery attempt, owning all it needs.
-type Delivery = Pin<Box<dyn Future<Output = Result<(), GolemError>>>>;
+use super::outbox::{self, Notice};
+use crate::outbox::Outcome;
 
 impl MarketActor {
     /// Queue `notice` for `node` (stored now; the handler's answer waits for
@@ -25,23 +21,33 @@ impl MarketActor {
         node: NodeId,
         notice: impl Into<Notice>,
     ) {
-        let record = OutboxRecord {
-            node,
-            notice: notice.into(),
-        };
-        self.outbox.queue(&self.core.db.tree, record);
+        outbox::queue(&mut self.outbox, &self.core.db.tree, node, notice.into());
         self.run_outbox(ctx);
     }
 
     /// Start every due delivery and set the timer for the next due one.
     pub(crate) fn run_outbox(&mut self, ctx: &mut Context<Self>) {
-        let (due, next) = self.outbox.take_due(Instant::now());
-        for (seq, record) in due {
-            let delivery = self.deliver_notice(record);
-            ctx.spawn(actix::fut::wrap_future(delivery).map(
+        for delivery in self.outbox.due(Utc::now()) {
+            let seq = delivery.seq;
+            let node = delivery.entry.target;
+            let notice = delivery.entry.message.clone();
+            let delivery_name = notice.clone();
+            let timeout = self.core.config.remote_timeout;
+            let attempt = crate::outbox::deliver(self.core.router.clone(), delivery);
+            let bounded = async move {
+                tokio::time::timeout(timeout, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(GolemError::timeout(format!(
+                            "node {node} did not answer {notice} within {timeout:?}"
+                        )))
+                    })
+            };
+            let notice = delivery_name.clone();
+            ctx.spawn(actix::fut::wrap_future(bounded).map(
                 move |result, actor: &mut MarketActor, ctx| {
-                    let MarketActor { core, outbox, .. } = actor;
-                    outbox.settle(&core.db.tree, seq, result, &core.config);
+                    let outcome = actor.outbox.finish(&actor.core.db.tree, seq, &result);
+                    log_outcome(node, &notice, &result, &outcome);
                     actor.run_outbox(ctx);
                 },
             ));
@@ -49,36 +55,25 @@ impl MarketActor {
         if let Some(timer) = self.outbox_timer.take() {
             ctx.cancel_future(timer);
         }
-        if let Some(next) = next {
-            let delay = next.saturating_duration_since(Instant::now());
+        if let Some(next) = self.outbox.next_due() {
+            let delay = (next - Utc::now()).to_std().unwrap_or_default();
             self.outbox_timer = Some(ctx.run_later(delay, |actor, ctx| {
                 actor.outbox_timer = None;
                 actor.run_outbox(ctx);
             }));
         }
     }
+}
 
-    /// The call that delivers `record` (owning all it needs).
-    fn deliver_notice(&self, record: OutboxRecord) -> Delivery {
-        let node = record.node;
-        let core = &self.core;
-        match record.notice {
-            Notice::ProposalRejected(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementRejected(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementCancelled(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
-            Notice::AgreementTerminated(message) => {
-                let call = core.call_remote(node, message);
-                Box::pin(async move { call.await.map(drop) })
-            }
+fn log_outcome(node: NodeId, notice: &str, result: &Result<(), GolemError>, outcome: &Outcome) {
+    match (outcome, result) {
+        (Outcome::Delivered, _) => tracing::debug!(%node, notice, "market notice delivered"),
+        (Outcome::Retry { attempts, delay }, Err(error)) => {
+            tracing::warn!(%node, notice, attempts, ?delay, %error, "market notice not delivered; retrying")
         }
+        (Outcome::Dropped, Err(error)) => {
+            tracing::warn!(%node, notice, %error, "market notice refused by the counterparty; dropping it")
+        }
+        _ => {}
     }
 }
