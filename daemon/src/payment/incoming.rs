@@ -14,31 +14,21 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use golem_model::payment::*;
 use golem_model::{GolemError, NodeId};
-use serde::{Deserialize, Serialize};
 
 use super::chain_check::{check_transfer, ExpectedTransfer, TransferCheck};
 use actix::{ActorFutureExt, AsyncContext, Context, ResponseActFuture, WrapFuture};
 
 use super::actor::PaymentActor;
-use super::state::Writes;
+use super::state::{UnverifiedPayment, Writes};
 use super::{Erc20Network, Platform};
 
 /// How long the first on-chain check may delay the payer's call.
 const FIRST_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a re-check of a held payment may take.
 const RECHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An erc20 payment held until its transaction is confirmed on chain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct UnverifiedPayment {
-    pub message: SendPayment,
-    pub received: DateTime<Utc>,
-    /// What the check waits for, in words.
-    pub status: String,
-}
 
 /// What a reported payment needs after the bookkeeping checks.
 enum Verdict {

@@ -17,8 +17,8 @@ use golem_model::{GolemError, NodeId};
 
 use super::actor::PaymentActor;
 use super::documents::Document;
-use super::incoming::UnverifiedPayment;
 use super::state::PaymentOrder;
+use super::state::UnverifiedPayment;
 
 type Reply<T> = Result<T, GolemError>;
 

@@ -33,6 +33,7 @@ pub mod erc20;
 mod events;
 mod incoming;
 mod invoices;
+mod lifecycle;
 mod local;
 mod messages;
 mod outbox;
@@ -42,6 +43,7 @@ mod retention;
 mod settlement;
 mod state;
 mod status;
+mod totals;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -61,8 +63,8 @@ use tokio::sync::{watch, Notify};
 pub use actor::PaymentActor;
 pub use driver::{Drivers, PayOutcome, PayProgress, PaymentDriver, Platform, DEFAULT_PLATFORM};
 pub use erc20::{Erc20Driver, Erc20Network, Erc20NetworkOverride};
-pub use retention::Retention;
 pub use state::PaymentOrder;
+pub use state::Retention;
 
 use crate::ports::{Agreements, CreatedActivities, HostedActivities};
 use crate::store::Store;
@@ -160,7 +162,7 @@ fn open(
     }
     let tree = store.tree(TREE)?;
     // Loaded here so a broken store fails the start; later instances load in `started()`.
-    let loaded = state::load(&tree)?;
+    let loaded = lifecycle::load(&tree)?;
     let (events_changed, _) = watch::channel(0);
     let deps = Arc::new(Deps {
         node_id,
@@ -485,7 +487,7 @@ impl PaymentService {
         self.incoming(caller, SendInvoice(invoice)).await
     }
 
-    async fn unverified_payments(&self) -> Vec<incoming::UnverifiedPayment> {
+    async fn unverified_payments(&self) -> Vec<state::UnverifiedPayment> {
         self.read(ListUnverifiedPayments {})
             .await
             .unwrap_or_default()

@@ -17,45 +17,19 @@
 //! rebuilt the same way at every start (the sweep runs right after loading).
 //! Payments stay in memory: they are what proves a transaction was used.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use golem_model::payment::*;
 
 use super::actor::PaymentActor;
-use super::status::{add_totals, document_totals, DocumentTotals};
+use super::state::Retention;
+use super::totals::{add_totals, document_totals};
 use crate::store;
-
-/// The bounds of what stays in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub finished_count: usize,
-    pub finished_age: Duration,
-    pub events_count: usize,
-    pub events_age: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            finished_count: 1_000,
-            finished_age: Duration::from_secs(3600),
-            events_count: 10_000,
-            events_age: Duration::from_secs(3600),
-        }
-    }
-}
 
 /// How often the actor sweeps.
 pub(super) const SWEEP_PERIOD: Duration = Duration::from_secs(10);
-
-/// Totals of records no longer in memory, for the status report.
-#[derive(Debug, Default)]
-pub(super) struct Archived {
-    pub documents: DocumentTotals,
-    pub released_allocations: BTreeMap<String, usize>,
-}
 
 fn finished(status: DocumentStatus) -> bool {
     matches!(

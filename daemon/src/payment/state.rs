@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use golem_bus::Router;
@@ -18,14 +19,48 @@ use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use super::incoming::UnverifiedPayment;
-use super::retention::{Archived, Retention};
+use super::totals::DocumentTotals;
 use super::{Drivers, Erc20Driver};
-use crate::outbox::Outbox;
 use crate::ports::{Agreements, CreatedActivities, HostedActivities};
 use crate::store;
 
 pub(super) const TREE: &str = "payment";
+
+/// An erc20 payment held until its transaction is confirmed on chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct UnverifiedPayment {
+    pub message: SendPayment,
+    pub received: DateTime<Utc>,
+    /// What the check waits for, in words.
+    pub status: String,
+}
+
+/// The bounds of what stays in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub finished_count: usize,
+    pub finished_age: Duration,
+    pub events_count: usize,
+    pub events_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            finished_count: 1_000,
+            finished_age: Duration::from_secs(3600),
+            events_count: 10_000,
+            events_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Totals of records no longer in memory, for the status report.
+#[derive(Debug, Default)]
+pub(super) struct Archived {
+    pub documents: DocumentTotals,
+    pub released_allocations: BTreeMap<String, usize>,
+}
 
 /// An accepted invoice whose payment a driver is still carrying out.
 pub type PaymentOrder = PendingPayment;
@@ -232,12 +267,4 @@ impl State {
         state.payments.sort_by_key(|payment| payment.timestamp);
         Ok(state)
     }
-}
-
-/// Load the state and the outbox (migrating the outbox of older builds).
-pub(super) fn load(tree: &sled::Tree) -> Result<(State, Outbox), GolemError> {
-    super::outbox::migrate_legacy(tree)?;
-    let state = State::load(tree)?;
-    let outbox = super::outbox::load(tree)?;
-    Ok((state, outbox))
 }
