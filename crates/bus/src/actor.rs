@@ -96,19 +96,50 @@ where
     }
 }
 
-/// A service thread: one single-threaded Actix system. Dropping it (or
-/// [`ServiceArbiter::stop`]) stops the system and joins the thread.
+/// A service thread: one single-threaded Actix system. Cheap to clone; the
+/// thread stops at [`ServiceArbiter::stop`] (idempotent) or when the last
+/// clone is dropped.
+#[derive(Clone)]
 pub struct ServiceArbiter {
     handle: actix_rt::ArbiterHandle,
+    thread: Arc<ArbiterThread>,
+}
+
+struct ArbiterThread {
     system: actix_rt::System,
-    thread: Option<std::thread::JoinHandle<()>>,
+    join: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl ArbiterThread {
+    fn stop(&self) {
+        self.system.stop();
+        let join = self
+            .join
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(join) = join else { return };
+        // A thread cannot wait for itself (the last clone dropped on it).
+        if join.thread().id() == std::thread::current().id() {
+            return;
+        }
+        if join.join().is_err() {
+            tracing::error!("a service thread panicked while stopping");
+        }
+    }
+}
+
+impl Drop for ArbiterThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl ServiceArbiter {
     /// Start a thread named `name` running an Actix system.
     pub fn spawn(name: &str) -> std::io::Result<ServiceArbiter> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let join = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 let system = actix_rt::System::new();
@@ -122,8 +153,10 @@ impl ServiceArbiter {
         })?;
         Ok(ServiceArbiter {
             handle,
-            system,
-            thread: Some(thread),
+            thread: Arc::new(ArbiterThread {
+                system,
+                join: std::sync::Mutex::new(Some(join)),
+            }),
         })
     }
 
@@ -131,24 +164,10 @@ impl ServiceArbiter {
         &self.handle
     }
 
-    /// Stop the thread's system and wait for the thread to end.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.system.stop();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("a service thread panicked while stopping");
-            }
-        }
-    }
-}
-
-impl Drop for ServiceArbiter {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Stop the thread's system and wait for the thread to end (blocks
+    /// briefly: call it off async workers, e.g. in `spawn_blocking`).
+    pub fn stop(&self) {
+        self.thread.stop();
     }
 }
 

@@ -23,7 +23,7 @@ mod records;
 mod requestor;
 pub mod rest;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use golem_bus::{Router, ServiceArbiter};
 use golem_model::activity::ACTIVITY_SERVICE;
@@ -66,7 +66,7 @@ pub struct ActivityService {
     /// The committed records, read-only: the ports other services read.
     pub records: ActivityRecords,
     /// The "activity" thread both actors run on; taken at stop.
-    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
+    arbiter: ServiceArbiter,
 }
 
 /// Start both actors on the "activity" service thread (they load their
@@ -109,7 +109,7 @@ pub fn start(
         requestor,
         provider,
         records: ActivityRecords::new(tree),
-        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+        arbiter,
     })
 }
 
@@ -118,13 +118,6 @@ impl ActivityService {
     pub fn stop(&self) {
         self.provider.stop();
         self.requestor.stop();
-        let arbiter = self
-            .arbiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(arbiter) = arbiter {
-            arbiter.stop();
-        }
+        self.arbiter.stop();
     }
 }

@@ -93,7 +93,7 @@ pub struct MarketService {
     signals: Arc<Signals>,
     agreements: AgreementsView,
     /// The service thread, stopped by [`MarketService::stop`].
-    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
+    arbiter: ServiceArbiter,
 }
 
 /// Load the market's records, start its actor on the "market" service thread,
@@ -134,7 +134,7 @@ pub async fn start(
         actor,
         signals,
         agreements: AgreementsView::new(db.tree),
-        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+        arbiter,
     })
 }
 
@@ -152,18 +152,12 @@ impl MarketService {
     /// first), then flush the tree.
     pub async fn stop(self) {
         self.actor.stop();
-        let arbiter = self
-            .arbiter
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(arbiter) = arbiter {
-            if tokio::task::spawn_blocking(move || arbiter.stop())
-                .await
-                .is_err()
-            {
-                tracing::warn!("stopping the market thread failed");
-            }
+        let arbiter = self.arbiter.clone();
+        if tokio::task::spawn_blocking(move || arbiter.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping the market thread failed");
         }
         if let Err(error) = self.agreements.flush().await {
             tracing::warn!(%error, "flushing the market tree failed");

@@ -12,8 +12,6 @@
 //! nodes go from the `/net/` prefix straight to the swarm's handle, with no
 //! mailbox hop. This module must not hold per-peer state of its own.
 
-use std::sync::{Arc, Mutex};
-
 use actix::{Actor, Handler, ResponseFuture};
 use anyhow::Context;
 use futures::stream::{self, StreamExt};
@@ -34,7 +32,7 @@ use tokio::sync::mpsc;
 pub struct NetService {
     handle: NetHandle,
     actor: Supervised<NetActor>,
-    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
+    arbiter: ServiceArbiter,
 }
 
 /// The net service's actor: answers the control messages (status, pings,
@@ -153,7 +151,7 @@ pub async fn start(
     let service = NetService {
         handle,
         actor,
-        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+        arbiter,
     };
 
     router.bind_prefix(
@@ -224,15 +222,9 @@ impl NetService {
 
     pub async fn stop(self) {
         self.actor.stop();
-        let arbiter = self
-            .arbiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(arbiter) = arbiter {
-            // Joining the thread blocks; do it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || arbiter.stop()).await;
-        }
+        // Joining the thread blocks; do it off the async workers.
+        let arbiter = self.arbiter.clone();
+        let _ = tokio::task::spawn_blocking(move || arbiter.stop()).await;
         self.handle.shutdown().await;
     }
 }

@@ -33,30 +33,7 @@ impl Document for DebitNote {
     fn id(&self) -> &str {
         &self.debit_note_id
     }
-    fn agreement_id(&self) -> &str {
-        &self.agreement_id
-    }
-    fn platform(&self) -> &str {
-        &self.payment_platform
-    }
-    fn payer_addr(&self) -> &str {
-        &self.payer_addr
-    }
-    fn issuer_id(&self) -> NodeId {
-        self.issuer_id
-    }
-    fn recipient_id(&self) -> NodeId {
-        self.recipient_id
-    }
-    fn timestamp(&self) -> DateTime<Utc> {
-        self.timestamp
-    }
-    fn status(&self) -> DocumentStatus {
-        self.status
-    }
-    fn set_status(&mut self, status: DocumentStatus) {
-        self.status = status;
-    }
+    super::documents::shared_document_fields!();
     fn into_send(self) -> SendDebitNote {
         SendDebitNote(self)
     }

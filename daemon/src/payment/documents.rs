@@ -23,6 +23,38 @@ use super::outbox;
 use super::state::{status_error, State, Writes};
 use super::Platform;
 
+/// The [`Document`] accessors whose fields have the same names on
+/// `DebitNote` and `Invoice`; used inside both impls.
+macro_rules! shared_document_fields {
+    () => {
+        fn agreement_id(&self) -> &str {
+            &self.agreement_id
+        }
+        fn platform(&self) -> &str {
+            &self.payment_platform
+        }
+        fn payer_addr(&self) -> &str {
+            &self.payer_addr
+        }
+        fn issuer_id(&self) -> NodeId {
+            self.issuer_id
+        }
+        fn recipient_id(&self) -> NodeId {
+            self.recipient_id
+        }
+        fn timestamp(&self) -> DateTime<Utc> {
+            self.timestamp
+        }
+        fn status(&self) -> DocumentStatus {
+            self.status
+        }
+        fn set_status(&mut self, status: DocumentStatus) {
+            self.status = status;
+        }
+    };
+}
+pub(super) use shared_document_fields;
+
 /// What debit notes and invoices share in how they are stored, listed, sent
 /// and moved through their statuses.
 pub(super) trait Document:

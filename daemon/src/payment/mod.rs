@@ -88,7 +88,7 @@ pub struct PaymentService {
     actor: PaymentSupervisor,
     deps: Arc<Deps>,
     /// The actor's thread, stopped by [`PaymentService::stop`].
-    arbiter: Arc<Mutex<Option<ServiceArbiter>>>,
+    arbiter: ServiceArbiter,
 }
 
 /// Open the payment records and bind `/public/payment`; start the outbox.
@@ -194,7 +194,7 @@ fn open(
     Ok(PaymentService {
         actor,
         deps,
-        arbiter: Arc::new(Mutex::new(Some(arbiter))),
+        arbiter,
     })
 }
 
@@ -205,14 +205,7 @@ impl PaymentService {
         if let Some(erc20) = &self.deps.erc20 {
             erc20.stop();
         }
-        let arbiter = self
-            .arbiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(arbiter) = arbiter {
-            arbiter.stop();
-        }
+        self.arbiter.stop();
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -10,60 +10,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use golem_bus::{BusCall, Caller, Endpoint, ReplyStream, Router};
-use golem_model::market::Agreement;
 use golem_model::payment::*;
 use golem_model::{GolemError, NodeId};
 use serde_json::json;
 
-use super::tests::OwnActivities;
+use super::tests::{agreement, node, FakeMarket, OwnActivities, PROVIDER, REQUESTOR};
 use super::{PaymentService, Setup};
-use crate::ports::Agreements;
 use crate::store::Store;
-
-const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
-const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
-
-fn node(text: &str) -> NodeId {
-    text.parse().unwrap()
-}
-
-struct FakeMarket(Agreement);
-
-impl Agreements for FakeMarket {
-    fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
-        if id == self.0.agreement_id {
-            Ok(self.0.clone())
-        } else {
-            Err(GolemError::not_found(format!("unknown agreement {id}")))
-        }
-    }
-}
-
-fn agreement() -> Agreement {
-    let now = chrono::Utc::now();
-    serde_json::from_value(json!({
-        "agreementId": "agreement-1",
-        "demand": {
-            "properties": {
-                "golem.com.payment.chosen-platform": "dummy-local-tglm",
-                "golem.com.payment.platform.dummy-local-tglm.address": REQUESTOR,
-            },
-            "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
-        },
-        "offer": {
-            "properties": {
-                "golem.com.payment.platform.dummy-local-tglm.address": PROVIDER,
-                "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 10.0],
-                "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
-            },
-            "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
-        },
-        "validTo": now + chrono::Duration::hours(1),
-        "state": "Approved",
-        "timestamp": now,
-    }))
-    .unwrap()
-}
 
 /// `/net/<node>/<rest>` of a node: into `<node>`'s router as a remote call from `me`.
 struct FakeNet {

@@ -12,48 +12,24 @@ use golem_model::payment::*;
 use golem_model::{GolemError, NodeId};
 use serde_json::json;
 
+use super::tests::{agreement_made, node, PROVIDER, REQUESTOR};
 use super::{PaymentService, Retention, Setup};
 use crate::ports::{Agreements, CreatedActivities};
 use crate::store::Store;
 
-const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
-const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
 const AGREEMENTS: usize = 40;
 const KEEP: usize = 5;
 const KEEP_EVENTS: usize = 12;
-
-fn node(text: &str) -> NodeId {
-    text.parse().unwrap()
-}
 
 /// Agreements `agreement-<n>`, each with one activity `activity-<n>`.
 struct ManyAgreements;
 
 impl Agreements for ManyAgreements {
     fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
-        let now = chrono::Utc::now() - chrono::Duration::seconds(1);
-        Ok(serde_json::from_value(json!({
-            "agreementId": id,
-            "demand": {
-                "properties": {
-                    "golem.com.payment.chosen-platform": "dummy-local-tglm",
-                    "golem.com.payment.platform.dummy-local-tglm.address": REQUESTOR,
-                },
-                "constraints": "()", "demandId": "d", "requestorId": REQUESTOR, "timestamp": now,
-            },
-            "offer": {
-                "properties": {
-                    "golem.com.payment.platform.dummy-local-tglm.address": PROVIDER,
-                    "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 10.0],
-                    "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
-                },
-                "constraints": "()", "offerId": "o", "providerId": PROVIDER, "timestamp": now,
-            },
-            "validTo": now + chrono::Duration::hours(1),
-            "state": "Approved",
-            "timestamp": now,
-        }))
-        .unwrap())
+        Ok(agreement_made(
+            id,
+            chrono::Utc::now() - chrono::Duration::seconds(1),
+        ))
     }
 }
 

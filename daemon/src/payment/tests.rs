@@ -16,10 +16,10 @@ use crate::ports::Agreements;
 use crate::ports::CreatedActivities;
 use crate::store::Store;
 
-const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
-const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
+pub(super) const REQUESTOR: &str = "0x1111111111111111111111111111111111111111";
+pub(super) const PROVIDER: &str = "0x2222222222222222222222222222222222222222";
 
-struct FakeMarket(Agreement);
+pub(super) struct FakeMarket(pub(super) Agreement);
 
 impl Agreements for FakeMarket {
     fn agreement(&self, id: &str) -> Result<Agreement, GolemError> {
@@ -40,10 +40,11 @@ impl CreatedActivities for OwnActivities {
     }
 }
 
-fn agreement() -> Agreement {
-    let now = chrono::Utc::now();
+/// An Approved agreement `id` between [`REQUESTOR`] and [`PROVIDER`] on the
+/// dummy platform, priced 10 GLM per activity start, made at `now`.
+pub(super) fn agreement_made(id: &str, now: chrono::DateTime<chrono::Utc>) -> Agreement {
     serde_json::from_value(json!({
-        "agreementId": "agreement-1",
+        "agreementId": id,
         "demand": {
             "properties": {
                 "golem.com.payment.chosen-platform": "dummy-local-tglm",
@@ -66,7 +67,11 @@ fn agreement() -> Agreement {
     .unwrap()
 }
 
-fn node(text: &str) -> NodeId {
+pub(super) fn agreement() -> Agreement {
+    agreement_made("agreement-1", chrono::Utc::now())
+}
+
+pub(super) fn node(text: &str) -> NodeId {
     text.parse().unwrap()
 }
 
