@@ -18,4 +18,4 @@ cargo test --release -p golem-tests --test market --no-run >&2
 cargo test --release -p golem-tests --test market -- --ignored --nocapture --exact bench_market_latencies 2>/dev/null \
   | grep '^|'
 cargo test --release -p golem-daemon --lib -- --ignored --nocapture --exact \
-  market::scan::tests::bench_scan_of_ten_thousand_offers 2>/dev/null | grep '^|'
+  market::scan_iterators::tests::bench_scan_of_ten_thousand_offers 2>/dev/null | grep '^|'

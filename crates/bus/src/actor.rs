@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, AsyncContext, Context, Handler, MailboxError};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError,
+};
 use golem_model::bus::BusMessage;
 use golem_model::GolemError;
 
@@ -96,13 +98,18 @@ where
     }
 }
 
-/// A service thread: one single-threaded Actix system. Cheap to clone; the
-/// thread stops at [`ServiceArbiter::stop`] (idempotent) or when the last
-/// clone is dropped.
+/// Where a service's actor runs: the caller's own Actix system thread when
+/// it has one (the daemon's main thread, where the router, the bus server and
+/// the swarm's task run too, so a call from the network or an exe unit to an
+/// actor wakes no other thread), else a thread of its own running a
+/// single-threaded Actix system (tests under `#[tokio::test]`, several nodes
+/// in one process). Cheap to clone; an own thread stops at
+/// [`ServiceArbiter::stop`] (idempotent) or when the last clone is dropped.
 #[derive(Clone)]
 pub struct ServiceArbiter {
     handle: actix_rt::ArbiterHandle,
-    thread: Arc<ArbiterThread>,
+    /// `None` when the actor runs on the caller's system (it stops with it).
+    thread: Option<Arc<ArbiterThread>>,
 }
 
 struct ArbiterThread {
@@ -136,6 +143,18 @@ impl Drop for ArbiterThread {
 }
 
 impl ServiceArbiter {
+    /// The caller's Actix system thread when it runs on one, else a new
+    /// thread named `name` ([`ServiceArbiter::spawn`]).
+    pub fn current_or_spawn(name: &str) -> std::io::Result<ServiceArbiter> {
+        match actix_rt::Arbiter::try_current() {
+            Some(handle) if actix_rt::System::try_current().is_some() => Ok(ServiceArbiter {
+                handle,
+                thread: None,
+            }),
+            _ => Self::spawn(name),
+        }
+    }
+
     /// Start a thread named `name` running an Actix system.
     pub fn spawn(name: &str) -> std::io::Result<ServiceArbiter> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -153,10 +172,10 @@ impl ServiceArbiter {
         })?;
         Ok(ServiceArbiter {
             handle,
-            thread: Arc::new(ArbiterThread {
+            thread: Some(Arc::new(ArbiterThread {
                 system,
                 join: std::sync::Mutex::new(Some(join)),
-            }),
+            })),
         })
     }
 
@@ -167,7 +186,9 @@ impl ServiceArbiter {
     /// Stop the thread's system and wait for the thread to end (blocks
     /// briefly: call it off async workers, e.g. in `spawn_blocking`).
     pub fn stop(&self) {
-        self.thread.stop();
+        if let Some(thread) = &self.thread {
+            thread.stop();
+        }
     }
 }
 
@@ -180,6 +201,8 @@ struct SupervisedInner<A: Actor<Context = Context<A>>> {
     current: RwLock<Addr<A>>,
     restarts: AtomicU64,
     stopping: AtomicBool,
+    /// Turned true by [`Supervised::stop`]: the running instance stops.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A service actor started again by its factory whenever it dies: the new
@@ -205,7 +228,8 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
         factory: impl Fn() -> A + Send + Sync + 'static,
     ) -> Supervised<A> {
         let factory: Factory<A> = Arc::new(factory);
-        let (addr, death) = spawn_watched(arbiter, &factory);
+        let (stop, stop_watch) = tokio::sync::watch::channel(false);
+        let (addr, death) = spawn_watched(arbiter, &factory, stop_watch);
         let supervised = Supervised {
             inner: Arc::new(SupervisedInner {
                 service,
@@ -214,6 +238,7 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
                 current: RwLock::new(addr),
                 restarts: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                stop,
             }),
         };
         supervised.watch(death);
@@ -225,9 +250,10 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
         self.inner.restarts.load(Ordering::Relaxed)
     }
 
-    /// Stop supervising: the actor is not started again after this.
+    /// Stop the actor; it is not started again after this.
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stop.send_replace(true);
     }
 
     fn watch(&self, death: tokio::sync::oneshot::Receiver<()>) {
@@ -244,7 +270,11 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
     }
 
     fn restart(&self) {
-        let (addr, death) = spawn_watched(&self.inner.arbiter, &self.inner.factory);
+        let (addr, death) = spawn_watched(
+            &self.inner.arbiter,
+            &self.inner.factory,
+            self.inner.stop.subscribe(),
+        );
         *self
             .inner
             .current
@@ -261,18 +291,24 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
 }
 
 /// Start one instance; the receiver completes when its context is dropped.
+/// The receiver completes when the instance's context is dropped; the
+/// instance stops itself once `stop` turns true (or its sender is gone).
 fn spawn_watched<A: Actor<Context = Context<A>>>(
     arbiter: &actix_rt::ArbiterHandle,
     factory: &Factory<A>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Addr<A>, tokio::sync::oneshot::Receiver<()>) {
     let (alive_tx, death) = tokio::sync::oneshot::channel::<()>();
     let factory = factory.clone();
     let addr = A::start_in_arbiter(arbiter, move |ctx: &mut Context<A>| {
         // Dropped with the context: when the actor stops or its task panics.
-        ctx.spawn(actix::fut::wrap_future(async move {
+        let watch = async move {
             let _alive = alive_tx;
-            std::future::pending::<()>().await
-        }));
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        ctx.spawn(
+            actix::fut::wrap_future(watch).map(|(), _actor, ctx: &mut Context<A>| ctx.stop()),
+        );
         factory()
     });
     (addr, death)

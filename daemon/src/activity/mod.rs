@@ -84,7 +84,7 @@ pub fn start(
         ));
     }
     let tree = store.tree("activity")?;
-    let arbiter = ServiceArbiter::spawn("activity").map_err(|error| {
+    let arbiter = ServiceArbiter::current_or_spawn("activity").map_err(|error| {
         GolemError::internal(format!("cannot start the activity service thread: {error}"))
     })?;
     let provider = ProviderSide::start(

@@ -121,7 +121,7 @@ pub async fn start(
         db: db.clone(),
         signals: signals.clone(),
     };
-    let arbiter = ServiceArbiter::spawn("market")?;
+    let arbiter = ServiceArbiter::current_or_spawn("market")?;
     let actor = Supervised::start("market", arbiter.handle(), move || {
         MarketActor::new(core.clone(), preloaded.clone())
     });

@@ -141,7 +141,8 @@ pub async fn start(
     let handle = golem_net::start_with_streams(secret, net_config, inbound, Some(stream_handler))
         .await
         .context("starting the p2p network (check --p2p-listen)")?;
-    let arbiter = ServiceArbiter::spawn("net").context("starting the net service thread")?;
+    let arbiter =
+        ServiceArbiter::current_or_spawn("net").context("starting the net service thread")?;
     let actor_handle = handle.clone();
     let actor_router = router.clone();
     let actor = Supervised::start("net", arbiter.handle(), move || NetActor {

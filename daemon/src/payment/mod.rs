@@ -177,7 +177,7 @@ fn open(
         erc20: erc20_driver,
         retention: setup.retention,
     });
-    let arbiter = ServiceArbiter::spawn("payment").map_err(|error| {
+    let arbiter = ServiceArbiter::current_or_spawn("payment").map_err(|error| {
         GolemError::internal(format!("cannot start the payment thread: {error}"))
     })?;
     let first = Mutex::new(Some(loaded));
