@@ -192,6 +192,19 @@ impl ServiceArbiter {
     }
 }
 
+/// An instance that lived this long is restarted at once when it dies.
+const STABLE_LIFE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The delay before restarting after `short_lives` instances in a row died
+/// young: none for the first, then 100 ms doubling up to 5 s.
+fn restart_delay(short_lives: u32) -> std::time::Duration {
+    if short_lives == 0 {
+        return std::time::Duration::ZERO;
+    }
+    let doubled = 100u64.saturating_mul(1u64 << (short_lives - 1).min(16));
+    std::time::Duration::from_millis(doubled.min(5_000))
+}
+
 type Factory<A> = Arc<dyn Fn() -> A + Send + Sync>;
 
 struct SupervisedInner<A: Actor<Context = Context<A>>> {
@@ -201,6 +214,8 @@ struct SupervisedInner<A: Actor<Context = Context<A>>> {
     current: RwLock<Addr<A>>,
     restarts: AtomicU64,
     stopping: AtomicBool,
+    /// Instances in a row that died before [`STABLE_LIFE`].
+    short_lives: std::sync::atomic::AtomicU32,
     /// Turned true by [`Supervised::stop`]: the running instance stops.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -238,6 +253,7 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
                 current: RwLock::new(addr),
                 restarts: AtomicU64::new(0),
                 stopping: AtomicBool::new(false),
+                short_lives: std::sync::atomic::AtomicU32::new(0),
                 stop,
             }),
         };
@@ -256,10 +272,27 @@ impl<A: Actor<Context = Context<A>>> Supervised<A> {
         self.inner.stop.send_replace(true);
     }
 
+    /// Wait for the instance started now to die, then start the next one:
+    /// at once after a life of at least [`STABLE_LIFE`], else after a delay
+    /// that doubles with each short life (an actor that cannot load its state
+    /// is not restarted in a tight loop).
     fn watch(&self, death: tokio::sync::oneshot::Receiver<()>) {
         let weak = Arc::downgrade(&self.inner);
+        let born = std::time::Instant::now();
         self.inner.arbiter.spawn(async move {
             let _ = death.await;
+            let Some(inner) = weak.upgrade() else { return };
+            let delay = if born.elapsed() >= STABLE_LIFE {
+                inner.short_lives.store(0, Ordering::Relaxed);
+                std::time::Duration::ZERO
+            } else {
+                let short_lives = inner.short_lives.fetch_add(1, Ordering::Relaxed);
+                restart_delay(short_lives)
+            };
+            drop(inner);
+            if !delay.is_zero() {
+                actix_rt::time::sleep(delay).await;
+            }
             let Some(inner) = weak.upgrade() else { return };
             if inner.stopping.load(Ordering::SeqCst) {
                 return;
@@ -371,6 +404,16 @@ mod tests {
         fn handle(&mut self, _: Crash, _ctx: &mut Context<Self>) {
             panic!("crash requested by the test");
         }
+    }
+
+    #[test]
+    fn restarts_after_short_lives_back_off_up_to_five_seconds() {
+        use std::time::Duration;
+        assert_eq!(restart_delay(0), Duration::ZERO);
+        assert_eq!(restart_delay(1), Duration::from_millis(100));
+        assert_eq!(restart_delay(3), Duration::from_millis(400));
+        assert_eq!(restart_delay(10), Duration::from_secs(5));
+        assert_eq!(restart_delay(u32::MAX), Duration::from_secs(5));
     }
 
     #[tokio::test]
