@@ -10,6 +10,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod long_poll;
 pub mod market;
 pub mod net;
 pub mod outbox;

@@ -210,22 +210,14 @@ impl MarketService {
     ) -> Result<Vec<AgreementOperationEvent>, GolemError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.signals.agreements.subscribe();
-        loop {
-            let events = self
-                .look(deadline, || AgreementEventsAfter {
-                    after,
-                    app_session_id: app_session_id.clone(),
-                    max,
-                })
-                .await?;
-            if !events.is_empty() {
-                return Ok(events);
-            }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
-            }
-        }
+        crate::long_poll::until_found(deadline, &mut changed, || {
+            self.look(deadline, || AgreementEventsAfter {
+                after,
+                app_session_id: app_session_id.clone(),
+                max,
+            })
+        })
+        .await
     }
 }
 

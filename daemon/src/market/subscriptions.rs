@@ -145,24 +145,15 @@ impl MarketService {
     ) -> Result<Vec<MarketEvent>, GolemError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.signals.events.subscribe();
-        loop {
-            let id = id.to_string();
-            let events = self
-                .ask(TakeEvents {
-                    owner,
-                    kind,
-                    id,
-                    max,
-                })
-                .await?;
-            if !events.is_empty() {
-                return Ok(events);
-            }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(Vec::new()),
-            }
-        }
+        crate::long_poll::until_found(deadline, &mut changed, || {
+            self.ask(TakeEvents {
+                owner,
+                kind,
+                id: id.to_string(),
+                max,
+            })
+        })
+        .await
     }
 }
 

@@ -402,8 +402,8 @@ impl PaymentService {
             },
             with_agreements: app_session_id.is_some(),
         };
-        loop {
-            changed.borrow_and_update();
+        let look = || async move {
+            // A failed read counts as nothing yet: the client waits on.
             let candidates = self.read(ReadEvents { ..read }).await.unwrap_or_default();
             // Agreements are read outside the actor.
             let found: Vec<PaymentEvent> = candidates
@@ -420,14 +420,11 @@ impl PaymentService {
                 .map(|(event, _)| event)
                 .take(max_events)
                 .collect();
-            if !found.is_empty() {
-                return found;
-            }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Vec::new(),
-            }
-        }
+            Ok(found)
+        };
+        crate::long_poll::until_found(deadline, &mut changed, look)
+            .await
+            .unwrap_or_default()
     }
 
     pub async fn payments(&self) -> Result<Vec<Payment>, GolemError> {

@@ -140,17 +140,10 @@ impl ProviderSide {
     ) -> Result<Vec<ProviderEvent>, GolemError> {
         let mut changes = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let read = ReadEvents { after, max_events };
-            let events = deliver(&self.actor, read).await?;
-            if !events.is_empty() {
-                return Ok(events);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return Ok(events),
-            }
-        }
+        crate::long_poll::until_found(deadline, &mut changes, || async move {
+            deliver(&self.actor, ReadEvents { after, max_events }).await
+        })
+        .await
     }
 
     /// Fault injection: the actor panics and its supervisor starts it again from sled.
