@@ -238,15 +238,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use clap::Parser;
-    use std::collections::HashMap;
 
-    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use golem_settings::env_of;
 
     fn with_file(text: &str) -> (tempfile::TempDir, CliOverrides) {
         let dir = tempfile::tempdir().unwrap();
@@ -328,11 +321,11 @@ mod tests {
                 "{name}: pick a non-default sample"
             );
             let from_env =
-                DaemonConfig::load(&CliOverrides::default(), fake_env(&[(name, setting.value)]))
+                DaemonConfig::load(&CliOverrides::default(), env_of(&[(name, setting.value)]))
                     .unwrap_or_else(|error| panic!("{name}: {error}"));
             assert_eq!((setting.read)(&from_env), setting.expected, "env {name}");
             let (_dir, cli) = with_file(setting.toml);
-            let from_file = DaemonConfig::load(&cli, fake_env(&[]))
+            let from_file = DaemonConfig::load(&cli, env_of(&[]))
                 .unwrap_or_else(|error| panic!("{}: {error}", setting.toml));
             assert_eq!(
                 (setting.read)(&from_file),
@@ -341,8 +334,7 @@ mod tests {
                 setting.toml
             );
             if !setting.flag.is_empty() {
-                let from_flag =
-                    DaemonConfig::load(&parse_run(setting.flag), fake_env(&[])).unwrap();
+                let from_flag = DaemonConfig::load(&parse_run(setting.flag), env_of(&[])).unwrap();
                 assert_eq!(
                     (setting.read)(&from_flag),
                     setting.expected,
@@ -375,7 +367,7 @@ mod tests {
         let path = path.to_str().unwrap();
         let from_env = DaemonConfig::load(
             &CliOverrides::default(),
-            fake_env(&[(env_names::CONFIG, path)]),
+            env_of(&[(env_names::CONFIG, path)]),
         )
         .unwrap();
         assert_eq!(from_env.api_workers, 5);
@@ -386,17 +378,15 @@ mod tests {
         let crate::cli::Command::Run(run) = &cli.command else {
             panic!("not run")
         };
-        let from_flag = DaemonConfig::load(
-            &crate::cli::overrides(&cli.global, Some(run)),
-            fake_env(&[]),
-        )
-        .unwrap();
+        let from_flag =
+            DaemonConfig::load(&crate::cli::overrides(&cli.global, Some(run)), env_of(&[]))
+                .unwrap();
         assert_eq!(from_flag.api_workers, 5);
     }
 
     #[test]
     fn defaults_apply_with_nothing_given() {
-        let config = DaemonConfig::load(&CliOverrides::default(), fake_env(&[])).unwrap();
+        let config = DaemonConfig::load(&CliOverrides::default(), env_of(&[])).unwrap();
         assert_eq!(config, DaemonConfig::default());
         assert_eq!(config.api_addr.to_string(), "127.0.0.1:7465");
         assert_eq!(config.p2p_listen, vec!["/ip4/0.0.0.0/tcp/11500"]);
@@ -410,13 +400,13 @@ mod tests {
         let (_dir, cli) = with_file(
             "data-dir = \"/from/file\"\napi-addr = \"127.0.0.1:1111\"\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]\nrelay-server = true\n[market]\nsweep-interval-ms = 300\nremote-timeout-ms = 301\n[activity]\nmax-per-agreement = 5\n",
         );
-        let from_file = DaemonConfig::load(&cli, fake_env(&[])).unwrap();
+        let from_file = DaemonConfig::load(&cli, env_of(&[])).unwrap();
         assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
         assert_eq!(from_file.api_addr.port(), 1111);
         assert_eq!(from_file.market.sweep_interval_ms, 300);
         assert_eq!(from_file.market.announce_interval_ms, 5_000, "default kept");
 
-        let env = fake_env(&[
+        let env = env_of(&[
             ("GOLEM_API_ADDR", "127.0.0.1:2222"),
             ("GOLEM_BOOTSTRAP", "/ip4/5.6.7.8/tcp/2, /ip4/9.9.9.9/tcp/3"),
             ("GOLEM_MARKET_REMOTE_TIMEOUT_MS", "1500"),
@@ -461,13 +451,13 @@ mod tests {
 
     #[test]
     fn golem_autoconf_wins_over_yagna_name_and_blank_is_unset() {
-        let env = fake_env(&[
+        let env = env_of(&[
             (env_names::AUTOCONF_APPKEY, "ours"),
             (env_names::YAGNA_AUTOCONF_APPKEY, "theirs"),
         ]);
         let config = DaemonConfig::load(&CliOverrides::default(), env).unwrap();
         assert_eq!(config.autoconf_appkey.as_deref(), Some("ours"));
-        let blank = fake_env(&[(env_names::AUTOCONF_APPKEY, "  ")]);
+        let blank = env_of(&[(env_names::AUTOCONF_APPKEY, "  ")]);
         let config = DaemonConfig::load(&CliOverrides::default(), blank).unwrap();
         assert_eq!(config.autoconf_appkey, None);
     }
@@ -481,13 +471,13 @@ mod tests {
             ("GOLEM_MARKET_SWEEP_INTERVAL_MS", "soon"),
             ("GOLEM_ERC20_HOLESKY_CHAIN_ID", "x"),
         ] {
-            let error = DaemonConfig::load(&CliOverrides::default(), fake_env(&[(name, value)]))
+            let error = DaemonConfig::load(&CliOverrides::default(), env_of(&[(name, value)]))
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(name) && error.contains(value), "{error}");
         }
         let (_dir, cli) = with_file("no-such-key = 1\n");
-        let error = DaemonConfig::load(&cli, fake_env(&[]))
+        let error = DaemonConfig::load(&cli, env_of(&[]))
             .unwrap_err()
             .to_string();
         assert!(
@@ -495,7 +485,7 @@ mod tests {
             "{error}"
         );
         let (_dir, cli) = with_file("[market]\nremote-timeout-ms = \"soon\"\n");
-        let error = DaemonConfig::load(&cli, fake_env(&[]))
+        let error = DaemonConfig::load(&cli, env_of(&[]))
             .unwrap_err()
             .to_string();
         assert!(
@@ -506,7 +496,7 @@ mod tests {
             config_file: Some("/nonexistent/daemon.toml".into()),
             ..Default::default()
         };
-        let error = DaemonConfig::load(&cli, fake_env(&[]))
+        let error = DaemonConfig::load(&cli, env_of(&[]))
             .unwrap_err()
             .to_string();
         assert!(error.contains("/nonexistent/daemon.toml"), "{error}");

@@ -387,18 +387,7 @@ mod tests {
         }
     }
 
-    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(candidate, _)| candidate == name)
-                .map(|(_, value)| value.clone())
-        }
-    }
+    use golem_settings::env_of;
 
     /// `golem-provider [global flags] run [flags]` resolved against a data
     /// dir holding `toml` as provider.toml, with `env` as the environment.
@@ -414,7 +403,7 @@ mod tests {
         let Command::Run(run) = &cli.command else {
             panic!("not run")
         };
-        let env = fake_env(env);
+        let env = env_of(env);
         let settings = ProviderSettings::load(dir.path(), run, &env)?;
         ProviderConfig::resolve(dir.path(), settings, &machine())
     }
@@ -422,7 +411,7 @@ mod tests {
     fn connection(env: &[(&str, &str)], flags: &[&str]) -> Connection {
         let args = ["golem-provider"].iter().chain(flags).chain(&["status"]);
         let cli = Cli::try_parse_from(args).unwrap();
-        Connection::load(&cli.connection, &fake_env(env)).unwrap()
+        Connection::load(&cli.connection, &env_of(env)).unwrap()
     }
 
     /// One setting as issue 18 found it; `""` and `&[]` where it has no such form.

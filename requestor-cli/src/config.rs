@@ -123,24 +123,13 @@ mod tests {
     use crate::cli::Cli;
     use clap::Parser;
 
-    fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(candidate, _)| candidate == name)
-                .map(|(_, value)| value.clone())
-        }
-    }
+    use golem_settings::env_of;
 
     /// `golem-requestor [flags] offers` with `env` as the environment.
     fn load(env: &[(&str, &str)], flags: &[&str]) -> Result<Connection, crate::RequestorError> {
         let args = ["golem-requestor"].iter().chain(flags).chain(&["offers"]);
         let cli = Cli::try_parse_from(args).unwrap();
-        Connection::load(&cli.common.connection, &fake_env(env))
+        Connection::load(&cli.common.connection, &env_of(env))
     }
 
     /// The contract: `(env name, env value, flag, flag value, read, expected)`

@@ -62,6 +62,21 @@ pub enum SettingsError {
     Schema { message: String },
 }
 
+/// An environment lookup over `pairs` instead of the process's environment
+/// (what tests hand to a binary's loader).
+pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    move |name| {
+        pairs
+            .iter()
+            .find(|(candidate, _)| candidate == name)
+            .map(|(_, value)| value.clone())
+    }
+}
+
 /// The environment name derived from `key` under `prefix`: `GOLEM` and
 /// `market.remote-timeout-ms` give `GOLEM_MARKET_REMOTE_TIMEOUT_MS`.
 pub fn env_name(prefix: &str, key: &str) -> String {
