@@ -109,10 +109,7 @@ impl Handler<Incoming<ReportBatchEvent>> for ProviderActivityActor {
     ) -> Self::Result {
         let report = incoming.message;
         let hosted = self.reported(&report.activity_id)?;
-        let batch = hosted
-            .batches
-            .entry(report.event.batch_id.clone())
-            .or_insert_with(|| tokio::sync::watch::channel(Default::default()).0);
+        let batch = hosted.batch(report.event.batch_id.clone());
         batch.send_modify(|batch| batch.events.push(report.event));
         Ok(())
     }
@@ -128,10 +125,7 @@ impl Handler<Incoming<ReportBatchResult>> for ProviderActivityActor {
     ) -> Self::Result {
         let report = incoming.message;
         let hosted = self.reported(&report.activity_id)?;
-        let batch = hosted
-            .batches
-            .entry(report.batch_id)
-            .or_insert_with(|| tokio::sync::watch::channel(Default::default()).0);
+        let batch = hosted.batch(report.batch_id);
         batch.send_modify(|batch| {
             batch.finished |= report.result.is_batch_finished;
             batch.results.push(report.result);

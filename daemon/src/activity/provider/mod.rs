@@ -68,6 +68,14 @@ impl HostedActivity {
             destroying: false,
         }
     }
+
+    /// The batch `batch_id`, made empty when the exe unit reports one this
+    /// daemon has not seen yet.
+    fn batch(&mut self, batch_id: String) -> &mut watch::Sender<Batch> {
+        self.batches
+            .entry(batch_id)
+            .or_insert_with(|| watch::channel(Batch::default()).0)
+    }
 }
 
 /// What the actor owns.
