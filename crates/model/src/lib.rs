@@ -18,6 +18,7 @@ pub mod market;
 pub mod payment;
 pub mod pricing;
 pub mod properties;
+pub mod vpn;
 
 pub use error::{ErrorCode, GolemError};
 pub use identity::NodeId;
