@@ -25,6 +25,7 @@ use golem_model::{GolemError, NodeId};
 use tokio::sync::watch;
 
 use super::db::Db;
+use super::event_queues::EventQueues;
 use super::scan_iterators::Scans;
 use super::settings::MarketConfig;
 use super::state::State;
@@ -74,6 +75,8 @@ pub(crate) struct Core {
     pub config: MarketConfig,
     pub db: Db,
     pub signals: Arc<Signals>,
+    /// Shared with the long-polls and kept across restarts (see `event_queues`).
+    pub events: EventQueues,
 }
 
 impl Core {
@@ -170,7 +173,7 @@ impl MarketActor {
         let restarted = preloaded.is_none();
         let loaded = match preloaded {
             Some(loaded) => Ok(loaded),
-            None => load_records(&self.core.db, &self.core.config),
+            None => load_records(&self.core.db, &self.core.config, &self.core.events),
         };
         match loaded {
             Ok((state, outbox)) => {
@@ -185,7 +188,12 @@ impl MarketActor {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "the market could not load its records; it starts empty")
+                tracing::error!(%error, "the market could not load its records; it starts empty");
+                self.core.events.clear();
+                self.state = State {
+                    events: self.core.events.clone(),
+                    ..State::default()
+                };
             }
         }
         // Whoever waited on the old instance looks again.
@@ -207,8 +215,15 @@ pub(crate) fn log_loaded(what: &'static str, state: &State, outbox: &Outbox) {
 }
 
 /// Everything the market keeps in sled.
-pub(crate) fn load_records(db: &Db, config: &MarketConfig) -> Result<(State, Outbox), GolemError> {
-    Ok((State::load(db)?, super::outbox::load(&db.tree, config)?))
+pub(crate) fn load_records(
+    db: &Db,
+    config: &MarketConfig,
+    events: &EventQueues,
+) -> Result<(State, Outbox), GolemError> {
+    Ok((
+        State::load(db, events)?,
+        super::outbox::load(&db.tree, config)?,
+    ))
 }
 
 impl Actor for MarketActor {

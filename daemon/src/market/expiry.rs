@@ -47,7 +47,7 @@ fn expire_offers(db: &Db, state: &mut State, current: DateTime<Utc>) -> bool {
         .values()
         .filter(|entry| {
             entry.stored.published.expiration <= current
-                && (!entry.stored.local || state.events.contains_key(entry.id()))
+                && (!entry.stored.local || state.events.contains(entry.id()))
         })
         .map(|entry| (entry.id().to_string(), entry.stored.local))
         .collect();
@@ -69,7 +69,7 @@ fn expire_demand_events(db: &Db, state: &mut State, current: DateTime<Utc>) -> b
         .values()
         .filter(|entry| {
             entry.stored.expiration <= current
-                && state.events.contains_key(&entry.stored.demand.demand_id)
+                && state.events.contains(&entry.stored.demand.demand_id)
         })
         .map(|entry| entry.stored.demand.demand_id.clone())
         .collect();

@@ -48,6 +48,7 @@ mod agreements;
 mod agreements_view;
 mod db;
 mod errors;
+mod event_queues;
 mod expiry;
 mod matching;
 mod negotiation;
@@ -81,6 +82,7 @@ use golem_model::{GolemError, NodeId};
 
 use self::actor::{Core, Signals};
 use self::db::Db;
+use self::event_queues::EventQueues;
 use crate::net::NetService;
 use crate::store::Store;
 
@@ -91,6 +93,10 @@ pub struct MarketService {
     node_id: NodeId,
     actor: Supervised<MarketActor>,
     signals: Arc<Signals>,
+    /// The subscriptions' event queues (long-polls take from them directly).
+    events: EventQueues,
+    /// The market's tree (delivered events are deleted from it).
+    db: Db,
     agreements: AgreementsView,
     /// The service thread, stopped by [`MarketService::stop`].
     arbiter: ServiceArbiter,
@@ -109,7 +115,8 @@ pub async fn start(
         tree: store.tree(db::TREE)?,
     };
     // Loaded here so that a corrupt store stops the daemon at start.
-    let (state, outbox) = actor::load_records(&db, &config)?;
+    let events = EventQueues::default();
+    let (state, outbox) = actor::load_records(&db, &config, &events)?;
     actor::log_loaded("market state loaded", &state, &outbox);
     let preloaded = Arc::new(Mutex::new(Some((state, outbox))));
     let signals = Arc::new(Signals::new());
@@ -120,6 +127,7 @@ pub async fn start(
         config,
         db: db.clone(),
         signals: signals.clone(),
+        events: events.clone(),
     };
     let arbiter = ServiceArbiter::current_or_spawn("market")?;
     let actor = Supervised::start("market", arbiter.handle(), move || {
@@ -133,7 +141,9 @@ pub async fn start(
         node_id,
         actor,
         signals,
-        agreements: AgreementsView::new(db.tree),
+        events,
+        agreements: AgreementsView::new(db.tree.clone()),
+        db,
         arbiter,
     })
 }

@@ -5,7 +5,7 @@
 //! written through to sled ([`Db`]) as it is made, so [`State::load`] after a
 //! restart (or a supervisor's restart of the actor) finds exactly what was there.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use golem_model::constraints::{CompiledConstraint, Constraint, KeyTable, MatchForm};
@@ -13,9 +13,10 @@ use golem_model::market::{AgreementOperationEvent, MarketEvent, Proposal, Propos
 use golem_model::{GolemError, NodeId};
 
 use super::db::Db;
+use super::event_queues::{Access, EventQueues};
 use super::records::{
     is_final, now, parse_constraint, subnet_of, AgreementEventRecord, AgreementRecord,
-    ProposalRecord, Role, StoredDemand, StoredOffer, Tombstone,
+    ProposalRecord, Role, StoredDemand, StoredOffer, SubscriptionKind, Tombstone,
 };
 
 /// An offer in memory, with its constraint parsed once and its properties in
@@ -103,8 +104,9 @@ pub(crate) struct State {
     /// negotiates with itself).
     pub proposal_index: HashMap<String, Vec<String>>,
     pub agreements: HashMap<(Role, String), AgreementRecord>,
-    /// subscription id → pending events, oldest first.
-    pub events: HashMap<String, VecDeque<(u64, MarketEvent)>>,
+    /// subscription id → pending events, oldest first (shared with the
+    /// long-polls, see [`EventQueues`]).
+    pub events: EventQueues,
     pub agreement_events: Vec<AgreementEventRecord>,
     pub next_seq: u64,
     /// Agreement events get strictly increasing millisecond dates, so clients
@@ -141,6 +143,14 @@ impl State {
         let id = entry.id().to_string();
         self.offer_arrivals.insert(entry.arrival, id.clone());
         self.count_remote_offer(&entry, true);
+        if entry.stored.local && entry.stored.active {
+            let access = Access {
+                owner: entry.stored.published.offer.provider_id,
+                kind: SubscriptionKind::Offer,
+                expiration: entry.stored.published.expiration,
+            };
+            self.events.open(&id, access);
+        }
         if let Some(replaced) = self.offers.insert(id, entry) {
             self.offer_arrivals.remove(&replaced.arrival);
             self.count_remote_offer(&replaced, false);
@@ -200,7 +210,7 @@ impl State {
                 limits.max_proposals_per_subscription
             )));
         }
-        let pending = self.events.get(subscription_id).map_or(0, VecDeque::len);
+        let pending = self.events.pending(subscription_id);
         if pending >= limits.max_events_per_subscription {
             return Err(GolemError::conflict(format!(
                 "subscription {subscription_id} has {pending} undelivered events, the limit \
@@ -218,6 +228,14 @@ impl State {
         entry.arrival = self.take_arrival();
         let id = entry.stored.demand.demand_id.clone();
         self.demand_arrivals.insert(entry.arrival, id.clone());
+        if entry.stored.active {
+            let access = Access {
+                owner: entry.stored.demand.requestor_id,
+                kind: SubscriptionKind::Demand,
+                expiration: entry.stored.expiration,
+            };
+            self.events.open(&id, access);
+        }
         if let Some(replaced) = self.demands.insert(id, entry) {
             self.demand_arrivals.remove(&replaced.arrival);
         }
@@ -275,10 +293,30 @@ impl State {
     }
 }
 
+/// Forget `taken` events in sled (they are delivered) and return them.
+pub(crate) fn delivered(
+    db: &Db,
+    subscription_id: &str,
+    taken: Vec<(u64, MarketEvent)>,
+) -> Result<Vec<MarketEvent>, GolemError> {
+    taken
+        .into_iter()
+        .map(|(seq, event)| {
+            db.delete_event(subscription_id, seq)?;
+            Ok(event)
+        })
+        .collect()
+}
+
 impl State {
-    /// Load every record into a fresh [`State`].
-    pub(crate) fn load(db: &Db) -> Result<State, GolemError> {
-        let mut state = State::default();
+    /// Load every record into a fresh [`State`] whose events go to `events`
+    /// (emptied first: the handle outlives restarts of the actor).
+    pub(crate) fn load(db: &Db, events: &EventQueues) -> Result<State, GolemError> {
+        events.clear();
+        let mut state = State {
+            events: events.clone(),
+            ..State::default()
+        };
         for (_, stored) in db.scan::<StoredOffer>("offer/")? {
             let entry = OfferEntry::new(stored)?;
             state.insert_offer(entry);
@@ -320,11 +358,7 @@ impl State {
                 .map(|rest| rest.trim_start_matches("event/").to_string())
                 .unwrap_or_default();
             max_seq = max_seq.max(seq);
-            state
-                .events
-                .entry(subscription_id)
-                .or_default()
-                .push_back((seq, event));
+            state.events.push(&subscription_id, seq, event);
         }
         for (_, record) in db.scan::<AgreementEventRecord>("agreement-event/")? {
             max_seq = max_seq.max(record.seq);
@@ -425,10 +459,7 @@ impl State {
         let seq = self.next_seq;
         self.next_seq += 1;
         db.save_event(subscription_id, seq, &event)?;
-        self.events
-            .entry(subscription_id.to_string())
-            .or_default()
-            .push_back((seq, event));
+        self.events.push(subscription_id, seq, event);
         Ok(())
     }
 
@@ -439,18 +470,7 @@ impl State {
         subscription_id: &str,
         max: usize,
     ) -> Result<Vec<MarketEvent>, GolemError> {
-        let Some(queue) = self.events.get_mut(subscription_id) else {
-            return Ok(Vec::new());
-        };
-        let mut taken = Vec::new();
-        while taken.len() < max {
-            let Some((seq, event)) = queue.pop_front() else {
-                break;
-            };
-            db.delete_event(subscription_id, seq)?;
-            taken.push(event);
-        }
-        Ok(taken)
+        delivered(db, subscription_id, self.events.take(subscription_id, max))
     }
 
     pub(crate) fn drop_events(&mut self, db: &Db, subscription_id: &str) -> Result<(), GolemError> {
@@ -573,7 +593,7 @@ mod tests {
             max_events_per_subscription: 1,
             ..limits()
         };
-        let mut state = State::default();
+        let state = State::default();
         assert!(state.check_room(&limits, "sub", 2).is_ok());
         let error = state.check_room(&limits, "sub", 3).unwrap_err();
         assert_eq!(error.code, golem_model::ErrorCode::Conflict);
@@ -582,14 +602,15 @@ mod tests {
             "{}",
             error.message
         );
-        state.events.entry("sub".into()).or_default().push_back((
+        state.events.push(
+            "sub",
             1,
             MarketEvent::ProposalRejectedEvent {
                 event_date: now(),
                 proposal_id: "00".into(),
                 reason: None,
             },
-        ));
+        );
         let error = state.check_room(&limits, "sub", 1).unwrap_err();
         assert!(
             error.message.contains("max-events-per-subscription"),

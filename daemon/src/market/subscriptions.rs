@@ -145,13 +145,21 @@ impl MarketService {
     ) -> Result<Vec<MarketEvent>, GolemError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.signals.events.subscribe();
-        crate::long_poll::until_found(deadline, &mut changed, || {
-            self.ask(TakeEvents {
-                owner,
-                kind,
-                id: id.to_string(),
-                max,
-            })
+        crate::long_poll::until_found(deadline, &mut changed, || async move {
+            // An open queue of the caller answers without the actor.
+            match self.events.take_open(owner, kind, id, now(), max) {
+                Some(taken) => super::state::delivered(&self.db, id, taken),
+                None => {
+                    let id = id.to_string();
+                    self.ask(TakeEvents {
+                        owner,
+                        kind,
+                        id,
+                        max,
+                    })
+                    .await
+                }
+            }
         })
         .await
     }
