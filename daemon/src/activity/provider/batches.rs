@@ -5,6 +5,8 @@
 //! `StreamBatchEventsRemote` (a stream). Each batch is a `watch` channel the
 //! actor writes; readers wait on a receiver, outside the actor.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use actix::{ActorFutureExt, Context, Handler, ResponseActFuture, ResponseFuture, WrapFuture};
@@ -23,10 +25,80 @@ use crate::api::query::bounded_seconds;
 
 /// What the exe unit reported of one batch so far.
 #[derive(Debug, Default, Clone)]
-pub struct Batch {
+pub(in crate::activity) struct Batch {
     pub results: Vec<ExeScriptCommandResult>,
     pub events: Vec<RuntimeEvent>,
     pub finished: bool,
+}
+
+/// The batches of one hosted activity, each a `watch` channel the actor
+/// writes. The channels live on the [`BatchShelf`] of the actor's `Shared`,
+/// so an actor restarted after a panic finds the batches in flight with what
+/// the exe unit reported before it (readers keep waiting on the same channel).
+#[derive(Clone, Default)]
+pub(in crate::activity) struct ActivityBatches(Arc<Mutex<HashMap<String, watch::Sender<Batch>>>>);
+
+impl ActivityBatches {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Batch>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn contains(&self, batch_id: &str) -> bool {
+        self.lock().contains_key(batch_id)
+    }
+
+    /// A new, empty batch.
+    pub(super) fn add(&self, batch_id: &str) {
+        self.lock()
+            .insert(batch_id.to_string(), watch::channel(Batch::default()).0);
+    }
+
+    pub(super) fn remove(&self, batch_id: &str) {
+        self.lock().remove(batch_id);
+    }
+
+    pub(super) fn subscribe(&self, batch_id: &str) -> Option<watch::Receiver<Batch>> {
+        self.lock().get(batch_id).map(watch::Sender::subscribe)
+    }
+
+    /// Change batch `batch_id`, made empty first when the exe unit reports one
+    /// this daemon has not seen yet.
+    pub(super) fn modify(&self, batch_id: &str, change: impl FnOnce(&mut Batch)) {
+        self.lock()
+            .entry(batch_id.to_string())
+            .or_insert_with(|| watch::channel(Batch::default()).0)
+            .send_modify(change);
+    }
+
+    /// Offer every batch to `change`; readers wake where it returns true.
+    pub(super) fn modify_each(&self, mut change: impl FnMut(&str, &mut Batch) -> bool) {
+        for (batch_id, batch) in self.lock().iter() {
+            batch.send_if_modified(|batch| change(batch_id, batch));
+        }
+    }
+}
+
+/// Every hosted activity's [`ActivityBatches`], kept across restarts of the
+/// actor and dropped when the activity leaves memory.
+#[derive(Clone, Default)]
+pub(in crate::activity) struct BatchShelf(Arc<Mutex<HashMap<String, ActivityBatches>>>);
+
+impl BatchShelf {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ActivityBatches>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The batches of `activity_id` (empty for a new activity).
+    pub(super) fn of(&self, activity_id: &str) -> ActivityBatches {
+        self.lock()
+            .entry(activity_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(super) fn forget(&self, activity_id: &str) {
+        self.lock().remove(activity_id);
+    }
 }
 
 impl Batch {
@@ -99,15 +171,13 @@ impl ProviderActivityActor {
                 ),
             ));
         }
-        if hosted.batches.contains_key(&message.batch_id) {
+        if hosted.batches.contains(&message.batch_id) {
             return Err(GolemError::conflict(format!(
                 "batch {} already exists",
                 message.batch_id
             )));
         }
-        hosted
-            .batches
-            .insert(message.batch_id.clone(), watch::channel(Batch::default()).0);
+        hosted.batches.add(&message.batch_id);
         Ok(())
     }
 
@@ -121,13 +191,9 @@ impl ProviderActivityActor {
         self.check_owner(caller, activity_id)?;
         check_id("batch id", batch_id)?;
         let hosted = self.in_memory(activity_id)?;
-        hosted
-            .batches
-            .get(batch_id)
-            .map(watch::Sender::subscribe)
-            .ok_or_else(|| {
-                GolemError::not_found(format!("no batch {batch_id} in activity {activity_id}"))
-            })
+        hosted.batches.subscribe(batch_id).ok_or_else(|| {
+            GolemError::not_found(format!("no batch {batch_id} in activity {activity_id}"))
+        })
     }
 }
 

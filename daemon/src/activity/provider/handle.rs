@@ -49,6 +49,7 @@ impl ProviderSide {
             changes: Arc::new(watch::channel(0).0),
             starts: Arc::new(AtomicU64::new(0)),
             retention,
+            batches: Default::default(),
         };
         let changes = shared.changes.clone();
         let actor = Supervised::start("activity", arbiter, move || {

@@ -109,8 +109,10 @@ impl Handler<Incoming<ReportBatchEvent>> for ProviderActivityActor {
     ) -> Self::Result {
         let report = incoming.message;
         let hosted = self.reported(&report.activity_id)?;
-        let batch = hosted.batch(report.event.batch_id.clone());
-        batch.send_modify(|batch| batch.events.push(report.event));
+        let batch_id = report.event.batch_id.clone();
+        hosted
+            .batches
+            .modify(&batch_id, |batch| batch.events.push(report.event));
         Ok(())
     }
 }
@@ -125,8 +127,7 @@ impl Handler<Incoming<ReportBatchResult>> for ProviderActivityActor {
     ) -> Self::Result {
         let report = incoming.message;
         let hosted = self.reported(&report.activity_id)?;
-        let batch = hosted.batch(report.batch_id);
-        batch.send_modify(|batch| {
+        hosted.batches.modify(&report.batch_id, |batch| {
             batch.finished |= report.result.is_batch_finished;
             batch.results.push(report.result);
         });

@@ -38,7 +38,7 @@ use golem_model::ids::check_id;
 use golem_model::{GolemError, NodeId};
 use tokio::sync::watch;
 
-pub use batches::Batch;
+use batches::{ActivityBatches, BatchShelf};
 pub use handle::ProviderSide;
 
 use super::records::{
@@ -54,27 +54,21 @@ pub const MAX_REMOTE_WAIT: Duration = Duration::from_secs(8);
 pub(super) struct HostedActivity {
     record: HostedRecord,
     usage: ActivityUsage,
-    batches: HashMap<String, watch::Sender<Batch>>,
+    batches: ActivityBatches,
     /// Set by a destroy in progress: the reason an unbind then reports.
     destroying: bool,
 }
 
 impl HostedActivity {
-    fn new(record: HostedRecord) -> HostedActivity {
+    /// An activity in memory; its batches come from `shelf` (those in flight
+    /// when the actor was restarted, or none).
+    fn new(record: HostedRecord, shelf: &BatchShelf) -> HostedActivity {
         HostedActivity {
+            batches: shelf.of(&record.activity_id),
             record,
             usage: ActivityUsage::default(),
-            batches: HashMap::new(),
             destroying: false,
         }
-    }
-
-    /// The batch `batch_id`, made empty when the exe unit reports one this
-    /// daemon has not seen yet.
-    fn batch(&mut self, batch_id: String) -> &mut watch::Sender<Batch> {
-        self.batches
-            .entry(batch_id)
-            .or_insert_with(|| watch::channel(Batch::default()).0)
     }
 }
 
@@ -106,6 +100,8 @@ pub(super) struct Shared {
     pub changes: Arc<watch::Sender<u64>>,
     pub starts: Arc<AtomicU64>,
     pub retention: Retention,
+    /// The batches of every activity in memory (they survive a restart).
+    pub batches: BatchShelf,
 }
 
 /// The provider side of the activity service, as an actor.
@@ -206,9 +202,10 @@ impl ProviderActivityActor {
                 .router
                 .is_bound(&exe_unit_address(&record.activity_id));
             let activity_id = record.activity_id.clone();
-            self.book
-                .activities
-                .insert(activity_id.clone(), HostedActivity::new(record));
+            self.book.activities.insert(
+                activity_id.clone(),
+                HostedActivity::new(record, &self.shared.batches),
+            );
             if !exe_unit_bound {
                 ended.push(activity_id);
             }
@@ -259,6 +256,7 @@ impl ProviderActivityActor {
     fn forget_finished(&mut self) {
         for activity_id in self.book.finished.expired(&self.shared.retention) {
             self.book.activities.remove(&activity_id);
+            self.shared.batches.forget(&activity_id);
         }
     }
 }

@@ -165,9 +165,10 @@ impl ProviderActivityActor {
             .created_per_agreement
             .entry(agreement_id.clone())
             .or_default() += 1;
-        self.book
-            .activities
-            .insert(activity_id.clone(), HostedActivity::new(record));
+        self.book.activities.insert(
+            activity_id.clone(),
+            HostedActivity::new(record, &self.shared.batches),
+        );
         self.push_event(ProviderEvent::CreateActivity {
             event_date: Utc::now(),
             activity_id: activity_id.clone(),

@@ -100,33 +100,31 @@ impl ProviderActivityActor {
             return;
         }
         hosted.record.state = terminated(reason);
-        for (batch_id, batch) in &hosted.batches {
-            batch.send_if_modified(|batch| {
-                if batch.finished {
-                    return false;
-                }
-                let index = batch.results.len() as u32;
-                batch.results.push(ExeScriptCommandResult {
-                    index,
-                    event_date: Utc::now(),
-                    result: CommandResult::Error,
-                    stdout: None,
-                    stderr: None,
-                    message: Some(format!("activity terminated: {reason}")),
-                    is_batch_finished: true,
-                });
-                batch.events.push(RuntimeEvent::new(
-                    batch_id.clone(),
-                    index,
-                    RuntimeEventKind::Finished {
-                        return_code: -1,
-                        message: Some(reason.to_string()),
-                    },
-                ));
-                batch.finished = true;
-                true
+        hosted.batches.modify_each(|batch_id, batch| {
+            if batch.finished {
+                return false;
+            }
+            let index = batch.results.len() as u32;
+            batch.results.push(ExeScriptCommandResult {
+                index,
+                event_date: Utc::now(),
+                result: CommandResult::Error,
+                stdout: None,
+                stderr: None,
+                message: Some(format!("activity terminated: {reason}")),
+                is_batch_finished: true,
             });
-        }
+            batch.events.push(RuntimeEvent::new(
+                batch_id.to_string(),
+                index,
+                RuntimeEventKind::Finished {
+                    return_code: -1,
+                    message: Some(reason.to_string()),
+                },
+            ));
+            batch.finished = true;
+            true
+        });
         let record = hosted.record.clone();
         // Logged inside; the state in memory is right either way.
         let _ = self.persist(&record);
