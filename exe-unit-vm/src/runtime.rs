@@ -574,7 +574,7 @@ impl Runtime for VmRuntime {
             .block_on(async { engine::version(&engine::connect().await?).await })
             .map_err(|error| RuntimeError::new(error.to_string()))?;
         // `vpn` only where containers can get an interface.
-        let vpn = match crate::vpn::interface::probe() {
+        let vpn = match crate::vpn::interface::available() {
             Ok(()) => true,
             Err(reason) => {
                 tracing::info!(%reason, "no VPN for containers: capability vpn not offered");
@@ -620,6 +620,11 @@ impl Runtime for VmRuntime {
             };
         let vpn = match network {
             Some(network) => {
+                crate::vpn::interface::available().map_err(|reason| {
+                    RuntimeError::new(format!(
+                        "this provider cannot give containers a VPN interface: {reason}"
+                    ))
+                })?;
                 let bus = self.bus.get().cloned().ok_or_else(|| {
                     RuntimeError::new("the exe unit has no bus connection for the VPN")
                 })?;

@@ -79,6 +79,12 @@ fn create(config: InterfaceConfig) -> Result<tun::Device, String> {
     })
 }
 
+/// [`probe`], run once per process.
+pub fn available() -> Result<(), String> {
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBED.get_or_init(probe).clone()
+}
+
 /// Whether this process can give containers an interface: create one in a
 /// throwaway network namespace (gone with the thread).
 pub fn probe() -> Result<(), String> {
