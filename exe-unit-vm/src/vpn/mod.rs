@@ -9,7 +9,8 @@
 //!   `deploy` with Conflict); [`VpnMember::leave`] unbinds it and closes the
 //!   fd. Members send `VpnPackets` to `/net/<node>/public/vpn/<networkId>`.
 //! - **Ingress.** `VpnPackets` are taken only from a remote caller that
-//!   holds an address in the member table ([`table::Members`]); from anyone
+//!   holds an address in the member table ([`table::Members`]) or is the
+//!   agreement's requestor (the network's owner); from anyone
 //!   else the call is refused with Forbidden, counted and logged. Packets must
 //!   be for our address (or a broadcast of the network) and from an address
 //!   of the network the sender holds, or that nobody holds yet (it is then
@@ -121,7 +122,7 @@ impl VpnMember {
     ) -> Result<VpnMember, String> {
         let address = vpn_service(&network.id);
         let shared = Arc::new(Shared {
-            members: Mutex::new(Members::new(&network, own_node)),
+            members: Mutex::new(Members::new(&network, own_node, owner)),
             network,
             owner,
             device: Mutex::new(None),

@@ -85,18 +85,23 @@ pub struct Members {
     prefix: u8,
     own_ip: Ipv4Addr,
     own_node: Option<NodeId>,
+    /// The network's owner (the agreement's requestor): a member even
+    /// before any of its addresses is known.
+    owner: Option<NodeId>,
     by_ip: BTreeMap<Ipv4Addr, NodeId>,
 }
 
 impl Members {
-    /// The table of `network`; `own_node` is this provider's NodeId (never a peer).
-    pub fn new(network: &VpnNetwork, own_node: Option<NodeId>) -> Members {
+    /// The table of `network`; `own_node` is this provider's NodeId (never a
+    /// peer), `owner` the agreement's requestor.
+    pub fn new(network: &VpnNetwork, own_node: Option<NodeId>, owner: Option<NodeId>) -> Members {
         Members {
             network_id: network.id.clone(),
             address: network.address,
             prefix: network.prefix,
             own_ip: network.node_ip,
             own_node,
+            owner: owner.filter(|owner| Some(*owner) != own_node),
             by_ip: network.members.clone(),
         }
     }
@@ -111,9 +116,10 @@ impl Members {
             || ip == super::network::broadcast(self.address, self.prefix)
     }
 
-    /// Whether `node` holds an address of the network: only members may send packets.
+    /// Whether `node` holds an address of the network, or owns it: only
+    /// members may send packets.
     pub fn is_member(&self, node: NodeId) -> bool {
-        self.by_ip.values().any(|held| *held == node)
+        Some(node) == self.owner || self.by_ip.values().any(|held| *held == node)
     }
 
     pub fn node_of(&self, ip: Ipv4Addr) -> Option<NodeId> {
@@ -246,7 +252,7 @@ pub(crate) mod tests {
                 (Ipv4Addr::new(192, 168, 0, 3), node(3)),
             ]),
         };
-        Members::new(&network, Some(node(2)))
+        Members::new(&network, Some(node(2)), Some(node(1)))
     }
 
     #[test]
@@ -308,6 +314,20 @@ pub(crate) mod tests {
         assert!(table.is_member(node(3)));
         assert!(!table.is_member(node(9)));
         assert!(!table.is_member(node(2)), "we are not our own peer");
+        // The owner is a member before any address of its is known; the
+        // address it sends from is then learned as its own.
+        let mut without_owner_address = members();
+        without_owner_address
+            .apply(&VpnControl::RemoveNodes {
+                network_id: "net".into(),
+                ips: vec!["192.168.0.1".into()],
+            })
+            .unwrap();
+        assert!(without_owner_address.is_member(node(1)));
+        assert_eq!(
+            without_owner_address.ingress(node(1), &packet([192, 168, 0, 1], [192, 168, 0, 2])),
+            Ingress::DeliverAndLearn
+        );
         assert_eq!(
             table.ingress(node(3), &packet([192, 168, 0, 3], [192, 168, 0, 2])),
             Ingress::Deliver
