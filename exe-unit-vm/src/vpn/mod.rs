@@ -384,3 +384,112 @@ async fn send_to_peer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use futures::StreamExt;
+    use golem_bus::{BusCall, Endpoint};
+
+    use super::table::tests::{node, packet};
+    use super::*;
+
+    /// Member 1 is the owner (requestor), 3 another provider; we are 2.
+    fn shared() -> Arc<Shared> {
+        let network = VpnNetwork {
+            id: "net".into(),
+            address: Ipv4Addr::new(192, 168, 0, 0),
+            prefix: 24,
+            node_ip: Ipv4Addr::new(192, 168, 0, 2),
+            gateway: None,
+            members: BTreeMap::from([
+                (Ipv4Addr::new(192, 168, 0, 1), node(1)),
+                (Ipv4Addr::new(192, 168, 0, 3), node(3)),
+            ]),
+        };
+        Arc::new(Shared {
+            members: Mutex::new(Members::new(&network, Some(node(2)), Some(node(1)))),
+            network,
+            owner: Some(node(1)),
+            device: Mutex::new(None),
+            counters: Counters::default(),
+        })
+    }
+
+    async fn call<M: golem_model::bus::BusMessage>(
+        shared: &Arc<Shared>,
+        caller: Caller,
+        message: &M,
+    ) -> Result<serde_json::Value, GolemError> {
+        let call = BusCall {
+            caller,
+            address: vpn_service("net"),
+            message: M::NAME.to_string(),
+            payload: serde_json::to_value(message).unwrap(),
+            stream: false,
+        };
+        endpoint(shared.clone()).handle(call).next().await.unwrap()
+    }
+
+    fn packets(from: [u8; 4]) -> VpnPackets {
+        VpnPackets {
+            network_id: "net".into(),
+            packets: vec![BASE64.encode(packet(from, [192, 168, 0, 2]))],
+        }
+    }
+
+    #[tokio::test]
+    async fn packets_from_non_members_are_refused_and_counted() {
+        let shared = shared();
+        for caller in [Caller::Remote(node(9)), Caller::Local] {
+            let refused = call(&shared, caller, &packets([192, 168, 0, 9])).await;
+            assert_eq!(refused.unwrap_err().code, ErrorCode::Forbidden);
+        }
+        assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
+        assert!(!lock(&shared.members).is_member(node(9)), "nothing learned");
+        // A member's packet is taken (dropped here: no interface yet).
+        call(&shared, Caller::Remote(node(3)), &packets([192, 168, 0, 3]))
+            .await
+            .unwrap();
+        assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
+        assert_eq!(Counters::get(&shared.counters.dropped_ingress), 1);
+        let other_network = VpnPackets {
+            network_id: "other".into(),
+            ..packets([192, 168, 0, 3])
+        };
+        let refused = call(&shared, Caller::Remote(node(3)), &other_network).await;
+        assert_eq!(refused.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_changes_members() {
+        let shared = shared();
+        let add = VpnControl::AddNodes {
+            network_id: "net".into(),
+            nodes: BTreeMap::from([("192.168.0.9".to_string(), node(9))]),
+        };
+        for caller in [
+            Caller::Remote(node(3)),
+            Caller::Remote(node(9)),
+            Caller::Local,
+        ] {
+            let refused = call(&shared, caller, &add).await;
+            assert_eq!(
+                refused.unwrap_err().code,
+                ErrorCode::Forbidden,
+                "{caller:?}"
+            );
+        }
+        assert_eq!(Counters::get(&shared.counters.refused_control), 3);
+        assert!(!lock(&shared.members).is_member(node(9)));
+        call(&shared, Caller::Remote(node(1)), &add).await.unwrap();
+        assert!(lock(&shared.members).is_member(node(9)));
+        // Now node 9's packets are taken.
+        call(&shared, Caller::Remote(node(9)), &packets([192, 168, 0, 9]))
+            .await
+            .unwrap();
+    }
+}
