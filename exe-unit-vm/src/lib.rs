@@ -9,7 +9,9 @@
 //! agreement and activity, and its owner so that leftovers of a dead exe unit
 //! are removed by the next one. Packages load by content only (a tarball's
 //! own tags are stripped; the cache's tag and record are the exe unit's), and
-//! `docker:<ref>` packages run only where the provider allows them.
+//! `docker:<ref>` packages run only where the provider allows them. With
+//! `deploy.net` the container gets a TUN interface in its own network
+//! namespace and the exe unit relays its packets over the bus ([`vpn`]).
 #![forbid(unsafe_code)]
 
 pub mod archive;
@@ -18,5 +20,6 @@ pub mod config;
 pub mod engine;
 pub mod image;
 pub mod runtime;
+pub mod vpn;
 
 pub use runtime::{VmRuntime, RUNTIME_NAME};

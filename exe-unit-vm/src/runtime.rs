@@ -4,6 +4,9 @@
 //! is a `docker exec` of `entry_point args` whose stdout/stderr are streamed to
 //! the core; usage comes from the engine's stats; `shutdown` removes the
 //! container. Creating the runtime removes containers left by dead exe units.
+//! With `deploy.net` the activity joins its network at `deploy` (see
+//! [`crate::vpn`]), the container gets `hostname` and a generated read-only
+//! `/etc/hosts`, and `start` gives it its VPN interface.
 //! The runtime fetches `hash:` packages itself (through the core's package
 //! cache) so that a tarball loads while it downloads, and bounds its image
 //! cache at deploy (see [`crate::cache`]).
@@ -11,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +24,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions, StatsOptions};
 use bollard::Docker;
 use futures::StreamExt;
+use golem_bus::BusClient;
 use golem_exe_unit::package::{self, PackageLocation};
 use golem_exe_unit::runtime::prepare_volumes;
 use golem_exe_unit::{
@@ -35,6 +39,8 @@ use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
+use crate::vpn::network::{hosts_file, VpnNetwork};
+use crate::vpn::VpnMember;
 
 pub const RUNTIME_NAME: &str = "vm";
 /// Offer property: the provider lets containers reach the network when the
@@ -47,6 +53,10 @@ pub const GOLEM_VOLUMES: &[&str] = &["/golem/input", "/golem/output", "/golem/wo
 /// A static busybox on the provider; mounted read-only to keep the container up.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 const GUEST_BUSYBOX: &str = "/.golem/busybox";
+/// Where the generated hosts file is mounted.
+const GUEST_HOSTS: &str = "/etc/hosts";
+/// The offer capability of a runtime that gives containers a VPN interface.
+pub const VPN_CAPABILITY: &str = "vpn";
 /// The user a container runs as when its image names none (`nobody`).
 pub const DEFAULT_USER: &str = "65534:65534";
 pub const PIDS_LIMIT: i64 = 128;
@@ -112,6 +122,8 @@ pub struct VmRuntime {
     agreement_id: String,
     /// The provider's node id, from the agreement.
     node_id: String,
+    /// The requestor's node id, from the agreement: the owner of its networks.
+    requestor_id: String,
     cache_max_images: usize,
     config: VmConfig,
     limits: Limits,
@@ -123,6 +135,10 @@ pub struct VmRuntime {
     /// Container CPU time in nanoseconds, refreshed from the engine's stats.
     cpu_nanos: Arc<AtomicU64>,
     stats_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The daemon's bus, for the VPN's address.
+    bus: OnceLock<BusClient>,
+    /// The network this activity joined at deploy.
+    vpn: Mutex<Option<Arc<VpnMember>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +164,7 @@ impl VmRuntime {
             activity_id: config.activity_id.clone(),
             agreement_id: config.agreement.agreement_id.clone(),
             node_id: config.agreement.provider_id.clone(),
+            requestor_id: config.agreement.requestor_id.clone(),
             cache_max_images: config.cache_max_packages,
             config: vm_config,
             limits: Limits::from_agreement(&config.agreement),
@@ -157,6 +174,8 @@ impl VmRuntime {
             killed: AtomicBool::new(false),
             cpu_nanos: Arc::new(AtomicU64::new(0)),
             stats_task: Mutex::new(None),
+            bus: OnceLock::new(),
+            vpn: Mutex::new(None),
         })
     }
 
@@ -242,6 +261,148 @@ impl VmRuntime {
             tracing::warn!(%error, "cannot record the cached image");
         }
         Ok(loaded.image_id)
+    }
+
+    /// Load the image and create the hardened container; `hosts_file`, when
+    /// given, is mounted read-only at `/etc/hosts`.
+    async fn create_container(
+        &self,
+        docker: &Docker,
+        request: DeployRequest,
+        hosts_file: Option<&Path>,
+    ) -> Result<Deployment, RuntimeError> {
+        let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
+        // Containers are created from the image id, never from a name that
+        // could be moved in the meantime.
+        let image_id = self.resolve_image(docker, &request, &cache).await?;
+        let inspect = docker.inspect_image(&image_id).await.map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot inspect the image {image_id}: {}",
+                engine_message(&error)
+            ))
+        })?;
+        let config = inspect.config.unwrap_or_default();
+
+        // /golem/* and the image's own volumes, as host dirs under the work dir.
+        let mut guest_paths: Vec<String> =
+            GOLEM_VOLUMES.iter().map(|path| path.to_string()).collect();
+        let mut declared: Vec<String> = config.volumes.unwrap_or_default().into_keys().collect();
+        declared.sort();
+        for path in declared {
+            let path = path.trim_end_matches('/').to_string();
+            if path.starts_with('/') && path.len() > 1 && !guest_paths.contains(&path) {
+                guest_paths.push(path);
+            }
+        }
+        let mount_points: Vec<(String, VolumeAccess)> = guest_paths
+            .iter()
+            .map(|path| (path.clone(), VolumeAccess::ReadWrite))
+            .collect();
+        let volumes = prepare_volumes(&request.work_dir, &mount_points).map_err(|error| {
+            RuntimeError::new(format!("cannot create the container's volumes: {error}"))
+        })?;
+        let mut binds = Vec::new();
+        for volume in &volumes {
+            open_up(&volume.host_path).map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot prepare {}: {error}",
+                    volume.host_path.display()
+                ))
+            })?;
+            binds.push(format!(
+                "{}:{}:rw",
+                volume.host_path.display(),
+                volume.guest_path
+            ));
+        }
+
+        // Keep the container up with a static busybox under docker's init
+        // (which reaps whatever the runs leave behind).
+        let keep_alive: Vec<String> = if Path::new(HOST_BUSYBOX).is_file() {
+            binds.push(format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro"));
+            vec![GUEST_BUSYBOX.into(), "sleep".into(), "2147483647".into()]
+        } else {
+            vec!["sleep".into(), "2147483647".into()]
+        };
+        if let Some(path) = hosts_file {
+            binds.push(format!("{}:{GUEST_HOSTS}:ro", path.display()));
+        }
+        let user = match config.user.as_deref() {
+            Some(user) if !user.is_empty() => user.to_string(),
+            _ => DEFAULT_USER.to_string(),
+        };
+        let mut env = config.env.unwrap_or_default();
+        env.extend(
+            request
+                .env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
+        let host_config = HostConfig {
+            binds: Some(binds),
+            network_mode: Some(
+                if self.limits.network {
+                    "bridge"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                TMPFS_OPTIONS.to_string(),
+            )])),
+            pids_limit: Some(self.limits.pids),
+            memory: Some(self.limits.memory_bytes),
+            memory_swap: Some(self.limits.memory_bytes),
+            nano_cpus: self.limits.nano_cpus,
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image_id.clone()),
+            entrypoint: Some(keep_alive),
+            cmd: Some(Vec::new()),
+            user: Some(user.clone()),
+            env: Some(env.clone()),
+            working_dir: Some("/golem/work".into()),
+            labels: Some(self.labels()),
+            hostname: request.hostname.clone(),
+            network_disabled: Some(!self.limits.network),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = container_name(&self.activity_id);
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot create the container: {}",
+                    engine_message(&error)
+                ))
+            })?;
+        tracing::info!(container = %created.id, %name, %image_id, %user, limits = ?self.limits, "container created");
+        // Now that a container holds this image, older ones may go.
+        cache.evict(docker).await;
+        *lock(&self.container) = Some(Container {
+            id: created.id,
+            env: request
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        });
+        Ok(Deployment { volumes })
     }
 
     fn start_stats(&self, docker: Docker, id: String) {
@@ -382,11 +543,15 @@ fn cpu_capabilities() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn template(engine_version: &str) -> serde_json::Value {
+fn template(engine_version: &str, vpn: bool) -> serde_json::Value {
+    let mut capabilities = vec!["docker-archive"];
+    if vpn {
+        capabilities.push(VPN_CAPABILITY);
+    }
     serde_json::json!({
         "golem.runtime.name": RUNTIME_NAME,
         "golem.runtime.version": env!("CARGO_PKG_VERSION"),
-        "golem.runtime.capabilities": ["docker-archive"],
+        "golem.runtime.capabilities": capabilities,
         "golem.runtime.vm.engine": "docker",
         "golem.runtime.vm.engine.version": engine_version,
         "golem.inf.cpu.architecture": std::env::consts::ARCH,
@@ -397,7 +562,7 @@ fn template(engine_version: &str) -> serde_json::Value {
 #[async_trait]
 impl Runtime for VmRuntime {
     fn offer_template() -> serde_json::Value {
-        VmRuntime::offer_template_checked().unwrap_or_else(|_| template("unknown"))
+        VmRuntime::offer_template_checked().unwrap_or_else(|_| template("unknown", false))
     }
 
     fn offer_template_checked() -> Result<serde_json::Value, RuntimeError> {
@@ -408,12 +573,24 @@ impl Runtime for VmRuntime {
         let version = runtime
             .block_on(async { engine::version(&engine::connect().await?).await })
             .map_err(|error| RuntimeError::new(error.to_string()))?;
-        Ok(template(&version))
+        // `vpn` only where containers can get an interface.
+        let vpn = match crate::vpn::interface::available() {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::info!(%reason, "no VPN for containers: capability vpn not offered");
+                false
+            }
+        };
+        Ok(template(&version, vpn))
     }
 
     /// `docker:<ref>`, and `hash:` packages too: the image loads while it downloads.
     fn accepts_package_reference(&self, _task_package: &str) -> bool {
         true
+    }
+
+    fn attach_bus(&self, bus: &BusClient) {
+        let _ = self.bus.set(bus.clone());
     }
 
     async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError> {
@@ -423,134 +600,55 @@ impl Runtime for VmRuntime {
                 "the activity's container is already deployed",
             ));
         }
-        let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
-        // Containers are created from the image id, never from a name that
-        // could be moved in the meantime.
-        let image_id = self.resolve_image(docker, &request, &cache).await?;
-        let inspect = docker.inspect_image(&image_id).await.map_err(|error| {
-            RuntimeError::new(format!(
-                "cannot inspect the image {image_id}: {}",
-                engine_message(&error)
-            ))
-        })?;
-        let config = inspect.config.unwrap_or_default();
-
-        // /golem/* and the image's own volumes, as host dirs under the work dir.
-        let mut guest_paths: Vec<String> =
-            GOLEM_VOLUMES.iter().map(|path| path.to_string()).collect();
-        let mut declared: Vec<String> = config.volumes.unwrap_or_default().into_keys().collect();
-        declared.sort();
-        for path in declared {
-            let path = path.trim_end_matches('/').to_string();
-            if path.starts_with('/') && path.len() > 1 && !guest_paths.contains(&path) {
-                guest_paths.push(path);
+        let network = VpnNetwork::from_deploy(&request.net, self.node_id.parse().ok())
+            .map_err(RuntimeError::new)?;
+        let networking =
+            if network.is_some() || !request.hosts.is_empty() || request.hostname.is_some() {
+                let text = hosts_file(
+                    &request.hosts,
+                    request.hostname.as_deref(),
+                    network.as_ref().map(|network| network.node_ip),
+                )
+                .map_err(RuntimeError::new)?;
+                let path = request.work_dir.join("etc-hosts");
+                std::fs::write(&path, text).map_err(|error| {
+                    RuntimeError::new(format!("cannot write {}: {error}", path.display()))
+                })?;
+                Some(path)
+            } else {
+                None
+            };
+        let vpn = match network {
+            Some(network) => {
+                crate::vpn::interface::available().map_err(|reason| {
+                    RuntimeError::new(format!(
+                        "this provider cannot give containers a VPN interface: {reason}"
+                    ))
+                })?;
+                let bus = self.bus.get().cloned().ok_or_else(|| {
+                    RuntimeError::new("the exe unit has no bus connection for the VPN")
+                })?;
+                let member = VpnMember::join(
+                    bus,
+                    network,
+                    self.requestor_id.parse().ok(),
+                    self.node_id.parse().ok(),
+                )
+                .await
+                .map_err(RuntimeError::new)?;
+                Some(Arc::new(member))
             }
+            None => None,
+        };
+        let deployed = self
+            .create_container(docker, request, networking.as_deref())
+            .await;
+        match (&deployed, vpn) {
+            (Ok(_), vpn) => *lock(&self.vpn) = vpn,
+            (Err(_), Some(vpn)) => vpn.leave().await,
+            (Err(_), None) => {}
         }
-        let mount_points: Vec<(String, VolumeAccess)> = guest_paths
-            .iter()
-            .map(|path| (path.clone(), VolumeAccess::ReadWrite))
-            .collect();
-        let volumes = prepare_volumes(&request.work_dir, &mount_points).map_err(|error| {
-            RuntimeError::new(format!("cannot create the container's volumes: {error}"))
-        })?;
-        let mut binds = Vec::new();
-        for volume in &volumes {
-            open_up(&volume.host_path).map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot prepare {}: {error}",
-                    volume.host_path.display()
-                ))
-            })?;
-            binds.push(format!(
-                "{}:{}:rw",
-                volume.host_path.display(),
-                volume.guest_path
-            ));
-        }
-
-        // Keep the container up with a static busybox under docker's init
-        // (which reaps whatever the runs leave behind).
-        let keep_alive: Vec<String> = if Path::new(HOST_BUSYBOX).is_file() {
-            binds.push(format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro"));
-            vec![GUEST_BUSYBOX.into(), "sleep".into(), "2147483647".into()]
-        } else {
-            vec!["sleep".into(), "2147483647".into()]
-        };
-        let user = match config.user.as_deref() {
-            Some(user) if !user.is_empty() => user.to_string(),
-            _ => DEFAULT_USER.to_string(),
-        };
-        let mut env = config.env.unwrap_or_default();
-        env.extend(
-            request
-                .env
-                .iter()
-                .map(|(key, value)| format!("{key}={value}")),
-        );
-        let host_config = HostConfig {
-            binds: Some(binds),
-            network_mode: Some(
-                if self.limits.network {
-                    "bridge"
-                } else {
-                    "none"
-                }
-                .into(),
-            ),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                TMPFS_OPTIONS.to_string(),
-            )])),
-            pids_limit: Some(self.limits.pids),
-            memory: Some(self.limits.memory_bytes),
-            memory_swap: Some(self.limits.memory_bytes),
-            nano_cpus: self.limits.nano_cpus,
-            init: Some(true),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(image_id.clone()),
-            entrypoint: Some(keep_alive),
-            cmd: Some(Vec::new()),
-            user: Some(user.clone()),
-            env: Some(env.clone()),
-            working_dir: Some("/golem/work".into()),
-            labels: Some(self.labels()),
-            network_disabled: Some(!self.limits.network),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
-        let name = container_name(&self.activity_id);
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot create the container: {}",
-                    engine_message(&error)
-                ))
-            })?;
-        tracing::info!(container = %created.id, %name, %image_id, %user, limits = ?self.limits, "container created");
-        // Now that a container holds this image, older ones may go.
-        cache.evict(docker).await;
-        *lock(&self.container) = Some(Container {
-            id: created.id,
-            env: request
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-        });
-        Ok(Deployment { volumes })
+        deployed
     }
 
     async fn start(&self, _args: Vec<String>) -> Result<(), RuntimeError> {
@@ -568,7 +666,35 @@ impl Runtime for VmRuntime {
                     engine_message(&error)
                 ))
             })?;
-        self.start_stats(docker.clone(), container.id);
+        self.start_stats(docker.clone(), container.id.clone());
+        let vpn = lock(&self.vpn).clone();
+        if let Some(vpn) = vpn {
+            let inspect = docker
+                .inspect_container(
+                    &container.id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .map_err(|error| {
+                    RuntimeError::new(format!(
+                        "cannot inspect the container: {}",
+                        engine_message(&error)
+                    ))
+                })?;
+            let pid = inspect
+                .state
+                .and_then(|state| state.pid)
+                .and_then(|pid| u32::try_from(pid).ok())
+                .filter(|pid| *pid > 0)
+                .ok_or_else(|| {
+                    RuntimeError::new("the container has no process to attach the VPN to")
+                })?;
+            vpn.attach(pid).await.map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot give the container its VPN interface: {error}"
+                ))
+            })?;
+        }
         Ok(())
     }
 
@@ -722,6 +848,10 @@ impl Runtime for VmRuntime {
     async fn shutdown(&self) -> Result<(), RuntimeError> {
         if let Some(task) = lock(&self.stats_task).take() {
             task.abort();
+        }
+        let vpn = lock(&self.vpn).take();
+        if let Some(vpn) = vpn {
+            vpn.leave().await;
         }
         let Some(container) = lock(&self.container).take() else {
             return Ok(());

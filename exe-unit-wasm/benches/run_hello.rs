@@ -45,6 +45,9 @@ fn bench(c: &mut Criterion) {
             volumes: None,
             env: vec![],
             fetch_policy: Default::default(),
+            net: Vec::new(),
+            hosts: Default::default(),
+            hostname: None,
         }))
         .unwrap();
     let run = || {

@@ -251,6 +251,9 @@ impl Runtime for WasmRuntime {
     }
 
     async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError> {
+        if !request.net.is_empty() {
+            return Err(RuntimeError::new(NO_NETWORK_INTERFACE));
+        }
         let engine = self.engine.clone();
         let deployed = tokio::task::spawn_blocking(move || {
             let package =
@@ -473,6 +476,10 @@ fn execute(
         },
     }
 }
+
+/// Why a `deploy` with `net` is refused.
+pub const NO_NETWORK_INTERFACE: &str =
+    "the wasm runtime has no network interface; use the vm runtime for VPN";
 
 #[cfg(test)]
 mod tests {

@@ -277,6 +277,38 @@ async fn bad_input_gives_clear_errors_and_the_exe_unit_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_with_a_vpn_is_refused() {
+    let daemon = Daemon::start();
+    let exe_unit = ExeUnit::spawn(&daemon, Spawn::with_test_package(&daemon, "act-vpn")).await;
+    let deploy = r#"[{"deploy": {"net": [{"id": "0123456789abcdef0123456789abcdef",
+        "ip": "192.168.0.0", "mask": "255.255.255.0", "nodeIp": "192.168.0.2",
+        "nodes": {"192.168.0.1": "0x1111111111111111111111111111111111111111"}}]}},
+        {"start": {}}]"#;
+    let results = exe_unit.exec(&daemon, "deploy-net", deploy).await;
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_error(
+        &results[0],
+        "the wasm runtime has no network interface; use the vm runtime for VPN",
+    );
+    let state = daemon
+        .router
+        .call(&exe_unit.address, &GetState)
+        .await
+        .unwrap();
+    assert_eq!(state.state, State::Initialized.into());
+    // The same package deploys without `net`.
+    let results = exe_unit
+        .exec(&daemon, "deploy", r#"[{"deploy": {}}, {"start": {}}]"#)
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_package_fails_deploy_with_a_hash_mismatch() {
     let daemon = Daemon::start();
     let mut options = Spawn::with_test_package(&daemon, "act-corrupt");

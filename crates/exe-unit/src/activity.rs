@@ -86,6 +86,14 @@ impl ActivityConfig {
     }
 }
 
+/// `deploy`'s `net`, `hosts` and `hostname`, passed on to the runtime.
+#[derive(Debug, Clone, Default)]
+struct Networking {
+    net: Vec<golem_model::activity::DeployNetwork>,
+    hosts: std::collections::BTreeMap<String, String>,
+    hostname: Option<String>,
+}
+
 /// What the exe unit tells the activity service, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
@@ -462,9 +470,21 @@ impl Activity {
             return Outcome::error(message);
         }
         match command {
-            ExeScriptCommand::Deploy { volumes, env, .. } => {
+            ExeScriptCommand::Deploy {
+                volumes,
+                env,
+                net,
+                hosts,
+                hostname,
+                ..
+            } => {
                 let env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                match self.deploy(volumes.clone(), env).await {
+                let networking = Networking {
+                    net: net.clone(),
+                    hosts: hosts.clone(),
+                    hostname: hostname.clone(),
+                };
+                match self.deploy(volumes.clone(), env, networking).await {
                     Ok(()) => Outcome::ok(),
                     Err(message) => Outcome::error(message),
                 }
@@ -527,6 +547,7 @@ impl Activity {
         &self,
         volumes: Option<DeployVolumes>,
         env: Vec<(String, String)>,
+        networking: Networking,
     ) -> Result<(), String> {
         self.set_state_pair(StatePair(State::Initialized, Some(State::Deployed)));
         let result = async {
@@ -561,6 +582,9 @@ impl Activity {
                     volumes,
                     env,
                     fetch_policy: self.config.fetch_policy(),
+                    net: networking.net,
+                    hosts: networking.hosts,
+                    hostname: networking.hostname,
                 })
                 .await
                 .map_err(|error| error.to_string())?;

@@ -3,7 +3,9 @@
 //! output capture, transfers, task-package download and usage counters; a
 //! kind of exe unit (WASM, VM) only implements the [`Runtime`] trait and calls
 //! [`cli::main`] from its `main.rs`. It must never talk to other nodes or
-//! to the REST API: everything goes through the daemon's bus socket.
+//! to the REST API: everything goes through the daemon's bus socket (a
+//! runtime given the bus by [`Runtime::attach_bus`], like the VM unit's VPN,
+//! reaches other nodes only as `/net/<node>/public/...` through it).
 //!
 //! # Spawn contract
 //!

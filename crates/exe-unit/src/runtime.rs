@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use golem_model::activity::DeployVolumes;
+use golem_model::activity::{DeployNetwork, DeployVolumes};
 use tokio::sync::mpsc;
 
 /// A runtime failure; its message becomes the command's Error result verbatim,
@@ -41,6 +43,13 @@ pub struct DeployRequest {
     /// it itself ([`Runtime::accepts_package_reference`]): pass it to
     /// [`crate::package::fetch_with_policy`].
     pub fetch_policy: crate::package::FetchPolicy,
+    /// `deploy.net`: the VPNs the requestor attaches the activity to. A
+    /// runtime without network interfaces refuses a non-empty list.
+    pub net: Vec<DeployNetwork>,
+    /// `deploy.hosts`: name -> IP, for the payload's `/etc/hosts`.
+    pub hosts: BTreeMap<String, String>,
+    /// `deploy.hostname`.
+    pub hostname: Option<String>,
 }
 
 /// How a runtime may use a volume (the manifest's mount-point kind).
@@ -117,6 +126,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn accepts_package_reference(&self, _task_package: &str) -> bool {
         false
     }
+
+    /// Called once, when the exe unit is on the daemon's bus and before any
+    /// command: a runtime that serves bus addresses of its own (the VM
+    /// unit's VPN at `/public/vpn/<networkId>`) keeps a clone of `bus`.
+    fn attach_bus(&self, _bus: &golem_bus::BusClient) {}
 
     /// Prepare the package: validate it and set up its volumes under the work dir.
     async fn deploy(&self, request: DeployRequest) -> Result<Deployment, RuntimeError>;

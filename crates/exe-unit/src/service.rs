@@ -48,6 +48,7 @@ pub async fn run(
 ) -> Result<(), ExeUnitError> {
     let activity_id = config.activity_id.clone();
     let client = BusClient::connect(&config.bus_socket, &format!("exe-unit/{activity_id}")).await?;
+    runtime.attach_bus(&client);
     let (reports, report_queue) = mpsc::unbounded_channel();
     let reporter = tokio::spawn(send_reports(
         client.clone(),

@@ -151,6 +151,7 @@ fn runtime(engine: &FakeEngine, limits: Limits) -> VmRuntime {
         activity_id: "act-1".into(),
         agreement_id: "agr-1".into(),
         node_id: "0xprovider".into(),
+        requestor_id: "0xrequestor".into(),
         cache_max_images: 10,
         // The fake engine holds the image by reference: the provider allows that here.
         config: crate::config::VmConfig {
@@ -163,6 +164,8 @@ fn runtime(engine: &FakeEngine, limits: Limits) -> VmRuntime {
         killed: AtomicBool::new(false),
         cpu_nanos: Arc::new(AtomicU64::new(0)),
         stats_task: Mutex::new(None),
+        bus: std::sync::OnceLock::new(),
+        vpn: Mutex::new(None),
     }
 }
 
@@ -194,6 +197,9 @@ async fn deploy(image: Value, limits: Limits) -> (tempfile::TempDir, Vec<Recorde
             volumes: None,
             env: vec![("GREETING".into(), "hi".into())],
             fetch_policy: golem_exe_unit::package::FetchPolicy::default(),
+            net: Vec::new(),
+            hosts: Default::default(),
+            hostname: None,
         })
         .await
         .unwrap_or_else(|error| panic!("deploy: {error}; engine saw {:?}", engine.requests()));

@@ -1,0 +1,495 @@
+//! The VM unit's side of a VPN (design note `vpn.md` §5 option A): the
+//! activity's container gets a TUN interface in its own network namespace
+//! ([`interface`]) and the exe unit relays IPv4 packets between that
+//! interface's fd and the other members over the bus.
+//!
+//! - **Bus.** [`VpnMember::join`] binds `/public/vpn/<networkId>` on the
+//!   daemon's bus at `deploy` (a second binding on one daemon — two
+//!   activities of one network, or its requestor on the same node — fails
+//!   `deploy` with Conflict); [`VpnMember::leave`] unbinds it and closes the
+//!   fd. Members send `VpnPackets` to `/net/<node>/public/vpn/<networkId>`.
+//! - **Ingress.** `VpnPackets` are taken only from a remote caller that
+//!   holds an address in the member table ([`table::Members`]) or is the
+//!   agreement's requestor (the network's owner); from anyone
+//!   else the call is refused with Forbidden, counted and logged. Packets must
+//!   be for our address (or a broadcast of the network) and from an address
+//!   of the network the sender holds, or that nobody holds yet (it is then
+//!   learned as the sender's).
+//! - **Control.** `VpnControl` is taken only from the agreement's requestor
+//!   (the network's owner); from anyone else it is refused with Forbidden.
+//! - **Egress.** One task reads the interface; packets not from our address
+//!   are dropped, broadcast and multicast too (no member of ours expects
+//!   them: the requestor's stack and other containers talk unicast), and the
+//!   rest go by destination to the member holding it, through one ordered
+//!   queue per peer whose task sends what accumulated while its previous call
+//!   was in flight as one batch. Nothing awaits per packet; a full queue drops.
+//!
+//! Every drop is counted in [`Counters`]; the totals are logged when the
+//! member leaves.
+
+pub mod interface;
+pub mod network;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use golem_bus::{BusClient, Caller, ServiceEndpoint};
+use golem_model::bus::net_address;
+use golem_model::vpn::{vpn_service, VpnControl, VpnPackets, VPN_MTU};
+use golem_model::{ErrorCode, GolemError, NodeId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use self::interface::InterfaceConfig;
+use self::network::VpnNetwork;
+use self::table::{Egress, Ingress, Members};
+
+/// Packets that may wait for one peer while a call to it is in flight.
+pub const PEER_QUEUE_PACKETS: usize = 1024;
+/// The most packet bytes one `VpnPackets` call carries (before base64).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// What happened to packets and calls, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Packets written to the interface.
+    pub delivered: AtomicU64,
+    /// Packets in calls refused because the caller is not a member.
+    pub refused_non_member: AtomicU64,
+    /// Members' packets dropped (malformed, not for us, spoofed, not started).
+    pub dropped_ingress: AtomicU64,
+    /// `VpnControl` calls refused because the caller is not the owner.
+    pub refused_control: AtomicU64,
+    /// Packets sent to peers (the call succeeded).
+    pub sent: AtomicU64,
+    /// Packets the payload wrote that went nowhere (foreign source,
+    /// broadcast, no route, queue full).
+    pub dropped_egress: AtomicU64,
+    /// Packets in calls to peers that failed.
+    pub send_failed: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, count: u64) -> u64 {
+        counter.fetch_add(count, Ordering::Relaxed) + count
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Log the 1st, 2nd, 4th, 8th... occurrence only: a flood stays a few lines.
+fn worth_logging(count: u64) -> bool {
+    count.is_power_of_two()
+}
+
+struct Shared {
+    network: VpnNetwork,
+    /// The agreement's requestor: the only node whose `VpnControl` is taken.
+    owner: Option<NodeId>,
+    members: Mutex<Members>,
+    device: Mutex<Option<Arc<tun::AsyncDevice>>>,
+    counters: Counters,
+}
+
+/// This activity as a member of one network.
+pub struct VpnMember {
+    shared: Arc<Shared>,
+    bus: BusClient,
+    address: String,
+    egress: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl VpnMember {
+    /// Bind the network's address on the daemon's bus. `owner` is the
+    /// agreement's requestor, `own_node` this provider.
+    pub async fn join(
+        bus: BusClient,
+        network: VpnNetwork,
+        owner: Option<NodeId>,
+        own_node: Option<NodeId>,
+    ) -> Result<VpnMember, String> {
+        let address = vpn_service(&network.id);
+        let shared = Arc::new(Shared {
+            members: Mutex::new(Members::new(&network, own_node, owner)),
+            network,
+            owner,
+            device: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        bus.bind(&address, endpoint(shared.clone()))
+            .await
+            .map_err(|error| match error.code {
+                ErrorCode::Conflict => format!(
+                    "network {} already has a member on this node (another activity of this provider, or its requestor): one node holds one address per network",
+                    shared.network.id
+                ),
+                _ => format!("cannot bind {address} on the bus: {error}"),
+            })?;
+        tracing::info!(network = %shared.network.id, %address, node_ip = %shared.network.node_ip, members = lock(&shared.members).len(), "VPN member joined");
+        Ok(VpnMember {
+            shared,
+            bus,
+            address,
+            egress: Mutex::new(None),
+        })
+    }
+
+    pub fn network(&self) -> &VpnNetwork {
+        &self.shared.network
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Give the container whose init is `pid` its interface and start relaying.
+    pub async fn attach(&self, pid: u32) -> Result<(), String> {
+        let config = InterfaceConfig {
+            address: self.shared.network.node_ip,
+            mask: self.shared.network.mask(),
+        };
+        let device = tokio::task::spawn_blocking(move || interface::create_in_process(pid, config))
+            .await
+            .map_err(|error| format!("the interface task failed: {error}"))??;
+        let device = Arc::new(
+            tun::AsyncDevice::new(device)
+                .map_err(|error| format!("cannot poll the interface: {error}"))?,
+        );
+        *lock(&self.shared.device) = Some(device.clone());
+        let task = tokio::spawn(egress(self.shared.clone(), device, self.bus.clone()));
+        if let Some(old) = lock(&self.egress).replace(task) {
+            old.abort();
+        }
+        tracing::info!(network = %self.shared.network.id, pid, interface = interface::INTERFACE_NAME, address = %config.address, mask = %config.mask, "VPN interface up");
+        Ok(())
+    }
+
+    /// Stop relaying, close the interface's fd and unbind the address.
+    pub async fn leave(&self) {
+        if let Some(task) = lock(&self.egress).take() {
+            task.abort();
+        }
+        lock(&self.shared.device).take();
+        if !self.bus.is_closed() {
+            if let Err(error) = self.bus.unbind(&self.address).await {
+                tracing::warn!(address = %self.address, %error, "cannot unbind the VPN address");
+            }
+        }
+        let counters = &self.shared.counters;
+        tracing::info!(
+            network = %self.shared.network.id,
+            delivered = Counters::get(&counters.delivered),
+            refused_non_member = Counters::get(&counters.refused_non_member),
+            dropped_ingress = Counters::get(&counters.dropped_ingress),
+            refused_control = Counters::get(&counters.refused_control),
+            sent = Counters::get(&counters.sent),
+            dropped_egress = Counters::get(&counters.dropped_egress),
+            send_failed = Counters::get(&counters.send_failed),
+            "VPN member left"
+        );
+    }
+}
+
+fn endpoint(shared: Arc<Shared>) -> ServiceEndpoint {
+    let control = shared.clone();
+    ServiceEndpoint::new()
+        .on(move |caller, message: VpnPackets| ingress(shared.clone(), caller, message))
+        .on(move |caller, message: VpnControl| {
+            let shared = control.clone();
+            async move { apply_control(&shared, caller, &message) }
+        })
+}
+
+async fn ingress(
+    shared: Arc<Shared>,
+    caller: Caller,
+    message: VpnPackets,
+) -> Result<(), GolemError> {
+    let counters = &shared.counters;
+    let network_id = &shared.network.id;
+    if message.network_id != *network_id {
+        return Err(GolemError::bad_request(format!(
+            "packets for network {} reached network {network_id}",
+            message.network_id
+        )));
+    }
+    let sender = match caller {
+        Caller::Remote(node) if lock(&shared.members).is_member(node) => node,
+        _ => {
+            let count = message.packets.len() as u64;
+            let total = Counters::add(&counters.refused_non_member, count.max(1));
+            if worth_logging(total) || total == count {
+                tracing::warn!(network = %network_id, ?caller, packets = count, refused_total = total, "VPN packets from a non-member refused");
+            }
+            return Err(GolemError::forbidden(format!(
+                "{caller:?} is not a member of network {network_id}"
+            )));
+        }
+    };
+    let mut deliver = Vec::with_capacity(message.packets.len());
+    {
+        let mut members = lock(&shared.members);
+        for encoded in &message.packets {
+            let verdict = match BASE64.decode(encoded) {
+                Ok(bytes) if bytes.len() <= VPN_MTU => {
+                    let verdict = members.ingress(sender, &bytes);
+                    if matches!(verdict, Ingress::Deliver | Ingress::DeliverAndLearn) {
+                        deliver.push(bytes);
+                    }
+                    verdict
+                }
+                _ => Ingress::Malformed,
+            };
+            match verdict {
+                Ingress::Deliver => {}
+                Ingress::DeliverAndLearn => {
+                    tracing::info!(network = %network_id, node = %sender, "learned a member's address from its packets");
+                }
+                dropped => {
+                    let total = Counters::add(&counters.dropped_ingress, 1);
+                    if worth_logging(total) {
+                        tracing::info!(network = %network_id, node = %sender, reason = ?dropped, dropped_total = total, "VPN packet from a member dropped");
+                    }
+                }
+            }
+        }
+    }
+    let device = lock(&shared.device).clone();
+    let Some(device) = device else {
+        Counters::add(&counters.dropped_ingress, deliver.len() as u64);
+        return Ok(());
+    };
+    for packet in deliver {
+        match device.send(&packet).await {
+            Ok(_) => {
+                Counters::add(&counters.delivered, 1);
+            }
+            Err(error) => {
+                let total = Counters::add(&counters.dropped_ingress, 1);
+                if worth_logging(total) {
+                    tracing::warn!(network = %network_id, %error, "cannot write a packet to the VPN interface");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_control(shared: &Shared, caller: Caller, message: &VpnControl) -> Result<(), GolemError> {
+    let network_id = &shared.network.id;
+    match caller {
+        Caller::Remote(node) if Some(node) == shared.owner => {}
+        _ => {
+            let total = Counters::add(&shared.counters.refused_control, 1);
+            if worth_logging(total) {
+                tracing::warn!(network = %network_id, ?caller, refused_total = total, "VpnControl from a node other than the requestor refused");
+            }
+            return Err(GolemError::forbidden(format!(
+                "only the requestor that owns network {network_id} may change its members"
+            )));
+        }
+    }
+    lock(&shared.members)
+        .apply(message)
+        .map_err(|error| GolemError::bad_request(error.to_string()))?;
+    tracing::info!(network = %network_id, control = ?message, "VPN members changed by the requestor");
+    Ok(())
+}
+
+/// Read the interface and hand each packet to its peer's queue.
+async fn egress(shared: Arc<Shared>, device: Arc<tun::AsyncDevice>, bus: BusClient) {
+    let counters = &shared.counters;
+    let mut queues: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let length = match device.recv(&mut buffer).await {
+            Ok(length) => length,
+            Err(error) => {
+                tracing::warn!(network = %shared.network.id, %error, "cannot read the VPN interface; relaying stops");
+                return;
+            }
+        };
+        let packet = &buffer[..length];
+        let route = lock(&shared.members).egress(packet);
+        let dropped = match route {
+            Egress::To(node) => {
+                let queue = queues.entry(node).or_insert_with(|| {
+                    let (queue, queued) = mpsc::channel(PEER_QUEUE_PACKETS);
+                    tokio::spawn(send_to_peer(shared.clone(), bus.clone(), node, queued));
+                    queue
+                });
+                match queue.try_send(packet.to_vec()) {
+                    Ok(()) => continue,
+                    Err(_) => Egress::To(node),
+                }
+            }
+            other => other,
+        };
+        let total = Counters::add(&counters.dropped_egress, 1);
+        if worth_logging(total) {
+            tracing::debug!(network = %shared.network.id, reason = ?dropped, dropped_total = total, "packet from the payload dropped");
+        }
+    }
+}
+
+/// One peer's ordered queue: send what accumulated as one batch, wait for the
+/// reply, repeat. Ends when the egress task (the sender side) is gone.
+async fn send_to_peer(
+    shared: Arc<Shared>,
+    bus: BusClient,
+    node: NodeId,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+) {
+    let address = net_address(node, &vpn_service(&shared.network.id));
+    let counters = &shared.counters;
+    while let Some(first) = queued.recv().await {
+        let mut bytes = first.len();
+        let mut packets = vec![BASE64.encode(&first)];
+        while bytes < MAX_BATCH_BYTES {
+            match queued.try_recv() {
+                Ok(packet) => {
+                    bytes += packet.len();
+                    packets.push(BASE64.encode(&packet));
+                }
+                Err(_) => break,
+            }
+        }
+        let count = packets.len() as u64;
+        let message = VpnPackets {
+            network_id: shared.network.id.clone(),
+            packets,
+        };
+        match bus.call(&address, &message).await {
+            Ok(()) => {
+                Counters::add(&counters.sent, count);
+            }
+            Err(error) => {
+                let total = Counters::add(&counters.send_failed, count);
+                if worth_logging(total) || total == count {
+                    tracing::warn!(network = %shared.network.id, %node, %error, failed_total = total, "VPN packets not delivered to a member");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use futures::StreamExt;
+    use golem_bus::{BusCall, Endpoint};
+
+    use super::table::tests::{node, packet};
+    use super::*;
+
+    /// Member 1 is the owner (requestor), 3 another provider; we are 2.
+    fn shared() -> Arc<Shared> {
+        let network = VpnNetwork {
+            id: "net".into(),
+            address: Ipv4Addr::new(192, 168, 0, 0),
+            prefix: 24,
+            node_ip: Ipv4Addr::new(192, 168, 0, 2),
+            gateway: None,
+            members: BTreeMap::from([
+                (Ipv4Addr::new(192, 168, 0, 1), node(1)),
+                (Ipv4Addr::new(192, 168, 0, 3), node(3)),
+            ]),
+        };
+        Arc::new(Shared {
+            members: Mutex::new(Members::new(&network, Some(node(2)), Some(node(1)))),
+            network,
+            owner: Some(node(1)),
+            device: Mutex::new(None),
+            counters: Counters::default(),
+        })
+    }
+
+    async fn call<M: golem_model::bus::BusMessage>(
+        shared: &Arc<Shared>,
+        caller: Caller,
+        message: &M,
+    ) -> Result<serde_json::Value, GolemError> {
+        let call = BusCall {
+            caller,
+            address: vpn_service("net"),
+            message: M::NAME.to_string(),
+            payload: serde_json::to_value(message).unwrap(),
+            stream: false,
+        };
+        endpoint(shared.clone()).handle(call).next().await.unwrap()
+    }
+
+    fn packets(from: [u8; 4]) -> VpnPackets {
+        VpnPackets {
+            network_id: "net".into(),
+            packets: vec![BASE64.encode(packet(from, [192, 168, 0, 2]))],
+        }
+    }
+
+    #[tokio::test]
+    async fn packets_from_non_members_are_refused_and_counted() {
+        let shared = shared();
+        for caller in [Caller::Remote(node(9)), Caller::Local] {
+            let refused = call(&shared, caller, &packets([192, 168, 0, 9])).await;
+            assert_eq!(refused.unwrap_err().code, ErrorCode::Forbidden);
+        }
+        assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
+        assert!(!lock(&shared.members).is_member(node(9)), "nothing learned");
+        // A member's packet is taken (dropped here: no interface yet).
+        call(&shared, Caller::Remote(node(3)), &packets([192, 168, 0, 3]))
+            .await
+            .unwrap();
+        assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
+        assert_eq!(Counters::get(&shared.counters.dropped_ingress), 1);
+        let other_network = VpnPackets {
+            network_id: "other".into(),
+            ..packets([192, 168, 0, 3])
+        };
+        let refused = call(&shared, Caller::Remote(node(3)), &other_network).await;
+        assert_eq!(refused.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn only_the_owner_changes_members() {
+        let shared = shared();
+        let add = VpnControl::AddNodes {
+            network_id: "net".into(),
+            nodes: BTreeMap::from([("192.168.0.9".to_string(), node(9))]),
+        };
+        for caller in [
+            Caller::Remote(node(3)),
+            Caller::Remote(node(9)),
+            Caller::Local,
+        ] {
+            let refused = call(&shared, caller, &add).await;
+            assert_eq!(
+                refused.unwrap_err().code,
+                ErrorCode::Forbidden,
+                "{caller:?}"
+            );
+        }
+        assert_eq!(Counters::get(&shared.counters.refused_control), 3);
+        assert!(!lock(&shared.members).is_member(node(9)));
+        call(&shared, Caller::Remote(node(1)), &add).await.unwrap();
+        assert!(lock(&shared.members).is_member(node(9)));
+        // Now node 9's packets are taken.
+        call(&shared, Caller::Remote(node(9)), &packets([192, 168, 0, 9]))
+            .await
+            .unwrap();
+    }
+}
