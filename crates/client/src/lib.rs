@@ -11,6 +11,7 @@ use serde::Serialize;
 pub mod activity;
 pub mod activity_provider;
 pub mod market;
+pub mod net;
 pub mod payment;
 
 #[derive(Debug, thiserror::Error)]
