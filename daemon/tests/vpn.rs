@@ -220,8 +220,10 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     for (status, body) in [
         api.get(&format!("/net-api/v1/net/{foreign}")).await,
         api.delete(&format!("/net-api/v1/net/{foreign}")).await,
-        api.get(&format!("/net-api/v1/net/{foreign}/addresses")).await,
-        api.get(&format!("/net-api/v2/vpn/net/{foreign}/nodes")).await,
+        api.get(&format!("/net-api/v1/net/{foreign}/addresses"))
+            .await,
+        api.get(&format!("/net-api/v2/vpn/net/{foreign}/nodes"))
+            .await,
         api.get(&format!("/net-api/v1/net/{foreign}/tcp")).await,
         api.post(
             &format!("/net-api/v1/net/{foreign}/nodes"),
@@ -338,7 +340,11 @@ async fn bad_input_is_refused_naming_the_field() {
             json!({"id": OTHER_NODE, "ip": "192.168.0.255"}),
             "invalid ip",
         ),
-        (&nodes, json!({"id": "0x12", "ip": "192.168.0.3"}), "invalid id"),
+        (
+            &nodes,
+            json!({"id": "0x12", "ip": "192.168.0.3"}),
+            "invalid id",
+        ),
         // Taken by another node, or by the requestor itself.
         (
             &nodes,

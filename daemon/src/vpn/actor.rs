@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex};
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use golem_bus::Router;
 use golem_model::bus::net_address;
-use golem_model::vpn::{
-    vpn_service, NetworkAddress, NetworkNode, NewNetwork, Network, VpnControl,
-};
+use golem_model::vpn::{vpn_service, Network, NetworkAddress, NetworkNode, NewNetwork, VpnControl};
 use golem_model::{GolemError, NodeId};
 
 use super::address::{host_in, parse_new_network, parse_node_id};
@@ -201,7 +199,10 @@ impl Actor for VpnActor {
             }
         }
         if total > 0 {
-            tracing::info!(networks = total, "vpn networks restored (without their connections)");
+            tracing::info!(
+                networks = total,
+                "vpn networks restored (without their connections)"
+            );
         }
     }
 

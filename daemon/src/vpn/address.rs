@@ -307,7 +307,11 @@ mod tests {
         assert_eq!(parse_port("22").expect("port"), 22);
         for text in ["0", "65536", "-1", "ssh"] {
             let error = parse_port(text).expect_err(text);
-            assert!(error.message.starts_with("invalid port"), "{}", error.message);
+            assert!(
+                error.message.starts_with("invalid port"),
+                "{}",
+                error.message
+            );
         }
     }
 }

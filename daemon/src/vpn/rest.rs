@@ -75,10 +75,7 @@ async fn create_network(
     Ok(HttpResponse::Ok().json(network))
 }
 
-async fn list_networks(
-    vpn: web::Data<VpnService>,
-    auth: Authenticated,
-) -> ApiResult<HttpResponse> {
+async fn list_networks(vpn: web::Data<VpnService>, auth: Authenticated) -> ApiResult<HttpResponse> {
     let networks = vpn
         .ask(ListNetworks {
             owner: auth.0.identity,

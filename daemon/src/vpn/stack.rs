@@ -212,9 +212,7 @@ impl StackHandle {
             })
             .await
             .map_err(|_| stack_gone(&self.network_id))?;
-        let (id, local) = replied
-            .await
-            .map_err(|_| stack_gone(&self.network_id))??;
+        let (id, local) = replied.await.map_err(|_| stack_gone(&self.network_id))??;
         Ok(TcpConnection {
             id,
             local,
@@ -367,7 +365,9 @@ enum Phase {
     },
     Open,
     /// We sent (or will send) FIN; waiting for the other side's.
-    Closing { deadline: tokio::time::Instant },
+    Closing {
+        deadline: tokio::time::Instant,
+    },
 }
 
 struct PendingWrite {
