@@ -404,6 +404,19 @@ async fn open_websocket(url: &str) -> Result<WebSocket, tokio_tungstenite::tungs
         .map(|(socket, _)| socket)
 }
 
+/// Open a WebSocket that must be upgraded; a refusal panics with its reason.
+async fn connected_websocket(url: &str) -> WebSocket {
+    match open_websocket(url).await {
+        Ok(socket) => socket,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => panic!(
+            "{url} refused with {}: {}",
+            response.status(),
+            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+        ),
+        Err(error) => panic!("{url}: {error}"),
+    }
+}
+
 /// The HTTP status and body of a refused WebSocket upgrade.
 async fn websocket_refusal(url: &str) -> (u16, String) {
     match open_websocket(url).await {
@@ -569,6 +582,15 @@ async fn run_member_stack(
     let mut sockets = SocketSet::new(Vec::new());
     let echo: SocketHandle = sockets.add(tcp_socket());
     let greeter: SocketHandle = sockets.add(tcp_socket());
+    // Listening before the first packet can arrive (else it is refused).
+    sockets
+        .get_mut::<tcp::Socket>(echo)
+        .listen(ECHO_PORT)
+        .unwrap();
+    sockets
+        .get_mut::<tcp::Socket>(greeter)
+        .listen(GREETER_PORT)
+        .unwrap();
     let mut greeted = false;
     let mut echo_closing = false;
     loop {
@@ -775,7 +797,7 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
         requestor.api_addr
     );
     let opened = Instant::now();
-    let mut socket = open_websocket(&url).await.unwrap();
+    let mut socket = connected_websocket(&url).await;
     let upgraded_ms = opened.elapsed().as_secs_f64() * 1000.0;
     socket
         .send(Message::binary(b"hello over the vpn".to_vec()))
@@ -809,11 +831,33 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     let echoed = read_bytes(&mut socket, large.len()).await;
     assert!(echoed == large, "the echo differs from what was sent");
 
+    // Pings are answered.
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a pong in time")
+            .expect("the socket is open")
+            .expect("a message");
+        if let Message::Pong(payload) = message {
+            assert_eq!(&payload[..], b"are you there");
+            break;
+        }
+    }
+
     // The client's Close reaches the member as a FIN, and is answered.
     socket.close(None).await.unwrap();
     let _ = read_until_close(&mut socket).await;
     eventually("the echo socket to see the FIN", async || {
         (log.lock().unwrap().echo_fins >= 1).then_some(())
+    })
+    .await;
+    eventually("the closed connection to leave the list", async || {
+        let (_, connections) = api.get(&format!("/net-api/v1/net/{id}/tcp")).await;
+        (connections == json!([])).then_some(())
     })
     .await;
 
@@ -822,7 +866,7 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
         "ws://{}/net-api/v2/vpn/net/{id}/tcp/{MEMBER_IP}/{GREETER_PORT}",
         requestor.api_addr
     );
-    let mut socket = open_websocket(&url).await.unwrap();
+    let mut socket = connected_websocket(&url).await;
     let greeting = read_until_close(&mut socket).await;
     assert_eq!(greeting, GREETING);
 
@@ -840,7 +884,7 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
         "ws://{}/net-api/v1/net/{id}/tcp/{MEMBER_IP}/{ECHO_PORT}",
         requestor.api_addr
     );
-    let mut socket = open_websocket(&url).await.unwrap();
+    let mut socket = connected_websocket(&url).await;
     let (status, _) = api.delete(&format!("/net-api/v1/net/{id}")).await;
     assert_eq!(status, 200);
     let _ = read_until_close(&mut socket).await;
