@@ -252,6 +252,10 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     assert_eq!(status, 200, "{net_status}");
     assert_eq!(net_status["nodeId"], own_id.as_str());
     assert!(net_status["sessions"].is_u64(), "{net_status}");
+    // v1's status is still served beside the v1 scope of the Net API.
+    let (status, net_status) = api.get("/net-api/v1/status").await;
+    assert_eq!(status, 200, "{net_status}");
+    assert_eq!(net_status["node_id"], own_id.as_str(), "{net_status}");
 
     // A restart keeps networks, addresses and nodes.
     node.stop().await;
