@@ -117,7 +117,9 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         identity.secret_bytes(),
     )
     .context("starting the payment service")?;
-    let vpn = vpn::start(&store, &router).context("starting the vpn service")?;
+    let vpn = vpn::start(&store, &router)
+        .await
+        .context("starting the vpn service")?;
 
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;

@@ -257,10 +257,11 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     assert_eq!(status, 200, "{net_status}");
     assert_eq!(net_status["node_id"], own_id.as_str(), "{net_status}");
 
-    // A restart keeps networks, addresses and nodes.
+    // A restart keeps networks, addresses and nodes, and serves them on the bus again.
     node.stop().await;
     let node = start(dir.path(), None).await;
     let api = Api::of(&node);
+    assert!(node.router.is_bound(&vpn_service(&id)));
     let (status, fetched) = api.get(&format!("/net-api/v1/net/{id}")).await;
     assert_eq!((status, &fetched), (200, &network));
     let (_, nodes) = api.get(&format!("/net-api/v1/net/{id}/nodes")).await;
@@ -883,16 +884,40 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("refused"), "{body}");
 
+    // A member that never answers: 408 after the connect timeout, before any upgrade.
+    let (status, _) = api
+        .post(
+            &format!("/net-api/v1/net/{id}/nodes"),
+            json!({"id": OTHER_NODE, "ip": "192.168.0.3"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let url = format!(
+        "ws://{}/net-api/v1/net/{id}/tcp/192.168.0.3/22",
+        requestor.api_addr
+    );
+    let asked = Instant::now();
+    let (status, body) = websocket_refusal(&url).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("timed out"), "{body}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+
     // Removing the network closes its open WebSockets.
     let url = format!(
         "ws://{}/net-api/v1/net/{id}/tcp/{MEMBER_IP}/{ECHO_PORT}",
         requestor.api_addr
     );
     let mut socket = connected_websocket(&url).await;
+    assert!(requestor.router.is_bound(&vpn_service(&id)));
     let (status, _) = api.delete(&format!("/net-api/v1/net/{id}")).await;
     assert_eq!(status, 200);
     let _ = read_until_close(&mut socket).await;
     assert!(log.lock().unwrap().packets_in > 0);
+    assert!(!requestor.router.is_bound(&vpn_service(&id)));
 
     drop(client);
     member.stop().await;

@@ -461,3 +461,16 @@ impl Handler<Stats> for VpnActor {
             .ok_or_else(|| not_found(&message.id))
     }
 }
+
+/// How many networks are live (answered once `started` has restored them).
+pub struct CountNetworks;
+impl Message for CountNetworks {
+    type Result = usize;
+}
+
+impl Handler<CountNetworks> for VpnActor {
+    type Result = usize;
+    fn handle(&mut self, _: CountNetworks, _: &mut Context<Self>) -> usize {
+        self.networks.len()
+    }
+}

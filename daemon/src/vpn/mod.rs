@@ -48,8 +48,9 @@ pub struct VpnService {
 }
 
 /// Load the networks (a corrupt tree stops the daemon here) and start the
-/// actor, which starts their stacks and binds their bus addresses.
-pub fn start(store: &Store, router: &Router) -> anyhow::Result<VpnService> {
+/// actor, which starts their stacks and binds their bus addresses; returns
+/// once it has (so members' packets find their address as soon as we answer).
+pub async fn start(store: &Store, router: &Router) -> anyhow::Result<VpnService> {
     let db = Db {
         tree: store.tree(records::TREE)?,
     };
@@ -61,6 +62,8 @@ pub fn start(store: &Store, router: &Router) -> anyhow::Result<VpnService> {
     };
     let arbiter = ServiceArbiter::current_or_spawn("vpn")?;
     let actor = Supervised::start("vpn", arbiter.handle(), move || VpnActor::new(core.clone()));
+    let networks = deliver(&actor, actor::CountNetworks).await?;
+    tracing::debug!(networks, "vpn service started");
     Ok(VpnService { actor, arbiter })
 }
 
