@@ -780,6 +780,20 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     .await;
     assert_eq!(table.get("192.168.0.1"), Some(&requestor.node_id));
     assert_eq!(table.get("192.168.0.2"), Some(&member.node_id));
+    // A repeated POST (yapapi re-adds every node once activities run) pushes
+    // the table again, for exe units that were not up the first time.
+    let heard = log.lock().unwrap().controls.len();
+    let (status, _) = api
+        .post(
+            &format!("/net-api/v1/net/{id}/nodes"),
+            json!({"id": member.node_id.to_string(), "ip": MEMBER_IP.to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually("B to hear the table again", async || {
+        (log.lock().unwrap().controls.len() > heard).then_some(())
+    })
+    .await;
 
     // A member may not speak for an address that is not its own.
     let spoofed = VpnPackets {

@@ -330,8 +330,7 @@ impl Handler<AddAddress> for VpnActor {
         self.commit(message.owner, &message.id, |record| {
             let ip = host_in("ip", &message.address.ip, &record.subnet())?;
             let change = record.add_own_address(ip)?;
-            let control = (change == Change::Changed).then(|| add_nodes(record));
-            Ok((change, control, ()))
+            Ok((change, Some(add_nodes(record)), ()))
         })
     }
 }
@@ -353,8 +352,9 @@ impl Handler<AddNode> for VpnActor {
             let node = parse_node_id("id", &message.node.id)?;
             let ip = host_in("ip", &message.node.ip, &record.subnet())?;
             let change = record.add_node(node, ip)?;
-            let control = (change == Change::Changed).then(|| add_nodes(record));
-            Ok((change, control, ()))
+            // Pushed on repeats too: yapapi re-adds every node once its
+            // activities run, which is how a late exe unit gets the table.
+            Ok((change, Some(add_nodes(record)), ()))
         })
     }
 }
