@@ -721,18 +721,109 @@ async fn read_until_close(socket: &mut WebSocket) -> Vec<u8> {
     }
 }
 
+/// Make `member` a member at 192.168.0.2 (the requestor is 192.168.0.1).
+async fn join_member(api: &Api, id: &str, member: NodeId) {
+    let (status, _) = api
+        .post(
+            &format!("/net-api/v1/net/{id}/addresses"),
+            json!({"ip": "192.168.0.1"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .post(
+            &format!("/net-api/v1/net/{id}/nodes"),
+            json!({"id": member.to_string(), "ip": MEMBER_IP.to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// A requestor node A with a network, and a member node B answering TCP at
+/// 192.168.0.2 through a bus client (not yet added to the network).
+struct Pair {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    requestor: Node,
+    member: Node,
+    api: Api,
+    id: String,
+    client: BusClient,
+    log: Arc<Mutex<MemberLog>>,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let dir_a = tempfile::tempdir().unwrap();
+        let dir_b = tempfile::tempdir().unwrap();
+        let requestor = start(dir_a.path(), None).await;
+        let bootstrap = p2p_address(&requestor).await;
+        let config_b = test_config(dir_b.path(), Some(&bootstrap));
+        let member_bus = config_b.bus_socket_path();
+        let member = golem_daemon::start(config_b).await.unwrap();
+        let api = Api::of(&requestor);
+        let id = api.create_network().await;
+        let (client, log) = start_member(&member_bus, requestor.node_id, &id).await;
+        Pair {
+            _dirs: (dir_a, dir_b),
+            requestor,
+            member,
+            api,
+            id,
+            client,
+            log,
+        }
+    }
+
+    async fn stop(self) {
+        drop(self.client);
+        self.member.stop().await;
+        self.requestor.stop().await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_silent_websocket_is_closed_after_ten_seconds_and_its_connection_ends() {
+    let pair = Pair::start().await;
+    join_member(&pair.api, &pair.id, pair.member.node_id).await;
+    let url = format!(
+        "ws://{}/net-api/v1/net/{}/tcp/{MEMBER_IP}/{ECHO_PORT}",
+        pair.requestor.api_addr, pair.id
+    );
+    let mut socket = connected_websocket(&url).await;
+    let opened = Instant::now();
+    // Not reading: the client answers none of the server's pings.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut pings = 0;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("the server gives up in time");
+        match message {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(_))) | None => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 1, "the server pinged {pings} times");
+    assert!(opened.elapsed() >= Duration::from_secs(10));
+    eventually("the member to see the FIN", async || {
+        (pair.log.lock().unwrap().echo_fins >= 1).then_some(())
+    })
+    .await;
+    pair.stop().await;
+}
+
 #[actix_rt::test]
 async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
-    let dir_a = tempfile::tempdir().unwrap();
-    let dir_b = tempfile::tempdir().unwrap();
-    let requestor = start(dir_a.path(), None).await;
-    let bootstrap = p2p_address(&requestor).await;
-    let config_b = test_config(dir_b.path(), Some(&bootstrap));
-    let member_bus = config_b.bus_socket_path();
-    let member = golem_daemon::start(config_b).await.unwrap();
-    let api = Api::of(&requestor);
-    let id = api.create_network().await;
-    let (client, log) = start_member(&member_bus, requestor.node_id, &id).await;
+    let Pair {
+        _dirs,
+        requestor,
+        member,
+        api,
+        id,
+        client,
+        log,
+    } = Pair::start().await;
     let to_requestor = net_address(requestor.node_id, &vpn_service(&id));
 
     // Not yet a member: whatever B sends is taken and dropped.
@@ -749,20 +840,7 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     assert_eq!(stats.ingress_packets, 0, "{stats:?}");
 
     // B joins: it hears the table from the owner.
-    let (status, _) = api
-        .post(
-            &format!("/net-api/v1/net/{id}/addresses"),
-            json!({"ip": "192.168.0.1"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = api
-        .post(
-            &format!("/net-api/v1/net/{id}/nodes"),
-            json!({"id": member.node_id.to_string(), "ip": MEMBER_IP.to_string()}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    join_member(&api, &id, member.node_id).await;
     let table = eventually("B to hear AddNodes from A", async || {
         log.lock()
             .unwrap()
