@@ -257,6 +257,20 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     assert_eq!(status, 200, "{net_status}");
     assert_eq!(net_status["node_id"], own_id.as_str(), "{net_status}");
 
+    // An actor that dies is started again from sled, its networks served again.
+    node.vpn.crash_for_test().await;
+    eventually("the vpn actor to be started again", async || {
+        (node.vpn.restarts() >= 1).then_some(())
+    })
+    .await;
+    let (status, fetched) = eventually("the network after the actor's restart", async || {
+        let (status, body) = api.get(&format!("/net-api/v1/net/{id}")).await;
+        (status == 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!((status, &fetched), (200, &network));
+    assert!(node.router.is_bound(&vpn_service(&id)));
+
     // A restart keeps networks, addresses and nodes, and serves them on the bus again.
     node.stop().await;
     let node = start(dir.path(), None).await;

@@ -474,3 +474,15 @@ impl Handler<CountNetworks> for VpnActor {
         self.networks.len()
     }
 }
+
+/// Make the actor panic (fault injection for the restart test).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+impl Handler<Crash> for VpnActor {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("vpn actor crash requested by a test");
+    }
+}

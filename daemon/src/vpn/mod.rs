@@ -83,6 +83,17 @@ impl VpnService {
         self.ask(actor::Stats { id: id.to_string() }).await
     }
 
+    /// How many times the actor was started again after dying.
+    pub fn restarts(&self) -> u64 {
+        self.actor.restarts()
+    }
+
+    /// Make the actor panic (fault injection for tests).
+    #[doc(hidden)]
+    pub async fn crash_for_test(&self) {
+        let _ = deliver(&self.actor, actor::Crash).await;
+    }
+
     /// Stop the actor (its stacks end, their WebSockets close) and its thread.
     pub async fn stop(self) {
         self.actor.stop();
