@@ -64,6 +64,16 @@ fn mask_bits(prefix: u8) -> u32 {
     }
 }
 
+/// `text` as an error message quotes it: at most 50 characters.
+fn quoted(text: &str) -> String {
+    let shown: String = text.chars().take(50).collect();
+    if shown.len() < text.len() {
+        format!("{shown:?}…")
+    } else {
+        format!("{shown:?}")
+    }
+}
+
 fn field_error(field: &str, message: impl std::fmt::Display) -> GolemError {
     GolemError::bad_request(format!("invalid {field}: {message}"))
 }
@@ -74,13 +84,16 @@ pub fn parse_ipv4(field: &str, text: &str) -> Result<Ipv4Addr, GolemError> {
     if text.parse::<std::net::Ipv6Addr>().is_ok() {
         return Err(field_error(
             field,
-            format!("{text:?} is IPv6; only IPv4 networks are supported"),
+            format!("{} is IPv6; only IPv4 networks are supported", quoted(text)),
         ));
     }
     text.parse::<Ipv4Addr>().map_err(|_| {
         field_error(
             field,
-            format!("{text:?} is not an IPv4 address such as 192.168.0.2"),
+            format!(
+                "{} is not an IPv4 address such as 192.168.0.2",
+                quoted(text)
+            ),
         )
     })
 }
@@ -92,7 +105,10 @@ fn parse_mask(text: &str) -> Result<u8, GolemError> {
     if mask_bits(prefix) != mask {
         return Err(field_error(
             "mask",
-            format!("{text:?} is not a contiguous network mask such as 255.255.255.0"),
+            format!(
+                "{} is not a contiguous network mask such as 255.255.255.0",
+                quoted(text)
+            ),
         ));
     }
     Ok(prefix)
@@ -106,7 +122,7 @@ pub fn parse_new_network(request: &NewNetwork) -> Result<(Subnet, Ipv4Addr), Gol
             let prefix = prefix.trim().parse::<u8>().map_err(|_| {
                 field_error(
                     "ip",
-                    format!("{:?} has no prefix length after '/'", request.ip),
+                    format!("{} has no prefix length after '/'", quoted(&request.ip)),
                 )
             })?;
             (address, Some(prefix))
@@ -125,9 +141,9 @@ pub fn parse_new_network(request: &NewNetwork) -> Result<(Subnet, Ipv4Addr), Gol
             return Err(field_error(
                 "mask",
                 format!(
-                    "{:?} (/{from_mask}) disagrees with the prefix of ip {:?}",
-                    request.mask.as_deref().unwrap_or_default(),
-                    request.ip
+                    "{} (/{from_mask}) disagrees with the prefix of ip {}",
+                    quoted(request.mask.as_deref().unwrap_or_default()),
+                    quoted(&request.ip)
                 ),
             ))
         }
@@ -174,10 +190,9 @@ pub fn host_in(field: &str, text: &str, subnet: &Subnet) -> Result<Ipv4Addr, Gol
 /// A NodeId given in field `field`.
 pub fn parse_node_id(field: &str, text: &str) -> Result<NodeId, GolemError> {
     text.trim().parse::<NodeId>().map_err(|_| {
-        let shown: String = text.chars().take(50).collect();
         field_error(
             field,
-            format!("{shown:?} is not a node id (0x and 40 hex digits)"),
+            format!("{} is not a node id (0x and 40 hex digits)", quoted(text)),
         )
     })
 }
@@ -188,7 +203,7 @@ pub fn parse_port(text: &str) -> Result<u16, GolemError> {
         Ok(port) if port > 0 => Ok(port),
         _ => Err(field_error(
             "port",
-            format!("{text:?} is not a TCP port (1 to 65535)"),
+            format!("{} is not a TCP port (1 to 65535)", quoted(text)),
         )),
     }
 }
