@@ -395,7 +395,6 @@ struct Stack {
     /// Member addresses -> nodes; the only place ingress and egress trust.
     nodes: HashMap<Ipv4Addr, NodeId>,
     members: HashSet<NodeId>,
-    own: Vec<Ipv4Addr>,
     source: Option<Ipv4Addr>,
     connections: HashMap<ConnectionId, Connection>,
     next_connection: ConnectionId,
@@ -424,7 +423,6 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             nodes: HashMap::new(),
             members: HashSet::new(),
-            own: Vec::new(),
             source: None,
             connections: HashMap::new(),
             next_connection: 1,
@@ -558,11 +556,9 @@ impl Stack {
     }
 
     fn set_addresses(&mut self, own: Vec<Ipv4Addr>, prefix: u8) {
-        self.own = own;
-        let addresses = self.own.clone();
         self.iface.update_ip_addrs(|cidrs| {
             cidrs.clear();
-            for address in addresses.iter().take(super::records::MAX_OWN_ADDRESSES) {
+            for address in own.iter().take(super::records::MAX_OWN_ADDRESSES) {
                 // The network's prefix: its members are on-link (Medium::Ip
                 // needs no neighbours); which member gets a packet is ours to say.
                 let _ = cidrs.push(IpCidr::new(IpAddress::Ipv4(*address), prefix));
