@@ -1,5 +1,5 @@
 //! `golem-daemon`: one node of the Golem network. [`start`] wires the services in
-//! one visible order (store → identity → bus → net → market → activity → payment → REST API) and returns a [`Node`]
+//! one visible order (store → identity → bus → net → market → activity → payment → vpn → REST API) and returns a [`Node`]
 //! handle; [`run`] keeps it up until a shutdown token fires. Every dependency is
 //! passed explicitly, so several nodes can run inside one test process.
 #![forbid(unsafe_code)]
@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod payment;
 pub mod ports;
 pub mod store;
+pub mod vpn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
@@ -40,6 +41,7 @@ pub struct Node {
     pub market: market::MarketService,
     pub activity: activity::ActivityService,
     pub payment: payment::PaymentService,
+    pub vpn: vpn::VpnService,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -115,6 +117,9 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         identity.secret_bytes(),
     )
     .context("starting the payment service")?;
+    let vpn = vpn::start(&store, &router)
+        .await
+        .context("starting the vpn service")?;
 
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
@@ -128,6 +133,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             market: market.clone(),
             activity: activity.clone(),
             payment: payment.clone(),
+            vpn: vpn.clone(),
             gsb: api::gsb::GsbApi::new(router.clone()),
             bus: api::local::BusLocation {
                 socket: bus.socket_path.clone(),
@@ -149,6 +155,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         market,
         activity,
         payment,
+        vpn,
         shutdown,
         store,
         api,
@@ -162,6 +169,7 @@ impl Node {
         self.shutdown.cancel();
         self.api.stop().await;
         self.bus.stop().await;
+        self.vpn.stop().await;
         self.payment.stop();
         self.activity.stop();
         self.market.stop().await;

@@ -63,6 +63,18 @@ pub struct NetworkNode {
     pub ip: String,
 }
 
+/// `GET /net/{id}/tcp` item: a TCP connection of the requestor's stack in the
+/// network (one per open WebSocket). `protocol` is the IP protocol number (6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConnection {
+    pub protocol: u16,
+    pub local_ip: String,
+    pub local_port: u16,
+    pub remote_ip: String,
+    pub remote_port: u16,
+}
+
 /// IP packets for the network's interface on the receiving node. Fire and
 /// forget: the reply only says the batch was taken, not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use crate::identity::IdentityService;
 use crate::market::MarketService;
 use crate::net::NetService;
 use crate::payment::PaymentService;
+use crate::vpn::VpnService;
 
 /// Handles of the services the API serves.
 #[derive(Clone)]
@@ -31,6 +32,7 @@ pub struct ApiDeps {
     pub market: MarketService,
     pub activity: ActivityService,
     pub payment: PaymentService,
+    pub vpn: VpnService,
     /// The GSB API's bound services (one per node: every worker shares it).
     pub gsb: gsb::GsbApi,
     /// Where the bus socket is, for the node's own agents (`/local-api/v1/bus`).
@@ -65,6 +67,32 @@ async fn net_status(net: web::Data<NetService>) -> HttpResponse {
     HttpResponse::Ok().json(net.status().await)
 }
 
+/// `GET /net-api/v2/net/status`: the v1 facts plus the fields of ya-client's
+/// v2 `Status` (`nodeId`, `listenIp`, `publicIp`, `sessions`).
+async fn net_status_v2(net: web::Data<NetService>) -> HttpResponse {
+    let status = net.status().await;
+    let first_ip = |addrs: &[String]| {
+        addrs.iter().find_map(|addr| {
+            let mut parts = addr.split('/');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(""), Some("ip4" | "ip6"), Some(ip)) => Some(ip.to_string()),
+                _ => None,
+            }
+        })
+    };
+    let listen_ip = first_ip(&status.listen_addrs);
+    let public_ip = first_ip(&status.external_addrs);
+    let sessions = status.connected.len();
+    let mut body = serde_json::to_value(&status).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = body.as_object_mut() {
+        object.insert("nodeId".into(), serde_json::json!(status.node_id));
+        object.insert("listenIp".into(), serde_json::json!(listen_ip));
+        object.insert("publicIp".into(), serde_json::json!(public_ip));
+        object.insert("sessions".into(), serde_json::json!(sessions));
+    }
+    HttpResponse::Ok().json(body)
+}
+
 /// `GET /version/get` as the original answers it; golem-js refuses versions below 0.15.2.
 async fn version() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
@@ -93,9 +121,11 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .route("/me", web::get().to(me))
             .route("/version/get", web::get().to(version))
             .route("/net-api/v1/status", web::get().to(net_status))
+            .route("/net-api/v2/net/status", web::get().to(net_status_v2))
             .configure(crate::market::rest::configure(deps.market.clone()))
             .configure(crate::activity::rest::configure(deps.activity.clone()))
             .configure(crate::payment::rest::configure(deps.payment.clone()))
+            .configure(crate::vpn::rest::configure(deps.vpn.clone()))
             .configure(gsb::configure(deps.gsb.clone()))
             .configure(local::configure(deps.bus.clone()));
     }

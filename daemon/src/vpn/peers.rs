@@ -1,0 +1,95 @@
+//! Egress of one network: an ordered send queue per member node. The stack
+//! drops a packet into the member's queue and goes on; the queue's task sends
+//! one [`VpnPackets`] call at a time to `/net/<node>/public/vpn/<id>`, and
+//! batches whatever accumulated while the previous call was in flight. A full
+//! queue drops packets (IP may lose them; TCP retransmits). A node that
+//! leaves the network loses its queue.
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine;
+use golem_bus::Router;
+use golem_model::bus::net_address;
+use golem_model::vpn::{vpn_service, VpnPackets};
+use golem_model::NodeId;
+use tokio::sync::mpsc;
+
+/// Packets waiting for one peer before new ones are dropped.
+const PEER_QUEUE: usize = 2048;
+/// Packets per call at most (about 200 KB of JSON at the MTU).
+const MAX_BATCH: usize = 128;
+
+/// The send queues of one network's members.
+pub struct PeerQueues {
+    network_id: String,
+    router: Router,
+    queues: HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
+}
+
+impl PeerQueues {
+    pub fn new(network_id: &str, router: Router) -> PeerQueues {
+        PeerQueues {
+            network_id: network_id.to_string(),
+            router,
+            queues: HashMap::new(),
+        }
+    }
+
+    /// Queue `packet` for `node`; false when its queue is full.
+    pub fn send(&mut self, node: NodeId, packet: Vec<u8>) -> bool {
+        let queue = self.queues.entry(node).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE);
+            let address = net_address(node, &vpn_service(&self.network_id));
+            actix_rt::spawn(send_queue(
+                self.router.clone(),
+                address,
+                self.network_id.clone(),
+                node,
+                receiver,
+            ));
+            sender
+        });
+        queue.try_send(packet).is_ok()
+    }
+
+    /// Drop the queues of nodes that are no longer members (their tasks
+    /// end once they have sent what they hold).
+    pub fn retain(&mut self, members: &HashSet<NodeId>) {
+        self.queues.retain(|node, _| members.contains(node));
+    }
+}
+
+async fn send_queue(
+    router: Router,
+    address: String,
+    network_id: String,
+    node: NodeId,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut failures: u64 = 0;
+    while let Some(first) = queue.recv().await {
+        let mut packets = vec![engine.encode(first)];
+        while packets.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(packet) => packets.push(engine.encode(packet)),
+                Err(_) => break,
+            }
+        }
+        let batch = VpnPackets {
+            network_id: network_id.clone(),
+            packets,
+        };
+        match router.call(&address, &batch).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                failures += 1;
+                // Once per streak at debug level is enough: TCP retries, and
+                // the WebSocket times out if the node stays away.
+                if failures == 1 {
+                    tracing::debug!(%network_id, %node, %error, "sending vpn packets failed");
+                }
+            }
+        }
+    }
+}

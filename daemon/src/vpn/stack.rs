@@ -1,0 +1,907 @@
+//! The requestor's user-space TCP/IP stack of one network: smoltcp with
+//! `Medium::Ip` (bare IPv4 packets), MTU [`VPN_MTU`], the requestor's
+//! addresses on its interface, and active TCP sockets only, one per
+//! WebSocket.
+//!
+//! One task per network owns the interface and its sockets and takes
+//! [`StackCommand`]s (ingress packets, connects, writes, closes, membership)
+//! from a channel; everything else holds a cheap [`StackHandle`]. Egress
+//! packets are routed by destination address to the member's NodeId and
+//! queued on that peer's send queue ([`super::peers`]); the loop never awaits
+//! the network. Ingress is accepted only from member nodes, for the addresses
+//! they hold: anything else is counted in [`VpnStats`] and dropped, and
+//! nothing is learnt from it.
+//!
+//! Back-pressure: a WebSocket's write is acknowledged once it is wholly in
+//! the socket's send buffer (so a client cannot queue without bound), and
+//! received data leaves the socket's receive buffer only when the WebSocket's
+//! channel has room (so TCP's window slows the sender).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use golem_model::vpn::{NetworkConnection, VPN_MTU};
+use golem_model::{GolemError, NodeId};
+use serde::Serialize;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Packet};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::peers::PeerQueues;
+
+/// How long a connect may take before the WebSocket is refused (as the original).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a socket we closed may wait for the other side's FIN.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCP buffers per socket, each way.
+const SOCKET_BUFFER: usize = 64 * 1024;
+/// Commands queued before ingress batches are dropped (and writers wait).
+const COMMAND_QUEUE: usize = 1024;
+/// Received chunks queued towards one WebSocket before TCP's window closes.
+const EVENT_QUEUE: usize = 16;
+/// Ingress packets waiting for the interface before more are dropped.
+const MAX_RX_QUEUE: usize = 4096;
+/// How often a loop with a blocked reader looks again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(5);
+/// At most one warning about dropped packets per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// Ephemeral ports of outbound connections.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// The IP protocol number of TCP, as `GET /tcp` reports it.
+const TCP_PROTOCOL: u16 = 6;
+
+/// Counters of one network's data plane (for logs, tests and diagnostics).
+#[derive(Debug, Default)]
+pub struct VpnStats {
+    pub ingress_packets: AtomicU64,
+    /// Batches from nodes that are not members of the network.
+    pub dropped_non_member: AtomicU64,
+    /// Packets from a member whose source address is not one of its own.
+    pub dropped_spoofed: AtomicU64,
+    /// Malformed, oversized or over the queue limits.
+    pub dropped_invalid: AtomicU64,
+    pub egress_packets: AtomicU64,
+    /// Egress packets whose destination is no member's address.
+    pub dropped_unroutable: AtomicU64,
+    /// Egress packets dropped because a peer's queue was full.
+    pub dropped_queue_full: AtomicU64,
+}
+
+/// A copy of [`VpnStats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpnStatsSnapshot {
+    pub ingress_packets: u64,
+    pub dropped_non_member: u64,
+    pub dropped_spoofed: u64,
+    pub dropped_invalid: u64,
+    pub egress_packets: u64,
+    pub dropped_unroutable: u64,
+    pub dropped_queue_full: u64,
+}
+
+impl VpnStats {
+    pub fn snapshot(&self) -> VpnStatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        VpnStatsSnapshot {
+            ingress_packets: read(&self.ingress_packets),
+            dropped_non_member: read(&self.dropped_non_member),
+            dropped_spoofed: read(&self.dropped_spoofed),
+            dropped_invalid: read(&self.dropped_invalid),
+            egress_packets: read(&self.egress_packets),
+            dropped_unroutable: read(&self.dropped_unroutable),
+            dropped_queue_full: read(&self.dropped_queue_full),
+        }
+    }
+}
+
+fn count(counter: &AtomicU64, by: usize) {
+    counter.fetch_add(by as u64, Ordering::Relaxed);
+}
+
+pub type ConnectionId = u64;
+
+/// What a WebSocket hears from its TCP connection.
+#[derive(Debug)]
+pub enum ConnectionEvent {
+    Data(Bytes),
+    /// The connection ended (the remote's FIN after all its data, a reset,
+    /// or the network's removal); no event follows.
+    Closed(String),
+}
+
+/// Who is in the network, as the stack routes and filters by it.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    /// Member addresses -> nodes.
+    pub nodes: HashMap<Ipv4Addr, NodeId>,
+    /// The requestor's addresses.
+    pub own: Vec<Ipv4Addr>,
+    pub prefix: u8,
+    /// The source address of outbound connections.
+    pub source: Option<Ipv4Addr>,
+}
+
+impl Membership {
+    pub fn of(record: &super::records::NetworkRecord) -> Membership {
+        Membership {
+            nodes: record.nodes.iter().map(|(ip, node)| (*ip, *node)).collect(),
+            own: record.own_addresses(),
+            prefix: record.prefix,
+            source: Some(record.source_address()),
+        }
+    }
+}
+
+/// What the stack's task is asked to do.
+pub enum StackCommand {
+    Ingress {
+        caller: NodeId,
+        packets: Vec<Vec<u8>>,
+    },
+    Connect {
+        remote: SocketAddrV4,
+        events: mpsc::Sender<ConnectionEvent>,
+        reply: oneshot::Sender<Result<(ConnectionId, SocketAddrV4), GolemError>>,
+    },
+    Write {
+        connection: ConnectionId,
+        data: Bytes,
+        written: oneshot::Sender<Result<(), GolemError>>,
+    },
+    /// Send FIN at once (the WebSocket's client closed or went away).
+    Close { connection: ConnectionId },
+    ListConnections {
+        reply: oneshot::Sender<Vec<NetworkConnection>>,
+    },
+}
+
+/// The way to one network's stack task. Cheap to clone.
+#[derive(Clone)]
+pub struct StackHandle {
+    network_id: Arc<str>,
+    commands: mpsc::Sender<StackCommand>,
+    /// The latest membership wins; the stack applies it before its next poll.
+    membership: Arc<watch::Sender<Membership>>,
+    shutdown: CancellationToken,
+    pub stats: Arc<VpnStats>,
+}
+
+fn stack_gone(network_id: &str) -> GolemError {
+    GolemError::not_found(format!("network {network_id} was removed"))
+}
+
+impl StackHandle {
+    /// Hand ingress packets of `caller` to the stack without waiting; a full
+    /// queue drops them (IP may lose packets; TCP retransmits).
+    pub fn ingress(&self, caller: NodeId, packets: Vec<Vec<u8>>) {
+        let count_of = packets.len();
+        if let Err(error) = self
+            .commands
+            .try_send(StackCommand::Ingress { caller, packets })
+        {
+            if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                count(&self.stats.dropped_invalid, count_of);
+            }
+        }
+    }
+
+    /// Give the stack the record's membership.
+    pub fn set_membership(&self, record: &super::records::NetworkRecord) {
+        self.membership.send_replace(Membership::of(record));
+    }
+
+    /// Open a TCP connection to `remote`; resolves once it is established,
+    /// refused (Unavailable) or timed out (Timeout, after [`CONNECT_TIMEOUT`]).
+    pub async fn connect(&self, remote: SocketAddrV4) -> Result<TcpConnection, GolemError> {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (reply, replied) = oneshot::channel();
+        self.commands
+            .send(StackCommand::Connect {
+                remote,
+                events: events_tx,
+                reply,
+            })
+            .await
+            .map_err(|_| stack_gone(&self.network_id))?;
+        let (id, local) = replied.await.map_err(|_| stack_gone(&self.network_id))??;
+        Ok(TcpConnection {
+            id,
+            local,
+            remote,
+            events,
+            stack: self.clone(),
+        })
+    }
+
+    pub async fn connections(&self) -> Vec<NetworkConnection> {
+        let (reply, replied) = oneshot::channel();
+        if self
+            .commands
+            .send(StackCommand::ListConnections { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        replied.await.unwrap_or_default()
+    }
+
+    /// End the stack: every connection's WebSocket hears Closed.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One TCP connection of the stack, as a WebSocket drives it. Dropping it
+/// closes the connection (FIN).
+pub struct TcpConnection {
+    id: ConnectionId,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub events: mpsc::Receiver<ConnectionEvent>,
+    stack: StackHandle,
+}
+
+impl TcpConnection {
+    /// Queue `data`; the receiver resolves once it is all in the socket's
+    /// send buffer (or the connection is gone).
+    pub fn write(&self, data: Bytes) -> oneshot::Receiver<Result<(), GolemError>> {
+        let (written, receiver) = oneshot::channel();
+        let command = StackCommand::Write {
+            connection: self.id,
+            data,
+            written,
+        };
+        send_soon(&self.stack.commands, command);
+        receiver
+    }
+}
+
+impl Drop for TcpConnection {
+    fn drop(&mut self) {
+        let command = StackCommand::Close {
+            connection: self.id,
+        };
+        send_soon(&self.stack.commands, command);
+    }
+}
+
+/// Queue `command` without waiting; when the queue is full (rare: it holds
+/// [`COMMAND_QUEUE`] commands), a task waits for room. A stack that is gone
+/// takes nothing.
+fn send_soon(commands: &mpsc::Sender<StackCommand>, command: StackCommand) {
+    if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(command) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let commands = commands.clone();
+            runtime.spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
+    }
+}
+
+/// Start the stack task of network `network_id` on the current (Actix or
+/// tokio) thread.
+pub fn start(
+    network_id: &str,
+    membership: Membership,
+    peers: PeerQueues,
+    stats: Arc<VpnStats>,
+) -> StackHandle {
+    let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (membership_tx, membership_rx) = watch::channel(membership);
+    let shutdown = CancellationToken::new();
+    let handle = StackHandle {
+        network_id: Arc::from(network_id),
+        commands: commands_tx,
+        membership: Arc::new(membership_tx),
+        shutdown: shutdown.clone(),
+        stats: stats.clone(),
+    };
+    let stack = Stack::new(network_id, peers, stats);
+    actix_rt::spawn(stack.run(commands, membership_rx, shutdown));
+    handle
+}
+
+/// Packets in and out of the interface, as smoltcp's device.
+#[derive(Default)]
+struct PacketQueue {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct RxToken(Vec<u8>);
+struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut packet = vec![0; len];
+        let result = f(&mut packet);
+        self.0.push(packet);
+        result
+    }
+}
+
+impl Device for PacketQueue {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((RxToken(packet), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut capabilities = DeviceCapabilities::default();
+        capabilities.medium = Medium::Ip;
+        capabilities.max_transmission_unit = VPN_MTU;
+        capabilities
+    }
+}
+
+enum Phase {
+    Connecting {
+        reply: oneshot::Sender<Result<(ConnectionId, SocketAddrV4), GolemError>>,
+        deadline: tokio::time::Instant,
+    },
+    Open,
+    /// We sent (or will send) FIN; waiting for the other side's.
+    Closing {
+        deadline: tokio::time::Instant,
+    },
+}
+
+struct PendingWrite {
+    data: Bytes,
+    offset: usize,
+    written: oneshot::Sender<Result<(), GolemError>>,
+}
+
+struct Connection {
+    socket: SocketHandle,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    events: mpsc::Sender<ConnectionEvent>,
+    phase: Phase,
+    pending: Option<PendingWrite>,
+    /// Closed was sent to the WebSocket.
+    told_closed: bool,
+}
+
+struct Stack {
+    network_id: String,
+    iface: Interface,
+    device: PacketQueue,
+    sockets: SocketSet<'static>,
+    /// Member addresses -> nodes; the only place ingress and egress trust.
+    nodes: HashMap<Ipv4Addr, NodeId>,
+    members: HashSet<NodeId>,
+    source: Option<Ipv4Addr>,
+    connections: HashMap<ConnectionId, Connection>,
+    next_connection: ConnectionId,
+    next_port: u16,
+    peers: PeerQueues,
+    stats: Arc<VpnStats>,
+    last_warning: Option<std::time::Instant>,
+    /// Some reader had no room: look again soon.
+    blocked: bool,
+}
+
+fn now() -> SmolInstant {
+    SmolInstant::now()
+}
+
+impl Stack {
+    fn new(network_id: &str, peers: PeerQueues, stats: Arc<VpnStats>) -> Stack {
+        let mut device = PacketQueue::default();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = rand::random();
+        let iface = Interface::new(config, &mut device, now());
+        Stack {
+            network_id: network_id.to_string(),
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            nodes: HashMap::new(),
+            members: HashSet::new(),
+            source: None,
+            connections: HashMap::new(),
+            next_connection: 1,
+            next_port: *EPHEMERAL_PORTS.start(),
+            peers,
+            stats,
+            last_warning: None,
+            blocked: false,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<StackCommand>,
+        mut membership: watch::Receiver<Membership>,
+        shutdown: CancellationToken,
+    ) {
+        tracing::debug!(network_id = %self.network_id, "vpn stack started");
+        let first = membership.borrow_and_update().clone();
+        self.apply_membership(first);
+        loop {
+            let delay = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                changed = membership.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let latest = membership.borrow_and_update().clone();
+                    self.apply_membership(latest);
+                }
+                command = commands.recv() => match command {
+                    Some(command) => self.apply(command),
+                    None => break,
+                },
+                _ = tokio::time::sleep(delay) => {}
+            }
+            // Take what else is queued before polling once for all of it.
+            for _ in 0..COMMAND_QUEUE {
+                match commands.try_recv() {
+                    Ok(command) => self.apply(command),
+                    Err(_) => break,
+                }
+            }
+            self.poll();
+        }
+        self.close_all("the network was removed");
+        tracing::debug!(network_id = %self.network_id, "vpn stack stopped");
+    }
+
+    fn next_wake(&mut self) -> Duration {
+        let mut delay = self
+            .iface
+            .poll_delay(now(), &self.sockets)
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        if self.blocked {
+            delay = delay.min(BLOCKED_RETRY);
+        }
+        let instant_now = tokio::time::Instant::now();
+        for connection in self.connections.values() {
+            let deadline = match &connection.phase {
+                Phase::Connecting { deadline, .. } | Phase::Closing { deadline } => *deadline,
+                Phase::Open => continue,
+            };
+            delay = delay.min(deadline.saturating_duration_since(instant_now));
+        }
+        delay
+    }
+
+    fn apply(&mut self, command: StackCommand) {
+        match command {
+            StackCommand::Ingress { caller, packets } => self.ingress(caller, packets),
+            StackCommand::Connect {
+                remote,
+                events,
+                reply,
+            } => self.connect(remote, events, reply),
+            StackCommand::Write {
+                connection,
+                data,
+                written,
+            } => match self.connections.get_mut(&connection) {
+                Some(open) if open.pending.is_none() && matches!(open.phase, Phase::Open) => {
+                    open.pending = Some(PendingWrite {
+                        data,
+                        offset: 0,
+                        written,
+                    });
+                }
+                Some(_) => {
+                    let _ = written.send(Err(GolemError::conflict(
+                        "the connection is closing or has a write in progress",
+                    )));
+                }
+                None => {
+                    let _ = written.send(Err(connection_closed()));
+                }
+            },
+            StackCommand::Close { connection } => {
+                if let Some(open) = self.connections.get_mut(&connection) {
+                    let socket = self.sockets.get_mut::<tcp::Socket>(open.socket);
+                    match open.phase {
+                        Phase::Closing { .. } => {}
+                        _ => {
+                            socket.close();
+                            open.phase = Phase::Closing {
+                                deadline: tokio::time::Instant::now() + CLOSE_TIMEOUT,
+                            };
+                        }
+                    }
+                    if let Some(pending) = open.pending.take() {
+                        let _ = pending.written.send(Err(connection_closed()));
+                    }
+                }
+            }
+            StackCommand::ListConnections { reply } => {
+                let _ = reply.send(self.list_connections());
+            }
+        }
+    }
+
+    fn apply_membership(&mut self, membership: Membership) {
+        self.members = membership.nodes.values().copied().collect();
+        self.nodes = membership.nodes;
+        self.source = membership.source;
+        self.set_addresses(membership.own, membership.prefix);
+        self.peers.retain(&self.members);
+    }
+
+    fn set_addresses(&mut self, own: Vec<Ipv4Addr>, prefix: u8) {
+        self.iface.update_ip_addrs(|cidrs| {
+            cidrs.clear();
+            for address in own.iter().take(super::records::MAX_OWN_ADDRESSES) {
+                // The network's prefix: its members are on-link (Medium::Ip
+                // needs no neighbours); which member gets a packet is ours to say.
+                let _ = cidrs.push(IpCidr::new(IpAddress::Ipv4(*address), prefix));
+            }
+        });
+    }
+
+    fn ingress(&mut self, caller: NodeId, packets: Vec<Vec<u8>>) {
+        if !self.members.contains(&caller) {
+            count(&self.stats.dropped_non_member, packets.len());
+            self.warn_dropped(caller, "not a member of the network");
+            return;
+        }
+        for packet in packets {
+            let source = match Ipv4Packet::new_checked(&packet[..]) {
+                Ok(ipv4) if packet.len() <= VPN_MTU => ipv4.src_addr(),
+                _ => {
+                    count(&self.stats.dropped_invalid, 1);
+                    continue;
+                }
+            };
+            if self.nodes.get(&source) != Some(&caller) {
+                count(&self.stats.dropped_spoofed, 1);
+                self.warn_dropped(caller, "a source address that is not the node's");
+                continue;
+            }
+            if self.device.rx.len() >= MAX_RX_QUEUE {
+                count(&self.stats.dropped_invalid, 1);
+                continue;
+            }
+            count(&self.stats.ingress_packets, 1);
+            self.device.rx.push_back(packet);
+        }
+    }
+
+    fn warn_dropped(&mut self, caller: NodeId, why: &str) {
+        let due = self
+            .last_warning
+            .is_none_or(|last| last.elapsed() >= WARN_INTERVAL);
+        if due {
+            self.last_warning = Some(std::time::Instant::now());
+            let stats = self.stats.snapshot();
+            tracing::warn!(
+                network_id = %self.network_id,
+                %caller,
+                dropped_non_member = stats.dropped_non_member,
+                dropped_spoofed = stats.dropped_spoofed,
+                "dropped vpn packets from {why} (one warning per 10 s)"
+            );
+        }
+    }
+
+    fn connect(
+        &mut self,
+        remote: SocketAddrV4,
+        events: mpsc::Sender<ConnectionEvent>,
+        reply: oneshot::Sender<Result<(ConnectionId, SocketAddrV4), GolemError>>,
+    ) {
+        let Some(source) = self.source else {
+            let _ = reply.send(Err(GolemError::unavailable(
+                "the network's stack has no address yet",
+            )));
+            return;
+        };
+        let Some(port) = self.free_port() else {
+            let _ = reply.send(Err(GolemError::unavailable(
+                "no free local port for another connection in this network",
+            )));
+            return;
+        };
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        let local = SocketAddrV4::new(source, port);
+        if let Err(error) = socket.connect(
+            self.iface.context(),
+            (IpAddress::Ipv4(*remote.ip()), remote.port()),
+            IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(source)),
+                port,
+            },
+        ) {
+            let _ = reply.send(Err(GolemError::bad_request(format!(
+                "cannot connect to {remote}: {error}"
+            ))));
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let id = self.next_connection;
+        self.next_connection += 1;
+        self.connections.insert(
+            id,
+            Connection {
+                socket: handle,
+                local,
+                remote,
+                events,
+                phase: Phase::Connecting {
+                    reply,
+                    deadline: tokio::time::Instant::now() + CONNECT_TIMEOUT,
+                },
+                pending: None,
+                told_closed: false,
+            },
+        );
+    }
+
+    fn free_port(&mut self) -> Option<u16> {
+        let used: HashSet<u16> = self
+            .connections
+            .values()
+            .map(|connection| connection.local.port())
+            .collect();
+        let span = usize::from(EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == *EPHEMERAL_PORTS.end() {
+                *EPHEMERAL_PORTS.start()
+            } else {
+                port + 1
+            };
+            if !used.contains(&port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn list_connections(&self) -> Vec<NetworkConnection> {
+        let mut list: Vec<NetworkConnection> = self
+            .connections
+            .values()
+            .filter(|connection| matches!(connection.phase, Phase::Open))
+            .map(|connection| NetworkConnection {
+                protocol: TCP_PROTOCOL,
+                local_ip: connection.local.ip().to_string(),
+                local_port: connection.local.port(),
+                remote_ip: connection.remote.ip().to_string(),
+                remote_port: connection.remote.port(),
+            })
+            .collect();
+        list.sort_by_key(|connection| connection.local_port);
+        list
+    }
+
+    /// Run the interface, move data between sockets and WebSockets, and hand
+    /// egress to the peers' queues.
+    fn poll(&mut self) {
+        self.iface.poll(now(), &mut self.device, &mut self.sockets);
+        if self.service_connections() {
+            // Data written or window opened: let it out now.
+            self.iface.poll(now(), &mut self.device, &mut self.sockets);
+        }
+        self.route_egress();
+    }
+
+    /// True when something was written into a socket or read out of one.
+    fn service_connections(&mut self) -> bool {
+        let mut moved = false;
+        self.blocked = false;
+        let instant_now = tokio::time::Instant::now();
+        let mut finished = Vec::new();
+        for (id, connection) in self.connections.iter_mut() {
+            let socket = self.sockets.get_mut::<tcp::Socket>(connection.socket);
+            if let Phase::Connecting { deadline, .. } = &connection.phase {
+                let outcome = match socket.state() {
+                    tcp::State::SynSent | tcp::State::SynReceived if instant_now < *deadline => {
+                        continue
+                    }
+                    tcp::State::SynSent | tcp::State::SynReceived => {
+                        socket.abort();
+                        Err(GolemError::timeout(format!(
+                            "connecting to {} timed out after {} s",
+                            connection.remote,
+                            CONNECT_TIMEOUT.as_secs()
+                        )))
+                    }
+                    tcp::State::Closed => Err(GolemError::unavailable(format!(
+                        "{} refused the connection",
+                        connection.remote
+                    ))),
+                    _ => Ok((*id, connection.local)),
+                };
+                let Phase::Connecting { reply, .. } =
+                    std::mem::replace(&mut connection.phase, Phase::Open)
+                else {
+                    continue;
+                };
+                let failed = outcome.is_err();
+                if reply.send(outcome).is_err() || failed {
+                    // Refused, timed out, or nobody waits any more.
+                    socket.abort();
+                    connection.told_closed = true;
+                    finished.push(*id);
+                    continue;
+                }
+            }
+            moved |= Self::write_pending(socket, connection);
+            moved |= Self::read_available(socket, connection, &mut self.blocked);
+            if Self::is_finished(socket, connection, instant_now) {
+                finished.push(*id);
+            }
+        }
+        for id in finished {
+            if let Some(connection) = self.connections.remove(&id) {
+                if let Some(pending) = connection.pending {
+                    let _ = pending.written.send(Err(connection_closed()));
+                }
+                self.sockets.remove(connection.socket);
+            }
+        }
+        moved
+    }
+
+    fn write_pending(socket: &mut tcp::Socket, connection: &mut Connection) -> bool {
+        let Some(pending) = connection.pending.as_mut() else {
+            return false;
+        };
+        if !socket.may_send() {
+            if let Some(pending) = connection.pending.take() {
+                let _ = pending.written.send(Err(connection_closed()));
+            }
+            return false;
+        }
+        let Ok(sent) = socket.send_slice(&pending.data[pending.offset..]) else {
+            return false;
+        };
+        pending.offset += sent;
+        if pending.offset == pending.data.len() {
+            if let Some(pending) = connection.pending.take() {
+                let _ = pending.written.send(Ok(()));
+            }
+        }
+        sent > 0
+    }
+
+    fn read_available(
+        socket: &mut tcp::Socket,
+        connection: &mut Connection,
+        blocked: &mut bool,
+    ) -> bool {
+        let mut moved = false;
+        while socket.can_recv() {
+            if connection.told_closed || connection.events.is_closed() {
+                // Nobody listens: discard, so the window stays open for the FIN.
+                let _ = socket.recv(|buffer| (buffer.len(), ()));
+                moved = true;
+                continue;
+            }
+            let Ok(permit) = connection.events.try_reserve() else {
+                *blocked = true;
+                break;
+            };
+            match socket.recv(|buffer| (buffer.len(), Bytes::copy_from_slice(buffer))) {
+                Ok(data) if !data.is_empty() => {
+                    permit.send(ConnectionEvent::Data(data));
+                    moved = true;
+                }
+                _ => break,
+            }
+        }
+        moved
+    }
+
+    /// Tell the WebSocket once the other side is done (after all its data),
+    /// and say when the socket can go.
+    fn is_finished(
+        socket: &mut tcp::Socket,
+        connection: &mut Connection,
+        instant_now: tokio::time::Instant,
+    ) -> bool {
+        let remote_done = !socket.may_recv() && !socket.can_recv();
+        if remote_done && !connection.told_closed {
+            let reason = match socket.state() {
+                tcp::State::Closed => "the connection was reset or timed out",
+                _ => "the remote side closed the connection",
+            };
+            match connection
+                .events
+                .try_send(ConnectionEvent::Closed(reason.to_string()))
+            {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => connection.told_closed = true,
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+            }
+        }
+        match (&connection.phase, socket.state()) {
+            (_, tcp::State::Closed) => connection.told_closed,
+            (_, tcp::State::TimeWait) => true,
+            (Phase::Closing { deadline }, _) if instant_now >= *deadline => {
+                socket.abort();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Hand every packet the interface sent to the queue of the member that
+    /// holds its destination.
+    fn route_egress(&mut self) {
+        for packet in self.device.tx.drain(..) {
+            let destination = match Ipv4Packet::new_checked(&packet[..]) {
+                Ok(ipv4) => ipv4.dst_addr(),
+                Err(_) => continue,
+            };
+            match self.nodes.get(&destination) {
+                Some(node) => {
+                    if self.peers.send(*node, packet) {
+                        count(&self.stats.egress_packets, 1);
+                    } else {
+                        count(&self.stats.dropped_queue_full, 1);
+                    }
+                }
+                None => count(&self.stats.dropped_unroutable, 1),
+            }
+        }
+    }
+
+    /// Every WebSocket hears Closed; sockets are reset (best effort).
+    fn close_all(&mut self, reason: &str) {
+        for (_, connection) in self.connections.drain() {
+            let socket = self.sockets.get_mut::<tcp::Socket>(connection.socket);
+            socket.abort();
+            match connection.phase {
+                Phase::Connecting { reply, .. } => {
+                    let _ = reply.send(Err(GolemError::not_found(reason.to_string())));
+                }
+                _ => {
+                    let _ = connection
+                        .events
+                        .try_send(ConnectionEvent::Closed(reason.to_string()));
+                }
+            }
+            if let Some(pending) = connection.pending {
+                let _ = pending.written.send(Err(connection_closed()));
+            }
+        }
+        self.iface.poll(now(), &mut self.device, &mut self.sockets);
+        self.route_egress();
+    }
+}
+
+fn connection_closed() -> GolemError {
+    GolemError::new(golem_model::ErrorCode::Gone, "the connection is closed")
+}
