@@ -25,7 +25,8 @@ use crate::error::{RequestorError, Result};
 use crate::events::{Event, EventSink};
 use crate::market;
 use crate::session::{
-    JobOptions, JobReport, PaymentSummary, Session, SessionConfig, Step, TaskSpec,
+    JobOptions, JobReport, PaymentSummary, Publish, ServiceSpec, Session, SessionConfig, Step,
+    TaskSpec,
 };
 
 #[derive(Debug, Parser)]
@@ -111,6 +112,12 @@ pub struct RunArgs {
     /// Minimum memory in GiB.
     #[arg(long)]
     pub min_mem_gib: Option<f64>,
+    /// Run the command as a service (VM only) and forward a local TCP port
+    /// into it through a VPN, like `docker run -p`: `LOCAL:PORT` listens on
+    /// 127.0.0.1:LOCAL, `ADDR:LOCAL:PORT` on ADDR. Repeatable. Runs until
+    /// Ctrl-C (or the command ends), then ends the agreement and pays.
+    #[arg(long, value_name = "[ADDR:]LOCAL:PORT")]
+    pub publish: Vec<Publish>,
     /// The entry point (WASM) or command (VM) and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -211,6 +218,9 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
             ))
         }
     };
+    if !args.publish.is_empty() {
+        return run_service(common, args, runtime, package).await;
+    }
     // Print the output the moment the task finishes, before agreements end.
     let (events, mut receiver) = EventSink::channel();
     let printer = tokio::spawn(async move {
@@ -284,6 +294,64 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
         eprintln!("error: {error}");
     }
     Ok(outcome.exit_code.filter(|code| *code != 0).unwrap_or(1))
+}
+
+/// `run --publish`: a long-running command on one provider with local
+/// ports forwarded into it, until Ctrl-C.
+async fn run_service(
+    common: &Common,
+    args: RunArgs,
+    runtime: Runtime,
+    package: String,
+) -> Result<i32> {
+    if runtime != Runtime::Vm {
+        return Err(RequestorError::Usage(
+            "--publish needs --runtime vm (a WASM activity has no network interface)".into(),
+        ));
+    }
+    let (events, mut receiver) = EventSink::channel();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = receiver.recv().await {
+            if let Some(line) = describe(&event) {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let session = Session::start(session_config(common, args.budget)?, events).await?;
+    let mut spec = DemandSpec::new(
+        runtime,
+        session.package(&package).await?,
+        common.subnet.clone(),
+    );
+    spec.min_mem_gib = args.min_mem_gib;
+    let timeout = Duration::from_secs(args.timeout);
+    let service = ServiceSpec {
+        command: args.command.clone(),
+        publish: args.publish.clone(),
+        offer_timeout: timeout.min(Duration::from_secs(60)),
+        deploy_timeout: timeout,
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: ending the agreement and paying...");
+    };
+    let outcome = session.run_service(&spec, &service, stop).await;
+    let summary = session.finish(Duration::from_secs(10)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), printer).await;
+    let report = outcome?;
+    if let Ok(summary) = summary {
+        eprintln!(
+            "served {} connection(s) in {:.0} s; spent {} GLM",
+            report.connections, report.seconds, summary.spent
+        );
+    }
+    match report.command_ended {
+        Some(reason) if reason != crate::session::COMMAND_ENDED => {
+            eprintln!("error: {reason}");
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
 }
 
 /// How progress is shown.
@@ -457,6 +525,16 @@ fn describe(event: &Event) -> Option<String> {
             seconds,
         } => {
             format!("job finished: {tasks_done} done, {tasks_failed} failed in {seconds:.2} s")
+        }
+        Event::ServiceReady {
+            provider_name,
+            forwards,
+        } => format!(
+            "running on {provider_name}, forwarding {}; Ctrl-C to stop and pay",
+            forwards.join(", ")
+        ),
+        Event::ServiceCommandEnded { provider_name } => {
+            format!("the command on {provider_name} exited; still forwarding until Ctrl-C")
         }
     })
 }

@@ -57,6 +57,8 @@ pub struct DemandSpec {
     pub min_threads: Option<u32>,
     pub min_mem_gib: Option<f64>,
     pub min_storage_gib: Option<f64>,
+    /// Runtime capabilities the offer must list (`golem.runtime.capabilities`, e.g. `vpn`).
+    pub capabilities: Vec<String>,
     pub caps: PriceCaps,
     /// How long agreements and activities may last.
     pub expiration: Duration,
@@ -72,6 +74,7 @@ impl DemandSpec {
             min_threads: None,
             min_mem_gib: None,
             min_storage_gib: None,
+            capabilities: Vec::new(),
             caps: PriceCaps::default(),
             expiration: Duration::from_secs(30 * 60),
         }
@@ -94,6 +97,9 @@ impl DemandSpec {
         }
         if let Some(storage) = self.min_storage_gib {
             clauses.push(format!("(golem.inf.storage.gib>={storage})"));
+        }
+        for capability in &self.capabilities {
+            clauses.push(format!("(golem.runtime.capabilities={capability})"));
         }
         clauses
     }

@@ -88,6 +88,15 @@ pub enum Event {
         agreement_id: String,
         provider_name: String,
     },
+    /// A service runs and its ports are forwarded (`local -> vm-ip:port`).
+    ServiceReady {
+        provider_name: String,
+        forwards: Vec<String>,
+    },
+    /// The service's command exited well (it may have daemonized): forwarding goes on.
+    ServiceCommandEnded {
+        provider_name: String,
+    },
     JobFinished {
         tasks_done: usize,
         tasks_failed: usize,

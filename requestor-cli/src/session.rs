@@ -34,6 +34,9 @@ use crate::files::{FileTransfer, HttpFiles};
 use crate::market::{self, lock, Negotiation, ProviderBook, SignedAgreement};
 use crate::payments::{AgreementPayments, Payments};
 
+mod service;
+pub use service::{Publish, ServiceReport, ServiceSpec, COMMAND_ENDED};
+
 /// How a session connects and pays.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {

@@ -767,3 +767,121 @@ async fn bench_requestor_vm() {
         if whole <= 1.3 * docker + 200.0 { "met" } else { "missed" }
     );
 }
+
+/// `GET /` over a plain TCP connection to `port`; the whole reply, or why not.
+fn http_get(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: vm\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| e.to_string())?;
+    Ok(reply)
+}
+
+#[tokio::test]
+#[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
+async fn docker_vm_run_publish_forwards_a_local_port_until_ctrl_c() {
+    assert!(golem_tests::docker::enabled(
+        "docker_vm_run_publish_forwards_a_local_port_until_ctrl_c"
+    )
+    .unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let image = busybox_image(scratch.path(), "golem-e2e-requestor-busybox").unwrap();
+    let mut network =
+        Network::start_with_runtimes(1, "e2e-requestor-publish", &["vm"], None, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = scratch.path().join("requestor.log");
+    let mut child = network
+        .requestor(&[
+            "run",
+            "--runtime",
+            "vm",
+            "--image",
+            image.to_str().unwrap(),
+            "--publish",
+            &format!("{port}:8080"),
+            "--",
+            "/bin/sh",
+            "-c",
+            "mkdir -p /tmp/www && echo hello through the vpn > /tmp/www/index.html \
+             && exec httpd -f -p 8080 -h /tmp/www",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The page comes through the forwarded port once the service is up.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let reply = loop {
+        match http_get(port) {
+            Ok(reply) if reply.contains("hello through the vpn") => break reply,
+            other if Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!(
+                    "no page through the forwarded port: {other:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    };
+    assert!(reply.starts_with("HTTP/1."), "{reply}");
+    // Several connections at once, each its own WebSocket.
+    let pages: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http_get(port)))
+        .collect();
+    for page in pages {
+        let page = page.join().unwrap().unwrap();
+        assert!(page.contains("hello through the vpn"), "{page}");
+    }
+    // Ctrl-C: the agreement ends, the network goes, the provider is paid.
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "golem-requestor did not stop after Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("forwarding 127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("agreement with provider-1 terminated"),
+        "{stderr}"
+    );
+    let served: usize = stderr
+        .split("served ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(served >= 5, "{stderr}");
+    assert!(stderr.contains("spent "), "{stderr}");
+    assert!(
+        http_get(port).is_err(),
+        "the port is still open after Ctrl-C"
+    );
+    let client = network.requestor_client();
+    assert!(client.networks().await.unwrap().is_empty());
+}
