@@ -10,14 +10,15 @@
 // (the container runs as uid 65534); instead of waiting for SIGINT, the
 // program sends the HTTP GET itself (the example's `curl localhost:8080`,
 // retried while the server is still binding) and then runs the SIGINT handler's
-// routine. Payment as basic.cjs (YAGNA_PAYMENT_DRIVER / _NETWORK when set).
+// routine, after which, as in the example, it waits for the server's stream to
+// end (`waitFor(() => server.isFinished())`). Payment as basic.cjs (YAGNA_PAYMENT_DRIVER / _NETWORK when set).
 // Prints the page between PAGE> markers and "TCP PROXY OK"; exits 1 on failure.
 const fs = require("fs");
 const http = require("http");
 const net = require("net");
 const os = require("os");
 const path = require("path");
-const { GolemNetwork } = require("@golem-sdk/golem-js");
+const { GolemNetwork, waitFor } = require("@golem-sdk/golem-js");
 
 const PAGE = "Hello Golem!";
 
@@ -117,10 +118,13 @@ async function main() {
       throw new Error(`unexpected page: ${JSON.stringify(response)}`);
     }
 
-    // The example's SIGINT handler
+    // The example's SIGINT handler ...
     console.log("Shutting down gracefully");
     await proxy.close();
     await rental.stopAndFinalize();
+    // ... after which the example's main flow ends once the server's stream does
+    // (bounded here, unbounded in the example).
+    await waitFor(() => server.isFinished(), { abortSignal: AbortSignal.timeout(30000) });
     console.log("TCP PROXY OK");
   } catch (error) {
     failed = true;
