@@ -150,7 +150,8 @@ fn compat_suite_runs_unmodified_client_programs() {
 /// providers: yapapi's http-proxy (a two-instance `HttpProxyService` cluster in
 /// a network behind `LocalHttpProxy`; a GET per instance returns its page, the
 /// instances end terminated), golem-js's advanced/tcp-proxy (busybox httpd
-/// reached through `TcpProxy`) and basic/vpn (two rentals in one network reach
+/// reached through `TcpProxy`, also on a connection idle across the SDK's
+/// WebSocket heartbeats) and basic/vpn (two rentals in one network reach
 /// each other with `nc` both ways). run.sh first checks that both providers'
 /// offers list `vpn` in golem.runtime.capabilities, which the SDKs demand.
 #[test]

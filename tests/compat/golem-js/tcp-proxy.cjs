@@ -11,7 +11,10 @@
 // program sends the HTTP GET itself (the example's `curl localhost:8080`,
 // retried while the server is still binding) and then runs the SIGINT handler's
 // routine, after which, as in the example, it waits for the server's stream to
-// end (`waitFor(() => server.isFinished())`). Payment as basic.cjs (YAGNA_PAYMENT_DRIVER / _NETWORK when set).
+// end (`waitFor(() => server.isFinished())`). Before that, a second request on
+// a connection left idle for COMPAT_IDLE_MS (default 25 s) checks that the
+// proxy's WebSocket survives the SDK's heartbeat (a ping every 10 s, killed
+// without a pong) and the daemon's. Payment as basic.cjs (YAGNA_PAYMENT_DRIVER / _NETWORK when set).
 // Prints the page between PAGE> markers and "TCP PROXY OK"; exits 1 on failure.
 const fs = require("fs");
 const http = require("http");
@@ -30,6 +33,22 @@ function freePort() {
       const { port } = server.address();
       server.close(() => resolve(port));
     });
+  });
+}
+
+// A raw HTTP/1.0 exchange on a connection to the proxy that first stays idle
+// for `idleMs`: the TcpProxy pings its WebSocket every 10 s and kills it
+// when a pong is missing, the daemon pings every 5 s.
+function idleThenGet(port, idleMs) {
+  return new Promise((resolve, reject) => {
+    let reply = "";
+    const socket = net.connect(port, "127.0.0.1", () => {
+      setTimeout(() => socket.write("GET / HTTP/1.0\r\n\r\n"), idleMs);
+    });
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk) => (reply += chunk));
+    socket.on("end", () => resolve(reply));
+    socket.on("error", reject);
   });
 }
 
@@ -116,6 +135,14 @@ async function main() {
     console.log(`PAGE>${response.status} ${response.body.trim()}<PAGE`);
     if (response.status !== 200 || response.body.trim() !== PAGE) {
       throw new Error(`unexpected page: ${JSON.stringify(response)}`);
+    }
+
+    // A browser may keep its connection open: one idle across the heartbeats.
+    const idleMs = Number(process.env.COMPAT_IDLE_MS || 25000);
+    const idleReply = await idleThenGet(PORT_ON_REQUESTOR, idleMs);
+    console.log(`IDLE>${idleReply.split("\r\n")[0]} ${idleReply.split("\r\n\r\n")[1]?.trim()}<IDLE`);
+    if (!idleReply.startsWith("HTTP/1.1 200") || idleReply.split("\r\n\r\n")[1]?.trim() !== PAGE) {
+      throw new Error(`unexpected reply after ${idleMs} ms idle: ${JSON.stringify(idleReply)}`);
     }
 
     // The example's SIGINT handler ...
