@@ -60,7 +60,7 @@ fn setup_clients() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
-/// Runs `tests/compat/run.sh` with `tests` (SKIP_BUILD, the binaries this test
+/// Runs `tests/compat/run.sh` with the programs of `platforms` (SKIP_BUILD, the binaries this test
 /// was built with) and checks each program's row: ok, paid on its platform, a
 /// positive amount and, with anvil, the providers' balance change. `platforms`
 /// names each program with the platform it must pay on when anvil is found;
@@ -71,10 +71,11 @@ fn run_compat_programs(tier_test: &str, platforms: &[(&str, &str)]) {
         .and_then(|debug| debug.parent())
         .expect("target dir")
         .to_path_buf();
-    // With anvil (GOLEM_TEST_ANVIL=1) the programs run.sh leaves on the
-    // clients' default keep erc20-holesky-tglm on a local chain; without, all pay on dummy.
-    let anvil = golem_tests::anvil::anvil_gate(&format!("{tier_test} (holesky part)"))
-        .expect("anvil");
+    // With anvil (GOLEM_TEST_ANVIL=1) run.sh runs in its mixed mode: the
+    // programs it leaves on the clients' default pay on erc20-holesky-tglm on a
+    // local chain, the others on dummy; without anvil all pay on dummy.
+    let anvil =
+        golem_tests::anvil::anvil_gate(&format!("{tier_test} (holesky part)")).expect("anvil");
     let mut command = Command::new(compat_dir().join("run.sh"));
     command
         .args(platforms.iter().map(|(program, _)| program))
@@ -134,7 +135,6 @@ fn run_compat_programs(tier_test: &str, platforms: &[(&str, &str)]) {
 fn compat_suite_runs_unmodified_client_programs() {
     require_tier("compat_suite_runs_unmodified_client_programs");
     setup_clients();
-    // With anvil yapapi-hello and golemjs-basic keep the clients' default holesky.
     run_compat_programs(
         "compat_suite_runs_unmodified_client_programs",
         &[
