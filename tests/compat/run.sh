@@ -37,8 +37,9 @@
 #                               points at a local anvil chain with the test token deployed
 #                               and the requestor funded (as the original's own harness does);
 #                             dummy: every program is told YAGNA_PAYMENT_DRIVER=dummy (network local);
-#                             mixed: yapapi-hello and golemjs-basic on holesky (clients'
-#                               defaults), the others told to use dummy.
+#                             mixed: yapapi-hello, golemjs-basic, yapapi-http-proxy and
+#                               golemjs-vpn on holesky (clients' defaults; the last two pay
+#                               two providers), the others told to use dummy.
 #                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
 #   GOLEM_COMPAT_KEEP=1       keep the work dir (logs) after the run
@@ -250,7 +251,7 @@ decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sy
 platform_of() {
     case "$PAYMENT_MODE/$1" in
         dummy/*) echo dummy-local-tglm ;;
-        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic) echo erc20-holesky-tglm ;;
+        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
         *) echo dummy-local-tglm ;;
     esac
 }

@@ -154,6 +154,8 @@ fn compat_suite_runs_unmodified_client_programs() {
 /// WebSocket heartbeats) and basic/vpn (two rentals in one network reach
 /// each other with `nc` both ways). run.sh first checks that both providers'
 /// offers list `vpn` in golem.runtime.capabilities, which the SDKs demand.
+/// With anvil the two-provider programs pay both providers on erc20 (their
+/// balances summed), the tcp-proxy on dummy.
 #[test]
 #[ignore = "tier compat: needs the unmodified clients; scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
 fn compat_vpn_examples_reach_provider_services_through_the_network() {
@@ -162,9 +164,9 @@ fn compat_vpn_examples_reach_provider_services_through_the_network() {
     run_compat_programs(
         "compat_vpn_examples_reach_provider_services_through_the_network",
         &[
-            ("yapapi-http-proxy", "dummy-local-tglm"),
+            ("yapapi-http-proxy", "erc20-holesky-tglm"),
             ("golemjs-tcp-proxy", "dummy-local-tglm"),
-            ("golemjs-vpn", "dummy-local-tglm"),
+            ("golemjs-vpn", "erc20-holesky-tglm"),
         ],
     );
 }
