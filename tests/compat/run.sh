@@ -20,7 +20,7 @@
 # with only the environment the clients read (YAGNA_APPKEY, YAGNA_API_URL, ...),
 # checks its exit code and output, then what the program paid as the requestor
 # daemon recorded it (the platform of the program's payment, its amount, no
-# allocation left open) and, with anvil, that the provider's token balance grew
+# allocation left open), that no container of the providers is left and, with anvil, that the provider's token balance grew
 # by exactly that amount for an erc20 program and not at all for a dummy one;
 # prints a table with the wall time of each.
 #
@@ -226,13 +226,16 @@ ROWS=()
 FAILED=0
 
 LEDGER=(python3 "$HERE/ledger.py")
-if [ "$PAYMENT_MODE" != dummy ]; then
-    PROVIDER_IDS=()
-    for name in "${PROVIDERS[@]}"; do
-        url_var="${name}_URL" key_var="${name}_KEY"
-        PROVIDER_IDS+=("$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')")
-    done
-fi
+PROVIDER_IDS=()
+for name in "${PROVIDERS[@]}"; do
+    url_var="${name}_URL" key_var="${name}_KEY"
+    PROVIDER_IDS+=("$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')")
+done
+# The containers the providers' exe units still have (labelled with the node).
+provider_containers() {
+    local id
+    for id in "${PROVIDER_IDS[@]}"; do docker ps -aq --filter "label=golem.node-id=$id"; done
+}
 # What the providers hold together (a program may rent either of them).
 provider_balance() {
     local total=0 id
@@ -287,6 +290,14 @@ run_program() {
         else
             status="FAIL(unpaid)"
             cat "$WORK/$name.ledger.err" >>"$out"
+        fi
+    fi
+    # Every activity ended on the providers too: their containers are gone.
+    if [ "$status" = ok ]; then
+        for _ in $(seq 1 50); do [ -z "$(provider_containers)" ] && break; sleep 0.2; done
+        if [ -n "$(provider_containers)" ]; then
+            status="FAIL(containers)"
+            echo "containers left on the providers: $(provider_containers | tr '\n' ' ')" >>"$out"
         fi
     fi
     # The provider's tokens on the chain: + exactly the amount for an erc20
