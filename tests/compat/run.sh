@@ -6,7 +6,13 @@
 #
 # Tests: yapapi-hello (polling), yapapi-hello-stream (stream_output=True),
 # yapapi-transfer (upload_bytes/download_bytes through gftp), golemjs-basic
-# (rent one provider, run, upload + download a file, finish and pay).
+# (rent one provider, run, upload + download a file, finish and pay); the VPN
+# examples: yapapi-http-proxy (a two-instance service cluster in a network
+# behind yapapi's LocalHttpProxy), golemjs-tcp-proxy (a server reached through
+# golem-js's TcpProxy), golemjs-vpn (two rentals in one network reach each
+# other). The VPN examples need two providers: a second provider daemon and
+# agent start when one of them is asked for, and before they run both
+# providers' offers must list `vpn` in golem.runtime.capabilities.
 #
 # It installs the clients (setup.sh, cached outside the repo), starts a provider
 # daemon and a requestor daemon (the requestor bootstraps from the provider), a
@@ -14,7 +20,7 @@
 # with only the environment the clients read (YAGNA_APPKEY, YAGNA_API_URL, ...),
 # checks its exit code and output, then what the program paid as the requestor
 # daemon recorded it (the platform of the program's payment, its amount, no
-# allocation left open) and, with anvil, that the provider's token balance grew
+# allocation left open), that no container of the providers is left and, with anvil, that the provider's token balance grew
 # by exactly that amount for an erc20 program and not at all for a dummy one;
 # prints a table with the wall time of each.
 #
@@ -31,8 +37,9 @@
 #                               points at a local anvil chain with the test token deployed
 #                               and the requestor funded (as the original's own harness does);
 #                             dummy: every program is told YAGNA_PAYMENT_DRIVER=dummy (network local);
-#                             mixed: yapapi-hello and golemjs-basic on holesky (clients'
-#                               defaults), the others told to use dummy.
+#                             mixed: yapapi-hello, golemjs-basic, yapapi-http-proxy and
+#                               golemjs-vpn on holesky (clients' defaults; the last two pay
+#                               two providers), the others told to use dummy.
 #                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
 #   GOLEM_COMPAT_KEEP=1       keep the work dir (logs) after the run
@@ -46,9 +53,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/golem-target}"
 PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
-ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic)
+VPN_TESTS=(yapapi-http-proxy golemjs-tcp-proxy golemjs-vpn)
+ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic "${VPN_TESTS[@]}")
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
+NEED_VPN=0
+for test in "${TESTS[@]}"; do
+    for vpn_test in "${VPN_TESTS[@]}"; do [ "$test" != "$vpn_test" ] || NEED_VPN=1; done
+done
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
@@ -129,6 +141,11 @@ start_daemon provider
 BOOTSTRAP=$("$BIN/golem-daemon" net status --json --data-dir "$provider_DIR" |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["listen_addrs"][0] + "/p2p/" + s["peer_id"])')
 start_daemon requestor --bootstrap "$BOOTSTRAP"
+PROVIDERS=(provider)
+if [ "$NEED_VPN" = 1 ]; then
+    start_daemon provider2 --bootstrap "$BOOTSTRAP"
+    PROVIDERS+=(provider2)
+fi
 if [ "$PAYMENT_MODE" != dummy ]; then
     "$BIN/golem-daemon" payment fund --network holesky --amount 1000 --eth 10 --data-dir "$requestor_DIR" >"$WORK/fund.log" 2>&1 \
         || die "funding the requestor on anvil failed: $(tail -5 "$WORK/fund.log")"
@@ -155,13 +172,44 @@ for _ in $(seq 1 100); do curl -sfI "$IMAGE_URL" >/dev/null 2>&1 && break; sleep
 # The image is served on 127.0.0.1, so the provider explicitly allows private transfers.
 SUBNET="compat-$$"
 unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK
-"$BIN/golem-provider" --data-dir "$WORK/agent" --api-url "$provider_URL" --app-key "$provider_KEY" \
-    --log-format json run --bus-socket "$provider_DIR/bus.sock" --subnet "$SUBNET" \
-    --node-name compat-provider --exe-units vm --allow-private-transfers >/dev/null 2>"$WORK/agent.log" &
-PIDS+=($!)
+start_agent() {
+    local name=$1 url_var="${1}_URL" key_var="${1}_KEY" dir_var="${1}_DIR"
+    "$BIN/golem-provider" --data-dir "$WORK/agent-$name" --api-url "${!url_var}" --app-key "${!key_var}" \
+        --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
+        --node-name "compat-$name" --exe-units vm --allow-private-transfers >/dev/null 2>"$WORK/agent-$name.log" &
+    PIDS+=($!)
+}
+for name in "${PROVIDERS[@]}"; do start_agent "$name"; done
 READY="provider agent ready"
-for _ in $(seq 1 600); do grep -q "$READY" "$WORK/agent.log" 2>/dev/null && break; sleep 0.05; done
-grep -q "$READY" "$WORK/agent.log" || die "the provider agent did not start: $(tail -5 "$WORK/agent.log")"
+for name in "${PROVIDERS[@]}"; do
+    for _ in $(seq 1 600); do grep -q "$READY" "$WORK/agent-$name.log" 2>/dev/null && break; sleep 0.05; done
+    grep -q "$READY" "$WORK/agent-$name.log" || die "the provider agent $name did not start: $(tail -5 "$WORK/agent-$name.log")"
+done
+
+# The SDKs demand `vpn` in golem.runtime.capabilities for a network: each
+# provider's own offer (its daemon's market API) must list it.
+if [ "$NEED_VPN" = 1 ]; then
+    for name in "${PROVIDERS[@]}"; do
+        url_var="${name}_URL" key_var="${name}_KEY"
+        offers=$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/market-api/v1/offers") \
+            || die "cannot list the offers of $name"
+        python3 -c '
+import json, sys
+offers = json.loads(sys.argv[1])
+def flat(props, prefix=""):
+    out = {}
+    for key, value in props.items():
+        if isinstance(value, dict):
+            out.update(flat(value, prefix + key + "."))
+        else:
+            out[prefix + key] = value
+    return out
+caps = [flat(offer.get("properties", {})).get("golem.runtime.capabilities") for offer in offers]
+sys.exit(0 if any(isinstance(c, list) and "vpn" in c for c in caps) else "no offer lists vpn: %r" % caps)
+' "$offers" || die "$name does not offer the vpn capability (is /dev/net/tun usable?)"
+    done
+    echo "run.sh: every provider offers golem.runtime.capabilities with vpn" >&2
+fi
 
 # gftp for yapapi: our `gftp` binary on PATH, speaking to the requestor daemon's bus.
 GFTP_DIR="$WORK/gftp-bin"
@@ -178,10 +226,25 @@ ROWS=()
 FAILED=0
 
 LEDGER=(python3 "$HERE/ledger.py")
-if [ "$PAYMENT_MODE" != dummy ]; then
-    PROVIDER_ID=$(curl -sf -H "Authorization: Bearer $provider_KEY" "$provider_URL/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')
-fi
-provider_balance() { python3 "$HERE/anvil_token.py" balance "$ANVIL_URL" "$TOKEN" "$PROVIDER_ID"; }
+PROVIDER_IDS=()
+for name in "${PROVIDERS[@]}"; do
+    url_var="${name}_URL" key_var="${name}_KEY"
+    PROVIDER_IDS+=("$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/me" | python3 -c 'import json,sys; print(json.load(sys.stdin)["identity"])')")
+done
+# The containers the providers' exe units still have (labelled with the node).
+provider_containers() {
+    local id
+    for id in "${PROVIDER_IDS[@]}"; do docker ps -aq --filter "label=golem.node-id=$id"; done
+}
+# What the providers hold together (a program may rent either of them).
+provider_balance() {
+    local total=0 id
+    for id in "${PROVIDER_IDS[@]}"; do
+        total=$(python3 -c 'import decimal,sys; print(decimal.Decimal(sys.argv[1]) + decimal.Decimal(sys.argv[2]))' "$total" \
+            "$(python3 "$HERE/anvil_token.py" balance "$ANVIL_URL" "$TOKEN" "$id")")
+    done
+    echo "$total"
+}
 decimal_eq() { python3 -c 'import decimal,sys; sys.exit(0 if decimal.Decimal(sys.argv[1]) == decimal.Decimal(sys.argv[2]) else 1)' "$1" "$2"; }
 decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sys.argv[1]) - decimal.Decimal(sys.argv[2])).normalize(), "f"))' "$1" "$2"; }
 
@@ -191,7 +254,7 @@ decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sy
 platform_of() {
     case "$PAYMENT_MODE/$1" in
         dummy/*) echo dummy-local-tglm ;;
-        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic) echo erc20-holesky-tglm ;;
+        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
         *) echo dummy-local-tglm ;;
     esac
 }
@@ -229,6 +292,14 @@ run_program() {
             cat "$WORK/$name.ledger.err" >>"$out"
         fi
     fi
+    # Every activity ended on the providers too: their containers are gone.
+    if [ "$status" = ok ]; then
+        for _ in $(seq 1 50); do [ -z "$(provider_containers)" ] && break; sleep 0.2; done
+        if [ -n "$(provider_containers)" ]; then
+            status="FAIL(containers)"
+            echo "containers left on the providers: $(provider_containers | tr '\n' ' ')" >>"$out"
+        fi
+    fi
     # The provider's tokens on the chain: + exactly the amount for an erc20
     # payment (waited for: the transfer is mined before the payment is recorded,
     # the wait only covers RPC lag), unchanged for a dummy one.
@@ -264,6 +335,9 @@ for test in "${TESTS[@]}"; do
         yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" "STREAMED>$DATE_OUTPUT<STREAMED" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-transfer) run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
         golemjs-basic) NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs" ;;
+        yapapi-http-proxy) run_program "$test" 'HTTP PROXY OK' "$PY" "$HERE/yapapi/http_proxy.py" ;;
+        golemjs-tcp-proxy) NODE_PATH="$NODE_PATH" run_program "$test" 'TCP PROXY OK' node "$HERE/golem-js/tcp-proxy.cjs" ;;
+        golemjs-vpn) NODE_PATH="$NODE_PATH" run_program "$test" 'VPN OK' node "$HERE/golem-js/vpn.cjs" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done

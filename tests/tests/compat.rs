@@ -9,6 +9,9 @@
 //!   each program's payment as the requestor daemon recorded it: platform,
 //!   amount, allocations released; with anvil, the provider's balance change
 //!   per program).
+//! - `compat_vpn_examples_reach_provider_services_through_the_network` runs
+//!   the VPN examples (yapapi http-proxy, golem-js tcp-proxy and basic/vpn) the
+//!   same way on two providers.
 //! - `golem_js_storage_serves_files_through_the_gsb_api` drives golem-js's own
 //!   `WebSocketStorageProvider` (its default file transfer) and plays the exe
 //!   unit's side over the daemon's bus: GetMetadata/GetChunk on a published file,
@@ -57,24 +60,25 @@ fn setup_clients() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
-#[test]
-#[ignore = "tier compat: needs the unmodified clients; scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
-fn compat_suite_runs_unmodified_client_programs() {
-    require_tier("compat_suite_runs_unmodified_client_programs");
-    setup_clients();
+/// Runs `tests/compat/run.sh` with the programs of `platforms` (SKIP_BUILD, the binaries this test
+/// was built with) and checks each program's row: ok, paid on its platform, a
+/// positive amount and, with anvil, the providers' balance change. `platforms`
+/// names each program with the platform it must pay on when anvil is found;
+/// without anvil every program pays on dummy.
+fn run_compat_programs(tier_test: &str, platforms: &[(&str, &str)]) {
     let target_dir = golem_tests::binary("golem-daemon")
         .parent()
         .and_then(|debug| debug.parent())
         .expect("target dir")
         .to_path_buf();
-    // With anvil (GOLEM_TEST_ANVIL=1) yapapi-hello and golemjs-basic keep the
-    // clients' default erc20-holesky-tglm on a local chain; without, all pay on dummy.
-    let anvil = golem_tests::anvil::anvil_gate(
-        "compat_suite_runs_unmodified_client_programs (holesky part)",
-    )
-    .expect("anvil");
+    // With anvil (GOLEM_TEST_ANVIL=1) run.sh runs in its mixed mode: the
+    // programs it leaves on the clients' default pay on erc20-holesky-tglm on a
+    // local chain, the others on dummy; without anvil all pay on dummy.
+    let anvil =
+        golem_tests::anvil::anvil_gate(&format!("{tier_test} (holesky part)")).expect("anvil");
     let mut command = Command::new(compat_dir().join("run.sh"));
     command
+        .args(platforms.iter().map(|(program, _)| program))
         .env("SKIP_BUILD", "1")
         .env("CARGO_TARGET_DIR", &target_dir);
     match &anvil {
@@ -91,20 +95,15 @@ fn compat_suite_runs_unmodified_client_programs() {
         "tests/compat/run.sh failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let holesky = if anvil.is_some() {
-        "erc20-holesky-tglm"
-    } else {
-        "dummy-local-tglm"
-    };
     // Each row: | program | result | seconds | paid on | paid | provider balance change |,
     // the platform and amount read from the requestor daemon's payment
     // records for that program, the balance change from the chain.
-    for (program, platform) in [
-        ("yapapi-hello", holesky),
-        ("yapapi-hello-stream", "dummy-local-tglm"),
-        ("yapapi-transfer", "dummy-local-tglm"),
-        ("golemjs-basic", holesky),
-    ] {
+    for &(program, platform) in platforms {
+        let platform = if anvil.is_some() {
+            platform
+        } else {
+            "dummy-local-tglm"
+        };
         let row = stdout
             .lines()
             .find(|line| line.starts_with(&format!("| {program} |")))
@@ -129,6 +128,47 @@ fn compat_suite_runs_unmodified_client_programs() {
             assert_eq!(cells[5], "-", "{row}");
         }
     }
+}
+
+#[test]
+#[ignore = "tier compat: needs the unmodified clients; scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
+fn compat_suite_runs_unmodified_client_programs() {
+    require_tier("compat_suite_runs_unmodified_client_programs");
+    setup_clients();
+    run_compat_programs(
+        "compat_suite_runs_unmodified_client_programs",
+        &[
+            ("yapapi-hello", "erc20-holesky-tglm"),
+            ("yapapi-hello-stream", "dummy-local-tglm"),
+            ("yapapi-transfer", "dummy-local-tglm"),
+            ("golemjs-basic", "erc20-holesky-tglm"),
+        ],
+    );
+}
+
+/// The SDKs' VPN examples (issue 19), unmodified in their SDK calls, on two
+/// providers: yapapi's http-proxy (a two-instance `HttpProxyService` cluster in
+/// a network behind `LocalHttpProxy`; a GET per instance returns its page, the
+/// instances end terminated), golem-js's advanced/tcp-proxy (busybox httpd
+/// reached through `TcpProxy`, also on a connection idle across the SDK's
+/// WebSocket heartbeats) and basic/vpn (two rentals in one network reach
+/// each other with `nc` both ways). run.sh first checks that both providers'
+/// offers list `vpn` in golem.runtime.capabilities, which the SDKs demand.
+/// With anvil the two-provider programs pay both providers on erc20 (their
+/// balances summed), the tcp-proxy on dummy.
+#[test]
+#[ignore = "tier compat: needs the unmodified clients; scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
+fn compat_vpn_examples_reach_provider_services_through_the_network() {
+    require_tier("compat_vpn_examples_reach_provider_services_through_the_network");
+    setup_clients();
+    run_compat_programs(
+        "compat_vpn_examples_reach_provider_services_through_the_network",
+        &[
+            ("yapapi-http-proxy", "erc20-holesky-tglm"),
+            ("golemjs-tcp-proxy", "dummy-local-tglm"),
+            ("golemjs-vpn", "erc20-holesky-tglm"),
+        ],
+    );
 }
 
 #[tokio::test]
