@@ -40,6 +40,8 @@ pub struct Node {
     pub market: market::MarketService,
     pub activity: activity::ActivityService,
     pub payment: payment::PaymentService,
+    /// Open REST long-polls per app-key (what tests and benchmarks read).
+    pub long_polls: api::long_polls::LongPolls,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -116,6 +118,12 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     )
     .context("starting the payment service")?;
 
+    if config.api.max_long_polls_per_key == 0 {
+        anyhow::bail!(
+            "api setting max-long-polls-per-key must be greater than zero (GOLEM_API_MAX_LONG_POLLS_PER_KEY, --api-max-long-polls-per-key)"
+        );
+    }
+    let long_polls = api::long_polls::LongPolls::new(config.api.max_long_polls_per_key);
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(
@@ -132,6 +140,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             bus: api::local::BusLocation {
                 socket: bus.socket_path.clone(),
             },
+            long_polls: long_polls.clone(),
+            allowed_origins: api::cors::AllowedOrigins::new(&config.api.allow_origin),
         },
     )
     .context("starting the REST API")?;
@@ -149,6 +159,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         market,
         activity,
         payment,
+        long_polls,
         shutdown,
         store,
         api,

@@ -387,7 +387,9 @@ async fn a_restarted_actor_keeps_running_activities_from_sled() {
             .await
             .unwrap_or_else(|error| panic!("{batch_id}: {error}"));
         assert!(
-            results.last().is_some_and(|result| result.is_batch_finished),
+            results
+                .last()
+                .is_some_and(|result| result.is_batch_finished),
             "{batch_id}: {results:?}"
         );
     }
