@@ -118,7 +118,7 @@ async fn a_client_that_leaves_ends_its_long_poll_at_once() {
             drop(stream);
         } else {
             // An abrupt one (RST).
-            stream.set_linger(Some(Duration::ZERO)).unwrap();
+            stream.set_zero_linger().unwrap();
             drop(stream);
         }
         let left = Instant::now();
@@ -168,8 +168,18 @@ async fn an_app_key_beyond_its_long_poll_limit_gets_429() {
     let _second = open_poll(&node, "/market-api/v1/agreementEvents?timeout=60").await;
     wait_for_open(&node, 2, Duration::from_secs(5)).await;
     assert_eq!(node.long_polls.open_for("autoconfigured"), 2);
-
     let http = reqwest::Client::new();
+    let counted: Value = http
+        .get(format!("{}/local-api/v1/long-polls", base(&node)))
+        .bearer_auth(APP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counted, json!({"open": 2, "mine": 2}));
+
     let refused = http
         .get(format!(
             "{}/payment-api/v1/invoiceEvents?timeout=0",

@@ -2,7 +2,10 @@
 //! (create, destroy, exec, batch results polled or as SSE, state, usage,
 //! running command, agreement) and the provider agent's event feed. Shapes
 //! follow the original, including its traps: create accepts a bare JSON
-//! string or an object and answers in the same form.
+//! string or an object and answers in the same form. Batch results (polled
+//! or SSE) and provider events hold a long-poll permit of their app-key;
+//! every `timeout` is cut to [`ACTIVITY_MAX_TIMEOUT`]; the encrypted
+//! ExeScript channel answers 501.
 
 use std::time::Duration;
 

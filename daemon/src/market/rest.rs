@@ -3,6 +3,9 @@
 //! polls answer `[]` after their timeout, and every error is `{"message"}`.
 //! Property queries (Market API capability level 2, which the original does
 //! not implement either) answer 501 with a message rather than a bare 404.
+//! Every long-poll holds a [`LongPoll`] permit of its app-key and its
+//! `timeout` is cut to [`MARKET_MAX_TIMEOUT`]; scan events stream as SSE
+//! when the client asks for `text/event-stream`.
 
 use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //! decorations, debit notes and invoices (issue and send on the provider's
 //! node, accept and reject on the requestor's), their event long-polls,
 //! payments and accounts. JSON follows the original (camelCase, amounts as
-//! decimal strings, statuses in capitals).
+//! decimal strings, statuses in capitals). The event long-polls hold a
+//! permit of their app-key and are cut to [`PAYMENT_MAX_TIMEOUT`].
 
 use std::time::Duration;
 
