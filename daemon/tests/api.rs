@@ -554,3 +554,99 @@ async fn added_operations_answer_as_the_spec_says() {
     assert!(status("?network=mainnet").await.is_empty());
     node.stop().await;
 }
+
+/// A started binary, killed when the test ends (also when it fails).
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary itself, with the origins from its flag and from the environment.
+#[actix_rt::test]
+async fn cors_through_the_binary_from_flags_and_environment() {
+    for (flags, env) in [
+        (
+            vec![
+                "--api-allow-origin",
+                "http://a.example",
+                "--api-allow-origin",
+                "http://b.example",
+            ],
+            None,
+        ),
+        (vec![], Some("http://a.example, http://b.example")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_golem-daemon"));
+        command
+            .args(["--data-dir", dir.path().to_str().unwrap(), "run"])
+            .args(["--api-addr", &format!("127.0.0.1:{port}")])
+            .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&flags)
+            .env("GOLEM_AUTOCONF_APPKEY", APP_KEY)
+            .env_remove("GOLEM_API_ALLOW_ORIGIN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(origins) = env {
+            command.env("GOLEM_API_ALLOW_ORIGIN", origins);
+        }
+        let daemon = Started(command.spawn().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http
+            .get(format!("{base}/version/get"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (origin, allowed) in [
+            ("http://a.example", true),
+            ("http://b.example", true),
+            ("http://c.example", false),
+        ] {
+            let preflight = http
+                .request(reqwest::Method::OPTIONS, format!("{base}/me"))
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", "GET")
+                .header("Access-Control-Request-Headers", "authorization")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                preflight.status().as_u16(),
+                if allowed { 204 } else { 403 },
+                "{origin} {flags:?} {env:?}"
+            );
+            let actual = http
+                .get(format!("{base}/me"))
+                .header("Origin", origin)
+                .bearer_auth(APP_KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(actual.status(), 200);
+            assert_eq!(
+                actual
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .map(|value| value.to_str().unwrap().to_string()),
+                allowed.then(|| origin.to_string()),
+                "{origin} {flags:?} {env:?}"
+            );
+        }
+        drop(daemon);
+    }
+}
