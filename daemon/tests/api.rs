@@ -197,6 +197,52 @@ async fn an_app_key_beyond_its_long_poll_limit_gets_429() {
             && message.contains("GOLEM_API_MAX_LONG_POLLS_PER_KEY"),
         "{message}"
     );
+    // Every long-polling route counts (the permit is taken before the
+    // route looks at its ids, so unknown ids still meet the limit).
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            "/market-api/v1/offers/s1/events?timeout=0",
+        ),
+        (
+            reqwest::Method::GET,
+            "/market-api/v1/demands/s1/events?timeout=0",
+        ),
+        (
+            reqwest::Method::GET,
+            "/market-api/v1/agreementEvents?timeout=0",
+        ),
+        (
+            reqwest::Method::GET,
+            "/market-api/v1/scan/s1/events?timeout=0",
+        ),
+        (
+            reqwest::Method::POST,
+            "/market-api/v1/agreements/a1/wait?timeout=1",
+        ),
+        (
+            reqwest::Method::GET,
+            "/activity-api/v1/activity/a1/exec/b1?timeout=0",
+        ),
+        (reqwest::Method::GET, "/activity-api/v1/events?timeout=0"),
+        (
+            reqwest::Method::GET,
+            "/payment-api/v1/debitNoteEvents?timeout=0",
+        ),
+        (
+            reqwest::Method::GET,
+            "/payment-api/v1/invoiceEvents?timeout=0",
+        ),
+    ] {
+        let response = http
+            .request(method.clone(), format!("{}{path}", base(&node)))
+            .bearer_auth(APP_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429, "{method} {path}");
+    }
+
     // Other calls of the key are not limited.
     let me = http
         .get(format!("{}/me", base(&node)))
