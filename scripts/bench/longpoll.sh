@@ -15,6 +15,8 @@
 #   SKIP_BUILD=1 POLLS=5000 scripts/bench/longpoll.sh
 #   CLOSE=rst scripts/bench/longpoll.sh       # clients reset instead of FIN
 #   PROFILE=debug scripts/bench/longpoll.sh   # a quick check of the script itself
+#   ROUNDS=5 scripts/bench/longpoll.sh        # more rounds (default 2)
+#   PATHS="/market-api/v1/agreementEvents?timeout=60" scripts/bench/longpoll.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -73,8 +75,8 @@ run_round() {
     python3 - "$port" "$key" "$polls" "$close" "$pid" <<'PY' &
 import socket, struct, sys, time
 port, key, count, close, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-paths = ["/payment-api/v1/debitNoteEvents?timeout=60", "/payment-api/v1/invoiceEvents?timeout=60",
-         "/market-api/v1/agreementEvents?timeout=60"]
+import os
+paths = os.environ.get("PATHS", "/payment-api/v1/debitNoteEvents?timeout=60 /payment-api/v1/invoiceEvents?timeout=60 /market-api/v1/agreementEvents?timeout=60").split()
 socks = []
 for i in range(count):
     s = socket.create_connection(("127.0.0.1", port))
@@ -99,16 +101,18 @@ PY
     wait "$clients"
     rm -f "/tmp/longpoll-bench-$pid.ready" "/tmp/longpoll-bench-$pid.left"
 }
-run_round 1
-after_first=$(rss_kib)
-left_first=$(( $(conns established) + $(conns close-wait) ))
-run_round 2
-after_second=$(rss_kib)
-left=$(( left_first + $(conns established) + $(conns close-wait) ))
-growth=$(( after_second - before_rss ))
-again=$(( after_second - after_first ))
+rounds=${ROUNDS:-2}
+left=0
+for round in $(seq "$rounds"); do
+    run_round "$round"
+    [ "$round" -eq 1 ] && after_first=$(rss_kib)
+    left=$(( left + $(conns established) + $(conns close-wait) ))
+done
+after_last=$(rss_kib)
+growth=$(( after_last - before_rss ))
+again=$(( after_last - after_first ))
 echo
 echo "connections left after the clients: $left (goal 0)"
 echo "RSS after - before: ${growth} KiB (goal <= 1024; the allocator may keep its high-water mark)"
-echo "RSS after round 2 - after round 1: ${again} KiB (nothing kept per abandoned poll: <= 1024)"
+echo "RSS after round $rounds - after round 1: ${again} KiB (nothing kept per abandoned poll: <= 1024)"
 [ "$left" -eq 0 ] && [ "$again" -le 1024 ]
