@@ -1,7 +1,7 @@
 //! The daemon's one typed configuration, layered defaults → TOML file
 //! (`--config` or `GOLEM_CONFIG`) → environment → command line by
 //! `golem-settings`, all resolved before any port is bound. A setting is a
-//! field of [`DaemonConfig`] (or of its `[market]`, `[activity]`, `[payment]`
+//! field of [`DaemonConfig`] (or of its `[market]`, `[activity]`, `[payment]`, `[api]`
 //! sections) and, when it has a flag, a field of [`CliOverrides`]; its
 //! environment name is derived from its key (`GOLEM_` + key in SCREAMING_SNAKE,
 //! `market.remote-timeout-ms` → `GOLEM_MARKET_REMOTE_TIMEOUT_MS`) except the
