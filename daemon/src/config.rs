@@ -1,7 +1,7 @@
 //! The daemon's one typed configuration, layered defaults → TOML file
 //! (`--config` or `GOLEM_CONFIG`) → environment → command line by
 //! `golem-settings`, all resolved before any port is bound. A setting is a
-//! field of [`DaemonConfig`] (or of its `[market]`, `[activity]`, `[payment]`
+//! field of [`DaemonConfig`] (or of its `[market]`, `[activity]`, `[payment]`, `[api]`
 //! sections) and, when it has a flag, a field of [`CliOverrides`]; its
 //! environment name is derived from its key (`GOLEM_` + key in SCREAMING_SNAKE,
 //! `market.remote-timeout-ms` → `GOLEM_MARKET_REMOTE_TIMEOUT_MS`) except the
@@ -94,6 +94,8 @@ pub struct DaemonConfig {
     pub market: crate::market::MarketSettings,
     /// Activity limits: `[activity]` with max-per-agreement.
     pub activity: crate::activity::ActivitySettings,
+    /// REST API limits and CORS: `[api]` with max-long-polls-per-key, allow-origin.
+    pub api: crate::api::ApiSettings,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -120,6 +122,7 @@ impl Default for DaemonConfig {
             payment: crate::payment::PaymentConfig::default(),
             market: crate::market::MarketSettings::default(),
             activity: crate::activity::ActivitySettings::default(),
+            api: crate::api::ApiSettings::default(),
         }
     }
 }
@@ -170,6 +173,14 @@ pub struct CliOverrides {
     #[arg(long = "activity-max-per-agreement", value_name = "COUNT")]
     #[serde(rename = "activity.max-per-agreement")]
     pub activity_max_per_agreement: Option<usize>,
+    /// Long-polls one app-key may hold open at once; more get 429 [env: GOLEM_API_MAX_LONG_POLLS_PER_KEY] [default: 100]
+    #[arg(long = "api-max-long-polls-per-key", value_name = "COUNT")]
+    #[serde(rename = "api.max-long-polls-per-key")]
+    pub api_max_long_polls_per_key: Option<usize>,
+    /// Browser origin let in by CORS (scheme://host[:port], * for any), repeatable [env: GOLEM_API_ALLOW_ORIGIN, comma-separated]
+    #[arg(long = "api-allow-origin", value_name = "ORIGIN")]
+    #[serde(rename = "api.allow-origin")]
+    pub api_allow_origin: Vec<String>,
 }
 
 impl DaemonConfig {
@@ -293,6 +304,8 @@ mod tests {
             Setting { env: "GOLEM_MARKET_MAX_EXPIRATION_SECS", value: "20", flag: &["--market-max-expiration-secs", "20"], toml: "[market]\nmax-expiration-secs = 20", read: |c| c.market.max_expiration_secs.to_string(), expected: "20" },
             Setting { env: "GOLEM_MARKET_MAX_PROPOSALS_PER_SUBSCRIPTION", value: "21", flag: &["--market-max-proposals-per-subscription", "21"], toml: "[market]\nmax-proposals-per-subscription = 21", read: |c| c.market.max_proposals_per_subscription.to_string(), expected: "21" },
             Setting { env: "GOLEM_MARKET_MAX_EVENTS_PER_SUBSCRIPTION", value: "22", flag: &["--market-max-events-per-subscription", "22"], toml: "[market]\nmax-events-per-subscription = 22", read: |c| c.market.max_events_per_subscription.to_string(), expected: "22" },
+            Setting { env: "GOLEM_API_MAX_LONG_POLLS_PER_KEY", value: "24", flag: &["--api-max-long-polls-per-key", "24"], toml: "[api]\nmax-long-polls-per-key = 24", read: |c| c.api.max_long_polls_per_key.to_string(), expected: "24" },
+            Setting { env: "GOLEM_API_ALLOW_ORIGIN", value: "http://a.example, http://b.example:8080", flag: &["--api-allow-origin", "http://a.example", "--api-allow-origin", "http://b.example:8080"], toml: "[api]\nallow-origin = [\"http://a.example\", \"http://b.example:8080\"]", read: |c| c.api.allow_origin.join(","), expected: "http://a.example,http://b.example:8080" },
             Setting { env: "GOLEM_ACTIVITY_MAX_PER_AGREEMENT", value: "23", flag: &["--activity-max-per-agreement", "23"], toml: "[activity]\nmax-per-agreement = 23", read: |c| c.activity.max_per_agreement.to_string(), expected: "23" },
             Setting { env: "GOLEM_ERC20_HOLESKY_RPC_URL", value: "http://127.0.0.1:8545", flag: &[], toml: "[payment.erc20.holesky]\nrpc-url = \"http://127.0.0.1:8545\"", read: |c| format!("{:?}", c.payment .erc20 .get("holesky").and_then(|n| n.rpc_url.clone())), expected: "Some(\"http://127.0.0.1:8545\")" },
             Setting { env: "GOLEM_ERC20_SEPOLIA_CHAIN_ID", value: "0x7a69", flag: &[], toml: "[payment.erc20.sepolia]\nchain-id = 31337", read: |c| format!("{:?}", c.payment .erc20 .get("sepolia").and_then(|n| n.chain_id)), expected: "Some(31337)" },

@@ -42,6 +42,8 @@ pub struct Node {
     pub activity: activity::ActivityService,
     pub payment: payment::PaymentService,
     pub vpn: vpn::VpnService,
+    /// Open REST long-polls per app-key (what tests and benchmarks read).
+    pub long_polls: api::long_polls::LongPolls,
     shutdown: CancellationToken,
     store: store::Store,
     api: api::ApiServer,
@@ -121,6 +123,12 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         .await
         .context("starting the vpn service")?;
 
+    if config.api.max_long_polls_per_key == 0 {
+        anyhow::bail!(
+            "api setting max-long-polls-per-key must be greater than zero (GOLEM_API_MAX_LONG_POLLS_PER_KEY, --api-max-long-polls-per-key)"
+        );
+    }
+    let long_polls = api::long_polls::LongPolls::new(config.api.max_long_polls_per_key);
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(
@@ -138,6 +146,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             bus: api::local::BusLocation {
                 socket: bus.socket_path.clone(),
             },
+            long_polls: long_polls.clone(),
+            allowed_origins: api::cors::AllowedOrigins::new(&config.api.allow_origin),
         },
     )
     .context("starting the REST API")?;
@@ -156,6 +166,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         activity,
         payment,
         vpn,
+        long_polls,
         shutdown,
         store,
         api,

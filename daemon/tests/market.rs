@@ -912,3 +912,138 @@ async fn rejections_reach_the_other_party() {
     requestor_node.stop().await;
     provider_node.stop().await;
 }
+
+/// Read SSE frames from `body` until `wanted` `event: offer` frames came
+/// (or `within` passed); returns their data as JSON.
+async fn sse_offers<B: AsRef<[u8]>>(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<B>> + Unpin),
+    buffer: &mut String,
+    wanted: usize,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut offers = Vec::new();
+    while offers.len() < wanted {
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if frame.starts_with(':') {
+                continue;
+            }
+            let mut lines = frame.lines();
+            assert_eq!(lines.next(), Some("event: offer"), "{frame:?}");
+            let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+            offers.push(serde_json::from_str(data).unwrap());
+        }
+        if offers.len() >= wanted {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(chunk)) => {
+                buffer.push_str(std::str::from_utf8(chunk.unwrap().as_ref()).unwrap())
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    offers
+}
+
+#[actix_rt::test]
+async fn scan_events_stream_as_sse_when_asked() {
+    let provider_dir = tempfile::tempdir().unwrap();
+    let requestor_dir = tempfile::tempdir().unwrap();
+    let provider_node = start(provider_dir.path(), None).await;
+    let requestor_node = start(
+        requestor_dir.path(),
+        Some(&p2p_address(&provider_node).await),
+    )
+    .await;
+    let provider = client(&provider_node);
+    let first_offer = provider.subscribe_offer(&offer("sse-scan")).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/market-api/v1", requestor_node.api_addr);
+    let scan: String = http
+        .post(format!("{base}/scan"))
+        .bearer_auth(APP_KEY)
+        .json(&json!({"type": "offer", "constraints": "(golem.node.debug.subnet=sse-scan)"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = http
+        .get(format!("{base}/scan/{scan}/events?timeout=60"))
+        .bearer_auth(APP_KEY)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut body = Box::pin(response.bytes_stream());
+    let mut buffer = String::new();
+    let offers = sse_offers(&mut body, &mut buffer, 1, Duration::from_secs(30)).await;
+    assert_eq!(offers.len(), 1, "the offer known at the start");
+    assert_eq!(offers[0]["offerId"], first_offer.as_str());
+    assert_eq!(
+        offers[0]["properties"]["golem.node.debug.subnet"], "sse-scan",
+        "flat properties, as in the JSON answer"
+    );
+    // One that arrives later comes down the same stream (an offer of the
+    // scanning node itself: here a later offer of the other node was not
+    // seen within 20 s even by a JSON long-poll, so it would test gossip).
+    let second_offer = client(&requestor_node)
+        .subscribe_offer(&offer("sse-scan"))
+        .await
+        .unwrap();
+    let offers = sse_offers(&mut body, &mut buffer, 1, Duration::from_secs(30)).await;
+    assert_eq!(offers.len(), 1, "the offer that arrived later");
+    assert_eq!(offers[0]["offerId"], second_offer.as_str());
+    assert_eq!(
+        requestor_node.long_polls.open(),
+        1,
+        "the stream is a long-poll"
+    );
+
+    // Ending the scan ends the stream; so does the client leaving.
+    http.delete(format!("{base}/scan/{scan}"))
+        .bearer_auth(APP_KEY)
+        .send()
+        .await
+        .unwrap();
+    let rest = sse_offers(&mut body, &mut buffer, 1, Duration::from_secs(10)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while requestor_node.long_polls.open() > 0 {
+        assert!(Instant::now() < deadline, "the stream still counts as open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Without the header: the JSON array, as before.
+    let scan: String = http
+        .post(format!("{base}/scan"))
+        .bearer_auth(APP_KEY)
+        .json(&json!({"type": "offer", "constraints": "(golem.node.debug.subnet=sse-scan)"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plain: serde_json::Value = http
+        .get(format!("{base}/scan/{scan}/events?timeout=5"))
+        .bearer_auth(APP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!plain.as_array().unwrap().is_empty(), "{plain}");
+    requestor_node.stop().await;
+    provider_node.stop().await;
+}

@@ -48,6 +48,7 @@ impl From<ClientError> for GolemError {
             Some(409) => ErrorCode::Conflict,
             Some(410) => ErrorCode::Gone,
             Some(400) => ErrorCode::BadRequest,
+            Some(429) => ErrorCode::TooManyRequests,
             Some(501) => ErrorCode::NotImplemented,
             None => ErrorCode::Unavailable,
             Some(_) => ErrorCode::Internal,

@@ -17,6 +17,9 @@ pub enum ErrorCode {
     Conflict,
     Gone,
     PayloadTooLarge,
+    /// A per-client quota is used up (e.g. open long-polls of one app-key);
+    /// the same call succeeds once some of the client's work ends.
+    TooManyRequests,
     Timeout,
     Unavailable,
     /// A documented API call this node deliberately does not serve (e.g. the
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::Conflict => 409,
             ErrorCode::Gone => 410,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Timeout => 408,
             ErrorCode::Unavailable => 503,
             ErrorCode::NotImplemented => 501,
@@ -121,6 +125,7 @@ mod tests {
             ErrorCode::Conflict,
             ErrorCode::Gone,
             ErrorCode::PayloadTooLarge,
+            ErrorCode::TooManyRequests,
             ErrorCode::Timeout,
             ErrorCode::Unavailable,
             ErrorCode::Internal,

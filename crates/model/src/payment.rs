@@ -204,6 +204,10 @@ pub enum PaymentEventType {
     InvoiceAcceptedEvent,
     InvoiceRejectedEvent,
     InvoiceSettledEvent,
+    /// The issuer cancelled a debit note the recipient had not accepted.
+    DebitNoteCancelledEvent,
+    /// The issuer cancelled an invoice the recipient had not accepted.
+    InvoiceCancelledEvent,
 }
 
 impl PaymentEventType {
@@ -214,6 +218,7 @@ impl PaymentEventType {
                 | PaymentEventType::InvoiceAcceptedEvent
                 | PaymentEventType::InvoiceRejectedEvent
                 | PaymentEventType::InvoiceSettledEvent
+                | PaymentEventType::InvoiceCancelledEvent
         )
     }
 }
@@ -335,6 +340,30 @@ pub struct RejectInvoice {
 }
 impl BusMessage for RejectInvoice {
     const NAME: &'static str = "RejectInvoice";
+    type Reply = ();
+}
+
+/// Provider → requestor: the issuer cancels a debit note it sent. The
+/// recipient refuses (Conflict) once it has accepted it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelDebitNote {
+    pub debit_note_id: String,
+}
+impl BusMessage for CancelDebitNote {
+    const NAME: &'static str = "CancelDebitNote";
+    type Reply = ();
+}
+
+/// Provider → requestor: the issuer cancels an invoice it sent. The
+/// recipient refuses (Conflict) once it has accepted it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelInvoice {
+    pub invoice_id: String,
+}
+impl BusMessage for CancelInvoice {
+    const NAME: &'static str = "CancelInvoice";
     type Reply = ();
 }
 

@@ -2,7 +2,10 @@
 //! (create, destroy, exec, batch results polled or as SSE, state, usage,
 //! running command, agreement) and the provider agent's event feed. Shapes
 //! follow the original, including its traps: create accepts a bare JSON
-//! string or an object and answers in the same form.
+//! string or an object and answers in the same form. Batch results (polled
+//! or SSE) and provider events hold a long-poll permit of their app-key;
+//! every `timeout` is cut to [`ACTIVITY_MAX_TIMEOUT`]; the encrypted
+//! ExeScript channel answers 501.
 
 use std::time::Duration;
 
@@ -18,7 +21,8 @@ use serde::Deserialize;
 
 use super::ActivityService;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::query::parse_timestamp;
+use crate::api::long_polls::LongPoll;
+use crate::api::query::{parse_timestamp, timeout_seconds, ACTIVITY_MAX_TIMEOUT};
 
 const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 const SSE_PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -31,6 +35,7 @@ pub fn configure(activity: ActivityService) -> impl FnOnce(&mut web::ServiceConf
                 .route("/activity", web::post().to(create_activity))
                 .route("/activity/{id}", web::delete().to(destroy_activity))
                 .route("/activity/{id}/exec", web::post().to(exec))
+                .route("/activity/{id}/encrypted", web::post().to(encrypted))
                 .route("/activity/{id}/exec/{batch}", web::get().to(batch_results))
                 .route("/activity/{id}/state", web::get().to(state))
                 .route("/activity/{id}/state", web::put().to(set_state))
@@ -48,15 +53,15 @@ struct TimeoutQuery {
     timeout: Option<f64>,
 }
 
+/// A `timeout` query value, cut to the Activity API's cap ([`ACTIVITY_MAX_TIMEOUT`]).
 fn seconds(value: Option<f64>) -> Result<Option<Duration>, ApiError> {
     match value {
         None => Ok(None),
-        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-            Ok(Some(Duration::from_secs_f64(seconds.min(3600.0))))
-        }
-        Some(seconds) => Err(ApiError(GolemError::bad_request(format!(
-            "invalid timeout {seconds}: use seconds >= 0"
-        )))),
+        given => Ok(Some(timeout_seconds(
+            given,
+            Duration::ZERO,
+            ACTIVITY_MAX_TIMEOUT,
+        )?)),
     }
 }
 
@@ -109,6 +114,15 @@ async fn destroy_activity(
     Ok(HttpResponse::Ok().json(()))
 }
 
+/// `POST /activity/{id}/encrypted`: the original's encrypted ExeScript
+/// channel (SGX exe units with a secure channel). No exe unit here offers
+/// one, so it answers 501 rather than a bare 404.
+async fn encrypted(_path: web::Path<RecordId>) -> ApiResult<HttpResponse> {
+    Err(ApiError(GolemError::not_implemented(
+        "encrypted ExeScript calls are not supported: they need an SGX exe unit with a secure channel, which no exe unit of this node offers; use POST /activity/{id}/exec",
+    )))
+}
+
 #[derive(Debug, Deserialize)]
 struct ExecRequest {
     text: String,
@@ -141,6 +155,7 @@ struct ResultsQuery {
 }
 
 async fn batch_results(
+    poll: LongPoll,
     request: HttpRequest,
     activity: web::Data<ActivityService>,
     path: web::Path<(RecordId, RecordId)>,
@@ -153,7 +168,10 @@ async fn batch_results(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|accept| accept.contains("text/event-stream"));
     if wants_events {
-        return sse(activity.requestor.batch_events(&activity_id, &batch_id)?);
+        return sse(
+            poll,
+            activity.requestor.batch_events(&activity_id, &batch_id)?,
+        );
     }
     let timeout = seconds(query.timeout)?;
     let results = activity
@@ -164,19 +182,20 @@ async fn batch_results(
 }
 
 /// Runtime events as Server-Sent Events, with a `:ping` comment every 15 s.
-fn sse(events: golem_bus::ReplyStream) -> ApiResult<HttpResponse> {
+/// The long-poll permit lives as long as the stream.
+fn sse(poll: LongPoll, events: golem_bus::ReplyStream) -> ApiResult<HttpResponse> {
     let ping = tokio::time::interval_at(
         tokio::time::Instant::now() + SSE_PING_INTERVAL,
         SSE_PING_INTERVAL,
     );
     let body = stream::unfold(
-        (events, ping, 0u64),
-        |(mut events, mut ping, sent)| async move {
+        (events, ping, 0u64, poll),
+        |(mut events, mut ping, sent, poll)| async move {
             tokio::select! {
                 item = events.next() => match item {
                     Some(Ok(event)) => {
                         let frame = format!("event: runtime\ndata: {event}\nid: {sent}\n\n");
-                        Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), (events, ping, sent + 1)))
+                        Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), (events, ping, sent + 1, poll)))
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "batch event stream ended with an error");
@@ -184,7 +203,7 @@ fn sse(events: golem_bus::ReplyStream) -> ApiResult<HttpResponse> {
                     }
                     None => None,
                 },
-                _ = ping.tick() => Some((Ok(web::Bytes::from_static(b":ping\n\n")), (events, ping, sent))),
+                _ = ping.tick() => Some((Ok(web::Bytes::from_static(b":ping\n\n")), (events, ping, sent, poll))),
             }
         },
     );
@@ -303,6 +322,7 @@ struct EventsQuery {
 
 /// `GET /events`: what the provider agent must do (create/destroy activities).
 async fn provider_events(
+    _poll: LongPoll,
     activity: web::Data<ActivityService>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
@@ -311,9 +331,7 @@ async fn provider_events(
         .as_deref()
         .map(|text| parse_timestamp("afterTimestamp", text))
         .transpose()?;
-    let timeout = seconds(query.timeout)?
-        .unwrap_or(Duration::from_secs(5))
-        .min(Duration::from_secs(60));
+    let timeout = timeout_seconds(query.timeout, Duration::from_secs(5), ACTIVITY_MAX_TIMEOUT)?;
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
     Ok(HttpResponse::Ok().json(activity.provider.events(after, timeout, max_events).await?))
 }

@@ -4,6 +4,9 @@
 //! `YAGNA_APPKEY` (as the original's agent is) hands its exe units the socket
 //! of the daemon it talks to. It answers only callers on a loopback address: the
 //! path is of no use elsewhere and says something about the host.
+//! `GET /local-api/v1/long-polls` tells how many REST long-polls are open
+//! (all keys, and the caller's key), for benchmarks and operators checking
+//! that clients which left are not still held.
 
 use std::path::PathBuf;
 
@@ -41,11 +44,23 @@ async fn bus_info(
     }))
 }
 
+/// `GET /local-api/v1/long-polls`: `{"open": <all keys>, "mine": <the caller's key>}`.
+async fn long_polls(
+    auth: Authenticated,
+    polls: web::Data<super::long_polls::LongPolls>,
+) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "open": polls.open(),
+        "mine": polls.open_for(&auth.0.name),
+    }))
+}
+
 /// The `/local-api/v1` routes.
 pub fn configure(location: BusLocation) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config: &mut web::ServiceConfig| {
         config
             .app_data(web::Data::new(location))
-            .route("/local-api/v1/bus", web::get().to(bus_info));
+            .route("/local-api/v1/bus", web::get().to(bus_info))
+            .route("/local-api/v1/long-polls", web::get().to(long_polls));
     }
 }

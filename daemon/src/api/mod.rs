@@ -3,9 +3,11 @@
 //! every service handle it serves; it must not hold state of its own.
 
 pub mod auth;
+pub mod cors;
 pub mod error;
 pub mod gsb;
 pub mod local;
+pub mod long_polls;
 pub mod query;
 
 use std::net::{SocketAddr, TcpListener};
@@ -24,6 +26,31 @@ use crate::net::NetService;
 use crate::payment::PaymentService;
 use crate::vpn::VpnService;
 
+/// The `[api]` section of the daemon config file (kebab-case keys, every one
+/// optional), `GOLEM_API_*` in the environment and the `--api-*` flags of
+/// `golem-daemon run`. (The older top-level `api-addr`, `api-workers` and
+/// `api-body-limit` keep their names.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiSettings {
+    /// Long-polls one app-key may hold open at once (events, batch results,
+    /// `/wait`); one more is answered 429. yapapi and golem-js hold three or
+    /// four per session, a provider agent two.
+    pub max_long_polls_per_key: usize,
+    /// Browser origins let in by CORS (`scheme://host[:port]`, `*` for any);
+    /// empty: no CORS headers at all and every preflight refused.
+    pub allow_origin: Vec<String>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            max_long_polls_per_key: 100,
+            allow_origin: Vec::new(),
+        }
+    }
+}
+
 /// Handles of the services the API serves.
 #[derive(Clone)]
 pub struct ApiDeps {
@@ -37,6 +64,10 @@ pub struct ApiDeps {
     pub gsb: gsb::GsbApi,
     /// Where the bus socket is, for the node's own agents (`/local-api/v1/bus`).
     pub bus: local::BusLocation,
+    /// Open long-polls per app-key (one per node).
+    pub long_polls: long_polls::LongPolls,
+    /// Browser origins let in by CORS.
+    pub allowed_origins: cors::AllowedOrigins,
 }
 
 pub struct ApiServer {
@@ -115,6 +146,8 @@ pub fn configure(deps: ApiDeps, body_limit: usize) -> impl FnOnce(&mut web::Serv
             .app_data(web::Data::new(deps.identity.clone()))
             .app_data(web::Data::new(deps.net.clone()))
             .app_data(web::Data::new(BodyLimit(body_limit)))
+            .app_data(web::Data::new(deps.long_polls.clone()))
+            .app_data(web::Data::new(deps.allowed_origins.clone()))
             .app_data(error::json_config(body_limit))
             .app_data(error::query_config())
             .app_data(error::path_config())
@@ -149,11 +182,17 @@ pub fn start(
     let server = HttpServer::new(move || {
         App::new()
             .wrap(middleware::from_fn(auth::require_app_key))
+            .wrap(middleware::from_fn(cors::cors))
             .wrap(middleware::from_fn(access_log))
             .configure(configure(deps.clone(), body_limit))
             .default_service(web::to(error::no_such_route))
     })
     .workers(workers)
+    // A client that closes its side ends its request: the handler (a
+    // long-poll, say) is dropped at once instead of holding the socket in
+    // CLOSE-WAIT until its timeout. No client we serve half-closes a
+    // connection and then waits for the answer.
+    .h1_allow_half_closed(false)
     .disable_signals()
     .shutdown_timeout(2)
     .listen(listener)?

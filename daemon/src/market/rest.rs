@@ -3,26 +3,29 @@
 //! polls answer `[]` after their timeout, and every error is `{"message"}`.
 //! Property queries (Market API capability level 2, which the original does
 //! not implement either) answer 501 with a message rather than a bare 404.
+//! Every long-poll holds a [`LongPoll`] permit of its app-key and its
+//! `timeout` is cut to [`MARKET_MAX_TIMEOUT`]; scan events stream as SSE
+//! when the client asks for `text/event-stream`.
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use golem_model::ids::{check_id, RecordId};
 use golem_model::market::{AgreementProposal, AgreementState, DemandOfferBase, NewScan, Reason};
 use golem_model::{GolemError, NodeId};
 use serde::Deserialize;
 
 use super::ownership::SubscriptionKind;
+use super::scan_iterators::ScanItems;
 use super::MarketService;
 use crate::api::auth::Authenticated;
 use crate::api::error::ApiResult;
-use crate::api::query::parse_timestamp;
+use crate::api::long_polls::LongPoll;
+use crate::api::query::{parse_timestamp, timeout_seconds, MARKET_MAX_TIMEOUT};
 
 const PREFIX: &str = "/market-api/v1";
-const DEFAULT_POLL_TIMEOUT: f64 = 5.0;
-const MAX_POLL_TIMEOUT: f64 = 600.0;
-/// `timeout=0` on `/wait` means "indefinitely"; we stop at an hour.
-const INDEFINITE_WAIT: f64 = 3600.0;
+const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_EVENTS: i64 = 20;
 const MAX_MAX_EVENTS: i64 = 100;
 /// A scan page is larger: the original returns up to 500 offers by default.
@@ -171,14 +174,9 @@ struct ListAgreementsQuery {
     before_date: Option<String>,
 }
 
-fn poll_timeout(seconds: Option<f64>) -> Duration {
-    let seconds = seconds.unwrap_or(DEFAULT_POLL_TIMEOUT);
-    let seconds = if seconds.is_finite() {
-        seconds.clamp(0.0, MAX_POLL_TIMEOUT)
-    } else {
-        DEFAULT_POLL_TIMEOUT
-    };
-    Duration::from_secs_f64(seconds)
+/// A long-poll's `timeout`, cut to the Market API's cap ([`MARKET_MAX_TIMEOUT`]).
+fn poll_timeout(seconds: Option<f64>) -> Result<Duration, GolemError> {
+    timeout_seconds(seconds, DEFAULT_POLL_TIMEOUT, MARKET_MAX_TIMEOUT)
 }
 
 fn max_events(value: Option<i64>) -> Result<usize, GolemError> {
@@ -275,7 +273,7 @@ async fn events(
             auth.0.identity,
             kind,
             subscription,
-            poll_timeout(query.timeout),
+            poll_timeout(query.timeout)?,
             max,
         )
         .await?;
@@ -283,6 +281,7 @@ async fn events(
 }
 
 async fn offer_events(
+    _poll: LongPoll,
     auth: Authenticated,
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
@@ -299,6 +298,7 @@ async fn offer_events(
 }
 
 async fn demand_events(
+    _poll: LongPoll,
     auth: Authenticated,
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
@@ -502,14 +502,16 @@ async fn confirm_agreement(
 }
 
 async fn wait_for_approval(
+    _poll: LongPoll,
     auth: Authenticated,
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
     query: web::Query<TimeoutQuery>,
 ) -> ApiResult<HttpResponse> {
+    // `timeout=0` means "indefinitely": as long as the cap.
     let timeout = match query.timeout {
-        Some(0.0) => Duration::from_secs_f64(INDEFINITE_WAIT),
-        other => poll_timeout(other),
+        Some(0.0) => MARKET_MAX_TIMEOUT,
+        other => poll_timeout(other)?,
     };
     market
         .wait_for_approval(auth.0.identity, &path, timeout)
@@ -577,6 +579,7 @@ async fn termination_reason(
 }
 
 async fn agreement_events(
+    _poll: LongPoll,
     _auth: Authenticated,
     market: web::Data<MarketService>,
     query: web::Query<AgreementEventsQuery>,
@@ -592,7 +595,7 @@ async fn agreement_events(
         .collect_agreement_events(
             after,
             query.app_session_id,
-            poll_timeout(query.timeout),
+            poll_timeout(query.timeout)?,
             max,
         )
         .await?;
@@ -612,6 +615,8 @@ async fn begin_scan(
 }
 
 async fn scan_events(
+    poll: LongPoll,
+    request: HttpRequest,
     auth: Authenticated,
     market: web::Data<MarketService>,
     path: web::Path<RecordId>,
@@ -626,7 +631,27 @@ async fn scan_events(
         .into());
     }
     let max = max as usize;
-    let timeout = poll_timeout(query.timeout);
+    if wants_event_stream(&request) && query.peer_id.is_none() {
+        // The stream lasts `timeout` (default: the cap) or until the scan ends.
+        let lasts = match query.timeout {
+            None => MARKET_MAX_TIMEOUT,
+            given => poll_timeout(given)?,
+        };
+        // A first look, so an unknown or foreign scan is a plain 404.
+        let first = market
+            .collect_scan(auth.0.identity, &path, Duration::ZERO, max.max(1))
+            .await?;
+        return Ok(scan_stream(
+            poll,
+            market.into_inner(),
+            auth.0.identity,
+            path.into_inner().to_string(),
+            first,
+            lasts,
+            max.max(1),
+        ));
+    }
+    let timeout = poll_timeout(query.timeout)?;
     let items = match query.peer_id.as_deref() {
         Some(peer) => {
             let peer: NodeId = peer.trim().parse().map_err(|error| {
@@ -643,6 +668,117 @@ async fn scan_events(
         }
     };
     Ok(HttpResponse::Ok().json(items))
+}
+
+fn wants_event_stream(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// One round of a scan stream waits at most this long, so pings go out between.
+const SCAN_STREAM_ROUND: Duration = Duration::from_secs(5);
+const SCAN_STREAM_PING: Duration = Duration::from_secs(15);
+
+/// SSE frames of scan items: `event: offer` (or `demand`) and `data: <JSON>`
+/// per item, `:ping` every 15 s; ends at `lasts` or when the scan ends. The
+/// long-poll permit lives in the stream, so it is given back when the
+/// stream ends or the client leaves.
+fn scan_stream(
+    poll: LongPoll,
+    market: std::sync::Arc<MarketService>,
+    owner: NodeId,
+    id: String,
+    first: ScanItems,
+    lasts: Duration,
+    max: usize,
+) -> HttpResponse {
+    struct Stream {
+        _poll: LongPoll,
+        market: std::sync::Arc<MarketService>,
+        owner: NodeId,
+        id: String,
+        pending: Option<ScanItems>,
+        ends: tokio::time::Instant,
+        next_ping: tokio::time::Instant,
+        max: usize,
+        done: bool,
+    }
+    let now = tokio::time::Instant::now();
+    let state = Stream {
+        _poll: poll,
+        market,
+        owner,
+        id,
+        pending: Some(first),
+        ends: now + lasts,
+        next_ping: now + SCAN_STREAM_PING,
+        max,
+        done: false,
+    };
+    let body = futures::stream::unfold(state, |mut stream| async move {
+        loop {
+            if stream.done {
+                return None;
+            }
+            if let Some(items) = stream.pending.take() {
+                if !items.is_empty() {
+                    let frames = scan_frames(&items);
+                    return Some((Ok::<_, actix_web::Error>(web::Bytes::from(frames)), stream));
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= stream.ends {
+                return None;
+            }
+            if now >= stream.next_ping {
+                stream.next_ping = now + SCAN_STREAM_PING;
+                return Some((Ok(web::Bytes::from_static(b":ping\n\n")), stream));
+            }
+            let round = SCAN_STREAM_ROUND
+                .min(stream.ends - now)
+                .min(stream.next_ping - now);
+            match stream
+                .market
+                .collect_scan(stream.owner, &stream.id, round, stream.max)
+                .await
+            {
+                Ok(items) => stream.pending = Some(items),
+                Err(error) => {
+                    // The scan ended (deleted or expired): so does the stream.
+                    tracing::debug!(scan = %stream.id, %error.message, "scan stream ends");
+                    stream.done = true;
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(body)
+}
+
+fn scan_frames(items: &ScanItems) -> String {
+    let mut frames = String::new();
+    let mut push = |event: &str, json: serde_json::Result<String>| match json {
+        Ok(data) => frames.push_str(&format!("event: {event}\ndata: {data}\n\n")),
+        Err(error) => tracing::warn!(%error, "a scan item does not serialize"),
+    };
+    match items {
+        ScanItems::Offers(offers) => {
+            for offer in offers {
+                push("offer", serde_json::to_string(offer));
+            }
+        }
+        ScanItems::Demands(demands) => {
+            for demand in demands {
+                push("demand", serde_json::to_string(demand));
+            }
+        }
+    }
+    frames
 }
 
 async fn end_scan(

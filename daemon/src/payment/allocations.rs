@@ -97,6 +97,56 @@ impl PaymentActor {
         Ok(allocation)
     }
 
+    /// `PUT /allocations/{id}`: a new `totalAmount` (never below what is
+    /// spent) and/or a new `timeout` (in the future) for a live allocation.
+    pub(super) fn amend_allocation(
+        &mut self,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Allocation, GolemError> {
+        let Some(fields) = body.as_object() else {
+            return Err(GolemError::bad_request(
+                "the allocation update must be a JSON object with totalAmount and/or timeout",
+            ));
+        };
+        let field = |name: &str| fields.get(name).filter(|value| !value.is_null());
+        let mut allocation = self.allocation(id)?;
+        if let Some(value) = field("totalAmount") {
+            let total = parse_amount("totalAmount", value)?;
+            if total < allocation.spent_amount {
+                return Err(GolemError::bad_request(format!(
+                    "totalAmount {total} is below what allocation {id} has spent ({}); it cannot go below that",
+                    allocation.spent_amount
+                )));
+            }
+            allocation.total_amount = total.normalize();
+            allocation.remaining_amount = (total - allocation.spent_amount).normalize();
+        }
+        if let Some(value) = field("timeout") {
+            let timeout =
+                serde_json::from_value::<DateTime<Utc>>(value.clone()).map_err(|error| {
+                    GolemError::bad_request(format!("invalid timeout {value}: {error}"))
+                })?;
+            if timeout <= Utc::now() {
+                return Err(GolemError::bad_request(format!(
+                    "timeout {} is in the past; release the allocation instead",
+                    timeout.to_rfc3339()
+                )));
+            }
+            allocation.timeout = Some(timeout);
+        }
+        allocation.updated_ts = Utc::now();
+        let record = AllocationRecord {
+            allocation: allocation.clone(),
+            released: false,
+        };
+        let mut writes = Writes::new();
+        writes.put(format!("alloc/{id}"), &record)?;
+        self.deps.commit(writes)?;
+        self.state.allocations.insert(id.to_string(), record);
+        Ok(allocation)
+    }
+
     /// Live allocations, oldest first.
     pub(super) fn allocations(&self) -> Vec<Allocation> {
         let now = Utc::now();

@@ -22,8 +22,10 @@ impl Document for DebitNote {
     const KEY_PREFIX: &'static str = "dn/";
     const ONE_PER_AGREEMENT: bool = false;
     const RECEIVED_EVENT: PaymentEventType = PaymentEventType::DebitNoteReceivedEvent;
+    const CANCELLED_EVENT: PaymentEventType = PaymentEventType::DebitNoteCancelledEvent;
     type Send = SendDebitNote;
     type Reject = RejectDebitNote;
+    type Cancel = CancelDebitNote;
     fn map(state: &State) -> &HashMap<String, Self> {
         &state.debit_notes
     }
@@ -41,6 +43,11 @@ impl Document for DebitNote {
         RejectDebitNote {
             debit_note_id: id.to_string(),
             rejection,
+        }
+    }
+    fn cancellation(id: &str) -> CancelDebitNote {
+        CancelDebitNote {
+            debit_note_id: id.to_string(),
         }
     }
     fn same_as(&self, other: &Self) -> bool {

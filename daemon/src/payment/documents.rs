@@ -72,6 +72,10 @@ pub(super) trait Document:
     type Send: BusMessage<Reply = ()>;
     /// How its rejection travels back to its issuer.
     type Reject: BusMessage<Reply = ()>;
+    /// The event of its cancellation by the issuer, at the recipient.
+    const CANCELLED_EVENT: PaymentEventType;
+    /// How its issuer's cancellation travels to the recipient.
+    type Cancel: BusMessage<Reply = ()>;
     #[doc(hidden)]
     fn map(state: &State) -> &HashMap<String, Self>;
     #[doc(hidden)]
@@ -87,6 +91,7 @@ pub(super) trait Document:
     fn set_status(&mut self, status: DocumentStatus);
     fn into_send(self) -> Self::Send;
     fn rejection(id: &str, rejection: Rejection) -> Self::Reject;
+    fn cancellation(id: &str) -> Self::Cancel;
     /// The same document delivered again (not other contents under its id).
     fn same_as(&self, other: &Self) -> bool;
 }
@@ -260,6 +265,78 @@ impl PaymentActor {
         self.outbox.add(staged);
         self.outbox_dirty = true;
         Ok(())
+    }
+
+    /// Issuer: whether `id` may be cancelled, and if so what tells its
+    /// recipient (`None`: never sent, or already cancelled: nothing to tell).
+    /// Only a document not yet accepted (issued, received or rejected) can be.
+    pub(super) fn cancellation_of<D: Document>(
+        &self,
+        id: &str,
+    ) -> Result<Option<(NodeId, D::Cancel)>, GolemError> {
+        let document: D = self.document(id)?;
+        if document.issuer_id() != self.deps.node_id {
+            return Err(GolemError::forbidden(format!(
+                "{} {id} was not issued by this node; only its issuer may cancel it",
+                D::NAME
+            )));
+        }
+        match document.status() {
+            DocumentStatus::Issued | DocumentStatus::Cancelled => Ok(None),
+            DocumentStatus::Received | DocumentStatus::Rejected => {
+                Ok(Some((document.recipient_id(), D::cancellation(id))))
+            }
+            status => Err(GolemError::conflict(format!(
+                "{} {id} is {status:?}: only a {} not yet accepted can be cancelled",
+                D::NAME,
+                D::NAME
+            ))),
+        }
+    }
+
+    /// Issuer: mark `id` cancelled (after its recipient agreed, when it was sent).
+    pub(super) fn mark_cancelled<D: Document>(&mut self, id: &str) -> Result<(), GolemError> {
+        let document: D = self.document(id)?;
+        if matches!(
+            document.status(),
+            DocumentStatus::Accepted | DocumentStatus::Settled | DocumentStatus::Failed
+        ) {
+            return Err(GolemError::conflict(format!(
+                "{} {id} was accepted meanwhile; it can no longer be cancelled",
+                D::NAME
+            )));
+        }
+        self.update_document::<D>(id, DocumentStatus::Cancelled, None)
+            .map(drop)
+    }
+
+    /// Recipient: the issuer cancels `id`; refused once it was accepted.
+    pub(super) fn cancelled_by_issuer<D: Document>(
+        &mut self,
+        caller: NodeId,
+        id: &str,
+    ) -> Result<(), GolemError> {
+        let document: D = self.document(id)?;
+        if document.issuer_id() != caller || document.recipient_id() != self.deps.node_id {
+            return Err(GolemError::forbidden(format!(
+                "{caller} is not the issuer of {} {id}",
+                D::NAME
+            )));
+        }
+        match document.status() {
+            DocumentStatus::Cancelled => Ok(()),
+            DocumentStatus::Received | DocumentStatus::Rejected => self
+                .update_document::<D>(
+                    id,
+                    DocumentStatus::Cancelled,
+                    Some((D::CANCELLED_EVENT, None)),
+                )
+                .map(drop),
+            status => Err(GolemError::conflict(format!(
+                "{} {id} is {status:?} here; the recipient refuses to cancel it",
+                D::NAME
+            ))),
+        }
     }
 
     /// Provider: only the recipient of a document we issued may accept or reject it.

@@ -28,8 +28,10 @@ impl Document for Invoice {
     const KEY_PREFIX: &'static str = "inv/";
     const ONE_PER_AGREEMENT: bool = true;
     const RECEIVED_EVENT: PaymentEventType = PaymentEventType::InvoiceReceivedEvent;
+    const CANCELLED_EVENT: PaymentEventType = PaymentEventType::InvoiceCancelledEvent;
     type Send = SendInvoice;
     type Reject = RejectInvoice;
+    type Cancel = CancelInvoice;
     fn map(state: &State) -> &HashMap<String, Self> {
         &state.invoices
     }
@@ -49,12 +51,43 @@ impl Document for Invoice {
             rejection,
         }
     }
+    fn cancellation(id: &str) -> CancelInvoice {
+        CancelInvoice {
+            invoice_id: id.to_string(),
+        }
+    }
     fn same_as(&self, other: &Self) -> bool {
         self.amount == other.amount && self.agreement_id == other.agreement_id
     }
 }
 
 impl PaymentActor {
+    /// Payments (in memory) of the agreement of debit note or invoice `id`
+    /// (the deprecated `GET /debitNotes|invoices/{id}/payments`).
+    pub(super) fn document_payments(
+        &self,
+        id: &str,
+        invoice: bool,
+    ) -> Result<Vec<Payment>, GolemError> {
+        let agreement_id = if invoice {
+            self.document::<Invoice>(id)?.agreement_id
+        } else {
+            self.document::<DebitNote>(id)?.agreement_id
+        };
+        Ok(self
+            .state
+            .payments
+            .iter()
+            .filter(|payment| {
+                payment
+                    .agreement_payments
+                    .iter()
+                    .any(|paid| paid.agreement_id == agreement_id)
+            })
+            .cloned()
+            .collect())
+    }
+
     /// The invoice of an agreement (not cancelled): memory, else the sled index.
     pub(super) fn invoice_of_agreement(
         &self,

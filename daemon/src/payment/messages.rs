@@ -48,6 +48,12 @@ message!(
         -> Vec<(PaymentEvent, Option<String>)>
 );
 message!(ListPayments {} -> Vec<Payment>);
+message!(GetPayment { id: String } -> Reply<Payment>);
+message!(
+    /// Payments of the agreement a debit note or invoice belongs to.
+    DocumentPayments { id: String, invoice: bool } -> Reply<Vec<Payment>>
+);
+message!(AmendAllocation { id: String, body: serde_json::Value } -> Reply<Allocation>);
 message!(ListPendingPayments {} -> Vec<PaymentOrder>);
 message!(ListUnverifiedPayments {} -> Vec<UnverifiedPayment>);
 message!(GetStatusReport {} -> PaymentStatusReport);
@@ -83,6 +89,8 @@ pub(super) struct GetDocument<D>(pub String, pub PhantomData<D>);
 pub(super) struct SendDocument<D>(pub String, pub PhantomData<D>);
 /// Requestor: reject a received document.
 pub(super) struct RejectDocument<D>(pub String, pub Rejection, pub PhantomData<D>);
+/// Issuer: cancel a document not yet accepted (its recipient agrees first).
+pub(super) struct CancelDocument<D>(pub String, pub PhantomData<D>);
 
 impl<D: Document> Message for ListDocuments<D> {
     type Result = Vec<D>;
@@ -94,6 +102,9 @@ impl<D: Document> Message for SendDocument<D> {
     type Result = Reply<D>;
 }
 impl<D: Document> Message for RejectDocument<D> {
+    type Result = Reply<()>;
+}
+impl<D: Document> Message for CancelDocument<D> {
     type Result = Reply<()>;
 }
 
@@ -138,6 +149,18 @@ read!(ListPayments, Vec<Payment>, |actor, _msg| actor
     .state
     .payments
     .clone());
+read!(GetPayment, Reply<Payment>, |actor, msg| actor
+    .state
+    .payments
+    .iter()
+    .find(|payment| payment.payment_id == msg.id)
+    .cloned()
+    .ok_or_else(|| GolemError::not_found(format!(
+        "unknown payment {}",
+        msg.id
+    ))));
+read!(DocumentPayments, Reply<Vec<Payment>>, |actor, msg| actor
+    .document_payments(&msg.id, msg.invoice));
 read!(ListPendingPayments, Vec<PaymentOrder>, |actor, _msg| actor
     .pending_payments());
 read!(
@@ -158,6 +181,8 @@ read!(MemoryCounts, [usize; 5], |actor, _msg| actor
 
 change!(CreateAllocation, Allocation, |actor, msg| actor
     .create_allocation(&msg.body));
+change!(AmendAllocation, Allocation, |actor, msg| actor
+    .amend_allocation(&msg.id, &msg.body));
 change!(ReleaseAllocation, (), |actor, msg| actor
     .release_allocation(&msg.id));
 change!(ReleaseAllAllocations, Vec<String>, |actor, _msg| actor
@@ -222,6 +247,28 @@ impl<D: Document> Handler<SendDocument<D>> for PaymentActor {
             actor.update_document::<D>(&id, DocumentStatus::Received, None)
         });
         self.durable_later(Box::pin(sent))
+    }
+}
+
+impl<D: Document> Handler<CancelDocument<D>> for PaymentActor {
+    type Result = ResponseActFuture<Self, Reply<()>>;
+    fn handle(&mut self, message: CancelDocument<D>, _ctx: &mut Context<Self>) -> Self::Result {
+        let id = message.0;
+        let tell = match self.cancellation_of::<D>(&id) {
+            Ok(tell) => tell,
+            Err(error) => return Box::pin(actix::fut::ready(Err(error))),
+        };
+        let Some((recipient, cancel)) = tell else {
+            let result = self.mark_cancelled::<D>(&id);
+            return self.durable_later(Box::pin(actix::fut::ready(result)));
+        };
+        // Sent: the recipient agrees first (it refuses once it accepted).
+        let call = deliver_with_retries(self.deps.router.clone(), recipient, cancel);
+        let cancelled = call.into_actor(self).map(move |agreed, actor, _ctx| {
+            agreed?;
+            actor.mark_cancelled::<D>(&id)
+        });
+        self.durable_later(Box::pin(cancelled))
     }
 }
 

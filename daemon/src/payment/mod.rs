@@ -262,6 +262,19 @@ impl PaymentService {
         self.ask(GetAllocation { id: id.to_string() }).await
     }
 
+    /// Amend a live allocation: `totalAmount` (not below spent) and/or `timeout`.
+    pub async fn amend_allocation(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Allocation, GolemError> {
+        self.ask(AmendAllocation {
+            id: id.to_string(),
+            body: body.clone(),
+        })
+        .await
+    }
+
     /// Release: what is left is freed; the allocation can no longer be charged.
     pub async fn release_allocation(&self, id: &str) -> Result<(), GolemError> {
         self.ask(ReleaseAllocation { id: id.to_string() }).await
@@ -295,6 +308,32 @@ impl PaymentService {
     pub async fn send_debit_note(&self, id: &str) -> Result<DebitNote, GolemError> {
         self.ask(SendDocument::<DebitNote>(id.to_string(), PhantomData))
             .await
+    }
+
+    /// Issuer: cancel a debit note not yet accepted; a sent one only when
+    /// its recipient agrees (Conflict when it accepted it meanwhile).
+    pub async fn cancel_debit_note(&self, id: &str) -> Result<(), GolemError> {
+        self.ask(CancelDocument::<DebitNote>(id.to_string(), PhantomData))
+            .await
+    }
+
+    /// Issuer: cancel an invoice not yet accepted (as [`Self::cancel_debit_note`]).
+    pub async fn cancel_invoice(&self, id: &str) -> Result<(), GolemError> {
+        self.ask(CancelDocument::<Invoice>(id.to_string(), PhantomData))
+            .await
+    }
+
+    /// Payments of the agreement of a debit note (`invoice` false) or invoice.
+    pub async fn document_payments(
+        &self,
+        id: &str,
+        invoice: bool,
+    ) -> Result<Vec<Payment>, GolemError> {
+        self.ask(DocumentPayments {
+            id: id.to_string(),
+            invoice,
+        })
+        .await
     }
 
     /// Requestor: accept a received debit note, charging the allocation.
@@ -429,6 +468,10 @@ impl PaymentService {
 
     pub async fn payments(&self) -> Result<Vec<Payment>, GolemError> {
         self.read(ListPayments {}).await
+    }
+
+    pub async fn payment(&self, id: &str) -> Result<Payment, GolemError> {
+        self.ask(GetPayment { id: id.to_string() }).await
     }
 
     /// Pending payments (accepted invoices their driver has not settled yet).

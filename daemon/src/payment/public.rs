@@ -22,6 +22,8 @@ pub(super) fn endpoint(actor: &PaymentSupervisor) -> ServiceEndpoint {
         .on_actor::<AcceptInvoice, _, _>(actor.clone())
         .on_actor::<RejectInvoice, _, _>(actor.clone())
         .on_actor::<SendPayment, _, _>(actor.clone())
+        .on_actor::<CancelDebitNote, _, _>(actor.clone())
+        .on_actor::<CancelInvoice, _, _>(actor.clone())
 }
 
 impl Handler<Incoming<SendDebitNote>> for PaymentActor {
@@ -147,5 +149,31 @@ impl Handler<Incoming<SendPayment>> for PaymentActor {
         let caller = self.caller_id(incoming.caller);
         let received = self.receive_payment(caller, incoming.message);
         self.durable_later(received)
+    }
+}
+
+impl Handler<Incoming<CancelDebitNote>> for PaymentActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+    fn handle(
+        &mut self,
+        incoming: Incoming<CancelDebitNote>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let caller = self.caller_id(incoming.caller);
+        let result = self.cancelled_by_issuer::<DebitNote>(caller, &incoming.message.debit_note_id);
+        self.durable(result, ctx)
+    }
+}
+
+impl Handler<Incoming<CancelInvoice>> for PaymentActor {
+    type Result = ResponseFuture<Result<(), GolemError>>;
+    fn handle(
+        &mut self,
+        incoming: Incoming<CancelInvoice>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let caller = self.caller_id(incoming.caller);
+        let result = self.cancelled_by_issuer::<Invoice>(caller, &incoming.message.invoice_id);
+        self.durable(result, ctx)
     }
 }

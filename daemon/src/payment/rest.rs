@@ -2,7 +2,8 @@
 //! decorations, debit notes and invoices (issue and send on the provider's
 //! node, accept and reject on the requestor's), their event long-polls,
 //! payments and accounts. JSON follows the original (camelCase, amounts as
-//! decimal strings, statuses in capitals).
+//! decimal strings, statuses in capitals). The event long-polls hold a
+//! permit of their app-key and are cut to [`PAYMENT_MAX_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 
 use super::PaymentService;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::query::parse_timestamp;
+use crate::api::long_polls::LongPoll;
+use crate::api::query::{parse_timestamp, timeout_seconds, PAYMENT_MAX_TIMEOUT};
 
 const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -25,6 +27,7 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/allocations", web::post().to(create_allocation))
                 .route("/allocations", web::get().to(allocations))
                 .route("/allocations/{id}", web::get().to(allocation))
+                .route("/allocations/{id}", web::put().to(amend_allocation))
                 .route("/allocations/{id}", web::delete().to(release_allocation))
                 .route("/demandDecorations", web::get().to(demand_decorations))
                 .route("/debitNotes", web::post().to(issue_debit_note))
@@ -33,6 +36,11 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/debitNotes/{id}/send", web::post().to(send_debit_note))
                 .route("/debitNotes/{id}/accept", web::post().to(accept_debit_note))
                 .route("/debitNotes/{id}/reject", web::post().to(reject_debit_note))
+                .route("/debitNotes/{id}/cancel", web::post().to(cancel_debit_note))
+                .route(
+                    "/debitNotes/{id}/payments",
+                    web::get().to(debit_note_payments),
+                )
                 .route("/debitNoteEvents", web::get().to(debit_note_events))
                 .route("/invoices", web::post().to(issue_invoice))
                 .route("/invoices", web::get().to(invoices))
@@ -40,8 +48,12 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/invoices/{id}/send", web::post().to(send_invoice))
                 .route("/invoices/{id}/accept", web::post().to(accept_invoice))
                 .route("/invoices/{id}/reject", web::post().to(reject_invoice))
+                .route("/invoices/{id}/cancel", web::post().to(cancel_invoice))
+                .route("/invoices/{id}/payments", web::get().to(invoice_payments))
                 .route("/invoiceEvents", web::get().to(invoice_events))
                 .route("/payments", web::get().to(payments))
+                .route("/payments/status", web::get().to(payment_status))
+                .route("/payments/{id}", web::get().to(payment_by_id))
                 .route("/requestorAccounts", web::get().to(requestor_accounts))
                 .route("/providerAccounts", web::get().to(provider_accounts)),
         );
@@ -79,6 +91,16 @@ async fn allocation(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(payment.allocation(&path).await?))
+}
+
+/// `PUT /allocations/{id}`: `{"totalAmount"?, "timeout"?}` (AllocationUpdate).
+async fn amend_allocation(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let update: serde_json::Value = json_body(&body, "allocation update")?;
+    Ok(HttpResponse::Ok().json(payment.amend_allocation(&path, &update).await?))
 }
 
 async fn release_allocation(
@@ -163,6 +185,23 @@ async fn reject_debit_note(
     Ok(HttpResponse::Ok().json(()))
 }
 
+/// `POST /debitNotes/{id}/cancel` (issuer).
+async fn cancel_debit_note(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    payment.cancel_debit_note(&path).await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+/// `GET /debitNotes/{id}/payments` (deprecated in the spec).
+async fn debit_note_payments(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.document_payments(&path, false).await?))
+}
+
 async fn issue_invoice(
     payment: web::Data<PaymentService>,
     body: web::Bytes,
@@ -211,6 +250,23 @@ async fn reject_invoice(
     Ok(HttpResponse::Ok().json(()))
 }
 
+/// `POST /invoices/{id}/cancel` (issuer).
+async fn cancel_invoice(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    payment.cancel_invoice(&path).await?;
+    Ok(HttpResponse::Ok().json(()))
+}
+
+/// `GET /invoices/{id}/payments` (deprecated in the spec).
+async fn invoice_payments(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.document_payments(&path, true).await?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EventsQuery {
@@ -231,17 +287,7 @@ async fn events(
         .as_deref()
         .map(|text| parse_timestamp("afterTimestamp", text))
         .transpose()?;
-    let timeout = match query.timeout {
-        None => DEFAULT_EVENTS_TIMEOUT,
-        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-            Duration::from_secs_f64(seconds.min(60.0))
-        }
-        Some(seconds) => {
-            return Err(ApiError(GolemError::bad_request(format!(
-                "invalid timeout {seconds}: use seconds >= 0"
-            ))))
-        }
-    };
+    let timeout = timeout_seconds(query.timeout, DEFAULT_EVENTS_TIMEOUT, PAYMENT_MAX_TIMEOUT)?;
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
     Ok(HttpResponse::Ok().json(
         payment
@@ -257,6 +303,7 @@ async fn events(
 }
 
 async fn debit_note_events(
+    _poll: LongPoll,
     payment: web::Data<PaymentService>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
@@ -264,6 +311,7 @@ async fn debit_note_events(
 }
 
 async fn invoice_events(
+    _poll: LongPoll,
     payment: web::Data<PaymentService>,
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
@@ -272,6 +320,43 @@ async fn invoice_events(
 
 async fn payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(payment.payments().await?))
+}
+
+async fn payment_by_id(
+    payment: web::Data<PaymentService>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.payment(&path).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusQuery {
+    platform: Option<String>,
+    driver: Option<String>,
+    network: Option<String>,
+}
+
+/// `GET /payments/status?platform=|driver=&network=`: what `golem-daemon
+/// payment status` shows (`{nodeId, platforms: [...]}`), limited to the
+/// platforms that match every parameter given.
+async fn payment_status(
+    payment: web::Data<PaymentService>,
+    query: web::Query<StatusQuery>,
+) -> ApiResult<HttpResponse> {
+    let mut report = payment.status_report().await?;
+    let matches = |platform: &str| {
+        let parsed = super::Platform::parse(platform).ok();
+        let part = |wanted: &Option<String>, actual: Option<&str>| match wanted {
+            None => true,
+            Some(wanted) => actual.is_some_and(|actual| actual.eq_ignore_ascii_case(wanted)),
+        };
+        part(&query.platform, Some(platform))
+            && part(&query.driver, parsed.as_ref().map(|p| p.driver.as_str()))
+            && part(&query.network, parsed.as_ref().map(|p| p.network.as_str()))
+    };
+    report.platforms.retain(|status| matches(&status.platform));
+    Ok(HttpResponse::Ok().json(report))
 }
 
 async fn requestor_accounts(payment: web::Data<PaymentService>) -> HttpResponse {

@@ -214,3 +214,160 @@ async fn a_crashed_payment_actor_restarts_from_sled_and_the_agreement_completes(
     r_router.unbind_all();
     p_router.unbind_all();
 }
+
+#[tokio::test]
+async fn the_issuer_cancels_what_is_not_accepted_and_the_recipient_hears_it() {
+    use golem_model::ErrorCode;
+    let routers = Arc::new(RwLock::new(HashMap::new()));
+    let requestor_dir = tempfile::tempdir().unwrap();
+    let provider_dir = tempfile::tempdir().unwrap();
+    let (_r_store, r_router, requestor) = open(requestor_dir.path(), REQUESTOR, &routers);
+    let (_p_store, p_router, provider) = open(provider_dir.path(), PROVIDER, &routers);
+    let allocation = requestor
+        .create_allocation(&json!({"totalAmount": "10"}))
+        .await
+        .unwrap();
+    let note = |amount: &str| -> NewDebitNote {
+        serde_json::from_value(json!({
+            "agreementId": "agreement-1", "activityId": "activity-1", "totalAmountDue": amount
+        }))
+        .unwrap()
+    };
+
+    // Never sent: cancelled on the issuer's node alone.
+    let unsent = provider.issue_debit_note(note("1")).await.unwrap();
+    provider
+        .cancel_debit_note(&unsent.debit_note_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        provider
+            .debit_note(&unsent.debit_note_id)
+            .await
+            .unwrap()
+            .status,
+        DocumentStatus::Cancelled
+    );
+
+    // Sent, not accepted: the recipient marks it cancelled, with an event.
+    let sent = provider.issue_debit_note(note("2")).await.unwrap();
+    provider.send_debit_note(&sent.debit_note_id).await.unwrap();
+    provider
+        .cancel_debit_note(&sent.debit_note_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        requestor
+            .debit_note(&sent.debit_note_id)
+            .await
+            .unwrap()
+            .status,
+        DocumentStatus::Cancelled
+    );
+    let events = requestor.events(false, None, Duration::ZERO, 100).await;
+    assert!(
+        events.iter().any(
+            |event| event.event_type == PaymentEventType::DebitNoteCancelledEvent
+                && event.debit_note_id.as_deref() == Some(sent.debit_note_id.as_str())
+        ),
+        "{events:?}"
+    );
+    let acceptance = |amount: &str| -> Acceptance {
+        serde_json::from_value(
+            json!({"totalAmountAccepted": amount, "allocationId": allocation.allocation_id}),
+        )
+        .unwrap()
+    };
+    let error = requestor
+        .accept_debit_note(&sent.debit_note_id, &acceptance("2"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code,
+        ErrorCode::Conflict,
+        "a cancelled note: {error:?}"
+    );
+
+    // Accepted: neither side cancels it.
+    let accepted = provider.issue_debit_note(note("4")).await.unwrap();
+    provider
+        .send_debit_note(&accepted.debit_note_id)
+        .await
+        .unwrap();
+    requestor
+        .accept_debit_note(&accepted.debit_note_id, &acceptance("4"))
+        .await
+        .unwrap();
+    let refused = requestor
+        .incoming(
+            node(PROVIDER),
+            CancelDebitNote {
+                debit_note_id: accepted.debit_note_id.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict, "{refused:?}");
+    eventually("the provider hears of the acceptance", || async {
+        let status = provider
+            .debit_note(&accepted.debit_note_id)
+            .await
+            .ok()?
+            .status;
+        (status == DocumentStatus::Accepted).then_some(())
+    })
+    .await;
+    let error = provider
+        .cancel_debit_note(&accepted.debit_note_id)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Conflict, "{error:?}");
+    // Only the issuer cancels, and only the issuer is heard.
+    let error = requestor
+        .cancel_debit_note(&accepted.debit_note_id)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Forbidden, "{error:?}");
+
+    // The allocation cannot go below what the accepted note spent.
+    let error = requestor
+        .amend_allocation(&allocation.allocation_id, &json!({"totalAmount": "3"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::BadRequest);
+    assert!(error.message.contains("cannot go below"), "{error:?}");
+    let amended = requestor
+        .amend_allocation(&allocation.allocation_id, &json!({"totalAmount": "4"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            amended.spent_amount.to_string(),
+            amended.remaining_amount.to_string()
+        ),
+        ("4".to_string(), "0".to_string())
+    );
+
+    // An invoice sent and not accepted is cancelled the same way.
+    let invoice = provider
+        .issue_invoice(
+            serde_json::from_value(json!({"agreementId": "agreement-1", "amount": "4"})).unwrap(),
+        )
+        .await
+        .unwrap();
+    provider.send_invoice(&invoice.invoice_id).await.unwrap();
+    provider.cancel_invoice(&invoice.invoice_id).await.unwrap();
+    assert_eq!(
+        requestor.invoice(&invoice.invoice_id).await.unwrap().status,
+        DocumentStatus::Cancelled
+    );
+    let events = requestor.events(true, None, Duration::ZERO, 100).await;
+    assert_eq!(
+        events.last().map(|event| event.event_type),
+        Some(PaymentEventType::InvoiceCancelledEvent)
+    );
+    requestor.stop();
+    provider.stop();
+    r_router.unbind_all();
+    p_router.unbind_all();
+}

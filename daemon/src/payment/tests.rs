@@ -284,7 +284,18 @@ async fn invoices_settle_on_dummy_exactly_once() {
         service.invoice("invoice-1").await.unwrap().status,
         DocumentStatus::Settled
     );
-    assert_eq!(service.payments().await.unwrap().len(), 1);
+    let payments = service.payments().await.unwrap();
+    assert_eq!(payments.len(), 1);
+    let by_id = service.payment(&payments[0].payment_id).await.unwrap();
+    assert_eq!(by_id, payments[0]);
+    assert_eq!(
+        service.payment("no-such-payment").await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        service.document_payments("invoice-1", true).await.unwrap(),
+        payments
+    );
     let allocation = service.allocation(&allocation.allocation_id).await.unwrap();
     assert_eq!(allocation.spent_amount.to_string(), "4");
     let events = service.events(true, None, Duration::ZERO, 100).await;
