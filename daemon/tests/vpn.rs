@@ -9,7 +9,6 @@
 //! `ws://…/net-api/v1/net/{id}/tcp/192.168.0.2/<port>`.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,11 +20,10 @@ use golem_daemon::config::DaemonConfig;
 use golem_daemon::vpn::actor::{NetworkView, ReadNetwork};
 use golem_daemon::Node;
 use golem_model::bus::net_address;
-use golem_model::vpn::{vpn_service, VpnControl, VpnPackets, VPN_MTU};
+use golem_model::vpn::{vpn_service, VpnControl, VpnPackets};
 use golem_model::{ErrorCode, NodeId};
 use serde_json::{json, Value};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv4Repr};
@@ -465,47 +463,7 @@ const ECHO_PORT: u16 = 7;
 const GREETER_PORT: u16 = 8;
 const GREETING: &[u8] = b"SSH-2.0-vpn-test-responder\r\n";
 
-#[derive(Default)]
-struct PacketQueue {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
-
-impl smoltcp::phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl smoltcp::phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = vec![0; len];
-        let result = f(&mut packet);
-        self.0.push(packet);
-        result
-    }
-}
-
-impl Device for PacketQueue {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-    fn receive(&mut self, _: SmolInstant) -> Option<(RxToken, TxToken<'_>)> {
-        let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: SmolInstant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut capabilities = DeviceCapabilities::default();
-        capabilities.medium = Medium::Ip;
-        capabilities.max_transmission_unit = VPN_MTU;
-        capabilities
-    }
-}
+use golem_daemon::vpn::stack::PacketQueue;
 
 /// What the member saw, for the assertions.
 #[derive(Default)]

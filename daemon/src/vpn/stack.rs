@@ -313,14 +313,17 @@ pub fn start(
 }
 
 /// Packets in and out of the interface, as smoltcp's device.
+/// smoltcp's device for bare IP packets in memory: what arrived waits in
+/// `rx`, what the stack sends piles up in `tx` (MTU [`VPN_MTU`]). Public so
+/// tests can stand up a member's stack the same way.
 #[derive(Default)]
-struct PacketQueue {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+pub struct PacketQueue {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: Vec<Vec<u8>>,
 }
 
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+pub struct RxToken(Vec<u8>);
+pub struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
 
 impl smoltcp::phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
