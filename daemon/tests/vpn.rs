@@ -212,6 +212,12 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     assert_eq!(nodes, json!([{"id": OTHER_NODE, "ip": "192.168.0.2"}]));
     let (status, connections) = api.get(&format!("/net-api/v1/net/{id}/tcp")).await;
     assert_eq!((status, connections), (200, json!([])));
+    // The spec's experimental operations: no proxies; listening is refused with what to use.
+    let (status, proxies) = api.get(&format!("/net-api/v1/net/{id}/proxy")).await;
+    assert_eq!((status, proxies), (200, json!([])));
+    let (status, body) = api.get(&format!("/net-api/v1/net/{id}/listen-tcp/80")).await;
+    assert_eq!(status, 501, "{body}");
+    assert!(message(&body).contains("/tcp/{ip}/{port}"), "{body}");
 
     // Someone else's (here: an unknown) network is 404 everywhere.
     let foreign = "0123456789abcdef0123456789abcdef";
@@ -223,6 +229,9 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
         api.get(&format!("/net-api/v2/vpn/net/{foreign}/nodes"))
             .await,
         api.get(&format!("/net-api/v1/net/{foreign}/tcp")).await,
+        api.get(&format!("/net-api/v1/net/{foreign}/proxy")).await,
+        api.get(&format!("/net-api/v2/vpn/net/{foreign}/listen-tcp/80"))
+            .await,
         api.post(
             &format!("/net-api/v1/net/{foreign}/nodes"),
             json!({"id": OTHER_NODE, "ip": "192.168.0.3"}),

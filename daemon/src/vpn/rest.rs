@@ -51,7 +51,9 @@ pub fn configure(vpn: VpnService) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/net/{id}/nodes", web::post().to(add_node))
                     .route("/net/{id}/nodes/{node}", web::delete().to(remove_node))
                     .route("/net/{id}/tcp", web::get().to(list_connections))
-                    .route("/net/{id}/tcp/{ip}/{port}", web::get().to(connect_tcp)),
+                    .route("/net/{id}/tcp/{ip}/{port}", web::get().to(connect_tcp))
+                    .route("/net/{id}/listen-tcp/{port}", web::get().to(listen_tcp))
+                    .route("/net/{id}/proxy", web::get().to(list_proxies)),
             );
         }
     }
@@ -98,6 +100,43 @@ async fn read(
         })
         .await?;
     Ok(HttpResponse::Ok().json(value))
+}
+
+/// The network as its owner sees it (404 for anyone else).
+async fn owned(vpn: &VpnService, auth: Authenticated, id: String) -> ApiResult<()> {
+    vpn.ask(ReadNetwork {
+        owner: auth.0.identity,
+        id,
+        view: NetworkView::Network,
+    })
+    .await?;
+    Ok(())
+}
+
+/// `listen-tcp` (experimental in the original, used by no client): 501 for
+/// the owner, saying what to use instead.
+async fn listen_tcp(
+    vpn: web::Data<VpnService>,
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (id, _port) = path.into_inner();
+    owned(&vpn, auth, id).await?;
+    Err(GolemError::not_implemented(
+        "listening for TCP connections from members is not supported; \
+         open connections to a member with GET /net/{id}/tcp/{ip}/{port}",
+    )
+    .into())
+}
+
+/// `GET /net/{id}/proxy`: this node runs no proxies of a network, so `[]`.
+async fn list_proxies(
+    vpn: web::Data<VpnService>,
+    auth: Authenticated,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    owned(&vpn, auth, id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(Vec::<serde_json::Value>::new()))
 }
 
 async fn get_network(
