@@ -48,6 +48,18 @@ pub async fn version(docker: &Docker) -> Result<String, NoEngine> {
     Ok(version.version.unwrap_or_else(|| "unknown".into()))
 }
 
+/// The names of the runtimes the engine can run containers with (`runc`,
+/// `runsc`, ...).
+pub async fn runtimes(docker: &Docker) -> Result<Vec<String>, NoEngine> {
+    let info = tokio::time::timeout(Duration::from_secs(5), docker.info())
+        .await
+        .map_err(|_| NoEngine("the engine did not answer within 5 s".into()))?
+        .map_err(|error| NoEngine(error.to_string()))?;
+    let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The start time of a process in clock ticks after boot (field 22 of
 /// `/proc/<pid>/stat`); with the pid it names one process for good.
 pub fn process_start_time(pid: u32) -> Option<u64> {
