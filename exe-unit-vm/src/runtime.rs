@@ -623,25 +623,55 @@ fn container_name(activity_id: &str) -> String {
 
 /// Why the container is no longer running (killed for memory, or ended),
 /// or `None` while it runs.
-async fn container_ended(docker: &Docker, id: &str) -> Option<String> {
-    let inspect = docker
-        .inspect_container(
+/// Asked again every 100 ms for up to `settle` while it still runs.
+async fn container_ended(docker: &Docker, id: &str, settle: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()?;
+        let state = inspect.state?;
+        if state.oom_killed == Some(true) {
+            return Some("the container exceeded its memory limit and was killed".into());
+        }
+        if state.running != Some(true) {
+            return Some(format!(
+                "the container stopped (exit code {}), probably for exceeding its memory limit",
+                state.exit_code.unwrap_or(-1)
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long a run that ended abnormally under gVisor waits for the engine to
+/// see whether the sandbox itself ended.
+const CONTAINER_END_SETTLE: Duration = Duration::from_secs(3);
+
+/// Resolves when the container stops (or the engine cannot say): a run's
+/// output stream may outlive a gVisor sandbox that ended under it.
+async fn container_stopped(docker: &Docker, id: &str) {
+    loop {
+        let mut wait = docker.wait_container(
             id,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .ok()?;
-    let state = inspect.state?;
-    if state.oom_killed == Some(true) {
-        return Some("the container exceeded its memory limit and was killed".into());
+            Some(bollard::query_parameters::WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        let _ = wait.next().await;
+        // The wait also ends when its request times out: look.
+        if container_ended(docker, id, Duration::ZERO).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    if state.running == Some(true) {
-        return None;
-    }
-    Some(format!(
-        "the container stopped (exit code {}), probably for exceeding its memory limit",
-        state.exit_code.unwrap_or(-1)
-    ))
 }
 
 /// The folder under the work dir that holds the volumes (the core's layout).
@@ -986,7 +1016,20 @@ impl Runtime for VmRuntime {
             .time_limit
             .unwrap_or(Duration::MAX)
             .min(Duration::from_secs(100 * 365 * 86_400));
-        let outcome = tokio::time::timeout(limit, streamed).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limit, streamed) => outcome,
+            () = container_stopped(docker, &container.id) => {
+                *lock(&self.running) = None;
+                let reason = container_ended(docker, &container.id, CONTAINER_END_SETTLE)
+                    .await
+                    .unwrap_or_else(|| "the container stopped".into());
+                return Err(RuntimeError::new(format!(
+                    "{} ended with the container: {reason} (memory limit {} MiB)",
+                    request.entry_point,
+                    self.limits.memory_bytes >> 20
+                )));
+            }
+        };
         let timed_out = outcome.is_err();
         if timed_out {
             let _ = self.kill().await;
@@ -1016,10 +1059,15 @@ impl Runtime for VmRuntime {
             ))
         })?;
         let code = inspect.exit_code.unwrap_or(-1);
-        if code == 137 || code < 0 || container.sandbox == Sandbox::Gvisor {
+        if code >= 128 || code < 0 {
             // Under gVisor the memory limit ends the whole sandbox, and the
-            // run with it.
-            if let Some(reason) = container_ended(docker, &container.id).await {
+            // run with it (exit 128, "waiting on PID ... EOF", before the
+            // engine sees the container stop): give it a moment to tell.
+            let settle = match container.sandbox {
+                Sandbox::Gvisor => CONTAINER_END_SETTLE,
+                Sandbox::Runc => Duration::ZERO,
+            };
+            if let Some(reason) = container_ended(docker, &container.id, settle).await {
                 return Err(RuntimeError::new(format!(
                     "{} ended with the container: {reason} (memory limit {} MiB)",
                     request.entry_point,

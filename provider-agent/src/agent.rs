@@ -96,8 +96,15 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     let state = StateStore::open(&config.data_dir)?;
     kill_orphans(&state);
 
-    let exe_units =
-        crate::exe_units::discover(&config.search_path, config.exe_units.as_deref()).await;
+    let exe_units = crate::exe_units::discover(
+        &config.search_path,
+        config.exe_units.as_deref(),
+        &[(
+            crate::config::env_names::VM_SANDBOX,
+            config.vm_sandbox.as_deref(),
+        )],
+    )
+    .await;
     if exe_units.is_empty() {
         let wanted = config
             .exe_units
@@ -883,6 +890,16 @@ impl Agent {
                 self.config
                     .allow_private_transfers
                     .then_some("--allow-private-transfers"),
+            )
+            // The sandbox the offer announced (the exe unit resolved the
+            // provider's choice, or its default, in `offer-template`).
+            .env(
+                crate::config::env_names::VM_SANDBOX,
+                unit.template
+                    .get(crate::exe_units::VM_SANDBOX_PROPERTY)
+                    .and_then(serde_json::Value::as_str)
+                    .or(self.config.vm_sandbox.as_deref())
+                    .unwrap_or(""),
             )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
