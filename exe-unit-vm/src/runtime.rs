@@ -1059,7 +1059,7 @@ impl Runtime for VmRuntime {
             ))
         })?;
         let code = inspect.exit_code.unwrap_or(-1);
-        if code >= 128 || code < 0 {
+        if !(0..128).contains(&code) {
             // Under gVisor the memory limit ends the whole sandbox, and the
             // run with it (exit 128, "waiting on PID ... EOF", before the
             // engine sees the container stop): give it a moment to tell.

@@ -1171,8 +1171,7 @@ fn mount_options(path: &Path) -> Option<String> {
     let path = path.to_string_lossy();
     mountinfo
         .lines()
-        .filter(|line| line.split(' ').nth(4) == Some(path.as_ref()))
-        .last()
+        .rfind(|line| line.split(' ').nth(4) == Some(path.as_ref()))
         .and_then(|line| line.split(' ').nth(5).map(str::to_string))
 }
 
