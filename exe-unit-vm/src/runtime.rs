@@ -60,6 +60,15 @@ pub const GOLEM_VOLUMES: &[&str] = &["/golem/input", "/golem/output", "/golem/wo
 /// A static busybox on the provider; mounted read-only to keep the container up.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 const GUEST_BUSYBOX: &str = "/.golem/busybox";
+/// Under gVisor, a small tmpfs where each run's wrapper leaves its pid: the
+/// host pid the engine knows is `runsc exec`'s, and killing it leaves the
+/// command running inside the sandbox.
+const GUEST_RUN_DIR: &str = "/.golem-run";
+const RUN_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=64k,mode=1777";
+/// `sh -c` script of a run under gVisor: note the pid, become the command.
+const RUN_WRAPPER: &str = "echo $$ > /.golem-run/pid && exec \"$@\"";
+/// `sh -c` script that kills the run noted by [`RUN_WRAPPER`].
+const KILL_RUN: &str = "kill -9 $(cat /.golem-run/pid)";
 /// Where the generated hosts file is mounted.
 const GUEST_HOSTS: &str = "/etc/hosts";
 /// The offer capability of a runtime that gives containers a VPN interface.
@@ -139,6 +148,9 @@ struct Container {
     working_dir: String,
     /// The image's `ENTRYPOINT` + `CMD`, for `--start-entrypoint`.
     image_command: Vec<String>,
+    /// Runs go through [`RUN_WRAPPER`] (gVisor with the host's busybox
+    /// mounted), so that `kill` can reach them inside the sandbox.
+    wrapped_runs: bool,
     sandbox: Sandbox,
 }
 
@@ -387,7 +399,9 @@ impl VmRuntime {
 
         // Keep the container up with a static busybox under docker's init
         // (which reaps whatever the runs leave behind).
-        let keep_alive: Vec<String> = if Path::new(HOST_BUSYBOX).is_file() {
+        let has_busybox = Path::new(HOST_BUSYBOX).is_file();
+        let wrapped_runs = has_busybox && sandbox == Sandbox::Gvisor;
+        let keep_alive: Vec<String> = if has_busybox {
             binds.push(format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro"));
             vec![GUEST_BUSYBOX.into(), "sleep".into(), "2147483647".into()]
         } else {
@@ -445,6 +459,12 @@ impl VmRuntime {
             Sandbox::Gvisor => {
                 host_config.runtime = Some(GVISOR_RUNTIME.into());
                 host_config.pids_limit = Some(GVISOR_PIDS_LIMIT.max(self.limits.pids));
+                if wrapped_runs {
+                    host_config.tmpfs = Some(HashMap::from([(
+                        GUEST_RUN_DIR.to_string(),
+                        RUN_DIR_OPTIONS.to_string(),
+                    )]));
+                }
             }
             Sandbox::Runc => {
                 host_config.cap_drop = Some(vec!["ALL".into()]);
@@ -497,6 +517,7 @@ impl VmRuntime {
                 .collect(),
             working_dir,
             image_command,
+            wrapped_runs,
             sandbox,
         });
         Ok(Deployment { volumes })
@@ -948,7 +969,11 @@ impl Runtime for VmRuntime {
         let container = self.container()?;
         let docker = self.docker().await?;
         self.killed.store(false, Ordering::SeqCst);
-        let mut cmd = vec![request.entry_point.clone()];
+        let mut cmd = Vec::new();
+        if container.wrapped_runs {
+            cmd.extend([GUEST_BUSYBOX, "sh", "-c", RUN_WRAPPER, "golem-run"].map(str::to_string));
+        }
+        cmd.push(request.entry_point.clone());
         cmd.extend(request.args.iter().cloned());
         let exec = docker
             .create_exec(
@@ -1076,7 +1101,12 @@ impl Runtime for VmRuntime {
             }
         }
         let said = String::from_utf8_lossy(&first);
-        if (code == 126 || code == 127) && said.contains("OCI runtime exec failed") {
+        // The engine's words, or busybox sh's when the run was wrapped.
+        let not_found = said.contains("OCI runtime exec failed")
+            || (container.wrapped_runs
+                && said.starts_with("golem-run: exec:")
+                && said.contains(&format!("{}: not found", request.entry_point)));
+        if (code == 126 || code == 127) && not_found {
             return Err(RuntimeError::new(format!(
                 "unknown entry point {:?}: it is not an executable in the image",
                 request.entry_point
@@ -1098,6 +1128,40 @@ impl Runtime for VmRuntime {
         };
         self.killed.store(true, Ordering::SeqCst);
         let docker = self.docker().await?;
+        let container = self.container()?;
+        if container.wrapped_runs {
+            // Inside the sandbox first; `runsc exec` on the host ends with it.
+            let killer = docker
+                .create_exec(
+                    &container.id,
+                    CreateExecOptions {
+                        cmd: Some(
+                            [GUEST_BUSYBOX, "sh", "-c", KILL_RUN]
+                                .map(str::to_string)
+                                .to_vec(),
+                        ),
+                        user: Some("0".to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match killer {
+                Ok(killer) => match docker.start_exec(&killer.id, None).await {
+                    Ok(StartExecResults::Attached { mut output, .. }) => {
+                        // Done when its output ends.
+                        let drained = async { while output.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                    }
+                    Ok(StartExecResults::Detached) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %engine_message(&error), "cannot kill the run inside the sandbox")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(error = %engine_message(&error), "cannot kill the run inside the sandbox")
+                }
+            }
+        }
         let inspect = docker.inspect_exec(&exec_id).await.map_err(|error| {
             RuntimeError::new(format!(
                 "cannot find the running command: {}",
