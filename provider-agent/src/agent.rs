@@ -677,6 +677,13 @@ impl Agent {
             }
         });
         if !self.config.keep_work_dirs {
+            // The VM exe unit puts its volumes on a nosuid,nodev mount
+            // (`<--work-dir>/volumes`) and unmounts it at shutdown; one that
+            // died left it behind. Not a mount: EINVAL, ignored.
+            let _ = nix::mount::umount2(
+                &work_dir.join("work").join("volumes"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
             if let Err(error) = std::fs::remove_dir_all(&work_dir) {
                 tracing::debug!(%error, "cannot remove the work dir");
             }
