@@ -67,8 +67,12 @@ const GUEST_RUN_DIR: &str = "/.golem-run";
 const RUN_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=64k,mode=1777";
 /// `sh -c` script of a run under gVisor: note the pid, become the command.
 const RUN_WRAPPER: &str = "echo $$ > /.golem-run/pid && exec \"$@\"";
-/// `sh -c` script that kills the run noted by [`RUN_WRAPPER`].
-const KILL_RUN: &str = "kill -9 $(cat /.golem-run/pid)";
+/// `sh -c` script that kills the run noted by [`RUN_WRAPPER`] with its
+/// process group (a run is its exec's session and group leader; its
+/// children stay in the group unless they leave it).
+const KILL_RUN: &str = "P=$(cat /.golem-run/pid); \
+    M=$(for s in /proc/[0-9]*/stat; do read -r p c st pp g rest < $s; [ \"$g\" = \"$P\" ] && echo $p; done); \
+    kill -9 $M";
 /// Where the generated hosts file is mounted.
 const GUEST_HOSTS: &str = "/etc/hosts";
 /// The offer capability of a runtime that gives containers a VPN interface.

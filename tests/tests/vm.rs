@@ -14,7 +14,7 @@ use golem_model::market::DemandOfferBase;
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::negotiation::negotiate_agreement;
-use golem_tests::standin::{spawn_standin_agent_with_env, ExeUnits};
+use golem_tests::standin::{spawn_standin_agent_with, ExeUnits, StandinOptions};
 use golem_tests::{binary, eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
 use sha3::Digest;
@@ -62,9 +62,9 @@ fn provider_agent(
     provider: &DaemonProcess,
     offer_id: String,
     work: PathBuf,
-    env: Vec<(String, String)>,
+    options: StandinOptions,
 ) -> ExeUnits {
-    spawn_standin_agent_with_env(provider, offer_id, offer(), "exe-unit-vm", work, env)
+    spawn_standin_agent_with(provider, offer_id, offer(), "exe-unit-vm", work, options)
 }
 
 struct Requestor {
@@ -179,6 +179,15 @@ async fn fixture_allowing_docker_images() -> Fixture {
 }
 
 async fn fixture_with_env(env: Vec<(String, String)>) -> Fixture {
+    fixture_with_options(StandinOptions {
+        allow_private_transfers: true,
+        env,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn fixture_with_options(options: StandinOptions) -> Fixture {
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
     let files = sandbox.path().join("files");
@@ -187,7 +196,7 @@ async fn fixture_with_env(env: Vec<(String, String)>) -> Fixture {
     let provider_work = sandbox.path().join("provider-work");
     let provider = &sandbox.daemons()[0];
     let offer_id = provider.client().subscribe_offer(&offer()).await.unwrap();
-    let exe_units = provider_agent(provider, offer_id, provider_work.clone(), env);
+    let exe_units = provider_agent(provider, offer_id, provider_work.clone(), options);
     let requestor_daemon = &sandbox.daemons()[1];
     let requestor = Requestor {
         client: requestor_daemon.client(),
@@ -1467,4 +1476,55 @@ async fn bench_sandbox() {
     for row in rows {
         println!("{row}");
     }
+}
+
+#[tokio::test]
+#[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
+async fn docker_vm_time_limit_kills_the_command_inside_gvisor() {
+    if !docker::enabled("docker_vm_time_limit_kills_the_command_inside_gvisor").unwrap() {
+        return;
+    }
+    // Runs may take 3 s on this provider.
+    let fixture = fixture_with_options(StandinOptions {
+        allow_private_transfers: true,
+        args: vec!["--max-run-time".into(), "3".into()],
+        ..Default::default()
+    })
+    .await;
+    let tarball = image_tarball(fixture._sandbox.path());
+    let package = publish(&fixture, "busybox.tar", &tarball);
+    let requestor = &fixture.requestor;
+    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+    let activity_id = requestor.create_activity(&agreement_id).await;
+    let started = Instant::now();
+    let results = requestor
+        .batch(
+            &activity_id,
+            json!([
+                {"deploy": {}},
+                {"start": {"args": []}},
+                run("/bin/sh", &["-c", "sleep 31; echo never"]),
+            ]),
+        )
+        .await;
+    assert_eq!(results[2].result, CommandResult::Error, "{results:?}");
+    assert!(format!("{results:?}").contains("time limit"), "{results:?}");
+    assert!(started.elapsed() < Duration::from_secs(25), "{results:?}");
+    let inspect = docker::inspect(&container_of(&activity_id).await).unwrap();
+    assert_eq!(inspect["HostConfig"]["Runtime"], "runsc");
+    // Nothing of it is left inside the sandbox (killing `runsc exec` on the
+    // host alone would leave it running).
+    let results =
+        requestor
+            .batch(
+                &activity_id,
+                json!([run("/bin/sh", &["-c",
+            "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"])]),
+            )
+            .await;
+    let processes = text(&results[0].stdout);
+    assert!(!processes.contains("echo never"), "{processes}");
+    assert!(!processes.contains("sleep 31"), "{processes}");
+    requestor.destroy(&activity_id).await;
+    gone(&activity_id).await;
 }
