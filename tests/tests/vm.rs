@@ -832,7 +832,10 @@ async fn bench_vm() {
     docker::save_image("golem-test-big:latest", &big_tar).unwrap();
     let size = std::fs::metadata(&big_tar).unwrap().len();
     let digest = hex::encode(sha3::Sha3_224::digest(std::fs::read(&big_tar).unwrap()));
-    let fixture = fixture().await;
+    // runc, as the bare `docker run`/`exec` it is compared with (gVisor
+    // vs runc: `bench_sandbox`).
+    let fixture =
+        fixture_with_env(vec![("GOLEM_VM_SANDBOX".to_string(), "runc".to_string())]).await;
     let requestor = &fixture.requestor;
     let tarball = image_tarball(fixture._sandbox.path());
     let package = publish(&fixture, "busybox.tar", &tarball);
