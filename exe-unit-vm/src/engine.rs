@@ -102,6 +102,22 @@ pub async fn remove_leftovers(docker: &Docker) -> Result<usize, bollard::errors:
             continue;
         }
         let Some(id) = container.id else { continue };
+        // Its exe unit died before unmounting the volumes' nosuid mount
+        // (the bind sources' parent, `<work-dir>/volumes`).
+        let mut volume_roots: Vec<std::path::PathBuf> = container
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mount| mount.source)
+            .filter_map(|source| std::path::Path::new(&source).parent().map(Into::into))
+            .filter(|parent: &std::path::PathBuf| parent.ends_with("volumes"))
+            .collect();
+        volume_roots.dedup();
+        for root in volume_roots {
+            if nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                tracing::info!(path = %root.display(), "unmounted a leftover volumes mount");
+            }
+        }
         match docker
             .remove_container(
                 &id,

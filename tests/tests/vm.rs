@@ -470,6 +470,13 @@ async fn docker_vm_runs_a_hardened_container_through_two_daemons() {
     let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
     let third = requestor.create_activity(&agreement_id).await;
     gone(&second).await;
+    // ... and the volumes' nosuid mount the dead one left.
+    let left = fixture
+        .provider_work
+        .join(&second)
+        .join("work")
+        .join("volumes");
+    assert_eq!(mount_options(&left), None, "{}", left.display());
     let results = requestor
         .batch(&third, json!([{"deploy": {}}, {"start": {"args": []}}]))
         .await;
