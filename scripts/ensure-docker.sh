@@ -2,17 +2,37 @@
 # Make sure a Docker engine answers `docker info` (the VM exe unit's tests need
 # one): as root, install Debian's docker.io, busybox-static (test images, the
 # containers' keep-alive) and squashfs-tools-ng (sqfs2tar converts gvmkit-squash
-# images; tar2sqfs builds one in tests) when missing and
+# images; tar2sqfs builds one in tests), runsc (gVisor, the VM unit's default
+# sandbox) and jq when missing, registers runsc with the engine (see below) and
 # start dockerd in the background (log in $GOLEM_DOCKERD_LOG) when no engine
 # answers. Prints the engine version on success; fails with the log tail.
+# VERBOSE=1 says what it changed.
+#
+# gVisor: the runtime `runsc` is entered in /etc/docker/daemon.json (merged
+# into what is there) as {"path": "/usr/bin/runsc", "runtimeArgs":
+# ["--network=none", "--overlay2=root:memory"]}: gVisor's own netstack cannot
+# start in the engine's root network namespace here, and the container's root
+# file system is an overlay in the sandbox's memory, so writes to it count
+# against the activity's memory limit and never reach the image's layers.
+# A running dockerd is sent SIGHUP to reload the file; nothing is done when the
+# entry is already there. GOLEM_SKIP_GVISOR=1 skips all of it.
 set -euo pipefail
 log="${GOLEM_DOCKERD_LOG:-/var/tmp/golem-dockerd.log}"
 wait_secs="${GOLEM_DOCKERD_WAIT:-60}"
+daemon_json="${GOLEM_DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}"
+runsc_name=runsc
+runsc_entry='{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--overlay2=root:memory"]}'
+say() { if [ -n "${VERBOSE:-}" ]; then echo "ensure-docker: $*" >&2; fi; }
+gvisor="${GOLEM_SKIP_GVISOR:-}"
 
 need_install=()
 command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || need_install+=(busybox-static)
 command -v sqfs2tar >/dev/null 2>&1 && command -v tar2sqfs >/dev/null 2>&1 || need_install+=(squashfs-tools-ng)
+if [ -z "$gvisor" ]; then
+    [ -x /usr/bin/runsc ] || need_install+=(runsc)
+    command -v jq >/dev/null 2>&1 || need_install+=(jq)
+fi
 if [ "${#need_install[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "ensure-docker: ${need_install[*]} missing; run as root to install" >&2
@@ -24,7 +44,52 @@ if [ "${#need_install[@]}" -gt 0 ]; then
     apt-get install -y -qq "${need_install[@]}" >&2
 fi
 
+# Enter runsc in daemon.json unless it is there as wanted; prints "changed"
+# when the file was written.
+register_runsc() {
+    local current wanted
+    current='{}'
+    if [ -s "$daemon_json" ]; then
+        current="$(cat "$daemon_json")"
+    fi
+    if [ "$(jq -c --arg name "$runsc_name" '.runtimes[$name] // empty' <<<"$current")" = "$(jq -c . <<<"$runsc_entry")" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-docker: $daemon_json lacks the runtime $runsc_name; run as root to add it" >&2
+        exit 1
+    fi
+    wanted="$(jq --arg name "$runsc_name" --argjson entry "$runsc_entry" \
+        '.runtimes[$name] = $entry' <<<"$current")"
+    mkdir -p "$(dirname "$daemon_json")"
+    printf '%s\n' "$wanted" >"$daemon_json.tmp"
+    mv "$daemon_json.tmp" "$daemon_json"
+    say "runtime $runsc_name entered in $daemon_json"
+    echo changed
+}
+registered=""
+if [ -z "$gvisor" ]; then
+    registered="$(register_runsc)"
+fi
+
 if docker info >/dev/null 2>&1; then
+    if [ -n "$registered" ] || ! docker info --format '{{json .Runtimes}}' | jq -e --arg name "$runsc_name" 'has($name)' >/dev/null; then
+        if [ -z "$gvisor" ]; then
+            pid="$(cat /var/run/docker.pid 2>/dev/null || pidof dockerd || true)"
+            if [ -z "$pid" ]; then
+                echo "ensure-docker: cannot find dockerd's pid to reload $daemon_json" >&2
+                exit 1
+            fi
+            say "reloading dockerd ($pid)"
+            kill -HUP "$pid"
+            for _ in $(seq 1 40); do
+                if docker info --format '{{json .Runtimes}}' | jq -e --arg name "$runsc_name" 'has($name)' >/dev/null; then
+                    break
+                fi
+                sleep 0.25
+            done
+        fi
+    fi
     docker version --format '{{.Server.Version}}'
     exit 0
 fi

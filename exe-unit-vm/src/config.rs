@@ -8,6 +8,78 @@ pub mod env_names {
     /// `1` lets `docker:<ref>` task packages run images the engine holds or
     /// pulls; anything else (or unset) refuses them.
     pub const ALLOW_DOCKER_IMAGES: &str = "GOLEM_ALLOW_DOCKER_IMAGES";
+    /// `gvisor` or `runc`: the sandbox containers run in (the provider's
+    /// `vm-sandbox`); unset, gVisor when the engine has it, else runc.
+    pub const VM_SANDBOX: &str = "GOLEM_VM_SANDBOX";
+}
+
+/// The engine runtime that runs containers under gVisor, as
+/// `scripts/ensure-docker.sh` registers it.
+pub const GVISOR_RUNTIME: &str = "runsc";
+
+/// Where containers run: the provider's `vm-sandbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sandbox {
+    /// gVisor (`runsc`): the image runs as it does on the original (its
+    /// user or root, a writable root, Docker's default capabilities) inside
+    /// gVisor's own kernel.
+    Gvisor,
+    /// The engine's default runtime, with the hardening that makes up for
+    /// sharing the host's kernel: uid 65534 unless the image names a user, a
+    /// read-only root, no capabilities, no new privileges.
+    Runc,
+}
+
+impl Sandbox {
+    /// The name in settings and in the offer (`golem.runtime.vm.sandbox`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sandbox::Gvisor => "gvisor",
+            Sandbox::Runc => "runc",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Sandbox> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "gvisor" | "runsc" => Some(Sandbox::Gvisor),
+            "runc" => Some(Sandbox::Runc),
+            _ => None,
+        }
+    }
+
+    /// The sandbox when the provider chose `chosen` (None: not set) and the
+    /// engine lists the runtimes `engine_runtimes`; a second value says why
+    /// the choice is not the default (logged as a warning).
+    pub fn resolve(
+        chosen: Option<Sandbox>,
+        engine_runtimes: &[String],
+    ) -> Result<(Sandbox, Option<String>), String> {
+        let has_gvisor = engine_runtimes.iter().any(|name| name == GVISOR_RUNTIME);
+        match chosen {
+            Some(Sandbox::Gvisor) if has_gvisor => Ok((Sandbox::Gvisor, None)),
+            Some(Sandbox::Gvisor) => Err(format!(
+                "vm-sandbox is gvisor but the engine has no runtime {GVISOR_RUNTIME} \
+                 (scripts/ensure-docker.sh installs and registers it)"
+            )),
+            Some(Sandbox::Runc) => Ok((
+                Sandbox::Runc,
+                Some(
+                    "vm-sandbox is runc: containers share the host's kernel, so images \
+                     run hardened (uid 65534 unless they name a user, read-only root, no \
+                     capabilities) instead of as on the original"
+                        .into(),
+                ),
+            )),
+            None if has_gvisor => Ok((Sandbox::Gvisor, None)),
+            None => Ok((
+                Sandbox::Runc,
+                Some(format!(
+                    "the engine has no runtime {GVISOR_RUNTIME} (gVisor): containers run \
+                     under runc, hardened; scripts/ensure-docker.sh installs and registers gVisor"
+                )),
+            )),
+        }
+    }
 }
 
 /// The VM unit's settings.
@@ -17,12 +89,17 @@ pub struct VmConfig {
     /// by default: such a package runs whatever the provider's engine holds
     /// (other requestors' images, the provider's own) or pulls.
     pub allow_docker_images: bool,
+    /// The provider's `vm-sandbox`; `None` when not set (gVisor when the
+    /// engine has it).
+    pub sandbox: Option<Sandbox>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{name}={value:?} is not a yes/no value (use 1 or 0, true or false)")]
     NotABoolean { name: &'static str, value: String },
+    #[error("{name}={value:?} is not a sandbox (use gvisor or runc)")]
+    NotASandbox { name: &'static str, value: String },
 }
 
 impl VmConfig {
@@ -40,8 +117,17 @@ impl VmConfig {
                 value,
             })?,
         };
+        let sandbox = match lookup(env_names::VM_SANDBOX) {
+            None => None,
+            Some(value) if value.trim().is_empty() => None,
+            Some(value) => Some(Sandbox::parse(&value).ok_or(ConfigError::NotASandbox {
+                name: env_names::VM_SANDBOX,
+                value,
+            })?),
+        };
         Ok(VmConfig {
             allow_docker_images,
+            sandbox,
         })
     }
 }
@@ -77,5 +163,46 @@ mod tests {
             Ok(true)
         );
         assert!(config(Some("maybe")).is_err());
+    }
+
+    #[test]
+    fn the_sandbox_comes_from_the_environment() {
+        let config = |value: &str| {
+            let value = value.to_string();
+            VmConfig::from_lookup(move |name| {
+                (name == env_names::VM_SANDBOX).then(|| value.clone())
+            })
+        };
+        assert_eq!(VmConfig::default().sandbox, None);
+        assert_eq!(config("").map(|c| c.sandbox), Ok(None));
+        assert_eq!(
+            config("gvisor").map(|c| c.sandbox),
+            Ok(Some(Sandbox::Gvisor))
+        );
+        assert_eq!(config("RUNC").map(|c| c.sandbox), Ok(Some(Sandbox::Runc)));
+        assert!(matches!(
+            config("kvm"),
+            Err(ConfigError::NotASandbox { .. })
+        ));
+    }
+
+    #[test]
+    fn gvisor_is_the_default_when_the_engine_has_it() {
+        let with = vec!["runc".to_string(), GVISOR_RUNTIME.to_string()];
+        let without = vec!["runc".to_string()];
+        assert_eq!(Sandbox::resolve(None, &with), Ok((Sandbox::Gvisor, None)));
+        let (sandbox, warning) = Sandbox::resolve(None, &without).unwrap();
+        assert_eq!(sandbox, Sandbox::Runc);
+        assert!(warning.unwrap_or_default().contains("no runtime runsc"));
+        // runc when chosen, with a warning even where gVisor is there.
+        let (sandbox, warning) = Sandbox::resolve(Some(Sandbox::Runc), &with).unwrap();
+        assert_eq!(sandbox, Sandbox::Runc);
+        assert!(warning.is_some());
+        // gVisor chosen but missing is an error, not a silent runc.
+        assert!(Sandbox::resolve(Some(Sandbox::Gvisor), &without).is_err());
+        assert_eq!(
+            Sandbox::resolve(Some(Sandbox::Gvisor), &with),
+            Ok((Sandbox::Gvisor, None))
+        );
     }
 }

@@ -48,6 +48,18 @@ pub async fn version(docker: &Docker) -> Result<String, NoEngine> {
     Ok(version.version.unwrap_or_else(|| "unknown".into()))
 }
 
+/// The names of the runtimes the engine can run containers with (`runc`,
+/// `runsc`, ...).
+pub async fn runtimes(docker: &Docker) -> Result<Vec<String>, NoEngine> {
+    let info = tokio::time::timeout(Duration::from_secs(5), docker.info())
+        .await
+        .map_err(|_| NoEngine("the engine did not answer within 5 s".into()))?
+        .map_err(|error| NoEngine(error.to_string()))?;
+    let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The start time of a process in clock ticks after boot (field 22 of
 /// `/proc/<pid>/stat`); with the pid it names one process for good.
 pub fn process_start_time(pid: u32) -> Option<u64> {
@@ -90,6 +102,22 @@ pub async fn remove_leftovers(docker: &Docker) -> Result<usize, bollard::errors:
             continue;
         }
         let Some(id) = container.id else { continue };
+        // Its exe unit died before unmounting the volumes' nosuid mount
+        // (the bind sources' parent, `<work-dir>/volumes`).
+        let mut volume_roots: Vec<std::path::PathBuf> = container
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mount| mount.source)
+            .filter_map(|source| std::path::Path::new(&source).parent().map(Into::into))
+            .filter(|parent: &std::path::PathBuf| parent.ends_with("volumes"))
+            .collect();
+        volume_roots.dedup();
+        for root in volume_roots {
+            if nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                tracing::info!(path = %root.display(), "unmounted a leftover volumes mount");
+            }
+        }
         match docker
             .remove_container(
                 &id,

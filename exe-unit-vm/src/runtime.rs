@@ -1,6 +1,13 @@
 //! [`VmRuntime`]: the `vm` runtime. `deploy` loads (or finds) the image and
-//! creates the activity's hardened container from its id with its volumes; `start` starts
-//! it (a static busybox `sleep` under docker's init keeps it up); each `run`
+//! creates the activity's container from its id with its volumes, in the
+//! provider's sandbox ([`Sandbox`]): under gVisor (the default) the image runs
+//! as it does on the original (its user or root, a writable root kept in the
+//! sandbox's memory, Docker's default capabilities, its `WORKDIR`); under runc
+//! it runs hardened (uid 65534 unless it names a user, read-only root, no
+//! capabilities). Both keep the agreement's memory, CPU and pids limits, the
+//! work dir 0700 and the volumes on a `nosuid,nodev` mount. `start` starts
+//! it (a static busybox `sleep` under docker's init keeps it up) and, when
+//! asked with `--start-entrypoint`, the image's entry point; each `run`
 //! is a `docker exec` of `entry_point args` whose stdout/stderr are streamed to
 //! the core; usage comes from the engine's stats; `shutdown` removes the
 //! container. Creating the runtime removes containers left by dead exe units.
@@ -34,7 +41,7 @@ use golem_exe_unit::{
 use tokio::sync::OnceCell;
 
 use crate::cache::ImageCache;
-use crate::config::{env_names, VmConfig};
+use crate::config::{env_names, Sandbox, VmConfig, GVISOR_RUNTIME};
 use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
@@ -53,6 +60,19 @@ pub const GOLEM_VOLUMES: &[&str] = &["/golem/input", "/golem/output", "/golem/wo
 /// A static busybox on the provider; mounted read-only to keep the container up.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 const GUEST_BUSYBOX: &str = "/.golem/busybox";
+/// Under gVisor, a small tmpfs where each run's wrapper leaves its pid: the
+/// host pid the engine knows is `runsc exec`'s, and killing it leaves the
+/// command running inside the sandbox.
+const GUEST_RUN_DIR: &str = "/.golem-run";
+const RUN_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=64k,mode=1777";
+/// `sh -c` script of a run under gVisor: note the pid, become the command.
+const RUN_WRAPPER: &str = "echo $$ > /.golem-run/pid && exec \"$@\"";
+/// `sh -c` script that kills the run noted by [`RUN_WRAPPER`] with its
+/// process group (a run is its exec's session and group leader; its
+/// children stay in the group unless they leave it).
+const KILL_RUN: &str = "P=$(cat /.golem-run/pid); \
+    M=$(for s in /proc/[0-9]*/stat; do read -r p c st pp g rest < $s; [ \"$g\" = \"$P\" ] && echo $p; done); \
+    kill -9 $M";
 /// Where the generated hosts file is mounted.
 const GUEST_HOSTS: &str = "/etc/hosts";
 /// The offer capability of a runtime that gives containers a VPN interface.
@@ -60,6 +80,18 @@ pub const VPN_CAPABILITY: &str = "vpn";
 /// The user a container runs as when its image names none (`nobody`).
 pub const DEFAULT_USER: &str = "65534:65534";
 pub const PIDS_LIMIT: i64 = 128;
+/// The pids limit under gVisor. There it counts the sandbox kernel's host
+/// threads, not the image's processes (gVisor's tasks are not host
+/// processes): 128 threads end a sandbox running a few hundred processes. A
+/// fork bomb inside is bounded by this (the sandbox ends when its kernel
+/// cannot get a thread) and by the memory limit.
+pub const GVISOR_PIDS_LIMIT: i64 = 1024;
+/// Offer property: the sandbox containers run in, `gvisor` or `runc`.
+pub const SANDBOX_PROPERTY: &str = "golem.runtime.vm.sandbox";
+/// The offer capability of a runtime that starts the image's entry point on
+/// `start` when its arguments hold [`START_ENTRYPOINT_ARG`] (the original's).
+pub const START_ENTRYPOINT_CAPABILITY: &str = "start-entrypoint";
+pub const START_ENTRYPOINT_ARG: &str = "--start-entrypoint";
 pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
 /// Memory limit when the agreement sets none.
 pub const DEFAULT_MEMORY_BYTES: i64 = 1 << 30;
@@ -115,6 +147,15 @@ impl Limits {
 struct Container {
     id: String,
     env: Vec<String>,
+    /// Where runs start: the image's `WORKDIR` under gVisor (else
+    /// `/golem/work`), always `/golem/work` under runc.
+    working_dir: String,
+    /// The image's `ENTRYPOINT` + `CMD`, for `--start-entrypoint`.
+    image_command: Vec<String>,
+    /// Runs go through [`RUN_WRAPPER`] (gVisor with the host's busybox
+    /// mounted), so that `kill` can reach them inside the sandbox.
+    wrapped_runs: bool,
+    sandbox: Sandbox,
 }
 
 pub struct VmRuntime {
@@ -139,6 +180,8 @@ pub struct VmRuntime {
     bus: OnceLock<BusClient>,
     /// The network this activity joined at deploy.
     vpn: Mutex<Option<Arc<VpnMember>>>,
+    /// The `nosuid,nodev` mount over the volumes' root, removed at shutdown.
+    volumes_mount: Mutex<Option<std::path::PathBuf>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -176,6 +219,7 @@ impl VmRuntime {
             stats_task: Mutex::new(None),
             bus: OnceLock::new(),
             vpn: Mutex::new(None),
+            volumes_mount: Mutex::new(None),
         })
     }
 
@@ -188,6 +232,30 @@ impl VmRuntime {
             .get_or_try_init(|| async { engine::connect().await })
             .await
             .map_err(|error| RuntimeError::new(error.to_string()))
+    }
+
+    /// The sandbox of this activity's container: the provider's choice (else
+    /// gVisor when the engine has it), except that a container with a VPN
+    /// interface runs under runc (gVisor's netstack does not take the TUN
+    /// the exe unit makes in the container's network namespace).
+    async fn choose_sandbox(&self, docker: &Docker, vpn: bool) -> Result<Sandbox, RuntimeError> {
+        let runtimes = engine::runtimes(docker)
+            .await
+            .map_err(|error| RuntimeError::new(error.to_string()))?;
+        let (sandbox, warning) =
+            Sandbox::resolve(self.config.sandbox, &runtimes).map_err(RuntimeError::new)?;
+        if let Some(warning) = warning {
+            tracing::warn!(sandbox = sandbox.as_str(), "{warning}");
+        }
+        if sandbox == Sandbox::Gvisor && vpn {
+            tracing::info!(
+                sandbox = Sandbox::Runc.as_str(),
+                "the activity joins a VPN: its container runs under runc, hardened, since \
+                 gVisor's netstack cannot take the VPN interface yet"
+            );
+            return Ok(Sandbox::Runc);
+        }
+        Ok(sandbox)
     }
 
     fn container(&self) -> Result<Container, RuntimeError> {
@@ -270,6 +338,7 @@ impl VmRuntime {
         docker: &Docker,
         request: DeployRequest,
         hosts_file: Option<&Path>,
+        sandbox: Sandbox,
     ) -> Result<Deployment, RuntimeError> {
         let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
         // Containers are created from the image id, never from a name that
@@ -298,9 +367,25 @@ impl VmRuntime {
             .iter()
             .map(|path| (path.clone(), VolumeAccess::ReadWrite))
             .collect();
+        close_work_dir(&request.work_dir).map_err(|error| {
+            RuntimeError::new(format!(
+                "cannot make {} private: {error}",
+                request.work_dir.display()
+            ))
+        })?;
         let volumes = prepare_volumes(&request.work_dir, &mount_points).map_err(|error| {
             RuntimeError::new(format!("cannot create the container's volumes: {error}"))
         })?;
+        let volumes_root = request.work_dir.join(VOLUMES_DIR);
+        match mount_nosuid(&volumes_root) {
+            Ok(()) => *lock(&self.volumes_mount) = Some(volumes_root),
+            // Not root: the 0700 work dir still keeps local users away.
+            Err(error) => tracing::warn!(
+                %error,
+                path = %volumes_root.display(),
+                "cannot put the volumes on a nosuid,nodev mount"
+            ),
+        }
         let mut binds = Vec::new();
         for volume in &volumes {
             open_up(&volume.host_path).map_err(|error| {
@@ -318,7 +403,9 @@ impl VmRuntime {
 
         // Keep the container up with a static busybox under docker's init
         // (which reaps whatever the runs leave behind).
-        let keep_alive: Vec<String> = if Path::new(HOST_BUSYBOX).is_file() {
+        let has_busybox = Path::new(HOST_BUSYBOX).is_file();
+        let wrapped_runs = has_busybox && sandbox == Sandbox::Gvisor;
+        let keep_alive: Vec<String> = if has_busybox {
             binds.push(format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro"));
             vec![GUEST_BUSYBOX.into(), "sleep".into(), "2147483647".into()]
         } else {
@@ -327,10 +414,24 @@ impl VmRuntime {
         if let Some(path) = hosts_file {
             binds.push(format!("{}:{GUEST_HOSTS}:ro", path.display()));
         }
-        let user = match config.user.as_deref() {
-            Some(user) if !user.is_empty() => user.to_string(),
-            _ => DEFAULT_USER.to_string(),
+        let image_user = config.user.as_deref().filter(|user| !user.is_empty());
+        let user = match (sandbox, image_user) {
+            (_, Some(user)) => user.to_string(),
+            // Root, as on the original: gVisor's kernel is the boundary.
+            (Sandbox::Gvisor, None) => "0:0".to_string(),
+            (Sandbox::Runc, None) => DEFAULT_USER.to_string(),
         };
+        let working_dir = match (sandbox, config.working_dir.as_deref()) {
+            (Sandbox::Gvisor, Some(dir)) if dir.starts_with('/') => dir.to_string(),
+            _ => "/golem/work".to_string(),
+        };
+        let image_command: Vec<String> = config
+            .entrypoint
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(config.cmd.clone().unwrap_or_default())
+            .collect();
         let mut env = config.env.unwrap_or_default();
         env.extend(
             request
@@ -338,7 +439,7 @@ impl VmRuntime {
                 .iter()
                 .map(|(key, value)| format!("{key}={value}")),
         );
-        let host_config = HostConfig {
+        let mut host_config = HostConfig {
             binds: Some(binds),
             network_mode: Some(
                 if self.limits.network {
@@ -348,13 +449,6 @@ impl VmRuntime {
                 }
                 .into(),
             ),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                TMPFS_OPTIONS.to_string(),
-            )])),
             pids_limit: Some(self.limits.pids),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
@@ -362,13 +456,37 @@ impl VmRuntime {
             init: Some(true),
             ..Default::default()
         };
+        match sandbox {
+            // The engine's runtime entry runs gVisor without its own network
+            // stack and with the root overlay in the sandbox's memory, so
+            // root-file-system writes count against the memory limit.
+            Sandbox::Gvisor => {
+                host_config.runtime = Some(GVISOR_RUNTIME.into());
+                host_config.pids_limit = Some(GVISOR_PIDS_LIMIT.max(self.limits.pids));
+                if wrapped_runs {
+                    host_config.tmpfs = Some(HashMap::from([(
+                        GUEST_RUN_DIR.to_string(),
+                        RUN_DIR_OPTIONS.to_string(),
+                    )]));
+                }
+            }
+            Sandbox::Runc => {
+                host_config.cap_drop = Some(vec!["ALL".into()]);
+                host_config.security_opt = Some(vec!["no-new-privileges".into()]);
+                host_config.readonly_rootfs = Some(true);
+                host_config.tmpfs = Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    TMPFS_OPTIONS.to_string(),
+                )]));
+            }
+        }
         let body = ContainerCreateBody {
             image: Some(image_id.clone()),
             entrypoint: Some(keep_alive),
             cmd: Some(Vec::new()),
             user: Some(user.clone()),
             env: Some(env.clone()),
-            working_dir: Some("/golem/work".into()),
+            working_dir: Some(working_dir.clone()),
             labels: Some(self.labels()),
             hostname: request.hostname.clone(),
             network_disabled: Some(!self.limits.network),
@@ -391,7 +509,7 @@ impl VmRuntime {
                     engine_message(&error)
                 ))
             })?;
-        tracing::info!(container = %created.id, %name, %image_id, %user, limits = ?self.limits, "container created");
+        tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
         *lock(&self.container) = Some(Container {
@@ -401,6 +519,10 @@ impl VmRuntime {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
+            working_dir,
+            image_command,
+            wrapped_runs,
+            sandbox,
         });
         Ok(Deployment { volumes })
     }
@@ -524,6 +646,93 @@ fn container_name(activity_id: &str) -> String {
     format!("golem-vm-{clean}")
 }
 
+/// Why the container is no longer running (killed for memory, or ended),
+/// or `None` while it runs.
+/// Asked again every 100 ms for up to `settle` while it still runs.
+async fn container_ended(docker: &Docker, id: &str, settle: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()?;
+        let state = inspect.state?;
+        if state.oom_killed == Some(true) {
+            return Some("the container exceeded its memory limit and was killed".into());
+        }
+        if state.running != Some(true) {
+            return Some(format!(
+                "the container stopped (exit code {}), probably for exceeding its memory limit",
+                state.exit_code.unwrap_or(-1)
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long a run that ended abnormally under gVisor waits for the engine to
+/// see whether the sandbox itself ended.
+const CONTAINER_END_SETTLE: Duration = Duration::from_secs(3);
+
+/// Resolves when the container stops (or the engine cannot say): a run's
+/// output stream may outlive a gVisor sandbox that ended under it.
+async fn container_stopped(docker: &Docker, id: &str) {
+    loop {
+        let mut wait = docker.wait_container(
+            id,
+            Some(bollard::query_parameters::WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        let _ = wait.next().await;
+        // The wait also ends when its request times out: look.
+        if container_ended(docker, id, Duration::ZERO).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The folder under the work dir that holds the volumes (the core's layout).
+const VOLUMES_DIR: &str = "volumes";
+
+/// The work dir is the provider's alone (0700): the volumes under it are
+/// written by whatever runs in the container, as root under gVisor.
+fn close_work_dir(work_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Bind `dir` onto itself with `nosuid,nodev`, so that nothing the container
+/// leaves in its volumes is a setuid program or a device node for anyone on
+/// the host. Docker's bind mounts take no such options; a bind mount of a
+/// directory keeps the flags of the mount it is on, so the engine's binds of
+/// the volumes beneath are `nosuid,nodev` too. Needs root (as the engine does).
+fn mount_nosuid(dir: &Path) -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(dir)
+        .map_err(|error| nix::Error::from_raw(error.raw_os_error().unwrap_or(nix::libc::EIO)))?;
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    let remounted = mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    );
+    if let Err(error) = remounted {
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// Let the container user write into the host side of a volume.
 fn open_up(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -543,13 +752,14 @@ fn cpu_capabilities() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn template(engine_version: &str, vpn: bool) -> serde_json::Value {
-    let mut capabilities = vec!["docker-archive"];
+fn template(engine_version: &str, vpn: bool, sandbox: Sandbox) -> serde_json::Value {
+    let mut capabilities = vec!["docker-archive", START_ENTRYPOINT_CAPABILITY];
     if vpn {
         capabilities.push(VPN_CAPABILITY);
     }
     serde_json::json!({
         "golem.runtime.name": RUNTIME_NAME,
+        SANDBOX_PROPERTY: sandbox.as_str(),
         "golem.runtime.version": env!("CARGO_PKG_VERSION"),
         "golem.runtime.capabilities": capabilities,
         "golem.runtime.vm.engine": "docker",
@@ -562,7 +772,8 @@ fn template(engine_version: &str, vpn: bool) -> serde_json::Value {
 #[async_trait]
 impl Runtime for VmRuntime {
     fn offer_template() -> serde_json::Value {
-        VmRuntime::offer_template_checked().unwrap_or_else(|_| template("unknown", false))
+        VmRuntime::offer_template_checked()
+            .unwrap_or_else(|_| template("unknown", false, Sandbox::Runc))
     }
 
     fn offer_template_checked() -> Result<serde_json::Value, RuntimeError> {
@@ -570,9 +781,22 @@ impl Runtime for VmRuntime {
             .enable_all()
             .build()
             .map_err(|error| RuntimeError::new(format!("cannot start tokio: {error}")))?;
-        let version = runtime
-            .block_on(async { engine::version(&engine::connect().await?).await })
+        let (version, runtimes) = runtime
+            .block_on(async {
+                let docker = engine::connect().await?;
+                Ok::<_, engine::NoEngine>((
+                    engine::version(&docker).await?,
+                    engine::runtimes(&docker).await?,
+                ))
+            })
             .map_err(|error| RuntimeError::new(error.to_string()))?;
+        let chosen = VmConfig::from_env()
+            .map_err(|error| RuntimeError::new(error.to_string()))?
+            .sandbox;
+        let (sandbox, warning) = Sandbox::resolve(chosen, &runtimes).map_err(RuntimeError::new)?;
+        if let Some(warning) = warning {
+            tracing::warn!(sandbox = sandbox.as_str(), "{warning}");
+        }
         // `vpn` only where containers can get an interface.
         let vpn = match crate::vpn::interface::available() {
             Ok(()) => true,
@@ -581,7 +805,7 @@ impl Runtime for VmRuntime {
                 false
             }
         };
-        Ok(template(&version, vpn))
+        Ok(template(&version, vpn, sandbox))
     }
 
     /// `docker:<ref>`, and `hash:` packages too: the image loads while it downloads.
@@ -640,9 +864,13 @@ impl Runtime for VmRuntime {
             }
             None => None,
         };
-        let deployed = self
-            .create_container(docker, request, networking.as_deref())
-            .await;
+        let deployed = match self.choose_sandbox(docker, vpn.is_some()).await {
+            Ok(sandbox) => {
+                self.create_container(docker, request, networking.as_deref(), sandbox)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         match (&deployed, vpn) {
             (Ok(_), vpn) => *lock(&self.vpn) = vpn,
             (Err(_), Some(vpn)) => vpn.leave().await,
@@ -651,9 +879,15 @@ impl Runtime for VmRuntime {
         deployed
     }
 
-    async fn start(&self, _args: Vec<String>) -> Result<(), RuntimeError> {
+    async fn start(&self, args: Vec<String>) -> Result<(), RuntimeError> {
         let container = self.container()?;
         let docker = self.docker().await?;
+        let start_entrypoint = args.iter().any(|arg| arg == START_ENTRYPOINT_ARG);
+        if start_entrypoint && container.image_command.is_empty() {
+            return Err(RuntimeError::new(
+                "start-entrypoint: the image defines no ENTRYPOINT or CMD",
+            ));
+        }
         docker
             .start_container(
                 &container.id,
@@ -695,6 +929,43 @@ impl Runtime for VmRuntime {
                 ))
             })?;
         }
+        if start_entrypoint {
+            // Detached, as the original's init starts it: its output is not
+            // a run's, and it lives until the activity ends.
+            let exec = docker
+                .create_exec(
+                    &container.id,
+                    CreateExecOptions {
+                        cmd: Some(container.image_command.clone()),
+                        env: Some(container.env.clone()),
+                        working_dir: Some(container.working_dir.clone()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|error| {
+                    RuntimeError::new(format!(
+                        "cannot start the image's entry point: {}",
+                        engine_message(&error)
+                    ))
+                })?;
+            docker
+                .start_exec(
+                    &exec.id,
+                    Some(bollard::exec::StartExecOptions {
+                        detach: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|error| {
+                    RuntimeError::new(format!(
+                        "cannot start the image's entry point: {}",
+                        engine_message(&error)
+                    ))
+                })?;
+            tracing::info!(command = ?container.image_command, "the image's entry point started");
+        }
         Ok(())
     }
 
@@ -702,7 +973,11 @@ impl Runtime for VmRuntime {
         let container = self.container()?;
         let docker = self.docker().await?;
         self.killed.store(false, Ordering::SeqCst);
-        let mut cmd = vec![request.entry_point.clone()];
+        let mut cmd = Vec::new();
+        if container.wrapped_runs {
+            cmd.extend([GUEST_BUSYBOX, "sh", "-c", RUN_WRAPPER, "golem-run"].map(str::to_string));
+        }
+        cmd.push(request.entry_point.clone());
         cmd.extend(request.args.iter().cloned());
         let exec = docker
             .create_exec(
@@ -712,7 +987,7 @@ impl Runtime for VmRuntime {
                     attach_stderr: Some(true),
                     cmd: Some(cmd),
                     env: Some(container.env.clone()),
-                    working_dir: Some("/golem/work".to_string()),
+                    working_dir: Some(container.working_dir.clone()),
                     ..Default::default()
                 },
             )
@@ -770,7 +1045,20 @@ impl Runtime for VmRuntime {
             .time_limit
             .unwrap_or(Duration::MAX)
             .min(Duration::from_secs(100 * 365 * 86_400));
-        let outcome = tokio::time::timeout(limit, streamed).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limit, streamed) => outcome,
+            () = container_stopped(docker, &container.id) => {
+                *lock(&self.running) = None;
+                let reason = container_ended(docker, &container.id, CONTAINER_END_SETTLE)
+                    .await
+                    .unwrap_or_else(|| "the container stopped".into());
+                return Err(RuntimeError::new(format!(
+                    "{} ended with the container: {reason} (memory limit {} MiB)",
+                    request.entry_point,
+                    self.limits.memory_bytes >> 20
+                )));
+            }
+        };
         let timed_out = outcome.is_err();
         if timed_out {
             let _ = self.kill().await;
@@ -800,8 +1088,29 @@ impl Runtime for VmRuntime {
             ))
         })?;
         let code = inspect.exit_code.unwrap_or(-1);
+        if !(0..128).contains(&code) {
+            // Under gVisor the memory limit ends the whole sandbox, and the
+            // run with it (exit 128, "waiting on PID ... EOF", before the
+            // engine sees the container stop): give it a moment to tell.
+            let settle = match container.sandbox {
+                Sandbox::Gvisor => CONTAINER_END_SETTLE,
+                Sandbox::Runc => Duration::ZERO,
+            };
+            if let Some(reason) = container_ended(docker, &container.id, settle).await {
+                return Err(RuntimeError::new(format!(
+                    "{} ended with the container: {reason} (memory limit {} MiB)",
+                    request.entry_point,
+                    self.limits.memory_bytes >> 20
+                )));
+            }
+        }
         let said = String::from_utf8_lossy(&first);
-        if (code == 126 || code == 127) && said.contains("OCI runtime exec failed") {
+        // The engine's words, or busybox sh's when the run was wrapped.
+        let not_found = said.contains("OCI runtime exec failed")
+            || (container.wrapped_runs
+                && said.starts_with("golem-run: exec:")
+                && said.contains(&format!("{}: not found", request.entry_point)));
+        if (code == 126 || code == 127) && not_found {
             return Err(RuntimeError::new(format!(
                 "unknown entry point {:?}: it is not an executable in the image",
                 request.entry_point
@@ -823,6 +1132,40 @@ impl Runtime for VmRuntime {
         };
         self.killed.store(true, Ordering::SeqCst);
         let docker = self.docker().await?;
+        let container = self.container()?;
+        if container.wrapped_runs {
+            // Inside the sandbox first; `runsc exec` on the host ends with it.
+            let killer = docker
+                .create_exec(
+                    &container.id,
+                    CreateExecOptions {
+                        cmd: Some(
+                            [GUEST_BUSYBOX, "sh", "-c", KILL_RUN]
+                                .map(str::to_string)
+                                .to_vec(),
+                        ),
+                        user: Some("0".to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match killer {
+                Ok(killer) => match docker.start_exec(&killer.id, None).await {
+                    Ok(StartExecResults::Attached { mut output, .. }) => {
+                        // Done when its output ends.
+                        let drained = async { while output.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                    }
+                    Ok(StartExecResults::Detached) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %engine_message(&error), "cannot kill the run inside the sandbox")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(error = %engine_message(&error), "cannot kill the run inside the sandbox")
+                }
+            }
+        }
         let inspect = docker.inspect_exec(&exec_id).await.map_err(|error| {
             RuntimeError::new(format!(
                 "cannot find the running command: {}",
@@ -853,6 +1196,7 @@ impl Runtime for VmRuntime {
         if let Some(vpn) = vpn {
             vpn.leave().await;
         }
+        let volumes_mount = lock(&self.volumes_mount).take();
         let Some(container) = lock(&self.container).take() else {
             return Ok(());
         };
@@ -879,6 +1223,11 @@ impl Runtime for VmRuntime {
             })?;
         let remove_ms = started.elapsed().as_secs_f64() * 1000.0 - stats_ms;
         tracing::info!(container = %container.id, stats_ms, remove_ms, "container removed");
+        if let Some(dir) = volumes_mount {
+            if let Err(error) = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(%error, path = %dir.display(), "cannot unmount the volumes");
+            }
+        }
         Ok(())
     }
 
@@ -940,6 +1289,23 @@ mod tests {
         assert!(Limits::from_agreement(&agreement(grant.clone(), grant.clone())).network);
         assert!(!Limits::from_agreement(&agreement(grant.clone(), json!({}))).network);
         assert!(!Limits::from_agreement(&agreement(json!({}), grant)).network);
+    }
+
+    #[test]
+    fn the_offer_names_the_sandbox_and_start_entrypoint() {
+        let gvisor = template("20.10", true, Sandbox::Gvisor);
+        assert_eq!(gvisor[SANDBOX_PROPERTY], json!("gvisor"));
+        let capabilities = gvisor["golem.runtime.capabilities"].clone();
+        assert_eq!(
+            capabilities,
+            json!([
+                "docker-archive",
+                START_ENTRYPOINT_CAPABILITY,
+                VPN_CAPABILITY
+            ])
+        );
+        let runc = template("20.10", false, Sandbox::Runc);
+        assert_eq!(runc[SANDBOX_PROPERTY], json!("runc"));
     }
 
     #[test]

@@ -96,8 +96,15 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     let state = StateStore::open(&config.data_dir)?;
     kill_orphans(&state);
 
-    let exe_units =
-        crate::exe_units::discover(&config.search_path, config.exe_units.as_deref()).await;
+    let exe_units = crate::exe_units::discover(
+        &config.search_path,
+        config.exe_units.as_deref(),
+        &[(
+            crate::config::env_names::VM_SANDBOX,
+            config.vm_sandbox.as_deref(),
+        )],
+    )
+    .await;
     if exe_units.is_empty() {
         let wanted = config
             .exe_units
@@ -670,6 +677,13 @@ impl Agent {
             }
         });
         if !self.config.keep_work_dirs {
+            // The VM exe unit puts its volumes on a nosuid,nodev mount
+            // (`<--work-dir>/volumes`) and unmounts it at shutdown; one that
+            // died left it behind. Not a mount: EINVAL, ignored.
+            let _ = nix::mount::umount2(
+                &work_dir.join("work").join("volumes"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
             if let Err(error) = std::fs::remove_dir_all(&work_dir) {
                 tracing::debug!(%error, "cannot remove the work dir");
             }
@@ -883,6 +897,16 @@ impl Agent {
                 self.config
                     .allow_private_transfers
                     .then_some("--allow-private-transfers"),
+            )
+            // The sandbox the offer announced (the exe unit resolved the
+            // provider's choice, or its default, in `offer-template`).
+            .env(
+                crate::config::env_names::VM_SANDBOX,
+                unit.template
+                    .get(crate::exe_units::VM_SANDBOX_PROPERTY)
+                    .and_then(serde_json::Value::as_str)
+                    .or(self.config.vm_sandbox.as_deref())
+                    .unwrap_or(""),
             )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

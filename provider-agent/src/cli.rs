@@ -127,6 +127,11 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_transfers: bool,
+    /// Where the VM exe unit runs containers: `gvisor` (images run as on the original: root, writable root,
+    /// inside gVisor's kernel) or `runc` (the host's kernel; images run hardened) [env: GOLEM_VM_SANDBOX]
+    /// [provider.toml: vm-sandbox] [default: gvisor when the engine has runsc, else runc]
+    #[arg(long, value_name = "gvisor|runc")]
+    pub vm_sandbox: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

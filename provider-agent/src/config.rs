@@ -38,7 +38,14 @@ pub mod env_names {
     /// `allow-private-transfers`: `true`/`false`, let exe units' transfers and
     /// package downloads reach loopback, private and link-local addresses.
     pub const ALLOW_PRIVATE_TRANSFERS: &str = "GOLEM_ALLOW_PRIVATE_TRANSFERS";
+    /// `vm-sandbox`: `gvisor` or `runc`, where the VM exe unit runs
+    /// containers; like `allow-docker-images`, the agent sets it in the exe
+    /// unit's environment (which reads this name).
+    pub const VM_SANDBOX: &str = "GOLEM_VM_SANDBOX";
 }
+
+/// The values of `vm-sandbox`.
+pub const VM_SANDBOXES: [&str; 2] = ["gvisor", "runc"];
 
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:7465";
 pub const CONFIG_FILE: &str = "provider.toml";
@@ -98,6 +105,10 @@ pub struct ProviderSettings {
     /// Let exe units' transfers and package downloads reach non-public
     /// addresses (loopback, private, link-local, metadata); default false.
     pub allow_private_transfers: Option<bool>,
+    /// Where the VM exe unit runs containers: `gvisor` (images run as on
+    /// the original, inside gVisor's kernel) or `runc` (the host's kernel,
+    /// so images run hardened); unset, gVisor when the engine has it.
+    pub vm_sandbox: Option<String>,
     /// The daemon's bus socket handed to exe units; unset, the agent asks its
     /// daemon (`agent::locate_bus_socket`).
     pub bus_socket: Option<PathBuf>,
@@ -127,6 +138,7 @@ impl ProviderSettings {
                 "allow-private-transfers",
                 [env_names::ALLOW_PRIVATE_TRANSFERS],
             )
+            .env_names("vm-sandbox", [env_names::VM_SANDBOX])
             .env_names("bus-socket", [env_names::BUS_SOCKET])
             .env_names("daemon-data-dir", [env_names::DAEMON_DATA_DIR])
     }
@@ -226,6 +238,9 @@ pub struct ProviderConfig {
     /// network: only when this is on may they reach loopback, private
     /// (RFC 1918, fc00::/7, CGNAT) or link-local (cloud metadata) addresses.
     pub allow_private_transfers: bool,
+    /// `gvisor` or `runc` when the provider chose (one of [`VM_SANDBOXES`]);
+    /// `None`: the VM exe unit's default (gVisor when the engine has it).
+    pub vm_sandbox: Option<String>,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -302,7 +317,21 @@ impl ProviderConfig {
             });
         }
         let allow_private_transfers = settings.allow_private_transfers.unwrap_or(false);
+        let vm_sandbox = match settings.vm_sandbox.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(value) => {
+                let value = value.to_ascii_lowercase();
+                if !VM_SANDBOXES.contains(&value.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        name: "vm-sandbox",
+                        message: format!("{value:?}: use gvisor or runc"),
+                    });
+                }
+                Some(value)
+            }
+        };
         let config = ProviderConfig {
+            vm_sandbox,
             allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
             bus_socket,
@@ -436,6 +465,7 @@ mod tests {
             Setting { env: "GOLEM_DATA_DIR", value: "/daemon", flag: &[], toml: "", read: |c| format!("{:?}", c.bus_socket), expected: "Some(\"/daemon/bus.sock\")" },
             Setting { env: "GOLEM_ALLOW_DOCKER_IMAGES", value: "1", flag: &["--allow-docker-images"], toml: "allow-docker-images = true", read: |c| c.allow_docker_images.to_string(), expected: "true" },
             Setting { env: "GOLEM_ALLOW_PRIVATE_TRANSFERS", value: "true", flag: &["--allow-private-transfers"], toml: "allow-private-transfers = true", read: |c| c.allow_private_transfers.to_string(), expected: "true" },
+            Setting { env: "GOLEM_VM_SANDBOX", value: "runc", flag: &["--vm-sandbox", "runc"], toml: "vm-sandbox = \"runc\"", read: |c| format!("{:?}", c.vm_sandbox), expected: "Some(\"runc\")" },
             Setting { env: "", value: "", flag: &["--cores", "1"], toml: "cores = 1", read: |c| c.cores.to_string(), expected: "1" },
             Setting { env: "", value: "", flag: &["--threads", "3"], toml: "threads = 3", read: |c| c.threads.to_string(), expected: "3" },
             Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },

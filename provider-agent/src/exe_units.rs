@@ -34,8 +34,16 @@ fn allowed(restriction: Option<&[String]>, binary: &str, runtime: &str) -> bool 
     restriction.is_none_or(|names| names.iter().any(|name| name == binary || name == runtime))
 }
 
-/// Every known exe unit that is allowed, found, and answers `offer-template`.
-pub async fn discover(search_path: &[PathBuf], restriction: Option<&[String]>) -> Vec<ExeUnit> {
+/// The offer property in which the VM exe unit names its sandbox.
+pub const VM_SANDBOX_PROPERTY: &str = "golem.runtime.vm.sandbox";
+
+/// Every known exe unit that is allowed, found, and answers `offer-template`;
+/// `env` is set in each one's environment (the settings exe units read).
+pub async fn discover(
+    search_path: &[PathBuf],
+    restriction: Option<&[String]>,
+    env: &[(&str, Option<&str>)],
+) -> Vec<ExeUnit> {
     let mut found = Vec::new();
     if let Some(names) = restriction {
         for name in names {
@@ -58,8 +66,17 @@ pub async fn discover(search_path: &[PathBuf], restriction: Option<&[String]>) -
             );
             continue;
         };
-        match offer_template(&binary).await {
+        match offer_template(&binary, env).await {
             Ok(template) => {
+                if template.get(VM_SANDBOX_PROPERTY).and_then(Value::as_str) == Some("runc") {
+                    tracing::warn!(
+                        runtime,
+                        "containers run under runc, on this host's kernel: images run \
+                         hardened (uid 65534 unless they name a user, read-only root, no \
+                         capabilities), not as on the original; gVisor (vm-sandbox = gvisor, \
+                         scripts/ensure-docker.sh) runs them as root inside its own kernel"
+                    );
+                }
                 let runtime = template
                     .get("golem.runtime.name")
                     .and_then(Value::as_str)
@@ -81,8 +98,18 @@ pub async fn discover(search_path: &[PathBuf], restriction: Option<&[String]>) -
 }
 
 /// Run `<binary> offer-template` and parse its JSON object (flattened).
-pub async fn offer_template(binary: &Path) -> Result<Map<String, Value>, String> {
-    let run = tokio::process::Command::new(binary)
+pub async fn offer_template(
+    binary: &Path,
+    env: &[(&str, Option<&str>)],
+) -> Result<Map<String, Value>, String> {
+    let mut command = tokio::process::Command::new(binary);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let run = command
         .arg("offer-template")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -166,7 +193,7 @@ mod tests {
             .arg(&script)
             .status()
             .unwrap();
-        let error = offer_template(&script).await.unwrap_err();
+        let error = offer_template(&script, &[]).await.unwrap_err();
         assert!(error.contains("no Docker engine answers"), "{error}");
     }
 }

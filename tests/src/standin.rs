@@ -48,6 +48,7 @@ pub fn spawn_standin_agent_with_env(
     let options = StandinOptions {
         allow_private_transfers: true,
         env,
+        ..Default::default()
     };
     spawn_standin_agent_with(provider, offer_id, offer, exe_unit, work, options)
 }
@@ -59,6 +60,8 @@ pub struct StandinOptions {
     pub allow_private_transfers: bool,
     /// Set in each exe unit's environment.
     pub env: Vec<(String, String)>,
+    /// More arguments of `run` (e.g. `--max-run-time 3`).
+    pub args: Vec<String>,
 }
 
 /// [`spawn_standin_agent`] with explicit options.
@@ -127,6 +130,7 @@ pub fn spawn_standin_agent_with(
                     .arg("--bus-socket")
                     .arg(&bus_socket)
                     .envs(options.env.iter().map(|(name, value)| (name, value)))
+                    .args(&options.args)
                     .args(
                         options
                             .allow_private_transfers

@@ -333,6 +333,9 @@ async fn docker_vpn_connects_two_providers_containers_and_only_members() {
     assert_eq!(inspect["HostConfig"]["NetworkMode"], "none");
     assert_eq!(inspect["HostConfig"]["CapDrop"], json!(["ALL"]));
     assert_eq!(inspect["Config"]["Hostname"], "node-a");
+    // Under runc even where gVisor is the default: gVisor's netstack does
+    // not take the TUN (docs/rfcs/004-vm-sandbox.md).
+    assert_eq!(inspect["HostConfig"]["Runtime"], "runc");
 
     // A container on provider A reaches the server in the container on B
     // (busybox-static's wget crashes in a scratch image: plain nc it is).

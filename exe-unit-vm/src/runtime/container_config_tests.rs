@@ -1,9 +1,10 @@
 //! The container settings `VmRuntime::deploy` asks the engine for, checked
 //! without Docker: the runtime talks to a fake engine on a Unix socket that
 //! records every request and answers only what a deploy of a `docker:` image
-//! needs (image inspect, container create). The create request's body is the
-//! container config: capabilities, read-only root, no-new-privileges, user,
-//! pids/memory limits, network, mounts and labels.
+//! needs (engine info, image inspect, container create). The create
+//! request's body is the container config: sandbox runtime, capabilities,
+//! read-only root, no-new-privileges, user, pids/memory limits, network,
+//! mounts and labels.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -121,6 +122,10 @@ async fn serve(mut stream: UnixStream, image: Value, requests: Arc<Mutex<Vec<Rec
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         });
         let (status, reply) = match (method.as_str(), path.as_str()) {
+            ("GET", "/info") => (
+                "200 OK",
+                json!({"Runtimes": {"runc": {"path": "runc"}, "runsc": {"path": "/usr/bin/runsc"}}}),
+            ),
             ("GET", path) if path.starts_with("/images/") && path.ends_with("/json") => {
                 ("200 OK", image.clone())
             }
@@ -146,7 +151,7 @@ async fn serve(mut stream: UnixStream, image: Value, requests: Arc<Mutex<Vec<Rec
 
 /// A runtime for activity `act-1` whose engine is `engine` (built field by
 /// field: `VmRuntime::new` would first look for leftovers on the real engine).
-fn runtime(engine: &FakeEngine, limits: Limits) -> VmRuntime {
+fn runtime(engine: &FakeEngine, limits: Limits, sandbox: Option<Sandbox>) -> VmRuntime {
     VmRuntime {
         activity_id: "act-1".into(),
         agreement_id: "agr-1".into(),
@@ -156,6 +161,7 @@ fn runtime(engine: &FakeEngine, limits: Limits) -> VmRuntime {
         // The fake engine holds the image by reference: the provider allows that here.
         config: crate::config::VmConfig {
             allow_docker_images: true,
+            sandbox,
         },
         limits,
         docker: OnceCell::from(engine.docker()),
@@ -166,6 +172,7 @@ fn runtime(engine: &FakeEngine, limits: Limits) -> VmRuntime {
         stats_task: Mutex::new(None),
         bus: std::sync::OnceLock::new(),
         vpn: Mutex::new(None),
+        volumes_mount: Mutex::new(None),
     }
 }
 
@@ -180,10 +187,14 @@ fn limits(offer: Value, demand: Value) -> Limits {
 
 /// Deploy `docker:golem-test:1` against a fake engine whose image is
 /// `image`; returns the work dir and every request the engine saw.
-async fn deploy(image: Value, limits: Limits) -> (tempfile::TempDir, Vec<Recorded>) {
+async fn deploy(
+    image: Value,
+    limits: Limits,
+    sandbox: Option<Sandbox>,
+) -> (tempfile::TempDir, Vec<Recorded>) {
     let dir = tempfile::tempdir().unwrap();
     let engine = FakeEngine::start(dir.path(), image);
-    let runtime = runtime(&engine, limits);
+    let runtime = runtime(&engine, limits, sandbox);
     let work_dir = dir.path().join("work");
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir_all(&work_dir).unwrap();
@@ -204,6 +215,31 @@ async fn deploy(image: Value, limits: Limits) -> (tempfile::TempDir, Vec<Recorde
         .await
         .unwrap_or_else(|error| panic!("deploy: {error}; engine saw {:?}", engine.requests()));
     let requests = engine.requests();
+    let work_dir = dir.path().join("work");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&work_dir).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "the work dir is the provider's alone"
+    );
+    // As root the volumes are on a nosuid,nodev mount (undone here: no shutdown).
+    if let Some(mounted) = runtime.volumes_mount.lock().unwrap().take() {
+        let flags = nix::sys::statvfs::statvfs(&mounted).unwrap().flags();
+        assert!(
+            flags.contains(nix::sys::statvfs::FsFlags::ST_NOSUID),
+            "{flags:?}"
+        );
+        assert!(
+            flags.contains(nix::sys::statvfs::FsFlags::ST_NODEV),
+            "{flags:?}"
+        );
+        nix::mount::umount2(&mounted, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    } else {
+        assert!(
+            !nix::unistd::Uid::effective().is_root(),
+            "root mounts the volumes nosuid"
+        );
+    }
     (dir, requests)
 }
 
@@ -220,13 +256,13 @@ fn create_body(requests: &[Recorded]) -> &Value {
 }
 
 #[tokio::test]
-async fn the_container_is_hardened_and_confined_by_default() {
+async fn under_runc_the_container_is_hardened_and_confined() {
     let image = json!({
         "Id": "sha256:fake",
-        "Config": {"User": "", "Env": ["PATH=/bin"], "Volumes": {"/data/": {}}}
+        "Config": {"User": "", "Env": ["PATH=/bin"], "Volumes": {"/data/": {}}, "WorkingDir": "/app"}
     });
     let limits = limits(json!({"golem.inf.mem.gib": 0.5}), json!({}));
-    let (dir, requests) = deploy(image, limits.clone()).await;
+    let (dir, requests) = deploy(image, limits.clone(), Some(Sandbox::Runc)).await;
 
     // Every call, in order: the image is looked up by reference (exists),
     // inspected by the id that lookup gave (containers start from the id, so a
@@ -239,6 +275,7 @@ async fn the_container_is_hardened_and_confined_by_default() {
     assert_eq!(
         calls,
         [
+            ("GET", "/info"),
             ("GET", "/images/golem-test:1/json"),
             ("GET", "/images/sha256:fake/json"),
             ("POST", "/containers/create?name=golem-vm-act-1&platform="),
@@ -247,6 +284,7 @@ async fn the_container_is_hardened_and_confined_by_default() {
 
     let body = create_body(&requests);
     let host = &body["HostConfig"];
+    assert_eq!(host["Runtime"], Value::Null, "{body:#}");
     assert_eq!(host["CapDrop"], json!(["ALL"]), "{body:#}");
     assert_eq!(host["CapAdd"], Value::Null, "{body:#}");
     assert_eq!(host["Privileged"], Value::Null, "{body:#}");
@@ -325,7 +363,7 @@ async fn the_container_is_hardened_and_confined_by_default() {
 async fn network_is_given_only_when_granted_and_the_images_user_is_kept() {
     let image = json!({"Id": "sha256:fake", "Config": {"User": "1000:1000"}});
     let grant = json!({NETWORK_PROPERTY: true, "golem.inf.cpu.threads": 1});
-    let (_dir, requests) = deploy(image, limits(grant.clone(), grant)).await;
+    let (_dir, requests) = deploy(image, limits(grant.clone(), grant), Some(Sandbox::Runc)).await;
     let body = create_body(&requests);
     assert_eq!(
         body["HostConfig"]["NetworkMode"],
@@ -351,4 +389,79 @@ async fn network_is_given_only_when_granted_and_the_images_user_is_kept() {
         json!(["no-new-privileges"]),
         "{body:#}"
     );
+}
+
+#[tokio::test]
+async fn under_gvisor_by_default_the_image_runs_as_on_the_original() {
+    let image = json!({
+        "Id": "sha256:fake",
+        "Config": {
+            "User": "", "Env": ["PATH=/bin"], "Volumes": {"/data/": {}},
+            "WorkingDir": "/app", "Entrypoint": ["/bin/server"], "Cmd": ["--port", "80"]
+        }
+    });
+    let limits = limits(
+        json!({"golem.inf.mem.gib": 0.5, "golem.inf.cpu.threads": 1}),
+        json!({}),
+    );
+    // Not set: gVisor, since the (fake) engine lists runsc.
+    let (dir, requests) = deploy(image, limits, None).await;
+    let body = create_body(&requests);
+    let host = &body["HostConfig"];
+    assert_eq!(host["Runtime"], json!(GVISOR_RUNTIME), "{body:#}");
+    // Root on a writable root with Docker's default capabilities.
+    assert_eq!(body["User"], json!("0:0"), "{body:#}");
+    assert_eq!(host["ReadonlyRootfs"], Value::Null, "{body:#}");
+    assert_eq!(host["CapDrop"], Value::Null, "{body:#}");
+    assert_eq!(host["CapAdd"], Value::Null, "{body:#}");
+    assert_eq!(host["SecurityOpt"], Value::Null, "{body:#}");
+    assert_eq!(host["Privileged"], Value::Null, "{body:#}");
+    // Only the small tmpfs where runs note their pid (for kill), when the
+    // host's busybox is there to run the wrapper.
+    if Path::new(HOST_BUSYBOX).is_file() {
+        assert_eq!(
+            host["Tmpfs"],
+            json!({GUEST_RUN_DIR: RUN_DIR_OPTIONS}),
+            "{body:#}"
+        );
+    } else {
+        assert_eq!(host["Tmpfs"], Value::Null, "{body:#}");
+    }
+    // The image's WORKDIR and ENV, the agreement's limits.
+    assert_eq!(body["WorkingDir"], json!("/app"), "{body:#}");
+    assert_eq!(body["Env"], json!(["PATH=/bin", "GREETING=hi"]), "{body:#}");
+    assert_eq!(host["Memory"], json!(512 << 20), "{body:#}");
+    assert_eq!(host["MemorySwap"], json!(512 << 20), "{body:#}");
+    assert_eq!(host["NanoCpus"], json!(1_000_000_000), "{body:#}");
+    assert_eq!(host["PidsLimit"], json!(GVISOR_PIDS_LIMIT), "{body:#}");
+    assert_eq!(host["NetworkMode"], json!("none"), "{body:#}");
+    // The image's volume and /golem/*, under the work dir.
+    let binds: Vec<String> = serde_json::from_value(host["Binds"].clone()).unwrap();
+    let work = dir.path().join("work");
+    let guests: Vec<&str> = binds
+        .iter()
+        .filter_map(|bind| bind.strip_suffix(":rw"))
+        .filter_map(|bind| bind.rsplit_once(':'))
+        .inspect(|(host_path, _)| assert!(Path::new(host_path).starts_with(&work), "{binds:?}"))
+        .map(|(_, guest)| guest)
+        .collect();
+    assert_eq!(
+        guests,
+        ["/golem/input", "/golem/output", "/golem/work", "/data"]
+    );
+}
+
+#[tokio::test]
+async fn an_image_user_is_kept_under_gvisor() {
+    let image = json!({"Id": "sha256:fake", "Config": {"User": "1000:1000"}});
+    let (_dir, requests) = deploy(image, limits(json!({}), json!({})), Some(Sandbox::Gvisor)).await;
+    let body = create_body(&requests);
+    assert_eq!(body["User"], json!("1000:1000"), "{body:#}");
+    assert_eq!(
+        body["HostConfig"]["Runtime"],
+        json!(GVISOR_RUNTIME),
+        "{body:#}"
+    );
+    // No WORKDIR in the image: /golem/work.
+    assert_eq!(body["WorkingDir"], json!("/golem/work"), "{body:#}");
 }

@@ -119,7 +119,7 @@ async fn provider_with(unit: Unit) -> Provider {
         work.clone(),
         StandinOptions {
             allow_private_transfers: false,
-            env: Vec::new(),
+            ..Default::default()
         },
     );
     let (provider_api, provider_data_dir) = (provider.api_url.clone(), provider.data_dir.clone());
