@@ -41,7 +41,8 @@ use super::peers::PeerQueues;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a socket we closed may wait for the other side's FIN.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP buffers per socket, each way.
+/// TCP buffers per socket, each way (256 KiB measured no faster on
+/// `scripts/bench/vpn.sh`: a stream is bound by per-packet work, not the window).
 const SOCKET_BUFFER: usize = 64 * 1024;
 /// Commands queued before ingress batches are dropped (and writers wait).
 const COMMAND_QUEUE: usize = 1024;
