@@ -140,6 +140,7 @@ struct VpnStack {
     a_bus: BusClient,
     requestor_api_url: String,
     requestor_app_key: String,
+    requestor_pid: u32,
     /// Provider A's daemon as a requestor (another identity).
     provider_a: GolemClient,
     _server: FileServer,
@@ -253,6 +254,7 @@ impl VpnStack {
         let a_bus = daemons[0].bus().await.unwrap();
         let requestor_api_url = daemons[2].api_url.clone();
         let requestor_app_key = daemons[2].app_key.clone();
+        let requestor_pid = daemons[2].pid().unwrap();
         let provider_a = daemons[0].client();
 
         let agreement_a = negotiate(&requestor, subnet, &package, "vpn-a", &agent_a).await;
@@ -347,6 +349,7 @@ impl VpnStack {
             a_bus,
             requestor_api_url,
             requestor_app_key,
+            requestor_pid,
             provider_a,
             _server: server,
             _sandbox: sandbox,
@@ -696,6 +699,14 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
     // Removing the network: open connections close, the Net API forgets it,
     // the requestor's address of the network is unbound on its bus.
     let mut to_a = stack.connected(A_IP, ECHO_PORT).await;
+    // An idle connection keeps the stack asleep (its loop never spins).
+    let busy = cpu_time(stack.requestor_pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy = cpu_time(stack.requestor_pid) - busy;
+    assert!(
+        busy < Duration::from_millis(500),
+        "the requestor's daemon used {busy:?} of CPU in 2 s with one idle connection"
+    );
     assert_eq!(
         stack.probe(&stack.a_bus, stack.requestor_node).await,
         Ok(())
@@ -746,6 +757,21 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
         .unwrap();
         assert!(member.exe_unit_log().contains("VPN member left"));
     }
+}
+
+/// User + system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
