@@ -576,8 +576,8 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
         ("192.168.0.2", "99999", 400),
     ] {
         let url = format!(
-            "{}/tcp/{ip}/{port}",
-            stack.socket_url(A_IP, 1).rsplit_once("/tcp/").unwrap().0
+            "{}/net-api/v1/net/{network_id}/tcp/{ip}/{port}",
+            stack.requestor_api_url.replacen("http://", "ws://", 1)
         );
         let refused = open_websocket(requestor, &url).await.err();
         assert_eq!(
