@@ -215,7 +215,9 @@ async fn networks_are_managed_over_both_api_versions_and_survive_a_restart() {
     // The spec's experimental operations: no proxies; listening is refused with what to use.
     let (status, proxies) = api.get(&format!("/net-api/v1/net/{id}/proxy")).await;
     assert_eq!((status, proxies), (200, json!([])));
-    let (status, body) = api.get(&format!("/net-api/v1/net/{id}/listen-tcp/80")).await;
+    let (status, body) = api
+        .get(&format!("/net-api/v1/net/{id}/listen-tcp/80"))
+        .await;
     assert_eq!(status, 501, "{body}");
     assert!(message(&body).contains("/tcp/{ip}/{port}"), "{body}");
 

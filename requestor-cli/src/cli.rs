@@ -236,13 +236,7 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
         }
         printed
     });
-    let session = Session::start(session_config(common, args.budget)?, events).await?;
-    let mut spec = DemandSpec::new(
-        runtime,
-        session.package(&package).await?,
-        common.subnet.clone(),
-    );
-    spec.min_mem_gib = args.min_mem_gib;
+    let (session, spec) = run_session(common, &args, runtime, &package, events).await?;
     let (entry, rest) = args
         .command
         .split_first()
@@ -296,6 +290,24 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
     Ok(outcome.exit_code.filter(|code| *code != 0).unwrap_or(1))
 }
 
+/// The session and the demand of `run`, with or without `--publish`.
+async fn run_session(
+    common: &Common,
+    args: &RunArgs,
+    runtime: Runtime,
+    package: &str,
+    events: EventSink,
+) -> Result<(Session, DemandSpec)> {
+    let session = Session::start(session_config(common, args.budget)?, events).await?;
+    let mut spec = DemandSpec::new(
+        runtime,
+        session.package(package).await?,
+        common.subnet.clone(),
+    );
+    spec.min_mem_gib = args.min_mem_gib;
+    Ok((session, spec))
+}
+
 /// `run --publish`: a long-running command on one provider with local
 /// ports forwarded into it, until Ctrl-C.
 async fn run_service(
@@ -317,13 +329,7 @@ async fn run_service(
             }
         }
     });
-    let session = Session::start(session_config(common, args.budget)?, events).await?;
-    let mut spec = DemandSpec::new(
-        runtime,
-        session.package(&package).await?,
-        common.subnet.clone(),
-    );
-    spec.min_mem_gib = args.min_mem_gib;
+    let (session, spec) = run_session(common, &args, runtime, &package, events).await?;
     let timeout = Duration::from_secs(args.timeout);
     let service = ServiceSpec {
         command: args.command.clone(),
