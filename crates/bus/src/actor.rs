@@ -190,6 +190,18 @@ impl ServiceArbiter {
             thread.stop();
         }
     }
+
+    /// [`ServiceArbiter::stop`] from async code (on the blocking pool); a
+    /// failure to stop is logged with the service's `name`.
+    pub async fn stop_from_async(&self, name: &str) {
+        let arbiter = self.clone();
+        if tokio::task::spawn_blocking(move || arbiter.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = name, "stopping the service thread failed");
+        }
+    }
 }
 
 /// An instance that lived this long is restarted at once when it dies.

@@ -162,13 +162,7 @@ impl MarketService {
     /// first), then flush the tree.
     pub async fn stop(self) {
         self.actor.stop();
-        let arbiter = self.arbiter.clone();
-        if tokio::task::spawn_blocking(move || arbiter.stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!("stopping the market thread failed");
-        }
+        self.arbiter.stop_from_async("market").await;
         if let Err(error) = self.agreements.flush().await {
             tracing::warn!(%error, "flushing the market tree failed");
         }

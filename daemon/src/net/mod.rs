@@ -223,9 +223,7 @@ impl NetService {
 
     pub async fn stop(self) {
         self.actor.stop();
-        // Joining the thread blocks; do it off the async workers.
-        let arbiter = self.arbiter.clone();
-        let _ = tokio::task::spawn_blocking(move || arbiter.stop()).await;
+        self.arbiter.stop_from_async("net").await;
         self.handle.shutdown().await;
     }
 }

@@ -97,12 +97,6 @@ impl VpnService {
     /// Stop the actor (its stacks end, their WebSockets close) and its thread.
     pub async fn stop(self) {
         self.actor.stop();
-        let arbiter = self.arbiter.clone();
-        if tokio::task::spawn_blocking(move || arbiter.stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!("stopping the vpn thread failed");
-        }
+        self.arbiter.stop_from_async("vpn").await;
     }
 }
