@@ -184,6 +184,13 @@ pub struct VmRuntime {
     volumes_mount: Mutex<Option<std::path::PathBuf>>,
 }
 
+/// The error of an engine call, "`what`: <the engine's message>".
+fn engine_error(
+    what: impl std::fmt::Display,
+) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+    move |error| RuntimeError::new(format!("{what}: {}", engine_message(&error)))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -191,6 +198,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl VmRuntime {
+    /// A run that ended because its container did (most often the memory limit).
+    fn ended_with_container(&self, entry_point: &str, reason: &str) -> RuntimeError {
+        RuntimeError::new(format!(
+            "{entry_point} ended with the container: {reason} (memory limit {} MiB)",
+            self.limits.memory_bytes >> 20
+        ))
+    }
+
     /// A runtime for this activity with the default settings (no
     /// `docker:<ref>` packages); first removes containers of dead exe units.
     pub fn new(config: &ActivityConfig) -> Result<VmRuntime, RuntimeError> {
@@ -344,12 +359,10 @@ impl VmRuntime {
         // Containers are created from the image id, never from a name that
         // could be moved in the meantime.
         let image_id = self.resolve_image(docker, &request, &cache).await?;
-        let inspect = docker.inspect_image(&image_id).await.map_err(|error| {
-            RuntimeError::new(format!(
-                "cannot inspect the image {image_id}: {}",
-                engine_message(&error)
-            ))
-        })?;
+        let inspect = docker
+            .inspect_image(&image_id)
+            .await
+            .map_err(engine_error(format!("cannot inspect the image {image_id}")))?;
         let config = inspect.config.unwrap_or_default();
 
         // /golem/* and the image's own volumes, as host dirs under the work dir.
@@ -503,12 +516,7 @@ impl VmRuntime {
                 body,
             )
             .await
-            .map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot create the container: {}",
-                    engine_message(&error)
-                ))
-            })?;
+            .map_err(engine_error("cannot create the container"))?;
         tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
@@ -894,12 +902,7 @@ impl Runtime for VmRuntime {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot start the container: {}",
-                    engine_message(&error)
-                ))
-            })?;
+            .map_err(engine_error("cannot start the container"))?;
         self.start_stats(docker.clone(), container.id.clone());
         let vpn = lock(&self.vpn).clone();
         if let Some(vpn) = vpn {
@@ -909,12 +912,7 @@ impl Runtime for VmRuntime {
                     None::<bollard::query_parameters::InspectContainerOptions>,
                 )
                 .await
-                .map_err(|error| {
-                    RuntimeError::new(format!(
-                        "cannot inspect the container: {}",
-                        engine_message(&error)
-                    ))
-                })?;
+                .map_err(engine_error("cannot inspect the container"))?;
             let pid = inspect
                 .state
                 .and_then(|state| state.pid)
@@ -943,12 +941,7 @@ impl Runtime for VmRuntime {
                     },
                 )
                 .await
-                .map_err(|error| {
-                    RuntimeError::new(format!(
-                        "cannot start the image's entry point: {}",
-                        engine_message(&error)
-                    ))
-                })?;
+                .map_err(engine_error("cannot start the image's entry point"))?;
             docker
                 .start_exec(
                     &exec.id,
@@ -958,12 +951,7 @@ impl Runtime for VmRuntime {
                     }),
                 )
                 .await
-                .map_err(|error| {
-                    RuntimeError::new(format!(
-                        "cannot start the image's entry point: {}",
-                        engine_message(&error)
-                    ))
-                })?;
+                .map_err(engine_error("cannot start the image's entry point"))?;
             tracing::info!(command = ?container.image_command, "the image's entry point started");
         }
         Ok(())
@@ -992,22 +980,16 @@ impl Runtime for VmRuntime {
                 },
             )
             .await
-            .map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot run {} in the container: {}",
-                    request.entry_point,
-                    engine_message(&error)
-                ))
-            })?;
+            .map_err(engine_error(format!(
+                "cannot run {} in the container",
+                request.entry_point
+            )))?;
         *lock(&self.running) = Some(exec.id.clone());
         let streamed = async {
-            let started = docker.start_exec(&exec.id, None).await.map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot run {}: {}",
-                    request.entry_point,
-                    engine_message(&error)
-                ))
-            })?;
+            let started = docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(engine_error(format!("cannot run {}", request.entry_point)))?;
             let StartExecResults::Attached {
                 output: mut stream, ..
             } = started
@@ -1052,11 +1034,7 @@ impl Runtime for VmRuntime {
                 let reason = container_ended(docker, &container.id, CONTAINER_END_SETTLE)
                     .await
                     .unwrap_or_else(|| "the container stopped".into());
-                return Err(RuntimeError::new(format!(
-                    "{} ended with the container: {reason} (memory limit {} MiB)",
-                    request.entry_point,
-                    self.limits.memory_bytes >> 20
-                )));
+                return Err(self.ended_with_container(&request.entry_point, &reason));
             }
         };
         let timed_out = outcome.is_err();
@@ -1080,13 +1058,13 @@ impl Runtime for VmRuntime {
                 request.entry_point
             )));
         }
-        let inspect = docker.inspect_exec(&exec.id).await.map_err(|error| {
-            RuntimeError::new(format!(
-                "cannot get the exit code of {}: {}",
-                request.entry_point,
-                engine_message(&error)
-            ))
-        })?;
+        let inspect = docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(engine_error(format!(
+                "cannot get the exit code of {}",
+                request.entry_point
+            )))?;
         let code = inspect.exit_code.unwrap_or(-1);
         if !(0..128).contains(&code) {
             // Under gVisor the memory limit ends the whole sandbox, and the
@@ -1097,11 +1075,7 @@ impl Runtime for VmRuntime {
                 Sandbox::Runc => Duration::ZERO,
             };
             if let Some(reason) = container_ended(docker, &container.id, settle).await {
-                return Err(RuntimeError::new(format!(
-                    "{} ended with the container: {reason} (memory limit {} MiB)",
-                    request.entry_point,
-                    self.limits.memory_bytes >> 20
-                )));
+                return Err(self.ended_with_container(&request.entry_point, &reason));
             }
         }
         let said = String::from_utf8_lossy(&first);
@@ -1166,12 +1140,10 @@ impl Runtime for VmRuntime {
                 }
             }
         }
-        let inspect = docker.inspect_exec(&exec_id).await.map_err(|error| {
-            RuntimeError::new(format!(
-                "cannot find the running command: {}",
-                engine_message(&error)
-            ))
-        })?;
+        let inspect = docker
+            .inspect_exec(&exec_id)
+            .await
+            .map_err(engine_error("cannot find the running command"))?;
         if let Some(pid) = inspect
             .pid
             .and_then(|pid| i32::try_from(pid).ok())
@@ -1215,12 +1187,7 @@ impl Runtime for VmRuntime {
                 }),
             )
             .await
-            .map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot remove the container: {}",
-                    engine_message(&error)
-                ))
-            })?;
+            .map_err(engine_error("cannot remove the container"))?;
         let remove_ms = started.elapsed().as_secs_f64() * 1000.0 - stats_ms;
         tracing::info!(container = %container.id, stats_ms, remove_ms, "container removed");
         if let Some(dir) = volumes_mount {
