@@ -12,6 +12,7 @@ pub mod negotiation;
 pub mod provider;
 pub mod proxy;
 pub mod requestor;
+pub mod script;
 pub mod standin;
 
 use std::path::{Path, PathBuf};

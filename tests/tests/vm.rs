@@ -14,6 +14,7 @@ use golem_model::market::DemandOfferBase;
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::negotiation::negotiate_agreement;
+use golem_tests::script::{output_text as text, run_captured as run};
 use golem_tests::standin::{spawn_standin_agent_with, ExeUnits, StandinOptions};
 use golem_tests::{binary, eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -230,21 +231,6 @@ fn image_tarball(dir: &Path) -> Vec<u8> {
     let out = dir.join("busybox.tar");
     docker::save_image(IMAGE_TAG, &out).unwrap();
     std::fs::read(out).unwrap()
-}
-
-fn run(entry_point: &str, args: &[&str]) -> Value {
-    json!({"run": {"entry_point": entry_point, "args": args,
-        "capture": {"stdout": {"atEnd": {"format": "str"}}, "stderr": {"atEnd": {"format": "str"}}}}})
-}
-
-fn text(value: &Option<golem_model::activity::CommandOutput>) -> String {
-    match value {
-        Some(golem_model::activity::CommandOutput::Str(text)) => text.clone(),
-        Some(golem_model::activity::CommandOutput::Bin(bytes)) => {
-            String::from_utf8_lossy(bytes).into_owned()
-        }
-        None => String::new(),
-    }
 }
 
 fn exe_unit_log(fixture: &Fixture, activity_id: &str) -> String {

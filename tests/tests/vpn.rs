@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use golem_bus::{BusClient, Caller, ServiceEndpoint};
-use golem_client::GolemClient;
-use golem_model::activity::{
-    CommandOutput, CommandResult, ExeScriptCommand, ExeScriptCommandResult,
-};
+use golem_model::activity::{CommandResult, ExeScriptCommandResult};
 use golem_model::bus::net_address;
 use golem_model::market::DemandOfferBase;
 use golem_model::vpn::{vpn_service, VpnControl, VpnPackets};
@@ -25,6 +22,7 @@ use golem_model::{ErrorCode, NodeId};
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::negotiation::negotiate_agreement;
+use golem_tests::script::{output_text as text, run_batch as batch, run_captured};
 use golem_tests::standin::spawn_standin_agent;
 use golem_tests::{binary, Sandbox};
 use serde_json::{json, Value};
@@ -72,29 +70,7 @@ fn demand(package: &str, name: &str) -> DemandOfferBase {
 }
 
 fn run(script: &str) -> Value {
-    json!({"run": {"entry_point": "/bin/sh", "args": ["-c", script],
-        "capture": {"stdout": {"atEnd": {"format": "str"}}, "stderr": {"atEnd": {"format": "str"}}}}})
-}
-
-fn text(value: &Option<CommandOutput>) -> String {
-    match value {
-        Some(CommandOutput::Str(text)) => text.clone(),
-        Some(CommandOutput::Bin(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        None => String::new(),
-    }
-}
-
-async fn batch(
-    client: &GolemClient,
-    activity_id: &str,
-    script: Value,
-) -> Vec<ExeScriptCommandResult> {
-    let commands: Vec<ExeScriptCommand> = serde_json::from_value(script).unwrap();
-    let batch_id = client.exec(activity_id, &commands).await.unwrap();
-    client
-        .wait_batch(activity_id, &batch_id, Duration::from_secs(120))
-        .await
-        .unwrap()
+    run_captured("/bin/sh", &["-c", script])
 }
 
 fn all_ok(results: &[ExeScriptCommandResult], log: &Path) -> bool {

@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use golem_bus::BusClient;
 use golem_client::GolemClient;
-use golem_model::activity::{
-    CommandOutput, CommandResult, ExeScriptCommand, ExeScriptCommandResult,
-};
+use golem_model::activity::CommandResult;
 use golem_model::bus::net_address;
 use golem_model::market::DemandOfferBase;
 use golem_model::vpn::{vpn_service, NewNetwork, VpnPackets};
@@ -35,6 +33,7 @@ use golem_model::{ErrorCode, GolemError, NodeId};
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::provider::{negotiate_with_agent, Preset, ProviderAgent, ProviderOptions};
+use golem_tests::script::{output_text as text, run_batch as batch, run_captured};
 use golem_tests::{eventually, Sandbox};
 use serde_json::{json, Value};
 use sha3::Digest;
@@ -67,16 +66,7 @@ fn run(script: &str) -> Value {
 fn run_with_args(script: &str, args: &[&str]) -> Value {
     let mut argv = vec!["-c", script, "sh"];
     argv.extend_from_slice(args);
-    json!({"run": {"entry_point": "/bin/sh", "args": argv,
-        "capture": {"stdout": {"atEnd": {"format": "str"}}, "stderr": {"atEnd": {"format": "str"}}}}})
-}
-
-fn text(value: &Option<CommandOutput>) -> String {
-    match value {
-        Some(CommandOutput::Str(text)) => text.clone(),
-        Some(CommandOutput::Bin(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        None => String::new(),
-    }
+    run_captured("/bin/sh", &argv)
 }
 
 /// The servers of every container (see the module's doc); prints `serving`.
@@ -187,19 +177,6 @@ async fn negotiate(
         ),
     };
     negotiate_with_agent(requestor, &demand, agent).await
-}
-
-async fn batch(
-    client: &GolemClient,
-    activity_id: &str,
-    script: Value,
-) -> Vec<ExeScriptCommandResult> {
-    let commands: Vec<ExeScriptCommand> = serde_json::from_value(script).unwrap();
-    let batch_id = client.exec(activity_id, &commands).await.unwrap();
-    client
-        .wait_batch(activity_id, &batch_id, Duration::from_secs(120))
-        .await
-        .unwrap()
 }
 
 /// `deploy.net` as yapapi builds it (`yapapi/network.py`), plus `hosts` and
