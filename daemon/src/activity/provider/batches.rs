@@ -99,6 +99,17 @@ impl BatchShelf {
     pub(super) fn forget(&self, activity_id: &str) {
         self.lock().remove(activity_id);
     }
+
+    /// Keep only the batches of the activities `keep` names.
+    pub(super) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|activity_id, _| keep(activity_id));
+    }
+
+    /// How many activities have batches on the shelf.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
 }
 
 impl Batch {

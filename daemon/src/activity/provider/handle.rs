@@ -14,6 +14,7 @@ use golem_model::activity_control::{GetStateRemote, GetUsageRemote, ProviderEven
 use golem_model::{GolemError, NodeId};
 use tokio::sync::watch;
 
+use super::batches::BatchShelf;
 use super::events::ReadEvents;
 use super::{local, public, CountInMemory, CrashForTest, ProviderActivityActor, Shared};
 use crate::activity::records::{ActivityRecords, Retention};
@@ -25,6 +26,9 @@ pub struct ProviderSide {
     actor: Supervised<ProviderActivityActor>,
     records: ActivityRecords,
     changes: Arc<watch::Sender<u64>>,
+    /// The actor's batch shelf (tests look at what it holds).
+    #[cfg_attr(not(test), allow(dead_code))]
+    batches: BatchShelf,
 }
 
 impl ProviderSide {
@@ -49,9 +53,10 @@ impl ProviderSide {
             changes: Arc::new(watch::channel(0).0),
             starts: Arc::new(AtomicU64::new(0)),
             retention,
-            batches: Default::default(),
+            batches: BatchShelf::default(),
         };
         let changes = shared.changes.clone();
+        let batches = shared.batches.clone();
         let actor = Supervised::start("activity", arbiter, move || {
             ProviderActivityActor::new(shared.clone())
         });
@@ -59,7 +64,14 @@ impl ProviderSide {
             actor,
             records,
             changes,
+            batches,
         }
+    }
+
+    /// How many activities have batches on the actor's shelf.
+    #[cfg(test)]
+    pub(in crate::activity) fn activities_with_batches(&self) -> usize {
+        self.batches.len()
     }
 
     /// `/public/activity`: what requestors' daemons may call.

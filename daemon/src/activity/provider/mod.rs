@@ -213,6 +213,12 @@ impl ProviderActivityActor {
         for activity_id in ended {
             self.finish(&activity_id, reason, false);
         }
+        // Batches of activities a previous instance still held after they
+        // ended (they are not loaded again) leave the shelf too.
+        let activities = &self.book.activities;
+        self.shared
+            .batches
+            .retain(|activity_id| activities.contains_key(activity_id));
         tracing::info!(
             in_memory = self.book.activities.len(),
             events = self.book.events.len(),

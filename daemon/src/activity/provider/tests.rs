@@ -405,6 +405,15 @@ async fn a_restarted_actor_keeps_running_activities_from_sled() {
         .await
         .unwrap();
     assert_eq!(events.len(), 2, "{events:?}");
+    // The ended activity's batches stay while it is in memory, and leave the
+    // shelf with it when the next instance does not load it again.
+    assert_eq!(fixture.provider.activities_with_batches(), 1);
+    fixture.provider.crash_for_test().await;
+    assert_eq!(
+        fixture.state(&activity_id).await.unwrap().state.0,
+        State::Terminated
+    );
+    assert_eq!(fixture.provider.activities_with_batches(), 0);
     fixture.shutdown.cancel();
 }
 
