@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::billing;
 use crate::config::ProviderConfig;
+use crate::dashboard::Outcome;
 use crate::exe_units::ExeUnit;
 use crate::negotiation;
 use crate::offer::{self, OfferSpec};
@@ -53,6 +54,8 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error("{0}")]
     BusSocket(String),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
 }
 
 struct LiveOffer {
@@ -74,6 +77,8 @@ struct Agent {
     pending_approvals: Mutex<usize>,
     /// Wakes the billing loop before its next tick (an agreement ended).
     billing_wake: tokio::sync::Notify,
+    /// The negotiation log and offer controls the dashboard shows and sets.
+    link: crate::dashboard::AgentLink,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,8 +131,18 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     for old in state.read(|state| state.offers.clone()) {
         let _ = client.unsubscribe(Side::Offers, &old.subscription_id).await;
     }
+    let link = crate::dashboard::AgentLink::open(&config.data_dir);
     let mut offers = Vec::new();
     for spec in specs {
+        // A paused or inactive offer is subscribed when the dashboard resumes it.
+        if !link.controls.current().publishes(&spec.preset.name) {
+            tracing::info!(runtime = %spec.runtime, preset = %spec.preset.name, "offer withdrawn (paused or preset inactive)");
+            offers.push(LiveOffer {
+                spec,
+                subscription_id: Mutex::new(String::new()),
+            });
+            continue;
+        }
         let subscription_id = client.subscribe_offer(&spec.to_base()).await?;
         tracing::info!(%subscription_id, runtime = %spec.runtime, preset = %spec.preset.name,
             coeffs = ?spec.preset.coeffs(), "offer subscribed");
@@ -146,8 +161,16 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
         children: Mutex::new(HashMap::new()),
         pending_approvals: Mutex::new(0),
         billing_wake: tokio::sync::Notify::new(),
+        link,
     });
     agent.save_offers();
+    let dashboard = match &agent.config.dashboard {
+        Some(dashboard) => Some(crate::dashboard::start(
+            dashboard,
+            agent.dashboard_sources(),
+        )?),
+        None => None,
+    };
     agent.pick_up_agreements().await;
 
     let mut tasks = Vec::new();
@@ -169,9 +192,14 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     for task in &tasks {
         task.abort();
     }
+    if let Some(dashboard) = &dashboard {
+        dashboard.stop().await;
+    }
     for offer in &agent.offers {
         let id = lock(&offer.subscription_id).clone();
-        let _ = agent.client.unsubscribe(Side::Offers, &id).await;
+        if !id.is_empty() {
+            let _ = agent.client.unsubscribe(Side::Offers, &id).await;
+        }
     }
     let running: Vec<String> = lock(&agent.children).keys().cloned().collect();
     for activity_id in running {
@@ -327,10 +355,45 @@ fn kill_orphans(state: &StateStore) {
 }
 
 impl Agent {
+    /// What the dashboard reads: settings, exe units, the shared link.
+    fn dashboard_sources(&self) -> crate::dashboard::DashboardSources {
+        let config = &self.config;
+        crate::dashboard::DashboardSources {
+            data_dir: config.data_dir.clone(),
+            api_url: self.client.base_url().to_string(),
+            app_key: self.client.app_key().to_string(),
+            node_name: config.node_name.clone(),
+            subnet: config.subnet.clone(),
+            resources: crate::dashboard::OfferedResources {
+                cores: config.cores,
+                threads: config.threads,
+                mem_gib: config.mem_gib,
+                storage_gib: config.storage_gib,
+                platforms: config.platforms.clone(),
+            },
+            exe_units: self
+                .exe_units
+                .iter()
+                .map(|unit| crate::dashboard::ExeUnitFacts {
+                    runtime: unit.runtime.clone(),
+                    binary: unit.binary.clone(),
+                    sandbox: unit
+                        .template
+                        .get(crate::exe_units::VM_SANDBOX_PROPERTY)
+                        .and_then(serde_json::Value::as_str)
+                        .map(String::from),
+                })
+                .collect(),
+            link: self.link.clone(),
+            started_at: Utc::now(),
+        }
+    }
+
     fn save_offers(&self) {
         let records: Vec<OfferRecord> = self
             .offers
             .iter()
+            .filter(|offer| !lock(&offer.subscription_id).is_empty())
             .map(|offer| OfferRecord {
                 subscription_id: lock(&offer.subscription_id).clone(),
                 runtime: offer.spec.runtime.clone(),
@@ -398,12 +461,26 @@ impl Agent {
 
     async fn market_loop(self: Arc<Self>, index: usize) {
         loop {
+            let mut controls = self.link.controls.watch();
+            let preset = &self.offers[index].spec.preset.name;
+            if !controls.borrow_and_update().publishes(preset) {
+                self.withdraw(index).await;
+                let _ = controls.changed().await;
+                continue;
+            }
             let subscription_id = lock(&self.offers[index].subscription_id).clone();
-            let events = match self
-                .client
-                .market_events(Side::Offers, &subscription_id, POLL_TIMEOUT_SEC, 50)
-                .await
-            {
+            if subscription_id.is_empty() {
+                self.resubscribe(index).await;
+                continue;
+            }
+            let polled = tokio::select! {
+                polled = self
+                    .client
+                    .market_events(Side::Offers, &subscription_id, POLL_TIMEOUT_SEC, 50) => polled,
+                // Paused or (de)activated meanwhile: look again.
+                _ = controls.changed() => continue,
+            };
+            let events = match polled {
                 Ok(events) => events,
                 Err(error) if is_gone(&error) => {
                     self.resubscribe(index).await;
@@ -441,12 +518,34 @@ impl Agent {
                         reason,
                         ..
                     } => {
-                        tracing::info!(%proposal_id, reason = ?reason.map(|r| r.message), "the requestor rejected our proposal");
+                        let reason = reason.map(|r| r.message);
+                        tracing::info!(%proposal_id, ?reason, "the requestor rejected our proposal");
+                        self.link.negotiations.record(
+                            &proposal_id,
+                            "",
+                            &self.offers[index].spec.runtime,
+                            crate::dashboard::Outcome::RejectedByRequestor,
+                            reason,
+                        );
                     }
                     MarketEvent::ProposalEvent { .. } => {}
                 }
             }
         }
+    }
+
+    /// Unsubscribe the offer while it is paused or its preset inactive.
+    async fn withdraw(&self, index: usize) {
+        let offer = &self.offers[index];
+        let id = std::mem::take(&mut *lock(&offer.subscription_id));
+        if id.is_empty() {
+            return;
+        }
+        if let Err(error) = self.client.unsubscribe(Side::Offers, &id).await {
+            tracing::warn!(subscription_id = %id, %error, "cannot unsubscribe the withdrawn offer");
+        }
+        tracing::info!(subscription_id = %id, runtime = %offer.spec.runtime, preset = %offer.spec.preset.name, "offer withdrawn");
+        self.save_offers();
     }
 
     /// The subscription expired or vanished: subscribe the offer again.
@@ -468,6 +567,22 @@ impl Agent {
                 }
             }
         }
+    }
+
+    fn record_negotiation(
+        &self,
+        index: usize,
+        proposal: &Proposal,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) {
+        self.link.negotiations.record(
+            &proposal.proposal_id,
+            &proposal.issuer_id.to_string(),
+            &self.offers[index].spec.runtime,
+            outcome,
+            reason,
+        );
     }
 
     #[tracing::instrument(skip_all, fields(proposal_id = %proposal.proposal_id, requestor = %proposal.issuer_id))]
@@ -505,10 +620,22 @@ impl Agent {
                             debit_note_interval_sec = terms.debit_note_interval_sec,
                             decided_us, counter_us, since_proposal_ms,
                             "proposal countered with a Draft");
+                        self.record_negotiation(
+                            index,
+                            &proposal,
+                            Outcome::Countered,
+                            Some(format!("platform {}", terms.platform)),
+                        );
                     }
                     Err(error) => {
                         let reason = format!("cannot counter: {error}");
                         tracing::info!(%reason, "proposal rejected");
+                        self.record_negotiation(
+                            index,
+                            &proposal,
+                            Outcome::Rejected,
+                            Some(reason.clone()),
+                        );
                         let _ = self
                             .client
                             .reject_proposal(
@@ -523,6 +650,12 @@ impl Agent {
             }
             Err(reason) => {
                 tracing::info!(%reason, decided_us, "proposal rejected");
+                self.record_negotiation(
+                    index,
+                    &proposal,
+                    Outcome::Rejected,
+                    Some(reason.to_string()),
+                );
                 if let Err(error) = self
                     .client
                     .reject_proposal(
@@ -555,8 +688,23 @@ impl Agent {
                 None
             }
         };
+        let requestor = agreement.demand.requestor_id.to_string();
+        let runtime = agreement
+            .offer
+            .properties
+            .get(offer::props::RUNTIME_NAME)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if let Some(reason) = refusal {
             tracing::info!(%reason, "agreement rejected");
+            self.link.negotiations.record(
+                &agreement_id,
+                &requestor,
+                &runtime,
+                Outcome::AgreementRejected,
+                Some(reason.clone()),
+            );
             let _ = self
                 .client
                 .reject_agreement(&agreement_id, Some(&Reason::new(reason)))
@@ -570,6 +718,13 @@ impl Agent {
         match self.client.approve_agreement(&agreement_id, None).await {
             Ok(()) => {
                 tracing::info!(requestor = %agreement.demand.requestor_id, valid_to = %agreement.valid_to, "agreement approved");
+                self.link.negotiations.record(
+                    &agreement_id,
+                    &requestor,
+                    &runtime,
+                    Outcome::AgreementApproved,
+                    None,
+                );
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot approve the agreement");

@@ -132,6 +132,15 @@ pub struct RunArgs {
     /// [provider.toml: vm-sandbox] [default: gvisor when the engine has runsc, else runc]
     #[arg(long, value_name = "gvisor|runc")]
     pub vm_sandbox: Option<String>,
+    /// Serve the provider's dashboard (a web page and its JSON API) on ADDR [env: GOLEM_PROVIDER_DASHBOARD]
+    /// [provider.toml: dashboard] [default: off; 127.0.0.1:7466 when given without a value]
+    #[arg(long, num_args = 0..=1, default_missing_value = crate::dashboard::DEFAULT_ADDRESS, value_name = "ADDR")]
+    pub dashboard: Option<String>,
+    /// Let --dashboard bind an address other machines reach (the page is then guarded by the
+    /// app-key only, over plain HTTP) [env: GOLEM_PROVIDER_DASHBOARD_ALLOW_REMOTE] [provider.toml: dashboard-allow-remote]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dashboard_allow_remote: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -109,6 +109,11 @@ pub struct ProviderSettings {
     /// the original, inside gVisor's kernel) or `runc` (the host's kernel,
     /// so images run hardened); unset, gVisor when the engine has it.
     pub vm_sandbox: Option<String>,
+    /// Serve the dashboard on this address (`true`: the default one); unset,
+    /// no dashboard.
+    pub dashboard: Option<String>,
+    /// Let the dashboard bind a non-loopback address.
+    pub dashboard_allow_remote: Option<bool>,
     /// The daemon's bus socket handed to exe units; unset, the agent asks its
     /// daemon (`agent::locate_bus_socket`).
     pub bus_socket: Option<PathBuf>,
@@ -241,6 +246,8 @@ pub struct ProviderConfig {
     /// `gvisor` or `runc` when the provider chose (one of [`VM_SANDBOXES`]);
     /// `None`: the VM exe unit's default (gVisor when the engine has it).
     pub vm_sandbox: Option<String>,
+    /// The dashboard's address, when it is served.
+    pub dashboard: Option<crate::dashboard::DashboardConfig>,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -330,7 +337,12 @@ impl ProviderConfig {
                 Some(value)
             }
         };
+        let dashboard = crate::dashboard::DashboardConfig::resolve(
+            settings.dashboard.as_deref(),
+            settings.dashboard_allow_remote.unwrap_or(false),
+        )?;
         let config = ProviderConfig {
+            dashboard,
             vm_sandbox,
             allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
@@ -466,6 +478,8 @@ mod tests {
             Setting { env: "GOLEM_ALLOW_DOCKER_IMAGES", value: "1", flag: &["--allow-docker-images"], toml: "allow-docker-images = true", read: |c| c.allow_docker_images.to_string(), expected: "true" },
             Setting { env: "GOLEM_ALLOW_PRIVATE_TRANSFERS", value: "true", flag: &["--allow-private-transfers"], toml: "allow-private-transfers = true", read: |c| c.allow_private_transfers.to_string(), expected: "true" },
             Setting { env: "GOLEM_VM_SANDBOX", value: "runc", flag: &["--vm-sandbox", "runc"], toml: "vm-sandbox = \"runc\"", read: |c| format!("{:?}", c.vm_sandbox), expected: "Some(\"runc\")" },
+            Setting { env: "GOLEM_PROVIDER_DASHBOARD", value: "127.0.0.1:7999", flag: &["--dashboard", "127.0.0.1:7999"], toml: "dashboard = \"127.0.0.1:7999\"", read: |c| format!("{:?}", c.dashboard.as_ref().map(|d| d.address.to_string())), expected: "Some(\"127.0.0.1:7999\")" },
+            Setting { env: "GOLEM_PROVIDER_DASHBOARD", value: "true", flag: &["--dashboard"], toml: "dashboard = true", read: |c| format!("{:?}", c.dashboard.as_ref().map(|d| d.address.to_string())), expected: "Some(\"127.0.0.1:7466\")" },
             Setting { env: "", value: "", flag: &["--cores", "1"], toml: "cores = 1", read: |c| c.cores.to_string(), expected: "1" },
             Setting { env: "", value: "", flag: &["--threads", "3"], toml: "threads = 3", read: |c| c.threads.to_string(), expected: "3" },
             Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },
@@ -574,6 +588,27 @@ mod tests {
         for name in ["YAGNA_APPKEY", "YAGNA_API_URL", "GOLEM_PROVIDER_DATA_DIR"] {
             assert!(names.iter().any(|known| known == name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_remote_dashboard_needs_the_allow_remote_setting_in_any_layer() {
+        let remote = |config: ProviderConfig| config.dashboard.map(|d| d.remote);
+        let error = resolve("", &[], &["--dashboard", "0.0.0.0:7466"]).unwrap_err();
+        assert!(
+            error.to_string().contains("--dashboard-allow-remote"),
+            "{error}"
+        );
+        let flags = &["--dashboard", "0.0.0.0:7466", "--dashboard-allow-remote"];
+        assert_eq!(remote(resolve("", &[], flags).unwrap()), Some(true));
+        let env = [("GOLEM_PROVIDER_DASHBOARD_ALLOW_REMOTE", "true")];
+        let from_env = resolve("", &env, &["--dashboard", "0.0.0.0:7466"]).unwrap();
+        assert_eq!(remote(from_env), Some(true));
+        let toml = "dashboard = \"0.0.0.0:7466\"\ndashboard-allow-remote = true\n";
+        assert_eq!(remote(resolve(toml, &[], &[]).unwrap()), Some(true));
+        let table = ProviderSettings::env_table().unwrap();
+        assert!(table
+            .iter()
+            .any(|entry| entry.name == "GOLEM_PROVIDER_DASHBOARD_ALLOW_REMOTE"));
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod agent;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
+pub mod earnings;
 pub mod exe_units;
 pub mod machine;
 pub mod negotiation;

@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
+use chrono::Utc;
 use golem_client::GolemClient;
-use golem_model::payment::DocumentStatus;
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use crate::earnings;
 use crate::state::AgentState;
 
 /// Build the status document.
@@ -15,8 +15,7 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
     let mut daemon = json!({"reachable": false,
         "error": "not asked: no app-key (pass --app-key or set YAGNA_APPKEY)"});
     let mut live_offers: Option<HashSet<String>> = None;
-    let mut accepted = Decimal::ZERO;
-    let mut settled = Decimal::ZERO;
+    let mut invoices = None;
     if let Some(client) = client {
         match client.offers().await {
             Ok(offers) => {
@@ -27,17 +26,12 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
                 daemon = json!({"reachable": false, "apiUrl": client.base_url(), "error": error.to_string()});
             }
         }
-        if let Ok(invoices) = client.invoices().await {
-            let ours: HashSet<&String> = state.agreements.keys().collect();
-            for invoice in invoices.iter().filter(|i| ours.contains(&i.agreement_id)) {
-                match invoice.status {
-                    DocumentStatus::Accepted => accepted += invoice.amount,
-                    DocumentStatus::Settled => settled += invoice.amount,
-                    _ => {}
-                }
-            }
+        if let Ok(all) = client.invoices().await {
+            invoices = Some(earnings::ours(state, &all));
         }
     }
+    let invoices = invoices.unwrap_or_else(|| earnings::from_state(state));
+    let totals = earnings::totals(&invoices, Utc::now());
     let offers: Vec<Value> = state
         .offers
         .iter()
@@ -55,15 +49,9 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
             })
         })
         .collect();
-    let mut invoiced = Decimal::ZERO;
     let mut agreements = Vec::new();
     let mut activities = Vec::new();
     for agreement in state.agreements.values() {
-        if let Some(invoice) = &agreement.invoice {
-            if invoice.sent {
-                invoiced += invoice.amount;
-            }
-        }
         agreements.push(json!({
             "agreementId": agreement.agreement_id,
             "runtime": agreement.runtime,
@@ -97,12 +85,29 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
         "offers": offers,
         "agreements": agreements,
         "activities": activities,
-        "earnings": {
-            "invoiced": invoiced.to_string(),
-            "accepted": accepted.to_string(),
-            "settled": settled.to_string(),
-        },
+        "earnings": earnings_document(&totals),
     })
+}
+
+/// The earnings of the status document: each step's amount (the keys
+/// `invoiced`, `accepted`, `paid`, `late`, `rejected`) and, under `counts`,
+/// its number of invoices.
+pub fn earnings_document(totals: &earnings::Totals) -> Value {
+    let steps = [
+        ("invoiced", totals.invoiced),
+        ("accepted", totals.accepted),
+        ("paid", totals.paid),
+        ("late", totals.late),
+        ("rejected", totals.rejected),
+    ];
+    let mut document = serde_json::Map::new();
+    let mut counts = serde_json::Map::new();
+    for (key, tally) in steps {
+        document.insert(key.into(), json!(tally.amount.to_string()));
+        counts.insert(key.into(), json!(tally.count));
+    }
+    document.insert("counts".into(), Value::Object(counts));
+    Value::Object(document)
 }
 
 /// A few human lines of the status document.
@@ -145,11 +150,14 @@ pub fn render(status: &Value) -> String {
         "activities: {running} running, {} total\n",
         activities.len()
     ));
+    let earned = |key: &str| status["earnings"][key].as_str().unwrap_or("0").to_string();
     out.push_str(&format!(
-        "earnings: invoiced {} GLM, accepted {} GLM, settled {} GLM\n",
-        status["earnings"]["invoiced"].as_str().unwrap_or("0"),
-        status["earnings"]["accepted"].as_str().unwrap_or("0"),
-        status["earnings"]["settled"].as_str().unwrap_or("0")
+        "earnings: invoiced {} GLM, accepted {} GLM, paid {} GLM, late {} GLM, rejected {} GLM\n",
+        earned("invoiced"),
+        earned("accepted"),
+        earned("paid"),
+        earned("late"),
+        earned("rejected")
     ));
     out
 }

@@ -79,6 +79,12 @@ impl GolemClient {
         &self.base_url
     }
 
+    /// The app-key this client authenticates with (an agent's own web page
+    /// checks its users against it).
+    pub fn app_key(&self) -> &str {
+        &self.app_key
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let (url, bytes) = self.send(reqwest::Method::GET, path, None).await?;
         decode(url, &bytes)

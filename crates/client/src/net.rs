@@ -14,6 +14,12 @@ impl GolemClient {
         self.post(&format!("{NET_API}/net"), network).await
     }
 
+    /// `GET /net-api/v2/net/status`: the node's network facts (NodeId, listen
+    /// addresses, connected peers, relay state) as the daemon reports them.
+    pub async fn net_status(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/net-api/v2/net/status").await
+    }
+
     /// `GET /net`.
     pub async fn networks(&self) -> Result<Vec<Network>, ClientError> {
         self.get(&format!("{NET_API}/net")).await

@@ -1,0 +1,440 @@
+//! The dashboard's HTTP server: the page's three files, the login routes, the
+//! JSON API (`/api/...`, every call checked against a session) with its
+//! server-sent events, and the two buttons' operations. One actix-web worker:
+//! the dashboard serves one person.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use golem_client::GolemClient;
+use golem_model::error::{ErrorCode, GolemError};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::auth::{self, Sessions};
+use super::{page, view, AgentLink, DashboardConfig};
+
+/// How often the event stream looks for changes.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An exe unit this agent offers, as the status section shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExeUnitFacts {
+    pub runtime: String,
+    pub binary: PathBuf,
+    /// The VM unit's sandbox (`gvisor`, `runc`); `None` for the WASM unit.
+    pub sandbox: Option<String>,
+}
+
+/// The resources every offer announces.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferedResources {
+    pub cores: u32,
+    pub threads: u32,
+    pub mem_gib: f64,
+    pub storage_gib: f64,
+    pub platforms: Vec<String>,
+}
+
+/// Everything the dashboard reads, handed over by the agent at start.
+pub struct DashboardSources {
+    /// The agent's data dir: state, archive, presets, exe-unit logs.
+    pub data_dir: PathBuf,
+    pub api_url: String,
+    /// The agent's app-key: the daemon's REST API and the dashboard's login.
+    pub app_key: String,
+    pub node_name: String,
+    pub subnet: String,
+    pub resources: OfferedResources,
+    pub exe_units: Vec<ExeUnitFacts>,
+    pub link: AgentLink,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("cannot serve the dashboard on {address}: {source} (choose another address with --dashboard ADDR)")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running server; [`DashboardServer::stop`] ends it.
+pub struct DashboardServer {
+    pub address: SocketAddr,
+    /// `http://ADDR/login?token=...`, good for one login.
+    pub login_url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl DashboardServer {
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+pub(super) struct Shared {
+    pub sources: DashboardSources,
+    pub sessions: Sessions,
+    pub event_interval: Duration,
+}
+
+/// Bind `config.address` and serve; logs the one-time login link (and a
+/// warning when the address is not loopback).
+pub fn start(
+    config: &DashboardConfig,
+    sources: DashboardSources,
+) -> Result<DashboardServer, DashboardError> {
+    let bind_error = |source| DashboardError::Bind {
+        address: config.address,
+        source,
+    };
+    let listener = TcpListener::bind(config.address).map_err(bind_error)?;
+    let address = listener.local_addr().map_err(bind_error)?;
+    let shared = web::Data::new(Shared {
+        sessions: Sessions::new(&sources.app_key),
+        sources,
+        event_interval: EVENT_INTERVAL,
+    });
+    let token = shared.sessions.one_time_token();
+    let api_url = shared.sources.api_url.clone();
+    let app_key = shared.sources.app_key.clone();
+    let server = HttpServer::new(move || {
+        // A client per worker: its connections belong to the worker's runtime.
+        let client = GolemClient::new(&api_url, &app_key);
+        App::new().configure(configure(shared.clone(), client))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let host = if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    };
+    let login_url = format!("http://{host}/login?token={token}");
+    if config.remote {
+        tracing::warn!(%address, "the dashboard listens beyond this machine (dashboard-allow-remote): anyone who reaches it can try app-keys, and its traffic is not encrypted");
+    }
+    tracing::info!(%address, %login_url, "dashboard ready: open {login_url} once, or {} with the app-key", format!("http://{host}/"));
+    Ok(DashboardServer {
+        address,
+        login_url,
+        handle,
+    })
+}
+
+/// Every route, on an App being built (shared by the server and the tests).
+pub(super) fn configure(
+    shared: web::Data<Shared>,
+    client: GolemClient,
+) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |config: &mut web::ServiceConfig| {
+        config
+            .app_data(shared)
+            .app_data(web::Data::new(client))
+            .route("/", web::get().to(index))
+            .route("/app.js", web::get().to(script))
+            .route("/app.css", web::get().to(style))
+            .route("/login", web::get().to(login_by_link))
+            .route("/api/session", web::post().to(login_by_key))
+            .route("/api/session", web::delete().to(logout))
+            .route("/api/dashboard", web::get().to(whole))
+            .route("/api/events", web::get().to(events))
+            .route("/api/offers/pause", web::post().to(pause_offers))
+            .route(
+                "/api/presets/{name}/active",
+                web::post().to(set_preset_active),
+            )
+            .route("/api/{section}", web::get().to(section))
+            .default_service(web::to(no_such_route));
+    }
+}
+
+fn error_response(error: GolemError) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(error.code.http_status())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(serde_json::json!({ "message": error.message }))
+}
+
+fn unauthorized() -> HttpResponse {
+    error_response(GolemError::new(
+        ErrorCode::Unauthorized,
+        "no dashboard session: open the login link the agent printed at start, or log in with the app-key",
+    ))
+}
+
+/// The session cookie's value, if the request carries one.
+fn session_of(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(auth::COOKIE)?.strip_prefix('='))
+}
+
+/// `Err(401)` unless the request has a live session.
+fn check(request: &HttpRequest, shared: &Shared) -> Result<(), HttpResponse> {
+    match session_of(request) {
+        Some(session) if shared.sessions.is_valid(session) => Ok(()),
+        _ => Err(unauthorized()),
+    }
+}
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ))
+        .body(body)
+}
+
+async fn index() -> HttpResponse {
+    asset("text/html; charset=utf-8", page::INDEX)
+}
+
+async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", page::SCRIPT)
+}
+
+async fn style() -> HttpResponse {
+    asset("text/css; charset=utf-8", page::STYLE)
+}
+
+async fn login_by_link(
+    shared: web::Data<Shared>,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let session = query
+        .get("token")
+        .and_then(|token| shared.sessions.login_with_token(token));
+    match session {
+        Some(session) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .insert_header((header::SET_COOKIE, auth::session_cookie(&session)))
+            .insert_header((header::REFERRER_POLICY, "no-referrer"))
+            .finish(),
+        None => HttpResponse::Unauthorized()
+            .content_type("text/plain; charset=utf-8")
+            .body("This login link was used already or is wrong: open / and log in with the app-key.\n"),
+    }
+}
+
+async fn login_by_key(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    let app_key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|body| body["appKey"].as_str().map(String::from));
+    let Some(app_key) = app_key else {
+        return error_response(GolemError::bad_request(
+            "send {\"appKey\": \"...\"}: the app-key the agent uses (YAGNA_APPKEY)",
+        ));
+    };
+    match shared.sessions.login_with_key(&app_key) {
+        Some(session) => HttpResponse::NoContent()
+            .insert_header((header::SET_COOKIE, auth::session_cookie(&session)))
+            .finish(),
+        None => error_response(GolemError::new(
+            ErrorCode::Unauthorized,
+            "wrong app-key: give the one the agent runs with (YAGNA_APPKEY or --app-key)",
+        )),
+    }
+}
+
+async fn logout(request: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    if let Some(session) = session_of(&request) {
+        shared.sessions.close(session);
+    }
+    HttpResponse::NoContent()
+        .insert_header((header::SET_COOKIE, auth::expired_cookie()))
+        .finish()
+}
+
+async fn document(shared: &Shared, client: &GolemClient) -> Value {
+    let state = view::agent_state(&shared.sources.data_dir);
+    let daemon = view::gather(client, &state).await;
+    view::dashboard_document(&shared.sources, &state, &daemon, Utc::now())
+}
+
+async fn whole(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    client: web::Data<GolemClient>,
+) -> HttpResponse {
+    if let Err(response) = check(&request, &shared) {
+        return response;
+    }
+    HttpResponse::Ok().json(document(&shared, &client).await)
+}
+
+/// The sections of `/api/{section}`.
+const SECTIONS: [&str; 5] = ["status", "offers", "negotiations", "agreements", "earnings"];
+
+async fn section(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    client: web::Data<GolemClient>,
+    name: web::Path<String>,
+) -> HttpResponse {
+    if let Err(response) = check(&request, &shared) {
+        return response;
+    }
+    if !SECTIONS.contains(&name.as_str()) {
+        return no_such_route().await;
+    }
+    let mut document = document(&shared, &client).await;
+    HttpResponse::Ok().json(document[name.as_str()].take())
+}
+
+/// `text/event-stream`: a `dashboard` event with the whole document when it
+/// changed, else a comment line, every [`EVENT_INTERVAL`].
+async fn events(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    client: web::Data<GolemClient>,
+) -> HttpResponse {
+    if let Err(response) = check(&request, &shared) {
+        return response;
+    }
+    let shared: Arc<Shared> = shared.into_inner();
+    let client = client.into_inner();
+    let stream = futures::stream::unfold(
+        (shared, client, None::<String>, true),
+        |(shared, client, last, first)| async move {
+            if !first {
+                tokio::time::sleep(shared.event_interval).await;
+            }
+            let mut document = document(&shared, &client).await;
+            let at = document["at"].take();
+            let text = document.to_string();
+            let (frame, last) = if last.as_deref() == Some(text.as_str()) {
+                (": unchanged\n\n".to_string(), last)
+            } else {
+                document["at"] = at;
+                (
+                    format!("event: dashboard\ndata: {document}\n\n"),
+                    Some(text),
+                )
+            };
+            Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from(frame)),
+                (shared, client, last, false),
+            ))
+        },
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream)
+}
+
+fn bool_field(body: &[u8], field: &str) -> Result<bool, HttpResponse> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|body| body[field].as_bool())
+        .ok_or_else(|| {
+            error_response(GolemError::bad_request(format!(
+                "send {{\"{field}\": true}} or {{\"{field}\": false}}"
+            )))
+        })
+}
+
+async fn pause_offers(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(response) = check(&request, &shared) {
+        return response;
+    }
+    let paused = match bool_field(&body, "paused") {
+        Ok(paused) => paused,
+        Err(response) => return response,
+    };
+    match shared
+        .sources
+        .link
+        .controls
+        .change(|state| state.paused = paused)
+    {
+        Ok(state) => {
+            tracing::info!(
+                paused,
+                "offers {} from the dashboard",
+                if paused { "paused" } else { "resumed" }
+            );
+            HttpResponse::Ok().json(state)
+        }
+        Err(error) => error_response(GolemError::internal(error.to_string())),
+    }
+}
+
+async fn set_preset_active(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(response) = check(&request, &shared) {
+        return response;
+    }
+    let active = match bool_field(&body, "active") {
+        Ok(active) => active,
+        Err(response) => return response,
+    };
+    let sources = &shared.sources;
+    let presets = match crate::presets::load(&sources.data_dir) {
+        Ok(presets) => presets,
+        Err(error) => return error_response(GolemError::internal(error.to_string())),
+    };
+    let known = presets.iter().any(|preset| preset.name == *name)
+        || sources
+            .exe_units
+            .iter()
+            .any(|unit| crate::presets::Preset::default_for(&unit.runtime).name == *name);
+    if !known {
+        return error_response(GolemError::not_found(format!(
+            "no preset {:?}: the offers section lists them",
+            name.as_str()
+        )));
+    }
+    let changed = sources.link.controls.change(|state| {
+        if active {
+            state.inactive_presets.remove(name.as_str());
+        } else {
+            state.inactive_presets.insert(name.to_string());
+        }
+    });
+    match changed {
+        Ok(state) => {
+            tracing::info!(preset = %name, active, "preset {} from the dashboard", if active { "activated" } else { "deactivated" });
+            HttpResponse::Ok().json(state)
+        }
+        Err(error) => error_response(GolemError::internal(error.to_string())),
+    }
+}
+
+async fn no_such_route() -> HttpResponse {
+    error_response(GolemError::not_found(
+        "no such dashboard route: the API is /api/dashboard, /api/{status,offers,negotiations,agreements,earnings} and /api/events",
+    ))
+}
