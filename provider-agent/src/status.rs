@@ -161,3 +161,36 @@ pub fn render(status: &Value) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::earnings::InvoiceFacts;
+    use golem_model::payment::DocumentStatus;
+
+    #[test]
+    fn a_settled_invoice_is_shown_accepted_and_paid() {
+        let now = Utc::now();
+        let settled = InvoiceFacts {
+            invoice_id: "i1".into(),
+            agreement_id: "a1".into(),
+            platform: "dummy-local-tglm".into(),
+            amount: "1.5".parse().unwrap(),
+            status: DocumentStatus::Settled,
+            issued_at: now,
+            due_at: now,
+        };
+        let document = json!({
+            "daemon": {"reachable": true},
+            "earnings": earnings_document(&earnings::totals(&[settled], now)),
+        });
+        assert_eq!(document["earnings"]["accepted"], "1.5");
+        assert_eq!(document["earnings"]["counts"]["paid"], 1);
+        let text = render(&document);
+        assert!(
+            text.contains("invoiced 1.5 GLM, accepted 1.5 GLM, paid 1.5 GLM, late 0 GLM"),
+            "{text}"
+        );
+    }
+}

@@ -438,3 +438,218 @@ async fn no_such_route() -> HttpResponse {
         "no such dashboard route: the API is /api/dashboard, /api/{status,offers,negotiations,agreements,earnings} and /api/events",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use actix_web::test::{call_service, init_service, read_body_json, TestRequest};
+
+    const KEY: &str = "the-app-key";
+
+    /// Sources over an empty data dir and a daemon nobody answers at.
+    fn shared(dir: &std::path::Path) -> web::Data<Shared> {
+        let sources = DashboardSources {
+            data_dir: dir.to_path_buf(),
+            api_url: "http://127.0.0.1:1".into(),
+            app_key: KEY.into(),
+            node_name: "box".into(),
+            subnet: "s1".into(),
+            resources: OfferedResources::default(),
+            exe_units: vec![ExeUnitFacts {
+                runtime: "wasmtime".into(),
+                binary: "/bin/exe-unit-wasm".into(),
+                sandbox: None,
+            }],
+            link: AgentLink::open(dir),
+            started_at: Utc::now(),
+        };
+        web::Data::new(Shared {
+            sessions: Sessions::new(KEY),
+            sources,
+            event_interval: Duration::from_millis(10),
+        })
+    }
+
+    fn cookie_of(response: &actix_web::dev::ServiceResponse) -> String {
+        let set = response
+            .headers()
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().unwrap().to_string()
+    }
+
+    #[actix_web::test]
+    async fn every_api_call_needs_a_session_and_a_wrong_key_gets_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let client = GolemClient::new("http://127.0.0.1:1", KEY);
+        let app = init_service(App::new().configure(configure(shared.clone(), client))).await;
+        for (method, path) in [
+            ("GET", "/api/dashboard"),
+            ("GET", "/api/status"),
+            ("GET", "/api/offers"),
+            ("GET", "/api/negotiations"),
+            ("GET", "/api/agreements"),
+            ("GET", "/api/earnings"),
+            ("GET", "/api/events"),
+            ("POST", "/api/offers/pause"),
+            ("POST", "/api/presets/default-wasmtime/active"),
+        ] {
+            let request = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(path)
+                .insert_header((header::COOKIE, format!("{}=forged", auth::COOKIE)))
+                .to_request();
+            let response = call_service(&app, request).await;
+            assert_eq!(response.status(), 401, "{method} {path}");
+        }
+        let wrong = TestRequest::post()
+            .uri("/api/session")
+            .set_payload(r#"{"appKey": "not-the-key"}"#)
+            .to_request();
+        assert_eq!(call_service(&app, wrong).await.status(), 401);
+        let malformed = TestRequest::post()
+            .uri("/api/session")
+            .set_payload("key")
+            .to_request();
+        let response = call_service(&app, malformed).await;
+        assert_eq!(response.status(), 400);
+        let body: Value = read_body_json(response).await;
+        assert!(
+            body["message"].as_str().unwrap().contains("appKey"),
+            "{body}"
+        );
+        // The page itself is public: it asks for the key.
+        let page = call_service(&app, TestRequest::get().uri("/").to_request()).await;
+        assert_eq!(page.status(), 200);
+        assert!(page
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .is_some());
+    }
+
+    #[actix_web::test]
+    async fn the_app_key_or_the_link_opens_a_session_that_reads_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let token = shared.sessions.one_time_token();
+        let client = GolemClient::new("http://127.0.0.1:1", KEY);
+        let app = init_service(App::new().configure(configure(shared.clone(), client))).await;
+
+        let link = format!("/login?token={token}");
+        let response = call_service(&app, TestRequest::get().uri(&link).to_request()).await;
+        assert_eq!(response.status(), 303);
+        let by_link = cookie_of(&response);
+        let again = call_service(&app, TestRequest::get().uri(&link).to_request()).await;
+        assert_eq!(again.status(), 401, "the link works once");
+
+        let login = TestRequest::post()
+            .uri("/api/session")
+            .set_payload(format!(r#"{{"appKey": "{KEY}"}}"#))
+            .to_request();
+        let response = call_service(&app, login).await;
+        assert_eq!(response.status(), 204);
+        let by_key = cookie_of(&response);
+
+        let get = |path: &str, cookie: &str| {
+            TestRequest::get()
+                .uri(path)
+                .insert_header((header::COOKIE, cookie.to_string()))
+                .to_request()
+        };
+        let response = call_service(&app, get("/api/dashboard", &by_link)).await;
+        assert_eq!(response.status(), 200);
+        let document: Value = read_body_json(response).await;
+        assert_eq!(document["status"]["daemon"]["reachable"], false);
+        assert_eq!(document["status"]["subnet"], "s1");
+        assert_eq!(document["status"]["exeUnits"][0]["runtime"], "wasmtime");
+        assert_eq!(
+            document["offers"]["offers"][0]["preset"],
+            "default-wasmtime"
+        );
+        assert_eq!(
+            document["offers"]["offers"][0]["published"], false,
+            "not subscribed"
+        );
+        assert_eq!(document["agreements"]["agreements"], serde_json::json!([]));
+        assert_eq!(document["earnings"]["days"].as_array().unwrap().len(), 30);
+        assert_eq!(document["earnings"]["totals"]["paid"], "0");
+        for name in SECTIONS {
+            let response = call_service(&app, get(&format!("/api/{name}"), &by_key)).await;
+            assert_eq!(response.status(), 200, "{name}");
+            let section: Value = read_body_json(response).await;
+            assert!(section.is_object(), "{name}: {section}");
+        }
+        let missing = call_service(&app, get("/api/nothing", &by_key)).await;
+        assert_eq!(missing.status(), 404);
+
+        let events = call_service(&app, get("/api/events", &by_key)).await;
+        assert_eq!(events.status(), 200);
+        assert_eq!(
+            events.headers().get(header::CONTENT_TYPE).unwrap(),
+            "text/event-stream"
+        );
+
+        let logout = TestRequest::delete()
+            .uri("/api/session")
+            .insert_header((header::COOKIE, by_key.clone()))
+            .to_request();
+        assert_eq!(call_service(&app, logout).await.status(), 204);
+        let after = call_service(&app, get("/api/status", &by_key)).await;
+        assert_eq!(after.status(), 401, "logged out");
+    }
+
+    #[actix_web::test]
+    async fn buttons_change_the_offer_controls_and_bad_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let session = shared.sessions.login_with_key(KEY).unwrap();
+        let cookie = format!("{}={session}", auth::COOKIE);
+        let client = GolemClient::new("http://127.0.0.1:1", KEY);
+        let app = init_service(App::new().configure(configure(shared.clone(), client))).await;
+        let post = |path: &str, body: &str| {
+            TestRequest::post()
+                .uri(path)
+                .insert_header((header::COOKIE, cookie.clone()))
+                .set_payload(body.to_string())
+                .to_request()
+        };
+        let response = call_service(&app, post("/api/offers/pause", r#"{"paused": true}"#)).await;
+        assert_eq!(response.status(), 200);
+        assert!(shared.sources.link.controls.current().paused);
+        let response = call_service(&app, post("/api/offers/pause", r#"{"paused": "yes"}"#)).await;
+        assert_eq!(response.status(), 400);
+        assert!(shared.sources.link.controls.current().paused, "unchanged");
+
+        let path = "/api/presets/default-wasmtime/active";
+        let response = call_service(&app, post(path, r#"{"active": false}"#)).await;
+        assert_eq!(response.status(), 200);
+        let controls = shared.sources.link.controls.current();
+        assert!(controls.inactive_presets.contains("default-wasmtime"));
+        let response = call_service(
+            &app,
+            post("/api/presets/nope/active", r#"{"active": false}"#),
+        )
+        .await;
+        assert_eq!(response.status(), 404);
+        let body: Value = read_body_json(response).await;
+        assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+        let response = call_service(&app, post(path, r#"{"active": true}"#)).await;
+        assert_eq!(response.status(), 200);
+        assert!(shared
+            .sources
+            .link
+            .controls
+            .current()
+            .inactive_presets
+            .is_empty());
+    }
+}

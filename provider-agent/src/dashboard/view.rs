@@ -321,3 +321,129 @@ pub fn dashboard_document(
         "at": now,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::state::ActivityRecord;
+    use rust_decimal::Decimal;
+
+    fn agreement(id: &str, ended: Option<&str>) -> AgreementRecord {
+        let now = Utc::now();
+        let mut record = AgreementRecord {
+            agreement_id: id.into(),
+            runtime: "wasmtime".into(),
+            requestor_id: "0xrequestor".into(),
+            approved_at: now,
+            valid_to: now + chrono::Duration::hours(1),
+            coeffs: vec![Decimal::new(1, 1), Decimal::new(1, 2), Decimal::ONE],
+            usage_vector: presets::USAGE_VECTOR
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            debit_note_interval_sec: 60,
+            accept_timeout_sec: None,
+            next_debit_note_at: now,
+            activities: Default::default(),
+            unaccepted: Vec::new(),
+            ended: ended.map(String::from),
+            invoice: None,
+            invoice_error: None,
+        };
+        record.activities.insert(
+            format!("{id}-act"),
+            ActivityRecord {
+                activity_id: format!("{id}-act"),
+                pid: Some(1),
+                work_dir: "/nonexistent".into(),
+                alive: ended.is_none(),
+                started_at: now,
+                usage: vec![2.5, 10.0],
+                amount: Decimal::new(135, 2),
+                billed: Decimal::ZERO,
+                ended_reason: None,
+            },
+        );
+        record
+    }
+
+    #[test]
+    fn agreements_show_live_ones_first_with_cpu_time_state_cost_and_log() {
+        let mut state = AgentState::default();
+        for record in [
+            agreement("ended", Some("terminated")),
+            agreement("live", None),
+        ] {
+            state.agreements.insert(record.agreement_id.clone(), record);
+        }
+        let mut daemon = DaemonFacts::default();
+        daemon
+            .activity_states
+            .insert("live-act".into(), "Ready".into());
+        let document = agreements_document(&state, &daemon, &|_| vec!["line".into()]);
+        let list = document["agreements"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "ended but not yet invoiced: still shown");
+        assert_eq!(list[0]["agreementId"], "live");
+        assert_eq!(list[0]["state"], "live");
+        assert_eq!(list[0]["requestorId"], "0xrequestor");
+        assert_eq!(list[0]["costSoFar"], "1.35");
+        let activity = &list[0]["activities"][0];
+        assert_eq!(activity["state"], "Ready");
+        assert_eq!(activity["cpuSec"], 2.5);
+        assert_eq!(activity["durationSec"], 10.0);
+        assert_eq!(activity["log"], json!(["line"]));
+        assert_eq!(list[1]["activities"][0]["state"], "Terminated");
+    }
+
+    #[test]
+    fn earnings_use_the_shared_definition() {
+        let now = Utc::now();
+        let invoice = |id: &str, status| InvoiceFacts {
+            invoice_id: id.into(),
+            agreement_id: id.into(),
+            platform: "dummy-local-tglm".into(),
+            amount: Decimal::new(25, 1),
+            status,
+            issued_at: now,
+            due_at: now - chrono::Duration::minutes(1),
+        };
+        use golem_model::payment::DocumentStatus;
+        let invoices = [
+            invoice("paid", DocumentStatus::Settled),
+            invoice("late", DocumentStatus::Accepted),
+        ];
+        let document = earnings_document(&invoices, now);
+        assert_eq!(document["totals"]["invoiced"], "5.0");
+        assert_eq!(document["totals"]["accepted"], "5.0");
+        assert_eq!(document["totals"]["paid"], "2.5");
+        assert_eq!(document["totals"]["late"], "2.5");
+        assert_eq!(document["totals"]["counts"]["late"], 1);
+        let today = &document["days"][29];
+        assert_eq!(
+            today["platforms"]["dummy-local-tglm"]["paid"]["amount"],
+            "2.5"
+        );
+        let standings: Vec<&str> = document["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|invoice| invoice["standing"].as_str().unwrap())
+            .collect();
+        assert!(
+            standings.contains(&"paid") && standings.contains(&"late"),
+            "{standings:?}"
+        );
+    }
+
+    #[test]
+    fn the_log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (0..100).map(|index| format!("line {index}\n")).collect();
+        std::fs::write(dir.path().join("exe-unit.log"), text).unwrap();
+        let tail = exe_unit_log_tail(dir.path());
+        assert_eq!(tail.len(), LOG_LINES);
+        assert_eq!(tail.last().unwrap(), "line 99");
+        assert!(exe_unit_log_tail(&dir.path().join("none")).is_empty());
+    }
+}
