@@ -86,7 +86,7 @@ function renderOffers(offers) {
     { text: glm(offer.prices.startFee), class: "num" },
     { text: glm(offer.prices.perCpuSec), class: "num" },
     { text: glm(offer.prices.perSec), class: "num" },
-    `${offer.resources.cores} cores, ${offer.resources.threads} threads, ${offer.resources.memGib} GiB, ${offer.resources.storageGib} GiB disk; ${offer.platforms.join(", ")}`,
+    { text: `${offer.resources.cores} cores · ${offer.resources.threads} threads · ${offer.resources.memGib} GiB RAM · ${offer.resources.storageGib} GiB disk`, title: offer.platforms.join(", ") },
     offer.published ? "yes" : "no",
   ]));
   fill($("presets-table").tBodies[0], offers.presets.map(preset => [
@@ -170,7 +170,7 @@ function drawChart(days) {
 function renderEarnings(earnings) {
   const totals = earnings.totals;
   const boxes = [["invoiced", "Invoiced"], ["accepted", "Accepted"], ["paid", "Paid"], ["late", "Late"], ["rejected", "Rejected"]];
-  $("totals").replaceChildren(...boxes.map(([key, name]) => el("div", { class: "total " + key, id: "earn-" + key }, [
+  $("totals").replaceChildren(...boxes.map(([key, name]) => el("div", { class: "total " + (totals.counts[key] > 0 ? key : ""), id: "earn-" + key }, [
     el("b", { text: glm(totals[key]) }), el("span", { text: `${name} · ${totals.counts[key]} invoice${totals.counts[key] === 1 ? "" : "s"}` }),
   ])));
   drawChart(earnings.days);
