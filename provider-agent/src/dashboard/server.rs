@@ -171,11 +171,11 @@ fn error_response(error: GolemError) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "message": error.message }))
 }
 
-fn unauthorized() -> HttpResponse {
-    error_response(GolemError::new(
+fn unauthorized() -> GolemError {
+    GolemError::new(
         ErrorCode::Unauthorized,
         "no dashboard session: open the login link the agent printed at start, or log in with the app-key",
-    ))
+    )
 }
 
 /// The session cookie's value, if the request carries one.
@@ -189,7 +189,7 @@ fn session_of(request: &HttpRequest) -> Option<&str> {
 }
 
 /// `Err(401)` unless the request has a live session.
-fn check(request: &HttpRequest, shared: &Shared) -> Result<(), HttpResponse> {
+fn check(request: &HttpRequest, shared: &Shared) -> Result<(), GolemError> {
     match session_of(request) {
         Some(session) if shared.sessions.is_valid(session) => Ok(()),
         _ => Err(unauthorized()),
@@ -280,8 +280,8 @@ async fn whole(
     shared: web::Data<Shared>,
     client: web::Data<GolemClient>,
 ) -> HttpResponse {
-    if let Err(response) = check(&request, &shared) {
-        return response;
+    if let Err(error) = check(&request, &shared) {
+        return error_response(error);
     }
     HttpResponse::Ok().json(document(&shared, &client).await)
 }
@@ -295,8 +295,8 @@ async fn section(
     client: web::Data<GolemClient>,
     name: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(response) = check(&request, &shared) {
-        return response;
+    if let Err(error) = check(&request, &shared) {
+        return error_response(error);
     }
     if !SECTIONS.contains(&name.as_str()) {
         return no_such_route().await;
@@ -312,8 +312,8 @@ async fn events(
     shared: web::Data<Shared>,
     client: web::Data<GolemClient>,
 ) -> HttpResponse {
-    if let Err(response) = check(&request, &shared) {
-        return response;
+    if let Err(error) = check(&request, &shared) {
+        return error_response(error);
     }
     let shared: Arc<Shared> = shared.into_inner();
     let client = client.into_inner();
@@ -347,14 +347,14 @@ async fn events(
         .streaming(stream)
 }
 
-fn bool_field(body: &[u8], field: &str) -> Result<bool, HttpResponse> {
+fn bool_field(body: &[u8], field: &str) -> Result<bool, GolemError> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|body| body[field].as_bool())
         .ok_or_else(|| {
-            error_response(GolemError::bad_request(format!(
+            GolemError::bad_request(format!(
                 "send {{\"{field}\": true}} or {{\"{field}\": false}}"
-            )))
+            ))
         })
 }
 
@@ -363,12 +363,12 @@ async fn pause_offers(
     shared: web::Data<Shared>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(response) = check(&request, &shared) {
-        return response;
+    if let Err(error) = check(&request, &shared) {
+        return error_response(error);
     }
     let paused = match bool_field(&body, "paused") {
         Ok(paused) => paused,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     match shared
         .sources
@@ -394,12 +394,12 @@ async fn set_preset_active(
     name: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(response) = check(&request, &shared) {
-        return response;
+    if let Err(error) = check(&request, &shared) {
+        return error_response(error);
     }
     let active = match bool_field(&body, "active") {
         Ok(active) => active,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     let sources = &shared.sources;
     let presets = match crate::presets::load(&sources.data_dir) {
