@@ -6,6 +6,7 @@
 
 pub mod abuse;
 pub mod anvil;
+pub mod bench;
 pub mod browser;
 pub mod docker;
 pub mod http;

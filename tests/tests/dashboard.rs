@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use golem_model::payment::DocumentStatus;
+use golem_tests::bench::{row, rss_kib};
 use golem_tests::browser::{self, Browser};
 use golem_tests::provider::Preset;
 use golem_tests::requestor::{demo_job, Network};
@@ -253,31 +254,6 @@ async fn browser_dashboard_shows_the_running_job_and_its_paid_invoice_live() {
     let phone = artifacts().join("dashboard-phone.png");
     browser.screenshot(&phone).await.unwrap();
     println!("screenshots: {}", artifacts().display());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
-}
-
-fn row(what: &str, unit: &str, mut samples: Vec<f64>, goal: &str) {
-    samples.sort_by(f64::total_cmp);
-    assert!(!samples.is_empty(), "no samples for {what}");
-    let at = |fraction: f64| {
-        samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)]
-    };
-    println!(
-        "| {what} ({} samples) | {:.1} {unit} | {:.1} {unit} | {:.1} {unit} | {goal} |",
-        samples.len(),
-        at(0.5),
-        at(0.9),
-        samples[samples.len() - 1]
-    );
 }
 
 /// Benchmark (run by `scripts/bench/dashboard.sh` on release builds): page

@@ -18,6 +18,7 @@ use golem_model::market::{
     ProposalState, Reason, Terminator,
 };
 use golem_model::payment::{Decimal, DocumentStatus, Invoice, PaymentEvent, PaymentEventType};
+use golem_tests::bench::{row, rss_kib};
 use golem_tests::http::FileServer;
 use golem_tests::provider::{processes_with_arg, Preset, ProviderAgent, ProviderOptions};
 use golem_tests::proxy::ReplyTrap;
@@ -1181,31 +1182,6 @@ fn logged(log: &str, message: &str, field: &str) -> Vec<f64> {
         .filter(|entry| entry["message"] == message)
         .filter_map(|entry| entry[field].as_f64())
         .collect()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse().ok())
-        .unwrap()
-}
-
-fn row(what: &str, unit: &str, mut samples: Vec<f64>, goal: &str) {
-    samples.sort_by(f64::total_cmp);
-    assert!(!samples.is_empty(), "no samples for {what}");
-    let at = |fraction: f64| {
-        samples[((samples.len() as f64 * fraction) as usize).min(samples.len() - 1)]
-    };
-    println!(
-        "| {what} ({} samples) | {:.2} {unit} | {:.2} {unit} | {:.2} {unit} | {goal} |",
-        samples.len(),
-        at(0.5),
-        at(0.9),
-        samples[samples.len() - 1]
-    );
 }
 
 /// Benchmark (run by `scripts/bench/provider.sh` on release builds): the

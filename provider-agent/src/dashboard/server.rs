@@ -165,11 +165,24 @@ pub(super) fn configure(
     }
 }
 
-fn error_response(error: GolemError) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(error.code.http_status())
-        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(serde_json::json!({ "message": error.message }))
+/// A handler's failure: `{"message": ...}` with the status of its code.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct ApiError(#[from] GolemError);
+
+impl actix_web::ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "message": self.0.message }))
+    }
 }
+
+type ApiResult = Result<HttpResponse, ApiError>;
 
 fn unauthorized() -> GolemError {
     GolemError::new(
@@ -240,24 +253,24 @@ async fn login_by_link(
     }
 }
 
-async fn login_by_key(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+async fn login_by_key(shared: web::Data<Shared>, body: web::Bytes) -> ApiResult {
     let app_key = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|body| body["appKey"].as_str().map(String::from));
-    let Some(app_key) = app_key else {
-        return error_response(GolemError::bad_request(
-            "send {\"appKey\": \"...\"}: the app-key the agent uses (YAGNA_APPKEY)",
-        ));
-    };
-    match shared.sessions.login_with_key(&app_key) {
-        Some(session) => HttpResponse::NoContent()
-            .insert_header((header::SET_COOKIE, auth::session_cookie(&session)))
-            .finish(),
-        None => error_response(GolemError::new(
+        .and_then(|body| body["appKey"].as_str().map(String::from))
+        .ok_or_else(|| {
+            GolemError::bad_request(
+                "send {\"appKey\": \"...\"}: the app-key the agent uses (YAGNA_APPKEY)",
+            )
+        })?;
+    let session = shared.sessions.login_with_key(&app_key).ok_or_else(|| {
+        GolemError::new(
             ErrorCode::Unauthorized,
             "wrong app-key: give the one the agent runs with (YAGNA_APPKEY or --app-key)",
-        )),
-    }
+        )
+    })?;
+    Ok(HttpResponse::NoContent()
+        .insert_header((header::SET_COOKIE, auth::session_cookie(&session)))
+        .finish())
 }
 
 async fn logout(request: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -279,11 +292,9 @@ async fn whole(
     request: HttpRequest,
     shared: web::Data<Shared>,
     client: web::Data<GolemClient>,
-) -> HttpResponse {
-    if let Err(error) = check(&request, &shared) {
-        return error_response(error);
-    }
-    HttpResponse::Ok().json(document(&shared, &client).await)
+) -> ApiResult {
+    check(&request, &shared)?;
+    Ok(HttpResponse::Ok().json(document(&shared, &client).await))
 }
 
 /// The sections of `/api/{section}`.
@@ -294,15 +305,13 @@ async fn section(
     shared: web::Data<Shared>,
     client: web::Data<GolemClient>,
     name: web::Path<String>,
-) -> HttpResponse {
-    if let Err(error) = check(&request, &shared) {
-        return error_response(error);
-    }
+) -> ApiResult {
+    check(&request, &shared)?;
     if !SECTIONS.contains(&name.as_str()) {
-        return no_such_route().await;
+        return Err(no_such_route_error().into());
     }
     let mut document = document(&shared, &client).await;
-    HttpResponse::Ok().json(document[name.as_str()].take())
+    Ok(HttpResponse::Ok().json(document[name.as_str()].take()))
 }
 
 /// `text/event-stream`: a `dashboard` event with the whole document when it
@@ -311,10 +320,8 @@ async fn events(
     request: HttpRequest,
     shared: web::Data<Shared>,
     client: web::Data<GolemClient>,
-) -> HttpResponse {
-    if let Err(error) = check(&request, &shared) {
-        return error_response(error);
-    }
+) -> ApiResult {
+    check(&request, &shared)?;
     let shared: Arc<Shared> = shared.into_inner();
     let client = client.into_inner();
     let stream = futures::stream::unfold(
@@ -341,10 +348,10 @@ async fn events(
             ))
         },
     );
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .streaming(stream)
+        .streaming(stream))
 }
 
 fn bool_field(body: &[u8], field: &str) -> Result<bool, GolemError> {
@@ -358,34 +365,37 @@ fn bool_field(body: &[u8], field: &str) -> Result<bool, GolemError> {
         })
 }
 
+/// Apply `change` to the offer controls; answers their new state.
+fn change_controls(
+    shared: &Shared,
+    what: std::fmt::Arguments<'_>,
+    change: impl FnOnce(&mut super::ControlState),
+) -> ApiResult {
+    let state = shared
+        .sources
+        .link
+        .controls
+        .change(change)
+        .map_err(|error| GolemError::internal(error.to_string()))?;
+    tracing::info!("{what} from the dashboard");
+    Ok(HttpResponse::Ok().json(state))
+}
+
 async fn pause_offers(
     request: HttpRequest,
     shared: web::Data<Shared>,
     body: web::Bytes,
-) -> HttpResponse {
-    if let Err(error) = check(&request, &shared) {
-        return error_response(error);
-    }
-    let paused = match bool_field(&body, "paused") {
-        Ok(paused) => paused,
-        Err(error) => return error_response(error),
+) -> ApiResult {
+    check(&request, &shared)?;
+    let paused = bool_field(&body, "paused")?;
+    let what = if paused {
+        "offers paused"
+    } else {
+        "offers resumed"
     };
-    match shared
-        .sources
-        .link
-        .controls
-        .change(|state| state.paused = paused)
-    {
-        Ok(state) => {
-            tracing::info!(
-                paused,
-                "offers {} from the dashboard",
-                if paused { "paused" } else { "resumed" }
-            );
-            HttpResponse::Ok().json(state)
-        }
-        Err(error) => error_response(GolemError::internal(error.to_string())),
-    }
+    change_controls(&shared, format_args!("{what}"), |state| {
+        state.paused = paused
+    })
 }
 
 async fn set_preset_active(
@@ -393,50 +403,42 @@ async fn set_preset_active(
     shared: web::Data<Shared>,
     name: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
-    if let Err(error) = check(&request, &shared) {
-        return error_response(error);
-    }
-    let active = match bool_field(&body, "active") {
-        Ok(active) => active,
-        Err(error) => return error_response(error),
-    };
+) -> ApiResult {
+    check(&request, &shared)?;
+    let active = bool_field(&body, "active")?;
     let sources = &shared.sources;
-    let presets = match crate::presets::load(&sources.data_dir) {
-        Ok(presets) => presets,
-        Err(error) => return error_response(GolemError::internal(error.to_string())),
-    };
+    let presets = crate::presets::load(&sources.data_dir)
+        .map_err(|error| GolemError::internal(error.to_string()))?;
     let known = presets.iter().any(|preset| preset.name == *name)
         || sources
             .exe_units
             .iter()
             .any(|unit| crate::presets::Preset::default_for(&unit.runtime).name == *name);
     if !known {
-        return error_response(GolemError::not_found(format!(
+        return Err(GolemError::not_found(format!(
             "no preset {:?}: the offers section lists them",
             name.as_str()
-        )));
+        ))
+        .into());
     }
-    let changed = sources.link.controls.change(|state| {
+    let verb = if active { "activated" } else { "deactivated" };
+    change_controls(&shared, format_args!("preset {name} {verb}"), |state| {
         if active {
             state.inactive_presets.remove(name.as_str());
         } else {
             state.inactive_presets.insert(name.to_string());
         }
-    });
-    match changed {
-        Ok(state) => {
-            tracing::info!(preset = %name, active, "preset {} from the dashboard", if active { "activated" } else { "deactivated" });
-            HttpResponse::Ok().json(state)
-        }
-        Err(error) => error_response(GolemError::internal(error.to_string())),
-    }
+    })
 }
 
-async fn no_such_route() -> HttpResponse {
-    error_response(GolemError::not_found(
+fn no_such_route_error() -> GolemError {
+    GolemError::not_found(
         "no such dashboard route: the API is /api/dashboard, /api/{status,offers,negotiations,agreements,earnings} and /api/events",
-    ))
+    )
+}
+
+async fn no_such_route() -> ApiResult {
+    Err(no_such_route_error().into())
 }
 
 #[cfg(test)]
