@@ -256,6 +256,140 @@ async fn browser_dashboard_shows_the_running_job_and_its_paid_invoice_live() {
     println!("screenshots: {}", artifacts().display());
 }
 
+/// The dashboard session of `network`'s agent, logged in with its app-key.
+async fn session_cookie(http: &reqwest::Client, base: &str, app_key: &str) -> String {
+    let login = http
+        .post(format!("{base}/api/session"))
+        .json(&json!({ "appKey": app_key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 204);
+    login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The pause and preset buttons' operations withdraw the agent's offer from
+/// its daemon and publish it again; after a paid job, `golem-provider status`
+/// and the dashboard's earnings say the same (a settled invoice is accepted
+/// and paid).
+#[tokio::test]
+async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earnings() {
+    let port = free_port();
+    let config = format!("dashboard = \"127.0.0.1:{port}\"\n");
+    let mut network = Network::start(1, "e2e-dashboard-buttons", None, &config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let cookie = session_cookie(&http, &base, &network.providers[0].app_key).await;
+    let provider_daemon = network.sandbox.daemons()[1].client();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .header("Cookie", &cookie)
+            .json(&body)
+            .send()
+    };
+    let offers_become = |count: usize| {
+        let provider_daemon = provider_daemon.clone();
+        async move {
+            let what = format!("{count} offers at the provider daemon");
+            golem_tests::eventually(Duration::from_secs(15), &what, || {
+                let provider_daemon = provider_daemon.clone();
+                async move {
+                    let offers = provider_daemon.offers().await.ok()?;
+                    (offers.len() == count).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    offers_become(1).await.unwrap();
+    for (path, off, on) in [
+        (
+            "/api/offers/pause",
+            json!({"paused": true}),
+            json!({"paused": false}),
+        ),
+        (
+            "/api/presets/default-wasmtime/active",
+            json!({"active": false}),
+            json!({"active": true}),
+        ),
+    ] {
+        assert_eq!(post(path, off).await.unwrap().status(), 200, "{path}");
+        offers_become(0).await.unwrap();
+        let offers: Value = http
+            .get(format!("{base}/api/offers"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(offers["offers"][0]["published"], false, "{offers}");
+        assert_eq!(post(path, on).await.unwrap().status(), 200, "{path}");
+        offers_become(1).await.unwrap();
+    }
+    network.providers[0]
+        .wait_for_log("offer withdrawn", Duration::from_secs(1))
+        .unwrap();
+
+    // A paid job: status and the page's earnings agree.
+    let hello = golem_tests::requestor::repo_root().join("exe-unit-wasm/tests/modules/hello.wat");
+    let output = network
+        .requestor(&[
+            "run",
+            "--package",
+            hello.to_str().unwrap(),
+            "--",
+            "hello",
+            "paid",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let agent = &network.providers[0];
+    let status = golem_tests::eventually(
+        Duration::from_secs(30),
+        "a settled invoice in status",
+        || async {
+            let status = agent.status().ok()?;
+            (status["earnings"]["counts"]["paid"] == 1).then_some(status)
+        },
+    )
+    .await
+    .unwrap();
+    let earnings = &status["earnings"];
+    assert_ne!(earnings["paid"], "0", "{status}");
+    assert_eq!(
+        earnings["accepted"], earnings["paid"],
+        "a paid invoice was accepted: {status}"
+    );
+    assert_eq!(earnings["invoiced"], earnings["paid"], "{status}");
+    let page: Value = http
+        .get(format!("{base}/api/earnings"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["totals"], *earnings,
+        "the page and status share one definition"
+    );
+}
+
 /// Benchmark (run by `scripts/bench/dashboard.sh` on release builds): page
 /// load to first complete render in headless Chromium on loopback, the API's
 /// whole document, and the agent's RSS without the dashboard, with it idle,
