@@ -450,8 +450,8 @@ mod tests {
     const KEY: &str = "the-app-key";
 
     /// Sources over an empty data dir and a daemon nobody answers at.
-    fn shared(dir: &std::path::Path) -> web::Data<Shared> {
-        let sources = DashboardSources {
+    fn sources(dir: &std::path::Path) -> DashboardSources {
+        DashboardSources {
             data_dir: dir.to_path_buf(),
             api_url: "http://127.0.0.1:1".into(),
             app_key: KEY.into(),
@@ -465,12 +465,33 @@ mod tests {
             }],
             link: AgentLink::open(dir),
             started_at: Utc::now(),
-        };
+        }
+    }
+
+    fn shared(dir: &std::path::Path) -> web::Data<Shared> {
         web::Data::new(Shared {
             sessions: Sessions::new(KEY),
-            sources,
+            sources: sources(dir),
             event_interval: Duration::from_millis(10),
         })
+    }
+
+    #[test]
+    fn an_address_in_use_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = DashboardConfig {
+            address: taken.local_addr().unwrap(),
+            remote: false,
+        };
+        let Err(error) = start(&config, sources(dir.path())) else {
+            panic!("bound an address in use")
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains(&config.address.to_string()) && message.contains("--dashboard ADDR"),
+            "{message}"
+        );
     }
 
     fn cookie_of(response: &actix_web::dev::ServiceResponse) -> String {
