@@ -4,7 +4,8 @@
 //! WASM job, and headless Chromium (tier `browser_`) reading the page. It
 //! asserts the page shows the agreement while the job runs, the paid earning
 //! afterwards, updates without reloading, fits a phone's width, and that the
-//! API answers 401 without a session or with a wrong key. Screenshots go to
+//! API answers 401 without a session or with a wrong key; logged out, the page
+//! refuses a wrong app-key and opens with the right one. Screenshots go to
 //! `<target>/tmp/dashboard/` (printed).
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
@@ -253,6 +254,50 @@ async fn browser_dashboard_shows_the_running_job_and_its_paid_invoice_live() {
     );
     let phone = artifacts().join("dashboard-phone.png");
     browser.screenshot(&phone).await.unwrap();
+
+    // Logged out, the page asks for the app-key: a wrong one is refused, the right one opens it.
+    browser
+        .execute(
+            "return fetch('/api/session', {method: 'DELETE'}).then(r => r.status)",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.goto(&base).await.unwrap();
+    browser
+        .wait_for(
+            "the login form",
+            Duration::from_secs(10),
+            "return !document.getElementById('login').hidden && document.getElementById('main').hidden",
+        )
+        .await
+        .unwrap();
+    let submit = "document.getElementById('app-key').value = arguments[0]; \
+                  document.getElementById('login-form').requestSubmit(); return true;";
+    browser
+        .execute(submit, json!(["not-the-app-key"]))
+        .await
+        .unwrap();
+    let refused = browser
+        .wait_for(
+            "the wrong key refused",
+            Duration::from_secs(10),
+            "return document.getElementById('login-error').textContent",
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, "Wrong app-key.");
+    let app_key = network.providers[0].app_key.clone();
+    browser.execute(submit, json!([app_key])).await.unwrap();
+    browser
+        .wait_for(
+            "the page after logging in with the app-key",
+            Duration::from_secs(10),
+            "return !document.getElementById('main').hidden && \
+                    document.getElementById('online').textContent === 'online'",
+        )
+        .await
+        .unwrap();
     println!("screenshots: {}", artifacts().display());
 }
 
