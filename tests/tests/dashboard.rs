@@ -6,7 +6,8 @@
 //! afterwards, updates without reloading, fits a phone's width, and that the
 //! API answers 401 without a session or with a wrong key; logged out, the page
 //! refuses a wrong app-key and opens with the right one. Screenshots go to
-//! `<target>/tmp/dashboard/` (printed).
+//! `<target>/tmp/dashboard/` (printed). Without a browser, a second test drives
+//! the buttons' API against the agent and compares `status` with the page.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::process::Stdio;
