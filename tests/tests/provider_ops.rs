@@ -5,20 +5,17 @@
 //! with `--json`, and their refusals of bad input.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
 use golem_client::GolemClient;
 use golem_model::activity::{parse_exe_script, CommandResult};
-use golem_model::market::{AgreementState, DemandOfferBase, Offer, Reason};
-use golem_tests::http::FileServer;
+use golem_model::market::{AgreementState, Offer, Reason};
+use golem_tests::demands::{paid_demand, serve_hello_wasm};
 use golem_tests::provider::{negotiate_with_agent, Preset, ProviderAgent, ProviderOptions};
 use golem_tests::{binary, eventually, Sandbox};
 use serde_json::{json, Value};
-use sha3::Digest;
-
-const PLATFORM: &str = "dummy-local-tglm";
 
 /// The offers daemon P lists for its node (the agent's subscriptions).
 async fn offers_on(daemon: &GolemClient) -> Vec<Offer> {
@@ -81,19 +78,7 @@ async fn preset_change_resubscribes_the_offer_while_an_activity_runs() {
     let subnet = "e2e-provider-ops";
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
-    let packages = sandbox.path().join("packages");
-    std::fs::create_dir_all(&packages).unwrap();
-    let hello = wat::parse_file(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../exe-unit-wasm/tests/modules/hello.wat"),
-    )
-    .unwrap();
-    std::fs::write(packages.join("hello.wasm"), &hello).unwrap();
-    let server = FileServer::start(packages).await.unwrap();
-    let package = format!(
-        "hash:sha3:{}:{}",
-        hex::encode(sha3::Sha3_224::digest(&hello)),
-        server.url("hello.wasm")
-    );
+    let (server, package) = serve_hello_wasm(&sandbox.path().join("packages")).await;
     let options = ProviderOptions::new(subnet)
         .exe_units(&["wasmtime"])
         .max_agreements(2)
@@ -106,27 +91,7 @@ async fn preset_change_resubscribes_the_offer_while_an_activity_runs() {
     let old_offer_id = first[0].offer_id.clone();
 
     // An agreement and a live activity made with the first offer.
-    let allocation = requestor.create_allocation(PLATFORM, "100").await.unwrap();
-    let decoration = requestor
-        .demand_decorations(&[&allocation.allocation_id])
-        .await
-        .unwrap();
-    let mut properties = json!({
-        "golem.node.debug.subnet": subnet,
-        "golem.srv.comp.task_package": package,
-        "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 600_000,
-        "golem.com.payment.chosen-platform": PLATFORM,
-    });
-    for property in &decoration.properties {
-        properties[&property.key] = json!(property.value);
-    }
-    let demand = DemandOfferBase {
-        properties,
-        constraints: format!(
-            "(&(golem.node.debug.subnet={subnet})(golem.runtime.name=wasmtime){})",
-            decoration.constraints.join("")
-        ),
-    };
+    let demand = paid_demand(&requestor, subnet, "wasmtime", &package).await;
     let agreement_id = negotiate_with_agent(&requestor, &demand, &agent).await;
     let activity_id = requestor
         .create_activity(&agreement_id, 30.0)
