@@ -477,7 +477,7 @@ impl Agent {
             .filter(|spec| !kept.iter().any(|offer| offer.spec.same_offer(spec)))
             .collect();
         if gone.is_empty() && added.is_empty() {
-            tracing::debug!(cause, "offers unchanged");
+            tracing::info!(cause, offers = lock(&self.offers).len(), "offers unchanged");
             return true;
         }
         for offer in &gone {

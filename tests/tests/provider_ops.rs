@@ -169,6 +169,23 @@ async fn preset_change_resubscribes_the_offer_while_an_activity_runs() {
     cli_ok(&agent, &["preset", "activate", "wasm"]);
     wait_offers(&provider, &[json!([0.02, 0.001, 0.5])], &agent).await;
 
+    // SIGHUP (the units' ExecReload) re-reads the sources; nothing changed,
+    // so the offer stays and the agent runs on.
+    let offer_before = offers_on(&provider).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid().unwrap() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let line = agent
+        .wait_for_log("offers unchanged", Duration::from_secs(5))
+        .unwrap();
+    assert!(line.contains("SIGHUP"), "{line}");
+    assert_eq!(
+        offers_on(&provider).await[0].offer_id,
+        offer_before[0].offer_id
+    );
+
     // clean leaves the live activity's work dir alone.
     let report: Value = serde_json::from_str(&cli_ok(
         &agent,
