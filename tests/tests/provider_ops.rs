@@ -13,6 +13,7 @@ use golem_client::GolemClient;
 use golem_model::activity::{parse_exe_script, CommandResult};
 use golem_model::market::{AgreementState, Offer, Reason};
 use golem_tests::demands::{paid_demand, serve_hello_wasm};
+use golem_tests::http::JsonApi;
 use golem_tests::provider::{negotiate_with_agent, Preset, ProviderAgent, ProviderOptions};
 use golem_tests::{binary, eventually, Sandbox};
 use serde_json::{json, Value};
@@ -132,6 +133,40 @@ async fn preset_change_resubscribes_the_offer_while_an_activity_runs() {
     agent
         .wait_for_log("offers re-subscribed", Duration::from_secs(5))
         .unwrap();
+    // The requestor's market sees the new offer and no longer the old one.
+    let requestor_market = JsonApi::new(
+        format!(
+            "{}/market-api/v1",
+            sandbox.daemons()[1].api_url.trim_end_matches('/')
+        ),
+        &sandbox.daemons()[1].app_key,
+    );
+    let new_offer_id = second[0].offer_id.clone();
+    eventually(Duration::from_secs(20), "R's scan: the new offer, not the old", || async {
+        let (status, scan) = requestor_market
+            .call(
+                reqwest::Method::POST,
+                "/scan",
+                Some(json!({"type": "offer", "constraints": format!("(golem.node.debug.subnet={subnet})")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{scan}");
+        let scan = scan.as_str().unwrap().to_string();
+        let (_, offers) = requestor_market
+            .call(reqwest::Method::GET, &format!("/scan/{scan}/events?timeout=1"), None)
+            .await;
+        let _ = requestor_market
+            .call(reqwest::Method::DELETE, &format!("/scan/{scan}"), None)
+            .await;
+        let ids: Vec<&str> = offers
+            .as_array()?
+            .iter()
+            .filter_map(|offer| offer["offerId"].as_str())
+            .collect();
+        (ids.contains(&new_offer_id.as_str()) && !ids.contains(&old_offer_id.as_str())).then_some(())
+    })
+    .await
+    .unwrap();
 
     // The activity made under the old offer still runs commands.
     let run = json!([{"run": {"entry_point": "hello", "args": ["still", "here"],
