@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # A Golem node image: golem-daemon, golem-provider, both exe units and gftp.
 # Build: docker build -t golem-node .   (needs a registry for the base images)
 # Run:   see "Run a provider node as a service" in the README.
