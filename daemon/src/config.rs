@@ -27,6 +27,9 @@ pub mod env_names {
     /// The original daemon's name for the same thing, accepted for drop-in
     /// use after `GOLEM_AUTOCONF_APPKEY`.
     pub const YAGNA_AUTOCONF_APPKEY: &str = "YAGNA_AUTOCONF_APPKEY";
+    /// Not a setting: the datagram socket systemd listens on for readiness
+    /// (`Type=notify` units); `READY=1` goes there once the REST API listens.
+    pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
     /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` for the key
     /// `payment.erc20.<network>.<field>` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
     /// Older than the derivation rule, which would say

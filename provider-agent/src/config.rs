@@ -131,6 +131,23 @@ impl ProviderSettings {
             .load()?)
     }
 
+    /// The file and the environment, without flags (what the management
+    /// commands see).
+    pub fn load_without_flags(
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderSettings, ConfigError> {
+        #[derive(Serialize)]
+        struct NoFlags {}
+        Self::load(data_dir, &NoFlags {}, env)
+    }
+
+    /// `path` alone, as a provider.toml (no environment, no flags): to
+    /// check a file before it replaces the real one.
+    pub fn load_file(path: &Path) -> Result<ProviderSettings, ConfigError> {
+        Ok(Self::layers(&|_| None).optional_file(path).load()?)
+    }
+
     fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
         Layers::new(env_names::PREFIX, env)
             .env_names("allow-docker-images", [env_names::ALLOW_DOCKER_IMAGES])

@@ -7,8 +7,11 @@
 
 pub mod agent;
 pub mod billing;
+pub mod clean;
 pub mod cli;
 pub mod config;
+pub mod config_command;
+pub mod exe_unit_command;
 pub mod exe_units;
 pub mod machine;
 pub mod negotiation;

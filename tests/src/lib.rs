@@ -6,6 +6,7 @@
 
 pub mod abuse;
 pub mod anvil;
+pub mod demands;
 pub mod docker;
 pub mod http;
 pub mod negotiation;
