@@ -480,12 +480,23 @@ impl Agent {
     ) {
         let proposal_id = proposal.proposal_id.clone();
         let running = self.live_agreements() + *lock(&self.pending_approvals);
+        let now = Utc::now();
         let verdict = negotiation::evaluate(
             &self.config,
             &proposal.properties,
-            Utc::now().timestamp_millis(),
+            now.timestamp_millis(),
             running,
-        );
+        )
+        .and_then(|terms| {
+            // The payload manifest's outbound access, by the provider's rules.
+            crate::outbound::judge(
+                &self.config.data_dir,
+                &proposal.properties,
+                &self.offers[index].spec.properties,
+                now.timestamp(),
+            )
+            .map(|()| terms)
+        });
         let decided_us = received.elapsed().as_micros() as u64;
         match verdict {
             Ok(terms) => {
