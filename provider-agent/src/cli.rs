@@ -25,8 +25,9 @@ It talks to the local golem-daemon over its REST API with an app-key (--app-key 
 exe-unit-vm → vm, found beside this binary or on PATH), answers demands by its policy, runs \
 activities in exe-unit processes and bills them with debit notes and invoices.\n\n\
 Its data dir (--data-dir / GOLEM_PROVIDER_DATA_DIR) holds provider.toml (settings), presets.toml \
-(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices) \
-and the activities' work dirs."
+(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices), \
+the activities' work dirs, and the outbound rules for payload manifests: rules.json (see `rule`), \
+domain_whitelist.json (see `whitelist`) and cert-dir/ (see `keystore`)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -75,6 +76,15 @@ pub enum Command {
     /// Manage presets: the linear prices of each exe unit.
     #[command(subcommand)]
     Preset(PresetCommand),
+    /// Manage the domain whitelist of outbound rules (domain_whitelist.json).
+    #[command(subcommand)]
+    Whitelist(crate::outbound::commands::WhitelistCommand),
+    /// Manage the X.509 certificates trusted for signed payload manifests (cert-dir/).
+    #[command(subcommand)]
+    Keystore(crate::outbound::commands::KeystoreCommand),
+    /// Show or change the outbound rules for payload manifests (rules.json).
+    #[command(subcommand)]
+    Rule(crate::outbound::commands::RuleCommand),
     /// Show offers, agreements, activities and earnings.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -218,6 +228,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_agent(connection, args),
         Command::Preset(command) => preset(&connection, command),
         Command::Status { json } => status(&connection, json),
+        Command::Whitelist(command) => {
+            crate::outbound::commands::whitelist(&connection.data_dir, command)
+        }
+        Command::Keystore(command) => {
+            crate::outbound::commands::keystore(&connection.data_dir, command)
+        }
+        Command::Rule(command) => crate::outbound::commands::rule(&connection.data_dir, command),
     }
 }
 

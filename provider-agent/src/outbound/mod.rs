@@ -16,6 +16,7 @@
 //! filter a container's traffic), and `unrestricted` access (enforcement
 //! allows exactly the manifest's URLs).
 
+pub mod commands;
 pub mod keystore;
 pub mod rules;
 pub mod whitelist;
