@@ -919,6 +919,10 @@ impl Agent {
                     .or(self.config.vm_sandbox.as_deref())
                     .unwrap_or(""),
             )
+            .env(
+                crate::config::env_names::EXE_UNIT_OUTBOUND_HOSTS,
+                self.config.outbound_hosts.join(","),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))

@@ -142,6 +142,10 @@ pub struct RunArgs {
     /// [provider.toml: vm-sandbox] [default: gvisor when the engine has runsc, else runc]
     #[arg(long, value_name = "gvisor|runc")]
     pub vm_sandbox: Option<String>,
+    /// Where payload manifests' hosts resolve for outbound access, before this host's resolver:
+    /// name=IPv4 pairs, comma-separated [env: GOLEM_PROVIDER_OUTBOUND_HOSTS] [provider.toml: outbound-hosts]
+    #[arg(long, value_delimiter = ',', value_name = "NAME=IPV4")]
+    pub outbound_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -162,6 +162,7 @@ fn runtime(engine: &FakeEngine, limits: Limits, sandbox: Option<Sandbox>) -> VmR
         config: crate::config::VmConfig {
             allow_docker_images: true,
             sandbox,
+            outbound_hosts: Default::default(),
         },
         limits,
         docker: OnceCell::from(engine.docker()),
@@ -173,6 +174,9 @@ fn runtime(engine: &FakeEngine, limits: Limits, sandbox: Option<Sandbox>) -> VmR
         bus: std::sync::OnceLock::new(),
         vpn: Mutex::new(None),
         volumes_mount: Mutex::new(None),
+        outbound_targets: None,
+        outbound: Mutex::new(None),
+        outbound_pid: Mutex::new(None),
     }
 }
 

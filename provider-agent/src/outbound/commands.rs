@@ -250,8 +250,16 @@ pub fn rule(data_dir: &Path, command: RuleCommand) -> anyhow::Result<()> {
                     "disabled"
                 }
             );
-            println!("{:<16} {:<10} {:<18} DESCRIPTION", "RULE", "MODE", "CERT ID");
-            println!("{:<16} {:<10} {:<18}", "everyone", outbound.everyone.as_str(), "");
+            println!(
+                "{:<16} {:<10} {:<18} DESCRIPTION",
+                "RULE", "MODE", "CERT ID"
+            );
+            println!(
+                "{:<16} {:<10} {:<18}",
+                "everyone",
+                outbound.everyone.as_str(),
+                ""
+            );
             for (name, map) in [
                 ("audited-payload", &outbound.audited_payload),
                 ("partner", &outbound.partner),
@@ -308,7 +316,10 @@ pub fn rule(data_dir: &Path, command: RuleCommand) -> anyhow::Result<()> {
                 }
             }
             rules.save(data_dir)?;
-            println!("outbound rules saved to {}", RulesConfig::path(data_dir).display());
+            println!(
+                "outbound rules saved to {}",
+                RulesConfig::path(data_dir).display()
+            );
         }
     }
     Ok(())
