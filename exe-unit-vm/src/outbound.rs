@@ -3,7 +3,8 @@
 //! this module enforces it: [`OutboundGrant::from_agreement`] resolves the
 //! manifest's hosts once at deploy (the provider's `outbound-hosts` first,
 //! then the host's resolver, IPv4 only) into `(IPv4, tcp|udp, port)`
-//! triples and `/etc/hosts` entries; [`apply`] loads an nftables table into
+//! triples and `/etc/hosts` entries (only names the provider maps may lead
+//! to loopback, private or link-local addresses); [`apply`] loads an nftables table into
 //! the container's own network namespace that lets exactly those triples
 //! (and replies) through and drops and counts everything else;
 //! [`dropped`] reads the counters at the end.
@@ -128,6 +129,20 @@ impl OutboundGrant {
                     }
                 },
             };
+            // Only the provider's own mapping may lead into non-public
+            // space (its LAN, the host, cloud metadata).
+            if !overrides.contains_key(&target.host) {
+                for ip in &ips {
+                    if let Some(kind) = golem_exe_unit::outbound::non_public_kind(IpAddr::V4(*ip)) {
+                        return Err(format!(
+                            "the manifest's host {} is {ip}, a {kind} address: containers reach \
+                             only public addresses, unless the provider maps the name in its \
+                             outbound-hosts setting",
+                            target.host
+                        ));
+                    }
+                }
+            }
             if target.host.parse::<IpAddr>().is_err() {
                 grant.hosts.insert(target.host.clone(), ips[0].to_string());
             }
@@ -305,7 +320,7 @@ mod tests {
         let grant = OutboundGrant::resolve(
             &[
                 target(Transport::Tcp, "api.golem.test", 8080),
-                target(Transport::Udp, "10.1.1.1", 53),
+                target(Transport::Udp, "1.1.1.1", 53),
             ],
             &overrides,
         )
@@ -315,7 +330,7 @@ mod tests {
             grant.flows,
             [
                 AllowedFlow {
-                    ip: Ipv4Addr::new(10, 1, 1, 1),
+                    ip: Ipv4Addr::new(1, 1, 1, 1),
                     transport: Transport::Udp,
                     port: 53
                 },
@@ -332,7 +347,7 @@ mod tests {
         );
         let ruleset = grant.ruleset();
         assert!(
-            ruleset.contains("elements = { 10.1.1.1 . udp . 53, 10.9.8.7 . tcp . 8080 }"),
+            ruleset.contains("elements = { 1.1.1.1 . udp . 53, 10.9.8.7 . tcp . 8080 }"),
             "{ruleset}"
         );
         assert!(ruleset.contains("policy drop"), "{ruleset}");
@@ -346,6 +361,22 @@ mod tests {
         assert!(error.contains("IPv4"), "{error}");
         assert!(parse_host_overrides("bad name=1.2.3.4").is_err());
         assert!(parse_host_overrides("").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_public_addresses_need_the_providers_mapping() {
+        for host in ["127.0.0.1", "172.17.0.1", "169.254.169.254", "192.168.1.10"] {
+            let error =
+                OutboundGrant::resolve(&[target(Transport::Tcp, host, 80)], &BTreeMap::new())
+                    .await
+                    .unwrap_err();
+            assert!(error.contains("outbound-hosts"), "{host}: {error}");
+        }
+        let overrides = parse_host_overrides("lan.test=192.168.1.10").unwrap();
+        let grant = OutboundGrant::resolve(&[target(Transport::Tcp, "lan.test", 80)], &overrides)
+            .await
+            .unwrap();
+        assert_eq!(grant.flows[0].ip, Ipv4Addr::new(192, 168, 1, 10));
     }
 
     #[tokio::test]
