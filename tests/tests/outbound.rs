@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use golem_model::activity::CommandResult;
 use golem_model::manifest::{encode_base64, keys};
 use golem_model::market::DemandOfferBase;
+use golem_provider::outbound::test_ca;
 use golem_tests::docker;
 use golem_tests::http::FileServer;
 use golem_tests::provider::{try_negotiate_with_agent, Preset, ProviderAgent, ProviderOptions};
@@ -26,64 +27,6 @@ const SUBNET: &str = "e2e-outbound";
 const PLATFORM: &str = "dummy-local-tglm";
 const IMAGE_TAG: &str = "golem-test-busybox:latest";
 const PAGE: &str = "hello from the test internet";
-
-/// Certificates minted by the test (ECDSA P-256, what `ring` generates).
-mod test_ca {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-
-    pub struct Minted {
-        pub pem: String,
-        key: KeyPair,
-        params: CertificateParams,
-    }
-
-    fn params(name: &str, ca: bool, days: (i64, i64)) -> CertificateParams {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        if ca {
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.0);
-        params.not_after = now + time::Duration::days(days.1);
-        params
-    }
-
-    pub fn root(name: &str) -> Minted {
-        let key = KeyPair::generate().unwrap();
-        let params = params(name, true, (-1, 365));
-        let pem = params.clone().self_signed(&key).unwrap().pem();
-        Minted { pem, key, params }
-    }
-
-    /// A leaf signed by `issuer`, valid from `days.0` to `days.1` from now.
-    pub fn leaf(name: &str, issuer: &Minted, days: (i64, i64)) -> Minted {
-        let key = KeyPair::generate().unwrap();
-        let params = params(name, false, days);
-        let issuer_certificate = issuer.params.clone().self_signed(&issuer.key).unwrap();
-        let pem = params
-            .clone()
-            .signed_by(&key, &issuer_certificate, &issuer.key)
-            .unwrap()
-            .pem();
-        Minted { pem, key, params }
-    }
-
-    /// `data` signed with `minted`'s key (ECDSA P-256 SHA-256, ASN.1), as
-    /// `openssl dgst -sha256 -sign` does.
-    pub fn sign(minted: &Minted, data: &[u8]) -> Vec<u8> {
-        let rng = ring::rand::SystemRandom::new();
-        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &minted.key.serialize_der(),
-            &rng,
-        )
-        .unwrap();
-        pair.sign(&rng, data).unwrap().as_ref().to_vec()
-    }
-}
 
 /// The manifest (base64 text, as sent) whose image is `image` and whose
 /// outbound URLs are `urls`.
@@ -289,6 +232,20 @@ async fn wait_for_log(
     }
 }
 
+/// Destroy `activity_id` (when not empty) and terminate `agreement_id`.
+async fn end(client: &golem_client::GolemClient, agreement_id: &str, activity_id: &str) {
+    if !activity_id.is_empty() {
+        client.destroy_activity(activity_id).await.unwrap();
+    }
+    client
+        .terminate_agreement(
+            agreement_id,
+            Some(&golem_model::market::Reason::new("done")),
+        )
+        .await
+        .unwrap();
+}
+
 fn netns_available() -> bool {
     nix::unistd::Uid::effective().is_root()
         && Command::new("ip")
@@ -461,13 +418,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         log.contains("runs under runc"),
         "the switch from gVisor is logged: {log}"
     );
-    client
-        .terminate_agreement(
-            &agreement_id,
-            Some(&golem_model::market::Reason::new("done")),
-        )
-        .await
-        .unwrap();
+    end(&client, &agreement_id, "").await;
 
     // 2. Unsigned, host not whitelisted: refused at negotiation with the original's reason.
     let other = manifest(&image, &["http://other.golem.test:8081/"]);
@@ -509,14 +460,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     );
     assert_eq!(text(&results[2].stdout), PAGE);
     assert_eq!(text(&results[3].stdout).trim(), "BLOCKED");
-    client.destroy_activity(&activity_id).await.unwrap();
-    client
-        .terminate_agreement(
-            &agreement_id,
-            Some(&golem_model::market::Reason::new("done")),
-        )
-        .await
-        .unwrap();
+    end(&client, &agreement_id, &activity_id).await;
 
     // 4. An expired signer, and a signer of a CA the provider does not trust.
     let expired = test_ca::leaf("Expired Signer", &root, (-30, -1));

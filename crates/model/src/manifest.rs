@@ -291,19 +291,12 @@ pub fn target_of(url: &str) -> Result<OutboundTarget, ManifestError> {
     } else {
         Transport::Tcp
     };
-    let port = parsed
-        .port()
-        .or_else(|| match scheme {
-            "http" | "ws" => Some(80),
-            "https" | "wss" => Some(443),
-            "ftp" => Some(21),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            invalid(format!(
-                "outbound URL {url:?} names no port and {scheme}:// has no default one"
-            ))
-        })?;
+    // The URL's port, else the scheme's (http/ws 80, https/wss 443, ftp 21).
+    let port = parsed.port_or_known_default().ok_or_else(|| {
+        invalid(format!(
+            "outbound URL {url:?} names no port and {scheme}:// has no default one"
+        ))
+    })?;
     Ok(OutboundTarget {
         transport,
         host,

@@ -19,6 +19,8 @@
 pub mod commands;
 pub mod keystore;
 pub mod rules;
+#[cfg(any(test, feature = "test-ca"))]
+pub mod test_ca;
 pub mod whitelist;
 
 use std::path::Path;
@@ -30,6 +32,18 @@ use serde_json::{Map, Value};
 use keystore::Keystore;
 use rules::{Mode, RulesConfig};
 use whitelist::DomainWhitelist;
+
+/// The JSON document at `path`, or the default when there is no file; the
+/// error is the reason (unreadable, or not the expected JSON).
+pub(crate) fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|error| error.to_string()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(error) => Err(error.to_string()),
+    }
+}
 
 /// Write `value` as pretty JSON through a temporary file and a rename.
 pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
@@ -208,8 +222,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::keystore::test_ca;
     use super::rules::CertRule;
+    use super::test_ca;
     use super::whitelist::{validated, MatchType};
     use super::*;
     use golem_model::manifest::encode_base64;

@@ -86,21 +86,9 @@ impl RulesConfig {
     /// The rules in `data_dir` (missing file: the defaults).
     pub fn load(data_dir: &Path) -> Result<RulesConfig, RulesError> {
         let path = Self::path(data_dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(RulesConfig::default())
-            }
-            Err(error) => {
-                return Err(RulesError::Read {
-                    path: path.display().to_string(),
-                    message: error.to_string(),
-                })
-            }
-        };
-        serde_json::from_str(&text).map_err(|error| RulesError::Read {
+        crate::outbound::read_json_or_default(&path).map_err(|message| RulesError::Read {
             path: path.display().to_string(),
-            message: error.to_string(),
+            message,
         })
     }
 

@@ -116,21 +116,9 @@ impl DomainWhitelist {
     /// The whitelist in `data_dir` (missing: empty, the original's default).
     pub fn load(data_dir: &Path) -> Result<DomainWhitelist, WhitelistError> {
         let path = Self::path(data_dir);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DomainWhitelist::default())
-            }
-            Err(error) => {
-                return Err(WhitelistError::Read {
-                    path: path.display().to_string(),
-                    message: error.to_string(),
-                })
-            }
-        };
-        serde_json::from_str(&text).map_err(|error| WhitelistError::Read {
+        crate::outbound::read_json_or_default(&path).map_err(|message| WhitelistError::Read {
             path: path.display().to_string(),
-            message: error.to_string(),
+            message,
         })
     }
 
