@@ -660,12 +660,23 @@ impl Agent {
     ) {
         let proposal_id = proposal.proposal_id.clone();
         let running = self.live_agreements() + *lock(&self.pending_approvals);
+        let now = Utc::now();
         let verdict = negotiation::evaluate(
             &self.config(),
             &proposal.properties,
-            Utc::now().timestamp_millis(),
+            now.timestamp_millis(),
             running,
-        );
+        )
+        .and_then(|terms| {
+            // The payload manifest's outbound access, by the provider's rules.
+            crate::outbound::judge(
+                &self.config.data_dir,
+                &proposal.properties,
+                &self.offers[index].spec.properties,
+                now.timestamp(),
+            )
+            .map(|()| terms)
+        });
         let decided_us = received.elapsed().as_micros() as u64;
         match verdict {
             Ok(terms) => {
@@ -1091,6 +1102,10 @@ impl Agent {
                     .and_then(serde_json::Value::as_str)
                     .or(self.config().vm_sandbox.as_deref())
                     .unwrap_or(""),
+            )
+            .env(
+                crate::config::env_names::EXE_UNIT_OUTBOUND_HOSTS,
+                self.config.outbound_hosts.join(","),
             )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -27,8 +27,9 @@ It talks to the local golem-daemon over its REST API with an app-key (--app-key 
 exe-unit-vm → vm, found beside this binary or on PATH), answers demands by its policy, runs \
 activities in exe-unit processes and bills them with debit notes and invoices.\n\n\
 Its data dir (--data-dir / GOLEM_PROVIDER_DATA_DIR) holds provider.toml (settings), presets.toml \
-(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices) \
-and the activities' work dirs."
+(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices), \
+the activities' work dirs, and the outbound rules for payload manifests: rules.json (see `rule`), \
+domain_whitelist.json (see `whitelist`) and cert-dir/ (see `keystore`)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -77,6 +78,15 @@ pub enum Command {
     /// Manage presets: the linear prices of each exe unit.
     #[command(subcommand)]
     Preset(PresetCommand),
+    /// Manage the domain whitelist of outbound rules (domain_whitelist.json).
+    #[command(subcommand)]
+    Whitelist(crate::outbound::commands::WhitelistCommand),
+    /// Manage the X.509 certificates trusted for signed payload manifests (cert-dir/).
+    #[command(subcommand)]
+    Keystore(crate::outbound::commands::KeystoreCommand),
+    /// Show or change the outbound rules for payload manifests (rules.json).
+    #[command(subcommand)]
+    Rule(crate::outbound::commands::RuleCommand),
     /// Show offers, agreements, activities and earnings.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -142,6 +152,10 @@ pub struct RunArgs {
     /// [provider.toml: vm-sandbox] [default: gvisor when the engine has runsc, else runc]
     #[arg(long, value_name = "gvisor|runc")]
     pub vm_sandbox: Option<String>,
+    /// Where payload manifests' hosts resolve for outbound access, before this host's resolver:
+    /// name=IPv4 pairs, comma-separated [env: GOLEM_PROVIDER_OUTBOUND_HOSTS] [provider.toml: outbound-hosts]
+    #[arg(long, value_delimiter = ',', value_name = "NAME=IPV4")]
+    pub outbound_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +267,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             &process_env,
         )),
         Command::Clean(args) => crate::clean::execute(&connection.data_dir, args),
+        Command::Whitelist(command) => {
+            crate::outbound::commands::whitelist(&connection.data_dir, command)
+        }
+        Command::Keystore(command) => {
+            crate::outbound::commands::keystore(&connection.data_dir, command)
+        }
+        Command::Rule(command) => crate::outbound::commands::rule(&connection.data_dir, command),
     }
 }
 

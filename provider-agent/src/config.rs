@@ -42,6 +42,9 @@ pub mod env_names {
     /// containers; like `allow-docker-images`, the agent sets it in the exe
     /// unit's environment (which reads this name).
     pub const VM_SANDBOX: &str = "GOLEM_VM_SANDBOX";
+    /// How the VM exe unit reads `outbound-hosts` (the agent sets it,
+    /// resolved, in each exe unit's environment).
+    pub const EXE_UNIT_OUTBOUND_HOSTS: &str = "GOLEM_OUTBOUND_HOSTS";
 }
 
 /// The values of `vm-sandbox`.
@@ -109,6 +112,10 @@ pub struct ProviderSettings {
     /// the original, inside gVisor's kernel) or `runc` (the host's kernel,
     /// so images run hardened); unset, gVisor when the engine has it.
     pub vm_sandbox: Option<String>,
+    /// `name=IPv4` pairs: where payload manifests' hosts resolve before the
+    /// host's resolver is asked (e.g. a test network's names).
+    #[serde(deserialize_with = "golem_settings::de::optional_comma_list")]
+    pub outbound_hosts: Option<Vec<String>>,
     /// The daemon's bus socket handed to exe units; unset, the agent asks its
     /// daemon (`agent::locate_bus_socket`).
     pub bus_socket: Option<PathBuf>,
@@ -258,6 +265,8 @@ pub struct ProviderConfig {
     /// `gvisor` or `runc` when the provider chose (one of [`VM_SANDBOXES`]);
     /// `None`: the VM exe unit's default (gVisor when the engine has it).
     pub vm_sandbox: Option<String>,
+    /// `name=IPv4` pairs for manifest hosts, checked (see `outbound-hosts`).
+    pub outbound_hosts: Vec<String>,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -347,7 +356,31 @@ impl ProviderConfig {
                 Some(value)
             }
         };
+        let outbound_hosts: Vec<String> = settings
+            .outbound_hosts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|pair| pair.trim().to_string())
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        for pair in &outbound_hosts {
+            let fine = pair.split_once('=').is_some_and(|(name, ip)| {
+                !name.is_empty()
+                    && !name.contains(char::is_whitespace)
+                    && ip.parse::<std::net::Ipv4Addr>().is_ok()
+            });
+            if !fine {
+                return Err(ConfigError::Invalid {
+                    name: "outbound-hosts",
+                    message: format!(
+                        "{pair:?}: give name=IPv4 pairs, e.g. api.example.test=10.0.0.2"
+                    ),
+                });
+            }
+        }
         let config = ProviderConfig {
+            outbound_hosts,
             vm_sandbox,
             allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
@@ -483,6 +516,7 @@ mod tests {
             Setting { env: "GOLEM_ALLOW_DOCKER_IMAGES", value: "1", flag: &["--allow-docker-images"], toml: "allow-docker-images = true", read: |c| c.allow_docker_images.to_string(), expected: "true" },
             Setting { env: "GOLEM_ALLOW_PRIVATE_TRANSFERS", value: "true", flag: &["--allow-private-transfers"], toml: "allow-private-transfers = true", read: |c| c.allow_private_transfers.to_string(), expected: "true" },
             Setting { env: "GOLEM_VM_SANDBOX", value: "runc", flag: &["--vm-sandbox", "runc"], toml: "vm-sandbox = \"runc\"", read: |c| format!("{:?}", c.vm_sandbox), expected: "Some(\"runc\")" },
+            Setting { env: "GOLEM_PROVIDER_OUTBOUND_HOSTS", value: "a.test=10.0.0.2", flag: &["--outbound-hosts", "a.test=10.0.0.2"], toml: "outbound-hosts = [\"a.test=10.0.0.2\"]", read: |c| c.outbound_hosts.join(","), expected: "a.test=10.0.0.2" },
             Setting { env: "", value: "", flag: &["--cores", "1"], toml: "cores = 1", read: |c| c.cores.to_string(), expected: "1" },
             Setting { env: "", value: "", flag: &["--threads", "3"], toml: "threads = 3", read: |c| c.threads.to_string(), expected: "3" },
             Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },
@@ -656,6 +690,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("max-agreements"), "{error}");
+        let error = resolve("", &[], &["--outbound-hosts", "a.test=::1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("outbound-hosts") && error.contains("name=IPv4"),
+            "{error}"
+        );
         for (name, value) in [
             ("GOLEM_ALLOW_DOCKER_IMAGES", "maybe"),
             ("GOLEM_ALLOW_PRIVATE_TRANSFERS", "nope"),

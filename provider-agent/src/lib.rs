@@ -16,6 +16,7 @@ pub mod exe_units;
 pub mod machine;
 pub mod negotiation;
 pub mod offer;
+pub mod outbound;
 pub mod presets;
 pub mod state;
 pub mod status;

@@ -100,6 +100,17 @@ pub fn build(
     set(props::MULTI_ACTIVITY, json!(true));
     set(props::NODE_NAME, json!(config.node_name));
     set(props::SUBNET, json!(config.subnet));
+    // The original's agent announces manifest checks when the runtime reads
+    // manifests (the VM unit says so only where it enforces them).
+    if crate::outbound::offers_capability(
+        &exe_unit.template,
+        golem_model::manifest::MANIFEST_SUPPORT_CAPABILITY,
+    ) {
+        set(
+            golem_model::manifest::keys::CAPS_PAYLOAD_MANIFEST,
+            json!(true),
+        );
+    }
     // Demands already expired never match; too-short ones match and are
     // rejected in negotiation with a reason the requestor can read.
     let earliest = Utc::now().timestamp_millis();
