@@ -57,6 +57,7 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/requestorAccounts", web::get().to(requestor_accounts))
                 .route("/providerAccounts", web::get().to(provider_accounts)),
         );
+        config.route("/local-api/v1/late-payments", web::get().to(late_payments));
     }
 }
 
@@ -316,6 +317,13 @@ async fn invoice_events(
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
     events(&payment, &query, true).await
+}
+
+/// `GET /local-api/v1/late-payments` (not in the Golem API, whose invoices
+/// have no field for it): accepted invoices the requestor did not pay within
+/// the agreement's payment timeout, for `golem-provider status`.
+async fn late_payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.late_payments().await?))
 }
 
 async fn payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {

@@ -67,6 +67,7 @@ impl PaymentActor {
             status.allocations.remaining += allocation.remaining_amount;
         }
         PaymentStatusReport {
+            late_payments: self.late_payments(),
             node_id: me,
             platforms: report
                 .into_values()
