@@ -578,10 +578,14 @@ async fn allocation_is_released_at_its_timeout() {
         status["platforms"][0]["allocations"].clone()
     };
     assert_eq!(reserved()["remaining"], json!("7"));
-    let (code, body) = eventually(Duration::from_secs(10), "the allocation to expire", || async {
-        let (code, body) = rest.get(&format!("/allocations/{id}")).await;
-        (code == 404).then_some((code, body))
-    })
+    let (code, body) = eventually(
+        Duration::from_secs(10),
+        "the allocation to expire",
+        || async {
+            let (code, body) = rest.get(&format!("/allocations/{id}")).await;
+            (code == 404).then_some((code, body))
+        },
+    )
     .await
     .unwrap();
     assert_eq!(code, 404);

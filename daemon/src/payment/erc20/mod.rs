@@ -607,9 +607,10 @@ impl Erc20Driver {
         );
         match &transfer.stage {
             // Keep saying why it was replaced.
-            Stage::Signed { replaced, .. } if !replaced.is_empty() => {
-                format!("{waiting}; it replaced {}", replaced.join(", "))
-            }
+            Stage::Signed { replaced, .. } if !replaced.is_empty() => format!(
+                "{waiting}; it replaced {} (stuck below the network's fee)",
+                replaced.join(", ")
+            ),
             _ => waiting,
         }
     }
