@@ -1315,7 +1315,7 @@ async fn bench_erc20_hundred_invoices_to_ten_payees() {
         settled.as_secs_f64()
     );
     println!(
-        "| blocks holding the transfers | {} (of {} mined meanwhile) |",
+        "| blocks holding the transfers | {} (of {} mined from the accepts to this table) |",
         blocks.len(),
         quantity(&anvil.rpc("eth_blockNumber", json!([])).await.unwrap()) - first_block
     );

@@ -51,6 +51,9 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(200);
 /// Receipts and re-broadcasts at least this often even when no block came.
 const RECHECK: Duration = Duration::from_secs(2);
+/// Quick rounds after a broadcast (auto-mining chains answer at once).
+const QUICK_ROUNDS: u32 = 20;
+const QUICK_ROUND: Duration = Duration::from_millis(25);
 
 alloy::sol! {
     function transfer(address to, uint256 amount) returns (bool);
@@ -252,6 +255,7 @@ impl Erc20Driver {
 
     async fn run(self) {
         let mut watches: BTreeMap<String, NetworkWatch> = BTreeMap::new();
+        let mut quick_rounds = 0;
         loop {
             let mut by_network: BTreeMap<String, Vec<Transfer>> = BTreeMap::new();
             for transfer in self.open_transfers() {
@@ -266,16 +270,26 @@ impl Erc20Driver {
                 };
                 let watch = watches.entry(name.clone()).or_default();
                 let round = self.process_network(&network, transfers, watch);
-                if tokio::time::timeout(RPC_TIMEOUT * 3, round).await.is_err() {
-                    tracing::warn!(network = %name, "erc20 round timed out");
-                    watch.last_block = None;
+                match tokio::time::timeout(RPC_TIMEOUT * 3, round).await {
+                    Ok(true) => quick_rounds = QUICK_ROUNDS,
+                    Ok(false) => {}
+                    Err(_) => {
+                        tracing::warn!(network = %name, "erc20 round timed out");
+                        watch.last_block = None;
+                    }
                 }
             }
+            let pause = if quick_rounds > 0 {
+                quick_rounds -= 1;
+                QUICK_ROUND
+            } else {
+                TICK
+            };
             let woken = self.inner.wake.notified();
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 _ = woken => {}
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -306,19 +320,20 @@ impl Erc20Driver {
     /// stuck below the network's fee and re-broadcast the rest (when a new
     /// block came, or [`RECHECK`] passed), then sign every queued transfer
     /// with consecutive nonces and broadcast them without waiting for receipts.
+    /// True when it sent new transactions.
     async fn process_network(
         &self,
         network: &Erc20Network,
         transfers: Vec<Transfer>,
         watch: &mut NetworkWatch,
-    ) {
+    ) -> bool {
         let provider = match self.connect(network).await {
             Ok(provider) => provider,
             Err(status) => {
                 for transfer in &transfers {
                     self.set_status(&transfer.payment_id, status.clone());
                 }
-                return;
+                return false;
             }
         };
         let (queued, signed): (Vec<Transfer>, Vec<Transfer>) = transfers
@@ -332,7 +347,7 @@ impl Erc20Driver {
                     for transfer in signed.iter().chain(&queued) {
                         self.set_status(&transfer.payment_id, status.clone());
                     }
-                    return;
+                    return false;
                 }
             };
             if watch.is_due(block) {
@@ -342,12 +357,14 @@ impl Erc20Driver {
                 self.broadcast(&provider, network, &in_flight).await;
             }
         }
-        if !queued.is_empty() {
-            let fresh = self.sign_queued(&provider, network, queued).await;
-            self.broadcast(&provider, network, &fresh).await;
-            // Auto-mining chains answer at once: look at the receipts next round.
-            watch.last_block = None;
+        if queued.is_empty() {
+            return false;
         }
+        let fresh = self.sign_queued(&provider, network, queued).await;
+        self.broadcast(&provider, network, &fresh).await;
+        // Auto-mining chains answer at once: look at the receipts next round.
+        watch.last_block = None;
+        !fresh.is_empty()
     }
 
     /// Ask for the receipts of every signed transfer (all its transactions)
