@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 const SUBNET: &str = "e2e-payment-erc20";
 const PLATFORM: &str = "erc20-holesky-tglm";
 const WEI: u128 = 1_000_000_000_000_000_000;
+/// The offers' `golem.com.scheme.payu.payment-timeout-sec?`: long enough for
+/// the anvil tests to pay in time, short enough to watch a payer be late.
+const PAYMENT_TIMEOUT_SEC: i64 = 5;
 
 fn offer(provider_id: &str) -> DemandOfferBase {
     offer_in(SUBNET, provider_id)
@@ -37,6 +40,7 @@ fn offer_in(subnet: &str, provider_id: &str) -> DemandOfferBase {
             "golem.node.debug.subnet": subnet,
             "golem.com.payment.platform.erc20-holesky-tglm.address": provider_id,
             "golem.com.payment.protocol.version": "3",
+            "golem.com.scheme.payu.payment-timeout-sec?": PAYMENT_TIMEOUT_SEC,
             "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 5.0],
             "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
         }),
@@ -364,6 +368,83 @@ async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
     );
     assert!(parties.requestor.allocations().await.unwrap().is_empty());
     let _ = parties.provider_id;
+}
+
+/// `payment-timeout-sec` on both sides. The requestor cannot pay (its rpc is
+/// down): its pending payment carries the due date (acceptance + the
+/// agreement's timeout) and shows OVERDUE once it passed; the provider's
+/// node records the requestor as a late payer (its status and the local
+/// API). Both survive a restart.
+#[tokio::test]
+async fn payment_timeout_passed_marks_the_payment_overdue_and_the_requestor_a_late_payer() {
+    let mut sandbox = Sandbox::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(
+        sandbox.path(),
+        &format!("http://127.0.0.1:{closed}"),
+        "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    );
+    let parties = parties(&mut sandbox, &config, "10").await;
+    let invoices = invoices_sent(&parties, 1, "2.5").await;
+    let invoice_id = invoices[0].clone();
+    let accepted = chrono::Utc::now();
+    accept_all(
+        &parties.requestor,
+        &invoices,
+        "2.5",
+        &parties.allocation.allocation_id,
+    )
+    .await;
+    // Nothing is late yet.
+    assert!(parties.provider.late_payments().await.unwrap().is_empty());
+    let requestor = &sandbox.daemons()[1];
+    let report = status_json(requestor);
+    let pending = &platform_status(&report, PLATFORM)["pendingPayments"][0];
+    let due: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(pending["due"].clone()).unwrap();
+    let expected = accepted + chrono::Duration::seconds(PAYMENT_TIMEOUT_SEC);
+    assert!(
+        (due - expected).num_milliseconds().abs() < 2_000,
+        "due {due}, accepted {accepted}"
+    );
+    let late = eventually(
+        Duration::from_secs(PAYMENT_TIMEOUT_SEC as u64 + 10),
+        "the provider records a late payer",
+        || async {
+            let late = parties.provider.late_payments().await.ok()?;
+            (!late.is_empty()).then_some(late)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].invoice_id, invoice_id);
+    assert_eq!(late[0].payer_id.to_string(), parties.requestor_id);
+    assert_eq!(late[0].payment_timeout_sec, PAYMENT_TIMEOUT_SEC as u64);
+    assert!(late[0].late_since.is_some() && late[0].settled_at.is_none());
+    assert_eq!(late[0].amount.to_string(), "2.5");
+    let text = stdout_of(requestor.cli(&["payment", "status"]).unwrap()).unwrap();
+    assert!(text.contains("OVERDUE since"), "{text}");
+    let provider = &mut sandbox.daemons()[0];
+    let text = stdout_of(provider.cli(&["payment", "status"]).unwrap()).unwrap();
+    assert!(
+        text.contains(&format!("late payer {}", parties.requestor_id)) && text.contains("NOT PAID"),
+        "{text}"
+    );
+    // Recorded on disk: a restarted provider still knows.
+    provider.restart().unwrap();
+    let after = provider.client().late_payments().await.unwrap();
+    assert_eq!(after, late);
+    // So is the requestor's due date.
+    let requestor = &mut sandbox.daemons()[1];
+    requestor.restart().unwrap();
+    let report = status_json(requestor);
+    let pending = &platform_status(&report, PLATFORM)["pendingPayments"][0];
+    assert_eq!(pending["due"], json!(due), "{pending}");
 }
 
 #[tokio::test]

@@ -105,7 +105,7 @@ impl PaymentActor {
     fn save_due(&mut self, record: PaymentDue) -> Result<(), GolemError> {
         let mut writes = Writes::new();
         writes.put(format!("{DUE_PREFIX}{}", record.invoice_id), &record)?;
-        self.deps.commit(writes)?;
+        self.commit_now(writes)?;
         self.state
             .payment_dues
             .insert(record.invoice_id.clone(), record);
@@ -155,9 +155,21 @@ impl PaymentActor {
     fn forget_due(&mut self, invoice_id: &str) -> Result<(), GolemError> {
         let mut writes = Writes::new();
         writes.remove(format!("{DUE_PREFIX}{invoice_id}"));
-        self.deps.commit(writes)?;
+        self.commit_now(writes)?;
         self.state.payment_dues.remove(invoice_id);
         Ok(())
+    }
+
+    /// Commit and flush at once: a late payer is reported only once it is
+    /// on disk. Blocks the actor for one flush, and only on a change of a
+    /// due record (an acceptance, a due date passing, a late payment).
+    fn commit_now(&self, writes: Writes) -> Result<(), GolemError> {
+        self.deps.commit(writes)?;
+        self.deps
+            .tree
+            .flush()
+            .map(drop)
+            .map_err(|error| GolemError::internal(format!("payment store flush failed: {error}")))
     }
 
     /// Late payments (paid late or still unpaid), oldest due first.

@@ -21,6 +21,7 @@ const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config: &mut web::ServiceConfig| {
+        let local = payment.clone();
         config.service(
             web::scope("/payment-api/v1")
                 .app_data(web::Data::new(payment))
@@ -57,7 +58,12 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/requestorAccounts", web::get().to(requestor_accounts))
                 .route("/providerAccounts", web::get().to(provider_accounts)),
         );
-        config.route("/local-api/v1/late-payments", web::get().to(late_payments));
+        // A resource of its own: a `/local-api/v1` scope would hide the other local routes.
+        config.service(
+            web::resource("/local-api/v1/late-payments")
+                .app_data(web::Data::new(local))
+                .route(web::get().to(late_payments)),
+        );
     }
 }
 
