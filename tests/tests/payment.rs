@@ -13,7 +13,7 @@ use golem_client::GolemClient;
 use golem_model::market::DemandOfferBase;
 use golem_model::payment::{DocumentStatus, PaymentEvent, PaymentEventType};
 use golem_tests::http::JsonApi;
-use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator, wait_approved};
 use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -231,20 +231,7 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
     // The provider records its approval once the requestor has acknowledged it.
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, _exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
             .await
@@ -623,20 +610,7 @@ async fn acceptance_reaches_a_provider_restarted_after_send() {
         .unwrap();
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[1], &agreement_id)
             .await
@@ -739,16 +713,7 @@ async fn bench_payment() {
         agreements.push(negotiate_agreement(&requestor, &demand(&decoration)).await);
     }
     for agreement_id in &agreements {
-        eventually(Duration::from_secs(10), "provider approval", || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        })
-        .await
-        .unwrap();
+        wait_approved(&provider, agreement_id).await;
     }
     // One activity per agreement, as the requestor's daemon bills only those.
     let mut activities = std::collections::HashMap::new();

@@ -18,7 +18,7 @@ use golem_client::GolemClient;
 use golem_model::market::DemandOfferBase;
 use golem_model::payment::{Allocation, DocumentStatus};
 use golem_tests::anvil::{anvil_gate, anvil_required, Anvil, ANVIL_CHAIN_ID};
-use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator, wait_approved};
 use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, stdout_of, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -70,6 +70,17 @@ fn demand_in(subnet: &str, decoration: &Value) -> DemandOfferBase {
     }
 }
 
+/// The demand decoration of `allocation_id`, as JSON.
+async fn decoration(requestor: &GolemClient, allocation_id: &str) -> Value {
+    serde_json::to_value(
+        requestor
+            .demand_decorations(&[allocation_id])
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// A config file pointing `holesky` at `rpc_url`.
 fn write_config(dir: &Path, rpc_url: &str, token: &str) -> PathBuf {
     let path = dir.join("erc20.toml");
@@ -110,33 +121,14 @@ async fn parties(sandbox: &mut Sandbox, config: &Path, budget: &str) -> Parties 
     let provider = sandbox.daemons()[0].client();
     let requestor = sandbox.daemons()[1].client();
     let allocation = requestor.create_allocation(PLATFORM, budget).await.unwrap();
-    let decoration = serde_json::to_value(
-        requestor
-            .demand_decorations(&[&allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&requestor, &allocation.allocation_id).await;
     let offer_id = provider
         .subscribe_offer(&offer(&provider_id))
         .await
         .unwrap();
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
             .await
@@ -225,10 +217,8 @@ async fn wait_pending_status(daemon: &DaemonProcess, needle: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
-    let mut sandbox = Sandbox::new();
-    // A port nothing listens on: start-up must not care.
+/// A config whose `holesky` rpc is a loopback port nothing listens on (the port too).
+fn unreachable_rpc_config(sandbox: &Sandbox) -> (u16, PathBuf) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -239,6 +229,14 @@ async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
         &format!("http://127.0.0.1:{closed}"),
         "0x5FbDB2315678afecb367f032d93F642f64180aa3",
     );
+    (closed, config)
+}
+
+#[tokio::test]
+async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
+    let mut sandbox = Sandbox::new();
+    // A port nothing listens on: start-up must not care.
+    let (closed, config) = unreachable_rpc_config(&sandbox);
     let started = Instant::now();
     let parties = parties(&mut sandbox, &config, "10").await;
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -378,16 +376,7 @@ async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
 #[tokio::test]
 async fn payment_timeout_passed_marks_the_payment_overdue_and_the_requestor_a_late_payer() {
     let mut sandbox = Sandbox::new();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = write_config(
-        sandbox.path(),
-        &format!("http://127.0.0.1:{closed}"),
-        "0x5FbDB2315678afecb367f032d93F642f64180aa3",
-    );
+    let (_closed, config) = unreachable_rpc_config(&sandbox);
     let parties = parties(&mut sandbox, &config, "10").await;
     let invoices = invoices_sent(&parties, 1, "2.5").await;
     let invoice_id = invoices[0].clone();
@@ -590,13 +579,7 @@ async fn anvil_erc20_invoice_is_paid_once_through_faults() {
     // A second invoice whose transaction is in flight (mining paused) when
     // anvil stops: after the restart the very same signed transaction is
     // re-broadcast and mined; nothing is paid twice.
-    let decoration = serde_json::to_value(
-        requestor_client
-            .demand_decorations(&[&parties.allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&requestor_client, &parties.allocation.allocation_id).await;
     let second_agreement = negotiate_agreement(&requestor_client, &demand(&decoration)).await;
     eventually(
         Duration::from_secs(10),
@@ -875,14 +858,7 @@ async fn bench_payment_erc20() {
     )
     .unwrap();
     let provider_id = first.provider_id.clone();
-    let decoration = serde_json::to_value(
-        first
-            .requestor
-            .demand_decorations(&[&first.allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&first.requestor, &first.allocation.allocation_id).await;
     let mut agreements = vec![first.agreement_id.clone()];
     while agreements.len() < INVOICES {
         agreements.push(negotiate_agreement(&first.requestor, &demand(&decoration)).await);
@@ -890,16 +866,7 @@ async fn bench_payment_erc20() {
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for agreement_id in &agreements {
-        eventually(Duration::from_secs(10), "provider approval", || {
-            let provider = first.provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        })
-        .await
-        .unwrap();
+        wait_approved(&first.provider, agreement_id).await;
         let invoice = first
             .provider
             .issue_invoice(agreement_id, "1")
@@ -995,14 +962,7 @@ fn fund(daemon: &DaemonProcess, config: &Path, amount: &str) {
 /// `count` approved agreements between the parties (the first is theirs),
 /// each with an invoice of `amount` sent to the requestor; the invoice ids.
 async fn invoices_sent(parties: &Parties, count: usize, amount: &str) -> Vec<String> {
-    let decoration = serde_json::to_value(
-        parties
-            .requestor
-            .demand_decorations(&[&parties.allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&parties.requestor, &parties.allocation.allocation_id).await;
     let mut agreements = vec![parties.agreement_id.clone()];
     while agreements.len() < count {
         agreements.push(negotiate_agreement(&parties.requestor, &demand(&decoration)).await);
@@ -1016,16 +976,7 @@ async fn invoices_sent(parties: &Parties, count: usize, amount: &str) -> Vec<Str
 
 /// Wait for the provider's approval of `agreement_id`, then issue and send its invoice.
 async fn send_invoice(provider: &GolemClient, agreement_id: &str, amount: &str) -> String {
-    eventually(Duration::from_secs(10), "provider approval", || {
-        let provider = provider.clone();
-        let id = agreement_id.to_string();
-        async move {
-            let agreement = provider.agreement(&id).await.ok()?;
-            (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_approved(provider, agreement_id).await;
     let invoice = provider.issue_invoice(agreement_id, amount).await.unwrap();
     provider.send_invoice(&invoice.invoice_id).await.unwrap();
     invoice.invoice_id
@@ -1071,8 +1022,74 @@ async fn pooled(anvil: &Anvil, count: u64) {
     .unwrap();
 }
 
+/// On chain: the requestor sent exactly `transactions`, the provider holds `wei` of the token.
+async fn assert_chain_totals(
+    anvil: &Anvil,
+    token: &str,
+    parties: &Parties,
+    transactions: u64,
+    wei: u128,
+) {
+    assert_eq!(
+        anvil.nonce(&parties.requestor_id).await.unwrap(),
+        transactions,
+        "transactions sent"
+    );
+    assert_eq!(
+        anvil
+            .token_balance(token, &parties.provider_id)
+            .await
+            .unwrap(),
+        wei,
+        "the provider's tokens"
+    );
+}
+
 fn quantity(value: &Value) -> u128 {
     u128::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Transfers in flight on a chain that mines only when told: anvil with the
+/// test token, the parties (allocation of `budget`), the requestor funded
+/// with 100 tGLM, `count` invoices of `amount` sent, then auto-mining off
+/// and all of them accepted at once.
+struct InFlight {
+    parties: Parties,
+    invoices: Vec<String>,
+    token: String,
+    anvil: Anvil,
+    sandbox: Sandbox,
+}
+
+async fn accepted_with_mining_off(
+    test: &str,
+    budget: &str,
+    count: usize,
+    amount: &str,
+) -> InFlight {
+    let bin = anvil_required(test).unwrap();
+    let mut sandbox = Sandbox::new();
+    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
+    let token = anvil.deploy_token().await.unwrap();
+    let config = write_config(sandbox.path(), &anvil.url, &token);
+    let parties = parties(&mut sandbox, &config, budget).await;
+    fund_requestor(&mut sandbox, &config, "100");
+    let invoices = invoices_sent(&parties, count, amount).await;
+    anvil.set_automine(false).await.unwrap();
+    accept_all(
+        &parties.requestor,
+        &invoices,
+        amount,
+        &parties.allocation.allocation_id,
+    )
+    .await;
+    InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        sandbox,
+    }
 }
 
 /// Pipelined nonces: six invoices accepted together are all signed and sent
@@ -1082,21 +1099,17 @@ fn quantity(value: &Value) -> u128 {
 #[tokio::test]
 #[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
 async fn anvil_erc20_transfers_accepted_together_land_in_one_block() {
-    let bin = anvil_required("anvil_erc20_transfers_accepted_together_land_in_one_block").unwrap();
-    let mut sandbox = Sandbox::new();
-    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
-    let token = anvil.deploy_token().await.unwrap();
-    let config = write_config(sandbox.path(), &anvil.url, &token);
-    let parties = parties(&mut sandbox, &config, "100").await;
-    fund_requestor(&mut sandbox, &config, "100");
-    let invoices = invoices_sent(&parties, 6, "1").await;
-
-    anvil.set_automine(false).await.unwrap();
-    accept_all(
-        &parties.requestor,
-        &invoices,
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        sandbox: _daemons,
+    } = accepted_with_mining_off(
+        "anvil_erc20_transfers_accepted_together_land_in_one_block",
+        "100",
+        6,
         "1",
-        &parties.allocation.allocation_id,
     )
     .await;
     pooled(&anvil, 6).await;
@@ -1118,14 +1131,7 @@ async fn anvil_erc20_transfers_accepted_together_land_in_one_block() {
     }
     assert_eq!(blocks.len(), 1, "one block took them all: {blocks:?}");
     assert_eq!(nonces, (0..6).collect(), "consecutive nonces");
-    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 6);
-    assert_eq!(
-        anvil
-            .token_balance(&token, &parties.provider_id)
-            .await
-            .unwrap(),
-        6 * WEI
-    );
+    assert_chain_totals(&anvil, &token, &parties, 6, 6 * WEI).await;
 }
 
 /// Fee replacement: the transfer is signed for the base fee of the moment,
@@ -1135,26 +1141,20 @@ async fn anvil_erc20_transfers_accepted_together_land_in_one_block() {
 #[tokio::test]
 #[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
 async fn anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms() {
-    let bin =
-        anvil_required("anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms")
-            .unwrap();
-    let mut sandbox = Sandbox::new();
-    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
-    let token = anvil.deploy_token().await.unwrap();
-    let config = write_config(sandbox.path(), &anvil.url, &token);
-    let parties = parties(&mut sandbox, &config, "10").await;
-    fund_requestor(&mut sandbox, &config, "100");
-    let invoices = invoices_sent(&parties, 1, "2.5").await;
-    let requestor = &sandbox.daemons()[1];
-
-    anvil.set_automine(false).await.unwrap();
-    accept_all(
-        &parties.requestor,
-        &invoices,
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        mut sandbox,
+    } = accepted_with_mining_off(
+        "anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms",
+        "10",
+        1,
         "2.5",
-        &parties.allocation.allocation_id,
     )
     .await;
+    let requestor = &sandbox.daemons()[1];
     let status = wait_pending_status(requestor, "sent, waiting").await;
     let stuck = transaction_hash_in(&status);
     let stuck_tx = anvil.transaction(&stuck).await.unwrap();
@@ -1196,14 +1196,7 @@ async fn anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms() 
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0].details, replacement);
     assert!(anvil.receipt(&stuck).await.unwrap().is_null());
-    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 1);
-    assert_eq!(
-        anvil
-            .token_balance(&token, &parties.provider_id)
-            .await
-            .unwrap(),
-        25 * WEI / 10
-    );
+    assert_chain_totals(&anvil, &token, &parties, 1, 25 * WEI / 10).await;
 }
 
 /// A requestor killed with four transfers in flight: while it is down two
@@ -1213,22 +1206,17 @@ async fn anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms() 
 #[tokio::test]
 #[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
 async fn anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice() {
-    let bin =
-        anvil_required("anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice").unwrap();
-    let mut sandbox = Sandbox::new();
-    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
-    let token = anvil.deploy_token().await.unwrap();
-    let config = write_config(sandbox.path(), &anvil.url, &token);
-    let parties = parties(&mut sandbox, &config, "100").await;
-    fund_requestor(&mut sandbox, &config, "100");
-    let invoices = invoices_sent(&parties, 4, "1").await;
-
-    anvil.set_automine(false).await.unwrap();
-    accept_all(
-        &parties.requestor,
-        &invoices,
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        mut sandbox,
+    } = accepted_with_mining_off(
+        "anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice",
+        "100",
+        4,
         "1",
-        &parties.allocation.allocation_id,
     )
     .await;
     pooled(&anvil, 4).await;
@@ -1286,14 +1274,7 @@ async fn anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice() {
         assert_eq!(anvil.pool().await.unwrap(), (0, 0), "nothing more sent");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 4);
-    assert_eq!(
-        anvil
-            .token_balance(&token, &parties.provider_id)
-            .await
-            .unwrap(),
-        4 * WEI
-    );
+    assert_chain_totals(&anvil, &token, &parties, 4, 4 * WEI).await;
 }
 
 /// Benchmark (scripts/bench/erc20.sh): anvil mining a block every second;
@@ -1327,13 +1308,7 @@ async fn bench_erc20_hundred_invoices_to_ten_payees() {
     let requestor = sandbox.daemons()[0].client();
     fund(&sandbox.daemons()[0], &config, "1000");
     let allocation = requestor.create_allocation(PLATFORM, "1000").await.unwrap();
-    let decoration = serde_json::to_value(
-        requestor
-            .demand_decorations(&[&allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&requestor, &allocation.allocation_id).await;
     let mut invoices = Vec::new();
     let mut payees = Vec::new();
     for index in 0..PAYEES {
