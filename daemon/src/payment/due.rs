@@ -209,6 +209,26 @@ mod tests {
     }
 
     #[test]
+    fn the_timeout_is_read_from_the_agreements_offer() {
+        let with = |value: serde_json::Value| {
+            let mut agreement = crate::payment::tests::agreement();
+            agreement.offer.properties = golem_model::properties::Properties::from_json(
+                serde_json::json!({ PAYMENT_TIMEOUT_PROPERTY: value }),
+            )
+            .unwrap();
+            payment_timeout_sec(&agreement)
+        };
+        assert_eq!(with(serde_json::json!(120)), Some(120));
+        assert_eq!(with(serde_json::json!(90.5)), Some(90));
+        assert_eq!(with(serde_json::json!(-1)), None);
+        assert_eq!(with(serde_json::json!("soon")), None);
+        assert_eq!(
+            payment_timeout_sec(&crate::payment::tests::agreement()),
+            None
+        );
+    }
+
+    #[test]
     fn the_timeout_after_acceptance_or_the_invoice_date_whichever_first() {
         let accepted = Utc::now();
         let far = invoice(1);
