@@ -1235,11 +1235,13 @@ impl Agent {
     async fn billing_loop(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut late_reported = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.billing_wake.notified() => {}
             }
+            self.report_late_payers(&mut late_reported).await;
             let agreements: Vec<AgreementRecord> = self.state.read(|state| {
                 state
                     .agreements
@@ -1258,6 +1260,22 @@ impl Agent {
                     }
                 };
                 tracing::Instrument::instrument(work, span).await;
+            }
+        }
+    }
+
+    /// Warn once about each requestor the daemon found late with a payment
+    /// (past the agreement's payment timeout after accepting the invoice).
+    async fn report_late_payers(&self, reported: &mut std::collections::HashSet<String>) {
+        let Ok(late) = self.client.late_payments().await else {
+            return;
+        };
+        for payment in late {
+            if payment.settled_at.is_none() && reported.insert(payment.invoice_id.clone()) {
+                tracing::warn!(invoice_id = %payment.invoice_id, agreement_id = %payment.agreement_id,
+                    requestor_id = %payment.payer_id, amount = %payment.amount, due = %payment.due.to_rfc3339(),
+                    payment_timeout_sec = payment.payment_timeout_sec,
+                    "late payer: the requestor has not paid the accepted invoice within the agreed payment timeout");
             }
         }
     }
