@@ -670,9 +670,9 @@ impl Agent {
         .and_then(|terms| {
             // The payload manifest's outbound access, by the provider's rules.
             crate::outbound::judge(
-                &self.config.data_dir,
+                &self.config().data_dir,
                 &proposal.properties,
-                &self.offers[index].spec.properties,
+                &offer.spec.properties,
                 now.timestamp(),
             )
             .map(|()| terms)
@@ -1105,7 +1105,7 @@ impl Agent {
             )
             .env(
                 crate::config::env_names::EXE_UNIT_OUTBOUND_HOSTS,
-                self.config.outbound_hosts.join(","),
+                self.config().outbound_hosts.join(","),
             )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
