@@ -2,7 +2,8 @@
 # Make sure a Docker engine answers `docker info` (the VM exe unit's tests need
 # one): as root, install Debian's docker.io, busybox-static (test images, the
 # containers' keep-alive) and squashfs-tools-ng (sqfs2tar converts gvmkit-squash
-# images; tar2sqfs builds one in tests), runsc (gVisor, the VM unit's default
+# images; tar2sqfs builds one in tests), nftables (nft: the VM unit's outbound
+# filter), runsc (gVisor, the VM unit's default
 # sandbox) and jq when missing, registers runsc with the engine (see below) and
 # start dockerd in the background (log in $GOLEM_DOCKERD_LOG) when no engine
 # answers. Prints the engine version on success; fails with the log tail.
@@ -29,6 +30,8 @@ need_install=()
 command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || need_install+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || need_install+=(busybox-static)
 command -v sqfs2tar >/dev/null 2>&1 && command -v tar2sqfs >/dev/null 2>&1 || need_install+=(squashfs-tools-ng)
+# nft: the VM unit's outbound filter (capabilities inet and manifest-support).
+command -v nft >/dev/null 2>&1 || need_install+=(nftables)
 if [ -z "$gvisor" ]; then
     [ -x /usr/bin/runsc ] || need_install+=(runsc)
     command -v jq >/dev/null 2>&1 || need_install+=(jq)

@@ -9,6 +9,8 @@
 #   netns_*   root and iproute2               (GOLEM_TEST_NETNS=1)
 #   compat_*  yapapi and golem-js installed   (GOLEM_TEST_COMPAT=1)
 #   browser_* Chromium and chromedriver       (GOLEM_TEST_BROWSER=1)
+#   systemd_* systemd-analyze (Debian: systemd) (GOLEM_TEST_SYSTEMD=1)
+#   fuzz_*    schemathesis installed          (GOLEM_TEST_FUZZ=1)
 # This script turns a tier on when what it needs answers here (or when its
 # variable is already 1, as CI sets it: then a missing piece fails the tier's
 # tests), runs the ignored tests of the tiers that are on (benchmarks `bench_*`
@@ -47,12 +49,16 @@ compat_installed() {
 }
 
 browser_installed() { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }
+systemd_analyze_installed() { command -v systemd-analyze >/dev/null 2>&1; }
+schemathesis_installed() { [ -x "${GOLEM_FUZZ_CACHE:-/var/tmp/golem-fuzz}/venv/bin/schemathesis" ]; }
 
 tier docker GOLEM_TEST_DOCKER docker_answers "no Docker engine answers: scripts/ensure-docker.sh"
 tier anvil GOLEM_TEST_ANVIL anvil_installed "no anvil: scripts/ensure-anvil.sh"
 tier netns GOLEM_TEST_NETNS netns_possible "needs root and iproute2"
 tier compat GOLEM_TEST_COMPAT compat_installed "clients not installed: tests/compat/setup.sh"
 tier browser GOLEM_TEST_BROWSER browser_installed "no chromium: apt-get install -y chromium chromium-driver"
+tier systemd GOLEM_TEST_SYSTEMD systemd_analyze_installed "no systemd-analyze: apt-get install systemd"
+tier fuzz GOLEM_TEST_FUZZ schemathesis_installed "no schemathesis: tests/fuzz/setup.sh"
 
 summary() {
     local ran_text="${ran[*]:-none}" skipped_text

@@ -152,7 +152,12 @@ pub fn run_until_signal(config: DaemonConfig) -> anyhow::Result<()> {
             tracing::info!("shutdown signal received");
             on_signal.cancel();
         });
-        crate::run(config, shutdown).await
+        let service_manager = crate::systemd_notify::SystemdNotifier::from_env_value(
+            std::env::var(config::env_names::NOTIFY_SOCKET)
+                .ok()
+                .as_deref(),
+        );
+        crate::run(config, shutdown, service_manager).await
     })
 }
 

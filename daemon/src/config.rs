@@ -27,6 +27,9 @@ pub mod env_names {
     /// The original daemon's name for the same thing, accepted for drop-in
     /// use after `GOLEM_AUTOCONF_APPKEY`.
     pub const YAGNA_AUTOCONF_APPKEY: &str = "YAGNA_AUTOCONF_APPKEY";
+    /// Not a setting: the datagram socket systemd listens on for readiness
+    /// (`Type=notify` units); `READY=1` goes there once the REST API listens.
+    pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
     /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` for the key
     /// `payment.erc20.<network>.<field>` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
     /// Older than the derivation rule, which would say
@@ -88,7 +91,7 @@ pub struct DaemonConfig {
     pub external_addrs: Vec<String>,
     /// Upper bound of a call to another node, lookup and dial included.
     pub net_call_timeout_ms: u64,
-    /// Payment drivers: `[payment.erc20.<network>]` with rpc-url, chain-id, token, confirmations.
+    /// Payment drivers: `[payment.erc20.<network>]` with rpc-url, chain-id, token, confirmations, max-fee-per-gas (gwei).
     pub payment: crate::payment::PaymentConfig,
     /// Market tunables: `[market]` with subscription-ttl-secs, remote-timeout-ms, ...
     pub market: crate::market::MarketSettings,
@@ -311,6 +314,7 @@ mod tests {
             Setting { env: "GOLEM_ERC20_SEPOLIA_CHAIN_ID", value: "0x7a69", flag: &[], toml: "[payment.erc20.sepolia]\nchain-id = 31337", read: |c| format!("{:?}", c.payment .erc20 .get("sepolia").and_then(|n| n.chain_id)), expected: "Some(31337)" },
             Setting { env: "GOLEM_ERC20_AMOY_TOKEN", value: "0xabc", flag: &[], toml: "[payment.erc20.amoy]\ntoken = \"0xabc\"", read: |c| format!("{:?}", c.payment.erc20.get("amoy").and_then(|n| n.token.clone())), expected: "Some(\"0xabc\")" },
             Setting { env: "GOLEM_ERC20_MAINNET_CONFIRMATIONS", value: "3", flag: &[], toml: "[payment.erc20.mainnet]\nconfirmations = 3", read: |c| format!("{:?}", c.payment .erc20 .get("mainnet").and_then(|n| n.confirmations)), expected: "Some(3)" },
+            Setting { env: "GOLEM_ERC20_POLYGON_MAX_FEE_PER_GAS", value: "650", flag: &[], toml: "[payment.erc20.polygon]\nmax-fee-per-gas = 650", read: |c| format!("{:?}", c.payment.erc20.get("polygon").and_then(|n| n.max_fee_per_gas)), expected: "Some(650)" },
         ]
     }
 
@@ -359,7 +363,13 @@ mod tests {
         // Every erc20 network keeps its GOLEM_ERC20_<NETWORK>_<FIELD> names.
         let table = DaemonConfig::env_table().unwrap();
         for network in crate::payment::erc20::network_names() {
-            for field in ["RPC_URL", "CHAIN_ID", "TOKEN", "CONFIRMATIONS"] {
+            for field in [
+                "RPC_URL",
+                "CHAIN_ID",
+                "TOKEN",
+                "CONFIRMATIONS",
+                "MAX_FEE_PER_GAS",
+            ] {
                 let name = env_names::erc20(network, field);
                 assert!(table.iter().any(|entry| entry.name == name), "{name}");
             }

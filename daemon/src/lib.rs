@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod payment;
 pub mod ports;
 pub mod store;
+pub mod systemd_notify;
 pub mod vpn;
 
 use std::net::{SocketAddr, TcpListener};
@@ -217,10 +218,21 @@ fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
     })
 }
 
-/// Run a node until `shutdown` is cancelled.
-pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Run a node until `shutdown` is cancelled, telling the service manager
+/// (systemd's `NOTIFY_SOCKET`, when given) once the REST API listens.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: CancellationToken,
+    service_manager: Option<systemd_notify::SystemdNotifier>,
+) -> anyhow::Result<()> {
     let node = start(config).await?;
+    if let Some(manager) = &service_manager {
+        manager.ready(node.api_addr);
+    }
     shutdown.cancelled().await;
+    if let Some(manager) = &service_manager {
+        manager.stopping();
+    }
     node.stop().await;
     Ok(())
 }

@@ -1003,6 +1003,24 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     let _ = read_until_close(&mut socket).await;
     assert!(log.lock().unwrap().packets_in > 0);
     assert!(!requestor.router.is_bound(&vpn_service(&id)));
+    // ... and its member hears that every address is gone.
+    let removed = eventually("B to hear RemoveNodes of the deleted network", async || {
+        log.lock()
+            .unwrap()
+            .controls
+            .iter()
+            .find_map(|(caller, control)| match control {
+                VpnControl::RemoveNodes { ips, .. }
+                    if *caller == Caller::Remote(requestor.node_id) =>
+                {
+                    Some(ips.clone())
+                }
+                _ => None,
+            })
+    })
+    .await;
+    assert!(removed.contains(&"192.168.0.1".to_string()), "{removed:?}");
+    assert!(removed.contains(&MEMBER_IP.to_string()), "{removed:?}");
 
     drop(client);
     member.stop().await;

@@ -11,6 +11,10 @@ pub mod env_names {
     /// `gvisor` or `runc`: the sandbox containers run in (the provider's
     /// `vm-sandbox`); unset, gVisor when the engine has it, else runc.
     pub const VM_SANDBOX: &str = "GOLEM_VM_SANDBOX";
+    /// `name=IPv4` pairs (comma-separated): how the manifest hosts of
+    /// outbound activities resolve before the host's resolver is asked (the
+    /// provider's `outbound-hosts`).
+    pub const OUTBOUND_HOSTS: &str = "GOLEM_OUTBOUND_HOSTS";
 }
 
 /// The engine runtime that runs containers under gVisor, as
@@ -92,6 +96,9 @@ pub struct VmConfig {
     /// The provider's `vm-sandbox`; `None` when not set (gVisor when the
     /// engine has it).
     pub sandbox: Option<Sandbox>,
+    /// The provider's `outbound-hosts`: manifest host names resolved here
+    /// first (lowercase names).
+    pub outbound_hosts: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -100,6 +107,8 @@ pub enum ConfigError {
     NotABoolean { name: &'static str, value: String },
     #[error("{name}={value:?} is not a sandbox (use gvisor or runc)")]
     NotASandbox { name: &'static str, value: String },
+    #[error("{name}: {message}")]
+    BadHosts { name: &'static str, message: String },
 }
 
 impl VmConfig {
@@ -125,9 +134,19 @@ impl VmConfig {
                 value,
             })?),
         };
+        let outbound_hosts = match lookup(env_names::OUTBOUND_HOSTS) {
+            None => Default::default(),
+            Some(value) => crate::outbound::parse_host_overrides(&value).map_err(|message| {
+                ConfigError::BadHosts {
+                    name: env_names::OUTBOUND_HOSTS,
+                    message,
+                }
+            })?,
+        };
         Ok(VmConfig {
             allow_docker_images,
             sandbox,
+            outbound_hosts,
         })
     }
 }

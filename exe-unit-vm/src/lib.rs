@@ -17,6 +17,10 @@
 //! `docker:<ref>` packages run only where the provider allows them. With
 //! `deploy.net` the container gets a TUN interface in its own network
 //! namespace and the exe unit relays its packets over the bus ([`vpn`]).
+//! When the demand's payload manifest asks for outbound access (the agent
+//! has accepted it), the container runs on Docker's bridge under runc with an
+//! nftables filter in its own namespace that passes exactly the manifest's
+//! `(IPv4, protocol, port)` triples ([`outbound`]).
 #![forbid(unsafe_code)]
 
 pub mod archive;
@@ -24,6 +28,7 @@ pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod image;
+pub mod outbound;
 pub mod runtime;
 pub mod vpn;
 

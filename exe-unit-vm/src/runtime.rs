@@ -46,6 +46,7 @@ use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
+use crate::outbound::OutboundGrant;
 use crate::vpn::network::{hosts_file, VpnNetwork};
 use crate::vpn::VpnMember;
 
@@ -182,6 +183,13 @@ pub struct VmRuntime {
     vpn: Mutex<Option<Arc<VpnMember>>>,
     /// The `nosuid,nodev` mount over the volumes' root, removed at shutdown.
     volumes_mount: Mutex<Option<std::path::PathBuf>>,
+    /// The manifest's outbound targets, when the demand asks for outbound access.
+    outbound_targets: Option<Vec<golem_model::manifest::OutboundTarget>>,
+    /// The outbound access resolved at deploy, enforced from `start`.
+    outbound: Mutex<Option<OutboundGrant>>,
+    /// The container's init pid once the filter is loaded: its counters are
+    /// read at shutdown.
+    outbound_pid: Mutex<Option<u32>>,
 }
 
 /// The error of an engine call, "`what`: <the engine's message>".
@@ -218,7 +226,12 @@ impl VmRuntime {
         vm_config: VmConfig,
     ) -> Result<VmRuntime, RuntimeError> {
         remove_leftovers_now();
+        let outbound_targets =
+            crate::outbound::requested_targets(&config.agreement).map_err(RuntimeError::new)?;
         Ok(VmRuntime {
+            outbound_targets,
+            outbound: Mutex::new(None),
+            outbound_pid: Mutex::new(None),
             activity_id: config.activity_id.clone(),
             agreement_id: config.agreement.agreement_id.clone(),
             node_id: config.agreement.provider_id.clone(),
@@ -253,7 +266,12 @@ impl VmRuntime {
     /// gVisor when the engine has it), except that a container with a VPN
     /// interface runs under runc (gVisor's netstack does not take the TUN
     /// the exe unit makes in the container's network namespace).
-    async fn choose_sandbox(&self, docker: &Docker, vpn: bool) -> Result<Sandbox, RuntimeError> {
+    async fn choose_sandbox(
+        &self,
+        docker: &Docker,
+        vpn: bool,
+        outbound: bool,
+    ) -> Result<Sandbox, RuntimeError> {
         let runtimes = engine::runtimes(docker)
             .await
             .map_err(|error| RuntimeError::new(error.to_string()))?;
@@ -267,6 +285,14 @@ impl VmRuntime {
                 sandbox = Sandbox::Runc.as_str(),
                 "the activity joins a VPN: its container runs under runc, hardened, since \
                  gVisor's netstack cannot take the VPN interface yet"
+            );
+            return Ok(Sandbox::Runc);
+        }
+        if sandbox == Sandbox::Gvisor && outbound {
+            tracing::info!(
+                sandbox = Sandbox::Runc.as_str(),
+                "the manifest grants outbound access: the container runs under runc, hardened, \
+                 since gVisor here cannot network in the container's namespace (RFC 004)"
             );
             return Ok(Sandbox::Runc);
         }
@@ -452,16 +478,11 @@ impl VmRuntime {
                 .iter()
                 .map(|(key, value)| format!("{key}={value}")),
         );
+        // Outbound access rides Docker's bridge, filtered from `start` on.
+        let networked = self.limits.network || lock(&self.outbound).is_some();
         let mut host_config = HostConfig {
             binds: Some(binds),
-            network_mode: Some(
-                if self.limits.network {
-                    "bridge"
-                } else {
-                    "none"
-                }
-                .into(),
-            ),
+            network_mode: Some(if networked { "bridge" } else { "none" }.into()),
             pids_limit: Some(self.limits.pids),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
@@ -502,7 +523,7 @@ impl VmRuntime {
             working_dir: Some(working_dir.clone()),
             labels: Some(self.labels()),
             hostname: request.hostname.clone(),
-            network_disabled: Some(!self.limits.network),
+            network_disabled: Some(!networked),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -533,6 +554,23 @@ impl VmRuntime {
             sandbox,
         });
         Ok(Deployment { volumes })
+    }
+
+    /// The host pid of the container's init (its network namespace's holder).
+    async fn container_pid(&self, docker: &Docker, id: &str) -> Result<u32, RuntimeError> {
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(engine_error("cannot inspect the container"))?;
+        inspect
+            .state
+            .and_then(|state| state.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| RuntimeError::new("the container has no running process"))
     }
 
     fn start_stats(&self, docker: Docker, id: String) {
@@ -760,10 +798,14 @@ fn cpu_capabilities() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn template(engine_version: &str, vpn: bool, sandbox: Sandbox) -> serde_json::Value {
+fn template(engine_version: &str, vpn: bool, inet: bool, sandbox: Sandbox) -> serde_json::Value {
     let mut capabilities = vec!["docker-archive", START_ENTRYPOINT_CAPABILITY];
     if vpn {
         capabilities.push(VPN_CAPABILITY);
+    }
+    if inet {
+        capabilities.push(golem_model::manifest::INET_CAPABILITY);
+        capabilities.push(golem_model::manifest::MANIFEST_SUPPORT_CAPABILITY);
     }
     serde_json::json!({
         "golem.runtime.name": RUNTIME_NAME,
@@ -781,7 +823,7 @@ fn template(engine_version: &str, vpn: bool, sandbox: Sandbox) -> serde_json::Va
 impl Runtime for VmRuntime {
     fn offer_template() -> serde_json::Value {
         VmRuntime::offer_template_checked()
-            .unwrap_or_else(|_| template("unknown", false, Sandbox::Runc))
+            .unwrap_or_else(|_| template("unknown", false, false, Sandbox::Runc))
     }
 
     fn offer_template_checked() -> Result<serde_json::Value, RuntimeError> {
@@ -813,7 +855,15 @@ impl Runtime for VmRuntime {
                 false
             }
         };
-        Ok(template(&version, vpn, sandbox))
+        // `inet` and `manifest-support` only where the filter loads.
+        let inet = match runtime.block_on(crate::outbound::available()) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::info!(%reason, "no outbound enforcement: capabilities inet and manifest-support not offered");
+                false
+            }
+        };
+        Ok(template(&version, vpn, inet, sandbox))
     }
 
     /// `docker:<ref>`, and `hash:` packages too: the image loads while it downloads.
@@ -834,22 +884,37 @@ impl Runtime for VmRuntime {
         }
         let network = VpnNetwork::from_deploy(&request.net, self.node_id.parse().ok())
             .map_err(RuntimeError::new)?;
-        let networking =
-            if network.is_some() || !request.hosts.is_empty() || request.hostname.is_some() {
-                let text = hosts_file(
-                    &request.hosts,
-                    request.hostname.as_deref(),
-                    network.as_ref().map(|network| network.node_ip),
-                )
+        let mut hosts = request.hosts.clone();
+        if let Some(targets) = &self.outbound_targets {
+            crate::outbound::available().await.map_err(|reason| {
+                RuntimeError::new(format!(
+                    "this provider cannot enforce the manifest's outbound access: {reason}"
+                ))
+            })?;
+            let grant = OutboundGrant::resolve(targets, &self.config.outbound_hosts)
+                .await
                 .map_err(RuntimeError::new)?;
-                let path = request.work_dir.join("etc-hosts");
-                std::fs::write(&path, text).map_err(|error| {
-                    RuntimeError::new(format!("cannot write {}: {error}", path.display()))
-                })?;
-                Some(path)
-            } else {
-                None
-            };
+            tracing::info!(flows = ?grant.flows, hosts = ?grant.hosts, "outbound access resolved");
+            for (name, ip) in &grant.hosts {
+                hosts.entry(name.clone()).or_insert_with(|| ip.clone());
+            }
+            *lock(&self.outbound) = Some(grant);
+        }
+        let networking = if network.is_some() || !hosts.is_empty() || request.hostname.is_some() {
+            let text = hosts_file(
+                &hosts,
+                request.hostname.as_deref(),
+                network.as_ref().map(|network| network.node_ip),
+            )
+            .map_err(RuntimeError::new)?;
+            let path = request.work_dir.join("etc-hosts");
+            std::fs::write(&path, text).map_err(|error| {
+                RuntimeError::new(format!("cannot write {}: {error}", path.display()))
+            })?;
+            Some(path)
+        } else {
+            None
+        };
         let vpn = match network {
             Some(network) => {
                 crate::vpn::interface::available().map_err(|reason| {
@@ -872,7 +937,8 @@ impl Runtime for VmRuntime {
             }
             None => None,
         };
-        let deployed = match self.choose_sandbox(docker, vpn.is_some()).await {
+        let outbound = lock(&self.outbound).is_some();
+        let deployed = match self.choose_sandbox(docker, vpn.is_some(), outbound).await {
             Ok(sandbox) => {
                 self.create_container(docker, request, networking.as_deref(), sandbox)
                     .await
@@ -904,23 +970,21 @@ impl Runtime for VmRuntime {
             .await
             .map_err(engine_error("cannot start the container"))?;
         self.start_stats(docker.clone(), container.id.clone());
+        let grant = lock(&self.outbound).clone();
+        if let Some(grant) = grant {
+            // Before `start` returns, so before any run.
+            let pid = self.container_pid(docker, &container.id).await?;
+            crate::outbound::apply(pid, &grant).await.map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot load the container's outbound filter: {error}"
+                ))
+            })?;
+            *lock(&self.outbound_pid) = Some(pid);
+            tracing::info!(pid, flows = grant.flows.len(), "outbound filter loaded");
+        }
         let vpn = lock(&self.vpn).clone();
         if let Some(vpn) = vpn {
-            let inspect = docker
-                .inspect_container(
-                    &container.id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await
-                .map_err(engine_error("cannot inspect the container"))?;
-            let pid = inspect
-                .state
-                .and_then(|state| state.pid)
-                .and_then(|pid| u32::try_from(pid).ok())
-                .filter(|pid| *pid > 0)
-                .ok_or_else(|| {
-                    RuntimeError::new("the container has no process to attach the VPN to")
-                })?;
+            let pid = self.container_pid(docker, &container.id).await?;
             vpn.attach(pid).await.map_err(|error| {
                 RuntimeError::new(format!(
                     "cannot give the container its VPN interface: {error}"
@@ -1178,6 +1242,20 @@ impl Runtime for VmRuntime {
             self.cpu_nanos.fetch_max(nanos, Ordering::Relaxed);
         }
         let stats_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let outbound_pid = lock(&self.outbound_pid).take();
+        if let Some(pid) = outbound_pid {
+            match crate::outbound::dropped(pid).await {
+                Ok(dropped) => tracing::info!(
+                    dropped_out_packets = dropped.out_packets,
+                    dropped_in_packets = dropped.in_packets,
+                    "outbound: {} packets dropped ({} leaving, {} arriving) outside the manifest",
+                    dropped.out_packets + dropped.in_packets,
+                    dropped.out_packets,
+                    dropped.in_packets
+                ),
+                Err(error) => tracing::warn!(%error, "cannot read the outbound filter's counters"),
+            }
+        }
         docker
             .remove_container(
                 &container.id,
@@ -1260,7 +1338,7 @@ mod tests {
 
     #[test]
     fn the_offer_names_the_sandbox_and_start_entrypoint() {
-        let gvisor = template("20.10", true, Sandbox::Gvisor);
+        let gvisor = template("20.10", true, false, Sandbox::Gvisor);
         assert_eq!(gvisor[SANDBOX_PROPERTY], json!("gvisor"));
         let capabilities = gvisor["golem.runtime.capabilities"].clone();
         assert_eq!(
@@ -1271,8 +1349,18 @@ mod tests {
                 VPN_CAPABILITY
             ])
         );
-        let runc = template("20.10", false, Sandbox::Runc);
+        let runc = template("20.10", false, true, Sandbox::Runc);
         assert_eq!(runc[SANDBOX_PROPERTY], json!("runc"));
+        assert_eq!(
+            runc["golem.runtime.capabilities"],
+            json!([
+                "docker-archive",
+                START_ENTRYPOINT_CAPABILITY,
+                "inet",
+                "manifest-support"
+            ]),
+            "inet and manifest-support where the filter loads"
+        );
     }
 
     #[test]

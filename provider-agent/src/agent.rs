@@ -2,12 +2,15 @@
 //! negotiation policy, approves agreements, spawns and supervises exe units on
 //! activity events, and bills (debit notes at the agreed interval, an invoice
 //! when the agreement ends). Everything runs on one current-thread runtime: a
-//! task per offer subscription, one for activity events, one billing ticker.
+//! task per offer subscription, one for activity events, one billing ticker,
+//! one that re-subscribes the offers when `presets.toml` or `provider.toml`
+//! change (or on SIGHUP): offers that changed are unsubscribed and their new
+//! versions subscribed, while agreements, activities and billing go on.
 //! State that must survive a restart goes through [`StateStore`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,7 +29,7 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use crate::billing;
-use crate::config::ProviderConfig;
+use crate::config::{ConfigError, ProviderConfig};
 use crate::dashboard::Outcome;
 use crate::exe_units::ExeUnit;
 use crate::negotiation;
@@ -39,6 +42,12 @@ pub const READY_LINE: &str = "provider agent ready";
 const TICK: Duration = Duration::from_millis(500);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 const POLL_TIMEOUT_SEC: f64 = 5.0;
+/// How often the files the offers come from are looked at.
+const OFFER_SOURCES_POLL: Duration = Duration::from_secs(1);
+
+/// Reads the configuration again as `run` resolved it at start (file →
+/// environment → the same flags), for re-subscribing after a change.
+pub type ReloadConfig = Box<dyn Fn() -> Result<ProviderConfig, ConfigError> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -61,15 +70,22 @@ pub enum AgentError {
 struct LiveOffer {
     spec: OfferSpec,
     subscription_id: Mutex<String>,
+    /// Its market loop, aborted when the offer is replaced or the agent stops.
+    market_loop: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 struct Agent {
     client: GolemClient,
-    config: ProviderConfig,
+    /// Replaced when the configuration is re-read ([`Agent::refresh_offers`]).
+    config: RwLock<Arc<ProviderConfig>>,
+    reload_config: ReloadConfig,
+    /// This node's id: the payee address in the offers.
+    address: String,
     /// The bus socket of the daemon `client` talks to, verified at start.
     bus_socket: PathBuf,
     exe_units: Vec<ExeUnit>,
-    offers: Vec<LiveOffer>,
+    /// The subscribed offers; replaced as a whole by a refresh.
+    offers: Mutex<Vec<Arc<LiveOffer>>>,
     state: StateStore,
     /// Kill switches of running exe units, by activity id.
     children: Mutex<HashMap<String, oneshot::Sender<String>>>,
@@ -79,6 +95,9 @@ struct Agent {
     billing_wake: tokio::sync::Notify,
     /// The negotiation log and offer controls the dashboard shows and sets.
     link: crate::dashboard::AgentLink,
+    /// Held while the offers are replaced (a refresh, a pause or a resume),
+    /// so that a refresh cannot subscribe offers a pause is retiring.
+    offers_update: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,7 +111,11 @@ fn is_gone(error: &ClientError) -> bool {
 }
 
 /// Run the agent until SIGTERM/SIGINT.
-pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), AgentError> {
+pub async fn run(
+    config: ProviderConfig,
+    reload_config: ReloadConfig,
+    client: GolemClient,
+) -> Result<(), AgentError> {
     let me = client.me().await?;
     let address = me.identity.to_string();
     tracing::info!(node_id = %address, subnet = %config.subnet, api_url = %client.base_url(), "connected to the daemon");
@@ -119,52 +142,44 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
         return Err(AgentError::NoExeUnits(wanted));
     }
     let presets: Vec<Preset> = crate::presets::load(&config.data_dir)?;
-    let specs: Vec<OfferSpec> = exe_units
-        .iter()
-        .map(|unit| {
-            let preset = offer::preset_for(&presets, &unit.runtime);
-            offer::build(&config, unit, &preset, &address)
-        })
-        .collect();
+    let specs = offer::build_all(&config, &exe_units, &presets, &address);
 
     // Offers of a previous run are replaced.
     for old in state.read(|state| state.offers.clone()) {
         let _ = client.unsubscribe(Side::Offers, &old.subscription_id).await;
     }
     let link = crate::dashboard::AgentLink::open(&config.data_dir);
+    // Paused from the dashboard: nothing is subscribed until it resumes.
+    let paused = link.controls.current().paused;
+    if paused {
+        tracing::info!(
+            "offers paused from the dashboard: none is subscribed until they are resumed"
+        );
+    }
     let mut offers = Vec::new();
-    for spec in specs {
-        // A paused or inactive offer is subscribed when the dashboard resumes it.
-        if !link.controls.current().publishes(&spec.preset.name) {
-            tracing::info!(runtime = %spec.runtime, preset = %spec.preset.name, "offer withdrawn (paused or preset inactive)");
-            offers.push(LiveOffer {
-                spec,
-                subscription_id: Mutex::new(String::new()),
-            });
-            continue;
-        }
-        let subscription_id = client.subscribe_offer(&spec.to_base()).await?;
-        tracing::info!(%subscription_id, runtime = %spec.runtime, preset = %spec.preset.name,
-            coeffs = ?spec.preset.coeffs(), "offer subscribed");
-        offers.push(LiveOffer {
-            spec,
-            subscription_id: Mutex::new(subscription_id),
-        });
+    for spec in specs.into_iter().filter(|_| !paused) {
+        offers.push(subscribe(&client, spec).await?);
+    }
+    if offers.is_empty() && !paused {
+        tracing::warn!("every preset is inactive: nothing is offered until one is activated (`golem-provider preset activate NAME`)");
     }
     let agent = Arc::new(Agent {
         client,
-        config,
+        config: RwLock::new(Arc::new(config)),
+        reload_config,
+        address,
         bus_socket,
         exe_units,
-        offers,
+        offers: Mutex::new(offers),
         state,
         children: Mutex::new(HashMap::new()),
         pending_approvals: Mutex::new(0),
         billing_wake: tokio::sync::Notify::new(),
         link,
+        offers_update: tokio::sync::Mutex::new(()),
     });
     agent.save_offers();
-    let dashboard = match &agent.config.dashboard {
+    let dashboard = match &agent.config().dashboard {
         Some(dashboard) => Some(crate::dashboard::start(
             dashboard,
             agent.dashboard_sources(),
@@ -173,19 +188,25 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     };
     agent.pick_up_agreements().await;
 
-    let mut tasks = Vec::new();
-    for index in 0..agent.offers.len() {
-        tasks.push(tokio::spawn(agent.clone().market_loop(index)));
+    for offer in lock(&agent.offers).iter() {
+        agent.start_market_loop(offer);
     }
-    tasks.push(tokio::spawn(agent.clone().activity_loop()));
-    tasks.push(tokio::spawn(agent.clone().billing_loop()));
-    tasks.push(tokio::spawn(agent.clone().agreement_end_loop()));
-    tracing::info!(
-        offers = agent.offers.len(),
-        runtimes = ?agent.offers.iter().map(|offer| offer.spec.runtime.clone()).collect::<Vec<_>>(),
-        max_agreements = agent.config.max_agreements,
-        "{READY_LINE}"
-    );
+    let tasks = vec![
+        tokio::spawn(agent.clone().activity_loop()),
+        tokio::spawn(agent.clone().billing_loop()),
+        tokio::spawn(agent.clone().agreement_end_loop()),
+        tokio::spawn(agent.clone().offer_sources_loop()),
+        tokio::spawn(agent.clone().pause_loop(paused)),
+    ];
+    {
+        let offers = lock(&agent.offers);
+        tracing::info!(
+            offers = offers.len(),
+            runtimes = ?offers.iter().map(|offer| offer.spec.runtime.clone()).collect::<Vec<_>>(),
+            max_agreements = agent.config().max_agreements,
+            "{READY_LINE}"
+        );
+    }
 
     wait_for_signal().await.map_err(AgentError::Signals)?;
     tracing::info!("stopping: unsubscribing offers and stopping exe units; agreements are picked up on the next start");
@@ -195,11 +216,9 @@ pub async fn run(config: ProviderConfig, client: GolemClient) -> Result<(), Agen
     if let Some(dashboard) = &dashboard {
         dashboard.stop().await;
     }
-    for offer in &agent.offers {
-        let id = lock(&offer.subscription_id).clone();
-        if !id.is_empty() {
-            let _ = agent.client.unsubscribe(Side::Offers, &id).await;
-        }
+    let offers: Vec<Arc<LiveOffer>> = lock(&agent.offers).clone();
+    for offer in offers {
+        agent.retire(&offer).await;
     }
     let running: Vec<String> = lock(&agent.children).keys().cloned().collect();
     for activity_id in running {
@@ -291,6 +310,42 @@ async fn locate_bus_socket(
     }
 }
 
+/// Subscribe `spec` on the daemon.
+async fn subscribe(client: &GolemClient, spec: OfferSpec) -> Result<Arc<LiveOffer>, ClientError> {
+    let subscription_id = client.subscribe_offer(&spec.to_base()).await?;
+    tracing::info!(%subscription_id, runtime = %spec.runtime, preset = %spec.preset.name,
+        coeffs = ?spec.preset.coeffs(), "offer subscribed");
+    Ok(Arc::new(LiveOffer {
+        spec,
+        subscription_id: Mutex::new(subscription_id),
+        market_loop: Mutex::new(None),
+    }))
+}
+
+/// The next SIGHUP; never, when it cannot be watched.
+async fn hangup_received(hangup: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(signal) = hangup {
+        if signal.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+/// What the offers are built from, as (modified time, length) per file.
+fn offer_sources_stamp(data_dir: &Path) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    [
+        crate::presets::path(data_dir),
+        data_dir.join(crate::config::CONFIG_FILE),
+    ]
+    .iter()
+    .map(|path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    })
+    .collect()
+}
+
 async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -356,21 +411,31 @@ fn kill_orphans(state: &StateStore) {
 
 impl Agent {
     /// What the dashboard reads: settings, exe units, the shared link.
-    fn dashboard_sources(&self) -> crate::dashboard::DashboardSources {
-        let config = &self.config;
+    fn dashboard_sources(self: &Arc<Self>) -> crate::dashboard::DashboardSources {
+        let config = self.config();
+        // Weak: the agent does not keep the dashboard, nor the dashboard the agent.
+        let agent = Arc::downgrade(self);
         crate::dashboard::DashboardSources {
             data_dir: config.data_dir.clone(),
             api_url: self.client.base_url().to_string(),
             app_key: self.client.app_key().to_string(),
-            node_name: config.node_name.clone(),
-            subnet: config.subnet.clone(),
-            resources: crate::dashboard::OfferedResources {
-                cores: config.cores,
-                threads: config.threads,
-                mem_gib: config.mem_gib,
-                storage_gib: config.storage_gib,
-                platforms: config.platforms.clone(),
-            },
+            settings: Box::new(move || {
+                let config = match agent.upgrade() {
+                    Some(agent) => agent.config(),
+                    None => return crate::dashboard::LiveSettings::default(),
+                };
+                crate::dashboard::LiveSettings {
+                    node_name: config.node_name.clone(),
+                    subnet: config.subnet.clone(),
+                    resources: crate::dashboard::OfferedResources {
+                        cores: config.cores,
+                        threads: config.threads,
+                        mem_gib: config.mem_gib,
+                        storage_gib: config.storage_gib,
+                        platforms: config.platforms.clone(),
+                    },
+                }
+            }),
             exe_units: self
                 .exe_units
                 .iter()
@@ -389,9 +454,178 @@ impl Agent {
         }
     }
 
+    /// The configuration in force (re-read when `provider.toml` changes).
+    fn config(&self) -> Arc<ProviderConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn start_market_loop(self: &Arc<Self>, offer: &Arc<LiveOffer>) {
+        let task = tokio::spawn(self.clone().market_loop(offer.clone()));
+        *lock(&offer.market_loop) = Some(task);
+    }
+
+    /// Stop answering for `offer` and unsubscribe it. Its loop is aborted
+    /// first, so that it cannot subscribe it again on the 404 that follows.
+    async fn retire(&self, offer: &LiveOffer) {
+        if let Some(task) = lock(&offer.market_loop).take() {
+            task.abort();
+        }
+        let id = lock(&offer.subscription_id).clone();
+        if let Err(error) = self.client.unsubscribe(Side::Offers, &id).await {
+            if !is_gone(&error) {
+                tracing::warn!(subscription_id = %id, %error, "cannot unsubscribe the offer");
+            }
+        }
+    }
+
+    /// Obey the dashboard's "pause offers": paused, every offer is retired;
+    /// resumed, they are subscribed again from the current presets and
+    /// configuration ([`Agent::refresh_offers`]).
+    /// `paused`: whether the offers were left unsubscribed at start.
+    async fn pause_loop(self: Arc<Self>, mut paused: bool) {
+        let mut controls = self.link.controls.watch();
+        loop {
+            let now_paused = controls.borrow_and_update().paused;
+            if now_paused == paused {
+                if controls.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            paused = now_paused;
+            if paused {
+                let _updating = self.offers_update.lock().await;
+                let offers: Vec<Arc<LiveOffer>> = std::mem::take(&mut *lock(&self.offers));
+                for offer in &offers {
+                    self.retire(offer).await;
+                    tracing::info!(subscription_id = %lock(&offer.subscription_id), runtime = %offer.spec.runtime,
+                        preset = %offer.spec.preset.name, "offer unsubscribed: offers paused");
+                }
+                self.save_offers();
+            } else {
+                while !self.refresh_offers("offers resumed").await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if self.link.controls.current().paused {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watch `presets.toml` and `provider.toml` (and SIGHUP) and re-subscribe
+    /// the offers whose properties or prices changed.
+    async fn offer_sources_loop(self: Arc<Self>) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let data_dir = self.config().data_dir.clone();
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut seen = offer_sources_stamp(&data_dir);
+        loop {
+            let asked = tokio::select! {
+                _ = tokio::time::sleep(OFFER_SOURCES_POLL) => false,
+                _ = hangup_received(&mut hangup) => true,
+            };
+            let stamp = offer_sources_stamp(&data_dir);
+            if !asked && stamp == seen {
+                continue;
+            }
+            let cause = if asked {
+                "SIGHUP"
+            } else {
+                "presets or provider.toml changed"
+            };
+            seen = if self.refresh_offers(cause).await {
+                stamp
+            } else {
+                // Try again on the next look.
+                Vec::new()
+            };
+        }
+    }
+
+    /// Re-read the configuration and presets; unsubscribe the offers that no
+    /// longer match them and subscribe the new ones. Agreements and
+    /// activities are not touched. Returns false when it should be retried
+    /// (a subscription failed); a bad file keeps the current offers.
+    async fn refresh_offers(self: &Arc<Self>, cause: &str) -> bool {
+        let _updating = self.offers_update.lock().await;
+        if self.link.controls.current().paused {
+            tracing::info!(
+                cause,
+                "offers paused from the dashboard: not re-subscribing them (resuming does)"
+            );
+            return true;
+        }
+        let config = match (self.reload_config)() {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%error, cause, "not re-subscribing the offers: the configuration does not load; the current offers stay");
+                return true;
+            }
+        };
+        let presets = match crate::presets::load(&config.data_dir) {
+            Ok(presets) => presets,
+            Err(error) => {
+                tracing::warn!(%error, cause, "not re-subscribing the offers: the presets do not load; the current offers stay");
+                return true;
+            }
+        };
+        let previous = self.config();
+        if config.exe_units != previous.exe_units || config.vm_sandbox != previous.vm_sandbox {
+            tracing::warn!(
+                "exe-units and vm-sandbox changes take effect at the next start of the agent"
+            );
+        }
+        let specs = offer::build_all(&config, &self.exe_units, &presets, &self.address);
+        *self
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+        let current: Vec<Arc<LiveOffer>> = lock(&self.offers).clone();
+        let (kept, gone): (Vec<_>, Vec<_>) = current
+            .into_iter()
+            .partition(|offer| specs.iter().any(|spec| spec.same_offer(&offer.spec)));
+        let added: Vec<OfferSpec> = specs
+            .into_iter()
+            .filter(|spec| !kept.iter().any(|offer| offer.spec.same_offer(spec)))
+            .collect();
+        if gone.is_empty() && added.is_empty() {
+            tracing::info!(cause, offers = lock(&self.offers).len(), "offers unchanged");
+            return true;
+        }
+        for offer in &gone {
+            self.retire(offer).await;
+            tracing::info!(subscription_id = %lock(&offer.subscription_id), runtime = %offer.spec.runtime,
+                preset = %offer.spec.preset.name, cause, "offer unsubscribed: it changed");
+        }
+        let mut offers = kept;
+        let mut complete = true;
+        for spec in added {
+            match subscribe(&self.client, spec).await {
+                Ok(offer) => {
+                    self.start_market_loop(&offer);
+                    offers.push(offer);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot subscribe the changed offer; retrying in a second");
+                    complete = false;
+                }
+            }
+        }
+        tracing::info!(offers = offers.len(), cause, "offers re-subscribed");
+        if offers.is_empty() {
+            tracing::warn!("every preset is inactive: nothing is offered until one is activated (`golem-provider preset activate NAME`)");
+        }
+        *lock(&self.offers) = offers;
+        self.save_offers();
+        complete
+    }
+
     fn save_offers(&self) {
-        let records: Vec<OfferRecord> = self
-            .offers
+        let records: Vec<OfferRecord> = lock(&self.offers)
             .iter()
             .filter(|offer| !lock(&offer.subscription_id).is_empty())
             .map(|offer| OfferRecord {
@@ -448,7 +682,7 @@ impl Agent {
     }
 
     fn record_agreement(&self, agreement: &Agreement) {
-        let record = billing::record_for(agreement, self.config.debit_note_interval_sec);
+        let record = billing::record_for(agreement, self.config().debit_note_interval_sec);
         self.state.update(|state| {
             state
                 .agreements
@@ -459,31 +693,17 @@ impl Agent {
 
     // ------------------------------------------------------------- market
 
-    async fn market_loop(self: Arc<Self>, index: usize) {
+    async fn market_loop(self: Arc<Self>, offer: Arc<LiveOffer>) {
         loop {
-            let mut controls = self.link.controls.watch();
-            let preset = &self.offers[index].spec.preset.name;
-            if !controls.borrow_and_update().publishes(preset) {
-                self.withdraw(index).await;
-                let _ = controls.changed().await;
-                continue;
-            }
-            let subscription_id = lock(&self.offers[index].subscription_id).clone();
-            if subscription_id.is_empty() {
-                self.resubscribe(index).await;
-                continue;
-            }
-            let polled = tokio::select! {
-                polled = self
-                    .client
-                    .market_events(Side::Offers, &subscription_id, POLL_TIMEOUT_SEC, 50) => polled,
-                // Paused or (de)activated meanwhile: look again.
-                _ = controls.changed() => continue,
-            };
-            let events = match polled {
+            let subscription_id = lock(&offer.subscription_id).clone();
+            let events = match self
+                .client
+                .market_events(Side::Offers, &subscription_id, POLL_TIMEOUT_SEC, 50)
+                .await
+            {
                 Ok(events) => events,
                 Err(error) if is_gone(&error) => {
-                    self.resubscribe(index).await;
+                    self.resubscribe(&offer).await;
                     continue;
                 }
                 Err(error) => {
@@ -502,10 +722,11 @@ impl Agent {
                         ) =>
                     {
                         let agent = self.clone();
+                        let offer = offer.clone();
                         let subscription_id = subscription_id.clone();
                         tokio::spawn(async move {
                             agent
-                                .answer_proposal(index, &subscription_id, proposal, received)
+                                .answer_proposal(&offer, &subscription_id, proposal, received)
                                 .await
                         });
                     }
@@ -523,7 +744,7 @@ impl Agent {
                         self.link.negotiations.record(
                             &proposal_id,
                             "",
-                            &self.offers[index].spec.runtime,
+                            &offer.spec.runtime,
                             crate::dashboard::Outcome::RejectedByRequestor,
                             reason,
                         );
@@ -534,23 +755,8 @@ impl Agent {
         }
     }
 
-    /// Unsubscribe the offer while it is paused or its preset inactive.
-    async fn withdraw(&self, index: usize) {
-        let offer = &self.offers[index];
-        let id = std::mem::take(&mut *lock(&offer.subscription_id));
-        if id.is_empty() {
-            return;
-        }
-        if let Err(error) = self.client.unsubscribe(Side::Offers, &id).await {
-            tracing::warn!(subscription_id = %id, %error, "cannot unsubscribe the withdrawn offer");
-        }
-        tracing::info!(subscription_id = %id, runtime = %offer.spec.runtime, preset = %offer.spec.preset.name, "offer withdrawn");
-        self.save_offers();
-    }
-
     /// The subscription expired or vanished: subscribe the offer again.
-    async fn resubscribe(&self, index: usize) {
-        let offer = &self.offers[index];
+    async fn resubscribe(&self, offer: &LiveOffer) {
         let mut backoff = Duration::from_millis(500);
         loop {
             match self.client.subscribe_offer(&offer.spec.to_base()).await {
@@ -571,7 +777,7 @@ impl Agent {
 
     fn record_negotiation(
         &self,
-        index: usize,
+        offer: &LiveOffer,
         proposal: &Proposal,
         outcome: Outcome,
         reason: Option<String>,
@@ -579,7 +785,7 @@ impl Agent {
         self.link.negotiations.record(
             &proposal.proposal_id,
             &proposal.issuer_id.to_string(),
-            &self.offers[index].spec.runtime,
+            &offer.spec.runtime,
             outcome,
             reason,
         );
@@ -588,23 +794,34 @@ impl Agent {
     #[tracing::instrument(skip_all, fields(proposal_id = %proposal.proposal_id, requestor = %proposal.issuer_id))]
     async fn answer_proposal(
         &self,
-        index: usize,
+        offer: &LiveOffer,
         subscription_id: &str,
         proposal: Proposal,
         received: Instant,
     ) {
         let proposal_id = proposal.proposal_id.clone();
         let running = self.live_agreements() + *lock(&self.pending_approvals);
+        let now = Utc::now();
         let verdict = negotiation::evaluate(
-            &self.config,
+            &self.config(),
             &proposal.properties,
-            Utc::now().timestamp_millis(),
+            now.timestamp_millis(),
             running,
-        );
+        )
+        .and_then(|terms| {
+            // The payload manifest's outbound access, by the provider's rules.
+            crate::outbound::judge(
+                &self.config().data_dir,
+                &proposal.properties,
+                &offer.spec.properties,
+                now.timestamp(),
+            )
+            .map(|()| terms)
+        });
         let decided_us = received.elapsed().as_micros() as u64;
         match verdict {
             Ok(terms) => {
-                let draft = negotiation::counter(&self.offers[index].spec, &terms);
+                let draft = negotiation::counter(&offer.spec, &terms);
                 match self
                     .client
                     .counter_proposal(Side::Offers, subscription_id, &proposal_id, &draft)
@@ -621,7 +838,7 @@ impl Agent {
                             decided_us, counter_us, since_proposal_ms,
                             "proposal countered with a Draft");
                         self.record_negotiation(
-                            index,
+                            offer,
                             &proposal,
                             Outcome::Countered,
                             Some(format!("platform {}", terms.platform)),
@@ -631,7 +848,7 @@ impl Agent {
                         let reason = format!("cannot counter: {error}");
                         tracing::info!(%reason, "proposal rejected");
                         self.record_negotiation(
-                            index,
+                            offer,
                             &proposal,
                             Outcome::Rejected,
                             Some(reason.clone()),
@@ -651,7 +868,7 @@ impl Agent {
             Err(reason) => {
                 tracing::info!(%reason, decided_us, "proposal rejected");
                 self.record_negotiation(
-                    index,
+                    offer,
                     &proposal,
                     Outcome::Rejected,
                     Some(reason.to_string()),
@@ -678,10 +895,10 @@ impl Agent {
         let refusal = {
             let mut pending = lock(&self.pending_approvals);
             let running = self.live_agreements() + *pending;
-            if running >= self.config.max_agreements as usize {
+            let max_agreements = self.config().max_agreements;
+            if running >= max_agreements as usize {
                 Some(format!(
-                    "no free resources: {running} of {} agreements are running",
-                    self.config.max_agreements
+                    "no free resources: {running} of {max_agreements} agreements are running",
                 ))
             } else {
                 *pending += 1;
@@ -795,7 +1012,11 @@ impl Agent {
         let Some((agreement, unit)) = self.admit_activity(activity_id, agreement_id).await else {
             return;
         };
-        let work_dir = self.config.work_root().join(agreement_id).join(activity_id);
+        let work_dir = self
+            .config()
+            .work_root()
+            .join(agreement_id)
+            .join(activity_id);
         let Some((mut child, pid)) = self
             .start_exe_unit(&unit, activity_id, &agreement, &work_dir, received)
             .await
@@ -831,7 +1052,7 @@ impl Agent {
                 activity.ended_reason.get_or_insert(reason);
             }
         });
-        if !self.config.keep_work_dirs {
+        if !self.config().keep_work_dirs {
             // The VM exe unit puts its volumes on a nosuid,nodev mount
             // (`<--work-dir>/volumes`) and unmounts it at shutdown; one that
             // died left it behind. Not a mount: EINVAL, ignored.
@@ -1020,7 +1241,7 @@ impl Agent {
     ) -> std::io::Result<(tokio::process::Child, u32)> {
         let volumes = work_dir.join("work");
         std::fs::create_dir_all(&volumes)?;
-        std::fs::create_dir_all(self.config.cache_dir())?;
+        std::fs::create_dir_all(self.config().cache_dir())?;
         let agreement_file = work_dir.join("agreement.json");
         std::fs::write(
             &agreement_file,
@@ -1035,21 +1256,21 @@ impl Agent {
             .arg("--work-dir")
             .arg(&volumes)
             .arg("--cache-dir")
-            .arg(self.config.cache_dir())
+            .arg(self.config().cache_dir())
             .arg("--bus-socket")
             .arg(&self.bus_socket)
             // Resolved here (flag > env > provider.toml > off), so the exe
             // unit never inherits a different value from the agent's env.
             .env(
                 crate::config::env_names::ALLOW_DOCKER_IMAGES,
-                if self.config.allow_docker_images {
+                if self.config().allow_docker_images {
                     "1"
                 } else {
                     "0"
                 },
             )
             .args(
-                self.config
+                self.config()
                     .allow_private_transfers
                     .then_some("--allow-private-transfers"),
             )
@@ -1060,8 +1281,12 @@ impl Agent {
                 unit.template
                     .get(crate::exe_units::VM_SANDBOX_PROPERTY)
                     .and_then(serde_json::Value::as_str)
-                    .or(self.config.vm_sandbox.as_deref())
+                    .or(self.config().vm_sandbox.as_deref())
                     .unwrap_or(""),
+            )
+            .env(
+                crate::config::env_names::EXE_UNIT_OUTBOUND_HOSTS,
+                self.config().outbound_hosts.join(","),
             )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -1076,7 +1301,8 @@ impl Agent {
     /// Poll the activity until the exe unit reports Initialized; log how long it
     /// took; kill an exe unit that does not come up in time.
     async fn watch_startup(&self, activity_id: &str, event_date: DateTime<Utc>, received: Instant) {
-        let deadline = Instant::now() + Duration::from_secs(self.config.exe_unit_start_timeout_sec);
+        let deadline =
+            Instant::now() + Duration::from_secs(self.config().exe_unit_start_timeout_sec);
         let mut pause = Duration::from_millis(1);
         loop {
             match self.client.activity_state(activity_id).await {
@@ -1095,7 +1321,7 @@ impl Agent {
             if Instant::now() > deadline || !lock(&self.children).contains_key(activity_id) {
                 let reason = format!(
                     "the exe unit did not initialize within {} s",
-                    self.config.exe_unit_start_timeout_sec
+                    self.config().exe_unit_start_timeout_sec
                 );
                 tracing::warn!(%activity_id, %reason, "stopping the exe unit");
                 self.stop_exe_unit(activity_id, &reason);
@@ -1190,11 +1416,13 @@ impl Agent {
     async fn billing_loop(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut late_reported = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.billing_wake.notified() => {}
             }
+            self.report_late_payers(&mut late_reported).await;
             let agreements: Vec<AgreementRecord> = self.state.read(|state| {
                 state
                     .agreements
@@ -1213,6 +1441,22 @@ impl Agent {
                     }
                 };
                 tracing::Instrument::instrument(work, span).await;
+            }
+        }
+    }
+
+    /// Warn once about each requestor the daemon found late with a payment
+    /// (past the agreement's payment timeout after accepting the invoice).
+    async fn report_late_payers(&self, reported: &mut std::collections::HashSet<String>) {
+        let Ok(late) = self.client.late_payments().await else {
+            return;
+        };
+        for payment in late {
+            if payment.settled_at.is_none() && reported.insert(payment.invoice_id.clone()) {
+                tracing::warn!(invoice_id = %payment.invoice_id, agreement_id = %payment.agreement_id,
+                    requestor_id = %payment.payer_id, amount = %payment.amount, due = %payment.due.to_rfc3339(),
+                    payment_timeout_sec = payment.payment_timeout_sec,
+                    "late payer: the requestor has not paid the accepted invoice within the agreed payment timeout");
             }
         }
     }

@@ -1,4 +1,6 @@
-//! The command line: `run`, `preset list|create|update|remove`, `status`;
+//! The command line: `run`, `preset list|create|update|remove|activate|deactivate`,
+//! `status`, `config get|set` ([`crate::config_command`]), `exe-unit list`
+//! ([`crate::exe_unit_command`]), `clean` ([`crate::clean`]);
 //! global connection flags; logging setup. Errors end here (anyhow) as one
 //! line on stderr and a non-zero exit code.
 
@@ -25,8 +27,9 @@ It talks to the local golem-daemon over its REST API with an app-key (--app-key 
 exe-unit-vm → vm, found beside this binary or on PATH), answers demands by its policy, runs \
 activities in exe-unit processes and bills them with debit notes and invoices.\n\n\
 Its data dir (--data-dir / GOLEM_PROVIDER_DATA_DIR) holds provider.toml (settings), presets.toml \
-(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices) \
-and the activities' work dirs."
+(prices, see `preset`), state.json (agreements being billed, so that a restart still invoices), \
+the activities' work dirs, and the outbound rules for payload manifests: rules.json (see `rule`), \
+domain_whitelist.json (see `whitelist`) and cert-dir/ (see `keystore`)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -75,12 +78,29 @@ pub enum Command {
     /// Manage presets: the linear prices of each exe unit.
     #[command(subcommand)]
     Preset(PresetCommand),
+    /// Manage the domain whitelist of outbound rules (domain_whitelist.json).
+    #[command(subcommand)]
+    Whitelist(crate::outbound::commands::WhitelistCommand),
+    /// Manage the X.509 certificates trusted for signed payload manifests (cert-dir/).
+    #[command(subcommand)]
+    Keystore(crate::outbound::commands::KeystoreCommand),
+    /// Show or change the outbound rules for payload manifests (rules.json).
+    #[command(subcommand)]
+    Rule(crate::outbound::commands::RuleCommand),
     /// Show offers, agreements, activities and earnings.
     Status {
         /// Print JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Read and change the settings in provider.toml; a running agent re-subscribes its offers.
+    #[command(subcommand)]
+    Config(crate::config_command::ConfigCommand),
+    /// The exe units this agent knows and whether they are offered.
+    #[command(subcommand)]
+    ExeUnit(crate::exe_unit_command::ExeUnitCommand),
+    /// Remove old work dirs of ended activities and downloaded packages.
+    Clean(crate::clean::CleanArgs),
 }
 
 /// The flags of `run`, the last layer of [`ProviderSettings`] (serialized
@@ -141,6 +161,10 @@ pub struct RunArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dashboard_allow_remote: bool,
+    /// Where payload manifests' hosts resolve for outbound access, before this host's resolver:
+    /// name=IPv4 pairs, comma-separated [env: GOLEM_PROVIDER_OUTBOUND_HOSTS] [provider.toml: outbound-hosts]
+    #[arg(long, value_delimiter = ',', value_name = "NAME=IPV4")]
+    pub outbound_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +210,22 @@ pub enum PresetCommand {
         #[arg(long)]
         name: String,
     },
+    /// Offer a preset again (a running agent subscribes its offer within seconds).
+    Activate {
+        /// The preset's name (`preset list` shows them).
+        name: String,
+        /// Print the preset as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop offering a preset, keeping it (live agreements made with it go on).
+    Deactivate {
+        /// The preset's name (`preset list` shows them).
+        name: String,
+        /// Print the preset as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parse the command line, run the command, and return the exit code.
@@ -227,6 +267,22 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_agent(connection, args),
         Command::Preset(command) => preset(&connection, command),
         Command::Status { json } => status(&connection, json),
+        Command::Config(command) => {
+            crate::config_command::execute(&connection.data_dir, command, &process_env)
+        }
+        Command::ExeUnit(command) => runtime()?.block_on(crate::exe_unit_command::execute(
+            &connection.data_dir,
+            command,
+            &process_env,
+        )),
+        Command::Clean(args) => crate::clean::execute(&connection.data_dir, args),
+        Command::Whitelist(command) => {
+            crate::outbound::commands::whitelist(&connection.data_dir, command)
+        }
+        Command::Keystore(command) => {
+            crate::outbound::commands::keystore(&connection.data_dir, command)
+        }
+        Command::Rule(command) => crate::outbound::commands::rule(&connection.data_dir, command),
     }
 }
 
@@ -251,7 +307,14 @@ fn run_agent(connection: Connection, args: RunArgs) -> anyhow::Result<()> {
         mem_gib = config.mem_gib, storage_gib = config.storage_gib, platforms = ?config.platforms,
         allow_private_transfers = config.allow_private_transfers, "golem-provider starting");
     let client = GolemClient::new(&connection.api_url, &app_key);
-    runtime()?.block_on(crate::agent::run(config, client))?;
+    // A change of provider.toml is read through the same layers, with the
+    // same flags, so that a flag still wins over the file.
+    let data_dir = connection.data_dir.clone();
+    let reload_config: crate::agent::ReloadConfig = Box::new(move || {
+        let settings = ProviderSettings::load(&data_dir, &args, &process_env)?;
+        ProviderConfig::resolve(&data_dir, settings, &machine)
+    });
+    runtime()?.block_on(crate::agent::run(config, reload_config, client))?;
     Ok(())
 }
 
@@ -270,12 +333,13 @@ fn preset(connection: &Connection, command: PresetCommand) -> anyhow::Result<()>
             );
             for preset in &presets {
                 println!(
-                    "{:<20} {:<10} {:>14} {:>14} {:>14}",
+                    "{:<20} {:<10} {:>14} {:>14} {:>14}{}",
                     preset.name,
                     preset.exe_unit,
                     preset.start_fee,
                     preset.cpu_sec,
-                    preset.duration_sec
+                    preset.duration_sec,
+                    if preset.active { "" } else { "  (inactive)" }
                 );
             }
             for (_, runtime) in crate::exe_units::KNOWN {
@@ -305,9 +369,10 @@ fn preset(connection: &Connection, command: PresetCommand) -> anyhow::Result<()>
                 start_fee: parse_price("--start-fee", &start_fee)?,
                 cpu_sec: parse_price("--cpu-sec", &cpu_sec)?,
                 duration_sec: parse_price("--duration-sec", &duration_sec)?,
+                active: true,
             };
             presets::create(dir, preset)?;
-            println!("preset {name} created; it applies from the next `golem-provider run`");
+            println!("preset {name} created; a running agent offers it within seconds");
         }
         PresetCommand::Update {
             name,
@@ -340,6 +405,25 @@ fn preset(connection: &Connection, command: PresetCommand) -> anyhow::Result<()>
             presets::remove(dir, &name)?;
             println!("preset {name} removed");
         }
+        PresetCommand::Activate { name, json } => set_preset_active(dir, &name, true, json)?,
+        PresetCommand::Deactivate { name, json } => set_preset_active(dir, &name, false, json)?,
+    }
+    Ok(())
+}
+
+fn set_preset_active(
+    dir: &std::path::Path,
+    name: &str,
+    active: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let preset = presets::set_active(dir, name, active)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&preset)?);
+    } else if active {
+        println!("preset {name} active: a running agent subscribes its offer within seconds");
+    } else {
+        println!("preset {name} inactive: a running agent unsubscribes its offer within seconds; live agreements go on");
     }
     Ok(())
 }

@@ -42,6 +42,9 @@ pub mod env_names {
     /// containers; like `allow-docker-images`, the agent sets it in the exe
     /// unit's environment (which reads this name).
     pub const VM_SANDBOX: &str = "GOLEM_VM_SANDBOX";
+    /// How the VM exe unit reads `outbound-hosts` (the agent sets it,
+    /// resolved, in each exe unit's environment).
+    pub const EXE_UNIT_OUTBOUND_HOSTS: &str = "GOLEM_OUTBOUND_HOSTS";
 }
 
 /// The values of `vm-sandbox`.
@@ -114,6 +117,10 @@ pub struct ProviderSettings {
     pub dashboard: Option<String>,
     /// Let the dashboard bind a non-loopback address.
     pub dashboard_allow_remote: Option<bool>,
+    /// `name=IPv4` pairs: where payload manifests' hosts resolve before the
+    /// host's resolver is asked (e.g. a test network's names).
+    #[serde(deserialize_with = "golem_settings::de::optional_comma_list")]
+    pub outbound_hosts: Option<Vec<String>>,
     /// The daemon's bus socket handed to exe units; unset, the agent asks its
     /// daemon (`agent::locate_bus_socket`).
     pub bus_socket: Option<PathBuf>,
@@ -134,6 +141,23 @@ impl ProviderSettings {
             .optional_file(&data_dir.join(CONFIG_FILE))
             .flags(flags)
             .load()?)
+    }
+
+    /// The file and the environment, without flags (what the management
+    /// commands see).
+    pub fn load_without_flags(
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderSettings, ConfigError> {
+        #[derive(Serialize)]
+        struct NoFlags {}
+        Self::load(data_dir, &NoFlags {}, env)
+    }
+
+    /// `path` alone, as a provider.toml (no environment, no flags): to
+    /// check a file before it replaces the real one.
+    pub fn load_file(path: &Path) -> Result<ProviderSettings, ConfigError> {
+        Ok(Self::layers(&|_| None).optional_file(path).load()?)
     }
 
     fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
@@ -248,6 +272,8 @@ pub struct ProviderConfig {
     pub vm_sandbox: Option<String>,
     /// The dashboard's address, when it is served.
     pub dashboard: Option<crate::dashboard::DashboardConfig>,
+    /// `name=IPv4` pairs for manifest hosts, checked (see `outbound-hosts`).
+    pub outbound_hosts: Vec<String>,
 }
 
 /// Test platforms offered when none are configured; mainnet ones only when configured.
@@ -341,8 +367,32 @@ impl ProviderConfig {
             settings.dashboard.as_deref(),
             settings.dashboard_allow_remote.unwrap_or(false),
         )?;
+        let outbound_hosts: Vec<String> = settings
+            .outbound_hosts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|pair| pair.trim().to_string())
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        for pair in &outbound_hosts {
+            let fine = pair.split_once('=').is_some_and(|(name, ip)| {
+                !name.is_empty()
+                    && !name.contains(char::is_whitespace)
+                    && ip.parse::<std::net::Ipv4Addr>().is_ok()
+            });
+            if !fine {
+                return Err(ConfigError::Invalid {
+                    name: "outbound-hosts",
+                    message: format!(
+                        "{pair:?}: give name=IPv4 pairs, e.g. api.example.test=10.0.0.2"
+                    ),
+                });
+            }
+        }
         let config = ProviderConfig {
             dashboard,
+            outbound_hosts,
             vm_sandbox,
             allow_private_transfers,
             data_dir: data_dir.to_path_buf(),
@@ -480,6 +530,7 @@ mod tests {
             Setting { env: "GOLEM_VM_SANDBOX", value: "runc", flag: &["--vm-sandbox", "runc"], toml: "vm-sandbox = \"runc\"", read: |c| format!("{:?}", c.vm_sandbox), expected: "Some(\"runc\")" },
             Setting { env: "GOLEM_PROVIDER_DASHBOARD", value: "127.0.0.1:7999", flag: &["--dashboard", "127.0.0.1:7999"], toml: "dashboard = \"127.0.0.1:7999\"", read: |c| format!("{:?}", c.dashboard.as_ref().map(|d| d.address.to_string())), expected: "Some(\"127.0.0.1:7999\")" },
             Setting { env: "GOLEM_PROVIDER_DASHBOARD", value: "true", flag: &["--dashboard"], toml: "dashboard = true", read: |c| format!("{:?}", c.dashboard.as_ref().map(|d| d.address.to_string())), expected: "Some(\"127.0.0.1:7466\")" },
+            Setting { env: "GOLEM_PROVIDER_OUTBOUND_HOSTS", value: "a.test=10.0.0.2", flag: &["--outbound-hosts", "a.test=10.0.0.2"], toml: "outbound-hosts = [\"a.test=10.0.0.2\"]", read: |c| c.outbound_hosts.join(","), expected: "a.test=10.0.0.2" },
             Setting { env: "", value: "", flag: &["--cores", "1"], toml: "cores = 1", read: |c| c.cores.to_string(), expected: "1" },
             Setting { env: "", value: "", flag: &["--threads", "3"], toml: "threads = 3", read: |c| c.threads.to_string(), expected: "3" },
             Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },
@@ -674,6 +725,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("max-agreements"), "{error}");
+        let error = resolve("", &[], &["--outbound-hosts", "a.test=::1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("outbound-hosts") && error.contains("name=IPv4"),
+            "{error}"
+        );
         for (name, value) in [
             ("GOLEM_ALLOW_DOCKER_IMAGES", "maybe"),
             ("GOLEM_ALLOW_PRIVATE_TRANSFERS", "nope"),

@@ -37,6 +37,75 @@ fn allowed(restriction: Option<&[String]>, binary: &str, runtime: &str) -> bool 
 /// The offer property in which the VM exe unit names its sandbox.
 pub const VM_SANDBOX_PROPERTY: &str = "golem.runtime.vm.sandbox";
 
+/// What became of one known exe unit at discovery.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Binary name (`exe-unit-wasm`).
+    pub binary_name: &'static str,
+    /// Runtime name (`wasmtime`), as its template says when it answered.
+    pub runtime: String,
+    pub outcome: ProbeOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeOutcome {
+    /// Left out by the `exe-units` setting.
+    NotAllowed,
+    /// Not beside golem-provider nor on `PATH`.
+    NotFound,
+    /// Found, but `offer-template` failed: the reason.
+    Failing {
+        binary: PathBuf,
+        reason: String,
+    },
+    Working(ExeUnit),
+}
+
+/// Every known exe unit, allowed or not, found or not, asked for its
+/// `offer-template` when both; `env` is set in each one's environment.
+pub async fn probe_all(
+    search_path: &[PathBuf],
+    restriction: Option<&[String]>,
+    env: &[(&str, Option<&str>)],
+) -> Vec<Probe> {
+    let mut probes = Vec::new();
+    for (binary_name, runtime) in KNOWN {
+        let probe = |outcome| Probe {
+            binary_name,
+            runtime: runtime.to_string(),
+            outcome,
+        };
+        if !allowed(restriction, binary_name, runtime) {
+            probes.push(probe(ProbeOutcome::NotAllowed));
+            continue;
+        }
+        let Some(binary) = find_binary(binary_name, search_path) else {
+            probes.push(probe(ProbeOutcome::NotFound));
+            continue;
+        };
+        match offer_template(&binary, env).await {
+            Ok(template) => {
+                let runtime = template
+                    .get("golem.runtime.name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(runtime)
+                    .to_string();
+                probes.push(Probe {
+                    binary_name,
+                    runtime: runtime.clone(),
+                    outcome: ProbeOutcome::Working(ExeUnit {
+                        runtime,
+                        binary,
+                        template,
+                    }),
+                });
+            }
+            Err(reason) => probes.push(probe(ProbeOutcome::Failing { binary, reason })),
+        }
+    }
+    probes
+}
+
 /// Every known exe unit that is allowed, found, and answers `offer-template`;
 /// `env` is set in each one's environment (the settings exe units read).
 pub async fn discover(
@@ -44,7 +113,6 @@ pub async fn discover(
     restriction: Option<&[String]>,
     env: &[(&str, Option<&str>)],
 ) -> Vec<ExeUnit> {
-    let mut found = Vec::new();
     if let Some(names) = restriction {
         for name in names {
             if !KNOWN
@@ -55,42 +123,35 @@ pub async fn discover(
             }
         }
     }
-    for (binary_name, runtime) in KNOWN {
-        if !allowed(restriction, binary_name, runtime) {
-            continue;
-        }
-        let Some(binary) = find_binary(binary_name, search_path) else {
-            tracing::info!(
-                runtime,
+    let mut found = Vec::new();
+    for probe in probe_all(search_path, restriction, env).await {
+        let (binary_name, runtime) = (probe.binary_name, probe.runtime);
+        match probe.outcome {
+            ProbeOutcome::NotAllowed => {}
+            ProbeOutcome::NotFound => tracing::info!(
+                %runtime,
                 "not offering {runtime}: {binary_name} not found beside golem-provider or on PATH"
-            );
-            continue;
-        };
-        match offer_template(&binary, env).await {
-            Ok(template) => {
-                if template.get(VM_SANDBOX_PROPERTY).and_then(Value::as_str) == Some("runc") {
+            ),
+            ProbeOutcome::Failing { reason, .. } => {
+                tracing::warn!(%runtime, "not offering {runtime}: {reason}")
+            }
+            ProbeOutcome::Working(unit) => {
+                if unit
+                    .template
+                    .get(VM_SANDBOX_PROPERTY)
+                    .and_then(Value::as_str)
+                    == Some("runc")
+                {
                     tracing::warn!(
-                        runtime,
+                        runtime = %unit.runtime,
                         "containers run under runc, on this host's kernel: images run \
                          hardened (uid 65534 unless they name a user, read-only root, no \
                          capabilities), not as on the original; gVisor (vm-sandbox = gvisor, \
                          scripts/ensure-docker.sh) runs them as root inside its own kernel"
                     );
                 }
-                let runtime = template
-                    .get("golem.runtime.name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(runtime)
-                    .to_string();
-                tracing::info!(%runtime, binary = %binary.display(), "exe unit available");
-                found.push(ExeUnit {
-                    runtime,
-                    binary,
-                    template,
-                });
-            }
-            Err(why) => {
-                tracing::warn!(runtime, "not offering {runtime}: {why}");
+                tracing::info!(runtime = %unit.runtime, binary = %unit.binary.display(), "exe unit available");
+                found.push(unit);
             }
         }
     }

@@ -7,14 +7,18 @@
 
 pub mod agent;
 pub mod billing;
+pub mod clean;
 pub mod cli;
 pub mod config;
+pub mod config_command;
 pub mod dashboard;
 pub mod earnings;
+pub mod exe_unit_command;
 pub mod exe_units;
 pub mod machine;
 pub mod negotiation;
 pub mod offer;
+pub mod outbound;
 pub mod presets;
 pub mod state;
 pub mod status;

@@ -100,6 +100,17 @@ pub fn build(
     set(props::MULTI_ACTIVITY, json!(true));
     set(props::NODE_NAME, json!(config.node_name));
     set(props::SUBNET, json!(config.subnet));
+    // The original's agent announces manifest checks when the runtime reads
+    // manifests (the VM unit says so only where it enforces them).
+    if crate::outbound::offers_capability(
+        &exe_unit.template,
+        golem_model::manifest::MANIFEST_SUPPORT_CAPABILITY,
+    ) {
+        set(
+            golem_model::manifest::keys::CAPS_PAYLOAD_MANIFEST,
+            json!(true),
+        );
+    }
     // Demands already expired never match; too-short ones match and are
     // rejected in negotiation with a reason the requestor can read.
     let earliest = Utc::now().timestamp_millis();
@@ -117,11 +128,30 @@ pub fn build(
     }
 }
 
-/// The preset for each exe unit: the first configured one for its runtime, or the default.
-pub fn preset_for(presets: &[Preset], runtime: &str) -> Preset {
-    presets
+/// Every offer of `exe_units`: one per preset offered for its runtime
+/// ([`crate::presets::offered_for`]).
+pub fn build_all(
+    config: &ProviderConfig,
+    exe_units: &[ExeUnit],
+    presets: &[Preset],
+    address: &str,
+) -> Vec<OfferSpec> {
+    exe_units
         .iter()
-        .find(|preset| preset.exe_unit == runtime)
-        .cloned()
-        .unwrap_or_else(|| Preset::default_for(runtime))
+        .flat_map(|unit| {
+            crate::presets::offered_for(presets, &unit.runtime)
+                .into_iter()
+                .map(move |preset| build(config, unit, &preset, address))
+        })
+        .collect()
+}
+
+impl OfferSpec {
+    /// Whether `other` offers the same thing (the constraints carry the time
+    /// of building, so they are left out).
+    pub fn same_offer(&self, other: &OfferSpec) -> bool {
+        self.runtime == other.runtime
+            && self.preset == other.preset
+            && self.properties == other.properties
+    }
 }

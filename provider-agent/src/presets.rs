@@ -1,7 +1,9 @@
 //! Presets: per exe unit, a linear price in GLM (start fee, per CPU-second,
 //! per duration-second), kept in `<data-dir>/presets.toml` and managed with
-//! `golem-provider preset list|create|update|remove`. An exe unit without a
-//! preset is offered at [`Preset::default_for`].
+//! `golem-provider preset list|create|update|remove|activate|deactivate`.
+//! Each active preset is one offer of its exe unit; an exe unit with no preset
+//! at all is offered at [`Preset::default_for`], one whose presets are all
+//! inactive is not offered. A running agent re-reads the file when it changes.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -42,6 +44,14 @@ pub struct Preset {
     pub start_fee: Decimal,
     pub cpu_sec: Decimal,
     pub duration_sec: Decimal,
+    /// Offered while true; `preset deactivate` keeps the preset but stops
+    /// its offer. Files written before the field existed are all active.
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
 }
 
 impl Preset {
@@ -53,6 +63,7 @@ impl Preset {
             start_fee: Decimal::ZERO,
             cpu_sec: Decimal::new(1, 4),
             duration_sec: Decimal::new(5, 5),
+            active: true,
         }
     }
 
@@ -164,6 +175,36 @@ pub fn update(
     Ok(updated)
 }
 
+/// Set whether the preset `name` is offered; returns it as saved.
+pub fn set_active(data_dir: &Path, name: &str, active: bool) -> Result<Preset, PresetError> {
+    let mut presets = load(data_dir)?;
+    let preset = presets
+        .iter_mut()
+        .find(|preset| preset.name == name)
+        .ok_or_else(|| PresetError::Missing(name.to_string()))?;
+    preset.active = active;
+    let saved = preset.clone();
+    save(data_dir, &presets)?;
+    Ok(saved)
+}
+
+/// The presets offered for `runtime`: its active ones; the default when it
+/// has none at all; none when all of its presets are inactive.
+pub fn offered_for(presets: &[Preset], runtime: &str) -> Vec<Preset> {
+    let of_runtime: Vec<&Preset> = presets
+        .iter()
+        .filter(|preset| preset.exe_unit == runtime)
+        .collect();
+    if of_runtime.is_empty() {
+        return vec![Preset::default_for(runtime)];
+    }
+    of_runtime
+        .into_iter()
+        .filter(|preset| preset.active)
+        .cloned()
+        .collect()
+}
+
 pub fn remove(data_dir: &Path, name: &str) -> Result<(), PresetError> {
     let mut presets = load(data_dir)?;
     let before = presets.len();
@@ -188,6 +229,7 @@ mod tests {
             start_fee: parse_price("start fee", "0.5").unwrap(),
             cpu_sec: parse_price("cpu", "0.01").unwrap(),
             duration_sec: parse_price("duration", "0.001").unwrap(),
+            active: true,
         };
         create(dir.path(), preset.clone()).unwrap();
         assert!(matches!(
@@ -203,6 +245,21 @@ mod tests {
         );
         assert!(parse_price("start fee", "-1").is_err());
         assert!(parse_price("start fee", "cheap").is_err());
+        assert_eq!(offered_for(&load(dir.path()).unwrap(), "wasmtime").len(), 1);
+        assert!(!set_active(dir.path(), "wasm", false).unwrap().active);
+        assert!(
+            offered_for(&load(dir.path()).unwrap(), "wasmtime").is_empty(),
+            "an inactive preset is not offered"
+        );
+        assert_eq!(
+            offered_for(&[], "vm"),
+            vec![Preset::default_for("vm")],
+            "no preset at all: the default"
+        );
+        assert!(matches!(
+            set_active(dir.path(), "nope", true),
+            Err(PresetError::Missing(_))
+        ));
         remove(dir.path(), "wasm").unwrap();
         assert!(matches!(
             remove(dir.path(), "wasm"),

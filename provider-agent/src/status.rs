@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use golem_client::GolemClient;
+use golem_model::payment::PaymentDue;
 use serde_json::{json, Value};
 
 use crate::earnings;
@@ -16,7 +17,11 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
         "error": "not asked: no app-key (pass --app-key or set YAGNA_APPKEY)"});
     let mut live_offers: Option<HashSet<String>> = None;
     let mut invoices = None;
+    let mut late_payers = Vec::new();
     if let Some(client) = client {
+        if let Ok(late) = client.late_payments().await {
+            late_payers = late.iter().map(late_payer).collect();
+        }
         match client.offers().await {
             Ok(offers) => {
                 live_offers = Some(offers.into_iter().map(|offer| offer.offer_id).collect());
@@ -86,6 +91,23 @@ pub async fn status(state: &AgentState, client: Option<&GolemClient>) -> Value {
         "agreements": agreements,
         "activities": activities,
         "earnings": earnings_document(&totals),
+        "latePayers": late_payers,
+    })
+}
+
+/// One late payment as the status shows it.
+fn late_payer(payment: &PaymentDue) -> Value {
+    json!({
+        "requestorId": payment.payer_id,
+        "invoiceId": payment.invoice_id,
+        "agreementId": payment.agreement_id,
+        "amount": payment.amount.to_string(),
+        "acceptedAt": payment.accepted_at,
+        "paymentTimeoutSec": payment.payment_timeout_sec,
+        "due": payment.due,
+        "lateSince": payment.late_since,
+        "paidAt": payment.settled_at,
+        "state": if payment.settled_at.is_some() { "paid late" } else { "unpaid" },
     })
 }
 
@@ -159,6 +181,25 @@ pub fn render(status: &Value) -> String {
         earned("late"),
         earned("rejected")
     ));
+    let late = list("latePayers");
+    if !late.is_empty() {
+        let unpaid = late.iter().filter(|l| l["state"] == "unpaid").count();
+        out.push_str(&format!(
+            "late payers: {unpaid} unpaid, {} paid late\n",
+            late.len() - unpaid
+        ));
+        for payer in late {
+            out.push_str(&format!(
+                "  requestor {} invoice {} ({} GLM): due {} (payment timeout {} s), {}\n",
+                payer["requestorId"].as_str().unwrap_or("?"),
+                payer["invoiceId"].as_str().unwrap_or("?"),
+                payer["amount"].as_str().unwrap_or("?"),
+                payer["due"].as_str().unwrap_or("?"),
+                payer["paymentTimeoutSec"],
+                payer["state"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
     out
 }
 
@@ -168,6 +209,7 @@ mod tests {
     use super::*;
     use crate::earnings::InvoiceFacts;
     use golem_model::payment::DocumentStatus;
+    use rust_decimal::Decimal;
 
     #[test]
     fn a_settled_invoice_is_shown_accepted_and_paid() {
@@ -192,5 +234,45 @@ mod tests {
             text.contains("invoiced 1.5 GLM, accepted 1.5 GLM, paid 1.5 GLM, late 0 GLM"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn late_payers_are_listed_by_requestor_and_state() {
+        let payment = PaymentDue {
+            invoice_id: "inv-1".into(),
+            agreement_id: "agr-1".into(),
+            payer_id: golem_model::NodeId::from_bytes([7; 20]),
+            amount: Decimal::new(25, 1),
+            accepted_at: chrono::Utc::now(),
+            payment_timeout_sec: 120,
+            due: chrono::Utc::now(),
+            late_since: Some(chrono::Utc::now()),
+            settled_at: None,
+        };
+        let mut paid = payment.clone();
+        paid.invoice_id = "inv-2".into();
+        paid.settled_at = Some(chrono::Utc::now());
+        let status = json!({
+            "daemon": {"reachable": true},
+            "earnings": {},
+            "latePayers": [late_payer(&payment), late_payer(&paid)],
+        });
+        assert_eq!(status["latePayers"][0]["state"], "unpaid");
+        assert_eq!(status["latePayers"][0]["paymentTimeoutSec"], 120);
+        assert_eq!(status["latePayers"][1]["state"], "paid late");
+        let text = render(&status);
+        assert!(
+            text.contains("late payers: 1 unpaid, 1 paid late"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "requestor {} invoice inv-1 (2.5 GLM)",
+                payment.payer_id
+            )),
+            "{text}"
+        );
+        let without = render(&json!({"daemon": {"reachable": true}, "earnings": {}}));
+        assert!(!without.contains("late payers"), "{without}");
     }
 }

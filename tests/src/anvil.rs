@@ -69,6 +69,8 @@ pub struct Anvil {
     pub url: String,
     state: PathBuf,
     log: PathBuf,
+    /// Arguments added to every start (e.g. `--block-time 1`).
+    extra_args: Vec<String>,
     child: Option<Child>,
     http: reqwest::Client,
 }
@@ -78,6 +80,11 @@ pub const ANVIL_CHAIN_ID: u64 = 31337;
 impl Anvil {
     /// Start anvil on a free port, its state kept in `dir`.
     pub fn start(bin: &Path, dir: &Path) -> anyhow::Result<Anvil> {
+        Anvil::start_with(bin, dir, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments (`--block-time 1`, `--no-mining`).
+    pub fn start_with(bin: &Path, dir: &Path, extra_args: &[&str]) -> anyhow::Result<Anvil> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -87,6 +94,7 @@ impl Anvil {
             url: format!("http://127.0.0.1:{port}"),
             state: dir.join("anvil-state.json"),
             log: dir.join("anvil.log"),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             http: reqwest::Client::new(),
         };
@@ -103,6 +111,7 @@ impl Anvil {
             .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
             .arg("--state")
             .arg(&self.state)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -253,6 +262,16 @@ impl Anvil {
     /// Mine one block now (with whatever the pool holds).
     pub async fn mine(&self) -> anyhow::Result<()> {
         self.rpc("evm_mine", json!([])).await?;
+        Ok(())
+    }
+
+    /// The base fee the next block will ask (a jump leaves cheaper pooled transactions stuck).
+    pub async fn set_next_base_fee(&self, wei: u128) -> anyhow::Result<()> {
+        self.rpc(
+            "anvil_setNextBlockBaseFeePerGas",
+            json!([format!("{wei:#x}")]),
+        )
+        .await?;
         Ok(())
     }
 

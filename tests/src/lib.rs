@@ -8,6 +8,7 @@ pub mod abuse;
 pub mod anvil;
 pub mod bench;
 pub mod browser;
+pub mod demands;
 pub mod docker;
 pub mod http;
 pub mod negotiation;

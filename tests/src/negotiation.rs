@@ -43,6 +43,21 @@ pub fn spawn_provider_negotiator(client: GolemClient, offer_id: String, offer: D
     });
 }
 
+/// Wait (up to 10 s) until the provider's node shows `agreement_id` Approved:
+/// it records its approval once the requestor has acknowledged it.
+pub async fn wait_approved(provider: &GolemClient, agreement_id: &str) {
+    crate::eventually(
+        Duration::from_secs(10),
+        "the provider's agreement approved",
+        || async {
+            let agreement = provider.agreement(agreement_id).await.ok()?;
+            (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
+        },
+    )
+    .await
+    .expect("the provider approves the agreement");
+}
+
 /// Subscribe `demand`, counter the first Initial offer, turn the provider's Draft
 /// into an agreement, confirm it and wait until it is Approved. Returns its id.
 pub async fn negotiate_agreement(requestor: &GolemClient, demand: &DemandOfferBase) -> String {

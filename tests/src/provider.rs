@@ -437,12 +437,25 @@ pub fn processes_with_arg(arg: &str) -> Vec<u32> {
 /// Negotiate with the real provider agent as yapapi does: subscribe `demand`,
 /// counter the agent's Initial offer, then turn its Draft into an approved
 /// agreement (≤ 40 s, else panics with the agent's log). Returns the agreement id.
-#[allow(clippy::unwrap_used)] // a test step: any failure fails the test here
 pub async fn negotiate_with_agent(
     requestor: &golem_client::GolemClient,
     demand: &golem_model::market::DemandOfferBase,
     agent: &ProviderAgent,
 ) -> String {
+    match try_negotiate_with_agent(requestor, demand, agent).await {
+        Ok(agreement_id) => agreement_id,
+        Err(reason) => panic!("the agent rejected the demand: {reason}\n{}", agent.log()),
+    }
+}
+
+/// [`negotiate_with_agent`] that returns the agent's rejection reason
+/// instead of panicking on it.
+#[allow(clippy::unwrap_used)] // a test step: any failure fails the test here
+pub async fn try_negotiate_with_agent(
+    requestor: &golem_client::GolemClient,
+    demand: &golem_model::market::DemandOfferBase,
+    agent: &ProviderAgent,
+) -> Result<String, String> {
     use golem_client::market::Side;
     use golem_model::market::{AgreementProposal, MarketEvent, ProposalState};
     let demand_id = requestor.subscribe_demand(demand).await.unwrap();
@@ -488,10 +501,11 @@ pub async fn negotiate_with_agent(
                         .await
                         .unwrap();
                     let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
-                    return agreement_id;
+                    return Ok(agreement_id);
                 }
                 MarketEvent::ProposalRejectedEvent { reason, .. } => {
-                    panic!("the agent rejected the demand: {reason:?}\n{}", agent.log());
+                    let _ = requestor.unsubscribe(Side::Demands, &demand_id).await;
+                    return Err(reason.map(|reason| reason.message).unwrap_or_default());
                 }
                 _ => {}
             }

@@ -321,14 +321,17 @@ async fn session_cookie(http: &reqwest::Client, base: &str, app_key: &str) -> St
 }
 
 /// The pause and preset buttons' operations withdraw the agent's offer from
-/// its daemon and publish it again; after a paid job, `golem-provider status`
-/// and the dashboard's earnings say the same (a settled invoice is accepted
-/// and paid).
+/// its daemon and publish it again (the preset's by the `active` flag in
+/// `presets.toml`, as `golem-provider preset deactivate` does); after a paid
+/// job, `golem-provider status` and the dashboard's earnings say the same (a
+/// settled invoice is accepted and paid).
 #[tokio::test]
 async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earnings() {
     let port = free_port();
     let config = format!("dashboard = \"127.0.0.1:{port}\"\n");
-    let mut network = Network::start(1, "e2e-dashboard-buttons", None, &config).unwrap();
+    // Only presets.toml's presets can be (de)activated.
+    let preset = Preset::new("dash", "wasmtime", "0.01", "0.1", "0.001");
+    let mut network = Network::start(1, "e2e-dashboard-buttons", Some(preset), &config).unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let cookie = session_cookie(&http, &base, &network.providers[0].app_key).await;
@@ -354,6 +357,10 @@ async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earn
         }
     };
     offers_become(1).await.unwrap();
+    let refused = post("/api/presets/nope/active", json!({"active": false}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404, "an unknown preset is refused");
     for (path, off, on) in [
         (
             "/api/offers/pause",
@@ -361,7 +368,7 @@ async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earn
             json!({"paused": false}),
         ),
         (
-            "/api/presets/default-wasmtime/active",
+            "/api/presets/dash/active",
             json!({"active": false}),
             json!({"active": true}),
         ),
@@ -377,12 +384,13 @@ async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earn
             .json()
             .await
             .unwrap();
-        assert_eq!(offers["offers"][0]["published"], false, "{offers}");
+        let published = offers["offers"][0]["published"].as_bool().unwrap_or(false);
+        assert!(!published, "{offers}");
         assert_eq!(post(path, on).await.unwrap().status(), 200, "{path}");
         offers_become(1).await.unwrap();
     }
     network.providers[0]
-        .wait_for_log("offer withdrawn", Duration::from_secs(1))
+        .wait_for_log("offers paused", Duration::from_secs(1))
         .unwrap();
 
     // A paid job: status and the page's earnings agree.

@@ -13,7 +13,7 @@ use golem_client::GolemClient;
 use golem_model::market::DemandOfferBase;
 use golem_model::payment::{DocumentStatus, PaymentEvent, PaymentEventType};
 use golem_tests::http::JsonApi;
-use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator, wait_approved};
 use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -231,20 +231,7 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
     // The provider records its approval once the requestor has acknowledged it.
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, _exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
             .await
@@ -539,14 +526,61 @@ async fn debit_notes_and_invoice_are_paid_between_two_daemons() {
         && account.send
         && account.address == requestor_id));
     requestor.release_allocation(&allocation_id).await.unwrap();
+    // Released: Not Found, as the original answers.
     assert_eq!(
         requestor_rest
             .get(&format!("/allocations/{allocation_id}"))
             .await
             .0,
-        410
+        404
     );
     eprintln!("invoice accept → settled (REST round trip on dummy): {accept_ms:.2} ms");
+}
+
+/// An allocation whose `timeout` passes is released by the daemon: `GET`
+/// answers 404 (as the original) saying it expired, the list no longer has it
+/// and what it reserved is free again in `payment status`.
+#[tokio::test]
+async fn allocation_is_released_at_its_timeout() {
+    let mut sandbox = Sandbox::new();
+    sandbox.daemon("r").unwrap();
+    let daemon = &sandbox.daemons()[0];
+    let requestor = daemon.client();
+    let rest = Rest::of(daemon);
+    let requestor_id = daemon.node_id().unwrap();
+    let timeout = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (status, allocation) = rest
+        .post(
+            "/allocations",
+            json!({"address": requestor_id, "paymentPlatform": PLATFORM,
+                "totalAmount": "7", "timeout": timeout.to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{allocation}");
+    let id = allocation["allocationId"].as_str().unwrap().to_string();
+    assert_eq!(rest.get(&format!("/allocations/{id}")).await.0, 200);
+    let reserved = || {
+        let out = daemon.cli(&["payment", "status", "--json"]).unwrap();
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["platforms"][0]["allocations"].clone()
+    };
+    assert_eq!(reserved()["remaining"], json!("7"));
+    let (code, body) = eventually(
+        Duration::from_secs(10),
+        "the allocation to expire",
+        || async {
+            let (code, body) = rest.get(&format!("/allocations/{id}")).await;
+            (code == 404).then_some((code, body))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 404);
+    assert!(body.to_string().contains("expired"), "{body}");
+    assert!(requestor.allocations().await.unwrap().is_empty());
+    let allocations = reserved();
+    assert_eq!(allocations["remaining"], json!("0"), "{allocations}");
+    assert_eq!(allocations["released"], json!(1), "{allocations}");
 }
 
 /// The provider's daemon is down when the requestor accepts: the acceptance
@@ -576,20 +610,7 @@ async fn acceptance_reaches_a_provider_restarted_after_send() {
         .unwrap();
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[1], &agreement_id)
             .await
@@ -692,16 +713,7 @@ async fn bench_payment() {
         agreements.push(negotiate_agreement(&requestor, &demand(&decoration)).await);
     }
     for agreement_id in &agreements {
-        eventually(Duration::from_secs(10), "provider approval", || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        })
-        .await
-        .unwrap();
+        wait_approved(&provider, agreement_id).await;
     }
     // One activity per agreement, as the requestor's daemon bills only those.
     let mut activities = std::collections::HashMap::new();

@@ -18,7 +18,7 @@ use golem_client::GolemClient;
 use golem_model::market::DemandOfferBase;
 use golem_model::payment::{Allocation, DocumentStatus};
 use golem_tests::anvil::{anvil_gate, anvil_required, Anvil, ANVIL_CHAIN_ID};
-use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator};
+use golem_tests::negotiation::{negotiate_agreement, spawn_provider_negotiator, wait_approved};
 use golem_tests::standin::create_bare_activity;
 use golem_tests::{eventually, stdout_of, DaemonProcess, Sandbox};
 use serde_json::{json, Value};
@@ -26,26 +26,38 @@ use serde_json::{json, Value};
 const SUBNET: &str = "e2e-payment-erc20";
 const PLATFORM: &str = "erc20-holesky-tglm";
 const WEI: u128 = 1_000_000_000_000_000_000;
+/// The offers' `golem.com.scheme.payu.payment-timeout-sec?`: long enough for
+/// the anvil tests to pay in time, short enough to watch a payer be late.
+const PAYMENT_TIMEOUT_SEC: i64 = 5;
 
 fn offer(provider_id: &str) -> DemandOfferBase {
+    offer_in(SUBNET, provider_id)
+}
+
+fn offer_in(subnet: &str, provider_id: &str) -> DemandOfferBase {
     DemandOfferBase {
         properties: json!({
-            "golem.node.debug.subnet": SUBNET,
+            "golem.node.debug.subnet": subnet,
             "golem.com.payment.platform.erc20-holesky-tglm.address": provider_id,
             "golem.com.payment.protocol.version": "3",
+            "golem.com.scheme.payu.payment-timeout-sec?": PAYMENT_TIMEOUT_SEC,
             "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 5.0],
             "golem.com.usage.vector": ["golem.usage.cpu_sec", "golem.usage.duration_sec"],
         }),
-        constraints: format!("(golem.node.debug.subnet={SUBNET})"),
+        constraints: format!("(golem.node.debug.subnet={subnet})"),
     }
 }
 
 fn demand(decoration: &Value) -> DemandOfferBase {
+    demand_in(SUBNET, decoration)
+}
+
+fn demand_in(subnet: &str, decoration: &Value) -> DemandOfferBase {
     let mut properties = json!({
-        "golem.node.debug.subnet": SUBNET,
+        "golem.node.debug.subnet": subnet,
         "golem.com.payment.chosen-platform": PLATFORM,
     });
-    let mut constraints = vec![format!("(golem.node.debug.subnet={SUBNET})")];
+    let mut constraints = vec![format!("(golem.node.debug.subnet={subnet})")];
     for property in decoration["properties"].as_array().unwrap() {
         properties[property["key"].as_str().unwrap()] = property["value"].clone();
     }
@@ -56,6 +68,17 @@ fn demand(decoration: &Value) -> DemandOfferBase {
         properties,
         constraints: format!("(&{})", constraints.join("\n\t")),
     }
+}
+
+/// The demand decoration of `allocation_id`, as JSON.
+async fn decoration(requestor: &GolemClient, allocation_id: &str) -> Value {
+    serde_json::to_value(
+        requestor
+            .demand_decorations(&[allocation_id])
+            .await
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// A config file pointing `holesky` at `rpc_url`.
@@ -98,33 +121,14 @@ async fn parties(sandbox: &mut Sandbox, config: &Path, budget: &str) -> Parties 
     let provider = sandbox.daemons()[0].client();
     let requestor = sandbox.daemons()[1].client();
     let allocation = requestor.create_allocation(PLATFORM, budget).await.unwrap();
-    let decoration = serde_json::to_value(
-        requestor
-            .demand_decorations(&[&allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&requestor, &allocation.allocation_id).await;
     let offer_id = provider
         .subscribe_offer(&offer(&provider_id))
         .await
         .unwrap();
     spawn_provider_negotiator(provider.clone(), offer_id, offer(&provider_id));
     let agreement_id = negotiate_agreement(&requestor, &demand(&decoration)).await;
-    eventually(
-        Duration::from_secs(10),
-        "the provider's agreement approved",
-        || {
-            let provider = provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_approved(&provider, &agreement_id).await;
     let (activity_id, exe_unit) =
         create_bare_activity(&requestor, &sandbox.daemons()[0], &agreement_id)
             .await
@@ -213,10 +217,8 @@ async fn wait_pending_status(daemon: &DaemonProcess, needle: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
-    let mut sandbox = Sandbox::new();
-    // A port nothing listens on: start-up must not care.
+/// A config whose `holesky` rpc is a loopback port nothing listens on (the port too).
+fn unreachable_rpc_config(sandbox: &Sandbox) -> (u16, PathBuf) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -227,6 +229,14 @@ async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
         &format!("http://127.0.0.1:{closed}"),
         "0x5FbDB2315678afecb367f032d93F642f64180aa3",
     );
+    (closed, config)
+}
+
+#[tokio::test]
+async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
+    let mut sandbox = Sandbox::new();
+    // A port nothing listens on: start-up must not care.
+    let (closed, config) = unreachable_rpc_config(&sandbox);
     let started = Instant::now();
     let parties = parties(&mut sandbox, &config, "10").await;
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -356,6 +366,74 @@ async fn unreachable_rpc_leaves_the_payment_pending_with_a_clear_status() {
     );
     assert!(parties.requestor.allocations().await.unwrap().is_empty());
     let _ = parties.provider_id;
+}
+
+/// `payment-timeout-sec` on both sides. The requestor cannot pay (its rpc is
+/// down): its pending payment carries the due date (acceptance + the
+/// agreement's timeout) and shows OVERDUE once it passed; the provider's
+/// node records the requestor as a late payer (its status and the local
+/// API). Both survive a restart.
+#[tokio::test]
+async fn payment_timeout_passed_marks_the_payment_overdue_and_the_requestor_a_late_payer() {
+    let mut sandbox = Sandbox::new();
+    let (_closed, config) = unreachable_rpc_config(&sandbox);
+    let parties = parties(&mut sandbox, &config, "10").await;
+    let invoices = invoices_sent(&parties, 1, "2.5").await;
+    let invoice_id = invoices[0].clone();
+    let accepted = chrono::Utc::now();
+    accept_all(
+        &parties.requestor,
+        &invoices,
+        "2.5",
+        &parties.allocation.allocation_id,
+    )
+    .await;
+    // Nothing is late yet.
+    assert!(parties.provider.late_payments().await.unwrap().is_empty());
+    let requestor = &sandbox.daemons()[1];
+    let report = status_json(requestor);
+    let pending = &platform_status(&report, PLATFORM)["pendingPayments"][0];
+    let due: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(pending["due"].clone()).unwrap();
+    let expected = accepted + chrono::Duration::seconds(PAYMENT_TIMEOUT_SEC);
+    assert!(
+        (due - expected).num_milliseconds().abs() < 2_000,
+        "due {due}, accepted {accepted}"
+    );
+    let late = eventually(
+        Duration::from_secs(PAYMENT_TIMEOUT_SEC as u64 + 10),
+        "the provider records a late payer",
+        || async {
+            let late = parties.provider.late_payments().await.ok()?;
+            (!late.is_empty()).then_some(late)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].invoice_id, invoice_id);
+    assert_eq!(late[0].payer_id.to_string(), parties.requestor_id);
+    assert_eq!(late[0].payment_timeout_sec, PAYMENT_TIMEOUT_SEC as u64);
+    assert!(late[0].late_since.is_some() && late[0].settled_at.is_none());
+    assert_eq!(late[0].amount.to_string(), "2.5");
+    let text = stdout_of(requestor.cli(&["payment", "status"]).unwrap()).unwrap();
+    assert!(text.contains("OVERDUE since"), "{text}");
+    let provider = &mut sandbox.daemons()[0];
+    let text = stdout_of(provider.cli(&["payment", "status"]).unwrap()).unwrap();
+    assert!(
+        text.contains(&format!("late payer {}", parties.requestor_id)) && text.contains("NOT PAID"),
+        "{text}"
+    );
+    // Recorded on disk: a restarted provider still knows.
+    provider.restart().unwrap();
+    let after = provider.client().late_payments().await.unwrap();
+    assert_eq!(after, late);
+    // So is the requestor's due date.
+    let requestor = &mut sandbox.daemons()[1];
+    requestor.restart().unwrap();
+    let report = status_json(requestor);
+    let pending = &platform_status(&report, PLATFORM)["pendingPayments"][0];
+    assert_eq!(pending["due"], json!(due), "{pending}");
 }
 
 #[tokio::test]
@@ -501,13 +579,7 @@ async fn anvil_erc20_invoice_is_paid_once_through_faults() {
     // A second invoice whose transaction is in flight (mining paused) when
     // anvil stops: after the restart the very same signed transaction is
     // re-broadcast and mined; nothing is paid twice.
-    let decoration = serde_json::to_value(
-        requestor_client
-            .demand_decorations(&[&parties.allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&requestor_client, &parties.allocation.allocation_id).await;
     let second_agreement = negotiate_agreement(&requestor_client, &demand(&decoration)).await;
     eventually(
         Duration::from_secs(10),
@@ -786,14 +858,7 @@ async fn bench_payment_erc20() {
     )
     .unwrap();
     let provider_id = first.provider_id.clone();
-    let decoration = serde_json::to_value(
-        first
-            .requestor
-            .demand_decorations(&[&first.allocation.allocation_id])
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let decoration = decoration(&first.requestor, &first.allocation.allocation_id).await;
     let mut agreements = vec![first.agreement_id.clone()];
     while agreements.len() < INVOICES {
         agreements.push(negotiate_agreement(&first.requestor, &demand(&decoration)).await);
@@ -801,16 +866,7 @@ async fn bench_payment_erc20() {
     let mut local = Vec::new();
     let mut remote = Vec::new();
     for agreement_id in &agreements {
-        eventually(Duration::from_secs(10), "provider approval", || {
-            let provider = first.provider.clone();
-            let id = agreement_id.clone();
-            async move {
-                let agreement = provider.agreement(&id).await.ok()?;
-                (agreement.state == golem_model::market::AgreementState::Approved).then_some(())
-            }
-        })
-        .await
-        .unwrap();
+        wait_approved(&first.provider, agreement_id).await;
         let invoice = first
             .provider
             .issue_invoice(agreement_id, "1")
@@ -876,4 +932,454 @@ async fn bench_payment_erc20() {
         median(&mut remote),
         max(&remote)
     );
+}
+
+/// `payment fund` of the requestor (daemon 1): tokens and ETH for gas from anvil's dev account.
+fn fund_requestor(sandbox: &mut Sandbox, config: &Path, amount: &str) {
+    fund(&sandbox.daemons()[1], config, amount);
+}
+
+/// `payment fund` of `daemon`.
+fn fund(daemon: &DaemonProcess, config: &Path, amount: &str) {
+    let funded = stdout_of(
+        daemon
+            .cli(&[
+                "payment",
+                "fund",
+                "--network",
+                "holesky",
+                "--amount",
+                amount,
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(funded.contains("funded"), "{funded}");
+}
+
+/// `count` approved agreements between the parties (the first is theirs),
+/// each with an invoice of `amount` sent to the requestor; the invoice ids.
+async fn invoices_sent(parties: &Parties, count: usize, amount: &str) -> Vec<String> {
+    let decoration = decoration(&parties.requestor, &parties.allocation.allocation_id).await;
+    let mut agreements = vec![parties.agreement_id.clone()];
+    while agreements.len() < count {
+        agreements.push(negotiate_agreement(&parties.requestor, &demand(&decoration)).await);
+    }
+    let mut invoices = Vec::new();
+    for agreement_id in &agreements {
+        invoices.push(send_invoice(&parties.provider, agreement_id, amount).await);
+    }
+    invoices
+}
+
+/// Wait for the provider's approval of `agreement_id`, then issue and send its invoice.
+async fn send_invoice(provider: &GolemClient, agreement_id: &str, amount: &str) -> String {
+    wait_approved(provider, agreement_id).await;
+    let invoice = provider.issue_invoice(agreement_id, amount).await.unwrap();
+    provider.send_invoice(&invoice.invoice_id).await.unwrap();
+    invoice.invoice_id
+}
+
+/// Accept all `invoices` at once (concurrent REST calls).
+async fn accept_all(
+    requestor: &GolemClient,
+    invoices: &[String],
+    amount: &str,
+    allocation_id: &str,
+) {
+    let accepts = invoices
+        .iter()
+        .map(|id| requestor.accept_invoice(id, amount, allocation_id));
+    for result in futures::future::join_all(accepts).await {
+        result.unwrap();
+    }
+}
+
+/// Wait until every invoice is settled on `client`.
+async fn all_settled(client: &GolemClient, invoices: &[String], within: Duration) {
+    eventually(within, "every invoice settled", || async {
+        for id in invoices {
+            if client.invoice(id).await.ok()?.status != DocumentStatus::Settled {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// The (pending, queued) counts of anvil's pool once it holds `count` pending.
+async fn pooled(anvil: &Anvil, count: u64) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} transactions pooled"),
+        || async { (anvil.pool().await.ok()? == (count, 0)).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
+/// On chain: the requestor sent exactly `transactions`, the provider holds `wei` of the token.
+async fn assert_chain_totals(
+    anvil: &Anvil,
+    token: &str,
+    parties: &Parties,
+    transactions: u64,
+    wei: u128,
+) {
+    assert_eq!(
+        anvil.nonce(&parties.requestor_id).await.unwrap(),
+        transactions,
+        "transactions sent"
+    );
+    assert_eq!(
+        anvil
+            .token_balance(token, &parties.provider_id)
+            .await
+            .unwrap(),
+        wei,
+        "the provider's tokens"
+    );
+}
+
+fn quantity(value: &Value) -> u128 {
+    u128::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Transfers in flight on a chain that mines only when told: anvil with the
+/// test token, the parties (allocation of `budget`), the requestor funded
+/// with 100 tGLM, `count` invoices of `amount` sent, then auto-mining off
+/// and all of them accepted at once.
+struct InFlight {
+    parties: Parties,
+    invoices: Vec<String>,
+    token: String,
+    anvil: Anvil,
+    sandbox: Sandbox,
+}
+
+async fn accepted_with_mining_off(
+    test: &str,
+    budget: &str,
+    count: usize,
+    amount: &str,
+) -> InFlight {
+    let bin = anvil_required(test).unwrap();
+    let mut sandbox = Sandbox::new();
+    let anvil = Anvil::start(&bin, sandbox.path()).unwrap();
+    let token = anvil.deploy_token().await.unwrap();
+    let config = write_config(sandbox.path(), &anvil.url, &token);
+    let parties = parties(&mut sandbox, &config, budget).await;
+    fund_requestor(&mut sandbox, &config, "100");
+    let invoices = invoices_sent(&parties, count, amount).await;
+    anvil.set_automine(false).await.unwrap();
+    accept_all(
+        &parties.requestor,
+        &invoices,
+        amount,
+        &parties.allocation.allocation_id,
+    )
+    .await;
+    InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        sandbox,
+    }
+}
+
+/// Pipelined nonces: six invoices accepted together are all signed and sent
+/// before any is mined (automine off: all six wait in the pool, nonces 0..5
+/// without a gap), and one mined block takes them all; the provider is paid
+/// each exactly once.
+#[tokio::test]
+#[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
+async fn anvil_erc20_transfers_accepted_together_land_in_one_block() {
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        sandbox: _daemons,
+    } = accepted_with_mining_off(
+        "anvil_erc20_transfers_accepted_together_land_in_one_block",
+        "100",
+        6,
+        "1",
+    )
+    .await;
+    pooled(&anvil, 6).await;
+    anvil.mine().await.unwrap();
+    all_settled(&parties.requestor, &invoices, Duration::from_secs(30)).await;
+    all_settled(&parties.provider, &invoices, Duration::from_secs(30)).await;
+
+    let payments = parties.requestor.payments().await.unwrap();
+    assert_eq!(payments.len(), 6, "{payments:?}");
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut nonces = std::collections::BTreeSet::new();
+    for payment in &payments {
+        let receipt = anvil.receipt(&payment.details).await.unwrap();
+        assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+        blocks.insert(quantity(&receipt["blockNumber"]));
+        nonces.insert(quantity(
+            &anvil.transaction(&payment.details).await.unwrap()["nonce"],
+        ));
+    }
+    assert_eq!(blocks.len(), 1, "one block took them all: {blocks:?}");
+    assert_eq!(nonces, (0..6).collect(), "consecutive nonces");
+    assert_chain_totals(&anvil, &token, &parties, 6, 6 * WEI).await;
+}
+
+/// Fee replacement: the transfer is signed for the base fee of the moment,
+/// then the next block asks 100 gwei (far above its max fee), so no block
+/// takes it. The driver replaces it (same nonce, fees raised by at least
+/// 10 %), the replacement is mined, and the provider is paid once, by it.
+#[tokio::test]
+#[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
+async fn anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms() {
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        mut sandbox,
+    } = accepted_with_mining_off(
+        "anvil_erc20_transaction_stuck_below_the_fee_is_replaced_and_confirms",
+        "10",
+        1,
+        "2.5",
+    )
+    .await;
+    let requestor = &sandbox.daemons()[1];
+    let status = wait_pending_status(requestor, "sent, waiting").await;
+    let stuck = transaction_hash_in(&status);
+    let stuck_tx = anvil.transaction(&stuck).await.unwrap();
+    let stuck_fee = quantity(&stuck_tx["maxFeePerGas"]);
+    let stuck_tip = quantity(&stuck_tx["maxPriorityFeePerGas"]);
+    let gwei = 1_000_000_000u128;
+    assert!(stuck_fee < 100 * gwei, "{stuck_tx}");
+    anvil.set_next_base_fee(100 * gwei).await.unwrap();
+    anvil.mine().await.unwrap();
+    assert!(
+        anvil.receipt(&stuck).await.unwrap().is_null(),
+        "a block asking 100 gwei cannot take it"
+    );
+
+    let status = wait_pending_status(requestor, "replaced").await;
+    assert!(status.contains("stuck below the network's fee"), "{status}");
+    let status = wait_pending_status(requestor, &format!("it replaced {stuck}")).await;
+    let replacement = transaction_hash_in(&status);
+    assert_ne!(replacement, stuck);
+    let replacement_tx = anvil.transaction(&replacement).await.unwrap();
+    assert_eq!(replacement_tx["nonce"], stuck_tx["nonce"], "same nonce");
+    let fee = quantity(&replacement_tx["maxFeePerGas"]);
+    let tip = quantity(&replacement_tx["maxPriorityFeePerGas"]);
+    assert!(
+        fee * 100 >= stuck_fee * 110 && fee > 100 * gwei * 7 / 8,
+        "{replacement_tx}"
+    );
+    assert!(tip * 100 >= stuck_tip * 110, "{replacement_tx}");
+    assert!(fee <= 500 * gwei, "under the default cap: {replacement_tx}");
+
+    anvil.mine().await.unwrap();
+    assert_eq!(
+        anvil.receipt(&replacement).await.unwrap()["status"],
+        json!("0x1")
+    );
+    all_settled(&parties.requestor, &invoices, Duration::from_secs(30)).await;
+    all_settled(&parties.provider, &invoices, Duration::from_secs(30)).await;
+    let payments = parties.requestor.payments().await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].details, replacement);
+    assert!(anvil.receipt(&stuck).await.unwrap().is_null());
+    assert_chain_totals(&anvil, &token, &parties, 1, 25 * WEI / 10).await;
+}
+
+/// A requestor killed with four transfers in flight: while it is down two
+/// of them are mined and the other two are lost from the pool. After the
+/// restart the driver finds the mined ones by their receipts and sends the
+/// lost ones again, the very same transactions; nothing is paid twice.
+#[tokio::test]
+#[ignore = "tier anvil: needs a local anvil chain; scripts/test.sh runs it when anvil is installed (GOLEM_TEST_ANVIL=1)"]
+async fn anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice() {
+    let InFlight {
+        parties,
+        invoices,
+        token,
+        anvil,
+        mut sandbox,
+    } = accepted_with_mining_off(
+        "anvil_erc20_restart_with_transfers_in_flight_pays_nothing_twice",
+        "100",
+        4,
+        "1",
+    )
+    .await;
+    pooled(&anvil, 4).await;
+    let mut by_nonce = std::collections::BTreeMap::new();
+    let pool = anvil.rpc("txpool_content", json!([])).await.unwrap();
+    for (_, by_sender) in pool["pending"].as_object().unwrap() {
+        for (nonce, tx) in by_sender.as_object().unwrap() {
+            by_nonce.insert(
+                nonce.parse::<u64>().unwrap(),
+                tx["hash"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    assert_eq!(
+        by_nonce.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+
+    let requestor = &mut sandbox.daemons()[1];
+    requestor.kill();
+    for nonce in [2, 3] {
+        anvil.drop_transaction(&by_nonce[&nonce]).await.unwrap();
+    }
+    anvil.mine().await.unwrap();
+    assert_eq!(anvil.nonce(&parties.requestor_id).await.unwrap(), 2);
+    assert_eq!(anvil.pool().await.unwrap(), (0, 0));
+
+    requestor.restart().unwrap();
+    pooled(&anvil, 2).await;
+    for nonce in [2, 3] {
+        let tx = anvil.transaction(&by_nonce[&nonce]).await.unwrap();
+        assert!(
+            !tx.is_null(),
+            "nonce {nonce}: the stored transaction sent again"
+        );
+    }
+    anvil.mine().await.unwrap();
+    let requestor_client = requestor.client();
+    all_settled(&requestor_client, &invoices, Duration::from_secs(30)).await;
+    all_settled(&parties.provider, &invoices, Duration::from_secs(30)).await;
+    let mut paid: Vec<String> = requestor_client
+        .payments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|payment| payment.details)
+        .collect();
+    paid.sort();
+    let mut sent: Vec<String> = by_nonce.values().cloned().collect();
+    sent.sort();
+    assert_eq!(paid, sent, "each invoice paid by its one transaction");
+    // And it stays so over a few rounds of the driver and settle loops.
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        assert_eq!(anvil.pool().await.unwrap(), (0, 0), "nothing more sent");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_chain_totals(&anvil, &token, &parties, 4, 4 * WEI).await;
+}
+
+/// Benchmark (scripts/bench/erc20.sh): anvil mining a block every second;
+/// ten providers, ten agreements each; the requestor accepts the 100
+/// invoices at once. Prints the time until all are settled, the blocks and
+/// transactions it took. The goal is ≤ 5 s (transfers pipelined into a few
+/// blocks, not one per block); it is measured, never asserted.
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/erc20.sh runs it with anvil (GOLEM_TEST_ANVIL=1)"]
+async fn bench_erc20_hundred_invoices_to_ten_payees() {
+    const PAYEES: usize = 10;
+    const PER_PAYEE: usize = 10;
+    let bin = anvil_required("bench_erc20_hundred_invoices_to_ten_payees").unwrap();
+    let mut sandbox = Sandbox::new();
+    let anvil = Anvil::start_with(&bin, sandbox.path(), &["--block-time", "1"]).unwrap();
+    let token = anvil.deploy_token().await.unwrap();
+    let config = write_config(sandbox.path(), &anvil.url, &token);
+    let config_arg = config.to_str().unwrap().to_string();
+    sandbox
+        .daemon_with("r", &["--config", &config_arg])
+        .unwrap();
+    let bootstrap = sandbox.daemons()[0].p2p_address().unwrap();
+    for index in 0..PAYEES {
+        sandbox
+            .daemon_with(
+                &format!("p{index}"),
+                &["--config", &config_arg, "--bootstrap", &bootstrap],
+            )
+            .unwrap();
+    }
+    let requestor = sandbox.daemons()[0].client();
+    fund(&sandbox.daemons()[0], &config, "1000");
+    let allocation = requestor.create_allocation(PLATFORM, "1000").await.unwrap();
+    let decoration = decoration(&requestor, &allocation.allocation_id).await;
+    let mut invoices = Vec::new();
+    let mut payees = Vec::new();
+    for index in 0..PAYEES {
+        let daemon = &sandbox.daemons()[index + 1];
+        let provider = daemon.client();
+        let provider_id = daemon.node_id().unwrap();
+        let subnet = format!("bench-erc20-{index}");
+        let offer = offer_in(&subnet, &provider_id);
+        let offer_id = provider.subscribe_offer(&offer).await.unwrap();
+        spawn_provider_negotiator(provider.clone(), offer_id, offer);
+        for _ in 0..PER_PAYEE {
+            let agreement_id =
+                negotiate_agreement(&requestor, &demand_in(&subnet, &decoration)).await;
+            invoices.push(send_invoice(&provider, &agreement_id, "1").await);
+        }
+        payees.push(provider_id);
+    }
+    // Received by the requestor before the clock starts.
+    eventually(Duration::from_secs(30), "all invoices received", || async {
+        let received = requestor.invoices().await.ok()?;
+        (received.len() >= invoices.len()).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let first_block = quantity(&anvil.rpc("eth_blockNumber", json!([])).await.unwrap());
+    let started = Instant::now();
+    accept_all(&requestor, &invoices, "1", &allocation.allocation_id).await;
+    let accepted = started.elapsed();
+    eventually(Duration::from_secs(120), "all invoices settled", || async {
+        let settled = requestor
+            .invoices()
+            .await
+            .ok()?
+            .iter()
+            .filter(|invoice| invoice.status == DocumentStatus::Settled)
+            .count();
+        (settled == invoices.len()).then_some(())
+    })
+    .await
+    .unwrap();
+    let settled = started.elapsed();
+
+    let payments = requestor.payments().await.unwrap();
+    let mut blocks = std::collections::BTreeMap::<u128, usize>::new();
+    for payment in &payments {
+        let receipt = anvil.receipt(&payment.details).await.unwrap();
+        *blocks.entry(quantity(&receipt["blockNumber"])).or_default() += 1;
+    }
+    let requestor_id = sandbox.daemons()[0].node_id().unwrap();
+    let transactions = anvil.nonce(&requestor_id).await.unwrap();
+    let mut paid = 0;
+    for payee in &payees {
+        paid += anvil.token_balance(&token, payee).await.unwrap();
+    }
+    println!("\n| Measure (erc20 on anvil --block-time 1, {} invoices to {PAYEES} payees accepted at once) | Value |\n|---|---|", invoices.len());
+    println!("| all accepts answered | {:.2} s |", accepted.as_secs_f64());
+    println!(
+        "| accept → all settled on the requestor | {:.2} s |",
+        settled.as_secs_f64()
+    );
+    println!(
+        "| blocks holding the transfers | {} (of {} mined from the accepts to this table) |",
+        blocks.len(),
+        quantity(&anvil.rpc("eth_blockNumber", json!([])).await.unwrap()) - first_block
+    );
+    println!(
+        "| transfers per block | {:?} |",
+        blocks.values().collect::<Vec<_>>()
+    );
+    println!("| transactions sent (requestor nonce) | {transactions} |");
+    println!("| payments recorded | {} |", payments.len());
+    println!("| tokens received by the payees | {} GLM |", paid / WEI);
 }

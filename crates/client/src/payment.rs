@@ -1,7 +1,7 @@
 //! Typed calls of the Golem Payment API (`/payment-api/v1`) on [`GolemClient`].
 
 use golem_model::payment::{
-    Account, Allocation, DebitNote, Invoice, MarketDecoration, Payment, PaymentEvent,
+    Account, Allocation, DebitNote, Invoice, MarketDecoration, Payment, PaymentDue, PaymentEvent,
 };
 use serde_json::json;
 
@@ -177,5 +177,11 @@ impl GolemClient {
 
     pub async fn provider_accounts(&self) -> Result<Vec<Account>, ClientError> {
         self.get(&format!("{PAYMENT}/providerAccounts")).await
+    }
+
+    /// `GET /local-api/v1/late-payments`: accepted invoices this node issued
+    /// that were not paid within the agreement's payment timeout.
+    pub async fn late_payments(&self) -> Result<Vec<PaymentDue>, ClientError> {
+        self.get("/local-api/v1/late-payments").await
     }
 }

@@ -557,6 +557,7 @@ impl Activity {
                     crate::agreement::TASK_PACKAGE
                 )
             })?;
+            let task_package = task_package.as_str();
             let (package, package_url) = if self.runtime.accepts_package_reference(task_package) {
                 (std::path::PathBuf::new(), task_package.to_string())
             } else {

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use golem_model::manifest::PayloadDemand;
 use golem_model::properties::Properties;
 use serde_json::Value;
 
@@ -101,12 +102,22 @@ impl Agreement {
         self.offer.get(key).or_else(|| self.demand.get(key))
     }
 
-    /// `golem.srv.comp.task_package` (demand), e.g. `hash:sha3:<hex>:<url>`.
-    pub fn task_package(&self) -> Option<&str> {
-        self.demand
+    /// `golem.srv.comp.task_package` (demand), e.g. `hash:sha3:<hex>:<url>`;
+    /// without one, the image of the demand's payload manifest (its
+    /// `x86_64`/`linux` payload entry), as on the original.
+    pub fn task_package(&self) -> Option<String> {
+        if let Some(package) = self
+            .demand
             .get(TASK_PACKAGE)
             .or_else(|| self.offer.get(TASK_PACKAGE))
             .and_then(Value::as_str)
+        {
+            return Some(package.to_string());
+        }
+        PayloadDemand::from_properties(&self.demand)
+            .ok()
+            .flatten()
+            .and_then(|payload| payload.manifest.task_package())
     }
 
     /// Memory limit in bytes from `golem.inf.mem.gib`.
@@ -159,6 +170,23 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn without_a_task_package_the_manifest_names_the_image() {
+        let manifest = json!({"version": "0.1.0", "createdAt": "2024-01-01T00:00:00Z",
+            "expiresAt": "2100-01-01T00:00:00Z",
+            "payload": [{"platform": {"arch": "x86_64", "os": "linux"},
+                         "urls": ["http://127.0.0.1:1/i.tar"], "hash": "sha3:cd"}]});
+        let encoded = golem_model::manifest::encode_base64(manifest.to_string().as_bytes());
+        let agreement = Agreement::from_json(json!({
+            "demand": {"properties": {"golem.srv.comp.payload": encoded}}
+        }))
+        .unwrap();
+        assert_eq!(
+            agreement.task_package().as_deref(),
+            Some("hash:sha3:cd:http://127.0.0.1:1/i.tar")
+        );
+    }
+
+    #[test]
     fn reads_flat_and_nested_properties() {
         let agreement = Agreement::from_json(json!({
             "agreementId": "a1",
@@ -174,7 +202,10 @@ mod tests {
         assert!(!agreement.requestor_is_provider());
         assert_eq!(agreement.storage_limit_bytes(), Some(2 << 30));
         assert_eq!(agreement.memory_limit_bytes(), Some(512 << 20));
-        assert_eq!(agreement.task_package(), Some("hash:sha3:ab:http://x"));
+        assert_eq!(
+            agreement.task_package().as_deref(),
+            Some("hash:sha3:ab:http://x")
+        );
         assert_eq!(
             agreement.usage_vector(),
             vec!["golem.usage.cpu_sec", "golem.usage.duration_sec"]

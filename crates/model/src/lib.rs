@@ -14,6 +14,7 @@ pub mod error;
 pub mod gftp;
 pub mod identity;
 pub mod ids;
+pub mod manifest;
 pub mod market;
 pub mod payment;
 pub mod pricing;

@@ -396,9 +396,40 @@ pub struct PendingPayment {
     pub payee_addr: String,
     pub amount: Decimal,
     pub created: DateTime<Utc>,
+    /// When it must be paid by: the acceptance plus the agreement's
+    /// `golem.com.scheme.payu.payment-timeout-sec?`, or the invoice's
+    /// `paymentDueDate`, whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<DateTime<Utc>>,
     /// What the driver waits for, in words.
     #[serde(default)]
     pub status: String,
+}
+
+/// The agreement property bounding how long a requestor may take to pay an
+/// accepted invoice (seconds; the provider's offer states it).
+pub const PAYMENT_TIMEOUT_PROPERTY: &str = "golem.com.scheme.payu.payment-timeout-sec?";
+
+/// Provider: an invoice this node issued that its requestor accepted, under
+/// an agreement with a payment timeout: when its payment is due and whether
+/// the requestor is late with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDue {
+    pub invoice_id: String,
+    pub agreement_id: String,
+    /// The requestor, who owes the payment.
+    pub payer_id: NodeId,
+    pub amount: Decimal,
+    pub accepted_at: DateTime<Utc>,
+    pub payment_timeout_sec: u64,
+    pub due: DateTime<Utc>,
+    /// Set once `due` passed with the invoice not settled: a late payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
+    /// When the invoice was settled after all (a late payer that paid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<DateTime<Utc>>,
 }
 
 /// Amounts of one direction (this node paying, or being paid) on one platform.
@@ -466,6 +497,9 @@ impl PlatformStatus {
 pub struct PaymentStatusReport {
     pub node_id: NodeId,
     pub platforms: Vec<PlatformStatus>,
+    /// Provider: accepted invoices paid late or not yet paid past their due date.
+    #[serde(default)]
+    pub late_payments: Vec<PaymentDue>,
 }
 
 /// Ask the local payment service for its [`PaymentStatusReport`].

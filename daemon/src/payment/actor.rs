@@ -30,6 +30,8 @@ pub struct PaymentActor {
     pub(super) outbox_timer: Option<SpawnHandle>,
     /// Held erc20 payments whose on-chain check is running.
     pub(super) rechecking: HashSet<String>,
+    /// Pending payments already reported past their due date (`due.rs`).
+    pub(super) overdue_warned: HashSet<String>,
     /// Load from sled in `started()` (every instance but the first, which
     /// `start` loaded to report errors).
     pub(super) needs_load: bool,

@@ -110,7 +110,7 @@ impl PaymentActor {
             ));
         };
         let field = |name: &str| fields.get(name).filter(|value| !value.is_null());
-        let mut allocation = self.allocation(id)?;
+        let mut allocation = self.allocation_for_client(id)?;
         if let Some(value) = field("totalAmount") {
             let total = parse_amount("totalAmount", value)?;
             if total < allocation.spent_amount {
@@ -171,6 +171,16 @@ impl PaymentActor {
 
     pub(super) fn allocation(&self, id: &str) -> Result<Allocation, GolemError> {
         live_allocation(self.allocation_record(id)?, id)
+    }
+
+    /// `GET /allocations/{id}`: as the original, a released or expired
+    /// allocation is Not Found there (its message still says why); charging
+    /// it stays Gone.
+    pub(super) fn allocation_for_client(&self, id: &str) -> Result<Allocation, GolemError> {
+        self.allocation(id).map_err(|error| match error.code {
+            ErrorCode::Gone => GolemError::not_found(error.message),
+            _ => error,
+        })
     }
 
     /// Release: what is left is freed; the allocation can no longer be charged.
@@ -342,7 +352,13 @@ fn live_allocation(record: Option<AllocationRecord>, id: &str) -> Result<Allocat
         None => Err(GolemError::not_found(format!("unknown allocation {id}"))),
         Some(record) if record.released => Err(GolemError::new(
             ErrorCode::Gone,
-            format!("allocation {id} was released"),
+            match record.allocation.timeout {
+                Some(at) if at <= record.allocation.updated_ts => format!(
+                    "allocation {id} expired at {} and was released; create a new one",
+                    at.to_rfc3339()
+                ),
+                _ => format!("allocation {id} was released"),
+            },
         )),
         Some(record) if is_expired(&record.allocation, Utc::now()) => Err(GolemError::new(
             ErrorCode::Gone,

@@ -221,9 +221,15 @@ fn print_status(report: &PaymentStatusReport) {
             allocations.spent,
             allocations.remaining
         );
+        let now = chrono::Utc::now();
         for pending in &status.pending_payments {
+            let due = match pending.due {
+                Some(due) if due < now => format!(" (OVERDUE since {})", due.to_rfc3339()),
+                Some(due) => format!(" (due {})", due.to_rfc3339()),
+                None => String::new(),
+            };
             println!(
-                "  pending payment {} of invoice {}: {} to {} — {}",
+                "  pending payment {} of invoice {}: {} to {}{due} — {}",
                 pending.payment_id,
                 pending.invoice_id,
                 pending.amount,
@@ -231,6 +237,21 @@ fn print_status(report: &PaymentStatusReport) {
                 pending.status
             );
         }
+    }
+    for late in &report.late_payments {
+        let state = match late.settled_at {
+            Some(at) => format!("paid late at {}", at.to_rfc3339()),
+            None => "NOT PAID".to_string(),
+        };
+        println!(
+            "late payer {}: invoice {} ({}) accepted {}, due {} (payment timeout {} s): {state}",
+            late.payer_id,
+            late.invoice_id,
+            late.amount,
+            late.accepted_at.to_rfc3339(),
+            late.due.to_rfc3339(),
+            late.payment_timeout_sec
+        );
     }
 }
 

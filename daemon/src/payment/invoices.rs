@@ -219,7 +219,8 @@ impl PaymentActor {
             &acceptance_message,
         )?;
         if !driver.settles_at_once() {
-            let order = new_order(&invoice, acceptance, payment_id);
+            let mut order = new_order(&invoice, acceptance, payment_id);
+            order.due = Some(self.payment_due_of(&invoice));
             invoice.status = DocumentStatus::Accepted;
             writes.put(format!("inv/{id}"), &invoice)?;
             writes.put(format!("order/{}", order.payment_id), &order)?;
@@ -231,7 +232,7 @@ impl PaymentActor {
                 .insert(order.payment_id.clone(), order.clone());
             self.outbox.add(accepted);
             self.outbox_dirty = true;
-            tracing::info!(invoice_id = %id, payment_id = %order.payment_id, platform = %order.platform, "invoice accepted; payment pending");
+            tracing::info!(invoice_id = %id, payment_id = %order.payment_id, platform = %order.platform, due = ?order.due, "invoice accepted; payment pending");
             self.hand_to_driver(&order, driver.as_ref());
             return Ok(());
         }
@@ -281,6 +282,7 @@ fn new_order(invoice: &Invoice, acceptance: &Acceptance, payment_id: String) -> 
         payee_addr: invoice.payee_addr.clone(),
         amount: invoice.amount,
         created: Utc::now(),
+        due: None,
         status: "accepted, payment queued".to_string(),
     }
 }

@@ -1,8 +1,8 @@
 //! How a payment actor comes to life: [`PaymentActor::new`] with what
 //! `start` loaded (the first instance) or nothing (a restart), `started()`
 //! loading from sled when needed and scheduling the timers: the settle round
-//! (every second, and when a driver signals), the allocation-expiry sweep
-//! (every second), the retention sweep (every 10 s) and the outbox's wake-up.
+//! (every second, and when a driver signals), the allocation-expiry and
+//! payment-due sweep (every second), the retention sweep (every 10 s) and the outbox's wake-up.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ impl PaymentActor {
             outbox_dirty: false,
             outbox_timer: None,
             rechecking: HashSet::new(),
+            overdue_warned: HashSet::new(),
             needs_load,
         }
     }
@@ -63,7 +64,10 @@ impl Actor for PaymentActor {
         }
         self.sweep_retention();
         ctx.run_interval(SETTLE_TICK, |actor, ctx| actor.settle_round(ctx));
-        ctx.run_interval(EXPIRY_TICK, |actor, _ctx| actor.release_expired());
+        ctx.run_interval(EXPIRY_TICK, |actor, _ctx| {
+            actor.release_expired();
+            actor.check_payment_dues();
+        });
         ctx.run_interval(SWEEP_PERIOD, |actor, _ctx| actor.sweep_retention());
         self.watch_settled(ctx);
         self.drive_outbox(ctx);

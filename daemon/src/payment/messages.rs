@@ -139,7 +139,7 @@ macro_rules! change {
 read!(ListAllocations, Vec<Allocation>, |actor, _msg| actor
     .allocations());
 read!(GetAllocation, Reply<Allocation>, |actor, msg| actor
-    .allocation(&msg.id));
+    .allocation_for_client(&msg.id));
 read!(
     GetDemandDecorations,
     Reply<MarketDecoration>,

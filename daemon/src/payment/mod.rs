@@ -17,8 +17,8 @@
 //! operations as messages), `public.rs` / `local.rs` (bus endpoints),
 //! `state.rs` (records and storage), `allocations.rs`, `documents.rs` (what
 //! debit notes and invoices share), `debit_notes.rs`, `invoices.rs`,
-//! `settlement.rs` (pending payments, drivers), `incoming.rs` (payments
-//! received), `verify.rs` (checks of incoming documents), `events.rs`,
+//! `settlement.rs` (pending payments, drivers), `due.rs` (payment
+//! deadlines, late payers), `incoming.rs` (payments received), `verify.rs` (checks of incoming documents), `events.rs`,
 //! `status.rs`, `retention.rs` (what leaves memory), `outbox.rs`, `rest.rs`,
 //! `cli.rs`, the drivers (`driver.rs`, `erc20/`, `chain_check.rs`).
 
@@ -29,6 +29,7 @@ pub mod cli;
 mod debit_notes;
 mod documents;
 mod driver;
+mod due;
 pub mod erc20;
 mod events;
 mod incoming;
@@ -72,7 +73,8 @@ use messages::*;
 use state::{flush, Deps, TREE};
 
 /// The payment part of the daemon config (`[payment.erc20.<network>]` in TOML,
-/// `GOLEM_ERC20_<NETWORK>_{RPC_URL,CHAIN_ID,TOKEN,CONFIRMATIONS}` in the env).
+/// `GOLEM_ERC20_<NETWORK>_{RPC_URL,CHAIN_ID,TOKEN,CONFIRMATIONS,MAX_FEE_PER_GAS}`
+/// in the env).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PaymentConfig {
@@ -482,6 +484,12 @@ impl PaymentService {
     /// `payment status`.
     pub async fn status_report(&self) -> Result<PaymentStatusReport, GolemError> {
         self.read(GetStatusReport {}).await
+    }
+
+    /// Provider: accepted invoices not paid within the agreement's payment
+    /// timeout (still unpaid, or paid late).
+    pub async fn late_payments(&self) -> Result<Vec<PaymentDue>, GolemError> {
+        Ok(self.status_report().await?.late_payments)
     }
 
     /// Accounts of this node: one per platform, sending only where a driver runs.

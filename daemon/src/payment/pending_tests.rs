@@ -511,6 +511,23 @@ async fn expired_allocations_are_released_and_refuse_charges() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The client sees it Not Found, as the original answers, saying why; the
+    // reserved amount is back (no live allocation holds anything).
+    let error = service
+        .allocation(&allocation.allocation_id)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, golem_model::ErrorCode::NotFound);
+    assert!(error.message.contains("expired"), "{error:?}");
+    let report = service.status_report().await.unwrap();
+    let allocations = &report
+        .platforms
+        .iter()
+        .find(|platform| platform.platform == PLATFORM)
+        .unwrap()
+        .allocations;
+    assert_eq!((allocations.count, allocations.released), (0, 1));
+    assert_eq!(allocations.remaining, Decimal::ZERO);
     close(store, router, service).await;
 }
 

@@ -108,12 +108,18 @@ impl Handler<Incoming<AcceptInvoice>> for PaymentActor {
         incoming: Incoming<AcceptInvoice>,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
+        let invoice_id = incoming.message.invoice_id;
         let result = self.answered::<Invoice>(
             incoming.caller,
-            &incoming.message.invoice_id,
+            &invoice_id,
             DocumentStatus::Accepted,
             (PaymentEventType::InvoiceAcceptedEvent, None),
         );
+        if result.is_ok() {
+            if let Err(error) = self.track_payment_due(&invoice_id) {
+                tracing::warn!(%invoice_id, %error.message, "recording when the payment is due failed");
+            }
+        }
         self.durable(result, ctx)
     }
 }

@@ -21,6 +21,7 @@ const DEFAULT_EVENTS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config: &mut web::ServiceConfig| {
+        let local = payment.clone();
         config.service(
             web::scope("/payment-api/v1")
                 .app_data(web::Data::new(payment))
@@ -56,6 +57,12 @@ pub fn configure(payment: PaymentService) -> impl FnOnce(&mut web::ServiceConfig
                 .route("/payments/{id}", web::get().to(payment_by_id))
                 .route("/requestorAccounts", web::get().to(requestor_accounts))
                 .route("/providerAccounts", web::get().to(provider_accounts)),
+        );
+        // A resource of its own: a `/local-api/v1` scope would hide the other local routes.
+        config.service(
+            web::resource("/local-api/v1/late-payments")
+                .app_data(web::Data::new(local))
+                .route(web::get().to(late_payments)),
         );
     }
 }
@@ -316,6 +323,13 @@ async fn invoice_events(
     query: web::Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
     events(&payment, &query, true).await
+}
+
+/// `GET /local-api/v1/late-payments` (not in the Golem API, whose invoices
+/// have no field for it): accepted invoices the requestor did not pay within
+/// the agreement's payment timeout, for `golem-provider status`.
+async fn late_payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(payment.late_payments().await?))
 }
 
 async fn payments(payment: web::Data<PaymentService>) -> ApiResult<HttpResponse> {

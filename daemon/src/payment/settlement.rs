@@ -70,10 +70,11 @@ impl PaymentActor {
         }
     }
 
-    /// Pending payments (accepted invoices their driver has not settled yet).
+    /// Pending payments (accepted invoices their driver has not settled
+    /// yet), earliest due first.
     pub(super) fn pending_payments(&self) -> Vec<PaymentOrder> {
         let mut list: Vec<PaymentOrder> = self.state.orders.values().cloned().collect();
-        list.sort_by_key(|order| order.created);
+        list.sort_by_key(|order| (order.due, order.created));
         list
     }
 
@@ -118,6 +119,7 @@ impl PaymentActor {
             self.drive_outbox(ctx);
             self.spawn_flush(ctx, "a settled payment");
         }
+        self.warn_overdue_orders();
     }
 
     /// Flush in the background after a change no caller waits for.

@@ -5,7 +5,7 @@
 //!
 //! Keys of the tree: `alloc/<id>`, `dn/<id>`, `inv/<id>`, `inv-of/<agreement>`
 //! (the invoice of an agreement), `charge/<agreement>`, `pay/<id>`,
-//! `evt/<seq>`, `seq/`, `order/<payment>`, `verify/<payment>` and the outbox's
+//! `evt/<seq>`, `seq/`, `order/<payment>`, `verify/<payment>`, `due/<invoice>` and the outbox's
 //! `outbox/<seq>` (older builds wrote `out/<seq>`, migrated at load).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -104,6 +104,8 @@ pub(super) struct State {
     pub events: VecDeque<(u64, PaymentEvent)>,
     /// Provider: erc20 payments waiting for their transaction's confirmation.
     pub unverified: BTreeMap<String, UnverifiedPayment>,
+    /// Provider: due dates of accepted invoices under a payment timeout (`due.rs`).
+    pub payment_dues: BTreeMap<String, PaymentDue>,
     pub next_seq: u64,
     pub last_event: Option<DateTime<Utc>>,
     /// What records that left memory add to the status report.
@@ -236,6 +238,10 @@ impl State {
                 "order" => {
                     let order: PaymentOrder = store::decode(TREE, &value)?;
                     state.orders.insert(id.to_string(), order);
+                }
+                "due" => {
+                    let record: PaymentDue = store::decode(TREE, &value)?;
+                    state.payment_dues.insert(id.to_string(), record);
                 }
                 "verify" => {
                     let held: UnverifiedPayment = store::decode(TREE, &value)?;

@@ -54,10 +54,12 @@ impl PaymentActor {
         for (platform, released) in &state.archived.released_allocations {
             entry(&mut report, platform).allocations.released += released;
         }
+        let now = chrono::Utc::now();
         for record in state.allocations.values() {
             let allocation = &record.allocation;
             let status = entry(&mut report, &allocation.payment_platform);
-            if record.released {
+            // Past its timeout it holds nothing, also before the sweep releases it.
+            if record.released || super::allocations::is_expired(allocation, now) {
                 status.allocations.released += 1;
                 continue;
             }
@@ -67,6 +69,7 @@ impl PaymentActor {
             status.allocations.remaining += allocation.remaining_amount;
         }
         PaymentStatusReport {
+            late_payments: self.late_payments(),
             node_id: me,
             platforms: report
                 .into_values()

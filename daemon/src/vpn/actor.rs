@@ -291,7 +291,9 @@ impl Handler<ReadNetwork> for VpnActor {
     }
 }
 
-/// `DELETE /net/{id}`: its stack stops and its WebSockets close.
+/// `DELETE /net/{id}`: its stack stops, its WebSockets close, and every
+/// member hears `RemoveNodes` for all the network's addresses (best effort),
+/// so exe units stop routing into a network that no longer exists.
 pub struct DeleteNetwork {
     pub owner: NodeId,
     pub id: String,
@@ -303,12 +305,21 @@ impl Message for DeleteNetwork {
 impl Handler<DeleteNetwork> for VpnActor {
     type Result = ResponseFuture<Result<(), GolemError>>;
     fn handle(&mut self, message: DeleteNetwork, _: &mut Context<Self>) -> Self::Result {
-        let outcome = self.network(message.owner, &message.id).map(drop);
-        let outcome = outcome.and_then(|()| {
+        let record = self
+            .network(message.owner, &message.id)
+            .map(|network| network.record.clone());
+        let outcome = record.and_then(|record| {
             self.core.db.delete(&message.id)?;
             self.networks.remove(&message.id);
             tracing::info!(network_id = %message.id, "vpn network removed");
-            Ok(())
+            Ok(record)
+        });
+        let outcome = outcome.map(|record| {
+            let control = VpnControl::RemoveNodes {
+                network_id: record.id.clone(),
+                ips: record.routing_table().into_keys().collect(),
+            };
+            push_control(&self.core.router, &record, control);
         });
         persisted(&self.core.db, outcome)
     }

@@ -162,6 +162,7 @@ fn runtime(engine: &FakeEngine, limits: Limits, sandbox: Option<Sandbox>) -> VmR
         config: crate::config::VmConfig {
             allow_docker_images: true,
             sandbox,
+            outbound_hosts: Default::default(),
         },
         limits,
         docker: OnceCell::from(engine.docker()),
@@ -173,6 +174,9 @@ fn runtime(engine: &FakeEngine, limits: Limits, sandbox: Option<Sandbox>) -> VmR
         bus: std::sync::OnceLock::new(),
         vpn: Mutex::new(None),
         volumes_mount: Mutex::new(None),
+        outbound_targets: None,
+        outbound: Mutex::new(None),
+        outbound_pid: Mutex::new(None),
     }
 }
 
@@ -192,9 +196,20 @@ async fn deploy(
     limits: Limits,
     sandbox: Option<Sandbox>,
 ) -> (tempfile::TempDir, Vec<Recorded>) {
+    deploy_with(image, limits, sandbox, |_| {}).await
+}
+
+/// [`deploy`] of a runtime that `prepare` changes first.
+async fn deploy_with(
+    image: Value,
+    limits: Limits,
+    sandbox: Option<Sandbox>,
+    prepare: impl FnOnce(&mut VmRuntime),
+) -> (tempfile::TempDir, Vec<Recorded>) {
     let dir = tempfile::tempdir().unwrap();
     let engine = FakeEngine::start(dir.path(), image);
-    let runtime = runtime(&engine, limits, sandbox);
+    let mut runtime = runtime(&engine, limits, sandbox);
+    prepare(&mut runtime);
     let work_dir = dir.path().join("work");
     let cache_dir = dir.path().join("cache");
     std::fs::create_dir_all(&work_dir).unwrap();
@@ -464,4 +479,42 @@ async fn an_image_user_is_kept_under_gvisor() {
     );
     // No WORKDIR in the image: /golem/work.
     assert_eq!(body["WorkingDir"], json!("/golem/work"), "{body:#}");
+}
+
+#[tokio::test]
+async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
+    if crate::outbound::available().await.is_err() {
+        // Not root here: the unit would refuse the deploy (tested end to end).
+        return;
+    }
+    let image = json!({"Id": "sha256:fake", "Config": {"User": "", "Env": ["PATH=/bin"]}});
+    let limits = limits(json!({}), json!({}));
+    assert!(!limits.network, "no network property granted");
+    let (dir, requests) = deploy_with(image, limits, None, |runtime| {
+        runtime.config.outbound_hosts =
+            crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
+        runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
+            transport: golem_model::manifest::Transport::Tcp,
+            host: "api.golem.test".into(),
+            port: 8080,
+        }]);
+    })
+    .await;
+    let body = create_body(&requests);
+    let host = &body["HostConfig"];
+    // The engine has runsc, yet the container runs under runc, hardened, on the bridge.
+    assert_eq!(host["Runtime"], Value::Null, "{body:#}");
+    assert_eq!(host["CapDrop"], json!(["ALL"]), "{body:#}");
+    assert_eq!(host["NetworkMode"], json!("bridge"), "{body:#}");
+    assert_eq!(body["NetworkDisabled"], json!(false), "{body:#}");
+    let binds = host["Binds"].as_array().unwrap();
+    let hosts_bind = binds
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|bind| bind.ends_with(":/etc/hosts:ro"))
+        .unwrap_or_else(|| panic!("no /etc/hosts bind: {binds:?}"));
+    let hosts_path = hosts_bind.split(':').next().unwrap();
+    let hosts = std::fs::read_to_string(hosts_path).unwrap();
+    assert!(hosts.contains("10.9.8.7\tapi.golem.test"), "{hosts}");
+    drop(dir);
 }

@@ -1,9 +1,9 @@
-//! Offer controls: whether all offers are paused and which presets are
-//! inactive (their offer withdrawn). The dashboard's buttons change them; the
-//! agent's market loops watch them and unsubscribe or subscribe again. Saved
-//! in `<data-dir>/offer-controls.json` so that a restart keeps the choice.
+//! Offer controls: whether all offers are paused. The dashboard's "pause
+//! offers" button changes it; the agent watches it, retiring every offer when
+//! paused and subscribing them again on resume. (Presets are (de)activated in
+//! `presets.toml`, see [`crate::presets::set_active`].) Saved in
+//! `<data-dir>/offer-controls.json` so that a restart keeps the choice.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,15 +16,6 @@ pub const CONTROLS_FILE: &str = "offer-controls.json";
 pub struct ControlState {
     /// No offer is published while paused.
     pub paused: bool,
-    /// Presets whose offer is withdrawn.
-    pub inactive_presets: BTreeSet<String>,
-}
-
-impl ControlState {
-    /// Whether the offer priced by `preset` should be published.
-    pub fn publishes(&self, preset: &str) -> bool {
-        !self.paused && !self.inactive_presets.contains(preset)
-    }
 }
 
 /// The controls, shared between the dashboard and the agent's tasks.
@@ -97,19 +88,14 @@ mod tests {
     fn changes_are_saved_and_seen_by_watchers() {
         let dir = tempfile::tempdir().unwrap();
         let controls = OfferControls::open(dir.path());
-        assert!(controls.current().publishes("p"));
+        assert!(!controls.current().paused);
         let mut watcher = controls.watch();
-        controls
-            .change(|state| {
-                state.inactive_presets.insert("p".into());
-            })
-            .unwrap();
+        controls.change(|state| state.paused = true).unwrap();
         assert!(watcher.has_changed().unwrap());
-        assert!(!watcher.borrow_and_update().publishes("p"));
+        assert!(watcher.borrow_and_update().paused);
         let reopened = OfferControls::open(dir.path());
-        assert!(!reopened.current().publishes("p"));
-        assert!(reopened.current().publishes("q"));
-        reopened.change(|state| state.paused = true).unwrap();
-        assert!(!OfferControls::open(dir.path()).current().publishes("q"));
+        assert!(reopened.current().paused);
+        reopened.change(|state| state.paused = false).unwrap();
+        assert!(!OfferControls::open(dir.path()).current().paused);
     }
 }

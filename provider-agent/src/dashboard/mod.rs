@@ -24,7 +24,8 @@ use std::net::SocketAddr;
 pub use controls::{ControlState, OfferControls};
 pub use negotiations::{NegotiationEntry, NegotiationLog, Outcome};
 pub use server::{
-    start, DashboardError, DashboardServer, DashboardSources, ExeUnitFacts, OfferedResources,
+    start, DashboardError, DashboardServer, DashboardSources, ExeUnitFacts, LiveSettings,
+    OfferedResources,
 };
 
 use crate::config::ConfigError;

@@ -44,6 +44,15 @@ pub struct OfferedResources {
     pub platforms: Vec<String>,
 }
 
+/// The settings the dashboard shows that `provider.toml` may change while the
+/// agent runs; read anew for each answer.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSettings {
+    pub node_name: String,
+    pub subnet: String,
+    pub resources: OfferedResources,
+}
+
 /// Everything the dashboard reads, handed over by the agent at start.
 pub struct DashboardSources {
     /// The agent's data dir: state, archive, presets, exe-unit logs.
@@ -51,9 +60,8 @@ pub struct DashboardSources {
     pub api_url: String,
     /// The agent's app-key: the daemon's REST API and the dashboard's login.
     pub app_key: String,
-    pub node_name: String,
-    pub subnet: String,
-    pub resources: OfferedResources,
+    /// The agent's configuration in force (it re-reads `provider.toml`).
+    pub settings: Box<dyn Fn() -> LiveSettings + Send + Sync>,
     pub exe_units: Vec<ExeUnitFacts>,
     pub link: AgentLink,
     pub started_at: DateTime<Utc>,
@@ -406,29 +414,20 @@ async fn set_preset_active(
 ) -> ApiResult {
     check(&request, &shared)?;
     let active = bool_field(&body, "active")?;
-    let sources = &shared.sources;
-    let presets = crate::presets::load(&sources.data_dir)
-        .map_err(|error| GolemError::internal(error.to_string()))?;
-    let known = presets.iter().any(|preset| preset.name == *name)
-        || sources
-            .exe_units
-            .iter()
-            .any(|unit| crate::presets::Preset::default_for(&unit.runtime).name == *name);
-    if !known {
-        return Err(GolemError::not_found(format!(
-            "no preset {:?}: the offers section lists them",
-            name.as_str()
-        ))
-        .into());
-    }
+    // The same edit of presets.toml as `golem-provider preset activate|deactivate`;
+    // the agent re-subscribes its offers when it sees the file change.
+    let preset = crate::presets::set_active(&shared.sources.data_dir, &name, active).map_err(
+        |error| match error {
+            crate::presets::PresetError::Missing(_) => GolemError::not_found(format!(
+                "no preset {:?} in presets.toml: create it with `golem-provider preset create` (a built-in default preset cannot be deactivated)",
+                name.as_str()
+            )),
+            other => GolemError::internal(other.to_string()),
+        },
+    )?;
     let verb = if active { "activated" } else { "deactivated" };
-    change_controls(&shared, format_args!("preset {name} {verb}"), |state| {
-        if active {
-            state.inactive_presets.remove(name.as_str());
-        } else {
-            state.inactive_presets.insert(name.to_string());
-        }
-    })
+    tracing::info!("preset {name} {verb} from the dashboard");
+    Ok(HttpResponse::Ok().json(preset))
 }
 
 fn no_such_route_error() -> GolemError {
@@ -455,9 +454,11 @@ mod tests {
             data_dir: dir.to_path_buf(),
             api_url: "http://127.0.0.1:1".into(),
             app_key: KEY.into(),
-            node_name: "box".into(),
-            subnet: "s1".into(),
-            resources: OfferedResources::default(),
+            settings: Box::new(|| LiveSettings {
+                node_name: "box".into(),
+                subnet: "s1".into(),
+                resources: OfferedResources::default(),
+            }),
             exe_units: vec![ExeUnitFacts {
                 runtime: "wasmtime".into(),
                 binary: "/bin/exe-unit-wasm".into(),
@@ -652,11 +653,14 @@ mod tests {
         assert_eq!(response.status(), 400);
         assert!(shared.sources.link.controls.current().paused, "unchanged");
 
-        let path = "/api/presets/default-wasmtime/active";
+        let mut cheap = crate::presets::Preset::default_for("wasmtime");
+        cheap.name = "cheap".into();
+        crate::presets::create(dir.path(), cheap).unwrap();
+        let is_active = || crate::presets::load(dir.path()).unwrap()[0].active;
+        let path = "/api/presets/cheap/active";
         let response = call_service(&app, post(path, r#"{"active": false}"#)).await;
         assert_eq!(response.status(), 200);
-        let controls = shared.sources.link.controls.current();
-        assert!(controls.inactive_presets.contains("default-wasmtime"));
+        assert!(!is_active(), "presets.toml says inactive");
         let response = call_service(
             &app,
             post("/api/presets/nope/active", r#"{"active": false}"#),
@@ -667,12 +671,6 @@ mod tests {
         assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
         let response = call_service(&app, post(path, r#"{"active": true}"#)).await;
         assert_eq!(response.status(), 200);
-        assert!(shared
-            .sources
-            .link
-            .controls
-            .current()
-            .inactive_presets
-            .is_empty());
+        assert!(is_active());
     }
 }

@@ -85,6 +85,7 @@ pub fn status_document(
     daemon: &DaemonFacts,
     controls: &ControlState,
 ) -> Value {
+    let settings = (sources.settings)();
     let peers = daemon
         .net
         .as_ref()
@@ -97,8 +98,8 @@ pub fn status_document(
             "error": daemon.error,
         },
         "nodeId": daemon.node_id,
-        "nodeName": sources.node_name,
-        "subnet": sources.subnet,
+        "nodeName": settings.node_name,
+        "subnet": settings.subnet,
         "peers": peers,
         "listenAddrs": daemon.net.as_ref().map(|net| net["listen_addrs"].clone()),
         "exeUnits": sources.exe_units,
@@ -115,6 +116,7 @@ pub fn offers_document(
     presets: &[Preset],
     controls: &ControlState,
 ) -> Value {
+    let settings = (sources.settings)();
     let price = |preset: &Preset| {
         json!({
             "startFee": preset.start_fee.to_string(),
@@ -122,28 +124,34 @@ pub fn offers_document(
             "perSec": preset.duration_sec.to_string(),
         })
     };
+    // One offer per exe unit and preset it offers (see `presets::offered_for`).
     let offers: Vec<Value> = sources
         .exe_units
         .iter()
-        .map(|unit| {
-            let preset = crate::offer::preset_for(presets, &unit.runtime);
-            let subscription = state
-                .offers
-                .iter()
-                .find(|offer| offer.runtime == unit.runtime && !offer.subscription_id.is_empty());
+        .flat_map(|unit| {
+            presets::offered_for(presets, &unit.runtime)
+                .into_iter()
+                .map(move |preset| (unit, preset))
+        })
+        .map(|(unit, preset)| {
+            let subscription = state.offers.iter().find(|offer| {
+                offer.runtime == unit.runtime
+                    && offer.preset == preset.name
+                    && !offer.subscription_id.is_empty()
+            });
             json!({
                 "runtime": unit.runtime,
                 "preset": preset.name,
                 "prices": price(&preset),
-                "published": subscription.is_some() && controls.publishes(&preset.name),
+                "published": subscription.is_some() && !controls.paused,
                 "subscriptionId": subscription.map(|offer| offer.subscription_id.clone()),
                 "resources": {
-                    "cores": sources.resources.cores,
-                    "threads": sources.resources.threads,
-                    "memGib": sources.resources.mem_gib,
-                    "storageGib": sources.resources.storage_gib,
+                    "cores": settings.resources.cores,
+                    "threads": settings.resources.threads,
+                    "memGib": settings.resources.mem_gib,
+                    "storageGib": settings.resources.storage_gib,
                 },
-                "platforms": sources.resources.platforms,
+                "platforms": settings.resources.platforms,
             })
         })
         .collect();
@@ -158,13 +166,15 @@ pub fn offers_document(
         .map(|preset| {
             let in_use = sources.exe_units.iter().any(|unit| {
                 unit.runtime == preset.exe_unit
-                    && crate::offer::preset_for(presets, &unit.runtime).name == preset.name
+                    && presets::offered_for(presets, &unit.runtime)
+                        .iter()
+                        .any(|offered| offered.name == preset.name)
             });
             json!({
                 "name": preset.name,
                 "exeUnit": preset.exe_unit,
                 "prices": price(preset),
-                "active": !controls.inactive_presets.contains(&preset.name),
+                "active": preset.active,
                 "inUse": in_use,
             })
         })

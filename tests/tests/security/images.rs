@@ -386,7 +386,6 @@ async fn deploy_through_agent(
     package: &str,
 ) -> Vec<ExeScriptCommandResult> {
     use golem_tests::provider::{Preset, ProviderAgent};
-    const PLATFORM: &str = "dummy-local-tglm";
     let subnet = options.subnet.clone();
     let agent_dir = sandbox.path().join(name);
     let agent = ProviderAgent::start(
@@ -398,27 +397,7 @@ async fn deploy_through_agent(
     )
     .unwrap();
     let requestor = sandbox.daemons()[1].client();
-    let allocation = requestor.create_allocation(PLATFORM, "10").await.unwrap();
-    let decoration = requestor
-        .demand_decorations(&[&allocation.allocation_id])
-        .await
-        .unwrap();
-    let mut properties = json!({
-        "golem.node.debug.subnet": subnet,
-        "golem.srv.comp.task_package": package,
-        "golem.srv.comp.expiration": chrono::Utc::now().timestamp_millis() + 600_000,
-        "golem.com.payment.chosen-platform": PLATFORM,
-    });
-    for property in &decoration.properties {
-        properties[&property.key] = json!(property.value);
-    }
-    let demand = DemandOfferBase {
-        properties,
-        constraints: format!(
-            "(&(golem.node.debug.subnet={subnet})(golem.runtime.name=vm){})",
-            decoration.constraints.join("")
-        ),
-    };
+    let demand = golem_tests::demands::paid_demand(&requestor, &subnet, "vm", package).await;
     let agreement_id =
         golem_tests::provider::negotiate_with_agent(&requestor, &demand, &agent).await;
     let activity_id = requestor

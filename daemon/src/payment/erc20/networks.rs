@@ -22,7 +22,13 @@ pub struct Erc20Network {
     pub chain_id: u64,
     pub token: String,
     pub confirmations: u64,
+    /// Cap of a transfer's max fee per gas, in gwei: the driver never signs
+    /// above it, also when replacing a transaction stuck below the network's fee.
+    pub max_fee_per_gas: u64,
 }
+
+/// The default cap of the max fee per gas, in gwei.
+pub const DEFAULT_MAX_FEE_PER_GAS_GWEI: u64 = 500;
 
 /// Overrides of one network from the config file or environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +40,9 @@ pub struct Erc20NetworkOverride {
     pub chain_id: Option<u64>,
     pub token: Option<String>,
     pub confirmations: Option<u64>,
+    /// In gwei (`GOLEM_ERC20_<NETWORK>_MAX_FEE_PER_GAS`, as the original's
+    /// `<NETWORK>_MAX_FEE_PER_GAS`).
+    pub max_fee_per_gas: Option<u64>,
 }
 
 /// The built-in networks: name, RPC URL, chain id, token contract.
@@ -89,6 +98,7 @@ pub fn networks(
                 chain_id: *chain_id,
                 token: token.to_string(),
                 confirmations: 1,
+                max_fee_per_gas: DEFAULT_MAX_FEE_PER_GAS_GWEI,
             },
         );
     }
@@ -110,6 +120,14 @@ pub fn networks(
         }
         if let Some(confirmations) = changes.confirmations {
             network.confirmations = confirmations.max(1);
+        }
+        if let Some(cap) = changes.max_fee_per_gas {
+            if cap == 0 {
+                return Err(GolemError::bad_request(format!(
+                    "max-fee-per-gas of erc20 network {name} is 0 gwei; no transfer could be sent: set it in gwei, e.g. {DEFAULT_MAX_FEE_PER_GAS_GWEI}"
+                )));
+            }
+            network.max_fee_per_gas = cap;
         }
     }
     for network in networks.values() {

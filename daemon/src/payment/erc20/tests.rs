@@ -6,7 +6,6 @@ use super::*;
 use std::str::FromStr;
 use std::time::Instant;
 
-use alloy::consensus::Transaction as _;
 use alloy::eips::eip2718::Decodable2718;
 use alloy::primitives::keccak256;
 use serde_json::{json, Value};
@@ -47,6 +46,7 @@ fn networks_take_overrides_and_refuse_unknown_ones() {
             chain_id: Some(31337),
             token: Some("0x5FbDB2315678afecb367f032d93F642f64180aa3".into()),
             confirmations: None,
+            max_fee_per_gas: Some(40),
         },
     );
     let networks = networks(&overrides).unwrap();
@@ -54,6 +54,11 @@ fn networks_take_overrides_and_refuse_unknown_ones() {
     assert_eq!(holesky.chain_id, 31337);
     assert_eq!(holesky.rpc_url, "http://127.0.0.1:8545");
     assert_eq!(networks["polygon"].chain_id, 137);
+    assert_eq!(holesky.max_fee_per_gas, 40);
+    assert_eq!(
+        networks["polygon"].max_fee_per_gas,
+        DEFAULT_MAX_FEE_PER_GAS_GWEI
+    );
     overrides.insert("nowhere".into(), Erc20NetworkOverride::default());
     assert!(super::networks(&overrides).is_err());
     let mut bad = BTreeMap::new();
@@ -90,6 +95,8 @@ struct FakeChain {
     mined: std::collections::HashSet<B256>,
     /// Calls per method.
     calls: BTreeMap<String, usize>,
+    /// The block number; every `eth_blockNumber` sees a new block.
+    block: u64,
 }
 
 /// A tiny HTTP JSON-RPC server on loopback answering what the driver asks.
@@ -177,6 +184,10 @@ fn answer(chain: &Mutex<FakeChain>, request: &Value) -> Value {
         .to_string();
     let result = match method {
         "eth_chainId" => Ok(json!(format!("{FAKE_CHAIN_ID:#x}"))),
+        "eth_blockNumber" => {
+            chain.block += 1;
+            Ok(json!(format!("{:#x}", 0x11 + chain.block)))
+        }
         // balanceOf: 1000 tokens.
         "eth_call" => Ok(json!(format!("0x{:064x}", 1000 * 10u128.pow(DECIMALS)))),
         "eth_estimateGas" => Ok(json!("0xc350")),
@@ -255,6 +266,7 @@ fn fake_networks(rpc: &FakeRpc) -> BTreeMap<String, Erc20Network> {
         chain_id: FAKE_CHAIN_ID,
         token: FAKE_TOKEN.into(),
         confirmations: 1,
+        max_fee_per_gas: DEFAULT_MAX_FEE_PER_GAS_GWEI,
     };
     BTreeMap::from([(network.name.clone(), network)])
 }
@@ -347,16 +359,14 @@ async fn nonce_too_low_answer_awaits_the_receipt_and_never_signs_again() {
         matches!(driver.progress(PAYMENT), PayProgress::Pending(status) if status.contains("is used on chain"))
     })
     .await;
-    // Three more rounds of the worker (each asks the chain id first): the
-    // receipt is asked for every round and nothing is signed again.
+    // Four more rounds of the worker (each asks the chain id first, a new
+    // block comes each time): the receipt is asked for every round (the last
+    // one may not have asked yet) and nothing is signed again.
     let rounds = rpc.calls("eth_chainId");
     let receipts = rpc.calls("eth_getTransactionReceipt");
-    until(
-        &driver,
-        Duration::from_secs(15),
-        "three more rounds",
-        || rpc.calls("eth_chainId") >= rounds + 3,
-    )
+    until(&driver, Duration::from_secs(15), "four more rounds", || {
+        rpc.calls("eth_chainId") >= rounds + 4
+    })
     .await;
     assert!(rpc.calls("eth_getTransactionReceipt") >= receipts + 3);
     let raw = the_one_transaction(&rpc);
