@@ -375,6 +375,21 @@ async fn dashboard_buttons_withdraw_and_publish_offers_and_status_agrees_on_earn
     ] {
         assert_eq!(post(path, off).await.unwrap().status(), 200, "{path}");
         offers_become(0).await.unwrap();
+        if path == "/api/offers/pause" {
+            // A presets.toml change while paused subscribes nothing.
+            let updated = network.providers[0]
+                .cli(&["preset", "update", "--name", "dash", "--cpu-sec", "0.2"])
+                .unwrap();
+            assert!(updated.status.success(), "{updated:?}");
+            network.providers[0]
+                .wait_for_log("not re-subscribing them", Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(
+                provider_daemon.offers().await.unwrap().len(),
+                0,
+                "still paused"
+            );
+        }
         let offers: Value = http
             .get(format!("{base}/api/offers"))
             .header("Cookie", &cookie)
