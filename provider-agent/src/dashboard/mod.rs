@@ -4,8 +4,9 @@
 //! agreements and activities now, earnings — and push changes to the page with
 //! server-sent events. It reads what the agent and its daemon already know
 //! (the agent's state files, its negotiation log, the daemon's REST API with
-//! the agent's app-key); it changes nothing but the offer controls (pause all
-//! offers, (de)activate a preset), which the agent's market loops obey.
+//! the agent's app-key); it changes nothing but the pause switch (the agent
+//! retires its offers while paused) and a preset's `active` flag in
+//! `presets.toml` (which the agent's offer refresh picks up).
 //!
 //! Access: loopback unless `dashboard-allow-remote` is set; every API call
 //! needs a session cookie got with the app-key or the one-time link printed
