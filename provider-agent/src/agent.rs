@@ -38,6 +38,8 @@ pub const READY_LINE: &str = "provider agent ready";
 const TICK: Duration = Duration::from_millis(500);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 const POLL_TIMEOUT_SEC: f64 = 5.0;
+/// How long a billing round waits for a debit note to reach the requestor.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -1211,8 +1213,19 @@ impl Agent {
                 return;
             }
         };
-        if let Err(error) = self.client.send_debit_note(&note.debit_note_id).await {
-            tracing::warn!(debit_note_id = %note.debit_note_id, %error, "cannot send the debit note; the daemon retries");
+        // The daemon retries a requestor that does not answer for longer than
+        // a billing round may wait; the note stays ISSUED until delivered,
+        // which is what `requestor-timeout-sec` watches.
+        match tokio::time::timeout(SEND_WAIT, self.client.send_debit_note(&note.debit_note_id))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(debit_note_id = %note.debit_note_id, %error, "cannot send the debit note; the daemon retries")
+            }
+            Err(_) => {
+                tracing::warn!(debit_note_id = %note.debit_note_id, "the debit note is not delivered yet; the daemon retries")
+            }
         }
         tracing::info!(debit_note_id = %note.debit_note_id, %activity_id, %amount, "debit note sent");
         self.state.update(|state| {

@@ -31,7 +31,7 @@ done
 (( warmup < minutes )) || { echo "soak: the warm-up ($warmup min) must be shorter than the run ($minutes min)" >&2; exit 2; }
 
 export GOLEM_DEVNET_DIR="${GOLEM_DEVNET_DIR:-/tmp/golem-soak}"
-export GOLEM_DEVNET_SUBNET=soak GOLEM_DEVNET_PROFILE=release
+export GOLEM_DEVNET_SUBNET=soak GOLEM_DEVNET_PROFILE="${GOLEM_DEVNET_PROFILE:-release}"
 export GOLEM_DEVNET_DEBIT_NOTE_INTERVAL="${GOLEM_DEVNET_DEBIT_NOTE_INTERVAL:-60}"
 [[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon -p golem-provider \
     -p golem-requestor -p exe-unit-wasm --bins >&2

@@ -189,9 +189,10 @@ async fn a_provider_frees_an_agreement_whose_requestor_vanished() {
     sandbox.daemons()[0].kill();
     wait_exit(&mut job, Duration::from_secs(60));
     let provider = sandbox.daemons()[1].client();
-    // interval 1 s + timeout 3 s, plus the agent's billing round.
+    // interval 1 s + timeout 3 s, plus the agent's billing rounds (a send
+    // waits up to 5 s) and the daemon's terminate call to the vanished node.
     let ended = golem_tests::eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the provider terminates the agreement",
         || async {
             let agreement = provider.agreement(&agreement_id).await.ok()?;
