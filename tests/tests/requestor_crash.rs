@@ -7,6 +7,8 @@
 //!   agreement within its `requestor-timeout-sec` once a debit note cannot be
 //!   delivered.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
