@@ -1338,11 +1338,11 @@ impl Agent {
         }
         // A requestor that stopped answering: no activity long after the
         // approval, or a debit note its daemon never received.
-        let silence = chrono::Duration::seconds(self.config.requestor_timeout_sec as i64);
+        let silence = chrono::Duration::seconds(self.config().requestor_timeout_sec as i64);
         if record.activities.is_empty() && now > record.approved_at + silence {
             let reason = format!(
                 "the requestor created no activity within {} s of the approval",
-                self.config.requestor_timeout_sec
+                self.config().requestor_timeout_sec
             );
             self.terminate(agreement_id, &reason).await;
             return;
@@ -1375,11 +1375,11 @@ impl Agent {
                 ),
                 Ok(current)
                     if current.status == DocumentStatus::Issued
-                        && overdue(self.config.requestor_timeout_sec) =>
+                        && overdue(self.config().requestor_timeout_sec) =>
                 {
                     format!(
                         "the requestor stopped answering: debit note {} was not delivered within {} s",
-                        note.debit_note_id, self.config.requestor_timeout_sec
+                        note.debit_note_id, self.config().requestor_timeout_sec
                     )
                 }
                 _ => match record.accept_timeout_sec {
