@@ -99,6 +99,8 @@ pub struct DaemonConfig {
     pub activity: crate::activity::ActivitySettings,
     /// REST API limits and CORS: `[api]` with max-long-polls-per-key, allow-origin.
     pub api: crate::api::ApiSettings,
+    /// What is kept of finished work: `[retention]` with memory-count, memory-secs, events-count, events-secs, history-secs.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -126,6 +128,7 @@ impl Default for DaemonConfig {
             market: crate::market::MarketSettings::default(),
             activity: crate::activity::ActivitySettings::default(),
             api: crate::api::ApiSettings::default(),
+            retention: crate::retention::RetentionSettings::default(),
         }
     }
 }
@@ -172,6 +175,9 @@ pub struct CliOverrides {
     /// `--market-*`: the `[market]` section (file key `market.<name>`, env `GOLEM_MARKET_<NAME>`).
     #[command(flatten)]
     pub market: crate::market::MarketOverrides,
+    /// `--retention-*`: the `[retention]` section (file key `retention.<name>`, env `GOLEM_RETENTION_<NAME>`).
+    #[command(flatten)]
+    pub retention: crate::retention::RetentionOverrides,
     /// Activities one agreement may create on this provider over its life [env: GOLEM_ACTIVITY_MAX_PER_AGREEMENT] [default: 100]
     #[arg(long = "activity-max-per-agreement", value_name = "COUNT")]
     #[serde(rename = "activity.max-per-agreement")]
@@ -310,6 +316,11 @@ mod tests {
             Setting { env: "GOLEM_API_MAX_LONG_POLLS_PER_KEY", value: "24", flag: &["--api-max-long-polls-per-key", "24"], toml: "[api]\nmax-long-polls-per-key = 24", read: |c| c.api.max_long_polls_per_key.to_string(), expected: "24" },
             Setting { env: "GOLEM_API_ALLOW_ORIGIN", value: "http://a.example, http://b.example:8080", flag: &["--api-allow-origin", "http://a.example", "--api-allow-origin", "http://b.example:8080"], toml: "[api]\nallow-origin = [\"http://a.example\", \"http://b.example:8080\"]", read: |c| c.api.allow_origin.join(","), expected: "http://a.example,http://b.example:8080" },
             Setting { env: "GOLEM_ACTIVITY_MAX_PER_AGREEMENT", value: "23", flag: &["--activity-max-per-agreement", "23"], toml: "[activity]\nmax-per-agreement = 23", read: |c| c.activity.max_per_agreement.to_string(), expected: "23" },
+            Setting { env: "GOLEM_RETENTION_MEMORY_COUNT", value: "31", flag: &["--retention-memory-count", "31"], toml: "[retention]\nmemory-count = 31", read: |c| c.retention.memory_count.to_string(), expected: "31" },
+            Setting { env: "GOLEM_RETENTION_MEMORY_SECS", value: "32", flag: &["--retention-memory-secs", "32"], toml: "[retention]\nmemory-secs = 32", read: |c| c.retention.memory_secs.to_string(), expected: "32" },
+            Setting { env: "GOLEM_RETENTION_EVENTS_COUNT", value: "33", flag: &["--retention-events-count", "33"], toml: "[retention]\nevents-count = 33", read: |c| c.retention.events_count.to_string(), expected: "33" },
+            Setting { env: "GOLEM_RETENTION_EVENTS_SECS", value: "34", flag: &["--retention-events-secs", "34"], toml: "[retention]\nevents-secs = 34", read: |c| c.retention.events_secs.to_string(), expected: "34" },
+            Setting { env: "GOLEM_RETENTION_HISTORY_SECS", value: "35", flag: &["--retention-history-secs", "35"], toml: "[retention]\nhistory-secs = 35", read: |c| c.retention.history_secs.to_string(), expected: "35" },
             Setting { env: "GOLEM_ERC20_HOLESKY_RPC_URL", value: "http://127.0.0.1:8545", flag: &[], toml: "[payment.erc20.holesky]\nrpc-url = \"http://127.0.0.1:8545\"", read: |c| format!("{:?}", c.payment .erc20 .get("holesky").and_then(|n| n.rpc_url.clone())), expected: "Some(\"http://127.0.0.1:8545\")" },
             Setting { env: "GOLEM_ERC20_SEPOLIA_CHAIN_ID", value: "0x7a69", flag: &[], toml: "[payment.erc20.sepolia]\nchain-id = 31337", read: |c| format!("{:?}", c.payment .erc20 .get("sepolia").and_then(|n| n.chain_id)), expected: "Some(31337)" },
             Setting { env: "GOLEM_ERC20_AMOY_TOKEN", value: "0xabc", flag: &[], toml: "[payment.erc20.amoy]\ntoken = \"0xabc\"", read: |c| format!("{:?}", c.payment.erc20.get("amoy").and_then(|n| n.token.clone())), expected: "Some(\"0xabc\")" },

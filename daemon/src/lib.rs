@@ -16,6 +16,7 @@ pub mod net;
 pub mod outbox;
 pub mod payment;
 pub mod ports;
+pub mod retention;
 pub mod store;
 pub mod systemd_notify;
 pub mod vpn;
@@ -90,23 +91,24 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     let net = net::start(net_config(&config)?, identity.secret_bytes(), &router)
         .await
         .context("starting the net service")?;
-    let market = market::start(
-        node_id,
-        &store,
-        &router,
-        &net,
-        config.market.to_config().context(
-            "invalid [market] settings: fix the config file or GOLEM_MARKET_* variables",
-        )?,
-    )
-    .await
-    .context("starting the market service")?;
+    let retention = config.retention.to_policy().context(
+        "invalid [retention] settings: fix the config file, GOLEM_RETENTION_* variables or --retention-* flags",
+    )?;
+    let mut market_config = config
+        .market
+        .to_config()
+        .context("invalid [market] settings: fix the config file or GOLEM_MARKET_* variables")?;
+    market_config.retention = retention;
+    let market = market::start(node_id, &store, &router, &net, market_config)
+        .await
+        .context("starting the market service")?;
     let activity = activity::start(
         node_id,
         &store,
         &router,
         std::sync::Arc::new(market.clone()),
         &config.activity,
+        &retention,
     )
     .context("starting the activity service")?;
     let payment = payment::start_with(
@@ -118,8 +120,10 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         std::sync::Arc::new(activity.records.clone()),
         &config.payment,
         identity.secret_bytes(),
+        retention,
     )
     .context("starting the payment service")?;
+    market.set_open_invoices(std::sync::Arc::new(payment::InvoiceRecords::open(&store)?));
     let vpn = vpn::start(&store, &router)
         .await
         .context("starting the vpn service")?;

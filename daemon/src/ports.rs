@@ -9,6 +9,8 @@
 //!   activity hosted here belongs to (read by payment, for debit notes).
 //! - [`CreatedActivities`]: the requestor side of activity: the activities
 //!   this node created (read by payment, to check incoming debit notes).
+//! - [`OpenInvoices`]: payment's invoices that are not finished (read by the
+//!   market, which keeps the agreement of such an invoice in its history).
 
 use golem_model::market::Agreement;
 use golem_model::{GolemError, NodeId};
@@ -29,4 +31,11 @@ pub trait HostedActivities: Send + Sync + 'static {
 pub trait CreatedActivities: Send + Sync + 'static {
     /// The agreement and provider of `activity_id`, when this node created it.
     fn created_activity(&self, activity_id: &str) -> Option<(String, NodeId)>;
+}
+
+/// Where the market learns that payment still needs an agreement.
+pub trait OpenInvoices: Send + Sync + 'static {
+    /// True when agreement `agreement_id` has an invoice that is neither
+    /// settled, rejected nor cancelled.
+    fn has_open_invoice(&self, agreement_id: &str) -> bool;
 }

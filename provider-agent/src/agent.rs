@@ -48,6 +48,8 @@ const OFFER_SOURCES_POLL: Duration = Duration::from_secs(1);
 /// Reads the configuration again as `run` resolved it at start (file →
 /// environment → the same flags), for re-subscribing after a change.
 pub type ReloadConfig = Box<dyn Fn() -> Result<ProviderConfig, ConfigError> + Send + Sync>;
+/// How long a billing round waits for a debit note to reach the requestor.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -1515,42 +1517,62 @@ impl Agent {
             self.terminate(agreement_id, "the agreement expired").await;
             return;
         }
-        // Debit notes the requestor must accept in time.
-        if let Some(timeout) = record.accept_timeout_sec {
-            for note in &record.unaccepted {
-                match self.client.debit_note(&note.debit_note_id).await {
-                    Ok(current)
-                        if matches!(
-                            current.status,
-                            DocumentStatus::Accepted | DocumentStatus::Settled
-                        ) =>
-                    {
-                        self.state.update(|state| {
-                            if let Some(a) = state.agreements.get_mut(agreement_id) {
-                                a.unaccepted
-                                    .retain(|n| n.debit_note_id != note.debit_note_id);
-                            }
-                        });
-                    }
-                    Ok(current) if current.status == DocumentStatus::Rejected => {
-                        let reason = format!(
-                            "debit note {} was rejected by the requestor",
-                            note.debit_note_id
-                        );
-                        self.terminate(agreement_id, &reason).await;
-                        return;
-                    }
-                    _ if now > note.sent_at + chrono::Duration::seconds(timeout as i64) => {
-                        let reason = format!(
-                            "debit note {} was not accepted within {timeout} s",
-                            note.debit_note_id
-                        );
-                        self.terminate(agreement_id, &reason).await;
-                        return;
-                    }
-                    _ => {}
+        // A requestor that stopped answering: no activity long after the
+        // approval, or a debit note its daemon never received.
+        let silence = chrono::Duration::seconds(self.config().requestor_timeout_sec as i64);
+        if record.activities.is_empty() && now > record.approved_at + silence {
+            let reason = format!(
+                "the requestor created no activity within {} s of the approval",
+                self.config().requestor_timeout_sec
+            );
+            self.terminate(agreement_id, &reason).await;
+            return;
+        }
+        // Debit notes the requestor must receive, and accept in time when agreed.
+        for note in &record.unaccepted {
+            let current = self.client.debit_note(&note.debit_note_id).await;
+            let overdue =
+                |timeout: u64| now > note.sent_at + chrono::Duration::seconds(timeout as i64);
+            let reason = match current {
+                Ok(current)
+                    if matches!(
+                        current.status,
+                        DocumentStatus::Accepted | DocumentStatus::Settled
+                    ) || (current.status == DocumentStatus::Received
+                        && record.accept_timeout_sec.is_none()) =>
+                {
+                    // Paid, or delivered with no acceptance agreed: done watching.
+                    self.state.update(|state| {
+                        if let Some(a) = state.agreements.get_mut(agreement_id) {
+                            a.unaccepted
+                                .retain(|n| n.debit_note_id != note.debit_note_id);
+                        }
+                    });
+                    continue;
                 }
-            }
+                Ok(current) if current.status == DocumentStatus::Rejected => format!(
+                    "debit note {} was rejected by the requestor",
+                    note.debit_note_id
+                ),
+                Ok(current)
+                    if current.status == DocumentStatus::Issued
+                        && overdue(self.config().requestor_timeout_sec) =>
+                {
+                    format!(
+                        "the requestor stopped answering: debit note {} was not delivered within {} s",
+                        note.debit_note_id, self.config().requestor_timeout_sec
+                    )
+                }
+                _ => match record.accept_timeout_sec {
+                    Some(timeout) if overdue(timeout) => format!(
+                        "debit note {} was not accepted within {timeout} s",
+                        note.debit_note_id
+                    ),
+                    _ => continue,
+                },
+            };
+            self.terminate(agreement_id, &reason).await;
+            return;
         }
         if now >= record.next_debit_note_at {
             self.state.update(|state| {
@@ -1590,8 +1612,19 @@ impl Agent {
                 return;
             }
         };
-        if let Err(error) = self.client.send_debit_note(&note.debit_note_id).await {
-            tracing::warn!(debit_note_id = %note.debit_note_id, %error, "cannot send the debit note; the daemon retries");
+        // The daemon retries a requestor that does not answer for longer than
+        // a billing round may wait; the note stays ISSUED until delivered,
+        // which is what `requestor-timeout-sec` watches.
+        match tokio::time::timeout(SEND_WAIT, self.client.send_debit_note(&note.debit_note_id))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(debit_note_id = %note.debit_note_id, %error, "cannot send the debit note; the daemon retries")
+            }
+            Err(_) => {
+                tracing::warn!(debit_note_id = %note.debit_note_id, "the debit note is not delivered yet; the daemon retries")
+            }
         }
         tracing::info!(debit_note_id = %note.debit_note_id, %activity_id, %amount, "debit note sent");
         self.state.update(|state| {
@@ -1599,14 +1632,12 @@ impl Agent {
                 if let Some(activity) = a.activities.get_mut(activity_id) {
                     activity.billed = activity.billed.max(amount);
                 }
-                if a.accept_timeout_sec.is_some() {
-                    a.unaccepted.push(SentDebitNote {
-                        debit_note_id: note.debit_note_id.clone(),
-                        activity_id: activity_id.to_string(),
-                        amount,
-                        sent_at: Utc::now(),
-                    });
-                }
+                a.unaccepted.push(SentDebitNote {
+                    debit_note_id: note.debit_note_id.clone(),
+                    activity_id: activity_id.to_string(),
+                    amount,
+                    sent_at: Utc::now(),
+                });
             }
         });
     }

@@ -102,6 +102,10 @@ pub struct ProviderSettings {
     pub keep_work_dirs: Option<bool>,
     /// An exe unit that has not reported Initialized within this is killed.
     pub exe_unit_start_timeout_sec: Option<u64>,
+    /// An agreement whose requestor stops answering is terminated after this:
+    /// no activity created this long after the approval, or a debit note
+    /// not delivered to the requestor's daemon this long after it was sent.
+    pub requestor_timeout_sec: Option<u64>,
     /// Let `docker:<ref>` task packages run any image the engine holds or
     /// pulls (default: refused).
     pub allow_docker_images: Option<bool>,
@@ -260,6 +264,8 @@ pub struct ProviderConfig {
     pub max_accept_timeout_sec: u64,
     pub keep_work_dirs: bool,
     pub exe_unit_start_timeout_sec: u64,
+    /// See [`ProviderSettings::requestor_timeout_sec`].
+    pub requestor_timeout_sec: u64,
     /// Whether the VM exe unit runs `docker:<ref>` packages (images by
     /// reference, which could be any image the provider's engine holds).
     pub allow_docker_images: bool,
@@ -422,6 +428,7 @@ impl ProviderConfig {
                 .unwrap_or(24 * 3600),
             keep_work_dirs: settings.keep_work_dirs.unwrap_or(false),
             exe_unit_start_timeout_sec: settings.exe_unit_start_timeout_sec.unwrap_or(30),
+            requestor_timeout_sec: settings.requestor_timeout_sec.unwrap_or(90).max(1),
             allow_docker_images,
         };
         if config.max_agreements == 0 {
@@ -550,6 +557,7 @@ mod tests {
             Setting { env: "", value: "", flag: &[], toml: "max-debit-note-accept-timeout-sec = 71", read: |c| c.max_accept_timeout_sec.to_string(), expected: "71" },
             Setting { env: "", value: "", flag: &[], toml: "keep-work-dirs = true", read: |c| c.keep_work_dirs.to_string(), expected: "true" },
             Setting { env: "", value: "", flag: &[], toml: "exe-unit-start-timeout-sec = 72", read: |c| c.exe_unit_start_timeout_sec.to_string(), expected: "72" },
+            Setting { env: "", value: "", flag: &[], toml: "requestor-timeout-sec = 73", read: |c| c.requestor_timeout_sec.to_string(), expected: "73" },
         ]
     }
 

@@ -80,6 +80,11 @@ pub struct ConnectionArgs {
     /// upload (413 beyond) [env: GOLEM_REQUESTOR_MAX_UPLOAD_MIB] [default: 1024]
     #[arg(long, global = true, value_name = "MIB")]
     pub max_upload_mib: Option<u64>,
+    /// Where each run keeps the journal of its allocation and agreements; a
+    /// new run ends what dead runs left there [env: GOLEM_REQUESTOR_SESSIONS_DIR]
+    /// [default: ~/.local/share/golem-requestor/sessions]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub sessions_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +194,7 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         files_addr: connection.files_addr,
         gftp_bus_socket: connection.bus_socket,
         max_upload_bytes: connection.max_upload_bytes,
+        sessions_dir: Some(connection.sessions_dir),
     })
 }
 

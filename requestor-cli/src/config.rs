@@ -45,6 +45,17 @@ pub struct RequestorSettings {
     pub bus_socket: Option<PathBuf>,
     /// Largest upload (MiB) one slot of the file server takes.
     pub max_upload_mib: u64,
+    /// Where each run keeps its journal of what to end if it dies
+    /// (`crate::leftovers`).
+    pub sessions_dir: PathBuf,
+}
+
+/// `<local data dir>/golem-requestor/sessions` (`~/.local/share/...` on Linux).
+pub fn default_sessions_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("golem-requestor")
+        .join("sessions")
 }
 
 impl Default for RequestorSettings {
@@ -55,6 +66,7 @@ impl Default for RequestorSettings {
             files_addr: "127.0.0.1:0".to_string(),
             bus_socket: None,
             max_upload_mib: DEFAULT_MAX_UPLOAD_MIB,
+            sessions_dir: default_sessions_dir(),
         }
     }
 }
@@ -90,6 +102,7 @@ pub struct Connection {
     pub bus_socket: Option<PathBuf>,
     /// The most bytes one upload to the file server may carry (413 beyond).
     pub max_upload_bytes: u64,
+    pub sessions_dir: PathBuf,
 }
 
 impl Connection {
@@ -112,6 +125,7 @@ impl Connection {
             files_addr: settings.files_addr,
             bus_socket: settings.bus_socket,
             max_upload_bytes: settings.max_upload_mib.saturating_mul(1 << 20),
+            sessions_dir: settings.sessions_dir,
         })
     }
 }
@@ -144,6 +158,7 @@ mod tests {
             ("GOLEM_REQUESTOR_FILES_ADDR", "127.0.0.1:9", "", |c| c.files_addr.clone(), "127.0.0.1:9"),
             ("GOLEM_BUS_SOCKET", "/s.sock", "--bus-socket", |c| format!("{:?}", c.bus_socket), "Some(\"/s.sock\")"),
             ("GOLEM_REQUESTOR_MAX_UPLOAD_MIB", "2", "--max-upload-mib", |c| c.max_upload_bytes.to_string(), "2097152"),
+            ("GOLEM_REQUESTOR_SESSIONS_DIR", "/sessions", "--sessions-dir", |c| c.sessions_dir.display().to_string(), "/sessions"),
         ]
     }
 

@@ -1,8 +1,12 @@
 //! Progress events of a session, for progress bars, `--json` lines and tests.
 //! Every event is one serde-tagged JSON object (`{"event": "task_finished", ...}`).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::leftovers::Journal;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -106,18 +110,36 @@ pub enum Event {
 
 /// Where a session sends its events; a no-op when nobody listens.
 #[derive(Clone, Default)]
-pub struct EventSink(Option<mpsc::UnboundedSender<Event>>);
+pub struct EventSink {
+    sender: Option<mpsc::UnboundedSender<Event>>,
+    /// Notes the agreements signed, for the clean-up after a crash.
+    journal: Option<Arc<Journal>>,
+}
 
 impl EventSink {
     /// A sink and the receiver of its events.
     pub fn channel() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        (EventSink(Some(sender)), receiver)
+        let sink = EventSink {
+            sender: Some(sender),
+            journal: None,
+        };
+        (sink, receiver)
+    }
+
+    /// The same sink, noting signed agreements in `journal` as well.
+    pub fn with_journal(self, journal: Option<Arc<Journal>>) -> EventSink {
+        EventSink { journal, ..self }
     }
 
     pub fn emit(&self, event: Event) {
         tracing::debug!(?event, "session event");
-        if let Some(sender) = &self.0 {
+        if let (Some(journal), Event::AgreementSigned { agreement_id, .. }) =
+            (&self.journal, &event)
+        {
+            journal.agreement(agreement_id);
+        }
+        if let Some(sender) = &self.sender {
             let _ = sender.send(event);
         }
     }

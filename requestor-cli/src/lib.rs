@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod job;
+pub mod leftovers;
 pub mod market;
 pub mod package;
 pub mod payments;

@@ -54,6 +54,8 @@ pub struct SessionConfig {
     pub gftp_bus_socket: Option<PathBuf>,
     /// The most bytes one upload to the built-in file server may carry.
     pub max_upload_bytes: u64,
+    /// Where the session journals what it holds (`crate::leftovers`); none: no journal.
+    pub sessions_dir: Option<PathBuf>,
 }
 
 /// One step of a task.
@@ -222,6 +224,8 @@ pub struct Session {
     /// Agreements terminated cleanly: their invoices are awaited at the end.
     finished_agreements: Mutex<Vec<String>>,
     book: market::SharedBook,
+    /// What a new run must end if this one dies (`crate::leftovers`).
+    journal: Option<Arc<crate::leftovers::Journal>>,
 }
 
 impl Session {
@@ -244,9 +248,33 @@ impl Session {
         events: EventSink,
     ) -> Result<Session> {
         let client = GolemClient::new(&config.api_url, &config.app_key);
+        let node_id = match &config.sessions_dir {
+            Some(dir) => {
+                let node_id = client.me().await?.identity.to_string();
+                let cleaned = crate::leftovers::clean_dead_sessions(&client, dir, &node_id).await;
+                if cleaned.sessions > 0 {
+                    tracing::warn!(
+                        sessions = cleaned.sessions,
+                        agreements = cleaned.agreements,
+                        allocations = cleaned.allocations,
+                        "ended what earlier runs that died left behind"
+                    );
+                }
+                Some((dir.clone(), node_id))
+            }
+            None => None,
+        };
         let allocation = client
             .create_allocation(&config.platform, &config.budget.to_string())
             .await?;
+        let journal = node_id.map(|(dir, node_id)| {
+            Arc::new(crate::leftovers::Journal::create(
+                &dir,
+                &node_id,
+                &allocation.allocation_id,
+            ))
+        });
+        let events = events.with_journal(journal.clone());
         let decoration = client
             .demand_decorations(&[&allocation.allocation_id])
             .await?;
@@ -278,6 +306,7 @@ impl Session {
             scratch,
             finished_agreements: Mutex::default(),
             book: Arc::default(),
+            journal,
         })
     }
 
@@ -617,6 +646,9 @@ impl Session {
             })
             .collect();
         rows.sort_by(|a, b| a.payments.provider_name.cmp(&b.payments.provider_name));
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
         Ok(PaymentSummary {
             platform: self.platform,
             budget: self.budget,

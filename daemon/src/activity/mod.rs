@@ -77,6 +77,7 @@ pub fn start(
     router: &Router,
     agreements: Arc<dyn Agreements>,
     settings: &ActivitySettings,
+    retention: &crate::retention::RetentionPolicy,
 ) -> Result<ActivityService, GolemError> {
     if settings.max_per_agreement == 0 {
         return Err(GolemError::bad_request(
@@ -94,7 +95,12 @@ pub fn start(
         agreements.clone(),
         tree.clone(),
         settings.clone(),
-        records::Retention::default(),
+        records::Retention {
+            finished_activity: retention.memory_age,
+            max_finished: retention.memory_count,
+            provider_events: retention.events_age,
+            ..records::Retention::default()
+        },
     );
     let requestor = RequestorSide::start(
         arbiter.handle(),

@@ -77,7 +77,13 @@ pub(crate) struct Core {
     pub signals: Arc<Signals>,
     /// Shared with the long-polls and kept across restarts (see `event_queues`).
     pub events: EventQueues,
+    /// Payment's open invoices, set once payment has started (it starts
+    /// after the market); until then no terminated agreement leaves sled.
+    pub open_invoices: OpenInvoicesPort,
 }
+
+/// The late-bound [`OpenInvoices`](crate::ports::OpenInvoices) port.
+pub(crate) type OpenInvoicesPort = Arc<std::sync::OnceLock<Arc<dyn crate::ports::OpenInvoices>>>;
 
 impl Core {
     /// Call the market of `node` with the configured timeout. The future owns

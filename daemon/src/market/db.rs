@@ -12,9 +12,11 @@
 //! | `agreement/<role>/<agreementId>` | [`AgreementRecord`] |
 //! | `event/<subscriptionId>/<seq>` | a pending [`MarketEvent`], removed once delivered |
 //! | `agreement-event/<seq>` | [`AgreementEventRecord`] |
+//! | `agreement-ended/<ms>/<role>/<agreementId>` | nothing: a final agreement that left memory, by when it ended, for the history pruning |
 //!
 //! `<seq>` is a zero-padded counter, so a prefix scan returns events in order.
 
+use chrono::{DateTime, Utc};
 use golem_model::market::MarketEvent;
 use golem_model::GolemError;
 use serde::Serialize;
@@ -48,6 +50,11 @@ fn agreement_key(role: Role, id: &str) -> String {
 }
 fn event_key(subscription_id: &str, seq: u64) -> String {
     format!("event/{subscription_id}/{seq:020}")
+}
+const AGREEMENT_ENDED: &str = "agreement-ended/";
+fn agreement_ended_key(ended: DateTime<Utc>, role: Role, id: &str) -> String {
+    let millis = u64::try_from(ended.timestamp_millis()).unwrap_or(0);
+    format!("{AGREEMENT_ENDED}{millis:020}/{}/{id}", role.as_str())
 }
 fn agreement_event_key(seq: u64) -> String {
     format!("agreement-event/{seq:020}")
@@ -135,6 +142,60 @@ impl Db {
             Some(bytes) => Ok(Some(store::decode(TREE, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Note a final agreement that left memory, for the history pruning.
+    pub(crate) fn schedule_agreement_prune(
+        &self,
+        ended: DateTime<Utc>,
+        role: Role,
+        id: &str,
+    ) -> Result<(), GolemError> {
+        self.tree
+            .insert(agreement_ended_key(ended, role, id), &[])
+            .map_err(sled_error)?;
+        Ok(())
+    }
+
+    /// Final agreements that ended before `cutoff`, oldest first, at most `most`:
+    /// (the schedule's key, role, id).
+    pub(crate) fn agreements_ended_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        most: usize,
+    ) -> Result<Vec<(sled::IVec, Role, String)>, GolemError> {
+        let end = agreement_ended_key(cutoff, Role::Provider, "");
+        let end = &end[..end.len() - "/Provider/".len()];
+        let mut ended = Vec::new();
+        for item in self.tree.scan_prefix(AGREEMENT_ENDED).take(most) {
+            let (key, _) = item.map_err(sled_error)?;
+            let text = String::from_utf8_lossy(&key).into_owned();
+            if text.as_str() >= end {
+                break;
+            }
+            let mut parts = text[AGREEMENT_ENDED.len()..].splitn(3, '/').skip(1);
+            let role = match parts.next() {
+                Some("Requestor") => Role::Requestor,
+                Some("Provider") => Role::Provider,
+                _ => continue,
+            };
+            let Some(id) = parts.next() else { continue };
+            ended.push((key.clone(), role, id.to_string()));
+        }
+        Ok(ended)
+    }
+
+    /// Remove a final agreement and its schedule entry, in one batch.
+    pub(crate) fn prune_agreement(
+        &self,
+        schedule_key: &[u8],
+        role: Role,
+        id: &str,
+    ) -> Result<(), GolemError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(schedule_key);
+        batch.remove(agreement_key(role, id).as_bytes());
+        self.tree.apply_batch(batch).map_err(sled_error)
     }
 
     pub(crate) fn save_agreement(&self, record: &AgreementRecord) -> Result<(), GolemError> {

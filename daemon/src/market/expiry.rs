@@ -10,7 +10,7 @@ use super::actor::MarketActor;
 use super::agreement_records::update_agreement;
 use super::db::Db;
 use super::records::{now, Role};
-use super::retention::{compact, RetentionLimits, COMPACTION_PERIOD};
+use super::retention::{compact, prune_agreement_history, RetentionLimits, COMPACTION_PERIOD};
 use super::state::State;
 
 impl MarketActor {
@@ -28,7 +28,10 @@ impl MarketActor {
             .is_none_or(|last| (current - last).to_std().unwrap_or_default() >= COMPACTION_PERIOD);
         if due {
             state.last_compaction = Some(current);
-            compact(db, state, current, &RetentionLimits::default());
+            let policy = self.core.config.retention;
+            compact(db, state, current, &RetentionLimits::from_policy(&policy));
+            let open_invoices = self.core.open_invoices.get().map(|port| port.as_ref());
+            prune_agreement_history(db, current, policy.history_age, open_invoices);
         }
         if events_dropped {
             self.core.signals.bump_events();

@@ -98,6 +98,8 @@ pub struct MarketService {
     /// The market's tree (delivered events are deleted from it).
     db: Db,
     agreements: AgreementsView,
+    /// Payment's open invoices, once [`MarketService::set_open_invoices`] ran.
+    open_invoices: actor::OpenInvoicesPort,
     /// The service thread, stopped by [`MarketService::stop`].
     arbiter: ServiceArbiter,
 }
@@ -120,6 +122,7 @@ pub async fn start(
     actor::log_loaded("market state loaded", &state, &outbox);
     let preloaded = Arc::new(Mutex::new(Some((state, outbox))));
     let signals = Arc::new(Signals::new());
+    let open_invoices = actor::OpenInvoicesPort::default();
     let core = Core {
         node_id,
         router: router.clone(),
@@ -128,6 +131,7 @@ pub async fn start(
         db: db.clone(),
         signals: signals.clone(),
         events: events.clone(),
+        open_invoices: open_invoices.clone(),
     };
     let arbiter = ServiceArbiter::current_or_spawn("market")?;
     let actor = Supervised::start("market", arbiter.handle(), move || {
@@ -144,6 +148,7 @@ pub async fn start(
         events,
         agreements: AgreementsView::new(db.tree.clone()),
         db,
+        open_invoices,
         arbiter,
     })
 }
@@ -151,6 +156,12 @@ pub async fn start(
 impl MarketService {
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Where the retention asks whether payment still bills an agreement
+    /// (payment starts after the market); the first call wins.
+    pub fn set_open_invoices(&self, port: Arc<dyn crate::ports::OpenInvoices>) {
+        let _ = self.open_invoices.set(port);
     }
 
     /// The agreements as committed to sled (what other services read).

@@ -18,7 +18,13 @@
 //! by when they were made, agreement events by date). A final agreement that
 //! left memory is still answered by id from sled.
 //!
-//! It runs from the actor's sweep every [`COMPACTION_PERIOD`].
+//! A final agreement that left memory is noted (`agreement-ended/`) and leaves
+//! sled too once it ended more than the history window ago
+//! ([`prune_agreement_history`]), unless payment still has an open invoice
+//! for it: accounting needs the agreement until the invoice is settled.
+//!
+//! It runs from the actor's sweep every [`COMPACTION_PERIOD`]; the windows
+//! are the `[retention]` settings.
 
 use std::time::Duration;
 
@@ -56,6 +62,70 @@ impl Default for RetentionLimits {
     }
 }
 
+impl RetentionLimits {
+    /// The market's part of the `[retention]` settings: final agreements held
+    /// by the memory count, agreement events by the events count and age.
+    pub(crate) fn from_policy(policy: &crate::retention::RetentionPolicy) -> RetentionLimits {
+        RetentionLimits {
+            max_age: policy.events_age,
+            max_agreement_events: policy.events_count,
+            max_final_agreements: policy.memory_count,
+            ..RetentionLimits::default()
+        }
+    }
+}
+
+/// Agreements pruned per sweep, so one sweep stays short.
+const PRUNE_BATCH: usize = 1_000;
+
+/// Remove from sled the final agreements that ended more than `history`
+/// before `now`; a terminated one stays while `open_invoices` has an open
+/// invoice for it (or, without the port, always). How many left.
+pub(crate) fn prune_agreement_history(
+    db: &Db,
+    now: DateTime<Utc>,
+    history: Duration,
+    open_invoices: Option<&dyn crate::ports::OpenInvoices>,
+) -> usize {
+    let Ok(history) = chrono::Duration::from_std(history) else {
+        return 0;
+    };
+    let ended = match db.agreements_ended_before(now - history, PRUNE_BATCH) {
+        Ok(ended) => ended,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the agreement history schedule");
+            return 0;
+        }
+    };
+    let mut pruned = 0;
+    for (key, role, id) in ended {
+        let record = match db.load_agreement(role, &id) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(agreement_id = %id, %error, "cannot read an old agreement");
+                continue;
+            }
+        };
+        let billed = record.as_ref().is_some_and(|record| {
+            record.agreement.state == golem_model::market::AgreementState::Terminated
+        });
+        let needed = billed && open_invoices.is_none_or(|payment| payment.has_open_invoice(&id));
+        if needed {
+            continue;
+        }
+        match db.prune_agreement(&key, role, &id) {
+            Ok(()) => pruned += 1,
+            Err(error) => {
+                tracing::warn!(agreement_id = %id, %error, "cannot prune an old agreement")
+            }
+        }
+    }
+    if pruned > 0 {
+        tracing::debug!(pruned, "old agreements left the store");
+    }
+    pruned
+}
+
 /// What one compaction dropped (for the debug log and tests).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Compacted {
@@ -78,7 +148,8 @@ pub(crate) fn compact(
     let oldest_kept = now - retention;
     let agreement_events =
         drop_old_agreement_events(db, state, oldest_kept, limits.max_agreement_events);
-    let agreements = drop_final_agreements(state, now, oldest_kept, limits.max_final_agreements);
+    let agreements =
+        drop_final_agreements(db, state, now, oldest_kept, limits.max_final_agreements);
     let (demands, proposals_of_demands) = drop_ended_demands(db, state, now, oldest_kept);
     let stale = drop_stale_proposals(db, state, now, retention);
     let beyond_count =
@@ -123,6 +194,7 @@ fn drop_old_agreement_events(
 /// Final agreements leave memory (not sled) a retention after compaction
 /// first saw them final, or, beyond `most`, the earliest ended first.
 fn drop_final_agreements(
+    db: &Db,
     state: &mut State,
     now: DateTime<Utc>,
     oldest_kept: DateTime<Utc>,
@@ -148,7 +220,12 @@ fn drop_final_agreements(
     let too_many = kept.len().saturating_sub(most);
     dropped.extend(kept.into_iter().take(too_many).map(|(_, key)| key));
     for key in &dropped {
-        state.agreements.remove(key);
+        if let Some(record) = state.agreements.remove(key) {
+            let ended = record.terminated_date.unwrap_or(record.agreement.timestamp);
+            if let Err(error) = db.schedule_agreement_prune(ended, key.0, &key.1) {
+                tracing::warn!(agreement_id = %key.1, %error, "cannot note an ended agreement for pruning");
+            }
+        }
     }
     state
         .finished_agreements
@@ -501,6 +578,68 @@ mod tests {
         assert_eq!(
             compact(&db, &mut state, start, &limits),
             Compacted::default()
+        );
+    }
+
+    /// Payment's answer for the test: only `a-unpaid` has an open invoice.
+    struct OneOpenInvoice;
+
+    impl crate::ports::OpenInvoices for OneOpenInvoice {
+        fn has_open_invoice(&self, agreement_id: &str) -> bool {
+            agreement_id == "a-unpaid"
+        }
+    }
+
+    #[test]
+    fn final_agreements_leave_sled_after_the_history_window_unless_an_invoice_is_open() {
+        let (_dir, db) = db();
+        let limits = RetentionLimits {
+            max_final_agreements: 0,
+            ..RetentionLimits::default()
+        };
+        let start = Utc::now();
+        let mut state = State::default();
+        let ids = [
+            ("a-live", "Approved"),
+            ("a-paid", "Terminated"),
+            ("a-unpaid", "Terminated"),
+            ("a-rejected", "Rejected"),
+        ];
+        for (id, agreement_state) in ids {
+            let record = agreement(id, agreement_state, start);
+            db.save_agreement(&record).unwrap();
+            state
+                .agreements
+                .insert((Role::Requestor, id.into()), record);
+        }
+        compact(&db, &mut state, start, &limits);
+        assert_eq!(state.agreements.len(), 1, "only the live one in memory");
+        let day = Duration::from_secs(24 * 3600);
+        // Within the window nothing leaves sled.
+        assert_eq!(
+            prune_agreement_history(&db, start, day, Some(&OneOpenInvoice)),
+            0
+        );
+        // Without payment's answer a terminated agreement stays.
+        let later = start + chrono::Duration::days(2);
+        assert_eq!(prune_agreement_history(&db, later, day, None), 1);
+        assert!(db
+            .load_agreement(Role::Requestor, "a-rejected")
+            .unwrap()
+            .is_none());
+        // Past the window: the paid one leaves, the unpaid and the live stay.
+        assert_eq!(
+            prune_agreement_history(&db, later, day, Some(&OneOpenInvoice)),
+            1
+        );
+        let kept = |id: &str| db.load_agreement(Role::Requestor, id).unwrap().is_some();
+        assert!(!kept("a-paid"));
+        assert!(kept("a-unpaid") && kept("a-live"));
+        assert_eq!(db.tree.scan_prefix("agreement/").count(), 2);
+        assert_eq!(
+            db.tree.scan_prefix("agreement-ended/").count(),
+            1,
+            "a-unpaid still scheduled"
         );
     }
 }

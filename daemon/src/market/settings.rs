@@ -23,6 +23,8 @@ pub struct MarketConfig {
     pub outbox_retry_max: Duration,
     /// What other nodes (and local clients) may make this market hold.
     pub limits: MarketLimits,
+    /// What the market keeps of finished agreements and events (`[retention]`).
+    pub retention: crate::retention::RetentionPolicy,
 }
 
 /// Quotas on what the market keeps, so that no peer can fill its memory or
@@ -263,6 +265,7 @@ impl MarketSettings {
             outbox_retry_initial,
             outbox_retry_max,
             limits,
+            retention: crate::retention::RetentionPolicy::default(),
         })
     }
 }

@@ -22,7 +22,7 @@ use super::chain_check::{check_transfer, ExpectedTransfer, TransferCheck};
 use actix::{ActorFutureExt, AsyncContext, Context, ResponseActFuture, WrapFuture};
 
 use super::actor::PaymentActor;
-use super::state::{UnverifiedPayment, Writes};
+use super::state::{stage_payment, transaction_key, UnverifiedPayment, Writes};
 use super::{Erc20Network, Platform};
 
 /// How long the first on-chain check may delay the payer's call.
@@ -107,7 +107,11 @@ impl PaymentActor {
             )));
         }
         let state = &self.state;
-        if let Some(existing) = state.payments.iter().find(|known| &known.payment_id == id) {
+        let known = match state.payments.iter().find(|known| &known.payment_id == id) {
+            Some(known) => Some(known.clone()),
+            None => self.deps.read::<Payment>(&format!("pay/{id}"))?,
+        };
+        if let Some(existing) = known {
             let same = existing.amount == payment.amount
                 && existing.payer_id == payment.payer_id
                 && existing.details == payment.details
@@ -250,7 +254,12 @@ impl PaymentActor {
                     .map(|(_, held)| &held.message.payment.details),
             )
             .any(|details| details.trim().eq_ignore_ascii_case(payment.details.trim()));
-        if reused {
+        // Payments that left memory keep their transaction's mark in sled.
+        let marked = self
+            .deps
+            .read::<String>(&transaction_key(&payment.details))?
+            .is_some_and(|paid| paid != payment.payment_id);
+        if reused || marked {
             return Err(GolemError::conflict(format!(
                 "transaction {} already paid another payment",
                 payment.details
@@ -267,12 +276,16 @@ impl PaymentActor {
             .payments
             .iter()
             .any(|known| known.payment_id == payment.payment_id)
+            || self
+                .deps
+                .read::<Payment>(&format!("pay/{}", payment.payment_id))?
+                .is_some()
         {
             return Ok(());
         }
         self.check_transaction_unused(&self.state, payment)?;
         let mut writes = Writes::new();
-        writes.put(format!("pay/{}", payment.payment_id), payment)?;
+        stage_payment(&mut writes, payment)?;
         writes.remove(format!("verify/{}", payment.payment_id));
         let mut settled = Vec::new();
         let mut events = Vec::new();

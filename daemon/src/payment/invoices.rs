@@ -20,7 +20,7 @@ use super::actor::PaymentActor;
 use super::documents::{payment_terms, Document};
 use super::outbox;
 use super::settlement::new_payment;
-use super::state::{invoice_of_key, status_error, PaymentOrder, State, Writes};
+use super::state::{invoice_of_key, stage_payment, status_error, PaymentOrder, State, Writes};
 use super::{PayOutcome, PaymentDriver, Platform};
 
 impl Document for Invoice {
@@ -245,7 +245,7 @@ impl PaymentActor {
         );
         invoice.status = DocumentStatus::Settled;
         writes.put(format!("inv/{id}"), &invoice)?;
-        writes.put(format!("pay/{payment_id}"), &payment)?;
+        stage_payment(&mut writes, &payment)?;
         let event =
             self.stage_event(&mut writes, PaymentEventType::InvoiceSettledEvent, id, None)?;
         let paid = outbox::stage(

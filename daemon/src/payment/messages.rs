@@ -62,7 +62,7 @@ message!(
     CrashForTest {} -> ()
 );
 #[cfg(test)]
-message!(MemoryCounts {} -> [usize; 5]);
+message!(MemoryCounts {} -> [usize; 6]);
 #[cfg(test)]
 message!(SweepRetention {} -> ());
 
@@ -150,15 +150,7 @@ read!(ListPayments, Vec<Payment>, |actor, _msg| actor
     .payments
     .clone());
 read!(GetPayment, Reply<Payment>, |actor, msg| actor
-    .state
-    .payments
-    .iter()
-    .find(|payment| payment.payment_id == msg.id)
-    .cloned()
-    .ok_or_else(|| GolemError::not_found(format!(
-        "unknown payment {}",
-        msg.id
-    ))));
+    .payment(&msg.id));
 read!(DocumentPayments, Reply<Vec<Payment>>, |actor, msg| actor
     .document_payments(&msg.id, msg.invoice));
 read!(ListPendingPayments, Vec<PaymentOrder>, |actor, _msg| actor
@@ -176,7 +168,7 @@ read!(
     |actor, msg| actor.read_events(msg.invoices, msg.after, msg.limit, msg.with_agreements)
 );
 #[cfg(test)]
-read!(MemoryCounts, [usize; 5], |actor, _msg| actor
+read!(MemoryCounts, [usize; 6], |actor, _msg| actor
     .memory_counts());
 
 change!(CreateAllocation, Allocation, |actor, msg| actor

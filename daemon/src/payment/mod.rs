@@ -65,7 +65,7 @@ pub use actor::PaymentActor;
 pub use driver::{Drivers, PayOutcome, PayProgress, PaymentDriver, Platform, DEFAULT_PLATFORM};
 pub use erc20::{Erc20Driver, Erc20Network, Erc20NetworkOverride};
 pub use state::PaymentOrder;
-pub use state::Retention;
+pub use state::{InvoiceRecords, Retention};
 
 use crate::ports::{Agreements, CreatedActivities, HostedActivities};
 use crate::store::Store;
@@ -130,6 +130,7 @@ pub fn start_with(
     requestor_activities: Arc<dyn CreatedActivities>,
     config: &PaymentConfig,
     secret: [u8; 32],
+    retention: Retention,
 ) -> Result<PaymentService, GolemError> {
     let networks = erc20::networks(&config.erc20)?;
     open(
@@ -141,6 +142,7 @@ pub fn start_with(
             erc20: Some((networks, secret)),
             activities: Some(activities),
             requestor_activities: Some(requestor_activities),
+            retention,
             ..Setup::default()
         },
     )
@@ -545,7 +547,7 @@ impl PaymentService {
             .expect("the payment actor answers")
     }
 
-    async fn memory_counts(&self) -> [usize; 5] {
+    async fn memory_counts(&self) -> [usize; 6] {
         self.read(MemoryCounts {}).await.unwrap_or_default()
     }
 

@@ -1,32 +1,44 @@
-//! What leaves memory, so a node that runs for months holds its live work and
-//! a bounded window of history, not every agreement it ever billed.
+//! What leaves memory and, later, sled, so a node that runs for months holds
+//! its live work and bounded windows of history, not every agreement it ever
+//! billed (the windows are the `[retention]` settings, [`Retention`]).
 //!
 //! - Finished agreements: once an agreement's invoice is SETTLED, REJECTED or
 //!   CANCELLED, the invoice, the agreement's debit notes and its charges leave
-//!   memory when they are older than [`Retention::finished_age`] or beyond the
-//!   newest [`Retention::finished_count`] finished agreements. They stay in
-//!   sled: `GET /debitNotes/{id}`, `GET /invoices/{id}` and every message
-//!   naming them read them there (the lists show what is in memory: clients
-//!   fetch documents by id and follow events).
+//!   memory when they are older than `memory_age` or beyond the newest
+//!   `memory_count` finished agreements. They stay in sled: `GET
+//!   /debitNotes/{id}`, `GET /invoices/{id}` and every message naming them
+//!   read them there (the lists show what is in memory: clients fetch
+//!   documents by id and follow events).
 //! - Released allocations: the same bounds, by their last update.
-//! - Events: at most [`Retention::events_count`], none older than
-//!   [`Retention::events_age`], in memory and in sled (clients long-poll with
-//!   `afterTimestamp`; a cursor older than the window reads from its start).
+//! - Payments: the same bounds, by their date, once no invoice they pay
+//!   towards is still open in memory (a partial payment counts towards the
+//!   rest). Looked up by id in sled; an erc20 transaction keeps its mark
+//!   (`txused/`) so it never pays twice.
+//! - Events: at most `events_count`, none older than `events_age`, in memory
+//!   and in sled (clients long-poll with `afterTimestamp`; a cursor older than
+//!   the window reads from its start).
+//! - History: what left memory is scheduled (`prune/<finished>/<what>`) and
+//!   leaves sled `history_age` after it finished, its amounts moving into the
+//!   stored totals (`pruned/totals`). Open documents are never scheduled.
 //!
 //! The status report keeps counting what left memory through [`Archived`],
-//! rebuilt the same way at every start (the sweep runs right after loading).
-//! Payments stay in memory: they are what proves a transaction was used.
+//! rebuilt the same way at every start (the sweep runs right after loading),
+//! and what left sled through the stored totals.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use golem_model::payment::*;
+use golem_model::GolemError;
 
 use super::actor::PaymentActor;
-use super::state::Retention;
-use super::totals::{add_totals, document_totals};
+use super::state::{prune_key, Archived, PruneEntry, Retention, StoredTotals, PRUNED_KEY};
+use super::totals::document_totals;
 use crate::store;
+
+/// Prune entries handled per sweep, so one sweep stays short.
+const PRUNE_BATCH: usize = 1_000;
 
 /// How often the actor sweeps.
 pub(super) const SWEEP_PERIOD: Duration = Duration::from_secs(10);
@@ -58,12 +70,18 @@ impl PaymentActor {
     /// Move finished records out of memory and old events out of memory and sled.
     pub(super) fn sweep_retention(&mut self) {
         let retention = self.deps.retention;
-        self.archive_finished_agreements(retention);
-        self.archive_released_allocations(retention);
+        let mut schedule = sled::Batch::default();
+        self.archive_finished_agreements(retention, &mut schedule);
+        self.archive_released_allocations(retention, &mut schedule);
+        self.archive_payments(retention, &mut schedule);
+        if let Err(error) = self.deps.tree.apply_batch(schedule) {
+            tracing::warn!(%error, "scheduling finished payment records for pruning failed");
+        }
         self.drop_old_events(retention);
+        self.prune_history(retention);
     }
 
-    fn archive_finished_agreements(&mut self, retention: Retention) {
+    fn archive_finished_agreements(&mut self, retention: Retention, schedule: &mut sled::Batch) {
         let finished_invoices: Vec<(chrono::DateTime<Utc>, String)> = self
             .state
             .invoices
@@ -71,18 +89,18 @@ impl PaymentActor {
             .filter(|invoice| finished(invoice.status))
             .map(|invoice| (invoice.timestamp, invoice.agreement_id.clone()))
             .collect();
-        if finished_invoices.len() <= retention.finished_count
+        if finished_invoices.len() <= retention.memory_count
             && finished_invoices.iter().all(|(at, _)| {
                 Utc::now() - *at
-                    < chrono::Duration::from_std(retention.finished_age).unwrap_or_default()
+                    < chrono::Duration::from_std(retention.memory_age).unwrap_or_default()
             })
         {
             return;
         }
         let leaving = beyond(
             finished_invoices,
-            retention.finished_count,
-            retention.finished_age,
+            retention.memory_count,
+            retention.memory_age,
         );
         let mut notes_of: HashMap<&str, Vec<String>> = HashMap::new();
         for note in self.state.debit_notes.values() {
@@ -114,14 +132,38 @@ impl PaymentActor {
                 .filter_map(|id| self.state.invoices.remove(id))
                 .collect();
             self.state.charges.remove(&agreement_id);
-            add_totals(
-                &mut self.state.archived.documents,
-                document_totals(me, notes.iter(), invoices.iter()),
+            let totals = Archived {
+                documents: document_totals(me, notes.iter(), invoices.iter()),
+                ..Archived::default()
+            };
+            self.state.archived.add(&totals);
+            let mut keys: Vec<String> = notes
+                .iter()
+                .map(|note| format!("dn/{}", note.debit_note_id))
+                .collect();
+            keys.extend(
+                invoices
+                    .iter()
+                    .map(|invoice| format!("inv/{}", invoice.invoice_id)),
+            );
+            keys.push(super::state::invoice_of_key(&agreement_id));
+            keys.push(format!("charge/{agreement_id}"));
+            let finished = invoices
+                .iter()
+                .map(|invoice| invoice.timestamp)
+                .max()
+                .unwrap_or_else(Utc::now);
+            schedule_prune(
+                schedule,
+                finished,
+                &format!("agreement/{agreement_id}"),
+                keys,
+                &totals,
             );
         }
     }
 
-    fn archive_released_allocations(&mut self, retention: Retention) {
+    fn archive_released_allocations(&mut self, retention: Retention, schedule: &mut sled::Batch) {
         let released: Vec<(chrono::DateTime<Utc>, String)> = self
             .state
             .allocations
@@ -134,16 +176,146 @@ impl PaymentActor {
                 )
             })
             .collect();
-        for id in beyond(released, retention.finished_count, retention.finished_age) {
+        for id in beyond(released, retention.memory_count, retention.memory_age) {
             if let Some(record) = self.state.allocations.remove(&id) {
-                *self
-                    .state
-                    .archived
+                let allocation = record.allocation;
+                let mut totals = Archived::default();
+                totals
                     .released_allocations
-                    .entry(record.allocation.payment_platform)
-                    .or_default() += 1;
+                    .insert(allocation.payment_platform.clone(), 1);
+                self.state.archived.add(&totals);
+                schedule_prune(
+                    schedule,
+                    allocation.updated_ts,
+                    &format!("allocation/{id}"),
+                    vec![format!("alloc/{id}")],
+                    &totals,
+                );
             }
         }
+    }
+
+    /// Payments leave memory by the same bounds, once nothing they pay
+    /// towards is open: an invoice still awaiting the rest keeps them.
+    fn archive_payments(&mut self, retention: Retention, schedule: &mut sled::Batch) {
+        if self.state.payments.len() <= retention.memory_count
+            && self.state.payments.first().is_none_or(|oldest| {
+                Utc::now() - oldest.timestamp
+                    < chrono::Duration::from_std(retention.memory_age).unwrap_or_default()
+            })
+        {
+            return;
+        }
+        let open: std::collections::HashSet<&str> = self
+            .state
+            .invoices
+            .values()
+            .filter(|invoice| !finished(invoice.status))
+            .map(|invoice| invoice.agreement_id.as_str())
+            .collect();
+        let candidates: Vec<(chrono::DateTime<Utc>, String)> = self
+            .state
+            .payments
+            .iter()
+            .filter(|payment| {
+                !payment
+                    .agreement_payments
+                    .iter()
+                    .any(|part| open.contains(part.agreement_id.as_str()))
+            })
+            .map(|payment| (payment.timestamp, payment.payment_id.clone()))
+            .collect();
+        let leaving: std::collections::HashSet<String> =
+            beyond(candidates, retention.memory_count, retention.memory_age)
+                .into_iter()
+                .collect();
+        if leaving.is_empty() {
+            return;
+        }
+        let me = self.deps.node_id;
+        let mut kept = Vec::with_capacity(self.state.payments.len());
+        for payment in std::mem::take(&mut self.state.payments) {
+            if !leaving.contains(&payment.payment_id) {
+                kept.push(payment);
+                continue;
+            }
+            let mut totals = Archived::default();
+            for outgoing in [true, false] {
+                let mine = if outgoing {
+                    payment.payer_id == me
+                } else {
+                    payment.payee_id == me
+                };
+                if mine {
+                    totals
+                        .paid
+                        .insert((outgoing, payment.payment_platform.clone()), payment.amount);
+                }
+            }
+            self.state.archived.add(&totals);
+            schedule_prune(
+                schedule,
+                payment.timestamp,
+                &format!("payment/{}", payment.payment_id),
+                vec![format!("pay/{}", payment.payment_id)],
+                &totals,
+            );
+        }
+        self.state.payments = kept;
+    }
+
+    /// Remove from sled what finished more than `history_age` ago, moving its
+    /// amounts from the memory-left totals into the stored ones, in one batch.
+    fn prune_history(&mut self, retention: Retention) {
+        let cutoff = prune_key(
+            Utc::now() - chrono::Duration::from_std(retention.history_age).unwrap_or_default(),
+            "",
+        );
+        let mut batch = sled::Batch::default();
+        let mut moved = Archived::default();
+        let mut pruned = 0;
+        for entry in self.deps.tree.scan_prefix("prune/").take(PRUNE_BATCH) {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the payment prune schedule failed");
+                    return;
+                }
+            };
+            if key.as_ref() >= cutoff.as_bytes() {
+                break;
+            }
+            batch.remove(key);
+            match store::decode::<PruneEntry>(super::state::TREE, &value) {
+                Ok(entry) => {
+                    for record in entry.keys {
+                        batch.remove(record.as_bytes());
+                    }
+                    moved.add(&entry.totals.into());
+                }
+                Err(error) => tracing::warn!(%error, "dropping a corrupt prune entry"),
+            }
+            pruned += 1;
+        }
+        if pruned == 0 {
+            return;
+        }
+        let mut stored = self.state.pruned.clone();
+        stored.add(&moved);
+        match store::encode(&StoredTotals::from(&stored)) {
+            Ok(bytes) => batch.insert(PRUNED_KEY, bytes),
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode the pruned payment totals");
+                return;
+            }
+        }
+        if let Err(error) = self.deps.tree.apply_batch(batch) {
+            tracing::warn!(%error, "pruning old payment records failed");
+            return;
+        }
+        self.state.archived.subtract(&moved);
+        self.state.pruned = stored;
+        tracing::debug!(pruned, "old payment records left the store");
     }
 
     fn drop_old_events(&mut self, retention: Retention) {
@@ -172,15 +344,49 @@ impl PaymentActor {
         }
     }
 
+    /// A payment from memory, or from sled once it left memory.
+    pub(super) fn payment(&self, id: &str) -> Result<Payment, GolemError> {
+        if let Some(payment) = self
+            .state
+            .payments
+            .iter()
+            .find(|payment| payment.payment_id == id)
+        {
+            return Ok(payment.clone());
+        }
+        self.deps
+            .read(&format!("pay/{id}"))?
+            .ok_or_else(|| GolemError::not_found(format!("unknown payment {id}")))
+    }
+
     /// How many records of each kind are in memory (tests, diagnostics).
     #[cfg(test)]
-    pub(super) fn memory_counts(&self) -> [usize; 5] {
+    pub(super) fn memory_counts(&self) -> [usize; 6] {
         [
             self.state.debit_notes.len(),
             self.state.invoices.len(),
             self.state.allocations.len(),
             self.state.events.len(),
             self.state.charges.len(),
+            self.state.payments.len(),
         ]
+    }
+}
+
+/// Put a prune entry for records that left memory into `schedule`.
+fn schedule_prune(
+    schedule: &mut sled::Batch,
+    finished: chrono::DateTime<Utc>,
+    what: &str,
+    keys: Vec<String>,
+    totals: &Archived,
+) {
+    let entry = PruneEntry {
+        keys,
+        totals: totals.into(),
+    };
+    match store::encode(&entry) {
+        Ok(bytes) => schedule.insert(prune_key(finished, what).as_bytes(), bytes),
+        Err(error) => tracing::warn!(%error, "cannot encode a prune entry"),
     }
 }

@@ -1,6 +1,8 @@
 //! A long run of finished agreements keeps what the payment actor holds in
 //! memory bounded, while every debit note and invoice stays answerable by id
-//! and the status report keeps counting all of them, before and after a restart.
+//! and the status report keeps counting all of them, before and after a
+//! restart; past the history window they leave sled as well, the report still
+//! counting them, and an open invoice keeps its records.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -41,6 +43,12 @@ impl CreatedActivities for ManyAgreements {
 }
 
 fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
+    open_with(dir, Duration::from_secs(3600))
+}
+
+/// The service with the test's memory and event bounds and `history` as the
+/// time finished records stay in sled.
+fn open_with(dir: &std::path::Path, history: Duration) -> (Store, Router, PaymentService) {
     let store = Store::open(dir).unwrap();
     let router = Router::new();
     let service = super::open(
@@ -51,10 +59,11 @@ fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
         Setup {
             requestor_activities: Some(Arc::new(ManyAgreements)),
             retention: Retention {
-                finished_count: KEEP,
-                finished_age: Duration::from_secs(3600),
+                memory_count: KEEP,
+                memory_age: Duration::from_secs(3600),
                 events_count: KEEP_EVENTS,
                 events_age: Duration::from_secs(3600),
+                history_age: history,
             },
             ..Setup::default()
         },
@@ -106,7 +115,8 @@ fn acceptance(amount: &str, allocation_id: &str) -> Acceptance {
 }
 
 async fn check_everything_answers(service: &PaymentService) {
-    let [notes, invoices, allocations, events, charges] = service.memory_counts().await;
+    let [notes, invoices, allocations, events, charges, payments] = service.memory_counts().await;
+    assert!(payments <= KEEP, "{payments} payments in memory");
     assert!(notes <= KEEP, "{notes} debit notes in memory");
     assert!(invoices <= KEEP, "{invoices} invoices in memory");
     assert!(charges <= KEEP, "{charges} charges in memory");
@@ -121,6 +131,10 @@ async fn check_everything_answers(service: &PaymentService) {
         let invoice = service.invoice(&format!("inv-{n}")).await.unwrap();
         assert_eq!(invoice.status, DocumentStatus::Settled, "inv-{n}");
     }
+    check_status_counts_everything(service).await;
+}
+
+async fn check_status_counts_everything(service: &PaymentService) {
     let report = service.status_report().await.unwrap();
     let dummy = report
         .platforms
@@ -142,10 +156,9 @@ async fn check_everything_answers(service: &PaymentService) {
     );
 }
 
-#[tokio::test]
-async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, router, service) = open(dir.path());
+/// `AGREEMENTS` agreements, each with a debit note and an invoice accepted
+/// and paid from one budget allocation, and a spare allocation released.
+async fn run_agreements(service: &PaymentService) -> Allocation {
     let budget = service
         .create_allocation(&json!({"totalAmount": "1000"}))
         .await
@@ -179,6 +192,14 @@ async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
             service.sweep_retention().await;
         }
     }
+    budget
+}
+
+#[tokio::test]
+async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, router, service) = open(dir.path());
+    let budget = run_agreements(&service).await;
     service.sweep_retention().await;
     check_everything_answers(&service).await;
     // A second invoice for a finished agreement is still refused.
@@ -199,4 +220,86 @@ async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
     let (_store, _router, service) = open(dir.path());
     check_everything_answers(&service).await;
     service.stop();
+}
+
+/// Records of `prefix` in the payment tree.
+fn stored(store: &Store, prefix: &str) -> usize {
+    store.tree("payment").unwrap().scan_prefix(prefix).count()
+}
+
+#[tokio::test]
+async fn settled_history_leaves_sled_and_the_status_keeps_its_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, router, service) = open_with(dir.path(), Duration::ZERO);
+    run_agreements(&service).await;
+    // An invoice still open (received, not accepted) of one more agreement.
+    let open_n = AGREEMENTS;
+    service
+        .receive_debit_note(node(PROVIDER), debit_note(open_n))
+        .await
+        .unwrap();
+    service
+        .receive_invoice(node(PROVIDER), invoice(open_n))
+        .await
+        .unwrap();
+    service.sweep_retention().await;
+    service.sweep_retention().await;
+    // What left memory left sled too; what memory keeps is still there.
+    let bounds = [
+        ("dn/", KEEP + 1),
+        ("inv/", KEEP + 1),
+        ("pay/", KEEP),
+        ("alloc/", KEEP + 1),
+        ("charge/", KEEP + 1),
+        ("prune/", 3 * KEEP),
+    ];
+    for (prefix, most) in bounds {
+        let count = stored(&store, prefix);
+        assert!(
+            count <= most,
+            "{count} records {prefix}* in sled, at most {most}"
+        );
+    }
+    // The open invoice and its debit note are never pruned.
+    let open = service.invoice(&format!("inv-{open_n}")).await.unwrap();
+    assert_eq!(open.status, DocumentStatus::Received);
+    service.debit_note(&format!("dn-{open_n}")).await.unwrap();
+    // The newest finished ones still answer; pruned ones are gone.
+    let newest = AGREEMENTS - 1;
+    service.invoice(&format!("inv-{newest}")).await.unwrap();
+    let error = service.invoice("inv-0").await.unwrap_err();
+    assert_eq!(error.code, golem_model::ErrorCode::NotFound, "{error:?}");
+    check_requested_and_paid(&service).await;
+    // The totals of what left sled survive a restart.
+    service.stop();
+    router.unbind_all();
+    drop(service);
+    drop(store);
+    let (_store, _router, service) = open_with(dir.path(), Duration::ZERO);
+    check_requested_and_paid(&service).await;
+    service.stop();
+}
+
+/// The report counts every finished agreement (2 GLM each) plus the open
+/// invoice (2 GLM requested, not accepted), every payment and release.
+async fn check_requested_and_paid(service: &PaymentService) {
+    let report = service.status_report().await.unwrap();
+    let dummy = report
+        .platforms
+        .iter()
+        .find(|status| status.platform == "dummy-local-tglm")
+        .unwrap();
+    assert_eq!(
+        dummy.outgoing.requested.to_string(),
+        (2 * AGREEMENTS + 2).to_string()
+    );
+    assert_eq!(
+        dummy.outgoing.accepted.to_string(),
+        (2 * AGREEMENTS).to_string()
+    );
+    assert_eq!(
+        dummy.outgoing.paid.to_string(),
+        (2 * AGREEMENTS).to_string()
+    );
+    assert_eq!(dummy.allocations.released, AGREEMENTS);
 }

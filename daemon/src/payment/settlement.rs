@@ -15,7 +15,7 @@ use golem_model::{GolemError, NodeId};
 
 use super::actor::PaymentActor;
 use super::outbox;
-use super::state::{flush, PaymentOrder, Writes};
+use super::state::{flush, stage_payment, PaymentOrder, Writes};
 use super::{PayProgress, PaymentDriver, Platform};
 
 /// The payment record of `order`, paid with `details`.
@@ -152,7 +152,7 @@ impl PaymentActor {
         invoice.status = DocumentStatus::Settled;
         let mut writes = Writes::new();
         writes.put(format!("inv/{}", invoice.invoice_id), &invoice)?;
-        writes.put(format!("pay/{payment_id}"), &payment)?;
+        stage_payment(&mut writes, &payment)?;
         writes.remove(format!("order/{payment_id}"));
         let event = self.stage_event(
             &mut writes,

@@ -5,12 +5,12 @@
 //!
 //! Keys of the tree: `alloc/<id>`, `dn/<id>`, `inv/<id>`, `inv-of/<agreement>`
 //! (the invoice of an agreement), `charge/<agreement>`, `pay/<id>`,
-//! `evt/<seq>`, `seq/`, `order/<payment>`, `verify/<payment>`, `due/<invoice>` and the outbox's
+//! `evt/<seq>`, `seq/`, `order/<payment>`, `verify/<payment>`, `due/<invoice>`, the retention's
+//! `prune/<ms>/<what>`, `pruned/totals` and `txused/<transaction>`, and the outbox's
 //! `outbox/<seq>` (older builds wrote `out/<seq>`, migrated at load).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use golem_bus::Router;
@@ -35,31 +35,122 @@ pub(super) struct UnverifiedPayment {
     pub status: String,
 }
 
-/// The bounds of what stays in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub finished_count: usize,
-    pub finished_age: Duration,
-    pub events_count: usize,
-    pub events_age: Duration,
+/// The bounds of what stays in memory and in sled (`[retention]`).
+pub type Retention = crate::retention::RetentionPolicy;
+
+/// Totals of records no longer in memory (`archived`, rebuilt at every load
+/// from what sled still holds) or no longer in sled (`pruned`, stored under
+/// [`PRUNED_KEY`]), for the status report.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Archived {
+    pub documents: DocumentTotals,
+    pub released_allocations: BTreeMap<String, usize>,
+    /// Payments per (outgoing, platform).
+    pub paid: BTreeMap<(bool, String), Decimal>,
 }
 
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            finished_count: 1_000,
-            finished_age: Duration::from_secs(3600),
-            events_count: 10_000,
-            events_age: Duration::from_secs(3600),
+/// [`Archived`] as JSON (tuple keys are not JSON object keys).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct StoredTotals {
+    documents: Vec<((bool, String), (Decimal, Decimal))>,
+    released_allocations: BTreeMap<String, usize>,
+    paid: Vec<((bool, String), Decimal)>,
+}
+
+impl From<&Archived> for StoredTotals {
+    fn from(totals: &Archived) -> Self {
+        StoredTotals {
+            documents: totals.documents.clone().into_iter().collect(),
+            released_allocations: totals.released_allocations.clone(),
+            paid: totals.paid.clone().into_iter().collect(),
         }
     }
 }
 
-/// Totals of records no longer in memory, for the status report.
-#[derive(Debug, Default)]
-pub(super) struct Archived {
-    pub documents: DocumentTotals,
-    pub released_allocations: BTreeMap<String, usize>,
+impl From<StoredTotals> for Archived {
+    fn from(stored: StoredTotals) -> Self {
+        Archived {
+            documents: stored.documents.into_iter().collect(),
+            released_allocations: stored.released_allocations,
+            paid: stored.paid.into_iter().collect(),
+        }
+    }
+}
+
+impl Archived {
+    pub fn add(&mut self, more: &Archived) {
+        super::totals::add_totals(&mut self.documents, more.documents.clone());
+        for (platform, count) in &more.released_allocations {
+            *self
+                .released_allocations
+                .entry(platform.clone())
+                .or_default() += count;
+        }
+        for (key, amount) in &more.paid {
+            *self.paid.entry(key.clone()).or_default() += amount;
+        }
+    }
+
+    /// Take away what `less` (a part of these totals) added.
+    pub fn subtract(&mut self, less: &Archived) {
+        for (key, (requested, accepted)) in &less.documents {
+            if let Some(slot) = self.documents.get_mut(key) {
+                slot.0 -= requested;
+                slot.1 -= accepted;
+            }
+        }
+        for (platform, count) in &less.released_allocations {
+            if let Some(slot) = self.released_allocations.get_mut(platform) {
+                *slot = slot.saturating_sub(*count);
+            }
+        }
+        for (key, amount) in &less.paid {
+            if let Some(slot) = self.paid.get_mut(key) {
+                *slot -= amount;
+            }
+        }
+    }
+}
+
+/// Where the totals of pruned records are kept.
+pub(super) const PRUNED_KEY: &str = "pruned/totals";
+
+/// Records that left memory, to be removed from sled once the history window
+/// has passed (`prune/<finished ms>/<what>`): their keys and what they add to
+/// the status report.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct PruneEntry {
+    pub keys: Vec<String>,
+    pub totals: StoredTotals,
+}
+
+/// The key of a prune entry: ordered by when the records finished, the same
+/// at every start (so scheduling twice overwrites).
+pub(super) fn prune_key(finished: DateTime<Utc>, what: &str) -> String {
+    let millis = u64::try_from(finished.timestamp_millis()).unwrap_or(0);
+    format!("prune/{millis:020}/{what}")
+}
+
+/// Stage a payment record and, for an erc20 payment, its transaction mark.
+pub(super) fn stage_payment(writes: &mut Writes, payment: &Payment) -> Result<(), GolemError> {
+    writes.put(format!("pay/{}", payment.payment_id), payment)?;
+    if let Some(key) = transaction_mark(payment) {
+        writes.put(key, &payment.payment_id)?;
+    }
+    Ok(())
+}
+
+/// The transaction mark of an erc20 payment (none for other drivers).
+fn transaction_mark(payment: &Payment) -> Option<String> {
+    super::Platform::parse(&payment.payment_platform)
+        .is_ok_and(|platform| platform.driver == "erc20")
+        .then(|| transaction_key(&payment.details))
+}
+
+/// The key that marks an erc20 transaction as used by a payment to this node,
+/// kept when the payment leaves sled so that it cannot pay twice.
+pub(super) fn transaction_key(details: &str) -> String {
+    format!("txused/{}", details.trim().to_ascii_lowercase())
 }
 
 /// An accepted invoice whose payment a driver is still carrying out.
@@ -110,6 +201,8 @@ pub(super) struct State {
     pub last_event: Option<DateTime<Utc>>,
     /// What records that left memory add to the status report.
     pub archived: Archived,
+    /// What records that left sled add to it (stored under [`PRUNED_KEY`]).
+    pub pruned: Archived,
 }
 
 /// What the payment actor uses besides its state. Shared by every instance
@@ -247,7 +340,12 @@ impl State {
                     let held: UnverifiedPayment = store::decode(TREE, &value)?;
                     state.unverified.insert(id.to_string(), held);
                 }
-                "out" | "outbox" => {} // the outbox's
+                "pruned" => {
+                    let stored: StoredTotals = store::decode(TREE, &value)?;
+                    state.pruned = stored.into();
+                }
+                "prune" | "txused" => {} // read by the sweep and the payment check
+                "out" | "outbox" => {}   // the outbox's
                 _ => tracing::warn!(%key, "unknown record in the payment tree"),
             }
         }
@@ -268,9 +366,61 @@ impl State {
         if missing > 0 {
             tree.apply_batch(batch).map_err(store::StoreError::from)?;
         }
+        // Payments of older builds have no transaction mark yet.
+        let mut batch = sled::Batch::default();
+        let mut missing = 0;
+        for payment in &state.payments {
+            if let Some(key) = transaction_mark(payment) {
+                if !tree
+                    .contains_key(key.as_bytes())
+                    .map_err(store::StoreError::from)?
+                {
+                    batch.insert(key.as_bytes(), store::encode(&payment.payment_id)?);
+                    missing += 1;
+                }
+            }
+        }
+        if missing > 0 {
+            tree.apply_batch(batch).map_err(store::StoreError::from)?;
+        }
         // Keys are zero-padded, so events load in order.
         state.last_event = state.events.back().map(|(_, event)| event.event_date);
         state.payments.sort_by_key(|payment| payment.timestamp);
         Ok(state)
+    }
+}
+
+/// The invoices as committed to sled, read-only: the market's
+/// [`OpenInvoices`](crate::ports::OpenInvoices) port. Cheap to clone.
+#[derive(Clone)]
+pub struct InvoiceRecords {
+    tree: sled::Tree,
+}
+
+impl InvoiceRecords {
+    pub fn open(store: &store::Store) -> Result<InvoiceRecords, GolemError> {
+        Ok(InvoiceRecords {
+            tree: store.tree(TREE)?,
+        })
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let bytes = self.tree.get(key.as_bytes()).ok()??;
+        store::decode(TREE, &bytes).ok()
+    }
+}
+
+impl crate::ports::OpenInvoices for InvoiceRecords {
+    fn has_open_invoice(&self, agreement_id: &str) -> bool {
+        let Some(invoice_id) = self.read::<String>(&invoice_of_key(agreement_id)) else {
+            return false;
+        };
+        self.read::<Invoice>(&format!("inv/{invoice_id}"))
+            .is_some_and(|invoice| {
+                !matches!(
+                    invoice.status,
+                    DocumentStatus::Settled | DocumentStatus::Rejected | DocumentStatus::Cancelled
+                )
+            })
     }
 }

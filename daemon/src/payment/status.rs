@@ -1,7 +1,8 @@
 //! What `payment status`, `payment driver list` and the accounts endpoints
 //! show: per platform, what was requested, accepted, paid and is pending, both
 //! ways, plus the allocations. Records that left memory (`retention.rs`) are
-//! counted through their totals kept in [`Archived`](super::state::Archived).
+//! counted through their totals kept in [`Archived`](super::state::Archived),
+//! and so are those that left sled (the stored totals).
 
 use std::collections::BTreeMap;
 
@@ -18,8 +19,10 @@ impl PaymentActor {
         let state = &self.state;
         let me = self.deps.node_id;
         let mut report: BTreeMap<String, PlatformStatus> = BTreeMap::new();
+        let mut left = state.archived.clone();
+        left.add(&state.pruned);
         let mut totals = document_totals(me, state.debit_notes.values(), state.invoices.values());
-        add_totals(&mut totals, state.archived.documents.clone());
+        add_totals(&mut totals, left.documents.clone());
         for ((outgoing, platform), (requested, accepted)) in totals {
             let status = entry(&mut report, &platform);
             let way = if outgoing {
@@ -39,6 +42,14 @@ impl PaymentActor {
                 status.incoming.paid += payment.amount;
             }
         }
+        for ((outgoing, platform), amount) in &left.paid {
+            let status = entry(&mut report, platform);
+            if *outgoing {
+                status.outgoing.paid += amount;
+            } else {
+                status.incoming.paid += amount;
+            }
+        }
         for order in state.orders.values() {
             let status = entry(&mut report, &order.platform);
             status.outgoing.pending += order.amount;
@@ -51,7 +62,7 @@ impl PaymentActor {
                 .incoming
                 .pending += payment.amount;
         }
-        for (platform, released) in &state.archived.released_allocations {
+        for (platform, released) in &left.released_allocations {
             entry(&mut report, platform).allocations.released += released;
         }
         let now = chrono::Utc::now();

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Soak: does anything grow while jobs run back to back? A loopback devnet
+# (requestor daemon + PROVIDERS provider daemons with golem-provider, release
+# binaries) runs 40-task WASM jobs (`golem-requestor script`, parallelism 2)
+# one after another for MINUTES. Every 10 s it samples, for every process,
+# RSS, threads and open fds, and the sled size of every daemon, into
+# $OUT/soak.csv (one row per process and sample); at the end it prints, per
+# process kind, the growth after the warm-up and the job rate of the first
+# and last 5 minutes, and draws $OUT/soak.png (time on x, one line per kind;
+# python3 with matplotlib, installed from PyPI into a venv if missing).
+#
+#   scripts/bench/soak.sh [--minutes M] [--providers K] [--warmup-minutes W] [--out DIR]
+#
+# SKIP_BUILD=1 reuses the release binaries. Daemons get the environment, so
+# GOLEM_RETENTION_* (see `golem-daemon run --help`) tunes their retention.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+minutes=15 providers=2 warmup=3 out=/tmp/golem-soak-out
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --minutes) minutes="$2"; shift 2 ;;
+        --providers) providers="$2"; shift 2 ;;
+        --warmup-minutes) warmup="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        *) echo "usage: scripts/bench/soak.sh [--minutes M] [--providers K] [--warmup-minutes W] [--out DIR]" >&2; exit 2 ;;
+    esac
+done
+for value in "$minutes" "$providers" "$warmup"; do
+    [[ "$value" =~ ^[0-9]+$ ]] || { echo "soak: $value is not a whole number (minutes, providers, warm-up)" >&2; exit 2; }
+done
+(( warmup < minutes )) || { echo "soak: the warm-up ($warmup min) must be shorter than the run ($minutes min)" >&2; exit 2; }
+
+export GOLEM_DEVNET_DIR="${GOLEM_DEVNET_DIR:-/tmp/golem-soak}"
+export GOLEM_DEVNET_SUBNET=soak GOLEM_DEVNET_PROFILE="${GOLEM_DEVNET_PROFILE:-release}"
+export GOLEM_DEVNET_DEBIT_NOTE_INTERVAL="${GOLEM_DEVNET_DEBIT_NOTE_INTERVAL:-60}"
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon -p golem-provider \
+    -p golem-requestor -p exe-unit-wasm --bins >&2
+scripts/devnet.sh down >/dev/null 2>&1 || true
+SKIP_BUILD=1 scripts/devnet.sh up "$providers" 2>/dev/null
+trap 'scripts/devnet.sh down >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source "$GOLEM_DEVNET_DIR/env"
+mkdir -p "$out"
+csv="$out/soak.csv"
+
+# The job: 40 tasks of the demo's upper-casing module, two at a time.
+work=$(mktemp -d)
+cp examples/demo/transform.wat "$work/"
+mkdir -p "$work/inputs"
+{
+    printf '[demand]\nruntime = "wasm"\npackage = "transform.wat"\nmin_mem_gib = 0.1\n\n'
+    printf '[job]\nbudget = "1"\nparallelism = 2\noutput_dir = "out"\ncommand = ["transform"]\n'
+    printf 'task_timeout_secs = 30\noffer_timeout_secs = 30\n\n'
+    printf '[[inputs]]\nfrom = "inputs/{id}.txt"\nto = "/golem/input/{id}.txt"\n\n'
+    printf '[[outputs]]\nfrom = "/golem/output/{id}.txt"\nto = "{id}.txt"\n'
+    for n in $(seq -w 1 40); do
+        echo "soak task $n" >"$work/inputs/t$n.txt"
+        printf '\n[[task]]\nid = "t%s"\nargs = ["{id}.txt", "{id}.txt"]\n' "$n"
+    done
+} >"$work/job.toml"
+
+# sample T JOBS FAILED: one CSV row per process of the devnet.
+sample() {
+    local d=$GOLEM_DEVNET_DIR file name kind pid rss threads fds sled
+    for file in "$d"/*.pid; do
+        name=$(basename "$file" .pid)
+        pid=$(cat "$file" 2>/dev/null) || continue
+        [[ -r "/proc/$pid/status" ]] || continue
+        case "$name" in
+            requestor) kind="requestor daemon" ;;
+            *-agent) kind="provider agent" ;;
+            *) kind="provider daemon" ;;
+        esac
+        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+        threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+        fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+        sled=""
+        [[ -d "$d/$name/db" ]] && sled=$(du -sk "$d/$name/db" | cut -f1)
+        echo "$1,$2,$3,$name,$kind,$pid,$rss,$threads,$fds,$sled" >>"$csv"
+    done
+    # Exe units: how many run now (a leak shows as a count that climbs).
+    local units
+    units=$(pgrep -c -f "^$GOLEM_DEVNET_BIN/exe-unit-wasm" || true)
+    echo "$1,$2,$3,exe-units,exe units,,,$units,," >>"$csv"
+}
+
+echo "time_s,jobs,failed,process,kind,pid,rss_kib,threads,fds,sled_kib" >"$csv"
+start=$SECONDS jobs=0 failed=0 next=10
+sample 0 0 0
+while (( SECONDS - start < minutes * 60 )); do
+    if (cd "$work" && "$GOLEM_DEVNET_BIN/golem-requestor" --subnet soak script job.toml >/dev/null 2>>"$out/failures.log"); then
+        jobs=$((jobs + 1))
+    else
+        failed=$((failed + 1))
+    fi
+    while (( SECONDS - start >= next )); do
+        sample "$next" "$jobs" "$failed"
+        next=$((next + 10))
+    done
+done
+sample "$((SECONDS - start))" "$jobs" "$failed"
+echo "$jobs jobs done, $failed failed, in $((SECONDS - start)) s; samples in $csv" >&2
+rm -rf "$work"
+
+python=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    [[ -x /tmp/golem-soak-venv/bin/python ]] || {
+        python3 -m venv /tmp/golem-soak-venv && /tmp/golem-soak-venv/bin/pip install -q matplotlib >&2
+    }
+    python=/tmp/golem-soak-venv/bin/python
+fi
+"$python" scripts/bench/soak_report.py "$csv" "$out/soak.png" "$warmup"

@@ -1,0 +1,113 @@
+"""Summary and chart of a soak run (scripts/bench/soak.sh).
+
+Reads the CSV of samples (one row per process per sample), prints a markdown
+table of every process kind's RSS, threads, fds and sled size right after the
+warm-up and at the end with the growth between them, the job rate of the
+first and last five minutes, and draws one panel per measure with one line
+per process kind (the mean over the processes of that kind) into a PNG.
+
+    python3 soak_report.py SOAK.csv SOAK.png WARMUP_MINUTES
+"""
+
+import csv
+import sys
+from collections import defaultdict
+
+MEASURES = [
+    ("rss_kib", "RSS (MiB)", 1024.0),
+    ("threads", "threads", 1.0),
+    ("fds", "open fds", 1.0),
+    ("sled_kib", "sled on disk (MiB)", 1024.0),
+]
+
+
+def load(path):
+    """{kind: {measure: {time: [values]}}} and [(time, jobs, failed)]."""
+    series = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    progress = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            time = int(row["time_s"])
+            progress[time] = (int(row["jobs"]), int(row["failed"]))
+            for measure, _, scale in MEASURES:
+                if row[measure]:
+                    series[row["kind"]][measure][time].append(float(row[measure]) / scale)
+    return series, sorted((time, *counts) for time, counts in progress.items())
+
+
+def mean_at(points, time):
+    values = points.get(time)
+    return sum(values) / len(values) if values else None
+
+
+def nearest(times, wanted):
+    return min(times, key=lambda time: abs(time - wanted))
+
+
+def jobs_per_second(progress, start, end):
+    first = min(progress, key=lambda row: abs(row[0] - start))
+    last = min(progress, key=lambda row: abs(row[0] - end))
+    return (last[1] - first[1]) / max(1, last[0] - first[0])
+
+
+def main():
+    path, png, warmup_minutes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    series, progress = load(path)
+    end = progress[-1][0]
+    warm = warmup_minutes * 60
+    print(f"| process kind | measure | after warm-up ({warm} s) | end ({end} s) | growth |")
+    print("|---|---|---|---|---|")
+    for kind in sorted(series):
+        for measure, label, _ in MEASURES:
+            points = series[kind].get(measure)
+            if not points:
+                continue
+            times = sorted(points)
+            at_warm = mean_at(points, nearest(times, warm))
+            at_end = mean_at(points, times[-1])
+            growth = f"{(at_end - at_warm) / at_warm * 100:+.1f} %" if at_warm else "-"
+            print(f"| {kind} | {label} | {at_warm:.1f} | {at_end:.1f} | {growth} |")
+    window = min(300, end // 2)
+    first_rate = jobs_per_second(progress, 0, window)
+    last_rate = jobs_per_second(progress, end - window, end)
+    jobs, failed = progress[-1][1], progress[-1][2]
+    change = (last_rate - first_rate) / first_rate * 100 if first_rate else 0.0
+    print()
+    print(f"{jobs} jobs ({40 * jobs} tasks), {failed} failed, in {end} s; job rate "
+          f"first {window} s {first_rate:.2f}/s, last {window} s {last_rate:.2f}/s ({change:+.1f} %)")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(MEASURES) + 1, 1, figsize=(9, 13), sharex=True)
+    for axis, (measure, label, _) in zip(axes, MEASURES):
+        for kind in sorted(series):
+            points = series[kind].get(measure)
+            if not points:
+                continue
+            times = sorted(points)
+            axis.plot([t / 60 for t in times], [mean_at(points, t) for t in times], label=kind)
+        axis.axvline(warm / 60, color="grey", linestyle=":", linewidth=1)
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", fontsize=8)
+    rates = [
+        (progress[i][0] / 60, (progress[i][1] - progress[i - 1][1]) / max(1, progress[i][0] - progress[i - 1][0]))
+        for i in range(1, len(progress))
+    ]
+    axes[-1].plot([t for t, _ in rates], [r for _, r in rates], color="black")
+    axes[-1].set_ylabel("jobs/s")
+    axes[-1].set_ylim(bottom=0)
+    axes[-1].grid(alpha=0.3)
+    axes[-1].set_xlabel("minutes (dotted: end of warm-up)")
+    figure.suptitle(f"soak: 40-task WASM jobs back to back, {jobs} jobs in {end // 60} min")
+    figure.tight_layout()
+    figure.savefig(png, dpi=80)
+    print(f"chart: {png}")
+
+
+if __name__ == "__main__":
+    main()
