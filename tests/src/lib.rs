@@ -409,3 +409,21 @@ pub fn stdout_of(output: std::process::Output) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
+
+/// The lines a child writes to `stream` (its piped stdout or stderr), read
+/// by a thread of their own so a test can wait for them with a timeout.
+pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}

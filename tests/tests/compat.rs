@@ -17,10 +17,9 @@
 //!   unit's side over the daemon's bus: GetMetadata/GetChunk on a published file,
 //!   UploadChunk/UploadFinished into a receive slot.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -287,13 +286,7 @@ async fn compat_golem_js_storage_serves_files_through_the_gsb_api() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn node");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stdout = node.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines = golem_tests::lines_of(node.stdout.take().unwrap());
     let next = |prefix: &str| -> String {
         loop {
             let line = lines

@@ -174,15 +174,7 @@ async fn demo_job_completes_when_a_provider_is_killed_mid_job() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines_rx = golem_tests::lines_of(stdout);
     let started = Instant::now();
     let mut lines = Vec::new();
     let mut victim_done = 0;

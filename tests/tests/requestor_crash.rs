@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::BufRead;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,15 +81,7 @@ fn start_long_job(sandbox: &mut Sandbox, sessions: &Path) -> (Child, String) {
     .spawn()
     .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let lines_rx = golem_tests::lines_of(stdout);
     let mut agreement_id = None;
     loop {
         let line = lines_rx
