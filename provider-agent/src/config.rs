@@ -372,7 +372,11 @@ impl ProviderConfig {
         let dashboard = crate::dashboard::DashboardConfig::resolve(
             settings.dashboard.as_deref(),
             settings.dashboard_allow_remote.unwrap_or(false),
-        )?;
+        )
+        .map_err(|message| ConfigError::Invalid {
+            name: "dashboard",
+            message,
+        })?;
         let outbound_hosts: Vec<String> = settings
             .outbound_hosts
             .clone()

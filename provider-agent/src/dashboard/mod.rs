@@ -18,18 +18,15 @@ mod controls;
 mod negotiations;
 mod page;
 mod server;
+mod sources;
 mod view;
 
 use std::net::SocketAddr;
 
 pub use controls::{ControlState, OfferControls};
 pub use negotiations::{NegotiationEntry, NegotiationLog, Outcome};
-pub use server::{
-    start, DashboardError, DashboardServer, DashboardSources, ExeUnitFacts, LiveSettings,
-    OfferedResources,
-};
-
-use crate::config::ConfigError;
+pub use server::{start, DashboardError, DashboardServer};
+pub use sources::{DashboardSources, ExeUnitFacts, LiveSettings, OfferedResources};
 
 /// The address of `--dashboard` given without a value.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7466";
@@ -46,11 +43,12 @@ pub struct DashboardConfig {
 impl DashboardConfig {
     /// `None` when the dashboard is off (unset, `false`, `off`, empty);
     /// `true`/`on` (a switch in the environment or the file) is the default
-    /// address. A non-loopback address needs `allow_remote`.
+    /// address. A non-loopback address needs `allow_remote`. The error is
+    /// the message of the `dashboard` setting's refusal.
     pub fn resolve(
         setting: Option<&str>,
         allow_remote: bool,
-    ) -> Result<Option<DashboardConfig>, ConfigError> {
+    ) -> Result<Option<DashboardConfig>, String> {
         let value = match setting.map(str::trim) {
             None => return Ok(None),
             Some(value) => value.to_ascii_lowercase(),
@@ -60,21 +58,17 @@ impl DashboardConfig {
             "true" | "on" | "yes" | "1" => DEFAULT_ADDRESS,
             other => other,
         };
-        let address: SocketAddr = text.parse().map_err(|_| ConfigError::Invalid {
-            name: "dashboard",
-            message: format!(
+        let address: SocketAddr = text.parse().map_err(|_| {
+            format!(
                 "{text:?} is not an address: give IP:PORT, e.g. {DEFAULT_ADDRESS}, or no value for that one"
-            ),
+            )
         })?;
         let remote = !address.ip().is_loopback();
         if remote && !allow_remote {
-            return Err(ConfigError::Invalid {
-                name: "dashboard",
-                message: format!(
-                    "{address} is not a loopback address: anyone who reaches it may try app-keys; \
-                     bind 127.0.0.1 or add --dashboard-allow-remote"
-                ),
-            });
+            return Err(format!(
+                "{address} is not a loopback address: anyone who reaches it may try app-keys; \
+                 bind 127.0.0.1 or add --dashboard-allow-remote"
+            ));
         }
         Ok(Some(DashboardConfig { address, remote }))
     }

@@ -5,67 +5,22 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use golem_client::GolemClient;
 use golem_model::error::{ErrorCode, GolemError};
-use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::{self, Sessions};
-use super::{page, view, AgentLink, DashboardConfig};
+use super::sources::DashboardSources;
+use super::{page, view, DashboardConfig};
 
 /// How often the event stream looks for changes.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// An exe unit this agent offers, as the status section shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExeUnitFacts {
-    pub runtime: String,
-    pub binary: PathBuf,
-    /// The VM unit's sandbox (`gvisor`, `runc`); `None` for the WASM unit.
-    pub sandbox: Option<String>,
-}
-
-/// The resources every offer announces.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OfferedResources {
-    pub cores: u32,
-    pub threads: u32,
-    pub mem_gib: f64,
-    pub storage_gib: f64,
-    pub platforms: Vec<String>,
-}
-
-/// The settings the dashboard shows that `provider.toml` may change while the
-/// agent runs; read anew for each answer.
-#[derive(Debug, Clone, Default)]
-pub struct LiveSettings {
-    pub node_name: String,
-    pub subnet: String,
-    pub resources: OfferedResources,
-}
-
-/// Everything the dashboard reads, handed over by the agent at start.
-pub struct DashboardSources {
-    /// The agent's data dir: state, archive, presets, exe-unit logs.
-    pub data_dir: PathBuf,
-    pub api_url: String,
-    /// The agent's app-key: the daemon's REST API and the dashboard's login.
-    pub app_key: String,
-    /// The agent's configuration in force (it re-reads `provider.toml`).
-    pub settings: Box<dyn Fn() -> LiveSettings + Send + Sync>,
-    pub exe_units: Vec<ExeUnitFacts>,
-    pub link: AgentLink,
-    pub started_at: DateTime<Utc>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -444,6 +399,8 @@ async fn no_such_route() -> ApiResult {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::dashboard::sources::{ExeUnitFacts, LiveSettings, OfferedResources};
+    use crate::dashboard::AgentLink;
     use actix_web::test::{call_service, init_service, read_body_json, TestRequest};
 
     const KEY: &str = "the-app-key";

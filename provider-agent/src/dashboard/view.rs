@@ -17,7 +17,7 @@ use crate::state::{AgentState, AgreementRecord};
 
 use super::controls::ControlState;
 use super::negotiations::NegotiationEntry;
-use super::server::DashboardSources;
+use super::sources::DashboardSources;
 
 /// Days of the earnings chart.
 pub const CHART_DAYS: u32 = 30;
