@@ -246,6 +246,14 @@ async fn wait_for_exit(
         biased;
         status = child.wait() => (status, None),
         reason = &mut stop => {
+            // An exe unit that died first (the daemon saw it leave the bus and
+            // ended the activity, whose destroy event asked for this stop) is
+            // an unexpected exit, not the stop: its reason must say so.
+            if let Ok(Some(status)) = child.try_wait() {
+                if !status.success() {
+                    return (Ok(status), None);
+                }
+            }
             let reason = reason.unwrap_or_else(|_| "the provider agent stopped".into());
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
