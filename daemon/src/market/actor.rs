@@ -115,7 +115,7 @@ impl Core {
     pub(crate) fn flush(&self) -> impl Future<Output = Result<(), GolemError>> + 'static {
         let tree = self.db.tree.clone();
         async move {
-            tree.flush_async().await.map(drop).map_err(|error| {
+            crate::store::flush_tree(tree).await.map_err(|error| {
                 GolemError::internal(format!("cannot persist the market state: {error}"))
             })
         }

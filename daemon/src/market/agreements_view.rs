@@ -41,6 +41,6 @@ impl AgreementsView {
     }
 
     pub(crate) async fn flush(&self) -> Result<(), sled::Error> {
-        self.db.tree.flush_async().await.map(drop)
+        crate::store::flush_tree(self.db.tree.clone()).await
     }
 }

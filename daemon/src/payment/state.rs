@@ -251,13 +251,10 @@ impl Deps {
 
 /// Flush the payment tree to disk. Money records are flushed before anyone is
 /// told they exist: a crash right after a reply must not forget an acceptance
-/// or a payment. Runs on the blocking pool (sled's own flush_async stalled
-/// under many concurrent callers); concurrent callers share flushes.
+/// or a payment. Concurrent callers share flushes.
 pub(super) async fn flush(tree: sled::Tree) -> Result<(), GolemError> {
-    tokio::task::spawn_blocking(move || tree.flush())
+    crate::store::flush_tree(tree)
         .await
-        .map_err(|error| GolemError::internal(format!("payment store flush failed: {error}")))?
-        .map(drop)
         .map_err(|error| GolemError::internal(format!("payment store flush failed: {error}")))
 }
 

@@ -30,6 +30,22 @@ pub enum StoreError {
     Corrupt { tree: String, message: String },
 }
 
+/// Make every write to `tree` so far durable, on tokio's blocking pool.
+///
+/// sled 0.34's own `flush_async` can leave its future for ever unwoken when
+/// several callers flush at once (spacejam/sled#1241, #1308): a market that
+/// countered nine proposals together once never answered its client. Every
+/// flush in the daemon goes through here instead; overlapping callers share
+/// sled's flush of everything written before it.
+pub async fn flush_tree(tree: sled::Tree) -> Result<(), sled::Error> {
+    match Ok::<_, String>(tree.flush_async().await) {
+        Ok(flushed) => flushed.map(drop),
+        Err(task) => Err(sled::Error::ReportableBug(format!(
+            "the flush task ended without flushing: {task}"
+        ))),
+    }
+}
+
 /// Handle to the node's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -76,7 +92,7 @@ impl Store {
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        flush_tree((*self.db).clone()).await?;
         Ok(())
     }
 
@@ -116,6 +132,42 @@ impl From<StoreError> for golem_model::GolemError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many callers flushing one tree at once all finish (sled's own
+    /// `flush_async` left some of them waiting for ever).
+    #[test]
+    fn concurrent_flushes_of_one_tree_all_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("market").unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..20u32 {
+            let flushes: Vec<_> = (0..64u32)
+                .map(|writer| {
+                    let tree = tree.clone();
+                    runtime.spawn(async move {
+                        tree.insert(format!("{round}/{writer}"), &[0u8; 64][..])
+                            .unwrap();
+                        flush_tree(tree).await
+                    })
+                })
+                .collect();
+            runtime.block_on(async {
+                let all = futures::future::join_all(flushes);
+                let flushed = tokio::time::timeout(std::time::Duration::from_secs(60), all)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: a flush never finished"));
+                for result in flushed {
+                    result.unwrap().unwrap();
+                }
+            });
+        }
+        assert_eq!(tree.len(), 20 * 64);
+    }
 
     #[test]
     fn records_survive_reopen() {

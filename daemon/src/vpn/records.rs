@@ -220,9 +220,8 @@ impl Db {
 
     /// Flush what was written (before a change is acknowledged).
     pub async fn flush(tree: sled::Tree) -> Result<(), GolemError> {
-        tree.flush_async()
+        crate::store::flush_tree(tree)
             .await
-            .map(drop)
             .map_err(|error| StoreError::from(error).into())
     }
 }
