@@ -472,6 +472,8 @@ fn describe(event: &Event) -> Option<String> {
         } => {
             format!("negotiation with {} failed: {message}", short(provider_id))
         }
+        Event::ProvidersBusy { provider_names } if provider_names.is_empty() => return None,
+        Event::ProvidersBusy { provider_names } => waiting_line(provider_names),
         Event::ActivityCreated { provider_name, .. } => {
             format!("activity started on {provider_name}")
         }
@@ -549,6 +551,15 @@ fn describe(event: &Event) -> Option<String> {
             format!("the command on {provider_name} exited; still forwarding until Ctrl-C")
         }
     })
+}
+
+/// The progress line while matching providers are busy with other requestors.
+pub fn waiting_line(provider_names: &[String]) -> String {
+    format!(
+        "waiting: {} matching providers busy ({})",
+        provider_names.len(),
+        provider_names.join(", ")
+    )
 }
 
 fn short(id: &str) -> String {

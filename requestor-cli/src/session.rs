@@ -486,12 +486,18 @@ impl Session {
         });
         let why = market::diagnose(&self.client, &spec.subnet, demand, caps_note).await;
         let waited = options.offer_timeout.as_secs_f64();
-        StopReason::NoProviders(if ever_signed {
-            format!(
+        let busy = market::busy_note(&lock(&self.book));
+        StopReason::NoProviders(match (ever_signed, busy) {
+            (true, None) => format!(
                 "no provider left to run the remaining {remaining} task(s) after {waited:.0} s: {why}"
-            )
-        } else {
-            format!("no offer matched the demand within {waited:.0} s: {why}")
+            ),
+            (true, Some(busy)) => format!(
+                "no provider free to run the remaining {remaining} task(s) after {waited:.0} s: {busy}; {why}"
+            ),
+            (false, None) => format!("no offer matched the demand within {waited:.0} s: {why}"),
+            (false, Some(busy)) => {
+                format!("no provider was free within {waited:.0} s: {busy}; {why}")
+            }
         })
     }
 
