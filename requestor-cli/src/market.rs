@@ -690,3 +690,45 @@ pub fn success_reason() -> Reason {
         .insert("golem.requestor.code".into(), "Success".into());
     reason
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_refusals_are_told_apart_from_final_ones() {
+        let ours = Reason::new("no free resources: 1 of 1 agreements are running");
+        assert!(is_capacity_refusal(Some(&ours)));
+        let mut original = Reason::new("No capacity available. Reached Agreements limit: 1");
+        original
+            .extra
+            .insert("golem.proposal.rejection.is-final".into(), false.into());
+        assert!(is_capacity_refusal(Some(&original)));
+        let policy = Reason::new("expiration too short");
+        assert!(!is_capacity_refusal(Some(&policy)));
+        assert!(!is_capacity_refusal(None));
+    }
+
+    #[test]
+    fn busy_backoff_doubles_up_to_its_cap_and_spreads() {
+        assert_eq!(busy_backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(busy_backoff(2, 0.0), Duration::from_secs(1));
+        assert_eq!(busy_backoff(30, 0.0), MAX_BUSY_BACKOFF);
+        assert_eq!(busy_backoff(1, 1.0), Duration::from_millis(625));
+    }
+
+    #[test]
+    fn a_busy_provider_is_asked_again_only_after_its_backoff() {
+        let mut book = ProviderBook::default();
+        book.refused_for_capacity("0x1", "provider-1", "no free resources: full");
+        assert!(!book.may_ask("0x1", Instant::now()));
+        assert!(book.may_ask("0x1", Instant::now() + MAX_BUSY_BACKOFF * 2));
+        assert!(book.may_ask("0x2", Instant::now()));
+        let note = busy_note(&book).unwrap();
+        assert!(
+            note.starts_with("1 matching provider(s) busy with other requestors: provider-1"),
+            "{note}"
+        );
+        assert!(busy_note(&ProviderBook::default()).is_none());
+    }
+}
