@@ -261,6 +261,7 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
         task_timeout: timeout,
         deploy_timeout: timeout,
         offer_timeout: timeout.min(Duration::from_secs(15)),
+        busy_timeout: timeout,
         job_timeout: timeout,
         expected_seconds: 10.0,
     };

@@ -676,7 +676,7 @@ pub fn busy_note(book: &ProviderBook) -> Option<String> {
         .reason
         .clone();
     Some(format!(
-        "{} matching provider(s) busy with other requestors: {} (last refusal: {last}); they free when their agreements end: try again, or wait longer (`offer_timeout_secs` under [job], or `--timeout`)",
+        "{} matching provider(s) busy with other requestors: {} (last refusal: {last}); they free when their agreements end: try again, or wait longer (`busy_timeout_secs` under [job], or `--timeout`)",
         names.len(),
         names.join(", ")
     ))

@@ -224,6 +224,10 @@ async fn a_requestor_waits_for_busy_providers_names_them_when_it_gives_up_and_is
                     "offer_timeout_secs = 20",
                     &format!("offer_timeout_secs = {seconds}"),
                 )
+                .replace(
+                    "busy_timeout_secs = 300",
+                    &format!("busy_timeout_secs = {seconds}"),
+                )
         }
     };
     // Gives up after 5 s: the error names the busy provider apart from the
