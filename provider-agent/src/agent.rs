@@ -29,6 +29,7 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use crate::billing;
+use crate::capacity::{self, Capacity, Claim};
 use crate::config::{ConfigError, ProviderConfig};
 use crate::dashboard::Outcome;
 use crate::exe_units::ExeUnit;
@@ -91,8 +92,8 @@ struct Agent {
     state: StateStore,
     /// Kill switches of running exe units, by activity id.
     children: Mutex<HashMap<String, oneshot::Sender<String>>>,
-    /// Agreements approved or being approved, counted against the limit.
-    pending_approvals: Mutex<usize>,
+    /// The claims of agreements being approved, counted against the capacity.
+    pending_approvals: Mutex<HashMap<String, Claim>>,
     /// Wakes the billing loop before its next tick (an agreement ended).
     billing_wake: tokio::sync::Notify,
     /// The negotiation log and offer controls the dashboard shows and sets.
@@ -175,7 +176,7 @@ pub async fn run(
         offers: Mutex::new(offers),
         state,
         children: Mutex::new(HashMap::new()),
-        pending_approvals: Mutex::new(0),
+        pending_approvals: Mutex::new(HashMap::new()),
         billing_wake: tokio::sync::Notify::new(),
         link,
         offers_update: tokio::sync::Mutex::new(()),
@@ -205,7 +206,7 @@ pub async fn run(
         tracing::info!(
             offers = offers.len(),
             runtimes = ?offers.iter().map(|offer| offer.spec.runtime.clone()).collect::<Vec<_>>(),
-            max_agreements = agent.config().max_agreements,
+            max_agreements = ?agent.config().max_agreements,
             "{READY_LINE}"
         );
     }
@@ -648,9 +649,18 @@ impl Agent {
         self.state.update(|state| state.offers = records);
     }
 
-    fn live_agreements(&self) -> usize {
-        self.state
-            .read(|state| state.agreements.values().filter(|a| a.live()).count())
+    /// The claims of the live agreements and of those being approved.
+    fn claims_held(&self, pending: &HashMap<String, Claim>) -> Vec<Claim> {
+        let mut claims: Vec<Claim> = self.state.read(|state| {
+            state
+                .agreements
+                .values()
+                .filter(|agreement| agreement.live())
+                .map(|agreement| agreement.claim)
+                .collect()
+        });
+        claims.extend(pending.values().copied());
+        claims
     }
 
     /// Approved agreements of this node the state does not know (e.g. approved
@@ -810,13 +820,14 @@ impl Agent {
         received: Instant,
     ) {
         let proposal_id = proposal.proposal_id.clone();
-        let running = self.live_agreements() + *lock(&self.pending_approvals);
+        let held = self.claims_held(&lock(&self.pending_approvals));
         let now = Utc::now();
         let verdict = negotiation::evaluate(
             &self.config(),
             &proposal.properties,
             now.timestamp_millis(),
-            running,
+            &held,
+            Claim::of_demand(&proposal.constraints),
         )
         .and_then(|terms| {
             // The payload manifest's outbound access, by the provider's rules.
@@ -889,7 +900,7 @@ impl Agent {
                         Side::Offers,
                         subscription_id,
                         &proposal_id,
-                        Some(&Reason::new(reason)),
+                        Some(&capacity::rejection(reason)),
                     )
                     .await
                 {
@@ -904,15 +915,14 @@ impl Agent {
         let agreement_id = agreement.agreement_id.clone();
         let refusal = {
             let mut pending = lock(&self.pending_approvals);
-            let running = self.live_agreements() + *pending;
-            let max_agreements = self.config().max_agreements;
-            if running >= max_agreements as usize {
-                Some(format!(
-                    "no free resources: {running} of {max_agreements} agreements are running",
-                ))
-            } else {
-                *pending += 1;
-                None
+            let claim = Claim::of_demand(&agreement.demand.constraints);
+            let held = self.claims_held(&pending);
+            match Capacity::of(&self.config()).admit(&held, claim) {
+                Ok(()) => {
+                    pending.insert(agreement_id.clone(), claim);
+                    None
+                }
+                Err(refusal) => Some(refusal),
             }
         };
         let requestor = agreement.demand.requestor_id.to_string();
@@ -934,14 +944,14 @@ impl Agent {
             );
             let _ = self
                 .client
-                .reject_agreement(&agreement_id, Some(&Reason::new(reason)))
+                .reject_agreement(&agreement_id, Some(&capacity::rejection(reason)))
                 .await;
             return;
         }
         // Recorded (and counted as live) before approving, so that whoever sees
         // it Approved also finds it in our state.
         self.record_agreement(&agreement);
-        *lock(&self.pending_approvals) -= 1;
+        lock(&self.pending_approvals).remove(&agreement_id);
         match self.client.approve_agreement(&agreement_id, None).await {
             Ok(()) => {
                 tracing::info!(requestor = %agreement.demand.requestor_id, valid_to = %agreement.valid_to, "agreement approved");

@@ -3,6 +3,7 @@
 //! agreement read from the agreement itself (coeffs, usage vector, debit-note
 //! interval and accept timeout as agreed).
 
+use crate::capacity::Claim;
 use std::str::FromStr;
 
 use chrono::Utc;
@@ -99,6 +100,7 @@ pub fn record_for(agreement: &Agreement, default_interval_sec: u64) -> Agreement
         ended: None,
         invoice: None,
         invoice_error: None,
+        claim: Claim::of_demand(&agreement.demand.constraints),
     }
 }
 

@@ -132,7 +132,8 @@ pub struct RunArgs {
     /// Payment platforms accepted, comma-separated; mainnet ones only when listed here or in provider.toml.
     #[arg(long, value_delimiter = ',')]
     pub platforms: Option<Vec<String>>,
-    /// Most agreements at the same time; each reserves the offered resources [default: 1]
+    /// A cap on agreements at the same time [default: none: as many as the threads and memory
+    /// the demands ask for (golem.inf.cpu.threads, golem.inf.mem.gib) fit in this provider's]
     #[arg(long)]
     pub max_agreements: Option<u32>,
     /// The daemon's bus socket handed to exe units [env: GOLEM_BUS_SOCKET, else $GOLEM_DATA_DIR/bus.sock,

@@ -250,7 +250,9 @@ pub struct ProviderConfig {
     pub mem_gib: f64,
     pub storage_gib: f64,
     pub platforms: Vec<String>,
-    pub max_agreements: u32,
+    /// A cap on simultaneous agreements; `None` (the default) lets the
+    /// demands' claims on threads and memory decide (`capacity.rs`).
+    pub max_agreements: Option<u32>,
     pub min_expiration_sec: u64,
     pub max_expiration_sec: u64,
     pub debit_note_interval_sec: u64,
@@ -416,7 +418,7 @@ impl ProviderConfig {
             mem_gib,
             storage_gib,
             platforms,
-            max_agreements: settings.max_agreements.unwrap_or(1),
+            max_agreements: settings.max_agreements,
             min_expiration_sec: settings.min_expiration_sec.unwrap_or(60),
             max_expiration_sec: settings.max_expiration_sec.unwrap_or(30 * 24 * 3600),
             debit_note_interval_sec: settings.debit_note_interval_sec.unwrap_or(120),
@@ -435,7 +437,7 @@ impl ProviderConfig {
             requestor_timeout_sec: settings.requestor_timeout_sec.unwrap_or(90).max(1),
             allow_docker_images,
         };
-        if config.max_agreements == 0 {
+        if config.max_agreements == Some(0) {
             return Err(ConfigError::Invalid {
                 name: "max-agreements",
                 message: "0: allow at least one agreement".into(),
@@ -547,7 +549,7 @@ mod tests {
             Setting { env: "", value: "", flag: &["--mem-gib", "2.5"], toml: "mem-gib = 2.5", read: |c| c.mem_gib.to_string(), expected: "2.5" },
             Setting { env: "", value: "", flag: &["--storage-gib", "9"], toml: "storage-gib = 9.0", read: |c| c.storage_gib.to_string(), expected: "9" },
             Setting { env: "", value: "", flag: &["--platforms", "a,b"], toml: "platforms = [\"a\", \"b\"]", read: |c| c.platforms.join(","), expected: "a,b" },
-            Setting { env: "", value: "", flag: &["--max-agreements", "4"], toml: "max-agreements = 4", read: |c| c.max_agreements.to_string(), expected: "4" },
+            Setting { env: "", value: "", flag: &["--max-agreements", "4"], toml: "max-agreements = 4", read: |c| format!("{:?}", c.max_agreements), expected: "Some(4)" },
             Setting { env: "", value: "", flag: &[], toml: "min-expiration-sec = 61", read: |c| c.min_expiration_sec.to_string(), expected: "61" },
             Setting { env: "", value: "", flag: &[], toml: "max-expiration-sec = 62", read: |c| c.max_expiration_sec.to_string(), expected: "62" },
             Setting { env: "", value: "", flag: &[], toml: "debit-note-interval-sec = 63", read: |c| c.debit_note_interval_sec.to_string(), expected: "63" },

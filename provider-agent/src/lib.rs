@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod billing;
+pub mod capacity;
 pub mod clean;
 pub mod cli;
 pub mod config;

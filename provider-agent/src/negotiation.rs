@@ -1,13 +1,14 @@
 //! The negotiation policy: whether a requestor's demand proposal fits this
 //! provider (expiration within bounds, a common payment platform, debit-note
-//! interval, payment timeout and accept timeout within bounds, a free
-//! agreement slot), and the terms of the Draft that answers it. A refusal is a
+//! interval, payment timeout and accept timeout within bounds, room for its
+//! claim by `capacity.rs`), and the terms of the Draft that answers it. A refusal is a
 //! sentence the requestor reads in its `ProposalRejectedEvent`.
 
 use golem_model::market::DemandOfferBase;
 use golem_model::properties::Properties;
 use serde_json::{json, Value};
 
+use crate::capacity::{Capacity, Claim};
 use crate::config::ProviderConfig;
 use crate::offer::{props, OfferSpec};
 
@@ -41,20 +42,16 @@ fn within(key: &str, value: u64, min: u64, max: u64) -> Result<u64, String> {
     Ok(value)
 }
 
-/// Judge `demand` (the requestor's proposal) at `now_ms` with `running`
-/// agreements already live.
+/// Judge `demand` (the requestor's proposal, which claims `claim`) at
+/// `now_ms` beside the `held` claims of live agreements.
 pub fn evaluate(
     config: &ProviderConfig,
     demand: &Properties,
     now_ms: i64,
-    running: usize,
+    held: &[Claim],
+    claim: Claim,
 ) -> Result<Terms, String> {
-    if running >= config.max_agreements as usize {
-        return Err(format!(
-            "no free resources: {running} of {} agreements are running; try again later",
-            config.max_agreements
-        ));
-    }
+    Capacity::of(config).admit(held, claim)?;
     let expiration = demand
         .get(props::EXPIRATION)
         .and_then(Value::as_i64)
@@ -197,7 +194,8 @@ mod tests {
             &demand(json!({"golem.com.scheme.payu.debit-note.interval-sec?": 30,
                            "golem.com.payment.debit-notes.accept-timeout?": 20})),
             NOW,
-            0,
+            &[],
+            Claim::default(),
         )
         .unwrap();
         assert_eq!(terms.platform, "erc20-holesky-tglm");
@@ -211,7 +209,8 @@ mod tests {
             &config(),
             &demand(json!({"golem.srv.comp.expiration": NOW + 5_000})),
             NOW,
-            0,
+            &[],
+            Claim::default(),
         )
         .unwrap_err();
         assert!(short.contains("expiration too short"), "{short}");
@@ -220,16 +219,19 @@ mod tests {
             "golem.com.payment.platform.erc20-polygon-glm.address": "0xabc",
         }))
         .unwrap();
-        let error = evaluate(&config(), &no_platform, NOW, 0).unwrap_err();
+        let error = evaluate(&config(), &no_platform, NOW, &[], Claim::default()).unwrap_err();
         assert!(error.contains("no common payment platform"), "{error}");
         assert!(error.contains("erc20-polygon-glm"), "{error}");
-        let full = evaluate(&config(), &demand(json!({})), NOW, 1).unwrap_err();
+        let held = [Claim::default(), Claim::default()];
+        let full =
+            evaluate(&config(), &demand(json!({})), NOW, &held, Claim::default()).unwrap_err();
         assert!(full.contains("no free resources"), "{full}");
         let interval = evaluate(
             &config(),
             &demand(json!({"golem.com.scheme.payu.debit-note.interval-sec?": 999_999})),
             NOW,
-            0,
+            &[],
+            Claim::default(),
         )
         .unwrap_err();
         assert!(interval.contains("debit-note.interval-sec"), "{interval}");

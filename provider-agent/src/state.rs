@@ -17,6 +17,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::Claim;
+
 pub const STATE_FILE: &str = "state.json";
 /// Finished agreements, one JSON `AgreementRecord` per line, oldest first.
 pub const ARCHIVE_FILE: &str = "agreements-archive.jsonl";
@@ -114,6 +116,9 @@ pub struct AgreementRecord {
     /// Why the daemon refused the invoice (not retried).
     #[serde(default)]
     pub invoice_error: Option<String>,
+    /// The threads and memory its demand asked for, held while it is live.
+    #[serde(default)]
+    pub claim: Claim,
 }
 
 impl AgreementRecord {
@@ -293,6 +298,7 @@ mod tests {
             ended: None,
             invoice: None,
             invoice_error: None,
+            claim: Claim::default(),
         }
     }
 

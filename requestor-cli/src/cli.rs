@@ -261,6 +261,7 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
         task_timeout: timeout,
         deploy_timeout: timeout,
         offer_timeout: timeout.min(Duration::from_secs(15)),
+        busy_timeout: timeout,
         job_timeout: timeout,
         expected_seconds: 10.0,
     };
@@ -472,6 +473,8 @@ fn describe(event: &Event) -> Option<String> {
         } => {
             format!("negotiation with {} failed: {message}", short(provider_id))
         }
+        Event::ProvidersBusy { provider_names } if provider_names.is_empty() => return None,
+        Event::ProvidersBusy { provider_names } => waiting_line(provider_names),
         Event::ActivityCreated { provider_name, .. } => {
             format!("activity started on {provider_name}")
         }
@@ -549,6 +552,15 @@ fn describe(event: &Event) -> Option<String> {
             format!("the command on {provider_name} exited; still forwarding until Ctrl-C")
         }
     })
+}
+
+/// The progress line while matching providers are busy with other requestors.
+pub fn waiting_line(provider_names: &[String]) -> String {
+    format!(
+        "waiting: {} matching providers busy ({})",
+        provider_names.len(),
+        provider_names.join(", ")
+    )
 }
 
 fn short(id: &str) -> String {

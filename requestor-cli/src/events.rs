@@ -39,6 +39,11 @@ pub enum Event {
         provider_id: String,
         message: String,
     },
+    /// The matching providers that refused us for capacity and are waited
+    /// for (sent each time the list changes; empty once none is).
+    ProvidersBusy {
+        provider_names: Vec<String>,
+    },
     ActivityCreated {
         activity_id: String,
         provider_name: String,

@@ -79,6 +79,7 @@ struct JobSection {
     command: Option<Spanned<Vec<String>>>,
     task_timeout_secs: Option<u64>,
     offer_timeout_secs: Option<u64>,
+    busy_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
 }
@@ -229,6 +230,9 @@ pub fn parse(text: &str, file: &Path, default_subnet: &str) -> Result<Job> {
     }
     if let Some(seconds) = job.offer_timeout_secs {
         options.offer_timeout = Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = job.busy_timeout_secs {
+        options.busy_timeout = Duration::from_secs(seconds);
     }
     if let Some(seconds) = job.timeout_secs {
         options.job_timeout = Duration::from_secs(seconds);

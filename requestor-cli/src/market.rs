@@ -2,9 +2,14 @@
 //! that arrive (cheapest expected cost first, skipping providers that failed
 //! before or cost more than the caps), negotiates with several providers in
 //! parallel (each counter and agreement in its own task, so one slow provider
-//! never blocks the others) and hands signed agreements to the executor. Also
-//! the market scan behind `golem-requestor offers` and the diagnosis of a demand
-//! no offer matches.
+//! never blocks the others) and hands signed agreements to the executor. A
+//! provider that refuses for capacity (a rejection marked
+//! `golem.proposal.rejection.is-final: false`, or worded "no free resources",
+//! or an agreement it countered and then rejected) is asked again with a
+//! backoff: the demand is published anew, which brings its offer back as a
+//! fresh Initial proposal, as the original's clients do when they refresh
+//! their demand. Also the market scan behind `golem-requestor offers` and the
+//! diagnosis of a demand no offer matches.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,11 +35,90 @@ pub struct SignedAgreement {
     pub price: LinearPrice,
 }
 
-/// Which providers are busy with us or failed us in this session.
+/// Which providers are busy with us, busy with others or failed us in this session.
 #[derive(Debug, Default)]
 pub struct ProviderBook {
     pub busy: HashSet<String>,
     pub failed: HashSet<String>,
+    /// Matching providers that refused us for capacity, by provider id: asked
+    /// again after their backoff.
+    pub waiting: HashMap<String, BusyProvider>,
+}
+
+/// A matching provider that refused for capacity, and when to ask it again.
+#[derive(Debug, Clone)]
+pub struct BusyProvider {
+    pub provider_name: String,
+    /// The provider's own words, e.g. "no free resources: 1 of 1 agreements are running".
+    pub reason: String,
+    pub refusals: u32,
+    pub retry_at: Instant,
+}
+
+/// The first retry of a busy provider; it doubles up to [`MAX_BUSY_BACKOFF`].
+const FIRST_BUSY_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BUSY_BACKOFF: Duration = Duration::from_secs(4);
+
+/// How long to wait before asking a provider again after its `refusals`-th
+/// capacity refusal: doubling from [`FIRST_BUSY_BACKOFF`], capped, and spread
+/// by up to a quarter so that requestors refused together do not return together.
+pub fn busy_backoff(refusals: u32, spread: f64) -> Duration {
+    let doubled = FIRST_BUSY_BACKOFF.saturating_mul(1 << refusals.saturating_sub(1).min(8));
+    doubled
+        .min(MAX_BUSY_BACKOFF)
+        .mul_f64(1.0 + spread.clamp(0.0, 1.0) / 4.0)
+}
+
+/// Whether a provider's rejection means "busy, ask again later": the
+/// original's `golem.proposal.rejection.is-final: false`, or our providers'
+/// "no free resources" wording.
+pub fn is_capacity_refusal(reason: Option<&Reason>) -> bool {
+    let Some(reason) = reason else { return false };
+    let not_final = reason
+        .extra
+        .get("golem.proposal.rejection.is-final")
+        .and_then(|value| value.as_bool())
+        == Some(false);
+    not_final || reason.message.to_lowercase().contains("no free resources")
+}
+
+impl ProviderBook {
+    /// Note a capacity refusal of `provider_id` and set its next retry.
+    fn refused_for_capacity(&mut self, provider_id: &str, provider_name: &str, reason: &str) {
+        let entry = self
+            .waiting
+            .entry(provider_id.to_string())
+            .or_insert_with(|| BusyProvider {
+                provider_name: provider_name.to_string(),
+                reason: reason.to_string(),
+                refusals: 0,
+                retry_at: Instant::now(),
+            });
+        entry.refusals += 1;
+        entry.reason = reason.to_string();
+        let spread = f64::from(rand::random::<u16>()) / f64::from(u16::MAX);
+        entry.retry_at = Instant::now() + busy_backoff(entry.refusals, spread);
+    }
+
+    /// The names of the providers waited for, sorted.
+    pub fn waiting_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .waiting
+            .values()
+            .map(|busy| busy.provider_name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn may_ask(&self, provider_id: &str, now: Instant) -> bool {
+        !self.busy.contains(provider_id)
+            && !self.failed.contains(provider_id)
+            && self
+                .waiting
+                .get(provider_id)
+                .is_none_or(|busy| busy.retry_at <= now)
+    }
 }
 
 pub type SharedBook = Arc<Mutex<ProviderBook>>;
@@ -58,6 +142,7 @@ pub fn provider_name(properties: &Properties, provider_id: &str) -> String {
 struct Candidate {
     proposal_id: String,
     provider_id: String,
+    provider_name: String,
     score: f64,
 }
 
@@ -83,8 +168,20 @@ pub struct Negotiation {
 }
 
 enum Outcome {
+    /// Our counter (`proposal_id`) reached this provider.
+    Countered {
+        proposal_id: String,
+        provider_id: String,
+        provider_name: String,
+    },
     /// A counter or agreement attempt with this provider ended.
     Done { provider_id: String, ok: bool },
+    /// The provider refused for capacity (`reason`): ask again after a backoff.
+    Busy {
+        provider_id: String,
+        provider_name: String,
+        reason: String,
+    },
 }
 
 impl Negotiation {
@@ -94,13 +191,53 @@ impl Negotiation {
         let mut subscription: Option<(String, Instant)> = None;
         let mut candidates: HashMap<String, Candidate> = HashMap::new();
         let mut in_flight: HashSet<String> = HashSet::new();
+        // Our counters by their proposal id: whom a rejection comes from.
+        let mut countered: HashMap<String, (String, String)> = HashMap::new();
+        // Rejections read before their counter's outcome arrived.
+        let mut early_rejections: HashMap<String, Option<Reason>> = HashMap::new();
         let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<Outcome>();
+        let mut waiting_shown: Vec<String> = Vec::new();
         loop {
-            while let Ok(Outcome::Done { provider_id, ok }) = outcome_rx.try_recv() {
-                in_flight.remove(&provider_id);
-                if !ok {
-                    lock(&self.book).busy.remove(&provider_id);
+            while let Ok(outcome) = outcome_rx.try_recv() {
+                match outcome {
+                    Outcome::Countered {
+                        proposal_id,
+                        provider_id,
+                        provider_name,
+                    } => {
+                        if let Some(reason) = early_rejections.remove(&proposal_id) {
+                            self.rejected(&provider_id, &provider_name, reason, &mut in_flight);
+                        } else {
+                            countered.insert(proposal_id, (provider_id, provider_name));
+                        }
+                    }
+                    Outcome::Done { provider_id, ok } => {
+                        in_flight.remove(&provider_id);
+                        let mut book = lock(&self.book);
+                        if ok {
+                            book.waiting.remove(&provider_id);
+                        } else {
+                            book.busy.remove(&provider_id);
+                        }
+                    }
+                    Outcome::Busy {
+                        provider_id,
+                        provider_name,
+                        reason,
+                    } => {
+                        in_flight.remove(&provider_id);
+                        let mut book = lock(&self.book);
+                        book.busy.remove(&provider_id);
+                        book.refused_for_capacity(&provider_id, &provider_name, &reason);
+                    }
                 }
+            }
+            let waiting_now = lock(&self.book).waiting_names();
+            if waiting_now != waiting_shown {
+                waiting_shown = waiting_now;
+                self.events.emit(Event::ProvidersBusy {
+                    provider_names: waiting_shown.clone(),
+                });
             }
             if self.shutdown.has_changed().is_err() || self.target.has_changed().is_err() {
                 // The executor is done: withdraw the demand and stop.
@@ -131,10 +268,10 @@ impl Negotiation {
             while need > 0 {
                 let best = {
                     let book = lock(&self.book);
+                    let now = Instant::now();
                     candidates
                         .values()
-                        .filter(|c| !book.busy.contains(&c.provider_id))
-                        .filter(|c| !book.failed.contains(&c.provider_id))
+                        .filter(|c| book.may_ask(&c.provider_id, now))
                         .min_by(|a, b| a.score.total_cmp(&b.score))
                         .cloned()
                 };
@@ -149,25 +286,46 @@ impl Negotiation {
                 let outcome = outcome_tx.clone();
                 let events = self.events.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = client
+                    match client
                         .counter_proposal(Side::Demands, &demand_id, &best.proposal_id, &demand)
                         .await
                     {
-                        events.emit(Event::NegotiationFailed {
-                            provider_id: best.provider_id.clone(),
-                            message: error.to_string(),
-                        });
-                        let _ = outcome.send(Outcome::Done {
-                            provider_id: best.provider_id,
-                            ok: false,
-                        });
+                        Ok(proposal_id) => {
+                            let _ = outcome.send(Outcome::Countered {
+                                proposal_id,
+                                provider_id: best.provider_id,
+                                provider_name: best.provider_name,
+                            });
+                        }
+                        Err(error) => {
+                            events.emit(Event::NegotiationFailed {
+                                provider_id: best.provider_id.clone(),
+                                message: error.to_string(),
+                            });
+                            let _ = outcome.send(Outcome::Done {
+                                provider_id: best.provider_id,
+                                ok: false,
+                            });
+                        }
                     }
                 });
             }
-            // Used up every offer we had: ask the market again for fresh ones.
-            if need > 0 && in_flight.is_empty() && since.elapsed() > Duration::from_secs(3) {
+            // Used up every offer we had, or a busy provider's retry is due:
+            // ask the market again for fresh ones.
+            let retry_due = {
+                let book = lock(&self.book);
+                let now = Instant::now();
+                book.waiting.iter().any(|(provider_id, busy)| {
+                    busy.retry_at <= now && !candidates.contains_key(provider_id)
+                })
+            };
+            let stale = since.elapsed() > Duration::from_secs(3)
+                || (retry_due && since.elapsed() > FIRST_BUSY_BACKOFF);
+            if need > 0 && in_flight.is_empty() && stale {
                 let _ = self.client.unsubscribe(Side::Demands, &demand_id).await;
                 subscription = None;
+                // Their proposals belonged to the old subscription.
+                candidates.clear();
                 continue;
             }
             // Poll the demand's events; stop at once when the executor is done.
@@ -210,7 +368,7 @@ impl Negotiation {
                                 let score = price.expected_cost(self.expected_seconds);
                                 self.events.emit(Event::OfferReceived {
                                     provider_id: provider_id.clone(),
-                                    provider_name: name,
+                                    provider_name: name.clone(),
                                     expected_cost: score,
                                 });
                                 candidates.insert(
@@ -218,6 +376,7 @@ impl Negotiation {
                                     Candidate {
                                         proposal_id: proposal.proposal_id,
                                         provider_id,
+                                        provider_name: name,
                                         score,
                                     },
                                 );
@@ -235,12 +394,52 @@ impl Negotiation {
                             _ => {}
                         }
                     }
-                    MarketEvent::ProposalRejectedEvent { reason, .. } => {
-                        tracing::debug!(?reason, "a provider rejected our proposal");
+                    MarketEvent::ProposalRejectedEvent {
+                        proposal_id,
+                        reason,
+                        ..
+                    } => {
+                        tracing::debug!(%proposal_id, ?reason, "a provider rejected our proposal");
+                        match countered.remove(&proposal_id) {
+                            Some((provider_id, provider_name)) => {
+                                self.rejected(&provider_id, &provider_name, reason, &mut in_flight)
+                            }
+                            None => {
+                                early_rejections.insert(proposal_id, reason);
+                            }
+                        }
                     }
                     MarketEvent::AgreementEvent { .. } => {}
                 }
             }
+        }
+    }
+
+    /// A provider rejected our counter: wait for it when it is busy, else
+    /// leave it for this session (its policy will not change).
+    fn rejected(
+        &self,
+        provider_id: &str,
+        provider_name: &str,
+        reason: Option<Reason>,
+        in_flight: &mut HashSet<String>,
+    ) {
+        in_flight.remove(provider_id);
+        let message = reason
+            .as_ref()
+            .map(|reason| reason.message.clone())
+            .unwrap_or_else(|| "no reason given".into());
+        let mut book = lock(&self.book);
+        book.busy.remove(provider_id);
+        if is_capacity_refusal(reason.as_ref()) {
+            book.refused_for_capacity(provider_id, provider_name, &message);
+        } else {
+            book.failed.insert(provider_id.to_string());
+            drop(book);
+            self.events.emit(Event::NegotiationFailed {
+                provider_id: provider_id.to_string(),
+                message: format!("{provider_name} rejected our proposal: {message}"),
+            });
         }
     }
 
@@ -282,6 +481,16 @@ impl Negotiation {
                         price,
                     });
                     true
+                }
+                // It countered, then refused the agreement: another
+                // requestor took its room in between.
+                Err(error) if error.to_string().to_lowercase().contains("rejected") => {
+                    let _ = outcome.send(Outcome::Busy {
+                        provider_id,
+                        provider_name,
+                        reason: format!("it rejected the agreement ({error})"),
+                    });
+                    return;
                 }
                 Err(error) => {
                     events.emit(Event::NegotiationFailed {
@@ -425,23 +634,52 @@ pub async fn diagnose(
     }
     let mut clauses: Vec<(String, usize)> = counts.into_iter().collect();
     clauses.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let matching = offers
+        .iter()
+        .filter(|offer| offer.unmatched.is_empty())
+        .count();
+    let unmatched = offers.len() - matching;
     let mut text = format!("{} offer(s) in subnet {subnet:?}", offers.len());
-    if clauses.is_empty() {
-        text.push_str(" meet our constraints");
+    if matching > 0 {
+        let all = if unmatched == 0 { "" } else { "of them " };
+        text.push_str(&format!(": {matching} {all}meet our constraints"));
         if provider_side > 0 {
             text.push_str(&format!(", but {provider_side} refuse our demand"));
         }
         if let Some(note) = caps_note {
             text.push_str(&format!("; {note}"));
         }
-    } else {
+    }
+    if unmatched > 0 {
         let named: Vec<String> = clauses
             .iter()
             .map(|(clause, count)| format!("{clause} fails on {count}"))
             .collect();
-        text.push_str(&format!("; unmatched constraints: {}", named.join(", ")));
+        let separator = if matching > 0 { ";" } else { ":" };
+        text.push_str(&format!(
+            "{separator} {unmatched} do not: unmatched constraints: {}",
+            named.join(", ")
+        ));
     }
     text
+}
+
+/// The busy providers of `book`, named apart from the rest (`None` when none
+/// refused us for capacity): "3 matching provider(s) busy: provider-1,
+/// provider-2, provider-3 (last refusal: no free resources: ...)".
+pub fn busy_note(book: &ProviderBook) -> Option<String> {
+    let names = book.waiting_names();
+    let last = book
+        .waiting
+        .values()
+        .max_by_key(|busy| busy.retry_at)?
+        .reason
+        .clone();
+    Some(format!(
+        "{} matching provider(s) busy with other requestors: {} (last refusal: {last}); they free when their agreements end: try again, or wait longer (`busy_timeout_secs` under [job], or `--timeout`)",
+        names.len(),
+        names.join(", ")
+    ))
 }
 
 /// A reason for terminating an agreement, as yapapi sends it.
@@ -451,4 +689,46 @@ pub fn success_reason() -> Reason {
         .extra
         .insert("golem.requestor.code".into(), "Success".into());
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_refusals_are_told_apart_from_final_ones() {
+        let ours = Reason::new("no free resources: 1 of 1 agreements are running");
+        assert!(is_capacity_refusal(Some(&ours)));
+        let mut original = Reason::new("No capacity available. Reached Agreements limit: 1");
+        original
+            .extra
+            .insert("golem.proposal.rejection.is-final".into(), false.into());
+        assert!(is_capacity_refusal(Some(&original)));
+        let policy = Reason::new("expiration too short");
+        assert!(!is_capacity_refusal(Some(&policy)));
+        assert!(!is_capacity_refusal(None));
+    }
+
+    #[test]
+    fn busy_backoff_doubles_up_to_its_cap_and_spreads() {
+        assert_eq!(busy_backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(busy_backoff(2, 0.0), Duration::from_secs(1));
+        assert_eq!(busy_backoff(30, 0.0), MAX_BUSY_BACKOFF);
+        assert_eq!(busy_backoff(1, 1.0), Duration::from_millis(625));
+    }
+
+    #[test]
+    fn a_busy_provider_is_asked_again_only_after_its_backoff() {
+        let mut book = ProviderBook::default();
+        book.refused_for_capacity("0x1", "provider-1", "no free resources: full");
+        assert!(!book.may_ask("0x1", Instant::now()));
+        assert!(book.may_ask("0x1", Instant::now() + MAX_BUSY_BACKOFF * 2));
+        assert!(book.may_ask("0x2", Instant::now()));
+        let note = busy_note(&book).unwrap();
+        assert!(
+            note.starts_with("1 matching provider(s) busy with other requestors: provider-1"),
+            "{note}"
+        );
+        assert!(busy_note(&ProviderBook::default()).is_none());
+    }
 }

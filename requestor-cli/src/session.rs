@@ -89,6 +89,10 @@ pub struct JobOptions {
     pub deploy_timeout: Duration,
     /// How long to wait for a first agreement (or a replacement) before giving up.
     pub offer_timeout: Duration,
+    /// How long to keep waiting (instead of `offer_timeout`) while matching
+    /// providers are busy with other requestors: they free when their
+    /// agreements end, so a crowded market is not a demand nobody matches.
+    pub busy_timeout: Duration,
     /// The whole job's time limit.
     pub job_timeout: Duration,
     /// Expected busy seconds per agreement, to score offers.
@@ -103,6 +107,7 @@ impl Default for JobOptions {
             task_timeout: Duration::from_secs(120),
             deploy_timeout: Duration::from_secs(300),
             offer_timeout: Duration::from_secs(20),
+            busy_timeout: Duration::from_secs(300),
             job_timeout: Duration::from_secs(3600),
             expected_seconds: 60.0,
         }
@@ -435,7 +440,7 @@ impl Session {
             }
             if !run.workers.is_empty() {
                 last_alive = Instant::now();
-            } else if last_alive.elapsed() > options.offer_timeout {
+            } else if last_alive.elapsed() > self.wait_limit(options) {
                 let reason = self
                     .no_providers(spec, demand, options, run, remaining, ever_signed)
                     .await;
@@ -470,6 +475,16 @@ impl Session {
         }
     }
 
+    /// How long a job without workers waits for an agreement: longer while
+    /// matching providers are busy (refused us for capacity) than when none is.
+    fn wait_limit(&self, options: &JobOptions) -> Duration {
+        if lock(&self.book).waiting.is_empty() {
+            options.offer_timeout
+        } else {
+            options.busy_timeout.max(options.offer_timeout)
+        }
+    }
+
     /// Why no provider is left: the market's diagnosis of the demand.
     async fn no_providers(
         &self,
@@ -485,13 +500,19 @@ impl Session {
                 .to_string()
         });
         let why = market::diagnose(&self.client, &spec.subnet, demand, caps_note).await;
-        let waited = options.offer_timeout.as_secs_f64();
-        StopReason::NoProviders(if ever_signed {
-            format!(
+        let waited = self.wait_limit(options).as_secs_f64();
+        let busy = market::busy_note(&lock(&self.book));
+        StopReason::NoProviders(match (ever_signed, busy) {
+            (true, None) => format!(
                 "no provider left to run the remaining {remaining} task(s) after {waited:.0} s: {why}"
-            )
-        } else {
-            format!("no offer matched the demand within {waited:.0} s: {why}")
+            ),
+            (true, Some(busy)) => format!(
+                "no provider free to run the remaining {remaining} task(s) after {waited:.0} s: {busy}; {why}"
+            ),
+            (false, None) => format!("no offer matched the demand within {waited:.0} s: {why}"),
+            (false, Some(busy)) => {
+                format!("no provider was free within {waited:.0} s: {busy}; {why}")
+            }
         })
     }
 

@@ -40,6 +40,23 @@ impl Network {
         preset: Option<Preset>,
         config_toml: &str,
     ) -> anyhow::Result<Network> {
+        Self::start_each(count, subnet, runtimes, |_, options| {
+            let options = options.max_agreements(4).config(config_toml);
+            match &preset {
+                Some(preset) => options.preset(preset.clone()),
+                None => options,
+            }
+        })
+    }
+
+    /// Start the requestor daemon and `count` providers offering `runtimes`,
+    /// each agent's options shaped by `configure(index from 1, options)`.
+    pub fn start_each(
+        count: usize,
+        subnet: &str,
+        runtimes: &[&str],
+        configure: impl Fn(usize, ProviderOptions) -> ProviderOptions,
+    ) -> anyhow::Result<Network> {
         let mut sandbox = Sandbox::new();
         sandbox.daemon("requestor")?;
         let bootstrap = sandbox.daemons()[0].p2p_address()?;
@@ -49,14 +66,12 @@ impl Network {
             let agent_dir = sandbox.path().join(format!("{name}-agent"));
             sandbox.daemon_with(&name, &["--bootstrap", &bootstrap])?;
             let daemon = &sandbox.daemons()[index];
-            let mut options = ProviderOptions::new(subnet)
-                .node_name(&name)
-                .exe_units(runtimes)
-                .max_agreements(4)
-                .config(config_toml);
-            if let Some(preset) = &preset {
-                options = options.preset(preset.clone());
-            }
+            let options = configure(
+                index,
+                ProviderOptions::new(subnet)
+                    .node_name(&name)
+                    .exe_units(runtimes),
+            );
             providers.push(
                 ProviderAgent::start(daemon, &agent_dir, options)
                     .with_context(|| format!("starting golem-provider {name}"))?,
@@ -69,9 +84,23 @@ impl Network {
         })
     }
 
+    /// Start one more requestor daemon (bootstrapped from the first);
+    /// returns its index in `sandbox.daemons()` for [`Network::requestor_on`].
+    pub fn add_requestor(&mut self, name: &str) -> anyhow::Result<usize> {
+        let bootstrap = self.sandbox.daemons()[0].p2p_address()?;
+        self.sandbox
+            .daemon_with(name, &["--bootstrap", &bootstrap])?;
+        Ok(self.sandbox.daemons().len() - 1)
+    }
+
     /// `golem-requestor --subnet <subnet> ARGS` against the requestor daemon.
     pub fn requestor(&mut self, args: &[&str]) -> Command {
-        let daemon = &self.sandbox.daemons()[0];
+        self.requestor_on(0, args)
+    }
+
+    /// `golem-requestor --subnet <subnet> ARGS` against `sandbox.daemons()[daemon]`.
+    pub fn requestor_on(&mut self, daemon: usize, args: &[&str]) -> Command {
+        let daemon = &self.sandbox.daemons()[daemon];
         let mut command = Command::new(binary("golem-requestor"));
         command
             .env("YAGNA_API_URL", &daemon.api_url)

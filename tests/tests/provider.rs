@@ -400,7 +400,8 @@ async fn provider_sells_a_wasm_run_and_invoices_coeffs_times_counters() {
 
 #[tokio::test]
 async fn policy_rejections_carry_readable_reasons() {
-    let setup = setup("e2e-provider-policy", |options| options).await;
+    // One slot, whatever the machine has: the second agreement must be refused.
+    let setup = setup("e2e-provider-policy", |options| options.max_agreements(1)).await;
     let short = setup.demand(Duration::from_secs(10), json!({})).await;
     let reason = setup.negotiate(&short).await.unwrap_err();
     assert!(reason.contains("expiration too short"), "{reason}");

@@ -360,6 +360,7 @@ mod tests {
             ended: ended.map(String::from),
             invoice: None,
             invoice_error: None,
+            claim: Default::default(),
         };
         record.activities.insert(
             format!("{id}-act"),

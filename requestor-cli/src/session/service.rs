@@ -221,6 +221,7 @@ impl Session {
             task_timeout: service.deploy_timeout,
             deploy_timeout: service.deploy_timeout,
             offer_timeout: service.offer_timeout,
+            busy_timeout: service.offer_timeout,
             job_timeout: service.offer_timeout,
             expected_seconds: 3600.0,
         };
