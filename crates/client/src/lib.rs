@@ -69,7 +69,12 @@ impl GolemClient {
     /// `base_url` like `http://127.0.0.1:7465` (no trailing slash needed).
     pub fn new(base_url: &str, app_key: &str) -> Self {
         GolemClient {
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the daemon's 30 s
+            // keep-alive closes them, so none is reused as it closes.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(20))
+                .build()
+                .expect("a client with no TLS settings builds"),
             base_url: base_url.trim_end_matches('/').to_string(),
             app_key: app_key.to_string(),
         }

@@ -193,6 +193,11 @@ pub fn start(
     // CLOSE-WAIT until its timeout. No client we serve half-closes a
     // connection and then waits for the answer.
     .h1_allow_half_closed(false)
+    // An idle kept-alive connection stays open longer than the clients' own
+    // idle limits (aiohttp under yapapi: 15 s; our client: 20 s), so a client
+    // never reuses a connection the server is closing at that moment (it
+    // failed as `IncompleteMessage` with the 5 s default).
+    .keep_alive(std::time::Duration::from_secs(IDLE_CONNECTION_SECS))
     .disable_signals()
     .shutdown_timeout(2)
     .listen(listener)?
@@ -205,6 +210,9 @@ pub fn start(
         task,
     })
 }
+
+/// How long the server keeps an idle client connection open.
+const IDLE_CONNECTION_SECS: u64 = 30;
 
 /// One debug line per request (`RUST_LOG=golem_daemon::api::access=debug`):
 /// method, path with query (`authToken` redacted), status and time to the response head, for
