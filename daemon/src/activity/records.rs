@@ -88,7 +88,6 @@ impl FinishedOrder {
         self.ended.push_back((activity_id, Instant::now()));
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ended.len()
     }

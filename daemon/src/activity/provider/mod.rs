@@ -266,6 +266,14 @@ impl ProviderActivityActor {
             self.shared.agreements.as_ref(),
             SWEEP_BATCH,
         );
+        tracing::debug!(
+            activities = self.book.activities.len(),
+            events = self.book.events.len(),
+            created_per_agreement = self.book.created_per_agreement.len(),
+            finished = self.book.finished.len(),
+            batch_shelf = self.shared.batches.len(),
+            "provider activity sizes"
+        );
     }
 
     /// Forget the finished activities the retention no longer keeps in memory.
