@@ -8,6 +8,9 @@
 # process kind, the growth after the warm-up and the job rate of the first
 # and last 5 minutes, and draws $OUT/soak.png (time on x, one line per kind;
 # python3 with matplotlib, installed from PyPI into a venv if missing).
+# After the run it stops the devnet and writes $OUT/census.md: the records
+# of every daemon's database by tree and key kind (daemon/examples/store_census.rs),
+# to show which kind of record, if any, grows with the jobs.
 #
 #   scripts/bench/soak.sh [--minutes M] [--providers K] [--warmup-minutes W] [--out DIR]
 #
@@ -35,6 +38,7 @@ export GOLEM_DEVNET_SUBNET=soak GOLEM_DEVNET_PROFILE="${GOLEM_DEVNET_PROFILE:-re
 export GOLEM_DEVNET_DEBIT_NOTE_INTERVAL="${GOLEM_DEVNET_DEBIT_NOTE_INTERVAL:-60}"
 [[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon -p golem-provider \
     -p golem-requestor -p exe-unit-wasm --bins >&2
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --release --locked -p golem-daemon --example store_census >&2
 scripts/devnet.sh down >/dev/null 2>&1 || true
 SKIP_BUILD=1 scripts/devnet.sh up "$providers" 2>/dev/null
 trap 'scripts/devnet.sh down >/dev/null 2>&1 || true' EXIT
@@ -101,6 +105,23 @@ done
 sample "$((SECONDS - start))" "$jobs" "$failed"
 echo "$jobs jobs done, $failed failed, in $((SECONDS - start)) s; samples in $csv" >&2
 rm -rf "$work"
+
+# The census needs the daemons stopped (sled opens a database once): agents
+# first, then the daemons, each given 20 s.
+for file in "$GOLEM_DEVNET_DIR"/*-agent.pid "$GOLEM_DEVNET_DIR"/*.pid; do
+    pid=$(cat "$file" 2>/dev/null) || continue
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+done
+census_bin="$GOLEM_DEVNET_BIN/examples/store_census"
+if [[ -x "$census_bin" ]]; then
+    daemon_dirs=()
+    for db in "$GOLEM_DEVNET_DIR"/*/db; do daemon_dirs+=("$(dirname "$db")"); done
+    "$census_bin" "${daemon_dirs[@]}" >"$out/census.md" || echo "soak: the census failed" >&2
+    echo "records per database: $out/census.md" >&2
+else
+    echo "soak: $census_bin is missing (cargo build --release -p golem-daemon --example store_census); no census" >&2
+fi
 
 python=python3
 if ! python3 -c 'import matplotlib' 2>/dev/null; then

@@ -44,6 +44,13 @@ impl EventQueues {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many subscriptions have a queue, and how many events they hold.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        let queues = self.lock();
+        let events = queues.values().map(|queue| queue.events.len()).sum();
+        (queues.len(), events)
+    }
+
     /// Forget every queue (before the actor loads its records again).
     pub(crate) fn clear(&self) {
         self.lock().clear();

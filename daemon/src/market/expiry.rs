@@ -32,6 +32,7 @@ impl MarketActor {
             compact(db, state, current, &RetentionLimits::from_policy(&policy));
             let open_invoices = self.core.open_invoices.get().map(|port| port.as_ref());
             prune_agreement_history(db, current, policy.history_age, open_invoices);
+            self.log_sizes();
         }
         if events_dropped {
             self.core.signals.bump_events();
@@ -39,6 +40,36 @@ impl MarketActor {
         if agreements_expired {
             self.core.signals.bump_agreements();
         }
+    }
+}
+
+impl MarketActor {
+    /// One debug line per compaction with what the market holds in memory,
+    /// so that an operator (or a soak) sees which part grows with the jobs
+    /// (`RUST_LOG=golem_daemon::market=debug`).
+    fn log_sizes(&self) {
+        let state = &self.state;
+        let (event_queues, queued_events) = state.events.sizes();
+        tracing::debug!(
+            offers = state.offers.len(),
+            tombstones = state.tombstones.len(),
+            demands = state.demands.len(),
+            proposals = state.proposals.values().map(|of| of.len()).sum::<usize>(),
+            proposal_index = state.proposal_index.len(),
+            agreements = state.agreements.len(),
+            agreement_events = state.agreement_events.len(),
+            finished_agreements = state.finished_agreements.len(),
+            finished_demands = state.finished_demands.len(),
+            offer_arrivals = state.offer_arrivals.len(),
+            demand_arrivals = state.demand_arrivals.len(),
+            remote_offers_by_node = state.remote_offers_by_node.len(),
+            property_keys = state.keys.len(),
+            event_queues,
+            queued_events,
+            live_scans = self.scans.live.len(),
+            ended_scans = self.scans.ended.len(),
+            "market sizes"
+        );
     }
 }
 

@@ -10,13 +10,15 @@
 //! `payment status` and `GET /local-api/v1/late-payments`). It only reads and
 //! reports: it never moves money nor changes a document.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use golem_model::market::Agreement;
 use golem_model::payment::*;
 use golem_model::GolemError;
 
 use super::actor::PaymentActor;
-use super::state::Writes;
+use super::state::{PaymentOrder, Writes};
 
 const DUE_PREFIX: &str = "due/";
 
@@ -57,14 +59,11 @@ impl PaymentActor {
 
     /// Requestor: warn once about each pending payment past its due date.
     pub(super) fn warn_overdue_orders(&mut self) {
-        let now = Utc::now();
-        for order in self.state.orders.values() {
-            let Some(due) = order.due else { continue };
-            if due < now && self.overdue_warned.insert(order.payment_id.clone()) {
-                tracing::warn!(payment_id = %order.payment_id, invoice_id = %order.invoice_id,
-                    agreement_id = %order.agreement_id, due = %due.to_rfc3339(), status = %order.status,
-                    "payment past its due date (payment-timeout-sec of the agreement); the driver is still on it");
-            }
+        for order in newly_overdue(&self.state.orders, &mut self.overdue_warned, Utc::now()) {
+            let due = order.due.map(|due| due.to_rfc3339()).unwrap_or_default();
+            tracing::warn!(payment_id = %order.payment_id, invoice_id = %order.invoice_id,
+                agreement_id = %order.agreement_id, %due, status = %order.status,
+                "payment past its due date (payment-timeout-sec of the agreement); the driver is still on it");
         }
     }
 
@@ -186,9 +185,53 @@ impl PaymentActor {
     }
 }
 
+/// The pending orders past their due date not warned about yet, now noted in
+/// `warned`; orders no longer pending leave `warned`, so it never holds more
+/// than the pending orders (it held every overdue payment ever made).
+fn newly_overdue<'a>(
+    orders: &'a BTreeMap<String, PaymentOrder>,
+    warned: &mut HashSet<String>,
+    now: DateTime<Utc>,
+) -> Vec<&'a PaymentOrder> {
+    warned.retain(|payment_id| orders.contains_key(payment_id));
+    orders
+        .values()
+        .filter(|order| order.due.is_some_and(|due| due < now))
+        .filter(|order| warned.insert(order.payment_id.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::invoices::new_order;
     use super::*;
+
+    /// Each overdue order is warned about once, and the set of warned orders
+    /// forgets those that were paid (it grew with every late payment).
+    #[test]
+    fn overdue_orders_are_warned_once_and_forgotten_when_paid() {
+        let acceptance: Acceptance = serde_json::from_value(
+            serde_json::json!({"totalAmountAccepted": "1", "allocationId": "alloc"}),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let now = Utc::now();
+        let mut orders = BTreeMap::new();
+        for index in 0..3 {
+            let mut order = new_order(&invoice(1), &acceptance, format!("pay{index}"));
+            order.due = Some(now - Duration::seconds(1));
+            orders.insert(order.payment_id.clone(), order);
+        }
+        let mut warned = HashSet::new();
+        assert_eq!(newly_overdue(&orders, &mut warned, now).len(), 3);
+        assert!(newly_overdue(&orders, &mut warned, now).is_empty());
+        orders.remove("pay0");
+        orders.remove("pay1");
+        assert!(newly_overdue(&orders, &mut warned, now).is_empty());
+        assert_eq!(warned.len(), 1);
+        orders.clear();
+        newly_overdue(&orders, &mut warned, now);
+        assert!(warned.is_empty());
+    }
 
     fn invoice(due_in_days: i64) -> Invoice {
         let now = Utc::now();

@@ -270,7 +270,11 @@ impl PaymentActor {
 }
 
 /// The pending payment of an accepted invoice.
-fn new_order(invoice: &Invoice, acceptance: &Acceptance, payment_id: String) -> PaymentOrder {
+pub(super) fn new_order(
+    invoice: &Invoice,
+    acceptance: &Acceptance,
+    payment_id: String,
+) -> PaymentOrder {
     PaymentOrder {
         payment_id,
         invoice_id: invoice.invoice_id.clone(),

@@ -79,6 +79,28 @@ impl PaymentActor {
         }
         self.drop_old_events(retention);
         self.prune_history(retention);
+        self.log_sizes();
+    }
+
+    /// One debug line per sweep with what payment holds in memory, so that an
+    /// operator (or a soak) sees which part grows with the jobs
+    /// (`RUST_LOG=golem_daemon::payment=debug`).
+    fn log_sizes(&self) {
+        let state = &self.state;
+        tracing::debug!(
+            orders = state.orders.len(),
+            allocations = state.allocations.len(),
+            debit_notes = state.debit_notes.len(),
+            invoices = state.invoices.len(),
+            charges = state.charges.len(),
+            payments = state.payments.len(),
+            events = state.events.len(),
+            unverified = state.unverified.len(),
+            payment_dues = state.payment_dues.len(),
+            rechecking = self.rechecking.len(),
+            overdue_warned = self.overdue_warned.len(),
+            "payment sizes"
+        );
     }
 
     fn archive_finished_agreements(&mut self, retention: Retention, schedule: &mut sled::Batch) {

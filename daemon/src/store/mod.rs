@@ -91,6 +91,37 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// What the database holds: per tree and key kind (a key up to its
+    /// first `/`), the number of records and their bytes (keys and values),
+    /// sorted by tree and kind. Reads every record: for a stopped node's
+    /// data dir or tests, not for a running service.
+    pub fn census(&self) -> Result<Vec<StoreCensusRow>, StoreError> {
+        let mut rows = std::collections::BTreeMap::<(String, String), (u64, u64)>::new();
+        for name in self.db.tree_names() {
+            let tree_name = String::from_utf8_lossy(&name).into_owned();
+            let tree = self.db.open_tree(&name)?;
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                let kind = match key.iter().position(|byte| *byte == b'/') {
+                    Some(end) => String::from_utf8_lossy(&key[..=end]).into_owned(),
+                    None => String::from_utf8_lossy(&key).into_owned(),
+                };
+                let row = rows.entry((tree_name.clone(), kind)).or_default();
+                row.0 += 1;
+                row.1 += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|((tree, kind), (records, bytes))| StoreCensusRow {
+                tree,
+                kind,
+                records,
+                bytes,
+            })
+            .collect())
+    }
+
     pub async fn flush(&self) -> Result<(), StoreError> {
         flush_tree((*self.db).clone()).await?;
         Ok(())
@@ -105,6 +136,16 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// One line of [`Store::census`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCensusRow {
+    pub tree: String,
+    /// The key up to its first `/` (the whole key when it has none).
+    pub kind: String,
+    pub records: u64,
+    pub bytes: u64,
 }
 
 /// Serialize a record as JSON bytes for a tree.
@@ -167,6 +208,35 @@ mod tests {
             });
         }
         assert_eq!(tree.len(), 20 * 64);
+    }
+
+    #[test]
+    fn census_counts_records_by_tree_and_key_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("activity").unwrap();
+        tree.insert("provider/a", b"12".as_slice()).unwrap();
+        tree.insert("provider/b", b"1234".as_slice()).unwrap();
+        tree.insert("requestor/a", b"".as_slice()).unwrap();
+        let census = store.census().unwrap();
+        let activity: Vec<_> = census.iter().filter(|row| row.tree == "activity").collect();
+        assert_eq!(activity.len(), 2);
+        assert_eq!(
+            (
+                activity[0].kind.as_str(),
+                activity[0].records,
+                activity[0].bytes
+            ),
+            ("provider/", 2, 10 + 10 + 2 + 4)
+        );
+        assert_eq!(
+            (
+                activity[1].kind.as_str(),
+                activity[1].records,
+                activity[1].bytes
+            ),
+            ("requestor/", 1, 11)
+        );
     }
 
     #[test]

@@ -106,7 +106,6 @@ impl BatchShelf {
     }
 
     /// How many activities have batches on the shelf.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.lock().len()
     }

@@ -42,7 +42,8 @@ use batches::{ActivityBatches, BatchShelf};
 pub use handle::ProviderSide;
 
 use super::records::{
-    put, ActivityRecords, FinishedOrder, HostedRecord, Retention, EVENT_PREFIX, HOSTED_PREFIX,
+    put, ActivityRecords, FinishedOrder, HistorySweep, HostedRecord, Retention, EVENT_PREFIX,
+    HOSTED_PREFIX, SWEEP_BATCH,
 };
 use super::{ActivitySettings, Agreements};
 use crate::store;
@@ -108,6 +109,8 @@ pub(super) struct Shared {
 pub struct ProviderActivityActor {
     shared: Shared,
     book: ProviderBook,
+    /// Removes the sled records of hosted activities whose history ended.
+    history: HistorySweep,
 }
 
 impl ProviderActivityActor {
@@ -115,6 +118,7 @@ impl ProviderActivityActor {
         ProviderActivityActor {
             shared,
             book: ProviderBook::default(),
+            history: HistorySweep::new(HOSTED_PREFIX),
         }
     }
 
@@ -231,7 +235,8 @@ impl ProviderActivityActor {
     /// Drop from memory what the retention no longer keeps: Terminated
     /// activities past their age or count (their record stays in sled) and
     /// provider events past their age (also from sled), and the counts of
-    /// agreements that can no longer create activities.
+    /// agreements that can no longer create activities; and from sled a
+    /// slice of the records whose agreement the market pruned.
     fn compact(&mut self) {
         let closed: Vec<String> = self
             .book
@@ -256,6 +261,19 @@ impl ProviderActivityActor {
         }
         self.forget_finished();
         self.drop_old_events();
+        self.history.sweep(
+            &self.shared.tree,
+            self.shared.agreements.as_ref(),
+            SWEEP_BATCH,
+        );
+        tracing::debug!(
+            activities = self.book.activities.len(),
+            events = self.book.events.len(),
+            created_per_agreement = self.book.created_per_agreement.len(),
+            finished = self.book.finished.len(),
+            batch_shelf = self.shared.batches.len(),
+            "provider activity sizes"
+        );
     }
 
     /// Forget the finished activities the retention no longer keeps in memory.

@@ -6,18 +6,23 @@
 //!
 //! Nothing per activity is kept in memory: the records are read from sled
 //! ([`ActivityRecords`]), so a requestor that creates an activity for every
-//! agreement for months holds no more memory than on its first day.
+//! agreement for months holds no more memory than on its first day; and a
+//! record leaves sled with its agreement (a [`HistorySweep`] every
+//! [`HISTORY_SWEEP_PERIOD`]), so the history is as bounded as the market's.
 
 mod control;
 mod create;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Context};
+use actix::{Actor, AsyncContext, Context};
 use golem_bus::{Router, Supervised};
 use golem_model::NodeId;
 
-use super::records::{ActivityRecords, RequestorActivity};
+use super::records::{
+    ActivityRecords, HistorySweep, RequestorActivity, CREATED_PREFIX, SWEEP_BATCH,
+};
 use super::Agreements;
 
 /// The requestor side of the activity service, as an actor. It owns the
@@ -27,10 +32,23 @@ pub struct RequestorActivityActor {
     router: Router,
     agreements: Arc<dyn Agreements>,
     tree: sled::Tree,
+    /// Removes the records whose agreement the market pruned.
+    history: HistorySweep,
 }
+
+/// How often the requestor side removes a slice of old records.
+pub const HISTORY_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 
 impl Actor for RequestorActivityActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(HISTORY_SWEEP_PERIOD, |actor, _ctx| {
+            actor
+                .history
+                .sweep(&actor.tree, actor.agreements.as_ref(), SWEEP_BATCH);
+        });
+    }
 }
 
 /// Handle to the requestor side. Cheap to clone.
@@ -58,6 +76,7 @@ impl RequestorSide {
                 router: actor_router.clone(),
                 agreements: agreements.clone(),
                 tree: tree.clone(),
+                history: HistorySweep::new(CREATED_PREFIX),
             }
         });
         RequestorSide {
