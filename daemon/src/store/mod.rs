@@ -38,7 +38,7 @@ pub enum StoreError {
 /// flush in the daemon goes through here instead; overlapping callers share
 /// sled's flush of everything written before it.
 pub async fn flush_tree(tree: sled::Tree) -> Result<(), sled::Error> {
-    match Ok::<_, String>(tree.flush_async().await) {
+    match tokio::task::spawn_blocking(move || tree.flush()).await {
         Ok(flushed) => flushed.map(drop),
         Err(task) => Err(sled::Error::ReportableBug(format!(
             "the flush task ended without flushing: {task}"
