@@ -236,7 +236,16 @@ status() {
     local json=0
     [[ "${1:-}" == --json ]] && json=1
     load_env
-    local i node rows=()
+    local i node rows=() peers_dir
+    # Every daemon's peers at once (one `net status` each, over its bus socket).
+    peers_dir="$(mktemp -d)"
+    for i in $(seq 1 "$LAB_NODES"); do
+        [[ -n "$(alive_pid "$dir/n$i.pid" || true)" ]] || continue
+        ("$bin/golem-daemon" net status --json --data-dir "$dir/n$i" 2>/dev/null \
+            | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["connected"]))' \
+            >"$peers_dir/n$i" 2>/dev/null || true) &
+    done
+    wait
     for i in $(seq 1 "$LAB_NODES"); do
         node="n$i"
         local pid agent_pid="" rss="" agent_rss="" peers="" role
@@ -247,12 +256,10 @@ status() {
             agent_pid="$(alive_pid "$dir/$node-agent.pid" || true)"
             [[ -n "$agent_pid" ]] && agent_rss="$(rss_kib "$agent_pid")"
         fi
-        if [[ -n "$pid" ]]; then
-            peers="$("$bin/golem-daemon" net status --json --data-dir "$dir/$node" 2>/dev/null \
-                | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["connected"]))' 2>/dev/null || true)"
-        fi
+        peers="$(cat "$peers_dir/$node" 2>/dev/null || true)"
         rows+=("$node|$role|$(addr_of "$node")|${pid:-DEAD}|${rss}|${agent_pid:-}|${agent_rss}|${peers}|$(cat "$dir/$node.id" 2>/dev/null || true)")
     done
+    rm -rf "$peers_dir"
     if (( json )); then
         printf '%s\n' "${rows[@]}" | python3 -c '
 import json, sys
