@@ -41,6 +41,8 @@ set -euo pipefail
 # `exec` runs its command where lab.sh was started; everything else from the repo root.
 caller_dir="$PWD"
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/pidfiles.sh
+source scripts/lib/pidfiles.sh
 
 dir="${GOLEM_LAB_DIR:-/var/tmp/golem-lab}"
 prefix=glab
@@ -284,34 +286,13 @@ print(json.dumps({"nodes": nodes}, indent=2))'
     done
 }
 
-# stop_pids SIGNAL PIDFILE...: signal them, wait up to 5 s, then SIGKILL.
-stop_pids() {
-    local signal="$1" file pids=() pid
-    shift
-    for file in "$@"; do
-        [[ -f "$file" ]] || continue
-        pid="$(cat "$file")"
-        rm -f "$file"
-        [[ -n "$pid" ]] && pids+=("$pid")
-    done
-    [[ ${#pids[@]} -gt 0 ]] || return 0
-    kill "-$signal" "${pids[@]}" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [[ "$alive" -eq 0 ]] && return 0
-        sleep 0.05
-    done
-    kill -KILL "${pids[@]}" 2>/dev/null || true
-}
-
 down() {
     need_root_and_iproute2 down
     shopt -s nullglob
     if [[ -d "$dir" ]]; then
         # Agents first (they end their exe units), then all daemons together.
-        stop_pids TERM "$dir"/*-agent.pid
-        stop_pids TERM "$dir"/*.pid
+        stop_pidfiles "$dir"/*-agent.pid
+        stop_pidfiles "$dir"/*.pid
     fi
     # The sweep by name: whatever still runs in a lab namespace (a crash, a lost
     # state dir), then the namespaces themselves.
@@ -382,7 +363,7 @@ reoffer() {
     for node in "$@"; do
         node_arg "$node"
         [[ "$(role_of "$node")" == provider ]] || die "$node is not a provider (scripts/lab.sh status)"
-        stop_pids TERM "$dir/$node-agent.pid"
+        stop_pidfiles "$dir/$node-agent.pid"
         start_agent "$node"
         wait_agent "$node"
     done

@@ -2,7 +2,7 @@
 # Scale scenarios on the lab (scripts/lab.sh): N daemons in network namespaces
 # on links shaped by tc netem, K of them providers. Each scenario prints a table:
 #
-#   idle       RSS of every daemon once the lab has settled (goal ≤ 30 MiB each)
+#   idle       RSS and CPU of every daemon once the lab has settled (goal ≤ 30 MiB each)
 #   reach      a provider's new offers (its agent restarted): time until each
 #              other node has learnt them, p50 / max (goal ≤ 2 s / 5 s)
 #   negotiate  from the requestor farthest from the providers (the last node):
@@ -209,9 +209,23 @@ PY
 
 if wanted idle; then
     sleep 20
+    # CPU of the idle daemons over 10 s (utime + stime clock ticks from /proc).
+    daemon_ticks() {
+        local file total=0
+        for file in "$dir"/n*.pid; do
+            [[ "$file" == *-agent.pid ]] && continue
+            total=$((total + $(awk '{ print $14 + $15 }' "/proc/$(cat "$file")/stat" 2>/dev/null || echo 0)))
+        done
+        echo "$total"
+    }
+    ticks_before=$(daemon_ticks)
+    sleep 10
+    idle_cpu=$(awk -v t="$(( $(daemon_ticks) - ticks_before ))" -v hz="$(getconf CLK_TCK)" -v n="$nodes" \
+        'BEGIN { printf "%.1f", t / hz / 10 / n * 100 }')
     "$lab" status --json >"$work/status.json"
     echo
-    echo "idle RSS after the lab settled (20 s):"
+    echo "idle daemons after the lab settled (20 s):"
+    printf '  %-40s %s\n' "CPU % per idle daemon (10 s average)" "$idle_cpu"
     python3 - "$work/status.json" <<'PY'
 import json, statistics, sys
 nodes = json.load(open(sys.argv[1]))["nodes"]
@@ -298,7 +312,7 @@ PY
         done
     done
     printf '  %-40s %s\n' "restarted nodes answering a ping" "$found / $total"
-    restarted_providers=$(for victim in $victims; do [[ " $providers_list " == *" $victim "* ]] && echo "$victim"; done | xargs)
+    restarted_providers=$(for victim in $victims; do [[ " $providers_list " != *" $victim "* ]] || echo "$victim"; done | xargs)
     if [[ -n "$restarted_providers" ]]; then
         sleep 10
         # shellcheck disable=SC2086
