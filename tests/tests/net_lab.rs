@@ -243,3 +243,44 @@ async fn netns_eight_nodes_at_50_ms_share_offers_negotiate_and_find_restarted_no
     drop(sandbox);
     drop(topology);
 }
+
+/// Bad input to `scripts/lab.sh` is refused before anything is made, with what to do.
+#[test]
+fn lab_script_refuses_bad_input_saying_what_to_do() {
+    let state = tempfile::tempdir().unwrap();
+    let lab = |args: &[&str]| {
+        let output = std::process::Command::new(repo_root().join("scripts/lab.sh"))
+            .args(args)
+            .env("GOLEM_LAB_DIR", state.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "lab.sh {args:?} succeeded");
+        text(&output.stderr)
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (&["up", "many"], "up takes the number of nodes first"),
+        (
+            &["up", "8", "--latency", "fast"],
+            "--latency takes whole milliseconds",
+        ),
+        (
+            &["up", "8", "--loss", "150"],
+            "--loss takes a percentage below 100",
+        ),
+        (
+            &["up", "8", "--providers", "7"],
+            "use --providers 4 or fewer",
+        ),
+        (&["up", "8", "--jitter"], "--jitter needs a value"),
+        (&["status"], "scripts/lab.sh up N first"),
+    ];
+    for (args, expected) in cases {
+        let stderr = lab(args);
+        assert!(stderr.contains(expected), "lab.sh {args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(state.path()).unwrap().count(),
+        0,
+        "a refused command left state behind"
+    );
+}
