@@ -103,10 +103,13 @@ make_job() {
 
 # run_job NODE JOB_DIR EVENTS: `golem-requestor script --json` in NODE's
 # namespace, each event line prefixed with the epoch time it arrived.
+# A failed job is reported (its table says NOT OK), it does not end the run.
 run_job() {
     local node="$1" job_dir="$2" events="$3"
-    (cd "$job_dir" && "$OLDPWD/$lab" exec "$node" golem-requestor --subnet public script job.toml --json \
-        2>"$events.stderr") | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$events"
+    if ! (cd "$job_dir" && "$OLDPWD/$lab" exec "$node" golem-requestor --subnet public script job.toml --json \
+        2>"$events.stderr") | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$events"; then
+        echo "  the job from $node failed: $(tail -1 "$events.stderr")"
+    fi
 }
 
 # job_report EVENTS TASKS: a table row set from the timed events (python).
