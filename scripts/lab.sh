@@ -100,7 +100,8 @@ wait_ready() {
     runs="$(cat "$dir/$node.runs" 2>/dev/null || echo 0)"
     for _ in $(seq 1 1200); do
         local line
-        line="$(grep '"REST API ready"' "$logfile" 2>/dev/null | sed -n "$((runs + 1))p")"
+        # No line yet is no error (grep exits 1: without `|| true` set -e would end the script).
+        line="$(grep '"REST API ready"' "$logfile" 2>/dev/null | sed -n "$((runs + 1))p" || true)"
         if [[ -n "$line" ]]; then
             echo "$line" | sed -E 's/.*"api_addr":"([^"]+)".*/http:\/\/\1/' >"$dir/$node.api"
             echo "$((runs + 1))" >"$dir/$node.runs"
