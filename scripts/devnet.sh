@@ -14,6 +14,8 @@
 # binaries first unless SKIP_BUILD=1; honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/pidfiles.sh
+source scripts/lib/pidfiles.sh
 
 dir="${GOLEM_DEVNET_DIR:-/tmp/golem-devnet}"
 subnet="${GOLEM_DEVNET_SUBNET:-devnet}"
@@ -118,32 +120,12 @@ ENV
 HELP
 }
 
-# stop_all PIDFILE...: SIGTERM them all at once, wait up to 5 s, then SIGKILL.
-stop_all() {
-    local file pids=()
-    for file in "$@"; do
-        [[ -f "$file" ]] || continue
-        pids+=("$(cat "$file")")
-        rm -f "$file"
-    done
-    [[ ${#pids[@]} -gt 0 ]] || return 0
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    local pid
-    for _ in $(seq 1 100); do
-        local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [[ "$alive" -eq 0 ]] && return 0
-        sleep 0.05
-    done
-    kill -KILL "${pids[@]}" 2>/dev/null || true
-}
-
 down() {
     [[ -d "$dir" ]] || { log "no devnet in $dir"; return 0; }
     # Agents first (they end their exe units and bill), then all daemons together.
     shopt -s nullglob
-    stop_all "$dir"/*-agent.pid
-    stop_all "$dir"/*.pid
+    stop_pidfiles "$dir"/*-agent.pid
+    stop_pidfiles "$dir"/*.pid
     rm -rf "$dir"
     log "devnet down"
 }

@@ -1067,11 +1067,27 @@ async fn start_activity(
     .await;
     match outcome {
         Ok(results) if batch_ok(&results, script.len()) => Ok(activity_id),
-        Ok(results) => Err(format!(
+        Ok(results) => Err(with_package_address_hint(format!(
             "deploy failed: {}",
             first_error(&results).unwrap_or_else(|| "no result".into())
-        )),
+        ))),
         Err(error) => Err(format!("deploy failed: {error}")),
+    }
+}
+
+/// A provider on another machine cannot fetch a package served on loopback
+/// (the file server's default address): say which setting fixes it.
+fn with_package_address_hint(message: String) -> String {
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"];
+    let fetch_failed = message.contains("cannot download the task package from");
+    if fetch_failed && loopback.iter().any(|prefix| message.contains(prefix)) {
+        format!(
+            "{message} (task packages are served on GOLEM_REQUESTOR_FILES_ADDR, 127.0.0.1 by default, \
+             which only providers on this machine reach: set it to an address of this machine \
+             the providers reach, e.g. GOLEM_REQUESTOR_FILES_ADDR=<address>:0)"
+        )
+    } else {
+        message
     }
 }
 
@@ -1283,6 +1299,26 @@ async fn check_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_on_loopback_that_a_provider_cannot_fetch_names_the_setting() {
+        let unreachable = "deploy failed: deploy failed: cannot download the task package from \
+            http://127.0.0.1:38339/f/76d5/transform.wasm: tcp connect error: Connection refused";
+        let hinted = with_package_address_hint(unreachable.to_string());
+        assert!(hinted.starts_with(unreachable), "{hinted}");
+        assert!(
+            hinted.contains("GOLEM_REQUESTOR_FILES_ADDR=<address>:0"),
+            "{hinted}"
+        );
+        // Other failures, and packages on reachable addresses, keep their message.
+        let elsewhere =
+            "deploy failed: cannot download the task package from http://10.0.0.5:80/p: timeout";
+        assert_eq!(with_package_address_hint(elsewhere.to_string()), elsewhere);
+        assert_eq!(
+            with_package_address_hint("deploy failed: bad module".into()),
+            "deploy failed: bad module"
+        );
+    }
 
     #[test]
     fn exit_codes_come_from_the_exe_unit_message() {

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod demands;
 pub mod docker;
 pub mod http;
+pub mod lab;
 pub mod negotiation;
 pub mod provider;
 pub mod proxy;
@@ -42,6 +43,20 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A command running workspace binary `name`, inside network namespace
+/// `netns` when given (`ip netns exec` execs it, so the child's pid is the
+/// binary's).
+pub fn binary_command(name: &str, netns: Option<&str>) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(binary(name));
+            command
+        }
+        None => Command::new(binary(name)),
+    }
 }
 
 /// A sandbox of real processes in one temporary directory.
@@ -80,6 +95,22 @@ impl Sandbox {
     ) -> anyhow::Result<&mut DaemonProcess> {
         let data_dir = self.dir.path().join(name);
         let process = DaemonProcess::start(name, &data_dir, extra_args)?;
+        self.daemons.push(process);
+        Ok(self.daemons.last_mut().expect("just pushed"))
+    }
+
+    /// Start a daemon inside network namespace `netns` with extra `run`
+    /// arguments and environment variables.
+    pub fn daemon_in_netns(
+        &mut self,
+        name: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        netns: &str,
+    ) -> anyhow::Result<&mut DaemonProcess> {
+        let data_dir = self.dir.path().join(name);
+        let process =
+            DaemonProcess::start_in_netns_with_env(name, &data_dir, extra_args, env, netns)?;
         self.daemons.push(process);
         Ok(self.daemons.last_mut().expect("just pushed"))
     }
@@ -127,6 +158,10 @@ pub struct DaemonProcess {
     pub api_url: String,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The network namespace it runs in (`ip netns exec`), kept for restarts.
+    pub netns: Option<String>,
+    /// Extra environment variables given at start, reused on restart.
+    pub env: Vec<(String, String)>,
     /// Substrings of ERROR lines this test expects.
     pub allowed_errors: Vec<String>,
 }
@@ -167,6 +202,17 @@ impl DaemonProcess {
         Self::spawn(name, data_dir, extra_args, &[], Some(netns))
     }
 
+    /// [`start_in_netns`](Self::start_in_netns) with extra environment variables.
+    pub fn start_in_netns_with_env(
+        name: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        netns: &str,
+    ) -> anyhow::Result<DaemonProcess> {
+        Self::spawn(name, data_dir, extra_args, env, Some(netns))
+    }
+
     fn spawn(
         name: &str,
         data_dir: &Path,
@@ -181,18 +227,7 @@ impl DaemonProcess {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = match netns {
-            // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
-            Some(netns) => {
-                let mut command = Command::new("ip");
-                command
-                    .args(["netns", "exec", netns])
-                    .arg(binary("golem-daemon"));
-                command
-            }
-            None => Command::new(binary("golem-daemon")),
-        };
-        let child = command
+        let child = binary_command("golem-daemon", netns)
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
@@ -221,6 +256,11 @@ impl DaemonProcess {
             api_url: String::new(),
             log_path,
             child: Some(child),
+            netns: netns.map(str::to_string),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             allowed_errors: Vec::new(),
         };
         process.api_url = process.wait_ready(Duration::from_secs(30))?;
@@ -304,7 +344,18 @@ impl DaemonProcess {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        let mut fresh = DaemonProcess::start(&self.name, &self.data_dir, &args)?;
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let mut fresh = DaemonProcess::spawn(
+            &self.name,
+            &self.data_dir,
+            &args,
+            &env,
+            self.netns.as_deref(),
+        )?;
         self.api_url = std::mem::take(&mut fresh.api_url);
         self.child = fresh.child.take();
         Ok(())
@@ -386,6 +437,27 @@ where
             bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run a command with a deadline; kill it and fail the test if it hangs.
+pub fn output_within(mut command: Command, timeout: Duration) -> std::process::Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(timeout) {
+        Ok(output) => output.expect("waiting for the command"),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            panic!("command did not finish within {timeout:?}");
+        }
     }
 }
 

@@ -29,14 +29,14 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::{binary, DaemonProcess};
+use crate::{binary_command, DaemonProcess};
 
 /// The log line `golem-provider run` prints once its offers are subscribed.
 pub const READY_LINE: &str = "provider agent ready";
@@ -104,6 +104,9 @@ pub struct ProviderOptions {
     /// The daemon's REST API as the agent reaches it, when not directly (e.g.
     /// through a [`ReplyTrap`](crate::proxy::ReplyTrap)); `--api-url`.
     pub api_url: Option<String>,
+    /// The network namespace to run the agent in (`ip netns exec`): its
+    /// daemon's, whose REST API listens on that namespace's loopback.
+    pub netns: Option<String>,
 }
 
 impl ProviderOptions {
@@ -156,6 +159,12 @@ impl ProviderOptions {
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Run the agent inside network namespace `netns` (its daemon's).
+    pub fn netns(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.into());
         self
     }
 
@@ -243,7 +252,7 @@ impl ProviderAgent {
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "provider".into())
         });
-        let mut command = Command::new(binary("golem-provider"));
+        let mut command = binary_command("golem-provider", options.netns.as_deref());
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -367,12 +376,14 @@ impl ProviderAgent {
     /// Run `golem-provider ARGS` (e.g. `["preset", "list", "--json"]`) on this
     /// agent's data dir and daemon.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        Ok(Command::new(binary("golem-provider"))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--api-url", &self.api_url, "--app-key", &self.app_key])
-            .args(args)
-            .output()?)
+        Ok(
+            binary_command("golem-provider", self.options.netns.as_deref())
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(["--api-url", &self.api_url, "--app-key", &self.app_key])
+                .args(args)
+                .output()?,
+        )
     }
 
     /// `golem-provider status --json`: `offers`, `agreements`, `activities`, `earnings`.

@@ -9,23 +9,13 @@ use std::time::Duration;
 
 use golem_model::bus::{PingRemote, NET_SERVICE};
 use golem_model::NodeId;
+use golem_tests::lab::{ip, require_netns_tier};
 use golem_tests::{eventually, DaemonProcess, Sandbox};
 
 /// Creates the namespaces and veth pairs; removes them on drop.
 struct Topology {
     namespaces: Vec<String>,
     host_links: Vec<String>,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ip").args(args).output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }
 
 impl Topology {
@@ -99,22 +89,10 @@ impl Drop for Topology {
     }
 }
 
-fn netns_available() -> bool {
-    nix::unistd::Uid::effective().is_root()
-        && Command::new("ip")
-            .arg("-V")
-            .output()
-            .map(|output| output.status.success())
-            .unwrap_or(false)
-}
-
 #[tokio::test]
 #[ignore = "tier netns: needs root and iproute2; scripts/test.sh runs it when both are there (GOLEM_TEST_NETNS=1)"]
 async fn netns_nodes_in_separate_namespaces_talk_through_a_relay() {
-    assert!(
-        std::env::var("GOLEM_TEST_NETNS").as_deref() == Ok("1") && netns_available(),
-        "network namespaces need root and iproute2: run as root with iproute2 and GOLEM_TEST_NETNS=1, or scripts/test.sh, which runs this tier only when they are there"
-    );
+    require_netns_tier();
     let tag = format!("g{}", std::process::id() % 100_000);
     let topology = Topology::create(&tag).unwrap();
     let mut sandbox = Sandbox::new();

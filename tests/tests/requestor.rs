@@ -7,12 +7,12 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use golem_tests::binary;
 use golem_tests::provider::Preset;
 use golem_tests::requestor::{busybox_image, demo_job, repo_root, Network};
+use golem_tests::{binary, output_within};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -22,29 +22,6 @@ fn hello_wat() -> PathBuf {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Run a command with a deadline; kill it and fail if it hangs.
-fn output_within(mut command: std::process::Command, timeout: Duration) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    match receiver.recv_timeout(timeout) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-            panic!("command did not finish within {timeout:?}");
-        }
-    }
 }
 
 /// The `{"event": "summary"}` line of `script --json`.

@@ -39,6 +39,7 @@ use crate::handle::{
     PeerStatus, RelayStatus, TopicStatus,
 };
 use crate::identity::{keypair_from_secret, node_id_of_public_key, PeerTable};
+use crate::ping_strikes::{PingStrikes, PING_FAILURES_BEFORE_CLOSE};
 use crate::protocol::{StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD};
 
 /// How long to wait before retrying a lookup that did not find the node.
@@ -141,6 +142,7 @@ pub async fn start_with_streams(
         reservations: HashSet::new(),
         relays: Vec::new(),
         last_relay_check: Instant::now(),
+        ping_strikes: PingStrikes::default(),
         config,
     };
 
@@ -329,6 +331,8 @@ struct Node {
     reservations: HashSet<PeerId>,
     relays: Vec<Relay>,
     last_relay_check: Instant,
+    /// Failed pings in a row per connection (closed after a few, not one).
+    ping_strikes: PingStrikes,
 }
 
 /// A relay this node keeps a reservation on (listening through it).
@@ -928,6 +932,7 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, remaining = num_established, "connection closed");
+                self.ping_strikes.closed(connection_id);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
                 }
@@ -972,10 +977,18 @@ impl Node {
                     tracing::debug!(%peer, "peer does not answer pings")
                 }
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "ping failed: closing the connection");
-                    self.swarm.close_connection(connection);
+                    if self.ping_strikes.failed(connection) {
+                        tracing::warn!(%peer, %error, failures = PING_FAILURES_BEFORE_CLOSE,
+                            "pings failed in a row: closing the connection");
+                        self.swarm.close_connection(connection);
+                    } else {
+                        tracing::debug!(%peer, %error, "ping failed");
+                    }
                 }
-                Ok(rtt) => tracing::trace!(%peer, ?rtt, "ping"),
+                Ok(rtt) => {
+                    self.ping_strikes.answered(connection);
+                    tracing::trace!(%peer, ?rtt, "ping");
+                }
             },
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Gossipsub(event) => self.on_gossip(event),
