@@ -5,7 +5,9 @@
 #   tests/compat/run.sh [TEST...]        # default: every test below
 #
 # Tests: yapapi-hello (polling), yapapi-hello-stream (stream_output=True),
-# yapapi-transfer (upload_bytes/download_bytes through gftp), golemjs-basic
+# yapapi-transfer (upload_bytes/download_bytes through gftp),
+# yapapi-hello-service (a Service whose run() loop reads a file its start()
+# keeps writing, stopped with cluster.stop()), golemjs-basic
 # (rent one provider, run, upload + download a file, finish and pay); the VPN
 # examples: yapapi-http-proxy (a two-instance service cluster in a network
 # behind yapapi's LocalHttpProxy), golemjs-tcp-proxy (a server reached through
@@ -37,8 +39,8 @@
 #                               points at a local anvil chain with the test token deployed
 #                               and the requestor funded (as the original's own harness does);
 #                             dummy: every program is told YAGNA_PAYMENT_DRIVER=dummy (network local);
-#                             mixed: yapapi-hello, golemjs-basic, yapapi-http-proxy and
-#                               golemjs-vpn on holesky (clients' defaults; the last two pay
+#                             mixed: yapapi-hello, yapapi-hello-service, golemjs-basic,
+#                               yapapi-http-proxy and golemjs-vpn on holesky (clients' defaults; the last two pay
 #                               two providers), the others told to use dummy.
 #                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
@@ -54,7 +56,7 @@ PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
 VPN_TESTS=(yapapi-http-proxy golemjs-tcp-proxy golemjs-vpn)
-ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic "${VPN_TESTS[@]}")
+ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer yapapi-hello-service golemjs-basic "${VPN_TESTS[@]}")
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
 NEED_VPN=0
@@ -254,7 +256,7 @@ decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sy
 platform_of() {
     case "$PAYMENT_MODE/$1" in
         dummy/*) echo dummy-local-tglm ;;
-        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
+        holesky/*|mixed/yapapi-hello|mixed/yapapi-hello-service|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
         *) echo dummy-local-tglm ;;
     esac
 }
@@ -334,6 +336,7 @@ for test in "${TESTS[@]}"; do
         yapapi-hello) run_program "$test" "RESULT>$DATE_OUTPUT<RESULT" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" "STREAMED>$DATE_OUTPUT<STREAMED" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-transfer) run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
+        yapapi-hello-service) run_program "$test" 'HELLO SERVICE OK' "$PY" "$HERE/yapapi/hello_service.py" ;;
         golemjs-basic) NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs" ;;
         yapapi-http-proxy) run_program "$test" 'HTTP PROXY OK' "$PY" "$HERE/yapapi/http_proxy.py" ;;
         golemjs-tcp-proxy) NODE_PATH="$NODE_PATH" run_program "$test" 'TCP PROXY OK' node "$HERE/golem-js/tcp-proxy.cjs" ;;

@@ -5,7 +5,9 @@
 //! installed the clients into a cache outside the repo. The REST-shape checks of the GSB API run always.
 //!
 //! - `compat_suite_runs_unmodified_client_programs` runs `tests/compat/run.sh`
-//!   (local network, the yapapi and golem-js programs, output and exit checks,
+//!   (local network, the yapapi and golem-js programs — among them yapapi's
+//!   hello_service: a `Service` with a `run()` loop, stopped with
+//!   `cluster.stop()` — output and exit checks,
 //!   each program's payment as the requestor daemon recorded it: platform,
 //!   amount, allocations released; with anvil, the provider's balance change
 //!   per program).
@@ -140,6 +142,7 @@ fn compat_suite_runs_unmodified_client_programs() {
             ("yapapi-hello", "erc20-holesky-tglm"),
             ("yapapi-hello-stream", "dummy-local-tglm"),
             ("yapapi-transfer", "dummy-local-tglm"),
+            ("yapapi-hello-service", "erc20-holesky-tglm"),
             ("golemjs-basic", "erc20-holesky-tglm"),
         ],
     );
