@@ -14,7 +14,15 @@
 # golem-js's TcpProxy), golemjs-vpn (two rentals in one network reach each
 # other). The VPN examples need two providers: a second provider daemon and
 # agent start when one of them is asked for, and before they run both
-# providers' offers must list `vpn` in golem.runtime.capabilities.
+# providers' offers must list `vpn` in golem.runtime.capabilities. The outbound
+# example: golemjs-outbound-whitelist (an unsigned payload manifest naming one
+# URL, admitted by the provider's whitelist, fetched from inside the
+# container): it needs root (the provider loads nftables into the container's
+# namespace); an HTTP server starts on the Docker bridge's host address with
+# a JSON file (and on a second port the manifest does not name, which the
+# container must not reach), its name is mapped by the agents' `--outbound-hosts` and
+# whitelisted with `golem-provider whitelist add`, and the provider's offer
+# must list `manifest-support` before it runs.
 #
 # It installs the clients (setup.sh, cached outside the repo), starts a provider
 # daemon and a requestor daemon (the requestor bootstraps from the provider), a
@@ -56,12 +64,15 @@ PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
 VPN_TESTS=(yapapi-http-proxy golemjs-tcp-proxy golemjs-vpn)
-ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer yapapi-hello-service golemjs-basic "${VPN_TESTS[@]}")
+OUTBOUND_TESTS=(golemjs-outbound-whitelist)
+ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer yapapi-hello-service golemjs-basic "${VPN_TESTS[@]}" "${OUTBOUND_TESTS[@]}")
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
 NEED_VPN=0
+NEED_OUTBOUND=0
 for test in "${TESTS[@]}"; do
     for vpn_test in "${VPN_TESTS[@]}"; do [ "$test" != "$vpn_test" ] || NEED_VPN=1; done
+    for outbound_test in "${OUTBOUND_TESTS[@]}"; do [ "$test" != "$outbound_test" ] || NEED_OUTBOUND=1; done
 done
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -170,15 +181,47 @@ PIDS+=($!)
 IMAGE_URL="http://127.0.0.1:$HTTP_PORT/image.gvmi"
 for _ in $(seq 1 100); do curl -sfI "$IMAGE_URL" >/dev/null 2>&1 && break; sleep 0.05; done
 
+# --- the outbound example's "internet": a server on the Docker bridge's host side
+OUTBOUND_HOST=registry.compat.test
+OUTBOUND_ARGS=()
+if [ "$NEED_OUTBOUND" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "the outbound example needs root: the provider loads nftables into the container's namespace"
+    BRIDGE_IP=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}') \
+        || die "cannot read the Docker bridge's gateway address"
+    OUTBOUND_WWW="$WORK/outbound-www"
+    mkdir -p "$OUTBOUND_WWW/-/package/@golem-sdk/golem-js"
+    OUTBOUND_JSON='{"latest":"3.6.0","beta":"3.6.0-beta.1"}'
+    printf '%s\n' "$OUTBOUND_JSON" >"$OUTBOUND_WWW/-/package/@golem-sdk/golem-js/dist-tags"
+    OUTBOUND_PORT=$(free_port)
+    python3 -m http.server --bind "$BRIDGE_IP" --directory "$OUTBOUND_WWW" "$OUTBOUND_PORT" >"$WORK/outbound-http.log" 2>&1 &
+    PIDS+=($!)
+    # The same file on a second port, which the manifest does not name.
+    OUTBOUND_DENIED_PORT=$(free_port)
+    python3 -m http.server --bind "$BRIDGE_IP" --directory "$OUTBOUND_WWW" "$OUTBOUND_DENIED_PORT" >"$WORK/outbound-denied-http.log" 2>&1 &
+    PIDS+=($!)
+    OUTBOUND_URL="http://$OUTBOUND_HOST:$OUTBOUND_PORT"
+    OUTBOUND_DENIED_URL="http://$OUTBOUND_HOST:$OUTBOUND_DENIED_PORT"
+    for port in "$OUTBOUND_PORT" "$OUTBOUND_DENIED_PORT"; do
+        for _ in $(seq 1 100); do curl -sfI "http://$BRIDGE_IP:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
+    done
+    OUTBOUND_ARGS=(--outbound-hosts "$OUTBOUND_HOST=$BRIDGE_IP")
+fi
+
 # --- the provider agent -------------------------------------------------------
 # The image is served on 127.0.0.1, so the provider explicitly allows private transfers.
 SUBNET="compat-$$"
 unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK
 start_agent() {
     local name=$1 url_var="${1}_URL" key_var="${1}_KEY" dir_var="${1}_DIR"
-    "$BIN/golem-provider" --data-dir "$WORK/agent-$name" --api-url "${!url_var}" --app-key "${!key_var}" \
-        --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
-        --node-name "compat-$name" --exe-units vm --allow-private-transfers >/dev/null 2>"$WORK/agent-$name.log" &
+    local provider_cli=("$BIN/golem-provider" --data-dir "$WORK/agent-$name" --api-url "${!url_var}" --app-key "${!key_var}")
+    if [ "$NEED_OUTBOUND" = 1 ]; then
+        # The original's CLI, as a provider would: the example's host on the whitelist.
+        "${provider_cli[@]}" whitelist add -p "$OUTBOUND_HOST" >"$WORK/agent-$name.whitelist.log" 2>&1 \
+            || die "golem-provider whitelist add failed: $(tail -5 "$WORK/agent-$name.whitelist.log")"
+    fi
+    "${provider_cli[@]}" --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
+        --node-name "compat-$name" --exe-units vm --allow-private-transfers "${OUTBOUND_ARGS[@]}" \
+        >/dev/null 2>"$WORK/agent-$name.log" &
     PIDS+=($!)
 }
 for name in "${PROVIDERS[@]}"; do start_agent "$name"; done
@@ -188,16 +231,17 @@ for name in "${PROVIDERS[@]}"; do
     grep -q "$READY" "$WORK/agent-$name.log" || die "the provider agent $name did not start: $(tail -5 "$WORK/agent-$name.log")"
 done
 
-# The SDKs demand `vpn` in golem.runtime.capabilities for a network: each
-# provider's own offer (its daemon's market API) must list it.
-if [ "$NEED_VPN" = 1 ]; then
+# require_capability CAP HINT: each provider's own offer (its daemon's market
+# API) must list CAP in golem.runtime.capabilities.
+require_capability() {
+    local cap=$1 hint=$2 name url_var key_var offers
     for name in "${PROVIDERS[@]}"; do
         url_var="${name}_URL" key_var="${name}_KEY"
         offers=$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/market-api/v1/offers") \
             || die "cannot list the offers of $name"
         python3 -c '
 import json, sys
-offers = json.loads(sys.argv[1])
+offers, cap = json.loads(sys.argv[1]), sys.argv[2]
 def flat(props, prefix=""):
     out = {}
     for key, value in props.items():
@@ -207,10 +251,17 @@ def flat(props, prefix=""):
             out[prefix + key] = value
     return out
 caps = [flat(offer.get("properties", {})).get("golem.runtime.capabilities") for offer in offers]
-sys.exit(0 if any(isinstance(c, list) and "vpn" in c for c in caps) else "no offer lists vpn: %r" % caps)
-' "$offers" || die "$name does not offer the vpn capability (is /dev/net/tun usable?)"
+sys.exit(0 if any(isinstance(c, list) and cap in c for c in caps) else "no offer lists %s: %r" % (cap, caps))
+' "$offers" "$cap" || die "$name does not offer the $cap capability ($hint)"
     done
-    echo "run.sh: every provider offers golem.runtime.capabilities with vpn" >&2
+    echo "run.sh: every provider offers golem.runtime.capabilities with $cap" >&2
+}
+# The SDKs demand `vpn` for a network; a manifest with outbound URLs goes
+# only to offers with `manifest-support` (and `inet`).
+[ "$NEED_VPN" = 0 ] || require_capability vpn "is /dev/net/tun usable?"
+if [ "$NEED_OUTBOUND" = 1 ]; then
+    require_capability manifest-support "can the VM unit load nftables into a container's namespace?"
+    require_capability inet "can the VM unit load nftables into a container's namespace?"
 fi
 
 # gftp for yapapi: our `gftp` binary on PATH, speaking to the requestor daemon's bus.
@@ -341,6 +392,10 @@ for test in "${TESTS[@]}"; do
         yapapi-http-proxy) run_program "$test" 'HTTP PROXY OK' "$PY" "$HERE/yapapi/http_proxy.py" ;;
         golemjs-tcp-proxy) NODE_PATH="$NODE_PATH" run_program "$test" 'TCP PROXY OK' node "$HERE/golem-js/tcp-proxy.cjs" ;;
         golemjs-vpn) NODE_PATH="$NODE_PATH" run_program "$test" 'VPN OK' node "$HERE/golem-js/vpn.cjs" ;;
+        golemjs-outbound-whitelist)
+            NODE_PATH="$NODE_PATH" COMPAT_OUTBOUND_HOST="$OUTBOUND_HOST" COMPAT_OUTBOUND_URL="$OUTBOUND_URL" \
+                COMPAT_OUTBOUND_DENIED_URL="$OUTBOUND_DENIED_URL" \
+                COMPAT_OUTBOUND_JSON="$OUTBOUND_JSON" run_program "$test" 'OUTBOUND OK' node "$HERE/golem-js/outbound-whitelist.cjs" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done

@@ -14,6 +14,10 @@
 //! - `compat_vpn_examples_reach_provider_services_through_the_network` runs
 //!   the VPN examples (yapapi http-proxy, golem-js tcp-proxy and basic/vpn) the
 //!   same way on two providers.
+//! - `compat_outbound_whitelist_example_reaches_only_its_manifest_url` runs
+//!   golem-js's advanced/outbound/whitelist (an unsigned payload manifest
+//!   admitted by the provider's whitelist) against a server on the Docker
+//!   bridge's host address; a port the manifest does not name stays shut.
 //! - `golem_js_storage_serves_files_through_the_gsb_api` drives golem-js's own
 //!   `WebSocketStorageProvider` (its default file transfer) and plays the exe
 //!   unit's side over the daemon's bus: GetMetadata/GetChunk on a published file,
@@ -170,6 +174,29 @@ fn compat_vpn_examples_reach_provider_services_through_the_network() {
             ("golemjs-tcp-proxy", "dummy-local-tglm"),
             ("golemjs-vpn", "erc20-holesky-tglm"),
         ],
+    );
+}
+
+/// golem-js's `rental-model/advanced/outbound/whitelist` (issue 20), unmodified
+/// in its SDK calls: the demand carries an unsigned payload manifest naming
+/// one URL; the provider (its `golem-provider whitelist add` of the host, the
+/// host mapped by `--outbound-hosts` to the Docker bridge's host address where
+/// run.sh serves the JSON) admits it under the default `everyone: whitelist`
+/// rule; inside the container `wget` reads exactly the served JSON, and the
+/// same host on a port the manifest does not name stays shut. Needs root:
+/// the provider loads nftables into the container's namespace.
+#[test]
+#[ignore = "tier compat: needs the unmodified clients and root (nftables in the container's namespace); scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
+fn compat_outbound_whitelist_example_reaches_only_its_manifest_url() {
+    require_tier("compat_outbound_whitelist_example_reaches_only_its_manifest_url");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "compat_outbound_whitelist_example_reaches_only_its_manifest_url needs root: the provider loads nftables into the container's network namespace"
+    );
+    setup_clients();
+    run_compat_programs(
+        "compat_outbound_whitelist_example_reaches_only_its_manifest_url",
+        &[("golemjs-outbound-whitelist", "dummy-local-tglm")],
     );
 }
 
