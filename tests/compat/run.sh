@@ -15,9 +15,11 @@
 # other). The VPN examples need two providers: a second provider daemon and
 # agent start when one of them is asked for, and before they run both
 # providers' offers must list `vpn` in golem.runtime.capabilities. The outbound
-# example: golemjs-outbound-whitelist (an unsigned payload manifest naming one
+# examples: golemjs-outbound-whitelist (an unsigned payload manifest naming one
 # URL, admitted by the provider's whitelist, fetched from inside the
-# container): it needs root (the provider loads nftables into the container's
+# container) and yapapi-external-api-request (a manifest signed as the
+# example's sign.sh does, by a test CA run.sh mints with openssl and the
+# provider trusts for `audited-payload`): they need root (the provider loads nftables into the container's
 # namespace); an HTTP server starts on the Docker bridge's host address with
 # a JSON file (and on a second port the manifest does not name, which the
 # container must not reach), its name is mapped by the agents' `--outbound-hosts` and
@@ -64,7 +66,7 @@ PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
 VPN_TESTS=(yapapi-http-proxy golemjs-tcp-proxy golemjs-vpn)
-OUTBOUND_TESTS=(golemjs-outbound-whitelist)
+OUTBOUND_TESTS=(golemjs-outbound-whitelist yapapi-external-api-request)
 ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer yapapi-hello-service golemjs-basic "${VPN_TESTS[@]}" "${OUTBOUND_TESTS[@]}")
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
@@ -192,6 +194,9 @@ if [ "$NEED_OUTBOUND" = 1 ]; then
     mkdir -p "$OUTBOUND_WWW/-/package/@golem-sdk/golem-js"
     OUTBOUND_JSON='{"latest":"3.6.0","beta":"3.6.0-beta.1"}'
     printf '%s\n' "$OUTBOUND_JSON" >"$OUTBOUND_WWW/-/package/@golem-sdk/golem-js/dist-tags"
+    mkdir -p "$OUTBOUND_WWW/api/v3/simple"
+    OUTBOUND_PRICE=0.2468
+    printf '{"golem": {"usd": %s}}\n' "$OUTBOUND_PRICE" >"$OUTBOUND_WWW/api/v3/simple/price"
     OUTBOUND_PORT=$(free_port)
     python3 -m http.server --bind "$BRIDGE_IP" --directory "$OUTBOUND_WWW" "$OUTBOUND_PORT" >"$WORK/outbound-http.log" 2>&1 &
     PIDS+=($!)
@@ -205,6 +210,37 @@ if [ "$NEED_OUTBOUND" = 1 ]; then
         for _ in $(seq 1 100); do curl -sfI "http://$BRIDGE_IP:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
     done
     OUTBOUND_ARGS=(--outbound-hosts "$OUTBOUND_HOST=$BRIDGE_IP")
+    # yapapi's external_api_request.py reads these files from its working
+    # directory, made as the example's sign.sh makes them, by a leaf of a
+    # test CA minted here (the CA is imported into each provider's keystore).
+    SIGNING="$WORK/signing"
+    mkdir -p "$SIGNING"
+    {
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$SIGNING/root.key" -out "$SIGNING/root.pem" -days 2 \
+            -subj "/CN=Compat Test Root" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey rsa:2048 -nodes -keyout "$SIGNING/sign.key" -out "$SIGNING/sign.csr" -subj "/CN=Compat Manifest Signer"
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' >"$SIGNING/leaf.ext"
+        openssl x509 -req -in "$SIGNING/sign.csr" -CA "$SIGNING/root.pem" -CAkey "$SIGNING/root.key" -CAcreateserial \
+            -days 2 -extfile "$SIGNING/leaf.ext" -out "$WORK/golem_sign.pem"
+    } >"$SIGNING/openssl.log" 2>&1 || die "minting the test CA with openssl failed: $(tail -5 "$SIGNING/openssl.log")"
+    python3 -c '
+import json, sys
+image_hash, image_url, api_url = sys.argv[1:]
+print(json.dumps({
+    "version": "0.1.0",
+    "createdAt": "2024-01-01T00:00:00.000000Z",
+    "expiresAt": "2100-01-01T00:01:00.000000Z",
+    "metadata": {"name": "External API call example", "version": "0.1.0",
+                 "description": "Example manifest of a service making an outbound call to the external API"},
+    "payload": [{"platform": {"arch": "x86_64", "os": "linux"}, "urls": [image_url], "hash": "sha3:" + image_hash}],
+    "compManifest": {"version": "0.1.0",
+        "script": {"commands": ["run .*wget.*"], "match": "regex"},
+        "net": {"inet": {"out": {"protocols": ["http"], "urls": [api_url]}}}},
+}, indent=2))' "$IMAGE_HASH" "$IMAGE_URL" "$OUTBOUND_URL" >"$WORK/manifest_whitelist.json"
+    base64 --wrap=0 "$WORK/manifest_whitelist.json" >"$WORK/manifest.json.base64"
+    openssl dgst -sha256 -sign "$SIGNING/sign.key" -out "$WORK/manifest.json.base64.sha256.sig" "$WORK/manifest.json.base64" \
+        || die "signing the manifest with openssl failed"
 fi
 
 # --- the provider agent -------------------------------------------------------
@@ -218,6 +254,10 @@ start_agent() {
         # The original's CLI, as a provider would: the example's host on the whitelist.
         "${provider_cli[@]}" whitelist add -p "$OUTBOUND_HOST" >"$WORK/agent-$name.whitelist.log" 2>&1 \
             || die "golem-provider whitelist add failed: $(tail -5 "$WORK/agent-$name.whitelist.log")"
+        # ... and the test CA trusted for audited payloads.
+        "${provider_cli[@]}" rule set outbound audited-payload import-cert "$SIGNING/root.pem" --mode all \
+            >"$WORK/agent-$name.rule.log" 2>&1 \
+            || die "golem-provider rule set outbound audited-payload import-cert failed: $(tail -5 "$WORK/agent-$name.rule.log")"
     fi
     "${provider_cli[@]}" --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
         --node-name "compat-$name" --exe-units vm --allow-private-transfers "${OUTBOUND_ARGS[@]}" \
@@ -396,6 +436,9 @@ for test in "${TESTS[@]}"; do
             NODE_PATH="$NODE_PATH" COMPAT_OUTBOUND_HOST="$OUTBOUND_HOST" COMPAT_OUTBOUND_URL="$OUTBOUND_URL" \
                 COMPAT_OUTBOUND_DENIED_URL="$OUTBOUND_DENIED_URL" \
                 COMPAT_OUTBOUND_JSON="$OUTBOUND_JSON" run_program "$test" 'OUTBOUND OK' node "$HERE/golem-js/outbound-whitelist.cjs" ;;
+        yapapi-external-api-request)
+            COMPAT_OUTBOUND_URL="$OUTBOUND_URL" COMPAT_OUTBOUND_PRICE="$OUTBOUND_PRICE" \
+                run_program "$test" 'EXTERNAL API OK' "$PY" "$HERE/yapapi/external_api_request.py" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done

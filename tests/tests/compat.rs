@@ -14,10 +14,12 @@
 //! - `compat_vpn_examples_reach_provider_services_through_the_network` runs
 //!   the VPN examples (yapapi http-proxy, golem-js tcp-proxy and basic/vpn) the
 //!   same way on two providers.
-//! - `compat_outbound_whitelist_example_reaches_only_its_manifest_url` runs
+//! - `compat_outbound_examples_reach_only_their_manifest_urls` runs
 //!   golem-js's advanced/outbound/whitelist (an unsigned payload manifest
-//!   admitted by the provider's whitelist) against a server on the Docker
-//!   bridge's host address; a port the manifest does not name stays shut.
+//!   admitted by the provider's whitelist; a port the manifest does not name
+//!   stays shut) and yapapi's external_api_request.py (a manifest signed by
+//!   a test CA the provider trusts for `audited-payload`) against a server on
+//!   the Docker bridge's host address.
 //! - `golem_js_storage_serves_files_through_the_gsb_api` drives golem-js's own
 //!   `WebSocketStorageProvider` (its default file transfer) and plays the exe
 //!   unit's side over the daemon's bus: GetMetadata/GetChunk on a published file,
@@ -177,26 +179,34 @@ fn compat_vpn_examples_reach_provider_services_through_the_network() {
     );
 }
 
-/// golem-js's `rental-model/advanced/outbound/whitelist` (issue 20), unmodified
-/// in its SDK calls: the demand carries an unsigned payload manifest naming
+/// The outbound examples (issue 20), unmodified in their SDK calls. golem-js's
+/// `rental-model/advanced/outbound/whitelist`: the demand carries an unsigned payload manifest naming
 /// one URL; the provider (its `golem-provider whitelist add` of the host, the
 /// host mapped by `--outbound-hosts` to the Docker bridge's host address where
 /// run.sh serves the JSON) admits it under the default `everyone: whitelist`
 /// rule; inside the container `wget` reads exactly the served JSON, and the
-/// same host on a port the manifest does not name stays shut. Needs root:
+/// same host on a port the manifest does not name stays shut. yapapi's
+/// `external-api-request/external_api_request.py`: `vm.manifest` with the
+/// manifest, its signature and certificate made as the example's sign.sh
+/// does, by a test CA run.sh mints with openssl and imports with
+/// `golem-provider rule set outbound audited-payload import-cert`; the
+/// service's `run()` prints the price the server holds. Needs root:
 /// the provider loads nftables into the container's namespace.
 #[test]
 #[ignore = "tier compat: needs the unmodified clients and root (nftables in the container's namespace); scripts/test.sh runs it when tests/compat/setup.sh has installed them (GOLEM_TEST_COMPAT=1)"]
-fn compat_outbound_whitelist_example_reaches_only_its_manifest_url() {
-    require_tier("compat_outbound_whitelist_example_reaches_only_its_manifest_url");
+fn compat_outbound_examples_reach_only_their_manifest_urls() {
+    require_tier("compat_outbound_examples_reach_only_their_manifest_urls");
     assert!(
         nix::unistd::Uid::effective().is_root(),
-        "compat_outbound_whitelist_example_reaches_only_its_manifest_url needs root: the provider loads nftables into the container's network namespace"
+        "compat_outbound_examples_reach_only_their_manifest_urls needs root: the provider loads nftables into the container's network namespace"
     );
     setup_clients();
     run_compat_programs(
-        "compat_outbound_whitelist_example_reaches_only_its_manifest_url",
-        &[("golemjs-outbound-whitelist", "dummy-local-tglm")],
+        "compat_outbound_examples_reach_only_their_manifest_urls",
+        &[
+            ("golemjs-outbound-whitelist", "dummy-local-tglm"),
+            ("yapapi-external-api-request", "dummy-local-tglm"),
+        ],
     );
 }
 
