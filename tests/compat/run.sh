@@ -40,7 +40,7 @@
 #   SKIP_BUILD=1              do not run `cargo build` first
 #   CARGO_TARGET_DIR          where the binaries are (default /var/tmp/golem-target)
 #   GOLEM_COMPAT_PROFILE      cargo profile of the binaries (default debug; the bench uses release)
-#   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 60)
+#   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 120)
 #   GOLEM_COMPAT_IMAGE        the VM image file to serve (default: the busybox test image
 #                             built by tests/images/build.sh and `docker save`d)
 #   GOLEM_COMPAT_PAYMENT      how the programs pay:
@@ -364,7 +364,7 @@ run_program() {
     "${LEDGER[@]}" ids "$requestor_URL" "$requestor_KEY" >"$WORK/$name.payments-before"
     [ "$PAYMENT_MODE" = dummy ] || before=$(provider_balance)
     start=$(date +%s.%N)
-    if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-60}" "$@") >"$out" 2>&1; then
+    if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-120}" "$@") >"$out" 2>&1; then
         status="FAIL(exit)"
     elif ! grep -qE "$pattern" "$out"; then
         status="FAIL(output)"

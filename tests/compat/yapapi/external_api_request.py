@@ -27,7 +27,9 @@ Differences from the example, none in the SDK calls:
   stop.
 
 Prints "EXTERNAL API OK" and exits 0 when the price printed is the one
-served (COMPAT_OUTBOUND_PRICE) and the instance ended terminated.
+served (COMPAT_OUTBOUND_PRICE) and the instance ended terminated, with
+yapapi's service runner logging no unhandled exception of the service
+(service_errors.py; the default `shutdown`'s `terminate` command included).
 """
 import asyncio
 import os
@@ -38,6 +40,8 @@ from yapapi import Golem
 from yapapi.log import enable_default_logger
 from yapapi.payload import vm
 from yapapi.services import Service, ServiceState
+
+from service_errors import ServiceErrors
 
 API_URL = os.environ["COMPAT_OUTBOUND_URL"]
 STARTING_TIMEOUT = timedelta(minutes=2)
@@ -83,6 +87,7 @@ class ApiCallService(Service):
 
 
 async def main(expected_price: str) -> None:
+    service_errors = ServiceErrors()
     async with Golem(budget=1.0) as golem:
         cluster = await golem.run_service(ApiCallService, num_instances=1)
         start_time = datetime.now()
@@ -104,6 +109,8 @@ async def main(expected_price: str) -> None:
 
     if f"Golem price: {expected_price} USD" not in outputs[0]:
         sys.exit(f"expected the served price {expected_price}, got {outputs[0]!r}")
+    if service_errors.messages:
+        sys.exit(f"the service runner logged failures: {service_errors.messages}")
     if len(states) != 1 or states[0] != ServiceState.terminated:
         sys.exit(f"the instance did not end terminated: {[s.value for s in states]}")
     print("EXTERNAL API OK", flush=True)

@@ -23,7 +23,9 @@ Configured through the environment the library reads (YAGNA_APPKEY,
 YAGNA_API_URL, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER/_NETWORK) plus the image.
 Prints "HELLO SERVICE OK" and exits 0 when the readings are busybox `date`
 output, at least two of them differ (the loop started in `start()` kept
-running across the `run()` scripts) and the instance ended terminated.
+running across the `run()` scripts) and the instance ended terminated, with
+yapapi's service runner logging no unhandled exception of the service
+(service_errors.py; the default `shutdown`'s `terminate` command included).
 """
 import asyncio
 import os
@@ -35,6 +37,8 @@ from yapapi import Golem
 from yapapi.log import enable_default_logger
 from yapapi.payload import vm
 from yapapi.services import Service, ServiceState
+
+from service_errors import ServiceErrors
 
 DATE_OUTPUT_PATH = "/golem/work/date.txt"
 REFRESH_INTERVAL_SEC = 2
@@ -85,6 +89,7 @@ class DateService(Service):
 
 
 async def main(wanted_readings: int) -> None:
+    service_errors = ServiceErrors()
     async with Golem(budget=1.0) as golem:
         cluster = await golem.run_service(DateService, num_instances=1)
         start_time = datetime.now()
@@ -113,6 +118,8 @@ async def main(wanted_readings: int) -> None:
         sys.exit(f"readings that are not `date` output: {bad!r}")
     if len(set(taken)) < 2:
         sys.exit(f"the date file never changed between readings: {taken!r}")
+    if service_errors.messages:
+        sys.exit(f"the service runner logged failures: {service_errors.messages}")
     if len(states) != 1 or states[0] != ServiceState.terminated:
         sys.exit(f"the instance did not end terminated: {[s.value for s in states]}")
     print("HELLO SERVICE OK", flush=True)
