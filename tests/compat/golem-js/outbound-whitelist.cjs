@@ -17,7 +17,8 @@
 //   fetches its dist-tags JSON instead of `curl`; the manifest's `expiresAt`
 //   is in 2100 (the original's has passed);
 // - the payment: YAGNA_PAYMENT_DRIVER / _NETWORK passed as the SDK's `payment`
-//   option when set (as basic.cjs); no pino-pretty logger;
+//   option when set (sdk-options.cjs, as every compat program); no
+//   pino-pretty logger;
 // - one command more, after the example's: the same GET on another port of
 //   the same host (COMPAT_OUTBOUND_DENIED_URL, a second server run.sh starts
 //   with the same file), which the manifest does not name, must fail: the
@@ -27,6 +28,7 @@
 //   "OUTBOUND OK" when the JSON it read is the one served and the other port
 //   stayed shut.
 const { GolemNetwork } = require("@golem-sdk/golem-js");
+const { sdkOptions } = require("./sdk-options.cjs");
 
 const host = process.env.COMPAT_OUTBOUND_HOST;
 const url = process.env.COMPAT_OUTBOUND_URL; // http://<host>:<port>
@@ -53,11 +55,7 @@ const manifest = {
 };
 
 async function main() {
-  const options = {};
-  if (process.env.YAGNA_PAYMENT_DRIVER) {
-    options.payment = { driver: process.env.YAGNA_PAYMENT_DRIVER, network: process.env.YAGNA_PAYMENT_NETWORK };
-  }
-  const glm = new GolemNetwork(options);
+  const glm = new GolemNetwork(sdkOptions());
   let failed = false;
   try {
     await glm.connect();

@@ -29,7 +29,7 @@ Differences from the example, none in the SDK calls:
 Prints "EXTERNAL API OK" and exits 0 when the price printed is the one
 served (COMPAT_OUTBOUND_PRICE) and the instance ended terminated, with
 yapapi's service runner logging no unhandled exception of the service
-(service_errors.py; the default `shutdown`'s `terminate` command included).
+(service_checks.py; the default `shutdown`'s `terminate` command included).
 """
 import asyncio
 import os
@@ -39,9 +39,9 @@ from datetime import datetime, timedelta
 from yapapi import Golem
 from yapapi.log import enable_default_logger
 from yapapi.payload import vm
-from yapapi.services import Service, ServiceState
+from yapapi.services import Service
 
-from service_errors import ServiceErrors
+from service_checks import ServiceErrors, exit_unless_ended_cleanly, wait_until_stopped
 
 API_URL = os.environ["COMPAT_OUTBOUND_URL"]
 STARTING_TIMEOUT = timedelta(minutes=2)
@@ -99,20 +99,11 @@ async def main(expected_price: str) -> None:
             await asyncio.sleep(1)
 
         cluster.stop()
-        instances = cluster.instances
-        waited = 0
-        while waited < 15 and any(i.is_available for i in instances):
-            await asyncio.sleep(1)
-            waited += 1
-        states = [i.state for i in instances]
-        print(f"final instance states: {[s.value for s in states]}", flush=True)
+        states = await wait_until_stopped(cluster.instances)
 
     if f"Golem price: {expected_price} USD" not in outputs[0]:
         sys.exit(f"expected the served price {expected_price}, got {outputs[0]!r}")
-    if service_errors.messages:
-        sys.exit(f"the service runner logged failures: {service_errors.messages}")
-    if len(states) != 1 or states[0] != ServiceState.terminated:
-        sys.exit(f"the instance did not end terminated: {[s.value for s in states]}")
+    exit_unless_ended_cleanly(service_errors, states)
     print("EXTERNAL API OK", flush=True)
 
 

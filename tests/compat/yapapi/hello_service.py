@@ -25,7 +25,7 @@ Prints "HELLO SERVICE OK" and exits 0 when the readings are busybox `date`
 output, at least two of them differ (the loop started in `start()` kept
 running across the `run()` scripts) and the instance ended terminated, with
 yapapi's service runner logging no unhandled exception of the service
-(service_errors.py; the default `shutdown`'s `terminate` command included).
+(service_checks.py; the default `shutdown`'s `terminate` command included).
 """
 import asyncio
 import os
@@ -36,9 +36,9 @@ from datetime import datetime, timedelta
 from yapapi import Golem
 from yapapi.log import enable_default_logger
 from yapapi.payload import vm
-from yapapi.services import Service, ServiceState
+from yapapi.services import Service
 
-from service_errors import ServiceErrors
+from service_checks import ServiceErrors, exit_unless_ended_cleanly, wait_until_stopped
 
 DATE_OUTPUT_PATH = "/golem/work/date.txt"
 REFRESH_INTERVAL_SEC = 2
@@ -104,13 +104,7 @@ async def main(wanted_readings: int) -> None:
             await asyncio.sleep(REFRESH_INTERVAL_SEC)
 
         cluster.stop()
-        instances = cluster.instances
-        waited = 0
-        while waited < 15 and any(i.is_available for i in instances):
-            await asyncio.sleep(1)
-            waited += 1
-        states = [i.state for i in instances]
-        print(f"final instance states: {[s.value for s in states]}", flush=True)
+        states = await wait_until_stopped(cluster.instances)
 
     taken = readings[:wanted_readings]
     bad = [r for r in taken if not DATE_PATTERN.match(r)]
@@ -118,10 +112,7 @@ async def main(wanted_readings: int) -> None:
         sys.exit(f"readings that are not `date` output: {bad!r}")
     if len(set(taken)) < 2:
         sys.exit(f"the date file never changed between readings: {taken!r}")
-    if service_errors.messages:
-        sys.exit(f"the service runner logged failures: {service_errors.messages}")
-    if len(states) != 1 or states[0] != ServiceState.terminated:
-        sys.exit(f"the instance did not end terminated: {[s.value for s in states]}")
+    exit_unless_ended_cleanly(service_errors, states)
     print("HELLO SERVICE OK", flush=True)
 
 
