@@ -5,14 +5,26 @@
 #   tests/compat/run.sh [TEST...]        # default: every test below
 #
 # Tests: yapapi-hello (polling), yapapi-hello-stream (stream_output=True),
-# yapapi-transfer (upload_bytes/download_bytes through gftp), golemjs-basic
+# yapapi-transfer (upload_bytes/download_bytes through gftp),
+# yapapi-hello-service (a Service whose run() loop reads a file its start()
+# keeps writing, stopped with cluster.stop()), golemjs-basic
 # (rent one provider, run, upload + download a file, finish and pay); the VPN
 # examples: yapapi-http-proxy (a two-instance service cluster in a network
 # behind yapapi's LocalHttpProxy), golemjs-tcp-proxy (a server reached through
 # golem-js's TcpProxy), golemjs-vpn (two rentals in one network reach each
 # other). The VPN examples need two providers: a second provider daemon and
 # agent start when one of them is asked for, and before they run both
-# providers' offers must list `vpn` in golem.runtime.capabilities.
+# providers' offers must list `vpn` in golem.runtime.capabilities. The outbound
+# examples: golemjs-outbound-whitelist (an unsigned payload manifest naming one
+# URL, admitted by the provider's whitelist, fetched from inside the
+# container) and yapapi-external-api-request (a manifest signed as the
+# example's sign.sh does, by a test CA run.sh mints with openssl and the
+# provider trusts for `audited-payload`): they need root (the provider loads nftables into the container's
+# namespace); an HTTP server starts on the Docker bridge's host address with
+# a JSON file (and on a second port the manifest does not name, which the
+# container must not reach), its name is mapped by the agents' `--outbound-hosts` and
+# whitelisted with `golem-provider whitelist add`, and the provider's offer
+# must list `manifest-support` before it runs.
 #
 # It installs the clients (setup.sh, cached outside the repo), starts a provider
 # daemon and a requestor daemon (the requestor bootstraps from the provider), a
@@ -28,7 +40,7 @@
 #   SKIP_BUILD=1              do not run `cargo build` first
 #   CARGO_TARGET_DIR          where the binaries are (default /var/tmp/golem-target)
 #   GOLEM_COMPAT_PROFILE      cargo profile of the binaries (default debug; the bench uses release)
-#   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 60)
+#   GOLEM_COMPAT_TIMEOUT      seconds each program may run (default 120)
 #   GOLEM_COMPAT_IMAGE        the VM image file to serve (default: the busybox test image
 #                             built by tests/images/build.sh and `docker save`d)
 #   GOLEM_COMPAT_PAYMENT      how the programs pay:
@@ -37,8 +49,8 @@
 #                               points at a local anvil chain with the test token deployed
 #                               and the requestor funded (as the original's own harness does);
 #                             dummy: every program is told YAGNA_PAYMENT_DRIVER=dummy (network local);
-#                             mixed: yapapi-hello, golemjs-basic, yapapi-http-proxy and
-#                               golemjs-vpn on holesky (clients' defaults; the last two pay
+#                             mixed: yapapi-hello, yapapi-hello-service, golemjs-basic,
+#                               yapapi-http-proxy and golemjs-vpn on holesky (clients' defaults; the last two pay
 #                               two providers), the others told to use dummy.
 #                             Default: mixed when anvil is found (GOLEM_ANVIL_BIN or
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
@@ -54,12 +66,15 @@ PROFILE="${GOLEM_COMPAT_PROFILE:-debug}"   # release for the benchmark
 BIN="$CARGO_TARGET_DIR/$PROFILE"
 PAYMENT_MODE="${GOLEM_COMPAT_PAYMENT:-auto}"
 VPN_TESTS=(yapapi-http-proxy golemjs-tcp-proxy golemjs-vpn)
-ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer golemjs-basic "${VPN_TESTS[@]}")
+OUTBOUND_TESTS=(golemjs-outbound-whitelist yapapi-external-api-request)
+ALL_TESTS=(yapapi-hello yapapi-hello-stream yapapi-transfer yapapi-hello-service golemjs-basic "${VPN_TESTS[@]}" "${OUTBOUND_TESTS[@]}")
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL_TESTS[@]}")
 NEED_VPN=0
+NEED_OUTBOUND=0
 for test in "${TESTS[@]}"; do
     for vpn_test in "${VPN_TESTS[@]}"; do [ "$test" != "$vpn_test" ] || NEED_VPN=1; done
+    for outbound_test in "${OUTBOUND_TESTS[@]}"; do [ "$test" != "$outbound_test" ] || NEED_OUTBOUND=1; done
 done
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -168,15 +183,85 @@ PIDS+=($!)
 IMAGE_URL="http://127.0.0.1:$HTTP_PORT/image.gvmi"
 for _ in $(seq 1 100); do curl -sfI "$IMAGE_URL" >/dev/null 2>&1 && break; sleep 0.05; done
 
+# --- the outbound example's "internet": a server on the Docker bridge's host side
+OUTBOUND_HOST=registry.compat.test
+OUTBOUND_ARGS=()
+if [ "$NEED_OUTBOUND" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "the outbound example needs root: the provider loads nftables into the container's namespace"
+    BRIDGE_IP=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}') \
+        || die "cannot read the Docker bridge's gateway address"
+    OUTBOUND_WWW="$WORK/outbound-www"
+    mkdir -p "$OUTBOUND_WWW/-/package/@golem-sdk/golem-js"
+    OUTBOUND_JSON='{"latest":"3.6.0","beta":"3.6.0-beta.1"}'
+    printf '%s\n' "$OUTBOUND_JSON" >"$OUTBOUND_WWW/-/package/@golem-sdk/golem-js/dist-tags"
+    mkdir -p "$OUTBOUND_WWW/api/v3/simple"
+    OUTBOUND_PRICE=0.2468
+    printf '{"golem": {"usd": %s}}\n' "$OUTBOUND_PRICE" >"$OUTBOUND_WWW/api/v3/simple/price"
+    OUTBOUND_PORT=$(free_port)
+    python3 -m http.server --bind "$BRIDGE_IP" --directory "$OUTBOUND_WWW" "$OUTBOUND_PORT" >"$WORK/outbound-http.log" 2>&1 &
+    PIDS+=($!)
+    # The same file on a second port, which the manifest does not name.
+    OUTBOUND_DENIED_PORT=$(free_port)
+    python3 -m http.server --bind "$BRIDGE_IP" --directory "$OUTBOUND_WWW" "$OUTBOUND_DENIED_PORT" >"$WORK/outbound-denied-http.log" 2>&1 &
+    PIDS+=($!)
+    OUTBOUND_URL="http://$OUTBOUND_HOST:$OUTBOUND_PORT"
+    OUTBOUND_DENIED_URL="http://$OUTBOUND_HOST:$OUTBOUND_DENIED_PORT"
+    for port in "$OUTBOUND_PORT" "$OUTBOUND_DENIED_PORT"; do
+        for _ in $(seq 1 100); do curl -sfI "http://$BRIDGE_IP:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
+    done
+    OUTBOUND_ARGS=(--outbound-hosts "$OUTBOUND_HOST=$BRIDGE_IP")
+    # yapapi's external_api_request.py reads these files from its working
+    # directory, made as the example's sign.sh makes them, by a leaf of a
+    # test CA minted here (the CA is imported into each provider's keystore).
+    SIGNING="$WORK/signing"
+    mkdir -p "$SIGNING"
+    {
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout "$SIGNING/root.key" -out "$SIGNING/root.pem" -days 2 \
+            -subj "/CN=Compat Test Root" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey rsa:2048 -nodes -keyout "$SIGNING/sign.key" -out "$SIGNING/sign.csr" -subj "/CN=Compat Manifest Signer"
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' >"$SIGNING/leaf.ext"
+        openssl x509 -req -in "$SIGNING/sign.csr" -CA "$SIGNING/root.pem" -CAkey "$SIGNING/root.key" -CAcreateserial \
+            -days 2 -extfile "$SIGNING/leaf.ext" -out "$WORK/golem_sign.pem"
+    } >"$SIGNING/openssl.log" 2>&1 || die "minting the test CA with openssl failed: $(tail -5 "$SIGNING/openssl.log")"
+    python3 -c '
+import json, sys
+image_hash, image_url, api_url = sys.argv[1:]
+print(json.dumps({
+    "version": "0.1.0",
+    "createdAt": "2024-01-01T00:00:00.000000Z",
+    "expiresAt": "2100-01-01T00:01:00.000000Z",
+    "metadata": {"name": "External API call example", "version": "0.1.0",
+                 "description": "Example manifest of a service making an outbound call to the external API"},
+    "payload": [{"platform": {"arch": "x86_64", "os": "linux"}, "urls": [image_url], "hash": "sha3:" + image_hash}],
+    "compManifest": {"version": "0.1.0",
+        "script": {"commands": ["run .*wget.*"], "match": "regex"},
+        "net": {"inet": {"out": {"protocols": ["http"], "urls": [api_url]}}}},
+}, indent=2))' "$IMAGE_HASH" "$IMAGE_URL" "$OUTBOUND_URL" >"$WORK/manifest_whitelist.json"
+    base64 --wrap=0 "$WORK/manifest_whitelist.json" >"$WORK/manifest.json.base64"
+    openssl dgst -sha256 -sign "$SIGNING/sign.key" -out "$WORK/manifest.json.base64.sha256.sig" "$WORK/manifest.json.base64" \
+        || die "signing the manifest with openssl failed"
+fi
+
 # --- the provider agent -------------------------------------------------------
 # The image is served on 127.0.0.1, so the provider explicitly allows private transfers.
 SUBNET="compat-$$"
 unset YAGNA_PAYMENT_DRIVER YAGNA_PAYMENT_NETWORK
 start_agent() {
     local name=$1 url_var="${1}_URL" key_var="${1}_KEY" dir_var="${1}_DIR"
-    "$BIN/golem-provider" --data-dir "$WORK/agent-$name" --api-url "${!url_var}" --app-key "${!key_var}" \
-        --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
-        --node-name "compat-$name" --exe-units vm --allow-private-transfers >/dev/null 2>"$WORK/agent-$name.log" &
+    local provider_cli=("$BIN/golem-provider" --data-dir "$WORK/agent-$name" --api-url "${!url_var}" --app-key "${!key_var}")
+    if [ "$NEED_OUTBOUND" = 1 ]; then
+        # The original's CLI, as a provider would: the example's host on the whitelist.
+        "${provider_cli[@]}" whitelist add -p "$OUTBOUND_HOST" >"$WORK/agent-$name.whitelist.log" 2>&1 \
+            || die "golem-provider whitelist add failed: $(tail -5 "$WORK/agent-$name.whitelist.log")"
+        # ... and the test CA trusted for audited payloads.
+        "${provider_cli[@]}" rule set outbound audited-payload import-cert "$SIGNING/root.pem" --mode all \
+            >"$WORK/agent-$name.rule.log" 2>&1 \
+            || die "golem-provider rule set outbound audited-payload import-cert failed: $(tail -5 "$WORK/agent-$name.rule.log")"
+    fi
+    "${provider_cli[@]}" --log-format json run --bus-socket "${!dir_var}/bus.sock" --subnet "$SUBNET" \
+        --node-name "compat-$name" --exe-units vm --allow-private-transfers "${OUTBOUND_ARGS[@]}" \
+        >/dev/null 2>"$WORK/agent-$name.log" &
     PIDS+=($!)
 }
 for name in "${PROVIDERS[@]}"; do start_agent "$name"; done
@@ -186,16 +271,17 @@ for name in "${PROVIDERS[@]}"; do
     grep -q "$READY" "$WORK/agent-$name.log" || die "the provider agent $name did not start: $(tail -5 "$WORK/agent-$name.log")"
 done
 
-# The SDKs demand `vpn` in golem.runtime.capabilities for a network: each
-# provider's own offer (its daemon's market API) must list it.
-if [ "$NEED_VPN" = 1 ]; then
+# require_capability CAP HINT: each provider's own offer (its daemon's market
+# API) must list CAP in golem.runtime.capabilities.
+require_capability() {
+    local cap=$1 hint=$2 name url_var key_var offers
     for name in "${PROVIDERS[@]}"; do
         url_var="${name}_URL" key_var="${name}_KEY"
         offers=$(curl -sf -H "Authorization: Bearer ${!key_var}" "${!url_var}/market-api/v1/offers") \
             || die "cannot list the offers of $name"
         python3 -c '
 import json, sys
-offers = json.loads(sys.argv[1])
+offers, cap = json.loads(sys.argv[1]), sys.argv[2]
 def flat(props, prefix=""):
     out = {}
     for key, value in props.items():
@@ -205,10 +291,17 @@ def flat(props, prefix=""):
             out[prefix + key] = value
     return out
 caps = [flat(offer.get("properties", {})).get("golem.runtime.capabilities") for offer in offers]
-sys.exit(0 if any(isinstance(c, list) and "vpn" in c for c in caps) else "no offer lists vpn: %r" % caps)
-' "$offers" || die "$name does not offer the vpn capability (is /dev/net/tun usable?)"
+sys.exit(0 if any(isinstance(c, list) and cap in c for c in caps) else "no offer lists %s: %r" % (cap, caps))
+' "$offers" "$cap" || die "$name does not offer the $cap capability ($hint)"
     done
-    echo "run.sh: every provider offers golem.runtime.capabilities with vpn" >&2
+    echo "run.sh: every provider offers golem.runtime.capabilities with $cap" >&2
+}
+# The SDKs demand `vpn` for a network; a manifest with outbound URLs goes
+# only to offers with `manifest-support` (and `inet`).
+[ "$NEED_VPN" = 0 ] || require_capability vpn "is /dev/net/tun usable?"
+if [ "$NEED_OUTBOUND" = 1 ]; then
+    require_capability manifest-support "can the VM unit load nftables into a container's namespace?"
+    require_capability inet "can the VM unit load nftables into a container's namespace?"
 fi
 
 # gftp for yapapi: our `gftp` binary on PATH, speaking to the requestor daemon's bus.
@@ -254,7 +347,7 @@ decimal_sub() { python3 -c 'import decimal,sys; print(format((decimal.Decimal(sy
 platform_of() {
     case "$PAYMENT_MODE/$1" in
         dummy/*) echo dummy-local-tglm ;;
-        holesky/*|mixed/yapapi-hello|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
+        holesky/*|mixed/yapapi-hello|mixed/yapapi-hello-service|mixed/golemjs-basic|mixed/yapapi-http-proxy|mixed/golemjs-vpn) echo erc20-holesky-tglm ;;
         *) echo dummy-local-tglm ;;
     esac
 }
@@ -271,7 +364,7 @@ run_program() {
     "${LEDGER[@]}" ids "$requestor_URL" "$requestor_KEY" >"$WORK/$name.payments-before"
     [ "$PAYMENT_MODE" = dummy ] || before=$(provider_balance)
     start=$(date +%s.%N)
-    if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-60}" "$@") >"$out" 2>&1; then
+    if ! (cd "$WORK" && env "${payment_env[@]}" COMPAT_LOG_FILE="$WORK/$name.yapapi.log" timeout "${GOLEM_COMPAT_TIMEOUT:-120}" "$@") >"$out" 2>&1; then
         status="FAIL(exit)"
     elif ! grep -qE "$pattern" "$out"; then
         status="FAIL(output)"
@@ -334,10 +427,18 @@ for test in "${TESTS[@]}"; do
         yapapi-hello) run_program "$test" "RESULT>$DATE_OUTPUT<RESULT" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-hello-stream) COMPAT_STREAM=1 run_program "$test" "STREAMED>$DATE_OUTPUT<STREAMED" "$PY" "$HERE/yapapi/hello.py" ;;
         yapapi-transfer) run_program "$test" 'ROUNDTRIP OK' "$PY" "$HERE/yapapi/transfer.py" ;;
+        yapapi-hello-service) run_program "$test" 'HELLO SERVICE OK' "$PY" "$HERE/yapapi/hello_service.py" ;;
         golemjs-basic) NODE_PATH="$NODE_PATH" run_program "$test" 'GOLEMJS OK' node "$HERE/golem-js/basic.cjs" ;;
         yapapi-http-proxy) run_program "$test" 'HTTP PROXY OK' "$PY" "$HERE/yapapi/http_proxy.py" ;;
         golemjs-tcp-proxy) NODE_PATH="$NODE_PATH" run_program "$test" 'TCP PROXY OK' node "$HERE/golem-js/tcp-proxy.cjs" ;;
         golemjs-vpn) NODE_PATH="$NODE_PATH" run_program "$test" 'VPN OK' node "$HERE/golem-js/vpn.cjs" ;;
+        golemjs-outbound-whitelist)
+            NODE_PATH="$NODE_PATH" COMPAT_OUTBOUND_HOST="$OUTBOUND_HOST" COMPAT_OUTBOUND_URL="$OUTBOUND_URL" \
+                COMPAT_OUTBOUND_DENIED_URL="$OUTBOUND_DENIED_URL" \
+                COMPAT_OUTBOUND_JSON="$OUTBOUND_JSON" run_program "$test" 'OUTBOUND OK' node "$HERE/golem-js/outbound-whitelist.cjs" ;;
+        yapapi-external-api-request)
+            COMPAT_OUTBOUND_URL="$OUTBOUND_URL" COMPAT_OUTBOUND_PRICE="$OUTBOUND_PRICE" \
+                run_program "$test" 'EXTERNAL API OK' "$PY" "$HERE/yapapi/external_api_request.py" ;;
         *) die "unknown test $test (known: ${ALL_TESTS[*]})" ;;
     esac
 done

@@ -422,7 +422,14 @@ impl Activity {
             if !outcome.ok {
                 tracing::info!(activity_id = %self.config.activity_id, batch_id = %queued.batch_id, index, command = command.name(), message = ?outcome.message, "command failed");
             }
+            let terminates = outcome.ok && matches!(command, ExeScriptCommand::Terminate {});
             self.push_result(queued, index, outcome, finished);
+            if terminates {
+                // Reported after the command's Ok: the daemon ends a terminated
+                // activity's unfinished batches with an Error, which yapapi's
+                // default `Service.shutdown` (a `terminate` script) would see.
+                self.mark_terminated("terminated by the requestor", None);
+            }
             if finished {
                 break;
             }
@@ -536,10 +543,9 @@ impl Activity {
                 }
             }
             ExeScriptCommand::Sign {} => Outcome::error("sign is not supported by this exe unit"),
-            ExeScriptCommand::Terminate {} => {
-                self.mark_terminated("terminated by the requestor", None);
-                Outcome::ok()
-            }
+            // The activity becomes Terminated in `execute_batch`, once this
+            // command's result is out.
+            ExeScriptCommand::Terminate {} => Outcome::ok(),
         }
     }
 

@@ -5,6 +5,7 @@
 // the SDK's `payment` option when set) and COMPAT_NO_TRANSFER=1 (skip the files).
 // Prints "GOLEMJS OK" and exits 0 on success; exits 1 with the error otherwise.
 const { GolemNetwork } = require("@golem-sdk/golem-js");
+const { sdkOptions } = require("./sdk-options.cjs");
 
 const order = {
   demand: {
@@ -17,11 +18,7 @@ const order = {
 };
 
 async function main() {
-  const options = {};
-  if (process.env.YAGNA_PAYMENT_DRIVER) {
-    options.payment = { driver: process.env.YAGNA_PAYMENT_DRIVER, network: process.env.YAGNA_PAYMENT_NETWORK };
-  }
-  const glm = new GolemNetwork(options);
+  const glm = new GolemNetwork(sdkOptions());
   let failed = false;
   try {
     await glm.connect();

@@ -22,6 +22,7 @@ const net = require("net");
 const os = require("os");
 const path = require("path");
 const { GolemNetwork, waitFor } = require("@golem-sdk/golem-js");
+const { sdkOptions } = require("./sdk-options.cjs");
 
 const PAGE = "Hello Golem!";
 
@@ -67,11 +68,7 @@ function get(url) {
 }
 
 async function main() {
-  const options = {};
-  if (process.env.YAGNA_PAYMENT_DRIVER) {
-    options.payment = { driver: process.env.YAGNA_PAYMENT_DRIVER, network: process.env.YAGNA_PAYMENT_NETWORK };
-  }
-  const glm = new GolemNetwork(options);
+  const glm = new GolemNetwork(sdkOptions());
   let failed = false;
   try {
     await glm.connect();

@@ -13,6 +13,7 @@
 // image (COMPAT_IMAGE_URL / COMPAT_IMAGE_HASH); payment as basic.cjs.
 // Prints each answer between REPLY> markers and "VPN OK"; exits 1 on failure.
 const { GolemNetwork } = require("@golem-sdk/golem-js");
+const { sdkOptions } = require("./sdk-options.cjs");
 
 const PORT = 5000;
 
@@ -25,11 +26,7 @@ function connect(exe) {
 }
 
 async function main() {
-  const options = {};
-  if (process.env.YAGNA_PAYMENT_DRIVER) {
-    options.payment = { driver: process.env.YAGNA_PAYMENT_DRIVER, network: process.env.YAGNA_PAYMENT_NETWORK };
-  }
-  const glm = new GolemNetwork(options);
+  const glm = new GolemNetwork(sdkOptions());
   let failed = false;
   try {
     await glm.connect();

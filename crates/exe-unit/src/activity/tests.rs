@@ -509,10 +509,18 @@ async fn terminate_ends_the_activity() {
     )
     .await
     .unwrap();
-    assert!(fixture
-        .drain_reports()
+    // The terminate command's Ok goes out before the Terminated state, on
+    // which the daemon ends the batch with an Error if its result is missing.
+    let reports = fixture.drain_reports();
+    let terminate_result = reports
         .iter()
-        .any(|report| matches!(report, Report::State(s) if s.state.0 == State::Terminated)));
+        .position(|report| matches!(report, Report::Result { batch_id, result } if batch_id == "b" && result.index == 0))
+        .expect("the terminate command's result is reported");
+    let terminated_state = reports
+        .iter()
+        .position(|report| matches!(report, Report::State(s) if s.state.0 == State::Terminated))
+        .expect("the Terminated state is reported");
+    assert!(terminate_result < terminated_state, "{reports:?}");
 }
 
 #[tokio::test]
