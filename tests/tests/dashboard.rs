@@ -37,6 +37,24 @@ fn login_url(network: &Network) -> String {
     line["login_url"].as_str().unwrap().to_string()
 }
 
+/// `golem-requestor script JOB --json --parallelism 1 --output-dir OUT`: the
+/// job one task at a time, so its agreement lives a while.
+fn one_task_at_a_time(
+    network: &mut Network,
+    job: &std::path::Path,
+    output_dir: &std::path::Path,
+) -> std::process::Command {
+    network.requestor(&[
+        "script",
+        job.to_str().unwrap(),
+        "--json",
+        "--parallelism",
+        "1",
+        "--output-dir",
+        output_dir.to_str().unwrap(),
+    ])
+}
+
 fn artifacts() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard")
 }
@@ -120,16 +138,7 @@ async fn browser_dashboard_shows_the_running_job_and_its_paid_invoice_live() {
     // The demo job with more tasks, one at a time, so the agreement lives a while.
     let job_dir = tempfile::tempdir().unwrap();
     let job = demo_job(job_dir.path(), 60).unwrap();
-    let mut requestor = network
-        .requestor(&[
-            "script",
-            job.to_str().unwrap(),
-            "--json",
-            "--parallelism",
-            "1",
-            "--output-dir",
-            job_dir.path().join("out").to_str().unwrap(),
-        ])
+    let mut requestor = one_task_at_a_time(&mut network, &job, &job_dir.path().join("out"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -521,23 +530,13 @@ async fn bench_dashboard() {
         render_ms.push(at.as_f64().unwrap());
     }
     // The page open and updating (a job running): RSS sampled for 10 s.
-    let mut requestor = network
-        .requestor(&[
-            "script",
-            demo_job(&job_dir.path().join("more"), 30)
-                .unwrap()
-                .to_str()
-                .unwrap(),
-            "--json",
-            "--parallelism",
-            "1",
-            "--output-dir",
-            job_dir.path().join("out-more").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let more_job = demo_job(&job_dir.path().join("more"), 30).unwrap();
+    let mut requestor =
+        one_task_at_a_time(&mut network, &more_job, &job_dir.path().join("out-more"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
     let mut rss_open = Vec::new();
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
