@@ -698,3 +698,59 @@ async fn cors_through_the_binary_from_flags_and_environment() {
         drop(daemon);
     }
 }
+
+/// Send `GET /me` on `stream` and read the whole answer (head and its
+/// `content-length` body), so the connection is ready for the next request.
+async fn get_me_on(stream: &mut TcpStream, node: &Node) -> Result<String, std::io::Error> {
+    use tokio::io::AsyncReadExt;
+    let request = format!(
+        "GET /me HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {APP_KEY}\r\n\r\n",
+        node.api_addr
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let head_end = text.find("\r\n\r\n").unwrap_or(text.len()) + 4;
+    let body_length: usize = text[..head_end]
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut missing = (head_end + body_length).saturating_sub(answer.len());
+    while missing > 0 {
+        let read = stream.read(&mut buffer[..missing.min(4096)]).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        missing -= read;
+    }
+    Ok(text)
+}
+
+/// A kept-alive connection idle for longer than actix's 5 s default is still
+/// served: clients (aiohttp keeps idle connections 15 s, ours 20 s) must not
+/// reuse a connection the server is closing at that moment.
+#[tokio::test]
+async fn an_idle_connection_is_kept_longer_than_the_clients_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = golem_daemon::start(test_config(dir.path())).await.unwrap();
+    let mut stream = TcpStream::connect(node.api_addr).await.unwrap();
+    let first = get_me_on(&mut stream, &node).await.unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let again = get_me_on(&mut stream, &node)
+        .await
+        .expect("the daemon closed a connection idle for 8 s");
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
