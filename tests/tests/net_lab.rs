@@ -281,7 +281,10 @@ fn netns_a_lab_node_holds_one_neighbour_entry_however_many_peers_it_talks_to() {
             .unwrap();
         let entries = text(&neighbours.stdout);
         assert_eq!(
-            entries.lines().filter(|line| !line.trim().is_empty()).count(),
+            entries
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .count(),
             1,
             "node {index} sent to {} peers and holds these neighbour entries:\n{entries}",
             peers.len()
