@@ -519,6 +519,18 @@ impl Session {
                 .to_string()
         });
         let why = market::diagnose(&self.client, &spec.subnet, demand, caps_note).await;
+        // The last provider that failed says why (a deploy that could not
+        // fetch the package, a wrong hash...).
+        let last_failure = run.reports.iter().rev().find_map(|report| {
+            let provider = &report.provider;
+            provider.failure.as_ref().map(|failure| {
+                format!(
+                    "{why}; last failure, on {}: {failure}",
+                    provider.provider_name
+                )
+            })
+        });
+        let why = last_failure.unwrap_or(why);
         let waited = self.wait_limit(options).as_secs_f64();
         let busy = market::busy_note(&lock(&self.book));
         StopReason::NoProviders(match (ever_signed, busy) {
