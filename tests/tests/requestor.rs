@@ -549,8 +549,15 @@ async fn docker_vm_run_executes_a_command_in_a_local_image() {
     let scratch = tempfile::tempdir().unwrap();
     // scripts/ensure-docker.sh installs Docker and busybox-static; without them this tier fails.
     let image = busybox_image(scratch.path(), "golem-e2e-requestor-busybox").unwrap();
-    let mut network =
-        Network::start_with_runtimes(1, "e2e-requestor-vm", &["vm"], None, "").unwrap();
+    // The provider refuses private addresses: the image travels over gftp
+    // (golem-requestor's default package transport), streamed into the engine.
+    let mut network = Network::start_each(1, "e2e-requestor-vm", &["vm"], |_, options| {
+        ProviderOptions {
+            allow_private_transfers: false,
+            ..options.max_agreements(4)
+        }
+    })
+    .unwrap();
     let image = image.to_str().unwrap();
     let output = output_within(
         network.requestor(&[
