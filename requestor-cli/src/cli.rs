@@ -85,6 +85,20 @@ pub struct ConnectionArgs {
     /// [default: ~/.local/share/golem-requestor/sessions]
     #[arg(long, global = true, value_name = "DIR")]
     pub sessions_dir: Option<PathBuf>,
+    /// How providers fetch a task package published from a local file: `gftp`
+    /// (served through the daemon's bus socket, which must be on this machine;
+    /// works for providers on any machine that reaches this node) or `http`
+    /// (the built-in file server on GOLEM_REQUESTOR_FILES_ADDR, 127.0.0.1 unless
+    /// set) [env: GOLEM_REQUESTOR_PACKAGE_TRANSPORT] [requestor.toml:
+    /// package-transport] [default: gftp]
+    #[arg(long, global = true, value_name = "gftp|http")]
+    pub package_transport: Option<String>,
+    /// The settings file (TOML with the keys of these flags, e.g.
+    /// `package-transport = "http"`) [env: GOLEM_REQUESTOR_CONFIG] [default:
+    /// ~/.config/golem-requestor/requestor.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,7 +198,11 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
-    let connection = Connection::load(&common.connection, &process_env)?;
+    let connection = Connection::load(
+        &common.connection,
+        common.connection.config.as_deref(),
+        &process_env,
+    )?;
     Ok(SessionConfig {
         api_url: connection.api_url,
         app_key: connection.app_key,
@@ -193,6 +211,7 @@ fn session_config(common: &Common, budget: Decimal) -> Result<SessionConfig> {
         max_per_agreement: common.max_per_agreement,
         files_addr: connection.files_addr,
         gftp_bus_socket: connection.bus_socket,
+        package_transport: connection.package_transport,
         max_upload_bytes: connection.max_upload_bytes,
         sessions_dir: Some(connection.sessions_dir),
     })
@@ -697,7 +716,11 @@ pub fn print_summary(report: &JobReport, summary: &PaymentSummary, output_dir: &
 }
 
 async fn offers(common: &Common, args: OffersArgs) -> Result<i32> {
-    let connection = Connection::load(&common.connection, &process_env)?;
+    let connection = Connection::load(
+        &common.connection,
+        common.connection.config.as_deref(),
+        &process_env,
+    )?;
     let client = golem_client::GolemClient::new(&connection.api_url, &connection.app_key);
     let runtime = args.runtime.as_deref().map(runtime_of).transpose()?;
     let filter = match runtime {

@@ -1,9 +1,11 @@
 //! Where the requestor finds its daemon and how it serves task files, layered
-//! by `golem-settings`: defaults → environment → flags (no file). A setting is
-//! a field of [`RequestorSettings`] and, with a flag, of `cli::ConnectionArgs`;
-//! its environment name is `GOLEM_REQUESTOR_` + its key in SCREAMING_SNAKE,
-//! except the names shared with yapapi and the daemon in [`env_names`]. The
-//! only module that reads the environment.
+//! by `golem-settings`: defaults → `requestor.toml` (`--config`, else
+//! `GOLEM_REQUESTOR_CONFIG`, else `<config dir>/golem-requestor/requestor.toml`
+//! when it exists) → environment → flags. A setting is a field of
+//! [`RequestorSettings`] and, with a flag, of `cli::ConnectionArgs`; its
+//! environment name is `GOLEM_REQUESTOR_` + its key in SCREAMING_SNAKE, except
+//! the names shared with yapapi and the daemon in [`env_names`]. The only
+//! module that reads the environment.
 
 use std::path::PathBuf;
 
@@ -24,6 +26,41 @@ pub mod env_names {
     pub const AUTOCONF_APPKEY: &str = "GOLEM_AUTOCONF_APPKEY";
     /// `bus-socket`: the daemon's bus socket; when set, task files move with gftp.
     pub const BUS_SOCKET: &str = "GOLEM_BUS_SOCKET";
+    /// The settings file, when `--config` does not name one.
+    pub const CONFIG: &str = "GOLEM_REQUESTOR_CONFIG";
+}
+
+/// `<config dir>/golem-requestor/requestor.toml` (`~/.config/...` on Linux):
+/// read when it exists and no other file is named.
+pub fn default_config_file() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("golem-requestor")
+        .join("requestor.toml")
+}
+
+/// How providers get the task packages this requestor publishes from local
+/// files: the `package-transport` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageTransport {
+    /// `gftp://<nodeId>/<hash>`, served by this requestor over its daemon's
+    /// bus and fetched by providers through theirs, as the original's exe
+    /// units fetch packages: it works wherever the two nodes reach each other
+    /// over the network, so it is the default.
+    Gftp,
+    /// The built-in HTTP server on `files-addr` (127.0.0.1 unless set):
+    /// only providers that reach that address can fetch.
+    Http,
+}
+
+impl PackageTransport {
+    pub fn parse(text: &str) -> Option<PackageTransport> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "gftp" => Some(PackageTransport::Gftp),
+            "http" => Some(PackageTransport::Http),
+            _ => None,
+        }
+    }
 }
 
 /// The file server's per-upload limit unless configured, in MiB.
@@ -48,6 +85,9 @@ pub struct RequestorSettings {
     /// Where each run keeps its journal of what to end if it dies
     /// (`crate::leftovers`).
     pub sessions_dir: PathBuf,
+    /// `gftp` or `http`: how providers fetch task packages published from
+    /// local files ([`PackageTransport`]; unset: gftp).
+    pub package_transport: Option<String>,
 }
 
 /// `<local data dir>/golem-requestor/sessions` (`~/.local/share/...` on Linux).
@@ -67,17 +107,31 @@ impl Default for RequestorSettings {
             bus_socket: None,
             max_upload_mib: DEFAULT_MAX_UPLOAD_MIB,
             sessions_dir: default_sessions_dir(),
+            package_transport: None,
         }
     }
 }
 
 impl RequestorSettings {
-    /// Layer the environment read through `env` and `flags` over the defaults.
+    /// Layer the settings file, the environment read through `env` and
+    /// `flags` over the defaults. `config_file` is `--config`: a file it
+    /// names must exist; without it `GOLEM_REQUESTOR_CONFIG` names one, else
+    /// [`default_config_file`] is read when it exists.
     pub fn load(
         flags: &impl Serialize,
+        config_file: Option<&std::path::Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<RequestorSettings, golem_settings::SettingsError> {
-        Self::layers(env).flags(flags).load()
+        let named = config_file.map(std::path::Path::to_path_buf).or_else(|| {
+            env(env_names::CONFIG)
+                .filter(|value| !value.trim().is_empty())
+                .map(PathBuf::from)
+        });
+        let layers = match &named {
+            Some(path) => Self::layers(env).file(path),
+            None => Self::layers(env).optional_file(&default_config_file()),
+        };
+        layers.flags(flags).load()
     }
 
     fn layers(env: &dyn Fn(&str) -> Option<String>) -> Layers<'_> {
@@ -103,16 +157,31 @@ pub struct Connection {
     /// The most bytes one upload to the file server may carry (413 beyond).
     pub max_upload_bytes: u64,
     pub sessions_dir: PathBuf,
+    pub package_transport: PackageTransport,
 }
 
 impl Connection {
-    /// Flags win over the environment; the app-key is required.
+    /// Flags win over the environment, which wins over the settings file
+    /// (`config_file`: `--config`); the app-key is required.
     pub fn load(
         flags: &impl Serialize,
+        config_file: Option<&std::path::Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Connection, crate::RequestorError> {
-        let settings = RequestorSettings::load(flags, env)
+        let settings = RequestorSettings::load(flags, config_file, env)
             .map_err(|error| crate::RequestorError::Usage(error.to_string()))?;
+        let package_transport = match settings.package_transport.as_deref() {
+            None => PackageTransport::Gftp,
+            Some(text) => PackageTransport::parse(text).ok_or_else(|| {
+                crate::RequestorError::Usage(format!(
+                    "package-transport is {text:?}; use gftp (providers fetch packages through \
+                     the daemons, across machines) or http (the built-in file server on \
+                     files-addr, for providers that reach it) [--package-transport, {}, \
+                     requestor.toml]",
+                    golem_settings::env_name(env_names::PREFIX, "package-transport")
+                ))
+            })?,
+        };
         let app_key = settings.app_key.ok_or_else(|| {
             crate::RequestorError::Usage(format!(
                 "no app-key: pass --app-key or set {} (create one with `golem-daemon app-key create NAME`)",
@@ -126,6 +195,7 @@ impl Connection {
             bus_socket: settings.bus_socket,
             max_upload_bytes: settings.max_upload_mib.saturating_mul(1 << 20),
             sessions_dir: settings.sessions_dir,
+            package_transport,
         })
     }
 }
@@ -143,7 +213,11 @@ mod tests {
     fn load(env: &[(&str, &str)], flags: &[&str]) -> Result<Connection, crate::RequestorError> {
         let args = ["golem-requestor"].iter().chain(flags).chain(&["offers"]);
         let cli = Cli::try_parse_from(args).unwrap();
-        Connection::load(&cli.common.connection, &env_of(env))
+        Connection::load(
+            &cli.common.connection,
+            cli.common.connection.config.as_deref(),
+            &env_of(env),
+        )
     }
 
     /// The contract: `(env name, env value, flag, flag value, read, expected)`
@@ -159,6 +233,7 @@ mod tests {
             ("GOLEM_BUS_SOCKET", "/s.sock", "--bus-socket", |c| format!("{:?}", c.bus_socket), "Some(\"/s.sock\")"),
             ("GOLEM_REQUESTOR_MAX_UPLOAD_MIB", "2", "--max-upload-mib", |c| c.max_upload_bytes.to_string(), "2097152"),
             ("GOLEM_REQUESTOR_SESSIONS_DIR", "/sessions", "--sessions-dir", |c| c.sessions_dir.display().to_string(), "/sessions"),
+            ("GOLEM_REQUESTOR_PACKAGE_TRANSPORT", "http", "--package-transport", |c| format!("{:?}", c.package_transport), "Http"),
         ]
     }
 
@@ -214,6 +289,58 @@ mod tests {
         assert_eq!(from_flags.app_key, "flag");
         assert_eq!(from_flags.max_upload_bytes, 4 << 20);
         assert_eq!(from_flags.api_url, "http://127.0.0.1:1");
+    }
+
+    /// `package-transport`: gftp unless set; file, then env, then flag.
+    #[test]
+    fn package_transport_layers_file_env_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("requestor.toml");
+        std::fs::write(&file, "package-transport = \"http\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let key = ("YAGNA_APPKEY", "k");
+        let transport =
+            |env: &[(&str, &str)], flags: &[&str]| load(env, flags).unwrap().package_transport;
+        assert_eq!(transport(&[key], &[]), PackageTransport::Gftp);
+        assert_eq!(
+            transport(&[key], &["--config", file]),
+            PackageTransport::Http
+        );
+        assert_eq!(
+            transport(&[key, ("GOLEM_REQUESTOR_CONFIG", file)], &[]),
+            PackageTransport::Http
+        );
+        let env_over_file = [key, ("GOLEM_REQUESTOR_PACKAGE_TRANSPORT", "gftp")];
+        assert_eq!(
+            transport(&env_over_file, &["--config", file]),
+            PackageTransport::Gftp
+        );
+        let flag_over_env = [key, ("GOLEM_REQUESTOR_PACKAGE_TRANSPORT", "http")];
+        assert_eq!(
+            transport(&flag_over_env, &["--package-transport", "GFTP"]),
+            PackageTransport::Gftp
+        );
+        // A named file that is missing is an error, not silence.
+        let missing = dir.path().join("missing.toml");
+        let error = load(&[key], &["--config", missing.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_package_transport_names_the_choices_and_the_setting() {
+        let error = load(&[("YAGNA_APPKEY", "k")], &["--package-transport", "ftp"])
+            .unwrap_err()
+            .to_string();
+        for wanted in [
+            "\"ftp\"",
+            "gftp",
+            "http",
+            "GOLEM_REQUESTOR_PACKAGE_TRANSPORT",
+        ] {
+            assert!(error.contains(wanted), "{wanted}: {error}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! slot takes one upload of at most `max_upload_bytes` (413 beyond; a second
 //! PUT is refused with 409 while the first runs and 410 after it). [`GftpFiles`]
 //! does it with gftp over the daemon's bus socket (`gftp://<nodeId>/<hash>`
-//! URLs), for requestors on the daemon's machine.
+//! URLs), for requestors on the daemon's machine; [`daemon_bus_socket`] asks
+//! the daemon where that socket is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -198,13 +199,29 @@ impl GftpFiles {
         let gftp = golem_gftp::Gftp::connect(bus_socket)
             .await
             .map_err(|error| RequestorError::Usage(format!(
-                "cannot use gftp over {}: {error} (is the daemon running on this machine? check --bus-socket)",
+                "cannot use gftp over {}: {error} (is the daemon running on this machine? check --bus-socket, or use --package-transport http)",
                 bus_socket.display()
             )))?;
         Ok(GftpFiles {
             gftp,
             slots: Mutex::default(),
         })
+    }
+}
+
+/// The bus socket the daemon behind `client` names (`GET /local-api/v1/bus`,
+/// answered to callers on its machine only), for gftp without `--bus-socket`.
+pub async fn daemon_bus_socket(client: &golem_client::GolemClient) -> Result<PathBuf> {
+    match client.bus_info().await {
+        Ok(info) => Ok(PathBuf::from(info.bus_socket)),
+        Err(error) => Err(RequestorError::Usage(format!(
+            "package-transport gftp (the default) publishes task packages through the daemon's \
+             bus socket, and the daemon at {} did not name one ({error}); run golem-requestor on \
+             the daemon's machine, pass --bus-socket <data-dir>/bus.sock, or choose \
+             --package-transport http with GOLEM_REQUESTOR_FILES_ADDR on an address the \
+             providers reach",
+            client.base_url()
+        ))),
     }
 }
 

@@ -2,7 +2,9 @@
 //! a `hash:sha3:<hex>:<url>` is used as is; a plain URL is downloaded once to
 //! hash it; a local `.wasm`, `.zip` or `docker save` tarball is hashed and
 //! published through the session's [`FileTransfer`](crate::files::FileTransfer);
-//! a local `.wat` is compiled to WebAssembly first.
+//! a local `.wat` is compiled to WebAssembly first, and a bare module is
+//! wrapped in the original's zip format (`manifest.json` naming one entry
+//! point after the file), since a `gftp://` URL carries no file name.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +64,44 @@ pub async fn resolve(spec: &str, files: &dyn FileTransfer, scratch: &Path) -> Re
     } else {
         (path, bytes)
     };
+    let (path, bytes) = if bytes.starts_with(b"\0asm") {
+        let zipped = zip_module(&path, &bytes).map_err(|e| error(format!("cannot zip it: {e}")))?;
+        let zip_path = scratch.join(format!("{}.zip", entry_point_of(&path)));
+        std::fs::create_dir_all(scratch).map_err(|e| RequestorError::io(scratch, e))?;
+        std::fs::write(&zip_path, &zipped).map_err(|e| RequestorError::io(&zip_path, e))?;
+        (zip_path, zipped)
+    } else {
+        (path, bytes)
+    };
     let url = files.publish(&path).await?;
     Ok(format!("hash:sha3:{}:{url}", sha3_224_hex(&bytes)))
+}
+
+/// The entry point a bare module is named by: its file's stem.
+fn entry_point_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| !stem.is_empty())
+        .unwrap_or_else(|| "main".into())
+}
+
+/// A WASM package in the original's format holding the bare module at
+/// `path`: one entry point named after the file, `/golem/input` read-only,
+/// `/golem/output` and `/golem/work` read-write (what a bare module gets).
+fn zip_module(path: &Path, module: &[u8]) -> std::result::Result<Vec<u8>, zip::result::ZipError> {
+    use std::io::Write;
+    let id = entry_point_of(path);
+    let manifest = serde_json::json!({
+        "id": id,
+        "name": id,
+        "entry-points": [{"id": id, "wasm-path": format!("{id}.wasm")}],
+        "mount-points": [{"ro": "/golem/input"}, {"rw": "/golem/output"}, {"rw": "/golem/work"}],
+    });
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    writer.start_file("manifest.json", options)?;
+    writer.write_all(manifest.to_string().as_bytes())?;
+    writer.start_file(format!("{id}.wasm"), options)?;
+    writer.write_all(module)?;
+    Ok(writer.finish()?.into_inner())
 }

@@ -52,6 +52,9 @@ pub struct SessionConfig {
     pub files_addr: String,
     /// Move task files with gftp over this daemon bus socket instead of HTTP.
     pub gftp_bus_socket: Option<PathBuf>,
+    /// How providers fetch packages published from local files; gftp finds
+    /// the daemon's bus socket (`gftp_bus_socket`, else the daemon names it).
+    pub package_transport: crate::config::PackageTransport,
     /// The most bytes one upload to the built-in file server may carry.
     pub max_upload_bytes: u64,
     /// Where the session journals what it holds (`crate::leftovers`); none: no journal.
@@ -221,8 +224,9 @@ pub struct Session {
     max_per_agreement: Option<Decimal>,
     decoration: MarketDecoration,
     files: Arc<dyn FileTransfer>,
-    /// Serves task packages (exe units fetch packages over http).
-    packages: Arc<HttpFiles>,
+    /// Publishes task packages made from local files (gftp or http, per
+    /// `package-transport`).
+    packages: Arc<dyn FileTransfer>,
     payments: Arc<Payments>,
     events: EventSink,
     scratch: tempfile::TempDir,
@@ -235,20 +239,35 @@ pub struct Session {
 
 impl Session {
     /// Create the allocation and start the built-in HTTP file server.
-    /// Task files go over gftp when `gftp_bus_socket` is set.
+    /// Task files go over gftp when `gftp_bus_socket` is set; task packages
+    /// as `package_transport` says.
     pub async fn start(config: SessionConfig, events: EventSink) -> Result<Session> {
+        use crate::config::PackageTransport;
         let http = Arc::new(HttpFiles::start(&config.files_addr, config.max_upload_bytes).await?);
-        let files: Arc<dyn FileTransfer> = match &config.gftp_bus_socket {
-            Some(socket) => Arc::new(crate::files::GftpFiles::connect(socket).await?),
-            None => http.clone(),
+        let gftp = match (&config.gftp_bus_socket, config.package_transport) {
+            (Some(socket), _) => Some(Arc::new(crate::files::GftpFiles::connect(socket).await?)),
+            (None, PackageTransport::Gftp) => {
+                let client = GolemClient::new(&config.api_url, &config.app_key);
+                let socket = crate::files::daemon_bus_socket(&client).await?;
+                Some(Arc::new(crate::files::GftpFiles::connect(&socket).await?))
+            }
+            (None, PackageTransport::Http) => None,
         };
-        Self::start_with_files(config, http, files, events).await
+        let files: Arc<dyn FileTransfer> = match (&config.gftp_bus_socket, &gftp) {
+            (Some(_), Some(gftp)) => gftp.clone(),
+            _ => http.clone(),
+        };
+        let packages: Arc<dyn FileTransfer> = match (config.package_transport, gftp) {
+            (PackageTransport::Gftp, Some(gftp)) => gftp,
+            _ => http,
+        };
+        Self::start_with_files(config, packages, files, events).await
     }
 
-    /// [`start`](Self::start) with a given file transfer for task files.
+    /// [`start`](Self::start) with given file transfers for task packages and task files.
     pub async fn start_with_files(
         config: SessionConfig,
-        packages: Arc<HttpFiles>,
+        packages: Arc<dyn FileTransfer>,
         files: Arc<dyn FileTransfer>,
         events: EventSink,
     ) -> Result<Session> {
@@ -500,6 +519,18 @@ impl Session {
                 .to_string()
         });
         let why = market::diagnose(&self.client, &spec.subnet, demand, caps_note).await;
+        // The last provider that failed says why (a deploy that could not
+        // fetch the package, a wrong hash...).
+        let last_failure = run.reports.iter().rev().find_map(|report| {
+            let provider = &report.provider;
+            provider.failure.as_ref().map(|failure| {
+                format!(
+                    "{why}; last failure, on {}: {failure}",
+                    provider.provider_name
+                )
+            })
+        });
+        let why = last_failure.unwrap_or(why);
         let waited = self.wait_limit(options).as_secs_f64();
         let busy = market::busy_note(&lock(&self.book));
         StopReason::NoProviders(match (ever_signed, busy) {
@@ -1079,12 +1110,14 @@ async fn start_activity(
 /// (the file server's default address): say which setting fixes it.
 fn with_package_address_hint(message: String) -> String {
     let loopback = ["http://127.", "http://localhost", "http://[::1]"];
-    let fetch_failed = message.contains("cannot download the task package from");
+    let fetch_failed = message.contains("cannot download the task package from")
+        || message.contains("task package download from");
     if fetch_failed && loopback.iter().any(|prefix| message.contains(prefix)) {
         format!(
             "{message} (task packages are served on GOLEM_REQUESTOR_FILES_ADDR, 127.0.0.1 by default, \
              which only providers on this machine reach: set it to an address of this machine \
-             the providers reach, e.g. GOLEM_REQUESTOR_FILES_ADDR=<address>:0)"
+             the providers reach, e.g. GOLEM_REQUESTOR_FILES_ADDR=<address>:0, or use \
+             --package-transport gftp, the default, which needs no reachable address)"
         )
     } else {
         message

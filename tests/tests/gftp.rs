@@ -447,3 +447,119 @@ async fn exe_unit_transfers_move_files_from_and_to_gftp_urls() {
         .unwrap_err();
     assert!(matches!(error, TransferError::Escape { .. }), "{error}");
 }
+
+/// Task packages over gftp, as the exe units fetch them: published on the
+/// requestor's node, fetched through the provider's daemon into the package
+/// cache with the task package's own sha3 checked, the bytes handed to a tee
+/// as they arrive, a partial file resumed, and every failure worded with
+/// what to do: a wrong hash, a file that is not published, a node nobody reaches.
+#[tokio::test]
+async fn task_packages_are_fetched_over_gftp_through_the_providers_daemon() {
+    use golem_exe_unit::package::{cached_path, fetch_with_policy, FetchPolicy, PackageError};
+
+    let mut sandbox = Sandbox::new();
+    two_daemons(&mut sandbox);
+    let requestor = gftp_of(&mut sandbox, 0).await;
+    let policy = FetchPolicy {
+        bus_socket: Some(sandbox.daemons()[1].data_dir.join("bus.sock")),
+        ..FetchPolicy::default()
+    };
+    let dir = sandbox.path().to_path_buf();
+    let data = content(3 * 1024 * 1024 + 17, 9);
+    let source = dir.join("package.wasm");
+    std::fs::write(&source, &data).unwrap();
+    let url = requestor.publish(&source).await.unwrap();
+    let digest = hex::encode(sha3::Sha3_224::digest(&data));
+    let task_package = format!("hash:sha3:{digest}:{url}");
+
+    // Fetched with its bytes teed in order, then found in the cache.
+    let cache = dir.join("cache");
+    let (tee, mut teed) = tokio::sync::mpsc::channel(1024);
+    let path = fetch_with_policy(&task_package, &cache, Some(tee), &policy)
+        .await
+        .unwrap();
+    assert_eq!(path, cached_path(&cache, &digest));
+    assert!(std::fs::read(&path).unwrap() == data);
+    let mut seen = Vec::new();
+    while let Ok(chunk) = teed.try_recv() {
+        seen.extend_from_slice(&chunk);
+    }
+    assert!(seen == data, "the tee got {} bytes", seen.len());
+
+    // A partial file an interrupted fetch left is resumed from its end.
+    let resumed = dir.join("resumed-cache");
+    let partial = cached_path(&resumed, &digest).with_file_name(format!(".sha3-{digest}.partial"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, &data[..1_000_000]).unwrap();
+    let path = fetch_with_policy(&task_package, &resumed, None, &policy)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&path).unwrap() == data);
+    assert!(!partial.exists());
+
+    // A wrong hash: refused, nothing cached, and the message says what to do.
+    let wrong = "0".repeat(56);
+    let error = fetch_with_policy(
+        &format!("hash:sha3:{wrong}:{url}"),
+        &dir.join("wrong-cache"),
+        None,
+        &policy,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, PackageError::HashMismatch { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("publish the package again"),
+        "{error}"
+    );
+    assert!(!cached_path(&dir.join("wrong-cache"), &wrong).exists());
+
+    // The cache answers after the requestor stopped serving; a fresh cache cannot.
+    assert!(requestor.close(&url).await.unwrap());
+    assert_eq!(
+        fetch_with_policy(&task_package, &cache, None, &policy)
+            .await
+            .unwrap(),
+        cached_path(&cache, &digest)
+    );
+    let error = fetch_with_policy(&task_package, &dir.join("fresh-cache"), None, &policy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PackageError::GftpNotPublished { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("publish the package again"),
+        "{error}"
+    );
+
+    // A node that is nowhere in the network.
+    let nobody = format!(
+        "hash:sha3:{digest}:gftp://0x{}/{}",
+        "ab".repeat(20),
+        url.name
+    );
+    let error = fetch_with_policy(&nobody, &dir.join("nobody-cache"), None, &policy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PackageError::GftpUnreachable { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("must be running"), "{error}");
+
+    // Without a bus socket (never so in an exe unit) gftp packages are refused.
+    let error = fetch_with_policy(
+        &task_package,
+        &dir.join("no-bus"),
+        None,
+        &FetchPolicy::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error, PackageError::GftpUnavailable);
+}

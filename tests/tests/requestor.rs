@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use golem_tests::provider::Preset;
+use golem_tests::provider::{Preset, ProviderOptions};
 use golem_tests::requestor::{busybox_image, demo_job, repo_root, Network};
 use golem_tests::{binary, output_within};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use sha3::Digest;
 
 fn hello_wat() -> PathBuf {
     repo_root().join("exe-unit-wasm/tests/modules/hello.wat")
@@ -334,6 +335,92 @@ async fn demo_job_moves_files_with_gftp() {
     assert_spent_matches_acceptances(&summary["payments"]);
 }
 
+/// The requestor publishes a local package over gftp (the default
+/// `package-transport`) and the provider's exe unit fetches it through its
+/// daemon: the provider here refuses private addresses, so the same run with
+/// `--package-transport http` (the file server on 127.0.0.1) fails with the
+/// refusal the scale lab met across machines. A wrong hash in a gftp task
+/// package fails the activity with a reason that says so.
+// Multi-threaded: the test's own gftp publisher must answer while the test
+// thread waits for golem-requestor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_packages_travel_over_gftp_and_a_wrong_hash_fails_the_deploy() {
+    let mut network = Network::start_each(
+        1,
+        "e2e-requestor-gftp-package",
+        &["wasmtime"],
+        |_, options| ProviderOptions {
+            allow_private_transfers: false,
+            ..options.max_agreements(4)
+        },
+    )
+    .unwrap();
+    let hello = hello_wat();
+    let hello = hello.to_str().unwrap();
+    let run = |network: &mut Network, extra: &[&str], package: &str| {
+        let mut args = extra.to_vec();
+        args.extend([
+            "run",
+            "--runtime",
+            "wasm",
+            "--package",
+            package,
+            "--",
+            "hello",
+            "over",
+            "gftp",
+        ]);
+        output_within(network.requestor(&args), Duration::from_secs(60))
+    };
+
+    // First over http: the provider refuses the loopback file server (and
+    // caches nothing, so the gftp run below really fetches).
+    let over_http = run(&mut network, &["--package-transport", "http"], hello);
+    assert!(!over_http.status.success());
+    assert!(
+        text(&over_http.stderr).contains("allow-private-transfers"),
+        "{}",
+        text(&over_http.stderr)
+    );
+
+    let over_gftp = run(&mut network, &[], hello);
+    assert!(over_gftp.status.success(), "{}", text(&over_gftp.stderr));
+    assert_eq!(text(&over_gftp.stdout), "over gftp\n");
+
+    // A package published over gftp, named with a hash that is not its own.
+    let wasm = wat::parse_file(hello_wat()).unwrap();
+    let module = network.sandbox.path().join("hello.wasm");
+    std::fs::write(&module, &wasm).unwrap();
+    let gftp = golem_gftp::Gftp::new(network.sandbox.daemons()[0].bus().await.unwrap()).unwrap();
+    let url = gftp.publish(&module).await.unwrap();
+    let wrong = format!("hash:sha3:{}:{url}", "0".repeat(56));
+    let mismatch = run(&mut network, &[], &wrong);
+    assert!(!mismatch.status.success());
+    let stderr = text(&mismatch.stderr);
+    assert!(
+        stderr.contains("task package hash mismatch") && stderr.contains(&"0".repeat(56)),
+        "{stderr}"
+    );
+    // And with its own hash the same URL runs (a bare module's entry point
+    // is named by its URL's last segment: here the gftp name).
+    let digest = hex::encode(sha3::Sha3_224::digest(&wasm));
+    let right = format!("hash:sha3:{digest}:{url}");
+    let args = [
+        "run",
+        "--runtime",
+        "wasm",
+        "--package",
+        &right,
+        "--",
+        &url.name,
+        "over",
+        "gftp",
+    ];
+    let right = output_within(network.requestor(&args), Duration::from_secs(60));
+    assert!(right.status.success(), "{}", text(&right.stderr));
+    assert_eq!(text(&right.stdout), "over gftp\n");
+}
+
 #[tokio::test]
 async fn exhausted_budget_stops_the_job_without_overspending() {
     // 0.25 GLM per second of each agreement: a 1 GLM budget lasts about 2 s
@@ -462,8 +549,15 @@ async fn docker_vm_run_executes_a_command_in_a_local_image() {
     let scratch = tempfile::tempdir().unwrap();
     // scripts/ensure-docker.sh installs Docker and busybox-static; without them this tier fails.
     let image = busybox_image(scratch.path(), "golem-e2e-requestor-busybox").unwrap();
-    let mut network =
-        Network::start_with_runtimes(1, "e2e-requestor-vm", &["vm"], None, "").unwrap();
+    // The provider refuses private addresses: the image travels over gftp
+    // (golem-requestor's default package transport), streamed into the engine.
+    let mut network = Network::start_each(1, "e2e-requestor-vm", &["vm"], |_, options| {
+        ProviderOptions {
+            allow_private_transfers: false,
+            ..options.max_agreements(4)
+        }
+    })
+    .unwrap();
     let image = image.to_str().unwrap();
     let output = output_within(
         network.requestor(&[

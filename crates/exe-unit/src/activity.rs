@@ -82,6 +82,7 @@ impl ActivityConfig {
             outbound: self.outbound_policy(),
             allow_local_files: self.agreement.requestor_is_provider(),
             max_bytes: self.storage_limit(),
+            bus_socket: Some(self.bus_socket.clone()),
         }
     }
 }

@@ -2,8 +2,12 @@
 //! its hash and kept in the cache dir under that hash, so every later activity
 //! with the same package starts from the cache. The digest length picks the
 //! SHA-3 variant (56 hex digits: SHA3-224, also 256, 384 and 512), as in the
-//! original. Sources: `http(s)://`, and `file://` or local paths for the
-//! provider's own requestor only.
+//! original. Sources: `http(s)://`; `gftp://<node>/<name>`, fetched from the
+//! requestor's node through the provider's daemon as the original's exe units
+//! do (works wherever the two nodes reach each other, unlike an http server on
+//! the requestor's loopback); and `file://` or local paths for the provider's
+//! own requestor only. http(s) and gftp downloads resume an interrupted
+//! partial file and log the same progress.
 //!
 //! A [`FetchPolicy`] bounds what a requestor can make the provider do:
 //! downloads go through [`OutboundPolicy`] (public addresses only unless the
@@ -33,12 +37,18 @@ pub enum PackageError {
     Download { url: String, message: String },
     #[error("task package download from {url} refused: {reason}")]
     Refused { url: String, reason: String },
-    #[error("task packages from file:// URLs or local paths are only for the provider's own node; serve the package over http(s)://")]
+    #[error("task packages from file:// URLs or local paths are only for the provider's own node; serve the package over gftp:// or http(s)://")]
     LocalFileRefused,
     #[error("the task package is larger than the provider's limit of {limit} bytes; the download was stopped and removed")]
     TooLarge { limit: u64 },
-    #[error("task package hash mismatch: the downloaded bytes do not have sha3 {expected}; they were discarded")]
+    #[error("task package hash mismatch: the downloaded bytes do not have sha3 {expected}; they were discarded (publish the package again and give its own hash in golem.srv.comp.task_package)")]
     HashMismatch { expected: String },
+    #[error("task package {url} is not published by its node (never published, or no longer: the requestor stopped serving it); the requestor must publish the package again and keep serving it until its activities are deployed")]
+    GftpNotPublished { url: String },
+    #[error("cannot reach the node serving the task package {url}: {message}; the requestor's daemon must be running and connected to the network")]
+    GftpUnreachable { url: String, message: String },
+    #[error("gftp:// task packages need the exe unit's bus socket, which this one was not given")]
+    GftpUnavailable,
     /// The detail (paths of the provider's cache) stays out of the message.
     #[error("the provider's task package cache failed")]
     Cache(String),
@@ -55,6 +65,9 @@ pub struct FetchPolicy {
     pub allow_local_files: bool,
     /// The download is stopped (and removed) beyond this many bytes.
     pub max_bytes: u64,
+    /// The daemon's bus socket: `gftp://` packages are fetched through it
+    /// (none: they are refused with [`PackageError::GftpUnavailable`]).
+    pub bus_socket: Option<PathBuf>,
 }
 
 impl Default for FetchPolicy {
@@ -64,6 +77,7 @@ impl Default for FetchPolicy {
             outbound: OutboundPolicy::public_only(),
             allow_local_files: false,
             max_bytes: DEFAULT_MAX_PACKAGE_BYTES,
+            bus_socket: None,
         }
     }
 }
@@ -100,6 +114,28 @@ impl PackageLocation {
             digest,
             url: url.to_string(),
         })
+    }
+}
+
+/// Where a package's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageSource {
+    Http,
+    Gftp,
+    /// `file://` or a path: the provider's own node only.
+    LocalFile,
+}
+
+impl PackageLocation {
+    pub fn source(&self) -> PackageSource {
+        let url = self.url.as_str();
+        if url.starts_with("http://") || url.starts_with("https://") {
+            PackageSource::Http
+        } else if url.starts_with("gftp://") {
+            PackageSource::Gftp
+        } else {
+            PackageSource::LocalFile
+        }
     }
 }
 
@@ -187,8 +223,8 @@ async fn fetch_checked(
     policy: &FetchPolicy,
 ) -> Result<PathBuf, PackageError> {
     let location = PackageLocation::parse(task_package)?;
-    let is_http = location.url.starts_with("http://") || location.url.starts_with("https://");
-    if !is_http && !policy.allow_local_files {
+    let is_remote = location.source() != PackageSource::LocalFile;
+    if !is_remote && !policy.allow_local_files {
         return Err(PackageError::LocalFileRefused);
     }
     let target = cached_path(cache_dir, &location.digest);
@@ -212,9 +248,13 @@ async fn fetch_checked(
     let actual = match download_and_hash(&location, &partial, &mut tee, policy).await {
         Ok(actual) => actual,
         Err(error) => {
-            // Only an interrupted http(s) download (bounded by max_bytes) is
-            // kept, for the next attempt to resume; anything else is removed.
-            let resumable = matches!(error, PackageError::Download { .. }) && is_http;
+            // Only an interrupted http(s) or gftp download (bounded by
+            // max_bytes) is kept, for the next attempt to resume; anything
+            // else is removed.
+            let resumable = matches!(
+                error,
+                PackageError::Download { .. } | PackageError::GftpUnreachable { .. }
+            ) && is_remote;
             let empty = tokio::fs::metadata(&partial)
                 .await
                 .map(|meta| meta.len() == 0)
@@ -329,144 +369,327 @@ async fn download_and_hash(
     tee: &mut Tee,
     policy: &FetchPolicy,
 ) -> Result<String, PackageError> {
-    let too_large = PackageError::TooLarge {
-        limit: policy.max_bytes,
-    };
-    let download_error = |message: String| PackageError::Download {
-        url: location.url.clone(),
-        message,
-    };
-    let cache_error =
-        |error: std::io::Error| PackageError::Cache(format!("{}: {error}", partial.display()));
-    let mut hasher = Sha3Hasher::for_hex_len(location.digest.len())
+    let hasher = Sha3Hasher::for_hex_len(location.digest.len())
         .ok_or(PackageError::DigestLength(location.digest.len()))?;
-    let url = location.url.as_str();
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(partial)
         .await
-        .map_err(cache_error)?;
-    if url.starts_with("http://") || url.starts_with("https://") {
-        // Hash what an earlier attempt left, then ask only for the rest.
-        let mut have = 0u64;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer)
-                .await
-                .map_err(cache_error)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-            have += read as u64;
+        .map_err(|error| cache_error(partial, error))?;
+    match location.source() {
+        PackageSource::Http => download_http(location, partial, file, hasher, tee, policy).await,
+        PackageSource::Gftp => download_gftp(location, partial, file, hasher, tee, policy).await,
+        PackageSource::LocalFile => {
+            let mut sink =
+                PackageSink::new(file, partial, hasher, &location.url, (0, None), policy);
+            copy_local_file(location, &mut sink, tee).await?;
+            sink.finish().await
         }
-        if have > policy.max_bytes {
-            return Err(too_large);
+    }
+}
+
+fn cache_error(partial: &Path, error: std::io::Error) -> PackageError {
+    PackageError::Cache(format!("{}: {error}", partial.display()))
+}
+
+/// Hash what an earlier attempt left in the partial file (its cursor ends
+/// there); returns how many bytes that was.
+async fn hash_partial(
+    file: &mut tokio::fs::File,
+    partial: &Path,
+    hasher: &mut Sha3Hasher,
+) -> Result<u64, PackageError> {
+    let mut have = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = tokio::io::AsyncReadExt::read(file, &mut buffer)
+            .await
+            .map_err(|error| cache_error(partial, error))?;
+        if read == 0 {
+            return Ok(have);
         }
-        let refused = |reason: String| PackageError::Refused {
-            url: url.to_string(),
-            reason,
-        };
-        let parsed = reqwest::Url::parse(url).map_err(|error| download_error(error.to_string()))?;
-        policy
-            .outbound
-            .check_url(&parsed)
-            .map_err(|error| refused(error.to_string()))?;
-        let client = policy
-            .outbound
-            .client()
-            .map_err(|error| download_error(outbound::describe(&error)))?;
-        let mut request = client.get(parsed);
-        if have > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        hasher.update(&buffer[..read]);
+        have += read as u64;
+    }
+}
+
+/// Empty the partial file for a download that starts over.
+async fn start_over(
+    file: &mut tokio::fs::File,
+    partial: &Path,
+    location: &PackageLocation,
+) -> Result<Sha3Hasher, PackageError> {
+    file.set_len(0)
+        .await
+        .map_err(|error| cache_error(partial, error))?;
+    tokio::io::AsyncSeekExt::seek(file, std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|error| cache_error(partial, error))?;
+    Sha3Hasher::for_hex_len(location.digest.len())
+        .ok_or(PackageError::DigestLength(location.digest.len()))
+}
+
+/// Where the arriving bytes go: the partial file, the hasher, the progress
+/// log and the size limit, the same for every source.
+struct PackageSink<'a> {
+    writer: tokio::io::BufWriter<tokio::fs::File>,
+    hasher: Sha3Hasher,
+    progress: Progress<'a>,
+    partial: &'a Path,
+    max_bytes: u64,
+}
+
+impl<'a> PackageSink<'a> {
+    /// `file` (at `partial`) holds `done` bytes already, of `total` when
+    /// it is known, and `hasher` has seen them.
+    fn new(
+        file: tokio::fs::File,
+        partial: &'a Path,
+        hasher: Sha3Hasher,
+        url: &'a str,
+        (done, total): (u64, Option<u64>),
+        policy: &FetchPolicy,
+    ) -> Self {
+        PackageSink {
+            writer: tokio::io::BufWriter::with_capacity(1 << 20, file),
+            hasher,
+            progress: Progress::new(url, done, total),
+            partial,
+            max_bytes: policy.max_bytes,
         }
-        let failure = |error: reqwest::Error| match outbound::refusal(&error) {
-            Some(refusal) => refused(refusal.to_string()),
-            None => download_error(outbound::describe(&error)),
-        };
-        let response = request.send().await.map_err(failure)?;
-        let response =
-            if have > 0 && response.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
-                // The partial file already holds everything.
-                tee.replay(partial, have).await.map_err(cache_error)?;
-                return Ok(hasher.finish_hex());
-            } else {
-                response.error_for_status().map_err(failure)?
-            };
-        if have > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-            tracing::info!(url, bytes = have, "resuming the task package download");
-            tee.replay(partial, have).await.map_err(cache_error)?;
-        } else if have > 0 {
-            // The server ignored the range: start over.
-            hasher = Sha3Hasher::for_hex_len(location.digest.len())
-                .ok_or(PackageError::DigestLength(location.digest.len()))?;
-            file.set_len(0).await.map_err(cache_error)?;
-            tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(0))
-                .await
-                .map_err(cache_error)?;
-            have = 0;
+    }
+
+    async fn take(
+        &mut self,
+        chunk: tokio_util::bytes::Bytes,
+        tee: &mut Tee,
+    ) -> Result<(), PackageError> {
+        if self.progress.done + chunk.len() as u64 > self.max_bytes {
+            return Err(PackageError::TooLarge {
+                limit: self.max_bytes,
+            });
         }
-        let total = response.content_length().map(|length| length + have);
-        if total.is_some_and(|total| total > policy.max_bytes) {
-            return Err(too_large);
-        }
-        let mut progress = Progress::new(url, have, total);
-        let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(failure)?;
-            if progress.done + chunk.len() as u64 > policy.max_bytes {
-                return Err(too_large);
-            }
-            hasher.update(&chunk);
-            writer.write_all(&chunk).await.map_err(cache_error)?;
-            progress.add(chunk.len());
-            tee.send(chunk).await;
-        }
-        writer.flush().await.map_err(cache_error)?;
-        if let Some(total) = total {
-            if progress.done < total {
-                return Err(download_error(format!(
-                    "the connection ended after {} of {total} bytes",
-                    progress.done
-                )));
-            }
-        }
+        self.hasher.update(&chunk);
+        self.writer
+            .write_all(&chunk)
+            .await
+            .map_err(|error| cache_error(self.partial, error))?;
+        self.progress.add(chunk.len());
+        tee.send(chunk).await;
+        Ok(())
+    }
+
+    /// Flush the file; the hex digest of everything in it.
+    async fn finish(mut self) -> Result<String, PackageError> {
+        self.writer
+            .flush()
+            .await
+            .map_err(|error| cache_error(self.partial, error))?;
+        Ok(self.hasher.finish_hex())
+    }
+}
+
+/// An http(s) download; a partial file is resumed with a `Range` request.
+async fn download_http(
+    location: &PackageLocation,
+    partial: &Path,
+    mut file: tokio::fs::File,
+    mut hasher: Sha3Hasher,
+    tee: &mut Tee,
+    policy: &FetchPolicy,
+) -> Result<String, PackageError> {
+    let too_large = PackageError::TooLarge {
+        limit: policy.max_bytes,
+    };
+    let url = location.url.as_str();
+    let download_error = |message: String| PackageError::Download {
+        url: url.to_string(),
+        message,
+    };
+    // Hash what an earlier attempt left, then ask only for the rest.
+    let mut have = hash_partial(&mut file, partial, &mut hasher).await?;
+    if have > policy.max_bytes {
+        return Err(too_large);
+    }
+    let refused = |reason: String| PackageError::Refused {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|error| download_error(error.to_string()))?;
+    policy
+        .outbound
+        .check_url(&parsed)
+        .map_err(|error| refused(error.to_string()))?;
+    let client = policy
+        .outbound
+        .client()
+        .map_err(|error| download_error(outbound::describe(&error)))?;
+    let mut request = client.get(parsed);
+    if have > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let failure = |error: reqwest::Error| match outbound::refusal(&error) {
+        Some(refusal) => refused(refusal.to_string()),
+        None => download_error(outbound::describe(&error)),
+    };
+    let response = request.send().await.map_err(failure)?;
+    let response = if have > 0 && response.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+        // The partial file already holds everything.
+        tee.replay(partial, have)
+            .await
+            .map_err(|error| cache_error(partial, error))?;
+        return Ok(hasher.finish_hex());
     } else {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        if !path.starts_with('/') {
-            return Err(download_error(
-                "only http(s)://, file:// and absolute paths are supported".into(),
-            ));
+        response.error_for_status().map_err(failure)?
+    };
+    if have > 0 && response.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        tracing::info!(url, bytes = have, "resuming the task package download");
+        tee.replay(partial, have)
+            .await
+            .map_err(|error| cache_error(partial, error))?;
+    } else if have > 0 {
+        // The server ignored the range: start over.
+        hasher = start_over(&mut file, partial, location).await?;
+        have = 0;
+    }
+    let total = response.content_length().map(|length| length + have);
+    if total.is_some_and(|total| total > policy.max_bytes) {
+        return Err(too_large);
+    }
+    let mut sink = PackageSink::new(file, partial, hasher, url, (have, total), policy);
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        sink.take(chunk.map_err(failure)?, tee).await?;
+    }
+    let done = sink.progress.done;
+    if let Some(total) = total.filter(|total| done < *total) {
+        return Err(download_error(format!(
+            "the connection ended after {done} of {total} bytes"
+        )));
+    }
+    sink.finish().await
+}
+
+/// A gftp download from the publishing node, through this provider's daemon
+/// (the exe unit's bus socket); a partial file is resumed from its end.
+async fn download_gftp(
+    location: &PackageLocation,
+    partial: &Path,
+    mut file: tokio::fs::File,
+    mut hasher: Sha3Hasher,
+    tee: &mut Tee,
+    policy: &FetchPolicy,
+) -> Result<String, PackageError> {
+    let url = location.url.as_str();
+    let failure = |error: golem_gftp::GftpError| gftp_failure(url, error);
+    let gftp_url: golem_gftp::GftpUrl = url.parse().map_err(
+        |error: golem_model::gftp::GftpUrlError| PackageError::Download {
+            url: url.to_string(),
+            message: error.reason,
+        },
+    )?;
+    let bus_socket = policy
+        .bus_socket
+        .as_deref()
+        .ok_or(PackageError::GftpUnavailable)?;
+    let gftp = golem_gftp::Gftp::connect(bus_socket)
+        .await
+        .map_err(failure)?;
+    let size = gftp.remote_size(&gftp_url).await.map_err(failure)?;
+    if size > policy.max_bytes {
+        return Err(PackageError::TooLarge {
+            limit: policy.max_bytes,
+        });
+    }
+    let mut have = hash_partial(&mut file, partial, &mut hasher).await?;
+    if have > size {
+        // Not what this URL serves now: start over.
+        hasher = start_over(&mut file, partial, location).await?;
+        have = 0;
+    } else if have > 0 {
+        tracing::info!(url, bytes = have, "resuming the task package download");
+        tee.replay(partial, have)
+            .await
+            .map_err(|error| cache_error(partial, error))?;
+    }
+    let mut sink = PackageSink::new(file, partial, hasher, url, (have, Some(size)), policy);
+    let mut chunks = std::pin::pin!(gftp.read_from(&gftp_url, size, have));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(failure)?;
+        sink.take(tokio_util::bytes::Bytes::from(chunk), tee)
+            .await?;
+    }
+    sink.finish().await
+}
+
+/// A gftp failure in the requestor's terms: not published, the node not
+/// reachable, or another download error.
+fn gftp_failure(url: &str, error: golem_gftp::GftpError) -> PackageError {
+    use golem_gftp::GftpError;
+    use golem_model::ErrorCode;
+    match error {
+        GftpError::NotPublished { .. } => PackageError::GftpNotPublished {
+            url: url.to_string(),
+        },
+        GftpError::Remote { error, .. }
+            if matches!(error.code, ErrorCode::Unavailable | ErrorCode::Timeout) =>
+        {
+            PackageError::GftpUnreachable {
+                url: url.to_string(),
+                message: error.message,
+            }
         }
-        let mut source = tokio::fs::File::open(path)
+        // The exe unit's own bus connection: a provider problem, logged.
+        GftpError::Connect(error) => PackageError::Cache(format!("the daemon's bus: {error}")),
+        other => PackageError::Download {
+            url: url.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// `file://` or an absolute path (the provider's own node only).
+async fn copy_local_file(
+    location: &PackageLocation,
+    sink: &mut PackageSink<'_>,
+    tee: &mut Tee,
+) -> Result<(), PackageError> {
+    let url = location.url.as_str();
+    let download_error = |message: String| PackageError::Download {
+        url: url.to_string(),
+        message,
+    };
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    if !path.starts_with('/') {
+        return Err(download_error(
+            "only http(s)://, gftp://, file:// and absolute paths are supported".into(),
+        ));
+    }
+    let mut source = tokio::fs::File::open(path)
+        .await
+        .map_err(|error| download_error(error.to_string()))?;
+    sink.writer
+        .get_mut()
+        .set_len(0)
+        .await
+        .map_err(|error| cache_error(sink.partial, error))?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer)
             .await
             .map_err(|error| download_error(error.to_string()))?;
-        file.set_len(0).await.map_err(cache_error)?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut done = 0u64;
-        loop {
-            let read = tokio::io::AsyncReadExt::read(&mut source, &mut buffer)
-                .await
-                .map_err(|error| download_error(error.to_string()))?;
-            if read == 0 {
-                break;
-            }
-            done += read as u64;
-            if done > policy.max_bytes {
-                return Err(too_large);
-            }
-            hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read]).await.map_err(cache_error)?;
-            tee.send(tokio_util::bytes::Bytes::copy_from_slice(&buffer[..read]))
-                .await;
+        if read == 0 {
+            return Ok(());
         }
-        file.flush().await.map_err(cache_error)?;
+        sink.take(
+            tokio_util::bytes::Bytes::copy_from_slice(&buffer[..read]),
+            tee,
+        )
+        .await?;
     }
-    Ok(hasher.finish_hex())
 }
 
 /// The SHA3-224 hex digest of `data` (what `hash:sha3:` uses for 56 digits).

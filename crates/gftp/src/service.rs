@@ -311,6 +311,53 @@ impl Gftp {
         self.download_to_file_limited(url, file, None).await
     }
 
+    /// The size of the file `url` names, as its publisher announces it.
+    pub async fn remote_size(&self, url: &GftpUrl) -> Result<u64, GftpError> {
+        let metadata = self
+            .bus
+            .call(&url.remote_address(), &GetMetadata {})
+            .await
+            .map_err(|error| GftpError::remote(url, error))?;
+        Ok(metadata.file_size)
+    }
+
+    /// The bytes of `url` from offset `start` to `size` (what
+    /// [`Gftp::remote_size`] said), in order, chunk by chunk, with
+    /// [`TransferConfig::in_flight`] chunks asked for at once. Each chunk is
+    /// checked to be the one asked for and to fit `size`; nothing is hashed
+    /// here: the caller checks what the bytes must be (a task package's
+    /// own digest, for one). Dropping the stream stops the transfer.
+    pub fn read_from(
+        &self,
+        url: &GftpUrl,
+        size: u64,
+        start: u64,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>, GftpError>> + Send + 'static {
+        let chunk_size = self.config.chunk_size;
+        let (bus, address) = (self.bus.clone(), url.remote_address());
+        let offsets = (start.min(size)..size).step_by(chunk_size as usize);
+        let url = url.clone();
+        stream::iter(offsets)
+            .map(move |offset| {
+                let (bus, address, url) = (bus.clone(), address.clone(), url.clone());
+                async move {
+                    let chunk = bus
+                        .call(
+                            &address,
+                            &GetChunk {
+                                offset,
+                                size: chunk_size,
+                            },
+                        )
+                        .await
+                        .map_err(|error| GftpError::remote(&url, error))?;
+                    let expected = chunk_size.min(size - offset);
+                    decode_chunk(&url, chunk, offset, expected)
+                }
+            })
+            .buffered(self.config.in_flight)
+    }
+
     /// [`Gftp::download_to_file`], refused before anything is written
     /// ([`GftpError::TooLarge`]) when the publisher announces more than
     /// `limit` bytes; the writer never writes past the announced size.
@@ -323,13 +370,7 @@ impl Gftp {
         // Our published files are named by their sha3 and checked below; other
         // publishers (golem-js over the GSB API) name files by UUID, which
         // carries no hash to check.
-        let address = url.remote_address();
-        let metadata = self
-            .bus
-            .call(&address, &GetMetadata {})
-            .await
-            .map_err(|error| GftpError::remote(url, error))?;
-        let size = metadata.file_size;
+        let size = self.remote_size(url).await?;
         if let Some(limit) = limit.filter(|limit| size > *limit) {
             return Err(GftpError::TooLarge {
                 url: url.clone(),
@@ -337,29 +378,10 @@ impl Gftp {
                 limit,
             });
         }
-        let chunk_size = self.config.chunk_size;
-        let (sender, receiver) = mpsc::channel::<GftpChunk>(self.config.in_flight);
-        let writer_url = url.clone();
-        let writer =
-            tokio::task::spawn_blocking(move || write_chunks(file, size, receiver, &writer_url));
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>(self.config.in_flight);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, receiver));
 
-        let bus = self.bus.clone();
-        let offsets = (0..size.div_ceil(chunk_size)).map(|index| index * chunk_size);
-        let mut chunks = stream::iter(offsets)
-            .map(|offset| {
-                let (bus, address) = (bus.clone(), address.clone());
-                async move {
-                    bus.call(
-                        &address,
-                        &GetChunk {
-                            offset,
-                            size: chunk_size,
-                        },
-                    )
-                    .await
-                }
-            })
-            .buffered(self.config.in_flight);
+        let mut chunks = std::pin::pin!(self.read_from(url, size, 0));
         let mut fetch_error = None;
         while let Some(chunk) = chunks.next().await {
             match chunk {
@@ -369,16 +391,19 @@ impl Gftp {
                     }
                 }
                 Err(error) => {
-                    fetch_error = Some(GftpError::remote(url, error));
+                    fetch_error = Some(error);
                     break;
                 }
             }
         }
-        drop(chunks);
         drop(sender);
         let (file, written) = writer.await?;
         let outcome = match (fetch_error, written) {
             (Some(error), _) | (None, Err(error)) => Err(error),
+            (None, Ok((bytes, _))) if bytes != size => Err(GftpError::protocol(
+                url,
+                format!("transfer ended after {bytes} of {size} bytes"),
+            )),
             (None, Ok((_, actual))) if url.is_content_hash() && actual != url.name => {
                 Err(GftpError::HashMismatch {
                     url: url.clone(),
@@ -493,51 +518,54 @@ async fn read_chunk(
     .map_err(|error| GolemError::internal(error.to_string()))?
 }
 
-/// The downloader's writer thread: chunks arrive in order; write and hash them.
+/// The bytes of a chunk that must start at `offset` and hold `expected` bytes.
+fn decode_chunk(
+    url: &GftpUrl,
+    chunk: GftpChunk,
+    offset: u64,
+    expected: u64,
+) -> Result<Vec<u8>, GftpError> {
+    if chunk.offset != offset {
+        return Err(GftpError::protocol(
+            url,
+            format!(
+                "chunk at offset {} where {offset} was asked for",
+                chunk.offset
+            ),
+        ));
+    }
+    let bytes = BASE64.decode(chunk.content.as_bytes()).map_err(|error| {
+        GftpError::protocol(
+            url,
+            format!("chunk at offset {offset} is not base64: {error}"),
+        )
+    })?;
+    if bytes.len() as u64 != expected {
+        return Err(GftpError::protocol(
+            url,
+            format!(
+                "chunk at offset {offset} has {} bytes where {expected} were expected",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The downloader's writer thread: checked chunks arrive in order; write
+/// and hash them. Returns the bytes written and their sha3.
 fn write_chunks(
     mut file: File,
-    size: u64,
-    mut chunks: mpsc::Receiver<GftpChunk>,
-    url: &GftpUrl,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
 ) -> (File, Result<(u64, String), GftpError>) {
     let mut hasher = Sha3_256::new();
     let mut written = 0u64;
     let mut step = || -> Result<(u64, String), GftpError> {
-        while let Some(chunk) = chunks.blocking_recv() {
-            if chunk.offset != written {
-                return Err(GftpError::protocol(
-                    url,
-                    format!(
-                        "chunk at offset {} where {written} was expected",
-                        chunk.offset
-                    ),
-                ));
-            }
-            let bytes = BASE64.decode(chunk.content.as_bytes()).map_err(|error| {
-                GftpError::protocol(
-                    url,
-                    format!("chunk at offset {written} is not base64: {error}"),
-                )
-            })?;
-            if bytes.is_empty() || written + bytes.len() as u64 > size {
-                return Err(GftpError::protocol(
-                    url,
-                    format!(
-                        "chunk at offset {written} has {} bytes, which does not fit a file of {size} bytes",
-                        bytes.len()
-                    ),
-                ));
-            }
+        while let Some(bytes) = chunks.blocking_recv() {
             file.write_all(&bytes)
                 .map_err(|error| GftpError::io("the destination file", error))?;
             hasher.update(&bytes);
             written += bytes.len() as u64;
-        }
-        if written != size {
-            return Err(GftpError::protocol(
-                url,
-                format!("transfer ended after {written} of {size} bytes"),
-            ));
         }
         file.flush()
             .map_err(|error| GftpError::io("the destination file", error))?;
