@@ -110,12 +110,15 @@ impl ServiceEndpoint {
         F: Fn(Caller, M) -> S + Send + Sync + 'static,
         S: futures::Stream<Item = Result<T, GolemError>> + Send + 'static,
     {
-        let boxed: Handler = Box::new(move |caller, payload, _attachment| match decode::<M>(payload) {
-            Ok(message) => handler(caller, message)
-                .map(|item| item.and_then(|value| encode(&value)))
-                .boxed(),
-            Err(error) => stream::once(async move { Err(error) }).boxed(),
-        });
+        let boxed: Handler =
+            Box::new(
+                move |caller, payload, _attachment| match decode::<M>(payload) {
+                    Ok(message) => handler(caller, message)
+                        .map(|item| item.and_then(|value| encode(&value)))
+                        .boxed(),
+                    Err(error) => stream::once(async move { Err(error) }).boxed(),
+                },
+            );
         self.handlers.insert(M::NAME, boxed);
         self
     }

@@ -38,9 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_model::bus::net_address;
-use golem_model::vpn::{
-    split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets, VPN_MTU,
-};
+use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets, VPN_MTU};
 use golem_model::{ErrorCode, GolemError, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -478,9 +476,14 @@ mod tests {
         assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
         assert!(!lock(&shared.members).is_member(node(9)), "nothing learned");
         // A member's packet is taken (dropped here: no interface yet).
-        send(&shared, Caller::Remote(node(3)), "net", packets([192, 168, 0, 3]))
-            .await
-            .unwrap();
+        send(
+            &shared,
+            Caller::Remote(node(3)),
+            "net",
+            packets([192, 168, 0, 3]),
+        )
+        .await
+        .unwrap();
         assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
         assert_eq!(Counters::get(&shared.counters.dropped_ingress), 1);
         let other_network = packets([192, 168, 0, 3]);
@@ -527,8 +530,13 @@ mod tests {
         call(&shared, Caller::Remote(node(1)), &add).await.unwrap();
         assert!(lock(&shared.members).is_member(node(9)));
         // Now node 9's packets are taken.
-        send(&shared, Caller::Remote(node(9)), "net", packets([192, 168, 0, 9]))
-            .await
-            .unwrap();
+        send(
+            &shared,
+            Caller::Remote(node(9)),
+            "net",
+            packets([192, 168, 0, 9]),
+        )
+        .await
+        .unwrap();
     }
 }
