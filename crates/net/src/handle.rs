@@ -173,14 +173,7 @@ impl NetHandle {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, GolemError> {
-        let call = WireCall {
-            address: address.to_string(),
-            message: message.to_string(),
-            payload,
-            stream: false,
-            attachment: Vec::new(),
-        };
-        self.request(to, address, message, &WireRequest::Call(call), timeout)
+        self.call_once(to, address, message, payload, Vec::new(), timeout)
             .await
     }
 
@@ -194,6 +187,19 @@ impl NetHandle {
         payload: Value,
         attachment: Vec<u8>,
     ) -> Result<Value, GolemError> {
+        self.call_once(to, address, message, payload, attachment, self.call_timeout)
+            .await
+    }
+
+    async fn call_once(
+        &self,
+        to: NodeId,
+        address: &str,
+        message: &str,
+        payload: Value,
+        attachment: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Value, GolemError> {
         let call = WireCall {
             address: address.to_string(),
             message: message.to_string(),
@@ -201,8 +207,7 @@ impl NetHandle {
             stream: false,
             attachment,
         };
-        let request = WireRequest::Call(call);
-        self.request(to, address, message, &request, self.call_timeout)
+        self.request(to, address, message, &WireRequest::Call(call), timeout)
             .await
     }
 
