@@ -13,14 +13,13 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_daemon::config::DaemonConfig;
 use golem_daemon::vpn::actor::{NetworkView, ReadNetwork};
 use golem_daemon::Node;
 use golem_model::bus::net_address;
-use golem_model::vpn::{vpn_service, VpnControl, VpnPackets};
+use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets};
 use golem_model::{ErrorCode, NodeId};
 use serde_json::{json, Value};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -505,12 +504,9 @@ async fn start_member(
     let (inbound_tx, inbound) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
     let control_log = log.clone();
     let endpoint = ServiceEndpoint::new()
-        .on(move |caller, batch: VpnPackets| {
-            let engine = base64::engine::general_purpose::STANDARD;
-            let packets = batch
-                .packets
-                .iter()
-                .filter_map(|packet| engine.decode(packet).ok())
+        .on_with_attachment(move |caller, _batch: VpnPackets, attachment| {
+            let packets = split_packets(&attachment)
+                .filter_map(|packet| packet.ok().map(<[u8]>::to_vec))
                 .collect();
             let taken = inbound_tx
                 .send(packets)
@@ -545,17 +541,20 @@ async fn send_back(
     network_id: String,
     mut outbound: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    let engine = base64::engine::general_purpose::STANDARD;
+    let message = VpnPackets {
+        network_id: network_id.clone(),
+    };
     while let Some(first) = outbound.recv().await {
-        let mut packets = vec![engine.encode(first)];
+        let mut batch = PacketBatch::new();
+        batch.push(&first);
         while let Ok(packet) = outbound.try_recv() {
-            packets.push(engine.encode(packet));
+            batch.push(&packet);
         }
-        let batch = VpnPackets {
-            network_id: network_id.clone(),
-            packets,
-        };
-        if let Err(error) = client.call(&address, &batch).await {
+        let attachment = batch.into_attachment();
+        if let Err(error) = client
+            .call_with_attachment(&address, &message, attachment)
+            .await
+        {
             eprintln!("member: sending packets back failed: {error}");
         }
     }
@@ -652,8 +651,9 @@ async fn run_member_stack(
     }
 }
 
-/// One IPv4 packet from `source` to `destination` (protocol TCP, no payload).
-fn ipv4_packet(source: Ipv4Addr, destination: Ipv4Addr) -> String {
+/// One IPv4 packet from `source` to `destination` (protocol TCP, no
+/// payload), as the attachment of a `VpnPackets` call.
+fn ipv4_packet(source: Ipv4Addr, destination: Ipv4Addr) -> Vec<u8> {
     let repr = Ipv4Repr {
         src_addr: source,
         dst_addr: destination,
@@ -666,7 +666,7 @@ fn ipv4_packet(source: Ipv4Addr, destination: Ipv4Addr) -> String {
         &mut Ipv4Packet::new_unchecked(&mut bytes[..]),
         &smoltcp::phy::ChecksumCapabilities::default(),
     );
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    PacketBatch::of([&bytes[..]]).into_attachment()
 }
 
 async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
@@ -820,11 +820,14 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     let to_requestor = net_address(requestor.node_id, &vpn_service(&id));
 
     // Not yet a member: whatever B sends is taken and dropped.
-    let stray = VpnPackets {
+    let batch = VpnPackets {
         network_id: id.clone(),
-        packets: vec![ipv4_packet(MEMBER_IP, Ipv4Addr::new(192, 168, 0, 1))],
     };
-    client.call(&to_requestor, &stray).await.unwrap();
+    let stray = ipv4_packet(MEMBER_IP, Ipv4Addr::new(192, 168, 0, 1));
+    client
+        .call_with_attachment(&to_requestor, &batch, stray)
+        .await
+        .unwrap();
     let stats = eventually("the non-member's packets to be counted", async || {
         let stats = requestor.vpn.stats(&id).await.unwrap();
         (stats.dropped_non_member >= 1).then_some(stats)
@@ -867,14 +870,11 @@ async fn a_websocket_reaches_tcp_on_a_member_node_over_the_wire() {
     .await;
 
     // A member may not speak for an address that is not its own.
-    let spoofed = VpnPackets {
-        network_id: id.clone(),
-        packets: vec![ipv4_packet(
-            Ipv4Addr::new(192, 168, 0, 3),
-            Ipv4Addr::new(192, 168, 0, 1),
-        )],
-    };
-    client.call(&to_requestor, &spoofed).await.unwrap();
+    let spoofed = ipv4_packet(Ipv4Addr::new(192, 168, 0, 3), Ipv4Addr::new(192, 168, 0, 1));
+    client
+        .call_with_attachment(&to_requestor, &batch, spoofed)
+        .await
+        .unwrap();
     eventually("the spoofed packet to be counted", async || {
         let stats = requestor.vpn.stats(&id).await.unwrap();
         (stats.dropped_spoofed >= 1).then_some(())

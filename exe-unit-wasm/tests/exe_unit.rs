@@ -78,6 +78,7 @@ async fn deploy_start_run_and_transfer_out() {
         address: exe_unit.address.clone(),
         message: "StreamBatchEvents".into(),
         payload: serde_json::json!({"batch_id": "batch-1"}),
+        attachment: Vec::new(),
         stream: true,
     };
     let events: Vec<RuntimeEvent> = daemon

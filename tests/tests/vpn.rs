@@ -11,13 +11,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_model::activity::{CommandResult, ExeScriptCommandResult};
 use golem_model::bus::net_address;
 use golem_model::market::DemandOfferBase;
-use golem_model::vpn::{vpn_service, VpnControl, VpnPackets};
+use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets};
 use golem_model::{ErrorCode, NodeId};
 use golem_tests::docker;
 use golem_tests::http::FileServer;
@@ -147,15 +145,14 @@ fn icmp_fields(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, u16, u16)> {
 /// and pass on every packet received with its sender.
 async fn listen(bus: &BusClient, network_id: &str) -> mpsc::UnboundedReceiver<(Caller, Vec<u8>)> {
     let (sender, received) = mpsc::unbounded_channel();
-    let endpoint = ServiceEndpoint::new().on(move |caller, message: VpnPackets| {
-        let sender = sender.clone();
-        async move {
-            for packet in message.packets {
-                let _ = sender.send((caller, BASE64.decode(packet).unwrap_or_default()));
+    let endpoint = ServiceEndpoint::new().on_with_attachment(
+        move |caller, _message: VpnPackets, attachment| {
+            for packet in split_packets(&attachment) {
+                let _ = sender.send((caller, packet.unwrap_or_default().to_vec()));
             }
-            Ok(())
-        }
-    });
+            async { Ok(()) }
+        },
+    );
     bus.bind(&vpn_service(network_id), endpoint).await.unwrap();
     received
 }
@@ -185,12 +182,12 @@ async fn send_packets(
     network_id: &str,
     packet: &[u8],
 ) -> Result<(), golem_model::GolemError> {
-    bus.call(
+    bus.call_with_attachment(
         &net_address(to, &vpn_service(network_id)),
         &VpnPackets {
             network_id: network_id.to_string(),
-            packets: vec![BASE64.encode(packet)],
         },
+        PacketBatch::of([packet]).into_attachment(),
     )
     .await
 }

@@ -372,7 +372,6 @@ impl VpnStack {
             &net_address(node, &vpn_service(&self.network_id)),
             &VpnPackets {
                 network_id: self.network_id.clone(),
-                packets: Vec::new(),
             },
         )
         .await

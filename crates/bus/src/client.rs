@@ -100,13 +100,14 @@ impl BusClient {
         message: &str,
         payload: serde_json::Value,
     ) -> ReplyStream {
-        self.connection.call(
-            address.to_string(),
-            message.to_string(),
-            None,
+        self.connection.call(BusCall {
+            caller: Caller::Local,
+            address: address.to_string(),
+            message: message.to_string(),
             payload,
-            true,
-        )
+            attachment: Vec::new(),
+            stream: true,
+        })
     }
 
     pub async fn call_raw(
@@ -115,13 +116,25 @@ impl BusClient {
         message: &str,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, GolemError> {
-        let replies = self.connection.call(
-            address.to_string(),
-            message.to_string(),
-            None,
+        self.call_raw_with_attachment(address, message, payload, Vec::new())
+            .await
+    }
+
+    async fn call_raw_with_attachment(
+        &self,
+        address: &str,
+        message: &str,
+        payload: serde_json::Value,
+        attachment: Vec<u8>,
+    ) -> Result<serde_json::Value, GolemError> {
+        let replies = self.connection.call(BusCall {
+            caller: Caller::Local,
+            address: address.to_string(),
+            message: message.to_string(),
             payload,
-            false,
-        );
+            attachment,
+            stream: false,
+        });
         first_reply(replies, address).await
     }
 
@@ -131,8 +144,19 @@ impl BusClient {
         address: &str,
         message: &M,
     ) -> Result<M::Reply, GolemError> {
+        self.call_with_attachment(address, message, Vec::new())
+            .await
+    }
+
+    /// Typed request/reply call carrying raw bytes beside the message.
+    pub async fn call_with_attachment<M: BusMessage>(
+        &self,
+        address: &str,
+        message: &M,
+        attachment: Vec<u8>,
+    ) -> Result<M::Reply, GolemError> {
         let value = self
-            .call_raw(address, M::NAME, encode_message(message)?)
+            .call_raw_with_attachment(address, M::NAME, encode_message(message)?, attachment)
             .await?;
         decode_reply::<M>(value)
     }
@@ -202,6 +226,7 @@ async fn read_loop(
                 caller,
                 stream,
                 payload,
+                attachment,
             }) => {
                 let endpoint = endpoints
                     .read()
@@ -215,6 +240,7 @@ async fn read_loop(
                             address,
                             message,
                             payload,
+                            attachment,
                             stream,
                         })
                     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, StreamExt};
-use golem_model::{GolemError, NodeId};
+use golem_model::GolemError;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -62,25 +62,23 @@ impl Connection {
     }
 
     /// Send a call to the peer and return the stream of its replies.
-    pub fn call(
-        self: &Arc<Self>,
-        address: String,
-        message: String,
-        caller: Option<NodeId>,
-        payload: serde_json::Value,
-        stream: bool,
-    ) -> ReplyStream {
+    pub fn call(self: &Arc<Self>, call: BusCall) -> ReplyStream {
         if self.closed.is_cancelled() {
             return closed_stream(&self.peer_name);
         }
         let (request_id, receiver, guard) = self.register();
+        let caller = match call.caller {
+            Caller::Local => None,
+            Caller::Remote(node) => Some(node),
+        };
         self.send(Frame::Call {
             request_id,
-            address,
-            message,
+            address: call.address,
+            message: call.message,
             caller,
-            stream,
-            payload,
+            stream: call.stream,
+            payload: call.payload,
+            attachment: call.attachment,
         });
         replies_from(receiver, guard, self.peer_name.clone())
     }
@@ -261,16 +259,6 @@ pub(crate) struct ForwardingEndpoint {
 
 impl Endpoint for ForwardingEndpoint {
     fn handle(&self, call: BusCall) -> ReplyStream {
-        let caller = match call.caller {
-            Caller::Local => None,
-            Caller::Remote(node) => Some(node),
-        };
-        self.connection.call(
-            call.address,
-            call.message,
-            caller,
-            call.payload,
-            call.stream,
-        )
+        self.connection.call(call)
     }
 }

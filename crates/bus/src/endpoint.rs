@@ -1,6 +1,8 @@
 //! What an address is bound to: an [`Endpoint`] turns a [`BusCall`] into a
 //! stream of replies. [`ServiceEndpoint`] builds one from typed handlers, one per
-//! [`BusMessage`], so services never touch raw JSON.
+//! [`BusMessage`], so services never touch raw JSON. A call may carry an
+//! attachment, raw bytes beside its JSON payload, for messages whose bulk is
+//! binary (VPN packets); [`ServiceEndpoint::on_with_attachment`] hands it over.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +29,9 @@ pub struct BusCall {
     pub address: String,
     pub message: String,
     pub payload: serde_json::Value,
+    /// Raw bytes beside the payload (empty unless the message carries bulk
+    /// binary data); they cross the bus socket and the net as they are.
+    pub attachment: Vec<u8>,
     /// The caller reads every item (request/stream) rather than only the first.
     pub stream: bool,
 }
@@ -38,7 +43,7 @@ pub trait Endpoint: Send + Sync + 'static {
     fn handle(&self, call: BusCall) -> ReplyStream;
 }
 
-type Handler = Box<dyn Fn(Caller, serde_json::Value) -> ReplyStream + Send + Sync>;
+type Handler = Box<dyn Fn(Caller, serde_json::Value, Vec<u8>) -> ReplyStream + Send + Sync>;
 
 /// An endpoint that dispatches on the message name to typed handlers.
 #[derive(Default)]
@@ -61,22 +66,34 @@ impl ServiceEndpoint {
         Self::default()
     }
 
-    /// Handle `M` with an async request/reply function.
-    pub fn on<M, F, Fut>(mut self, handler: F) -> Self
+    /// Handle `M` with an async request/reply function (an attachment, if
+    /// the caller sent one, is ignored).
+    pub fn on<M, F, Fut>(self, handler: F) -> Self
     where
         M: BusMessage,
         F: Fn(Caller, M) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<M::Reply, GolemError>> + Send + 'static,
     {
+        self.on_with_attachment(move |caller, message: M, _attachment| handler(caller, message))
+    }
+
+    /// Handle `M` with an async request/reply function that also takes the
+    /// call's attachment (empty when the caller sent none).
+    pub fn on_with_attachment<M, F, Fut>(mut self, handler: F) -> Self
+    where
+        M: BusMessage,
+        F: Fn(Caller, M, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Reply, GolemError>> + Send + 'static,
+    {
         let handler = Arc::new(handler);
-        let boxed: Handler = Box::new(move |caller, payload| {
+        let boxed: Handler = Box::new(move |caller, payload, attachment| {
             let message = match decode::<M>(payload) {
                 Ok(message) => message,
                 Err(error) => return stream::once(async move { Err(error) }).boxed(),
             };
             let handler = handler.clone();
             stream::once(async move {
-                let reply = handler(caller, message).await?;
+                let reply = handler(caller, message, attachment).await?;
                 encode(&reply)
             })
             .boxed()
@@ -93,12 +110,15 @@ impl ServiceEndpoint {
         F: Fn(Caller, M) -> S + Send + Sync + 'static,
         S: futures::Stream<Item = Result<T, GolemError>> + Send + 'static,
     {
-        let boxed: Handler = Box::new(move |caller, payload| match decode::<M>(payload) {
-            Ok(message) => handler(caller, message)
-                .map(|item| item.and_then(|value| encode(&value)))
-                .boxed(),
-            Err(error) => stream::once(async move { Err(error) }).boxed(),
-        });
+        let boxed: Handler =
+            Box::new(
+                move |caller, payload, _attachment| match decode::<M>(payload) {
+                    Ok(message) => handler(caller, message)
+                        .map(|item| item.and_then(|value| encode(&value)))
+                        .boxed(),
+                    Err(error) => stream::once(async move { Err(error) }).boxed(),
+                },
+            );
         self.handlers.insert(M::NAME, boxed);
         self
     }
@@ -107,7 +127,7 @@ impl ServiceEndpoint {
 impl Endpoint for ServiceEndpoint {
     fn handle(&self, call: BusCall) -> ReplyStream {
         match self.handlers.get(call.message.as_str()) {
-            Some(handler) => handler(call.caller, call.payload),
+            Some(handler) => handler(call.caller, call.payload, call.attachment),
             None => {
                 let error = GolemError::not_found(format!(
                     "{} has no handler for message {}",

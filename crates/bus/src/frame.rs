@@ -1,13 +1,17 @@
 //! Wire framing of the bus socket: a 4-byte big-endian length followed by that
-//! many bytes of JSON encoding one [`Frame`]. Frames above [`MAX_FRAME_LEN`] and
-//! bodies that are not a valid frame are refused with [`FrameError`].
+//! many bytes: one JSON object encoding a [`Frame`], and for a `Call` its
+//! attachment, raw bytes right after the object (VPN packets travel so,
+//! without base64 or JSON escaping). Frames above [`MAX_FRAME_LEN`], bodies
+//! that are not a valid frame and trailing bytes after any other frame are
+//! refused with [`FrameError`].
 
 use golem_model::{GolemError, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version spoken by this build. A `Hello` with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added call attachments (bytes after a `Call`'s JSON).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted (16 MiB): large enough for a transfer chunk,
 /// small enough that a garbage length cannot make the reader allocate gigabytes.
@@ -52,6 +56,9 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stream: bool,
         payload: serde_json::Value,
+        /// Raw bytes carried after the JSON object (empty for most calls).
+        #[serde(skip)]
+        attachment: Vec<u8>,
     },
     /// One piece of the answer to the call `request_id` sent by the receiver.
     Reply {
@@ -82,6 +89,8 @@ pub enum FrameError {
     TooLarge { length: usize },
     #[error("malformed frame: {0}")]
     Malformed(#[from] serde_json::Error),
+    #[error("malformed frame: {0} bytes after a frame that takes no attachment")]
+    TrailingBytes(usize),
     #[error("connection closed")]
     Closed,
     #[error("socket error: {0}")]
@@ -108,7 +117,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     buffer.clear();
     buffer.resize(length, 0);
     reader.read_exact(buffer).await?;
-    Ok(serde_json::from_slice(buffer)?)
+    decode_body(buffer)
+}
+
+/// Split a frame body into its JSON object and what follows it.
+fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+    let mut objects = serde_json::Deserializer::from_slice(body).into_iter::<Frame>();
+    let mut frame = match objects.next() {
+        Some(frame) => frame?,
+        // An empty body: let serde say what is missing.
+        None => serde_json::from_slice::<Frame>(body)?,
+    };
+    let rest = &body[objects.byte_offset()..];
+    match &mut frame {
+        Frame::Call { attachment, .. } => attachment.extend_from_slice(rest),
+        _ if rest.iter().all(u8::is_ascii_whitespace) => {}
+        _ => return Err(FrameError::TrailingBytes(rest.len())),
+    }
+    Ok(frame)
 }
 
 /// Append one encoded frame (length prefix + body) to `out`.
@@ -116,6 +142,9 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     serde_json::to_writer(&mut *out, frame)?;
+    if let Frame::Call { attachment, .. } = frame {
+        out.extend_from_slice(attachment);
+    }
     let length = out.len() - start - 4;
     if length > MAX_FRAME_LEN {
         out.truncate(start);
@@ -158,6 +187,16 @@ mod tests {
                 caller: None,
                 stream: false,
                 payload: serde_json::json!({"a": [1, 2, "x"]}),
+                attachment: Vec::new(),
+            },
+            Frame::Call {
+                request_id: 9,
+                address: "/public/vpn/n".into(),
+                message: "VpnPackets".into(),
+                caller: None,
+                stream: false,
+                payload: serde_json::json!({"networkId": "n"}),
+                attachment: vec![0, 3, b'{', b' ', 0xff, b'}', b'\n'],
             },
             Frame::Reply {
                 request_id: 7,
@@ -210,6 +249,27 @@ mod tests {
         let result = read_frame(&mut reader, &mut Vec::new()).await;
         assert!(
             matches!(result, Err(FrameError::Malformed(_))),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_bytes_after_a_frame_without_attachment() {
+        let mut bytes = Vec::new();
+        encode_frame(
+            &Frame::Goodbye {
+                message: "bye".into(),
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        bytes.extend_from_slice(b"xyz");
+        let length = (bytes.len() - 4) as u32;
+        bytes[..4].copy_from_slice(&length.to_be_bytes());
+        let mut reader = bytes.as_slice();
+        let result = read_frame(&mut reader, &mut Vec::new()).await;
+        assert!(
+            matches!(result, Err(FrameError::TrailingBytes(3))),
             "{result:?}"
         );
     }

@@ -212,9 +212,16 @@ impl Router {
             address: address.to_string(),
             message: message.to_string(),
             payload,
+            attachment: Vec::new(),
             stream: false,
         };
-        first_reply(self.call_stream_raw(call), address).await
+        self.call_once(call).await
+    }
+
+    /// Deliver a request/reply call and return its one answer.
+    pub async fn call_once(&self, call: BusCall) -> Result<serde_json::Value, GolemError> {
+        let address = call.address.clone();
+        first_reply(self.call_stream_raw(call), &address).await
     }
 
     /// Typed request/reply call from inside this node.
@@ -233,9 +240,28 @@ impl Router {
         address: &str,
         message: &M,
     ) -> Result<M::Reply, GolemError> {
-        let payload = encode_message(message)?;
-        let value = self.call_raw(caller, address, M::NAME, payload).await?;
-        decode_reply::<M>(value)
+        self.call_with_attachment(caller, address, message, Vec::new())
+            .await
+    }
+
+    /// Typed request/reply call on behalf of `caller`, carrying raw bytes
+    /// beside the message.
+    pub async fn call_with_attachment<M: BusMessage>(
+        &self,
+        caller: Caller,
+        address: &str,
+        message: &M,
+        attachment: Vec<u8>,
+    ) -> Result<M::Reply, GolemError> {
+        let call = BusCall {
+            caller,
+            address: address.to_string(),
+            message: M::NAME.to_string(),
+            payload: encode_message(message)?,
+            attachment,
+            stream: false,
+        };
+        decode_reply::<M>(self.call_once(call).await?)
     }
 }
 

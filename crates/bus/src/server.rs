@@ -136,6 +136,7 @@ async fn serve_connection(
                 message,
                 stream,
                 payload,
+                attachment,
                 ..
             }) => {
                 // Processes on the socket are inside the node: their calls are local.
@@ -144,6 +145,7 @@ async fn serve_connection(
                     address,
                     message,
                     payload,
+                    attachment,
                     stream,
                 };
                 connection.serve_call(request_id, router.call_stream_raw(call), stream);

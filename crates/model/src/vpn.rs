@@ -3,7 +3,8 @@
 //! network exchange at `/public/vpn/<networkId>` on every member node.
 //!
 //! Members carry bare IPv4 packets (no Ethernet frames: we own both ends), a
-//! batch per call, base64 in the JSON payload. A node accepts packets only from
+//! batch per call, as raw bytes in the call's attachment ([`PacketBatch`]):
+//! the JSON payload names only the network. A node accepts packets only from
 //! nodes it knows as members of that network, and `VpnControl` only from the
 //! network's owner (the requestor that created it).
 
@@ -76,13 +77,113 @@ pub struct NetworkConnection {
 }
 
 /// IP packets for the network's interface on the receiving node. Fire and
-/// forget: the reply only says the batch was taken, not delivered.
+/// forget: the reply only says the batch was taken, not delivered. The
+/// packets are the call's attachment, a [`PacketBatch`]; a call without one
+/// carries no packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VpnPackets {
     pub network_id: String,
-    /// Each item is one IPv4 packet, base64 (standard alphabet, padded).
-    pub packets: Vec<String>,
+}
+
+/// The packets of one [`VpnPackets`] call as they travel in its attachment:
+/// each packet is a 2-byte big-endian length followed by that many bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketBatch {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl PacketBatch {
+    pub fn new() -> PacketBatch {
+        PacketBatch::default()
+    }
+
+    /// A batch of `packets`, in order.
+    pub fn of<'a>(packets: impl IntoIterator<Item = &'a [u8]>) -> PacketBatch {
+        let mut batch = PacketBatch::new();
+        for packet in packets {
+            batch.push(packet);
+        }
+        batch
+    }
+
+    /// Append `packet`; a packet over 65,535 bytes (never one of ours: the
+    /// MTU is [`VPN_MTU`]) is cut to that length, which the receiver drops
+    /// as malformed.
+    pub fn push(&mut self, packet: &[u8]) {
+        let length = packet.len().min(usize::from(u16::MAX));
+        self.bytes.reserve(2 + length);
+        self.bytes.extend_from_slice(&(length as u16).to_be_bytes());
+        self.bytes.extend_from_slice(&packet[..length]);
+        self.count += 1;
+    }
+
+    /// Packets in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the batch takes in the attachment.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The attachment to send with [`VpnPackets`].
+    pub fn into_attachment(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// The attachment ends inside a packet's length or bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("vpn packet batch cut short: {remaining} bytes left do not make a packet")]
+pub struct TruncatedBatch {
+    pub remaining: usize,
+}
+
+/// The packets of a [`VpnPackets`] attachment, in order; a truncated tail
+/// yields one [`TruncatedBatch`] and ends the iteration.
+pub fn split_packets(attachment: &[u8]) -> SplitPackets<'_> {
+    SplitPackets { rest: attachment }
+}
+
+/// Iterator returned by [`split_packets`].
+#[derive(Debug, Clone)]
+pub struct SplitPackets<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for SplitPackets<'a> {
+    type Item = Result<&'a [u8], TruncatedBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let whole = match self.rest {
+            [high, low, rest @ ..] => {
+                let length = usize::from(u16::from_be_bytes([*high, *low]));
+                rest.get(..length).map(|packet| (packet, &rest[length..]))
+            }
+            _ => None,
+        };
+        match whole {
+            Some((packet, rest)) => {
+                self.rest = rest;
+                Some(Ok(packet))
+            }
+            None => {
+                let remaining = self.rest.len();
+                self.rest = &[];
+                Some(Err(TruncatedBatch { remaining }))
+            }
+        }
+    }
 }
 impl BusMessage for VpnPackets {
     const NAME: &'static str = "VpnPackets";
@@ -130,5 +231,33 @@ mod tests {
             "0x1111111111111111111111111111111111111111"
         );
         assert_eq!(vpn_service("abc"), "/public/vpn/abc");
+    }
+
+    #[test]
+    fn packet_batches_split_back_into_their_packets() {
+        let packets: [&[u8]; 3] = [b"first", b"", &[0xff; 1500]];
+        let batch = PacketBatch::of(packets);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.encoded_len(), 3 * 2 + 5 + 1500);
+        let attachment = batch.into_attachment();
+        let split: Vec<&[u8]> = split_packets(&attachment)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(split, packets);
+        assert_eq!(split_packets(&[]).count(), 0);
+    }
+
+    #[test]
+    fn a_cut_batch_yields_its_whole_packets_then_one_error() {
+        let mut attachment = PacketBatch::of([&b"whole"[..]]).into_attachment();
+        attachment.extend_from_slice(&[0, 9, 1, 2]); // says 9 bytes, has 2
+        let mut split = split_packets(&attachment);
+        assert_eq!(split.next(), Some(Ok(&b"whole"[..])));
+        assert_eq!(split.next(), Some(Err(TruncatedBatch { remaining: 4 })));
+        assert_eq!(split.next(), None);
+        assert_eq!(
+            split_packets(&[7]).collect::<Vec<_>>(),
+            vec![Err(TruncatedBatch { remaining: 1 })]
+        );
     }
 }

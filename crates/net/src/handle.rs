@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::protocol::{StreamChunk, WireCall, WirePull, WireReply, WireRequest};
+use crate::protocol::{encode_request, StreamChunk, WireCall, WirePull, WireReply, WireRequest};
 
 /// A bus call that arrived from another node. `caller` is derived from the
 /// authenticated connection, never from the message itself; `address` always
@@ -26,6 +26,8 @@ pub struct InboundCall {
     pub address: String,
     pub message: String,
     pub payload: Value,
+    /// Raw bytes that came after the call's JSON (see [`crate::protocol`]).
+    pub attachment: Vec<u8>,
 }
 
 /// Serves the calls of other nodes (the daemon routes them to its bus).
@@ -171,11 +173,39 @@ impl NetHandle {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, GolemError> {
+        self.call_once(to, address, message, payload, Vec::new(), timeout)
+            .await
+    }
+
+    /// [`NetHandle::call`] carrying `attachment`, raw bytes sent after the
+    /// call's JSON (the callee's bus endpoint gets them as they are).
+    pub async fn call_with_attachment(
+        &self,
+        to: NodeId,
+        address: &str,
+        message: &str,
+        payload: Value,
+        attachment: Vec<u8>,
+    ) -> Result<Value, GolemError> {
+        self.call_once(to, address, message, payload, attachment, self.call_timeout)
+            .await
+    }
+
+    async fn call_once(
+        &self,
+        to: NodeId,
+        address: &str,
+        message: &str,
+        payload: Value,
+        attachment: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Value, GolemError> {
         let call = WireCall {
             address: address.to_string(),
             message: message.to_string(),
             payload,
             stream: false,
+            attachment,
         };
         self.request(to, address, message, &WireRequest::Call(call), timeout)
             .await
@@ -198,6 +228,7 @@ impl NetHandle {
             message: message.to_string(),
             payload,
             stream: true,
+            attachment: Vec::new(),
         };
         let first = self
             .request(
@@ -258,7 +289,7 @@ impl NetHandle {
         request: &WireRequest,
         timeout: Duration,
     ) -> Result<Value, GolemError> {
-        let request = serde_json::to_vec(request).map_err(|error| {
+        let request = encode_request(request).map_err(|error| {
             GolemError::internal(format!(
                 "cannot encode call {message} to {address}: {error}"
             ))

@@ -40,7 +40,9 @@ use crate::handle::{
 };
 use crate::identity::{keypair_from_secret, node_id_of_public_key, PeerTable};
 use crate::ping_strikes::{PingStrikes, PING_FAILURES_BEFORE_CLOSE};
-use crate::protocol::{StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD};
+use crate::protocol::{
+    decode_request, StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD,
+};
 
 /// How long to wait before retrying a lookup that did not find the node.
 const LOOKUP_RETRY: Duration = Duration::from_millis(300);
@@ -1301,7 +1303,7 @@ impl Node {
     /// enforce the `/public/` rule, then run the handler or the reply stream.
     fn serve(&mut self, caller: NodeId, request: &[u8]) -> BoxFuture<'static, WireReply> {
         let refuse = |error: GolemError| futures::future::ready(Err(error)).boxed();
-        let request = match serde_json::from_slice::<WireRequest>(request) {
+        let request = match decode_request(request) {
             Ok(request) => request,
             Err(error) => {
                 tracing::warn!(%caller, %error, bytes = request.len(), "malformed call refused");
@@ -1325,6 +1327,7 @@ impl Node {
             address: call.address,
             message: call.message,
             payload: call.payload,
+            attachment: call.attachment,
         };
         if !call.stream {
             let handler = self.inbound.clone();

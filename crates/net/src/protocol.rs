@@ -1,6 +1,8 @@
-//! Wire protocol of remote bus calls (`/golem/call/1`): one request-response
+//! Wire protocol of remote bus calls (`/golem/call/2`): one request-response
 //! exchange per call over a fresh yamux stream. Each direction carries a single
-//! frame: a 4-byte big-endian length followed by that many bytes of JSON. The
+//! frame: a 4-byte big-endian length followed by that many bytes of JSON; a
+//! call's frame may go on after its JSON object with the call's attachment,
+//! raw bytes (VPN packets; version 1 had no attachments). The
 //! codec refuses frames above the configured limit before reading them, so a
 //! peer cannot make us buffer more than `max_message_size`; parsing the JSON is
 //! left to the node, which answers malformed requests with `BadRequest`.
@@ -18,7 +20,7 @@ use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 /// Protocol name of remote bus calls.
-pub const CALL_PROTOCOL: StreamProtocol = StreamProtocol::new("/golem/call/1");
+pub const CALL_PROTOCOL: StreamProtocol = StreamProtocol::new("/golem/call/2");
 
 /// A remote bus call as sent on the wire. The caller's NodeId is deliberately
 /// absent: the receiver derives it from the authenticated connection.
@@ -31,6 +33,9 @@ pub struct WireCall {
     /// chunks are pulled with [`WirePull`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Raw bytes sent after the JSON object (empty for most calls).
+    #[serde(skip)]
+    pub attachment: Vec<u8>,
 }
 
 /// Ask for the next chunk of reply stream `pull` (or drop it with `cancel`).
@@ -51,6 +56,37 @@ pub enum WireRequest {
 
 /// The answer to a request frame.
 pub type WireReply = Result<serde_json::Value, GolemError>;
+
+/// A request frame's bytes: its JSON object, then a call's attachment.
+pub fn encode_request(request: &WireRequest) -> serde_json::Result<Vec<u8>> {
+    let mut frame = serde_json::to_vec(request)?;
+    if let WireRequest::Call(call) = request {
+        frame.extend_from_slice(&call.attachment);
+    }
+    Ok(frame)
+}
+
+/// Parse a request frame: one JSON object, and after it a call's attachment
+/// (any other request followed by bytes is malformed).
+pub fn decode_request(frame: &[u8]) -> Result<WireRequest, String> {
+    let mut objects = serde_json::Deserializer::from_slice(frame).into_iter::<WireRequest>();
+    let mut request = match objects.next() {
+        Some(request) => request.map_err(|error| error.to_string())?,
+        None => return Err("empty request".into()),
+    };
+    let rest = &frame[objects.byte_offset()..];
+    match &mut request {
+        WireRequest::Call(call) => call.attachment = rest.to_vec(),
+        WireRequest::Pull(_) if rest.iter().all(u8::is_ascii_whitespace) => {}
+        WireRequest::Pull(_) => {
+            return Err(format!(
+                "{} bytes after a pull request, which takes no attachment",
+                rest.len()
+            ))
+        }
+    }
+    Ok(request)
+}
 
 /// A piece of a reply stream, carried as the `Ok` value of a [`WireReply`]:
 /// the items ready so far (at least one unless the stream ended or the
@@ -169,6 +205,35 @@ pub(crate) const ENVELOPE_OVERHEAD: usize = 64 * 1024;
 mod tests {
     use super::*;
     use libp2p::request_response::Codec;
+
+    #[test]
+    fn calls_carry_their_attachment_after_the_json() {
+        let call = WireCall {
+            address: "/public/vpn/n".into(),
+            message: "VpnPackets".into(),
+            payload: serde_json::json!({"networkId": "n"}),
+            stream: false,
+            attachment: vec![0, 2, b'}', 0xff, b' '],
+        };
+        let frame = encode_request(&WireRequest::Call(call)).expect("encode");
+        let Ok(WireRequest::Call(decoded)) = decode_request(&frame) else {
+            panic!("not a call")
+        };
+        assert_eq!(decoded.attachment, vec![0, 2, b'}', 0xff, b' ']);
+        assert_eq!(decoded.payload["networkId"], "n");
+
+        let mut pull = encode_request(&WireRequest::Pull(WirePull {
+            pull: 1,
+            cancel: false,
+        }))
+        .expect("encode");
+        assert!(decode_request(&pull).is_ok());
+        pull.extend_from_slice(b"junk");
+        let error = decode_request(&pull).expect_err("trailing bytes");
+        assert!(error.contains("4 bytes after a pull request"), "{error}");
+        assert!(decode_request(b"").is_err());
+        assert!(decode_request(b"not json").is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_oversized_ones_are_refused() {

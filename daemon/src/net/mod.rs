@@ -118,12 +118,14 @@ pub async fn start(
         let router = inbound_router.clone();
         async move {
             router
-                .call_raw(
-                    Caller::Remote(call.caller),
-                    &call.address,
-                    &call.message,
-                    call.payload,
-                )
+                .call_once(BusCall {
+                    caller: Caller::Remote(call.caller),
+                    address: call.address,
+                    message: call.message,
+                    payload: call.payload,
+                    attachment: call.attachment,
+                    stream: false,
+                })
                 .await
         }
     });
@@ -135,6 +137,7 @@ pub async fn start(
                 address: call.address,
                 message: call.message,
                 payload: call.payload,
+                attachment: call.attachment,
                 stream: true,
             })
         });
@@ -259,6 +262,7 @@ impl Endpoint for RemoteEndpoint {
                 address: rest,
                 message: call.message,
                 payload: call.payload,
+                attachment: call.attachment,
                 stream: call.stream,
             });
         }
@@ -274,7 +278,10 @@ impl Endpoint for RemoteEndpoint {
             })
             .boxed();
         }
-        stream::once(async move { net.call(node, &rest, &call.message, call.payload).await })
-            .boxed()
+        stream::once(async move {
+            net.call_with_attachment(node, &rest, &call.message, call.payload, call.attachment)
+                .await
+        })
+        .boxed()
     }
 }

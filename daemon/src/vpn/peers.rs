@@ -7,16 +7,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use base64::Engine;
-use golem_bus::Router;
+use golem_bus::{Caller, Router};
 use golem_model::bus::net_address;
-use golem_model::vpn::{vpn_service, VpnPackets};
+use golem_model::vpn::{vpn_service, PacketBatch, VpnPackets};
 use golem_model::NodeId;
 use tokio::sync::mpsc;
 
 /// Packets waiting for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 2048;
-/// Packets per call at most (about 200 KB of JSON at the MTU).
+/// Packets per call at most (about 160 KB at the MTU).
 const MAX_BATCH: usize = 128;
 
 /// The send queues of one network's members.
@@ -66,21 +65,24 @@ async fn send_queue(
     node: NodeId,
     mut queue: mpsc::Receiver<Vec<u8>>,
 ) {
-    let engine = base64::engine::general_purpose::STANDARD;
     let mut failures: u64 = 0;
+    let message = VpnPackets {
+        network_id: network_id.clone(),
+    };
     while let Some(first) = queue.recv().await {
-        let mut packets = vec![engine.encode(first)];
-        while packets.len() < MAX_BATCH {
+        let mut batch = PacketBatch::new();
+        batch.push(&first);
+        while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(packet) => packets.push(engine.encode(packet)),
+                Ok(packet) => batch.push(&packet),
                 Err(_) => break,
             }
         }
-        let batch = VpnPackets {
-            network_id: network_id.clone(),
-            packets,
-        };
-        match router.call(&address, &batch).await {
+        let attachment = batch.into_attachment();
+        match router
+            .call_with_attachment(Caller::Local, &address, &message, attachment)
+            .await
+        {
             Ok(()) => failures = 0,
             Err(error) => {
                 failures += 1;

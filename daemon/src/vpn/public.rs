@@ -1,11 +1,11 @@
 //! `/public/vpn/<networkId>` on the requestor's node: where members send the
-//! network's packets. The handler decodes the batch and hands it to the
+//! network's packets. The handler splits the call's attachment (a
+//! [`golem_model::vpn::PacketBatch`]) into packets and hands them to the
 //! stack without waiting (the stack drops what non-members send), and
 //! answers at once. The owner takes no `VpnControl`: it is the one who sends it.
 
-use base64::Engine;
 use golem_bus::{Caller, ServiceEndpoint};
-use golem_model::vpn::{VpnControl, VpnPackets};
+use golem_model::vpn::{split_packets, VpnControl, VpnPackets};
 use golem_model::GolemError;
 
 use super::stack::StackHandle;
@@ -16,8 +16,8 @@ const MAX_PACKETS_PER_CALL: usize = 4096;
 pub fn endpoint(network_id: &str, stack: StackHandle) -> ServiceEndpoint {
     let network_id = network_id.to_string();
     ServiceEndpoint::new()
-        .on(move |caller, batch: VpnPackets| {
-            let outcome = take_packets(&network_id, &stack, caller, batch);
+        .on_with_attachment(move |caller, batch: VpnPackets, attachment| {
+            let outcome = take_packets(&network_id, &stack, caller, &batch, &attachment);
             async move { outcome }
         })
         .on(|_caller, _control: VpnControl| async {
@@ -31,7 +31,8 @@ fn take_packets(
     network_id: &str,
     stack: &StackHandle,
     caller: Caller,
-    batch: VpnPackets,
+    batch: &VpnPackets,
+    attachment: &[u8],
 ) -> Result<(), GolemError> {
     let Caller::Remote(node) = caller else {
         return Err(GolemError::forbidden(
@@ -44,24 +45,28 @@ fn take_packets(
             batch.network_id
         )));
     }
-    if batch.packets.len() > MAX_PACKETS_PER_CALL {
-        return Err(GolemError::bad_request(format!(
-            "a batch holds at most {MAX_PACKETS_PER_CALL} packets"
-        )));
+    let mut packets = Vec::new();
+    let mut truncated = false;
+    for packet in split_packets(attachment) {
+        match packet {
+            Ok(packet) => packets.push(packet.to_vec()),
+            Err(_) => truncated = true,
+        }
+        if packets.len() > MAX_PACKETS_PER_CALL {
+            return Err(GolemError::bad_request(format!(
+                "a batch holds at most {MAX_PACKETS_PER_CALL} packets"
+            )));
+        }
     }
-    let engine = base64::engine::general_purpose::STANDARD;
-    let packets: Vec<Vec<u8>> = batch
-        .packets
-        .iter()
-        .filter_map(|packet| engine.decode(packet).ok())
-        .collect();
-    let malformed = batch.packets.len() - packets.len();
-    if malformed > 0 {
+    if truncated {
+        // The whole packets before the cut are still the member's.
         stack
             .stats
             .dropped_invalid
-            .fetch_add(malformed as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    stack.ingress(node, packets);
+    if !packets.is_empty() {
+        stack.ingress(node, packets);
+    }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!   daemon's bus at `deploy` (a second binding on one daemon — two
 //!   activities of one network, or its requestor on the same node — fails
 //!   `deploy` with Conflict); [`VpnMember::leave`] unbinds it and closes the
-//!   fd. Members send `VpnPackets` to `/net/<node>/public/vpn/<networkId>`.
+//!   fd. Members send `VpnPackets` to `/net/<node>/public/vpn/<networkId>`,
+//!   the packets as raw bytes in the call's attachment ([`PacketBatch`]).
 //! - **Ingress.** `VpnPackets` are taken only from a remote caller that
 //!   holds an address in the member table ([`table::Members`]) or is the
 //!   agreement's requestor (the network's owner); from anyone
@@ -35,11 +36,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_model::bus::net_address;
-use golem_model::vpn::{vpn_service, VpnControl, VpnPackets, VPN_MTU};
+use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets, VPN_MTU};
 use golem_model::{ErrorCode, GolemError, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -50,7 +49,7 @@ use self::table::{Egress, Ingress, Members};
 
 /// Packets that may wait for one peer while a call to it is in flight.
 pub const PEER_QUEUE_PACKETS: usize = 1024;
-/// The most packet bytes one `VpnPackets` call carries (before base64).
+/// The most packet bytes one `VpnPackets` call carries.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// What happened to packets and calls, for logs and tests.
@@ -205,7 +204,9 @@ impl VpnMember {
 fn endpoint(shared: Arc<Shared>) -> ServiceEndpoint {
     let control = shared.clone();
     ServiceEndpoint::new()
-        .on(move |caller, message: VpnPackets| ingress(shared.clone(), caller, message))
+        .on_with_attachment(move |caller, message: VpnPackets, attachment| {
+            ingress(shared.clone(), caller, message, attachment)
+        })
         .on(move |caller, message: VpnControl| {
             let shared = control.clone();
             async move { apply_control(&shared, caller, &message) }
@@ -216,6 +217,7 @@ async fn ingress(
     shared: Arc<Shared>,
     caller: Caller,
     message: VpnPackets,
+    attachment: Vec<u8>,
 ) -> Result<(), GolemError> {
     let counters = &shared.counters;
     let network_id = &shared.network.id;
@@ -228,7 +230,7 @@ async fn ingress(
     let sender = match caller {
         Caller::Remote(node) if lock(&shared.members).is_member(node) => node,
         _ => {
-            let count = message.packets.len() as u64;
+            let count = split_packets(&attachment).count() as u64;
             let total = Counters::add(&counters.refused_non_member, count.max(1));
             if worth_logging(total) || total == count {
                 tracing::warn!(network = %network_id, ?caller, packets = count, refused_total = total, "VPN packets from a non-member refused");
@@ -238,13 +240,13 @@ async fn ingress(
             )));
         }
     };
-    let mut deliver = Vec::with_capacity(message.packets.len());
+    let mut deliver = Vec::new();
     {
         let mut members = lock(&shared.members);
-        for encoded in &message.packets {
-            let verdict = match BASE64.decode(encoded) {
+        for packet in split_packets(&attachment) {
+            let verdict = match packet {
                 Ok(bytes) if bytes.len() <= VPN_MTU => {
-                    let verdict = members.ingress(sender, &bytes);
+                    let verdict = members.ingress(sender, bytes);
                     if matches!(verdict, Ingress::Deliver | Ingress::DeliverAndLearn) {
                         deliver.push(bytes);
                     }
@@ -272,7 +274,7 @@ async fn ingress(
         return Ok(());
     };
     for packet in deliver {
-        match device.send(&packet).await {
+        match device.send(packet).await {
             Ok(_) => {
                 Counters::add(&counters.delivered, 1);
             }
@@ -354,24 +356,23 @@ async fn send_to_peer(
 ) {
     let address = net_address(node, &vpn_service(&shared.network.id));
     let counters = &shared.counters;
+    let message = VpnPackets {
+        network_id: shared.network.id.clone(),
+    };
     while let Some(first) = queued.recv().await {
-        let mut bytes = first.len();
-        let mut packets = vec![BASE64.encode(&first)];
-        while bytes < MAX_BATCH_BYTES {
+        let mut batch = PacketBatch::new();
+        batch.push(&first);
+        while batch.encoded_len() < MAX_BATCH_BYTES {
             match queued.try_recv() {
-                Ok(packet) => {
-                    bytes += packet.len();
-                    packets.push(BASE64.encode(&packet));
-                }
+                Ok(packet) => batch.push(&packet),
                 Err(_) => break,
             }
         }
-        let count = packets.len() as u64;
-        let message = VpnPackets {
-            network_id: shared.network.id.clone(),
-            packets,
-        };
-        match bus.call(&address, &message).await {
+        let count = batch.len() as u64;
+        match bus
+            .call_with_attachment(&address, &message, batch.into_attachment())
+            .await
+        {
             Ok(()) => {
                 Counters::add(&counters.sent, count);
             }
@@ -424,44 +425,85 @@ mod tests {
         caller: Caller,
         message: &M,
     ) -> Result<serde_json::Value, GolemError> {
+        call_with(shared, caller, message, Vec::new()).await
+    }
+
+    async fn call_with<M: golem_model::bus::BusMessage>(
+        shared: &Arc<Shared>,
+        caller: Caller,
+        message: &M,
+        attachment: Vec<u8>,
+    ) -> Result<serde_json::Value, GolemError> {
         let call = BusCall {
             caller,
             address: vpn_service("net"),
             message: M::NAME.to_string(),
             payload: serde_json::to_value(message).unwrap(),
+            attachment,
             stream: false,
         };
         endpoint(shared.clone()).handle(call).next().await.unwrap()
     }
 
-    fn packets(from: [u8; 4]) -> VpnPackets {
+    fn batch(network_id: &str) -> VpnPackets {
         VpnPackets {
-            network_id: "net".into(),
-            packets: vec![BASE64.encode(packet(from, [192, 168, 0, 2]))],
+            network_id: network_id.into(),
         }
+    }
+
+    /// One packet from `from` to us, as a `VpnPackets` attachment.
+    fn packets(from: [u8; 4]) -> Vec<u8> {
+        PacketBatch::of([&packet(from, [192, 168, 0, 2])[..]]).into_attachment()
+    }
+
+    /// A `VpnPackets` call of `caller` carrying `attachment`.
+    async fn send(
+        shared: &Arc<Shared>,
+        caller: Caller,
+        network_id: &str,
+        attachment: Vec<u8>,
+    ) -> Result<serde_json::Value, GolemError> {
+        call_with(shared, caller, &batch(network_id), attachment).await
     }
 
     #[tokio::test]
     async fn packets_from_non_members_are_refused_and_counted() {
         let shared = shared();
         for caller in [Caller::Remote(node(9)), Caller::Local] {
-            let refused = call(&shared, caller, &packets([192, 168, 0, 9])).await;
+            let refused = send(&shared, caller, "net", packets([192, 168, 0, 9])).await;
             assert_eq!(refused.unwrap_err().code, ErrorCode::Forbidden);
         }
         assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
         assert!(!lock(&shared.members).is_member(node(9)), "nothing learned");
         // A member's packet is taken (dropped here: no interface yet).
-        call(&shared, Caller::Remote(node(3)), &packets([192, 168, 0, 3]))
-            .await
-            .unwrap();
+        send(
+            &shared,
+            Caller::Remote(node(3)),
+            "net",
+            packets([192, 168, 0, 3]),
+        )
+        .await
+        .unwrap();
         assert_eq!(Counters::get(&shared.counters.refused_non_member), 2);
         assert_eq!(Counters::get(&shared.counters.dropped_ingress), 1);
-        let other_network = VpnPackets {
-            network_id: "other".into(),
-            ..packets([192, 168, 0, 3])
-        };
-        let refused = call(&shared, Caller::Remote(node(3)), &other_network).await;
+        let other_network = packets([192, 168, 0, 3]);
+        let refused = send(&shared, Caller::Remote(node(3)), "other", other_network).await;
         assert_eq!(refused.unwrap_err().code, ErrorCode::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn oversized_and_cut_packets_of_a_member_are_dropped_and_counted() {
+        let shared = shared();
+        let mut oversized = packet([192, 168, 0, 3], [192, 168, 0, 2]);
+        oversized.resize(VPN_MTU + 1, 0);
+        let mut attachment = PacketBatch::of([&oversized[..]]).into_attachment();
+        attachment.extend_from_slice(&[0x05, 0xdc, 0x45]); // says 1500 bytes, has 1
+        send(&shared, Caller::Remote(node(3)), "net", attachment)
+            .await
+            .unwrap();
+        assert_eq!(Counters::get(&shared.counters.dropped_ingress), 2);
+        assert_eq!(Counters::get(&shared.counters.delivered), 0);
+        assert!(lock(&shared.members).is_member(node(3)), "still a member");
     }
 
     #[tokio::test]
@@ -488,8 +530,13 @@ mod tests {
         call(&shared, Caller::Remote(node(1)), &add).await.unwrap();
         assert!(lock(&shared.members).is_member(node(9)));
         // Now node 9's packets are taken.
-        call(&shared, Caller::Remote(node(9)), &packets([192, 168, 0, 9]))
-            .await
-            .unwrap();
+        send(
+            &shared,
+            Caller::Remote(node(9)),
+            "net",
+            packets([192, 168, 0, 9]),
+        )
+        .await
+        .unwrap();
     }
 }

@@ -107,6 +107,7 @@ impl RequestorSide {
             address: golem_bus::address::net_address(activity.provider_id, ACTIVITY_PUBLIC_SERVICE),
             message: StreamBatchEventsRemote::NAME.to_string(),
             payload,
+            attachment: Vec::new(),
             stream: true,
         };
         Ok(self.router.call_stream_raw(call))
