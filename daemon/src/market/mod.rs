@@ -102,6 +102,8 @@ pub struct MarketService {
     open_invoices: actor::OpenInvoicesPort,
     /// The service thread, stopped by [`MarketService::stop`].
     arbiter: ServiceArbiter,
+    /// Parses and checks new subscriptions on the caller's thread.
+    new_subscriptions: subscriptions::NewSubscriptions,
 }
 
 /// Load the market's records, start its actor on the "market" service thread,
@@ -123,6 +125,11 @@ pub async fn start(
     let preloaded = Arc::new(Mutex::new(Some((state, outbox))));
     let signals = Arc::new(Signals::new());
     let open_invoices = actor::OpenInvoicesPort::default();
+    let new_subscriptions = subscriptions::NewSubscriptions {
+        node_id,
+        subscription_ttl: config.subscription_ttl,
+        limits: config.limits,
+    };
     let core = Core {
         node_id,
         router: router.clone(),
@@ -150,6 +157,7 @@ pub async fn start(
         db,
         open_invoices,
         arbiter,
+        new_subscriptions,
     })
 }
 

@@ -186,8 +186,26 @@ pub(crate) fn is_final(state: AgreementState) -> bool {
 
 /// The properties and constraints of a subscription or proposal body, checked.
 pub(crate) fn parse_body(body: DemandOfferBase) -> Result<(Properties, String), GolemError> {
+    let parsed = parse_body_once(body)?;
+    Ok((parsed.properties, parsed.text))
+}
+
+/// A request body with its constraints parsed (once) and kept.
+pub(crate) struct ParsedBody {
+    pub properties: Properties,
+    pub constraint: Constraint,
+    /// The constraints as the client wrote them (what is stored and shown).
+    pub text: String,
+}
+
+/// 400 when the properties or the constraints of `body` do not parse.
+pub(crate) fn parse_body_once(body: DemandOfferBase) -> Result<ParsedBody, GolemError> {
     let properties = Properties::from_json(body.properties)
         .map_err(|error| GolemError::bad_request(format!("invalid properties: {error}")))?;
-    parse_constraint(&body.constraints)?;
-    Ok((properties, body.constraints))
+    let constraint = parse_constraint(&body.constraints)?;
+    Ok(ParsedBody {
+        properties,
+        constraint,
+        text: body.constraints,
+    })
 }

@@ -33,14 +33,19 @@ pub(crate) struct OfferEntry {
 impl OfferEntry {
     pub(crate) fn new(stored: StoredOffer) -> Result<OfferEntry, GolemError> {
         let constraint = parse_constraint(&stored.published.offer.constraints)?;
+        Ok(OfferEntry::with_constraint(stored, constraint))
+    }
+
+    /// An entry whose `constraint` was parsed from `stored`'s text already.
+    pub(crate) fn with_constraint(stored: StoredOffer, constraint: Constraint) -> OfferEntry {
         let subnet = subnet_of(&stored.published.offer.properties);
-        Ok(OfferEntry {
+        OfferEntry {
             stored,
             constraint,
             subnet,
             form: MatchForm::default(),
             arrival: 0,
-        })
+        }
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -68,15 +73,21 @@ pub(crate) struct DemandEntry {
 impl DemandEntry {
     pub(crate) fn new(stored: StoredDemand) -> Result<DemandEntry, GolemError> {
         let constraint = parse_constraint(&stored.demand.constraints)?;
+        Ok(DemandEntry::with_constraint(stored, constraint))
+    }
+
+    /// An entry whose `constraint` was parsed from `stored`'s text already
+    /// (compiled against the key table when the actor inserts it).
+    pub(crate) fn with_constraint(stored: StoredDemand, constraint: Constraint) -> DemandEntry {
         let subnet = subnet_of(&stored.demand.properties);
-        Ok(DemandEntry {
+        DemandEntry {
             stored,
             constraint,
             compiled: CompiledConstraint::default(),
             subnet,
             matched_offers: HashSet::new(),
             arrival: 0,
-        })
+        }
     }
 
     pub(crate) fn is_live(&self, now: DateTime<Utc>) -> bool {

@@ -13,7 +13,7 @@ use golem_model::{ErrorCode, GolemError, NodeId};
 use super::actor::MarketActor;
 use super::matching::{match_new_demand, match_new_offer};
 use super::ownership::{check_subscription, SubscriptionKind};
-use super::records::{now, parse_body, StoredDemand, StoredOffer};
+use super::records::{now, parse_body_once, ParsedBody, StoredDemand, StoredOffer};
 use super::state::{DemandEntry, OfferEntry};
 use super::MarketService;
 
@@ -46,20 +46,94 @@ fn check_requested_expiration(
     Ok(())
 }
 
-/// `POST /offers`.
+/// `POST /offers`: an offer the REST worker has already parsed and checked.
 #[derive(Message)]
 #[rtype(result = "Result<String, GolemError>")]
 pub(crate) struct SubscribeOffer {
-    pub owner: NodeId,
-    pub body: DemandOfferBase,
+    pub entry: OfferEntry,
 }
 
-/// `POST /demands`.
+/// `POST /demands`: a demand the REST worker has already parsed and checked.
 #[derive(Message)]
 #[rtype(result = "Result<String, GolemError>")]
 pub(crate) struct SubscribeDemand {
-    pub owner: NodeId,
-    pub body: DemandOfferBase,
+    pub entry: DemandEntry,
+}
+
+/// What a new offer or demand is checked against before it reaches the
+/// actor: the REST worker parses the body (properties, constraints) and
+/// checks it here, so a bad one is refused at once without a message to the
+/// actor, and the actor receives a ready entry and only stores and matches
+/// it. Nothing here reads or changes the market's state.
+#[derive(Clone)]
+pub(crate) struct NewSubscriptions {
+    pub node_id: NodeId,
+    pub subscription_ttl: chrono::Duration,
+    pub limits: super::settings::MarketLimits,
+}
+
+impl NewSubscriptions {
+    /// Refuse a subscription for another identity or with a bad body.
+    fn check(
+        &self,
+        owner: NodeId,
+        what: &str,
+        body: DemandOfferBase,
+    ) -> Result<(ParsedBody, DateTime<Utc>), GolemError> {
+        if owner != self.node_id {
+            return Err(GolemError::forbidden(format!(
+                "{what} can only be published for this node's identity"
+            )));
+        }
+        let parsed = parse_body_once(body)?;
+        let created = now();
+        check_requested_expiration(&parsed.properties, &self.limits, created)?;
+        Ok((parsed, created))
+    }
+
+    pub(crate) fn offer(
+        &self,
+        owner: NodeId,
+        body: DemandOfferBase,
+    ) -> Result<OfferEntry, GolemError> {
+        let (parsed, created) = self.check(owner, "offers", body)?;
+        let offer = Offer {
+            properties: parsed.properties,
+            constraints: parsed.text,
+            offer_id: golem_model::ids::new_id(),
+            provider_id: owner,
+            timestamp: created,
+        };
+        let stored = StoredOffer {
+            published: PublishedOffer {
+                offer,
+                expiration: created + self.subscription_ttl,
+            },
+            local: true,
+            active: true,
+        };
+        Ok(OfferEntry::with_constraint(stored, parsed.constraint))
+    }
+
+    pub(crate) fn demand(
+        &self,
+        owner: NodeId,
+        body: DemandOfferBase,
+    ) -> Result<DemandEntry, GolemError> {
+        let (parsed, created) = self.check(owner, "demands", body)?;
+        let stored = StoredDemand {
+            demand: Demand {
+                properties: parsed.properties,
+                constraints: parsed.text,
+                demand_id: golem_model::ids::new_id(),
+                requestor_id: owner,
+                timestamp: created,
+            },
+            expiration: created + self.subscription_ttl,
+            active: true,
+        };
+        Ok(DemandEntry::with_constraint(stored, parsed.constraint))
+    }
 }
 
 /// `GET /offers`.
@@ -102,7 +176,8 @@ impl MarketService {
         owner: NodeId,
         body: DemandOfferBase,
     ) -> Result<String, GolemError> {
-        self.ask(SubscribeOffer { owner, body }).await
+        let entry = self.new_subscriptions.offer(owner, body)?;
+        self.ask(SubscribeOffer { entry }).await
     }
 
     pub async fn subscribe_demand(
@@ -110,7 +185,8 @@ impl MarketService {
         owner: NodeId,
         body: DemandOfferBase,
     ) -> Result<String, GolemError> {
-        self.ask(SubscribeDemand { owner, body }).await
+        let entry = self.new_subscriptions.demand(owner, body)?;
+        self.ask(SubscribeDemand { entry }).await
     }
 
     pub async fn list_offers(&self, owner: NodeId) -> Result<Vec<Offer>, GolemError> {
@@ -166,47 +242,6 @@ impl MarketService {
 }
 
 impl MarketActor {
-    /// Refuse a subscription for another identity or with a bad body.
-    fn new_subscription(
-        &self,
-        owner: NodeId,
-        what: &str,
-        body: DemandOfferBase,
-    ) -> Result<(Properties, String, DateTime<Utc>), GolemError> {
-        if owner != self.core.node_id {
-            return Err(GolemError::forbidden(format!(
-                "{what} can only be published for this node's identity"
-            )));
-        }
-        let (properties, constraints) = parse_body(body)?;
-        let created = now();
-        check_requested_expiration(&properties, &self.core.config.limits, created)?;
-        Ok((properties, constraints, created))
-    }
-
-    fn subscribe_offer(
-        &mut self,
-        owner: NodeId,
-        body: DemandOfferBase,
-    ) -> Result<OfferEntry, GolemError> {
-        let (properties, constraints, created) = self.new_subscription(owner, "offers", body)?;
-        let offer = Offer {
-            properties,
-            constraints,
-            offer_id: golem_model::ids::new_id(),
-            provider_id: owner,
-            timestamp: created,
-        };
-        OfferEntry::new(StoredOffer {
-            published: PublishedOffer {
-                offer,
-                expiration: created + self.core.config.subscription_ttl,
-            },
-            local: true,
-            active: true,
-        })
-    }
-
     fn record_offer(&mut self, entry: OfferEntry) -> Result<String, GolemError> {
         let id = entry.id().to_string();
         self.core.db.save_offer(&entry.stored)?;
@@ -218,23 +253,11 @@ impl MarketActor {
         Ok(id)
     }
 
-    fn subscribe_demand(
+    /// Store and match a new demand; returns its id and subnet.
+    fn record_demand(
         &mut self,
-        owner: NodeId,
-        body: DemandOfferBase,
+        entry: DemandEntry,
     ) -> Result<(String, Option<String>), GolemError> {
-        let (properties, constraints, created) = self.new_subscription(owner, "demands", body)?;
-        let entry = DemandEntry::new(StoredDemand {
-            demand: Demand {
-                properties,
-                constraints,
-                demand_id: golem_model::ids::new_id(),
-                requestor_id: owner,
-                timestamp: created,
-            },
-            expiration: created + self.core.config.subscription_ttl,
-            active: true,
-        })?;
         let id = entry.stored.demand.demand_id.clone();
         let subnet = entry.subnet.clone();
         self.core.db.save_demand(&entry.stored)?;
@@ -342,12 +365,8 @@ impl Handler<SubscribeOffer> for MarketActor {
     /// Store and match the offer, listen on its subnet, then answer (once
     /// flushed) and broadcast it.
     fn handle(&mut self, message: SubscribeOffer, _ctx: &mut Context<Self>) -> Self::Result {
-        let recorded = self
-            .subscribe_offer(message.owner, message.body)
-            .and_then(|entry| {
-                let subnet = entry.subnet.clone();
-                self.record_offer(entry).map(|id| (id, subnet))
-            });
+        let subnet = message.entry.subnet.clone();
+        let recorded = self.record_offer(message.entry).map(|id| (id, subnet));
         let (id, subnet) = match recorded {
             Ok(recorded) => recorded,
             Err(error) => return Box::pin(actix::fut::ready(Err(error))),
@@ -372,7 +391,7 @@ impl Handler<SubscribeDemand> for MarketActor {
     /// and ask the peers for their offers at once rather than waiting for
     /// their re-announcement.
     fn handle(&mut self, message: SubscribeDemand, _ctx: &mut Context<Self>) -> Self::Result {
-        let (id, subnet) = match self.subscribe_demand(message.owner, message.body) {
+        let (id, subnet) = match self.record_demand(message.entry) {
             Ok(subscribed) => subscribed,
             Err(error) => return Box::pin(actix::fut::ready(Err(error))),
         };
@@ -480,5 +499,77 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    fn new_subscriptions(node_id: NodeId) -> NewSubscriptions {
+        let config = MarketSettings::default()
+            .to_config()
+            .unwrap_or_else(|error| panic!("{error}"));
+        NewSubscriptions {
+            node_id,
+            subscription_ttl: config.subscription_ttl,
+            limits: config.limits,
+        }
+    }
+
+    fn body(properties: serde_json::Value, constraints: &str) -> DemandOfferBase {
+        DemandOfferBase {
+            properties,
+            constraints: constraints.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_new_demand_is_checked_and_parsed_before_the_actor() {
+        let us = NodeId::from_bytes([1; 20]);
+        let rules = new_subscriptions(us);
+        let good = serde_json::json!({ "golem.node.debug.subnet": "s" });
+        let entry = rules
+            .demand(us, body(good.clone(), "(golem.inf.cpu.threads>=1)"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(entry.subnet.as_deref(), Some("s"));
+        assert_eq!(entry.stored.demand.requestor_id, us);
+        assert_eq!(
+            entry.constraint,
+            super::super::records::parse_constraint("(golem.inf.cpu.threads>=1)")
+                .unwrap_or_else(|error| panic!("{error}"))
+        );
+        let offer = rules
+            .offer(us, body(good.clone(), "()"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(offer.subnet.as_deref(), Some("s"));
+
+        let refusals = [
+            (
+                NodeId::from_bytes([2; 20]),
+                body(good.clone(), "()"),
+                ErrorCode::Forbidden,
+            ),
+            (
+                us,
+                body(good.clone(), "(golem.inf.cpu.threads>="),
+                ErrorCode::BadRequest,
+            ),
+            (
+                us,
+                body(serde_json::json!([1, 2]), "()"),
+                ErrorCode::BadRequest,
+            ),
+            (
+                us,
+                body(
+                    serde_json::json!({ EXPIRATION_PROPERTY: 4_102_444_800_000i64 }),
+                    "()",
+                ),
+                ErrorCode::BadRequest,
+            ),
+        ];
+        for (owner, body, code) in refusals {
+            let shown = format!("{body:?}");
+            let Err(error) = rules.demand(owner, body) else {
+                panic!("accepted {shown}");
+            };
+            assert_eq!(error.code, code, "{shown}: {}", error.message);
+        }
     }
 }
