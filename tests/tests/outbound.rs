@@ -4,7 +4,9 @@
 //! namespace this test creates (never an address outside this machine),
 //! its names mapped by the provider's `outbound-hosts`. Demands carry the
 //! original's manifest properties; the signed ones are signed with a test
-//! CA minted here. Also the provider's `whitelist|keystore|rule` commands.
+//! CA minted here, the partner ones carry a node descriptor signed by a
+//! Golem certificate chain minted here. Also the provider's
+//! `whitelist|keystore|rule` commands.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::{Path, PathBuf};
@@ -598,7 +600,22 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
     let (ok, said) = run(&[
         "rule", "set", "outbound", "partner", "cert-id", "ab", "--mode", "all",
     ]);
-    assert!(!ok && said.contains("not support"), "{said}");
+    assert!(!ok && said.contains("keystore add"), "{said}");
+    // A partner rule takes Golem certificates only, audited-payload X.509 only.
+    let (ok, said) = run(&[
+        "rule",
+        "set",
+        "outbound",
+        "partner",
+        "cert-id",
+        &cert_id[..12],
+        "--mode",
+        "all",
+    ]);
+    assert!(
+        !ok && said.contains("partner rules take Golem certificates"),
+        "{said}"
+    );
     let (_, said) = run(&["rule", "list", "--json"]);
     let rules: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(
@@ -606,12 +623,162 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
         json!({"outbound": {"enabled": false, "everyone": "none",
             "audited-payload": {cert_id.clone(): {"mode": "whitelist", "description": ""}}, "partner": {}}})
     );
-    // Removing the certificate removes its rule.
+    // Golem certificates: added beside the X.509 one, listed with their type.
+    let golem_root =
+        test_ca::golem_certificate("CLI Golem Root", &test_ca::GolemGrant::all(), None);
+    let golem_file = dir.path().join("golem-root.json");
+    std::fs::write(
+        &golem_file,
+        serde_json::to_string_pretty(&golem_root.document).unwrap(),
+    )
+    .unwrap();
+    let (ok, said) = run(&["keystore", "add", golem_file.to_str().unwrap()]);
+    assert!(
+        ok && said.contains("Golem") && said.contains("CLI Golem Root"),
+        "{said}"
+    );
+    let (_, said) = run(&["keystore", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&said).unwrap();
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|info| (info["type"].as_str().unwrap(), info["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("Golem", golem_root.id().as_str())),
+        "{said}"
+    );
+    assert!(kinds.contains(&("X.509", cert_id.as_str())), "{said}");
+    // The table: the original's short ids (8 digits while unique), types, subjects.
+    let (ok, said) = run(&["keystore", "list"]);
+    assert!(ok, "{said}");
+    let golem_row = said
+        .lines()
+        .find(|line| line.contains("CLI Golem Root"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        golem_row.split_whitespace().take(2).collect::<Vec<_>>()
+            == [&golem_root.id()[..8], "Golem"],
+        "{golem_row}"
+    );
+    let (ok, said) = run(&[
+        "rule",
+        "set",
+        "outbound",
+        "audited-payload",
+        "cert-id",
+        &golem_root.id()[..12],
+        "--mode",
+        "all",
+    ]);
+    assert!(
+        !ok && said.contains("audited-payload rules take X.509"),
+        "{said}"
+    );
+    let (ok, said) = run(&[
+        "rule",
+        "set",
+        "outbound",
+        "partner",
+        "cert-id",
+        &golem_root.id()[..12],
+        "--mode",
+        "whitelist",
+    ]);
+    assert!(ok, "{said}");
+    // import-cert: a Golem certificate signed by the root, added and ruled in one step.
+    let partner = test_ca::golem_certificate(
+        "CLI Partner",
+        &test_ca::GolemGrant {
+            key_usage: json!(["signNode"]),
+            permissions: json!({"outbound": {"urls": ["https://api.golem.test"]}}),
+            days: (-1, 30),
+        },
+        Some(&golem_root),
+    );
+    let partner_file = dir.path().join("partner.json");
+    std::fs::write(&partner_file, partner.document.to_string()).unwrap();
+    let (ok, said) = run(&[
+        "rule",
+        "set",
+        "outbound",
+        "partner",
+        "import-cert",
+        root_file.to_str().unwrap(),
+        "--mode",
+        "all",
+    ]);
+    assert!(
+        !ok && said.contains("partner rules take Golem certificates"),
+        "{said}"
+    );
+    let (ok, said) = run(&[
+        "rule",
+        "set",
+        "outbound",
+        "partner",
+        "import-cert",
+        partner_file.to_str().unwrap(),
+        "--mode",
+        "all",
+    ]);
+    assert!(ok, "{said}");
+    // Bad Golem certificates are refused with the reason, nothing stored.
+    let mut tampered = partner.document.clone();
+    tampered["certificate"]["permissions"] = json!("all");
+    let tampered_file = dir.path().join("tampered.json");
+    std::fs::write(&tampered_file, tampered.to_string()).unwrap();
+    let (ok, said) = run(&["keystore", "add", tampered_file.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains("is not a valid Golem certificate: Invalid signature"),
+        "{said}"
+    );
+    let old = test_ca::golem_certificate(
+        "CLI Old",
+        &test_ca::GolemGrant {
+            days: (-9, -1),
+            ..test_ca::GolemGrant::all()
+        },
+        Some(&golem_root),
+    );
+    std::fs::write(&tampered_file, old.document.to_string()).unwrap();
+    let (ok, said) = run(&["keystore", "add", tampered_file.to_str().unwrap()]);
+    assert!(!ok && said.contains("expired"), "{said}");
+    let (_, said) = run(&["keystore", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&said)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{said}"
+    );
+    let (_, said) = run(&["rule", "list", "--json"]);
+    let rules: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(
+        rules["outbound"]["partner"],
+        json!({golem_root.id(): {"mode": "whitelist", "description": ""},
+               partner.id(): {"mode": "all", "description": ""}})
+    );
+    let (ok, said) = run(&["rule", "list"]);
+    assert!(
+        ok && said.contains("CLI Partner") && said.contains("partner "),
+        "{said}"
+    );
+    // Removing a certificate removes its rule.
     let (ok, said) = run(&["keystore", "remove", &cert_id[..12]]);
+    assert!(ok, "{said}");
+    let (ok, said) = run(&["keystore", "remove", &partner.id()[..12]]);
     assert!(ok, "{said}");
     let (_, said) = run(&["rule", "list", "--json"]);
     let rules: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(rules["outbound"]["audited-payload"], json!({}));
+    assert_eq!(
+        rules["outbound"]["partner"],
+        json!({golem_root.id(): {"mode": "whitelist", "description": ""}})
+    );
     // A broken rules.json is reported with its path, not overwritten.
     std::fs::write(dir.path().join("rules.json"), "{").unwrap();
     let (ok, said) = run(&["rule", "set", "outbound", "enable"]);
@@ -620,6 +787,165 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
         std::fs::read_to_string(dir.path().join("rules.json")).unwrap(),
         "{"
     );
+}
+
+#[tokio::test]
+#[ignore = "tier docker: needs a Docker engine (and root for network namespaces); scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
+async fn docker_outbound_partner_descriptor_reaches_its_urls_and_a_foreign_chain_is_refused() {
+    if !docker::enabled(
+        "docker_outbound_partner_descriptor_reaches_its_urls_and_a_foreign_chain_is_refused",
+    )
+    .unwrap()
+    {
+        return;
+    }
+    assert!(
+        netns_available(),
+        "this test builds its internet in a network namespace: run it as root with iproute2"
+    );
+    let tag = format!("pa{}", std::process::id() % 100_000);
+    let mut sandbox = Sandbox::new();
+    sandbox.provider_and_requestor().unwrap();
+    let files = sandbox.path().join("files");
+    let www = sandbox.path().join("www");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::create_dir_all(&www).unwrap();
+    let internet = TestInternet::start(
+        &tag,
+        ((std::process::id() + 100) % 200) as u8 + 20,
+        &www,
+        &[8080, 8081],
+    );
+    let server = FileServer::start(files.clone()).await.unwrap();
+    let image = publish_image(&files, &server);
+    let agent_dir = sandbox.path().join("p-agent");
+    let hosts = format!("partner.golem.test={}", internet.address);
+    let agent = ProviderAgent::start(
+        &sandbox.daemons()[0],
+        &agent_dir,
+        ProviderOptions::new(SUBNET)
+            .exe_units(&["vm"])
+            .max_agreements(2)
+            .config("keep-work-dirs = true")
+            .arg("--outbound-hosts")
+            .arg(&hosts)
+            .preset(Preset::new("vm", "vm", "0", "0", "0")),
+    )
+    .unwrap();
+
+    // A Golem certificate chain minted here: a root, and a partner it
+    // certifies to sign node descriptors for one URL. The provider trusts
+    // the root (the original's `rule set outbound partner import-cert`);
+    // its whitelist stays empty, so only the partner rule can accept.
+    let url = "http://partner.golem.test:8080/";
+    let root = test_ca::golem_certificate("Partner Test Root", &test_ca::GolemGrant::all(), None);
+    let partner_grant = test_ca::GolemGrant {
+        key_usage: json!(["signNode"]),
+        permissions: json!({"outbound": {"urls": [url]}}),
+        days: (-1, 30),
+    };
+    let partner = test_ca::golem_certificate("Partner Test", &partner_grant, Some(&root));
+    let root_file = sandbox.path().join("partner-root.json");
+    std::fs::write(&root_file, root.document.to_string()).unwrap();
+    cli_ok(
+        &agent,
+        &[
+            "rule",
+            "set",
+            "outbound",
+            "partner",
+            "import-cert",
+            root_file.to_str().unwrap(),
+            "--mode",
+            "all",
+        ],
+    );
+    let listed = cli_ok(&agent, &["keystore", "list"]);
+    assert!(
+        listed.contains("Golem") && listed.contains("Partner Test Root"),
+        "{listed}"
+    );
+
+    let requestor_daemon = &sandbox.daemons()[1];
+    let requestor_node = requestor_daemon.node_id().unwrap();
+    let client = requestor_daemon.client();
+    let allocation = client.create_allocation(PLATFORM, "100").await.unwrap();
+    let decoration = client
+        .demand_decorations(&[&allocation.allocation_id])
+        .await
+        .unwrap();
+    let requestor = Requestor { decoration };
+    // Within the partner's validity: a week from now.
+    let descriptor_grant = test_ca::GolemGrant {
+        key_usage: json!("all"),
+        days: (0, 7),
+        ..partner_grant.clone()
+    };
+    let with_descriptor = |descriptor: Value| {
+        requestor.demand(json!({
+            keys::PAYLOAD: manifest(&image, &[url]),
+            keys::NODE_DESCRIPTOR: descriptor,
+        }))
+    };
+
+    // 1. The requestor's own descriptor, signed by the partner: accepted, and
+    //    the container reaches exactly partner.golem.test:8080.
+    let descriptor = test_ca::golem_node_descriptor(&requestor_node, &descriptor_grant, &partner);
+    let agreement_id = try_negotiate_with_agent(&client, &with_descriptor(descriptor), &agent)
+        .await
+        .unwrap_or_else(|reason| panic!("refused: {reason}\n{}", agent.log()));
+    let activity_id = client.create_activity(&agreement_id, 60.0).await.unwrap();
+    let results = run_batch(
+        &client,
+        &activity_id,
+        json!([{"deploy": {}}, {"start": {"args": []}},
+               run("/bin/wget", &["-q", "-O-", url]),
+               run("/bin/sh", &["-c", "timeout 5 wget -q -O /dev/null http://partner.golem.test:8081/ && echo REACHED || echo BLOCKED"])]),
+    )
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|result| result.result == CommandResult::Ok),
+        "{results:?}\n{}",
+        exe_unit_log(&agent_dir, &agreement_id, &activity_id)
+    );
+    assert_eq!(text(&results[2].stdout), PAGE);
+    assert_eq!(text(&results[3].stdout).trim(), "BLOCKED");
+    end(&client, &agreement_id, &activity_id).await;
+
+    // 2. The same chain certifying another node: refused.
+    let provider_node = sandbox.daemons()[0].node_id().unwrap();
+    let descriptor = test_ca::golem_node_descriptor(&provider_node, &descriptor_grant, &partner);
+    let reason = try_negotiate_with_agent(&client, &with_descriptor(descriptor), &agent)
+        .await
+        .unwrap_err();
+    let others = "Outbound rejected because: Everyone rule didn't match whitelist ; \
+                  Audited-Payload rule requires manifest signature ; ";
+    assert_eq!(
+        reason,
+        format!("{others}Partner rule nodes mismatch. requestor node_id: {requestor_node} but cert node_id: {provider_node} ; ")
+    );
+
+    // 3. A foreign chain (a root the provider never imported): refused at negotiation.
+    let foreign_root =
+        test_ca::golem_certificate("Foreign Root", &test_ca::GolemGrant::all(), None);
+    let foreign =
+        test_ca::golem_certificate("Foreign Partner", &partner_grant, Some(&foreign_root));
+    let descriptor = test_ca::golem_node_descriptor(&requestor_node, &descriptor_grant, &foreign);
+    let reason = try_negotiate_with_agent(&client, &with_descriptor(descriptor), &agent)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason,
+        format!(
+            "{others}Partner rule whole chain of cert_ids is not trusted: [\"{}\", \"{}\"] ; ",
+            foreign.id(),
+            foreign_root.id()
+        )
+    );
+    drop(agent);
+    drop(internet);
 }
 
 /// Seconds `docker exec <container> wget` takes to fetch `url` to /dev/null.

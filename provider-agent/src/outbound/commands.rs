@@ -240,7 +240,7 @@ fn print_certificates(infos: &[CertificateInfo], rules: &RulesConfig) {
         "ID", "TYPE", "NOT AFTER", "CA", "SUBJECT"
     );
     for (info, short) in infos.iter().zip(short_ids(&ids)) {
-        println!(
+        let row = format!(
             "{:<10} {:<6} {:<21} {:<4} {:<40} {}",
             short,
             info.kind.as_str(),
@@ -249,6 +249,7 @@ fn print_certificates(infos: &[CertificateInfo], rules: &RulesConfig) {
             info.subject,
             rules_of(rules, &info.id)
         );
+        println!("{}", row.trim_end());
     }
 }
 
