@@ -391,33 +391,33 @@ fn validate_signed_certificate(
 ) -> Result<ValidatedCertificate> {
     let certificate: CertificateBody =
         serde_json::from_value(signed.certificate.clone()).map_err(not_conforming)?;
+    // The signature first (the signer's key, or its own for a root), then
+    // the signer's chain.
+    let parent_body = match &signed.signature.signer {
+        Signer::SelfSigned => None,
+        Signer::Certificate(parent) => Some(
+            serde_json::from_value::<CertificateBody>(parent.certificate.clone())
+                .map_err(not_conforming)?,
+        ),
+    };
+    let signing_key = parent_body
+        .as_ref()
+        .map_or(&certificate.public_key, |parent| &parent.public_key);
+    verify_signature(
+        &signed.certificate,
+        signed.signature.algorithm.encryption,
+        &signed.signature.value,
+        signing_key,
+    )?;
     let parent = match &signed.signature.signer {
-        Signer::SelfSigned => {
-            verify_signature(
-                &signed.certificate,
-                signed.signature.algorithm.encryption,
-                &signed.signature.value,
-                &certificate.public_key,
-            )?;
-            ValidatedCertificate {
-                chain_fingerprints: Vec::new(),
-                permissions: certificate.permissions.clone(),
-                key_usage: certificate.key_usage.clone(),
-                validity_period: certificate.validity_period.clone(),
-                subject: certificate.subject.clone(),
-            }
-        }
-        Signer::Certificate(parent) => {
-            let parent_body: CertificateBody =
-                serde_json::from_value(parent.certificate.clone()).map_err(not_conforming)?;
-            verify_signature(
-                &signed.certificate,
-                signed.signature.algorithm.encryption,
-                &signed.signature.value,
-                &parent_body.public_key,
-            )?;
-            validate_signed_certificate(parent, None)?
-        }
+        Signer::SelfSigned => ValidatedCertificate {
+            chain_fingerprints: Vec::new(),
+            permissions: certificate.permissions.clone(),
+            key_usage: certificate.key_usage.clone(),
+            validity_period: certificate.validity_period.clone(),
+            subject: certificate.subject.clone(),
+        },
+        Signer::Certificate(parent) => validate_signed_certificate(parent, None)?,
     };
     check_permissions(&parent.permissions, &certificate.permissions)?;
     check_key_usage(&parent.key_usage, &certificate.key_usage)?;

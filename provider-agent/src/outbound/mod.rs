@@ -64,6 +64,13 @@ pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io:
     std::fs::rename(&temporary, path)
 }
 
+/// Who vouches for a manifest: its X.509 signer, or the requestor's partner chain.
+#[derive(Debug, Clone, Copy)]
+enum Signer {
+    AuditedPayload,
+    Partner,
+}
+
 /// The provider's rules, whitelist and keystore, as read from its data dir.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
@@ -128,17 +135,40 @@ impl OutboundPolicy {
                 now,
             )
             .map_err(|reason| format!("Audited-Payload rule: {reason}"))?;
-        // The rule set nearest the leaf decides.
-        for id in chain.iter().rev() {
-            if let Some(rule) = self.rules.outbound.audited_payload.get(id) {
-                return self
-                    .check_mode(rule.mode, access)
-                    .map_err(|reason| format!("Audited-Payload {reason}"));
-            }
-        }
-        Err(format!(
-            "Audited-Payload rule whole chain of cert_ids is not trusted: {chain:?}"
-        ))
+        let nearest_leaf_first = chain.iter().rev();
+        self.nearest_rule(Signer::AuditedPayload, nearest_leaf_first, access)
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "Audited-Payload rule whole chain of cert_ids is not trusted: {chain:?}"
+                ))
+            })
+    }
+
+    /// The verdict of the rule set on the certificate nearest the signer
+    /// among `chain` (nearest first), by its mode; `None` when no
+    /// certificate of the chain has one. A partner rule counts only while
+    /// its certificate is in the keystore.
+    fn nearest_rule<'a>(
+        &self,
+        signer: Signer,
+        chain: impl IntoIterator<Item = &'a String>,
+        access: &OutboundAccess,
+    ) -> Option<Result<(), String>> {
+        let (rules, name) = match signer {
+            Signer::AuditedPayload => (&self.rules.outbound.audited_payload, "Audited-Payload"),
+            Signer::Partner => (&self.rules.outbound.partner, "Partner"),
+        };
+        let counts = |id: &str| match signer {
+            Signer::AuditedPayload => true,
+            Signer::Partner => self.keystore.golem_certificate(id).is_some(),
+        };
+        let rule = chain
+            .into_iter()
+            .find_map(|id| rules.get(id).filter(|_| counts(id)))?;
+        Some(
+            self.check_mode(rule.mode, access)
+                .map_err(|reason| format!("{name} {reason}")),
+        )
     }
 
     fn partner(
@@ -163,20 +193,13 @@ impl OutboundPolicy {
         }
         partner_permits(&descriptor.permissions, access)
             .map_err(|reason| format!("Partner {reason}"))?;
-        // The rule set nearest the descriptor decides; a rule counts while
-        // its certificate is in the keystore.
-        for id in &descriptor.chain_fingerprints {
-            let rule = self.rules.outbound.partner.get(id);
-            if let (Some(rule), Some(_)) = (rule, self.keystore.golem_certificate(id)) {
-                return self
-                    .check_mode(rule.mode, access)
-                    .map_err(|reason| format!("Partner {reason}"));
-            }
-        }
-        Err(format!(
-            "Partner rule whole chain of cert_ids is not trusted: {:?}",
-            descriptor.chain_fingerprints
-        ))
+        self.nearest_rule(Signer::Partner, &descriptor.chain_fingerprints, access)
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "Partner rule whole chain of cert_ids is not trusted: {:?}",
+                    descriptor.chain_fingerprints
+                ))
+            })
     }
 
     /// The rules' verdict on a manifest that asks for outbound access, sent
