@@ -274,7 +274,16 @@ pub fn keystore(data_dir: &Path, command: KeystoreCommand) -> anyhow::Result<()>
             for (file, parsed) in files.iter().zip(&parsed) {
                 Keystore::store(&dir, parsed)?;
                 println!("added from {}:", file.display());
-                print_certificates(&parsed.infos(), &rules);
+                let infos = parsed.infos();
+                print_certificates(&infos, &rules);
+                for info in infos.iter().filter(|info| info.valid_unix.0 > now()) {
+                    println!(
+                        "warning: {} certificate {} is not valid before {}",
+                        info.kind.as_str(),
+                        &info.id[..16],
+                        info.not_before
+                    );
+                }
             }
         }
         KeystoreCommand::Remove { ids } => {

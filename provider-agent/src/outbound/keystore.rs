@@ -95,6 +95,9 @@ pub struct CertificateInfo {
     /// RFC 3339, whole seconds.
     pub not_before: String,
     pub not_after: String,
+    /// The validity period as unix seconds, for checks.
+    #[serde(skip)]
+    pub valid_unix: (i64, i64),
     /// Whether it may sign other certificates.
     pub is_ca: bool,
 }
@@ -129,6 +132,7 @@ impl GolemCertificate {
             subject: self.validated.subject.display_name.clone(),
             not_before: rfc3339(period.not_before),
             not_after: rfc3339(period.not_after),
+            valid_unix: (period.not_before.timestamp(), period.not_after.timestamp()),
             is_ca: match &self.validated.key_usage {
                 KeyUsage::All => true,
                 KeyUsage::Limited(usages) => usages.contains(&Usage::SignCertificate),
@@ -175,6 +179,10 @@ impl Certificate {
             subject: parsed.subject().to_string(),
             not_before: rfc3339_of(parsed.validity().not_before),
             not_after: rfc3339_of(parsed.validity().not_after),
+            valid_unix: (
+                parsed.validity().not_before.timestamp(),
+                parsed.validity().not_after.timestamp(),
+            ),
             is_ca: parsed.is_ca(),
         })
     }
@@ -340,9 +348,7 @@ impl Keystore {
         })?;
         let parsed = parse_file(&bytes, file)?;
         for info in parsed.infos() {
-            let expired = DateTime::parse_from_rfc3339(&info.not_after)
-                .is_ok_and(|not_after| not_after.timestamp() < now);
-            if expired {
+            if info.valid_unix.1 < now {
                 return Err(KeystoreError::Expired {
                     subject: info.subject,
                     id: info.id,
