@@ -41,12 +41,12 @@ use golem_exe_unit::{
 use tokio::sync::OnceCell;
 
 use crate::cache::ImageCache;
-use crate::config::{env_names, Sandbox, VmConfig, GVISOR_RUNTIME};
+use crate::config::{env_names, Sandbox, VmConfig, GVISOR_NETWORKED_RUNTIME, GVISOR_RUNTIME};
 use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
-use crate::outbound::OutboundGrant;
+use crate::outbound::{FilterHook, OutboundGrant, CONTAINER_INTERFACE};
 use crate::vpn::network::{hosts_file, VpnNetwork};
 use crate::vpn::VpnMember;
 
@@ -159,6 +159,27 @@ struct Container {
     sandbox: Sandbox,
 }
 
+impl Container {
+    /// Where the outbound filter sees this container's packets.
+    fn filter_hook(&self) -> FilterHook {
+        match self.sandbox {
+            Sandbox::Gvisor => FilterHook::DeviceEgress {
+                device: CONTAINER_INTERFACE,
+            },
+            Sandbox::Runc => FilterHook::Inet,
+        }
+    }
+}
+
+/// Where an activity's container runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    sandbox: Sandbox,
+    /// Under gVisor, whether with gVisor's own network stack (the engine's
+    /// [`GVISOR_NETWORKED_RUNTIME`]); otherwise it has loopback only.
+    gvisor_netstack: bool,
+}
+
 pub struct VmRuntime {
     activity_id: String,
     agreement_id: String,
@@ -263,15 +284,19 @@ impl VmRuntime {
     }
 
     /// The sandbox of this activity's container: the provider's choice (else
-    /// gVisor when the engine has it), except that a container with a VPN
-    /// interface runs under runc (gVisor's netstack does not take the TUN
-    /// the exe unit makes in the container's network namespace).
+    /// gVisor when the engine has it). A container that networks (outbound
+    /// access, the network property) runs under gVisor with its own netstack
+    /// when the engine has [`GVISOR_NETWORKED_RUNTIME`] (and, for outbound,
+    /// the kernel has the hook the filter needs there), else under runc; a
+    /// container with a VPN interface runs under runc (gVisor's netstack
+    /// does not take the TUN the exe unit makes in the container's
+    /// namespace).
     async fn choose_sandbox(
         &self,
         docker: &Docker,
         vpn: bool,
         outbound: bool,
-    ) -> Result<Sandbox, RuntimeError> {
+    ) -> Result<Placement, RuntimeError> {
         let runtimes = engine::runtimes(docker)
             .await
             .map_err(|error| RuntimeError::new(error.to_string()))?;
@@ -280,23 +305,52 @@ impl VmRuntime {
         if let Some(warning) = warning {
             tracing::warn!(sandbox = sandbox.as_str(), "{warning}");
         }
-        if sandbox == Sandbox::Gvisor && vpn {
+        let runc = Placement {
+            sandbox: Sandbox::Runc,
+            gvisor_netstack: false,
+        };
+        if sandbox == Sandbox::Runc {
+            return Ok(runc);
+        }
+        if vpn {
             tracing::info!(
                 sandbox = Sandbox::Runc.as_str(),
                 "the activity joins a VPN: its container runs under runc, hardened, since \
                  gVisor's netstack cannot take the VPN interface yet"
             );
-            return Ok(Sandbox::Runc);
+            return Ok(runc);
         }
-        if sandbox == Sandbox::Gvisor && outbound {
-            tracing::info!(
-                sandbox = Sandbox::Runc.as_str(),
-                "the manifest grants outbound access: the container runs under runc, hardened, \
-                 since gVisor here cannot network in the container's namespace (RFC 004)"
-            );
-            return Ok(Sandbox::Runc);
+        let has_netstack = runtimes
+            .iter()
+            .any(|name| name == GVISOR_NETWORKED_RUNTIME);
+        if outbound {
+            let reason = if has_netstack {
+                crate::outbound::available(FilterHook::DeviceEgress {
+                    device: CONTAINER_INTERFACE,
+                })
+                .await
+                .err()
+            } else {
+                Some(format!(
+                    "the engine has no runtime {GVISOR_NETWORKED_RUNTIME} \
+                     (scripts/ensure-docker.sh registers it)"
+                ))
+            };
+            if let Some(reason) = reason {
+                tracing::info!(
+                    sandbox = Sandbox::Runc.as_str(),
+                    %reason,
+                    "the manifest grants outbound access: the container runs under runc, \
+                     hardened, since gVisor here cannot network in the container's namespace \
+                     (RFC 004)"
+                );
+                return Ok(runc);
+            }
         }
-        Ok(sandbox)
+        Ok(Placement {
+            sandbox: Sandbox::Gvisor,
+            gvisor_netstack: has_netstack && (outbound || self.limits.network),
+        })
     }
 
     fn container(&self) -> Result<Container, RuntimeError> {
@@ -379,8 +433,9 @@ impl VmRuntime {
         docker: &Docker,
         request: DeployRequest,
         hosts_file: Option<&Path>,
-        sandbox: Sandbox,
+        placement: Placement,
     ) -> Result<Deployment, RuntimeError> {
+        let sandbox = placement.sandbox;
         let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
         // Containers are created from the image id, never from a name that
         // could be moved in the meantime.
@@ -491,11 +546,19 @@ impl VmRuntime {
             ..Default::default()
         };
         match sandbox {
-            // The engine's runtime entry runs gVisor without its own network
-            // stack and with the root overlay in the sandbox's memory, so
-            // root-file-system writes count against the memory limit.
+            // The engine's runtime entries run gVisor with the root overlay
+            // in the sandbox's memory, so root-file-system writes count
+            // against the memory limit; `runsc` without a network stack of
+            // its own, `runsc-net` with one on the container's interface.
             Sandbox::Gvisor => {
-                host_config.runtime = Some(GVISOR_RUNTIME.into());
+                host_config.runtime = Some(
+                    if placement.gvisor_netstack {
+                        GVISOR_NETWORKED_RUNTIME
+                    } else {
+                        GVISOR_RUNTIME
+                    }
+                    .into(),
+                );
                 host_config.pids_limit = Some(GVISOR_PIDS_LIMIT.max(self.limits.pids));
                 if wrapped_runs {
                     host_config.tmpfs = Some(HashMap::from([(
@@ -538,7 +601,7 @@ impl VmRuntime {
             )
             .await
             .map_err(engine_error("cannot create the container"))?;
-        tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), limits = ?self.limits, "container created");
+        tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), gvisor_netstack = placement.gvisor_netstack, limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
         *lock(&self.container) = Some(Container {
@@ -856,7 +919,7 @@ impl Runtime for VmRuntime {
             }
         };
         // `inet` and `manifest-support` only where the filter loads.
-        let inet = match runtime.block_on(crate::outbound::available()) {
+        let inet = match runtime.block_on(crate::outbound::available(FilterHook::Inet)) {
             Ok(()) => true,
             Err(reason) => {
                 tracing::info!(%reason, "no outbound enforcement: capabilities inet and manifest-support not offered");
@@ -886,7 +949,7 @@ impl Runtime for VmRuntime {
             .map_err(RuntimeError::new)?;
         let mut hosts = request.hosts.clone();
         if let Some(targets) = &self.outbound_targets {
-            crate::outbound::available().await.map_err(|reason| {
+            crate::outbound::available(FilterHook::Inet).await.map_err(|reason| {
                 RuntimeError::new(format!(
                     "this provider cannot enforce the manifest's outbound access: {reason}"
                 ))
@@ -939,8 +1002,8 @@ impl Runtime for VmRuntime {
         };
         let outbound = lock(&self.outbound).is_some();
         let deployed = match self.choose_sandbox(docker, vpn.is_some(), outbound).await {
-            Ok(sandbox) => {
-                self.create_container(docker, request, networking.as_deref(), sandbox)
+            Ok(placement) => {
+                self.create_container(docker, request, networking.as_deref(), placement)
                     .await
             }
             Err(error) => Err(error),
@@ -974,13 +1037,16 @@ impl Runtime for VmRuntime {
         if let Some(grant) = grant {
             // Before `start` returns, so before any run.
             let pid = self.container_pid(docker, &container.id).await?;
-            crate::outbound::apply(pid, &grant).await.map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot load the container's outbound filter: {error}"
-                ))
-            })?;
+            let hook = container.filter_hook();
+            crate::outbound::apply(pid, &grant, hook)
+                .await
+                .map_err(|error| {
+                    RuntimeError::new(format!(
+                        "cannot load the container's outbound filter: {error}"
+                    ))
+                })?;
             *lock(&self.outbound_pid) = Some(pid);
-            tracing::info!(pid, flows = grant.flows.len(), "outbound filter loaded");
+            tracing::info!(pid, flows = grant.flows.len(), ?hook, "outbound filter loaded");
         }
         let vpn = lock(&self.vpn).clone();
         if let Some(vpn) = vpn {
@@ -1244,7 +1310,7 @@ impl Runtime for VmRuntime {
         let stats_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outbound_pid = lock(&self.outbound_pid).take();
         if let Some(pid) = outbound_pid {
-            match crate::outbound::dropped(pid).await {
+            match crate::outbound::dropped(pid, container.filter_hook()).await {
                 Ok(dropped) => tracing::info!(
                     dropped_out_packets = dropped.out_packets,
                     dropped_in_packets = dropped.in_packets,

@@ -649,7 +649,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 #[tokio::test]
 #[ignore = "benchmark: run with scripts/bench/outbound.sh"]
 async fn bench_outbound() {
-    use exe_unit_vm::outbound::{AllowedFlow, OutboundGrant};
+    use exe_unit_vm::outbound::{AllowedFlow, FilterHook, OutboundGrant};
     assert!(netns_available(), "run as root with iproute2");
     let tag = format!("bo{}", std::process::id() % 100_000);
     let dir = tempfile::tempdir().unwrap();
@@ -694,7 +694,9 @@ async fn bench_outbound() {
         }],
         hosts: Default::default(),
     };
-    exe_unit_vm::outbound::apply(pid, &grant).await.unwrap();
+    exe_unit_vm::outbound::apply(pid, &grant, FilterHook::Inet)
+        .await
+        .unwrap();
     // Warm-up, then alternate.
     fetch_seconds(&plain, &url);
     fetch_seconds(&filtered, &url);
@@ -703,7 +705,9 @@ async fn bench_outbound() {
         plain_samples.push(1024.0 / fetch_seconds(&plain, &url));
         filtered_samples.push(1024.0 / fetch_seconds(&filtered, &url));
     }
-    let dropped = exe_unit_vm::outbound::dropped(pid).await.unwrap();
+    let dropped = exe_unit_vm::outbound::dropped(pid, FilterHook::Inet)
+        .await
+        .unwrap();
     let _ = docker::docker(&["rm", "-f", &plain, &filtered]);
     let (plain_mib, filtered_mib) = (median(plain_samples), median(filtered_samples));
     println!("| measure | unfiltered bridge | outbound filter | ratio | goal |");

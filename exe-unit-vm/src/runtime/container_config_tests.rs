@@ -483,7 +483,10 @@ async fn an_image_user_is_kept_under_gvisor() {
 
 #[tokio::test]
 async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
-    if crate::outbound::available().await.is_err() {
+    if crate::outbound::available(crate::outbound::FilterHook::Inet)
+        .await
+        .is_err()
+    {
         // Not root here: the unit would refuse the deploy (tested end to end).
         return;
     }
