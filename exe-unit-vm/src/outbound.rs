@@ -421,11 +421,11 @@ mod tests {
         let egress = grant.ruleset(FilterHook::DeviceEgress {
             device: CONTAINER_INTERFACE,
         });
-        assert!(egress.starts_with("table netdev golem_outbound"), "{egress}");
         assert!(
-            egress.contains("hook egress device \"eth0\""),
+            egress.starts_with("table netdev golem_outbound"),
             "{egress}"
         );
+        assert!(egress.contains("hook egress device \"eth0\""), "{egress}");
     }
 
     #[test]

@@ -320,9 +320,7 @@ impl VmRuntime {
             );
             return Ok(runc);
         }
-        let has_netstack = runtimes
-            .iter()
-            .any(|name| name == GVISOR_NETWORKED_RUNTIME);
+        let has_netstack = runtimes.iter().any(|name| name == GVISOR_NETWORKED_RUNTIME);
         if outbound {
             let reason = if has_netstack {
                 crate::outbound::available(FilterHook::DeviceEgress {
@@ -949,11 +947,13 @@ impl Runtime for VmRuntime {
             .map_err(RuntimeError::new)?;
         let mut hosts = request.hosts.clone();
         if let Some(targets) = &self.outbound_targets {
-            crate::outbound::available(FilterHook::Inet).await.map_err(|reason| {
-                RuntimeError::new(format!(
-                    "this provider cannot enforce the manifest's outbound access: {reason}"
-                ))
-            })?;
+            crate::outbound::available(FilterHook::Inet)
+                .await
+                .map_err(|reason| {
+                    RuntimeError::new(format!(
+                        "this provider cannot enforce the manifest's outbound access: {reason}"
+                    ))
+                })?;
             let grant = OutboundGrant::resolve(targets, &self.config.outbound_hosts)
                 .await
                 .map_err(RuntimeError::new)?;
@@ -1046,7 +1046,12 @@ impl Runtime for VmRuntime {
                     ))
                 })?;
             *lock(&self.outbound_pid) = Some(pid);
-            tracing::info!(pid, flows = grant.flows.len(), ?hook, "outbound filter loaded");
+            tracing::info!(
+                pid,
+                flows = grant.flows.len(),
+                ?hook,
+                "outbound filter loaded"
+            );
         }
         let vpn = lock(&self.vpn).clone();
         if let Some(vpn) = vpn {

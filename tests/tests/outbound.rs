@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use exe_unit_vm::config::GVISOR_NETWORKED_RUNTIME;
 use golem_model::activity::CommandResult;
 use golem_model::manifest::{encode_base64, keys};
 use golem_model::market::DemandOfferBase;
@@ -268,6 +269,10 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         netns_available(),
         "this test builds its internet in a network namespace: run it as root with iproute2"
     );
+    assert!(
+        docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
+        "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
+    );
     let tag = format!("ob{}", std::process::id() % 100_000);
     let mut sandbox = Sandbox::new();
     sandbox.provider_and_requestor().unwrap();
@@ -328,7 +333,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     let requestor = Requestor { decoration };
 
     // 1. Unsigned, whitelisted host: accepted; the container reaches exactly
-    //    api.golem.test:8080.
+    //    api.golem.test:8080, under gVisor.
     let unsigned = manifest(&image, &["http://api.golem.test:8080/"]);
     let demand = requestor.demand(json!({keys::PAYLOAD: unsigned}));
     let agreement_id = try_negotiate_with_agent(&client, &demand, &agent)
@@ -344,7 +349,8 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         &client,
         &activity_id,
         json!([{"deploy": {}}, {"start": {"args": []}},
-               run("/bin/wget", &["-q", "-O-", "http://api.golem.test:8080/"])]),
+               run("/bin/wget", &["-q", "-O-", "http://api.golem.test:8080/"]),
+               run("/bin/cat", &["/proc/version"])]),
     )
     .await;
     assert!(
@@ -355,6 +361,11 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         exe_unit_log(&agent_dir, &agreement_id, &activity_id)
     );
     assert_eq!(text(&results[2].stdout), PAGE);
+    let guest_version = text(&results[3].stdout);
+    assert!(
+        docker::names_another_kernel(&guest_version).unwrap(),
+        "not under gVisor: {guest_version}"
+    );
     // Another port of the same host, the same port by IP (fine: the same
     // triple), the host's bridge address, and DNS: only the triple passes.
     let probe = |url: &str| {
@@ -386,11 +397,14 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         ["BLOCKED", "REACHED", "BLOCKED", "BLOCKED"],
         "{results:?}"
     );
-    // Without the filter, the same image on the engine's bridge reaches port 8081:
-    // the block above is the filter's doing, not the route's.
+    // Without the filter, the same image under the same runtime on the
+    // engine's bridge reaches port 8081: the block above is the filter's
+    // doing, not the route's.
     let unfiltered = docker::docker(&[
         "run",
         "--rm",
+        "--runtime",
+        GVISOR_NETWORKED_RUNTIME,
         "--network",
         "bridge",
         IMAGE_TAG,
@@ -415,8 +429,11 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         .unwrap();
     assert!(count >= 3, "{dropped}");
     assert!(
-        log.contains("runs under runc"),
-        "the switch from gVisor is logged: {log}"
+        !log.contains("runs under runc")
+            && log.lines().any(
+                |line| line.contains("outbound filter loaded") && line.contains("DeviceEgress")
+            ),
+        "the container runs under gVisor, filtered at its interface: {log}"
     );
     end(&client, &agreement_id, "").await;
 

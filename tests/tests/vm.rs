@@ -1221,12 +1221,9 @@ async fn docker_vm_runs_images_as_on_the_original_under_gvisor() {
     );
     // gVisor's kernel, not the host's.
     let guest_version = text(&results[3].stdout);
-    let host_version = std::fs::read_to_string("/proc/version").unwrap();
-    let host_release = docker::docker(&["info", "--format", "{{.KernelVersion}}"]).unwrap();
-    assert_ne!(guest_version.trim(), host_version.trim());
     assert!(
-        !guest_version.contains(host_release.trim()),
-        "{guest_version} names the host's kernel {host_release}"
+        docker::names_another_kernel(&guest_version).unwrap(),
+        "{guest_version} names the host's kernel"
     );
     let container = container_of(&activity_id).await;
     let inspect = docker::inspect(&container).unwrap();
