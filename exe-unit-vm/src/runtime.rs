@@ -47,6 +47,7 @@ use crate::engine::{
 };
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
 use crate::outbound::{FilterHook, OutboundGrant, CONTAINER_INTERFACE};
+use crate::vpn::interface::Framing;
 use crate::vpn::network::{hosts_file, VpnNetwork};
 use crate::vpn::VpnMember;
 
@@ -94,6 +95,9 @@ pub const SANDBOX_PROPERTY: &str = "golem.runtime.vm.sandbox";
 pub const START_ENTRYPOINT_CAPABILITY: &str = "start-entrypoint";
 pub const START_ENTRYPOINT_ARG: &str = "--start-entrypoint";
 pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
+/// The VPN's network holder under gVisor runs one `sleep` (and docker's init).
+const NETWORK_HOLDER_PIDS: i64 = 8;
+const NETWORK_HOLDER_MEMORY_BYTES: i64 = 16 << 20;
 /// Memory limit when the agreement sets none.
 pub const DEFAULT_MEMORY_BYTES: i64 = 1 << 30;
 /// The smallest memory limit the engine accepts.
@@ -157,6 +161,9 @@ struct Container {
     /// mounted), so that `kill` can reach them inside the sandbox.
     wrapped_runs: bool,
     sandbox: Sandbox,
+    /// Under gVisor with a VPN: the runc container whose network namespace
+    /// (holding the VPN's TAP) this one joined; removed with it.
+    network_holder: Option<String>,
 }
 
 impl Container {
@@ -211,6 +218,23 @@ pub struct VmRuntime {
     /// The container's init pid once the filter is loaded: its counters are
     /// read at shutdown.
     outbound_pid: Mutex<Option<u32>>,
+}
+
+/// Remove container `id` (force), logging a failure: for cleanups whose
+/// failure must not hide the error that caused them.
+async fn remove_container(docker: &Docker, id: &str) {
+    let removed = docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    if let Err(error) = removed {
+        tracing::warn!(container = %id, error = %engine_message(&error), "cannot remove the container");
+    }
 }
 
 /// The error of an engine call, "`what`: <the engine's message>".
@@ -312,15 +336,24 @@ impl VmRuntime {
         if sandbox == Sandbox::Runc {
             return Ok(runc);
         }
-        if vpn {
+        let has_netstack = runtimes.iter().any(|name| name == GVISOR_NETWORKED_RUNTIME);
+        if vpn && !has_netstack {
             tracing::info!(
                 sandbox = Sandbox::Runc.as_str(),
                 "the activity joins a VPN: its container runs under runc, hardened, since \
-                 gVisor's netstack cannot take the VPN interface yet"
+                 the engine has no runtime {GVISOR_NETWORKED_RUNTIME} for gVisor's netstack \
+                 (scripts/ensure-docker.sh registers it)"
             );
             return Ok(runc);
         }
-        let has_netstack = runtimes.iter().any(|name| name == GVISOR_NETWORKED_RUNTIME);
+        if vpn && outbound {
+            tracing::info!(
+                sandbox = Sandbox::Runc.as_str(),
+                "the activity joins a VPN and has outbound access: its container runs under \
+                 runc, hardened, since under gVisor one of them only is supported yet"
+            );
+            return Ok(runc);
+        }
         if outbound {
             let reason = if has_netstack {
                 crate::outbound::available(FilterHook::DeviceEgress {
@@ -347,7 +380,7 @@ impl VmRuntime {
         }
         Ok(Placement {
             sandbox: Sandbox::Gvisor,
-            gvisor_netstack: has_netstack && (outbound || self.limits.network),
+            gvisor_netstack: has_netstack && (vpn || outbound || self.limits.network),
         })
     }
 
@@ -432,6 +465,7 @@ impl VmRuntime {
         request: DeployRequest,
         hosts_file: Option<&Path>,
         placement: Placement,
+        vpn: Option<&VpnMember>,
     ) -> Result<Deployment, RuntimeError> {
         let sandbox = placement.sandbox;
         let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
@@ -533,9 +567,31 @@ impl VmRuntime {
         );
         // Outbound access rides Docker's bridge, filtered from `start` on.
         let networked = self.limits.network || lock(&self.outbound).is_some();
+        let network_mode = if networked { "bridge" } else { "none" };
+        // Under gVisor a VPN interface must be in the namespace before the
+        // sandbox starts (it takes the interfaces it finds then): a holder
+        // container makes the namespace now.
+        let network_holder = match (sandbox, vpn) {
+            (Sandbox::Gvisor, Some(vpn)) => Some(
+                self.start_network_holder(
+                    docker,
+                    &image_id,
+                    &keep_alive,
+                    has_busybox,
+                    request.hostname.clone(),
+                    network_mode,
+                    vpn,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let mut host_config = HostConfig {
             binds: Some(binds),
-            network_mode: Some(if networked { "bridge" } else { "none" }.into()),
+            network_mode: Some(match &network_holder {
+                Some(holder) => format!("container:{holder}"),
+                None => network_mode.into(),
+            }),
             pids_limit: Some(self.limits.pids),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
@@ -583,13 +639,18 @@ impl VmRuntime {
             env: Some(env.clone()),
             working_dir: Some(working_dir.clone()),
             labels: Some(self.labels()),
-            hostname: request.hostname.clone(),
-            network_disabled: Some(!networked),
+            // The engine refuses a hostname with another container's
+            // namespace: the holder has it then.
+            hostname: request
+                .hostname
+                .clone()
+                .filter(|_| network_holder.is_none()),
+            network_disabled: Some(!networked && network_holder.is_none()),
             host_config: Some(host_config),
             ..Default::default()
         };
         let name = container_name(&self.activity_id);
-        let created = docker
+        let created = match docker
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.clone()),
@@ -598,7 +659,15 @@ impl VmRuntime {
                 body,
             )
             .await
-            .map_err(engine_error("cannot create the container"))?;
+        {
+            Ok(created) => created,
+            Err(error) => {
+                if let Some(holder) = &network_holder {
+                    remove_container(docker, holder).await;
+                }
+                return Err(engine_error("cannot create the container")(error));
+            }
+        };
         tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), gvisor_netstack = placement.gvisor_netstack, limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
@@ -613,8 +682,82 @@ impl VmRuntime {
             image_command,
             wrapped_runs,
             sandbox,
+            network_holder,
         });
         Ok(Deployment { volumes })
+    }
+
+    /// Create and start the runc container that holds the network namespace
+    /// of a gVisor container with a VPN, give that namespace the VPN's TAP
+    /// and start relaying; returns the holder's id. The holder runs only
+    /// `keep_alive`, hardened, with the activity's labels (so a dead exe
+    /// unit's holder is collected with its container) and the hostname.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_network_holder(
+        &self,
+        docker: &Docker,
+        image_id: &str,
+        keep_alive: &[String],
+        has_busybox: bool,
+        hostname: Option<String>,
+        network_mode: &str,
+        vpn: &VpnMember,
+    ) -> Result<String, RuntimeError> {
+        let host_config = HostConfig {
+            binds: has_busybox.then(|| vec![format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro")]),
+            network_mode: Some(network_mode.into()),
+            pids_limit: Some(NETWORK_HOLDER_PIDS),
+            memory: Some(NETWORK_HOLDER_MEMORY_BYTES),
+            memory_swap: Some(NETWORK_HOLDER_MEMORY_BYTES),
+            init: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image_id.into()),
+            entrypoint: Some(keep_alive.to_vec()),
+            cmd: Some(Vec::new()),
+            user: Some(DEFAULT_USER.into()),
+            labels: Some(self.labels()),
+            hostname,
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("{}-net", container_name(&self.activity_id));
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(engine_error("cannot create the VPN's network holder"))?;
+        let attached = async {
+            docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(engine_error("cannot start the VPN's network holder"))?;
+            let pid = self.container_pid(docker, &created.id).await?;
+            vpn.attach(pid, Framing::Ethernet).await.map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot give the container its VPN interface: {error}"
+                ))
+            })
+        }
+        .await;
+        if let Err(error) = attached {
+            remove_container(docker, &created.id).await;
+            return Err(error);
+        }
+        tracing::info!(holder = %created.id, %name, "network holder started with the VPN interface");
+        Ok(created.id)
     }
 
     /// The host pid of the container's init (its network namespace's holder).
@@ -1003,8 +1146,14 @@ impl Runtime for VmRuntime {
         let outbound = lock(&self.outbound).is_some();
         let deployed = match self.choose_sandbox(docker, vpn.is_some(), outbound).await {
             Ok(placement) => {
-                self.create_container(docker, request, networking.as_deref(), placement)
-                    .await
+                self.create_container(
+                    docker,
+                    request,
+                    networking.as_deref(),
+                    placement,
+                    vpn.as_deref(),
+                )
+                .await
             }
             Err(error) => Err(error),
         };
@@ -1053,10 +1202,13 @@ impl Runtime for VmRuntime {
                 "outbound filter loaded"
             );
         }
-        let vpn = lock(&self.vpn).clone();
+        // Under gVisor the holder's namespace got it at deploy.
+        let vpn = lock(&self.vpn)
+            .clone()
+            .filter(|_| container.network_holder.is_none());
         if let Some(vpn) = vpn {
             let pid = self.container_pid(docker, &container.id).await?;
-            vpn.attach(pid).await.map_err(|error| {
+            vpn.attach(pid, Framing::Ip).await.map_err(|error| {
                 RuntimeError::new(format!(
                     "cannot give the container its VPN interface: {error}"
                 ))
@@ -1337,6 +1489,9 @@ impl Runtime for VmRuntime {
             )
             .await
             .map_err(engine_error("cannot remove the container"))?;
+        if let Some(holder) = &container.network_holder {
+            remove_container(docker, holder).await;
+        }
         let remove_ms = started.elapsed().as_secs_f64() * 1000.0 - stats_ms;
         tracing::info!(container = %container.id, stats_ms, remove_ms, "container removed");
         if let Some(dir) = volumes_mount {
