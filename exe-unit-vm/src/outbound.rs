@@ -43,8 +43,48 @@ pub enum FilterHook {
     /// triple is allowed, which holds for every packet of an allowed flow).
     /// Arriving frames reach the packet socket before any ingress hook, so
     /// nothing is filtered coming in; a flow the container did not start
-    /// cannot be answered, since its replies are dropped leaving.
-    DeviceEgress { device: &'static str },
+    /// cannot be answered, since its replies are dropped leaving. Root in
+    /// the sandbox may write raw frames (Docker's default capabilities
+    /// include NET_RAW), so with `sender` known only frames from the
+    /// container's own MAC and IPv4 address leave, ARP included: no
+    /// spoofing of other hosts on the bridge.
+    DeviceEgress {
+        device: &'static str,
+        sender: Option<BridgeAddress>,
+    },
+}
+
+/// A container's own addresses on the engine's bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeAddress {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+impl BridgeAddress {
+    /// From the engine's inspect fields (`IPAddress`, `MacAddress`).
+    pub fn parse(ip: &str, mac: &str) -> Result<BridgeAddress, String> {
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("the container's bridge address {ip:?} is not IPv4"))?;
+        let octets: Vec<u8> = mac
+            .split(':')
+            .map(|octet| u8::from_str_radix(octet, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("the container's MAC address {mac:?} is not one"))?;
+        let mac: [u8; 6] = octets
+            .try_into()
+            .map_err(|_| format!("the container's MAC address {mac:?} is not one"))?;
+        Ok(BridgeAddress { ip, mac })
+    }
+
+    fn mac_text(&self) -> String {
+        self.mac
+            .iter()
+            .map(|octet| format!("{octet:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
 }
 
 impl FilterHook {
@@ -229,19 +269,42 @@ impl OutboundGrant {
                  \t}}\n\
                  }}\n"
             ),
-            // ARP passes: the netstack must find the bridge's gateway.
-            FilterHook::DeviceEgress { device } => format!(
-                "table netdev {TABLE} {{\n\
-                 \tcounter dropped_out {{ }}\n\
-                 {set}\
-                 \tchain egress {{\n\
-                 \t\ttype filter hook egress device \"{device}\" priority 0; policy drop;\n\
-                 \t\tmeta protocol arp accept\n\
-                 \t\tip daddr . meta l4proto . th dport @allowed accept\n\
-                 \t\tcounter name \"dropped_out\" drop\n\
-                 \t}}\n\
-                 }}\n"
-            ),
+            // ARP passes (the netstack must find the bridge's gateway), from
+            // the container's own addresses when they are known.
+            FilterHook::DeviceEgress { device, sender } => {
+                let (source_check, arp, ip_source) = match sender {
+                    Some(sender) => (
+                        format!(
+                            "\t\tether saddr != {} counter name \"dropped_out\" drop\n",
+                            sender.mac_text()
+                        ),
+                        format!(
+                            "arp saddr ether {} arp saddr ip {}",
+                            sender.mac_text(),
+                            sender.ip
+                        ),
+                        format!("ip saddr {} ", sender.ip),
+                    ),
+                    None => (
+                        String::new(),
+                        "meta protocol arp".to_string(),
+                        String::new(),
+                    ),
+                };
+                format!(
+                    "table netdev {TABLE} {{\n\
+                     \tcounter dropped_out {{ }}\n\
+                     {set}\
+                     \tchain egress {{\n\
+                     \t\ttype filter hook egress device \"{device}\" priority 0; policy drop;\n\
+                     {source_check}\
+                     \t\t{arp} accept\n\
+                     \t\t{ip_source}ip daddr . meta l4proto . th dport @allowed accept\n\
+                     \t\tcounter name \"dropped_out\" drop\n\
+                     \t}}\n\
+                     }}\n"
+                )
+            }
         }
     }
 }
@@ -312,7 +375,13 @@ pub async fn available(hook: FilterHook) -> Result<(), String> {
     };
     let hook = match hook {
         FilterHook::Inet => FilterHook::Inet,
-        FilterHook::DeviceEgress { .. } => FilterHook::DeviceEgress { device: "lo" },
+        FilterHook::DeviceEgress { .. } => FilterHook::DeviceEgress {
+            device: "lo",
+            sender: Some(BridgeAddress {
+                ip: Ipv4Addr::new(192, 0, 2, 2),
+                mac: [0x02, 0, 0, 0, 0, 2],
+            }),
+        },
     };
     nft(None, &["-f", "-"], Some(&sample.ruleset(hook))).await?;
     Ok(())
@@ -405,10 +474,12 @@ mod tests {
             grant.hosts,
             BTreeMap::from([("api.golem.test".to_string(), "10.9.8.7".to_string())])
         );
+        let sender = BridgeAddress::parse("172.17.0.2", "02:42:AC:11:00:02").unwrap();
         for hook in [
             FilterHook::Inet,
             FilterHook::DeviceEgress {
                 device: CONTAINER_INTERFACE,
+                sender: Some(sender),
             },
         ] {
             let ruleset = grant.ruleset(hook);
@@ -420,11 +491,32 @@ mod tests {
         }
         let egress = grant.ruleset(FilterHook::DeviceEgress {
             device: CONTAINER_INTERFACE,
+            sender: Some(sender),
         });
         assert!(
             egress.starts_with("table netdev golem_outbound"),
             "{egress}"
         );
+        assert!(
+            egress.contains("ether saddr != 02:42:ac:11:00:02 counter name \"dropped_out\" drop"),
+            "{egress}"
+        );
+        assert!(
+            egress.contains("arp saddr ether 02:42:ac:11:00:02 arp saddr ip 172.17.0.2 accept"),
+            "{egress}"
+        );
+        assert!(
+            egress.contains("ip saddr 172.17.0.2 ip daddr . meta l4proto . th dport @allowed"),
+            "{egress}"
+        );
+        for (ip, mac) in [
+            ("172.17.0.2", "02:42:ac:11:00"),
+            ("172.17.0.2", "02:42:ac:11:00:zz"),
+            ("::1", "02:42:ac:11:00:02"),
+            ("172.17.0.2", "02:42:ac:11:00:02\"; flush ruleset"),
+        ] {
+            assert!(BridgeAddress::parse(ip, mac).is_err(), "{ip} {mac}");
+        }
         assert!(egress.contains("hook egress device \"eth0\""), "{egress}");
     }
 

@@ -172,6 +172,7 @@ impl Container {
         match self.sandbox {
             Sandbox::Gvisor => FilterHook::DeviceEgress {
                 device: CONTAINER_INTERFACE,
+                sender: None,
             },
             Sandbox::Runc => FilterHook::Inet,
         }
@@ -358,6 +359,7 @@ impl VmRuntime {
             let reason = if has_netstack {
                 crate::outbound::available(FilterHook::DeviceEgress {
                     device: CONTAINER_INTERFACE,
+                    sender: None,
                 })
                 .await
                 .err()
@@ -758,6 +760,32 @@ impl VmRuntime {
         }
         tracing::info!(holder = %created.id, %name, "network holder started with the VPN interface");
         Ok(created.id)
+    }
+
+    /// The container's own addresses on the engine's bridge.
+    async fn bridge_address(
+        &self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<crate::outbound::BridgeAddress, RuntimeError> {
+        let inspect = docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(engine_error("cannot inspect the container"))?;
+        let settings = inspect.network_settings.unwrap_or_default();
+        let bridge = settings
+            .networks
+            .unwrap_or_default()
+            .remove("bridge")
+            .unwrap_or_default();
+        crate::outbound::BridgeAddress::parse(
+            bridge.ip_address.as_deref().unwrap_or_default(),
+            bridge.mac_address.as_deref().unwrap_or_default(),
+        )
+        .map_err(RuntimeError::new)
     }
 
     /// The host pid of the container's init (its network namespace's holder).
@@ -1186,7 +1214,13 @@ impl Runtime for VmRuntime {
         if let Some(grant) = grant {
             // Before `start` returns, so before any run.
             let pid = self.container_pid(docker, &container.id).await?;
-            let hook = container.filter_hook();
+            let hook = match container.filter_hook() {
+                FilterHook::DeviceEgress { device, .. } => FilterHook::DeviceEgress {
+                    device,
+                    sender: Some(self.bridge_address(docker, &container.id).await?),
+                },
+                inet => inet,
+            };
             crate::outbound::apply(pid, &grant, hook)
                 .await
                 .map_err(|error| {

@@ -659,15 +659,24 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// HTTP throughput from the test internet into a runc container on the
-/// engine's bridge, unfiltered and with the VM unit's outbound filter
-/// (the same table `exe_unit_vm::outbound` loads for an activity), fetching a
-/// 1 GiB file with busybox wget, rounds alternating. Prints table rows.
+/// HTTP throughput from the test internet into containers on the engine's
+/// bridge, unfiltered and with the VM unit's outbound filter (the same table
+/// `exe_unit_vm::outbound` loads for an activity), under runc (the kernel's
+/// stack, the `inet` table) and under gVisor with its own netstack (the
+/// engine's `runsc-net`, the `netdev` egress table on its interface),
+/// fetching a 1 GiB file with busybox wget, the four containers in turn each
+/// round. Prints table rows.
 #[tokio::test]
 #[ignore = "benchmark: run with scripts/bench/outbound.sh"]
 async fn bench_outbound() {
-    use exe_unit_vm::outbound::{AllowedFlow, FilterHook, OutboundGrant};
+    use exe_unit_vm::outbound::{
+        AllowedFlow, BridgeAddress, FilterHook, OutboundGrant, CONTAINER_INTERFACE,
+    };
     assert!(netns_available(), "run as root with iproute2");
+    assert!(
+        docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
+        "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
+    );
     let tag = format!("bo{}", std::process::id() % 100_000);
     let dir = tempfile::tempdir().unwrap();
     let internet = TestInternet::start(
@@ -680,29 +689,17 @@ async fn bench_outbound() {
     big.set_len(1 << 30).unwrap();
     docker::build_test_image("busybox", IMAGE_TAG).unwrap();
     let url = format!("http://{}:8080/big", internet.address);
-    let start = || {
-        docker::docker(&[
-            "run",
-            "-d",
-            "--rm",
-            "--network",
-            "bridge",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            IMAGE_TAG,
-            "sleep",
-            "600",
-        ])
-        .unwrap()
+    // As the VM unit runs them: hardened under runc, as root under gVisor.
+    let start = |gvisor: bool| {
+        let mut args = vec!["run", "-d", "--rm", "--network", "bridge"];
+        if gvisor {
+            args.extend(["--runtime", GVISOR_NETWORKED_RUNTIME]);
+        } else {
+            args.extend(["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
+        }
+        args.extend([IMAGE_TAG, "sleep", "600"]);
+        docker::docker(&args).unwrap()
     };
-    let plain = start();
-    let filtered = start();
-    let pid: u32 = docker::docker(&["inspect", "-f", "{{.State.Pid}}", &filtered])
-        .unwrap()
-        .parse()
-        .unwrap();
     let grant = OutboundGrant {
         flows: vec![AllowedFlow {
             ip: internet.address.parse().unwrap(),
@@ -711,31 +708,89 @@ async fn bench_outbound() {
         }],
         hosts: Default::default(),
     };
-    exe_unit_vm::outbound::apply(pid, &grant, FilterHook::Inet)
-        .await
-        .unwrap();
-    // Warm-up, then alternate.
-    fetch_seconds(&plain, &url);
-    fetch_seconds(&filtered, &url);
-    let (mut plain_samples, mut filtered_samples) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        plain_samples.push(1024.0 / fetch_seconds(&plain, &url));
-        filtered_samples.push(1024.0 / fetch_seconds(&filtered, &url));
+    // (name, container, filter hook when filtered)
+    let mut containers = Vec::new();
+    for (name, gvisor, hook) in [
+        ("runc, unfiltered bridge", false, None),
+        (
+            "runc, outbound filter (inet)",
+            false,
+            Some(FilterHook::Inet),
+        ),
+        ("gVisor, unfiltered bridge", true, None),
+        (
+            "gVisor, outbound filter (netdev egress)",
+            true,
+            Some(FilterHook::DeviceEgress {
+                device: CONTAINER_INTERFACE,
+                sender: None,
+            }),
+        ),
+    ] {
+        let container = start(gvisor);
+        let pid: u32 = docker::docker(&["inspect", "-f", "{{.State.Pid}}", &container])
+            .unwrap()
+            .parse()
+            .unwrap();
+        // As the unit loads it: from the container's own addresses only.
+        let hook = hook.map(|hook| match hook {
+            FilterHook::DeviceEgress { device, .. } => {
+                let address = docker::docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.MacAddress}}",
+                    &container,
+                ])
+                .unwrap();
+                let (ip, mac) = address.split_once(' ').unwrap();
+                FilterHook::DeviceEgress {
+                    device,
+                    sender: Some(BridgeAddress::parse(ip, mac).unwrap()),
+                }
+            }
+            inet => inet,
+        });
+        if let Some(hook) = hook {
+            exe_unit_vm::outbound::apply(pid, &grant, hook)
+                .await
+                .unwrap();
+        }
+        containers.push((name, container, pid, hook, Vec::new()));
     }
-    let dropped = exe_unit_vm::outbound::dropped(pid, FilterHook::Inet)
-        .await
-        .unwrap();
-    let _ = docker::docker(&["rm", "-f", &plain, &filtered]);
-    let (plain_mib, filtered_mib) = (median(plain_samples), median(filtered_samples));
-    println!("| measure | unfiltered bridge | outbound filter | ratio | goal |");
-    println!("|---|---|---|---|---|");
+    // Warm-up, then in turn.
+    for (_, container, ..) in &containers {
+        fetch_seconds(container, &url);
+    }
+    for _ in 0..7 {
+        for (_, container, _, _, samples) in &mut containers {
+            samples.push(1024.0 / fetch_seconds(container, &url));
+        }
+    }
+    println!("| HTTP GET 1 GiB, busybox wget (median of 7, MiB/s) | runc | gVisor (runsc-net) |");
+    println!("|---|---|---|");
+    let mut medians = Vec::new();
+    let mut dropped_total = 0;
+    for (_, container, pid, hook, samples) in containers {
+        if let Some(hook) = hook {
+            let dropped = exe_unit_vm::outbound::dropped(pid, hook).await.unwrap();
+            dropped_total += dropped.out_packets + dropped.in_packets;
+        }
+        let _ = docker::docker(&["rm", "-f", &container]);
+        medians.push(median(samples));
+    }
     println!(
-        "| HTTP GET 1 GiB, busybox wget in a runc container (median of 7, MiB/s) | {plain_mib:.0} | {filtered_mib:.0} | {:.0} % | ≥ 90 % |",
-        filtered_mib / plain_mib * 100.0
+        "| unfiltered bridge | {:.0} | {:.0} |",
+        medians[0], medians[2]
     );
     println!(
-        "| packets dropped by the filter during the runs | – | {} | – | 0 |",
-        dropped.out_packets + dropped.in_packets
+        "| outbound filter | {:.0} | {:.0} |",
+        medians[1], medians[3]
     );
+    println!(
+        "| filtered ÷ unfiltered (goal ≥ 90 %) | {:.0} % | {:.0} % |",
+        medians[1] / medians[0] * 100.0,
+        medians[3] / medians[2] * 100.0
+    );
+    println!("| packets dropped by the filters during the runs (expected 0) | {dropped_total} | |");
     drop(internet);
 }

@@ -550,6 +550,7 @@ async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
 async fn outbound_access_runs_under_gvisor_when_the_engine_has_its_networked_runtime() {
     if crate::outbound::available(crate::outbound::FilterHook::DeviceEgress {
         device: crate::outbound::CONTAINER_INTERFACE,
+        sender: None,
     })
     .await
     .is_err()
