@@ -221,6 +221,23 @@ pub struct VmRuntime {
     outbound_pid: Mutex<Option<u32>>,
 }
 
+/// Create the container `name` from `body`.
+async fn create_named(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<bollard::models::ContainerCreateResponse, bollard::errors::Error> {
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+}
+
 /// Remove container `id` (force), logging a failure: for cleanups whose
 /// failure must not hide the error that caused them.
 async fn remove_container(docker: &Docker, id: &str) {
@@ -652,16 +669,7 @@ impl VmRuntime {
             ..Default::default()
         };
         let name = container_name(&self.activity_id);
-        let created = match docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-        {
+        let created = match create_named(docker, &name, body).await {
             Ok(created) => created,
             Err(error) => {
                 if let Some(holder) = &network_holder {
@@ -728,14 +736,7 @@ impl VmRuntime {
             ..Default::default()
         };
         let name = format!("{}-net", container_name(&self.activity_id));
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
+        let created = create_named(docker, &name, body)
             .await
             .map_err(engine_error("cannot create the VPN's network holder"))?;
         let attached = async {

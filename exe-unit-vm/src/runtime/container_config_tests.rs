@@ -505,6 +505,17 @@ async fn an_image_user_is_kept_under_gvisor() {
     assert_eq!(body["WorkingDir"], json!("/golem/work"), "{body:#}");
 }
 
+/// A manifest granting tcp to api.golem.test:8080, the name mapped by the provider.
+fn grant_outbound_to_api(runtime: &mut VmRuntime) {
+    runtime.config.outbound_hosts =
+        crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
+    runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
+        transport: golem_model::manifest::Transport::Tcp,
+        host: "api.golem.test".into(),
+        port: 8080,
+    }]);
+}
+
 #[tokio::test]
 async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
     if crate::outbound::available(crate::outbound::FilterHook::Inet)
@@ -517,16 +528,7 @@ async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
     let image = json!({"Id": "sha256:fake", "Config": {"User": "", "Env": ["PATH=/bin"]}});
     let limits = limits(json!({}), json!({}));
     assert!(!limits.network, "no network property granted");
-    let (dir, requests) = deploy_with(image, limits, None, |runtime| {
-        runtime.config.outbound_hosts =
-            crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
-        runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
-            transport: golem_model::manifest::Transport::Tcp,
-            host: "api.golem.test".into(),
-            port: 8080,
-        }]);
-    })
-    .await;
+    let (dir, requests) = deploy_with(image, limits, None, grant_outbound_to_api).await;
     let body = create_body(&requests);
     let host = &body["HostConfig"];
     // The engine has runsc, yet the container runs under runc, hardened, on the bridge.
@@ -567,15 +569,7 @@ async fn outbound_access_runs_under_gvisor_when_the_engine_has_its_networked_run
         image,
         limits(json!({}), json!({})),
         None,
-        |runtime| {
-            runtime.config.outbound_hosts =
-                crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
-            runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
-                transport: golem_model::manifest::Transport::Tcp,
-                host: "api.golem.test".into(),
-                port: 8080,
-            }]);
-        },
+        grant_outbound_to_api,
     )
     .await;
     let body = create_body(&requests);
