@@ -217,6 +217,7 @@ fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
         external_addrs: multiaddrs("external-addrs", &config.external_addrs)?,
         relay_server: config.relay_server,
         call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
+        target_peers: config.net_target_peers,
         agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
         ..golem_net::NetConfig::default()
     })

@@ -835,6 +835,7 @@ impl Agent {
                 &self.config().data_dir,
                 &proposal.properties,
                 &offer.spec.properties,
+                &proposal.issuer_id,
                 now.timestamp(),
             )
             .map(|()| terms)

@@ -4,7 +4,9 @@
 //! namespace this test creates (never an address outside this machine),
 //! its names mapped by the provider's `outbound-hosts`. Demands carry the
 //! original's manifest properties; the signed ones are signed with a test
-//! CA minted here. Also the provider's `whitelist|keystore|rule` commands.
+//! CA minted here, the partner ones carry a node descriptor signed by a
+//! Golem certificate chain minted here. Also the provider's
+//! `whitelist|keystore|rule` commands.
 #![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
 
 use std::path::{Path, PathBuf};
@@ -255,62 +257,138 @@ fn netns_available() -> bool {
             .is_ok_and(|output| output.status.success())
 }
 
+/// What the end-to-end tests stand on: daemons P and R, the test internet
+/// (HTTP on ports 8080 and 8081 in a network namespace), the image on a
+/// loopback file server, the provider agent with the VM unit and `names`
+/// mapped to the internet's address, and R's client with an allocation.
+/// Fields drop in order: the agent before the internet and the daemons.
+struct OutboundLab {
+    agent: ProviderAgent,
+    agent_dir: PathBuf,
+    internet: TestInternet,
+    image: (String, String),
+    client: golem_client::GolemClient,
+    requestor: Requestor,
+    _server: FileServer,
+    sandbox: Sandbox,
+}
+
+impl OutboundLab {
+    /// Run `script` on the activity; every command must succeed (else the
+    /// exe unit's log is shown).
+    async fn run_ok(
+        &self,
+        agreement_id: &str,
+        activity_id: &str,
+        script: Value,
+    ) -> Vec<golem_model::activity::ExeScriptCommandResult> {
+        let results = run_batch(&self.client, activity_id, script).await;
+        assert!(
+            results
+                .iter()
+                .all(|result| result.result == CommandResult::Ok),
+            "{results:?}\n{}",
+            exe_unit_log(&self.agent_dir, agreement_id, activity_id)
+        );
+        results
+    }
+
+    /// `None` when the docker tier is off for `test`. `tag` names the
+    /// network devices (a prefix) and offsets the test internet's subnet.
+    async fn start(test: &str, tag: (&str, u32), names: &[&str]) -> Option<OutboundLab> {
+        if !docker::enabled(test).unwrap() {
+            return None;
+        }
+        assert!(
+            netns_available(),
+            "this test builds its internet in a network namespace: run it as root with iproute2"
+        );
+        // Outbound activities run under gVisor with its own netstack.
+        assert!(
+            docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
+            "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
+        );
+        let pid = std::process::id();
+        let mut sandbox = Sandbox::new();
+        sandbox.provider_and_requestor().unwrap();
+        let files = sandbox.path().join("files");
+        let www = sandbox.path().join("www");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::create_dir_all(&www).unwrap();
+        let internet = TestInternet::start(
+            &format!("{}{}", tag.0, pid % 100_000),
+            ((pid + tag.1) % 200) as u8 + 20,
+            &www,
+            &[8080, 8081],
+        );
+        let server = FileServer::start(files.clone()).await.unwrap();
+        let image = publish_image(&files, &server);
+        let agent_dir = sandbox.path().join("p-agent");
+        let hosts: Vec<String> = names
+            .iter()
+            .map(|name| format!("{name}={}", internet.address))
+            .collect();
+        let agent = ProviderAgent::start(
+            &sandbox.daemons()[0],
+            &agent_dir,
+            ProviderOptions::new(SUBNET)
+                .exe_units(&["vm"])
+                .max_agreements(2)
+                .config("keep-work-dirs = true")
+                .arg("--outbound-hosts")
+                .arg(&hosts.join(","))
+                .preset(Preset::new("vm", "vm", "0", "0", "0")),
+        )
+        .unwrap();
+        let client = sandbox.daemons()[1].client();
+        let allocation = client.create_allocation(PLATFORM, "100").await.unwrap();
+        let decoration = client
+            .demand_decorations(&[&allocation.allocation_id])
+            .await
+            .unwrap();
+        Some(OutboundLab {
+            agent,
+            agent_dir,
+            internet,
+            image,
+            client,
+            requestor: Requestor { decoration },
+            _server: server,
+            sandbox,
+        })
+    }
+}
+
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine (and root for network namespaces); scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_rules() {
-    if !docker::enabled(
+    let Some(lab) = OutboundLab::start(
         "docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_rules",
+        ("ob", 0),
+        &["api.golem.test", "other.golem.test"],
     )
-    .unwrap()
-    {
+    .await
+    else {
         return;
-    }
-    assert!(
-        netns_available(),
-        "this test builds its internet in a network namespace: run it as root with iproute2"
-    );
-    assert!(
-        docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
-        "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
-    );
-    let tag = format!("ob{}", std::process::id() % 100_000);
-    let mut sandbox = Sandbox::new();
-    sandbox.provider_and_requestor().unwrap();
-    let files = sandbox.path().join("files");
-    let www = sandbox.path().join("www");
-    std::fs::create_dir_all(&files).unwrap();
-    std::fs::create_dir_all(&www).unwrap();
-    let internet = TestInternet::start(
-        &tag,
-        (std::process::id() % 200) as u8 + 20,
-        &www,
-        &[8080, 8081],
-    );
-    let server = FileServer::start(files.clone()).await.unwrap();
-    let image = publish_image(&files, &server);
-
-    let agent_dir = sandbox.path().join("p-agent");
-    let hosts = format!("api.golem.test={0},other.golem.test={0}", internet.address);
-    let agent = ProviderAgent::start(
-        &sandbox.daemons()[0],
-        &agent_dir,
-        ProviderOptions::new(SUBNET)
-            .exe_units(&["vm"])
-            .max_agreements(2)
-            .config("keep-work-dirs = true")
-            .arg("--outbound-hosts")
-            .arg(&hosts)
-            .preset(Preset::new("vm", "vm", "0", "0", "0")),
-    )
-    .unwrap();
+    };
+    let OutboundLab {
+        agent,
+        agent_dir,
+        internet,
+        image,
+        client,
+        requestor,
+        sandbox,
+        ..
+    } = &lab;
     // The original's CLI: a strict pattern for the one host the unsigned
     // manifest may name, and the test CA trusted for every URL.
-    cli_ok(&agent, &["whitelist", "add", "-p", "api.golem.test"]);
+    cli_ok(agent, &["whitelist", "add", "-p", "api.golem.test"]);
     let root = test_ca::root("Outbound Test Root");
     let root_file = sandbox.path().join("root.pem");
     std::fs::write(&root_file, &root.pem).unwrap();
     cli_ok(
-        &agent,
+        agent,
         &[
             "rule",
             "set",
@@ -323,20 +401,11 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         ],
     );
 
-    let requestor_daemon = &sandbox.daemons()[1];
-    let client = requestor_daemon.client();
-    let allocation = client.create_allocation(PLATFORM, "100").await.unwrap();
-    let decoration = client
-        .demand_decorations(&[&allocation.allocation_id])
-        .await
-        .unwrap();
-    let requestor = Requestor { decoration };
-
     // 1. Unsigned, whitelisted host: accepted; the container reaches exactly
     //    api.golem.test:8080, under gVisor.
-    let unsigned = manifest(&image, &["http://api.golem.test:8080/"]);
+    let unsigned = manifest(image, &["http://api.golem.test:8080/"]);
     let demand = requestor.demand(json!({keys::PAYLOAD: unsigned}));
-    let agreement_id = try_negotiate_with_agent(&client, &demand, &agent)
+    let agreement_id = try_negotiate_with_agent(client, &demand, agent)
         .await
         .unwrap_or_else(|reason| panic!("refused: {reason}\n{}", agent.log()));
     let agreement = client.agreement(&agreement_id).await.unwrap();
@@ -345,21 +414,15 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         Some(&json!(true))
     );
     let activity_id = client.create_activity(&agreement_id, 60.0).await.unwrap();
-    let results = run_batch(
-        &client,
-        &activity_id,
-        json!([{"deploy": {}}, {"start": {"args": []}},
+    let results = lab
+        .run_ok(
+            &agreement_id,
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}},
                run("/bin/wget", &["-q", "-O-", "http://api.golem.test:8080/"]),
                run("/bin/cat", &["/proc/version"])]),
-    )
-    .await;
-    assert!(
-        results
-            .iter()
-            .all(|result| result.result == CommandResult::Ok),
-        "{results:?}\n{}",
-        exe_unit_log(&agent_dir, &agreement_id, &activity_id)
-    );
+        )
+        .await;
     assert_eq!(text(&results[2].stdout), PAGE);
     let guest_version = text(&results[3].stdout);
     assert!(
@@ -378,7 +441,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         )
     };
     let results = run_batch(
-        &client,
+        client,
         &activity_id,
         json!([
             probe("http://api.golem.test:8081/"),
@@ -416,7 +479,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     .unwrap();
     assert_eq!(unfiltered, PAGE);
     client.destroy_activity(&activity_id).await.unwrap();
-    let log = wait_for_log(&agent_dir, &agreement_id, &activity_id, "outbound:").await;
+    let log = wait_for_log(agent_dir, &agreement_id, &activity_id, "outbound:").await;
     let dropped = log
         .lines()
         .find(|line| line.contains("outbound:") && line.contains("packets dropped"))
@@ -435,14 +498,14 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
             ),
         "the container runs under gVisor, filtered at its interface: {log}"
     );
-    end(&client, &agreement_id, "").await;
+    end(client, &agreement_id, "").await;
 
     // 2. Unsigned, host not whitelisted: refused at negotiation with the original's reason.
-    let other = manifest(&image, &["http://other.golem.test:8081/"]);
+    let other = manifest(image, &["http://other.golem.test:8081/"]);
     let reason = try_negotiate_with_agent(
-        &client,
+        client,
         &requestor.demand(json!({keys::PAYLOAD: other})),
-        &agent,
+        agent,
     )
     .await
     .unwrap_err();
@@ -457,27 +520,22 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     let leaf = test_ca::leaf("Outbound Test Signer", &root, (-1, 30));
     let mut properties = signature(&other, &leaf);
     properties[keys::PAYLOAD] = json!(other);
-    let agreement_id = try_negotiate_with_agent(&client, &requestor.demand(properties), &agent)
+    let agreement_id = try_negotiate_with_agent(client, &requestor.demand(properties), agent)
         .await
         .unwrap_or_else(|reason| panic!("refused: {reason}\n{}", agent.log()));
     let activity_id = client.create_activity(&agreement_id, 60.0).await.unwrap();
-    let results = run_batch(
-        &client,
-        &activity_id,
-        json!([{"deploy": {}}, {"start": {"args": []}},
+    let results = lab
+        .run_ok(
+            &agreement_id,
+            &activity_id,
+            json!([{"deploy": {}}, {"start": {"args": []}},
                run("/bin/wget", &["-q", "-O-", "http://other.golem.test:8081/"]),
                probe("http://other.golem.test:8080/")]),
-    )
-    .await;
-    assert!(
-        results
-            .iter()
-            .all(|result| result.result == CommandResult::Ok),
-        "{results:?}"
-    );
+        )
+        .await;
     assert_eq!(text(&results[2].stdout), PAGE);
     assert_eq!(text(&results[3].stdout).trim(), "BLOCKED");
-    end(&client, &agreement_id, &activity_id).await;
+    end(client, &agreement_id, &activity_id).await;
 
     // 4. An expired signer, and a signer of a CA the provider does not trust.
     let expired = test_ca::leaf("Expired Signer", &root, (-30, -1));
@@ -485,7 +543,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     for signer in [&expired, &foreign] {
         let mut properties = signature(&other, signer);
         properties[keys::PAYLOAD] = json!(other);
-        let reason = try_negotiate_with_agent(&client, &requestor.demand(properties), &agent)
+        let reason = try_negotiate_with_agent(client, &requestor.demand(properties), agent)
             .await
             .unwrap_err();
         assert_eq!(
@@ -495,8 +553,6 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
              Partner rule requires node descriptor ; "
         );
     }
-    drop(agent);
-    drop(internet);
 }
 
 #[tokio::test]
@@ -516,6 +572,10 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
             String::from_utf8_lossy(&output.stderr)
         );
         (output.status.success(), said)
+    };
+    // `rule set outbound <rule> cert-id|import-cert <what> --mode <mode>`.
+    let set_rule = |rule: &str, how: &str, what: &str, mode: &str| {
+        run(&["rule", "set", "outbound", rule, how, what, "--mode", mode])
     };
     // Defaults: the original's rules.json, an empty whitelist and keystore.
     let (ok, said) = run(&["rule", "list", "--json"]);
@@ -586,36 +646,22 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
     assert_eq!(cert_id.len(), 128, "SHA-512 hex");
 
     // Rules: by id prefix, on a certificate of the keystore only.
-    let (ok, said) = run(&[
-        "rule",
-        "set",
-        "outbound",
-        "audited-payload",
-        "cert-id",
-        "ffff",
-        "--mode",
-        "all",
-    ]);
+    let (ok, said) = set_rule("audited-payload", "cert-id", "ffff", "all");
     assert!(!ok && said.contains("keystore add"), "{said}");
-    let (ok, said) = run(&[
-        "rule",
-        "set",
-        "outbound",
-        "audited-payload",
-        "cert-id",
-        &cert_id[..12],
-        "--mode",
-        "whitelist",
-    ]);
+    let (ok, said) = set_rule("audited-payload", "cert-id", &cert_id[..12], "whitelist");
     assert!(ok, "{said}");
     let (ok, said) = run(&["rule", "set", "outbound", "everyone", "--mode", "none"]);
     assert!(ok, "{said}");
     let (ok, said) = run(&["rule", "set", "outbound", "disable"]);
     assert!(ok, "{said}");
-    let (ok, said) = run(&[
-        "rule", "set", "outbound", "partner", "cert-id", "ab", "--mode", "all",
-    ]);
-    assert!(!ok && said.contains("not support"), "{said}");
+    let (ok, said) = set_rule("partner", "cert-id", "ab", "all");
+    assert!(!ok && said.contains("keystore add"), "{said}");
+    // A partner rule takes Golem certificates only, audited-payload X.509 only.
+    let (ok, said) = set_rule("partner", "cert-id", &cert_id[..12], "all");
+    assert!(
+        !ok && said.contains("partner rules take Golem certificates"),
+        "{said}"
+    );
     let (_, said) = run(&["rule", "list", "--json"]);
     let rules: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(
@@ -623,12 +669,131 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
         json!({"outbound": {"enabled": false, "everyone": "none",
             "audited-payload": {cert_id.clone(): {"mode": "whitelist", "description": ""}}, "partner": {}}})
     );
-    // Removing the certificate removes its rule.
+    // Golem certificates: added beside the X.509 one, listed with their type.
+    let golem_root =
+        test_ca::golem_certificate("CLI Golem Root", &test_ca::GolemGrant::all(), None);
+    let golem_file = dir.path().join("golem-root.json");
+    std::fs::write(
+        &golem_file,
+        serde_json::to_string_pretty(&golem_root.document).unwrap(),
+    )
+    .unwrap();
+    let (ok, said) = run(&["keystore", "add", golem_file.to_str().unwrap()]);
+    assert!(
+        ok && said.contains("Golem") && said.contains("CLI Golem Root"),
+        "{said}"
+    );
+    let (_, said) = run(&["keystore", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&said).unwrap();
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|info| (info["type"].as_str().unwrap(), info["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("Golem", golem_root.id().as_str())),
+        "{said}"
+    );
+    assert!(kinds.contains(&("X.509", cert_id.as_str())), "{said}");
+    // The table: the original's short ids (8 digits while unique), types, subjects.
+    let (ok, said) = run(&["keystore", "list"]);
+    assert!(ok, "{said}");
+    let golem_row = said
+        .lines()
+        .find(|line| line.contains("CLI Golem Root"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        golem_row.split_whitespace().take(2).collect::<Vec<_>>()
+            == [&golem_root.id()[..8], "Golem"],
+        "{golem_row}"
+    );
+    let (ok, said) = set_rule("audited-payload", "cert-id", &golem_root.id()[..12], "all");
+    assert!(
+        !ok && said.contains("audited-payload rules take X.509"),
+        "{said}"
+    );
+    let (ok, said) = set_rule("partner", "cert-id", &golem_root.id()[..12], "whitelist");
+    assert!(ok, "{said}");
+    // import-cert: a Golem certificate signed by the root, added and ruled in one step.
+    let partner = test_ca::golem_certificate(
+        "CLI Partner",
+        &test_ca::GolemGrant {
+            key_usage: json!(["signNode"]),
+            permissions: json!({"outbound": {"urls": ["https://api.golem.test"]}}),
+            days: (-1, 30),
+        },
+        Some(&golem_root),
+    );
+    let partner_file = dir.path().join("partner.json");
+    std::fs::write(&partner_file, partner.document.to_string()).unwrap();
+    let (ok, said) = set_rule("partner", "import-cert", root_file.to_str().unwrap(), "all");
+    assert!(
+        !ok && said.contains("partner rules take Golem certificates"),
+        "{said}"
+    );
+    let (ok, said) = set_rule(
+        "partner",
+        "import-cert",
+        partner_file.to_str().unwrap(),
+        "all",
+    );
+    assert!(ok, "{said}");
+    // Bad Golem certificates are refused with the reason, nothing stored.
+    let mut tampered = partner.document.clone();
+    tampered["certificate"]["permissions"] = json!("all");
+    let tampered_file = dir.path().join("tampered.json");
+    std::fs::write(&tampered_file, tampered.to_string()).unwrap();
+    let (ok, said) = run(&["keystore", "add", tampered_file.to_str().unwrap()]);
+    assert!(
+        !ok && said.contains("is not a valid Golem certificate: Invalid signature"),
+        "{said}"
+    );
+    let old = test_ca::golem_certificate(
+        "CLI Old",
+        &test_ca::GolemGrant {
+            days: (-9, -1),
+            ..test_ca::GolemGrant::all()
+        },
+        Some(&golem_root),
+    );
+    std::fs::write(&tampered_file, old.document.to_string()).unwrap();
+    let (ok, said) = run(&["keystore", "add", tampered_file.to_str().unwrap()]);
+    assert!(!ok && said.contains("expired"), "{said}");
+    let (_, said) = run(&["keystore", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&said)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{said}"
+    );
+    let (_, said) = run(&["rule", "list", "--json"]);
+    let rules: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(
+        rules["outbound"]["partner"],
+        json!({golem_root.id(): {"mode": "whitelist", "description": ""},
+               partner.id(): {"mode": "all", "description": ""}})
+    );
+    let (ok, said) = run(&["rule", "list"]);
+    assert!(
+        ok && said.contains("CLI Partner") && said.contains("partner "),
+        "{said}"
+    );
+    // Removing a certificate removes its rule.
     let (ok, said) = run(&["keystore", "remove", &cert_id[..12]]);
+    assert!(ok, "{said}");
+    let (ok, said) = run(&["keystore", "remove", &partner.id()[..12]]);
     assert!(ok, "{said}");
     let (_, said) = run(&["rule", "list", "--json"]);
     let rules: Value = serde_json::from_str(&said).unwrap();
     assert_eq!(rules["outbound"]["audited-payload"], json!({}));
+    assert_eq!(
+        rules["outbound"]["partner"],
+        json!({golem_root.id(): {"mode": "whitelist", "description": ""}})
+    );
     // A broken rules.json is reported with its path, not overwritten.
     std::fs::write(dir.path().join("rules.json"), "{").unwrap();
     let (ok, said) = run(&["rule", "set", "outbound", "enable"]);
@@ -636,6 +801,120 @@ async fn outbound_cli_manages_whitelist_keystore_and_rules_and_refuses_bad_input
     assert_eq!(
         std::fs::read_to_string(dir.path().join("rules.json")).unwrap(),
         "{"
+    );
+}
+
+#[tokio::test]
+#[ignore = "tier docker: needs a Docker engine (and root for network namespaces); scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
+async fn docker_outbound_partner_descriptor_reaches_its_urls_and_a_foreign_chain_is_refused() {
+    let Some(mut lab) = OutboundLab::start(
+        "docker_outbound_partner_descriptor_reaches_its_urls_and_a_foreign_chain_is_refused",
+        ("pa", 100),
+        &["partner.golem.test"],
+    )
+    .await
+    else {
+        return;
+    };
+    let provider_node = lab.sandbox.daemons()[0].node_id().unwrap();
+    let requestor_node = lab.sandbox.daemons()[1].node_id().unwrap();
+    let OutboundLab {
+        agent,
+        image,
+        client,
+        requestor,
+        sandbox,
+        ..
+    } = &lab;
+
+    // A Golem certificate chain minted here: a root, and a partner it
+    // certifies to sign node descriptors for one URL. The provider trusts
+    // the root (the original's `rule set outbound partner import-cert`);
+    // its whitelist stays empty, so only the partner rule can accept.
+    let url = "http://partner.golem.test:8080/";
+    let root = test_ca::golem_certificate("Partner Test Root", &test_ca::GolemGrant::all(), None);
+    let partner_grant = test_ca::GolemGrant {
+        key_usage: json!(["signNode"]),
+        permissions: json!({"outbound": {"urls": [url]}}),
+        days: (-1, 30),
+    };
+    let partner = test_ca::golem_certificate("Partner Test", &partner_grant, Some(&root));
+    let root_file = sandbox.path().join("partner-root.json");
+    std::fs::write(&root_file, root.document.to_string()).unwrap();
+    cli_ok(
+        agent,
+        &[
+            "rule",
+            "set",
+            "outbound",
+            "partner",
+            "import-cert",
+            root_file.to_str().unwrap(),
+            "--mode",
+            "all",
+        ],
+    );
+    let listed = cli_ok(agent, &["keystore", "list"]);
+    assert!(
+        listed.contains("Golem") && listed.contains("Partner Test Root"),
+        "{listed}"
+    );
+
+    // Within the partner's validity: a week from now.
+    let descriptor_grant = test_ca::GolemGrant {
+        key_usage: json!("all"),
+        days: (0, 7),
+        ..partner_grant.clone()
+    };
+    let with_descriptor = |descriptor: Value| {
+        requestor.demand(json!({
+            keys::PAYLOAD: manifest(image, &[url]),
+            keys::NODE_DESCRIPTOR: descriptor,
+        }))
+    };
+
+    // 1. The requestor's own descriptor, signed by the partner: accepted, and
+    //    the container reaches exactly partner.golem.test:8080.
+    let descriptor = test_ca::golem_node_descriptor(&requestor_node, &descriptor_grant, &partner);
+    let agreement_id = try_negotiate_with_agent(client, &with_descriptor(descriptor), agent)
+        .await
+        .unwrap_or_else(|reason| panic!("refused: {reason}\n{}", agent.log()));
+    let activity_id = client.create_activity(&agreement_id, 60.0).await.unwrap();
+    let results = lab.run_ok(&agreement_id, &activity_id, json!([{"deploy": {}}, {"start": {"args": []}},
+               run("/bin/wget", &["-q", "-O-", url]),
+               run("/bin/sh", &["-c", "timeout 5 wget -q -O /dev/null http://partner.golem.test:8081/ && echo REACHED || echo BLOCKED"])])).await;
+    assert_eq!(text(&results[2].stdout), PAGE);
+    assert_eq!(text(&results[3].stdout).trim(), "BLOCKED");
+    end(client, &agreement_id, &activity_id).await;
+
+    // 2. The same chain certifying another node: refused.
+    let descriptor = test_ca::golem_node_descriptor(&provider_node, &descriptor_grant, &partner);
+    let reason = try_negotiate_with_agent(client, &with_descriptor(descriptor), agent)
+        .await
+        .unwrap_err();
+    let others = "Outbound rejected because: Everyone rule didn't match whitelist ; \
+                  Audited-Payload rule requires manifest signature ; ";
+    assert_eq!(
+        reason,
+        format!("{others}Partner rule nodes mismatch. requestor node_id: {requestor_node} but cert node_id: {provider_node} ; ")
+    );
+
+    // 3. A foreign chain (a root the provider never imported): refused at negotiation.
+    let foreign_root =
+        test_ca::golem_certificate("Foreign Root", &test_ca::GolemGrant::all(), None);
+    let foreign =
+        test_ca::golem_certificate("Foreign Partner", &partner_grant, Some(&foreign_root));
+    let descriptor = test_ca::golem_node_descriptor(&requestor_node, &descriptor_grant, &foreign);
+    let reason = try_negotiate_with_agent(client, &with_descriptor(descriptor), agent)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason,
+        format!(
+            "{others}Partner rule whole chain of cert_ids is not trusted: [\"{}\", \"{}\"] ; ",
+            foreign.id(),
+            foreign_root.id()
+        )
     );
 }
 

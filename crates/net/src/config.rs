@@ -32,6 +32,14 @@ pub struct NetConfig {
     pub max_message_size: usize,
     /// How often to ping each connection; a connection whose ping fails is closed.
     pub ping_interval: Duration,
+    /// Connected peers a node keeps: above this many, the least recently used
+    /// peers that are not gossip mesh peers, bootstrap nodes or relays and carry
+    /// no call are disconnected (they are dialed again when needed). 0 keeps
+    /// every connection.
+    pub target_peers: usize,
+    /// A peer used (or connected) within this long is never closed for
+    /// `target_peers`.
+    pub peer_idle_grace: Duration,
     /// Connections with no protocol in use are closed after this long.
     pub idle_connection_timeout: Duration,
     /// How often to refresh the DHT routing table (Kademlia bootstrap).
@@ -59,6 +67,8 @@ impl Default for NetConfig {
             external_addrs: Vec::new(),
             max_message_size: 4 * 1024 * 1024,
             ping_interval: Duration::from_secs(10),
+            target_peers: 12,
+            peer_idle_grace: Duration::from_secs(60),
             idle_connection_timeout: Duration::from_secs(300),
             kad_bootstrap_interval: Duration::from_secs(300),
             kad_query_timeout: Duration::from_secs(10),

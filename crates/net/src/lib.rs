@@ -20,6 +20,7 @@ mod error;
 mod handle;
 mod identity;
 mod node;
+mod peer_limit;
 mod ping_strikes;
 pub mod protocol;
 

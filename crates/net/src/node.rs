@@ -39,6 +39,7 @@ use crate::handle::{
     PeerStatus, RelayStatus, TopicStatus,
 };
 use crate::identity::{keypair_from_secret, node_id_of_public_key, PeerTable};
+use crate::peer_limit::{peers_to_close, ConnectedPeer};
 use crate::ping_strikes::{PingStrikes, PING_FAILURES_BEFORE_CLOSE};
 use crate::protocol::{
     decode_request, StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD,
@@ -50,6 +51,8 @@ const LOOKUP_RETRY: Duration = Duration::from_millis(300);
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(3);
 /// Period of the maintenance tick (deadlines, retries, redials).
 const TICK: Duration = Duration::from_millis(25);
+/// How often the connected peers are checked against the target count.
+const PEER_LIMIT_CHECK: Duration = Duration::from_secs(5);
 /// Items a reply stream produces ahead of the caller's pulls.
 const STREAM_BUFFER: usize = 64;
 
@@ -140,6 +143,15 @@ pub async fn start_with_streams(
         listen_addrs: Vec::new(),
         bootstrap: config.bootstrap.clone(),
         last_bootstrap_dial: Instant::now(),
+        bootstrap_peers: config
+            .bootstrap
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            })
+            .collect(),
+        last_peer_limit_check: Instant::now(),
         providing: false,
         reservations: HashSet::new(),
         relays: Vec::new(),
@@ -290,6 +302,8 @@ struct PeerState {
     connections: HashMap<ConnectionId, Multiaddr>,
     listen_addrs: Vec<Multiaddr>,
     agent: Option<String>,
+    /// The last call to or from the peer, or when it last connected.
+    last_used: Option<Instant>,
 }
 
 type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<WireReply>>>;
@@ -329,6 +343,9 @@ struct Node {
     listen_addrs: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
     last_bootstrap_dial: Instant,
+    /// Peers reached through a bootstrap address (never closed for the peer limit).
+    bootstrap_peers: HashSet<PeerId>,
+    last_peer_limit_check: Instant,
     providing: bool,
     reservations: HashSet<PeerId>,
     relays: Vec<Relay>,
@@ -470,6 +487,7 @@ impl Node {
             .calls
             .send_request(&peer, request);
         tracing::trace!(%node_id, %peer, %address, %message, "call sent");
+        self.used(&peer);
         self.in_flight.insert(
             request_id,
             InFlight {
@@ -799,6 +817,11 @@ impl Node {
             self.maintain_relays();
         }
 
+        if self.last_peer_limit_check.elapsed() >= PEER_LIMIT_CHECK.min(self.config.peer_idle_grace)
+        {
+            self.limit_peers();
+        }
+
         if self
             .peers
             .values()
@@ -807,6 +830,80 @@ impl Node {
             && self.last_bootstrap_dial.elapsed() >= BOOTSTRAP_REDIAL
         {
             self.dial_bootstrap();
+        }
+    }
+
+    /// A call went to or came from `peer`: it is in use.
+    fn used(&mut self, peer: &PeerId) {
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.last_used = Some(Instant::now());
+        }
+    }
+
+    /// Whether `remote` is one of the configured bootstrap addresses (with or
+    /// without its `/p2p/` part).
+    fn is_bootstrap_address(&self, remote: &Multiaddr) -> bool {
+        self.bootstrap.iter().any(|addr| {
+            let mut plain = addr.clone();
+            if matches!(plain.iter().last(), Some(Protocol::P2p(_))) {
+                plain.pop();
+            }
+            plain == *remote || addr == remote
+        })
+    }
+
+    /// Above `target_peers` connected peers, close the least recently used
+    /// ones the node does not rely on (see [`crate::peer_limit`]).
+    fn limit_peers(&mut self) {
+        self.last_peer_limit_check = Instant::now();
+        let target = self.config.target_peers;
+        let connected_count = self
+            .peers
+            .values()
+            .filter(|state| !state.connections.is_empty())
+            .count();
+        if target == 0 || connected_count <= target {
+            return;
+        }
+        let mut protected: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        protected.extend(self.bootstrap_peers.iter().copied());
+        protected.extend(self.relays.iter().map(|relay| relay.peer));
+        protected.extend(self.reservations.iter().copied());
+        let busy_nodes = self
+            .in_flight
+            .values()
+            .map(|in_flight| in_flight.node_id)
+            .chain(self.waiting.keys().copied())
+            .chain(self.streams.keys().map(|(caller, _)| *caller));
+        protected.extend(busy_nodes.filter_map(|node_id| self.table.peer_of(&node_id)));
+        let now = Instant::now();
+        let connected: Vec<ConnectedPeer> = self
+            .peers
+            .iter()
+            .filter(|(_, state)| !state.connections.is_empty())
+            .map(|(peer, state)| ConnectedPeer {
+                peer: *peer,
+                last_used: state.last_used.unwrap_or(now),
+                protected: protected.contains(peer),
+            })
+            .collect();
+        let closing = peers_to_close(&connected, target, self.config.peer_idle_grace, now);
+        if !closing.is_empty() {
+            tracing::debug!(
+                connected = connected.len(),
+                target,
+                closing = closing.len(),
+                "closing idle connections above the peer target"
+            );
+        }
+        for peer in closing {
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -912,11 +1009,12 @@ impl Node {
             } => {
                 let remote = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, node_id = ?self.table.node_of(&peer_id), %remote, "connection established");
-                self.peers
-                    .entry(peer_id)
-                    .or_default()
-                    .connections
-                    .insert(connection_id, remote);
+                if endpoint.is_dialer() && self.is_bootstrap_address(&remote) {
+                    self.bootstrap_peers.insert(peer_id);
+                }
+                let state = self.peers.entry(peer_id).or_default();
+                state.connections.insert(connection_id, remote);
+                state.last_used = Some(Instant::now());
                 if self
                     .relays
                     .iter()
@@ -1281,6 +1379,7 @@ impl Node {
         request: Vec<u8>,
         channel: request_response::ResponseChannel<Vec<u8>>,
     ) {
+        self.used(&peer);
         let answer = match self.table.learn(&peer) {
             Some(caller) => self.serve(caller, &request),
             None => {

@@ -1,19 +1,28 @@
-//! The provider's X.509 keystore for the `audited-payload` rule: the
-//! certificates in `<data-dir>/cert-dir/` (PEM, PEM chains or DER; one file
-//! per certificate as `golem-provider keystore add` writes them, any file a
-//! provider drops there is read too). A certificate's id is the SHA-512 hex
-//! of its DER, as on the original.
+//! The provider's keystore for the `audited-payload` and `partner` rules:
+//! the certificates in `<data-dir>/cert-dir/`, X.509 (PEM, PEM chains or
+//! DER) and Golem certificates (their JSON, see [`super::golem_certificate`]);
+//! one file per certificate as `golem-provider keystore add` writes them,
+//! any file a provider drops there is read too. Ids are the original's: the
+//! SHA-512 hex of an X.509 certificate's DER, of a Golem certificate's
+//! canonical `certificate` JSON.
 //!
 //! [`Keystore::verify`] checks a signed manifest as the original's OpenSSL
 //! check does: the certificates sent with the demand must chain to one in
 //! the keystore, each valid now, each issuer a CA; then the signature over
 //! the manifest text is checked with the end certificate's key and the
 //! named digest (RSA PKCS#1 v1.5, or ECDSA on P-256/P-384). It returns the
-//! chain's ids, root-most first. It never reads the network.
+//! chain's ids, root-most first. Node descriptors carry their whole chain;
+//! the `partner` rule trusts one whose chain holds a Golem certificate of
+//! this keystore ([`Keystore::golem_certificate`]). It never reads the network.
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha512};
+
+use super::golem_certificate::{
+    looks_like_json, parse_certificate_file, KeyUsage, Usage, ValidatedCertificate,
+};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
@@ -37,6 +46,8 @@ pub enum KeystoreError {
     },
     #[error("{path} holds no X.509 certificate (PEM or DER): {message}")]
     NotACertificate { path: String, message: String },
+    #[error("{path} is not a valid Golem certificate: {message}")]
+    NotAGolemCertificate { path: String, message: String },
     #[error("{subject} ({id}) expired at {not_after}: the keystore takes only valid certificates")]
     Expired {
         subject: String,
@@ -55,15 +66,97 @@ pub struct Certificate {
     pub der: Vec<u8>,
 }
 
+/// The two kinds of certificates, named as the original's `keystore list` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CertificateKind {
+    #[serde(rename = "X.509")]
+    X509,
+    Golem,
+}
+
+impl CertificateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateKind::X509 => "X.509",
+            CertificateKind::Golem => "Golem",
+        }
+    }
+}
+
 /// What `keystore list` shows of a certificate.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateInfo {
     pub id: String,
+    #[serde(rename = "type")]
+    pub kind: CertificateKind,
+    /// X.509: the distinguished name; Golem: the display name.
     pub subject: String,
+    /// RFC 3339, whole seconds.
     pub not_before: String,
     pub not_after: String,
+    /// The validity period as unix seconds, for checks.
+    #[serde(skip)]
+    pub valid_unix: (i64, i64),
+    /// Whether it may sign other certificates.
     pub is_ca: bool,
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn rfc3339_of(time: ASN1Time) -> String {
+    DateTime::from_timestamp(time.timestamp(), 0)
+        .map(rfc3339)
+        .unwrap_or_else(|| time.to_string())
+}
+
+/// A Golem certificate of the keystore: its JSON and what verified of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GolemCertificate {
+    pub document: serde_json::Value,
+    pub validated: ValidatedCertificate,
+}
+
+impl GolemCertificate {
+    pub fn id(&self) -> &str {
+        self.validated.id()
+    }
+
+    pub fn info(&self) -> CertificateInfo {
+        let period = &self.validated.validity_period;
+        CertificateInfo {
+            id: self.id().to_string(),
+            kind: CertificateKind::Golem,
+            subject: self.validated.subject.display_name.clone(),
+            not_before: rfc3339(period.not_before),
+            not_after: rfc3339(period.not_after),
+            valid_unix: (period.not_before.timestamp(), period.not_after.timestamp()),
+            is_ca: match &self.validated.key_usage {
+                KeyUsage::All => true,
+                KeyUsage::Limited(usages) => usages.contains(&Usage::SignCertificate),
+            },
+        }
+    }
+}
+
+/// The certificates of one file.
+#[derive(Debug, Clone)]
+pub enum CertificateFile {
+    X509(Vec<Certificate>),
+    Golem(GolemCertificate),
+}
+
+impl CertificateFile {
+    pub fn infos(&self) -> Vec<CertificateInfo> {
+        match self {
+            CertificateFile::X509(certificates) => {
+                certificates.iter().filter_map(Certificate::info).collect()
+            }
+            CertificateFile::Golem(certificate) => vec![certificate.info()],
+        }
+    }
 }
 
 impl Certificate {
@@ -82,9 +175,14 @@ impl Certificate {
         let parsed = self.parsed()?;
         Some(CertificateInfo {
             id: self.id(),
+            kind: CertificateKind::X509,
             subject: parsed.subject().to_string(),
-            not_before: parsed.validity().not_before.to_string(),
-            not_after: parsed.validity().not_after.to_string(),
+            not_before: rfc3339_of(parsed.validity().not_before),
+            not_after: rfc3339_of(parsed.validity().not_after),
+            valid_unix: (
+                parsed.validity().not_before.timestamp(),
+                parsed.validity().not_after.timestamp(),
+            ),
             is_ca: parsed.is_ca(),
         })
     }
@@ -129,7 +227,31 @@ pub fn parse_certificates(bytes: &[u8]) -> Result<Vec<Certificate>, String> {
 /// The keystore: the certificates of a directory.
 #[derive(Debug, Clone, Default)]
 pub struct Keystore {
+    /// X.509 certificates (`audited-payload`).
     pub certificates: Vec<Certificate>,
+    /// Golem certificates (`partner`).
+    pub golem_certificates: Vec<GolemCertificate>,
+}
+
+/// The certificates in `bytes`: a Golem certificate's JSON, else X.509.
+fn parse_file(bytes: &[u8], path: &Path) -> Result<CertificateFile, KeystoreError> {
+    if looks_like_json(bytes) {
+        let (document, validated) =
+            parse_certificate_file(bytes).map_err(|error| KeystoreError::NotAGolemCertificate {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            })?;
+        return Ok(CertificateFile::Golem(GolemCertificate {
+            document,
+            validated,
+        }));
+    }
+    parse_certificates(bytes)
+        .map(CertificateFile::X509)
+        .map_err(|message| KeystoreError::NotACertificate {
+            path: path.display().to_string(),
+            message,
+        })
 }
 
 fn is_valid_at(certificate: &X509Certificate<'_>, now: i64) -> bool {
@@ -170,65 +292,114 @@ impl Keystore {
             .filter(|path| path.is_file())
             .collect();
         paths.sort();
-        let mut certificates: Vec<Certificate> = Vec::new();
+        let mut keystore = Keystore::default();
         for path in paths {
             let bytes = std::fs::read(&path).map_err(|source| KeystoreError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
-            match parse_certificates(&bytes) {
-                Ok(found) => {
+            match parse_file(&bytes, &path) {
+                Ok(CertificateFile::X509(found)) => {
                     for certificate in found {
-                        if !certificates.contains(&certificate) {
-                            certificates.push(certificate);
+                        if !keystore.certificates.contains(&certificate) {
+                            keystore.certificates.push(certificate);
                         }
                     }
                 }
-                Err(message) => {
-                    tracing::warn!(path = %path.display(), %message, "skipping a file of the keystore")
+                Ok(CertificateFile::Golem(certificate)) => {
+                    if keystore.golem_certificate(certificate.id()).is_none() {
+                        keystore.golem_certificates.push(certificate);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "skipping a file of the keystore")
                 }
             }
         }
-        Ok(Keystore { certificates })
+        Ok(keystore)
     }
 
-    /// Add the certificates of `file` to `dir` (one PEM file each, named by
-    /// the id's first 16 hex digits); expired ones are refused before any
-    /// is written. Returns what was added (already present ones included).
-    pub fn add_file(dir: &Path, file: &Path, now: i64) -> Result<Vec<Certificate>, KeystoreError> {
+    /// The Golem certificate of the keystore with this full id.
+    pub fn golem_certificate(&self, id: &str) -> Option<&GolemCertificate> {
+        self.golem_certificates
+            .iter()
+            .find(|certificate| certificate.id() == id)
+    }
+
+    /// What `keystore list` shows: every certificate of both kinds, by id.
+    pub fn infos(&self) -> Vec<CertificateInfo> {
+        let mut infos: Vec<CertificateInfo> = self
+            .certificates
+            .iter()
+            .filter_map(Certificate::info)
+            .chain(self.golem_certificates.iter().map(GolemCertificate::info))
+            .collect();
+        infos.sort_by(|left, right| left.id.cmp(&right.id));
+        infos
+    }
+
+    /// Read the certificates of `file` for adding: a Golem certificate must
+    /// verify (its chain up to its self-signed root); any expired one is
+    /// refused. Nothing is written.
+    pub fn read_file(file: &Path, now: i64) -> Result<CertificateFile, KeystoreError> {
         let bytes = std::fs::read(file).map_err(|source| KeystoreError::Read {
             path: file.display().to_string(),
             source,
         })?;
-        let certificates =
-            parse_certificates(&bytes).map_err(|message| KeystoreError::NotACertificate {
-                path: file.display().to_string(),
-                message,
-            })?;
-        for certificate in &certificates {
-            let Some(parsed) = certificate.parsed() else {
-                continue;
-            };
-            if parsed.validity().not_after.timestamp() < now {
+        let parsed = parse_file(&bytes, file)?;
+        for info in parsed.infos() {
+            if info.valid_unix.1 < now {
                 return Err(KeystoreError::Expired {
-                    subject: parsed.subject().to_string(),
-                    id: certificate.id(),
-                    not_after: parsed.validity().not_after.to_string(),
+                    subject: info.subject,
+                    id: info.id,
+                    not_after: info.not_after,
                 });
             }
         }
+        Ok(parsed)
+    }
+
+    /// Write `parsed` into `dir`: one file per certificate, named by the
+    /// id's first 16 hex digits (`.pem` for X.509, `.json` for Golem).
+    pub fn store(dir: &Path, parsed: &CertificateFile) -> Result<(), KeystoreError> {
         std::fs::create_dir_all(dir).map_err(|source| KeystoreError::Write {
             path: dir.display().to_string(),
             source,
         })?;
-        for certificate in &certificates {
-            let path = dir.join(format!("{}.pem", &certificate.id()[..16]));
-            std::fs::write(&path, certificate.to_pem()).map_err(|source| KeystoreError::Write {
+        let files: Vec<(PathBuf, String)> = match parsed {
+            CertificateFile::X509(certificates) => certificates
+                .iter()
+                .map(|certificate| {
+                    (
+                        dir.join(format!("{}.pem", &certificate.id()[..16])),
+                        certificate.to_pem(),
+                    )
+                })
+                .collect(),
+            CertificateFile::Golem(certificate) => {
+                let text = serde_json::to_string_pretty(&certificate.document)
+                    .unwrap_or_else(|_| certificate.document.to_string());
+                vec![(
+                    dir.join(format!("{}.json", &certificate.id()[..16])),
+                    text + "\n",
+                )]
+            }
+        };
+        for (path, text) in files {
+            std::fs::write(&path, text).map_err(|source| KeystoreError::Write {
                 path: path.display().to_string(),
                 source,
             })?;
         }
-        Ok(certificates)
+        Ok(())
+    }
+
+    /// Add the certificates of `file` to `dir` ([`Self::read_file`], then
+    /// [`Self::store`]). Returns what was added (already present ones included).
+    pub fn add_file(dir: &Path, file: &Path, now: i64) -> Result<CertificateFile, KeystoreError> {
+        let parsed = Self::read_file(file, now)?;
+        Self::store(dir, &parsed)?;
+        Ok(parsed)
     }
 
     /// The full id of the one certificate whose id starts with `prefix`.
@@ -238,6 +409,11 @@ impl Keystore {
             .certificates
             .iter()
             .map(Certificate::id)
+            .chain(
+                self.golem_certificates
+                    .iter()
+                    .map(|certificate| certificate.id().to_string()),
+            )
             .filter(|id| !prefix.is_empty() && id.starts_with(&prefix))
             .collect();
         match matching.as_slice() {
@@ -251,15 +427,15 @@ impl Keystore {
     }
 
     /// Remove the certificate whose id starts with `prefix` from `dir`
-    /// (files holding it and others are rewritten without it).
-    pub fn remove(dir: &Path, prefix: &str) -> Result<Certificate, KeystoreError> {
+    /// (files holding it and others are rewritten without it). Returns what
+    /// `keystore list` showed of it.
+    pub fn remove(dir: &Path, prefix: &str) -> Result<CertificateInfo, KeystoreError> {
         let keystore = Keystore::load(dir)?;
         let id = keystore.resolve_id(prefix)?;
         let removed = keystore
-            .certificates
-            .iter()
-            .find(|certificate| certificate.id() == id)
-            .cloned()
+            .infos()
+            .into_iter()
+            .find(|info| info.id == id)
             .ok_or_else(|| KeystoreError::Unknown(prefix.to_string()))?;
         let entries = std::fs::read_dir(dir).map_err(|source| KeystoreError::Read {
             path: dir.display().to_string(),
@@ -269,21 +445,25 @@ impl Keystore {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let Ok(found) = parse_certificates(&bytes) else {
-                continue;
-            };
-            if !found.contains(&removed) {
-                continue;
-            }
-            let rest: String = found
-                .iter()
-                .filter(|certificate| **certificate != removed)
-                .map(Certificate::to_pem)
-                .collect();
-            let written = if rest.is_empty() {
-                std::fs::remove_file(&path)
-            } else {
-                std::fs::write(&path, rest)
+            let written = match parse_file(&bytes, &path) {
+                Ok(CertificateFile::Golem(certificate)) if certificate.id() == id => {
+                    std::fs::remove_file(&path)
+                }
+                Ok(CertificateFile::X509(found))
+                    if found.iter().any(|certificate| certificate.id() == id) =>
+                {
+                    let rest: String = found
+                        .iter()
+                        .filter(|certificate| certificate.id() != id)
+                        .map(Certificate::to_pem)
+                        .collect();
+                    if rest.is_empty() {
+                        std::fs::remove_file(&path)
+                    } else {
+                        std::fs::write(&path, rest)
+                    }
+                }
+                _ => continue,
             };
             written.map_err(|source| KeystoreError::Write {
                 path: path.display().to_string(),
@@ -448,6 +628,7 @@ mod tests {
                 .iter()
                 .flat_map(|pem| parse_certificates(pem.as_bytes()).unwrap())
                 .collect(),
+            golem_certificates: Vec::new(),
         }
     }
 
@@ -542,7 +723,7 @@ mod tests {
         std::fs::write(&file, &root.pem).unwrap();
         let cert_dir = dir.path().join(CERT_DIR);
         let added = Keystore::add_file(&cert_dir, &file, now()).unwrap();
-        assert_eq!(added.len(), 1);
+        assert_eq!(added.infos().len(), 1);
         let keystore = Keystore::load(&cert_dir).unwrap();
         assert_eq!(keystore.certificates.len(), 1);
         let info = keystore.certificates[0].info().unwrap();
@@ -559,7 +740,7 @@ mod tests {
         assert!(error.to_string().contains("expired"), "{error}");
         assert_eq!(Keystore::load(&cert_dir).unwrap().certificates.len(), 1);
         let removed = Keystore::remove(&cert_dir, &info.id[..10]).unwrap();
-        assert_eq!(removed.id(), info.id);
+        assert_eq!(removed.id, info.id);
         assert!(Keystore::load(&cert_dir).unwrap().certificates.is_empty());
         // Not a certificate.
         std::fs::write(&old_file, "hello").unwrap();
@@ -567,5 +748,82 @@ mod tests {
             Keystore::add_file(&cert_dir, &old_file, now()),
             Err(KeystoreError::NotACertificate { .. })
         ));
+    }
+
+    #[test]
+    fn golem_certificates_are_added_listed_and_removed_beside_x509_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert_dir = dir.path().join(CERT_DIR);
+        let x509 = root("X509 Root");
+        let x509_file = dir.path().join("root.pem");
+        std::fs::write(&x509_file, &x509.pem).unwrap();
+        Keystore::add_file(&cert_dir, &x509_file, now()).unwrap();
+        let golem_root = golem_certificate("Golem Root", &GolemGrant::all(), None);
+        let partner = golem_certificate(
+            "Partner",
+            &GolemGrant {
+                key_usage: serde_json::json!(["signNode"]),
+                permissions: serde_json::json!({"outbound": "unrestricted"}),
+                days: (-1, 30),
+            },
+            Some(&golem_root),
+        );
+        let partner_file = dir.path().join("partner.json");
+        std::fs::write(&partner_file, partner.document.to_string()).unwrap();
+        let added = Keystore::add_file(&cert_dir, &partner_file, now()).unwrap();
+        assert!(matches!(added, CertificateFile::Golem(_)));
+        let keystore = Keystore::load(&cert_dir).unwrap();
+        assert_eq!(keystore.certificates.len(), 1);
+        assert_eq!(keystore.golem_certificates.len(), 1);
+        let infos = keystore.infos();
+        let golem = infos
+            .iter()
+            .find(|info| info.kind == CertificateKind::Golem)
+            .unwrap();
+        assert_eq!(golem.id, partner.id());
+        assert_eq!(golem.subject, "Partner");
+        assert!(!golem.is_ca);
+        assert!(
+            golem.not_after.ends_with('Z') && golem.not_after.len() == 20,
+            "{golem:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(golem).unwrap()["type"],
+            serde_json::json!("Golem")
+        );
+        assert_eq!(
+            keystore.resolve_id(&partner.id()[..8]).unwrap(),
+            partner.id()
+        );
+        // Expired, broken or tampered: refused with the reason, nothing written.
+        let expired = golem_certificate(
+            "Old",
+            &GolemGrant {
+                days: (-5, -1),
+                ..GolemGrant::all()
+            },
+            Some(&golem_root),
+        );
+        let bad_file = dir.path().join("bad.json");
+        std::fs::write(&bad_file, expired.document.to_string()).unwrap();
+        let error = Keystore::add_file(&cert_dir, &bad_file, now()).unwrap_err();
+        assert!(error.to_string().contains("expired"), "{error}");
+        let mut tampered = partner.document.clone();
+        tampered["certificate"]["subject"]["displayName"] = serde_json::json!("Someone Else");
+        std::fs::write(&bad_file, tampered.to_string()).unwrap();
+        let error = Keystore::add_file(&cert_dir, &bad_file, now()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is not a valid Golem certificate: Invalid signature",
+                bad_file.display()
+            )
+        );
+        assert_eq!(std::fs::read_dir(&cert_dir).unwrap().count(), 2);
+        let removed = Keystore::remove(&cert_dir, &partner.id()[..12]).unwrap();
+        assert_eq!(removed.kind, CertificateKind::Golem);
+        let keystore = Keystore::load(&cert_dir).unwrap();
+        assert!(keystore.golem_certificates.is_empty());
+        assert_eq!(keystore.certificates.len(), 1);
     }
 }

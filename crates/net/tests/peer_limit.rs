@@ -1,0 +1,119 @@
+//! The peer target of real libp2p nodes on loopback: a node that has talked
+//! to everyone lets go of its idle connections down to `target_peers`, keeps
+//! its bootstrap node, and still reaches every node (dialed again) and every
+//! subscriber of a broadcast afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, secret, wait_until, TestNode};
+use golem_model::NodeId;
+use serde_json::json;
+
+const NODES: usize = 8;
+const TARGET: usize = 3;
+
+fn limited(bootstrap: Vec<golem_net::Multiaddr>) -> golem_net::NetConfig {
+    golem_net::NetConfig {
+        target_peers: TARGET,
+        peer_idle_grace: Duration::from_millis(800),
+        ..config(bootstrap)
+    }
+}
+
+async fn connected_counts(nodes: &[TestNode]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for node in nodes {
+        counts.push(node.handle.status().await.connected.len());
+    }
+    counts
+}
+
+async fn everyone_calls_everyone(nodes: &[TestNode]) {
+    let ids: Vec<NodeId> = nodes.iter().map(TestNode::id).collect();
+    for (from, node) in nodes.iter().enumerate() {
+        for (to, id) in ids.iter().enumerate() {
+            if from != to {
+                node.handle
+                    .call(*id, "/public/echo", "Echo", json!(null))
+                    .await
+                    .unwrap_or_else(|e| panic!("node {} -> node {}: {e:?}", from + 1, to + 1));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_above_the_target_are_closed_and_peers_stay_reachable() {
+    common::init_tracing();
+    let first = TestNode::start(secret(), limited(Vec::new())).await;
+    let bootstrap = first.addr(true).await;
+    let mut nodes = vec![first];
+    for _ in 1..NODES {
+        nodes.push(TestNode::start(secret(), limited(vec![bootstrap.clone()])).await);
+    }
+
+    // Every node calls every other: a full mesh of connections.
+    everyone_calls_everyone(&nodes).await;
+    let before = connected_counts(&nodes).await;
+    assert!(
+        before.iter().filter(|count| **count > TARGET + 1).count() >= NODES / 2,
+        "the calls should have connected most nodes to most others: {before:?}"
+    );
+
+    // Once idle for the grace period, each node holds at most its target
+    // (plus its bootstrap node, which it never closes).
+    let settled = wait_until(Duration::from_secs(15), || async {
+        connected_counts(&nodes)
+            .await
+            .iter()
+            .all(|count| *count <= TARGET + 1)
+    })
+    .await;
+    assert!(
+        settled,
+        "connections were not brought down to the target of {TARGET}: before {before:?}, now {:?}",
+        connected_counts(&nodes).await
+    );
+    // The bootstrap node stays connected to the nodes that still rely on it.
+    let bootstrap_id = nodes[0].id();
+    let mut kept_bootstrap = 0;
+    for node in &nodes[1..] {
+        let status = node.handle.status().await;
+        if status
+            .connected
+            .iter()
+            .any(|p| p.node_id == Some(bootstrap_id))
+        {
+            kept_bootstrap += 1;
+        }
+    }
+    assert!(kept_bootstrap > 0, "no node kept its bootstrap connection");
+
+    // Closed peers are dialed again when a call needs them.
+    everyone_calls_everyone(&nodes).await;
+
+    // And a broadcast still reaches every subscriber.
+    let topic = "golem/market/peer-limit-test";
+    let mut receivers = Vec::new();
+    for node in &nodes {
+        receivers.push(node.handle.subscribe(topic).await.expect("subscribe"));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nodes[NODES - 1]
+        .handle
+        .publish(topic, b"offer".to_vec())
+        .await
+        .expect("publish");
+    for (index, receiver) in receivers.iter_mut().enumerate().take(NODES - 1) {
+        let message = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .unwrap_or_else(|_| panic!("node {} got no broadcast", index + 1))
+            .expect("subscription open");
+        assert_eq!(message.payload, b"offer");
+    }
+    for node in nodes {
+        node.handle.shutdown().await;
+    }
+}
