@@ -238,6 +238,27 @@ async fn create_named(
         .await
 }
 
+/// The engine's view of container `id`.
+async fn inspect_by_id(
+    docker: &Docker,
+    id: &str,
+) -> Result<bollard::models::ContainerInspectResponse, RuntimeError> {
+    docker
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(engine_error("cannot inspect the container"))
+}
+
+/// Start the created container `id`.
+async fn start_by_id(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+}
+
 /// Remove container `id` (force), logging a failure: for cleanups whose
 /// failure must not hide the error that caused them.
 async fn remove_container(docker: &Docker, id: &str) {
@@ -740,11 +761,7 @@ impl VmRuntime {
             .await
             .map_err(engine_error("cannot create the VPN's network holder"))?;
         let attached = async {
-            docker
-                .start_container(
-                    &created.id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
+            start_by_id(docker, &created.id)
                 .await
                 .map_err(engine_error("cannot start the VPN's network holder"))?;
             let pid = self.container_pid(docker, &created.id).await?;
@@ -769,13 +786,7 @@ impl VmRuntime {
         docker: &Docker,
         id: &str,
     ) -> Result<crate::outbound::BridgeAddress, RuntimeError> {
-        let inspect = docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(engine_error("cannot inspect the container"))?;
+        let inspect = inspect_by_id(docker, id).await?;
         let settings = inspect.network_settings.unwrap_or_default();
         let bridge = settings
             .networks
@@ -791,13 +802,7 @@ impl VmRuntime {
 
     /// The host pid of the container's init (its network namespace's holder).
     async fn container_pid(&self, docker: &Docker, id: &str) -> Result<u32, RuntimeError> {
-        let inspect = docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(engine_error("cannot inspect the container"))?;
+        let inspect = inspect_by_id(docker, id).await?;
         inspect
             .state
             .and_then(|state| state.pid)
@@ -1203,11 +1208,7 @@ impl Runtime for VmRuntime {
                 "start-entrypoint: the image defines no ENTRYPOINT or CMD",
             ));
         }
-        docker
-            .start_container(
-                &container.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+        start_by_id(docker, &container.id)
             .await
             .map_err(engine_error("cannot start the container"))?;
         self.start_stats(docker.clone(), container.id.clone());
