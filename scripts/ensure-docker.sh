@@ -15,14 +15,23 @@
 # start in the engine's root network namespace here, and the container's root
 # file system is an overlay in the sandbox's memory, so writes to it count
 # against the activity's memory limit and never reach the image's layers.
-# A running dockerd is sent SIGHUP to reload the file; nothing is done when the
-# entry is already there. GOLEM_SKIP_GVISOR=1 skips all of it.
+# A second runtime, `runsc-net`, runs gVisor with its own network stack on the
+# container's interface ("--network=sandbox"), for outbound activities: its
+# path is scripts/runsc-net installed as /usr/local/lib/golem/runsc-net (a
+# wrapper that gets Debian's runsc past its root-namespace check on recent
+# kernels; RFC 004). A running dockerd is sent SIGHUP to reload the file;
+# nothing is done when the entries are already there (the wrapper is
+# reinstalled when it differs, which needs no reload).
+# GOLEM_SKIP_GVISOR=1 skips all of it.
 set -euo pipefail
 log="${GOLEM_DOCKERD_LOG:-/var/tmp/golem-dockerd.log}"
 wait_secs="${GOLEM_DOCKERD_WAIT:-60}"
 daemon_json="${GOLEM_DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}"
-runsc_name=runsc
-runsc_entry='{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--overlay2=root:memory"]}'
+runsc_net_path=/usr/local/lib/golem/runsc-net
+# The gVisor runtimes, name → entry, as wanted in daemon.json.
+runtimes_wanted='{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--network=none","--overlay2=root:memory"]},
+ "runsc-net":{"path":"'"$runsc_net_path"'","runtimeArgs":["--network=sandbox","--overlay2=root:memory"]}}'
+script_dir="$(cd "$(dirname "$0")" && pwd)"
 say() { if [ -n "${VERBOSE:-}" ]; then echo "ensure-docker: $*" >&2; fi; }
 gvisor="${GOLEM_SKIP_GVISOR:-}"
 
@@ -47,36 +56,56 @@ if [ "${#need_install[@]}" -gt 0 ]; then
     apt-get install -y -qq "${need_install[@]}" >&2
 fi
 
-# Enter runsc in daemon.json unless it is there as wanted; prints "changed"
-# when the file was written.
+# Install the runsc-net wrapper unless it is there as in this checkout.
+install_runsc_net() {
+    if cmp -s "$script_dir/runsc-net" "$runsc_net_path"; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-docker: $runsc_net_path is missing or old; run as root to install it" >&2
+        exit 1
+    fi
+    install -D -m 0755 "$script_dir/runsc-net" "$runsc_net_path"
+    say "installed $runsc_net_path"
+}
+
+# Enter the gVisor runtimes in daemon.json unless they are there as wanted;
+# prints "changed" when the file was written.
 register_runsc() {
     local current wanted
     current='{}'
     if [ -s "$daemon_json" ]; then
         current="$(cat "$daemon_json")"
     fi
-    if [ "$(jq -c --arg name "$runsc_name" '.runtimes[$name] // empty' <<<"$current")" = "$(jq -c . <<<"$runsc_entry")" ]; then
+    if jq -e --argjson wanted "$runtimes_wanted" \
+        '(.runtimes // {}) as $have | all($wanted | to_entries[]; $have[.key] == .value)' \
+        <<<"$current" >/dev/null; then
         return 0
     fi
     if [ "$(id -u)" != 0 ]; then
-        echo "ensure-docker: $daemon_json lacks the runtime $runsc_name; run as root to add it" >&2
+        echo "ensure-docker: $daemon_json lacks the runtimes runsc and runsc-net as wanted; run as root to add them" >&2
         exit 1
     fi
-    wanted="$(jq --arg name "$runsc_name" --argjson entry "$runsc_entry" \
-        '.runtimes[$name] = $entry' <<<"$current")"
+    wanted="$(jq --argjson wanted "$runtimes_wanted" '.runtimes = ((.runtimes // {}) + $wanted)' <<<"$current")"
     mkdir -p "$(dirname "$daemon_json")"
     printf '%s\n' "$wanted" >"$daemon_json.tmp"
     mv "$daemon_json.tmp" "$daemon_json"
-    say "runtime $runsc_name entered in $daemon_json"
+    say "runtimes runsc and runsc-net entered in $daemon_json"
     echo changed
+}
+# Whether the running engine lists every gVisor runtime.
+engine_has_runtimes() {
+    docker info --format '{{json .Runtimes}}' \
+        | jq -e --argjson wanted "$runtimes_wanted" '(($wanted | keys) - keys) == []' >/dev/null
 }
 registered=""
 if [ -z "$gvisor" ]; then
+    install_runsc_net
     registered="$(register_runsc)"
 fi
 
 if docker info >/dev/null 2>&1; then
-    if [ -n "$registered" ] || ! docker info --format '{{json .Runtimes}}' | jq -e --arg name "$runsc_name" 'has($name)' >/dev/null; then
+    if [ -n "$registered" ] || ! engine_has_runtimes; then
         if [ -z "$gvisor" ]; then
             pid="$(cat /var/run/docker.pid 2>/dev/null || pidof dockerd || true)"
             if [ -z "$pid" ]; then
@@ -86,7 +115,7 @@ if docker info >/dev/null 2>&1; then
             say "reloading dockerd ($pid)"
             kill -HUP "$pid"
             for _ in $(seq 1 40); do
-                if docker info --format '{{json .Runtimes}}' | jq -e --arg name "$runsc_name" 'has($name)' >/dev/null; then
+                if engine_has_runtimes; then
                     break
                 fi
                 sleep 0.25

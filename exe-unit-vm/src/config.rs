@@ -21,6 +21,13 @@ pub mod env_names {
 /// `scripts/ensure-docker.sh` registers it.
 pub const GVISOR_RUNTIME: &str = "runsc";
 
+/// The engine runtime that runs containers under gVisor with gVisor's own
+/// network stack on the container's bridge interface (`--network=sandbox`),
+/// for outbound activities: `scripts/ensure-docker.sh` registers it with the
+/// wrapper `scripts/runsc-net` as its path (RFC 004). Without it such
+/// containers run under runc.
+pub const GVISOR_NETWORKED_RUNTIME: &str = "runsc-net";
+
 /// Where containers run: the provider's `vm-sandbox`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sandbox {

@@ -7,7 +7,10 @@
 //! to loopback, private or link-local addresses); [`apply`] loads an nftables table into
 //! the container's own network namespace that lets exactly those triples
 //! (and replies) through and drops and counts everything else;
-//! [`dropped`] reads the counters at the end.
+//! [`dropped`] reads the counters at the end. Where in that namespace the
+//! table hooks depends on who carries the container's flows
+//! ([`FilterHook`]): the kernel's IP stack under runc, gVisor's netstack
+//! (frames on the container's interface) under gVisor.
 //!
 //! It must never let a container's new flow leave for a triple outside its
 //! manifest, and never touch a namespace other than the container's.
@@ -21,6 +24,77 @@ use tokio::io::AsyncWriteExt;
 
 /// The table the unit loads into a container's network namespace.
 pub const TABLE: &str = "golem_outbound";
+
+/// The interface Docker gives a container on its bridge, in the container's
+/// namespace.
+pub const CONTAINER_INTERFACE: &str = "eth0";
+
+/// Where in the container's namespace the filter sees the container's
+/// packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterHook {
+    /// runc: the container's sockets are the kernel's, so the `inet`
+    /// output and input hooks see every packet, with connection tracking.
+    Inet,
+    /// gVisor with its own netstack: the sandbox sends and receives whole
+    /// frames on `device` through a packet socket, past the kernel's IP
+    /// stack and its `inet` hooks. Only the device's `netdev` egress hook
+    /// sees what leaves (stateless: a frame passes when its destination
+    /// triple is allowed, which holds for every packet of an allowed flow).
+    /// Arriving frames reach the packet socket before any ingress hook, so
+    /// nothing is filtered coming in; a flow the container did not start
+    /// cannot be answered, since its replies are dropped leaving. Root in
+    /// the sandbox may write raw frames (Docker's default capabilities
+    /// include NET_RAW), so with `sender` known only frames from the
+    /// container's own MAC and IPv4 address leave, ARP included: no
+    /// spoofing of other hosts on the bridge.
+    DeviceEgress {
+        device: &'static str,
+        sender: Option<BridgeAddress>,
+    },
+}
+
+/// A container's own addresses on the engine's bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeAddress {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+impl BridgeAddress {
+    /// From the engine's inspect fields (`IPAddress`, `MacAddress`).
+    pub fn parse(ip: &str, mac: &str) -> Result<BridgeAddress, String> {
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("the container's bridge address {ip:?} is not IPv4"))?;
+        let octets: Vec<u8> = mac
+            .split(':')
+            .map(|octet| u8::from_str_radix(octet, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("the container's MAC address {mac:?} is not one"))?;
+        let mac: [u8; 6] = octets
+            .try_into()
+            .map_err(|_| format!("the container's MAC address {mac:?} is not one"))?;
+        Ok(BridgeAddress { ip, mac })
+    }
+
+    fn mac_text(&self) -> String {
+        self.mac
+            .iter()
+            .map(|octet| format!("{octet:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+impl FilterHook {
+    fn family(self) -> &'static str {
+        match self {
+            FilterHook::Inet => "inet",
+            FilterHook::DeviceEgress { .. } => "netdev",
+        }
+    }
+}
 
 /// One allowed flow start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,8 +233,8 @@ impl OutboundGrant {
         Ok(grant)
     }
 
-    /// The nftables script of this grant (loaded with `nft -f -`).
-    pub fn ruleset(&self) -> String {
+    /// The nftables script of this grant (loaded with `nft -f -`) for `hook`.
+    pub fn ruleset(&self, hook: FilterHook) -> String {
         let elements: Vec<String> = self
             .flows
             .iter()
@@ -171,26 +245,67 @@ impl OutboundGrant {
         } else {
             format!(" elements = {{ {} }};", elements.join(", "))
         };
-        format!(
-            "table inet {TABLE} {{\n\
-             \tcounter dropped_out {{ }}\n\
-             \tcounter dropped_in {{ }}\n\
-             \tset allowed {{ type ipv4_addr . inet_proto . inet_service;{set_elements} }}\n\
-             \tchain output {{\n\
-             \t\ttype filter hook output priority 0; policy drop;\n\
-             \t\toif \"lo\" accept\n\
-             \t\tct state established,related accept\n\
-             \t\tip daddr . meta l4proto . th dport @allowed accept\n\
-             \t\tcounter name \"dropped_out\" drop\n\
-             \t}}\n\
-             \tchain input {{\n\
-             \t\ttype filter hook input priority 0; policy drop;\n\
-             \t\tiif \"lo\" accept\n\
-             \t\tct state established,related accept\n\
-             \t\tcounter name \"dropped_in\" drop\n\
-             \t}}\n\
-             }}\n"
-        )
+        let set = format!(
+            "\tset allowed {{ type ipv4_addr . inet_proto . inet_service;{set_elements} }}\n"
+        );
+        match hook {
+            FilterHook::Inet => format!(
+                "table inet {TABLE} {{\n\
+                 \tcounter dropped_out {{ }}\n\
+                 \tcounter dropped_in {{ }}\n\
+                 {set}\
+                 \tchain output {{\n\
+                 \t\ttype filter hook output priority 0; policy drop;\n\
+                 \t\toif \"lo\" accept\n\
+                 \t\tct state established,related accept\n\
+                 \t\tip daddr . meta l4proto . th dport @allowed accept\n\
+                 \t\tcounter name \"dropped_out\" drop\n\
+                 \t}}\n\
+                 \tchain input {{\n\
+                 \t\ttype filter hook input priority 0; policy drop;\n\
+                 \t\tiif \"lo\" accept\n\
+                 \t\tct state established,related accept\n\
+                 \t\tcounter name \"dropped_in\" drop\n\
+                 \t}}\n\
+                 }}\n"
+            ),
+            // ARP passes (the netstack must find the bridge's gateway), from
+            // the container's own addresses when they are known.
+            FilterHook::DeviceEgress { device, sender } => {
+                let (source_check, arp, ip_source) = match sender {
+                    Some(sender) => (
+                        format!(
+                            "\t\tether saddr != {} counter name \"dropped_out\" drop\n",
+                            sender.mac_text()
+                        ),
+                        format!(
+                            "arp saddr ether {} arp saddr ip {}",
+                            sender.mac_text(),
+                            sender.ip
+                        ),
+                        format!("ip saddr {} ", sender.ip),
+                    ),
+                    None => (
+                        String::new(),
+                        "meta protocol arp".to_string(),
+                        String::new(),
+                    ),
+                };
+                format!(
+                    "table netdev {TABLE} {{\n\
+                     \tcounter dropped_out {{ }}\n\
+                     {set}\
+                     \tchain egress {{\n\
+                     \t\ttype filter hook egress device \"{device}\" priority 0; policy drop;\n\
+                     {source_check}\
+                     \t\t{arp} accept\n\
+                     \t\t{ip_source}ip daddr . meta l4proto . th dport @allowed accept\n\
+                     \t\tcounter name \"dropped_out\" drop\n\
+                     \t}}\n\
+                     }}\n"
+                )
+            }
+        }
     }
 }
 
@@ -244,9 +359,12 @@ async fn nft(pid: Option<u32>, args: &[&str], stdin: Option<&str>) -> Result<Str
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Whether this unit can enforce manifests: it loads a sample table into a
-/// throwaway network namespace (needs root, `unshare`, `nsenter`, `nft`).
-pub async fn available() -> Result<(), String> {
+/// Whether this unit can enforce manifests with `hook`: it loads a sample
+/// table into a throwaway network namespace (needs root, `unshare`,
+/// `nsenter`, `nft`; for [`FilterHook::DeviceEgress`] a kernel with the
+/// `netdev` egress hook, 5.16 or later; the sample hooks the namespace's
+/// loopback, its only device).
+pub async fn available(hook: FilterHook) -> Result<(), String> {
     let sample = OutboundGrant {
         flows: vec![AllowedFlow {
             ip: Ipv4Addr::new(192, 0, 2, 1),
@@ -255,14 +373,24 @@ pub async fn available() -> Result<(), String> {
         }],
         hosts: BTreeMap::new(),
     };
-    nft(None, &["-f", "-"], Some(&sample.ruleset())).await?;
+    let hook = match hook {
+        FilterHook::Inet => FilterHook::Inet,
+        FilterHook::DeviceEgress { .. } => FilterHook::DeviceEgress {
+            device: "lo",
+            sender: Some(BridgeAddress {
+                ip: Ipv4Addr::new(192, 0, 2, 2),
+                mac: [0x02, 0, 0, 0, 0, 2],
+            }),
+        },
+    };
+    nft(None, &["-f", "-"], Some(&sample.ruleset(hook))).await?;
     Ok(())
 }
 
-/// Load `grant`'s table into the network namespace of process `pid` (the
-/// container's init).
-pub async fn apply(pid: u32, grant: &OutboundGrant) -> Result<(), String> {
-    nft(Some(pid), &["-f", "-"], Some(&grant.ruleset())).await?;
+/// Load `grant`'s table, hooked at `hook`, into the network namespace of
+/// process `pid` (the container's init).
+pub async fn apply(pid: u32, grant: &OutboundGrant, hook: FilterHook) -> Result<(), String> {
+    nft(Some(pid), &["-f", "-"], Some(&grant.ruleset(hook))).await?;
     Ok(())
 }
 
@@ -273,11 +401,12 @@ pub struct Dropped {
     pub in_packets: u64,
 }
 
-/// The counters of the table in process `pid`'s namespace.
-pub async fn dropped(pid: u32) -> Result<Dropped, String> {
+/// The counters of the table hooked at `hook` in process `pid`'s namespace
+/// (under [`FilterHook::DeviceEgress`] nothing is counted arriving).
+pub async fn dropped(pid: u32, hook: FilterHook) -> Result<Dropped, String> {
     let text = nft(
         Some(pid),
-        &["-j", "list", "counters", "table", "inet", TABLE],
+        &["-j", "list", "counters", "table", hook.family(), TABLE],
         None,
     )
     .await?;
@@ -345,12 +474,50 @@ mod tests {
             grant.hosts,
             BTreeMap::from([("api.golem.test".to_string(), "10.9.8.7".to_string())])
         );
-        let ruleset = grant.ruleset();
+        let sender = BridgeAddress::parse("172.17.0.2", "02:42:AC:11:00:02").unwrap();
+        for hook in [
+            FilterHook::Inet,
+            FilterHook::DeviceEgress {
+                device: CONTAINER_INTERFACE,
+                sender: Some(sender),
+            },
+        ] {
+            let ruleset = grant.ruleset(hook);
+            assert!(
+                ruleset.contains("elements = { 1.1.1.1 . udp . 53, 10.9.8.7 . tcp . 8080 }"),
+                "{ruleset}"
+            );
+            assert!(ruleset.contains("policy drop"), "{ruleset}");
+        }
+        let egress = grant.ruleset(FilterHook::DeviceEgress {
+            device: CONTAINER_INTERFACE,
+            sender: Some(sender),
+        });
         assert!(
-            ruleset.contains("elements = { 1.1.1.1 . udp . 53, 10.9.8.7 . tcp . 8080 }"),
-            "{ruleset}"
+            egress.starts_with("table netdev golem_outbound"),
+            "{egress}"
         );
-        assert!(ruleset.contains("policy drop"), "{ruleset}");
+        assert!(
+            egress.contains("ether saddr != 02:42:ac:11:00:02 counter name \"dropped_out\" drop"),
+            "{egress}"
+        );
+        assert!(
+            egress.contains("arp saddr ether 02:42:ac:11:00:02 arp saddr ip 172.17.0.2 accept"),
+            "{egress}"
+        );
+        assert!(
+            egress.contains("ip saddr 172.17.0.2 ip daddr . meta l4proto . th dport @allowed"),
+            "{egress}"
+        );
+        for (ip, mac) in [
+            ("172.17.0.2", "02:42:ac:11:00"),
+            ("172.17.0.2", "02:42:ac:11:00:zz"),
+            ("::1", "02:42:ac:11:00:02"),
+            ("172.17.0.2", "02:42:ac:11:00:02\"; flush ruleset"),
+        ] {
+            assert!(BridgeAddress::parse(ip, mac).is_err(), "{ip} {mac}");
+        }
+        assert!(egress.contains("hook egress device \"eth0\""), "{egress}");
     }
 
     #[test]

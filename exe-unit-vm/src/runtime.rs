@@ -41,12 +41,13 @@ use golem_exe_unit::{
 use tokio::sync::OnceCell;
 
 use crate::cache::ImageCache;
-use crate::config::{env_names, Sandbox, VmConfig, GVISOR_RUNTIME};
+use crate::config::{env_names, Sandbox, VmConfig, GVISOR_NETWORKED_RUNTIME, GVISOR_RUNTIME};
 use crate::engine::{
     self, LABEL_ACTIVITY, LABEL_AGREEMENT, LABEL_KIND, LABEL_KIND_VALUE, LABEL_NODE,
 };
 use crate::image::{self, engine_message, DOCKER_REFERENCE_PREFIX};
-use crate::outbound::OutboundGrant;
+use crate::outbound::{FilterHook, OutboundGrant, CONTAINER_INTERFACE};
+use crate::vpn::interface::Framing;
 use crate::vpn::network::{hosts_file, VpnNetwork};
 use crate::vpn::VpnMember;
 
@@ -94,6 +95,9 @@ pub const SANDBOX_PROPERTY: &str = "golem.runtime.vm.sandbox";
 pub const START_ENTRYPOINT_CAPABILITY: &str = "start-entrypoint";
 pub const START_ENTRYPOINT_ARG: &str = "--start-entrypoint";
 pub const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
+/// The VPN's network holder under gVisor runs one `sleep` (and docker's init).
+const NETWORK_HOLDER_PIDS: i64 = 8;
+const NETWORK_HOLDER_MEMORY_BYTES: i64 = 16 << 20;
 /// Memory limit when the agreement sets none.
 pub const DEFAULT_MEMORY_BYTES: i64 = 1 << 30;
 /// The smallest memory limit the engine accepts.
@@ -157,6 +161,31 @@ struct Container {
     /// mounted), so that `kill` can reach them inside the sandbox.
     wrapped_runs: bool,
     sandbox: Sandbox,
+    /// Under gVisor with a VPN: the runc container whose network namespace
+    /// (holding the VPN's TAP) this one joined; removed with it.
+    network_holder: Option<String>,
+}
+
+impl Container {
+    /// Where the outbound filter sees this container's packets.
+    fn filter_hook(&self) -> FilterHook {
+        match self.sandbox {
+            Sandbox::Gvisor => FilterHook::DeviceEgress {
+                device: CONTAINER_INTERFACE,
+                sender: None,
+            },
+            Sandbox::Runc => FilterHook::Inet,
+        }
+    }
+}
+
+/// Where an activity's container runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    sandbox: Sandbox,
+    /// Under gVisor, whether with gVisor's own network stack (the engine's
+    /// [`GVISOR_NETWORKED_RUNTIME`]); otherwise it has loopback only.
+    gvisor_netstack: bool,
 }
 
 pub struct VmRuntime {
@@ -190,6 +219,61 @@ pub struct VmRuntime {
     /// The container's init pid once the filter is loaded: its counters are
     /// read at shutdown.
     outbound_pid: Mutex<Option<u32>>,
+}
+
+/// Create the container `name` from `body`.
+async fn create_named(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<bollard::models::ContainerCreateResponse, bollard::errors::Error> {
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            body,
+        )
+        .await
+}
+
+/// The engine's view of container `id`.
+async fn inspect_by_id(
+    docker: &Docker,
+    id: &str,
+) -> Result<bollard::models::ContainerInspectResponse, RuntimeError> {
+    docker
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(engine_error("cannot inspect the container"))
+}
+
+/// Start the created container `id`.
+async fn start_by_id(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+}
+
+/// Remove container `id` (force), logging a failure: for cleanups whose
+/// failure must not hide the error that caused them.
+async fn remove_container(docker: &Docker, id: &str) {
+    let removed = docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    if let Err(error) = removed {
+        tracing::warn!(container = %id, error = %engine_message(&error), "cannot remove the container");
+    }
 }
 
 /// The error of an engine call, "`what`: <the engine's message>".
@@ -263,15 +347,19 @@ impl VmRuntime {
     }
 
     /// The sandbox of this activity's container: the provider's choice (else
-    /// gVisor when the engine has it), except that a container with a VPN
-    /// interface runs under runc (gVisor's netstack does not take the TUN
-    /// the exe unit makes in the container's network namespace).
+    /// gVisor when the engine has it). A container that networks (outbound
+    /// access, the network property) runs under gVisor with its own netstack
+    /// when the engine has [`GVISOR_NETWORKED_RUNTIME`] (and, for outbound,
+    /// the kernel has the hook the filter needs there), else under runc; a
+    /// container with a VPN interface runs under runc (gVisor's netstack
+    /// does not take the TUN the exe unit makes in the container's
+    /// namespace).
     async fn choose_sandbox(
         &self,
         docker: &Docker,
         vpn: bool,
         outbound: bool,
-    ) -> Result<Sandbox, RuntimeError> {
+    ) -> Result<Placement, RuntimeError> {
         let runtimes = engine::runtimes(docker)
             .await
             .map_err(|error| RuntimeError::new(error.to_string()))?;
@@ -280,23 +368,60 @@ impl VmRuntime {
         if let Some(warning) = warning {
             tracing::warn!(sandbox = sandbox.as_str(), "{warning}");
         }
-        if sandbox == Sandbox::Gvisor && vpn {
+        let runc = Placement {
+            sandbox: Sandbox::Runc,
+            gvisor_netstack: false,
+        };
+        if sandbox == Sandbox::Runc {
+            return Ok(runc);
+        }
+        let has_netstack = runtimes.iter().any(|name| name == GVISOR_NETWORKED_RUNTIME);
+        if vpn && !has_netstack {
             tracing::info!(
                 sandbox = Sandbox::Runc.as_str(),
                 "the activity joins a VPN: its container runs under runc, hardened, since \
-                 gVisor's netstack cannot take the VPN interface yet"
+                 the engine has no runtime {GVISOR_NETWORKED_RUNTIME} for gVisor's netstack \
+                 (scripts/ensure-docker.sh registers it)"
             );
-            return Ok(Sandbox::Runc);
+            return Ok(runc);
         }
-        if sandbox == Sandbox::Gvisor && outbound {
+        if vpn && outbound {
             tracing::info!(
                 sandbox = Sandbox::Runc.as_str(),
-                "the manifest grants outbound access: the container runs under runc, hardened, \
-                 since gVisor here cannot network in the container's namespace (RFC 004)"
+                "the activity joins a VPN and has outbound access: its container runs under \
+                 runc, hardened, since under gVisor one of them only is supported yet"
             );
-            return Ok(Sandbox::Runc);
+            return Ok(runc);
         }
-        Ok(sandbox)
+        if outbound {
+            let reason = if has_netstack {
+                crate::outbound::available(FilterHook::DeviceEgress {
+                    device: CONTAINER_INTERFACE,
+                    sender: None,
+                })
+                .await
+                .err()
+            } else {
+                Some(format!(
+                    "the engine has no runtime {GVISOR_NETWORKED_RUNTIME} \
+                     (scripts/ensure-docker.sh registers it)"
+                ))
+            };
+            if let Some(reason) = reason {
+                tracing::info!(
+                    sandbox = Sandbox::Runc.as_str(),
+                    %reason,
+                    "the manifest grants outbound access: the container runs under runc, \
+                     hardened, since gVisor here cannot network in the container's namespace \
+                     (RFC 004)"
+                );
+                return Ok(runc);
+            }
+        }
+        Ok(Placement {
+            sandbox: Sandbox::Gvisor,
+            gvisor_netstack: has_netstack && (vpn || outbound || self.limits.network),
+        })
     }
 
     fn container(&self) -> Result<Container, RuntimeError> {
@@ -379,8 +504,10 @@ impl VmRuntime {
         docker: &Docker,
         request: DeployRequest,
         hosts_file: Option<&Path>,
-        sandbox: Sandbox,
+        placement: Placement,
+        vpn: Option<&VpnMember>,
     ) -> Result<Deployment, RuntimeError> {
+        let sandbox = placement.sandbox;
         let cache = ImageCache::new(&request.cache_dir, self.cache_max_images);
         // Containers are created from the image id, never from a name that
         // could be moved in the meantime.
@@ -480,9 +607,31 @@ impl VmRuntime {
         );
         // Outbound access rides Docker's bridge, filtered from `start` on.
         let networked = self.limits.network || lock(&self.outbound).is_some();
+        let network_mode = if networked { "bridge" } else { "none" };
+        // Under gVisor a VPN interface must be in the namespace before the
+        // sandbox starts (it takes the interfaces it finds then): a holder
+        // container makes the namespace now.
+        let network_holder = match (sandbox, vpn) {
+            (Sandbox::Gvisor, Some(vpn)) => Some(
+                self.start_network_holder(
+                    docker,
+                    &image_id,
+                    &keep_alive,
+                    has_busybox,
+                    request.hostname.clone(),
+                    network_mode,
+                    vpn,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let mut host_config = HostConfig {
             binds: Some(binds),
-            network_mode: Some(if networked { "bridge" } else { "none" }.into()),
+            network_mode: Some(match &network_holder {
+                Some(holder) => format!("container:{holder}"),
+                None => network_mode.into(),
+            }),
             pids_limit: Some(self.limits.pids),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
@@ -491,11 +640,19 @@ impl VmRuntime {
             ..Default::default()
         };
         match sandbox {
-            // The engine's runtime entry runs gVisor without its own network
-            // stack and with the root overlay in the sandbox's memory, so
-            // root-file-system writes count against the memory limit.
+            // The engine's runtime entries run gVisor with the root overlay
+            // in the sandbox's memory, so root-file-system writes count
+            // against the memory limit; `runsc` without a network stack of
+            // its own, `runsc-net` with one on the container's interface.
             Sandbox::Gvisor => {
-                host_config.runtime = Some(GVISOR_RUNTIME.into());
+                host_config.runtime = Some(
+                    if placement.gvisor_netstack {
+                        GVISOR_NETWORKED_RUNTIME
+                    } else {
+                        GVISOR_RUNTIME
+                    }
+                    .into(),
+                );
                 host_config.pids_limit = Some(GVISOR_PIDS_LIMIT.max(self.limits.pids));
                 if wrapped_runs {
                     host_config.tmpfs = Some(HashMap::from([(
@@ -522,23 +679,27 @@ impl VmRuntime {
             env: Some(env.clone()),
             working_dir: Some(working_dir.clone()),
             labels: Some(self.labels()),
-            hostname: request.hostname.clone(),
-            network_disabled: Some(!networked),
+            // The engine refuses a hostname with another container's
+            // namespace: the holder has it then.
+            hostname: request
+                .hostname
+                .clone()
+                .filter(|_| network_holder.is_none()),
+            network_disabled: Some(!networked && network_holder.is_none()),
             host_config: Some(host_config),
             ..Default::default()
         };
         let name = container_name(&self.activity_id);
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(engine_error("cannot create the container"))?;
-        tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), limits = ?self.limits, "container created");
+        let created = match create_named(docker, &name, body).await {
+            Ok(created) => created,
+            Err(error) => {
+                if let Some(holder) = &network_holder {
+                    remove_container(docker, holder).await;
+                }
+                return Err(engine_error("cannot create the container")(error));
+            }
+        };
+        tracing::info!(container = %created.id, %name, %image_id, %user, sandbox = sandbox.as_str(), gvisor_netstack = placement.gvisor_netstack, limits = ?self.limits, "container created");
         // Now that a container holds this image, older ones may go.
         cache.evict(docker).await;
         *lock(&self.container) = Some(Container {
@@ -552,19 +713,96 @@ impl VmRuntime {
             image_command,
             wrapped_runs,
             sandbox,
+            network_holder,
         });
         Ok(Deployment { volumes })
     }
 
+    /// Create and start the runc container that holds the network namespace
+    /// of a gVisor container with a VPN, give that namespace the VPN's TAP
+    /// and start relaying; returns the holder's id. The holder runs only
+    /// `keep_alive`, hardened, with the activity's labels (so a dead exe
+    /// unit's holder is collected with its container) and the hostname.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_network_holder(
+        &self,
+        docker: &Docker,
+        image_id: &str,
+        keep_alive: &[String],
+        has_busybox: bool,
+        hostname: Option<String>,
+        network_mode: &str,
+        vpn: &VpnMember,
+    ) -> Result<String, RuntimeError> {
+        let host_config = HostConfig {
+            binds: has_busybox.then(|| vec![format!("{HOST_BUSYBOX}:{GUEST_BUSYBOX}:ro")]),
+            network_mode: Some(network_mode.into()),
+            pids_limit: Some(NETWORK_HOLDER_PIDS),
+            memory: Some(NETWORK_HOLDER_MEMORY_BYTES),
+            memory_swap: Some(NETWORK_HOLDER_MEMORY_BYTES),
+            init: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image_id.into()),
+            entrypoint: Some(keep_alive.to_vec()),
+            cmd: Some(Vec::new()),
+            user: Some(DEFAULT_USER.into()),
+            labels: Some(self.labels()),
+            hostname,
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("{}-net", container_name(&self.activity_id));
+        let created = create_named(docker, &name, body)
+            .await
+            .map_err(engine_error("cannot create the VPN's network holder"))?;
+        let attached = async {
+            start_by_id(docker, &created.id)
+                .await
+                .map_err(engine_error("cannot start the VPN's network holder"))?;
+            let pid = self.container_pid(docker, &created.id).await?;
+            vpn.attach(pid, Framing::Ethernet).await.map_err(|error| {
+                RuntimeError::new(format!(
+                    "cannot give the container its VPN interface: {error}"
+                ))
+            })
+        }
+        .await;
+        if let Err(error) = attached {
+            remove_container(docker, &created.id).await;
+            return Err(error);
+        }
+        tracing::info!(holder = %created.id, %name, "network holder started with the VPN interface");
+        Ok(created.id)
+    }
+
+    /// The container's own addresses on the engine's bridge.
+    async fn bridge_address(
+        &self,
+        docker: &Docker,
+        id: &str,
+    ) -> Result<crate::outbound::BridgeAddress, RuntimeError> {
+        let inspect = inspect_by_id(docker, id).await?;
+        let settings = inspect.network_settings.unwrap_or_default();
+        let bridge = settings
+            .networks
+            .unwrap_or_default()
+            .remove("bridge")
+            .unwrap_or_default();
+        crate::outbound::BridgeAddress::parse(
+            bridge.ip_address.as_deref().unwrap_or_default(),
+            bridge.mac_address.as_deref().unwrap_or_default(),
+        )
+        .map_err(RuntimeError::new)
+    }
+
     /// The host pid of the container's init (its network namespace's holder).
     async fn container_pid(&self, docker: &Docker, id: &str) -> Result<u32, RuntimeError> {
-        let inspect = docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(engine_error("cannot inspect the container"))?;
+        let inspect = inspect_by_id(docker, id).await?;
         inspect
             .state
             .and_then(|state| state.pid)
@@ -856,7 +1094,7 @@ impl Runtime for VmRuntime {
             }
         };
         // `inet` and `manifest-support` only where the filter loads.
-        let inet = match runtime.block_on(crate::outbound::available()) {
+        let inet = match runtime.block_on(crate::outbound::available(FilterHook::Inet)) {
             Ok(()) => true,
             Err(reason) => {
                 tracing::info!(%reason, "no outbound enforcement: capabilities inet and manifest-support not offered");
@@ -886,11 +1124,13 @@ impl Runtime for VmRuntime {
             .map_err(RuntimeError::new)?;
         let mut hosts = request.hosts.clone();
         if let Some(targets) = &self.outbound_targets {
-            crate::outbound::available().await.map_err(|reason| {
-                RuntimeError::new(format!(
-                    "this provider cannot enforce the manifest's outbound access: {reason}"
-                ))
-            })?;
+            crate::outbound::available(FilterHook::Inet)
+                .await
+                .map_err(|reason| {
+                    RuntimeError::new(format!(
+                        "this provider cannot enforce the manifest's outbound access: {reason}"
+                    ))
+                })?;
             let grant = OutboundGrant::resolve(targets, &self.config.outbound_hosts)
                 .await
                 .map_err(RuntimeError::new)?;
@@ -939,9 +1179,15 @@ impl Runtime for VmRuntime {
         };
         let outbound = lock(&self.outbound).is_some();
         let deployed = match self.choose_sandbox(docker, vpn.is_some(), outbound).await {
-            Ok(sandbox) => {
-                self.create_container(docker, request, networking.as_deref(), sandbox)
-                    .await
+            Ok(placement) => {
+                self.create_container(
+                    docker,
+                    request,
+                    networking.as_deref(),
+                    placement,
+                    vpn.as_deref(),
+                )
+                .await
             }
             Err(error) => Err(error),
         };
@@ -962,11 +1208,7 @@ impl Runtime for VmRuntime {
                 "start-entrypoint: the image defines no ENTRYPOINT or CMD",
             ));
         }
-        docker
-            .start_container(
-                &container.id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
+        start_by_id(docker, &container.id)
             .await
             .map_err(engine_error("cannot start the container"))?;
         self.start_stats(docker.clone(), container.id.clone());
@@ -974,18 +1216,35 @@ impl Runtime for VmRuntime {
         if let Some(grant) = grant {
             // Before `start` returns, so before any run.
             let pid = self.container_pid(docker, &container.id).await?;
-            crate::outbound::apply(pid, &grant).await.map_err(|error| {
-                RuntimeError::new(format!(
-                    "cannot load the container's outbound filter: {error}"
-                ))
-            })?;
+            let hook = match container.filter_hook() {
+                FilterHook::DeviceEgress { device, .. } => FilterHook::DeviceEgress {
+                    device,
+                    sender: Some(self.bridge_address(docker, &container.id).await?),
+                },
+                inet => inet,
+            };
+            crate::outbound::apply(pid, &grant, hook)
+                .await
+                .map_err(|error| {
+                    RuntimeError::new(format!(
+                        "cannot load the container's outbound filter: {error}"
+                    ))
+                })?;
             *lock(&self.outbound_pid) = Some(pid);
-            tracing::info!(pid, flows = grant.flows.len(), "outbound filter loaded");
+            tracing::info!(
+                pid,
+                flows = grant.flows.len(),
+                ?hook,
+                "outbound filter loaded"
+            );
         }
-        let vpn = lock(&self.vpn).clone();
+        // Under gVisor the holder's namespace got it at deploy.
+        let vpn = lock(&self.vpn)
+            .clone()
+            .filter(|_| container.network_holder.is_none());
         if let Some(vpn) = vpn {
             let pid = self.container_pid(docker, &container.id).await?;
-            vpn.attach(pid).await.map_err(|error| {
+            vpn.attach(pid, Framing::Ip).await.map_err(|error| {
                 RuntimeError::new(format!(
                     "cannot give the container its VPN interface: {error}"
                 ))
@@ -1244,7 +1503,7 @@ impl Runtime for VmRuntime {
         let stats_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outbound_pid = lock(&self.outbound_pid).take();
         if let Some(pid) = outbound_pid {
-            match crate::outbound::dropped(pid).await {
+            match crate::outbound::dropped(pid, container.filter_hook()).await {
                 Ok(dropped) => tracing::info!(
                     dropped_out_packets = dropped.out_packets,
                     dropped_in_packets = dropped.in_packets,
@@ -1266,6 +1525,9 @@ impl Runtime for VmRuntime {
             )
             .await
             .map_err(engine_error("cannot remove the container"))?;
+        if let Some(holder) = &container.network_holder {
+            remove_container(docker, holder).await;
+        }
         let remove_ms = started.elapsed().as_secs_f64() * 1000.0 - stats_ms;
         tracing::info!(container = %container.id, stats_ms, remove_ms, "container removed");
         if let Some(dir) = volumes_mount {

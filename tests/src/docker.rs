@@ -31,6 +31,21 @@ pub fn enabled(test: &str) -> anyhow::Result<bool> {
 }
 
 /// Run `docker <args>` and return its trimmed stdout; fails with its stderr.
+/// Whether `guest_version` (a container's `/proc/version`) names another
+/// kernel than the engine host's, as under gVisor.
+pub fn names_another_kernel(guest_version: &str) -> anyhow::Result<bool> {
+    let host_version = std::fs::read_to_string("/proc/version")?;
+    let host_release = docker(&["info", "--format", "{{.KernelVersion}}"])?;
+    Ok(guest_version.trim() != host_version.trim() && !guest_version.contains(host_release.trim()))
+}
+
+/// Whether the engine lists the runtime `name`.
+pub fn has_runtime(name: &str) -> anyhow::Result<bool> {
+    let runtimes: serde_json::Value =
+        serde_json::from_str(&docker(&["info", "--format", "{{json .Runtimes}}"])?)?;
+    Ok(runtimes.get(name).is_some())
+}
+
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker").args(args).output()?;
     anyhow::ensure!(

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use exe_unit_vm::config::GVISOR_NETWORKED_RUNTIME;
 use golem_model::activity::CommandResult;
 use golem_model::manifest::{encode_base64, keys};
 use golem_model::market::DemandOfferBase;
@@ -302,6 +303,11 @@ impl OutboundLab {
             netns_available(),
             "this test builds its internet in a network namespace: run it as root with iproute2"
         );
+        // Outbound activities run under gVisor with its own netstack.
+        assert!(
+            docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
+            "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
+        );
         let pid = std::process::id();
         let mut sandbox = Sandbox::new();
         sandbox.provider_and_requestor().unwrap();
@@ -396,7 +402,7 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
     );
 
     // 1. Unsigned, whitelisted host: accepted; the container reaches exactly
-    //    api.golem.test:8080.
+    //    api.golem.test:8080, under gVisor.
     let unsigned = manifest(image, &["http://api.golem.test:8080/"]);
     let demand = requestor.demand(json!({keys::PAYLOAD: unsigned}));
     let agreement_id = try_negotiate_with_agent(client, &demand, agent)
@@ -413,10 +419,16 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
             &agreement_id,
             &activity_id,
             json!([{"deploy": {}}, {"start": {"args": []}},
-               run("/bin/wget", &["-q", "-O-", "http://api.golem.test:8080/"])]),
+               run("/bin/wget", &["-q", "-O-", "http://api.golem.test:8080/"]),
+               run("/bin/cat", &["/proc/version"])]),
         )
         .await;
     assert_eq!(text(&results[2].stdout), PAGE);
+    let guest_version = text(&results[3].stdout);
+    assert!(
+        docker::names_another_kernel(&guest_version).unwrap(),
+        "not under gVisor: {guest_version}"
+    );
     // Another port of the same host, the same port by IP (fine: the same
     // triple), the host's bridge address, and DNS: only the triple passes.
     let probe = |url: &str| {
@@ -448,11 +460,14 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         ["BLOCKED", "REACHED", "BLOCKED", "BLOCKED"],
         "{results:?}"
     );
-    // Without the filter, the same image on the engine's bridge reaches port 8081:
-    // the block above is the filter's doing, not the route's.
+    // Without the filter, the same image under the same runtime on the
+    // engine's bridge reaches port 8081: the block above is the filter's
+    // doing, not the route's.
     let unfiltered = docker::docker(&[
         "run",
         "--rm",
+        "--runtime",
+        GVISOR_NETWORKED_RUNTIME,
         "--network",
         "bridge",
         IMAGE_TAG,
@@ -477,8 +492,11 @@ async fn docker_outbound_manifest_reaches_exactly_its_urls_under_the_providers_r
         .unwrap();
     assert!(count >= 3, "{dropped}");
     assert!(
-        log.contains("runs under runc"),
-        "the switch from gVisor is logged: {log}"
+        !log.contains("runs under runc")
+            && log.lines().any(
+                |line| line.contains("outbound filter loaded") && line.contains("DeviceEgress")
+            ),
+        "the container runs under gVisor, filtered at its interface: {log}"
     );
     end(client, &agreement_id, "").await;
 
@@ -920,15 +938,24 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// HTTP throughput from the test internet into a runc container on the
-/// engine's bridge, unfiltered and with the VM unit's outbound filter
-/// (the same table `exe_unit_vm::outbound` loads for an activity), fetching a
-/// 1 GiB file with busybox wget, rounds alternating. Prints table rows.
+/// HTTP throughput from the test internet into containers on the engine's
+/// bridge, unfiltered and with the VM unit's outbound filter (the same table
+/// `exe_unit_vm::outbound` loads for an activity), under runc (the kernel's
+/// stack, the `inet` table) and under gVisor with its own netstack (the
+/// engine's `runsc-net`, the `netdev` egress table on its interface),
+/// fetching a 1 GiB file with busybox wget, the four containers in turn each
+/// round. Prints table rows.
 #[tokio::test]
 #[ignore = "benchmark: run with scripts/bench/outbound.sh"]
 async fn bench_outbound() {
-    use exe_unit_vm::outbound::{AllowedFlow, OutboundGrant};
+    use exe_unit_vm::outbound::{
+        AllowedFlow, BridgeAddress, FilterHook, OutboundGrant, CONTAINER_INTERFACE,
+    };
     assert!(netns_available(), "run as root with iproute2");
+    assert!(
+        docker::has_runtime(GVISOR_NETWORKED_RUNTIME).unwrap(),
+        "the engine lacks the runtime {GVISOR_NETWORKED_RUNTIME}: run scripts/ensure-docker.sh as root"
+    );
     let tag = format!("bo{}", std::process::id() % 100_000);
     let dir = tempfile::tempdir().unwrap();
     let internet = TestInternet::start(
@@ -941,29 +968,17 @@ async fn bench_outbound() {
     big.set_len(1 << 30).unwrap();
     docker::build_test_image("busybox", IMAGE_TAG).unwrap();
     let url = format!("http://{}:8080/big", internet.address);
-    let start = || {
-        docker::docker(&[
-            "run",
-            "-d",
-            "--rm",
-            "--network",
-            "bridge",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            IMAGE_TAG,
-            "sleep",
-            "600",
-        ])
-        .unwrap()
+    // As the VM unit runs them: hardened under runc, as root under gVisor.
+    let start = |gvisor: bool| {
+        let mut args = vec!["run", "-d", "--rm", "--network", "bridge"];
+        if gvisor {
+            args.extend(["--runtime", GVISOR_NETWORKED_RUNTIME]);
+        } else {
+            args.extend(["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
+        }
+        args.extend([IMAGE_TAG, "sleep", "600"]);
+        docker::docker(&args).unwrap()
     };
-    let plain = start();
-    let filtered = start();
-    let pid: u32 = docker::docker(&["inspect", "-f", "{{.State.Pid}}", &filtered])
-        .unwrap()
-        .parse()
-        .unwrap();
     let grant = OutboundGrant {
         flows: vec![AllowedFlow {
             ip: internet.address.parse().unwrap(),
@@ -972,27 +987,89 @@ async fn bench_outbound() {
         }],
         hosts: Default::default(),
     };
-    exe_unit_vm::outbound::apply(pid, &grant).await.unwrap();
-    // Warm-up, then alternate.
-    fetch_seconds(&plain, &url);
-    fetch_seconds(&filtered, &url);
-    let (mut plain_samples, mut filtered_samples) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        plain_samples.push(1024.0 / fetch_seconds(&plain, &url));
-        filtered_samples.push(1024.0 / fetch_seconds(&filtered, &url));
+    // (name, container, filter hook when filtered)
+    let mut containers = Vec::new();
+    for (name, gvisor, hook) in [
+        ("runc, unfiltered bridge", false, None),
+        (
+            "runc, outbound filter (inet)",
+            false,
+            Some(FilterHook::Inet),
+        ),
+        ("gVisor, unfiltered bridge", true, None),
+        (
+            "gVisor, outbound filter (netdev egress)",
+            true,
+            Some(FilterHook::DeviceEgress {
+                device: CONTAINER_INTERFACE,
+                sender: None,
+            }),
+        ),
+    ] {
+        let container = start(gvisor);
+        let pid: u32 = docker::docker(&["inspect", "-f", "{{.State.Pid}}", &container])
+            .unwrap()
+            .parse()
+            .unwrap();
+        // As the unit loads it: from the container's own addresses only.
+        let hook = hook.map(|hook| match hook {
+            FilterHook::DeviceEgress { device, .. } => {
+                let address = docker::docker(&[
+                    "inspect",
+                    "-f",
+                    "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.MacAddress}}",
+                    &container,
+                ])
+                .unwrap();
+                let (ip, mac) = address.split_once(' ').unwrap();
+                FilterHook::DeviceEgress {
+                    device,
+                    sender: Some(BridgeAddress::parse(ip, mac).unwrap()),
+                }
+            }
+            inet => inet,
+        });
+        if let Some(hook) = hook {
+            exe_unit_vm::outbound::apply(pid, &grant, hook)
+                .await
+                .unwrap();
+        }
+        containers.push((name, container, pid, hook, Vec::new()));
     }
-    let dropped = exe_unit_vm::outbound::dropped(pid).await.unwrap();
-    let _ = docker::docker(&["rm", "-f", &plain, &filtered]);
-    let (plain_mib, filtered_mib) = (median(plain_samples), median(filtered_samples));
-    println!("| measure | unfiltered bridge | outbound filter | ratio | goal |");
-    println!("|---|---|---|---|---|");
+    // Warm-up, then in turn.
+    for (_, container, ..) in &containers {
+        fetch_seconds(container, &url);
+    }
+    for _ in 0..7 {
+        for (_, container, _, _, samples) in &mut containers {
+            samples.push(1024.0 / fetch_seconds(container, &url));
+        }
+    }
+    println!("| HTTP GET 1 GiB, busybox wget (median of 7, MiB/s) | runc | gVisor (runsc-net) |");
+    println!("|---|---|---|");
+    let mut medians = Vec::new();
+    let mut dropped_total = 0;
+    for (_, container, pid, hook, samples) in containers {
+        if let Some(hook) = hook {
+            let dropped = exe_unit_vm::outbound::dropped(pid, hook).await.unwrap();
+            dropped_total += dropped.out_packets + dropped.in_packets;
+        }
+        let _ = docker::docker(&["rm", "-f", &container]);
+        medians.push(median(samples));
+    }
     println!(
-        "| HTTP GET 1 GiB, busybox wget in a runc container (median of 7, MiB/s) | {plain_mib:.0} | {filtered_mib:.0} | {:.0} % | ≥ 90 % |",
-        filtered_mib / plain_mib * 100.0
+        "| unfiltered bridge | {:.0} | {:.0} |",
+        medians[0], medians[2]
     );
     println!(
-        "| packets dropped by the filter during the runs | – | {} | – | 0 |",
-        dropped.out_packets + dropped.in_packets
+        "| outbound filter | {:.0} | {:.0} |",
+        medians[1], medians[3]
     );
+    println!(
+        "| filtered ÷ unfiltered (goal ≥ 90 %) | {:.0} % | {:.0} % |",
+        medians[1] / medians[0] * 100.0,
+        medians[3] / medians[2] * 100.0
+    );
+    println!("| packets dropped by the filters during the runs (expected 0) | {dropped_total} | |");
     drop(internet);
 }

@@ -504,6 +504,7 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
         json!([
             run(&format!("{GET} | nc -w 10 {B_IP} {HTTP_PORT}")),
             run("hostname; cat /etc/hosts; ip -4 addr show vpn0"),
+            run("cat /proc/version"),
         ]),
     )
     .await;
@@ -519,6 +520,12 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
     assert!(seen.starts_with("node-a\n"), "{seen}");
     assert!(seen.contains("192.168.0.3\tnode-b"), "{seen}");
     assert!(seen.contains("inet 192.168.0.2/24"), "{seen}");
+    // The server runs under gVisor where the engine has its networked runtime.
+    let guest_version = text(&results[2].stdout);
+    assert!(
+        docker::names_another_kernel(&guest_version).unwrap(),
+        "not under gVisor: {guest_version}"
+    );
     // ... and B reaches A the same way.
     let results = batch(
         requestor,

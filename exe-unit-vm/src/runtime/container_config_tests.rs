@@ -34,15 +34,26 @@ struct FakeEngine {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The runtimes the fake engine lists unless told otherwise.
+fn default_runtimes() -> Value {
+    json!({"runc": {"path": "runc"}, "runsc": {"path": "/usr/bin/runsc"}})
+}
+
 impl FakeEngine {
-    fn start(dir: &Path, image: Value) -> FakeEngine {
+    /// An engine listing `runtimes` in its info.
+    fn start(dir: &Path, image: Value, runtimes: Value) -> FakeEngine {
         let socket = dir.join("docker.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let recorded = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, image.clone(), recorded.clone()));
+                tokio::spawn(serve(
+                    stream,
+                    image.clone(),
+                    runtimes.clone(),
+                    recorded.clone(),
+                ));
             }
         });
         FakeEngine {
@@ -73,7 +84,12 @@ impl Drop for FakeEngine {
 }
 
 /// Answer HTTP/1.1 requests on one connection until the client closes it.
-async fn serve(mut stream: UnixStream, image: Value, requests: Arc<Mutex<Vec<Recorded>>>) {
+async fn serve(
+    mut stream: UnixStream,
+    image: Value,
+    runtimes: Value,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+) {
     let mut buffer = Vec::new();
     loop {
         let header_end = loop {
@@ -122,10 +138,7 @@ async fn serve(mut stream: UnixStream, image: Value, requests: Arc<Mutex<Vec<Rec
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         });
         let (status, reply) = match (method.as_str(), path.as_str()) {
-            ("GET", "/info") => (
-                "200 OK",
-                json!({"Runtimes": {"runc": {"path": "runc"}, "runsc": {"path": "/usr/bin/runsc"}}}),
-            ),
+            ("GET", "/info") => ("200 OK", json!({ "Runtimes": runtimes })),
             ("GET", path) if path.starts_with("/images/") && path.ends_with("/json") => {
                 ("200 OK", image.clone())
             }
@@ -206,8 +219,19 @@ async fn deploy_with(
     sandbox: Option<Sandbox>,
     prepare: impl FnOnce(&mut VmRuntime),
 ) -> (tempfile::TempDir, Vec<Recorded>) {
+    deploy_on(default_runtimes(), image, limits, sandbox, prepare).await
+}
+
+/// [`deploy_with`] on an engine listing `runtimes`.
+async fn deploy_on(
+    runtimes: Value,
+    image: Value,
+    limits: Limits,
+    sandbox: Option<Sandbox>,
+    prepare: impl FnOnce(&mut VmRuntime),
+) -> (tempfile::TempDir, Vec<Recorded>) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = FakeEngine::start(dir.path(), image);
+    let engine = FakeEngine::start(dir.path(), image, runtimes);
     let mut runtime = runtime(&engine, limits, sandbox);
     prepare(&mut runtime);
     let work_dir = dir.path().join("work");
@@ -481,25 +505,30 @@ async fn an_image_user_is_kept_under_gvisor() {
     assert_eq!(body["WorkingDir"], json!("/golem/work"), "{body:#}");
 }
 
+/// A manifest granting tcp to api.golem.test:8080, the name mapped by the provider.
+fn grant_outbound_to_api(runtime: &mut VmRuntime) {
+    runtime.config.outbound_hosts =
+        crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
+    runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
+        transport: golem_model::manifest::Transport::Tcp,
+        host: "api.golem.test".into(),
+        port: 8080,
+    }]);
+}
+
 #[tokio::test]
 async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
-    if crate::outbound::available().await.is_err() {
+    if crate::outbound::available(crate::outbound::FilterHook::Inet)
+        .await
+        .is_err()
+    {
         // Not root here: the unit would refuse the deploy (tested end to end).
         return;
     }
     let image = json!({"Id": "sha256:fake", "Config": {"User": "", "Env": ["PATH=/bin"]}});
     let limits = limits(json!({}), json!({}));
     assert!(!limits.network, "no network property granted");
-    let (dir, requests) = deploy_with(image, limits, None, |runtime| {
-        runtime.config.outbound_hosts =
-            crate::outbound::parse_host_overrides("api.golem.test=10.9.8.7").unwrap();
-        runtime.outbound_targets = Some(vec![golem_model::manifest::OutboundTarget {
-            transport: golem_model::manifest::Transport::Tcp,
-            host: "api.golem.test".into(),
-            port: 8080,
-        }]);
-    })
-    .await;
+    let (dir, requests) = deploy_with(image, limits, None, grant_outbound_to_api).await;
     let body = create_body(&requests);
     let host = &body["HostConfig"];
     // The engine has runsc, yet the container runs under runc, hardened, on the bridge.
@@ -517,4 +546,53 @@ async fn outbound_access_rides_the_bridge_under_runc_with_the_manifest_hosts() {
     let hosts = std::fs::read_to_string(hosts_path).unwrap();
     assert!(hosts.contains("10.9.8.7\tapi.golem.test"), "{hosts}");
     drop(dir);
+}
+
+#[tokio::test]
+async fn outbound_access_runs_under_gvisor_when_the_engine_has_its_networked_runtime() {
+    if crate::outbound::available(crate::outbound::FilterHook::DeviceEgress {
+        device: crate::outbound::CONTAINER_INTERFACE,
+        sender: None,
+    })
+    .await
+    .is_err()
+    {
+        // Not root, or no netdev egress hook: the unit falls back to runc
+        // (the test above) or refuses the deploy (tested end to end).
+        return;
+    }
+    let image = json!({"Id": "sha256:fake", "Config": {"User": "", "Env": ["PATH=/bin"]}});
+    let mut runtimes = default_runtimes();
+    runtimes[GVISOR_NETWORKED_RUNTIME] = json!({"path": "/usr/local/lib/golem/runsc-net"});
+    let (_dir, requests) = deploy_on(
+        runtimes,
+        image,
+        limits(json!({}), json!({})),
+        None,
+        grant_outbound_to_api,
+    )
+    .await;
+    let body = create_body(&requests);
+    let host = &body["HostConfig"];
+    // gVisor with its own netstack, on the bridge, the image as on the original.
+    assert_eq!(host["Runtime"], json!(GVISOR_NETWORKED_RUNTIME), "{body:#}");
+    assert_eq!(host["NetworkMode"], json!("bridge"), "{body:#}");
+    assert_eq!(body["User"], json!("0:0"), "{body:#}");
+    assert_eq!(host["CapDrop"], Value::Null, "{body:#}");
+}
+
+#[tokio::test]
+async fn without_network_gvisor_keeps_the_runtime_without_a_netstack() {
+    let image = json!({"Id": "sha256:fake", "Config": {"User": ""}});
+    let mut runtimes = default_runtimes();
+    runtimes[GVISOR_NETWORKED_RUNTIME] = json!({"path": "/usr/local/lib/golem/runsc-net"});
+    let (_dir, requests) =
+        deploy_on(runtimes, image, limits(json!({}), json!({})), None, |_| {}).await;
+    let body = create_body(&requests);
+    assert_eq!(
+        body["HostConfig"]["Runtime"],
+        json!(GVISOR_RUNTIME),
+        "{body:#}"
+    );
+    assert_eq!(body["HostConfig"]["NetworkMode"], json!("none"), "{body:#}");
 }

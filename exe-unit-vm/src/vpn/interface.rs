@@ -7,6 +7,11 @@
 //! adds the connected route of the prefix; no default route is ever added,
 //! and the container has no other interface but loopback.
 //!
+//! Under gVisor the device is a TAP instead ([`Framing::Ethernet`]; gVisor's
+//! netstack takes Ethernet links only), made before the sandbox starts so
+//! that gVisor finds it and takes its address, with IPv6 off (gVisor would
+//! take a link-local address too).
+//!
 //! Needs CAP_SYS_ADMIN (setns) and CAP_NET_ADMIN (TUN, addresses) in the exe
 //! unit and `/dev/net/tun`; [`probe`] checks all three once in a throwaway
 //! namespace, and the offer says `vpn` only when it passes.
@@ -19,18 +24,31 @@ use nix::sched::CloneFlags;
 /// The interface's name inside the container.
 pub const INTERFACE_NAME: &str = "vpn0";
 
+/// What the interface carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// IPv4 packets (a TUN): the container's kernel is the host's.
+    Ip,
+    /// Ethernet frames (a TAP): gVisor's netstack reads the device.
+    Ethernet,
+}
+
 /// How the interface is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceConfig {
     pub address: Ipv4Addr,
     pub mask: Ipv4Addr,
+    pub framing: Framing,
 }
 
 fn tun_config(config: InterfaceConfig) -> tun::Configuration {
     let mut tun_config = tun::Configuration::default();
     tun_config
         .tun_name(INTERFACE_NAME)
-        .layer(tun::Layer::L3)
+        .layer(match config.framing {
+            Framing::Ip => tun::Layer::L3,
+            Framing::Ethernet => tun::Layer::L2,
+        })
         .address(config.address)
         .netmask(config.mask)
         .mtu(VPN_MTU as u16)
@@ -72,11 +90,22 @@ pub fn create_in_process(pid: u32, config: InterfaceConfig) -> Result<tun::Devic
 }
 
 fn create(config: InterfaceConfig) -> Result<tun::Device, String> {
-    tun::create(&tun_config(config)).map_err(|error| {
+    let device = tun::create(&tun_config(config)).map_err(|error| {
         format!(
             "cannot create the {INTERFACE_NAME} TUN interface: {error} (the exe unit needs CAP_NET_ADMIN and /dev/net/tun)"
         )
-    })
+    })?;
+    if config.framing == Framing::Ethernet {
+        // This thread's namespace is the container's: /proc/sys/net is its.
+        let path = format!("/proc/sys/net/ipv6/conf/{INTERFACE_NAME}/disable_ipv6");
+        match std::fs::write(&path, "1") {
+            Ok(()) => {}
+            // A kernel without IPv6 gives no link-local address either.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(format!("cannot write {path}: {error}")),
+        }
+    }
+    Ok(device)
 }
 
 /// [`probe`], run once per process.
@@ -98,6 +127,7 @@ pub fn probe() -> Result<(), String> {
             create(InterfaceConfig {
                 address: Ipv4Addr::new(192, 168, 0, 2),
                 mask: Ipv4Addr::new(255, 255, 255, 0),
+                framing: Framing::Ip,
             })
             .map(drop)
         },

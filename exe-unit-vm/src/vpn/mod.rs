@@ -26,8 +26,10 @@
 //!   was in flight as one batch. Nothing awaits per packet; a full queue drops.
 //!
 //! Every drop is counted in [`Counters`]; the totals are logged when the
-//! member leaves.
+//! member leaves. Under gVisor the interface carries Ethernet frames and
+//! [`ethernet`] translates (and answers the sandbox's ARP).
 
+pub mod ethernet;
 pub mod interface;
 pub mod network;
 pub mod table;
@@ -43,7 +45,8 @@ use golem_model::{ErrorCode, GolemError, NodeId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use self::interface::InterfaceConfig;
+use self::ethernet::{EthernetLink, FromSandbox};
+use self::interface::{Framing, InterfaceConfig};
 use self::network::VpnNetwork;
 use self::table::{Egress, Ingress, Members};
 
@@ -99,6 +102,8 @@ struct Shared {
     owner: Option<NodeId>,
     members: Mutex<Members>,
     device: Mutex<Option<Arc<tun::AsyncDevice>>>,
+    /// Set when the interface carries Ethernet frames (under gVisor).
+    ethernet: Mutex<Option<Arc<EthernetLink>>>,
     counters: Counters,
 }
 
@@ -125,6 +130,7 @@ impl VpnMember {
             network,
             owner,
             device: Mutex::new(None),
+            ethernet: Mutex::new(None),
             counters: Counters::default(),
         });
         bus.bind(&address, endpoint(shared.clone()))
@@ -153,11 +159,14 @@ impl VpnMember {
         &self.shared.counters
     }
 
-    /// Give the container whose init is `pid` its interface and start relaying.
-    pub async fn attach(&self, pid: u32) -> Result<(), String> {
+    /// Give the network namespace of process `pid` (the container's init,
+    /// or under gVisor the holder of its namespace) the interface carrying
+    /// `framing`, and start relaying.
+    pub async fn attach(&self, pid: u32, framing: Framing) -> Result<(), String> {
         let config = InterfaceConfig {
             address: self.shared.network.node_ip,
             mask: self.shared.network.mask(),
+            framing,
         };
         let device = tokio::task::spawn_blocking(move || interface::create_in_process(pid, config))
             .await
@@ -167,11 +176,15 @@ impl VpnMember {
                 .map_err(|error| format!("cannot poll the interface: {error}"))?,
         );
         *lock(&self.shared.device) = Some(device.clone());
+        *lock(&self.shared.ethernet) = match framing {
+            Framing::Ip => None,
+            Framing::Ethernet => Some(Arc::new(EthernetLink::new(config.address))),
+        };
         let task = tokio::spawn(egress(self.shared.clone(), device, self.bus.clone()));
         if let Some(old) = lock(&self.egress).replace(task) {
             old.abort();
         }
-        tracing::info!(network = %self.shared.network.id, pid, interface = interface::INTERFACE_NAME, address = %config.address, mask = %config.mask, "VPN interface up");
+        tracing::info!(network = %self.shared.network.id, pid, interface = interface::INTERFACE_NAME, address = %config.address, mask = %config.mask, ?framing, "VPN interface up");
         Ok(())
     }
 
@@ -273,8 +286,13 @@ async fn ingress(
         Counters::add(&counters.dropped_ingress, deliver.len() as u64);
         return Ok(());
     };
+    let ethernet = lock(&shared.ethernet).clone();
     for packet in deliver {
-        match device.send(packet).await {
+        let written = match &ethernet {
+            Some(link) => device.send(&link.to_sandbox(packet)).await,
+            None => device.send(packet).await,
+        };
+        match written {
             Ok(_) => {
                 Counters::add(&counters.delivered, 1);
             }
@@ -323,7 +341,21 @@ async fn egress(shared: Arc<Shared>, device: Arc<tun::AsyncDevice>, bus: BusClie
                 return;
             }
         };
-        let packet = &buffer[..length];
+        let ethernet = lock(&shared.ethernet).clone();
+        let packet = match ethernet
+            .as_deref()
+            .map(|link| link.from_sandbox(&buffer[..length]))
+        {
+            None => &buffer[..length],
+            Some(FromSandbox::Ipv4(packet)) => packet,
+            Some(FromSandbox::Answer(frame)) => {
+                if let Err(error) = device.send(&frame).await {
+                    tracing::debug!(network = %shared.network.id, %error, "cannot answer the sandbox's ARP");
+                }
+                continue;
+            }
+            Some(FromSandbox::Ignored) => continue,
+        };
         let route = lock(&shared.members).egress(packet);
         let dropped = match route {
             Egress::To(node) => {
@@ -416,6 +448,7 @@ mod tests {
             network,
             owner: Some(node(1)),
             device: Mutex::new(None),
+            ethernet: Mutex::new(None),
             counters: Counters::default(),
         })
     }
