@@ -1,7 +1,6 @@
 //! Images: the task package is recognised by its first bytes (a `docker
-//! save` tarball, plain or gzip-compressed; or the original's `gvmkit-squash`
-//! image, converted by Debian's `sqfs2tar` into a tar that the engine imports
-//! with the image's JSON metadata) and loaded into the engine by content only:
+//! save` tarball, plain or gzip-compressed; or the original's `.gvmi`
+//! image, package format `gvmkit-squash`, imported by [`crate::gvmi`]) and loaded into the engine by content only:
 //! a tarball's own names are stripped on the way in ([`crate::archive`]), so a
 //! load never sets or moves a tag; the exe unit then tags the loaded image id
 //! `golem-vm-cache:<sha3 hex>` itself and records the id ([`crate::cache`]).
@@ -201,7 +200,7 @@ fn held_back_body(
 
 /// Remove what a failed deploy loaded (best effort). An image that carries
 /// a name was there before (the same content under someone's tag): kept.
-async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
+pub(crate) async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
     let reference = &loaded.image_id;
     let named = docker
         .inspect_image(reference)
@@ -244,12 +243,12 @@ pub async fn load(docker: &Docker, package: &Path) -> Result<Loaded, RuntimeErro
     match sniff(&head[..filled]) {
         ImageFormat::DockerArchive => {}
         ImageFormat::GvmkitSquash => {
-            let image_id = convert_squash(docker, package).await?;
+            let image_id = crate::gvmi::import(docker, package).await?;
             return Ok(Loaded { image_id });
         }
         ImageFormat::Unknown => {
             return Err(RuntimeError::new(
-                "the package is not an image: expected a `docker save` tarball (tar or tar.gz)",
+                "the package is not an image: expected a `docker save` tarball (tar or tar.gz) or a .gvmi made by gvmkit-build",
             ))
         }
     }
@@ -383,148 +382,6 @@ async fn load_stripped(
     }
 }
 
-/// The converter of squashfs images to tar streams (Debian `squashfs-tools-ng`).
-pub const SQFS2TAR: &str = "sqfs2tar";
-
-/// The metadata gvmkit-build appends to the squashfs: `crc32 (4 bytes LE) |
-/// JSON container config | its length as 8 ASCII digits`.
-pub fn gvmkit_metadata(package: &Path) -> Option<serde_json::Value> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(package).ok()?;
-    let length = file.metadata().ok()?.len();
-    let mut digits = [0u8; 8];
-    file.seek(SeekFrom::Start(length.checked_sub(8)?)).ok()?;
-    file.read_exact(&mut digits).ok()?;
-    let size: u64 = std::str::from_utf8(&digits).ok()?.trim().parse().ok()?;
-    if size == 0 || size > 1 << 20 || size + 12 > length {
-        return None;
-    }
-    let mut json = vec![0u8; usize::try_from(size).ok()?];
-    file.seek(SeekFrom::Start(length - 8 - size)).ok()?;
-    file.read_exact(&mut json).ok()?;
-    serde_json::from_slice(&json).ok()
-}
-
-/// Dockerfile-style changes (`ENV`, `VOLUME`, `WORKDIR`, `USER`) that carry a
-/// gvmkit image's metadata over to the imported image.
-pub fn metadata_changes(metadata: &serde_json::Value) -> Vec<String> {
-    let mut changes = Vec::new();
-    let strings = |key: &str| -> Vec<String> {
-        metadata
-            .get(key)
-            .and_then(serde_json::Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| item.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for variable in strings("Env") {
-        if let Some((key, value)) = variable.split_once('=') {
-            changes.push(format!(
-                "ENV {key}={}",
-                serde_json::Value::String(value.into())
-            ));
-        }
-    }
-    if let Some(volumes) = metadata
-        .get("Volumes")
-        .and_then(serde_json::Value::as_object)
-    {
-        let paths: Vec<&String> = volumes.keys().collect();
-        if !paths.is_empty() {
-            changes.push(format!("VOLUME {}", serde_json::json!(paths)));
-        }
-    }
-    for (key, instruction) in [("WorkingDir", "WORKDIR"), ("User", "USER")] {
-        if let Some(value) = metadata.get(key).and_then(serde_json::Value::as_str) {
-            if !value.is_empty() && !value.contains('\n') {
-                changes.push(format!("{instruction} {value}"));
-            }
-        }
-    }
-    changes
-}
-
-/// Convert a gvmkit-squash image: `sqfs2tar` streams its files as a tar into
-/// the engine's import (no extraction on the provider's filesystem).
-async fn convert_squash(docker: &Docker, package: &Path) -> Result<String, RuntimeError> {
-    let changes = gvmkit_metadata(package)
-        .map(|metadata| metadata_changes(&metadata))
-        .unwrap_or_default();
-    let mut child = tokio::process::Command::new(SQFS2TAR)
-        .arg(package)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| {
-            RuntimeError::new(format!(
-                "this provider cannot convert gvmkit-squash images: {SQFS2TAR} (Debian package squashfs-tools-ng) cannot run: {error}"
-            ))
-        })?;
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(RuntimeError::new("sqfs2tar started without pipes"));
-    };
-    let errors = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    let body = tokio_util::io::ReaderStream::with_capacity(stdout, 1 << 20)
-        .filter_map(|chunk| async move { chunk.ok() });
-    let mut import = docker.create_image(
-        Some(CreateImageOptions {
-            from_src: Some("-".into()),
-            changes,
-            ..Default::default()
-        }),
-        Some(bollard::body_stream(body)),
-        None,
-    );
-    let mut image = None;
-    let mut failure = None;
-    while let Some(item) = import.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(status) = info.status.filter(|status| status.starts_with("sha256:")) {
-                    image = Some(status.trim().to_string());
-                }
-            }
-            Err(error) => {
-                failure = Some(engine_message(&error));
-                break;
-            }
-        }
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|error| RuntimeError::new(format!("sqfs2tar failed: {error}")))?;
-    let said = errors.await.unwrap_or_default();
-    if !status.success() {
-        // The engine may have imported what came before the failure.
-        if let Some(image_id) = image.filter(|id| is_image_id(id)) {
-            remove_loaded(docker, &Loaded { image_id }).await;
-        }
-        return Err(RuntimeError::new(format!(
-            "the package is not a valid gvmkit-squash image: {}",
-            said.trim()
-        )));
-    }
-    if let Some(failure) = failure {
-        return Err(RuntimeError::new(format!(
-            "the engine cannot import the converted gvmkit-squash image: {failure}"
-        )));
-    }
-    image.filter(|id| is_image_id(id)).ok_or_else(|| {
-        RuntimeError::new("the engine imported the gvmkit-squash image but gave no image id")
-    })
-}
-
 /// Tag the image `image_id` as the cache entry of `digest`.
 pub async fn tag_cached(docker: &Docker, image_id: &str, digest: &str) -> Result<(), RuntimeError> {
     docker
@@ -647,29 +504,5 @@ mod tests {
         ] {
             assert!(!names_cache_repository(reference), "{reference}");
         }
-    }
-
-    #[test]
-    fn reads_gvmkit_metadata_and_turns_it_into_changes() {
-        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-        let path = dir.path().join("image.gvmi");
-        let json = br#"{"Env":["PATH=/bin:/usr/bin","A=b c"],"Volumes":{"/data":{}},"WorkingDir":"/w","User":""}"#;
-        let mut bytes = b"hsqs squashfs bytes".to_vec();
-        bytes.extend_from_slice(&[1, 2, 3, 4]);
-        bytes.extend_from_slice(json);
-        bytes.extend_from_slice(format!("{:08}", json.len()).as_bytes());
-        std::fs::write(&path, &bytes).unwrap_or_else(|error| panic!("{error}"));
-        let metadata = gvmkit_metadata(&path).unwrap_or_default();
-        assert_eq!(
-            metadata_changes(&metadata),
-            vec![
-                "ENV PATH=\"/bin:/usr/bin\"".to_string(),
-                "ENV A=\"b c\"".to_string(),
-                "VOLUME [\"/data\"]".to_string(),
-                "WORKDIR /w".to_string(),
-            ]
-        );
-        std::fs::write(&path, b"hsqs no metadata").unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(gvmkit_metadata(&path), None);
     }
 }

@@ -27,6 +27,7 @@ pub mod archive;
 pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod gvmi;
 pub mod image;
 pub mod outbound;
 pub mod runtime;

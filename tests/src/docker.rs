@@ -1,9 +1,10 @@
 //! Docker helpers for the VM exe unit's tests: the `GOLEM_TEST_DOCKER=1` gate
 //! (the tier's tests are `#[ignore]`d and named `docker_*`; scripts/test.sh
 //! runs them when an engine answers; run without the gate they fail), building the local test
-//! images of `tests/images/` (nothing is pulled), `docker save`, and listing
-//! containers by label.
+//! images of `tests/images/` (nothing is pulled), `docker save`, writing a
+//! `.gvmi` of an image, and listing containers by label.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -77,6 +78,53 @@ pub fn build_test_image(name: &str, tag: &str) -> anyhow::Result<()> {
 /// `docker save` `tag` into `out`.
 pub fn save_image(tag: &str, out: &Path) -> anyhow::Result<()> {
     docker(&["save", "-o", &out.to_string_lossy(), tag]).map(|_| ())
+}
+
+/// The container config of the engine's image `tag` (`docker inspect`'s
+/// `Config`), as gvmkit-build puts it in a `.gvmi`.
+pub fn image_config(tag: &str) -> anyhow::Result<serde_json::Value> {
+    let mut config = inspect(tag)?
+        .get("Config")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the image {tag} has no Config"))?;
+    // gvmkit-build clears these two before writing the config.
+    config["User"] = serde_json::Value::Null;
+    config["Domainname"] = serde_json::json!("");
+    Ok(config)
+}
+
+/// Write `out`, a `.gvmi` of the engine's image `tag` in gvmkit-build's
+/// layout: a squashfs 4.0 of the image's exported root file system (Debian's
+/// `tar2sqfs` reads `docker export` directly, so nothing is extracted as
+/// root), then `crc32 (LE) | config JSON | its length as 8 digits`. The
+/// original gvmkit-build (PyPI `gvmkit-build`) cannot run here: it pulls the
+/// image and its `scx1332/squashfs` tool image from Docker Hub, which this
+/// machine does not reach.
+pub fn write_gvmi(tag: &str, config: &serde_json::Value, out: &Path) -> anyhow::Result<()> {
+    // A command for images without one; the container is never started.
+    let container = docker(&["create", tag, "true"])?;
+    let rootfs = out.with_extension("rootfs.tar");
+    let exported = docker(&["export", "-o", &rootfs.to_string_lossy(), &container]);
+    docker(&["rm", &container])?;
+    exported?;
+    let status = Command::new("tar2sqfs")
+        .args(["-q", "-f"])
+        .arg(out)
+        .stdin(std::fs::File::open(&rootfs)?)
+        .status()
+        .map_err(|error| {
+            anyhow::anyhow!("tar2sqfs (Debian squashfs-tools-ng) cannot run: {error}")
+        })?;
+    std::fs::remove_file(&rootfs)?;
+    anyhow::ensure!(status.success(), "tar2sqfs failed: {status}");
+    let json = serde_json::to_vec(config)?;
+    let mut crc = flate2::Crc::new();
+    crc.update(&json);
+    let mut file = std::fs::OpenOptions::new().append(true).open(out)?;
+    file.write_all(&crc.sum().to_le_bytes())?;
+    file.write_all(&json)?;
+    file.write_all(format!("{:08}", json.len()).as_bytes())?;
+    Ok(())
 }
 
 /// Ids of all containers (running or not) with `label` (`key` or `key=value`).

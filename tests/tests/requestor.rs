@@ -607,6 +607,67 @@ async fn docker_vm_run_executes_a_command_in_a_local_image() {
     );
 }
 
+/// golem-js's `advanced/local-image` flow with our requestor: a local
+/// `.gvmi` (gvmkit-build's layout, written by [`golem_tests::docker::write_gvmi`])
+/// is published over gftp by `golem-requestor run --image`, fetched by a real
+/// provider, imported with its config (ENV, WORKDIR, CMD) and cached under
+/// its sha3 like a tarball.
+#[tokio::test]
+#[ignore = "tier docker: needs a Docker engine and squashfs-tools-ng; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
+async fn docker_vm_runs_a_gvmi_published_over_gftp() {
+    use golem_tests::docker;
+    assert!(docker::enabled("docker_vm_runs_a_gvmi_published_over_gftp").unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let tag = "golem-e2e-requestor-gvmi";
+    busybox_image(scratch.path(), tag).unwrap();
+    let mut config = docker::image_config(tag).unwrap();
+    config["Env"] = serde_json::json!(["PATH=/bin", "GREETING=from a gvmi"]);
+    config["WorkingDir"] = serde_json::json!("/bin");
+    config["Cmd"] = serde_json::json!(["/bin/sh", "-c", "echo default command"]);
+    let gvmi = scratch.path().join("local-image.gvmi");
+    docker::write_gvmi(tag, &config, &gvmi).unwrap();
+    let digest = hex::encode(sha3::Sha3_224::digest(std::fs::read(&gvmi).unwrap()));
+
+    let mut network = Network::start_each(1, "e2e-requestor-gvmi", &["vm"], |_, options| {
+        ProviderOptions {
+            allow_private_transfers: false,
+            ..options.max_agreements(4)
+        }
+    })
+    .unwrap();
+    let output = output_within(
+        network.requestor(&[
+            "run",
+            "--runtime",
+            "vm",
+            "--image",
+            gvmi.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $GREETING; pwd",
+        ]),
+        Duration::from_secs(180),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "from a gvmi\n/bin\n");
+
+    // The import is the provider's cache entry, with the gvmi's config.
+    let cached = docker::inspect(&format!("golem-vm-cache:{digest}")).unwrap();
+    assert_eq!(cached["Config"]["WorkingDir"], "/bin", "{cached}");
+    assert_eq!(
+        cached["Config"]["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "echo default command"])
+    );
+    assert!(
+        cached["Config"]["Env"]
+            .as_array()
+            .is_some_and(|env| env.contains(&serde_json::json!("GREETING=from a gvmi"))),
+        "{cached}"
+    );
+    let _ = docker::docker(&["rmi", "-f", &format!("golem-vm-cache:{digest}"), tag]);
+}
+
 #[test]
 fn bad_job_files_get_errors_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();

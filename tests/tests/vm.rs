@@ -990,29 +990,15 @@ fn logged_milliseconds(log: &str, message: &str, field: &str) -> Option<f64> {
         .ok()
 }
 
-/// A gvmkit-squash image as gvmkit-build lays it out: squashfs of the test
-/// image's files (`tar2sqfs`), then crc32, the JSON config and its length.
+/// A `.gvmi` of the test image ([`docker::write_gvmi`]) whose config adds
+/// an environment variable.
 fn gvmkit_image(dir: &Path) -> Vec<u8> {
     docker::build_test_image("busybox", IMAGE_TAG).unwrap();
-    let container = docker::docker(&["create", IMAGE_TAG]).unwrap();
-    let export = dir.join("rootfs.tar");
-    docker::docker(&["export", "-o", &export.to_string_lossy(), &container]).unwrap();
-    docker::docker(&["rm", &container]).unwrap();
-    let squash = dir.join("image.sqfs");
-    let status = Command::new("tar2sqfs")
-        .args(["-q", "-f"])
-        .arg(&squash)
-        .stdin(std::fs::File::open(&export).unwrap())
-        .status()
-        .expect("tar2sqfs (Debian squashfs-tools-ng) is installed");
-    assert!(status.success());
-    let mut bytes = std::fs::read(&squash).unwrap();
-    let json =
-        br#"{"Env":["PATH=/bin","GREETING=from squash"],"Volumes":{"/data":{}},"WorkingDir":"/"}"#;
-    bytes.extend_from_slice(&[0, 0, 0, 0]);
-    bytes.extend_from_slice(json);
-    bytes.extend_from_slice(format!("{:08}", json.len()).as_bytes());
-    bytes
+    let mut config = docker::image_config(IMAGE_TAG).unwrap();
+    config["Env"] = json!(["PATH=/bin", "GREETING=from squash"]);
+    let out = dir.join("busybox.gvmi");
+    docker::write_gvmi(IMAGE_TAG, &config, &out).unwrap();
+    std::fs::read(out).unwrap()
 }
 
 #[tokio::test]
@@ -1043,20 +1029,26 @@ async fn docker_vm_runs_a_gvmkit_squash_image() {
     requestor.destroy(&activity_id).await;
     gone(&activity_id).await;
 
-    // A squashfs magic with garbage behind it: a clear deploy error.
-    let mut broken = b"hsqs".to_vec();
-    broken.extend_from_slice(&[0u8; 4096]);
-    let package = publish(&fixture, "broken.gvmi", &broken);
-    let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
-    let activity_id = requestor.create_activity(&agreement_id).await;
-    let results = requestor.batch(&activity_id, json!([{"deploy": {}}])).await;
-    assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
-    let message = results[0].message.clone().unwrap_or_default();
-    assert!(
-        message.contains("not a valid gvmkit-squash image"),
-        "{message}"
-    );
-    requestor.destroy(&activity_id).await;
+    // The squashfs cut short (its trailer kept), then one whose file system
+    // is zeroed behind the superblock: each a clear deploy error.
+    let digits = std::str::from_utf8(&image[image.len() - 8..]).unwrap();
+    let trailer = &image[image.len() - 12 - digits.parse::<usize>().unwrap()..];
+    let squashfs = &image[..image.len() - trailer.len()];
+    let truncated = [&squashfs[..4096], trailer].concat();
+    let zeroed = [&squashfs[..96], &vec![0u8; squashfs.len() - 96], trailer].concat();
+    for (name, broken, words) in [
+        ("truncated.gvmi", truncated, "the file is truncated"),
+        ("zeroed.gvmi", zeroed, "not a valid gvmkit-squash image"),
+    ] {
+        let package = publish(&fixture, name, &broken);
+        let agreement_id = negotiate_agreement(&requestor.client, &demand(&package)).await;
+        let activity_id = requestor.create_activity(&agreement_id).await;
+        let results = requestor.batch(&activity_id, json!([{"deploy": {}}])).await;
+        assert_eq!(results[0].result, CommandResult::Error, "{results:?}");
+        let message = results[0].message.clone().unwrap_or_default();
+        assert!(message.contains(words), "{name}: {message}");
+        requestor.destroy(&activity_id).await;
+    }
 }
 
 /// Deploy `package` in a new activity, start it and run one command in it.
