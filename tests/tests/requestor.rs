@@ -540,6 +540,18 @@ async fn a_demand_no_offer_matches_names_the_constraint() {
     );
 }
 
+/// `golem-requestor run --runtime vm --image IMAGE -- COMMAND...`, waited for.
+fn run_in_vm(
+    network: &mut Network,
+    image: &str,
+    command: &[&str],
+    timeout: Duration,
+) -> std::process::Output {
+    let mut args = vec!["run", "--runtime", "vm", "--image", image, "--"];
+    args.extend_from_slice(command);
+    output_within(network.requestor(&args), timeout)
+}
+
 #[tokio::test]
 #[ignore = "tier docker: needs a Docker engine; scripts/test.sh runs it when one answers (GOLEM_TEST_DOCKER=1)"]
 async fn docker_vm_run_executes_a_command_in_a_local_image() {
@@ -559,18 +571,10 @@ async fn docker_vm_run_executes_a_command_in_a_local_image() {
     })
     .unwrap();
     let image = image.to_str().unwrap();
-    let output = output_within(
-        network.requestor(&[
-            "run",
-            "--runtime",
-            "vm",
-            "--image",
-            image,
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo hi from vm; echo oops >&2; exit 3",
-        ]),
+    let output = run_in_vm(
+        &mut network,
+        image,
+        &["/bin/sh", "-c", "echo hi from vm; echo oops >&2; exit 3"],
         Duration::from_secs(180),
     );
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
@@ -580,17 +584,10 @@ async fn docker_vm_run_executes_a_command_in_a_local_image() {
         "{}",
         text(&output.stderr)
     );
-    let output = output_within(
-        network.requestor(&[
-            "run",
-            "--runtime",
-            "vm",
-            "--image",
-            image,
-            "--",
-            "/bin/echo",
-            "cached",
-        ]),
+    let output = run_in_vm(
+        &mut network,
+        image,
+        &["/bin/echo", "cached"],
         Duration::from_secs(120),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -635,18 +632,10 @@ async fn docker_vm_runs_a_gvmi_published_over_gftp() {
         }
     })
     .unwrap();
-    let output = output_within(
-        network.requestor(&[
-            "run",
-            "--runtime",
-            "vm",
-            "--image",
-            gvmi.to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo $GREETING; pwd",
-        ]),
+    let output = run_in_vm(
+        &mut network,
+        gvmi.to_str().unwrap(),
+        &["/bin/sh", "-c", "echo $GREETING; pwd"],
         Duration::from_secs(180),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
