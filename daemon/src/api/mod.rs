@@ -224,8 +224,9 @@ async fn access_log(
     mut request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    // The outermost layer, so the first to touch a request: its headers stop
-    // pinning the connection's read buffer before anything else runs.
+    // The outermost layer, so the first to touch a request: a long-poll's
+    // headers stop pinning the connection's read buffer before anything
+    // else runs (and while the request is still unshared).
     request_headers::detach_from_read_buffer(&mut request);
     if !tracing::enabled!(target: "golem_daemon::api::access", tracing::Level::DEBUG) {
         return next.call(request).await;
