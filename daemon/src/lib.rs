@@ -133,7 +133,10 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             "api setting max-long-polls-per-key must be greater than zero (GOLEM_API_MAX_LONG_POLLS_PER_KEY, --api-max-long-polls-per-key)"
         );
     }
-    let long_polls = api::long_polls::LongPolls::new(config.api.max_long_polls_per_key);
+    let long_polls = api::long_polls::LongPolls::new(
+        config.api.max_long_polls_per_key,
+        api::heap_release::HeapRelease::start(),
+    );
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(

@@ -333,5 +333,7 @@ async fn provider_events(
         .transpose()?;
     let timeout = timeout_seconds(query.timeout, Duration::from_secs(5), ACTIVITY_MAX_TIMEOUT)?;
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
-    Ok(HttpResponse::Ok().json(activity.provider.events(after, timeout, max_events).await?))
+    // Built after the wait, so a waiting poll holds no response head.
+    let events = activity.provider.events(after, timeout, max_events).await?;
+    Ok(HttpResponse::Ok().json(events))
 }

@@ -11,6 +11,10 @@
 //! (`api::start`), so a client that goes away ends its poll at once instead
 //! of at the poll's timeout; tests and `scripts/bench/longpoll.sh` read the
 //! count to prove it.
+//!
+//! The registry also notices when a burst of polls ends: when the open
+//! polls fall to a quarter of a peak of at least [`BURST_POLLS`], it asks
+//! [`HeapRelease`] to give the burst's freed pages back to the system.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,11 @@ use golem_model::{ErrorCode, GolemError};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
+use super::heap_release::HeapRelease;
+
+/// Open polls that make a burst worth releasing memory after (each held
+/// connection costs ~10 KiB while it waits; fewer are not worth a trim).
+pub const BURST_POLLS: usize = 64;
 
 /// Every app-key's open long-polls (one per node, shared by every worker).
 #[derive(Clone)]
@@ -30,35 +39,48 @@ pub struct LongPolls {
 
 struct Inner {
     limit: usize,
+    open: Mutex<OpenPolls>,
+    heap_release: HeapRelease,
+}
+
+#[derive(Default)]
+struct OpenPolls {
     /// Open polls by app-key name; a key with none has no entry.
-    open: Mutex<HashMap<String, usize>>,
+    by_key: HashMap<String, usize>,
+    /// Open polls of every key.
+    total: usize,
+    /// The most open at once since the last release of memory.
+    peak: usize,
 }
 
 impl LongPolls {
-    /// At most `limit` open long-polls per app-key (at least one).
-    pub fn new(limit: usize) -> Self {
+    /// At most `limit` open long-polls per app-key (at least one); memory
+    /// is given back through `heap_release` after a burst.
+    pub fn new(limit: usize, heap_release: HeapRelease) -> Self {
         LongPolls {
             inner: Arc::new(Inner {
                 limit: limit.max(1),
-                open: Mutex::new(HashMap::new()),
+                open: Mutex::new(OpenPolls::default()),
+                heap_release,
             }),
         }
     }
 
     /// Open long-polls of every key.
     pub fn open(&self) -> usize {
-        self.inner.lock().values().sum()
+        self.inner.lock().total
     }
 
     /// Open long-polls of the app-key named `key`.
     pub fn open_for(&self, key: &str) -> usize {
-        self.inner.lock().get(key).copied().unwrap_or(0)
+        self.inner.lock().by_key.get(key).copied().unwrap_or(0)
     }
 
     /// Count one more poll of `key`, or refuse it when the key is at the limit.
     pub fn begin(&self, key: &str) -> Result<LongPoll, GolemError> {
         let mut open = self.inner.lock();
-        let count = open.entry(key.to_string()).or_insert(0);
+        let open = &mut *open;
+        let count = open.by_key.entry(key.to_string()).or_insert(0);
         if *count >= self.inner.limit {
             return Err(GolemError::new(
                 ErrorCode::TooManyRequests,
@@ -71,6 +93,8 @@ impl LongPolls {
             ));
         }
         *count += 1;
+        open.total += 1;
+        open.peak = open.peak.max(open.total);
         Ok(LongPoll {
             inner: self.inner.clone(),
             key: key.to_string(),
@@ -79,7 +103,7 @@ impl LongPolls {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenPolls> {
         // The map holds plain counters: a panic elsewhere cannot leave it inconsistent.
         self.open
             .lock()
@@ -97,11 +121,20 @@ pub struct LongPoll {
 impl Drop for LongPoll {
     fn drop(&mut self) {
         let mut open = self.inner.lock();
-        if let Some(count) = open.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.key);
-            }
+        let Some(count) = open.by_key.get_mut(&self.key) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            open.by_key.remove(&self.key);
+        }
+        open.total = open.total.saturating_sub(1);
+        if open.peak >= BURST_POLLS && open.total <= open.peak / 4 {
+            open.peak = open.total;
+            // A burst of keys leaves a large map behind, too.
+            open.by_key.shrink_to_fit();
+            drop(open);
+            self.inner.heap_release.request();
         }
     }
 }
@@ -135,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_key_holds_at_most_the_limit_and_dropping_gives_back() {
-        let polls = LongPolls::new(2);
+        let polls = LongPolls::new(2, HeapRelease::start());
         let first = polls.begin("a").unwrap_or_else(|error| panic!("{error}"));
         let _second = polls.begin("a").unwrap_or_else(|error| panic!("{error}"));
         let refused = polls
@@ -152,5 +185,41 @@ mod tests {
         drop(first);
         assert_eq!(polls.open_for("a"), 1);
         assert!(polls.begin("a").is_ok(), "room again after a drop");
+    }
+
+    #[test]
+    fn the_end_of_a_burst_releases_memory_once_and_a_few_polls_never() {
+        let release = HeapRelease::start();
+        let polls = LongPolls::new(10_000, release.clone());
+        let few: Vec<LongPoll> = (0..BURST_POLLS - 1)
+            .map(|index| polls.begin(&format!("few-{}", index % 3)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|error| panic!("{error}"));
+        drop(few);
+        let burst: Vec<LongPoll> = (0..1000)
+            .map(|index| polls.begin(&format!("key-{index}")))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let capacity_in_burst = polls.inner.lock().by_key.capacity();
+        drop(burst);
+        assert_eq!(polls.open(), 0);
+        assert!(
+            polls.inner.lock().by_key.capacity() < capacity_in_burst / 4,
+            "the per-key map shrinks after the burst"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while release.releases() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no release within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(super::super::heap_release::QUIET * 3);
+        assert_eq!(
+            release.releases(),
+            1,
+            "one burst, one release; the few polls none"
+        );
     }
 }

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod cors;
 pub mod error;
 pub mod gsb;
+pub mod heap_release;
 pub mod local;
 pub mod long_polls;
 pub mod query;
+pub mod request_headers;
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -219,9 +221,13 @@ const IDLE_CONNECTION_SECS: u64 = 30;
 /// following what a client such as yapapi or golem-js does and when. Costs one
 /// level check when the target is off.
 async fn access_log(
-    request: ServiceRequest,
+    mut request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    // The outermost layer, so the first to touch a request: a long-poll's
+    // headers stop pinning the connection's read buffer before anything
+    // else runs (and while the request is still unshared).
+    request_headers::detach_from_read_buffer(&mut request);
     if !tracing::enabled!(target: "golem_daemon::api::access", tracing::Level::DEBUG) {
         return next.call(request).await;
     }

@@ -296,17 +296,18 @@ async fn events(
         .transpose()?;
     let timeout = timeout_seconds(query.timeout, DEFAULT_EVENTS_TIMEOUT, PAYMENT_MAX_TIMEOUT)?;
     let max_events = query.max_events.unwrap_or(100).clamp(1, 1000);
-    Ok(HttpResponse::Ok().json(
-        payment
-            .events_for_session(
-                invoices,
-                after,
-                timeout,
-                max_events,
-                query.app_session_id.as_deref(),
-            )
-            .await,
-    ))
+    // The response is built once the events are there: a builder made
+    // before the wait would hold a pooled response head for all of it.
+    let events = payment
+        .events_for_session(
+            invoices,
+            after,
+            timeout,
+            max_events,
+            query.app_session_id.as_deref(),
+        )
+        .await;
+    Ok(HttpResponse::Ok().json(events))
 }
 
 async fn debit_note_events(
