@@ -546,9 +546,12 @@ async fn send_back(
     };
     while let Some(first) = outbound.recv().await {
         let mut batch = PacketBatch::new();
-        batch.push(&first);
-        while let Ok(packet) = outbound.try_recv() {
-            batch.push(&packet);
+        batch.push(&first).unwrap();
+        while !batch.is_full() {
+            let Ok(packet) = outbound.try_recv() else {
+                break;
+            };
+            batch.push(&packet).unwrap();
         }
         let attachment = batch.into_attachment();
         if let Err(error) = client

@@ -15,7 +15,7 @@ use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_model::activity::{CommandResult, ExeScriptCommandResult};
 use golem_model::bus::net_address;
 use golem_model::market::DemandOfferBase;
-use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets};
+use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets, VPN_MTU};
 use golem_model::{ErrorCode, NodeId};
 use golem_tests::docker;
 use golem_tests::http::FileServer;
@@ -107,10 +107,23 @@ fn checksum(bytes: &[u8]) -> u16 {
 
 /// An ICMP echo request (or reply, type 0) as one IPv4 packet.
 fn icmp_echo(kind: u8, source: Ipv4Addr, destination: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
+    icmp_echo_of_size(kind, source, destination, id, seq, 20 + 8 + 13)
+}
+
+/// [`icmp_echo`] padded to an IPv4 packet of `size` bytes (the data repeats
+/// "golem vpn e2e").
+fn icmp_echo_of_size(
+    kind: u8,
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    id: u16,
+    seq: u16,
+    size: usize,
+) -> Vec<u8> {
     let mut icmp = vec![kind, 0, 0, 0];
     icmp.extend_from_slice(&id.to_be_bytes());
     icmp.extend_from_slice(&seq.to_be_bytes());
-    icmp.extend_from_slice(b"golem vpn e2e");
+    icmp.extend(b"golem vpn e2e".iter().cycle().take(size - 20 - 8));
     let sum = checksum(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let total = (20 + icmp.len()) as u16;
@@ -157,20 +170,33 @@ async fn listen(bus: &BusClient, network_id: &str) -> mpsc::UnboundedReceiver<(C
     received
 }
 
-/// Wait up to `wait` for an ICMP echo reply with `id`/`seq`; its sender and packet.
+/// Wait up to `wait` for an ICMP echo reply with `id`/`seq`; its sender,
+/// source and destination.
 async fn echo_reply(
     received: &mut mpsc::UnboundedReceiver<(Caller, Vec<u8>)>,
     id: u16,
     seq: u16,
     wait: Duration,
 ) -> Option<(Caller, Ipv4Addr, Ipv4Addr)> {
+    echo_reply_packet(received, id, seq, wait)
+        .await
+        .map(|(caller, source, destination, _)| (caller, source, destination))
+}
+
+/// [`echo_reply`] with the reply's packet.
+async fn echo_reply_packet(
+    received: &mut mpsc::UnboundedReceiver<(Caller, Vec<u8>)>,
+    id: u16,
+    seq: u16,
+    wait: Duration,
+) -> Option<(Caller, Ipv4Addr, Ipv4Addr, Vec<u8>)> {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let (caller, packet) = tokio::time::timeout(left, received.recv()).await.ok()??;
         if let Some((source, destination, 0, reply_id, reply_seq)) = icmp_fields(&packet) {
             if (reply_id, reply_seq) == (id, seq) {
-                return Some((caller, source, destination));
+                return Some((caller, source, destination, packet));
             }
         }
     }
@@ -295,7 +321,10 @@ async fn docker_vpn_connects_two_providers_containers_and_only_members() {
     assert!(seen.contains("inet 192.168.0.2/24"), "{seen}");
     assert!(seen.contains("192.168.0.0/24 dev vpn0"), "{seen}");
     assert!(!seen.contains("default"), "no default route: {seen}");
-    assert!(seen.contains("vpn0: <UP,LOWER_UP> mtu 1220"), "{seen}");
+    assert!(
+        seen.contains(&format!("vpn0: <UP,LOWER_UP> mtu {VPN_MTU}")),
+        "vpn0 should carry the network's MTU {VPN_MTU}: {seen}"
+    );
     // gVisor's kernel, not the host's.
     let guest_version = seen.lines().last().unwrap_or_default();
     assert!(
@@ -378,6 +407,23 @@ async fn docker_vpn_connects_two_providers_containers_and_only_members() {
         "requestor bus -> provider A's container -> requestor bus, one ICMP echo: {:.1} ms",
         round_trip.as_secs_f64() * 1000.0
     );
+
+    // The largest packet the network carries crosses both ways whole: the
+    // container's kernel answers a VPN_MTU-byte echo request with an echo
+    // reply of the same size (nothing fragments it on the way).
+    let largest = icmp_echo_of_size(8, REQUESTOR_IP, A_IP, 7, 4, VPN_MTU);
+    send_packets(&r_bus, a_node, &network_id, &largest)
+        .await
+        .unwrap();
+    let (caller, source, destination, reply) =
+        echo_reply_packet(&mut at_requestor, 7, 4, Duration::from_secs(10))
+            .await
+            .expect("an echo reply to the largest packet");
+    assert_eq!(
+        (caller, source, destination, reply.len()),
+        (Caller::Remote(a_node), A_IP, REQUESTOR_IP, VPN_MTU)
+    );
+    assert_eq!(reply[28..], largest[28..], "the echoed data differs");
 
     // A stranger's packets have no effect: refused, and never answered, even
     // when it claims the requestor's address.

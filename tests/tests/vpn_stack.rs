@@ -95,6 +95,36 @@ exec 3>&- 4<&-
 start=${start%.*}${start#*.}; end=${end%.*}${end#*.}
 echo rounds=$2 centiseconds=$((end-start))"#;
 
+/// The guest MTU of the original (and ours before RFC 003's addendum).
+const ORIGINAL_MTU: u64 = 1220;
+
+/// Bytes and packets one way through an interface.
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    bytes: u64,
+    packets: u64,
+}
+
+impl Traffic {
+    fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            bytes: self.bytes - earlier.bytes,
+            packets: self.packets - earlier.packets,
+        }
+    }
+
+    fn mean_packet(self) -> u64 {
+        self.bytes / self.packets.max(1)
+    }
+}
+
+/// The kernel's counters of a container's `vpn0`.
+#[derive(Debug, Clone, Copy)]
+struct InterfaceCounters {
+    received: Traffic,
+    sent: Traffic,
+}
+
 /// One provider: its daemon's node, agent and activity.
 struct Member {
     node: NodeId,
@@ -334,6 +364,36 @@ impl VpnStack {
     }
 
     /// `GET /net-api/v1/net/{id}<path>` as JSON.
+    /// `member`'s `vpn0` counters, read inside its container.
+    async fn interface_counters(&self, member: &Member) -> InterfaceCounters {
+        let results = batch(
+            &self.requestor,
+            &member.activity_id,
+            json!([run(
+                "cd /sys/class/net/vpn0/statistics && cat rx_bytes rx_packets tx_bytes tx_packets"
+            )]),
+        )
+        .await;
+        let output = text(&results[0].stdout);
+        let numbers: Vec<u64> = output
+            .split_whitespace()
+            .filter_map(|number| number.parse().ok())
+            .collect();
+        let [rx_bytes, rx_packets, tx_bytes, tx_packets] = numbers[..] else {
+            panic!("vpn0 counters: {results:?}");
+        };
+        InterfaceCounters {
+            received: Traffic {
+                bytes: rx_bytes,
+                packets: rx_packets,
+            },
+            sent: Traffic {
+                bytes: tx_bytes,
+                packets: tx_packets,
+            },
+        }
+    }
+
     async fn net_api_get(&self, path: &str) -> Value {
         let response = reqwest::Client::new()
             .get(format!(
@@ -469,7 +529,9 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
             "{response}"
         );
     }
-    // The right bytes, both ways, in order: 1 MiB through the echo in A.
+    // The right bytes, both ways, in order: 1 MiB through the echo in A,
+    // in packets larger than the original's MTU of 1,220 bytes.
+    let before = stack.interface_counters(&stack.a).await;
     let sent = pattern(1 << 20);
     let echo = stack.connected(A_IP, ECHO_PORT).await;
     let (mut sink, mut stream) = echo.split();
@@ -493,6 +555,15 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
     assert!(received == sent, "the echo changed the bytes");
     let mut echo = sink.reunite(stream).unwrap();
     echo.close(None).await.unwrap();
+    let after = stack.interface_counters(&stack.a).await;
+    let received_by_a = after.received.since(before.received);
+    let sent_by_a = after.sent.since(before.sent);
+    for (way, traffic) in [("into", received_by_a), ("out of", sent_by_a)] {
+        assert!(
+            traffic.bytes >= 1 << 20 && traffic.mean_packet() > ORIGINAL_MTU,
+            "{way} A's vpn0: {traffic:?}"
+        );
+    }
     let connections = stack.net_api_get("/tcp").await;
     assert!(connections.is_array(), "{connections}");
 
@@ -536,6 +607,23 @@ async fn docker_vpn_stack_requestor_and_two_providers_through_the_real_agents() 
     assert!(
         text(&results[0].stdout).ends_with("hello from node-a\n"),
         "{results:?}"
+    );
+    // A to B's echo: 1 MB there and back in large packets.
+    let before = stack.interface_counters(&stack.a).await;
+    let results = batch(
+        requestor,
+        &stack.a.activity_id,
+        json!([run(&format!(
+            "head -c 1000000 /dev/zero | nc -w 3 {B_IP} {ECHO_PORT} | wc -c"
+        ))]),
+    )
+    .await;
+    assert_eq!(text(&results[0].stdout).trim(), "1000000", "{results:?}");
+    let after = stack.interface_counters(&stack.a).await;
+    let sent_by_a = after.sent.since(before.sent);
+    assert!(
+        sent_by_a.bytes >= 1_000_000 && sent_by_a.mean_packet() > ORIGINAL_MTU,
+        "out of A's vpn0 to B: {sent_by_a:?}"
     );
     // Round trips over one connection, A to B's echo.
     let results = batch(

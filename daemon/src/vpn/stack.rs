@@ -41,15 +41,21 @@ use super::peers::PeerQueues;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a socket we closed may wait for the other side's FIN.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// TCP buffers per socket, each way (256 KiB measured no faster on
-/// `scripts/bench/vpn.sh`: a stream is bound by per-packet work, not the window).
-const SOCKET_BUFFER: usize = 64 * 1024;
+/// TCP buffers per socket, each way: 16 segments at the MTU, so that a
+/// window holds many of them (64 KiB held one; 1 MiB measured faster than
+/// 256 and 512 KiB on `scripts/bench/vpn.sh`, docs/benchmarks.md). Pages of
+/// an idle connection's buffers are never touched, so they cost no memory.
+const SOCKET_BUFFER: usize = 1024 * 1024;
 /// Commands queued before ingress batches are dropped (and writers wait).
 const COMMAND_QUEUE: usize = 1024;
 /// Received chunks queued towards one WebSocket before TCP's window closes.
 const EVENT_QUEUE: usize = 16;
 /// Ingress packets waiting for the interface before more are dropped.
 const MAX_RX_QUEUE: usize = 4096;
+/// Ingress bytes waiting for the interface before more packets are dropped
+/// (128 packets at the MTU): with large packets the count alone would let
+/// one member park a quarter of a GiB here between two polls.
+const MAX_RX_QUEUE_BYTES: usize = 8 << 20;
 /// Egress polls per wake-up at most (see [`Stack::poll`]).
 const MAX_EGRESS_ROUNDS: usize = 512;
 /// Packets one wake-up hands to the peers' queues at most (a peer's queue
@@ -413,6 +419,8 @@ struct Stack {
     last_warning: Option<std::time::Instant>,
     /// Some reader had no room: look again soon.
     blocked: bool,
+    /// Bytes in `device.rx` (each poll takes them all).
+    rx_queued_bytes: usize,
 }
 
 fn now() -> SmolInstant {
@@ -440,6 +448,7 @@ impl Stack {
             stats,
             last_warning: None,
             blocked: false,
+            rx_queued_bytes: 0,
         }
     }
 
@@ -597,11 +606,14 @@ impl Stack {
                 self.warn_dropped(caller, "a source address that is not the node's");
                 continue;
             }
-            if self.device.rx.len() >= MAX_RX_QUEUE {
+            if self.device.rx.len() >= MAX_RX_QUEUE
+                || self.rx_queued_bytes + packet.len() > MAX_RX_QUEUE_BYTES
+            {
                 count(&self.stats.dropped_invalid, 1);
                 continue;
             }
             count(&self.stats.ingress_packets, 1);
+            self.rx_queued_bytes += packet.len();
             self.device.rx.push_back(packet);
         }
     }
@@ -727,7 +739,9 @@ impl Stack {
     /// [`MAX_EGRESS_ROUNDS`] and [`MAX_EGRESS_PER_POLL`] packets. Polling
     /// once per wake-up capped one stream at about a segment per timer tick.
     fn poll(&mut self) {
+        // Takes every packet waiting in `device.rx`.
         self.iface.poll(now(), &mut self.device, &mut self.sockets);
+        self.rx_queued_bytes = 0;
         for _ in 0..MAX_EGRESS_ROUNDS {
             let queued = self.device.tx.len();
             let moved = self.service_connections();
@@ -955,9 +969,10 @@ mod tests {
                     .unwrap();
             });
             let mut socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; 1 << 20]),
+                tcp::SocketBuffer::new(vec![0; 4 << 20]),
                 tcp::SocketBuffer::new(vec![0; 1 << 16]),
             );
+            socket.set_ack_delay(None);
             socket.listen(7).unwrap();
             let mut sockets = SocketSet::new(Vec::new());
             sockets.add(socket);
@@ -1009,6 +1024,42 @@ mod tests {
     }
 
     #[test]
+    fn ingress_waiting_for_a_poll_is_bounded_in_bytes() {
+        let mut stack = stack();
+        let member: NodeId = "0x2222222222222222222222222222222222222222"
+            .parse()
+            .unwrap();
+        stack.apply_membership(Membership {
+            nodes: HashMap::from([(REMOTE, member)]),
+            own: vec![OWN],
+            prefix: 24,
+            source: Some(OWN),
+        });
+        // TCP with a bad checksum: the interface drops it without an answer.
+        let repr = smoltcp::wire::Ipv4Repr {
+            src_addr: REMOTE,
+            dst_addr: OWN,
+            next_header: smoltcp::wire::IpProtocol::Tcp,
+            payload_len: VPN_MTU - 20,
+            hop_limit: 64,
+        };
+        let mut largest = vec![0; VPN_MTU];
+        repr.emit(
+            &mut Ipv4Packet::new_unchecked(&mut largest[..]),
+            &smoltcp::phy::ChecksumCapabilities::default(),
+        );
+        let fit = MAX_RX_QUEUE_BYTES / VPN_MTU;
+        stack.ingress(member, vec![largest.clone(); fit + 10]);
+        let stats = stack.stats.snapshot();
+        assert_eq!(stats.ingress_packets, fit as u64);
+        assert_eq!(stats.dropped_invalid, 10);
+        // A poll takes them all, and the queue has room again.
+        stack.poll();
+        stack.ingress(member, vec![largest; 1]);
+        assert_eq!(stack.stats.snapshot().ingress_packets, fit as u64 + 1);
+    }
+
+    #[test]
     fn one_poll_sends_all_a_write_the_window_allows() {
         let mut stack = stack();
         let mut remote = Remote::new();
@@ -1017,6 +1068,17 @@ mod tests {
         stack.connect(SocketAddrV4::new(REMOTE, 7), events, reply);
         shuttle(&mut stack, &mut remote);
         let (connection, _) = replied.try_recv().unwrap().unwrap();
+        // A first byte, so that the remote's ACK opens its scaled window
+        // (a SYN's window is at most 64 KiB: one segment at our MTU).
+        let (written, _) = oneshot::channel();
+        stack.apply(StackCommand::Write {
+            connection,
+            data: Bytes::from_static(b"x"),
+            written,
+        });
+        stack.service_connections();
+        shuttle(&mut stack, &mut remote);
+        let before = stack.stats.snapshot().dropped_unroutable;
         let (written, mut acknowledged) = oneshot::channel();
         stack.apply(StackCommand::Write {
             connection,
@@ -1026,7 +1088,7 @@ mod tests {
         stack.poll();
         // One poll: the whole buffer leaves in MSS-sized segments (it used to
         // be one or two per poll, a segment per timer tick).
-        let segments = stack.stats.snapshot().dropped_unroutable;
+        let segments = stack.stats.snapshot().dropped_unroutable - before;
         let mss = (VPN_MTU - 40) as u64;
         assert!(
             segments >= SOCKET_BUFFER as u64 / mss,

@@ -42,7 +42,7 @@ use golem_bus::{BusClient, Caller, ServiceEndpoint};
 use golem_model::bus::net_address;
 use golem_model::vpn::{split_packets, vpn_service, PacketBatch, VpnControl, VpnPackets, VPN_MTU};
 use golem_model::{ErrorCode, GolemError, NodeId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::ethernet::{EthernetLink, FromSandbox};
@@ -52,8 +52,12 @@ use self::table::{Egress, Ingress, Members};
 
 /// Packets that may wait for one peer while a call to it is in flight.
 pub const PEER_QUEUE_PACKETS: usize = 1024;
-/// The most packet bytes one `VpnPackets` call carries.
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Bytes that may wait for one peer (128 packets at the MTU; the packet
+/// count alone would let the payload park 64 MiB per peer in the exe unit).
+pub const PEER_QUEUE_BYTES: usize = 8 << 20;
+
+/// A queued packet holds its bytes' share of its queue until it is batched.
+type QueuedPacket = (Vec<u8>, OwnedSemaphorePermit);
 
 /// What happened to packets and calls, for logs and tests.
 #[derive(Debug, Default)]
@@ -331,7 +335,7 @@ fn apply_control(shared: &Shared, caller: Caller, message: &VpnControl) -> Resul
 /// Read the interface and hand each packet to its peer's queue.
 async fn egress(shared: Arc<Shared>, device: Arc<tun::AsyncDevice>, bus: BusClient) {
     let counters = &shared.counters;
-    let mut queues: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut queues: HashMap<NodeId, (mpsc::Sender<QueuedPacket>, Arc<Semaphore>)> = HashMap::new();
     let mut buffer = vec![0u8; 65536];
     loop {
         let length = match device.recv(&mut buffer).await {
@@ -359,14 +363,19 @@ async fn egress(shared: Arc<Shared>, device: Arc<tun::AsyncDevice>, bus: BusClie
         let route = lock(&shared.members).egress(packet);
         let dropped = match route {
             Egress::To(node) => {
-                let queue = queues.entry(node).or_insert_with(|| {
+                let (queue, room) = queues.entry(node).or_insert_with(|| {
                     let (queue, queued) = mpsc::channel(PEER_QUEUE_PACKETS);
                     tokio::spawn(send_to_peer(shared.clone(), bus.clone(), node, queued));
-                    queue
+                    (queue, Arc::new(Semaphore::new(PEER_QUEUE_BYTES)))
                 });
-                match queue.try_send(packet.to_vec()) {
-                    Ok(()) => continue,
-                    Err(_) => Egress::To(node),
+                let queued = room
+                    .clone()
+                    .try_acquire_many_owned(length as u32)
+                    .ok()
+                    .and_then(|room| queue.try_send((packet.to_vec(), room)).ok());
+                match queued {
+                    Some(()) => continue,
+                    None => Egress::To(node),
                 }
             }
             other => other,
@@ -384,7 +393,7 @@ async fn send_to_peer(
     shared: Arc<Shared>,
     bus: BusClient,
     node: NodeId,
-    mut queued: mpsc::Receiver<Vec<u8>>,
+    mut queued: mpsc::Receiver<QueuedPacket>,
 ) {
     let address = net_address(node, &vpn_service(&shared.network.id));
     let counters = &shared.counters;
@@ -393,12 +402,20 @@ async fn send_to_peer(
     };
     while let Some(first) = queued.recv().await {
         let mut batch = PacketBatch::new();
-        batch.push(&first);
-        while batch.encoded_len() < MAX_BATCH_BYTES {
-            match queued.try_recv() {
-                Ok(packet) => batch.push(&packet),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some((packet, _room)) = next.take() {
+            if let Err(error) = batch.push(&packet) {
+                let total = Counters::add(&counters.dropped_egress, 1);
+                if worth_logging(total) {
+                    tracing::warn!(network = %shared.network.id, %node, %error, dropped_total = total, "packet from the payload dropped");
+                }
             }
+            if !batch.is_full() {
+                next = queued.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let count = batch.len() as u64;
         match bus
@@ -525,11 +542,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn oversized_and_cut_packets_of_a_member_are_dropped_and_counted() {
+    async fn overlong_and_cut_packets_of_a_member_are_dropped_and_counted() {
         let shared = shared();
-        let mut oversized = packet([192, 168, 0, 3], [192, 168, 0, 2]);
-        oversized.resize(VPN_MTU + 1, 0);
-        let mut attachment = PacketBatch::of([&oversized[..]]).into_attachment();
+        // Its IPv4 header claims more bytes than the packet has.
+        let mut overlong = packet([192, 168, 0, 3], [192, 168, 0, 2]);
+        overlong[2..4].copy_from_slice(&u16::MAX.to_be_bytes());
+        let mut attachment = PacketBatch::of([&overlong[..]]).into_attachment();
         attachment.extend_from_slice(&[0x05, 0xdc, 0x45]); // says 1500 bytes, has 1
         send(&shared, Caller::Remote(node(3)), "net", attachment)
             .await
@@ -537,6 +555,22 @@ mod tests {
         assert_eq!(Counters::get(&shared.counters.dropped_ingress), 2);
         assert_eq!(Counters::get(&shared.counters.delivered), 0);
         assert!(lock(&shared.members).is_member(node(3)), "still a member");
+    }
+
+    #[test]
+    fn the_largest_packet_is_routed_whole() {
+        let shared = shared();
+        let mut largest = packet([192, 168, 0, 3], [192, 168, 0, 2]);
+        largest[2..4].copy_from_slice(&(VPN_MTU as u16).to_be_bytes());
+        largest.resize(VPN_MTU, 7);
+        assert_eq!(
+            lock(&shared.members).ingress(node(3), &largest),
+            Ingress::Deliver
+        );
+        let mut reply = packet([192, 168, 0, 2], [192, 168, 0, 3]);
+        reply[2..4].copy_from_slice(&(VPN_MTU as u16).to_be_bytes());
+        reply.resize(VPN_MTU, 7);
+        assert_eq!(lock(&shared.members).egress(&reply), Egress::To(node(3)));
     }
 
     #[tokio::test]
