@@ -12,17 +12,11 @@
 # to SIGSTOP other compilers (rustc, cc, ld) during each run (resumed after it,
 # also on exit).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-after_dir="$(pwd)"
-before_rev="${1:-7f8cd70}"
-before_dir="${BEFORE_DIR:-/var/tmp/golem-bench-before}"
-before_target="${BEFORE_TARGET:-/var/tmp/golem-bench-before-target}"
-after_target="${CARGO_TARGET_DIR:-$after_dir/target}"
+source "$(dirname "$0")/before-after.sh"
 reps="${REPS:-6}"
 rounds="${ROUNDS:-100}"
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
 
-[[ -d "$before_dir" ]] || git worktree add --detach "$before_dir" "$before_rev" >&2
 build() { # dir target
     echo "building release binaries in $1..." >&2
     (cd "$1" && CARGO_TARGET_DIR="$2" cargo build --release --locked -p golem-daemon --bins >&2 \

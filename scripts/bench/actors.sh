@@ -12,18 +12,8 @@
 # cargo target dir) can be given to reuse a build. Release builds; slow the
 # first time (both sides build). BENCHES limits the list, e.g. BENCHES="foundation market".
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-after_dir="$(pwd)"
-before_rev="${1:-7f8cd70}"
-before_dir="${BEFORE_DIR:-/var/tmp/golem-bench-before}"
-before_target="${BEFORE_TARGET:-/var/tmp/golem-bench-before-target}"
-after_target="${CARGO_TARGET_DIR:-$after_dir/target}"
+source "$(dirname "$0")/before-after.sh"
 benches="${BENCHES:-foundation market activity payment requestor}"
-
-if [[ ! -d "$before_dir" ]]; then
-    echo "making a worktree of $before_rev at $before_dir" >&2
-    git worktree add --detach "$before_dir" "$before_rev" >&2
-fi
 
 build() { # dir target
     echo "building release binaries and test binaries in $1..." >&2
