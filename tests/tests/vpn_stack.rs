@@ -364,13 +364,15 @@ impl VpnStack {
     }
 
     /// `GET /net-api/v1/net/{id}<path>` as JSON.
-    /// `member`'s `vpn0` counters, read inside its container.
+    /// `member`'s `vpn0` counters, read inside its container from
+    /// `/proc/net/dev` (gVisor has no `/sys/class/net/*/statistics`; both
+    /// kernels list receive bytes and packets first, transmit's 9th and 10th).
     async fn interface_counters(&self, member: &Member) -> InterfaceCounters {
         let results = batch(
             &self.requestor,
             &member.activity_id,
             json!([run(
-                "cd /sys/class/net/vpn0/statistics && cat rx_bytes rx_packets tx_bytes tx_packets"
+                "awk '/vpn0:/ { sub(/.*vpn0:/, \"\"); print $1, $2, $9, $10 }' /proc/net/dev"
             )]),
         )
         .await;
