@@ -1,11 +1,15 @@
 //! The connection to the Docker engine and the container labels: connecting
 //! (with API version negotiation), the engine's version for `offer-template`,
-//! and the removal of containers left behind by exe units that died.
+//! the removal of containers left behind by exe units that died, and the
+//! small image helpers both loaders share (`Loaded`, image ids, removing a
+//! failed load, the engine's error words).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::{
+    ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
+};
 use bollard::Docker;
 
 /// Marks every container this exe unit creates.
@@ -138,6 +142,60 @@ pub async fn remove_leftovers(docker: &Docker) -> Result<usize, bollard::errors:
         }
     }
     Ok(removed)
+}
+
+/// What a load put into the engine: one image, by id, without names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The image id (`sha256:<64 hex>`).
+    pub image_id: String,
+}
+
+/// Whether `text` is a full image id, `sha256:` and 64 hex digits.
+pub fn is_image_id(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
+/// The id of the image `reference` names, if the engine has it.
+pub async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
+    docker
+        .inspect_image(reference)
+        .await
+        .ok()
+        .and_then(|image| image.id)
+}
+
+/// The engine's own words for an error, without bollard's wrapping.
+pub fn engine_message(error: &bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Remove what a failed deploy loaded (best effort). An image that carries
+/// a name was there before (the same content under someone's tag): kept.
+pub async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
+    let reference = &loaded.image_id;
+    let named = docker
+        .inspect_image(reference)
+        .await
+        .map(|image| !image.repo_tags.unwrap_or_default().is_empty())
+        .unwrap_or(true);
+    if named {
+        return;
+    }
+    match docker
+        .remove_image(reference, None::<RemoveImageOptions>, None)
+        .await
+    {
+        Ok(_) => tracing::info!(%reference, "removed the image of a failed load"),
+        Err(error) => {
+            tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed load")
+        }
+    }
 }
 
 #[cfg(test)]

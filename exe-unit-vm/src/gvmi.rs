@@ -21,7 +21,7 @@ use golem_exe_unit::RuntimeError;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use crate::image::{engine_message, is_image_id, remove_loaded, Loaded};
+use crate::engine::{engine_message, is_image_id, remove_loaded, Loaded};
 
 /// The converter of squashfs images to tar streams (Debian `squashfs-tools-ng`).
 pub const SQFS2TAR: &str = "sqfs2tar";

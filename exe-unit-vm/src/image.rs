@@ -13,14 +13,13 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use bollard::query_parameters::{
-    CreateImageOptions, ImportImageOptions, RemoveImageOptions, TagImageOptions,
-};
+use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures::{Stream, StreamExt};
 use golem_exe_unit::RuntimeError;
 
 use crate::archive::{StripError, TagStripper};
+pub use crate::engine::{engine_message, image_id, is_image_id, remove_loaded, Loaded};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::bytes::Bytes;
@@ -55,19 +54,6 @@ pub fn sniff(head: &[u8]) -> ImageFormat {
 /// The cache tag of a package whose digest is `digest`.
 pub fn cache_tag(digest: &str) -> String {
     format!("{CACHE_REPOSITORY}:{digest}")
-}
-
-/// What a load put into the engine: one image, by id, without names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
-    /// The image id (`sha256:<64 hex>`).
-    pub image_id: String,
-}
-
-/// Whether `text` is a full image id, `sha256:` and 64 hex digits.
-pub fn is_image_id(text: &str) -> bool {
-    text.strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
 /// How many downloaded chunks may wait for the engine.
@@ -196,29 +182,6 @@ fn held_back_body(
             }
         },
     )
-}
-
-/// Remove what a failed deploy loaded (best effort). An image that carries
-/// a name was there before (the same content under someone's tag): kept.
-pub(crate) async fn remove_loaded(docker: &Docker, loaded: &Loaded) {
-    let reference = &loaded.image_id;
-    let named = docker
-        .inspect_image(reference)
-        .await
-        .map(|image| !image.repo_tags.unwrap_or_default().is_empty())
-        .unwrap_or(true);
-    if named {
-        return;
-    }
-    match docker
-        .remove_image(reference, None::<RemoveImageOptions>, None)
-        .await
-    {
-        Ok(_) => tracing::info!(%reference, "removed the image of a failed load"),
-        Err(error) => {
-            tracing::warn!(%reference, error = %engine_message(&error), "cannot remove the image of a failed load")
-        }
-    }
 }
 
 /// Load a package file into the engine; returns the loaded image's reference.
@@ -452,24 +415,6 @@ pub fn names_cache_repository(reference: &str) -> bool {
         .trim_start_matches("docker.io/")
         .trim_start_matches("library/");
     repository == CACHE_REPOSITORY
-}
-
-/// The id of the image `reference` names, if the engine has it.
-pub async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
-    docker
-        .inspect_image(reference)
-        .await
-        .ok()
-        .and_then(|image| image.id)
-}
-
-/// The engine's own words for an error, without bollard's wrapping.
-pub fn engine_message(error: &bollard::errors::Error) -> String {
-    match error {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        bollard::errors::Error::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
