@@ -146,10 +146,7 @@ pub async fn start_with_streams(
         bootstrap_peers: config
             .bootstrap
             .iter()
-            .filter_map(|addr| match addr.iter().last() {
-                Some(Protocol::P2p(peer)) => Some(peer),
-                _ => None,
-            })
+            .filter_map(|addr| split_peer(addr).1)
             .collect(),
         last_peer_limit_check: Instant::now(),
         providing: false,
@@ -185,8 +182,8 @@ pub async fn start_with_streams(
     }
 
     for relay_addr in node.config.relays.clone() {
-        match relay_addr.iter().last() {
-            Some(Protocol::P2p(peer)) => node.relays.push(Relay {
+        match split_peer(&relay_addr).1 {
+            Some(peer) => node.relays.push(Relay {
                 peer,
                 addr: relay_addr,
                 listener: None,
@@ -230,6 +227,15 @@ fn provider_key(node_id: &NodeId) -> kad::RecordKey {
 
 /// Remote addresses are only meaningful when they exist and are reachable;
 /// loopback addresses of a peer are kept only when we reach it over loopback.
+/// `addr` without a trailing `/p2p/<peer-id>`, and that peer id if it had one.
+fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut plain = addr.clone();
+    match plain.pop() {
+        Some(Protocol::P2p(peer)) => (plain, Some(peer)),
+        _ => (addr.clone(), None),
+    }
+}
+
 fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|protocol| match protocol {
         Protocol::Ip4(ip) => ip.is_loopback(),
@@ -843,13 +849,9 @@ impl Node {
     /// Whether `remote` is one of the configured bootstrap addresses (with or
     /// without its `/p2p/` part).
     fn is_bootstrap_address(&self, remote: &Multiaddr) -> bool {
-        self.bootstrap.iter().any(|addr| {
-            let mut plain = addr.clone();
-            if matches!(plain.iter().last(), Some(Protocol::P2p(_))) {
-                plain.pop();
-            }
-            plain == *remote || addr == remote
-        })
+        self.bootstrap
+            .iter()
+            .any(|addr| addr == remote || split_peer(addr).0 == *remote)
     }
 
     /// Above `target_peers` connected peers, close the least recently used
@@ -941,15 +943,10 @@ impl Node {
     fn dial_bootstrap(&mut self) {
         self.last_bootstrap_dial = Instant::now();
         for addr in self.bootstrap.clone() {
-            let peer = match addr.iter().last() {
-                Some(Protocol::P2p(peer)) => Some(peer),
-                _ => None,
-            };
+            let (plain, peer) = split_peer(&addr);
             let opts = match peer {
                 Some(peer) if peer == self.local_peer_id => continue,
                 Some(peer) => {
-                    let mut plain = addr.clone();
-                    plain.pop();
                     self.swarm.behaviour_mut().kad.add_address(&peer, plain);
                     DialOpts::peer_id(peer)
                         .addresses(vec![addr.clone()])
@@ -1550,6 +1547,15 @@ fn chunk_reply(chunk: StreamChunk) -> WireReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_peer_id_is_split_off_an_address() {
+        let plain: Multiaddr = "/ip4/10.0.0.1/tcp/11500".parse().unwrap();
+        let peer = PeerId::random();
+        let with_peer = plain.clone().with(Protocol::P2p(peer));
+        assert_eq!(split_peer(&with_peer), (plain.clone(), Some(peer)));
+        assert_eq!(split_peer(&plain), (plain, None));
+    }
 
     #[test]
     fn only_public_addresses_are_served() {

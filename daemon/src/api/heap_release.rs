@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long requests must stop before the trim runs.
@@ -22,7 +22,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// A handle to the release thread (cheap to clone).
 #[derive(Clone)]
 pub struct HeapRelease {
-    requests: Option<Arc<Mutex<mpsc::Sender<()>>>>,
+    requests: Option<mpsc::Sender<()>>,
     releases: Arc<AtomicU64>,
 }
 
@@ -37,7 +37,7 @@ impl HeapRelease {
             .name("golem-heap-release".into())
             .spawn(move || release_after_bursts(receiver, &counter));
         let requests = match spawned {
-            Ok(_) => Some(Arc::new(Mutex::new(sender))),
+            Ok(_) => Some(sender),
             Err(error) => {
                 tracing::warn!(%error, "cannot start the heap-release thread; freed memory is kept");
                 None
@@ -49,10 +49,7 @@ impl HeapRelease {
     /// Ask for a trim once the current burst has ended.
     pub fn request(&self) {
         if let Some(requests) = &self.requests {
-            let sender = requests
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let _ = sender.send(());
+            let _ = requests.send(());
         }
     }
 
