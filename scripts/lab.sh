@@ -31,8 +31,10 @@
 # The market subnet is `public`, which every daemon listens to from its start.
 #
 # State lives in $GOLEM_LAB_DIR (default /var/tmp/golem-lab): data dirs, logs,
-# pids, node ids and `lab.env`. `down` stops what the pid files name, then
-# sweeps by name: every process left in a `glab-*` namespace, the namespaces,
+# pids, node ids and `lab.env`. Two labs side by side: give the second its
+# own GOLEM_LAB_DIR and GOLEM_LAB_PREFIX (its namespaces' name, default `glab`;
+# letters and digits, e.g. `glabb`). `down` stops what the pid files name, then
+# sweeps by name: every process left in a `<prefix>-*` namespace, the namespaces,
 # and Docker containers labelled with a lab node's id, so it also cleans up
 # after a crash or a lost state dir. Needs root, iproute2 (`ip`) and python3.
 # Binaries: $CARGO_TARGET_DIR/$GOLEM_LAB_PROFILE (default debug), built by the
@@ -45,7 +47,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib/pidfiles.sh
 
 dir="${GOLEM_LAB_DIR:-/var/tmp/golem-lab}"
-prefix=glab
+prefix="${GOLEM_LAB_PREFIX:-glab}"
+[[ "$prefix" =~ ^[a-z][a-z0-9]*$ ]] || { echo "lab.sh: GOLEM_LAB_PREFIX must be lower-case letters and digits, got '$prefix'" >&2; exit 2; }
 hub="$prefix-hub"
 p2p_port=7464
 bin="${CARGO_TARGET_DIR:-$PWD/target}/${GOLEM_LAB_PROFILE:-debug}"
