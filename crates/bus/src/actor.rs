@@ -98,6 +98,27 @@ where
     }
 }
 
+/// Send `message` to the current instance behind `actor` without waiting for
+/// its answer, for a caller that already knows what to reply. The actor takes
+/// its messages in order, so whatever the caller sends it next sees the
+/// effect of this one. A closed mailbox is reported as by [`deliver`].
+pub fn tell<A, S, M>(actor: &S, message: M) -> Result<(), GolemError>
+where
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    S: ActorAddress<A>,
+{
+    let addr = actor.current();
+    if !addr.connected() {
+        actor.closed(&addr);
+        return Err(mailbox_error(actor.service(), MailboxError::Closed));
+    }
+    addr.do_send(message);
+    Ok(())
+}
+
 /// Where a service's actor runs: the caller's own Actix system thread when
 /// it has one (the daemon's main thread, where the router, the bus server and
 /// the swarm's task run too, so a call from the network or an exe unit to an

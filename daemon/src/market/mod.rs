@@ -76,7 +76,7 @@ pub use settings::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use golem_bus::actor::{deliver, ServiceArbiter, Supervised};
+use golem_bus::actor::{deliver, tell, ServiceArbiter, Supervised};
 use golem_bus::Router;
 use golem_model::{GolemError, NodeId};
 
@@ -232,6 +232,16 @@ impl MarketService {
         T: Send + 'static,
     {
         deliver(&self.actor, message).await?
+    }
+
+    /// Hand `message` to the actor without waiting for its answer.
+    fn tell<M>(&self, message: M) -> Result<(), GolemError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        MarketActor: actix::Handler<M>,
+    {
+        tell(&self.actor, message)
     }
 }
 

@@ -67,7 +67,7 @@ impl MarketActor {
 
 fn log_outcome(node: NodeId, notice: &str, result: &Result<(), GolemError>, outcome: &Outcome) {
     match (outcome, result) {
-        (Outcome::Delivered, _) => tracing::debug!(%node, notice, "market notice delivered"),
+        (Outcome::Delivered, _) => tracing::info!(%node, notice, "market notice delivered"),
         (Outcome::Retry { attempts, delay }, Err(error)) => {
             tracing::warn!(%node, notice, attempts, ?delay, %error, "market notice not delivered; retrying")
         }

@@ -53,7 +53,9 @@ pub(crate) struct SubscribeOffer {
     pub entry: OfferEntry,
 }
 
-/// `POST /demands`: a demand the REST worker has already parsed and checked.
+/// `POST /demands`: a demand the REST worker has already parsed and checked
+/// and answered (sent without waiting: a demand's first proposal is what a
+/// requestor waits for, and the answer costs a wake-up of the REST worker).
 #[derive(Message)]
 #[rtype(result = "Result<String, GolemError>")]
 pub(crate) struct SubscribeDemand {
@@ -186,7 +188,12 @@ impl MarketService {
         body: DemandOfferBase,
     ) -> Result<String, GolemError> {
         let entry = self.new_subscriptions.demand(owner, body)?;
-        self.ask(SubscribeDemand { entry }).await
+        let id = entry.stored.demand.demand_id.clone();
+        // Checked here, so only storing can fail in the actor (logged there):
+        // answer without waiting for it. Every later call about this demand
+        // is a message queued behind this one, or finds its event queue open.
+        self.tell(SubscribeDemand { entry })?;
+        Ok(id)
     }
 
     pub async fn list_offers(&self, owner: NodeId) -> Result<Vec<Offer>, GolemError> {
@@ -391,9 +398,14 @@ impl Handler<SubscribeDemand> for MarketActor {
     /// and ask the peers for their offers at once rather than waiting for
     /// their re-announcement.
     fn handle(&mut self, message: SubscribeDemand, _ctx: &mut Context<Self>) -> Self::Result {
+        let id = message.entry.stored.demand.demand_id.clone();
         let (id, subnet) = match self.record_demand(message.entry) {
             Ok(subscribed) => subscribed,
-            Err(error) => return Box::pin(actix::fut::ready(Err(error))),
+            Err(error) => {
+                // The client already has the id: it will see a 404 for it.
+                tracing::error!(demand_id = %id, %error, "demand could not be stored");
+                return Box::pin(actix::fut::ready(Err(error)));
+            }
         };
         Box::pin(
             self.listen(subnet)
