@@ -868,7 +868,7 @@ async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerR
         report,
         started,
         last_budget_check: None,
-        last_batch_ends: oneshot::channel().1,
+        last_batch: BatchOrder::first(),
     };
     worker.run_tasks().await;
     worker.finish().await
@@ -883,8 +883,27 @@ struct Worker {
     started: Instant,
     /// When the budget was last checked (a call to the provider for usage).
     last_budget_check: Option<Instant>,
-    /// Resolves when the batch sent last has ended (its sender is dropped).
-    last_batch_ends: oneshot::Receiver<()>,
+    /// The order of the batch sent last, for the one sent next.
+    last_batch: BatchOrder,
+}
+
+/// Where a task's batch stands in its worker's queue on the provider: it is
+/// sent once the batch before it was accepted (so the exe unit queues them
+/// in that order), and its time limit counts from the end of that batch.
+/// Each receiver resolves when the earlier batch's sender is dropped.
+struct BatchOrder {
+    previous_accepted: oneshot::Receiver<()>,
+    previous_ended: oneshot::Receiver<()>,
+}
+
+impl BatchOrder {
+    /// The order of a worker's first batch: nothing before it.
+    fn first() -> BatchOrder {
+        BatchOrder {
+            previous_accepted: oneshot::channel().1,
+            previous_ended: oneshot::channel().1,
+        }
+    }
 }
 
 impl Worker {
@@ -943,9 +962,15 @@ impl Worker {
         pending.attempt += 1;
         let context = self.context.clone();
         let activity_id = self.activity_id.clone();
-        // This task's batch runs once the one sent before it has ended.
-        let (ended, ends) = oneshot::channel::<()>();
-        let previous_batch = std::mem::replace(&mut self.last_batch_ends, ends);
+        let (accepted, previous_accepted) = oneshot::channel::<()>();
+        let (ended, previous_ended) = oneshot::channel::<()>();
+        let order = std::mem::replace(
+            &mut self.last_batch,
+            BatchOrder {
+                previous_accepted,
+                previous_ended,
+            },
+        );
         context.events.emit(Event::TaskStarted {
             task_id: context.tasks[pending.index].id.clone(),
             provider_name: self.agreement.provider_name.clone(),
@@ -954,7 +979,7 @@ impl Worker {
         async move {
             let task_started = Instant::now();
             let task = &context.tasks[pending.index];
-            let result = run_task(&context, &activity_id, task, previous_batch).await;
+            let result = run_task(&context, &activity_id, task, order, accepted).await;
             drop(ended);
             (pending, task_started.elapsed().as_secs_f64(), result)
         }
@@ -1217,14 +1242,15 @@ async fn publish(context: &JobContext, path: &Path) -> Result<String, String> {
     Ok(url)
 }
 
-/// Run `task` as one batch on `activity_id`. The batch is sent at once; its
-/// time limit counts from when `previous_batch` ends, since the exe unit
-/// runs batches one after the other.
+/// Run `task` as one batch on `activity_id`, in its `order` behind the
+/// batch sent before it (the exe unit runs batches one after the other);
+/// `accepted` is dropped once this batch is accepted (or failed).
 async fn run_task(
     context: &JobContext,
     activity_id: &str,
     task: &TaskSpec,
-    previous_batch: oneshot::Receiver<()>,
+    order: BatchOrder,
+    accepted: oneshot::Sender<()>,
 ) -> Result<(String, String), BatchError> {
     let local_error = |message: String| BatchError::Task {
         message,
@@ -1246,7 +1272,7 @@ async fn run_task(
     let mut upload_slots = Vec::new();
     let built = build_commands(context, task, capture, &mut commands, &mut upload_slots).await;
     let outcome = match built {
-        Ok(()) => run_commands(context, activity_id, &commands, previous_batch).await,
+        Ok(()) => run_commands(context, activity_id, &commands, order, accepted).await,
         Err(message) => Err(local_error(message)),
     };
     // The task is done (or failed): its upload slots take nothing more.
@@ -1305,13 +1331,17 @@ async fn run_commands(
     context: &JobContext,
     activity_id: &str,
     commands: &[ExeScriptCommand],
-    previous_batch: oneshot::Receiver<()>,
+    order: BatchOrder,
+    accepted: oneshot::Sender<()>,
 ) -> Result<(String, String), BatchError> {
     let client = &context.client;
     let results = async {
-        let batch = client.exec(activity_id, commands).await?;
-        // Ended or dropped alike: the batch before this one is done.
-        let _ = previous_batch.await;
+        // Sent or dropped alike: the batch before this one is no longer ahead of it.
+        let _ = order.previous_accepted.await;
+        let batch = client.exec(activity_id, commands).await;
+        drop(accepted);
+        let batch = batch?;
+        let _ = order.previous_ended.await;
         client
             .wait_batch(activity_id, &batch, context.options.task_timeout)
             .await
