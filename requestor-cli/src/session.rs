@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use golem_client::GolemClient;
 use golem_model::activity::{
     Capture, CaptureFormat, CaptureMode, CommandOutput, CommandResult, ExeScriptCommand,
@@ -25,7 +26,7 @@ use golem_model::payment::MarketDecoration;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::demand::DemandSpec;
 use crate::error::{RequestorError, Result};
@@ -828,6 +829,12 @@ enum BatchError {
     Provider(String),
 }
 
+/// Task batches a worker keeps on its provider at once. Two hide the round
+/// trips of sending a batch and reading its results behind the run of the
+/// one before (the exe unit runs one batch at a time); more would only hold
+/// tasks another worker could start.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// One agreement's worker: start an activity, run tasks from the shared
 /// queue until none are left or the job stops, then end the agreement.
 async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerReport {
@@ -861,6 +868,7 @@ async fn worker(context: Arc<JobContext>, agreement: SignedAgreement) -> WorkerR
         report,
         started,
         last_budget_check: None,
+        last_batch: BatchOrder::first(),
     };
     worker.run_tasks().await;
     worker.finish().await
@@ -875,42 +883,105 @@ struct Worker {
     started: Instant,
     /// When the budget was last checked (a call to the provider for usage).
     last_budget_check: Option<Instant>,
+    /// The order of the batch sent last, for the one sent next.
+    last_batch: BatchOrder,
+}
+
+/// Where a task's batch stands in its worker's queue on the provider: it is
+/// sent once the batch before it was accepted (so the exe unit queues them
+/// in that order), and its time limit counts from the end of that batch.
+/// Each receiver resolves when the earlier batch's sender is dropped.
+struct BatchOrder {
+    previous_accepted: oneshot::Receiver<()>,
+    previous_ended: oneshot::Receiver<()>,
+}
+
+impl BatchOrder {
+    /// The order of a worker's first batch: nothing before it.
+    fn first() -> BatchOrder {
+        BatchOrder {
+            previous_accepted: oneshot::channel().1,
+            previous_ended: oneshot::channel().1,
+        }
+    }
 }
 
 impl Worker {
     /// Take tasks until none are left, the job stops or the provider is gone.
+    /// Up to [`BATCHES_IN_FLIGHT`] tasks' batches are on the provider at
+    /// once: its exe unit runs them one after the other, so the next batch
+    /// is already queued when one ends, and sending it and reading the
+    /// previous one's results overlap a run instead of adding a round trip
+    /// to every task. Once the provider is gone or the job stops, the
+    /// batches already sent are seen to their end (failures go back to the
+    /// queue) and no new one is sent.
     async fn run_tasks(&mut self) {
         let context = self.context.clone();
         let shared = &context.shared;
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            if shared.stopped().is_some() || shared.remaining.load(Ordering::SeqCst) == 0 {
-                return;
+            while self.report.failure.is_none()
+                && shared.stopped().is_none()
+                && in_flight.len() < BATCHES_IN_FLIGHT
+            {
+                let Some(pending) = shared.take(&self.agreement.provider_id) else {
+                    break;
+                };
+                in_flight.push(self.send_task(pending));
             }
-            let Some(mut pending) = shared.take(&self.agreement.provider_id) else {
+            let Some((pending, seconds, result)) = in_flight.next().await else {
+                if self.report.failure.is_some()
+                    || shared.stopped().is_some()
+                    || shared.remaining.load(Ordering::SeqCst) == 0
+                {
+                    return;
+                }
                 // Tasks may still come back from other workers: wait a little.
                 let _ = tokio::time::timeout(Duration::from_millis(200), shared.notify.notified())
                     .await;
                 continue;
             };
-            pending.attempt += 1;
-            let task = &context.tasks[pending.index];
-            context.events.emit(Event::TaskStarted {
-                task_id: task.id.clone(),
-                provider_name: self.agreement.provider_name.clone(),
-                attempt: pending.attempt,
-            });
-            let task_started = Instant::now();
-            let result = run_task(&context, &self.activity_id, task).await;
-            let seconds = task_started.elapsed().as_secs_f64();
             match result {
                 Ok((stdout, stderr)) => self.task_succeeded(pending, seconds, stdout, stderr).await,
                 Err(error) => {
                     if let Some(message) = self.task_failed(pending, seconds, error) {
-                        self.report.failure = Some(message);
-                        return;
+                        self.report.failure.get_or_insert(message);
                     }
                 }
             }
+        }
+    }
+
+    /// Start `pending`'s task on this worker's activity; the future ends
+    /// with the task, how long it took since it was sent and its outcome.
+    fn send_task(
+        &mut self,
+        mut pending: Pending,
+    ) -> impl std::future::Future<Output = (Pending, f64, Result<(String, String), BatchError>)>
+    {
+        pending.attempt += 1;
+        let context = self.context.clone();
+        let activity_id = self.activity_id.clone();
+        let (accepted, previous_accepted) = oneshot::channel::<()>();
+        let (ended, previous_ended) = oneshot::channel::<()>();
+        let order = std::mem::replace(
+            &mut self.last_batch,
+            BatchOrder {
+                previous_accepted,
+                previous_ended,
+            },
+        );
+        context.events.emit(Event::TaskStarted {
+            task_id: context.tasks[pending.index].id.clone(),
+            provider_name: self.agreement.provider_name.clone(),
+            attempt: pending.attempt,
+        });
+        async move {
+            let task_started = Instant::now();
+            let task = &context.tasks[pending.index];
+            let result = run_task(&context, &activity_id, task, order, accepted).await;
+            drop(ended);
+            (pending, task_started.elapsed().as_secs_f64(), result)
         }
     }
 
@@ -1171,10 +1242,15 @@ async fn publish(context: &JobContext, path: &Path) -> Result<String, String> {
     Ok(url)
 }
 
+/// Run `task` as one batch on `activity_id`, in its `order` behind the
+/// batch sent before it (the exe unit runs batches one after the other);
+/// `accepted` is dropped once this batch is accepted (or failed).
 async fn run_task(
     context: &JobContext,
     activity_id: &str,
     task: &TaskSpec,
+    order: BatchOrder,
+    accepted: oneshot::Sender<()>,
 ) -> Result<(String, String), BatchError> {
     let local_error = |message: String| BatchError::Task {
         message,
@@ -1196,7 +1272,7 @@ async fn run_task(
     let mut upload_slots = Vec::new();
     let built = build_commands(context, task, capture, &mut commands, &mut upload_slots).await;
     let outcome = match built {
-        Ok(()) => run_commands(context, activity_id, &commands).await,
+        Ok(()) => run_commands(context, activity_id, &commands, order, accepted).await,
         Err(message) => Err(local_error(message)),
     };
     // The task is done (or failed): its upload slots take nothing more.
@@ -1255,10 +1331,17 @@ async fn run_commands(
     context: &JobContext,
     activity_id: &str,
     commands: &[ExeScriptCommand],
+    order: BatchOrder,
+    accepted: oneshot::Sender<()>,
 ) -> Result<(String, String), BatchError> {
     let client = &context.client;
     let results = async {
-        let batch = client.exec(activity_id, commands).await?;
+        // Sent or dropped alike: the batch before this one is no longer ahead of it.
+        let _ = order.previous_accepted.await;
+        let batch = client.exec(activity_id, commands).await;
+        drop(accepted);
+        let batch = batch?;
+        let _ = order.previous_ended.await;
         client
             .wait_batch(activity_id, &batch, context.options.task_timeout)
             .await

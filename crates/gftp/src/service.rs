@@ -321,6 +321,26 @@ impl Gftp {
         Ok(metadata.file_size)
     }
 
+    /// The file's size and its first chunk, asked for together: a file that
+    /// fits one chunk (a task's input, typically) arrives one round trip
+    /// after the call instead of two (size first, then the bytes). A
+    /// publisher answers a chunk that reaches past the end with the bytes
+    /// there are.
+    async fn size_and_first_chunk(&self, url: &GftpUrl) -> Result<(u64, Vec<u8>), GftpError> {
+        let chunk_size = self.config.chunk_size;
+        let first_chunk = GetChunk {
+            offset: 0,
+            size: chunk_size,
+        };
+        let address = url.remote_address();
+        let (size, chunk) =
+            futures::join!(self.remote_size(url), self.bus.call(&address, &first_chunk));
+        let size = size?;
+        let chunk = chunk.map_err(|error| GftpError::remote(url, error))?;
+        let first_chunk = decode_chunk(url, chunk, 0, chunk_size.min(size))?;
+        Ok((size, first_chunk))
+    }
+
     /// The bytes of `url` from offset `start` to `size` (what
     /// [`Gftp::remote_size`] said), in order, chunk by chunk, with
     /// [`TransferConfig::in_flight`] chunks asked for at once. Each chunk is
@@ -370,7 +390,7 @@ impl Gftp {
         // Our published files are named by their sha3 and checked below; other
         // publishers (golem-js over the GSB API) name files by UUID, which
         // carries no hash to check.
-        let size = self.remote_size(url).await?;
+        let (size, first_chunk) = self.size_and_first_chunk(url).await?;
         if let Some(limit) = limit.filter(|limit| size > *limit) {
             return Err(GftpError::TooLarge {
                 url: url.clone(),
@@ -381,7 +401,8 @@ impl Gftp {
         let (sender, receiver) = mpsc::channel::<Vec<u8>>(self.config.in_flight);
         let writer = tokio::task::spawn_blocking(move || write_chunks(file, receiver));
 
-        let mut chunks = std::pin::pin!(self.read_from(url, size, 0));
+        let rest = self.read_from(url, size, first_chunk.len() as u64);
+        let mut chunks = std::pin::pin!(stream::once(async { Ok(first_chunk) }).chain(rest));
         let mut fetch_error = None;
         while let Some(chunk) = chunks.next().await {
             match chunk {

@@ -101,7 +101,14 @@ pub async fn start_with_streams(
         })
         .map_err(|error| NetError::Config(error.to_string()))?
         .with_swarm_config(|swarm_config| {
-            swarm_config.with_idle_connection_timeout(config.idle_connection_timeout)
+            swarm_config
+                .with_idle_connection_timeout(config.idle_connection_timeout)
+                // A new stream (one per remote call) sends its protocol and its
+                // first bytes together instead of waiting a round trip for the
+                // protocol's confirmation: a call costs one round trip, not two.
+                // Every stream offers exactly one protocol, which lazy
+                // negotiation needs; V1 listeners understand it.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
     let local_peer_id = *swarm.local_peer_id();
