@@ -88,7 +88,14 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         )
     })?;
 
-    let net = net::start(net_config(&config)?, identity.secret_bytes(), &router)
+    // One thread gives freed heap pages back after bursts (closed
+    // connections, ended long-polls) for the whole node.
+    let heap_release = golem_heap_trim::HeapRelease::start();
+    let net = net::start(
+        net_config(&config, heap_release.clone())?,
+        identity.secret_bytes(),
+        &router,
+    )
         .await
         .context("starting the net service")?;
     let retention = config.retention.to_policy().context(
@@ -135,7 +142,7 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
     }
     let long_polls = api::long_polls::LongPolls::new(
         config.api.max_long_polls_per_key,
-        api::heap_release::HeapRelease::start(),
+        heap_release,
     );
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
@@ -202,7 +209,10 @@ impl Node {
 }
 
 /// The p2p settings of `config` for `golem-net`.
-fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
+fn net_config(
+    config: &DaemonConfig,
+    heap_release: golem_heap_trim::HeapRelease,
+) -> anyhow::Result<golem_net::NetConfig> {
     fn multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<golem_net::Multiaddr>> {
         values
             .iter()
@@ -222,6 +232,7 @@ fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
         call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
         target_peers: config.net_target_peers,
         agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
+        heap_release: Some(heap_release),
         ..golem_net::NetConfig::default()
     })
 }

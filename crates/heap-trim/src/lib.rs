@@ -6,11 +6,20 @@
 //! process's RSS until `malloc_trim` releases them (`MADV_DONTNEED` on every
 //! free page of every arena). This crate is the only place of the workspace
 //! that calls it: one `unsafe` FFI call behind a safe function, so the
-//! daemon itself keeps `#![forbid(unsafe_code)]`. It must never decide *when*
-//! to trim (the caller knows when a burst ended) and never run on an async
+//! daemon itself keeps `#![forbid(unsafe_code)]`. It must never guess *when*
+//! to trim (the caller knows when a burst ended) and never trim on an async
 //! worker (a trim walks every arena under its lock: milliseconds).
 //!
 //! On targets other than glibc the function does nothing and says so.
+//! [`HeapRelease`] is the thread that trims when callers say a burst ended
+//! ([`BurstEnd`] tells them): once their requests stop for [`QUIET`], at most
+//! once per [`MIN_INTERVAL`].
+
+mod burst;
+mod release;
+
+pub use burst::BurstEnd;
+pub use release::{HeapRelease, MIN_INTERVAL, QUIET};
 
 /// Release every free page of the allocator's arenas to the operating
 /// system. Returns whether the allocator supports it (glibc: yes, even when

@@ -1,8 +1,12 @@
-//! Give the allocator's free pages back to the system after a burst of
-//! connections ends, on a thread of its own.
+//! Give the allocator's free pages back to the system after a burst ends, on
+//! a thread of its own.
 //!
 //! glibc's malloc keeps the pages a burst freed (1,000 abandoned long-polls:
-//! ~10 MiB) until `malloc_trim`. [`HeapRelease::request`] is cheap and may be
+//! ~10 MiB; the connections a node made in its first minute and then closed
+//! for its peer target: ~17 MiB) until `malloc_trim`. The code that sees a
+//! burst end (the REST API's long-polls, the net's closed connections) holds
+//! a [`HeapRelease`] handle; one thread serves every handle of a process.
+//! [`HeapRelease::request`] is cheap and may be
 //! called from an async worker: it only wakes the `golem-heap-release`
 //! thread, which waits until requests stop for [`QUIET`] (the rest of the
 //! burst ends meanwhile), trims at most once per [`MIN_INTERVAL`], and goes
@@ -59,6 +63,16 @@ impl HeapRelease {
     }
 }
 
+impl std::fmt::Debug for HeapRelease {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HeapRelease")
+            .field("running", &self.requests.is_some())
+            .field("releases", &self.releases())
+            .finish()
+    }
+}
+
 fn release_after_bursts(requests: mpsc::Receiver<()>, releases: &AtomicU64) {
     let mut last_release: Option<Instant> = None;
     while requests.recv().is_ok() {
@@ -73,7 +87,7 @@ fn release_after_bursts(requests: mpsc::Receiver<()>, releases: &AtomicU64) {
             std::thread::sleep(wait);
         }
         let started = Instant::now();
-        let supported = golem_heap_trim::release_free_pages();
+        let supported = crate::release_free_pages();
         last_release = Some(Instant::now());
         releases.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
