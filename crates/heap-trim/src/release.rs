@@ -12,6 +12,15 @@
 //! burst ends meanwhile), trims at most once per [`MIN_INTERVAL`], and goes
 //! back to sleep. A trim walks every arena under its lock (milliseconds), so
 //! it must never run on a worker. The thread ends with the last handle.
+//!
+//! Not every burst is seen by a caller (a DHT walk's queries ending, caches
+//! expiring, a soak's records leaving with their retention), so the thread
+//! also looks at the allocator's free bytes every [`CHECK_INTERVAL`] (glibc's
+//! `mallinfo2`, microseconds) and trims when they have grown by
+//! [`FREE_WORTH_RELEASING`] since the last trim: what a trim cannot give back
+//! (free bytes scattered between live ones) does not make it trim again. The
+//! allocator thus keeps at most that much freed memory for longer than that
+//! interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -22,6 +31,10 @@ use std::time::{Duration, Instant};
 pub const QUIET: Duration = Duration::from_millis(100);
 /// At most one trim per this interval, however many bursts end.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the thread looks at the allocator's free bytes.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Free bytes grown since the last trim that make a trim worth it.
+pub const FREE_WORTH_RELEASING: usize = 4 * 1024 * 1024;
 
 /// A handle to the release thread (cheap to clone).
 #[derive(Clone)]
@@ -34,12 +47,18 @@ impl HeapRelease {
     /// Start the release thread. Should the thread fail to start, requests
     /// are ignored (the memory is only kept longer).
     pub fn start() -> Self {
+        Self::start_checking_every(CHECK_INTERVAL)
+    }
+
+    /// [`HeapRelease::start`] with the free bytes looked at every
+    /// `check_interval` (tests).
+    pub fn start_checking_every(check_interval: Duration) -> Self {
         let (sender, receiver) = mpsc::channel();
         let releases = Arc::new(AtomicU64::new(0));
         let counter = releases.clone();
         let spawned = std::thread::Builder::new()
             .name("golem-heap-release".into())
-            .spawn(move || release_after_bursts(receiver, &counter));
+            .spawn(move || release_after_bursts(receiver, check_interval, &counter));
         let requests = match spawned {
             Ok(_) => Some(sender),
             Err(error) => {
@@ -73,27 +92,54 @@ impl std::fmt::Debug for HeapRelease {
     }
 }
 
-fn release_after_bursts(requests: mpsc::Receiver<()>, releases: &AtomicU64) {
+fn release_after_bursts(
+    requests: mpsc::Receiver<()>,
+    check_interval: Duration,
+    releases: &AtomicU64,
+) {
     let mut last_release: Option<Instant> = None;
-    while requests.recv().is_ok() {
-        loop {
-            match requests.recv_timeout(QUIET) {
-                Ok(()) => continue,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
+    // Free bytes right after the last trim: what a trim could not give back.
+    let mut free_after_release = crate::free_heap_bytes().unwrap_or(0);
+    loop {
+        let reason = match requests.recv_timeout(check_interval) {
+            Ok(()) => {
+                loop {
+                    match requests.recv_timeout(QUIET) {
+                        Ok(()) => continue,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                "a burst ended"
             }
-        }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => match crate::free_heap_bytes() {
+                Some(free) if free >= free_after_release.saturating_add(FREE_WORTH_RELEASING) => {
+                    "free memory grew"
+                }
+                Some(free) => {
+                    // Memory handed out again lowers the mark.
+                    free_after_release = free_after_release.min(free);
+                    continue;
+                }
+                None => continue,
+            },
+        };
         if let Some(wait) = last_release.and_then(|at| MIN_INTERVAL.checked_sub(at.elapsed())) {
             std::thread::sleep(wait);
         }
         let started = Instant::now();
+        let free_before = crate::free_heap_bytes();
         let supported = crate::release_free_pages();
         last_release = Some(Instant::now());
+        free_after_release = crate::free_heap_bytes().unwrap_or(0);
         releases.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
+            reason,
             supported,
+            free_before,
             elapsed_us = started.elapsed().as_micros() as u64,
-            "released the allocator's free pages after a burst"
+            "released the allocator's free pages"
         );
     }
 }
@@ -115,5 +161,35 @@ mod tests {
         }
         std::thread::sleep(QUIET * 3);
         assert_eq!(release.releases(), 1, "50 requests at once are one burst");
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn freed_memory_no_caller_reports_is_released_by_the_periodic_check() {
+        let release = HeapRelease::start_checking_every(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(release.releases(), 0, "nothing was freed, nothing to release");
+        // 32 MiB in arena-sized blocks, freed but for the last one (so the
+        // heap's top stays in use and glibc cannot shrink it by itself).
+        let mut blocks: Vec<Vec<u8>> = (0..32 * 8).map(|_| vec![1u8; 128 * 1024 - 64]).collect();
+        let keep = blocks.split_off(blocks.len() - 1);
+        drop(blocks);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while release.releases() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "32 MiB freed and no release within 10 s (free bytes: {:?})",
+                crate::free_heap_bytes()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let released = release.releases();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            release.releases(),
+            released,
+            "what is left free after a release does not make it release again"
+        );
+        drop(keep);
     }
 }
