@@ -96,8 +96,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         identity.secret_bytes(),
         &router,
     )
-        .await
-        .context("starting the net service")?;
+    .await
+    .context("starting the net service")?;
     let retention = config.retention.to_policy().context(
         "invalid [retention] settings: fix the config file, GOLEM_RETENTION_* variables or --retention-* flags",
     )?;
@@ -140,10 +140,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             "api setting max-long-polls-per-key must be greater than zero (GOLEM_API_MAX_LONG_POLLS_PER_KEY, --api-max-long-polls-per-key)"
         );
     }
-    let long_polls = api::long_polls::LongPolls::new(
-        config.api.max_long_polls_per_key,
-        heap_release,
-    );
+    let long_polls =
+        api::long_polls::LongPolls::new(config.api.max_long_polls_per_key, heap_release);
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(

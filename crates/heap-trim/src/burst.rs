@@ -57,7 +57,11 @@ mod tests {
         }
         let ended: Vec<usize> = (11..39).rev().filter(|open| burst.closed(*open)).collect();
         assert_eq!(ended, vec![19], "39 open fell to half once, at 19");
-        assert_eq!(burst.peak(), 11, "the next burst counts from the last close");
+        assert_eq!(
+            burst.peak(),
+            11,
+            "the next burst counts from the last close"
+        );
     }
 
     #[test]

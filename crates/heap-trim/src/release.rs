@@ -168,7 +168,11 @@ mod tests {
     fn freed_memory_no_caller_reports_is_released_by_the_periodic_check() {
         let release = HeapRelease::start_checking_every(Duration::from_millis(50));
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(release.releases(), 0, "nothing was freed, nothing to release");
+        assert_eq!(
+            release.releases(),
+            0,
+            "nothing was freed, nothing to release"
+        );
         // 32 MiB in arena-sized blocks, freed but for the last one (so the
         // heap's top stays in use and glibc cannot shrink it by itself).
         let mut blocks: Vec<Vec<u8>> = (0..32 * 8).map(|_| vec![1u8; 128 * 1024 - 64]).collect();

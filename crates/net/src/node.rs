@@ -40,11 +40,11 @@ use crate::handle::{
 };
 use crate::identity::{keypair_from_secret, node_id_of_public_key, PeerTable};
 use crate::peer_limit::{peers_to_close, ConnectedPeer};
-use golem_heap_trim::BurstEnd;
 use crate::ping_strikes::{PingStrikes, PING_FAILURES_BEFORE_CLOSE};
 use crate::protocol::{
     decode_request, StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD,
 };
+use golem_heap_trim::BurstEnd;
 
 /// How long to wait before retrying a lookup that did not find the node.
 const LOOKUP_RETRY: Duration = Duration::from_millis(300);

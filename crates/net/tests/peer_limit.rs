@@ -150,14 +150,24 @@ async fn closing_a_burst_of_connections_asks_for_the_heap_to_be_released() {
             .unwrap_or_else(|e| panic!("call to {}: {e:?}", other.id()));
     }
     let connected = node.handle.status().await.connected.len();
-    assert!(connected >= OTHERS - 2, "the calls connected {connected} of {OTHERS}");
-    assert_eq!(heap_release.releases(), 0, "nothing closed yet, nothing to release");
+    assert!(
+        connected >= OTHERS - 2,
+        "the calls connected {connected} of {OTHERS}"
+    );
+    assert_eq!(
+        heap_release.releases(),
+        0,
+        "nothing closed yet, nothing to release"
+    );
 
     let pruned = wait_until(Duration::from_secs(15), || async {
         node.handle.status().await.connected.len() <= TARGET + 1
     })
     .await;
-    assert!(pruned, "the node did not come down to its target of {TARGET}");
+    assert!(
+        pruned,
+        "the node did not come down to its target of {TARGET}"
+    );
     let released = wait_until(Duration::from_secs(5), || async {
         heap_release.releases() > 0
     })
