@@ -13,15 +13,17 @@
 //! On targets other than glibc the functions do nothing and say so.
 //! [`HeapRelease`] is the thread that trims when callers say a burst ended
 //! ([`BurstEnd`] tells them): once their requests stop for [`QUIET`], at most
-//! once per [`MIN_INTERVAL`]; and when the free bytes have grown by
-//! [`FREE_WORTH_RELEASING`] since its last trim (looked at every
-//! [`CHECK_INTERVAL`]), for the bursts no caller sees.
+//! once per [`MIN_INTERVAL`]; and, for the bursts no caller sees, when at
+//! least [`FREE_WORTH_RELEASING`] bytes are free and the heap has changed
+//! since its last trim (looked at every [`CHECK_INTERVAL`]).
 
 mod burst;
 mod release;
 
 pub use burst::BurstEnd;
-pub use release::{HeapRelease, CHECK_INTERVAL, FREE_WORTH_RELEASING, MIN_INTERVAL, QUIET};
+pub use release::{
+    HeapRelease, CHANGE_WORTH_RELEASING, CHECK_INTERVAL, FREE_WORTH_RELEASING, MIN_INTERVAL, QUIET,
+};
 
 /// Release every free page of the allocator's arenas to the operating
 /// system. Returns whether the allocator supports it (glibc: yes, even when
@@ -44,11 +46,18 @@ pub fn release_free_pages() -> bool {
     }
 }
 
-/// Bytes the allocator holds free in its arenas (glibc's `mallinfo2`
-/// `fordblks`: free chunks, released pages or not); `None` on other
-/// allocators. Walks the arenas' free lists under their locks: call it off
-/// async workers.
-pub fn free_heap_bytes() -> Option<usize> {
+/// What the allocator's arenas hold (glibc's `mallinfo2`, mmapped blocks
+/// left out): bytes in use and bytes free (free chunks, whether their pages
+/// were given back or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapUsage {
+    pub in_use: usize,
+    pub free: usize,
+}
+
+/// The arenas' [`HeapUsage`]; `None` on other allocators. Walks the arenas'
+/// free lists under their locks: call it off async workers.
+pub fn heap_usage() -> Option<HeapUsage> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 takes no argument and returns a plain struct by
@@ -56,7 +65,10 @@ pub fn free_heap_bytes() -> Option<usize> {
         // safe to call from any thread (glibc 2.33+, Debian 12 has 2.36).
         #[allow(unsafe_code)]
         let info = unsafe { libc::mallinfo2() };
-        Some(info.fordblks)
+        Some(HeapUsage {
+            in_use: info.uordblks,
+            free: info.fordblks,
+        })
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

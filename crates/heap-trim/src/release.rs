@@ -15,12 +15,13 @@
 //!
 //! Not every burst is seen by a caller (a DHT walk's queries ending, caches
 //! expiring, a soak's records leaving with their retention), so the thread
-//! also looks at the allocator's free bytes every [`CHECK_INTERVAL`] (glibc's
-//! `mallinfo2`, microseconds) and trims when they have grown by
-//! [`FREE_WORTH_RELEASING`] since the last trim: what a trim cannot give back
-//! (free bytes scattered between live ones) does not make it trim again. The
-//! allocator thus keeps at most that much freed memory for longer than that
-//! interval.
+//! also looks at the allocator's bytes in use and free every
+//! [`CHECK_INTERVAL`] (glibc's `mallinfo2`, microseconds) and trims when at
+//! least [`FREE_WORTH_RELEASING`] are free and either figure has moved by
+//! [`CHANGE_WORTH_RELEASING`] since its last trim. Free bytes alone cannot
+//! say whether their pages are resident (a trim leaves its chunks free, only
+//! their pages go), but a heap that has not changed since a trim has nothing
+//! new to give back, so an idle node does not trim again and again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -33,8 +34,10 @@ pub const QUIET: Duration = Duration::from_millis(100);
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the thread looks at the allocator's free bytes.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// Free bytes grown since the last trim that make a trim worth it.
+/// Free bytes that make a trim worth it.
 pub const FREE_WORTH_RELEASING: usize = 4 * 1024 * 1024;
+/// How far the bytes in use or free must have moved since the last trim.
+pub const CHANGE_WORTH_RELEASING: usize = 1024 * 1024;
 
 /// A handle to the release thread (cheap to clone).
 #[derive(Clone)]
@@ -98,8 +101,8 @@ fn release_after_bursts(
     releases: &AtomicU64,
 ) {
     let mut last_release: Option<Instant> = None;
-    // Free bytes right after the last trim: what a trim could not give back.
-    let mut free_after_release = crate::free_heap_bytes().unwrap_or(0);
+    // The heap right after the last trim (or at start).
+    let mut after_release = crate::heap_usage();
     loop {
         let reason = match requests.recv_timeout(check_interval) {
             Ok(()) => {
@@ -113,26 +116,19 @@ fn release_after_bursts(
                 "a burst ended"
             }
             Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => match crate::free_heap_bytes() {
-                Some(free) if free >= free_after_release.saturating_add(FREE_WORTH_RELEASING) => {
-                    "free memory grew"
-                }
-                Some(free) => {
-                    // Memory handed out again lowers the mark.
-                    free_after_release = free_after_release.min(free);
-                    continue;
-                }
-                None => continue,
+            Err(RecvTimeoutError::Timeout) => match (crate::heap_usage(), after_release) {
+                (Some(now), Some(then)) if worth_releasing(now, then) => "free memory grew",
+                _ => continue,
             },
         };
         if let Some(wait) = last_release.and_then(|at| MIN_INTERVAL.checked_sub(at.elapsed())) {
             std::thread::sleep(wait);
         }
         let started = Instant::now();
-        let free_before = crate::free_heap_bytes();
+        let free_before = crate::heap_usage().map(|usage| usage.free);
         let supported = crate::release_free_pages();
         last_release = Some(Instant::now());
-        free_after_release = crate::free_heap_bytes().unwrap_or(0);
+        after_release = crate::heap_usage();
         releases.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             reason,
@@ -142,6 +138,13 @@ fn release_after_bursts(
             "released the allocator's free pages"
         );
     }
+}
+
+/// Enough is free, and the heap has changed since the last trim.
+fn worth_releasing(now: crate::HeapUsage, after_release: crate::HeapUsage) -> bool {
+    now.free >= FREE_WORTH_RELEASING
+        && (now.free.abs_diff(after_release.free) >= CHANGE_WORTH_RELEASING
+            || now.in_use.abs_diff(after_release.in_use) >= CHANGE_WORTH_RELEASING)
 }
 
 #[cfg(test)]
@@ -164,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_heap_with_much_free_is_worth_a_release() {
+        let usage = |in_use_mib: usize, free_mib: usize| crate::HeapUsage {
+            in_use: in_use_mib << 20,
+            free: free_mib << 20,
+        };
+        assert!(
+            worth_releasing(usage(4, 20), usage(22, 2)),
+            "records retired"
+        );
+        assert!(
+            worth_releasing(usage(4, 20), usage(4, 12)),
+            "more freed since"
+        );
+        assert!(
+            !worth_releasing(usage(4, 20), usage(4, 20)),
+            "nothing changed since the last trim"
+        );
+        assert!(!worth_releasing(usage(30, 3), usage(10, 0)), "little free");
+    }
+
+    #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn freed_memory_no_caller_reports_is_released_by_the_periodic_check() {
         let release = HeapRelease::start_checking_every(Duration::from_millis(50));
@@ -183,7 +207,7 @@ mod tests {
             assert!(
                 Instant::now() < deadline,
                 "32 MiB freed and no release within 10 s (free bytes: {:?})",
-                crate::free_heap_bytes()
+                crate::heap_usage()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
