@@ -59,8 +59,8 @@ mod tests {
         assert_eq!(ended, vec![19], "39 open fell to half once, at 19");
         assert_eq!(
             burst.peak(),
-            11,
-            "the next burst counts from the last close"
+            19,
+            "the next burst is measured from where this one ended"
         );
     }
 
