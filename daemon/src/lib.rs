@@ -88,9 +88,16 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
         )
     })?;
 
-    let net = net::start(net_config(&config)?, identity.secret_bytes(), &router)
-        .await
-        .context("starting the net service")?;
+    // One thread gives freed heap pages back after bursts (closed
+    // connections, ended long-polls) for the whole node.
+    let heap_release = golem_heap_trim::HeapRelease::start();
+    let net = net::start(
+        net_config(&config, heap_release.clone())?,
+        identity.secret_bytes(),
+        &router,
+    )
+    .await
+    .context("starting the net service")?;
     let retention = config.retention.to_policy().context(
         "invalid [retention] settings: fix the config file, GOLEM_RETENTION_* variables or --retention-* flags",
     )?;
@@ -133,10 +140,8 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             "api setting max-long-polls-per-key must be greater than zero (GOLEM_API_MAX_LONG_POLLS_PER_KEY, --api-max-long-polls-per-key)"
         );
     }
-    let long_polls = api::long_polls::LongPolls::new(
-        config.api.max_long_polls_per_key,
-        api::heap_release::HeapRelease::start(),
-    );
+    let long_polls =
+        api::long_polls::LongPolls::new(config.api.max_long_polls_per_key, heap_release);
     let listener = TcpListener::bind(config.api_addr)
         .with_context(|| format!("cannot listen for the REST API on {}", config.api_addr))?;
     let api = api::start(
@@ -202,7 +207,10 @@ impl Node {
 }
 
 /// The p2p settings of `config` for `golem-net`.
-fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
+fn net_config(
+    config: &DaemonConfig,
+    heap_release: golem_heap_trim::HeapRelease,
+) -> anyhow::Result<golem_net::NetConfig> {
     fn multiaddrs(option: &str, values: &[String]) -> anyhow::Result<Vec<golem_net::Multiaddr>> {
         values
             .iter()
@@ -222,6 +230,7 @@ fn net_config(config: &DaemonConfig) -> anyhow::Result<golem_net::NetConfig> {
         call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
         target_peers: config.net_target_peers,
         agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
+        heap_release: Some(heap_release),
         ..golem_net::NetConfig::default()
     })
 }

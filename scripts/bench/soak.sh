@@ -4,7 +4,8 @@
 # binaries) runs 40-task WASM jobs (`golem-requestor script`, parallelism 2)
 # one after another for MINUTES. Every 10 s it samples, for every process,
 # RSS, threads and open fds, and the sled size of every daemon, into
-# $OUT/soak.csv (one row per process and sample); at the end it prints, per
+# $OUT/soak.csv (one row per process and sample; each daemon's RSS by kind,
+# scripts/bench/smaps_classify.py, in $OUT/smaps.csv); at the end it prints, per
 # process kind, the growth after the warm-up and the job rate of the first
 # and last 5 minutes, and draws $OUT/soak.png (time on x, one line per kind;
 # python3 with matplotlib, installed from PyPI into a venv if missing).
@@ -46,6 +47,8 @@ trap 'scripts/devnet.sh down >/dev/null 2>&1 || true' EXIT
 source "$GOLEM_DEVNET_DIR/env"
 mkdir -p "$out"
 csv="$out/soak.csv"
+smaps="$out/smaps.csv"
+: >"$smaps"
 
 # The job: 40 tasks of the demo's upper-casing module, two at a time.
 work=$(mktemp -d)
@@ -81,6 +84,9 @@ sample() {
         sled=""
         [[ -d "$d/$name/db" ]] && sled=$(du -sk "$d/$name/db" | cut -f1)
         echo "$1,$2,$3,$name,$kind,$pid,$rss,$threads,$fds,$sled" >>"$csv"
+        # Where a daemon's RSS is (heap, arenas, stacks, ...), to tell a step
+        # in the allocator from one in a mapping of its own.
+        [[ "$kind" == *daemon ]] && scripts/bench/smaps_classify.py "$pid" | sed "s/^/$1,$name,/" >>"$smaps"
     done
     # Exe units: how many run now (a leak shows as a count that climbs).
     local units

@@ -5,12 +5,25 @@
 //! short-lived connections leaves behind on every worker thread) stay in the
 //! process's RSS until `malloc_trim` releases them (`MADV_DONTNEED` on every
 //! free page of every arena). This crate is the only place of the workspace
-//! that calls it: one `unsafe` FFI call behind a safe function, so the
-//! daemon itself keeps `#![forbid(unsafe_code)]`. It must never decide *when*
-//! to trim (the caller knows when a burst ended) and never run on an async
-//! worker (a trim walks every arena under its lock: milliseconds).
+//! that calls it: two `unsafe` FFI calls (`malloc_trim`, and `mallinfo2` to
+//! read the free bytes) behind safe functions, so the daemon itself keeps
+//! `#![forbid(unsafe_code)]`. A trim never runs on an async worker (it walks
+//! every arena under its lock: milliseconds).
 //!
-//! On targets other than glibc the function does nothing and says so.
+//! On targets other than glibc the functions do nothing and say so.
+//! [`HeapRelease`] is the thread that trims when callers say a burst ended
+//! ([`BurstEnd`] tells them): once their requests stop for [`QUIET`], at most
+//! once per [`MIN_INTERVAL`]; and, for the bursts no caller sees, when at
+//! least [`FREE_WORTH_RELEASING`] bytes are free and the heap has changed
+//! since its last trim (looked at every [`CHECK_INTERVAL`]).
+
+mod burst;
+mod release;
+
+pub use burst::BurstEnd;
+pub use release::{
+    HeapRelease, CHANGE_WORTH_RELEASING, CHECK_INTERVAL, FREE_WORTH_RELEASING, MIN_INTERVAL, QUIET,
+};
 
 /// Release every free page of the allocator's arenas to the operating
 /// system. Returns whether the allocator supports it (glibc: yes, even when
@@ -30,6 +43,36 @@ pub fn release_free_pages() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// What the allocator's arenas hold (glibc's `mallinfo2`, mmapped blocks
+/// left out): bytes in use and bytes free (free chunks, whether their pages
+/// were given back or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapUsage {
+    pub in_use: usize,
+    pub free: usize,
+}
+
+/// The arenas' [`HeapUsage`]; `None` on other allocators. Walks the arenas'
+/// free lists under their locks: call it off async workers.
+pub fn heap_usage() -> Option<HeapUsage> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no argument and returns a plain struct by
+        // value; it reads the allocator's own state under its locks and is
+        // safe to call from any thread (glibc 2.33+, Debian 12 has 2.36).
+        #[allow(unsafe_code)]
+        let info = unsafe { libc::mallinfo2() };
+        Some(HeapUsage {
+            in_use: info.uordblks,
+            free: info.fordblks,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
     }
 }
 

@@ -52,6 +52,11 @@ pub struct NetConfig {
     pub subscription_queue: usize,
     /// Agent version announced through identify.
     pub agent_version: String,
+    /// Told when connections have closed in a burst (the peer target's
+    /// pruning of the start-up walk's ~N connections, a lost network): the
+    /// allocator then gives the pages they freed back to the system. `None`
+    /// keeps them (tests, embedders with their own allocator policy).
+    pub heap_release: Option<golem_heap_trim::HeapRelease>,
 }
 
 impl Default for NetConfig {
@@ -75,6 +80,7 @@ impl Default for NetConfig {
             gossip_heartbeat: Duration::from_millis(500),
             subscription_queue: 1024,
             agent_version: concat!("golem-net/", env!("CARGO_PKG_VERSION")).to_string(),
+            heap_release: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The peer target of real libp2p nodes on loopback: a node that has talked
 //! to everyone lets go of its idle connections down to `target_peers`, keeps
 //! its bootstrap node, and still reaches every node (dialed again) and every
-//! subscriber of a broadcast afterwards.
+//! subscriber of a broadcast afterwards; closing a burst of connections asks
+//! for the heap pages they freed to be given back.
 
 mod common;
 
@@ -115,5 +116,69 @@ async fn idle_connections_above_the_target_are_closed_and_peers_stay_reachable()
     }
     for node in nodes {
         node.handle.shutdown().await;
+    }
+}
+
+/// The start-up walk connects a node to most of the network and the peer
+/// target closes most of those connections a minute later: the heap pages
+/// they held are given back then (`NetConfig::heap_release`), not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_burst_of_connections_asks_for_the_heap_to_be_released() {
+    common::init_tracing();
+    const OTHERS: usize = 20;
+    let first = TestNode::start(secret(), config(Vec::new())).await;
+    let bootstrap = first.addr(true).await;
+    let mut others = vec![first];
+    for _ in 1..OTHERS {
+        others.push(TestNode::start(secret(), config(vec![bootstrap.clone()])).await);
+    }
+    let heap_release = golem_heap_trim::HeapRelease::start();
+    let node = TestNode::start(
+        secret(),
+        golem_net::NetConfig {
+            heap_release: Some(heap_release.clone()),
+            // Long enough for the calls below to connect to everyone first.
+            peer_idle_grace: Duration::from_secs(3),
+            ..limited(vec![bootstrap])
+        },
+    )
+    .await;
+    for other in &others {
+        node.handle
+            .call(other.id(), "/public/echo", "Echo", json!(null))
+            .await
+            .unwrap_or_else(|e| panic!("call to {}: {e:?}", other.id()));
+    }
+    let connected = node.handle.status().await.connected.len();
+    assert!(
+        connected >= OTHERS - 2,
+        "the calls connected {connected} of {OTHERS}"
+    );
+    assert_eq!(
+        heap_release.releases(),
+        0,
+        "nothing closed yet, nothing to release"
+    );
+
+    let pruned = wait_until(Duration::from_secs(15), || async {
+        node.handle.status().await.connected.len() <= TARGET + 1
+    })
+    .await;
+    assert!(
+        pruned,
+        "the node did not come down to its target of {TARGET}"
+    );
+    let released = wait_until(Duration::from_secs(5), || async {
+        heap_release.releases() > 0
+    })
+    .await;
+    assert!(
+        released,
+        "{connected} connections closed down to {} and no heap release was asked for",
+        node.handle.status().await.connected.len()
+    );
+    node.handle.shutdown().await;
+    for other in others {
+        other.handle.shutdown().await;
     }
 }

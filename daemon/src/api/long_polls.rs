@@ -25,7 +25,7 @@ use golem_model::{ErrorCode, GolemError};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use super::heap_release::HeapRelease;
+use golem_heap_trim::{BurstEnd, HeapRelease};
 
 /// Open polls that make a burst worth releasing memory after (each held
 /// connection costs ~10 KiB while it waits; fewer are not worth a trim).
@@ -43,14 +43,23 @@ struct Inner {
     heap_release: HeapRelease,
 }
 
-#[derive(Default)]
 struct OpenPolls {
     /// Open polls by app-key name; a key with none has no entry.
     by_key: HashMap<String, usize>,
     /// Open polls of every key.
     total: usize,
-    /// The most open at once since the last release of memory.
-    peak: usize,
+    /// The peak of `total` since the last release of memory.
+    burst: BurstEnd,
+}
+
+impl Default for OpenPolls {
+    fn default() -> Self {
+        OpenPolls {
+            by_key: HashMap::new(),
+            total: 0,
+            burst: BurstEnd::new(BURST_POLLS, 4),
+        }
+    }
 }
 
 impl LongPolls {
@@ -94,7 +103,7 @@ impl LongPolls {
         }
         *count += 1;
         open.total += 1;
-        open.peak = open.peak.max(open.total);
+        open.burst.opened(open.total);
         Ok(LongPoll {
             inner: self.inner.clone(),
             key: key.to_string(),
@@ -129,8 +138,8 @@ impl Drop for LongPoll {
             open.by_key.remove(&self.key);
         }
         open.total = open.total.saturating_sub(1);
-        if open.peak >= BURST_POLLS && open.total <= open.peak / 4 {
-            open.peak = open.total;
+        let total = open.total;
+        if open.burst.closed(total) {
             // A burst of keys leaves a large map behind, too.
             open.by_key.shrink_to_fit();
             drop(open);
@@ -215,7 +224,7 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        std::thread::sleep(super::super::heap_release::QUIET * 3);
+        std::thread::sleep(golem_heap_trim::QUIET * 3);
         assert_eq!(
             release.releases(),
             1,

@@ -6,7 +6,6 @@ pub mod auth;
 pub mod cors;
 pub mod error;
 pub mod gsb;
-pub mod heap_release;
 pub mod local;
 pub mod long_polls;
 pub mod query;
