@@ -166,7 +166,6 @@ pub async fn start_with_streams(
         relays: Vec::new(),
         last_relay_check: Instant::now(),
         ping_strikes: PingStrikes::default(),
-        open_connections: 0,
         connection_burst: BurstEnd::new(BURST_CONNECTIONS, 2),
         config,
     };
@@ -239,8 +238,6 @@ fn provider_key(node_id: &NodeId) -> kad::RecordKey {
     kad::RecordKey::new(&key)
 }
 
-/// Remote addresses are only meaningful when they exist and are reachable;
-/// loopback addresses of a peer are kept only when we reach it over loopback.
 /// `addr` without a trailing `/p2p/<peer-id>`, and that peer id if it had one.
 fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     let mut plain = addr.clone();
@@ -250,6 +247,8 @@ fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     }
 }
 
+/// Remote addresses are only meaningful when they exist and are reachable;
+/// loopback addresses of a peer are kept only when we reach it over loopback.
 fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|protocol| match protocol {
         Protocol::Ip4(ip) => ip.is_loopback(),
@@ -372,9 +371,8 @@ struct Node {
     last_relay_check: Instant,
     /// Failed pings in a row per connection (closed after a few, not one).
     ping_strikes: PingStrikes,
-    /// Established connections, and when a burst of them has ended (at half
-    /// its peak): then `config.heap_release` is asked to trim.
-    open_connections: usize,
+    /// When a burst of established connections has ended (at half its
+    /// peak): then `config.heap_release` is asked to trim.
     connection_burst: BurstEnd,
 }
 
@@ -861,16 +859,25 @@ impl Node {
     /// freed to be given back (on the release thread, after the closing ends).
     fn release_heap_after_a_burst(&mut self) {
         let peak = self.connection_burst.peak();
-        if self.connection_burst.closed(self.open_connections) {
+        let open = self.open_connections();
+        if self.connection_burst.closed(open) {
             if let Some(heap_release) = &self.config.heap_release {
                 tracing::debug!(
                     peak,
-                    open = self.open_connections,
+                    open,
                     "a burst of connections closed: releasing the heap's free pages"
                 );
                 heap_release.request();
             }
         }
+    }
+
+    /// Established connections, to every peer.
+    fn open_connections(&self) -> usize {
+        self.peers
+            .values()
+            .map(|state| state.connections.len())
+            .sum()
     }
 
     /// A call went to or came from `peer`: it is in use.
@@ -1043,11 +1050,11 @@ impl Node {
                 if endpoint.is_dialer() && self.is_bootstrap_address(&remote) {
                     self.bootstrap_peers.insert(peer_id);
                 }
-                self.open_connections += 1;
-                self.connection_burst.opened(self.open_connections);
                 let state = self.peers.entry(peer_id).or_default();
                 state.connections.insert(connection_id, remote);
                 state.last_used = Some(Instant::now());
+                let open = self.open_connections();
+                self.connection_burst.opened(open);
                 if self
                     .relays
                     .iter()
@@ -1069,7 +1076,6 @@ impl Node {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
                 }
-                self.open_connections = self.open_connections.saturating_sub(1);
                 self.release_heap_after_a_burst();
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
