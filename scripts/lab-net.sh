@@ -12,17 +12,26 @@
 # nodes in 10.77.0.0/17, the upper half in 10.77.128.0/17 (STATE_DIR/addresses
 # lists `n<i> <address>`). Links are shaped in the hub: every packet from one
 # node to another is routed through the TUN device `glt0`, where
-# scripts/lab-links.py delays it LATENCY ± JITTER ms and drops LOSS % (this
-# machine's kernel has no `tc netem`). A packet crosses the shaper once, so the
-# one-way delay between two nodes is LATENCY and a round trip 2 × LATENCY.
-# Needs root, iproute2 and python3.
+# golem-lab-links (tools/lab-links) delays it LATENCY ± JITTER ms and drops
+# LOSS % (this machine's kernel has no `tc netem`). A packet crosses the shaper
+# once, so the one-way delay between two nodes is LATENCY and a round trip
+# 2 × LATENCY. The shaper binary is $GOLEM_LAB_LINKS, else golem-lab-links in
+# the workspace's target dir (release, then debug). Needs root and iproute2.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 die() { echo "lab-net: $*" >&2; exit 1; }
 [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces): run it as root"
 command -v ip >/dev/null 2>&1 || die "needs iproute2 (ip): apt-get install -y iproute2"
-command -v python3 >/dev/null 2>&1 || die "needs python3 for the link shaper (scripts/lab-links.py)"
+
+# The shaper's binary: $GOLEM_LAB_LINKS, else the newest build in the target dir.
+links_binary() {
+    local target="${CARGO_TARGET_DIR:-$here/../target}" candidate
+    for candidate in "${GOLEM_LAB_LINKS:-}" "$target/release/golem-lab-links" "$target/debug/golem-lab-links"; do
+        [[ -n "$candidate" && -x "$candidate" ]] && { echo "$candidate"; return 0; }
+    done
+    die "no link shaper: build it with 'cargo build --release -p golem-lab-links' or set GOLEM_LAB_LINKS"
+}
 
 # address_of I N: lower half 10.77.<i/200>.<i%200+1>, upper half the same + 128.
 address_of() {
@@ -33,7 +42,8 @@ address_of() {
 
 create() {
     local prefix="$1" count="$2" latency="$3" jitter="$4" loss="$5" state="$6"
-    local hub="$prefix-hub" i
+    local hub="$prefix-hub" i links
+    links="$(links_binary)"
     # Every node reaches the others through the hub as its router ($gateway,
     # the same link-local address on each of the hub's veths), so a node holds
     # one neighbour entry, not one per peer: the kernel's ARP table is shared
@@ -55,7 +65,7 @@ create() {
     # link must not wait for a CPU (a late packet is latency the lab did not ask for).
     local realtime=()
     chrt -f 10 true 2>/dev/null && realtime=(chrt -f 10)
-    setsid ip netns exec "$hub" "${realtime[@]}" python3 "$here/lab-links.py" --dev glt0 --latency "$latency" \
+    setsid ip netns exec "$hub" "${realtime[@]}" "$links" --dev glt0 --latency "$latency" \
         --jitter "$jitter" --loss "$loss" --cut-file "$state/cut" </dev/null >/dev/null 2>"$state/links.log" &
     echo "$!" >"$state/links.pid"
     : >"$state/addresses"

@@ -21,8 +21,8 @@
 # inside those namespaces. Every packet between two nodes is delayed MS ± jitter
 # MS (normal distribution) and dropped with probability PCT once, in the hub:
 # one-way delay MS, round trip 2×MS. `tc netem` would do that per veth, but this
-# machine's kernel has no netem (nor fq), so scripts/lab-links.py shapes the
-# links in user space on a TUN device the hub routes through.
+# machine's kernel has no netem (nor fq), so golem-lab-links (tools/lab-links)
+# shapes the links in user space on a TUN device the hub routes through.
 # Roles: n1..nB are bootstrap nodes (B = 3, fewer in small labs; everyone
 # bootstraps from them by address), K nodes spread evenly over the rest run
 # `golem-provider` beside the daemon (WASM; the VM unit too when a Docker engine
@@ -38,7 +38,8 @@
 # and Docker containers labelled with a lab node's id, so it also cleans up
 # after a crash or a lost state dir. Needs root, iproute2 (`ip`) and python3.
 # Binaries: $CARGO_TARGET_DIR/$GOLEM_LAB_PROFILE (default debug), built by the
-# caller (cargo build -p golem-daemon -p golem-provider -p exe-unit-wasm -p golem-requestor).
+# caller (cargo build -p golem-daemon -p golem-provider -p exe-unit-wasm -p golem-requestor
+# -p golem-lab-links).
 set -euo pipefail
 # `exec` runs its command where lab.sh was started; everything else from the repo root.
 caller_dir="$PWD"
@@ -68,7 +69,13 @@ USAGE
 need_root_and_iproute2() {
     [[ "$(id -u)" == 0 ]] || die "needs root (network namespaces): run it as root, e.g. sudo scripts/lab.sh $*"
     command -v ip >/dev/null 2>&1 || die "needs iproute2 (ip): apt-get install -y iproute2"
-    command -v python3 >/dev/null 2>&1 || die "needs python3 (the link shaper, scripts/lab-links.py): apt-get install -y python3"
+    command -v python3 >/dev/null 2>&1 || die "needs python3 (status and roles): apt-get install -y python3"
+}
+
+# The link shaper of this build, for lab-net.sh.
+need_link_shaper() {
+    [[ -x "$bin/golem-lab-links" ]] || die "no link shaper in $bin: cargo build -p golem-lab-links (with --release for GOLEM_LAB_PROFILE=release)"
+    export GOLEM_LAB_LINKS="$bin/golem-lab-links"
 }
 
 ns_of() { echo "$prefix-$1"; }
@@ -205,6 +212,7 @@ up() {
     (( providers >= 1 )) || die "--providers takes at least 1"
     (( bootstraps + providers < count )) || die "$count nodes hold $bootstraps bootstrap node(s), $providers provider(s) and at least one requestor: use --providers $((count - bootstraps - 1)) or fewer"
     need_root_and_iproute2 up
+    need_link_shaper
     [[ ! -f "$dir/lab.env" ]] || die "a lab is already up in $dir (scripts/lab.sh down first)"
     ! ip netns list | grep -q "^$hub\b" || die "namespace $hub is left from an earlier lab: scripts/lab.sh down sweeps it"
     for binary in golem-daemon golem-provider golem-requestor exe-unit-wasm; do

@@ -3,7 +3,8 @@
 //! per node, routed through a hub namespace where every packet between two
 //! nodes is delayed and dropped as [`LinkShape`] says; addresses exist only
 //! inside those namespaces. Node `i` of a test (from 0) is the script's
-//! `n<i+1>`. Removed on drop. Tier `netns`: needs root, iproute2 and python3.
+//! `n<i+1>`. Removed on drop. Tier `netns`: needs root and iproute2; the
+//! links are shaped by this build's `golem-lab-links`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,7 +63,10 @@ pub struct LabTopology {
 
 fn lab_net(args: &[&str]) -> anyhow::Result<()> {
     let script = repo_root().join("scripts/lab-net.sh");
-    let output = Command::new(&script).args(args).output()?;
+    let output = Command::new(&script)
+        .env("GOLEM_LAB_LINKS", crate::binary("golem-lab-links"))
+        .args(args)
+        .output()?;
     anyhow::ensure!(
         output.status.success(),
         "{} {}: {}",
