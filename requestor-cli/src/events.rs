@@ -142,7 +142,8 @@ impl EventSink {
         if let (Some(journal), Event::AgreementSigned { agreement_id, .. }) =
             (&self.journal, &event)
         {
-            journal.agreement(agreement_id);
+            // Logged there; the next agreement's write holds this one too.
+            let _ = journal.agreement(agreement_id);
         }
         if let Some(sender) = &self.sender {
             let _ = sender.send(event);

@@ -51,14 +51,19 @@ impl Journal {
         if let Err(error) = std::fs::create_dir_all(dir) {
             tracing::warn!(dir = %dir.display(), %error, "cannot create the sessions directory");
         }
-        journal.write();
+        if let Err(error) = journal.write() {
+            tracing::warn!(path = %journal.path.display(), %error, "cannot write the session journal");
+        }
         journal
     }
 
-    /// Note an agreement the session signed.
-    pub fn agreement(&self, agreement_id: &str) {
+    /// Note an agreement the session signed (a failed write is logged and
+    /// returned: the next write holds it too).
+    pub fn agreement(&self, agreement_id: &str) -> std::io::Result<()> {
         self.lock().agreements.push(agreement_id.to_string());
-        self.write();
+        self.write().inspect_err(|error| {
+            tracing::warn!(path = %self.path.display(), %error, "cannot write the session journal");
+        })
     }
 
     /// The session ended cleanly: nothing is left to clean.
@@ -72,20 +77,14 @@ impl Journal {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) {
-        let text = match serde_json::to_vec(&*self.lock()) {
-            Ok(text) => text,
-            Err(error) => {
-                tracing::warn!(%error, "cannot encode the session journal");
-                return;
-            }
-        };
+    /// Replace the file with the record. The lock is held to the rename:
+    /// agreements signed together write one after the other, so none loses
+    /// the partial file to another's rename and the last write holds all.
+    fn write(&self) -> std::io::Result<()> {
+        let record = self.lock();
+        let text = serde_json::to_vec(&*record)?;
         let partial = self.path.with_extension("json.partial");
-        let written =
-            std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &self.path));
-        if let Err(error) = written {
-            tracing::warn!(path = %self.path.display(), %error, "cannot write the session journal");
-        }
+        std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &self.path))
     }
 }
 
@@ -171,8 +170,8 @@ mod tests {
     fn the_journal_names_the_allocation_and_agreements_until_closed() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::create(dir.path(), "0xabc", "alloc-1");
-        journal.agreement("agreement-1");
-        journal.agreement("agreement-2");
+        journal.agreement("agreement-1").unwrap();
+        journal.agreement("agreement-2").unwrap();
         let path = dir.path().join(format!("{}.json", std::process::id()));
         let record: JournalRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(record.allocation_id, "alloc-1");
@@ -180,6 +179,34 @@ mod tests {
         assert_eq!(record.node_id, "0xabc");
         journal.close();
         assert!(!path.exists());
+    }
+
+    /// Agreements signed at once (40 in a scale-lab job) each rewrite the
+    /// journal: it used to lose some to the partial file's race.
+    #[test]
+    fn agreements_noted_at_once_all_reach_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = std::sync::Arc::new(Journal::create(dir.path(), "0xabc", "alloc-1"));
+        let writers: Vec<_> = (0..8)
+            .map(|writer| {
+                let journal = journal.clone();
+                std::thread::spawn(move || {
+                    for n in 0..25 {
+                        journal
+                            .agreement(&format!("agreement-{writer}-{n}"))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let path = dir.path().join(format!("{}.json", std::process::id()));
+        let record: JournalRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(record.agreements.len(), 200);
+        assert!(!path.with_extension("json.partial").exists());
+        journal.close();
     }
 
     #[tokio::test]
