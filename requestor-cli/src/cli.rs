@@ -158,6 +158,12 @@ pub struct ScriptArgs {
     /// Override the job's parallelism.
     #[arg(long)]
     pub parallelism: Option<usize>,
+    /// Override the job's agreements_per_provider: the most agreements held
+    /// with one provider at once (default 1). Above 1, a provider is asked for
+    /// another once every matching provider has one, so a parallelism above
+    /// the number of providers can be used where their capacity allows.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub agreements_per_provider: Option<u64>,
     /// Seconds to wait for invoices at the end.
     #[arg(long, default_value_t = 10)]
     pub invoice_timeout: u64,
@@ -283,6 +289,7 @@ async fn run_command(common: &Common, args: RunArgs) -> Result<i32> {
         busy_timeout: timeout,
         job_timeout: timeout,
         expected_seconds: 10.0,
+        agreements_per_provider: 1,
     };
     let report = session.run_job(&spec, vec![task], &options).await;
     // Pay in the background of printing: invoices are awaited only briefly.
@@ -602,6 +609,9 @@ async fn script(common: &Common, args: ScriptArgs) -> Result<i32> {
     }
     if let Some(parallelism) = args.parallelism {
         job.options.max_workers = parallelism.max(1);
+    }
+    if let Some(per_provider) = args.agreements_per_provider {
+        job.options.agreements_per_provider = usize::try_from(per_provider).unwrap_or(usize::MAX);
     }
     std::fs::create_dir_all(&job.output_dir).map_err(|e| RequestorError::io(&job.output_dir, e))?;
     let budget = args.budget.or(job.budget).unwrap_or(Decimal::ONE);

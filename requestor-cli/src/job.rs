@@ -13,7 +13,8 @@
 //!
 //! [job]
 //! budget = "1"                # GLM
-//! parallelism = 3
+//! parallelism = 3            # agreements used at once
+//! agreements_per_provider = 1 # at most this many of them with one provider
 //! output_dir = "out"
 //! command = ["transform"]     # entry point (+ fixed args)
 //!
@@ -82,6 +83,7 @@ struct JobSection {
     busy_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
+    agreements_per_provider: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +226,15 @@ pub fn parse(text: &str, file: &Path, default_subnet: &str) -> Result<Job> {
             ));
         }
         options.max_workers = *parallelism.get_ref();
+    }
+    if let Some(per_provider) = &job.agreements_per_provider {
+        if *per_provider.get_ref() == 0 {
+            return Err(at(
+                per_provider.span(),
+                "agreements_per_provider must be at least 1".into(),
+            ));
+        }
+        options.agreements_per_provider = *per_provider.get_ref();
     }
     if let Some(seconds) = job.task_timeout_secs {
         options.task_timeout = Duration::from_secs(seconds);

@@ -38,7 +38,12 @@ pub struct SignedAgreement {
 /// Which providers are busy with us, busy with others or failed us in this session.
 #[derive(Debug, Default)]
 pub struct ProviderBook {
-    pub busy: HashSet<String>,
+    /// Our agreements (signed, or being negotiated) with each provider.
+    pub busy: HashMap<String, usize>,
+    /// Providers that refused one more of our agreements for capacity, by
+    /// how many of ours they held then: never asked for more than that in
+    /// this session (they are full with us, not busy with others).
+    pub full_with_us: HashMap<String, usize>,
     pub failed: HashSet<String>,
     /// Matching providers that refused us for capacity, by provider id: asked
     /// again after their backoff.
@@ -111,8 +116,46 @@ impl ProviderBook {
         names
     }
 
-    fn may_ask(&self, provider_id: &str, now: Instant) -> bool {
-        !self.busy.contains(provider_id)
+    /// Our agreements with `provider_id`, signed or being negotiated.
+    pub fn ours(&self, provider_id: &str) -> usize {
+        self.busy.get(provider_id).copied().unwrap_or(0)
+    }
+
+    /// One more agreement with `provider_id` is being negotiated.
+    pub fn take_slot(&mut self, provider_id: &str) {
+        *self.busy.entry(provider_id.to_string()).or_default() += 1;
+    }
+
+    /// An agreement with `provider_id` ended, or its negotiation failed.
+    pub fn release_slot(&mut self, provider_id: &str) {
+        if let Some(count) = self.busy.get_mut(provider_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.busy.remove(provider_id);
+            }
+        }
+    }
+
+    /// A capacity refusal of `provider_id` (its slot already released): a
+    /// provider that holds agreements of ours is full with us and is not
+    /// waited for; any other is busy with others and asked again later.
+    fn refused(&mut self, provider_id: &str, provider_name: &str, reason: &str) {
+        match self.ours(provider_id) {
+            0 => self.refused_for_capacity(provider_id, provider_name, reason),
+            ours => {
+                self.full_with_us.insert(provider_id.to_string(), ours);
+            }
+        }
+    }
+
+    /// Whether to ask `provider_id` for one more agreement, `per_provider`
+    /// being the most we hold with one provider at once.
+    fn may_ask(&self, provider_id: &str, now: Instant, per_provider: usize) -> bool {
+        let room = self
+            .full_with_us
+            .get(provider_id)
+            .map_or(per_provider, |full| per_provider.min(*full));
+        self.ours(provider_id) < room
             && !self.failed.contains(provider_id)
             && self
                 .waiting
@@ -154,6 +197,8 @@ pub struct Negotiation {
     /// Expected busy seconds per agreement, for scoring.
     pub expected_seconds: f64,
     pub agreement_validity: Duration,
+    /// The most agreements held with one provider at once.
+    pub agreements_per_provider: usize,
     /// How many agreements the executor wants alive now.
     pub target: watch::Receiver<usize>,
     /// Agreements signed and still in use (the executor decrements it).
@@ -217,7 +262,7 @@ impl Negotiation {
                         if ok {
                             book.waiting.remove(&provider_id);
                         } else {
-                            book.busy.remove(&provider_id);
+                            book.release_slot(&provider_id);
                         }
                     }
                     Outcome::Busy {
@@ -227,8 +272,8 @@ impl Negotiation {
                     } => {
                         in_flight.remove(&provider_id);
                         let mut book = lock(&self.book);
-                        book.busy.remove(&provider_id);
-                        book.refused_for_capacity(&provider_id, &provider_name, &reason);
+                        book.release_slot(&provider_id);
+                        book.refused(&provider_id, &provider_name, &reason);
                     }
                 }
             }
@@ -264,20 +309,26 @@ impl Negotiation {
                 }
                 continue;
             };
-            // Counter the cheapest usable offers.
+            // Counter the cheapest usable offers, providers we hold fewer
+            // agreements with first.
             while need > 0 {
                 let best = {
                     let book = lock(&self.book);
                     let now = Instant::now();
                     candidates
                         .values()
-                        .filter(|c| book.may_ask(&c.provider_id, now))
-                        .min_by(|a, b| a.score.total_cmp(&b.score))
+                        .filter(|c| !in_flight.contains(&c.provider_id))
+                        .filter(|c| book.may_ask(&c.provider_id, now, self.agreements_per_provider))
+                        .min_by(|a, b| {
+                            book.ours(&a.provider_id)
+                                .cmp(&book.ours(&b.provider_id))
+                                .then(a.score.total_cmp(&b.score))
+                        })
                         .cloned()
                 };
                 let Some(best) = best else { break };
                 candidates.remove(&best.provider_id);
-                lock(&self.book).busy.insert(best.provider_id.clone());
+                lock(&self.book).take_slot(&best.provider_id);
                 in_flight.insert(best.provider_id.clone());
                 need -= 1;
                 let client = self.client.clone();
@@ -310,14 +361,21 @@ impl Negotiation {
                     }
                 });
             }
-            // Used up every offer we had, or a busy provider's retry is due:
-            // ask the market again for fresh ones.
+            // Used up every offer we had, a busy provider's retry is due, or
+            // a provider we hold an agreement with may take one more (an
+            // offer's proposal is countered once): ask the market again for
+            // fresh ones.
             let retry_due = {
                 let book = lock(&self.book);
                 let now = Instant::now();
-                book.waiting.iter().any(|(provider_id, busy)| {
+                let busy_due = book.waiting.iter().any(|(provider_id, busy)| {
                     busy.retry_at <= now && !candidates.contains_key(provider_id)
-                })
+                });
+                let room_with_ours = book.busy.keys().any(|provider_id| {
+                    !candidates.contains_key(provider_id)
+                        && book.may_ask(provider_id, now, self.agreements_per_provider)
+                });
+                busy_due || room_with_ours
             };
             let stale = since.elapsed() > Duration::from_secs(3)
                 || (retry_due && since.elapsed() > FIRST_BUSY_BACKOFF);
@@ -430,9 +488,9 @@ impl Negotiation {
             .map(|reason| reason.message.clone())
             .unwrap_or_else(|| "no reason given".into());
         let mut book = lock(&self.book);
-        book.busy.remove(provider_id);
+        book.release_slot(provider_id);
         if is_capacity_refusal(reason.as_ref()) {
-            book.refused_for_capacity(provider_id, provider_name, &message);
+            book.refused(provider_id, provider_name, &message);
         } else {
             book.failed.insert(provider_id.to_string());
             drop(book);
@@ -718,12 +776,50 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_takes_up_to_the_agreements_per_provider_until_it_is_full_with_us() {
+        let now = Instant::now();
+        let mut book = ProviderBook::default();
+        book.take_slot("0x1");
+        assert!(!book.may_ask("0x1", now, 1), "one agreement per provider");
+        assert!(book.may_ask("0x1", now, 2), "room for a second");
+        book.take_slot("0x1");
+        assert!(!book.may_ask("0x1", now, 2));
+        // The second was refused for capacity: full with our one, not busy with others.
+        book.release_slot("0x1");
+        book.refused(
+            "0x1",
+            "provider-1",
+            "no free resources: 1 of 1 agreements are running",
+        );
+        assert!(!book.may_ask("0x1", now, 2));
+        assert!(
+            book.waiting.is_empty(),
+            "not waited for: {:?}",
+            book.waiting
+        );
+        assert!(busy_note(&book).is_none());
+        // Its agreement ended: it may take one again, never two.
+        book.release_slot("0x1");
+        assert_eq!(book.ours("0x1"), 0);
+        assert!(book.may_ask("0x1", now, 2));
+        book.take_slot("0x1");
+        assert!(!book.may_ask("0x1", now, 2));
+        // A refusal from a provider holding none of ours: busy with others.
+        book.refused(
+            "0x2",
+            "provider-2",
+            "no free resources: 1 of 1 agreements are running",
+        );
+        assert!(book.waiting.contains_key("0x2"));
+    }
+
+    #[test]
     fn a_busy_provider_is_asked_again_only_after_its_backoff() {
         let mut book = ProviderBook::default();
         book.refused_for_capacity("0x1", "provider-1", "no free resources: full");
-        assert!(!book.may_ask("0x1", Instant::now()));
-        assert!(book.may_ask("0x1", Instant::now() + MAX_BUSY_BACKOFF * 2));
-        assert!(book.may_ask("0x2", Instant::now()));
+        assert!(!book.may_ask("0x1", Instant::now(), 1));
+        assert!(book.may_ask("0x1", Instant::now() + MAX_BUSY_BACKOFF * 2, 1));
+        assert!(book.may_ask("0x2", Instant::now(), 1));
         let note = busy_note(&book).unwrap();
         assert!(
             note.starts_with("1 matching provider(s) busy with other requestors: provider-1"),

@@ -101,6 +101,10 @@ pub struct JobOptions {
     pub job_timeout: Duration,
     /// Expected busy seconds per agreement, to score offers.
     pub expected_seconds: f64,
+    /// The most agreements held with one provider at once. Above 1, a
+    /// provider is asked for another once every matching provider has one
+    /// (a provider that refuses it for capacity is not asked again for more).
+    pub agreements_per_provider: usize,
 }
 
 impl Default for JobOptions {
@@ -114,6 +118,7 @@ impl Default for JobOptions {
             busy_timeout: Duration::from_secs(300),
             job_timeout: Duration::from_secs(3600),
             expected_seconds: 60.0,
+            agreements_per_provider: 1,
         }
     }
 }
@@ -411,6 +416,7 @@ impl Session {
             caps: spec.caps,
             expected_seconds: options.expected_seconds,
             agreement_validity: spec.expiration,
+            agreements_per_provider: options.agreements_per_provider,
             target: target_rx,
             active: active.clone(),
             book: self.book.clone(),
@@ -655,7 +661,7 @@ impl Session {
     fn worker_ended(&self, report: &WorkerReport, active: &AtomicUsize) {
         active.fetch_sub(1, Ordering::SeqCst);
         let mut book = lock(&self.book);
-        book.busy.remove(&report.provider.provider_id);
+        book.release_slot(&report.provider.provider_id);
         if let Some(message) = &report.provider.failure {
             book.failed.insert(report.provider.provider_id.clone());
             self.events.emit(Event::ProviderFailed {

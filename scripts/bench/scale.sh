@@ -8,7 +8,9 @@
 #   negotiate  from the requestor farthest from the providers (the last node):
 #              demand → first proposal (goal ≤ 1 s) and → agreement (≤ 2 s)
 #   job        TASKS tiny WASM tasks (examples/demo's transform) over the K
-#              providers, parallelism K: tasks/s (goal ≥ 50)
+#              providers, A agreements per provider (parallelism K × A; the
+#              lab's providers take 2): tasks/s (goal ≥ 50), and where the
+#              machine's CPU went meanwhile (scripts/bench/cpu_by_kind.py)
 #   churn      the same job; 10 % of the nodes (providers included) SIGKILLed
 #              once it runs, started again 30 s later: every task done, no
 #              agreement invoiced twice, the restarted nodes answer pings and
@@ -18,17 +20,21 @@
 #
 #   scripts/bench/scale.sh [--nodes N] [--providers K] [--tasks T] [--latency MS]
 #       [--jitter MS] [--loss PCT] [--partition-secs S] [--churn-restart-secs S]
+#       [--agreements-per-provider A] [--settle-secs S]
 #       [--scenarios idle,reach,negotiate,job,churn,partition] [--keep]
 #
+# The scenarios start once the lab has settled for S s (default 20: the
+# daemons' start-up walks are over, so a job does not share the CPU with them).
+#
 # Defaults are the issue's: 100 nodes, 20 providers, 500 tasks, 50 ms ± 10 ms,
-# 0.5 % loss. Binaries as lab.sh takes them (GOLEM_LAB_PROFILE=release for
+# 0.5 % loss; 2 agreements per provider. Binaries as lab.sh takes them (GOLEM_LAB_PROFILE=release for
 # release ones). Needs root and iproute2. The lab is taken down at the end
 # unless --keep. Logs of a run stay in $GOLEM_LAB_DIR until the next `down`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 nodes=100 providers=20 tasks=500 latency=50 jitter=10 loss=0.5 partition_secs=60
-churn_restart_secs=30 scenarios=idle,reach,negotiate,job,churn,partition keep=0
+churn_restart_secs=30 scenarios=idle,reach,negotiate,job,churn,partition keep=0 per_provider=2 settle_secs=20
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --nodes) nodes="$2"; shift 2 ;;
@@ -39,14 +45,17 @@ while [[ $# -gt 0 ]]; do
         --loss) loss="$2"; shift 2 ;;
         --partition-secs) partition_secs="$2"; shift 2 ;;
         --churn-restart-secs) churn_restart_secs="$2"; shift 2 ;;
+        --agreements-per-provider) per_provider="$2"; shift 2 ;;
+        --settle-secs) settle_secs="$2"; shift 2 ;;
         --scenarios) scenarios="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) sed -n '2,26p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,32p' "$0" >&2; exit 2 ;;
     esac
 done
-for value in "$nodes" "$providers" "$tasks" "$partition_secs" "$churn_restart_secs"; do
+for value in "$nodes" "$providers" "$tasks" "$partition_secs" "$churn_restart_secs" "$per_provider"; do
     [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "scale: '$value' is not a positive whole number (nodes, providers, tasks, seconds)" >&2; exit 2; }
 done
+[[ "$settle_secs" =~ ^[0-9]+$ ]] || { echo "scale: --settle-secs '$settle_secs' is not a whole number of seconds" >&2; exit 2; }
 wanted() { [[ ",$scenarios," == *",$1,"* ]]; }
 
 lab=scripts/lab.sh
@@ -54,6 +63,8 @@ dir="${GOLEM_LAB_DIR:-/var/tmp/golem-lab}"
 export GOLEM_LAB_DIR="$dir"
 work=$(mktemp -d -t golem-scale-XXXXXX)
 cleanup() {
+    # GOLEM_SCALE_KEEP=DIR keeps the jobs' files (job.toml, timed events) there.
+    [[ -z "${GOLEM_SCALE_KEEP:-}" ]] || { mkdir -p "$GOLEM_SCALE_KEEP"; cp -r "$work"/. "$GOLEM_SCALE_KEEP"/; }
     [[ "$keep" == 1 ]] || "$lab" down >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -83,15 +94,16 @@ build=$(basename "$bin")
 echo
 echo "lab: $nodes nodes ($providers providers), links ${latency} ms ± ${jitter} ms, ${loss} % loss, $build build, $(nproc) cores"
 
-# A job file of COUNT tasks of examples/demo's transform in DIR, parallelism P.
+# A job file of COUNT tasks of examples/demo's transform in DIR, parallelism P,
+# at most PER (default 1) agreements with one provider.
 make_job() {
-    local job_dir="$1" count="$2" parallelism="$3" n
+    local job_dir="$1" count="$2" parallelism="$3" per="${4:-1}" n
     mkdir -p "$job_dir/inputs"
     cp examples/demo/transform.wat "$job_dir/"
     {
         printf '[demand]\nruntime = "wasm"\npackage = "transform.wat"\nmin_mem_gib = 0.1\n\n'
         printf '[job]\nbudget = "5"\nparallelism = %s\noutput_dir = "out"\ncommand = ["transform"]\n' "$parallelism"
-        printf 'task_timeout_secs = 60\noffer_timeout_secs = 60\n\n'
+        printf 'task_timeout_secs = 60\noffer_timeout_secs = 60\nagreements_per_provider = %s\n\n' "$per"
         printf '[[inputs]]\nfrom = "inputs/{id}.txt"\nto = "/golem/input/{id}.txt"\n\n'
         printf '[[outputs]]\nfrom = "/golem/output/{id}.txt"\nto = "{id}.txt"\n'
         for n in $(seq 1 "$count"); do
@@ -102,12 +114,15 @@ make_job() {
 }
 
 # run_job NODE JOB_DIR EVENTS: `golem-requestor script --json` in NODE's
-# namespace, each event line prefixed with the epoch time it arrived.
+# namespace, each event line prefixed with the epoch time it arrived (bash's
+# $EPOCHREALTIME: a `date` per line took 7 % of the machine in a 500-task job;
+# a python stamper would be cheaper but stamps what arrives while it starts
+# late, which skews demand → agreement).
 # A failed job is reported (its table says NOT OK), it does not end the run.
 run_job() {
     local node="$1" job_dir="$2" events="$3"
     if ! (cd "$job_dir" && "$OLDPWD/$lab" exec "$node" golem-requestor --subnet public script job.toml --json \
-        2>"$events.stderr") | while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$events"; then
+        2>"$events.stderr") | while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done >"$events"; then
         echo "  the job from $node failed: $(tail -1 "$events.stderr")"
     fi
 }
@@ -210,8 +225,10 @@ else:
 PY
 }
 
+log "letting the lab settle for $settle_secs s"
+sleep "$settle_secs"
+
 if wanted idle; then
-    sleep 20
     # CPU of the idle daemons over 10 s (utime + stime clock ticks from /proc).
     daemon_ticks() {
         local file total=0
@@ -227,7 +244,7 @@ if wanted idle; then
         'BEGIN { printf "%.1f", t / hz / 10 / n * 100 }')
     "$lab" status --json >"$work/status.json"
     echo
-    echo "idle daemons after the lab settled (20 s):"
+    echo "idle daemons after the lab settled ($settle_secs s):"
     printf '  %-40s %s\n' "CPU % per idle daemon (10 s average)" "$idle_cpu"
     python3 - "$work/status.json" <<'PY'
 import json, statistics, sys
@@ -262,15 +279,19 @@ if wanted negotiate; then
 fi
 
 if wanted job; then
-    make_job "$work/job" "$tasks" "$providers"
+    make_job "$work/job" "$tasks" "$((providers * per_provider))" "$per_provider"
+    scripts/bench/cpu_by_kind.py snapshot "$work/job.cpu-before"
     run_job "$far_requestor" "$work/job" "$work/job.events"
+    scripts/bench/cpu_by_kind.py snapshot "$work/job.cpu-after"
     echo
-    echo "job: $tasks tasks from $far_requestor over $providers providers (parallelism $providers):"
+    echo "job: $tasks tasks from $far_requestor over $providers providers ($per_provider agreements each, parallelism $((providers * per_provider))):"
     job_report "$work/job.events" "$tasks"
+    echo "  where the CPU went during the job:"
+    scripts/bench/cpu_by_kind.py report "$work/job.cpu-before" "$work/job.cpu-after"
 fi
 
 if wanted churn; then
-    make_job "$work/churn" "$tasks" "$providers"
+    make_job "$work/churn" "$tasks" "$((providers * per_provider))" "$per_provider"
     run_job "$far_requestor" "$work/churn" "$work/churn.events" &
     job_pid=$!
     # Wait until the job runs (a tenth of its tasks done, at most 60 s).

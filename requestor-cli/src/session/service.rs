@@ -224,6 +224,7 @@ impl Session {
             busy_timeout: service.offer_timeout,
             job_timeout: service.offer_timeout,
             expected_seconds: 3600.0,
+            agreements_per_provider: 1,
         };
         let mut run = self.start_negotiation(spec, &demand, &options, self.budget);
         let _ = run.target.send(1);
