@@ -7,8 +7,9 @@
 # $OUT/soak.csv (one row per process and sample; each daemon's RSS by kind,
 # scripts/bench/smaps_classify.py, in $OUT/smaps.csv); at the end it prints, per
 # process kind, the growth after the warm-up and the job rate of the first
-# and last 5 minutes, and draws $OUT/soak.png (time on x, one line per kind;
-# python3 with matplotlib, installed from PyPI into a venv if missing).
+# and last 10 minutes (half the run when shorter), and draws $OUT/soak.png
+# (time on x, one line per kind; python3 with matplotlib, installed from PyPI
+# into a venv if missing).
 # After the run it stops the devnet and writes $OUT/census.md: the records
 # of every daemon's database by tree and key kind (daemon/examples/store_census.rs),
 # to show which kind of record, if any, grows with the jobs.

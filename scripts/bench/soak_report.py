@@ -3,8 +3,9 @@
 Reads the CSV of samples (one row per process per sample), prints a markdown
 table of every process kind's RSS, threads, fds and sled size right after the
 warm-up and at the end with the growth between them, the job rate of the
-first and last five minutes, and draws one panel per measure with one line
-per process kind (the mean over the processes of that kind) into a PNG.
+first and last ten minutes (the issue's windows; half the run when shorter),
+and draws one panel per measure with one line per process kind (the mean over
+the processes of that kind) into a PNG.
 
     python3 soak_report.py SOAK.csv SOAK.png WARMUP_MINUTES
 """
@@ -67,7 +68,7 @@ def main():
             at_end = mean_at(points, times[-1])
             growth = f"{(at_end - at_warm) / at_warm * 100:+.1f} %" if at_warm else "-"
             print(f"| {kind} | {label} | {at_warm:.1f} | {at_end:.1f} | {growth} |")
-    window = min(300, end // 2)
+    window = min(600, end // 2)
     first_rate = jobs_per_second(progress, 0, window)
     last_rate = jobs_per_second(progress, end - window, end)
     jobs, failed = progress[-1][1], progress[-1][2]
