@@ -188,8 +188,11 @@ OUTBOUND_HOST=registry.compat.test
 OUTBOUND_ARGS=()
 if [ "$NEED_OUTBOUND" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "the outbound example needs root: the provider loads nftables into the container's namespace"
-    BRIDGE_IP=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}') \
-        || die "cannot read the Docker bridge's gateway address"
+    # The bridge's gateway as the engine lists it; some engines (docker.io
+    # 20.10 on a fresh machine) list only the subnet: then docker0's address.
+    BRIDGE_IP=$(docker network inspect bridge -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' 2>/dev/null || true)
+    [ -n "$BRIDGE_IP" ] || BRIDGE_IP=$(ip -4 -o addr show dev docker0 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')
+    [ -n "$BRIDGE_IP" ] || die "cannot read the Docker bridge's gateway address (docker network inspect bridge; ip addr show docker0)"
     OUTBOUND_WWW="$WORK/outbound-www"
     mkdir -p "$OUTBOUND_WWW/-/package/@golem-sdk/golem-js"
     OUTBOUND_JSON='{"latest":"3.6.0","beta":"3.6.0-beta.1"}'
