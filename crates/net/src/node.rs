@@ -292,7 +292,15 @@ struct PendingCall {
     request: Vec<u8>,
     deadline: Instant,
     reply: oneshot::Sender<WireReply>,
+    /// Sent once already, on a connection that closed before any answer.
+    resent: bool,
 }
+
+/// Calls up to this size are sent once more when their connection closes
+/// before any answer (the other side let go of it as idle while the call was
+/// on its way: it never read it). Bigger ones (gftp chunks) fail as before;
+/// the copy is kept only while the call is in flight.
+const RESEND_MAX_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 struct Waiting {
@@ -308,6 +316,9 @@ struct InFlight {
     message: String,
     deadline: Instant,
     reply: oneshot::Sender<WireReply>,
+    /// The request, to send once more if its connection closes before any
+    /// answer ([`RESEND_MAX_BYTES`]); `None` once resent or when too big.
+    resend: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy)]
@@ -443,6 +454,7 @@ impl Node {
                     request,
                     deadline,
                     reply,
+                    resent: false,
                 },
             ),
             Command::Publish {
@@ -502,7 +514,9 @@ impl Node {
             request,
             deadline,
             reply,
+            resent,
         } = pending;
+        let resend = (!resent && request.len() <= RESEND_MAX_BYTES).then(|| request.clone());
         let request_id = self
             .swarm
             .behaviour_mut()
@@ -518,6 +532,7 @@ impl Node {
                 message,
                 deadline,
                 reply,
+                resend,
             },
         );
     }
@@ -1381,6 +1396,25 @@ impl Node {
                     return;
                 };
                 let node_id = in_flight.node_id;
+                if let (request_response::OutboundFailure::ConnectionClosed, Some(request)) =
+                    (&error, in_flight.resend)
+                {
+                    if Instant::now() < in_flight.deadline && !in_flight.reply.is_closed() {
+                        tracing::debug!(%peer, %node_id, message = %in_flight.message, "connection closed before the answer: sending the call once more");
+                        self.start_call(
+                            node_id,
+                            PendingCall {
+                                address: in_flight.address,
+                                message: in_flight.message,
+                                request,
+                                deadline: in_flight.deadline,
+                                reply: in_flight.reply,
+                                resent: true,
+                            },
+                        );
+                        return;
+                    }
+                }
                 let what = format!(
                     "call {} to {} on node {node_id}",
                     in_flight.message, in_flight.address
