@@ -218,23 +218,13 @@ pub fn parse(text: &str, file: &Path, default_subnet: &str) -> Result<Job> {
         }
     };
     let mut options = JobOptions::default();
-    if let Some(parallelism) = &job.parallelism {
-        if *parallelism.get_ref() == 0 {
-            return Err(at(
-                parallelism.span(),
-                "parallelism must be at least 1".into(),
-            ));
-        }
-        options.max_workers = *parallelism.get_ref();
+    let positive =
+        |value, name| at_least_one(value, name).map_err(|(span, message)| at(span, message));
+    if let Some(parallelism) = positive(&job.parallelism, "parallelism")? {
+        options.max_workers = parallelism;
     }
-    if let Some(per_provider) = &job.agreements_per_provider {
-        if *per_provider.get_ref() == 0 {
-            return Err(at(
-                per_provider.span(),
-                "agreements_per_provider must be at least 1".into(),
-            ));
-        }
-        options.agreements_per_provider = *per_provider.get_ref();
+    if let Some(per_provider) = positive(&job.agreements_per_provider, "agreements_per_provider")? {
+        options.agreements_per_provider = per_provider;
     }
     if let Some(seconds) = job.task_timeout_secs {
         options.task_timeout = Duration::from_secs(seconds);
@@ -341,6 +331,20 @@ pub fn parse(text: &str, file: &Path, default_subnet: &str) -> Result<Job> {
     })
 }
 
+/// A count the job file may give, which must be at least 1; the error is its
+/// span and message (for `at`).
+fn at_least_one(
+    value: &Option<Spanned<usize>>,
+    name: &str,
+) -> std::result::Result<Option<usize>, (std::ops::Range<usize>, String)> {
+    match value {
+        Some(count) if *count.get_ref() == 0 => {
+            Err((count.span(), format!("{name} must be at least 1")))
+        }
+        count => Ok(count.as_ref().map(|count| *count.get_ref())),
+    }
+}
+
 fn job_and_task<'a>(
     job: &'a [FileEntry],
     task: &'a [FileEntry],
@@ -376,6 +380,7 @@ package = "m.wat"
 [job]
 budget = "2.5"
 parallelism = 2
+agreements_per_provider = 2
 command = ["m", "-v"]
 [[inputs]]
 from = "in/{id}.txt"
@@ -391,6 +396,7 @@ args = ["{id}.txt"]
         .expect("valid");
         assert_eq!(job.budget, Some("2.5".parse().expect("decimal")));
         assert_eq!(job.options.max_workers, 2);
+        assert_eq!(job.options.agreements_per_provider, 2);
         assert_eq!(job.tasks.len(), 1);
         assert_eq!(
             job.tasks[0].steps[1],
@@ -416,6 +422,8 @@ args = ["{id}.txt"]
             ("[demand]\nruntime = \"quantum\"\npackage = \"m.wat\"\n", ":2:", "unknown runtime"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"nope.wasm\"\n", ":3:", "does not exist"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[job]\nbudget = \"lots\"\n", ":5:", "not an amount"),
+            ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[job]\nparallelism = 0\n", ":5:", "parallelism must be at least 1"),
+            ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[job]\nagreements_per_provider = 0\n", ":5:", "agreements_per_provider must be at least 1"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[[task]]\nid = \"a\"\nrun = [\"m\"]\ninputs = [{from = \"in/zz.txt\", to = \"/golem/input/x\"}]\n", ":7:", "input file"),
             ("[demand\nruntime = 1\n", ":1:8:", "invalid table header"),
             ("[demand]\nruntime = \"wasm\"\npackage = \"m.wat\"\n[[task]]\nid = \"a\"\n", ":5:", "nothing to run"),
