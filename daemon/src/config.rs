@@ -101,7 +101,7 @@ pub struct DaemonConfig {
     pub activity: crate::activity::ActivitySettings,
     /// REST API limits and CORS: `[api]` with max-long-polls-per-key, allow-origin.
     pub api: crate::api::ApiSettings,
-    /// What is kept of finished work: `[retention]` with memory-count, memory-secs, events-count, events-secs, history-secs.
+    /// What is kept of finished work: `[retention]` with memory-count, memory-secs, events-count, events-secs, history-secs, history-count.
     pub retention: crate::retention::RetentionSettings,
 }
 
@@ -328,6 +328,7 @@ mod tests {
             Setting { env: "GOLEM_RETENTION_EVENTS_COUNT", value: "33", flag: &["--retention-events-count", "33"], toml: "[retention]\nevents-count = 33", read: |c| c.retention.events_count.to_string(), expected: "33" },
             Setting { env: "GOLEM_RETENTION_EVENTS_SECS", value: "34", flag: &["--retention-events-secs", "34"], toml: "[retention]\nevents-secs = 34", read: |c| c.retention.events_secs.to_string(), expected: "34" },
             Setting { env: "GOLEM_RETENTION_HISTORY_SECS", value: "35", flag: &["--retention-history-secs", "35"], toml: "[retention]\nhistory-secs = 35", read: |c| c.retention.history_secs.to_string(), expected: "35" },
+            Setting { env: "GOLEM_RETENTION_HISTORY_COUNT", value: "36", flag: &["--retention-history-count", "36"], toml: "[retention]\nhistory-count = 36", read: |c| c.retention.history_count.to_string(), expected: "36" },
             Setting { env: "GOLEM_ERC20_HOLESKY_RPC_URL", value: "http://127.0.0.1:8545", flag: &[], toml: "[payment.erc20.holesky]\nrpc-url = \"http://127.0.0.1:8545\"", read: |c| format!("{:?}", c.payment .erc20 .get("holesky").and_then(|n| n.rpc_url.clone())), expected: "Some(\"http://127.0.0.1:8545\")" },
             Setting { env: "GOLEM_ERC20_SEPOLIA_CHAIN_ID", value: "0x7a69", flag: &[], toml: "[payment.erc20.sepolia]\nchain-id = 31337", read: |c| format!("{:?}", c.payment .erc20 .get("sepolia").and_then(|n| n.chain_id)), expected: "Some(31337)" },
             Setting { env: "GOLEM_ERC20_AMOY_TOKEN", value: "0xabc", flag: &[], toml: "[payment.erc20.amoy]\ntoken = \"0xabc\"", read: |c| format!("{:?}", c.payment.erc20.get("amoy").and_then(|n| n.token.clone())), expected: "Some(\"0xabc\")" },

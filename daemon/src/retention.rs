@@ -9,10 +9,13 @@
 //!   released allocations and payments leave memory past `memory-secs` or
 //!   beyond the newest `memory-count` of each kind (they are still answered by
 //!   id from the database);
-//! - events: market agreement events and payment events, in memory and in the
+//! - events: market agreement events, payment events and the provider
+//!   events the agent reads, in memory and in the
 //!   database, past `events-secs` or beyond `events-count`;
 //! - history: finished records leave the database `history-secs` after they
-//!   finished. What accounting needs is never pruned: a document that is not
+//!   finished, or sooner when more than `history-count` of them left memory
+//!   (the oldest go first), so a busy node's database stops growing within
+//!   minutes instead of a week. What accounting needs is never pruned: a document that is not
 //!   settled (or rejected, or cancelled) stays, and so does the agreement it
 //!   bills; what pruned documents and payments added to `payment status` is
 //!   kept as totals.
@@ -27,12 +30,16 @@ pub struct RetentionSettings {
     pub memory_count: u64,
     /// How long a finished item stays in memory.
     pub memory_secs: u64,
-    /// Market agreement events and payment events kept (the newest).
+    /// Market agreement events, payment events and provider events kept (the newest).
     pub events_count: u64,
     /// How long an event is kept; clients read events within seconds.
     pub events_secs: u64,
     /// How long a finished record stays in the database after it finished.
     pub history_secs: u64,
+    /// Finished records each service keeps in the database after they left
+    /// memory (the newest; market: final agreements; payment: settled
+    /// agreements' documents, released allocations and payments together).
+    pub history_count: u64,
 }
 
 impl Default for RetentionSettings {
@@ -40,9 +47,10 @@ impl Default for RetentionSettings {
         RetentionSettings {
             memory_count: 1_000,
             memory_secs: 600,
-            events_count: 10_000,
+            events_count: 2_000,
             events_secs: 3_600,
             history_secs: 7 * 24 * 3_600,
+            history_count: 1_000,
         }
     }
 }
@@ -55,6 +63,7 @@ pub struct RetentionPolicy {
     pub events_count: usize,
     pub events_age: Duration,
     pub history_age: Duration,
+    pub history_count: usize,
 }
 
 impl Default for RetentionPolicy {
@@ -113,6 +122,7 @@ impl RetentionSettings {
             events_count: count(self.events_count),
             events_age: secs("events-secs", self.events_secs)?,
             history_age: secs("history-secs", self.history_secs)?,
+            history_count: count(self.history_count),
         })
     }
 }
@@ -129,7 +139,7 @@ pub struct RetentionOverrides {
     /// How long a finished item stays in memory [env: GOLEM_RETENTION_MEMORY_SECS] [default: 600]
     #[arg(long = "retention-memory-secs", value_name = "SECS")]
     pub memory_secs: Option<u64>,
-    /// Market agreement events and payment events kept [env: GOLEM_RETENTION_EVENTS_COUNT] [default: 10000]
+    /// Market agreement events, payment events and provider events kept [env: GOLEM_RETENTION_EVENTS_COUNT] [default: 2000]
     #[arg(long = "retention-events-count", value_name = "COUNT")]
     pub events_count: Option<u64>,
     /// How long an event is kept [env: GOLEM_RETENTION_EVENTS_SECS] [default: 3600]
@@ -138,6 +148,9 @@ pub struct RetentionOverrides {
     /// How long a finished record (settled documents, final agreements, finished activities) stays in the database [env: GOLEM_RETENTION_HISTORY_SECS] [default: 604800]
     #[arg(long = "retention-history-secs", value_name = "SECS")]
     pub history_secs: Option<u64>,
+    /// Finished records each service keeps in the database after they left memory, the newest (older ones leave before history-secs) [env: GOLEM_RETENTION_HISTORY_COUNT] [default: 1000]
+    #[arg(long = "retention-history-count", value_name = "COUNT")]
+    pub history_count: Option<u64>,
 }
 
 #[cfg(test)]
@@ -146,11 +159,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid_and_keep_an_hour_of_events_and_a_week_of_history() {
+    fn defaults_are_valid_and_keep_an_hour_of_events_and_a_week_or_a_thousand_of_history() {
         let policy = RetentionPolicy::default();
         assert_eq!(policy.memory_count, 1_000);
         assert_eq!(policy.events_age, Duration::from_secs(3_600));
         assert_eq!(policy.history_age, Duration::from_secs(7 * 24 * 3_600));
+        assert_eq!(policy.history_count, 1_000);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn start(
             finished_activity: retention.memory_age,
             max_finished: retention.memory_count,
             provider_events: retention.events_age,
+            max_provider_events: retention.events_count,
             ..records::Retention::default()
         },
     );

@@ -36,6 +36,9 @@ pub const MAX_FINISHED_IN_MEMORY: usize = 1000;
 /// How long provider events stay (the agent reads them within seconds; a
 /// restarted agent replays from its last event, and skips what has ended).
 pub const PROVIDER_EVENT_RETENTION: Duration = Duration::from_secs(3600);
+/// Provider events kept at most, however young (the agent reads them within
+/// one long-poll).
+pub const MAX_PROVIDER_EVENTS: usize = 2_000;
 
 /// The persisted part of an activity this node hosts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub(super) struct Retention {
     pub finished_activity: Duration,
     pub max_finished: usize,
     pub provider_events: Duration,
+    /// Provider events kept at most (the newest).
+    pub max_provider_events: usize,
     /// How often the provider actor drops what the retention no longer keeps.
     pub compaction_period: Duration,
 }
@@ -72,6 +77,7 @@ impl Default for Retention {
             finished_activity: FINISHED_ACTIVITY_RETENTION,
             max_finished: MAX_FINISHED_IN_MEMORY,
             provider_events: PROVIDER_EVENT_RETENTION,
+            max_provider_events: MAX_PROVIDER_EVENTS,
             compaction_period: Duration::from_secs(10),
         }
     }
@@ -380,6 +386,7 @@ mod tests {
             finished_activity: Duration::from_millis(50),
             max_finished: 3,
             provider_events: PROVIDER_EVENT_RETENTION,
+            max_provider_events: MAX_PROVIDER_EVENTS,
             compaction_period: Duration::from_secs(10),
         };
         let mut order = FinishedOrder::default();

@@ -144,33 +144,47 @@ impl Db {
         }
     }
 
-    /// Note a final agreement that left memory, for the history pruning.
+    /// Note a final agreement that left memory, for the history pruning;
+    /// true when it was not noted before (a restart notes some again).
     pub(crate) fn schedule_agreement_prune(
         &self,
         ended: DateTime<Utc>,
         role: Role,
         id: &str,
-    ) -> Result<(), GolemError> {
-        self.tree
+    ) -> Result<bool, GolemError> {
+        let previous = self
+            .tree
             .insert(agreement_ended_key(ended, role, id), &[])
             .map_err(sled_error)?;
-        Ok(())
+        Ok(previous.is_none())
     }
 
-    /// Final agreements that ended before `cutoff`, oldest first, at most `most`:
-    /// (the schedule's key, role, id).
+    /// How many final agreements the history schedule holds.
+    pub(crate) fn count_scheduled_agreements(&self) -> Result<usize, GolemError> {
+        let mut count = 0;
+        for item in self.tree.scan_prefix(AGREEMENT_ENDED).keys() {
+            item.map_err(sled_error)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The oldest final agreements of the history schedule, at most `most`:
+    /// the first `oldest` of them whatever their age, then those that ended
+    /// before `cutoff` (the schedule's key, role, id).
     pub(crate) fn agreements_ended_before(
         &self,
         cutoff: DateTime<Utc>,
+        oldest: usize,
         most: usize,
     ) -> Result<Vec<(sled::IVec, Role, String)>, GolemError> {
         let end = agreement_ended_key(cutoff, Role::Provider, "");
         let end = &end[..end.len() - "/Provider/".len()];
         let mut ended = Vec::new();
-        for item in self.tree.scan_prefix(AGREEMENT_ENDED).take(most) {
-            let (key, _) = item.map_err(sled_error)?;
+        for (rank, item) in self.tree.scan_prefix(AGREEMENT_ENDED).keys().take(most).enumerate() {
+            let key = item.map_err(sled_error)?;
             let text = String::from_utf8_lossy(&key).into_owned();
-            if text.as_str() >= end {
+            if rank >= oldest && text.as_str() >= end {
                 break;
             }
             let mut parts = text[AGREEMENT_ENDED.len()..].splitn(3, '/').skip(1);

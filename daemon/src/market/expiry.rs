@@ -31,7 +31,13 @@ impl MarketActor {
             let policy = self.core.config.retention;
             compact(db, state, current, &RetentionLimits::from_policy(&policy));
             let open_invoices = self.core.open_invoices.get().map(|port| port.as_ref());
-            prune_agreement_history(db, current, policy.history_age, open_invoices);
+            prune_agreement_history(
+                db,
+                &mut state.scheduled_history,
+                current,
+                &policy,
+                open_invoices,
+            );
             self.log_sizes();
         }
         if events_dropped {

@@ -14,12 +14,13 @@
 //!
 //! Age alone does not bound memory when agreements come fast, so each kind is
 //! also bounded by count ([`RetentionLimits`]): beyond it the oldest leave
-//! first (final agreements by when they ended, proposals of one subscription
-//! by when they were made, agreement events by date). A final agreement that
+//! first (final agreements and ended demands by when they ended, proposals of
+//! one subscription by when they were made, agreement events by date). A final agreement that
 //! left memory is still answered by id from sled.
 //!
 //! A final agreement that left memory is noted (`agreement-ended/`) and leaves
-//! sled too once it ended more than the history window ago
+//! sled too once it ended more than the history window ago, or once more than
+//! the history count are noted, the earliest ended first
 //! ([`prune_agreement_history`]), unless payment still has an open invoice
 //! for it: accounting needs the agreement until the invoice is settled.
 //!
@@ -39,7 +40,8 @@ pub(crate) const RETENTION: Duration = Duration::from_secs(3600);
 /// How often the sweep compacts.
 pub(crate) const COMPACTION_PERIOD: Duration = Duration::from_secs(10);
 
-/// How much history memory keeps: by age, and by count.
+/// How much history memory keeps: by age, and by count (ended demands
+/// leave sled with memory: nothing reads them after).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RetentionLimits {
     pub max_age: Duration,
@@ -47,6 +49,8 @@ pub(crate) struct RetentionLimits {
     pub max_agreement_events: usize,
     /// Final agreements held (the most recently ended).
     pub max_final_agreements: usize,
+    /// Ended demands held with their proposals (the most recently ended).
+    pub max_ended_demands: usize,
     /// Proposals held per subscription (the newest).
     pub max_proposals_per_subscription: usize,
 }
@@ -57,6 +61,7 @@ impl Default for RetentionLimits {
             max_age: RETENTION,
             max_agreement_events: 10_000,
             max_final_agreements: 1_000,
+            max_ended_demands: 1_000,
             max_proposals_per_subscription: 1_000,
         }
     }
@@ -70,6 +75,7 @@ impl RetentionLimits {
             max_age: policy.events_age,
             max_agreement_events: policy.events_count,
             max_final_agreements: policy.memory_count,
+            max_ended_demands: policy.memory_count,
             ..RetentionLimits::default()
         }
     }
@@ -78,19 +84,23 @@ impl RetentionLimits {
 /// Agreements pruned per sweep, so one sweep stays short.
 const PRUNE_BATCH: usize = 1_000;
 
-/// Remove from sled the final agreements that ended more than `history`
-/// before `now`; a terminated one stays while `open_invoices` has an open
-/// invoice for it (or, without the port, always). How many left.
+/// Remove from sled the final agreements that ended more than
+/// `policy.history_age` before `now`, and the earliest ended beyond the
+/// newest `policy.history_count` of the schedule (`scheduled` is its size,
+/// kept up to date here); a terminated one stays while `open_invoices` has
+/// an open invoice for it (or, without the port, always). How many left.
 pub(crate) fn prune_agreement_history(
     db: &Db,
+    scheduled: &mut usize,
     now: DateTime<Utc>,
-    history: Duration,
+    policy: &crate::retention::RetentionPolicy,
     open_invoices: Option<&dyn crate::ports::OpenInvoices>,
 ) -> usize {
-    let Ok(history) = chrono::Duration::from_std(history) else {
+    let Ok(history) = chrono::Duration::from_std(policy.history_age) else {
         return 0;
     };
-    let ended = match db.agreements_ended_before(now - history, PRUNE_BATCH) {
+    let beyond_count = scheduled.saturating_sub(policy.history_count);
+    let ended = match db.agreements_ended_before(now - history, beyond_count, PRUNE_BATCH) {
         Ok(ended) => ended,
         Err(error) => {
             tracing::warn!(%error, "cannot read the agreement history schedule");
@@ -114,7 +124,10 @@ pub(crate) fn prune_agreement_history(
             continue;
         }
         match db.prune_agreement(&key, role, &id) {
-            Ok(()) => pruned += 1,
+            Ok(()) => {
+                pruned += 1;
+                *scheduled = scheduled.saturating_sub(1);
+            }
             Err(error) => {
                 tracing::warn!(agreement_id = %id, %error, "cannot prune an old agreement")
             }
@@ -150,7 +163,8 @@ pub(crate) fn compact(
         drop_old_agreement_events(db, state, oldest_kept, limits.max_agreement_events);
     let agreements =
         drop_final_agreements(db, state, now, oldest_kept, limits.max_final_agreements);
-    let (demands, proposals_of_demands) = drop_ended_demands(db, state, now, oldest_kept);
+    let (demands, proposals_of_demands) =
+        drop_ended_demands(db, state, now, oldest_kept, limits.max_ended_demands);
     let stale = drop_stale_proposals(db, state, now, retention);
     let beyond_count =
         drop_proposals_beyond_count(db, state, limits.max_proposals_per_subscription);
@@ -222,8 +236,12 @@ fn drop_final_agreements(
     for key in &dropped {
         if let Some(record) = state.agreements.remove(key) {
             let ended = record.terminated_date.unwrap_or(record.agreement.timestamp);
-            if let Err(error) = db.schedule_agreement_prune(ended, key.0, &key.1) {
-                tracing::warn!(agreement_id = %key.1, %error, "cannot note an ended agreement for pruning");
+            match db.schedule_agreement_prune(ended, key.0, &key.1) {
+                Ok(true) => state.scheduled_history += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(agreement_id = %key.1, %error, "cannot note an ended agreement for pruning")
+                }
             }
         }
     }
@@ -240,6 +258,7 @@ fn drop_ended_demands(
     state: &mut State,
     now: DateTime<Utc>,
     oldest_kept: DateTime<Utc>,
+    most: usize,
 ) -> (usize, usize) {
     let ended: Vec<String> = state
         .demands
@@ -247,15 +266,23 @@ fn drop_ended_demands(
         .filter(|entry| !entry.is_live(now))
         .map(|entry| entry.stored.demand.demand_id.clone())
         .collect();
+    let mut by_end: Vec<(DateTime<Utc>, String)> = ended
+        .into_iter()
+        .map(|id| {
+            let expiration = state.demands[&id].stored.expiration;
+            let seen = *state
+                .finished_demands
+                .entry(id.clone())
+                .or_insert_with(|| expiration.min(now));
+            (seen, id)
+        })
+        .collect();
+    by_end.sort();
+    let too_many = by_end.len().saturating_sub(most);
     let (mut demands, mut proposals) = (0, 0);
-    for id in ended {
-        let expiration = state.demands[&id].stored.expiration;
-        let seen = *state
-            .finished_demands
-            .entry(id.clone())
-            .or_insert_with(|| expiration.min(now));
-        if seen > oldest_kept {
-            continue;
+    for (rank, (seen, id)) in by_end.into_iter().enumerate() {
+        if rank >= too_many && seen > oldest_kept {
+            break;
         }
         proposals += drop_proposals_of(db, state, &id);
         let _ = state.drop_events(db, &id);
@@ -492,6 +519,46 @@ mod tests {
     }
 
     #[test]
+    fn ended_demands_beyond_the_count_leave_with_their_proposals_the_earliest_ended_first() {
+        let (_dir, db) = db();
+        let limits = RetentionLimits {
+            max_ended_demands: 2,
+            ..RetentionLimits::default()
+        };
+        let start = Utc::now();
+        let mut state = State::default();
+        let ids = ["d0", "d1", "d2", "d3", "live"];
+        for (minute, id) in ids.into_iter().enumerate() {
+            let ended = start + chrono::Duration::minutes(minute as i64);
+            let demand = StoredDemand {
+                demand: serde_json::from_value(json!({
+                    "properties": {}, "constraints": "()", "demandId": id,
+                    "requestorId": REQUESTOR, "timestamp": start,
+                }))
+                .unwrap(),
+                expiration: if id == "live" { start + chrono::Duration::hours(1) } else { ended },
+                active: true,
+            };
+            db.save_demand(&demand).unwrap();
+            state.insert_demand(DemandEntry::new(demand).unwrap());
+            let mut made = proposal(&format!("p-{id}"), start, start + chrono::Duration::hours(1));
+            made.subscription_id = id.into();
+            state.insert_proposal(&db, made).unwrap();
+        }
+        // Ten minutes on, all but `live` have ended, none an hour ago.
+        let now = start + chrono::Duration::minutes(10);
+        let compacted = compact(&db, &mut state, now, &limits);
+        // Two demands go with their proposals; the other ended demands'
+        // proposals are past their deadline (the demand's end) and go too.
+        assert_eq!((compacted.demands, compacted.proposals), (2, 4));
+        let mut kept: Vec<&str> = state.demands.keys().map(String::as_str).collect();
+        kept.sort();
+        assert_eq!(kept, ["d2", "d3", "live"], "the two latest ended stay");
+        assert_eq!(db.tree.scan_prefix("demand/").count(), 3);
+        assert_eq!(db.tree.scan_prefix("proposal/").count(), 1);
+    }
+
+    #[test]
     fn history_is_bounded_by_count_too_and_the_oldest_leave_first() {
         let (_dir, db) = db();
         let limits = RetentionLimits {
@@ -614,22 +681,27 @@ mod tests {
         }
         compact(&db, &mut state, start, &limits);
         assert_eq!(state.agreements.len(), 1, "only the live one in memory");
-        let day = Duration::from_secs(24 * 3600);
+        let day = crate::retention::RetentionPolicy {
+            history_age: Duration::from_secs(24 * 3600),
+            ..crate::retention::RetentionPolicy::default()
+        };
+        assert_eq!(state.scheduled_history, 3, "three final agreements noted");
+        let scheduled = &mut state.scheduled_history;
         // Within the window nothing leaves sled.
         assert_eq!(
-            prune_agreement_history(&db, start, day, Some(&OneOpenInvoice)),
+            prune_agreement_history(&db, scheduled, start, &day, Some(&OneOpenInvoice)),
             0
         );
         // Without payment's answer a terminated agreement stays.
         let later = start + chrono::Duration::days(2);
-        assert_eq!(prune_agreement_history(&db, later, day, None), 1);
+        assert_eq!(prune_agreement_history(&db, scheduled, later, &day, None), 1);
         assert!(db
             .load_agreement(Role::Requestor, "a-rejected")
             .unwrap()
             .is_none());
         // Past the window: the paid one leaves, the unpaid and the live stay.
         assert_eq!(
-            prune_agreement_history(&db, later, day, Some(&OneOpenInvoice)),
+            prune_agreement_history(&db, scheduled, later, &day, Some(&OneOpenInvoice)),
             1
         );
         let kept = |id: &str| db.load_agreement(Role::Requestor, id).unwrap().is_some();
@@ -641,5 +713,59 @@ mod tests {
             1,
             "a-unpaid still scheduled"
         );
+        assert_eq!(*scheduled, 1, "the count follows the schedule");
+    }
+
+    #[test]
+    fn beyond_the_history_count_the_earliest_ended_leave_sled_within_the_window() {
+        let (_dir, db) = db();
+        let limits = RetentionLimits {
+            max_final_agreements: 0,
+            ..RetentionLimits::default()
+        };
+        let start = Utc::now();
+        let mut state = State::default();
+        for minute in 0..5 {
+            let id = format!("a-{minute}");
+            let mut record = agreement(&id, "Terminated", start);
+            record.terminated_date = Some(start + chrono::Duration::minutes(minute));
+            db.save_agreement(&record).unwrap();
+            state.agreements.insert((Role::Requestor, id), record);
+        }
+        compact(&db, &mut state, start, &limits);
+        assert_eq!(state.scheduled_history, 5);
+        let policy = crate::retention::RetentionPolicy {
+            history_count: 2,
+            ..crate::retention::RetentionPolicy::default()
+        };
+        // A week of history is kept by age, but only the newest two by count;
+        // a-1 has an open invoice in this test's payment, so it stays.
+        let pruned = prune_agreement_history(
+            &db,
+            &mut state.scheduled_history,
+            start,
+            &policy,
+            Some(&OpenFor("a-1")),
+        );
+        assert_eq!(pruned, 2, "a-0 and a-2 left");
+        let kept: Vec<String> = ["a-0", "a-1", "a-2", "a-3", "a-4"]
+            .into_iter()
+            .filter(|id| db.load_agreement(Role::Requestor, id).unwrap().is_some())
+            .map(String::from)
+            .collect();
+        assert_eq!(kept, ["a-1", "a-3", "a-4"]);
+        assert_eq!(state.scheduled_history, 3);
+        // The count survives a restart: the schedule is counted, not doubled.
+        let reloaded = State::load(&db, &crate::market::event_queues::EventQueues::default()).unwrap();
+        assert_eq!(reloaded.scheduled_history, 3);
+    }
+
+    /// Payment's answer for the count test: one agreement's invoice is open.
+    struct OpenFor(&'static str);
+
+    impl crate::ports::OpenInvoices for OpenFor {
+        fn has_open_invoice(&self, agreement_id: &str) -> bool {
+            agreement_id == self.0
+        }
     }
 }

@@ -139,6 +139,9 @@ pub(crate) struct State {
     pub finished_agreements: HashMap<(Role, String), DateTime<Utc>>,
     pub finished_demands: HashMap<String, DateTime<Utc>>,
     pub last_compaction: Option<DateTime<Utc>>,
+    /// How many final agreements wait in sled's history schedule
+    /// (`agreement-ended/`), so the count bound costs no scan.
+    pub scheduled_history: usize,
 }
 
 impl State {
@@ -348,9 +351,13 @@ impl State {
             }
             state.index_proposal(record);
         }
-        // Final agreements stay in sled only (read there on demand).
+        // Final agreements stay in sled only (read there on demand), noted
+        // for the history pruning: those that were in memory when the node
+        // stopped were not yet.
         for (_, record) in db.scan::<AgreementRecord>("agreement/")? {
             if is_final(record.agreement.state) {
+                let ended = record.terminated_date.unwrap_or(record.agreement.timestamp);
+                db.schedule_agreement_prune(ended, record.role, &record.agreement.agreement_id)?;
                 continue;
             }
             state
@@ -377,6 +384,7 @@ impl State {
             state.agreement_events.push(record);
         }
         state.next_seq = max_seq + 1;
+        state.scheduled_history = db.count_scheduled_agreements()?;
         Ok(state)
     }
 }

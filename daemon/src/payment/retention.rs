@@ -18,8 +18,10 @@
 //!   and in sled (clients long-poll with `afterTimestamp`; a cursor older than
 //!   the window reads from its start).
 //! - History: what left memory is scheduled (`prune/<finished>/<what>`) and
-//!   leaves sled `history_age` after it finished, its amounts moving into the
-//!   stored totals (`pruned/totals`). Open documents are never scheduled.
+//!   leaves sled `history_age` after it finished, or sooner once the schedule
+//!   holds more than `history_count` entries (the earliest finished go
+//!   first), its amounts moving into the stored totals (`pruned/totals`).
+//!   Open documents are never scheduled.
 //!
 //! The status report keeps counting what left memory through [`Archived`],
 //! rebuilt the same way at every start (the sweep runs right after loading),
@@ -70,12 +72,16 @@ impl PaymentActor {
     /// Move finished records out of memory and old events out of memory and sled.
     pub(super) fn sweep_retention(&mut self) {
         let retention = self.deps.retention;
-        let mut schedule = sled::Batch::default();
+        let mut schedule = PruneSchedule::new(self.deps.tree.clone());
         self.archive_finished_agreements(retention, &mut schedule);
         self.archive_released_allocations(retention, &mut schedule);
         self.archive_payments(retention, &mut schedule);
-        if let Err(error) = self.deps.tree.apply_batch(schedule) {
-            tracing::warn!(%error, "scheduling finished payment records for pruning failed");
+        let added = schedule.added;
+        match self.deps.tree.apply_batch(schedule.batch) {
+            Ok(()) => self.state.scheduled_history += added,
+            Err(error) => {
+                tracing::warn!(%error, "scheduling finished payment records for pruning failed")
+            }
         }
         self.drop_old_events(retention);
         self.prune_history(retention);
@@ -103,7 +109,7 @@ impl PaymentActor {
         );
     }
 
-    fn archive_finished_agreements(&mut self, retention: Retention, schedule: &mut sled::Batch) {
+    fn archive_finished_agreements(&mut self, retention: Retention, schedule: &mut PruneSchedule) {
         let finished_invoices: Vec<(chrono::DateTime<Utc>, String)> = self
             .state
             .invoices
@@ -175,8 +181,7 @@ impl PaymentActor {
                 .map(|invoice| invoice.timestamp)
                 .max()
                 .unwrap_or_else(Utc::now);
-            schedule_prune(
-                schedule,
+            schedule.add(
                 finished,
                 &format!("agreement/{agreement_id}"),
                 keys,
@@ -185,7 +190,7 @@ impl PaymentActor {
         }
     }
 
-    fn archive_released_allocations(&mut self, retention: Retention, schedule: &mut sled::Batch) {
+    fn archive_released_allocations(&mut self, retention: Retention, schedule: &mut PruneSchedule) {
         let released: Vec<(chrono::DateTime<Utc>, String)> = self
             .state
             .allocations
@@ -206,8 +211,7 @@ impl PaymentActor {
                     .released_allocations
                     .insert(allocation.payment_platform.clone(), 1);
                 self.state.archived.add(&totals);
-                schedule_prune(
-                    schedule,
+                schedule.add(
                     allocation.updated_ts,
                     &format!("allocation/{id}"),
                     vec![format!("alloc/{id}")],
@@ -219,7 +223,7 @@ impl PaymentActor {
 
     /// Payments leave memory by the same bounds, once nothing they pay
     /// towards is open: an invoice still awaiting the rest keeps them.
-    fn archive_payments(&mut self, retention: Retention, schedule: &mut sled::Batch) {
+    fn archive_payments(&mut self, retention: Retention, schedule: &mut PruneSchedule) {
         if self.state.payments.len() <= retention.memory_count
             && self.state.payments.first().is_none_or(|oldest| {
                 Utc::now() - oldest.timestamp
@@ -275,8 +279,7 @@ impl PaymentActor {
                 }
             }
             self.state.archived.add(&totals);
-            schedule_prune(
-                schedule,
+            schedule.add(
                 payment.timestamp,
                 &format!("payment/{}", payment.payment_id),
                 vec![format!("pay/{}", payment.payment_id)],
@@ -286,9 +289,15 @@ impl PaymentActor {
         self.state.payments = kept;
     }
 
-    /// Remove from sled what finished more than `history_age` ago, moving its
-    /// amounts from the memory-left totals into the stored ones, in one batch.
+    /// Remove from sled what finished more than `history_age` ago, and the
+    /// earliest finished beyond the newest `history_count` entries, moving
+    /// their amounts from the memory-left totals into the stored ones, in one
+    /// batch.
     fn prune_history(&mut self, retention: Retention) {
+        let beyond_count = self
+            .state
+            .scheduled_history
+            .saturating_sub(retention.history_count);
         let cutoff = prune_key(
             Utc::now() - chrono::Duration::from_std(retention.history_age).unwrap_or_default(),
             "",
@@ -296,7 +305,13 @@ impl PaymentActor {
         let mut batch = sled::Batch::default();
         let mut moved = Archived::default();
         let mut pruned = 0;
-        for entry in self.deps.tree.scan_prefix("prune/").take(PRUNE_BATCH) {
+        for (rank, entry) in self
+            .deps
+            .tree
+            .scan_prefix("prune/")
+            .take(PRUNE_BATCH)
+            .enumerate()
+        {
             let (key, value) = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
@@ -304,7 +319,7 @@ impl PaymentActor {
                     return;
                 }
             };
-            if key.as_ref() >= cutoff.as_bytes() {
+            if rank >= beyond_count && key.as_ref() >= cutoff.as_bytes() {
                 break;
             }
             batch.remove(key);
@@ -337,6 +352,7 @@ impl PaymentActor {
         }
         self.state.archived.subtract(&moved);
         self.state.pruned = stored;
+        self.state.scheduled_history = self.state.scheduled_history.saturating_sub(pruned);
         tracing::debug!(pruned, "old payment records left the store");
     }
 
@@ -395,20 +411,43 @@ impl PaymentActor {
     }
 }
 
-/// Put a prune entry for records that left memory into `schedule`.
-fn schedule_prune(
-    schedule: &mut sled::Batch,
-    finished: chrono::DateTime<Utc>,
-    what: &str,
-    keys: Vec<String>,
-    totals: &Archived,
-) {
-    let entry = PruneEntry {
-        keys,
-        totals: totals.into(),
-    };
-    match store::encode(&entry) {
-        Ok(bytes) => schedule.insert(prune_key(finished, what).as_bytes(), bytes),
-        Err(error) => tracing::warn!(%error, "cannot encode a prune entry"),
+/// Prune entries for records that left memory, written in one batch.
+struct PruneSchedule {
+    tree: sled::Tree,
+    batch: sled::Batch,
+    /// Entries not in sled before (a restart archives what it loaded again).
+    added: usize,
+}
+
+impl PruneSchedule {
+    fn new(tree: sled::Tree) -> PruneSchedule {
+        PruneSchedule {
+            tree,
+            batch: sled::Batch::default(),
+            added: 0,
+        }
+    }
+
+    fn add(
+        &mut self,
+        finished: chrono::DateTime<Utc>,
+        what: &str,
+        keys: Vec<String>,
+        totals: &Archived,
+    ) {
+        let entry = PruneEntry {
+            keys,
+            totals: totals.into(),
+        };
+        let key = prune_key(finished, what);
+        match store::encode(&entry) {
+            Ok(bytes) => {
+                if !matches!(self.tree.contains_key(key.as_bytes()), Ok(true)) {
+                    self.added += 1;
+                }
+                self.batch.insert(key.as_bytes(), bytes);
+            }
+            Err(error) => tracing::warn!(%error, "cannot encode a prune entry"),
+        }
     }
 }

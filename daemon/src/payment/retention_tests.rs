@@ -49,6 +49,15 @@ fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
 /// The service with the test's memory and event bounds and `history` as the
 /// time finished records stay in sled.
 fn open_with(dir: &std::path::Path, history: Duration) -> (Store, Router, PaymentService) {
+    open_keeping(dir, history, usize::MAX)
+}
+
+/// Same, with at most `history_count` prune entries kept.
+fn open_keeping(
+    dir: &std::path::Path,
+    history: Duration,
+    history_count: usize,
+) -> (Store, Router, PaymentService) {
     let store = Store::open(dir).unwrap();
     let router = Router::new();
     let service = super::open(
@@ -64,6 +73,7 @@ fn open_with(dir: &std::path::Path, history: Duration) -> (Store, Router, Paymen
                 events_count: KEEP_EVENTS,
                 events_age: Duration::from_secs(3600),
                 history_age: history,
+                history_count,
             },
             ..Setup::default()
         },
@@ -277,6 +287,49 @@ async fn settled_history_leaves_sled_and_the_status_keeps_its_totals() {
     drop(store);
     let (_store, _router, service) = open_with(dir.path(), Duration::ZERO);
     check_requested_and_paid(&service).await;
+    service.stop();
+}
+
+#[tokio::test]
+async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_keep_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let (store, router, service) = open_keeping(dir.path(), week, KEEP);
+    run_agreements(&service).await;
+    service.sweep_retention().await;
+    // A week of history by age, but only the newest KEEP entries by count.
+    assert_eq!(stored(&store, "prune/"), KEEP);
+    let bounds = [("dn/", 2 * KEEP), ("inv/", 2 * KEEP), ("pay/", 2 * KEEP)];
+    for (prefix, most) in bounds {
+        let count = stored(&store, prefix);
+        assert!(count <= most, "{count} records {prefix}* in sled, at most {most}");
+    }
+    let error = service.invoice("inv-0").await.unwrap_err();
+    assert_eq!(error.code, golem_model::ErrorCode::NotFound, "{error:?}");
+    let report = service.status_report().await.unwrap();
+    let dummy = report
+        .platforms
+        .iter()
+        .find(|status| status.platform == "dummy-local-tglm")
+        .unwrap();
+    assert_eq!(dummy.outgoing.paid.to_string(), (2 * AGREEMENTS).to_string());
+    // A restart loads what sled holds and archives it again: the schedule is
+    // not counted twice, so nothing more leaves.
+    service.stop();
+    router.unbind_all();
+    drop(service);
+    drop(store);
+    let (store, _router, service) = open_keeping(dir.path(), week, KEEP);
+    service.sweep_retention().await;
+    service.sweep_retention().await;
+    assert_eq!(stored(&store, "prune/"), KEEP);
+    let report = service.status_report().await.unwrap();
+    let dummy = report
+        .platforms
+        .iter()
+        .find(|status| status.platform == "dummy-local-tglm")
+        .unwrap();
+    assert_eq!(dummy.outgoing.paid.to_string(), (2 * AGREEMENTS).to_string());
     service.stop();
 }
 

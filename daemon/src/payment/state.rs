@@ -203,6 +203,9 @@ pub(super) struct State {
     pub archived: Archived,
     /// What records that left sled add to it (stored under [`PRUNED_KEY`]).
     pub pruned: Archived,
+    /// How many entries the prune schedule (`prune/`) holds, so the
+    /// history count costs no scan.
+    pub scheduled_history: usize,
 }
 
 /// What the payment actor uses besides its state. Shared by every instance
@@ -341,7 +344,8 @@ impl State {
                     let stored: StoredTotals = store::decode(TREE, &value)?;
                     state.pruned = stored.into();
                 }
-                "prune" | "txused" => {} // read by the sweep and the payment check
+                "prune" => state.scheduled_history += 1, // read by the sweep
+                "txused" => {}                            // read by the payment check
                 "out" | "outbox" => {}   // the outbox's
                 _ => tracing::warn!(%key, "unknown record in the payment tree"),
             }

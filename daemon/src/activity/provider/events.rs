@@ -1,7 +1,8 @@
 //! Provider events: what the provider agent must do (start an exe unit for a
 //! new activity, stop one that was destroyed). They are persisted under
-//! `provider-event/<seq>` and kept for [`PROVIDER_EVENT_RETENTION`]; the agent
-//! reads them by date with a long-poll that waits outside the actor.
+//! `provider-event/<seq>` and kept for [`PROVIDER_EVENT_RETENTION`] (at most
+//! the newest `events-count`); the agent reads them by date with a long-poll
+//! that waits outside the actor.
 //!
 //! [`PROVIDER_EVENT_RETENTION`]: super::super::records::PROVIDER_EVENT_RETENTION
 
@@ -59,21 +60,22 @@ impl ProviderActivityActor {
         self.changed();
     }
 
-    /// Drop provider events older than their retention, from memory and sled.
+    /// Drop provider events older than their retention or beyond the
+    /// newest `max_provider_events`, from memory and sled.
     pub(super) fn drop_old_events(&mut self) {
-        let Ok(retention) = chrono::Duration::from_std(self.shared.retention.provider_events)
-        else {
+        let retention = self.shared.retention;
+        let Ok(age) = chrono::Duration::from_std(retention.provider_events) else {
             return;
         };
-        let oldest_kept = Utc::now() - retention;
+        let leaving = events_leaving(
+            &self.book.events,
+            Utc::now() - age,
+            retention.max_provider_events,
+        );
         let mut batch = sled::Batch::default();
         let mut dropped = 0usize;
-        while let Some((seq, event)) = self.book.events.front() {
-            if event.event_date() >= oldest_kept {
-                break;
-            }
+        for (seq, _) in self.book.events.drain(..leaving) {
             batch.remove(format!("{EVENT_PREFIX}{seq:020}").as_bytes());
-            self.book.events.pop_front();
             dropped += 1;
         }
         if dropped > 0 {
@@ -82,5 +84,48 @@ impl ProviderActivityActor {
             }
             tracing::debug!(dropped, "old provider events dropped");
         }
+    }
+}
+
+/// How many of the oldest events leave: those older than `oldest_kept` and
+/// those beyond the newest `most` (events are in date order, so a prefix).
+fn events_leaving(
+    events: &std::collections::VecDeque<(u64, ProviderEvent)>,
+    oldest_kept: DateTime<Utc>,
+    most: usize,
+) -> usize {
+    let too_many = events.len().saturating_sub(most);
+    let old = events.partition_point(|(_, event)| event.event_date() < oldest_kept);
+    old.max(too_many)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn event(seq: u64, date: DateTime<Utc>) -> (u64, ProviderEvent) {
+        let event = serde_json::from_value(serde_json::json!({
+            "eventType": "DestroyActivity",
+            "eventDate": date,
+            "activityId": format!("a{seq}"),
+            "agreementId": "ag",
+        }))
+        .unwrap();
+        (seq, event)
+    }
+
+    #[test]
+    fn events_leave_by_age_and_beyond_the_count_the_oldest_first() {
+        let start = Utc::now();
+        let events: std::collections::VecDeque<_> = (0..10)
+            .map(|seq| event(seq, start + chrono::Duration::seconds(seq as i64)))
+            .collect();
+        // Young events beyond the newest four: six leave.
+        assert_eq!(events_leaving(&events, start, 4), 6);
+        // Old events leave even under the count.
+        assert_eq!(events_leaving(&events, start + chrono::Duration::seconds(8), 100), 8);
+        // Under both bounds nothing leaves.
+        assert_eq!(events_leaving(&events, start, 100), 0);
     }
 }

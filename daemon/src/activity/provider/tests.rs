@@ -197,6 +197,7 @@ fn short_retention() -> Retention {
         finished_activity: Duration::from_millis(200),
         max_finished: 1000,
         provider_events: PROVIDER_EVENT_RETENTION,
+        max_provider_events: crate::activity::records::MAX_PROVIDER_EVENTS,
         compaction_period: Duration::from_millis(50),
     }
 }
