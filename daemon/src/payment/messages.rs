@@ -58,6 +58,11 @@ message!(ListPendingPayments {} -> Vec<PaymentOrder>);
 message!(ListUnverifiedPayments {} -> Vec<UnverifiedPayment>);
 message!(GetStatusReport {} -> PaymentStatusReport);
 message!(
+    /// Provider: the late payments alone (the agent asks after every
+    /// agreement; the whole report walks every document in memory).
+    GetLatePayments {} -> Vec<PaymentDue>
+);
+message!(
     /// Fault injection: the handler panics (the supervisor restarts the actor).
     CrashForTest {} -> ()
 );
@@ -162,6 +167,8 @@ read!(
 );
 read!(GetStatusReport, PaymentStatusReport, |actor, _msg| actor
     .status_report());
+read!(GetLatePayments, Vec<PaymentDue>, |actor, _msg| actor
+    .late_payments());
 read!(
     ReadEvents,
     Vec<(PaymentEvent, Option<String>)>,

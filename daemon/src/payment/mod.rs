@@ -491,7 +491,7 @@ impl PaymentService {
     /// Provider: accepted invoices not paid within the agreement's payment
     /// timeout (still unpaid, or paid late).
     pub async fn late_payments(&self) -> Result<Vec<PaymentDue>, GolemError> {
-        Ok(self.status_report().await?.late_payments)
+        self.read(GetLatePayments {}).await
     }
 
     /// Accounts of this node: one per platform, sending only where a driver runs.

@@ -2,7 +2,7 @@
 //! direction and platform: what `payment status` shows, and what the records
 //! that left memory still add to it (kept in [`Archived`](super::state::Archived)).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use golem_model::payment::*;
 use golem_model::NodeId;
@@ -18,58 +18,63 @@ pub(super) fn document_totals<'a>(
     notes: impl Iterator<Item = &'a DebitNote>,
     invoices: impl Iterator<Item = &'a Invoice>,
 ) -> DocumentTotals {
-    let mut requested: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
-    let mut accepted: BTreeMap<(bool, String, String), Decimal> = BTreeMap::new();
-    for note in notes {
-        if matches!(
-            note.status,
-            DocumentStatus::Rejected | DocumentStatus::Cancelled
-        ) {
+    let stands = |status: DocumentStatus| {
+        !matches!(status, DocumentStatus::Rejected | DocumentStatus::Cancelled)
+    };
+    let accepted = |status: DocumentStatus| {
+        matches!(status, DocumentStatus::Accepted | DocumentStatus::Settled)
+    };
+    // The standing invoice of each (direction, agreement); a later one
+    // replaces an earlier one. One pass, so the report costs n log n.
+    let mut invoiced: HashMap<(bool, &str), &Invoice> = HashMap::new();
+    for invoice in invoices.filter(|invoice| stands(invoice.status)) {
+        invoiced.insert(
+            (invoice.recipient_id == me, invoice.agreement_id.as_str()),
+            invoice,
+        );
+    }
+    // Otherwise the highest standing note per (direction, activity).
+    let mut highest: HashMap<(bool, &str, &str), (&str, Decimal, Decimal)> = HashMap::new();
+    for note in notes.filter(|note| stands(note.status)) {
+        let outgoing = note.recipient_id == me;
+        if invoiced.contains_key(&(outgoing, note.agreement_id.as_str())) {
             continue;
         }
-        let outgoing = note.recipient_id == me;
         let key = (
             outgoing,
-            note.payment_platform.clone(),
-            format!("{}/{}", note.agreement_id, note.activity_id),
+            note.agreement_id.as_str(),
+            note.activity_id.as_str(),
         );
-        let slot = requested.entry(key.clone()).or_default();
-        *slot = (*slot).max(note.total_amount_due);
-        if matches!(
-            note.status,
-            DocumentStatus::Accepted | DocumentStatus::Settled
-        ) {
-            let slot = accepted.entry(key).or_default();
-            *slot = (*slot).max(note.total_amount_due);
+        let slot = highest.entry(key).or_insert((
+            note.payment_platform.as_str(),
+            Decimal::default(),
+            Decimal::default(),
+        ));
+        slot.1 = slot.1.max(note.total_amount_due);
+        if accepted(note.status) {
+            slot.2 = slot.2.max(note.total_amount_due);
         }
     }
-    for invoice in invoices.filter(|invoice| {
-        !matches!(
-            invoice.status,
-            DocumentStatus::Rejected | DocumentStatus::Cancelled
-        )
-    }) {
-        let outgoing = invoice.recipient_id == me;
-        let prefix = format!("{}/", invoice.agreement_id);
-        requested.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
-        accepted.retain(|(way, _, key), _| !(*way == outgoing && key.starts_with(&prefix)));
-        let key = (outgoing, invoice.payment_platform.clone(), prefix);
-        requested.insert(key.clone(), invoice.amount);
-        if matches!(
-            invoice.status,
-            DocumentStatus::Accepted | DocumentStatus::Settled
-        ) {
-            accepted.insert(key, invoice.amount);
-        }
+    let mut sums: HashMap<(bool, &str), (Decimal, Decimal)> = HashMap::new();
+    let mut add = |outgoing: bool, platform: &'a str, requested: Decimal, accepted: Decimal| {
+        let slot = sums.entry((outgoing, platform)).or_default();
+        slot.0 += requested;
+        slot.1 += accepted;
+    };
+    for ((outgoing, _), invoice) in invoiced {
+        let taken = if accepted(invoice.status) {
+            invoice.amount
+        } else {
+            Decimal::default()
+        };
+        add(outgoing, &invoice.payment_platform, invoice.amount, taken);
     }
-    let mut totals = DocumentTotals::new();
-    for ((outgoing, platform, _), amount) in requested {
-        totals.entry((outgoing, platform)).or_default().0 += amount;
+    for ((outgoing, ..), (platform, requested, taken)) in highest {
+        add(outgoing, platform, requested, taken);
     }
-    for ((outgoing, platform, _), amount) in accepted {
-        totals.entry((outgoing, platform)).or_default().1 += amount;
-    }
-    totals
+    sums.into_iter()
+        .map(|((outgoing, platform), amounts)| ((outgoing, platform.to_string()), amounts))
+        .collect()
 }
 
 /// Add `more` to `totals`.
@@ -78,5 +83,83 @@ pub(super) fn add_totals(totals: &mut DocumentTotals, more: DocumentTotals) {
         let slot = totals.entry(key).or_default();
         slot.0 += requested;
         slot.1 += accepted;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::payment::tests::{node, PROVIDER, REQUESTOR};
+
+    fn note(agreement: &str, activity: &str, amount: &str, status: DocumentStatus) -> DebitNote {
+        DebitNote {
+            debit_note_id: format!("dn-{agreement}-{activity}-{amount}"),
+            issuer_id: node(PROVIDER),
+            recipient_id: node(REQUESTOR),
+            payee_addr: PROVIDER.into(),
+            payer_addr: REQUESTOR.into(),
+            payment_platform: "dummy-local-tglm".into(),
+            previous_debit_note_id: None,
+            timestamp: chrono::Utc::now(),
+            agreement_id: agreement.into(),
+            activity_id: activity.into(),
+            total_amount_due: amount.parse().unwrap(),
+            usage_counter_vector: None,
+            payment_due_date: None,
+            status,
+        }
+    }
+
+    fn invoice(agreement: &str, amount: &str, status: DocumentStatus) -> Invoice {
+        let now = chrono::Utc::now();
+        Invoice {
+            invoice_id: format!("inv-{agreement}-{amount}"),
+            issuer_id: node(PROVIDER),
+            recipient_id: node(REQUESTOR),
+            payee_addr: PROVIDER.into(),
+            payer_addr: REQUESTOR.into(),
+            payment_platform: "dummy-local-tglm".into(),
+            timestamp: now,
+            agreement_id: agreement.into(),
+            activity_ids: vec![],
+            amount: amount.parse().unwrap(),
+            payment_due_date: now,
+            status,
+        }
+    }
+
+    #[test]
+    fn an_invoice_that_stands_replaces_its_notes_otherwise_the_highest_note_per_activity_counts() {
+        use DocumentStatus::*;
+        let notes = [
+            // a1: two activities, notes rising; no invoice.
+            note("a1", "x", "1", Accepted),
+            note("a1", "x", "3", Received),
+            note("a1", "y", "2", Accepted),
+            // a2: notes replaced by its accepted invoice.
+            note("a2", "z", "5", Accepted),
+            // a3: its invoice was rejected, so its notes count.
+            note("a3", "w", "4", Accepted),
+            // A rejected note never counts.
+            note("a4", "v", "9", Rejected),
+        ];
+        let invoices = [
+            invoice("a2", "7", Settled),
+            invoice("a3", "8", Rejected),
+            invoice("a5", "6", Received),
+        ];
+        let me = node(REQUESTOR);
+        let totals = document_totals(me, notes.iter(), invoices.iter());
+        let outgoing = totals[&(true, "dummy-local-tglm".to_string())];
+        // requested: a1 3 + 2, a2 7, a3 4, a5 6 = 22; accepted: a1 1 + 2, a2 7, a3 4 = 14.
+        assert_eq!(outgoing, ("22".parse().unwrap(), "14".parse().unwrap()));
+        assert_eq!(totals.len(), 1, "all outgoing, one platform");
+        // The provider sees the same documents as incoming.
+        let theirs = document_totals(node(PROVIDER), notes.iter(), invoices.iter());
+        assert_eq!(
+            theirs[&(false, "dummy-local-tglm".to_string())],
+            ("22".parse().unwrap(), "14".parse().unwrap())
+        );
     }
 }
