@@ -83,18 +83,23 @@ def main():
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(len(MEASURES) + 1, 1, figsize=(9, 13), sharex=True)
+    # One colour per process kind in every panel (a panel without a kind's
+    # measure would otherwise shift the colours of the rest).
+    colours = {kind: f"C{i}" for i, kind in enumerate(sorted(series))}
     for axis, (measure, label, _) in zip(axes, MEASURES):
         for kind in sorted(series):
             points = series[kind].get(measure)
             if not points:
                 continue
             times = sorted(points)
-            axis.plot([t / 60 for t in times], [mean_at(points, t) for t in times], label=kind)
+            axis.plot([t / 60 for t in times], [mean_at(points, t) for t in times],
+                      label=kind, color=colours[kind])
         axis.axvline(warm / 60, color="grey", linestyle=":", linewidth=1)
         axis.set_ylabel(label)
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="upper left", fontsize=8)
     rates = [
         (progress[i][0] / 60, (progress[i][1] - progress[i - 1][1]) / max(1, progress[i][0] - progress[i - 1][0]))
         for i in range(1, len(progress))

@@ -181,7 +181,13 @@ impl Db {
         let end = agreement_ended_key(cutoff, Role::Provider, "");
         let end = &end[..end.len() - "/Provider/".len()];
         let mut ended = Vec::new();
-        for (rank, item) in self.tree.scan_prefix(AGREEMENT_ENDED).keys().take(most).enumerate() {
+        for (rank, item) in self
+            .tree
+            .scan_prefix(AGREEMENT_ENDED)
+            .keys()
+            .take(most)
+            .enumerate()
+        {
             let key = item.map_err(sled_error)?;
             let text = String::from_utf8_lossy(&key).into_owned();
             if rank >= oldest && text.as_str() >= end {

@@ -536,12 +536,20 @@ mod tests {
                     "requestorId": REQUESTOR, "timestamp": start,
                 }))
                 .unwrap(),
-                expiration: if id == "live" { start + chrono::Duration::hours(1) } else { ended },
+                expiration: if id == "live" {
+                    start + chrono::Duration::hours(1)
+                } else {
+                    ended
+                },
                 active: true,
             };
             db.save_demand(&demand).unwrap();
             state.insert_demand(DemandEntry::new(demand).unwrap());
-            let mut made = proposal(&format!("p-{id}"), start, start + chrono::Duration::hours(1));
+            let mut made = proposal(
+                &format!("p-{id}"),
+                start,
+                start + chrono::Duration::hours(1),
+            );
             made.subscription_id = id.into();
             state.insert_proposal(&db, made).unwrap();
         }
@@ -694,7 +702,10 @@ mod tests {
         );
         // Without payment's answer a terminated agreement stays.
         let later = start + chrono::Duration::days(2);
-        assert_eq!(prune_agreement_history(&db, scheduled, later, &day, None), 1);
+        assert_eq!(
+            prune_agreement_history(&db, scheduled, later, &day, None),
+            1
+        );
         assert!(db
             .load_agreement(Role::Requestor, "a-rejected")
             .unwrap()
@@ -756,8 +767,27 @@ mod tests {
         assert_eq!(kept, ["a-1", "a-3", "a-4"]);
         assert_eq!(state.scheduled_history, 3);
         // The count survives a restart: the schedule is counted, not doubled.
-        let reloaded = State::load(&db, &crate::market::event_queues::EventQueues::default()).unwrap();
+        let reloaded =
+            State::load(&db, &crate::market::event_queues::EventQueues::default()).unwrap();
         assert_eq!(reloaded.scheduled_history, 3);
+    }
+
+    #[test]
+    fn a_final_agreement_still_in_memory_when_the_node_stopped_is_scheduled_at_load() {
+        let (_dir, db) = db();
+        let start = Utc::now();
+        // Final in sled but never compacted out of memory: not scheduled.
+        db.save_agreement(&agreement("a-final", "Terminated", start))
+            .unwrap();
+        db.save_agreement(&agreement("a-live", "Approved", start))
+            .unwrap();
+        assert_eq!(db.tree.scan_prefix("agreement-ended/").count(), 0);
+        let state = State::load(&db, &crate::market::event_queues::EventQueues::default()).unwrap();
+        assert_eq!(state.scheduled_history, 1);
+        assert_eq!(db.tree.scan_prefix("agreement-ended/").count(), 1);
+        // Loading again schedules nothing twice.
+        let again = State::load(&db, &crate::market::event_queues::EventQueues::default()).unwrap();
+        assert_eq!(again.scheduled_history, 1);
     }
 
     /// Payment's answer for the count test: one agreement's invoice is open.

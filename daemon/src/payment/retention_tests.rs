@@ -302,7 +302,10 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
     let bounds = [("dn/", 2 * KEEP), ("inv/", 2 * KEEP), ("pay/", 2 * KEEP)];
     for (prefix, most) in bounds {
         let count = stored(&store, prefix);
-        assert!(count <= most, "{count} records {prefix}* in sled, at most {most}");
+        assert!(
+            count <= most,
+            "{count} records {prefix}* in sled, at most {most}"
+        );
     }
     let error = service.invoice("inv-0").await.unwrap_err();
     assert_eq!(error.code, golem_model::ErrorCode::NotFound, "{error:?}");
@@ -312,7 +315,10 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
         .iter()
         .find(|status| status.platform == "dummy-local-tglm")
         .unwrap();
-    assert_eq!(dummy.outgoing.paid.to_string(), (2 * AGREEMENTS).to_string());
+    assert_eq!(
+        dummy.outgoing.paid.to_string(),
+        (2 * AGREEMENTS).to_string()
+    );
     // A restart loads what sled holds and archives it again: the schedule is
     // not counted twice, so nothing more leaves.
     service.stop();
@@ -329,7 +335,10 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
         .iter()
         .find(|status| status.platform == "dummy-local-tglm")
         .unwrap();
-    assert_eq!(dummy.outgoing.paid.to_string(), (2 * AGREEMENTS).to_string());
+    assert_eq!(
+        dummy.outgoing.paid.to_string(),
+        (2 * AGREEMENTS).to_string()
+    );
     service.stop();
 }
 

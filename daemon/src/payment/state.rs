@@ -345,8 +345,8 @@ impl State {
                     state.pruned = stored.into();
                 }
                 "prune" => state.scheduled_history += 1, // read by the sweep
-                "txused" => {}                            // read by the payment check
-                "out" | "outbox" => {}   // the outbox's
+                "txused" => {}                           // read by the payment check
+                "out" | "outbox" => {}                   // the outbox's
                 _ => tracing::warn!(%key, "unknown record in the payment tree"),
             }
         }

@@ -124,7 +124,10 @@ mod tests {
         // Young events beyond the newest four: six leave.
         assert_eq!(events_leaving(&events, start, 4), 6);
         // Old events leave even under the count.
-        assert_eq!(events_leaving(&events, start + chrono::Duration::seconds(8), 100), 8);
+        assert_eq!(
+            events_leaving(&events, start + chrono::Duration::seconds(8), 100),
+            8
+        );
         // Under both bounds nothing leaves.
         assert_eq!(events_leaving(&events, start, 100), 0);
     }
