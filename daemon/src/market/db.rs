@@ -145,18 +145,20 @@ impl Db {
     }
 
     /// Note a final agreement that left memory, for the history pruning;
-    /// true when it was not noted before (a restart notes some again).
+    /// true when it was not noted before (every start notes the final
+    /// agreements again: those noted are read, not written twice).
     pub(crate) fn schedule_agreement_prune(
         &self,
         ended: DateTime<Utc>,
         role: Role,
         id: &str,
     ) -> Result<bool, GolemError> {
-        let previous = self
-            .tree
-            .insert(agreement_ended_key(ended, role, id), &[])
-            .map_err(sled_error)?;
-        Ok(previous.is_none())
+        let key = agreement_ended_key(ended, role, id);
+        if self.tree.contains_key(&key).map_err(sled_error)? {
+            return Ok(false);
+        }
+        self.tree.insert(key, &[]).map_err(sled_error)?;
+        Ok(true)
     }
 
     /// How many final agreements the history schedule holds.
@@ -172,7 +174,7 @@ impl Db {
     /// The oldest final agreements of the history schedule, at most `most`:
     /// the first `oldest` of them whatever their age, then those that ended
     /// before `cutoff` (the schedule's key, role, id).
-    pub(crate) fn agreements_ended_before(
+    pub(crate) fn agreements_to_prune(
         &self,
         cutoff: DateTime<Utc>,
         oldest: usize,

@@ -100,7 +100,7 @@ pub(crate) fn prune_agreement_history(
         return 0;
     };
     let beyond_count = scheduled.saturating_sub(policy.history_count);
-    let ended = match db.agreements_ended_before(now - history, beyond_count, PRUNE_BATCH) {
+    let ended = match db.agreements_to_prune(now - history, beyond_count, PRUNE_BATCH) {
         Ok(ended) => ended,
         Err(error) => {
             tracing::warn!(%error, "cannot read the agreement history schedule");
@@ -420,6 +420,27 @@ mod tests {
         }
     }
 
+    /// A live demand `id` made at `made`, in sled and in `state`.
+    fn subscribe_demand(
+        db: &Db,
+        state: &mut State,
+        id: &str,
+        made: DateTime<Utc>,
+        expiration: DateTime<Utc>,
+    ) {
+        let demand = StoredDemand {
+            demand: serde_json::from_value(json!({
+                "properties": {}, "constraints": "()", "demandId": id,
+                "requestorId": REQUESTOR, "timestamp": made,
+            }))
+            .unwrap(),
+            expiration,
+            active: true,
+        };
+        db.save_demand(&demand).unwrap();
+        state.insert_demand(DemandEntry::new(demand).unwrap());
+    }
+
     fn proposal(id: &str, made: DateTime<Utc>, expiration: DateTime<Utc>) -> ProposalRecord {
         ProposalRecord {
             subscription_id: "d1".into(),
@@ -468,17 +489,13 @@ mod tests {
                 .agreements
                 .insert((Role::Requestor, id.into()), record);
         }
-        let demand = StoredDemand {
-            demand: serde_json::from_value(json!({
-                "properties": {}, "constraints": "()", "demandId": "d1",
-                "requestorId": REQUESTOR, "timestamp": start,
-            }))
-            .unwrap(),
-            expiration: start + chrono::Duration::minutes(30),
-            active: true,
-        };
-        db.save_demand(&demand).unwrap();
-        state.insert_demand(DemandEntry::new(demand).unwrap());
+        subscribe_demand(
+            &db,
+            &mut state,
+            "d1",
+            start,
+            start + chrono::Duration::minutes(30),
+        );
         let stale = proposal("p-old", start, start + chrono::Duration::minutes(5));
         state.insert_proposal(&db, stale).unwrap();
 
@@ -530,21 +547,12 @@ mod tests {
         let ids = ["d0", "d1", "d2", "d3", "live"];
         for (minute, id) in ids.into_iter().enumerate() {
             let ended = start + chrono::Duration::minutes(minute as i64);
-            let demand = StoredDemand {
-                demand: serde_json::from_value(json!({
-                    "properties": {}, "constraints": "()", "demandId": id,
-                    "requestorId": REQUESTOR, "timestamp": start,
-                }))
-                .unwrap(),
-                expiration: if id == "live" {
-                    start + chrono::Duration::hours(1)
-                } else {
-                    ended
-                },
-                active: true,
+            let expiration = if id == "live" {
+                start + chrono::Duration::hours(1)
+            } else {
+                ended
             };
-            db.save_demand(&demand).unwrap();
-            state.insert_demand(DemandEntry::new(demand).unwrap());
+            subscribe_demand(&db, &mut state, id, start, expiration);
             let mut made = proposal(
                 &format!("p-{id}"),
                 start,

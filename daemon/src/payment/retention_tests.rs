@@ -14,7 +14,7 @@ use golem_model::payment::*;
 use golem_model::{GolemError, NodeId};
 use serde_json::json;
 
-use super::tests::{agreement_made, node, PROVIDER, REQUESTOR};
+use super::tests::{agreement_made, issued_debit_note, issued_invoice, node, PROVIDER, REQUESTOR};
 use super::{PaymentService, Retention, Setup};
 use crate::ports::{Agreements, CreatedActivities};
 use crate::store::Store;
@@ -83,39 +83,18 @@ fn open_keeping(
 }
 
 fn debit_note(n: usize) -> DebitNote {
-    DebitNote {
-        debit_note_id: format!("dn-{n}"),
-        issuer_id: node(PROVIDER),
-        recipient_id: node(REQUESTOR),
-        payee_addr: PROVIDER.into(),
-        payer_addr: REQUESTOR.into(),
-        payment_platform: "dummy-local-tglm".into(),
-        previous_debit_note_id: None,
-        timestamp: chrono::Utc::now(),
-        agreement_id: format!("agreement-{n}"),
-        activity_id: format!("activity-{n}"),
-        total_amount_due: "1".parse().unwrap(),
-        usage_counter_vector: None,
-        payment_due_date: None,
-        status: DocumentStatus::Issued,
-    }
+    issued_debit_note(
+        &format!("dn-{n}"),
+        &format!("agreement-{n}"),
+        &format!("activity-{n}"),
+        "1",
+    )
 }
 
 fn invoice(n: usize) -> Invoice {
-    let now = chrono::Utc::now();
     Invoice {
-        invoice_id: format!("inv-{n}"),
-        issuer_id: node(PROVIDER),
-        recipient_id: node(REQUESTOR),
-        payee_addr: PROVIDER.into(),
-        payer_addr: REQUESTOR.into(),
-        payment_platform: "dummy-local-tglm".into(),
-        timestamp: now,
-        agreement_id: format!("agreement-{n}"),
         activity_ids: vec![format!("activity-{n}")],
-        amount: "2".parse().unwrap(),
-        payment_due_date: now,
-        status: DocumentStatus::Issued,
+        ..issued_invoice(&format!("inv-{n}"), &format!("agreement-{n}"), "2")
     }
 }
 
@@ -144,13 +123,18 @@ async fn check_everything_answers(service: &PaymentService) {
     check_status_counts_everything(service).await;
 }
 
-async fn check_status_counts_everything(service: &PaymentService) {
+/// The status report's line for the tests' platform.
+async fn dummy_status(service: &PaymentService) -> PlatformStatus {
     let report = service.status_report().await.unwrap();
-    let dummy = report
+    report
         .platforms
-        .iter()
+        .into_iter()
         .find(|status| status.platform == "dummy-local-tglm")
-        .unwrap();
+        .unwrap()
+}
+
+async fn check_status_counts_everything(service: &PaymentService) {
+    let dummy = dummy_status(service).await;
     let all = (2 * AGREEMENTS).to_string();
     assert_eq!(dummy.outgoing.requested.to_string(), all);
     assert_eq!(dummy.outgoing.accepted.to_string(), all);
@@ -309,12 +293,7 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
     }
     let error = service.invoice("inv-0").await.unwrap_err();
     assert_eq!(error.code, golem_model::ErrorCode::NotFound, "{error:?}");
-    let report = service.status_report().await.unwrap();
-    let dummy = report
-        .platforms
-        .iter()
-        .find(|status| status.platform == "dummy-local-tglm")
-        .unwrap();
+    let dummy = dummy_status(&service).await;
     assert_eq!(
         dummy.outgoing.paid.to_string(),
         (2 * AGREEMENTS).to_string()
@@ -329,12 +308,7 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
     service.sweep_retention().await;
     service.sweep_retention().await;
     assert_eq!(stored(&store, "prune/"), KEEP);
-    let report = service.status_report().await.unwrap();
-    let dummy = report
-        .platforms
-        .iter()
-        .find(|status| status.platform == "dummy-local-tglm")
-        .unwrap();
+    let dummy = dummy_status(&service).await;
     assert_eq!(
         dummy.outgoing.paid.to_string(),
         (2 * AGREEMENTS).to_string()
@@ -345,12 +319,7 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
 /// The report counts every finished agreement (2 GLM each) plus the open
 /// invoice (2 GLM requested, not accepted), every payment and release.
 async fn check_requested_and_paid(service: &PaymentService) {
-    let report = service.status_report().await.unwrap();
-    let dummy = report
-        .platforms
-        .iter()
-        .find(|status| status.platform == "dummy-local-tglm")
-        .unwrap();
+    let dummy = dummy_status(service).await;
     assert_eq!(
         dummy.outgoing.requested.to_string(),
         (2 * AGREEMENTS + 2).to_string()

@@ -75,7 +75,13 @@ pub(super) fn node(text: &str) -> NodeId {
     text.parse().unwrap()
 }
 
-fn debit_note(id: &str, amount: &str, offset_ms: i64) -> DebitNote {
+/// A debit note the provider issued to the requestor, on the tests' platform.
+pub(super) fn issued_debit_note(
+    id: &str,
+    agreement_id: &str,
+    activity_id: &str,
+    amount: &str,
+) -> DebitNote {
     DebitNote {
         debit_note_id: id.into(),
         issuer_id: node(PROVIDER),
@@ -84,9 +90,9 @@ fn debit_note(id: &str, amount: &str, offset_ms: i64) -> DebitNote {
         payer_addr: REQUESTOR.into(),
         payment_platform: "dummy-local-tglm".into(),
         previous_debit_note_id: None,
-        timestamp: chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms),
-        agreement_id: "agreement-1".into(),
-        activity_id: "activity-1".into(),
+        timestamp: chrono::Utc::now(),
+        agreement_id: agreement_id.into(),
+        activity_id: activity_id.into(),
         total_amount_due: amount.parse().unwrap(),
         usage_counter_vector: None,
         payment_due_date: None,
@@ -94,22 +100,34 @@ fn debit_note(id: &str, amount: &str, offset_ms: i64) -> DebitNote {
     }
 }
 
-fn invoice(amount: &str) -> Invoice {
+/// An invoice the provider issued to the requestor, on the tests' platform.
+pub(super) fn issued_invoice(id: &str, agreement_id: &str, amount: &str) -> Invoice {
     let now = chrono::Utc::now();
     Invoice {
-        invoice_id: "invoice-1".into(),
+        invoice_id: id.into(),
         issuer_id: node(PROVIDER),
         recipient_id: node(REQUESTOR),
         payee_addr: PROVIDER.into(),
         payer_addr: REQUESTOR.into(),
         payment_platform: "dummy-local-tglm".into(),
         timestamp: now,
-        agreement_id: "agreement-1".into(),
+        agreement_id: agreement_id.into(),
         activity_ids: vec![],
         amount: amount.parse().unwrap(),
         payment_due_date: now,
         status: DocumentStatus::Issued,
     }
+}
+
+fn debit_note(id: &str, amount: &str, offset_ms: i64) -> DebitNote {
+    DebitNote {
+        timestamp: chrono::Utc::now() + chrono::Duration::milliseconds(offset_ms),
+        ..issued_debit_note(id, "agreement-1", "activity-1", amount)
+    }
+}
+
+fn invoice(amount: &str) -> Invoice {
+    issued_invoice("invoice-1", "agreement-1", amount)
 }
 
 fn acceptance(amount: &str, allocation_id: &str) -> Acceptance {

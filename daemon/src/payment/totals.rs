@@ -90,42 +90,24 @@ pub(super) fn add_totals(totals: &mut DocumentTotals, more: DocumentTotals) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::payment::tests::{node, PROVIDER, REQUESTOR};
+    use crate::payment::tests::{issued_debit_note, issued_invoice, node, PROVIDER, REQUESTOR};
 
     fn note(agreement: &str, activity: &str, amount: &str, status: DocumentStatus) -> DebitNote {
         DebitNote {
-            debit_note_id: format!("dn-{agreement}-{activity}-{amount}"),
-            issuer_id: node(PROVIDER),
-            recipient_id: node(REQUESTOR),
-            payee_addr: PROVIDER.into(),
-            payer_addr: REQUESTOR.into(),
-            payment_platform: "dummy-local-tglm".into(),
-            previous_debit_note_id: None,
-            timestamp: chrono::Utc::now(),
-            agreement_id: agreement.into(),
-            activity_id: activity.into(),
-            total_amount_due: amount.parse().unwrap(),
-            usage_counter_vector: None,
-            payment_due_date: None,
             status,
+            ..issued_debit_note(
+                &format!("dn-{agreement}-{activity}-{amount}"),
+                agreement,
+                activity,
+                amount,
+            )
         }
     }
 
     fn invoice(agreement: &str, amount: &str, status: DocumentStatus) -> Invoice {
-        let now = chrono::Utc::now();
         Invoice {
-            invoice_id: format!("inv-{agreement}-{amount}"),
-            issuer_id: node(PROVIDER),
-            recipient_id: node(REQUESTOR),
-            payee_addr: PROVIDER.into(),
-            payer_addr: REQUESTOR.into(),
-            payment_platform: "dummy-local-tglm".into(),
-            timestamp: now,
-            agreement_id: agreement.into(),
-            activity_ids: vec![],
-            amount: amount.parse().unwrap(),
-            payment_due_date: now,
             status,
+            ..issued_invoice(&format!("inv-{agreement}-{amount}"), agreement, amount)
         }
     }
 
