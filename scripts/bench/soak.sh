@@ -3,7 +3,8 @@
 # (requestor daemon + PROVIDERS provider daemons with golem-provider, release
 # binaries) runs 40-task WASM jobs (`golem-requestor script`, parallelism 2)
 # one after another for MINUTES. Every 10 s it samples, for every process,
-# RSS, threads and open fds, and the sled size of every daemon, into
+# RSS, threads, open fds and CPU time (its own plus its reaped children's,
+# so an agent's count holds its exe units), and the sled size of every daemon, into
 # $OUT/soak.csv (one row per process and sample; each daemon's RSS by kind,
 # scripts/bench/smaps_classify.py, in $OUT/smaps.csv); at the end it prints, per
 # process kind, the growth after the warm-up and the job rate of the first
@@ -69,7 +70,7 @@ mkdir -p "$work/inputs"
 
 # sample T JOBS FAILED: one CSV row per process of the devnet.
 sample() {
-    local d=$GOLEM_DEVNET_DIR file name kind pid rss threads fds sled
+    local d=$GOLEM_DEVNET_DIR file name kind pid rss threads fds sled cpu
     for file in "$d"/*.pid; do
         name=$(basename "$file" .pid)
         pid=$(cat "$file" 2>/dev/null) || continue
@@ -82,9 +83,12 @@ sample() {
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
         threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
         fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+        # utime + stime + cutime + cstime (fields 14-17; the name in field 2
+        # has no spaces here), in ms.
+        cpu=$(awk -v tick="$clock_ticks" '{ print int(($14 + $15 + $16 + $17) * 1000 / tick) }' "/proc/$pid/stat")
         sled=""
         [[ -d "$d/$name/db" ]] && sled=$(du -sk "$d/$name/db" | cut -f1)
-        echo "$1,$2,$3,$name,$kind,$pid,$rss,$threads,$fds,$sled" >>"$csv"
+        echo "$1,$2,$3,$name,$kind,$pid,$rss,$threads,$fds,$sled,$cpu" >>"$csv"
         # Where a daemon's RSS is (heap, arenas, stacks, ...), to tell a step
         # in the allocator from one in a mapping of its own.
         [[ "$kind" == *daemon ]] && scripts/bench/smaps_classify.py "$pid" | sed "s/^/$1,$name,/" >>"$smaps"
@@ -92,10 +96,16 @@ sample() {
     # Exe units: how many run now (a leak shows as a count that climbs).
     local units
     units=$(pgrep -c -f "^$GOLEM_DEVNET_BIN/exe-unit-wasm" || true)
-    echo "$1,$2,$3,exe-units,exe units,,,$units,," >>"$csv"
+    echo "$1,$2,$3,exe-units,exe units,,,$units,,," >>"$csv"
+    # The machine: busy CPU time of every core (everything but idle and
+    # iowait), in ms, to tell a slower machine from a costlier job.
+    local busy
+    busy=$(awk -v tick="$clock_ticks" '/^cpu / { print int(($2 + $3 + $4 + $7 + $8 + $9) * 1000 / tick) }' /proc/stat)
+    echo "$1,$2,$3,machine,machine,,,,,,$busy" >>"$csv"
 }
 
-echo "time_s,jobs,failed,process,kind,pid,rss_kib,threads,fds,sled_kib" >"$csv"
+clock_ticks=$(getconf CLK_TCK)
+echo "time_s,jobs,failed,process,kind,pid,rss_kib,threads,fds,sled_kib,cpu_ms" >"$csv"
 start=$SECONDS jobs=0 failed=0 next=10
 sample 0 0 0
 while (( SECONDS - start < minutes * 60 )); do

@@ -4,7 +4,8 @@ Reads the CSV of samples (one row per process per sample), prints a markdown
 table of every process kind's RSS, threads, fds and sled size right after the
 warm-up and at the end with the growth between them, the job rate of the
 first and last ten minutes (the issue's windows; half the run when shorter),
-and draws one panel per measure with one line per process kind (the mean over
+the CPU time per job of every process kind in those two windows (to tell
+which kind a falling rate comes from; the machine's busy time too), and draws one panel per measure with one line per process kind (the mean over
 the processes of that kind) into a PNG.
 
     python3 soak_report.py SOAK.csv SOAK.png WARMUP_MINUTES
@@ -23,17 +24,26 @@ MEASURES = [
 
 
 def load(path):
-    """{kind: {measure: {time: [values]}}} and [(time, jobs, failed)]."""
+    """{kind: {measure: {time: [values]}}}, [(time, jobs, failed)] and
+    {kind: {time: CPU ms summed over the kind's processes}}."""
     series = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     progress = {}
+    cpu_by_process = defaultdict(lambda: defaultdict(dict))
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             time = int(row["time_s"])
             progress[time] = (int(row["jobs"]), int(row["failed"]))
+            if row.get("cpu_ms"):
+                # Keyed by process: the last sample can repeat a time.
+                cpu_by_process[row["kind"]][time][row["process"]] = int(row["cpu_ms"])
             for measure, _, scale in MEASURES:
                 if row[measure]:
                     series[row["kind"]][measure][time].append(float(row[measure]) / scale)
-    return series, sorted((time, *counts) for time, counts in progress.items())
+    cpu = {
+        kind: {time: sum(by_process.values()) for time, by_process in times.items()}
+        for kind, times in cpu_by_process.items()
+    }
+    return series, sorted((time, *counts) for time, counts in progress.items()), cpu
 
 
 def mean_at(points, time):
@@ -51,9 +61,31 @@ def jobs_per_second(progress, start, end):
     return (last[1] - first[1]) / max(1, last[0] - first[0])
 
 
+def cpu_per_job(points, progress, start, end):
+    """CPU ms per job of one kind between the samples nearest START and END."""
+    times = sorted(points)
+    first, last = nearest(times, start), nearest(times, end)
+    jobs = {time: done for time, done, _ in progress}
+    done = jobs[last] - jobs[first]
+    return (points[last] - points[first]) / done if done else None
+
+
+def print_cpu_per_job(cpu, progress, window, end):
+    print()
+    print(f"| process kind | CPU ms per job, first {window} s | last {window} s | change |")
+    print("|---|---|---|---|")
+    for kind in sorted(cpu):
+        first = cpu_per_job(cpu[kind], progress, 0, window)
+        last = cpu_per_job(cpu[kind], progress, end - window, end)
+        if first is None or last is None:
+            continue
+        change = f"{(last - first) / first * 100:+.1f} %" if first else "-"
+        print(f"| {kind} | {first:.0f} | {last:.0f} | {change} |")
+
+
 def main():
     path, png, warmup_minutes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    series, progress = load(path)
+    series, progress, cpu = load(path)
     end = progress[-1][0]
     warm = warmup_minutes * 60
     print(f"| process kind | measure | after warm-up ({warm} s) | end ({end} s) | growth |")
@@ -76,6 +108,8 @@ def main():
     print()
     print(f"{jobs} jobs ({40 * jobs} tasks), {failed} failed, in {end} s; job rate "
           f"first {window} s {first_rate:.2f}/s, last {window} s {last_rate:.2f}/s ({change:+.1f} %)")
+    if cpu:
+        print_cpu_per_job(cpu, progress, window, end)
 
     import matplotlib
 

@@ -292,8 +292,9 @@ struct PendingCall {
     request: Vec<u8>,
     deadline: Instant,
     reply: oneshot::Sender<WireReply>,
-    /// Sent once already, on a connection that closed before any answer.
-    resent: bool,
+    /// How many times it was sent on a connection that closed before any
+    /// answer (at most [`MAX_RESENDS`]).
+    resends: u8,
 }
 
 /// Calls up to this size are sent once more when their connection closes
@@ -301,6 +302,11 @@ struct PendingCall {
 /// on its way: it never read it). Bigger ones (gftp chunks) fail as before;
 /// the copy is kept only while the call is in flight.
 const RESEND_MAX_BYTES: usize = 64 * 1024;
+
+/// How many times a call is sent again after its connection closed before
+/// any answer. More than once: while the peer limit trims a burst of
+/// connections, two or more connections to one peer can close in a row.
+const MAX_RESENDS: u8 = 3;
 
 #[derive(Default)]
 struct Waiting {
@@ -317,8 +323,10 @@ struct InFlight {
     deadline: Instant,
     reply: oneshot::Sender<WireReply>,
     /// The request, to send once more if its connection closes before any
-    /// answer ([`RESEND_MAX_BYTES`]); `None` once resent or when too big.
+    /// answer ([`RESEND_MAX_BYTES`]); `None` once resent [`MAX_RESENDS`]
+    /// times or when too big.
     resend: Option<Vec<u8>>,
+    resends: u8,
 }
 
 #[derive(Clone, Copy)]
@@ -454,7 +462,7 @@ impl Node {
                     request,
                     deadline,
                     reply,
-                    resent: false,
+                    resends: 0,
                 },
             ),
             Command::Publish {
@@ -514,9 +522,10 @@ impl Node {
             request,
             deadline,
             reply,
-            resent,
+            resends,
         } = pending;
-        let resend = (!resent && request.len() <= RESEND_MAX_BYTES).then(|| request.clone());
+        let resend =
+            (resends < MAX_RESENDS && request.len() <= RESEND_MAX_BYTES).then(|| request.clone());
         let request_id = self
             .swarm
             .behaviour_mut()
@@ -533,6 +542,7 @@ impl Node {
                 deadline,
                 reply,
                 resend,
+                resends,
             },
         );
     }
@@ -1400,7 +1410,7 @@ impl Node {
                     (&error, in_flight.resend)
                 {
                     if Instant::now() < in_flight.deadline && !in_flight.reply.is_closed() {
-                        tracing::debug!(%peer, %node_id, message = %in_flight.message, "connection closed before the answer: sending the call once more");
+                        tracing::debug!(%peer, %node_id, message = %in_flight.message, resends = in_flight.resends + 1, "connection closed before the answer: sending the call again");
                         self.start_call(
                             node_id,
                             PendingCall {
@@ -1409,7 +1419,7 @@ impl Node {
                                 request,
                                 deadline: in_flight.deadline,
                                 reply: in_flight.reply,
-                                resent: true,
+                                resends: in_flight.resends + 1,
                             },
                         );
                         return;
