@@ -144,6 +144,11 @@ pub fn init_tracing(format: LogFormat) {
 
 /// `golem-daemon run`: start the node and stop it cleanly on SIGINT/SIGTERM.
 pub fn run_until_signal(config: DaemonConfig) -> anyhow::Result<()> {
+    // Before any worker thread exists (see golem_heap_trim::DAEMON_ARENAS);
+    // an operator's MALLOC_ARENA_MAX, which glibc applied itself, stays.
+    if std::env::var_os(config::env_names::MALLOC_ARENA_MAX).is_none() {
+        golem_heap_trim::limit_arenas(golem_heap_trim::DAEMON_ARENAS);
+    }
     actix_rt::System::new().block_on(async move {
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();

@@ -30,6 +30,10 @@ pub mod env_names {
     /// Not a setting: the datagram socket systemd listens on for readiness
     /// (`Type=notify` units); `READY=1` goes there once the REST API listens.
     pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+    /// Not a setting: glibc's own cap on malloc arenas. When set, glibc has
+    /// applied it and the daemon leaves it (else it caps them at
+    /// `golem_heap_trim::DAEMON_ARENAS`).
+    pub const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
     /// Per erc20 network: `GOLEM_ERC20_<NETWORK>_<FIELD>` for the key
     /// `payment.erc20.<network>.<field>` (e.g. `GOLEM_ERC20_HOLESKY_RPC_URL`).
     /// Older than the derivation rule, which would say

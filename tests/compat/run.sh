@@ -56,7 +56,8 @@
 #                             scripts/ensure-anvil.sh's cache), otherwise dummy with a note.
 #   GOLEM_COMPAT_KEEP=1       keep the work dir (logs) after the run
 #   GOLEM_COMPAT_RESULTS=F    also write the table rows (name status seconds paid-on amount
-#                             balance-change) to F
+#                             balance-change first-response) to F; first-response is the
+#                             seconds a program printed as FIRST_RESPONSE_AFTER, else -
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -359,7 +360,7 @@ platform_of() {
 run_program() {
     local name=$1 pattern=$2; shift 2
     local out="$WORK/$name.out" start end seconds status=ok expected payment_env=()
-    local paid_on=none amount=- balance_change=- before after observed
+    local paid_on=none amount=- balance_change=- before after observed first_response
     expected=$(platform_of "$name")
     # Told to use dummy through the variables the clients themselves read; the
     # holesky programs get nothing (their built-in default).
@@ -413,7 +414,8 @@ run_program() {
             echo "provider balance changed by $balance_change, expected $want" >>"$out"
         fi
     fi
-    ROWS+=("$name $status $seconds $paid_on $amount $balance_change")
+    first_response=$(awk '$1 == "FIRST_RESPONSE_AFTER" { print $2; exit }' "$out")
+    ROWS+=("$name $status $seconds $paid_on $amount $balance_change ${first_response:--}")
     if [ "$status" != ok ]; then
         FAILED=1
         echo "---- $name: $status; last output lines:" >&2
@@ -446,10 +448,10 @@ for test in "${TESTS[@]}"; do
     esac
 done
 
-printf '\n| test | result | wall time (s) | paid on | paid (GLM) | provider balance change (GLM) |\n|---|---|---|---|---|---|\n'
+printf '\n| test | result | wall time (s) | paid on | paid (GLM) | provider balance change (GLM) | first response (s) |\n|---|---|---|---|---|---|---|\n'
 for row in "${ROWS[@]}"; do
-    read -r name status seconds paid_on amount balance_change <<<"$row"
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$status" "$seconds" "$paid_on" "$amount" "$balance_change"
+    read -r name status seconds paid_on amount balance_change first_response <<<"$row"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$status" "$seconds" "$paid_on" "$amount" "$balance_change" "$first_response"
 done
 printf '\nprovider: golem-provider + exe-unit-vm, payment mode: %s, gftp: %s\n' "$PAYMENT_MODE" "$BIN/gftp"
 if [ -n "${GOLEM_COMPAT_RESULTS:-}" ]; then printf '%s\n' "${ROWS[@]}" >"$GOLEM_COMPAT_RESULTS"; fi

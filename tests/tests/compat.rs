@@ -102,9 +102,10 @@ fn run_compat_programs(tier_test: &str, platforms: &[(&str, &str)]) {
         "tests/compat/run.sh failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // Each row: | program | result | seconds | paid on | paid | provider balance change |,
-    // the platform and amount read from the requestor daemon's payment
-    // records for that program, the balance change from the chain.
+    // Each row: | program | result | seconds | paid on | paid | provider balance change |
+    // first response |, the platform and amount read from the requestor daemon's payment
+    // records for that program, the balance change from the chain, the seconds to the
+    // first proxied page where the program prints one (yapapi-http-proxy), else "-".
     for &(program, platform) in platforms {
         let platform = if anvil.is_some() {
             platform
@@ -116,7 +117,18 @@ fn run_compat_programs(tier_test: &str, platforms: &[(&str, &str)]) {
             .find(|line| line.starts_with(&format!("| {program} |")))
             .unwrap_or_else(|| panic!("no row for {program}:\n{stdout}"));
         let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 6, "{row}");
+        assert_eq!(cells.len(), 7, "{row}");
+        if program == "yapapi-http-proxy" {
+            let seconds: f64 = cells[6]
+                .parse()
+                .unwrap_or_else(|_| panic!("first response: {row}"));
+            assert!(
+                seconds > 0.0 && seconds < cells[2].parse::<f64>().unwrap_or(f64::MAX),
+                "{row}"
+            );
+        } else {
+            assert_eq!(cells[6], "-", "{row}");
+        }
         assert_eq!((cells[1], cells[3]), ("ok", platform), "{row}");
         let paid: rust_decimal::Decimal =
             cells[4].parse().unwrap_or_else(|_| panic!("paid: {row}"));

@@ -18,13 +18,21 @@ Differences from the example, all in the image it runs, none in the SDK calls:
   instance to the local proxy port (the example's `curl localhost:8080`) and
   prints each page between `PAGE>` markers.
 
+For the benchmark (scripts/bench/compat.sh) it also prints
+`FIRST_RESPONSE_AFTER <seconds>`: from the program's start (before yapapi is
+imported) to the first proxied page.
+
 Configured through the environment the library reads (YAGNA_APPKEY,
 YAGNA_API_URL, YAGNA_SUBNET, YAGNA_PAYMENT_DRIVER/_NETWORK) plus the image and
 COMPAT_INSTANCES (default 2, as the example). Prints "HTTP PROXY OK" and exits
 0 when every GET returned an instance's page, each instance answered and every
 instance ended terminated.
 """
-import asyncio
+import time
+
+STARTED = time.monotonic()
+
+import asyncio  # noqa: E402 (after the start time, which counts the imports)
 import os
 import shlex
 import socket
@@ -122,6 +130,9 @@ async def main(num_instances: int, port: int, running_time: int) -> None:
             for _ in range(num_instances):
                 async with session.get(f"http://127.0.0.1:{port}/") as response:
                     text = await response.text()
+                    if not pages:
+                        after = time.monotonic() - STARTED
+                        print(f"FIRST_RESPONSE_AFTER {after:.2f}", flush=True)
                     print(f"PAGE>{response.status} {text.strip()}<PAGE", flush=True)
                     pages.append((response.status, text))
 
