@@ -5,7 +5,8 @@ table of every process kind's RSS, threads, fds and sled size right after the
 warm-up and at the end with the growth between them, the job rate of the
 first and last ten minutes (the issue's windows; half the run when shorter),
 the CPU time per job of every process kind in those two windows (to tell
-which kind a falling rate comes from; the machine's busy time too), and draws one panel per measure with one line per process kind (the mean over
+which kind a falling rate comes from; the machine's busy time too), and
+draws one panel per measure with one line per process kind (the mean over
 the processes of that kind) into a PNG.
 
     python3 soak_report.py SOAK.csv SOAK.png WARMUP_MINUTES
@@ -61,11 +62,11 @@ def jobs_per_second(progress, start, end):
     return (last[1] - first[1]) / max(1, last[0] - first[0])
 
 
-def cpu_per_job(points, progress, start, end):
-    """CPU ms per job of one kind between the samples nearest START and END."""
+def cpu_per_job(points, jobs, start, end):
+    """CPU ms per job of one kind between the samples nearest START and END
+    (JOBS: jobs done by each sample's time)."""
     times = sorted(points)
     first, last = nearest(times, start), nearest(times, end)
-    jobs = {time: done for time, done, _ in progress}
     done = jobs[last] - jobs[first]
     return (points[last] - points[first]) / done if done else None
 
@@ -74,9 +75,10 @@ def print_cpu_per_job(cpu, progress, window, end):
     print()
     print(f"| process kind | CPU ms per job, first {window} s | last {window} s | change |")
     print("|---|---|---|---|")
+    jobs = {time: done for time, done, _ in progress}
     for kind in sorted(cpu):
-        first = cpu_per_job(cpu[kind], progress, 0, window)
-        last = cpu_per_job(cpu[kind], progress, end - window, end)
+        first = cpu_per_job(cpu[kind], jobs, 0, window)
+        last = cpu_per_job(cpu[kind], jobs, end - window, end)
         if first is None or last is None:
             continue
         change = f"{(last - first) / first * 100:+.1f} %" if first else "-"

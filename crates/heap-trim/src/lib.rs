@@ -7,8 +7,8 @@
 //! free page of every arena). This crate is the only place of the workspace
 //! that calls it: three `unsafe` FFI calls (`malloc_trim`, `mallinfo2` to
 //! read the free bytes, `mallopt` to cap the arenas) behind safe functions,
-//! so the daemon itself keeps `#![forbid(unsafe_code)]`. A trim never runs on an async worker (it walks
-//! every arena under its lock: milliseconds).
+//! so the daemon itself keeps `#![forbid(unsafe_code)]`. A trim never runs
+//! on an async worker (it walks every arena under its lock: milliseconds).
 //!
 //! [`limit_arenas`] caps how many arenas glibc makes (by default up to eight
 //! per core, one per thread that meets a locked arena): a long-running
