@@ -2,7 +2,11 @@
 
 Reads the CSV of samples (one row per process per sample), prints a markdown
 table of every process kind's RSS, threads, fds and sled size right after the
-warm-up and at the end with the growth between them, the job rate of the
+warm-up and at the end with the growth between them, and the same growth
+between the means of the first and the last ten minutes after the warm-up
+(half of what follows the warm-up when shorter): a daemon's RSS saws by
+10-15 MiB within a minute as its heap is trimmed, so two single samples can
+be a trough and a peak, the job rate of the
 first and last ten minutes (the issue's windows; half the run when shorter),
 the CPU time per job of every process kind in those two windows (to tell
 which kind a falling rate comes from; the machine's busy time too), and
@@ -52,6 +56,16 @@ def mean_at(points, time):
     return sum(values) / len(values) if values else None
 
 
+def window_mean(points, start, end):
+    """Mean over the samples in [START, END] of the kind's mean."""
+    values = [mean_at(points, time) for time in points if start <= time <= end]
+    return sum(values) / len(values) if values else None
+
+
+def growth(before, after):
+    return f"{(after - before) / before * 100:+.1f} %" if before else "-"
+
+
 def nearest(times, wanted):
     return min(times, key=lambda time: abs(time - wanted))
 
@@ -90,8 +104,10 @@ def main():
     series, progress, cpu = load(path)
     end = progress[-1][0]
     warm = warmup_minutes * 60
-    print(f"| process kind | measure | after warm-up ({warm} s) | end ({end} s) | growth |")
-    print("|---|---|---|---|---|")
+    span = min(600, (end - warm) // 2)
+    print(f"| process kind | measure | after warm-up ({warm} s) | end ({end} s) | growth "
+          f"| mean {warm}-{warm + span} s | mean {end - span}-{end} s | growth of means |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind in sorted(series):
         for measure, label, _ in MEASURES:
             points = series[kind].get(measure)
@@ -100,8 +116,12 @@ def main():
             times = sorted(points)
             at_warm = mean_at(points, nearest(times, warm))
             at_end = mean_at(points, times[-1])
-            growth = f"{(at_end - at_warm) / at_warm * 100:+.1f} %" if at_warm else "-"
-            print(f"| {kind} | {label} | {at_warm:.1f} | {at_end:.1f} | {growth} |")
+            first = window_mean(points, warm, warm + span)
+            last = window_mean(points, end - span, end)
+            means = (f"{first:.1f} | {last:.1f} | {growth(first, last)}"
+                     if first is not None and last is not None else "- | - | -")
+            print(f"| {kind} | {label} | {at_warm:.1f} | {at_end:.1f} | "
+                  f"{growth(at_warm, at_end)} | {means} |")
     window = min(600, end // 2)
     first_rate = jobs_per_second(progress, 0, window)
     last_rate = jobs_per_second(progress, end - window, end)

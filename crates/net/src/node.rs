@@ -308,6 +308,13 @@ const RESEND_MAX_BYTES: usize = 64 * 1024;
 /// connections, two or more connections to one peer can close in a row.
 const MAX_RESENDS: u8 = 3;
 
+/// The copy of a call's request kept while it is in flight, to send again if
+/// its connection closes before any answer: none once it was sent again
+/// [`MAX_RESENDS`] times, nor for a request over [`RESEND_MAX_BYTES`].
+fn copy_for_resend(resends: u8, request: &[u8]) -> Option<Vec<u8>> {
+    (resends < MAX_RESENDS && request.len() <= RESEND_MAX_BYTES).then(|| request.to_vec())
+}
+
 #[derive(Default)]
 struct Waiting {
     calls: Vec<PendingCall>,
@@ -524,8 +531,7 @@ impl Node {
             reply,
             resends,
         } = pending;
-        let resend =
-            (resends < MAX_RESENDS && request.len() <= RESEND_MAX_BYTES).then(|| request.clone());
+        let resend = copy_for_resend(resends, &request);
         let request_id = self
             .swarm
             .behaviour_mut()
@@ -1635,6 +1641,20 @@ fn chunk_reply(chunk: StreamChunk) -> WireReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_sent_again_three_times_at_most_and_only_when_small() {
+        let request = vec![7u8; 100];
+        // Each failure's in-flight record carries the count it was sent with;
+        // a fourth connection closing fails the call.
+        let copies: Vec<bool> = (0..=MAX_RESENDS + 1)
+            .map(|resends| copy_for_resend(resends, &request).is_some())
+            .collect();
+        assert_eq!(copies, [true, true, true, false, false]);
+        assert_eq!(copy_for_resend(0, &request).as_deref(), Some(&request[..]));
+        assert!(copy_for_resend(0, &vec![0u8; RESEND_MAX_BYTES]).is_some());
+        assert!(copy_for_resend(0, &vec![0u8; RESEND_MAX_BYTES + 1]).is_none());
+    }
 
     #[test]
     fn a_trailing_peer_id_is_split_off_an_address() {
