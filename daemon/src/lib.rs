@@ -62,10 +62,6 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
             data_dir.display()
         )
     })?;
-    anyhow::ensure!(
-        config.store_cache_mib > 0,
-        "store-cache-mib is 0: sled needs a page cache of at least 1 MiB (fix the config file, GOLEM_STORE_CACHE_MIB or --store-cache-mib)"
-    );
     let store = store::Store::open_with_cache(data_dir, config.store_cache_mib)
         .context("opening the store")?;
     let identity = identity::start(data_dir, &store, config.autoconf_appkey.as_deref())

@@ -24,6 +24,8 @@ pub enum StoreError {
          upgrade golem-daemon or use another --data-dir"
     )]
     NewerSchema { path: PathBuf, found: u32 },
+    #[error("store-cache-mib is 0: sled needs a page cache of at least 1 MiB (fix the config file, GOLEM_STORE_CACHE_MIB or --store-cache-mib)")]
+    NoCache,
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {message}")]
@@ -66,6 +68,9 @@ impl Store {
     /// the serialized size of the nodes it caches; what they take deserialized
     /// on the heap is larger (a soak's heap profile: about twice).
     pub fn open_with_cache(data_dir: &Path, cache_mib: u64) -> Result<Store, StoreError> {
+        if cache_mib == 0 {
+            return Err(StoreError::NoCache);
+        }
         let path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
@@ -287,5 +292,20 @@ mod tests {
             text.contains("newer than this build") && text.contains("--data-dir"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_cache_of_zero_is_refused_with_the_setting_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = match Store::open_with_cache(dir.path(), 0) {
+            Err(error) => error,
+            Ok(_) => panic!("opened without a cache"),
+        };
+        assert!(
+            error.to_string().contains("GOLEM_STORE_CACHE_MIB"),
+            "{error}"
+        );
+        let store = Store::open_with_cache(dir.path(), 1).unwrap();
+        store.tree("identity").unwrap().insert("k", "v").unwrap();
     }
 }
