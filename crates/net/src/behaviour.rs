@@ -82,21 +82,7 @@ impl Behaviour {
         kad.set_mode(Some(kad::Mode::Server));
 
         let max_transmit = config.max_message_size + ENVELOPE_OVERHEAD;
-        let gossip_config = gossipsub::ConfigBuilder::default()
-            .heartbeat_interval(config.gossip_heartbeat)
-            .heartbeat_initial_delay(Duration::from_millis(100))
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .flood_publish(true)
-            .mesh_n(6)
-            .mesh_n_low(4)
-            .mesh_n_high(12)
-            .mesh_outbound_min(2)
-            .gossip_lazy(6)
-            .history_gossip(3)
-            .duplicate_cache_time(Duration::from_secs(120))
-            .max_transmit_size(max_transmit)
-            .build()
-            .map_err(|error| NetError::Config(format!("gossipsub: {error}")))?;
+        let gossip_config = gossip_config(config)?;
         let gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_config,
@@ -128,5 +114,54 @@ impl Behaviour {
             relay_server,
             dcutr: dcutr::Behaviour::new(peer_id),
         })
+    }
+}
+
+/// The gossipsub settings of a node: a short heartbeat so meshes form fast,
+/// flood publishing, and a small queue per peer ([`NetConfig::gossip_queue_len`]).
+fn gossip_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(config.gossip_heartbeat)
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .flood_publish(true)
+        .mesh_n(6)
+        .mesh_n_low(4)
+        .mesh_n_high(12)
+        .mesh_outbound_min(2)
+        .gossip_lazy(6)
+        .history_gossip(3)
+        .duplicate_cache_time(Duration::from_secs(120))
+        .max_transmit_size(config.max_message_size + ENVELOPE_OVERHEAD)
+        .connection_handler_queue_len(config.gossip_queue_len)
+        .build()
+        .map_err(|error| NetError::Config(format!("gossipsub: {error}")))
+}
+
+#[cfg(test)]
+mod gossip_config_tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_gets_the_configured_gossip_queue_not_gossipsubs_five_thousand() {
+        let defaults = gossip_config(&NetConfig::default()).unwrap();
+        assert_eq!(
+            defaults.connection_handler_queue_len(),
+            crate::config::GOSSIP_QUEUE_LEN
+        );
+        assert!(
+            crate::config::GOSSIP_QUEUE_LEN <= 1024,
+            "a queue slot is resident per peer"
+        );
+        let custom = NetConfig {
+            gossip_queue_len: 64,
+            ..NetConfig::default()
+        };
+        assert_eq!(
+            gossip_config(&custom)
+                .unwrap()
+                .connection_handler_queue_len(),
+            64
+        );
     }
 }

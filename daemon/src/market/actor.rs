@@ -202,6 +202,9 @@ impl MarketActor {
                 };
             }
         }
+        let window = self.core.config.retention.memory_count;
+        crate::retention::presize_window(&mut self.state.agreements, window);
+        crate::retention::presize_window(&mut self.state.finished_agreements, window);
         // Whoever waited on the old instance looks again.
         self.core.signals.bump_events();
         self.core.signals.bump_agreements();

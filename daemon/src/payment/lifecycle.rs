@@ -62,6 +62,7 @@ impl Actor for PaymentActor {
                 }
             }
         }
+        self.state.presize(self.deps.retention.memory_count);
         self.sweep_retention();
         ctx.run_interval(SETTLE_TICK, |actor, ctx| actor.settle_round(ctx));
         ctx.run_interval(EXPIRY_TICK, |actor, _ctx| {

@@ -291,6 +291,16 @@ pub(super) fn invoice_of_key(agreement_id: &str) -> String {
 }
 
 impl State {
+    /// Give the maps of the memory window their final size
+    /// ([`crate::retention::presize_window`]).
+    pub fn presize(&mut self, memory_count: usize) {
+        use crate::retention::presize_window;
+        presize_window(&mut self.allocations, memory_count);
+        presize_window(&mut self.debit_notes, memory_count);
+        presize_window(&mut self.invoices, memory_count);
+        presize_window(&mut self.charges, memory_count);
+    }
+
     /// Read every record of `tree`; the outbox is loaded by the caller.
     pub fn load(tree: &sled::Tree) -> Result<State, GolemError> {
         let mut state = State::default();
