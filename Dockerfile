@@ -9,11 +9,11 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --profile dist --locked \
         -p golem-daemon -p golem-provider -p exe-unit-wasm -p exe-unit-vm -p golem-gftp \
     && mkdir -p /out \
-    && cp target/release/golem-daemon target/release/golem-provider \
-          target/release/exe-unit-wasm target/release/exe-unit-vm target/release/gftp /out/
+    && cp target/dist/golem-daemon target/dist/golem-provider \
+          target/dist/exe-unit-wasm target/dist/exe-unit-vm target/dist/gftp /out/
 
 # --- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim
