@@ -149,9 +149,10 @@ mod gossip_config_tests {
             defaults.connection_handler_queue_len(),
             crate::config::GOSSIP_QUEUE_LEN
         );
+        let per_peer_bytes = defaults.connection_handler_queue_len() / 2 * 260;
         assert!(
-            crate::config::GOSSIP_QUEUE_LEN <= 1024,
-            "a queue slot is resident per peer"
+            per_peer_bytes <= 128 * 1024,
+            "{per_peer_bytes} bytes resident per peer"
         );
         let custom = NetConfig {
             gossip_queue_len: 64,
