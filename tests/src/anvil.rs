@@ -35,7 +35,7 @@ pub fn anvil_gate(test: &str) -> anyhow::Result<Option<PathBuf>> {
         if !path.is_file() {
             bail!("GOLEM_ANVIL_BIN={bin} does not exist; run scripts/ensure-anvil.sh");
         }
-        return Ok(Some(path));
+        return Ok(Some(native_anvil(path)));
     }
     let cache = std::env::var("GOLEM_ANVIL_CACHE")
         .map(PathBuf::from)
@@ -51,7 +51,36 @@ pub fn anvil_gate(test: &str) -> anyhow::Result<Option<PathBuf>> {
             bin.display()
         );
     }
-    Ok(Some(bin))
+    Ok(Some(native_anvil(bin)))
+}
+
+/// npm's `anvil` is a node script (`@foundry-rs/anvil/bin.mjs`) that starts
+/// the platform's binary as its child; killing the script leaves that child
+/// running (CI found six anvil processes orphaned after the anvil tier). The
+/// binary itself is started when it is beside the script.
+fn native_anvil(bin: PathBuf) -> PathBuf {
+    let Ok(script) = bin.canonicalize() else {
+        return bin;
+    };
+    if script.file_name().and_then(|name| name.to_str()) != Some("bin.mjs") {
+        return bin;
+    }
+    let Some(scope) = script.parent().and_then(Path::parent) else {
+        return bin;
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let native = scope
+        .join(format!("anvil-{}-{arch}", std::env::consts::OS))
+        .join("bin/anvil");
+    if native.is_file() {
+        native
+    } else {
+        bin
+    }
 }
 
 /// The test token's creation bytecode (hex), committed with its source.
