@@ -95,8 +95,7 @@ def print_cpu_per_job(cpu, progress, window, end):
         last = cpu_per_job(cpu[kind], jobs, end - window, end)
         if first is None or last is None:
             continue
-        change = f"{(last - first) / first * 100:+.1f} %" if first else "-"
-        print(f"| {kind} | {first:.0f} | {last:.0f} | {change} |")
+        print(f"| {kind} | {first:.0f} | {last:.0f} | {growth(first, last)} |")
 
 
 def main():

@@ -81,7 +81,7 @@ impl Behaviour {
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 
-        let max_transmit = config.max_message_size + ENVELOPE_OVERHEAD;
+        let max_transmit = max_transmit(config);
         let gossip_config = gossip_config(config)?;
         let gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
@@ -117,6 +117,12 @@ impl Behaviour {
     }
 }
 
+/// Largest frame on the wire, broadcast or call: a payload of
+/// `max_message_size` in its envelope.
+fn max_transmit(config: &NetConfig) -> usize {
+    config.max_message_size + ENVELOPE_OVERHEAD
+}
+
 /// The gossipsub settings of a node: a short heartbeat so meshes form fast,
 /// flood publishing, and a small queue per peer ([`NetConfig::gossip_queue_len`]).
 fn gossip_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
@@ -132,7 +138,7 @@ fn gossip_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
         .gossip_lazy(6)
         .history_gossip(3)
         .duplicate_cache_time(Duration::from_secs(120))
-        .max_transmit_size(config.max_message_size + ENVELOPE_OVERHEAD)
+        .max_transmit_size(max_transmit(config))
         .connection_handler_queue_len(config.gossip_queue_len)
         .build()
         .map_err(|error| NetError::Config(format!("gossipsub: {error}")))
