@@ -97,6 +97,8 @@ pub struct DaemonConfig {
     pub net_call_timeout_ms: u64,
     /// Connected peers to keep; above it idle, non-mesh peers are disconnected (0: no limit).
     pub net_target_peers: usize,
+    /// Gossip heartbeat (mesh upkeep and lazy gossip) in ms.
+    pub net_gossip_heartbeat_ms: u64,
     /// sled's page cache in MiB (its count of serialized bytes; the heap holds more).
     pub store_cache_mib: u64,
     /// Payment drivers: `[payment.erc20.<network>]` with rpc-url, chain-id, token, confirmations, max-fee-per-gas (gwei).
@@ -133,6 +135,8 @@ impl Default for DaemonConfig {
             external_addrs: Vec::new(),
             net_call_timeout_ms: 10_000,
             net_target_peers: golem_net::NetConfig::default().target_peers,
+            net_gossip_heartbeat_ms: golem_net::NetConfig::default().gossip_heartbeat.as_millis()
+                as u64,
             store_cache_mib: crate::store::DEFAULT_CACHE_MIB,
             payment: crate::payment::PaymentConfig::default(),
             market: crate::market::MarketSettings::default(),
@@ -185,6 +189,9 @@ pub struct CliOverrides {
     /// Connected peers to keep; above it the least recently used idle peers that are not gossip mesh, bootstrap or relay peers are disconnected, 0 keeps all [env: GOLEM_NET_TARGET_PEERS] [default: 12]
     #[arg(long = "net-target-peers", value_name = "COUNT")]
     pub net_target_peers: Option<usize>,
+    /// Gossip heartbeat in ms: how often each offer topic's mesh is tended and message ids are gossiped to a few other peers (each beat sends a little to several peers, so on many idle nodes it adds up) [env: GOLEM_NET_GOSSIP_HEARTBEAT_MS] [default: 500]
+    #[arg(long = "net-gossip-heartbeat-ms", value_name = "MS")]
+    pub net_gossip_heartbeat_ms: Option<u64>,
     /// sled's page cache in MiB, counted as sled counts it (serialized bytes; the heap holds about twice) [env: GOLEM_STORE_CACHE_MIB] [default: 8]
     #[arg(long = "store-cache-mib", value_name = "MIB")]
     pub store_cache_mib: Option<u64>,
@@ -318,6 +325,7 @@ mod tests {
             Setting { env: "GOLEM_EXTERNAL_ADDRS", value: "/ip4/5.5.5.5/tcp/5", flag: &["--external-addr", "/ip4/5.5.5.5/tcp/5"], toml: "external-addrs = [\"/ip4/5.5.5.5/tcp/5\"]", read: |c| c.external_addrs.join(","), expected: "/ip4/5.5.5.5/tcp/5" },
             Setting { env: "GOLEM_NET_CALL_TIMEOUT_MS", value: "1500", flag: &[], toml: "net-call-timeout-ms = 1500", read: |c| c.net_call_timeout_ms.to_string(), expected: "1500" },
             Setting { env: "GOLEM_NET_TARGET_PEERS", value: "7", flag: &["--net-target-peers", "7"], toml: "net-target-peers = 7", read: |c| c.net_target_peers.to_string(), expected: "7" },
+            Setting { env: "GOLEM_NET_GOSSIP_HEARTBEAT_MS", value: "700", flag: &["--net-gossip-heartbeat-ms", "700"], toml: "net-gossip-heartbeat-ms = 700", read: |c| c.net_gossip_heartbeat_ms.to_string(), expected: "700" },
             Setting { env: "GOLEM_STORE_CACHE_MIB", value: "3", flag: &["--store-cache-mib", "3"], toml: "store-cache-mib = 3", read: |c| c.store_cache_mib.to_string(), expected: "3" },
             Setting { env: "GOLEM_MARKET_SUBSCRIPTION_TTL_SECS", value: "11", flag: &["--market-subscription-ttl-secs", "11"], toml: "[market]\nsubscription-ttl-secs = 11", read: |c| c.market.subscription_ttl_secs.to_string(), expected: "11" },
             Setting { env: "GOLEM_MARKET_ANNOUNCE_INTERVAL_MS", value: "12", flag: &["--market-announce-interval-ms", "12"], toml: "[market]\nannounce-interval-ms = 12", read: |c| c.market.announce_interval_ms.to_string(), expected: "12" },

@@ -222,6 +222,12 @@ fn net_config(
             })
             .collect()
     }
+    if config.net_gossip_heartbeat_ms == 0 {
+        anyhow::bail!(
+            "net-gossip-heartbeat-ms (GOLEM_NET_GOSSIP_HEARTBEAT_MS, --net-gossip-heartbeat-ms) \
+             is 0: give the gossip heartbeat in milliseconds, e.g. 1000"
+        );
+    }
     Ok(golem_net::NetConfig {
         listen: multiaddrs("--p2p-listen", &config.p2p_listen)?,
         bootstrap: multiaddrs("--bootstrap", &config.bootstrap)?,
@@ -230,6 +236,7 @@ fn net_config(
         relay_server: config.relay_server,
         call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
         target_peers: config.net_target_peers,
+        gossip_heartbeat: std::time::Duration::from_millis(config.net_gossip_heartbeat_ms),
         agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
         heap_release: Some(heap_release),
         ..golem_net::NetConfig::default()

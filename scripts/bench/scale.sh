@@ -2,7 +2,9 @@
 # Scale scenarios on the lab (scripts/lab.sh): N daemons in network namespaces
 # on links shaped by tc netem, K of them providers. Each scenario prints a table:
 #
-#   idle       RSS and CPU of every daemon once the lab has settled (goal ≤ 30 MiB each)
+#   idle       RSS and CPU of every daemon once the lab has settled (goal ≤ 30 MiB
+#              each), CPU averaged over IDLE s (default 30), and where the
+#              machine's CPU went meanwhile (scripts/bench/cpu_by_kind.py)
 #   reach      a provider's new offers (its agent restarted): time until each
 #              other node has learnt them, p50 / max (goal ≤ 2 s / 5 s)
 #   negotiate  from the requestor farthest from the providers (the last node):
@@ -20,7 +22,7 @@
 #
 #   scripts/bench/scale.sh [--nodes N] [--providers K] [--tasks T] [--latency MS]
 #       [--jitter MS] [--loss PCT] [--partition-secs S] [--churn-restart-secs S]
-#       [--agreements-per-provider A] [--settle-secs S]
+#       [--agreements-per-provider A] [--settle-secs S] [--idle-secs IDLE]
 #       [--scenarios idle,reach,negotiate,job,churn,partition] [--keep]
 #
 # The scenarios start once the lab has settled for S s (default 20: the
@@ -35,6 +37,7 @@ cd "$(dirname "$0")/../.."
 
 nodes=100 providers=20 tasks=500 latency=50 jitter=10 loss=0.5 partition_secs=60
 churn_restart_secs=30 scenarios=idle,reach,negotiate,job,churn,partition keep=0 per_provider=2 settle_secs=20
+idle_window=30
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --nodes) nodes="$2"; shift 2 ;;
@@ -47,14 +50,16 @@ while [[ $# -gt 0 ]]; do
         --churn-restart-secs) churn_restart_secs="$2"; shift 2 ;;
         --agreements-per-provider) per_provider="$2"; shift 2 ;;
         --settle-secs) settle_secs="$2"; shift 2 ;;
+        --idle-secs) idle_window="$2"; shift 2 ;;
         --scenarios) scenarios="$2"; shift 2 ;;
         --keep) keep=1; shift ;;
-        *) sed -n '2,32p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,34p' "$0" >&2; exit 2 ;;
     esac
 done
 for value in "$nodes" "$providers" "$tasks" "$partition_secs" "$churn_restart_secs" "$per_provider"; do
     [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "scale: '$value' is not a positive whole number (nodes, providers, tasks, seconds)" >&2; exit 2; }
 done
+[[ "$idle_window" =~ ^[1-9][0-9]*$ ]] || { echo "scale: --idle-secs '$idle_window' is not a positive whole number of seconds" >&2; exit 2; }
 [[ "$settle_secs" =~ ^[0-9]+$ ]] || { echo "scale: --settle-secs '$settle_secs' is not a whole number of seconds" >&2; exit 2; }
 wanted() { [[ ",$scenarios," == *",$1,"* ]]; }
 
@@ -239,13 +244,16 @@ if wanted idle; then
         echo "$total"
     }
     ticks_before=$(daemon_ticks)
-    sleep 10
+    scripts/bench/cpu_by_kind.py snapshot "$work/idle.cpu-before"
+    sleep "$idle_window"
+    scripts/bench/cpu_by_kind.py snapshot "$work/idle.cpu-after"
     idle_cpu=$(awk -v t="$(( $(daemon_ticks) - ticks_before ))" -v hz="$(getconf CLK_TCK)" -v n="$nodes" \
-        'BEGIN { printf "%.1f", t / hz / 10 / n * 100 }')
+        -v w="$idle_window" 'BEGIN { printf "%.2f", t / hz / w / n * 100 }')
     "$lab" status --json >"$work/status.json"
     echo
     echo "idle daemons after the lab settled ($settle_secs s):"
-    printf '  %-40s %s\n' "CPU % per idle daemon (10 s average)" "$idle_cpu"
+    printf '  %-40s %s\n' "CPU % per idle daemon (${idle_window} s average)" "$idle_cpu"
+    printf '  %-40s %s\n' "load average" "$(cut -d' ' -f1-3 /proc/loadavg)"
     python3 - "$work/status.json" <<'PY'
 import json, statistics, sys
 nodes = json.load(open(sys.argv[1]))["nodes"]
@@ -258,6 +266,8 @@ row("daemon RSS MiB, provider nodes", [n["daemon_rss_kib"] for n in nodes if n["
 row("golem-provider RSS MiB", [n["agent_rss_kib"] for n in nodes if n["role"] == "provider"])
 row("connected peers per daemon", [n["peers"] * 1024 for n in nodes if n["peers"] is not None])
 PY
+    echo "  where the CPU went while the lab idled:"
+    scripts/bench/cpu_by_kind.py report "$work/idle.cpu-before" "$work/idle.cpu-after"
 fi
 
 if wanted reach; then

@@ -119,6 +119,9 @@ pub(crate) enum Command {
     Status {
         reply: oneshot::Sender<NetStatus>,
     },
+    ConnectedNodes {
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -363,6 +366,22 @@ impl NetHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Status { reply }).await.ok()?;
         answer.await.ok()
+    }
+
+    /// The NodeIds of the peers connected now (empty once the node is
+    /// stopped): what a periodic check needs, without the encoded addresses
+    /// and DHT table of [`NetHandle::status`].
+    pub async fn connected_nodes(&self) -> Vec<NodeId> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::ConnectedNodes { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// A snapshot of the node's network state (empty once the node is stopped).

@@ -151,6 +151,10 @@ pub struct MarketActor {
     pub(crate) known_peers: HashSet<NodeId>,
     /// The timer of the outbox's next retry.
     pub(crate) outbox_timer: Option<SpawnHandle>,
+    /// The timer of the next try of an announcement no peer took (none
+    /// listened on its topic yet), and how many tries in a row failed.
+    pub(crate) announce_retry: Option<SpawnHandle>,
+    pub(crate) announce_failures: u32,
     preloaded: Preloaded,
 }
 
@@ -165,6 +169,8 @@ impl MarketActor {
             topics: HashSet::new(),
             known_peers: HashSet::new(),
             outbox_timer: None,
+            announce_retry: None,
+            announce_failures: 0,
             preloaded,
         }
     }

@@ -81,7 +81,8 @@ impl MarketActor {
             return;
         }
         let net = self.core.net.clone();
-        ctx.spawn(actix::fut::wrap_future(async move {
+        let sent = async move {
+            let mut all_sent = true;
             for (subnet, broadcast) in broadcasts {
                 let topic = offers_topic(subnet.as_deref());
                 let payload = match serde_json::to_vec(&broadcast) {
@@ -94,8 +95,36 @@ impl MarketActor {
                 if let Err(error) = net.publish(&topic, payload).await {
                     // Normal while no peer listens on the topic yet.
                     tracing::debug!(%topic, %error, "offer broadcast not sent");
+                    all_sent = false;
                 }
             }
+            all_sent
+        };
+        ctx.spawn(
+            actix::fut::wrap_future(sent).map(|all_sent, actor: &mut MarketActor, ctx| {
+                if all_sent {
+                    actor.announce_failures = 0;
+                } else {
+                    actor.retry_announcement(ctx);
+                }
+            }),
+        );
+    }
+
+    /// An announcement found no peer on its topic (the node has just
+    /// started, or lost its peers): announce everything again soon, after
+    /// 1 s, 2 s, 4 s ... up to the announcement period, instead of waiting a
+    /// whole period.
+    fn retry_announcement(&mut self, ctx: &mut Context<Self>) {
+        if self.announce_retry.is_some() {
+            return;
+        }
+        let delay =
+            announce_retry_delay(self.announce_failures, self.core.config.announce_interval);
+        self.announce_failures = self.announce_failures.saturating_add(1);
+        self.announce_retry = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.announce_retry = None;
+            actor.announce(ctx, None, None);
         }));
     }
 
@@ -199,12 +228,7 @@ impl MarketActor {
 }
 
 async fn connected_peers(net: &crate::net::NetService) -> HashSet<NodeId> {
-    net.status()
-        .await
-        .connected
-        .into_iter()
-        .filter_map(|peer| peer.node_id)
-        .collect()
+    net.connected_nodes().await.into_iter().collect()
 }
 
 /// An offer broadcast of another node, as the net delivers it.
@@ -225,9 +249,41 @@ impl StreamHandler<Broadcast> for MarketActor {
     }
 }
 
+/// How long to wait before announcing again after `failures` announcements
+/// in a row found no peer: 1 s doubling, never more than `period`.
+fn announce_retry_delay(failures: u32, period: std::time::Duration) -> std::time::Duration {
+    let first = std::time::Duration::from_secs(1);
+    first
+        .checked_mul(1u32 << failures.min(16))
+        .unwrap_or(period)
+        .min(period)
+}
+
 fn empty_broadcast() -> OfferBroadcast {
     OfferBroadcast {
         offers: Vec::new(),
         unsubscribed: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announce_retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn an_announcement_nobody_took_is_retried_after_one_second_doubling_up_to_the_period() {
+        let period = Duration::from_secs(30);
+        let delays: Vec<u64> = (0..7)
+            .map(|failures| announce_retry_delay(failures, period).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(announce_retry_delay(u32::MAX, period), period);
+        let short = Duration::from_millis(500);
+        assert_eq!(
+            announce_retry_delay(0, short),
+            short,
+            "never beyond the period"
+        );
     }
 }

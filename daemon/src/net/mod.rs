@@ -181,6 +181,11 @@ impl NetService {
         self.handle.status().await
     }
 
+    /// The NodeIds of the peers connected now (cheap: no addresses encoded).
+    pub async fn connected_nodes(&self) -> Vec<NodeId> {
+        self.handle.connected_nodes().await
+    }
+
     /// Broadcast `payload` on `topic` to every subscribed node (not to ourselves).
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), GolemError> {
         self.handle.publish(topic, payload).await
