@@ -465,7 +465,10 @@ mod tests {
         assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
         assert_eq!(from_file.api_addr.port(), 1111);
         assert_eq!(from_file.market.sweep_interval_ms, 300);
-        assert_eq!(from_file.market.announce_interval_ms, 5_000, "default kept");
+        assert_eq!(
+            from_file.market.announce_interval_ms, 30_000,
+            "default kept"
+        );
 
         let env = env_of(&[
             ("GOLEM_API_ADDR", "127.0.0.1:2222"),

@@ -80,7 +80,7 @@ log() { echo "==> $*" >&2; }
 up_started=$SECONDS
 "$lab" up "$nodes" --latency "$latency" --jitter "$jitter" --loss "$loss" --providers "$providers"
 log "lab of $nodes nodes up in $((SECONDS - up_started)) s"
-"$lab" status --json >"$work/status.json"
+"$lab" status --json --no-peers >"$work/status.json"
 # Roles from the lab: the requestor farthest from the providers is the last
 # requestor node; in the partition's lower half the last node that is no
 # provider (a bootstrap node in a small lab) requests too.

@@ -123,6 +123,17 @@ fn max_transmit(config: &NetConfig) -> usize {
     config.max_message_size + ENVELOPE_OVERHEAD
 }
 
+/// Messages above this size make their receiver tell its mesh peers not to
+/// send them the same one (gossipsub 1.2's IDONTWANT). gossipsub sends that
+/// notice for every copy received, duplicates included, to every mesh peer,
+/// and its default threshold (1 kB) caught every offer broadcast: in the
+/// settled 100-node lab with 20 providers each node sent ~50 notices per
+/// offer broadcast, queues overflowed ("Send Queue full", 20,000 warnings
+/// in four minutes on one node) and the idle lab kept a load average of 150
+/// on 2 cores. Over 50 ms links a notice rarely arrives before the copy it
+/// would stop, so only large broadcasts (many offers at once) still send it.
+pub(crate) const IDONTWANT_THRESHOLD: usize = 64 * 1024;
+
 /// The gossipsub settings of a node: a short heartbeat so meshes form fast,
 /// flood publishing, and a small queue per peer ([`NetConfig::gossip_queue_len`]).
 fn gossip_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
@@ -140,6 +151,7 @@ fn gossip_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
         .duplicate_cache_time(Duration::from_secs(120))
         .max_transmit_size(max_transmit(config))
         .connection_handler_queue_len(config.gossip_queue_len)
+        .idontwant_message_size_threshold(IDONTWANT_THRESHOLD)
         .build()
         .map_err(|error| NetError::Config(format!("gossipsub: {error}")))
 }
@@ -159,6 +171,11 @@ mod gossip_config_tests {
         assert!(
             per_peer_bytes <= 128 * 1024,
             "{per_peer_bytes} bytes resident per peer"
+        );
+        assert_eq!(
+            defaults.idontwant_message_size_threshold(),
+            IDONTWANT_THRESHOLD,
+            "an offer broadcast of a few kB sends no IDONTWANT"
         );
         let custom = NetConfig {
             gossip_queue_len: 64,

@@ -81,7 +81,7 @@ impl Default for MarketSettings {
     fn default() -> Self {
         MarketSettings {
             subscription_ttl_secs: 3600,
-            announce_interval_ms: 5_000,
+            announce_interval_ms: 30_000,
             peer_check_interval_ms: 500,
             remote_timeout_ms: 4_000,
             sweep_interval_ms: 1_000,
@@ -106,7 +106,7 @@ pub struct MarketOverrides {
     /// Lifetime of an offer or demand subscription [env: GOLEM_MARKET_SUBSCRIPTION_TTL_SECS] [default: 3600]
     #[arg(long = "market-subscription-ttl-secs", value_name = "SECS")]
     pub subscription_ttl_secs: Option<u64>,
-    /// How often this node's live offers are broadcast again [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 5000]
+    /// How often this node's live offers are broadcast again; new and ended offers go out at once, a node asks each newly connected peer for its offers, and an announcement no peer took is tried again after 1 s doubling [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 30000]
     #[arg(long = "market-announce-interval-ms", value_name = "MS")]
     pub announce_interval_ms: Option<u64>,
     /// How often connected peers are checked for newcomers to ask for offers [env: GOLEM_MARKET_PEER_CHECK_INTERVAL_MS] [default: 500]
