@@ -207,6 +207,18 @@ impl Node {
     }
 }
 
+/// The gossip heartbeat setting as a period; 0 is refused with the
+/// setting's names.
+fn gossip_heartbeat(millis: u64) -> anyhow::Result<std::time::Duration> {
+    if millis == 0 {
+        anyhow::bail!(
+            "net-gossip-heartbeat-ms (GOLEM_NET_GOSSIP_HEARTBEAT_MS, --net-gossip-heartbeat-ms) \
+             is 0: give the gossip heartbeat in milliseconds, e.g. 1000"
+        );
+    }
+    Ok(std::time::Duration::from_millis(millis))
+}
+
 /// The p2p settings of `config` for `golem-net`.
 fn net_config(
     config: &DaemonConfig,
@@ -222,12 +234,6 @@ fn net_config(
             })
             .collect()
     }
-    if config.net_gossip_heartbeat_ms == 0 {
-        anyhow::bail!(
-            "net-gossip-heartbeat-ms (GOLEM_NET_GOSSIP_HEARTBEAT_MS, --net-gossip-heartbeat-ms) \
-             is 0: give the gossip heartbeat in milliseconds, e.g. 1000"
-        );
-    }
     Ok(golem_net::NetConfig {
         listen: multiaddrs("--p2p-listen", &config.p2p_listen)?,
         bootstrap: multiaddrs("--bootstrap", &config.bootstrap)?,
@@ -236,7 +242,7 @@ fn net_config(
         relay_server: config.relay_server,
         call_timeout: std::time::Duration::from_millis(config.net_call_timeout_ms),
         target_peers: config.net_target_peers,
-        gossip_heartbeat: std::time::Duration::from_millis(config.net_gossip_heartbeat_ms),
+        gossip_heartbeat: gossip_heartbeat(config.net_gossip_heartbeat_ms)?,
         agent_version: format!("golem-daemon/{}", env!("CARGO_PKG_VERSION")),
         heap_release: Some(heap_release),
         ..golem_net::NetConfig::default()
@@ -260,4 +266,22 @@ pub async fn run(
     }
     node.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod net_settings_tests {
+    #[test]
+    fn a_gossip_heartbeat_of_zero_is_refused_with_the_settings_names() {
+        let error = super::gossip_heartbeat(0).expect_err("0 ms refused");
+        let message = error.to_string();
+        assert!(
+            message.contains("GOLEM_NET_GOSSIP_HEARTBEAT_MS"),
+            "{message}"
+        );
+        assert!(message.contains("--net-gossip-heartbeat-ms"), "{message}");
+        assert_eq!(
+            super::gossip_heartbeat(700).ok(),
+            Some(std::time::Duration::from_millis(700))
+        );
+    }
 }

@@ -361,27 +361,25 @@ impl NetHandle {
         Ok(receiver)
     }
 
+    /// Ask the swarm task a question; `None` once the node is stopped.
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
     /// A snapshot of the node's network state; `None` once the node is stopped.
     pub async fn try_status(&self) -> Option<NetStatus> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Status { reply }).await.ok()?;
-        answer.await.ok()
+        self.ask(|reply| Command::Status { reply }).await
     }
 
     /// The NodeIds of the peers connected now (empty once the node is
     /// stopped): what a periodic check needs, without the encoded addresses
     /// and DHT table of [`NetHandle::status`].
     pub async fn connected_nodes(&self) -> Vec<NodeId> {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::ConnectedNodes { reply })
+        self.ask(|reply| Command::ConnectedNodes { reply })
             .await
-            .is_err()
-        {
-            return Vec::new();
-        }
-        answer.await.unwrap_or_default()
+            .unwrap_or_default()
     }
 
     /// A snapshot of the node's network state (empty once the node is stopped).

@@ -427,10 +427,10 @@ impl Node {
         let tick = tokio::time::sleep(IDLE_TICK);
         tokio::pin!(tick);
         loop {
-            // A call that starts waiting for its peer brings the next tick
-            // forward to the busy period.
+            // The next tick follows the last one by the period that fits now:
+            // a call that starts waiting for its peer brings it forward.
             let due = self.last_maintenance + self.tick_period();
-            if due < tick.deadline() {
+            if due != tick.deadline() {
                 tick.as_mut().reset(due);
             }
             tokio::select! {
@@ -454,8 +454,6 @@ impl Node {
                 _ = &mut tick => {
                     self.maintain();
                     self.last_maintenance = Instant::now();
-                    let next = Instant::now() + self.tick_period();
-                    tick.as_mut().reset(next);
                 }
             }
         }
@@ -522,9 +520,7 @@ impl Node {
             }
             Command::ConnectedNodes { reply } => {
                 let connected = self
-                    .peers
-                    .iter()
-                    .filter(|(_, state)| !state.connections.is_empty())
+                    .connected_peers()
                     .filter_map(|(peer, _)| self.table.node_of(peer))
                     .collect();
                 let _ = reply.send(connected);
@@ -751,9 +747,7 @@ impl Node {
     fn status(&mut self) -> NetStatus {
         let node_of = |table: &PeerTable, peer: &PeerId| table.node_of(peer);
         let mut connected: Vec<PeerStatus> = self
-            .peers
-            .iter()
-            .filter(|(_, state)| !state.connections.is_empty())
+            .connected_peers()
             .map(|(peer, state)| PeerStatus {
                 peer_id: peer.to_string(),
                 node_id: node_of(&self.table, peer),
@@ -943,6 +937,13 @@ impl Node {
         }
     }
 
+    /// The peers with at least one established connection.
+    fn connected_peers(&self) -> impl Iterator<Item = (&PeerId, &PeerState)> {
+        self.peers
+            .iter()
+            .filter(|(_, state)| !state.connections.is_empty())
+    }
+
     /// Established connections, to every peer.
     fn open_connections(&self) -> usize {
         self.peers
@@ -971,11 +972,7 @@ impl Node {
     fn limit_peers(&mut self) {
         self.last_peer_limit_check = Instant::now();
         let target = self.config.target_peers;
-        let connected_count = self
-            .peers
-            .values()
-            .filter(|state| !state.connections.is_empty())
-            .count();
+        let connected_count = self.connected_peers().count();
         if target == 0 || connected_count <= target {
             return;
         }
@@ -998,9 +995,7 @@ impl Node {
         protected.extend(busy_nodes.filter_map(|node_id| self.table.peer_of(&node_id)));
         let now = Instant::now();
         let connected: Vec<ConnectedPeer> = self
-            .peers
-            .iter()
-            .filter(|(_, state)| !state.connections.is_empty())
+            .connected_peers()
             .map(|(peer, state)| ConnectedPeer {
                 peer: *peer,
                 last_used: state.last_used.unwrap_or(now),

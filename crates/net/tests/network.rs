@@ -282,9 +282,21 @@ async fn status_reports_bound_addresses_and_peers() {
         .any(|p| p.node_id == Some(nodes[0].id())));
     let json = serde_json::to_value(&status).expect("serializes");
     assert!(json["peer_id"].is_string());
+    let mut from_status: Vec<NodeId> = status.connected.iter().filter_map(|p| p.node_id).collect();
+    let mut cheap = nodes[1].handle.connected_nodes().await;
+    from_status.sort_by_key(|id| id.to_string());
+    cheap.sort_by_key(|id| id.to_string());
+    assert_eq!(
+        cheap, from_status,
+        "connected_nodes is the status's connected NodeIds"
+    );
     let handle = nodes[1].handle.clone();
     nodes.into_iter().for_each(drop);
     handle.clone().shutdown().await;
+    assert!(
+        handle.connected_nodes().await.is_empty(),
+        "a stopped node has no connected peers"
+    );
     let error = handle
         .call(NodeId::from_bytes([1; 20]), "/public/x", "X", json!(null))
         .await
