@@ -513,7 +513,7 @@ fn lab_script_refuses_bad_input_saying_what_to_do() {
         assert!(!output.status.success(), "lab.sh {args:?} succeeded");
         text(&output.stderr)
     };
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["up", "many"], "up takes the number of nodes first"),
         (
             &["up", "8", "--latency", "fast"],
@@ -529,6 +529,10 @@ fn lab_script_refuses_bad_input_saying_what_to_do() {
         ),
         (&["up", "8", "--jitter"], "--jitter needs a value"),
         (&["status"], "scripts/lab.sh up N first"),
+        (
+            &["status", "--peers-only"],
+            "status takes --json and --no-peers, not '--peers-only'",
+        ),
     ];
     for (args, expected) in cases {
         let stderr = lab(args);
