@@ -9,8 +9,17 @@
 # stacks, other anonymous memory), threads and connected peers. With --trim-probe it then calls
 # `malloc_trim(0)` in one of those daemons through gdb and prints what that
 # gave back: memory the allocator held free, not memory in use.
+# With --window SECS a lab row is also watched after the settle, every
+# --every SECS (default 10) for that long: each idle requestor daemon's RSS
+# and established TCP connections (its namespace's, from /proc/PID/net/tcp:
+# about one per peer), printed as a table over time (p50, p90 and max over
+# the daemons at each sample) and summed up as the highest p50 of any sample
+# and each daemon's own peak. One moment can fall on a DHT walk or between
+# two: the window shows both. --csv FILE keeps the raw samples
+# (seconds,node,rss_kib,connections).
 #
 #   scripts/bench/idle-rss.sh [--rows "alone 3 11 41"] [--settle SECS] [--trim-probe]
+#       [--window SECS] [--every SECS] [--csv FILE]
 #       [--latency MS] [--jitter MS] [--loss PCT]
 #
 # Binaries: $CARGO_TARGET_DIR/$GOLEM_LAB_PROFILE (default release), built by
@@ -23,18 +32,24 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 rows="alone 3 11 41" settle=90 trim_probe=0 latency=50 jitter=10 loss=0.5
+window=0 every=10 csv=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rows) rows="$2"; shift 2 ;;
         --settle) settle="$2"; shift 2 ;;
         --trim-probe) trim_probe=1; shift ;;
+        --window) window="$2"; shift 2 ;;
+        --every) every="$2"; shift 2 ;;
+        --csv) csv="$2"; shift 2 ;;
         --latency) latency="$2"; shift 2 ;;
         --jitter) jitter="$2"; shift 2 ;;
         --loss) loss="$2"; shift 2 ;;
-        *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,32p' "$0" >&2; exit 2 ;;
     esac
 done
 [[ "$settle" =~ ^[0-9]+$ ]] || { echo "idle-rss: --settle takes whole seconds, not '$settle'" >&2; exit 2; }
+[[ "$window" =~ ^[0-9]+$ ]] || { echo "idle-rss: --window takes whole seconds, not '$window'" >&2; exit 2; }
+[[ "$every" =~ ^[0-9]+$ ]] && (( every > 0 )) || { echo "idle-rss: --every takes whole seconds above 0, not '$every'" >&2; exit 2; }
 for row in $rows; do
     [[ "$row" == alone ]] || { [[ "$row" =~ ^[0-9]+$ ]] && (( row >= 3 )); } \
         || { echo "idle-rss: a row is 'alone' or a lab size of at least 3 nodes (a bootstrap node, a provider, a requestor), not '$row'" >&2; exit 2; }
@@ -102,7 +117,24 @@ PY
     if [[ "$trim_probe" == 1 ]]; then
         trim_probe "$(awk 'NR == 1 { print $1 }' "$work/requestors")" "lab $size"
     fi
+    (( window == 0 )) || watch_lab "$size"
     "$lab" down >/dev/null
+}
+
+# watch_lab SIZE: the idle requestor daemons' RSS and connections every
+# $every s for $window s (appended to $work/window as "lab SIZE|secs|pid|kib|conns").
+watch_lab() {
+    local size="$1" start now pid rss conns
+    log "watching the lab of $size nodes for ${window} s, every ${every} s"
+    start=$(date +%s)
+    while now=$(date +%s); (( now - start < window )); do
+        while read -r pid _; do
+            rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+            conns=$(awk 'FNR > 1 && $4 == "01"' "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null | wc -l)
+            echo "lab $size|$((now - start))|$pid|$rss|$conns" >>"$work/window"
+        done <"$work/requestors"
+        sleep "$every"
+    done
 }
 
 for row in $rows; do
@@ -130,6 +162,39 @@ for label, samples in rows.items():
     cells += [f"{p50([s[c] for _, s in samples]):,.0f}" for c in columns[1:]]
     print(f"| {label} | {len(samples)} | {peers:g} | " + " | ".join(cells) + " |")
 PY
+if [[ -s "$work/window" ]]; then
+    [[ -z "$csv" ]] || { echo "lab,seconds,pid,rss_kib,connections"; tr '|' ',' <"$work/window"; } >"$csv"
+    echo
+    echo "over the ${window} s window after the settle, every ${every} s (RSS MiB over the idle requestor daemons at each sample; connections: established TCP, about one per peer):"
+    python3 - "$work/window" <<'PY'
+import collections, statistics, sys
+labs = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    label, secs, pid, rss, conns = line.rstrip("\n").split("|")
+    labs.setdefault(label, collections.OrderedDict()).setdefault(int(secs), []).append((pid, int(rss), int(conns)))
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+for label, samples in labs.items():
+    print(f"\n{label}:")
+    print("| s | daemons | RSS p50 | p90 | max | connections p50 | max |")
+    print("|---|---|---|---|---|---|---|")
+    peaks = collections.defaultdict(int)
+    p50s = []
+    for secs, rows in samples.items():
+        rss = [r / 1024 for _, r, _ in rows]
+        conns = [c for _, _, c in rows]
+        for pid, r, _ in rows:
+            peaks[pid] = max(peaks[pid], r)
+        p50s.append((statistics.median(rss), secs))
+        print(f"| {secs} | {len(rows)} | {statistics.median(rss):.1f} | {pct(rss, 0.9):.1f} | {max(rss):.1f} | {statistics.median(conns):g} | {max(conns)} |")
+    worst, at = max(p50s)
+    peak = [p / 1024 for p in peaks.values()]
+    over = sum(1 for p, _ in p50s if p > 30)
+    print(f"\n{label}: highest p50 of a sample {worst:.1f} MiB (at {at} s); samples whose p50 is above 30 MiB: {over} of {len(p50s)}; "
+          f"each daemon's own peak: p50 {statistics.median(peak):.1f}, max {max(peak):.1f} MiB")
+PY
+fi
 if [[ -s "$work/trims" ]]; then
     echo
     echo "malloc_trim(0) in one daemon of each row (what glibc held free):"

@@ -73,7 +73,8 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
             .set_query_timeout(config.kad_query_timeout)
-            .set_periodic_bootstrap_interval(Some(config.kad_bootstrap_interval))
+            // The node walks the DHT itself, at jittered times.
+            .set_periodic_bootstrap_interval(None)
             .set_provider_record_ttl(Some(Duration::from_secs(24 * 3600)))
             .set_provider_publication_interval(Some(Duration::from_secs(3600)))
             .set_parallelism(NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN));

@@ -40,9 +40,14 @@ pub struct NetConfig {
     /// A peer used (or connected) within this long is never closed for
     /// `target_peers`.
     pub peer_idle_grace: Duration,
+    /// A peer that has carried no call since it connected (what a DHT walk,
+    /// ours or the peer's, leaves behind) is kept only this long for
+    /// `target_peers`.
+    pub peer_uncalled_grace: Duration,
     /// Connections with no protocol in use are closed after this long.
     pub idle_connection_timeout: Duration,
-    /// How often to refresh the DHT routing table (Kademlia bootstrap).
+    /// How often to refresh the DHT routing table (a Kademlia bootstrap
+    /// walk), give or take a quarter at random for each walk.
     pub kad_bootstrap_interval: Duration,
     /// Timeout of a single DHT query.
     pub kad_query_timeout: Duration,
@@ -82,6 +87,7 @@ impl Default for NetConfig {
             ping_interval: Duration::from_secs(10),
             target_peers: 12,
             peer_idle_grace: Duration::from_secs(60),
+            peer_uncalled_grace: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(300),
             kad_bootstrap_interval: Duration::from_secs(300),
             kad_query_timeout: Duration::from_secs(10),

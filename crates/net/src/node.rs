@@ -29,6 +29,7 @@ use libp2p::{
     gossipsub, identify, kad, noise, ping, relay, request_response, tcp, yamux, Multiaddr, PeerId,
     Swarm,
 };
+use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -40,7 +41,7 @@ use crate::handle::{
     PeerStatus, RelayStatus, TopicStatus,
 };
 use crate::identity::{keypair_from_secret, node_id_of_public_key, PeerTable};
-use crate::peer_limit::{peers_to_close, ConnectedPeer};
+use crate::peer_limit::{peers_to_close, ConnectedPeer, Grace};
 use crate::ping_strikes::{PingStrikes, PING_FAILURES_BEFORE_CLOSE};
 use crate::protocol::{
     decode_request, StreamChunk, WirePull, WireReply, WireRequest, ENVELOPE_OVERHEAD,
@@ -68,6 +69,14 @@ const STREAM_BUFFER: usize = 64;
 /// start-up walk connects to most of a lab (39 of 40) and the peer target
 /// closes all but ~12 a minute later, leaving ~17 MiB free in the heap.
 const BURST_CONNECTIONS: usize = 16;
+
+/// `period` stretched or shrunk by up to a quarter at random, so that nodes
+/// started together (a lab, a data centre after an upgrade) do not walk the
+/// DHT together: a walk connects to most of a small network, and a hundred
+/// of them at once left every node with ~90 connections.
+fn jittered(period: Duration) -> Duration {
+    period.mul_f64(rand::thread_rng().gen_range(0.75..=1.25))
+}
 
 /// Start a node: build the swarm from `secret`, bind `config.listen` (the
 /// bound addresses are known when this returns), dial the bootstrap nodes and
@@ -169,6 +178,7 @@ pub async fn start_with_streams(
             .filter_map(|addr| split_peer(addr).1)
             .collect(),
         last_peer_limit_check: Instant::now(),
+        next_dht_walk: Instant::now() + jittered(config.kad_bootstrap_interval),
         providing: false,
         reservations: HashSet::new(),
         relays: Vec::new(),
@@ -356,8 +366,26 @@ struct PeerState {
     connections: HashMap<ConnectionId, Multiaddr>,
     listen_addrs: Vec<Multiaddr>,
     agent: Option<String>,
-    /// The last call to or from the peer, or when it last connected.
-    last_used: Option<Instant>,
+    /// When its current connections began (the first of them).
+    connected_at: Option<Instant>,
+    /// The last call to or from the peer.
+    last_call: Option<Instant>,
+}
+
+impl PeerState {
+    /// Whether a call went to or came from the peer since it connected.
+    fn called(&self) -> bool {
+        match (self.last_call, self.connected_at) {
+            (Some(call), Some(connected)) => call >= connected,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// The last call, or when it connected if that came later.
+    fn last_used(&self) -> Option<Instant> {
+        self.last_call.max(self.connected_at)
+    }
 }
 
 type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<WireReply>>>;
@@ -400,6 +428,9 @@ struct Node {
     /// Peers reached through a bootstrap address (never closed for the peer limit).
     bootstrap_peers: HashSet<PeerId>,
     last_peer_limit_check: Instant,
+    /// When to walk the DHT next ([`NetConfig::kad_bootstrap_interval`],
+    /// jittered).
+    next_dht_walk: Instant,
     providing: bool,
     reservations: HashSet<PeerId>,
     relays: Vec<Relay>,
@@ -904,9 +935,14 @@ impl Node {
             self.maintain_relays();
         }
 
-        if self.last_peer_limit_check.elapsed() >= PEER_LIMIT_CHECK.min(self.config.peer_idle_grace)
+        if self.last_peer_limit_check.elapsed()
+            >= PEER_LIMIT_CHECK.min(self.peer_grace().shortest())
         {
             self.limit_peers();
+        }
+
+        if Instant::now() >= self.next_dht_walk {
+            self.walk_dht();
         }
 
         if self
@@ -955,7 +991,7 @@ impl Node {
     /// A call went to or came from `peer`: it is in use.
     fn used(&mut self, peer: &PeerId) {
         if let Some(state) = self.peers.get_mut(peer) {
-            state.last_used = Some(Instant::now());
+            state.last_call = Some(Instant::now());
         }
     }
 
@@ -965,6 +1001,27 @@ impl Node {
         self.bootstrap
             .iter()
             .any(|addr| addr == remote || split_peer(addr).0 == *remote)
+    }
+
+    /// How long connected peers are kept whatever the target.
+    fn peer_grace(&self) -> Grace {
+        Grace {
+            called: self.config.peer_idle_grace,
+            uncalled: self.config.peer_uncalled_grace,
+        }
+    }
+
+    /// Refresh the DHT routing table (a Kademlia bootstrap: a lookup of this
+    /// node and of a random key per bucket) and plan the next walk.
+    fn walk_dht(&mut self) {
+        self.next_dht_walk = Instant::now() + jittered(self.config.kad_bootstrap_interval);
+        if !self.providing {
+            // Not in the DHT yet: the first identified peer starts the walk.
+            return;
+        }
+        if let Err(error) = self.swarm.behaviour_mut().kad.bootstrap() {
+            tracing::debug!(%error, "no DHT walk: no known peer");
+        }
     }
 
     /// Above `target_peers` connected peers, close the least recently used
@@ -998,11 +1055,12 @@ impl Node {
             .connected_peers()
             .map(|(peer, state)| ConnectedPeer {
                 peer: *peer,
-                last_used: state.last_used.unwrap_or(now),
+                last_used: state.last_used().unwrap_or(now),
+                called: state.called(),
                 protected: protected.contains(peer),
             })
             .collect();
-        let closing = peers_to_close(&connected, target, self.config.peer_idle_grace, now);
+        let closing = peers_to_close(&connected, target, self.peer_grace(), now);
         if !closing.is_empty() {
             tracing::debug!(
                 connected = connected.len(),
@@ -1117,8 +1175,10 @@ impl Node {
                     self.bootstrap_peers.insert(peer_id);
                 }
                 let state = self.peers.entry(peer_id).or_default();
+                if state.connections.is_empty() {
+                    state.connected_at = Some(Instant::now());
+                }
                 state.connections.insert(connection_id, remote);
-                state.last_used = Some(Instant::now());
                 let open = self.open_connections();
                 self.connection_burst.opened(open);
                 if self
@@ -1426,6 +1486,9 @@ impl Node {
                         request_id,
                         response,
                     } => {
+                        // The answer counts as use too: a call sent while
+                        // the connection was still being dialed predates it.
+                        self.used(&peer);
                         let Some(in_flight) = self.in_flight.remove(&request_id) else {
                             return;
                         };
@@ -1722,5 +1785,17 @@ mod tests {
         let reply = encode_reply(&Ok(serde_json::json!("x".repeat(100))), 50, 10);
         let decoded: WireReply = serde_json::from_slice(&reply).expect("valid reply");
         assert_eq!(decoded.map_err(|e| e.code), Err(ErrorCode::PayloadTooLarge));
+    }
+
+    #[test]
+    fn dht_walks_are_spread_over_a_quarter_either_side_of_the_period() {
+        let period = Duration::from_secs(300);
+        let walks: Vec<Duration> = (0..200).map(|_| jittered(period)).collect();
+        assert!(walks
+            .iter()
+            .all(|walk| (period.mul_f64(0.75)..=period.mul_f64(1.25)).contains(walk)));
+        // Spread, not one value: some early and some late.
+        assert!(walks.iter().any(|walk| *walk < Duration::from_secs(270)));
+        assert!(walks.iter().any(|walk| *walk > Duration::from_secs(330)));
     }
 }

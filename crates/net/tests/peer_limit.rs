@@ -2,7 +2,8 @@
 //! to everyone lets go of its idle connections down to `target_peers`, keeps
 //! its bootstrap node, and still reaches every node (dialed again) and every
 //! subscriber of a broadcast afterwards; closing a burst of connections asks
-//! for the heap pages they freed to be given back.
+//! for the heap pages they freed to be given back; connections that carried
+//! no call (what DHT walks leave) go sooner than used ones.
 
 mod common;
 
@@ -114,6 +115,75 @@ async fn idle_connections_above_the_target_are_closed_and_peers_stay_reachable()
             .expect("subscription open");
         assert_eq!(message.payload, b"offer");
     }
+    for node in nodes {
+        node.handle.shutdown().await;
+    }
+}
+
+/// What a DHT walk leaves behind (connections that carried no call) goes after
+/// the short grace, while peers that carried a call stay for the long one,
+/// even above the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_call_go_sooner_than_used_ones() {
+    common::init_tracing();
+    let walked = |bootstrap| golem_net::NetConfig {
+        target_peers: 1,
+        peer_idle_grace: Duration::from_secs(60),
+        peer_uncalled_grace: Duration::from_secs(1),
+        ..config(bootstrap)
+    };
+    let first = TestNode::start(secret(), walked(Vec::new())).await;
+    let bootstrap = first.addr(true).await;
+    let mut nodes = vec![first];
+    for _ in 1..NODES {
+        nodes.push(TestNode::start(secret(), walked(vec![bootstrap.clone()])).await);
+    }
+    let ids: Vec<NodeId> = nodes.iter().map(TestNode::id).collect();
+    let last = &nodes[NODES - 1];
+    let connected_to = |node: &TestNode| {
+        let handle = node.handle.clone();
+        async move { handle.connected_nodes().await }
+    };
+
+    // The last node's start-up walk connects it to nodes it never calls.
+    let walked_beyond_bootstrap = wait_until(Duration::from_secs(10), || async {
+        connected_to(last).await.len() > 2
+    })
+    .await;
+    assert!(
+        walked_beyond_bootstrap,
+        "the start-up walk connected the last node to {:?} only",
+        connected_to(last).await
+    );
+
+    let called = &ids[3..6];
+    for id in called {
+        last.handle
+            .call(*id, "/public/echo", "Echo", json!(null))
+            .await
+            .unwrap_or_else(|e| panic!("call to {id}: {e:?}"));
+    }
+    // Above a target of 1, everything but the bootstrap node and the called
+    // peers goes within seconds (not the 60 s of the long grace) ...
+    let kept: Vec<NodeId> = std::iter::once(ids[0])
+        .chain(called.iter().copied())
+        .collect();
+    let pruned = wait_until(Duration::from_secs(10), || async {
+        connected_to(last).await.iter().all(|id| kept.contains(id))
+    })
+    .await;
+    assert!(
+        pruned,
+        "peers that carried no call are still connected: {:?} (kept would be {kept:?})",
+        connected_to(last).await
+    );
+    // ... and the called peers stay, past the short grace.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = connected_to(last).await;
+    assert!(
+        called.iter().all(|id| now.contains(id)),
+        "a called peer was closed within the long grace: connected {now:?}, called {called:?}"
+    );
     for node in nodes {
         node.handle.shutdown().await;
     }

@@ -2,11 +2,14 @@
 //! topics of the subnets we care about (each broadcast reaches the actor as a
 //! stream message), broadcasting our offers (at once and on the actor's
 //! announcement timer, since a publish fails while the mesh has no peers yet),
-//! and asking newly connected peers for theirs. Every network call runs in a
+//! and asking newly connected peers for theirs (once per
+//! [`PULL_REPEAT_AFTER`]: DHT walks connect the same peers again and again).
+//! Every network call runs in a
 //! future that does not borrow the state; what it brings back is applied by
 //! the actor.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use actix::{ActorFutureExt, AsyncContext, Context, StreamHandler};
 use golem_model::market::{offers_topic, GetOwnOffers, OfferBroadcast};
@@ -182,14 +185,21 @@ impl MarketActor {
 
     /// Ask each newly connected peer for its offers, so a node that has just
     /// started (or a peer that has just appeared) need not wait for the next
-    /// re-announcement.
+    /// re-announcement. A peer asked within [`PULL_REPEAT_AFTER`] is not
+    /// asked again: the call would also keep its connection open for the
+    /// net's longer grace for used peers.
     pub(crate) fn check_peers(&mut self, ctx: &mut Context<Self>) {
         let net = self.core.net.clone();
         ctx.spawn(
             actix::fut::wrap_future(async move { connected_peers(&net).await }).map(
                 |connected: HashSet<NodeId>, actor: &mut MarketActor, ctx| {
-                    let newcomers: Vec<NodeId> =
-                        connected.difference(&actor.known_peers).copied().collect();
+                    let now = Instant::now();
+                    actor.pulled.forget_before(now);
+                    let newcomers: Vec<NodeId> = connected
+                        .difference(&actor.known_peers)
+                        .copied()
+                        .filter(|peer| actor.pulled.first_in_a_while(*peer, now))
+                        .collect();
                     for peer in newcomers {
                         actor.pull_offers_from(peer, ctx);
                     }
@@ -224,6 +234,39 @@ impl MarketActor {
                 Err(error) => tracing::debug!(%peer, %error, "cannot pull offers from a peer"),
             },
         ));
+    }
+}
+
+/// How long after asking a peer for its offers a new connection to it does
+/// not ask again. Longer than the net's DHT walk period (300 s give or take a
+/// quarter), whose walks connect most of a small network anew each time: at
+/// 100 nodes every walk made ~90 pulls per node. What changes in between
+/// reaches the node by broadcast (at once, and again every announcement
+/// period).
+pub(crate) const PULL_REPEAT_AFTER: Duration = Duration::from_secs(600);
+
+/// When each peer was last asked for its offers (entries older than
+/// [`PULL_REPEAT_AFTER`] are forgotten, so it holds the recent peers only).
+#[derive(Debug, Default)]
+pub(crate) struct PullLog {
+    asked: HashMap<NodeId, Instant>,
+}
+
+impl PullLog {
+    /// Whether `peer` is to be asked now; if so, that is recorded.
+    fn first_in_a_while(&mut self, peer: NodeId, now: Instant) -> bool {
+        match self.asked.get(&peer) {
+            Some(asked) if now.saturating_duration_since(*asked) < PULL_REPEAT_AFTER => false,
+            _ => {
+                self.asked.insert(peer, now);
+                true
+            }
+        }
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        self.asked
+            .retain(|_, asked| now.saturating_duration_since(*asked) < PULL_REPEAT_AFTER);
     }
 }
 
@@ -268,8 +311,28 @@ fn empty_broadcast() -> OfferBroadcast {
 
 #[cfg(test)]
 mod tests {
-    use super::announce_retry_delay;
-    use std::time::Duration;
+    use super::{announce_retry_delay, PullLog, PULL_REPEAT_AFTER};
+    use golem_model::NodeId;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_peer_is_asked_for_its_offers_again_only_after_the_repeat_period() {
+        let start = Instant::now();
+        let (first, second) = (NodeId::from_bytes([1; 20]), NodeId::from_bytes([2; 20]));
+        let mut log = PullLog::default();
+        assert!(log.first_in_a_while(first, start));
+        // Reconnected by the next DHT walk, 5 minutes later: not asked again.
+        let walk = start + Duration::from_secs(300);
+        assert!(!log.first_in_a_while(first, walk));
+        assert!(log.first_in_a_while(second, walk));
+        // Once the period has passed it is asked again, and forgetting keeps
+        // only the peers asked within the period.
+        let later = start + PULL_REPEAT_AFTER;
+        log.forget_before(later);
+        assert_eq!(log.asked.len(), 1);
+        assert!(log.first_in_a_while(first, later));
+        assert!(!log.first_in_a_while(second, later));
+    }
 
     #[test]
     fn an_announcement_nobody_took_is_retried_after_one_second_doubling_up_to_the_period() {
