@@ -87,7 +87,7 @@ impl Default for NetConfig {
             ping_interval: Duration::from_secs(10),
             target_peers: 12,
             peer_idle_grace: Duration::from_secs(60),
-            peer_uncalled_grace: Duration::from_secs(10),
+            peer_uncalled_grace: Duration::from_secs(3),
             idle_connection_timeout: Duration::from_secs(300),
             kad_bootstrap_interval: Duration::from_secs(300),
             kad_query_timeout: Duration::from_secs(10),
@@ -100,10 +100,12 @@ impl Default for NetConfig {
     }
 }
 
-/// Default of [`NetConfig::gossip_queue_len`]: 256 messages waiting for one
-/// slow peer. The market sends all of a node's offers of a subnet as one
-/// broadcast, so an announcement is a message or two per subnet.
-pub const GOSSIP_QUEUE_LEN: usize = 512;
+/// Default of [`NetConfig::gossip_queue_len`]: 128 messages waiting for one
+/// slow peer (~33 KB resident per peer). The market sends all of a node's
+/// offers of a subnet as one broadcast, so an announcement is a message or
+/// two per subnet; a DHT walk connects to most of a 100-node network for a
+/// few seconds, and at 512 each of those ~90 peers held ~66 KB.
+pub const GOSSIP_QUEUE_LEN: usize = 256;
 
 impl NetConfig {
     /// A node listening on an ephemeral loopback TCP port: handy for tests.

@@ -149,8 +149,8 @@ pub struct MarketActor {
     pub(crate) topics: HashSet<Option<String>>,
     /// Peers connected at the last check (each newcomer is asked for its offers).
     pub(crate) known_peers: HashSet<NodeId>,
-    /// When each recent peer was asked for its offers.
-    pub(crate) pulled: super::propagation::PullLog,
+    /// The peers already asked for their offers.
+    pub(crate) pulled: super::propagation::PulledPeers,
     /// The timer of the outbox's next retry.
     pub(crate) outbox_timer: Option<SpawnHandle>,
     /// The timer of the next try of an announcement no peer took (none

@@ -10,8 +10,8 @@
 //! - **Discovery.** Our offers are broadcast on a per-subnet gossip topic
 //!   ([`golem_model::market::offers_topic`]) when subscribed or unsubscribed and
 //!   re-announced every [`MarketConfig::announce_interval`]; a node also asks
-//!   every peer it newly connects to for that peer's own offers
-//!   ([`golem_model::market::GetOwnOffers`]). An offer is accepted only from its
+//!   each peer, the first time it connects, for that peer's own offers
+//!   ([`golem_model::market::GetOwnOffers`]; not again on reconnects). An offer is accepted only from its
 //!   provider (broadcast origin or answering node), unexpired, and not after an
 //!   unsubscription of it (tombstones), so forged and replayed ones are dropped.
 //! - **Matching** is local: a demand is matched both ways against every live

@@ -2,14 +2,13 @@
 //! topics of the subnets we care about (each broadcast reaches the actor as a
 //! stream message), broadcasting our offers (at once and on the actor's
 //! announcement timer, since a publish fails while the mesh has no peers yet),
-//! and asking newly connected peers for theirs (once per
-//! [`PULL_REPEAT_AFTER`]: DHT walks connect the same peers again and again).
+//! and asking peers for theirs the first time they connect (not again on
+//! every reconnect: DHT walks connect the same peers again and again).
 //! Every network call runs in a
 //! future that does not borrow the state; what it brings back is applied by
 //! the actor.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
 use actix::{ActorFutureExt, AsyncContext, Context, StreamHandler};
 use golem_model::market::{offers_topic, GetOwnOffers, OfferBroadcast};
@@ -185,20 +184,17 @@ impl MarketActor {
 
     /// Ask each newly connected peer for its offers, so a node that has just
     /// started (or a peer that has just appeared) need not wait for the next
-    /// re-announcement. A peer asked within [`PULL_REPEAT_AFTER`] is not
-    /// asked again: the call would also keep its connection open for the
-    /// net's longer grace for used peers.
+    /// re-announcement. A peer already asked is not asked again when it
+    /// reconnects ([`PulledPeers`]).
     pub(crate) fn check_peers(&mut self, ctx: &mut Context<Self>) {
         let net = self.core.net.clone();
         ctx.spawn(
             actix::fut::wrap_future(async move { connected_peers(&net).await }).map(
                 |connected: HashSet<NodeId>, actor: &mut MarketActor, ctx| {
-                    let now = Instant::now();
-                    actor.pulled.forget_before(now);
                     let newcomers: Vec<NodeId> = connected
                         .difference(&actor.known_peers)
                         .copied()
-                        .filter(|peer| actor.pulled.first_in_a_while(*peer, now))
+                        .filter(|peer| actor.pulled.first_time(*peer))
                         .collect();
                     for peer in newcomers {
                         actor.pull_offers_from(peer, ctx);
@@ -237,36 +233,36 @@ impl MarketActor {
     }
 }
 
-/// How long after asking a peer for its offers a new connection to it does
-/// not ask again. Longer than the net's DHT walk period (300 s give or take a
-/// quarter), whose walks connect most of a small network anew each time: at
-/// 100 nodes every walk made ~90 pulls per node. What changes in between
-/// reaches the node by broadcast (at once, and again every announcement
-/// period).
-pub(crate) const PULL_REPEAT_AFTER: Duration = Duration::from_secs(600);
+/// How many peers [`PulledPeers`] remembers; beyond that the oldest quarter
+/// is forgotten (and asked again if they reconnect).
+pub(crate) const PULLED_PEERS_KEPT: usize = 4096;
 
-/// When each peer was last asked for its offers (entries older than
-/// [`PULL_REPEAT_AFTER`] are forgotten, so it holds the recent peers only).
+/// The peers already asked for their offers. A reconnect does not ask again:
+/// what a known peer changes reaches the node by broadcast (at once, and again
+/// every announcement period). DHT walks reconnect most of a small network
+/// every few minutes; asking on each reconnect made ~90 pulls per node per
+/// walk at 100 nodes, and each pull, a call, kept its connection open for the
+/// net's long grace of used peers. Bounded: the oldest are forgotten first.
 #[derive(Debug, Default)]
-pub(crate) struct PullLog {
-    asked: HashMap<NodeId, Instant>,
+pub(crate) struct PulledPeers {
+    asked: HashMap<NodeId, u64>,
+    asked_so_far: u64,
 }
 
-impl PullLog {
-    /// Whether `peer` is to be asked now; if so, that is recorded.
-    fn first_in_a_while(&mut self, peer: NodeId, now: Instant) -> bool {
-        match self.asked.get(&peer) {
-            Some(asked) if now.saturating_duration_since(*asked) < PULL_REPEAT_AFTER => false,
-            _ => {
-                self.asked.insert(peer, now);
-                true
-            }
+impl PulledPeers {
+    /// Whether `peer` is to be asked now (never asked, or forgotten since);
+    /// if so, that is recorded.
+    fn first_time(&mut self, peer: NodeId) -> bool {
+        if self.asked.contains_key(&peer) {
+            return false;
         }
-    }
-
-    fn forget_before(&mut self, now: Instant) {
-        self.asked
-            .retain(|_, asked| now.saturating_duration_since(*asked) < PULL_REPEAT_AFTER);
+        self.asked_so_far += 1;
+        self.asked.insert(peer, self.asked_so_far);
+        if self.asked.len() > PULLED_PEERS_KEPT {
+            let keep_from = self.asked_so_far - (PULLED_PEERS_KEPT as u64 * 3 / 4);
+            self.asked.retain(|_, order| *order > keep_from);
+        }
+        true
     }
 }
 
@@ -311,27 +307,30 @@ fn empty_broadcast() -> OfferBroadcast {
 
 #[cfg(test)]
 mod tests {
-    use super::{announce_retry_delay, PullLog, PULL_REPEAT_AFTER};
+    use super::{announce_retry_delay, PulledPeers, PULLED_PEERS_KEPT};
     use golem_model::NodeId;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
-    fn a_peer_is_asked_for_its_offers_again_only_after_the_repeat_period() {
-        let start = Instant::now();
-        let (first, second) = (NodeId::from_bytes([1; 20]), NodeId::from_bytes([2; 20]));
-        let mut log = PullLog::default();
-        assert!(log.first_in_a_while(first, start));
-        // Reconnected by the next DHT walk, 5 minutes later: not asked again.
-        let walk = start + Duration::from_secs(300);
-        assert!(!log.first_in_a_while(first, walk));
-        assert!(log.first_in_a_while(second, walk));
-        // Once the period has passed it is asked again, and forgetting keeps
-        // only the peers asked within the period.
-        let later = start + PULL_REPEAT_AFTER;
-        log.forget_before(later);
-        assert_eq!(log.asked.len(), 1);
-        assert!(log.first_in_a_while(first, later));
-        assert!(!log.first_in_a_while(second, later));
+    fn a_peer_is_asked_for_its_offers_once_and_the_oldest_are_forgotten_beyond_the_bound() {
+        let node = |n: u64| {
+            let mut bytes = [0u8; 20];
+            bytes[..8].copy_from_slice(&n.to_be_bytes());
+            NodeId::from_bytes(bytes)
+        };
+        let mut pulled = PulledPeers::default();
+        assert!(pulled.first_time(node(0)));
+        // Reconnected by the next DHT walk: not asked again.
+        assert!(!pulled.first_time(node(0)));
+        for n in 1..PULLED_PEERS_KEPT as u64 {
+            assert!(pulled.first_time(node(n)));
+        }
+        assert_eq!(pulled.asked.len(), PULLED_PEERS_KEPT);
+        // One more: the oldest quarter is forgotten, the newest kept.
+        assert!(pulled.first_time(node(PULLED_PEERS_KEPT as u64)));
+        assert_eq!(pulled.asked.len(), PULLED_PEERS_KEPT * 3 / 4);
+        assert!(!pulled.first_time(node(PULLED_PEERS_KEPT as u64 - 1)));
+        assert!(pulled.first_time(node(0)), "the oldest was forgotten");
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub struct MarketOverrides {
     /// Lifetime of an offer or demand subscription [env: GOLEM_MARKET_SUBSCRIPTION_TTL_SECS] [default: 3600]
     #[arg(long = "market-subscription-ttl-secs", value_name = "SECS")]
     pub subscription_ttl_secs: Option<u64>,
-    /// How often this node's live offers are broadcast again; new and ended offers go out at once, a node asks each newly connected peer for its offers, and an announcement no peer took is tried again after 1 s doubling [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 30000]
+    /// How often this node's live offers are broadcast again; new and ended offers go out at once, a node asks each peer for its offers when it first connects, and an announcement no peer took is tried again after 1 s doubling [env: GOLEM_MARKET_ANNOUNCE_INTERVAL_MS] [default: 30000]
     #[arg(long = "market-announce-interval-ms", value_name = "MS")]
     pub announce_interval_ms: Option<u64>,
     /// How often connected peers are checked for newcomers to ask for offers [env: GOLEM_MARKET_PEER_CHECK_INTERVAL_MS] [default: 500]
