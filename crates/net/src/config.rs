@@ -46,8 +46,8 @@ pub struct NetConfig {
     pub peer_uncalled_grace: Duration,
     /// Connections with no protocol in use are closed after this long.
     pub idle_connection_timeout: Duration,
-    /// How often to refresh the DHT routing table (a Kademlia bootstrap
-    /// walk), give or take a quarter at random for each walk.
+    /// How often to refresh the DHT routing table, give or take a quarter at
+    /// random for each walk (whose lookups are paced: [`crate::dht_walk`]).
     pub kad_bootstrap_interval: Duration,
     /// Timeout of a single DHT query.
     pub kad_query_timeout: Duration,

@@ -16,6 +16,7 @@
 
 mod behaviour;
 mod config;
+mod dht_walk;
 mod error;
 mod handle;
 mod identity;

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::NetConfig;
+use crate::dht_walk::{DhtWalk, WalkStep};
 use crate::error::NetError;
 use crate::handle::{
     Broadcast, Command, InboundCall, InboundHandler, InboundStreamHandler, NetHandle, NetStatus,
@@ -179,6 +180,7 @@ pub async fn start_with_streams(
             .collect(),
         last_peer_limit_check: Instant::now(),
         next_dht_walk: Instant::now() + jittered(config.kad_bootstrap_interval),
+        dht_walk: DhtWalk::default(),
         providing: false,
         reservations: HashSet::new(),
         relays: Vec::new(),
@@ -429,8 +431,9 @@ struct Node {
     bootstrap_peers: HashSet<PeerId>,
     last_peer_limit_check: Instant,
     /// When to walk the DHT next ([`NetConfig::kad_bootstrap_interval`],
-    /// jittered).
+    /// jittered), and the steps of the walk under way.
     next_dht_walk: Instant,
+    dht_walk: DhtWalk,
     providing: bool,
     reservations: HashSet<PeerId>,
     relays: Vec<Relay>,
@@ -944,6 +947,9 @@ impl Node {
         if Instant::now() >= self.next_dht_walk {
             self.walk_dht();
         }
+        if let Some(step) = self.dht_walk.due(Instant::now()) {
+            self.run_walk_step(step);
+        }
 
         if self
             .peers
@@ -1011,16 +1017,37 @@ impl Node {
         }
     }
 
-    /// Refresh the DHT routing table (a Kademlia bootstrap: a lookup of this
-    /// node and of a random key per bucket) and plan the next walk.
+    /// Start refreshing the DHT routing table (see [`crate::dht_walk`]: its
+    /// steps then run on the maintenance tick) and plan the next walk.
     fn walk_dht(&mut self) {
-        self.next_dht_walk = Instant::now() + jittered(self.config.kad_bootstrap_interval);
+        let now = Instant::now();
+        self.next_dht_walk = now + jittered(self.config.kad_bootstrap_interval);
         if !self.providing {
             // Not in the DHT yet: the first identified peer starts the walk.
             return;
         }
-        if let Err(error) = self.swarm.behaviour_mut().kad.bootstrap() {
-            tracing::debug!(%error, "no DHT walk: no known peer");
+        let closest_bucket = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .next()
+            .and_then(|bucket| bucket.range().0.ilog2());
+        self.dht_walk.start(self.local_peer_id, closest_bucket, now);
+        tracing::debug!(steps = self.dht_walk.remaining(), "DHT walk started");
+    }
+
+    fn run_walk_step(&mut self, step: WalkStep) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        match step {
+            WalkStep::Lookup(key) => {
+                kad.get_closest_peers(key);
+            }
+            WalkStep::Provide => {
+                if let Err(error) = kad.start_providing(provider_key(&self.local_node_id)) {
+                    tracing::warn!(%error, "cannot announce own provider record");
+                }
+            }
         }
     }
 
