@@ -6,14 +6,16 @@
 //! `NetConfig::peer_uncalled_grace`. kad's own bootstrap starts the lookups
 //! back to back, so a walking node of a 100-node lab held ~75–90 connections
 //! at once (and ~6 MiB more heap); here they start [`WALK_STEP`] apart and
-//! a walk holds about one lookup's connections at a time. Pure planning: the
-//! node asks [`DhtWalk::due`] on its maintenance tick and runs the step.
+//! a walk holds about one lookup's connections at a time; walks follow each
+//! other at [`jittered`] times. Pure planning: the node asks [`DhtWalk::due`]
+//! on its maintenance tick and runs the step.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use libp2p::kad::KBucketKey;
 use libp2p::PeerId;
+use rand::Rng;
 use tokio::time::Instant;
 
 /// Time between the steps of one walk: longer than a lookup on slow links
@@ -74,6 +76,15 @@ impl DhtWalk {
     pub fn remaining(&self) -> usize {
         self.steps.len()
     }
+}
+
+/// `period` stretched or shrunk by up to a quarter at random: the time to
+/// the next walk, so that nodes started together (a lab, a data centre after
+/// an upgrade) do not walk together. A walk connects to most of a small
+/// network, and a hundred of them at once left every node with ~90
+/// connections.
+pub fn jittered(period: Duration) -> Duration {
+    period.mul_f64(rand::thread_rng().gen_range(0.75..=1.25))
 }
 
 /// A random key at distance 2^bucket .. 2^(bucket+1) from `local`, or as
@@ -142,5 +153,17 @@ mod tests {
         assert_eq!(walk.due(now), Some(WalkStep::Lookup(local)));
         assert_eq!(walk.due(now + WALK_STEP), Some(WalkStep::Provide));
         assert_eq!(walk.remaining(), 0);
+    }
+
+    #[test]
+    fn dht_walks_are_spread_over_a_quarter_either_side_of_the_period() {
+        let period = Duration::from_secs(300);
+        let walks: Vec<Duration> = (0..200).map(|_| jittered(period)).collect();
+        assert!(walks
+            .iter()
+            .all(|walk| (period.mul_f64(0.75)..=period.mul_f64(1.25)).contains(walk)));
+        // Spread, not one value: some early and some late.
+        assert!(walks.iter().any(|walk| *walk < Duration::from_secs(270)));
+        assert!(walks.iter().any(|walk| *walk > Duration::from_secs(330)));
     }
 }

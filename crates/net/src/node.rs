@@ -29,13 +29,12 @@ use libp2p::{
     gossipsub, identify, kad, noise, ping, relay, request_response, tcp, yamux, Multiaddr, PeerId,
     Swarm,
 };
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::NetConfig;
-use crate::dht_walk::{DhtWalk, WalkStep};
+use crate::dht_walk::{jittered, DhtWalk, WalkStep};
 use crate::error::NetError;
 use crate::handle::{
     Broadcast, Command, InboundCall, InboundHandler, InboundStreamHandler, NetHandle, NetStatus,
@@ -70,14 +69,6 @@ const STREAM_BUFFER: usize = 64;
 /// start-up walk connects to most of a lab (39 of 40) and the peer target
 /// closes all but ~12 a minute later, leaving ~17 MiB free in the heap.
 const BURST_CONNECTIONS: usize = 16;
-
-/// `period` stretched or shrunk by up to a quarter at random, so that nodes
-/// started together (a lab, a data centre after an upgrade) do not walk the
-/// DHT together: a walk connects to most of a small network, and a hundred
-/// of them at once left every node with ~90 connections.
-fn jittered(period: Duration) -> Duration {
-    period.mul_f64(rand::thread_rng().gen_range(0.75..=1.25))
-}
 
 /// Start a node: build the swarm from `secret`, bind `config.listen` (the
 /// bound addresses are known when this returns), dial the bootstrap nodes and
@@ -1812,17 +1803,5 @@ mod tests {
         let reply = encode_reply(&Ok(serde_json::json!("x".repeat(100))), 50, 10);
         let decoded: WireReply = serde_json::from_slice(&reply).expect("valid reply");
         assert_eq!(decoded.map_err(|e| e.code), Err(ErrorCode::PayloadTooLarge));
-    }
-
-    #[test]
-    fn dht_walks_are_spread_over_a_quarter_either_side_of_the_period() {
-        let period = Duration::from_secs(300);
-        let walks: Vec<Duration> = (0..200).map(|_| jittered(period)).collect();
-        assert!(walks
-            .iter()
-            .all(|walk| (period.mul_f64(0.75)..=period.mul_f64(1.25)).contains(walk)));
-        // Spread, not one value: some early and some late.
-        assert!(walks.iter().any(|walk| *walk < Duration::from_secs(270)));
-        assert!(walks.iter().any(|walk| *walk > Duration::from_secs(330)));
     }
 }
