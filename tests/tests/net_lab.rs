@@ -544,3 +544,32 @@ fn lab_script_refuses_bad_input_saying_what_to_do() {
         "a refused command left state behind"
     );
 }
+
+/// Bad sampling options to `scripts/bench/idle-rss.sh` are refused before any
+/// lab is made, naming what the option takes.
+#[test]
+fn idle_rss_script_refuses_bad_window_options_saying_what_they_take() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--window", "ten"],
+            "--window takes whole seconds, not 'ten'",
+        ),
+        (
+            &["--every", "0"],
+            "--every takes whole seconds above 0, not '0'",
+        ),
+        (
+            &["--settle", "1m"],
+            "--settle takes whole seconds, not '1m'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = std::process::Command::new(repo_root().join("scripts/bench/idle-rss.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "idle-rss.sh {args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(expected), "idle-rss.sh {args:?}: {stderr}");
+    }
+}
