@@ -373,7 +373,7 @@ mod tests {
     use golem_model::ErrorCode;
 
     fn open(dir: &std::path::Path, autoconf: Option<&str>) -> IdentityService {
-        let store = Store::open(dir).unwrap();
+        let store = crate::store::reopen::open_again(dir).unwrap();
         start(dir, &store, autoconf).unwrap()
     }
 

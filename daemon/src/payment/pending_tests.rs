@@ -172,17 +172,7 @@ fn acceptance(amount: &str, allocation_id: &str) -> Acceptance {
 }
 
 async fn open(dir: &std::path::Path, driver: Arc<SlowDriver>) -> (Store, Router, PaymentService) {
-    let mut tries = 0;
-    let store = loop {
-        match Store::open(dir) {
-            Ok(store) => break store,
-            Err(_) if tries < 100 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => panic!("{error}"),
-        }
-    };
+    let store = crate::store::reopen::open_again_async(dir).await;
     let router = Router::new();
     let service = super::open(
         node(REQUESTOR),

@@ -186,6 +186,53 @@ impl From<StoreError> for golem_model::GolemError {
     }
 }
 
+/// For tests that open a database again in the same process, as a restarted
+/// daemon would: sled lets go of its file lock only once its flusher thread
+/// (and any task still holding a clone) drops the last handle, a moment after
+/// the `Store` is dropped. A restarted daemon is a new process and never
+/// waits; a test tries again for up to [`REOPEN_PATIENCE`].
+#[cfg(test)]
+pub(crate) mod reopen {
+    use super::{Store, StoreError};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    pub(crate) const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
+    const RETRY_EVERY: Duration = Duration::from_millis(20);
+
+    fn locked(error: &StoreError) -> bool {
+        matches!(error, StoreError::Open { source, .. }
+            if source.to_string().contains("could not acquire lock"))
+    }
+
+    /// [`Store::open`], waiting (blocking the thread) while the lock is held.
+    pub(crate) fn open_again(data_dir: &Path) -> Result<Store, StoreError> {
+        let since = Instant::now();
+        loop {
+            match Store::open(data_dir) {
+                Err(error) if locked(&error) && since.elapsed() < REOPEN_PATIENCE => {
+                    std::thread::sleep(RETRY_EVERY)
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    /// Same, sleeping on the runtime: the task still holding the previous
+    /// handle may need this thread to finish.
+    pub(crate) async fn open_again_async(data_dir: &Path) -> Store {
+        let since = Instant::now();
+        loop {
+            match Store::open(data_dir) {
+                Err(error) if locked(&error) && since.elapsed() < REOPEN_PATIENCE => {
+                    tokio::time::sleep(RETRY_EVERY).await
+                }
+                opened => return opened.unwrap_or_else(|error| panic!("{error}")),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +310,7 @@ mod tests {
             store.tree("identity").unwrap().insert("k", "v").unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen::open_again(dir.path()).unwrap();
         assert_eq!(
             store
                 .tree("identity")
@@ -283,7 +330,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             store.force_schema_version(SCHEMA_VERSION + 1).unwrap();
         }
-        let error = match Store::open(dir.path()) {
+        let error = match reopen::open_again(dir.path()) {
             Err(error) => error,
             Ok(_) => panic!("opened a newer schema"),
         };
