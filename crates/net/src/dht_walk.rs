@@ -7,8 +7,8 @@
 //! back to back, so a walking node of a 100-node lab held ~75–90 connections
 //! at once (and ~6 MiB more heap); here they start [`WALK_STEP`] apart and
 //! a walk holds about one lookup's connections at a time; walks follow each
-//! other at [`jittered`] times. Pure planning: the node asks [`DhtWalk::due`]
-//! on its maintenance tick and runs the step.
+//! other at [`jittered`] times. Pure planning: on its maintenance tick the node
+//! asks [`DhtWalk::walk_due`] and [`DhtWalk::step_due`] and runs the step.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -36,14 +36,39 @@ pub enum WalkStep {
     Provide,
 }
 
-/// The steps of the walk under way, if any.
-#[derive(Debug, Default)]
+/// When the node walks next, and the steps of the walk under way, if any.
+#[derive(Debug)]
 pub struct DhtWalk {
+    /// The mean time between walks (`NetConfig::kad_bootstrap_interval`).
+    period: Duration,
+    next_walk_at: Instant,
     steps: VecDeque<WalkStep>,
-    next_at: Option<Instant>,
+    next_step_at: Option<Instant>,
 }
 
 impl DhtWalk {
+    /// No walk under way; the first is due a [`jittered`] `period` after
+    /// `now` (kad's own bootstrap walks when the node joins).
+    pub fn new(period: Duration, now: Instant) -> Self {
+        Self {
+            period,
+            next_walk_at: now + jittered(period),
+            steps: VecDeque::new(),
+            next_step_at: None,
+        }
+    }
+
+    /// Whether a new walk is due now; if so, the one after is planned a
+    /// [`jittered`] period later (the caller then [`start`](Self::start)s
+    /// it, or skips it when the node is not in the DHT yet).
+    pub fn walk_due(&mut self, now: Instant) -> bool {
+        if now < self.next_walk_at {
+            return false;
+        }
+        self.next_walk_at = now + jittered(self.period);
+        true
+    }
+
     /// Plan a walk of `local` whose closest neighbour sits in bucket
     /// `closest_bucket` (none: an empty table, only the self lookup),
     /// replacing any walk still under way; its first step is due now.
@@ -58,17 +83,17 @@ impl DhtWalk {
             )
             .chain(std::iter::once(WalkStep::Provide))
             .collect();
-        self.next_at = Some(now);
+        self.next_step_at = Some(now);
     }
 
     /// The step to run now, if one is due (the next one is then due
     /// [`WALK_STEP`] later).
-    pub fn due(&mut self, now: Instant) -> Option<WalkStep> {
-        if self.next_at.is_none_or(|at| now < at) {
+    pub fn step_due(&mut self, now: Instant) -> Option<WalkStep> {
+        if self.next_step_at.is_none_or(|at| now < at) {
             return None;
         }
         let step = self.steps.pop_front();
-        self.next_at = (!self.steps.is_empty()).then_some(now + WALK_STEP);
+        self.next_step_at = (!self.steps.is_empty()).then_some(now + WALK_STEP);
         step
     }
 
@@ -104,6 +129,21 @@ pub fn key_in_bucket(local: &KBucketKey<PeerId>, bucket: u32) -> PeerId {
 mod tests {
     use super::*;
 
+    const PERIOD: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn walks_fall_due_a_jittered_period_apart_and_each_plans_the_next() {
+        let start = Instant::now();
+        let mut walk = DhtWalk::new(PERIOD, start);
+        assert!(!walk.walk_due(start), "kad's bootstrap walks at the join");
+        assert!(!walk.walk_due(start + PERIOD.mul_f64(0.74)));
+        let first = start + PERIOD.mul_f64(1.25);
+        assert!(walk.walk_due(first));
+        assert!(!walk.walk_due(first), "one walk per period, not per tick");
+        assert!(!walk.walk_due(first + PERIOD.mul_f64(0.74)));
+        assert!(walk.walk_due(first + PERIOD.mul_f64(1.25)));
+    }
+
     fn bucket_of(local: PeerId, key: PeerId) -> Option<u32> {
         KBucketKey::from(key)
             .distance(&KBucketKey::from(local))
@@ -114,19 +154,19 @@ mod tests {
     fn a_walk_looks_up_itself_then_each_farther_bucket_then_provides_one_step_at_a_time() {
         let local = PeerId::random();
         let start = Instant::now();
-        let mut walk = DhtWalk::default();
-        assert_eq!(walk.due(start), None, "no walk planned");
+        let mut walk = DhtWalk::new(PERIOD, start);
+        assert_eq!(walk.step_due(start), None, "no walk planned");
         walk.start(local, Some(250), start);
         assert_eq!(walk.remaining(), 1 + 5 + 1);
 
-        assert_eq!(walk.due(start), Some(WalkStep::Lookup(local)));
-        assert_eq!(walk.due(start), None, "the next step waits");
+        assert_eq!(walk.step_due(start), Some(WalkStep::Lookup(local)));
+        assert_eq!(walk.step_due(start), None, "the next step waits");
         let mut at = start;
         let mut buckets = Vec::new();
         while walk.remaining() > 1 {
-            assert_eq!(walk.due(at + WALK_STEP / 2), None);
+            assert_eq!(walk.step_due(at + WALK_STEP / 2), None);
             at += WALK_STEP;
-            match walk.due(at) {
+            match walk.step_due(at) {
                 Some(WalkStep::Lookup(key)) => buckets.push(bucket_of(local, key)),
                 other => panic!("expected a bucket lookup, got {other:?}"),
             }
@@ -139,19 +179,19 @@ mod tests {
             "one lookup per bucket farther than the closest neighbour's"
         );
         at += WALK_STEP;
-        assert_eq!(walk.due(at), Some(WalkStep::Provide));
-        assert_eq!(walk.due(at + WALK_STEP * 10), None, "the walk is over");
+        assert_eq!(walk.step_due(at), Some(WalkStep::Provide));
+        assert_eq!(walk.step_due(at + WALK_STEP * 10), None, "the walk is over");
     }
 
     #[test]
     fn an_empty_table_walks_only_to_itself_and_a_new_walk_replaces_an_unfinished_one() {
         let local = PeerId::random();
         let now = Instant::now();
-        let mut walk = DhtWalk::default();
+        let mut walk = DhtWalk::new(PERIOD, now);
         walk.start(local, Some(200), now);
         walk.start(local, None, now);
-        assert_eq!(walk.due(now), Some(WalkStep::Lookup(local)));
-        assert_eq!(walk.due(now + WALK_STEP), Some(WalkStep::Provide));
+        assert_eq!(walk.step_due(now), Some(WalkStep::Lookup(local)));
+        assert_eq!(walk.step_due(now + WALK_STEP), Some(WalkStep::Provide));
         assert_eq!(walk.remaining(), 0);
     }
 

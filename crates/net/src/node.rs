@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::NetConfig;
-use crate::dht_walk::{jittered, DhtWalk, WalkStep};
+use crate::dht_walk::{DhtWalk, WalkStep};
 use crate::error::NetError;
 use crate::handle::{
     Broadcast, Command, InboundCall, InboundHandler, InboundStreamHandler, NetHandle, NetStatus,
@@ -170,8 +170,7 @@ pub async fn start_with_streams(
             .filter_map(|addr| split_peer(addr).1)
             .collect(),
         last_peer_limit_check: Instant::now(),
-        next_dht_walk: Instant::now() + jittered(config.kad_bootstrap_interval),
-        dht_walk: DhtWalk::default(),
+        dht_walk: DhtWalk::new(config.kad_bootstrap_interval, Instant::now()),
         providing: false,
         reservations: HashSet::new(),
         relays: Vec::new(),
@@ -423,7 +422,6 @@ struct Node {
     last_peer_limit_check: Instant,
     /// When to walk the DHT next ([`NetConfig::kad_bootstrap_interval`],
     /// jittered), and the steps of the walk under way.
-    next_dht_walk: Instant,
     dht_walk: DhtWalk,
     providing: bool,
     reservations: HashSet<PeerId>,
@@ -935,10 +933,10 @@ impl Node {
             self.limit_peers();
         }
 
-        if Instant::now() >= self.next_dht_walk {
+        if self.dht_walk.walk_due(Instant::now()) {
             self.walk_dht();
         }
-        if let Some(step) = self.dht_walk.due(Instant::now()) {
+        if let Some(step) = self.dht_walk.step_due(Instant::now()) {
             self.run_walk_step(step);
         }
 
@@ -1009,10 +1007,8 @@ impl Node {
     }
 
     /// Start refreshing the DHT routing table (see [`crate::dht_walk`]: its
-    /// steps then run on the maintenance tick) and plan the next walk.
+    /// steps then run on the maintenance tick).
     fn walk_dht(&mut self) {
-        let now = Instant::now();
-        self.next_dht_walk = now + jittered(self.config.kad_bootstrap_interval);
         if !self.providing {
             // Not in the DHT yet: the first identified peer starts the walk.
             return;
@@ -1024,7 +1020,8 @@ impl Node {
             .kbuckets()
             .next()
             .and_then(|bucket| bucket.range().0.ilog2());
-        self.dht_walk.start(self.local_peer_id, closest_bucket, now);
+        self.dht_walk
+            .start(self.local_peer_id, closest_bucket, Instant::now());
         tracing::debug!(steps = self.dht_walk.remaining(), "DHT walk started");
     }
 

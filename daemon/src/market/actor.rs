@@ -147,9 +147,8 @@ pub struct MarketActor {
     pub(crate) scans: Scans,
     /// Gossip topics we listen on, by subnet.
     pub(crate) topics: HashSet<Option<String>>,
-    /// Peers connected at the last check (each newcomer is asked for its offers).
-    pub(crate) known_peers: HashSet<NodeId>,
-    /// The peers already asked for their offers.
+    /// The peers already asked for their offers (each peer connected at a
+    /// check and not in it is asked).
     pub(crate) pulled: super::propagation::PulledPeers,
     /// The timer of the outbox's next retry.
     pub(crate) outbox_timer: Option<SpawnHandle>,
@@ -169,7 +168,6 @@ impl MarketActor {
             outbox,
             scans: Scans::default(),
             topics: HashSet::new(),
-            known_peers: HashSet::new(),
             pulled: Default::default(),
             outbox_timer: None,
             announce_retry: None,

@@ -191,15 +191,11 @@ impl MarketActor {
         ctx.spawn(
             actix::fut::wrap_future(async move { connected_peers(&net).await }).map(
                 |connected: HashSet<NodeId>, actor: &mut MarketActor, ctx| {
-                    let newcomers: Vec<NodeId> = connected
-                        .difference(&actor.known_peers)
-                        .copied()
-                        .filter(|peer| actor.pulled.first_time(*peer))
-                        .collect();
-                    for peer in newcomers {
-                        actor.pull_offers_from(peer, ctx);
+                    for peer in connected {
+                        if actor.pulled.first_time(peer) {
+                            actor.pull_offers_from(peer, ctx);
+                        }
                     }
-                    actor.known_peers = connected;
                 },
             ),
         );
@@ -234,7 +230,7 @@ impl MarketActor {
 }
 
 /// How many peers [`PulledPeers`] remembers; beyond that the oldest quarter
-/// is forgotten (and asked again if they reconnect).
+/// is forgotten (and asked again at the next check that finds them connected).
 pub(crate) const PULLED_PEERS_KEPT: usize = 4096;
 
 /// The peers already asked for their offers. A reconnect does not ask again:
