@@ -197,23 +197,30 @@ pub(crate) mod reopen {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    pub(crate) const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
+    const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
     const RETRY_EVERY: Duration = Duration::from_millis(20);
 
-    fn locked(error: &StoreError) -> bool {
-        matches!(error, StoreError::Open { source, .. }
-            if source.to_string().contains("could not acquire lock"))
+    /// One try of [`Store::open`]: `None` while another handle holds the lock
+    /// and the patience since `since` lasts.
+    fn try_open(data_dir: &Path, since: Instant) -> Option<Result<Store, StoreError>> {
+        match Store::open(data_dir) {
+            Err(StoreError::Open { source, .. })
+                if source.to_string().contains("could not acquire lock")
+                    && since.elapsed() < REOPEN_PATIENCE =>
+            {
+                None
+            }
+            opened => Some(opened),
+        }
     }
 
     /// [`Store::open`], waiting (blocking the thread) while the lock is held.
     pub(crate) fn open_again(data_dir: &Path) -> Result<Store, StoreError> {
         let since = Instant::now();
         loop {
-            match Store::open(data_dir) {
-                Err(error) if locked(&error) && since.elapsed() < REOPEN_PATIENCE => {
-                    std::thread::sleep(RETRY_EVERY)
-                }
-                opened => return opened,
+            match try_open(data_dir, since) {
+                Some(opened) => return opened,
+                None => std::thread::sleep(RETRY_EVERY),
             }
         }
     }
@@ -223,11 +230,9 @@ pub(crate) mod reopen {
     pub(crate) async fn open_again_async(data_dir: &Path) -> Store {
         let since = Instant::now();
         loop {
-            match Store::open(data_dir) {
-                Err(error) if locked(&error) && since.elapsed() < REOPEN_PATIENCE => {
-                    tokio::time::sleep(RETRY_EVERY).await
-                }
-                opened => return opened.unwrap_or_else(|error| panic!("{error}")),
+            match try_open(data_dir, since) {
+                Some(opened) => return opened.unwrap_or_else(|error| panic!("{error}")),
+                None => tokio::time::sleep(RETRY_EVERY).await,
             }
         }
     }
