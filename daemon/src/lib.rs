@@ -189,21 +189,40 @@ pub async fn start(config: DaemonConfig) -> anyhow::Result<Node> {
 }
 
 impl Node {
-    /// Stop in reverse order of start and flush the store.
+    /// Stop in reverse order of start and close the store: once this
+    /// returns, the data dir may be opened by the next node.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.api.stop().await;
-        self.bus.stop().await;
-        self.vpn.stop().await;
-        self.payment.stop();
-        self.activity.stop();
-        self.market.stop().await;
-        self.net.stop().await;
-        self.router.unbind_all();
-        if let Err(error) = self.store.flush().await {
-            tracing::error!(%error, "flushing the store at shutdown failed");
+        let Node {
+            node_id,
+            api_addr: _,
+            router,
+            net,
+            market,
+            activity,
+            payment,
+            vpn,
+            long_polls,
+            shutdown,
+            store,
+            api,
+            bus,
+        } = self;
+        shutdown.cancel();
+        api.stop().await;
+        bus.stop().await;
+        vpn.stop().await;
+        payment.stop();
+        activity.stop();
+        market.stop().await;
+        net.stop().await;
+        router.unbind_all();
+        // The services' handles hold trees of the store: gone before it closes.
+        drop((router, activity, payment, long_polls));
+        // Returns once the data dir is free for the next node to open.
+        if let Err(error) = store.close().await {
+            tracing::error!(%error, "closing the store at shutdown failed");
         }
-        tracing::info!(node_id = %self.node_id, "node stopped");
+        tracing::info!(%node_id, "node stopped");
     }
 }
 

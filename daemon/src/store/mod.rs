@@ -9,6 +9,7 @@ mod private_dir;
 pub use private_dir::{make_private, PrivateDirError};
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Version of the on-disk layout written by this build.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -30,6 +31,16 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: String, message: String },
+    #[error("cannot tell whether the database in {path} is still open: {source}")]
+    LockProbe {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the database in {path} is still open {waited:?} after the node let go of it \
+         (a task still holds a handle); another golem-daemon on this --data-dir must wait for this one to exit"
+    )]
+    StillOpen { path: PathBuf, waited: Duration },
 }
 
 /// Make every write to `tree` so far durable, on tokio's blocking pool.
@@ -51,10 +62,36 @@ pub async fn flush_tree(tree: sled::Tree) -> Result<(), sled::Error> {
 /// sled's page cache when no setting says otherwise (`store-cache-mib`).
 pub const DEFAULT_CACHE_MIB: u64 = 8;
 
+/// How long [`Store::close`] waits for the database's other handles to go.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+const LOCK_PROBE_EVERY: Duration = Duration::from_millis(10);
+
+/// Whether no handle, in this process or another, holds sled's exclusive
+/// lock on the database in `db_dir` (a missing database counts as free).
+/// Probed with a non-blocking `flock` of the file sled locks, let go at once.
+fn lock_is_free(db_dir: &Path) -> std::io::Result<bool> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = match std::fs::File::open(db_dir.join("db")) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(error) => return Err(error),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(true)
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(false),
+        Err((_, errno)) => Err(errno.into()),
+    }
+}
+
 /// Handle to the node's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// `<data_dir>/db`, sled's directory.
+    path: PathBuf,
 }
 
 impl Store {
@@ -99,7 +136,39 @@ impl Store {
                 }
             }
         }
-        Ok(Store { db })
+        Ok(Store { db, path })
+    }
+
+    /// Flush, drop this handle and wait until every other handle is gone
+    /// too. sled lets go of its file lock only with the last handle (a
+    /// service's tree, its own flusher thread), a moment after the node's
+    /// services stop; once this returns, another node may open the same data
+    /// dir, in this process or another. Waits up to [`CLOSE_PATIENCE`].
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.close_within(CLOSE_PATIENCE).await
+    }
+
+    async fn close_within(self, patience: Duration) -> Result<(), StoreError> {
+        self.flush().await?;
+        let path = self.path.clone();
+        drop(self);
+        let since = Instant::now();
+        loop {
+            let free = lock_is_free(&path).map_err(|source| StoreError::LockProbe {
+                path: path.clone(),
+                source,
+            })?;
+            if free {
+                return Ok(());
+            }
+            if since.elapsed() >= patience {
+                return Err(StoreError::StillOpen {
+                    path,
+                    waited: patience,
+                });
+            }
+            tokio::time::sleep(LOCK_PROBE_EVERY).await;
+        }
     }
 
     /// The tree a service keeps its records in.
@@ -186,55 +255,42 @@ impl From<StoreError> for golem_model::GolemError {
     }
 }
 
-/// For tests that open a database again in the same process, as a restarted
-/// daemon would: sled lets go of its file lock only once its flusher thread
-/// (and any task still holding a clone) drops the last handle, a moment after
-/// the `Store` is dropped. A restarted daemon is a new process and never
-/// waits; a test tries again for up to [`REOPEN_PATIENCE`].
+/// For unit tests that drop a `Store` (or the services holding its trees)
+/// and open the database again in the same process, as a restarted daemon
+/// would: sled lets go of its file lock a moment after the last handle is
+/// dropped. They wait for the lock as [`Store::close`] does, up to
+/// [`REOPEN_PATIENCE`], then open.
 #[cfg(test)]
 pub(crate) mod reopen {
-    use super::{Store, StoreError};
+    use super::{lock_is_free, Store, StoreError};
     use std::path::Path;
     use std::time::{Duration, Instant};
 
     const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
     const RETRY_EVERY: Duration = Duration::from_millis(20);
 
-    /// One try of [`Store::open`]: `None` while another handle holds the lock
-    /// and the patience since `since` lasts.
-    fn try_open(data_dir: &Path, since: Instant) -> Option<Result<Store, StoreError>> {
-        match Store::open(data_dir) {
-            Err(StoreError::Open { source, .. })
-                if source.to_string().contains("could not acquire lock")
-                    && since.elapsed() < REOPEN_PATIENCE =>
-            {
-                None
-            }
-            opened => Some(opened),
-        }
+    /// Whether to wait on: the lock is still held and patience lasts.
+    fn still_locked(data_dir: &Path, since: Instant) -> bool {
+        !lock_is_free(&data_dir.join("db")).unwrap_or(true) && since.elapsed() < REOPEN_PATIENCE
     }
 
-    /// [`Store::open`], waiting (blocking the thread) while the lock is held.
+    /// [`Store::open`] once the lock is free (blocking the thread meanwhile).
     pub(crate) fn open_again(data_dir: &Path) -> Result<Store, StoreError> {
         let since = Instant::now();
-        loop {
-            match try_open(data_dir, since) {
-                Some(opened) => return opened,
-                None => std::thread::sleep(RETRY_EVERY),
-            }
+        while still_locked(data_dir, since) {
+            std::thread::sleep(RETRY_EVERY);
         }
+        Store::open(data_dir)
     }
 
     /// Same, sleeping on the runtime: the task still holding the previous
     /// handle may need this thread to finish.
     pub(crate) async fn open_again_async(data_dir: &Path) -> Store {
         let since = Instant::now();
-        loop {
-            match try_open(data_dir, since) {
-                Some(opened) => return opened.unwrap_or_else(|error| panic!("{error}")),
-                None => tokio::time::sleep(RETRY_EVERY).await,
-            }
+        while still_locked(data_dir, since) {
+            tokio::time::sleep(RETRY_EVERY).await;
         }
+        Store::open(data_dir).unwrap_or_else(|error| panic!("{error}"))
     }
 }
 
@@ -326,6 +382,61 @@ mod tests {
                 .as_ref(),
             b"v"
         );
+    }
+
+    /// `close` returns only once the last handle (here a tree another
+    /// thread still uses) is gone: the database opens at once afterwards,
+    /// with what that thread wrote.
+    #[tokio::test]
+    async fn close_waits_for_every_handle_and_frees_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("market").unwrap();
+        assert!(!lock_is_free(&dir.path().join("db")).unwrap());
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            tree.insert("late", "write").unwrap();
+            tree.flush().unwrap();
+        });
+        let since = Instant::now();
+        store.close().await.unwrap();
+        assert!(
+            since.elapsed() >= Duration::from_millis(250),
+            "close returned while a tree was still held"
+        );
+        holder.join().unwrap();
+        let reopened = Store::open(dir.path()).expect("the data dir is free after close");
+        assert_eq!(
+            reopened
+                .tree("market")
+                .unwrap()
+                .get("late")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"write"
+        );
+    }
+
+    /// A handle that is never dropped makes `close` give up with an error
+    /// that names the data dir and what to do.
+    #[tokio::test]
+    async fn close_reports_a_handle_that_is_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let leaked = store.tree("market").unwrap();
+        let error = store
+            .close_within(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, StoreError::StillOpen { .. }), "{text}");
+        assert!(
+            text.contains(&dir.path().join("db").display().to_string())
+                && text.contains("--data-dir"),
+            "{text}"
+        );
+        drop(leaked);
     }
 
     #[test]
