@@ -42,23 +42,24 @@ impl CreatedActivities for ManyAgreements {
     }
 }
 
-fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
-    open_with(dir, Duration::from_secs(3600))
+async fn open(dir: &std::path::Path) -> (Store, Router, PaymentService) {
+    open_with(dir, Duration::from_secs(3600)).await
 }
 
 /// The service with the test's memory and event bounds and `history` as the
 /// time finished records stay in sled.
-fn open_with(dir: &std::path::Path, history: Duration) -> (Store, Router, PaymentService) {
-    open_keeping(dir, history, usize::MAX)
+async fn open_with(dir: &std::path::Path, history: Duration) -> (Store, Router, PaymentService) {
+    open_keeping(dir, history, usize::MAX).await
 }
 
-/// Same, with at most `history_count` prune entries kept.
-fn open_keeping(
+/// Same, with at most `history_count` prune entries kept. A test that
+/// reopens its data dir waits for the previous instance to let go of it.
+async fn open_keeping(
     dir: &std::path::Path,
     history: Duration,
     history_count: usize,
 ) -> (Store, Router, PaymentService) {
-    let store = Store::open(dir).unwrap();
+    let store = crate::store::reopen::open_again_async(dir).await;
     let router = Router::new();
     let service = super::open(
         node(REQUESTOR),
@@ -192,7 +193,7 @@ async fn run_agreements(service: &PaymentService) -> Allocation {
 #[tokio::test]
 async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, router, service) = open(dir.path());
+    let (store, router, service) = open(dir.path()).await;
     let budget = run_agreements(&service).await;
     service.sweep_retention().await;
     check_everything_answers(&service).await;
@@ -211,7 +212,7 @@ async fn finished_agreements_leave_memory_but_stay_answerable_by_id() {
     router.unbind_all();
     drop(service);
     drop(store);
-    let (_store, _router, service) = open(dir.path());
+    let (_store, _router, service) = open(dir.path()).await;
     check_everything_answers(&service).await;
     service.stop();
 }
@@ -224,7 +225,7 @@ fn stored(store: &Store, prefix: &str) -> usize {
 #[tokio::test]
 async fn settled_history_leaves_sled_and_the_status_keeps_its_totals() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, router, service) = open_with(dir.path(), Duration::ZERO);
+    let (store, router, service) = open_with(dir.path(), Duration::ZERO).await;
     run_agreements(&service).await;
     // An invoice still open (received, not accepted) of one more agreement.
     let open_n = AGREEMENTS;
@@ -269,7 +270,7 @@ async fn settled_history_leaves_sled_and_the_status_keeps_its_totals() {
     router.unbind_all();
     drop(service);
     drop(store);
-    let (_store, _router, service) = open_with(dir.path(), Duration::ZERO);
+    let (_store, _router, service) = open_with(dir.path(), Duration::ZERO).await;
     check_requested_and_paid(&service).await;
     service.stop();
 }
@@ -278,7 +279,7 @@ async fn settled_history_leaves_sled_and_the_status_keeps_its_totals() {
 async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_keep_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let week = Duration::from_secs(7 * 24 * 3600);
-    let (store, router, service) = open_keeping(dir.path(), week, KEEP);
+    let (store, router, service) = open_keeping(dir.path(), week, KEEP).await;
     run_agreements(&service).await;
     service.sweep_retention().await;
     // A week of history by age, but only the newest KEEP entries by count.
@@ -304,7 +305,7 @@ async fn history_beyond_the_count_leaves_sled_within_the_window_and_restarts_kee
     router.unbind_all();
     drop(service);
     drop(store);
-    let (store, _router, service) = open_keeping(dir.path(), week, KEEP);
+    let (store, _router, service) = open_keeping(dir.path(), week, KEEP).await;
     service.sweep_retention().await;
     service.sweep_retention().await;
     assert_eq!(stored(&store, "prune/"), KEEP);
