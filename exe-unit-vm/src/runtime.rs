@@ -1402,16 +1402,14 @@ impl Runtime for VmRuntime {
             }
         }
         let said = String::from_utf8_lossy(&first);
-        // The engine's words, or busybox sh's when the run was wrapped.
-        let not_found = said.contains("OCI runtime exec failed")
-            || (container.wrapped_runs
-                && said.starts_with("golem-run: exec:")
-                && said.contains(&format!("{}: not found", request.entry_point)));
-        if (code == 126 || code == 127) && not_found {
-            return Err(RuntimeError::new(format!(
-                "unknown entry point {:?}: it is not an executable in the image",
-                request.entry_point
-            )));
+        if let Some(message) = start_failure(
+            &request.entry_point,
+            code,
+            &said,
+            container.wrapped_runs,
+            self.limits.pids,
+        ) {
+            return Err(RuntimeError::new(message));
         }
         if code == 137 {
             return Err(RuntimeError::new(format!(
@@ -1543,11 +1541,118 @@ impl Runtime for VmRuntime {
     }
 }
 
+/// Why a run that exited 126 or 127 never started, from what the engine (or,
+/// for a wrapped run, busybox sh) printed: an entry point the image lacks or
+/// cannot execute, or the container runtime failing to start the process at
+/// all (runc's `read init-p: connection reset by peer` when the container's
+/// pids are all taken). `None` for an ordinary exit code of the command.
+fn start_failure(
+    entry_point: &str,
+    code: i64,
+    said: &str,
+    wrapped_runs: bool,
+    pids_limit: i64,
+) -> Option<String> {
+    if code != 126 && code != 127 {
+        return None;
+    }
+    let not_an_executable =
+        format!("unknown entry point {entry_point:?}: it is not an executable in the image");
+    if wrapped_runs
+        && said.starts_with("golem-run: exec:")
+        && said.contains(&format!("{entry_point}: not found"))
+    {
+        return Some(not_an_executable);
+    }
+    if !said.contains("OCI runtime exec failed") {
+        return None;
+    }
+    // runc: `exec: "/bin/x": stat /bin/x: no such file or directory`,
+    // `executable file not found in $PATH`, `permission denied`; runsc:
+    // `failed to load /bin/x: no such file or directory`, `error finding
+    // executable`.
+    let missing = [
+        "no such file or directory",
+        "not found",
+        "permission denied",
+    ]
+    .iter()
+    .any(|words| said.contains(words));
+    if missing {
+        return Some(not_an_executable);
+    }
+    Some(format!(
+        "{entry_point} could not be started by the container runtime ({}); \
+         the container may be at its limit of {pids_limit} processes: what earlier \
+         commands left running still counts, so wait for it to end and try again",
+        said.trim()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use golem_exe_unit::Agreement;
     use serde_json::json;
+
+    /// What runc, runsc and busybox sh print when a run cannot start (taken
+    /// from the engine on this machine) gets the right explanation; an
+    /// ordinary exit code gets none.
+    #[test]
+    fn a_run_that_never_started_is_explained_by_what_the_engine_said() {
+        let unknown =
+            |said: &str, wrapped: bool| start_failure("/bin/nope", 126, said, wrapped, PIDS_LIMIT);
+        for said in [
+            "OCI runtime exec failed: exec failed: unable to start container process: exec: \"/bin/nope\": stat /bin/nope: no such file or directory: unknown\r\n",
+            "OCI runtime exec failed: exec failed: unable to start container process: exec: \"/bin/nope\": permission denied: unknown",
+            "OCI runtime exec failed: executing processes for container: executing command \"/bin/nope\" in sandbox: failed to load /bin/nope: no such file or directory: unknown",
+        ] {
+            assert_eq!(
+                unknown(said, false).as_deref(),
+                Some("unknown entry point \"/bin/nope\": it is not an executable in the image"),
+                "{said}"
+            );
+        }
+        assert!(
+            unknown("golem-run: exec: line 1: /bin/nope: not found", true)
+                .unwrap()
+                .starts_with("unknown entry point")
+        );
+
+        // A full pids cgroup: runc's init dies before the command starts.
+        let busy = unknown(
+            "OCI runtime exec failed: exec failed: unable to start container process: read init-p: connection reset by peer: unknown\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!busy.contains("unknown entry point"), "{busy}");
+        assert!(
+            busy.contains("read init-p")
+                && busy.contains(&format!("limit of {PIDS_LIMIT} processes"))
+                && busy.contains("try again"),
+            "{busy}"
+        );
+
+        // The command's own exit codes are not start failures.
+        assert_eq!(
+            start_failure("/bin/sh", 127, "sh: x: not found", false, PIDS_LIMIT),
+            None
+        );
+        assert_eq!(
+            start_failure("/bin/sh", 1, "OCI runtime exec failed", false, PIDS_LIMIT),
+            None
+        );
+        assert_eq!(
+            start_failure(
+                "/bin/sh",
+                127,
+                "golem-run: exec: line 1: /bin/other: not found",
+                true,
+                PIDS_LIMIT
+            ),
+            None
+        );
+    }
 
     fn agreement(offer: serde_json::Value, demand: serde_json::Value) -> Agreement {
         Agreement::from_json(
