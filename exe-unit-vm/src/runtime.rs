@@ -145,6 +145,15 @@ impl Limits {
             network: granted(&agreement.offer) && granted(&agreement.demand),
         }
     }
+
+    /// The pids limit the container gets in `sandbox` (gVisor's counts its
+    /// kernel's host threads: see [`GVISOR_PIDS_LIMIT`]).
+    fn pids_in(&self, sandbox: Sandbox) -> i64 {
+        match sandbox {
+            Sandbox::Gvisor => GVISOR_PIDS_LIMIT.max(self.pids),
+            Sandbox::Runc => self.pids,
+        }
+    }
 }
 
 /// The activity's container once deployed.
@@ -632,7 +641,7 @@ impl VmRuntime {
                 Some(holder) => format!("container:{holder}"),
                 None => network_mode.into(),
             }),
-            pids_limit: Some(self.limits.pids),
+            pids_limit: Some(self.limits.pids_in(sandbox)),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
             nano_cpus: self.limits.nano_cpus,
@@ -653,7 +662,6 @@ impl VmRuntime {
                     }
                     .into(),
                 );
-                host_config.pids_limit = Some(GVISOR_PIDS_LIMIT.max(self.limits.pids));
                 if wrapped_runs {
                     host_config.tmpfs = Some(HashMap::from([(
                         GUEST_RUN_DIR.to_string(),
@@ -1407,7 +1415,7 @@ impl Runtime for VmRuntime {
             code,
             &said,
             container.wrapped_runs,
-            self.limits.pids,
+            self.limits.pids_in(container.sandbox),
         ) {
             return Err(RuntimeError::new(message));
         }

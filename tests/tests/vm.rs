@@ -398,23 +398,30 @@ async fn docker_vm_runs_a_hardened_container_through_two_daemons() {
     // its first failed fork and leaves the sleeps it started holding every
     // pid for up to 5 s; a run that cannot start meanwhile (runc's init
     // cannot fork) says why, and the next ones run once the sleeps end.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let results = requestor
-            .batch(&activity_id, json!([run("/bin/echo", &["alive"])]))
-            .await;
-        if results[0].result == CommandResult::Ok {
-            assert_eq!(text(&results[0].stdout).trim(), "alive", "{results:?}");
-            break;
-        }
-        let message = results[0].message.clone().unwrap_or_default();
-        assert!(
-            message.contains("could not be started") && message.contains("limit of"),
-            "{results:?}"
-        );
-        assert!(Instant::now() < deadline, "never served again: {results:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let results = eventually(
+        Duration::from_secs(30),
+        "the container to serve again",
+        || {
+            let (requestor, activity_id) = (&requestor, &activity_id);
+            async move {
+                let results = requestor
+                    .batch(activity_id, json!([run("/bin/echo", &["alive"])]))
+                    .await;
+                if results[0].result == CommandResult::Ok {
+                    return Some(results);
+                }
+                let message = results[0].message.clone().unwrap_or_default();
+                assert!(
+                    message.contains("could not be started") && message.contains("limit of"),
+                    "{results:?}"
+                );
+                None
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(text(&results[0].stdout).trim(), "alive", "{results:?}");
 
     // Usage comes from the engine's stats: CPU seconds of the container.
     let usage = requestor.usage(&activity_id).await;

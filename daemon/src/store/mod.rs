@@ -86,6 +86,22 @@ fn lock_is_free(db_dir: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Wait until no handle holds the database in `db_dir` ([`lock_is_free`]),
+/// probing every [`LOCK_PROBE_EVERY`]; `false` if one still does after
+/// `patience`.
+async fn released_within(db_dir: &Path, patience: Duration) -> std::io::Result<bool> {
+    let since = Instant::now();
+    loop {
+        if lock_is_free(db_dir)? {
+            return Ok(true);
+        }
+        if since.elapsed() >= patience {
+            return Ok(false);
+        }
+        tokio::time::sleep(LOCK_PROBE_EVERY).await;
+    }
+}
+
 /// Handle to the node's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -152,22 +168,13 @@ impl Store {
         self.flush().await?;
         let path = self.path.clone();
         drop(self);
-        let since = Instant::now();
-        loop {
-            let free = lock_is_free(&path).map_err(|source| StoreError::LockProbe {
-                path: path.clone(),
-                source,
-            })?;
-            if free {
-                return Ok(());
-            }
-            if since.elapsed() >= patience {
-                return Err(StoreError::StillOpen {
-                    path,
-                    waited: patience,
-                });
-            }
-            tokio::time::sleep(LOCK_PROBE_EVERY).await;
+        match released_within(&path, patience).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::StillOpen {
+                path,
+                waited: patience,
+            }),
+            Err(source) => Err(StoreError::LockProbe { path, source }),
         }
     }
 
@@ -262,23 +269,19 @@ impl From<StoreError> for golem_model::GolemError {
 /// [`REOPEN_PATIENCE`], then open.
 #[cfg(test)]
 pub(crate) mod reopen {
-    use super::{lock_is_free, Store, StoreError};
+    use super::{lock_is_free, released_within, Store, StoreError, LOCK_PROBE_EVERY};
     use std::path::Path;
     use std::time::{Duration, Instant};
 
     const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
-    const RETRY_EVERY: Duration = Duration::from_millis(20);
-
-    /// Whether to wait on: the lock is still held and patience lasts.
-    fn still_locked(data_dir: &Path, since: Instant) -> bool {
-        !lock_is_free(&data_dir.join("db")).unwrap_or(true) && since.elapsed() < REOPEN_PATIENCE
-    }
 
     /// [`Store::open`] once the lock is free (blocking the thread meanwhile).
     pub(crate) fn open_again(data_dir: &Path) -> Result<Store, StoreError> {
         let since = Instant::now();
-        while still_locked(data_dir, since) {
-            std::thread::sleep(RETRY_EVERY);
+        while !lock_is_free(&data_dir.join("db")).unwrap_or(true)
+            && since.elapsed() < REOPEN_PATIENCE
+        {
+            std::thread::sleep(LOCK_PROBE_EVERY);
         }
         Store::open(data_dir)
     }
@@ -286,10 +289,8 @@ pub(crate) mod reopen {
     /// Same, sleeping on the runtime: the task still holding the previous
     /// handle may need this thread to finish.
     pub(crate) async fn open_again_async(data_dir: &Path) -> Store {
-        let since = Instant::now();
-        while still_locked(data_dir, since) {
-            tokio::time::sleep(RETRY_EVERY).await;
-        }
+        // Opening tells what a probe that failed or timed out could not.
+        let _ = released_within(&data_dir.join("db"), REOPEN_PATIENCE).await;
         Store::open(data_dir).unwrap_or_else(|error| panic!("{error}"))
     }
 }
